@@ -1,0 +1,321 @@
+#include "backends/interp.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "kernels/tensor_quant.h"
+
+#define ARENA_ALIGN 64
+
+struct mera_interp {
+    const mera_graph *g;
+    mera_interp_mode mode;
+    int n_values, n_nodes;
+    const void **value_data;   /* CONST and PARAM data, else NULL */
+    int64_t *value_offset;     /* offset of NODE values in the arena, else -1 */
+    mera_kernel_fn *kernels;   /* per node */
+    unsigned char *emulate;    /* per node: run a quantized node in float */
+    int *input_slot;           /* per value: index among INPUT values, else -1 */
+    size_t arena_bytes;
+};
+
+/* ---- memory planning ----------------------------------------------------- */
+
+typedef struct {
+    int64_t off, size;
+} block;
+
+/* First-fit placement among live blocks kept sorted by offset. */
+static int64_t place(block *live, int *n_live, int64_t size, size_t *peak)
+{
+    int64_t at = 0;
+    int i = 0;
+    for (; i < *n_live; i++) {
+        if (live[i].off - at >= size)
+            break;
+        at = live[i].off + live[i].size;
+    }
+    memmove(&live[i + 1], &live[i], (size_t)(*n_live - i) * sizeof *live);
+    live[i].off = at;
+    live[i].size = size;
+    (*n_live)++;
+    if ((size_t)(at + size) > *peak)
+        *peak = (size_t)(at + size);
+    return at;
+}
+
+static void release(block *live, int *n_live, int64_t off)
+{
+    for (int i = 0; i < *n_live; i++)
+        if (live[i].off == off) {
+            memmove(&live[i], &live[i + 1], (size_t)(*n_live - i - 1) * sizeof *live);
+            (*n_live)--;
+            return;
+        }
+    MERA_BUG("released a block that is not live");
+}
+
+static mera_status plan_memory(mera_interp *it, mera_error *err)
+{
+    const mera_graph *g = it->g;
+    int *last_use = malloc((size_t)it->n_values * sizeof *last_use);
+    block *live = malloc((size_t)(it->n_values + 1) * sizeof *live);
+    if (!last_use || !live) {
+        free(last_use);
+        free(live);
+        return mera_fail(err, MERA_ERR_NOMEM, "out of memory planning graph '%s'", mera_graph_name(g));
+    }
+    for (int v = 0; v < it->n_values; v++) {
+        last_use[v] = -1;
+        it->value_offset[v] = -1;
+    }
+    for (int n = 0; n < it->n_nodes; n++) {
+        const mera_node *node = mera_graph_node(g, n);
+        for (int i = 0; i < node->n_inputs; i++)
+            if (node->inputs[i] >= 0)
+                last_use[node->inputs[i]] = n;
+    }
+    for (int i = 0; i < mera_graph_num_outputs(g); i++)
+        last_use[mera_graph_output(g, i)] = it->n_nodes; /* live to the end */
+    int n_live = 0;
+    size_t peak = 0;
+    for (int n = 0; n < it->n_nodes; n++) {
+        const mera_node *node = mera_graph_node(g, n);
+        for (int o = 0; o < node->n_outputs; o++) {
+            int v = node->outputs[o];
+            int64_t size = (int64_t)((mera_type_nbytes(&mera_graph_value(g, v)->type) + ARENA_ALIGN - 1) &
+                                     ~(size_t)(ARENA_ALIGN - 1));
+            it->value_offset[v] = place(live, &n_live, size, &peak);
+        }
+        /* Values whose last reader is this node (and outputs nobody reads)
+         * are free once the node has run. */
+        for (int i = 0; i < node->n_inputs; i++) {
+            int v = node->inputs[i];
+            if (v >= 0 && last_use[v] == n && it->value_offset[v] >= 0) {
+                int dup = 0;
+                for (int k = 0; k < i; k++)
+                    dup |= node->inputs[k] == v;
+                if (!dup)
+                    release(live, &n_live, it->value_offset[v]);
+            }
+        }
+        for (int o = 0; o < node->n_outputs; o++) {
+            int v = node->outputs[o];
+            if (last_use[v] < 0)
+                release(live, &n_live, it->value_offset[v]);
+        }
+    }
+    it->arena_bytes = peak;
+    free(last_use);
+    free(live);
+    return MERA_OK;
+}
+
+/* ---- compile ------------------------------------------------------------- */
+
+static int is_quantized(const mera_type *t)
+{
+    return t->q.kind != MERA_QUANT_NONE;
+}
+
+void mera_interp_free(mera_interp *it)
+{
+    if (!it)
+        return;
+    free(it->value_data);
+    free(it->value_offset);
+    free(it->kernels);
+    free(it->emulate);
+    free(it->input_slot);
+    free(it);
+}
+
+mera_interp *mera_interp_compile(const mera_graph *g, mera_interp_mode mode, const void *const *param_data,
+                                 mera_error *err)
+{
+    if (mera_graph_num_outputs(g) < 1) {
+        mera_fail(err, MERA_ERR_INVALID, "graph '%s' has no outputs", mera_graph_name(g));
+        return NULL;
+    }
+    mera_interp *it = calloc(1, sizeof *it);
+    if (!it) {
+        mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    it->g = g;
+    it->mode = mode;
+    it->n_values = mera_graph_num_values(g);
+    it->n_nodes = mera_graph_num_nodes(g);
+    it->value_data = calloc((size_t)it->n_values + 1, sizeof *it->value_data);
+    it->value_offset = calloc((size_t)it->n_values + 1, sizeof *it->value_offset);
+    it->input_slot = calloc((size_t)it->n_values + 1, sizeof *it->input_slot);
+    it->kernels = calloc((size_t)it->n_nodes + 1, sizeof *it->kernels);
+    it->emulate = calloc((size_t)it->n_nodes + 1, 1);
+    if (!it->value_data || !it->value_offset || !it->input_slot || !it->kernels || !it->emulate) {
+        mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    for (int v = 0; v < it->n_values; v++) {
+        const mera_value *val = mera_graph_value(g, v);
+        it->input_slot[v] = -1;
+        if (val->kind == MERA_VALUE_CONST)
+            it->value_data[v] = val->data;
+    }
+    int slot = 0;
+    for (int i = 0; i < mera_graph_num_inputs(g); i++) {
+        int v = mera_graph_input(g, i);
+        const mera_value *val = mera_graph_value(g, v);
+        if (val->kind == MERA_VALUE_INPUT) {
+            it->input_slot[v] = slot++;
+        } else {
+            const void *d = param_data ? param_data[i] : NULL;
+            if (!d) {
+                mera_fail(err, MERA_ERR_INVALID, "param '%s' has no data: pass it in params", val->name);
+                goto fail;
+            }
+            it->value_data[v] = d;
+        }
+    }
+    for (int n = 0; n < it->n_nodes; n++) {
+        const mera_node *node = mera_graph_node(g, n);
+        const mera_type *t0 = &mera_graph_value(g, node->inputs[0])->type;
+        mera_numerics num = is_quantized(t0) ? MERA_NUMERICS_QUANT : MERA_NUMERICS_FLOAT;
+        if (mode == MERA_INTERP_FLOAT && num == MERA_NUMERICS_QUANT && node->op != MERA_OP_DEQUANTIZE &&
+            node->op != MERA_OP_REQUANTIZE) {
+            it->emulate[n] = 1;
+            num = MERA_NUMERICS_FLOAT;
+        }
+        it->kernels[n] = mera_kernel_select(node->op, num);
+        if (!it->kernels[n]) {
+            mera_fail(err, MERA_ERR_UNSUPPORTED, "node '%s' (%s): no %s kernel for this op", node->name,
+                      mera_op_table[node->op].name, num == MERA_NUMERICS_QUANT ? "quantized" : "float");
+            goto fail;
+        }
+    }
+    if (plan_memory(it, err))
+        goto fail;
+    return it;
+fail:
+    mera_interp_free(it);
+    return NULL;
+}
+
+size_t mera_interp_arena_bytes(const mera_interp *it)
+{
+    return it->arena_bytes;
+}
+
+/* ---- run ----------------------------------------------------------------- */
+
+static const void *value_ptr(const mera_interp *it, const void *const *inputs, unsigned char *arena, int v)
+{
+    if (it->value_offset[v] >= 0)
+        return arena + it->value_offset[v];
+    if (it->input_slot[v] >= 0)
+        return inputs[it->input_slot[v]];
+    return it->value_data[v];
+}
+
+static mera_type float_type(const mera_type *t)
+{
+    mera_type f = *t;
+    f.dtype = MERA_DTYPE_FLOAT32;
+    memset(&f.q, 0, sizeof f.q);
+    return f;
+}
+
+/* Interpreter mode: dequantize the inputs, run the float kernel, quantize
+ * the result with the node's output parameters. */
+static mera_status run_emulated(const mera_node *node, mera_kernel_args *a, mera_error *err)
+{
+    mera_type in_f[MERA_MAX_NODE_INPUTS], out_f[MERA_MAX_NODE_OUTPUTS];
+    float *tmp[MERA_MAX_NODE_INPUTS + MERA_MAX_NODE_OUTPUTS] = {0};
+    int n_tmp = 0;
+    mera_status st = MERA_OK;
+    for (int i = 0; i < a->n_inputs; i++) {
+        if (!a->in_types[i] || !is_quantized(a->in_types[i]))
+            continue;
+        float *buf = malloc((size_t)mera_type_numel(a->in_types[i]) * sizeof(float));
+        if (!buf) {
+            st = mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        tmp[n_tmp++] = buf;
+        mera_dequantize_tensor(a->in_types[i], a->in[i], buf);
+        in_f[i] = float_type(a->in_types[i]);
+        a->in_types[i] = &in_f[i];
+        a->in[i] = buf;
+    }
+    void *real_out[MERA_MAX_NODE_OUTPUTS];
+    const mera_type *real_type[MERA_MAX_NODE_OUTPUTS];
+    for (int o = 0; o < a->n_outputs; o++) {
+        real_out[o] = a->out[o];
+        real_type[o] = a->out_types[o];
+        if (!is_quantized(a->out_types[o]))
+            continue;
+        float *buf = malloc((size_t)mera_type_numel(a->out_types[o]) * sizeof(float));
+        if (!buf) {
+            st = mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        tmp[n_tmp++] = buf;
+        out_f[o] = float_type(a->out_types[o]);
+        a->out_types[o] = &out_f[o];
+        a->out[o] = buf;
+    }
+    if ((st = mera_kernel_select(node->op, MERA_NUMERICS_FLOAT)(a, err)))
+        goto done;
+    for (int o = 0; o < a->n_outputs; o++)
+        if (is_quantized(real_type[o]))
+            mera_quantize_tensor(real_type[o], a->out[o], real_out[o]);
+done:
+    for (int i = 0; i < n_tmp; i++)
+        free(tmp[i]);
+    return st;
+}
+
+mera_status mera_interp_run(const mera_interp *it, const void *const *inputs, void *const *outputs, mera_error *err)
+{
+    const mera_graph *g = it->g;
+    unsigned char *arena = NULL;
+    if (it->arena_bytes) {
+        arena = aligned_alloc(ARENA_ALIGN, it->arena_bytes);
+        if (!arena)
+            return mera_fail(err, MERA_ERR_NOMEM, "out of memory allocating the %zu-byte activation arena",
+                             it->arena_bytes);
+    }
+    mera_status st = MERA_OK;
+    for (int n = 0; n < it->n_nodes; n++) {
+        const mera_node *node = mera_graph_node(g, n);
+        mera_kernel_args a;
+        memset(&a, 0, sizeof a);
+        a.node = node;
+        a.n_inputs = node->n_inputs;
+        for (int i = 0; i < node->n_inputs; i++) {
+            int v = node->inputs[i];
+            if (v < 0)
+                continue;
+            a.in_types[i] = &mera_graph_value(g, v)->type;
+            a.in[i] = value_ptr(it, inputs, arena, v);
+        }
+        a.n_outputs = node->n_outputs;
+        for (int o = 0; o < node->n_outputs; o++) {
+            int v = node->outputs[o];
+            a.out_types[o] = &mera_graph_value(g, v)->type;
+            a.out[o] = arena + it->value_offset[v];
+        }
+        st = it->emulate[n] ? run_emulated(node, &a, err) : it->kernels[n](&a, err);
+        if (st) {
+            mera_error_prefix(err, "node '%s' (%s): ", node->name, mera_op_table[node->op].name);
+            goto done;
+        }
+    }
+    for (int i = 0; i < mera_graph_num_outputs(g); i++) {
+        int v = mera_graph_output(g, i);
+        memcpy(outputs[i], value_ptr(it, inputs, arena, v), mera_type_nbytes(&mera_graph_value(g, v)->type));
+    }
+done:
+    free(arena);
+    return st;
+}

@@ -1,0 +1,988 @@
+/* The op table: inputs, attributes, and the verifier + type inference of
+ * every op listed in ops.def. Messages say what is wrong; graph.c prefixes
+ * them with the node name and op. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ir/ir.h"
+
+/* ---- helpers shared by the infer functions ----------------------------- */
+
+#define FAIL(ctx, code, ...) mera_fail((ctx)->err, (code), __VA_ARGS__)
+
+static const char *input_role(const mera_infer_ctx *ctx, int i)
+{
+    const mera_op_info *info = &mera_op_table[ctx->op];
+    int n = info->max_inputs <= 3 ? info->max_inputs : 1; /* variadic ops have one name */
+    if (i < n)
+        return info->input_names[i];
+    return info->input_names[0];
+}
+
+/* "input 1 (weight) 'conv1.weight'" */
+static const char *in_desc(const mera_infer_ctx *ctx, int i, char *buf, size_t n)
+{
+    snprintf(buf, n, "input %d (%s) '%s'", i, input_role(ctx, i), ctx->in_names[i]);
+    return buf;
+}
+
+static int64_t attr_i(const mera_infer_ctx *ctx, const char *key)
+{
+    const mera_attr *a = mera_attr_find(ctx->attrs, ctx->n_attrs, key);
+    MERA_ASSERT(a && a->kind == MERA_ATTR_INT);
+    return a->i;
+}
+
+static double attr_f(const mera_infer_ctx *ctx, const char *key)
+{
+    const mera_attr *a = mera_attr_find(ctx->attrs, ctx->n_attrs, key);
+    MERA_ASSERT(a && a->kind == MERA_ATTR_FLOAT);
+    return a->f;
+}
+
+static const int64_t *attr_is(const mera_infer_ctx *ctx, const char *key, int *count)
+{
+    const mera_attr *a = mera_attr_find(ctx->attrs, ctx->n_attrs, key);
+    MERA_ASSERT(a && a->kind == MERA_ATTR_INTS);
+    *count = a->count;
+    return a->ints;
+}
+
+static const char *attr_s(const mera_infer_ctx *ctx, const char *key)
+{
+    const mera_attr *a = mera_attr_find(ctx->attrs, ctx->n_attrs, key);
+    return a ? a->s : NULL;
+}
+
+static int is_float(const mera_type *t)
+{
+    return t->dtype == MERA_DTYPE_FLOAT32;
+}
+
+static mera_status require_rank(mera_infer_ctx *ctx, int i, int rank)
+{
+    char d[160], s[128];
+    if (ctx->in[i]->rank != rank) {
+        mera_shape_format(ctx->in[i]->shape, ctx->in[i]->rank, s, sizeof s);
+        return FAIL(ctx, MERA_ERR_SHAPE, "%s must have rank %d, got shape %s",
+                    in_desc(ctx, i, d, sizeof d), rank, s);
+    }
+    return MERA_OK;
+}
+
+static mera_status require_float(mera_infer_ctx *ctx, int i)
+{
+    char d[160];
+    if (!is_float(ctx->in[i]))
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be float32 like input 0, got %s",
+                    in_desc(ctx, i, d, sizeof d), mera_dtype_name(ctx->in[i]->dtype));
+    return MERA_OK;
+}
+
+/* Input i must be a per-tensor quantized int8/uint8 tensor. */
+static mera_status require_per_tensor_q(mera_infer_ctx *ctx, int i)
+{
+    char d[160];
+    const mera_type *t = ctx->in[i];
+    if (!mera_dtype_is_quantized_int(t->dtype) || t->q.kind != MERA_QUANT_PER_TENSOR)
+        return FAIL(ctx, MERA_ERR_DTYPE,
+                    "%s must be a per-tensor quantized int8/uint8 tensor, got %s%s",
+                    in_desc(ctx, i, d, sizeof d), mera_dtype_name(t->dtype),
+                    t->q.kind == MERA_QUANT_PER_AXIS ? " with per-axis quantization"
+                    : mera_dtype_is_quantized_int(t->dtype) ? " without quantization parameters"
+                                                          : "");
+    return MERA_OK;
+}
+
+/* The first input decides whether the op is float or quantized. Anything
+ * else (int32, bf16, unquantized int8) is not an activation type. */
+static mera_status check_activation(mera_infer_ctx *ctx, int i)
+{
+    const mera_type *t = ctx->in[i];
+    char d[160];
+    if (is_float(t))
+        return MERA_OK;
+    if (mera_dtype_is_quantized_int(t->dtype) && t->q.kind == MERA_QUANT_PER_TENSOR)
+        return MERA_OK;
+    return FAIL(ctx, MERA_ERR_DTYPE,
+                "%s must be float32 or a per-tensor quantized int8/uint8 tensor, got %s%s",
+                in_desc(ctx, i, d, sizeof d), mera_dtype_name(t->dtype),
+                t->q.kind == MERA_QUANT_PER_AXIS ? " with per-axis quantization"
+                : mera_dtype_is_quantized_int(t->dtype) ? " without quantization parameters"
+                                                      : "");
+}
+
+/* Every activation input must have the same kind (float vs quantized) and
+ * dtype as input 0. */
+static mera_status check_same_activation_dtype(mera_infer_ctx *ctx, int first, int last)
+{
+    char d[160];
+    for (int i = first; i <= last; i++) {
+        if (!ctx->in[i])
+            continue;
+        mera_status st = check_activation(ctx, i);
+        if (st)
+            return st;
+        if (ctx->in[i]->dtype != ctx->in[0]->dtype)
+            return FAIL(ctx, MERA_ERR_DTYPE, "%s has dtype %s but input 0 has %s",
+                        in_desc(ctx, i, d, sizeof d), mera_dtype_name(ctx->in[i]->dtype),
+                        mera_dtype_name(ctx->in[0]->dtype));
+    }
+    return MERA_OK;
+}
+
+static mera_status check_zero_point(mera_infer_ctx *ctx, mera_dtype dt, int64_t zp, const char *what)
+{
+    int64_t lo = dt == MERA_DTYPE_UINT8 ? 0 : -128, hi = dt == MERA_DTYPE_UINT8 ? 255 : 127;
+    if (zp < lo || zp > hi)
+        return FAIL(ctx, MERA_ERR_ATTR, "%s %lld is out of range [%lld, %lld] for %s", what,
+                    (long long)zp, (long long)lo, (long long)hi, mera_dtype_name(dt));
+    return MERA_OK;
+}
+
+static mera_status check_scale(mera_infer_ctx *ctx, double s, const char *what)
+{
+    if (!(s > 0) || !isfinite(s))
+        return FAIL(ctx, MERA_ERR_ATTR, "%s must be a positive finite number, got %g", what, s);
+    return MERA_OK;
+}
+
+/* Output quantization for MERA_OPF_QOUT ops and requantize: out_dtype,
+ * out_scale and out_zero_point when given, else those of input 0. Float
+ * inputs must not carry out_* attributes. */
+static mera_status set_output_quant(mera_infer_ctx *ctx, mera_type *out)
+{
+    const mera_attr *s = mera_attr_find(ctx->attrs, ctx->n_attrs, "out_scale");
+    const mera_attr *z = mera_attr_find(ctx->attrs, ctx->n_attrs, "out_zero_point");
+    const char *dts = attr_s(ctx, "out_dtype");
+    const mera_type *x = ctx->in[0];
+    if (is_float(x)) {
+        if (s || z || dts)
+            return FAIL(ctx, MERA_ERR_ATTR,
+                        "out_scale/out_zero_point/out_dtype apply to quantized inputs, but input 0 '%s' is float32",
+                        ctx->in_names[0]);
+        out->dtype = MERA_DTYPE_FLOAT32;
+        out->q.kind = MERA_QUANT_NONE;
+        return MERA_OK;
+    }
+    if (!s != !z)
+        return FAIL(ctx, MERA_ERR_ATTR, "out_scale and out_zero_point must be given together");
+    out->dtype = x->dtype;
+    if (dts)
+        mera_dtype_parse(dts, &out->dtype); /* choices already validated */
+    out->q.kind = MERA_QUANT_PER_TENSOR;
+    out->q.count = 1;
+    if (s) {
+        mera_status st = check_scale(ctx, s->f, "out_scale");
+        if (st)
+            return st;
+        st = check_zero_point(ctx, out->dtype, z->i, "out_zero_point");
+        if (st)
+            return st;
+        out->q.scale = s->f;
+        out->q.zero_point = (int32_t)z->i;
+    } else {
+        if (out->dtype != x->dtype)
+            return FAIL(ctx, MERA_ERR_ATTR, "out_dtype %s differs from the input's %s, so out_scale and out_zero_point are required",
+                        mera_dtype_name(out->dtype), mera_dtype_name(x->dtype));
+        out->q.scale = x->q.scale;
+        out->q.zero_point = x->q.zero_point;
+    }
+    return MERA_OK;
+}
+
+/* Output keeps input 0's dtype and quantization (relu, max pool, reshape...). */
+static void keep_input_quant(mera_infer_ctx *ctx, mera_type *out)
+{
+    out->dtype = ctx->in[0]->dtype;
+    out->q = ctx->in[0]->q;
+}
+
+static mera_layout data_layout(mera_infer_ctx *ctx)
+{
+    mera_layout l = MERA_LAYOUT_NCHW;
+    mera_layout_parse(attr_s(ctx, "layout"), &l);
+    return l;
+}
+
+/* Spatial ops: rank-4 input whose layout tag (if any) agrees with the
+ * attribute. Fills N, C, H, W. */
+static mera_status spatial_input(mera_infer_ctx *ctx, int64_t nchw[4])
+{
+    mera_status st = require_rank(ctx, 0, 4);
+    if (st)
+        return st;
+    mera_layout l = data_layout(ctx);
+    const mera_type *x = ctx->in[0];
+    char d[160];
+    if (x->layout != MERA_LAYOUT_ANY && x->layout != l)
+        return FAIL(ctx, MERA_ERR_SHAPE, "%s has layout %s but the op's layout attribute is %s",
+                    in_desc(ctx, 0, d, sizeof d), mera_layout_name(x->layout), mera_layout_name(l));
+    if (l == MERA_LAYOUT_NCHW) {
+        for (int i = 0; i < 4; i++)
+            nchw[i] = x->shape[i];
+    } else {
+        nchw[0] = x->shape[0];
+        nchw[1] = x->shape[3];
+        nchw[2] = x->shape[1];
+        nchw[3] = x->shape[2];
+    }
+    return MERA_OK;
+}
+
+static void spatial_output(mera_infer_ctx *ctx, mera_type *out, int64_t n, int64_t c, int64_t h, int64_t w)
+{
+    mera_layout l = data_layout(ctx);
+    out->rank = 4;
+    out->layout = l;
+    if (l == MERA_LAYOUT_NCHW) {
+        out->shape[0] = n; out->shape[1] = c; out->shape[2] = h; out->shape[3] = w;
+    } else {
+        out->shape[0] = n; out->shape[1] = h; out->shape[2] = w; out->shape[3] = c;
+    }
+}
+
+static mera_status check_positive(mera_infer_ctx *ctx, const char *key, const int64_t *v, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (v[i] < 1)
+            return FAIL(ctx, MERA_ERR_ATTR, "%s[%d] must be >= 1, got %lld", key, i, (long long)v[i]);
+    return MERA_OK;
+}
+
+static mera_status check_nonnegative(mera_infer_ctx *ctx, const char *key, const int64_t *v, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (v[i] < 0)
+            return FAIL(ctx, MERA_ERR_ATTR, "%s[%d] must be >= 0, got %lld", key, i, (long long)v[i]);
+    return MERA_OK;
+}
+
+static int normalize_axis(int64_t axis, int rank, int64_t *out)
+{
+    if (axis < -rank || axis >= rank)
+        return 0;
+    *out = axis < 0 ? axis + rank : axis;
+    return 1;
+}
+
+/* ---- attribute lists shared by several ops ----------------------------- */
+
+#define QOUT_ATTRS                                                                           \
+    {"out_scale", MERA_ATTR_FLOAT, 0, 0, NULL, NULL, "output scale (quantized form only)"}, \
+    {"out_zero_point", MERA_ATTR_INT, 0, 0, NULL, NULL, "output zero point (quantized form only)"}, \
+    {"out_dtype", MERA_ATTR_STRING, 0, 0, "uint8|int8", NULL, "output dtype (quantized form only; default: the input's)"}
+
+#define LAYOUT_ATTR \
+    {"layout", MERA_ATTR_STRING, 0, 0, "NCHW|NHWC", "NCHW", "data layout of input and output"}
+
+#define ACTIVATION_ATTR \
+    {"activation", MERA_ATTR_STRING, 0, 0, "none|relu", "none", "fused activation applied before quantizing the output"}
+
+#define END_ATTRS {NULL, 0, 0, 0, NULL, NULL, NULL}
+
+/* ---- conv2d ------------------------------------------------------------ */
+
+static const char *const inputs_conv2d[] = {"data", "weight", "bias"};
+static const mera_attr_spec attrs_conv2d[] = {
+    {"strides", MERA_ATTR_INTS, 0, 2, NULL, "[1,1]", "stride (h, w)"},
+    {"padding", MERA_ATTR_INTS, 0, 4, NULL, "[0,0,0,0]", "padding (top, left, bottom, right)"},
+    {"dilation", MERA_ATTR_INTS, 0, 2, NULL, "[1,1]", "dilation (h, w)"},
+    {"groups", MERA_ATTR_INT, 0, 0, NULL, "1", "number of groups; groups == channels is depthwise"},
+    LAYOUT_ATTR,
+    {"kernel_layout", MERA_ATTR_STRING, 0, 0, "OIHW|OHWI|HWIO", "OIHW", "weight layout"},
+    ACTIVATION_ATTR,
+    QOUT_ATTRS,
+    END_ATTRS,
+};
+
+static int weight_out_axis(mera_layout kl)
+{
+    return kl == MERA_LAYOUT_HWIO ? 3 : 0;
+}
+
+/* Weight and bias checks shared by conv2d and dense. */
+static mera_status check_weight_bias(mera_infer_ctx *ctx, int out_axis, int64_t out_features)
+{
+    const mera_type *x = ctx->in[0], *w = ctx->in[1], *b = ctx->in[2];
+    char d[160];
+    if (is_float(x)) {
+        mera_status st = require_float(ctx, 1);
+        if (st)
+            return st;
+    } else {
+        if (w->dtype != MERA_DTYPE_INT8 || w->q.kind == MERA_QUANT_NONE)
+            return FAIL(ctx, MERA_ERR_DTYPE,
+                        "%s must be a quantized int8 tensor because input 0 is quantized, got %s%s",
+                        in_desc(ctx, 1, d, sizeof d), mera_dtype_name(w->dtype),
+                        w->q.kind == MERA_QUANT_NONE && w->dtype == MERA_DTYPE_INT8
+                            ? " without quantization parameters" : "");
+        if (w->q.kind == MERA_QUANT_PER_AXIS && w->q.axis != out_axis)
+            return FAIL(ctx, MERA_ERR_DTYPE,
+                        "%s is quantized per axis %d, but per-channel weights must be quantized along the output-channel axis %d",
+                        in_desc(ctx, 1, d, sizeof d), w->q.axis, out_axis);
+    }
+    if (b) {
+        if (!is_float(b))
+            return FAIL(ctx, MERA_ERR_DTYPE, "%s must be float32 (the bias stays float, as in PyTorch), got %s",
+                        in_desc(ctx, 2, d, sizeof d), mera_dtype_name(b->dtype));
+        if (b->rank != 1 || b->shape[0] != out_features) {
+            char s[128];
+            mera_shape_format(b->shape, b->rank, s, sizeof s);
+            return FAIL(ctx, MERA_ERR_SHAPE, "%s must have shape [%lld], got %s",
+                        in_desc(ctx, 2, d, sizeof d), (long long)out_features, s);
+        }
+    }
+    return MERA_OK;
+}
+
+static mera_status infer_conv2d(mera_infer_ctx *ctx)
+{
+    mera_status st;
+    int64_t x[4];
+    if ((st = check_activation(ctx, 0)) || (st = spatial_input(ctx, x)) || (st = require_rank(ctx, 1, 4)))
+        return st;
+    int n = 0;
+    const int64_t *strides = attr_is(ctx, "strides", &n);
+    const int64_t *pad = attr_is(ctx, "padding", &n);
+    const int64_t *dil = attr_is(ctx, "dilation", &n);
+    int64_t groups = attr_i(ctx, "groups");
+    if ((st = check_positive(ctx, "strides", strides, 2)) || (st = check_positive(ctx, "dilation", dil, 2)) ||
+        (st = check_nonnegative(ctx, "padding", pad, 4)))
+        return st;
+    mera_layout kl = MERA_LAYOUT_OIHW;
+    mera_layout_parse(attr_s(ctx, "kernel_layout"), &kl);
+    const mera_type *w = ctx->in[1];
+    char d[160], s[128];
+    if (w->layout != MERA_LAYOUT_ANY && w->layout != kl)
+        return FAIL(ctx, MERA_ERR_SHAPE, "%s has layout %s but kernel_layout is %s",
+                    in_desc(ctx, 1, d, sizeof d), mera_layout_name(w->layout), mera_layout_name(kl));
+    int64_t O, I, KH, KW;
+    if (kl == MERA_LAYOUT_OIHW) {
+        O = w->shape[0]; I = w->shape[1]; KH = w->shape[2]; KW = w->shape[3];
+    } else if (kl == MERA_LAYOUT_OHWI) {
+        O = w->shape[0]; KH = w->shape[1]; KW = w->shape[2]; I = w->shape[3];
+    } else {
+        KH = w->shape[0]; KW = w->shape[1]; I = w->shape[2]; O = w->shape[3];
+    }
+    if (groups < 1 || x[1] % groups != 0 || O % groups != 0)
+        return FAIL(ctx, MERA_ERR_ATTR,
+                    "groups=%lld must be >= 1 and divide both the %lld input channels and the %lld output channels",
+                    (long long)groups, (long long)x[1], (long long)O);
+    if (I * groups != x[1]) {
+        mera_shape_format(w->shape, 4, s, sizeof s);
+        return FAIL(ctx, MERA_ERR_SHAPE,
+                    "%s has shape %s (%s): %lld input channels per group, but the data has %lld channels and groups=%lld",
+                    in_desc(ctx, 1, d, sizeof d), s, mera_layout_name(kl), (long long)I,
+                    (long long)x[1], (long long)groups);
+    }
+    if ((st = check_weight_bias(ctx, weight_out_axis(kl), O)))
+        return st;
+    int64_t eh = dil[0] * (KH - 1) + 1, ew = dil[1] * (KW - 1) + 1;
+    int64_t hp = x[2] + pad[0] + pad[2], wp = x[3] + pad[1] + pad[3];
+    if (KH < 1 || KW < 1 || eh > hp || ew > wp)
+        return FAIL(ctx, MERA_ERR_SHAPE,
+                    "the %lldx%lld kernel (dilated %lldx%lld) does not fit the %lldx%lld input padded to %lldx%lld",
+                    (long long)KH, (long long)KW, (long long)eh, (long long)ew, (long long)x[2],
+                    (long long)x[3], (long long)hp, (long long)wp);
+    mera_type *out = &ctx->out[0];
+    spatial_output(ctx, out, x[0], O, (hp - eh) / strides[0] + 1, (wp - ew) / strides[1] + 1);
+    return set_output_quant(ctx, out);
+}
+
+/* ---- dense ------------------------------------------------------------- */
+
+static const char *const inputs_dense[] = {"data", "weight", "bias"};
+static const mera_attr_spec attrs_dense[] = {
+    ACTIVATION_ATTR,
+    QOUT_ATTRS,
+    END_ATTRS,
+};
+
+static mera_status infer_dense(mera_infer_ctx *ctx)
+{
+    mera_status st;
+    if ((st = check_activation(ctx, 0)) || (st = require_rank(ctx, 1, 2)))
+        return st;
+    const mera_type *x = ctx->in[0], *w = ctx->in[1];
+    char d[160], s[128], s2[128];
+    if (x->rank < 1 || x->shape[x->rank - 1] != w->shape[1]) {
+        mera_shape_format(x->shape, x->rank, s, sizeof s);
+        mera_shape_format(w->shape, w->rank, s2, sizeof s2);
+        return FAIL(ctx, MERA_ERR_SHAPE,
+                    "%s has shape %s [out_features, in_features], which does not match the %s features of data shape %s",
+                    in_desc(ctx, 1, d, sizeof d), s2, x->rank ? "last-axis" : "(no)", s);
+    }
+    if ((st = check_weight_bias(ctx, 0, w->shape[0])))
+        return st;
+    mera_type *out = &ctx->out[0];
+    *out = *x;
+    out->shape[x->rank - 1] = w->shape[0];
+    out->layout = MERA_LAYOUT_ANY;
+    return set_output_quant(ctx, out);
+}
+
+/* ---- add, mul ---------------------------------------------------------- */
+
+static mera_status broadcast(mera_infer_ctx *ctx, mera_type *out)
+{
+    const mera_type *a = ctx->in[0], *b = ctx->in[1];
+    int rank = a->rank > b->rank ? a->rank : b->rank;
+    *out = a->rank >= b->rank ? *a : *b;
+    out->rank = rank;
+    for (int i = 0; i < rank; i++) {
+        int ia = i - (rank - a->rank), ib = i - (rank - b->rank);
+        int64_t da = ia >= 0 ? a->shape[ia] : 1, db = ib >= 0 ? b->shape[ib] : 1;
+        if (da != db && da != 1 && db != 1) {
+            char s[128], s2[128];
+            mera_shape_format(a->shape, a->rank, s, sizeof s);
+            mera_shape_format(b->shape, b->rank, s2, sizeof s2);
+            return FAIL(ctx, MERA_ERR_SHAPE, "shapes %s ('%s') and %s ('%s') do not broadcast (axis %d: %lld vs %lld)",
+                        s, ctx->in_names[0], s2, ctx->in_names[1], i, (long long)da, (long long)db);
+        }
+        out->shape[i] = da == 1 ? db : da;
+    }
+    if (a->layout != b->layout && a->rank == b->rank)
+        out->layout = MERA_LAYOUT_ANY;
+    return MERA_OK;
+}
+
+static const char *const inputs_add[] = {"lhs", "rhs"};
+static const mera_attr_spec attrs_add[] = {ACTIVATION_ATTR, QOUT_ATTRS, END_ATTRS};
+
+static mera_status infer_binary(mera_infer_ctx *ctx)
+{
+    mera_status st;
+    if ((st = check_same_activation_dtype(ctx, 0, 1)) || (st = broadcast(ctx, &ctx->out[0])))
+        return st;
+    return set_output_quant(ctx, &ctx->out[0]);
+}
+
+static mera_status infer_add(mera_infer_ctx *ctx) { return infer_binary(ctx); }
+
+static const char *const inputs_mul[] = {"lhs", "rhs"};
+static const mera_attr_spec attrs_mul[] = {ACTIVATION_ATTR, QOUT_ATTRS, END_ATTRS};
+static mera_status infer_mul(mera_infer_ctx *ctx) { return infer_binary(ctx); }
+
+/* ---- concat ------------------------------------------------------------ */
+
+static const char *const inputs_concat[] = {"inputs"};
+static const mera_attr_spec attrs_concat[] = {
+    {"axis", MERA_ATTR_INT, 0, 0, NULL, "1", "axis to join along; negative counts from the end"},
+    QOUT_ATTRS,
+    END_ATTRS,
+};
+
+static mera_status infer_concat(mera_infer_ctx *ctx)
+{
+    mera_status st;
+    if ((st = check_same_activation_dtype(ctx, 0, ctx->n_inputs - 1)))
+        return st;
+    const mera_type *a = ctx->in[0];
+    int64_t axis;
+    if (!normalize_axis(attr_i(ctx, "axis"), a->rank, &axis))
+        return FAIL(ctx, MERA_ERR_ATTR, "axis %lld is out of range for rank %d",
+                    (long long)attr_i(ctx, "axis"), a->rank);
+    mera_type *out = &ctx->out[0];
+    *out = *a;
+    for (int i = 1; i < ctx->n_inputs; i++) {
+        const mera_type *b = ctx->in[i];
+        int ok = b->rank == a->rank;
+        for (int k = 0; ok && k < a->rank; k++)
+            ok = k == axis || b->shape[k] == a->shape[k];
+        if (!ok) {
+            char s[128], s2[128], d[160];
+            mera_shape_format(a->shape, a->rank, s, sizeof s);
+            mera_shape_format(b->shape, b->rank, s2, sizeof s2);
+            return FAIL(ctx, MERA_ERR_SHAPE, "%s has shape %s, which does not match input 0's %s except on axis %lld",
+                        in_desc(ctx, i, d, sizeof d), s2, s, (long long)axis);
+        }
+        out->shape[axis] += b->shape[axis];
+        if (b->layout != a->layout)
+            out->layout = MERA_LAYOUT_ANY;
+    }
+    return set_output_quant(ctx, out);
+}
+
+/* ---- unary elementwise ------------------------------------------------- */
+
+static mera_status infer_unary_keep(mera_infer_ctx *ctx)
+{
+    mera_status st = check_activation(ctx, 0);
+    if (st)
+        return st;
+    ctx->out[0] = *ctx->in[0];
+    return MERA_OK;
+}
+
+static mera_status infer_unary_qout(mera_infer_ctx *ctx)
+{
+    mera_status st = check_activation(ctx, 0);
+    if (st)
+        return st;
+    ctx->out[0] = *ctx->in[0];
+    return set_output_quant(ctx, &ctx->out[0]);
+}
+
+static const char *const inputs_relu[] = {"data"};
+static const mera_attr_spec attrs_relu[] = {END_ATTRS};
+static mera_status infer_relu(mera_infer_ctx *ctx) { return infer_unary_keep(ctx); }
+
+static const char *const inputs_clip[] = {"data"};
+static const mera_attr_spec attrs_clip[] = {
+    {"a_min", MERA_ATTR_FLOAT, 1, 0, NULL, NULL, "lower bound (real value)"},
+    {"a_max", MERA_ATTR_FLOAT, 1, 0, NULL, NULL, "upper bound (real value)"},
+    END_ATTRS,
+};
+static mera_status infer_clip(mera_infer_ctx *ctx)
+{
+    double lo = attr_f(ctx, "a_min"), hi = attr_f(ctx, "a_max");
+    if (!(lo <= hi))
+        return FAIL(ctx, MERA_ERR_ATTR, "a_min %g must not exceed a_max %g", lo, hi);
+    return infer_unary_keep(ctx);
+}
+
+static const char *const inputs_leaky_relu[] = {"data"};
+static const mera_attr_spec attrs_leaky_relu[] = {
+    {"alpha", MERA_ATTR_FLOAT, 0, 0, NULL, "0.01", "slope for negative inputs"},
+    QOUT_ATTRS,
+    END_ATTRS,
+};
+static mera_status infer_leaky_relu(mera_infer_ctx *ctx) { return infer_unary_qout(ctx); }
+
+static const char *const inputs_hardswish[] = {"data"};
+static const mera_attr_spec attrs_hardswish[] = {QOUT_ATTRS, END_ATTRS};
+static mera_status infer_hardswish(mera_infer_ctx *ctx) { return infer_unary_qout(ctx); }
+
+static const char *const inputs_hardsigmoid[] = {"data"};
+static const mera_attr_spec attrs_hardsigmoid[] = {QOUT_ATTRS, END_ATTRS};
+static mera_status infer_hardsigmoid(mera_infer_ctx *ctx) { return infer_unary_qout(ctx); }
+
+static const char *const inputs_sigmoid[] = {"data"};
+static const mera_attr_spec attrs_sigmoid[] = {QOUT_ATTRS, END_ATTRS};
+static mera_status infer_sigmoid(mera_infer_ctx *ctx) { return infer_unary_qout(ctx); }
+
+/* ---- pooling ----------------------------------------------------------- */
+
+/* PyTorch's pooling_output_shape (aten/src/ATen/native/Pool.h). */
+static int64_t pool_out_size(int64_t in, int64_t k, int64_t pad_lo, int64_t pad_hi, int64_t stride,
+                             int64_t dil, int ceil_mode)
+{
+    int64_t span = in + pad_lo + pad_hi - dil * (k - 1) - 1;
+    int64_t out = (span + (ceil_mode ? stride - 1 : 0)) / stride + 1;
+    if (ceil_mode && (out - 1) * stride >= in + pad_lo)
+        out--;
+    return out;
+}
+
+static mera_status infer_pool(mera_infer_ctx *ctx, int has_dilation)
+{
+    mera_status st;
+    int64_t x[4];
+    if ((st = check_activation(ctx, 0)) || (st = spatial_input(ctx, x)))
+        return st;
+    int n = 0;
+    const int64_t *k = attr_is(ctx, "kernel", &n);
+    const int64_t *s = attr_is(ctx, "strides", &n);
+    const int64_t *p = attr_is(ctx, "padding", &n);
+    int64_t one[2] = {1, 1};
+    const int64_t *dil = has_dilation ? attr_is(ctx, "dilation", &n) : one;
+    if ((st = check_positive(ctx, "kernel", k, 2)) || (st = check_positive(ctx, "strides", s, 2)) ||
+        (st = check_positive(ctx, "dilation", dil, 2)) || (st = check_nonnegative(ctx, "padding", p, 4)))
+        return st;
+    for (int i = 0; i < 2; i++)
+        if (p[i] > k[i] / 2 || p[i + 2] > k[i] / 2)
+            return FAIL(ctx, MERA_ERR_ATTR, "padding must be at most half the kernel size (kernel %lld, padding %lld/%lld)",
+                        (long long)k[i], (long long)p[i], (long long)p[i + 2]);
+    int ceil_mode = attr_i(ctx, "ceil_mode") != 0;
+    int64_t oh = pool_out_size(x[2], k[0], p[0], p[2], s[0], dil[0], ceil_mode);
+    int64_t ow = pool_out_size(x[3], k[1], p[1], p[3], s[1], dil[1], ceil_mode);
+    if (oh < 1 || ow < 1)
+        return FAIL(ctx, MERA_ERR_SHAPE, "the %lldx%lld window does not fit the %lldx%lld input",
+                    (long long)k[0], (long long)k[1], (long long)x[2], (long long)x[3]);
+    spatial_output(ctx, &ctx->out[0], x[0], x[1], oh, ow);
+    return MERA_OK;
+}
+
+#define POOL_ATTRS                                                                         \
+    {"kernel", MERA_ATTR_INTS, 1, 2, NULL, NULL, "window (h, w)"},                         \
+    {"strides", MERA_ATTR_INTS, 1, 2, NULL, NULL, "stride (h, w)"},                        \
+    {"padding", MERA_ATTR_INTS, 0, 4, NULL, "[0,0,0,0]", "padding (top, left, bottom, right)"}, \
+    {"ceil_mode", MERA_ATTR_INT, 0, 0, NULL, "0", "round the output size up"},             \
+    LAYOUT_ATTR
+
+static const char *const inputs_max_pool2d[] = {"data"};
+static const mera_attr_spec attrs_max_pool2d[] = {
+    POOL_ATTRS,
+    {"dilation", MERA_ATTR_INTS, 0, 2, NULL, "[1,1]", "dilation (h, w)"},
+    END_ATTRS,
+};
+static mera_status infer_max_pool2d(mera_infer_ctx *ctx)
+{
+    mera_status st = infer_pool(ctx, 1);
+    if (!st)
+        keep_input_quant(ctx, &ctx->out[0]);
+    return st;
+}
+
+static const char *const inputs_avg_pool2d[] = {"data"};
+static const mera_attr_spec attrs_avg_pool2d[] = {
+    POOL_ATTRS,
+    {"count_include_pad", MERA_ATTR_INT, 0, 0, NULL, "1", "count padded positions in the divisor"},
+    {"divisor_override", MERA_ATTR_INT, 0, 0, NULL, "0", "divide by this instead (0: off)"},
+    QOUT_ATTRS,
+    END_ATTRS,
+};
+static mera_status infer_avg_pool2d(mera_infer_ctx *ctx)
+{
+    mera_status st = infer_pool(ctx, 0);
+    if (st)
+        return st;
+    if (attr_i(ctx, "divisor_override") < 0)
+        return FAIL(ctx, MERA_ERR_ATTR, "divisor_override must be >= 0");
+    return set_output_quant(ctx, &ctx->out[0]);
+}
+
+static const char *const inputs_adaptive_avg_pool2d[] = {"data"};
+static const mera_attr_spec attrs_adaptive_avg_pool2d[] = {
+    {"output_size", MERA_ATTR_INTS, 0, 2, NULL, "[1,1]", "output (h, w); [1,1] is global average pooling"},
+    LAYOUT_ATTR,
+    QOUT_ATTRS,
+    END_ATTRS,
+};
+static mera_status infer_adaptive_avg_pool2d(mera_infer_ctx *ctx)
+{
+    mera_status st;
+    int64_t x[4];
+    if ((st = check_activation(ctx, 0)) || (st = spatial_input(ctx, x)))
+        return st;
+    int n = 0;
+    const int64_t *os = attr_is(ctx, "output_size", &n);
+    if ((st = check_positive(ctx, "output_size", os, 2)))
+        return st;
+    spatial_output(ctx, &ctx->out[0], x[0], x[1], os[0], os[1]);
+    return set_output_quant(ctx, &ctx->out[0]);
+}
+
+/* ---- mean -------------------------------------------------------------- */
+
+static const char *const inputs_mean[] = {"data"};
+static const mera_attr_spec attrs_mean[] = {
+    {"axes", MERA_ATTR_INTS, 1, 0, NULL, NULL, "axes to average over"},
+    {"keepdims", MERA_ATTR_INT, 0, 0, NULL, "0", "keep reduced axes with size 1"},
+    QOUT_ATTRS,
+    END_ATTRS,
+};
+static mera_status infer_mean(mera_infer_ctx *ctx)
+{
+    mera_status st = check_activation(ctx, 0);
+    if (st)
+        return st;
+    const mera_type *x = ctx->in[0];
+    int n = 0;
+    const int64_t *axes = attr_is(ctx, "axes", &n);
+    int reduce[MERA_MAX_RANK] = {0};
+    if (n < 1)
+        return FAIL(ctx, MERA_ERR_ATTR, "axes must name at least one axis");
+    for (int i = 0; i < n; i++) {
+        int64_t a;
+        if (!normalize_axis(axes[i], x->rank, &a))
+            return FAIL(ctx, MERA_ERR_ATTR, "axes[%d] = %lld is out of range for rank %d", i,
+                        (long long)axes[i], x->rank);
+        if (reduce[a])
+            return FAIL(ctx, MERA_ERR_ATTR, "axes names axis %lld twice", (long long)a);
+        reduce[a] = 1;
+    }
+    int keep = attr_i(ctx, "keepdims") != 0;
+    mera_type *out = &ctx->out[0];
+    *out = *x;
+    out->rank = 0;
+    for (int i = 0; i < x->rank; i++) {
+        if (!reduce[i])
+            out->shape[out->rank++] = x->shape[i];
+        else if (keep)
+            out->shape[out->rank++] = 1;
+    }
+    if (!keep)
+        out->layout = MERA_LAYOUT_ANY;
+    return set_output_quant(ctx, out);
+}
+
+/* ---- shape ops ---------------------------------------------------------- */
+
+static const char *const inputs_flatten[] = {"data"};
+static const mera_attr_spec attrs_flatten[] = {
+    {"start_axis", MERA_ATTR_INT, 0, 0, NULL, "1", "first axis to merge"},
+    {"end_axis", MERA_ATTR_INT, 0, 0, NULL, "-1", "last axis to merge"},
+    END_ATTRS,
+};
+static mera_status infer_flatten(mera_infer_ctx *ctx)
+{
+    const mera_type *x = ctx->in[0];
+    int rank = x->rank ? x->rank : 1;
+    int64_t s, e;
+    if (!normalize_axis(attr_i(ctx, "start_axis"), rank, &s) || !normalize_axis(attr_i(ctx, "end_axis"), rank, &e) || s > e)
+        return FAIL(ctx, MERA_ERR_ATTR, "start_axis %lld and end_axis %lld do not name a range of axes of a rank-%d tensor",
+                    (long long)attr_i(ctx, "start_axis"), (long long)attr_i(ctx, "end_axis"), x->rank);
+    mera_type *out = &ctx->out[0];
+    *out = *x;
+    out->rank = 0;
+    int64_t merged = 1;
+    for (int i = 0; i < x->rank; i++) {
+        if (i < s || i > e)
+            out->shape[out->rank++] = x->shape[i];
+        else {
+            merged *= x->shape[i];
+            if (i == e)
+                out->shape[out->rank++] = merged;
+        }
+    }
+    if (x->rank == 0)
+        out->shape[out->rank++] = 1;
+    out->layout = MERA_LAYOUT_ANY;
+    return MERA_OK;
+}
+
+static const char *const inputs_reshape[] = {"data"};
+static const mera_attr_spec attrs_reshape[] = {
+    {"shape", MERA_ATTR_INTS, 1, 0, NULL, NULL, "new shape; one entry may be -1"},
+    END_ATTRS,
+};
+static mera_status infer_reshape(mera_infer_ctx *ctx)
+{
+    const mera_type *x = ctx->in[0];
+    int n = 0;
+    const int64_t *shape = attr_is(ctx, "shape", &n);
+    if (n > MERA_MAX_RANK)
+        return FAIL(ctx, MERA_ERR_ATTR, "shape has %d axes; at most %d are supported", n, MERA_MAX_RANK);
+    mera_type *out = &ctx->out[0];
+    *out = *x;
+    out->rank = n;
+    out->layout = MERA_LAYOUT_ANY;
+    int infer_at = -1;
+    int64_t known = 1, total = mera_type_numel(x);
+    for (int i = 0; i < n; i++) {
+        if (shape[i] == -1) {
+            if (infer_at >= 0)
+                return FAIL(ctx, MERA_ERR_ATTR, "shape has more than one -1");
+            infer_at = i;
+        } else if (shape[i] < 0) {
+            return FAIL(ctx, MERA_ERR_ATTR, "shape[%d] = %lld is negative", i, (long long)shape[i]);
+        } else {
+            known *= shape[i];
+        }
+        out->shape[i] = shape[i];
+    }
+    if (infer_at >= 0 && known > 0 && total % known == 0)
+        out->shape[infer_at] = total / known;
+    if (mera_type_numel(out) != total || (infer_at >= 0 && known == 0)) {
+        char s[128], s2[128];
+        mera_shape_format(x->shape, x->rank, s, sizeof s);
+        mera_shape_format(shape, n, s2, sizeof s2);
+        return FAIL(ctx, MERA_ERR_SHAPE, "cannot reshape %s (%lld elements) to %s", s, (long long)total, s2);
+    }
+    return MERA_OK;
+}
+
+static const char *const inputs_transpose[] = {"data"};
+static const mera_attr_spec attrs_transpose[] = {
+    {"axes", MERA_ATTR_INTS, 1, 0, NULL, NULL, "permutation: output axis i is input axis axes[i]"},
+    END_ATTRS,
+};
+static mera_status infer_transpose(mera_infer_ctx *ctx)
+{
+    const mera_type *x = ctx->in[0];
+    int n = 0;
+    const int64_t *axes = attr_is(ctx, "axes", &n);
+    int seen[MERA_MAX_RANK] = {0};
+    if (n != x->rank)
+        return FAIL(ctx, MERA_ERR_ATTR, "axes has %d entries but the input has rank %d", n, x->rank);
+    mera_type *out = &ctx->out[0];
+    *out = *x;
+    for (int i = 0; i < n; i++) {
+        int64_t a;
+        if (!normalize_axis(axes[i], x->rank, &a) || seen[a]++)
+            return FAIL(ctx, MERA_ERR_ATTR, "axes is not a permutation of 0..%d", x->rank - 1);
+        out->shape[i] = x->shape[a];
+    }
+    out->layout = MERA_LAYOUT_ANY;
+    if (x->rank == 4 && axes[0] == 0) {
+        if (x->layout == MERA_LAYOUT_NCHW && axes[1] == 2 && axes[2] == 3 && axes[3] == 1)
+            out->layout = MERA_LAYOUT_NHWC;
+        if (x->layout == MERA_LAYOUT_NHWC && axes[1] == 3 && axes[2] == 1 && axes[3] == 2)
+            out->layout = MERA_LAYOUT_NCHW;
+    }
+    if (x->q.kind == MERA_QUANT_PER_AXIS) {
+        for (int i = 0; i < n; i++)
+            if (axes[i] == x->q.axis)
+                out->q.axis = i;
+    }
+    return MERA_OK;
+}
+
+static const char *const inputs_pad[] = {"data"};
+static const mera_attr_spec attrs_pad[] = {
+    {"pads", MERA_ATTR_INTS, 1, 0, NULL, NULL, "[begin_0, ..., begin_n-1, end_0, ..., end_n-1] (ONNX order)"},
+    {"value", MERA_ATTR_FLOAT, 0, 0, NULL, "0", "fill value (real value; quantized with the input's parameters)"},
+    END_ATTRS,
+};
+static mera_status infer_pad(mera_infer_ctx *ctx)
+{
+    mera_status st = check_activation(ctx, 0);
+    if (st)
+        return st;
+    const mera_type *x = ctx->in[0];
+    int n = 0;
+    const int64_t *pads = attr_is(ctx, "pads", &n);
+    if (n != 2 * x->rank)
+        return FAIL(ctx, MERA_ERR_ATTR, "pads has %d entries; a rank-%d input needs %d", n, x->rank, 2 * x->rank);
+    if ((st = check_nonnegative(ctx, "pads", pads, n)))
+        return st;
+    mera_type *out = &ctx->out[0];
+    *out = *x;
+    for (int i = 0; i < x->rank; i++)
+        out->shape[i] = x->shape[i] + pads[i] + pads[i + x->rank];
+    return MERA_OK;
+}
+
+/* ---- upsample ---------------------------------------------------------- */
+
+static const char *const inputs_upsample[] = {"data"};
+static const mera_attr_spec attrs_upsample[] = {
+    {"method", MERA_ATTR_STRING, 0, 0, "nearest|bilinear", "nearest", "interpolation"},
+    {"size", MERA_ATTR_INTS, 0, 2, NULL, NULL, "output (h, w); give size or scales"},
+    {"scales", MERA_ATTR_FLOATS, 0, 2, NULL, NULL, "scale factors (h, w); give size or scales"},
+    {"align_corners", MERA_ATTR_INT, 0, 0, NULL, "0", "bilinear: align corner pixels"},
+    LAYOUT_ATTR,
+    QOUT_ATTRS,
+    END_ATTRS,
+};
+static mera_status infer_upsample(mera_infer_ctx *ctx)
+{
+    mera_status st;
+    int64_t x[4];
+    if ((st = check_activation(ctx, 0)) || (st = spatial_input(ctx, x)))
+        return st;
+    const mera_attr *size = mera_attr_find(ctx->attrs, ctx->n_attrs, "size");
+    const mera_attr *scales = mera_attr_find(ctx->attrs, ctx->n_attrs, "scales");
+    int64_t oh, ow;
+    if (!size == !scales)
+        return FAIL(ctx, MERA_ERR_ATTR, "give exactly one of size and scales");
+    if (size) {
+        if ((st = check_positive(ctx, "size", size->ints, 2)))
+            return st;
+        oh = size->ints[0];
+        ow = size->ints[1];
+    } else {
+        if (!(scales->floats[0] > 0) || !(scales->floats[1] > 0))
+            return FAIL(ctx, MERA_ERR_ATTR, "scales must be positive, got [%g,%g]", scales->floats[0], scales->floats[1]);
+        oh = (int64_t)floor((double)x[2] * scales->floats[0]);
+        ow = (int64_t)floor((double)x[3] * scales->floats[1]);
+        if (oh < 1 || ow < 1)
+            return FAIL(ctx, MERA_ERR_ATTR, "scales [%g,%g] shrink the %lldx%lld input to nothing",
+                        scales->floats[0], scales->floats[1], (long long)x[2], (long long)x[3]);
+    }
+    spatial_output(ctx, &ctx->out[0], x[0], x[1], oh, ow);
+    return set_output_quant(ctx, &ctx->out[0]);
+}
+
+/* ---- softmax ----------------------------------------------------------- */
+
+static const char *const inputs_softmax[] = {"data"};
+static const mera_attr_spec attrs_softmax[] = {
+    {"axis", MERA_ATTR_INT, 0, 0, NULL, "-1", "axis to normalize over"},
+    QOUT_ATTRS,
+    END_ATTRS,
+};
+static mera_status infer_softmax(mera_infer_ctx *ctx)
+{
+    mera_status st = check_activation(ctx, 0);
+    if (st)
+        return st;
+    int64_t a;
+    if (!normalize_axis(attr_i(ctx, "axis"), ctx->in[0]->rank, &a))
+        return FAIL(ctx, MERA_ERR_ATTR, "axis %lld is out of range for rank %d",
+                    (long long)attr_i(ctx, "axis"), ctx->in[0]->rank);
+    ctx->out[0] = *ctx->in[0];
+    return set_output_quant(ctx, &ctx->out[0]);
+}
+
+/* ---- quantize, dequantize, requantize ---------------------------------- */
+
+static const char *const inputs_quantize[] = {"data"};
+static const mera_attr_spec attrs_quantize[] = {
+    {"scale", MERA_ATTR_FLOAT, 1, 0, NULL, NULL, "quantization scale"},
+    {"zero_point", MERA_ATTR_INT, 0, 0, NULL, "0", "quantization zero point"},
+    {"dtype", MERA_ATTR_STRING, 0, 0, "uint8|int8", "uint8", "quantized dtype"},
+    END_ATTRS,
+};
+static mera_status infer_quantize(mera_infer_ctx *ctx)
+{
+    mera_status st;
+    char d[160];
+    if (!is_float(ctx->in[0]))
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be float32, got %s", in_desc(ctx, 0, d, sizeof d),
+                    mera_dtype_name(ctx->in[0]->dtype));
+    mera_type *out = &ctx->out[0];
+    *out = *ctx->in[0];
+    mera_dtype_parse(attr_s(ctx, "dtype"), &out->dtype);
+    if ((st = check_scale(ctx, attr_f(ctx, "scale"), "scale")) ||
+        (st = check_zero_point(ctx, out->dtype, attr_i(ctx, "zero_point"), "zero_point")))
+        return st;
+    out->q.kind = MERA_QUANT_PER_TENSOR;
+    out->q.count = 1;
+    out->q.scale = attr_f(ctx, "scale");
+    out->q.zero_point = (int32_t)attr_i(ctx, "zero_point");
+    return MERA_OK;
+}
+
+static const char *const inputs_dequantize[] = {"data"};
+static const mera_attr_spec attrs_dequantize[] = {END_ATTRS};
+static mera_status infer_dequantize(mera_infer_ctx *ctx)
+{
+    const mera_type *x = ctx->in[0];
+    char d[160];
+    if (!mera_dtype_is_quantized_int(x->dtype) || x->q.kind == MERA_QUANT_NONE)
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be a quantized int8/uint8 tensor, got %s%s",
+                    in_desc(ctx, 0, d, sizeof d), mera_dtype_name(x->dtype),
+                    mera_dtype_is_quantized_int(x->dtype) ? " without quantization parameters" : "");
+    mera_type *out = &ctx->out[0];
+    *out = *x;
+    out->dtype = MERA_DTYPE_FLOAT32;
+    memset(&out->q, 0, sizeof out->q);
+    return MERA_OK;
+}
+
+static const char *const inputs_requantize[] = {"data"};
+static const mera_attr_spec attrs_requantize[] = {
+    {"out_scale", MERA_ATTR_FLOAT, 1, 0, NULL, NULL, "output scale"},
+    {"out_zero_point", MERA_ATTR_INT, 1, 0, NULL, NULL, "output zero point"},
+    {"out_dtype", MERA_ATTR_STRING, 0, 0, "uint8|int8", NULL, "output dtype (default: the input's)"},
+    END_ATTRS,
+};
+static mera_status infer_requantize(mera_infer_ctx *ctx)
+{
+    mera_status st = require_per_tensor_q(ctx, 0);
+    if (st)
+        return st;
+    ctx->out[0] = *ctx->in[0];
+    return set_output_quant(ctx, &ctx->out[0]);
+}
+
+/* ---- the table ---------------------------------------------------------- */
+
+const mera_op_info mera_op_table[MERA_OP_COUNT] = {
+#define MERA_OP(e, name, min_in, max_in, flags, doc) \
+    [MERA_OP_##e] = {#name, min_in, max_in, flags, inputs_##name, attrs_##name, infer_##name, doc},
+#include "ir/ops.def"
+#undef MERA_OP
+};
+
+int mera_op_lookup(const char *name)
+{
+    for (int i = 0; i < MERA_OP_COUNT; i++)
+        if (strcmp(mera_op_table[i].name, name) == 0)
+            return i;
+    return -1;
+}
