@@ -40,8 +40,13 @@ static void describe_array(PyArrayObject *a, char *buf, size_t n)
     size_t at = (size_t)snprintf(buf, n, "(");
     for (int i = 0; i < PyArray_NDIM(a) && at < n; i++)
         at += (size_t)snprintf(buf + at, n - at, "%s%lld", i ? ", " : "", (long long)PyArray_DIM(a, i));
+    PyObject *dt = PyObject_Str((PyObject *)PyArray_DESCR(a));
+    const char *dts = dt ? PyUnicode_AsUTF8(dt) : NULL;
+    if (!dts)
+        PyErr_Clear();
     if (at < n)
-        snprintf(buf + at, n - at, "%s) %s", PyArray_NDIM(a) == 1 ? "," : "", PyArray_DESCR(a)->typeobj->tp_name);
+        snprintf(buf + at, n - at, "%s) %s", PyArray_NDIM(a) == 1 ? "," : "", dts ? dts : "?");
+    Py_XDECREF(dt);
 }
 
 static void describe_type(const mera_type *t, char *buf, size_t n)
