@@ -17,12 +17,13 @@ from . import _core
 from . import ir
 from .config import BuildConfig, Platform, Target, build_config, current_build_config, platforms
 from .runtime import Runner, compile
+from . import frontend, relay, test_util
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
-    "errors", "ir",
+    "errors", "ir", "frontend", "relay", "test_util",
     "MeraError", "GraphError", "ShapeError", "DtypeError", "AttrError", "UnknownOpError", "FormatError",
     "UnsupportedError", "ConfigError", "RuntimeInputError", "MeraIOError",
     "Target", "Platform", "BuildConfig", "build_config", "current_build_config", "platforms",

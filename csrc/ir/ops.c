@@ -821,6 +821,31 @@ static mera_status infer_transpose(mera_infer_ctx *ctx)
     return MERA_OK;
 }
 
+static const char *const inputs_slice[] = {"data"};
+static const mera_attr_spec attrs_slice[] = {
+    {"axis", MERA_ATTR_INT, 1, 0, NULL, NULL, "axis to slice; negative counts from the end"},
+    {"begin", MERA_ATTR_INT, 1, 0, NULL, NULL, "first index kept"},
+    {"end", MERA_ATTR_INT, 1, 0, NULL, NULL, "one past the last index kept"},
+    END_ATTRS,
+};
+static mera_status infer_slice(mera_infer_ctx *ctx)
+{
+    const mera_type *x = ctx->in[0];
+    int64_t axis, b = attr_i(ctx, "begin"), e = attr_i(ctx, "end");
+    if (!normalize_axis(attr_i(ctx, "axis"), x->rank, &axis))
+        return FAIL(ctx, MERA_ERR_ATTR, "axis %lld is out of range for rank %d", (long long)attr_i(ctx, "axis"),
+                    x->rank);
+    if (b < 0 || e > x->shape[axis] || b >= e)
+        return FAIL(ctx, MERA_ERR_ATTR, "[begin, end) = [%lld, %lld) is not a non-empty range of axis %lld (size %lld)",
+                    (long long)b, (long long)e, (long long)axis, (long long)x->shape[axis]);
+    if (x->q.kind == MERA_QUANT_PER_AXIS && x->q.axis == axis)
+        return FAIL(ctx, MERA_ERR_UNSUPPORTED, "slicing along the per-axis quantization axis is not supported");
+    mera_type *out = &ctx->out[0];
+    *out = *x;
+    out->shape[axis] = e - b;
+    return MERA_OK;
+}
+
 static const char *const inputs_pad[] = {"data"};
 static const mera_attr_spec attrs_pad[] = {
     {"pads", MERA_ATTR_INTS, 1, 0, NULL, NULL, "[begin_0, ..., begin_n-1, end_0, ..., end_n-1] (ONNX order)"},

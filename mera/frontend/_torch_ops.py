@@ -1,0 +1,694 @@
+"""Conversion of PyTorch ops to mera IR, one function per op kind.
+
+Each converter takes the conversion context and the op's arguments in schema
+order (already converted: tensors as :class:`Tensor` entries, scalars and
+lists as Python values, packed weights and attribute tensors as torch
+objects) and returns its result(s). The TorchScript walker and the
+torch.export walker share this table.
+
+Layout: under ``layout="NHWC"`` every 4-D activation is kept channels-last
+in the graph. Each entry records whether its data is NHWC; ops that index
+axes (cat, mean, chunk, softmax, flatten, view) remap axes or convert.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .. import ir
+from ..errors import UnsupportedError
+
+# NCHW axis -> position of that axis in NHWC data
+_NCHW_TO_NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
+
+
+@dataclass
+class Tensor:
+    """A tensor of the graph being built. ``nhwc``: 4-D data stored channels-last."""
+
+    value: ir.Value
+    nhwc: bool = False
+
+    @property
+    def shape(self):
+        """The shape as PyTorch sees it (NCHW for NHWC data)."""
+        s = self.value.shape
+        return (s[0], s[3], s[1], s[2]) if self.nhwc else s
+
+    @property
+    def quantized(self) -> bool:
+        return self.value.qparams is not None
+
+
+class Context:
+    """What converters need: the builder, the layout and naming."""
+
+    def __init__(self, builder: ir.Builder, layout: str):
+        self.b = builder
+        self.layout = layout
+        self.source: Optional[str] = None   # location of the op being converted
+        self.scope: Optional[str] = None    # module path of the op being converted
+        self._tensor_names: Dict[int, str] = {}
+        self._materialized: Dict[int, Tensor] = {}
+
+    # -- naming -----------------------------------------------------------
+
+    def node_name(self, op: str) -> Optional[str]:
+        base = self.scope or op
+        if self.scope and self.b._g.find(self.scope) >= 0:
+            base = f"{self.scope}.{op}"
+        return self.b._fresh(base)
+
+    def name_tensor(self, t: torch.Tensor, name: str) -> None:
+        self._tensor_names.setdefault(id(t), name)
+
+    # -- building ---------------------------------------------------------
+
+    def emit(self, op: str, *inputs: Any, **attrs: Any) -> ir.Value:
+        return self.b.op(op, *inputs, name=self.node_name(op), source=self.source, **attrs)
+
+    def spatial(self) -> str:
+        return "NHWC" if self.layout == "NHWC" else "NCHW"
+
+    def tensor(self, x: Any, what: str) -> Tensor:
+        """The graph tensor for an argument; torch tensors become params/consts."""
+        if isinstance(x, Tensor):
+            return x
+        if isinstance(x, torch.Tensor):
+            key = id(x)
+            if key not in self._materialized:
+                arr = x.detach().contiguous().numpy()
+                if arr.dtype == np.float64:
+                    arr = arr.astype(np.float32)
+                name = self._tensor_names.get(key)
+                if name is not None and arr.size > 1:
+                    v = self.b.param(self.b._fresh(name), arr)
+                else:
+                    v = self.b.const(arr, name=self.b._fresh(name or "const"))
+                self._materialized[key] = Tensor(v, False)
+            return self._materialized[key]
+        if isinstance(x, (int, float)) and not isinstance(x, bool):
+            return Tensor(self.b.const(np.array(x, np.float32), name=self.b._fresh("scalar")), False)
+        raise UnsupportedError(f"{what}: expected a tensor, got {type(x).__name__}{self.where()}")
+
+    def where(self) -> str:
+        return f" at {self.source}" if self.source else ""
+
+    def to_nchw(self, t: Tensor) -> Tensor:
+        if not t.nhwc:
+            return t
+        return Tensor(self.emit("transpose", t.value, axes=[0, 3, 1, 2]), False)
+
+    def to_layout(self, t: Tensor) -> Tensor:
+        """4-D data in the graph's layout (what spatial ops expect)."""
+        want = self.layout == "NHWC"
+        if t.value.shape.__len__() != 4 or t.nhwc == want:
+            return t
+        if want:
+            return Tensor(self.emit("transpose", t.value, axes=[0, 2, 3, 1]), True)
+        return self.to_nchw(t)
+
+    def axis(self, t: Tensor, dim: int) -> int:
+        """The graph axis of PyTorch dimension ``dim`` of ``t``."""
+        rank = len(t.value.shape)
+        d = dim + rank if dim < 0 else dim
+        return _NCHW_TO_NHWC_AXIS[d] if t.nhwc else d
+
+
+ConvertFn = Callable[..., Any]
+CONVERTERS: Dict[str, ConvertFn] = {}
+
+
+def converts(*kinds: str):
+    def register(fn: ConvertFn) -> ConvertFn:
+        for k in kinds:
+            CONVERTERS[k] = fn
+        return fn
+    return register
+
+
+def _qout(scale: float, zp: int) -> Dict[str, Any]:
+    return {"out_scale": float(scale), "out_zero_point": int(zp)}
+
+
+_QDTYPES = {torch.quint8: "uint8", torch.qint8: "int8"}
+# TorchScript passes dtypes as ScalarType numbers
+_SCALAR_TYPES = {13: "uint8", 12: "int8"}
+
+
+def _qdtype(d: Any) -> str:
+    if isinstance(d, torch.dtype) and d in _QDTYPES:
+        return _QDTYPES[d]
+    if isinstance(d, int) and d in _SCALAR_TYPES:
+        return _SCALAR_TYPES[d]
+    raise UnsupportedError(f"quantize to dtype {d} is not supported (use torch.quint8 or torch.qint8)")
+
+
+def _pair(v: Any) -> List[int]:
+    if isinstance(v, int):
+        return [v, v]
+    v = list(v)
+    return v * 2 if len(v) == 1 else v
+
+
+def _weight_qparams(w: torch.Tensor):
+    qs = w.qscheme()
+    if qs in (torch.per_channel_affine, torch.per_channel_symmetric):
+        return (w.q_per_channel_scales().numpy().astype(np.float64),
+                w.q_per_channel_zero_points().numpy().astype(np.int32), int(w.q_per_channel_axis()))
+    if qs in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        return (float(w.q_scale()), int(w.q_zero_point()))
+    raise UnsupportedError(f"weight quantization scheme {qs} is not supported")
+
+
+# -- quantize / dequantize ---------------------------------------------------
+
+@converts("aten::quantize_per_tensor")
+def _quantize(ctx: Context, x, scale, zp, dtype):
+    t = ctx.tensor(x, "quantize_per_tensor")
+    v = ctx.emit("quantize", t.value, scale=float(scale), zero_point=int(zp), dtype=_qdtype(dtype))
+    return Tensor(v, t.nhwc)
+
+
+@converts("aten::dequantize")
+def _dequantize(ctx: Context, x):
+    if isinstance(x, list):
+        return [_dequantize(ctx, e) for e in x]
+    t = ctx.tensor(x, "dequantize")
+    return Tensor(ctx.emit("dequantize", t.value), t.nhwc)
+
+
+# -- quantized conv / linear --------------------------------------------------
+
+def _packed_name(ctx: Context, packed: Any) -> str:
+    return ctx._tensor_names.get(id(packed), ctx.scope or "conv")
+
+
+def _qconv(ctx: Context, x, packed, scale, zp, relu: bool):
+    if packed.transpose():
+        raise UnsupportedError(f"quantized transposed convolution is not supported{ctx.where()}")
+    w, bias = torch.ops.quantized.conv2d_unpack(packed)
+    t = ctx.to_layout(ctx.tensor(x, "quantized::conv2d"))
+    base = _packed_name(ctx, packed)
+    wv = ctx.b.param(ctx.b._fresh(base + ".weight"), np.ascontiguousarray(w.int_repr().numpy()), qparams=_weight_qparams(w))
+    bv = None
+    if bias is not None:
+        bv = ctx.b.param(ctx.b._fresh(base + ".bias"), bias.detach().float().numpy())
+    ph, pw = _pair(packed.padding())
+    v = ctx.emit("conv2d", t.value, wv, bv, strides=_pair(packed.stride()), padding=[ph, pw, ph, pw],
+                 dilation=_pair(packed.dilation()), groups=int(packed.groups()), layout=ctx.spatial(),
+                 activation="relu" if relu else "none", **_qout(scale, zp))
+    return Tensor(v, ctx.layout == "NHWC")
+
+
+@converts("quantized::conv2d", "quantized::conv2d.new")
+def _quantized_conv2d(ctx, x, packed, scale, zp):
+    return _qconv(ctx, x, packed, scale, zp, False)
+
+
+@converts("quantized::conv2d_relu", "quantized::conv2d_relu.new")
+def _quantized_conv2d_relu(ctx, x, packed, scale, zp):
+    return _qconv(ctx, x, packed, scale, zp, True)
+
+
+def _qlinear(ctx: Context, x, packed, scale, zp, relu: bool):
+    w, bias = torch.ops.quantized.linear_unpack(packed)
+    t = ctx.tensor(x, "quantized::linear")
+    if t.nhwc:
+        t = ctx.to_nchw(t)
+    base = _packed_name(ctx, packed)
+    wv = ctx.b.param(ctx.b._fresh(base + ".weight"), np.ascontiguousarray(w.int_repr().numpy()), qparams=_weight_qparams(w))
+    bv = None if bias is None else ctx.b.param(ctx.b._fresh(base + ".bias"), bias.detach().float().numpy())
+    v = ctx.emit("dense", t.value, wv, bv, activation="relu" if relu else "none", **_qout(scale, zp))
+    return Tensor(v, False)
+
+
+@converts("quantized::linear")
+def _quantized_linear(ctx, x, packed, scale, zp):
+    return _qlinear(ctx, x, packed, scale, zp, False)
+
+
+@converts("quantized::linear_relu")
+def _quantized_linear_relu(ctx, x, packed, scale, zp):
+    return _qlinear(ctx, x, packed, scale, zp, True)
+
+
+# -- elementwise ------------------------------------------------------------------
+
+def _align(ctx: Context, a: Tensor, b: Tensor):
+    """Bring two operands of an elementwise op to one layout."""
+    if a.nhwc == b.nhwc:
+        return a, b
+    nh, other = (a, b) if a.nhwc else (b, a)
+    o_shape = other.value.shape
+    if len(o_shape) <= 1 or (len(o_shape) == 4 and o_shape[1] == 1 and o_shape[2] == 1 and o_shape[3] == 1):
+        fixed = other  # broadcasts the same in both layouts
+    elif len(o_shape) == 4:
+        fixed = Tensor(ctx.emit("transpose", other.value, axes=[0, 2, 3, 1]), True)
+    elif other.value.kind in ("const", "param") and len(o_shape) == 3:
+        # a [C,H,W]-shaped constant (e.g. [C,1,1]) broadcasting against NCHW
+        fixed = Tensor(ctx.emit("transpose", other.value, axes=[1, 2, 0]), True)
+    else:
+        nh = ctx.to_nchw(nh)
+        fixed = other
+    return (nh, fixed) if a.nhwc else (fixed, nh)
+
+
+def _binary(ctx: Context, op: str, a, b, relu=False, qout=None):
+    ta, tb = _align(ctx, ctx.tensor(a, op), ctx.tensor(b, op))
+    attrs = dict(qout or {})
+    if relu:
+        attrs["activation"] = "relu"
+    return Tensor(ctx.emit(op, ta.value, tb.value, **attrs), ta.nhwc or tb.nhwc)
+
+
+@converts("quantized::add")
+def _qadd(ctx, a, b, scale, zp):
+    return _binary(ctx, "add", a, b, qout=_qout(scale, zp))
+
+
+@converts("quantized::add_relu")
+def _qadd_relu(ctx, a, b, scale, zp):
+    return _binary(ctx, "add", a, b, relu=True, qout=_qout(scale, zp))
+
+
+@converts("quantized::mul")
+def _qmul(ctx, a, b, scale, zp):
+    return _binary(ctx, "mul", a, b, qout=_qout(scale, zp))
+
+
+@converts("quantized::mul_relu")
+def _qmul_relu(ctx, a, b, scale, zp):
+    return _binary(ctx, "mul", a, b, relu=True, qout=_qout(scale, zp))
+
+
+@converts("aten::add", "aten::add_")
+def _add(ctx, a, b, alpha=1):
+    if not isinstance(a, Tensor) and not isinstance(a, torch.Tensor):
+        return a + b * alpha  # scalar arithmetic on sizes
+    if alpha != 1:
+        b = Tensor(ctx.emit("mul", ctx.tensor(b, "add").value, ctx.tensor(float(alpha), "add").value))
+    return _binary(ctx, "add", a, b)
+
+
+@converts("aten::mul", "aten::mul_")
+def _mul(ctx, a, b):
+    if not isinstance(a, (Tensor, torch.Tensor)) and not isinstance(b, (Tensor, torch.Tensor)):
+        return a * b
+    return _binary(ctx, "mul", a, b)
+
+
+@converts("aten::sub", "aten::sub_")
+def _sub(ctx, a, b, alpha=1):
+    if not isinstance(a, (Tensor, torch.Tensor)):
+        return a - b * alpha
+    neg = ctx.tensor(-float(alpha), "sub")
+    return _binary(ctx, "add", a, Tensor(ctx.emit("mul", ctx.tensor(b, "sub").value, neg.value)))
+
+
+@converts("aten::floor_divide", "aten::floordiv")
+def _floordiv(ctx, a, b):
+    if isinstance(a, (Tensor, torch.Tensor)) or isinstance(b, (Tensor, torch.Tensor)):
+        raise UnsupportedError(f"floor_divide on tensors is not supported{ctx.where()}")
+    return a // b
+
+
+@converts("aten::div", "aten::div_")
+def _div(ctx, a, b, rounding_mode=None):
+    if isinstance(a, (Tensor, torch.Tensor)) or isinstance(b, (Tensor, torch.Tensor)):
+        if isinstance(b, (int, float)) and rounding_mode is None:
+            return _binary(ctx, "mul", a, 1.0 / float(b))
+        raise UnsupportedError(f"tensor division is not supported{ctx.where()}")
+    if rounding_mode == "floor":
+        return a // b
+    if rounding_mode == "trunc":
+        return int(a / b)
+    return a / b
+
+
+def _unary(ctx: Context, op: str, x, **attrs):
+    t = ctx.tensor(x, op)
+    return Tensor(ctx.emit(op, t.value, **attrs), t.nhwc)
+
+
+@converts("aten::relu", "aten::relu_")
+def _relu(ctx, x):
+    return _unary(ctx, "relu", x)
+
+
+@converts("aten::hardtanh", "aten::hardtanh_")
+def _hardtanh(ctx, x, lo=-1.0, hi=1.0):
+    return _unary(ctx, "clip", x, a_min=float(lo), a_max=float(hi))
+
+
+@converts("aten::relu6", "aten::relu6_", "quantized::relu6")
+def _relu6(ctx, x, inplace=False):
+    return _unary(ctx, "clip", x, a_min=0.0, a_max=6.0)
+
+
+@converts("aten::clamp", "aten::clamp_")
+def _clamp(ctx, x, lo=None, hi=None):
+    return _unary(ctx, "clip", x, a_min=-math.inf if lo is None else float(lo),
+                  a_max=math.inf if hi is None else float(hi))
+
+
+@converts("aten::leaky_relu", "aten::leaky_relu_")
+def _leaky_relu(ctx, x, slope=0.01):
+    return _unary(ctx, "leaky_relu", x, alpha=float(slope))
+
+
+@converts("quantized::leaky_relu")
+def _qleaky_relu(ctx, x, slope, inplace, scale, zp):
+    return _unary(ctx, "leaky_relu", x, alpha=float(slope), **_qout(scale, zp))
+
+
+@converts("aten::hardswish", "aten::hardswish_")
+def _hardswish(ctx, x):
+    return _unary(ctx, "hardswish", x)
+
+
+@converts("quantized::hardswish")
+def _qhardswish(ctx, x, scale, zp):
+    return _unary(ctx, "hardswish", x, **_qout(scale, zp))
+
+
+def _fixed_qparams_unary(ctx: Context, op: str, x):
+    t = ctx.tensor(x, op)
+    if t.quantized:
+        # PyTorch's quantized sigmoid and hardsigmoid have fixed output
+        # parameters: scale 1/256 with zero point 0 (quint8), -128 (qint8).
+        zp = 0 if t.value.dtype == "uint8" else -128
+        return Tensor(ctx.emit(op, t.value, out_scale=1.0 / 256.0, out_zero_point=zp), t.nhwc)
+    return Tensor(ctx.emit(op, t.value), t.nhwc)
+
+
+@converts("aten::hardsigmoid", "aten::hardsigmoid_")
+def _hardsigmoid(ctx, x):
+    return _fixed_qparams_unary(ctx, "hardsigmoid", x)
+
+
+@converts("aten::sigmoid", "aten::sigmoid_")
+def _sigmoid(ctx, x):
+    return _fixed_qparams_unary(ctx, "sigmoid", x)
+
+
+@converts("aten::softmax", "aten::_softmax")
+def _softmax(ctx, x, dim, dtype_or_half=None):
+    t = ctx.tensor(x, "softmax")
+    return Tensor(ctx.emit("softmax", t.value, axis=ctx.axis(t, int(dim))), t.nhwc)
+
+
+# -- concat / split -------------------------------------------------------------
+
+def _cat(ctx: Context, xs, dim, qout=None):
+    ts = [ctx.tensor(x, "cat") for x in xs]
+    if any(t.nhwc for t in ts) and not all(t.nhwc for t in ts):
+        ts = [ctx.to_layout(t) for t in ts]
+    return Tensor(ctx.emit("concat", *[t.value for t in ts], axis=ctx.axis(ts[0], int(dim)), **(qout or {})),
+                  ts[0].nhwc)
+
+
+@converts("quantized::cat")
+def _qcat(ctx, xs, dim, scale, zp):
+    return _cat(ctx, xs, dim, _qout(scale, zp))
+
+
+@converts("aten::cat", "aten::concat")
+def _acat(ctx, xs, dim=0):
+    return _cat(ctx, xs, dim)
+
+
+def _slices(ctx: Context, t: Tensor, dim: int, sizes: Sequence[int]):
+    axis = ctx.axis(t, dim)
+    out, begin = [], 0
+    for s in sizes:
+        out.append(Tensor(ctx.emit("slice", t.value, axis=axis, begin=begin, end=begin + s), t.nhwc))
+        begin += s
+    return out
+
+
+@converts("aten::chunk")
+def _chunk(ctx, x, chunks, dim=0):
+    t = ctx.tensor(x, "chunk")
+    n = t.shape[dim]
+    step = -(-n // chunks)
+    sizes = [min(step, n - i) for i in range(0, n, step)]
+    return _slices(ctx, t, dim, sizes)
+
+
+@converts("aten::split", "aten::split_with_sizes")
+def _split(ctx, x, split, dim=0):
+    t = ctx.tensor(x, "split")
+    n = t.shape[dim]
+    if isinstance(split, int):
+        sizes = [min(split, n - i) for i in range(0, n, split)]
+    else:
+        sizes = list(split)
+    return _slices(ctx, t, dim, sizes)
+
+
+@converts("aten::slice")
+def _slice(ctx, x, dim=0, start=None, end=None, step=1):
+    t = ctx.tensor(x, "slice")
+    n = t.shape[dim]
+    start = 0 if start is None else (start + n if start < 0 else min(start, n))
+    end = n if end is None else (end + n if end < 0 else min(end, n))
+    if step != 1:
+        raise UnsupportedError(f"slice with step {step} is not supported{ctx.where()}")
+    if start == 0 and end == n:
+        return t
+    return Tensor(ctx.emit("slice", t.value, axis=ctx.axis(t, dim), begin=start, end=end), t.nhwc)
+
+
+# -- pooling ---------------------------------------------------------------------
+
+@converts("aten::max_pool2d")
+def _max_pool2d(ctx, x, kernel, stride=(), padding=0, dilation=1, ceil_mode=False):
+    t = ctx.to_layout(ctx.tensor(x, "max_pool2d"))
+    k = _pair(kernel)
+    s = _pair(stride) if stride not in ((), [], None) else k
+    ph, pw = _pair(padding)
+    return Tensor(ctx.emit("max_pool2d", t.value, kernel=k, strides=s, padding=[ph, pw, ph, pw],
+                           dilation=_pair(dilation), ceil_mode=int(bool(ceil_mode)), layout=ctx.spatial()), t.nhwc)
+
+
+@converts("aten::avg_pool2d")
+def _avg_pool2d(ctx, x, kernel, stride=(), padding=0, ceil_mode=False, count_include_pad=True,
+                divisor_override=None):
+    t = ctx.to_layout(ctx.tensor(x, "avg_pool2d"))
+    k = _pair(kernel)
+    s = _pair(stride) if stride not in ((), [], None) else k
+    ph, pw = _pair(padding)
+    return Tensor(ctx.emit("avg_pool2d", t.value, kernel=k, strides=s, padding=[ph, pw, ph, pw],
+                           ceil_mode=int(bool(ceil_mode)), count_include_pad=int(bool(count_include_pad)),
+                           divisor_override=int(divisor_override or 0), layout=ctx.spatial()), t.nhwc)
+
+
+@converts("aten::adaptive_avg_pool2d")
+def _adaptive_avg_pool2d(ctx, x, output_size):
+    t = ctx.to_layout(ctx.tensor(x, "adaptive_avg_pool2d"))
+    return Tensor(ctx.emit("adaptive_avg_pool2d", t.value, output_size=_pair(output_size), layout=ctx.spatial()),
+                  t.nhwc)
+
+
+@converts("aten::mean")
+def _mean(ctx, x, dims=None, keepdim=False, dtype=None):
+    t = ctx.tensor(x, "mean")
+    rank = len(t.value.shape)
+    dims = list(range(rank)) if dims is None else ([dims] if isinstance(dims, int) else list(dims))
+    axes = [ctx.axis(t, d) for d in dims]
+    v = ctx.emit("mean", t.value, axes=axes, keepdims=int(bool(keepdim)))
+    return Tensor(v, t.nhwc and bool(keepdim))
+
+
+# -- upsample -------------------------------------------------------------------
+
+def _upsample(ctx: Context, x, size, scales, method: str, align_corners=False):
+    t = ctx.to_layout(ctx.tensor(x, "upsample"))
+    attrs: Dict[str, Any] = {"method": method, "layout": ctx.spatial()}
+    if method == "bilinear":
+        attrs["align_corners"] = int(bool(align_corners))
+    if size is not None:
+        attrs["size"] = _pair(size)
+    elif scales is not None:
+        attrs["scales"] = [float(s) for s in _pair(scales)]
+    else:
+        raise UnsupportedError(f"upsample needs an output size or scale factors{ctx.where()}")
+    return Tensor(ctx.emit("upsample", t.value, **attrs), t.nhwc)
+
+
+@converts("aten::upsample_nearest2d")
+def _upsample_nearest2d(ctx, x, size, scales=None, scales_w=None):
+    # .vec overload: (input, output_size?, scale_factors?); default overload:
+    # (input, output_size, scales_h?, scales_w?) with output_size given.
+    if scales_w is not None and not isinstance(scales, (list, tuple)):
+        scales = [scales, scales_w]
+    return _upsample(ctx, x, size, scales, "nearest")
+
+
+@converts("aten::upsample_bilinear2d")
+def _upsample_bilinear2d(ctx, x, size, align_corners, scales=None, scales_w=None):
+    if scales_w is not None and not isinstance(scales, (list, tuple)):
+        scales = [scales, scales_w]
+    return _upsample(ctx, x, size, scales, "bilinear", align_corners)
+
+
+# -- shapes -----------------------------------------------------------------------
+
+def _flat_source(ctx: Context, t: Tensor) -> Tensor:
+    """Data whose memory order is PyTorch's (NCHW) order."""
+    if t.nhwc and not (t.value.shape[1] == 1 and t.value.shape[2] == 1):
+        return ctx.to_nchw(t)
+    return t  # NHWC [N,1,1,C] has NCHW's element order already
+
+
+@converts("aten::flatten")
+def _flatten(ctx, x, start=0, end=-1):
+    t = ctx.tensor(x, "flatten")
+    rank = len(t.shape)
+    s, e = (start + rank if start < 0 else start), (end + rank if end < 0 else end)
+    src = _flat_source(ctx, t)
+    shape = list(t.shape[:s]) + [int(np.prod(t.shape[s:e + 1]))] + list(t.shape[e + 1:])
+    return Tensor(ctx.emit("reshape", src.value, shape=shape), False)
+
+
+@converts("aten::view", "aten::reshape")
+def _view(ctx, x, shape):
+    t = ctx.tensor(x, "view")
+    src = _flat_source(ctx, t)
+    return Tensor(ctx.emit("reshape", src.value, shape=[int(s) for s in shape]), False)
+
+
+@converts("aten::transpose", "aten::transpose_")
+def _transpose(ctx, x, d0, d1):
+    t = ctx.to_nchw(ctx.tensor(x, "transpose"))
+    rank = len(t.value.shape)
+    perm = list(range(rank))
+    perm[d0], perm[d1] = perm[d1], perm[d0]
+    return Tensor(ctx.emit("transpose", t.value, axes=perm), False)
+
+
+@converts("aten::permute")
+def _permute(ctx, x, dims):
+    t = ctx.to_nchw(ctx.tensor(x, "permute"))
+    return Tensor(ctx.emit("transpose", t.value, axes=[int(d) for d in dims]), False)
+
+
+@converts("aten::contiguous", "aten::dropout", "aten::dropout_", "aten::feature_dropout", "aten::detach",
+          "aten::clone", "aten::alpha_dropout")
+def _identity(ctx, x, *rest):
+    return x
+
+
+@converts("aten::size")
+def _size(ctx, x, dim=None):
+    shape = ctx.tensor(x, "size").shape
+    return list(shape) if dim is None else shape[dim]
+
+
+@converts("prim::NumToTensor", "aten::Int", "aten::Float", "aten::ScalarImplicit")
+def _scalar(ctx, x):
+    if isinstance(x, (int, float)):
+        return x
+    raise UnsupportedError(f"a tensor value is used as a Python number{ctx.where()}; only sizes may be")
+
+
+@converts("aten::pad", "aten::constant_pad_nd")
+def _pad(ctx, x, pad, mode_or_value="constant", value=None):
+    t = ctx.tensor(x, "pad")
+    if isinstance(mode_or_value, str):
+        if mode_or_value != "constant":
+            raise UnsupportedError(f"pad mode '{mode_or_value}' is not supported{ctx.where()}")
+        fill = 0.0 if value is None else float(value)
+    else:
+        fill = float(mode_or_value or 0.0)
+    rank = len(t.shape)
+    before, after = [0] * rank, [0] * rank
+    for i in range(len(pad) // 2):  # torch pads the last axis first
+        d = rank - 1 - i
+        before[d], after[d] = int(pad[2 * i]), int(pad[2 * i + 1])
+    if t.nhwc:
+        perm = [0, 2, 3, 1]
+        before, after = [before[p] for p in perm], [after[p] for p in perm]
+    return Tensor(ctx.emit("pad", t.value, pads=before + after, value=fill), t.nhwc)
+
+
+# -- float conv / linear / batch norm ------------------------------------------
+
+def _float_conv(ctx: Context, x, w, b, stride, padding, dilation, groups):
+    t = ctx.to_layout(ctx.tensor(x, "conv2d"))
+    if isinstance(w, torch.Tensor) and w.dim() != 4:
+        raise UnsupportedError(f"only 2-D convolution is supported, got a {w.dim()}-D weight{ctx.where()}")
+    wv = ctx.tensor(w, "conv2d weight").value
+    bv = None if b is None else ctx.tensor(b, "conv2d bias").value
+    if isinstance(padding, str):
+        raise UnsupportedError(f"conv2d padding='{padding}' is not supported{ctx.where()}")
+    ph, pw = _pair(padding)
+    v = ctx.emit("conv2d", t.value, wv, bv, strides=_pair(stride), padding=[ph, pw, ph, pw],
+                 dilation=_pair(dilation), groups=int(groups), layout=ctx.spatial())
+    return Tensor(v, ctx.layout == "NHWC")
+
+
+@converts("aten::conv2d")
+def _conv2d(ctx, x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    return _float_conv(ctx, x, w, b, stride, padding, dilation, groups)
+
+
+@converts("aten::_convolution", "aten::convolution")
+def _convolution(ctx, x, w, b, stride, padding, dilation, transposed, output_padding, groups, *rest):
+    if transposed:
+        raise UnsupportedError(f"transposed convolution is not supported{ctx.where()}")
+    return _float_conv(ctx, x, w, b, stride, padding, dilation, groups)
+
+
+@converts("aten::linear")
+def _linear(ctx, x, w, b=None):
+    t = ctx.tensor(x, "linear")
+    if t.nhwc:
+        t = ctx.to_nchw(t)
+    wv = ctx.tensor(w, "linear weight").value
+    bv = None if b is None else ctx.tensor(b, "linear bias").value
+    return Tensor(ctx.emit("dense", t.value, wv, bv), False)
+
+
+@converts("aten::t")
+def _t(ctx, x):
+    if isinstance(x, torch.Tensor):
+        return x.t()
+    t = ctx.tensor(x, "t")
+    return Tensor(ctx.emit("transpose", t.value, axes=[1, 0]), False)
+
+
+@converts("aten::addmm")
+def _addmm(ctx, bias, x, w, beta=1, alpha=1):
+    if beta != 1 or alpha != 1 or not isinstance(w, torch.Tensor):
+        raise UnsupportedError(f"addmm is supported as a linear layer only{ctx.where()}")
+    return _linear(ctx, x, w.t(), bias)
+
+
+@converts("aten::batch_norm")
+def _batch_norm(ctx, x, weight, bias, mean, var, training, momentum, eps, cudnn=None):
+    if training:
+        raise UnsupportedError(f"batch_norm in training mode{ctx.where()}; call model.eval() first")
+    t = ctx.tensor(x, "batch_norm")
+    if not all(isinstance(p, torch.Tensor) or p is None for p in (weight, bias, mean, var)):
+        raise UnsupportedError(f"batch_norm with computed statistics is not supported{ctx.where()}")
+    c = mean.numel()
+    w = weight.detach().double() if weight is not None else torch.ones(c, dtype=torch.float64)
+    bb = bias.detach().double() if bias is not None else torch.zeros(c, dtype=torch.float64)
+    scale = w / torch.sqrt(var.detach().double() + eps)
+    shift = bb - mean.detach().double() * scale
+    rank = len(t.shape)
+    shape = [c] if t.nhwc or rank < 3 else [c] + [1] * (rank - 2)
+    sv = ctx.b.const(scale.float().numpy().reshape(shape), name=ctx.b._fresh((ctx.scope or "bn") + ".scale"))
+    hv = ctx.b.const(shift.float().numpy().reshape(shape), name=ctx.b._fresh((ctx.scope or "bn") + ".shift"))
+    y = ctx.emit("mul", t.value, sv)
+    return Tensor(ctx.emit("add", y, hv), t.nhwc)
+
+
+__all__ = ["CONVERTERS", "Context", "Tensor", "converts"]

@@ -1,0 +1,6 @@
+"""TVM-style spelling of the frontends, so MERA scripts run with their import
+lines changed to ``from mera import relay``: ``relay.frontend.from_pytorch``."""
+
+from .. import frontend
+
+__all__ = ["frontend"]
