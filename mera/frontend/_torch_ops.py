@@ -55,6 +55,10 @@ class Context:
         self.scope: Optional[str] = None    # module path of the op being converted
         self._tensor_names: Dict[int, str] = {}
         self._materialized: Dict[int, Tensor] = {}
+        # Set while a QDQ chain is lowered (torch.export): the output
+        # parameters and fused activation for the next op that takes them.
+        self.pending_qout: Optional[Dict[str, Any]] = None
+        self.pending_activation: Optional[str] = None
 
     # -- naming -----------------------------------------------------------
 
@@ -70,6 +74,13 @@ class Context:
     # -- building ---------------------------------------------------------
 
     def emit(self, op: str, *inputs: Any, **attrs: Any) -> ir.Value:
+        info = _op_info(op)
+        if self.pending_qout is not None and info["quantized_output"]:
+            attrs.update(self.pending_qout)
+            self.pending_qout = None
+        if self.pending_activation is not None and "activation" in info["attr_names"]:
+            attrs["activation"] = self.pending_activation
+            self.pending_activation = None
         return self.b.op(op, *inputs, name=self.node_name(op), source=self.source, **attrs)
 
     def spatial(self) -> str:
@@ -118,6 +129,17 @@ class Context:
         rank = len(t.value.shape)
         d = dim + rank if dim < 0 else dim
         return _NCHW_TO_NHWC_AXIS[d] if t.nhwc else d
+
+
+_OP_INFO: Dict[str, Dict[str, Any]] = {}
+
+
+def _op_info(op: str) -> Dict[str, Any]:
+    if op not in _OP_INFO:
+        info = dict(ir.op_info(op))
+        info["attr_names"] = {a["name"] for a in info["attrs"]}
+        _OP_INFO[op] = info
+    return _OP_INFO[op]
 
 
 ConvertFn = Callable[..., Any]

@@ -208,27 +208,29 @@ class _TorchScriptImporter:
                 for o, r in zip(outs, result):
                     self.env[o] = r
         ret = self.env[graph.return_node().input()]
-        return self.finish(ret)
+        return finish_module(self.ctx, ret)
 
-    def finish(self, ret: Any) -> Tuple[ir.Module, Dict[str, np.ndarray]]:
-        flat: List[Tensor] = []
 
-        def collect(x):
-            if isinstance(x, (list, tuple)):
-                for e in x:
-                    collect(e)
-            elif isinstance(x, Tensor):
-                flat.append(x)
-            elif isinstance(x, torch.Tensor):
-                flat.append(self.ctx.tensor(x, "output"))
-            else:
-                raise UnsupportedError(f"the model returns a {type(x).__name__}; mera models return tensors")
 
-        collect(ret)
-        ctx = self.ctx
-        ctx.source, ctx.scope = None, None
-        outs = [ctx.to_layout(t) if len(t.value.shape) == 4 else t for t in flat]
-        return ctx.b.finish([t.value for t in outs]), dict(ctx.b.params)
+def finish_module(ctx: Context, ret: Any) -> Tuple[ir.Module, Dict[str, np.ndarray]]:
+    """Mark the tensors in ``ret`` (nested lists/tuples) as the graph's outputs."""
+    flat: List[Tensor] = []
+
+    def collect(x):
+        if isinstance(x, (list, tuple)):
+            for e in x:
+                collect(e)
+        elif isinstance(x, Tensor):
+            flat.append(x)
+        elif isinstance(x, torch.Tensor):
+            flat.append(ctx.tensor(x, "output"))
+        else:
+            raise UnsupportedError(f"the model returns a {type(x).__name__}; mera models return tensors")
+
+    collect(ret)
+    ctx.source, ctx.scope = None, None
+    outs = [ctx.to_layout(t) if len(t.value.shape) == 4 else t for t in flat]
+    return ctx.b.finish([t.value for t in outs]), dict(ctx.b.params)
 
 
 def _load(path: Union[str, os.PathLike]) -> Any:
