@@ -1,0 +1,121 @@
+"""InterpreterHw speed against PyTorch's fbgemm int8 kernels, in the same process.
+
+Times ResNet-50-shaped quantized conv layers one by one, then the whole
+quantized ResNet-50 of mera.models, and prints mera / torch time ratios
+(higher is slower). Both sides run the same bytes: the script checks that
+the outputs are identical before timing.
+
+    python benchmarks/interp.py [--repeat N] [--layers-only] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+import torch
+
+import mera
+from mera import ir
+
+# (name, H=W, in channels, out channels, kernel, stride, groups)
+RESNET50_LAYERS = [
+    ("stem 7x7/2", 224, 3, 64, 7, 2, 1),
+    ("layer1 1x1", 56, 64, 64, 1, 1, 1),
+    ("layer1 3x3", 56, 64, 64, 3, 1, 1),
+    ("layer1 1x1 expand", 56, 64, 256, 1, 1, 1),
+    ("layer2 3x3/2", 56, 128, 128, 3, 2, 1),
+    ("layer3 3x3", 14, 256, 256, 3, 1, 1),
+    ("layer4 3x3", 7, 512, 512, 3, 1, 1),
+    ("layer4 1x1 expand", 7, 512, 2048, 1, 1, 1),
+    ("depthwise 3x3 (MobileNet)", 56, 144, 144, 3, 1, 144),
+]
+
+
+def best_of(fn, repeat: int) -> float:
+    fn()  # warm up
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def conv_layer(hw, cin, cout, k, stride, groups, rng):
+    x_scale, x_zp, out_scale, out_zp = 0.02, 64, 0.05, 0
+    w = rng.integers(-127, 128, (cout, cin // groups, k, k), dtype=np.int8)
+    w_scales = rng.uniform(0.001, 0.01, cout)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    pad = k // 2
+    # torch side
+    qw = torch._make_per_channel_quantized_tensor(torch.from_numpy(w), torch.from_numpy(w_scales),
+                                                  torch.zeros(cout, dtype=torch.int64), 0)
+    conv = torch.ao.nn.quantized.Conv2d(cin, cout, k, stride=stride, padding=pad, groups=groups)
+    conv.set_weight_bias(qw, torch.from_numpy(bias))
+    conv.scale, conv.zero_point = out_scale, out_zp
+    xq = torch.quantize_per_tensor(torch.rand(1, cin, hw, hw), x_scale, x_zp, torch.quint8)
+    xq = xq.contiguous(memory_format=torch.channels_last)
+    # mera side, NHWC
+    b = ir.Builder("conv")
+    xv = b.input("x", (1, hw, hw, cin), "uint8", qparams=(x_scale, x_zp), layout="NHWC")
+    wv = b.const(w, name="w", qparams=(w_scales, np.zeros(cout, np.int32), 0))
+    y = b.conv2d(xv, wv, bias, strides=[stride, stride], padding=[pad] * 4, groups=groups, layout="NHWC",
+                 out_scale=out_scale, out_zero_point=out_zp)
+    runner = mera.compile(b.finish(y), {}, target="InterpreterHw")
+    x_np = np.ascontiguousarray(xq.int_repr().numpy().transpose(0, 2, 3, 1))
+    return conv, xq, runner, x_np
+
+
+def bench_layers(repeat: int) -> None:
+    rng = np.random.default_rng(0)
+    print(f"{'layer':28s} {'GMAC':>6s} {'torch ms':>9s} {'mera ms':>9s} {'ratio':>7s}  identical")
+    for name, hw, cin, cout, k, s, g in RESNET50_LAYERS:
+        conv, xq, runner, x_np = conv_layer(hw, cin, cout, k, s, g, rng)
+        ref = conv(xq).int_repr().numpy().transpose(0, 2, 3, 1)
+        out = runner(x_np)[0]
+        same = np.array_equal(out, ref)
+        t_torch = best_of(lambda: conv(xq), repeat)
+        t_mera = best_of(lambda: runner(x_np), repeat)
+        oh = (hw + 2 * (k // 2) - k) // s + 1
+        gmac = oh * oh * cout * (cin // g) * k * k / 1e9
+        print(f"{name:28s} {gmac:6.3f} {t_torch * 1e3:9.3f} {t_mera * 1e3:9.3f} {t_mera / t_torch:7.1f}  {same}")
+
+
+def bench_network(repeat: int) -> None:
+    from mera import models
+    model = models.resnet50(quantize=True, seed=0)
+    x = models.calibration_data("resnet50", n=1, seed=1)[0]
+    with torch.no_grad():
+        traced = torch.jit.trace(model, x)
+        ref = traced(x).numpy()
+    x_nhwc = np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1))
+    mod, params = mera.frontend.from_pytorch(traced, [("input0", x_nhwc.shape)], layout="NHWC")
+    runner = mera.compile(mod, params, target="InterpreterHw")
+    out = runner(x_nhwc)[0]
+    with torch.no_grad():
+        t_torch = best_of(lambda: traced(x), repeat)
+    t_mera = best_of(lambda: runner(x_nhwc), max(1, repeat // 3))
+    print(f"\nResNet-50 int8, batch 1, 224x224: torch fbgemm {t_torch * 1e3:.1f} ms, mera InterpreterHw "
+          f"{t_mera * 1e3:.1f} ms, ratio {t_mera / t_torch:.1f}; outputs identical: {np.array_equal(out, ref)}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--layers-only", action="store_true")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (mera's kernels are serial)")
+    args = ap.parse_args()
+    torch.backends.quantized.engine = "fbgemm"
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    print(f"CPU features: {mera._core.cpu_features()}; torch threads: {torch.get_num_threads()}")
+    bench_layers(args.repeat)
+    if not args.layers_only:
+        bench_network(args.repeat)
+
+
+if __name__ == "__main__":
+    main()
