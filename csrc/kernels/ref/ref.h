@@ -1,0 +1,80 @@
+/* The reference kernels: one plain C function per (op, numerics), the
+ * semantic truth that every faster kernel is tested against.
+ *
+ *   ref_<op>_f32  float32 in, float32 out
+ *   ref_<op>_q    int8/uint8 with quantization parameters, bit-identical to
+ *                 PyTorch's fbgemm CPU kernels (docs/numerics.md)
+ *
+ * quantize takes float32 in, so its kernel is the FLOAT entry; dequantize
+ * and requantize take quantized input, so theirs are QUANT entries. The
+ * dispatch table in ../dispatch.c lists them all.
+ */
+#ifndef MERA_KERNELS_REF_REF_H
+#define MERA_KERNELS_REF_REF_H
+
+#include "kernels/kernels.h"
+
+#define REF_KERNEL(name) mera_status name(const mera_kernel_args *a, mera_error *err)
+
+/* conv.c */
+REF_KERNEL(ref_conv2d_f32);
+REF_KERNEL(ref_conv2d_q);
+
+/* dense.c */
+REF_KERNEL(ref_dense_f32);
+REF_KERNEL(ref_dense_q);
+
+/* elementwise.c */
+REF_KERNEL(ref_add_f32);
+REF_KERNEL(ref_add_q);
+REF_KERNEL(ref_mul_f32);
+REF_KERNEL(ref_mul_q);
+REF_KERNEL(ref_relu_f32);
+REF_KERNEL(ref_relu_q);
+REF_KERNEL(ref_clip_f32);
+REF_KERNEL(ref_clip_q);
+REF_KERNEL(ref_leaky_relu_f32);
+REF_KERNEL(ref_leaky_relu_q);
+REF_KERNEL(ref_hardswish_f32);
+REF_KERNEL(ref_hardswish_q);
+REF_KERNEL(ref_hardsigmoid_f32);
+REF_KERNEL(ref_hardsigmoid_q);
+REF_KERNEL(ref_sigmoid_f32);
+REF_KERNEL(ref_sigmoid_q);
+
+/* pool.c */
+REF_KERNEL(ref_max_pool2d_f32);
+REF_KERNEL(ref_max_pool2d_q);
+REF_KERNEL(ref_avg_pool2d_f32);
+REF_KERNEL(ref_avg_pool2d_q);
+REF_KERNEL(ref_adaptive_avg_pool2d_f32);
+REF_KERNEL(ref_adaptive_avg_pool2d_q);
+
+/* reduce.c */
+REF_KERNEL(ref_mean_f32);
+REF_KERNEL(ref_mean_q);
+REF_KERNEL(ref_softmax_f32);
+REF_KERNEL(ref_softmax_q);
+
+/* shape.c */
+REF_KERNEL(ref_concat_f32);
+REF_KERNEL(ref_concat_q);
+REF_KERNEL(ref_flatten);     /* both numerics: a byte copy */
+REF_KERNEL(ref_reshape);     /* both numerics: a byte copy */
+REF_KERNEL(ref_transpose);   /* both numerics: moves elements of any size */
+REF_KERNEL(ref_pad_f32);
+REF_KERNEL(ref_pad_q);
+
+/* slice.c */
+REF_KERNEL(ref_slice);       /* both numerics: copies a range of one axis */
+
+/* upsample.c */
+REF_KERNEL(ref_upsample_f32);
+REF_KERNEL(ref_upsample_q);
+
+/* quant.c */
+REF_KERNEL(ref_quantize);    /* FLOAT entry: float32 -> int8/uint8 */
+REF_KERNEL(ref_dequantize);  /* QUANT entry: int8/uint8 -> float32 */
+REF_KERNEL(ref_requantize);  /* QUANT entry */
+
+#endif
