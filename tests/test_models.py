@@ -11,6 +11,7 @@ import warnings
 from types import SimpleNamespace
 
 import pytest
+from conftest import built_zoo
 import torch
 import torch.ao.nn.intrinsic as nni
 import torch.nn.functional as F
@@ -82,16 +83,7 @@ MIN_CENTRED_COSINE = 0.8
 
 @pytest.fixture(scope="module", params=NAMES)
 def zoo(request):
-    name = request.param
-    float_model = mm.MODELS[name](seed=0)
-    quantized = mm.MODELS[name](quantize=True, seed=0)
-    inputs = mm.calibration_data(name, n=4, seed=1234)  # not the calibration batches (seed 0)
-    traced = mm.trace(quantized, inputs[0])
-    with torch.no_grad():
-        y_float = torch.cat([float_model(x) for x in inputs])
-        y_traced = torch.cat([traced(x) for x in inputs])
-    return SimpleNamespace(name=name, float_model=float_model, quantized=quantized, traced=traced,
-                           inputs=inputs, y_float=y_float, y_traced=y_traced)
+    return built_zoo(request.param)
 
 
 # -- registry and helpers ------------------------------------------------------------------------------

@@ -4,7 +4,6 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
-#include "kernels/tensor_quant.h"
 
 #define ARENA_ALIGN 64
 
@@ -225,6 +224,24 @@ static mera_type float_type(const mera_type *t)
     return f;
 }
 
+/* Convert one tensor with the quantize or dequantize kernel, so the
+ * emulation uses the contract's arithmetic. Those kernels read only the
+ * types, never the node's attributes. */
+static mera_status convert_tensor(int op, mera_numerics num, const mera_node *node, const mera_type *in_t,
+                                  const void *in, const mera_type *out_t, void *out, mera_error *err)
+{
+    mera_kernel_args c;
+    memset(&c, 0, sizeof c);
+    c.node = node;
+    c.n_inputs = 1;
+    c.in_types[0] = in_t;
+    c.in[0] = in;
+    c.n_outputs = 1;
+    c.out_types[0] = out_t;
+    c.out[0] = out;
+    return mera_kernel_ref(op, num)(&c, err);
+}
+
 /* Interpreter mode: dequantize the inputs, run the float kernel, quantize
  * the result with the node's output parameters. */
 static mera_status run_emulated(const mera_node *node, mera_kernel_args *a, mera_error *err)
@@ -242,8 +259,10 @@ static mera_status run_emulated(const mera_node *node, mera_kernel_args *a, mera
             goto done;
         }
         tmp[n_tmp++] = buf;
-        mera_dequantize_tensor(a->in_types[i], a->in[i], buf);
         in_f[i] = float_type(a->in_types[i]);
+        if ((st = convert_tensor(MERA_OP_DEQUANTIZE, MERA_NUMERICS_QUANT, node, a->in_types[i], a->in[i], &in_f[i],
+                                 buf, err)))
+            goto done;
         a->in_types[i] = &in_f[i];
         a->in[i] = buf;
     }
@@ -267,8 +286,10 @@ static mera_status run_emulated(const mera_node *node, mera_kernel_args *a, mera
     if ((st = mera_kernel_select(node->op, MERA_NUMERICS_FLOAT)(a, err)))
         goto done;
     for (int o = 0; o < a->n_outputs; o++)
-        if (is_quantized(real_type[o]))
-            mera_quantize_tensor(real_type[o], a->out[o], real_out[o]);
+        if (is_quantized(real_type[o]) &&
+            (st = convert_tensor(MERA_OP_QUANTIZE, MERA_NUMERICS_FLOAT, node, a->out_types[o], a->out[o],
+                                 real_type[o], real_out[o], err)))
+            goto done;
 done:
     for (int i = 0; i < n_tmp; i++)
         free(tmp[i]);

@@ -269,6 +269,17 @@ static int normalize_axis(int64_t axis, int rank, int64_t *out)
 
 /* ---- attribute lists shared by several ops ----------------------------- */
 
+/* PyTorch computes several quantized ops (elementwise, concat, average
+ * pooling, mean, upsampling) with different formulas or vector splits for
+ * channels-last and contiguous tensors. A model
+ * imported as NCHW may hold channels-last tensors in PyTorch (every quantized
+ * conv output is channels-last), so the formula is an attribute of its own.
+ * auto: channels-last exactly when the data is NHWC (the layout attribute,
+ * or the input's layout tag for ops without one). */
+#define TORCH_MEMORY_FORMAT_ATTR                                                               \
+    {"torch_memory_format", MERA_ATTR_STRING, 0, 0, "auto|channels_last|contiguous", "auto", \
+     "which of PyTorch's quantized formulas to follow (see docs/numerics.md)"}
+
 #define QOUT_ATTRS                                                                           \
     {"out_scale", MERA_ATTR_FLOAT, 0, 0, NULL, NULL, "output scale (quantized form only)"}, \
     {"out_zero_point", MERA_ATTR_INT, 0, 0, NULL, NULL, "output zero point (quantized form only)"}, \
@@ -449,7 +460,7 @@ static mera_status broadcast(mera_infer_ctx *ctx, mera_type *out)
 }
 
 static const char *const inputs_add[] = {"lhs", "rhs"};
-static const mera_attr_spec attrs_add[] = {ACTIVATION_ATTR, QOUT_ATTRS, END_ATTRS};
+static const mera_attr_spec attrs_add[] = {ACTIVATION_ATTR, TORCH_MEMORY_FORMAT_ATTR, QOUT_ATTRS, END_ATTRS};
 
 static mera_status infer_binary(mera_infer_ctx *ctx)
 {
@@ -462,7 +473,7 @@ static mera_status infer_binary(mera_infer_ctx *ctx)
 static mera_status infer_add(mera_infer_ctx *ctx) { return infer_binary(ctx); }
 
 static const char *const inputs_mul[] = {"lhs", "rhs"};
-static const mera_attr_spec attrs_mul[] = {ACTIVATION_ATTR, QOUT_ATTRS, END_ATTRS};
+static const mera_attr_spec attrs_mul[] = {ACTIVATION_ATTR, TORCH_MEMORY_FORMAT_ATTR, QOUT_ATTRS, END_ATTRS};
 static mera_status infer_mul(mera_infer_ctx *ctx) { return infer_binary(ctx); }
 
 /* ---- concat ------------------------------------------------------------ */
@@ -470,6 +481,7 @@ static mera_status infer_mul(mera_infer_ctx *ctx) { return infer_binary(ctx); }
 static const char *const inputs_concat[] = {"inputs"};
 static const mera_attr_spec attrs_concat[] = {
     {"axis", MERA_ATTR_INT, 0, 0, NULL, "1", "axis to join along; negative counts from the end"},
+    TORCH_MEMORY_FORMAT_ATTR,
     QOUT_ATTRS,
     END_ATTRS,
 };
@@ -546,21 +558,22 @@ static mera_status infer_clip(mera_infer_ctx *ctx)
 static const char *const inputs_leaky_relu[] = {"data"};
 static const mera_attr_spec attrs_leaky_relu[] = {
     {"alpha", MERA_ATTR_FLOAT, 0, 0, NULL, "0.01", "slope for negative inputs"},
+    TORCH_MEMORY_FORMAT_ATTR,
     QOUT_ATTRS,
     END_ATTRS,
 };
 static mera_status infer_leaky_relu(mera_infer_ctx *ctx) { return infer_unary_qout(ctx); }
 
 static const char *const inputs_hardswish[] = {"data"};
-static const mera_attr_spec attrs_hardswish[] = {QOUT_ATTRS, END_ATTRS};
+static const mera_attr_spec attrs_hardswish[] = {TORCH_MEMORY_FORMAT_ATTR, QOUT_ATTRS, END_ATTRS};
 static mera_status infer_hardswish(mera_infer_ctx *ctx) { return infer_unary_qout(ctx); }
 
 static const char *const inputs_hardsigmoid[] = {"data"};
-static const mera_attr_spec attrs_hardsigmoid[] = {QOUT_ATTRS, END_ATTRS};
+static const mera_attr_spec attrs_hardsigmoid[] = {TORCH_MEMORY_FORMAT_ATTR, QOUT_ATTRS, END_ATTRS};
 static mera_status infer_hardsigmoid(mera_infer_ctx *ctx) { return infer_unary_qout(ctx); }
 
 static const char *const inputs_sigmoid[] = {"data"};
-static const mera_attr_spec attrs_sigmoid[] = {QOUT_ATTRS, END_ATTRS};
+static const mera_attr_spec attrs_sigmoid[] = {TORCH_MEMORY_FORMAT_ATTR, QOUT_ATTRS, END_ATTRS};
 static mera_status infer_sigmoid(mera_infer_ctx *ctx) { return infer_unary_qout(ctx); }
 
 /* ---- pooling ----------------------------------------------------------- */
@@ -631,6 +644,7 @@ static const mera_attr_spec attrs_avg_pool2d[] = {
     POOL_ATTRS,
     {"count_include_pad", MERA_ATTR_INT, 0, 0, NULL, "1", "count padded positions in the divisor"},
     {"divisor_override", MERA_ATTR_INT, 0, 0, NULL, "0", "divide by this instead (0: off)"},
+    TORCH_MEMORY_FORMAT_ATTR,
     QOUT_ATTRS,
     END_ATTRS,
 };
@@ -648,6 +662,7 @@ static const char *const inputs_adaptive_avg_pool2d[] = {"data"};
 static const mera_attr_spec attrs_adaptive_avg_pool2d[] = {
     {"output_size", MERA_ATTR_INTS, 0, 2, NULL, "[1,1]", "output (h, w); [1,1] is global average pooling"},
     LAYOUT_ATTR,
+    TORCH_MEMORY_FORMAT_ATTR,
     QOUT_ATTRS,
     END_ATTRS,
 };
@@ -671,6 +686,7 @@ static const char *const inputs_mean[] = {"data"};
 static const mera_attr_spec attrs_mean[] = {
     {"axes", MERA_ATTR_INTS, 1, 0, NULL, NULL, "axes to average over"},
     {"keepdims", MERA_ATTR_INT, 0, 0, NULL, "0", "keep reduced axes with size 1"},
+    TORCH_MEMORY_FORMAT_ATTR,
     QOUT_ATTRS,
     END_ATTRS,
 };
@@ -880,6 +896,7 @@ static const mera_attr_spec attrs_upsample[] = {
     {"scales", MERA_ATTR_FLOATS, 0, 2, NULL, NULL, "scale factors (h, w); give size or scales"},
     {"align_corners", MERA_ATTR_INT, 0, 0, NULL, "0", "bilinear: align corner pixels"},
     LAYOUT_ATTR,
+    TORCH_MEMORY_FORMAT_ATTR,
     QOUT_ATTRS,
     END_ATTRS,
 };

@@ -33,6 +33,9 @@ class Tensor:
 
     value: ir.Value
     nhwc: bool = False
+    # PyTorch's memory format for this tensor (channels-last or contiguous),
+    # whatever our layout: it picks the formula of some quantized ops.
+    torch_cl: bool = False
 
     @property
     def shape(self):
@@ -113,7 +116,7 @@ class Context:
     def to_nchw(self, t: Tensor) -> Tensor:
         if not t.nhwc:
             return t
-        return Tensor(self.emit("transpose", t.value, axes=[0, 3, 1, 2]), False)
+        return Tensor(self.emit("transpose", t.value, axes=[0, 3, 1, 2]), False, t.torch_cl)
 
     def to_layout(self, t: Tensor) -> Tensor:
         """4-D data in the graph's layout (what spatial ops expect)."""
@@ -121,7 +124,7 @@ class Context:
         if t.value.shape.__len__() != 4 or t.nhwc == want:
             return t
         if want:
-            return Tensor(self.emit("transpose", t.value, axes=[0, 2, 3, 1]), True)
+            return Tensor(self.emit("transpose", t.value, axes=[0, 2, 3, 1]), True, t.torch_cl)
         return self.to_nchw(t)
 
     def axis(self, t: Tensor, dim: int) -> int:
@@ -194,7 +197,7 @@ def _weight_qparams(w: torch.Tensor):
 def _quantize(ctx: Context, x, scale, zp, dtype):
     t = ctx.tensor(x, "quantize_per_tensor")
     v = ctx.emit("quantize", t.value, scale=float(scale), zero_point=int(zp), dtype=_qdtype(dtype))
-    return Tensor(v, t.nhwc)
+    return Tensor(v, t.nhwc, t.torch_cl)
 
 
 @converts("aten::dequantize")
@@ -202,7 +205,7 @@ def _dequantize(ctx: Context, x):
     if isinstance(x, list):
         return [_dequantize(ctx, e) for e in x]
     t = ctx.tensor(x, "dequantize")
-    return Tensor(ctx.emit("dequantize", t.value), t.nhwc)
+    return Tensor(ctx.emit("dequantize", t.value), t.nhwc, t.torch_cl)
 
 
 # -- quantized conv / linear --------------------------------------------------
@@ -225,7 +228,7 @@ def _qconv(ctx: Context, x, packed, scale, zp, relu: bool):
     v = ctx.emit("conv2d", t.value, wv, bv, strides=_pair(packed.stride()), padding=[ph, pw, ph, pw],
                  dilation=_pair(packed.dilation()), groups=int(packed.groups()), layout=ctx.spatial(),
                  activation="relu" if relu else "none", **_qout(scale, zp))
-    return Tensor(v, ctx.layout == "NHWC")
+    return Tensor(v, ctx.layout == "NHWC", True)  # fbgemm conv output is always channels-last
 
 
 @converts("quantized::conv2d", "quantized::conv2d.new")
@@ -271,10 +274,10 @@ def _align(ctx: Context, a: Tensor, b: Tensor):
     if len(o_shape) <= 1 or (len(o_shape) == 4 and o_shape[1] == 1 and o_shape[2] == 1 and o_shape[3] == 1):
         fixed = other  # broadcasts the same in both layouts
     elif len(o_shape) == 4:
-        fixed = Tensor(ctx.emit("transpose", other.value, axes=[0, 2, 3, 1]), True)
+        fixed = Tensor(ctx.emit("transpose", other.value, axes=[0, 2, 3, 1]), True, other.torch_cl)
     elif other.value.kind in ("const", "param") and len(o_shape) == 3:
         # a [C,H,W]-shaped constant (e.g. [C,1,1]) broadcasting against NCHW
-        fixed = Tensor(ctx.emit("transpose", other.value, axes=[1, 2, 0]), True)
+        fixed = Tensor(ctx.emit("transpose", other.value, axes=[1, 2, 0]), True, other.torch_cl)
     else:
         nh = ctx.to_nchw(nh)
         fixed = other
@@ -282,11 +285,14 @@ def _align(ctx: Context, a: Tensor, b: Tensor):
 
 
 def _binary(ctx: Context, op: str, a, b, relu=False, qout=None):
-    ta, tb = _align(ctx, ctx.tensor(a, op), ctx.tensor(b, op))
+    first = ctx.tensor(a, op)
+    ta, tb = _align(ctx, first, ctx.tensor(b, op))
     attrs = dict(qout or {})
+    attrs.update(_memory_format(first))  # PyTorch's qadd/qmul follow the first operand's format
     if relu:
         attrs["activation"] = "relu"
-    return Tensor(ctx.emit(op, ta.value, tb.value, **attrs), ta.nhwc or tb.nhwc)
+    # quantized add/mul write in the first operand's suggested memory format
+    return Tensor(ctx.emit(op, ta.value, tb.value, **attrs), ta.nhwc or tb.nhwc, first.torch_cl)
 
 
 @converts("quantized::add")
@@ -355,7 +361,9 @@ def _div(ctx, a, b, rounding_mode=None):
 
 def _unary(ctx: Context, op: str, x, **attrs):
     t = ctx.tensor(x, op)
-    return Tensor(ctx.emit(op, t.value, **attrs), t.nhwc)
+    if "torch_memory_format" in _op_info(op)["attr_names"]:
+        attrs.update(_memory_format(t))
+    return Tensor(ctx.emit(op, t.value, **attrs), t.nhwc, t.torch_cl)
 
 
 @converts("aten::relu", "aten::relu_")
@@ -405,8 +413,9 @@ def _fixed_qparams_unary(ctx: Context, op: str, x):
         # PyTorch's quantized sigmoid and hardsigmoid have fixed output
         # parameters: scale 1/256 with zero point 0 (quint8), -128 (qint8).
         zp = 0 if t.value.dtype == "uint8" else -128
-        return Tensor(ctx.emit(op, t.value, out_scale=1.0 / 256.0, out_zero_point=zp), t.nhwc)
-    return Tensor(ctx.emit(op, t.value), t.nhwc)
+        return Tensor(ctx.emit(op, t.value, out_scale=1.0 / 256.0, out_zero_point=zp, **_memory_format(t)),
+                      t.nhwc, t.torch_cl)
+    return Tensor(ctx.emit(op, t.value), t.nhwc, t.torch_cl)
 
 
 @converts("aten::hardsigmoid", "aten::hardsigmoid_")
@@ -422,7 +431,7 @@ def _sigmoid(ctx, x):
 @converts("aten::softmax", "aten::_softmax")
 def _softmax(ctx, x, dim, dtype_or_half=None):
     t = ctx.tensor(x, "softmax")
-    return Tensor(ctx.emit("softmax", t.value, axis=ctx.axis(t, int(dim))), t.nhwc)
+    return Tensor(ctx.emit("softmax", t.value, axis=ctx.axis(t, int(dim))), t.nhwc, t.torch_cl)
 
 
 # -- concat / split -------------------------------------------------------------
@@ -431,8 +440,10 @@ def _cat(ctx: Context, xs, dim, qout=None):
     ts = [ctx.tensor(x, "cat") for x in xs]
     if any(t.nhwc for t in ts) and not all(t.nhwc for t in ts):
         ts = [ctx.to_layout(t) for t in ts]
-    return Tensor(ctx.emit("concat", *[t.value for t in ts], axis=ctx.axis(ts[0], int(dim)), **(qout or {})),
-                  ts[0].nhwc)
+    cl = all(t.torch_cl for t in ts)
+    fmt = {"torch_memory_format": "channels_last" if cl else "contiguous"} if ts[0].quantized else {}
+    return Tensor(ctx.emit("concat", *[t.value for t in ts], axis=ctx.axis(ts[0], int(dim)), **(qout or {}), **fmt),
+                  ts[0].nhwc, cl)
 
 
 @converts("quantized::cat")
@@ -449,7 +460,7 @@ def _slices(ctx: Context, t: Tensor, dim: int, sizes: Sequence[int]):
     axis = ctx.axis(t, dim)
     out, begin = [], 0
     for s in sizes:
-        out.append(Tensor(ctx.emit("slice", t.value, axis=axis, begin=begin, end=begin + s), t.nhwc))
+        out.append(Tensor(ctx.emit("slice", t.value, axis=axis, begin=begin, end=begin + s), t.nhwc, t.torch_cl))
         begin += s
     return out
 
@@ -484,10 +495,17 @@ def _slice(ctx, x, dim=0, start=None, end=None, step=1):
         raise UnsupportedError(f"slice with step {step} is not supported{ctx.where()}")
     if start == 0 and end == n:
         return t
-    return Tensor(ctx.emit("slice", t.value, axis=ctx.axis(t, dim), begin=start, end=end), t.nhwc)
+    return Tensor(ctx.emit("slice", t.value, axis=ctx.axis(t, dim), begin=start, end=end), t.nhwc, t.torch_cl)
 
 
 # -- pooling ---------------------------------------------------------------------
+
+def _memory_format(t: Tensor) -> Dict[str, str]:
+    """The formula choice for quantized pooling, mean and upsampling (see the IR attribute)."""
+    if not t.quantized:
+        return {}
+    return {"torch_memory_format": "channels_last" if t.torch_cl else "contiguous"}
+
 
 @converts("aten::max_pool2d")
 def _max_pool2d(ctx, x, kernel, stride=(), padding=0, dilation=1, ceil_mode=False):
@@ -496,7 +514,8 @@ def _max_pool2d(ctx, x, kernel, stride=(), padding=0, dilation=1, ceil_mode=Fals
     s = _pair(stride) if stride not in ((), [], None) else k
     ph, pw = _pair(padding)
     return Tensor(ctx.emit("max_pool2d", t.value, kernel=k, strides=s, padding=[ph, pw, ph, pw],
-                           dilation=_pair(dilation), ceil_mode=int(bool(ceil_mode)), layout=ctx.spatial()), t.nhwc)
+                           dilation=_pair(dilation), ceil_mode=int(bool(ceil_mode)), layout=ctx.spatial()),
+                  t.nhwc, t.torch_cl)
 
 
 @converts("aten::avg_pool2d")
@@ -508,14 +527,15 @@ def _avg_pool2d(ctx, x, kernel, stride=(), padding=0, ceil_mode=False, count_inc
     ph, pw = _pair(padding)
     return Tensor(ctx.emit("avg_pool2d", t.value, kernel=k, strides=s, padding=[ph, pw, ph, pw],
                            ceil_mode=int(bool(ceil_mode)), count_include_pad=int(bool(count_include_pad)),
-                           divisor_override=int(divisor_override or 0), layout=ctx.spatial()), t.nhwc)
+                           divisor_override=int(divisor_override or 0), layout=ctx.spatial(), **_memory_format(t)),
+                  t.nhwc, t.torch_cl)
 
 
 @converts("aten::adaptive_avg_pool2d")
 def _adaptive_avg_pool2d(ctx, x, output_size):
     t = ctx.to_layout(ctx.tensor(x, "adaptive_avg_pool2d"))
-    return Tensor(ctx.emit("adaptive_avg_pool2d", t.value, output_size=_pair(output_size), layout=ctx.spatial()),
-                  t.nhwc)
+    return Tensor(ctx.emit("adaptive_avg_pool2d", t.value, output_size=_pair(output_size), layout=ctx.spatial(),
+                           **_memory_format(t)), t.nhwc, t.torch_cl)
 
 
 @converts("aten::mean")
@@ -524,15 +544,15 @@ def _mean(ctx, x, dims=None, keepdim=False, dtype=None):
     rank = len(t.value.shape)
     dims = list(range(rank)) if dims is None else ([dims] if isinstance(dims, int) else list(dims))
     axes = [ctx.axis(t, d) for d in dims]
-    v = ctx.emit("mean", t.value, axes=axes, keepdims=int(bool(keepdim)))
-    return Tensor(v, t.nhwc and bool(keepdim))
+    v = ctx.emit("mean", t.value, axes=axes, keepdims=int(bool(keepdim)), **_memory_format(t))
+    return Tensor(v, t.nhwc and bool(keepdim), t.torch_cl and bool(keepdim))
 
 
 # -- upsample -------------------------------------------------------------------
 
 def _upsample(ctx: Context, x, size, scales, method: str, align_corners=False):
     t = ctx.to_layout(ctx.tensor(x, "upsample"))
-    attrs: Dict[str, Any] = {"method": method, "layout": ctx.spatial()}
+    attrs: Dict[str, Any] = {"method": method, "layout": ctx.spatial(), **_memory_format(t)}
     if method == "bilinear":
         attrs["align_corners"] = int(bool(align_corners))
     if size is not None:
@@ -541,7 +561,7 @@ def _upsample(ctx: Context, x, size, scales, method: str, align_corners=False):
         attrs["scales"] = [float(s) for s in _pair(scales)]
     else:
         raise UnsupportedError(f"upsample needs an output size or scale factors{ctx.where()}")
-    return Tensor(ctx.emit("upsample", t.value, **attrs), t.nhwc)
+    return Tensor(ctx.emit("upsample", t.value, **attrs), t.nhwc, t.torch_cl)
 
 
 @converts("aten::upsample_nearest2d")
@@ -637,7 +657,7 @@ def _pad(ctx, x, pad, mode_or_value="constant", value=None):
     if t.nhwc:
         perm = [0, 2, 3, 1]
         before, after = [before[p] for p in perm], [after[p] for p in perm]
-    return Tensor(ctx.emit("pad", t.value, pads=before + after, value=fill), t.nhwc)
+    return Tensor(ctx.emit("pad", t.value, pads=before + after, value=fill), t.nhwc, t.torch_cl)
 
 
 # -- float conv / linear / batch norm ------------------------------------------
@@ -653,7 +673,7 @@ def _float_conv(ctx: Context, x, w, b, stride, padding, dilation, groups):
     ph, pw = _pair(padding)
     v = ctx.emit("conv2d", t.value, wv, bv, strides=_pair(stride), padding=[ph, pw, ph, pw],
                  dilation=_pair(dilation), groups=int(groups), layout=ctx.spatial())
-    return Tensor(v, ctx.layout == "NHWC")
+    return Tensor(v, ctx.layout == "NHWC", t.torch_cl)
 
 
 @converts("aten::conv2d")
@@ -710,7 +730,7 @@ def _batch_norm(ctx, x, weight, bias, mean, var, training, momentum, eps, cudnn=
     sv = ctx.b.const(scale.float().numpy().reshape(shape), name=ctx.b._fresh((ctx.scope or "bn") + ".scale"))
     hv = ctx.b.const(shift.float().numpy().reshape(shape), name=ctx.b._fresh((ctx.scope or "bn") + ".shift"))
     y = ctx.emit("mul", t.value, sv)
-    return Tensor(ctx.emit("add", y, hv), t.nhwc)
+    return Tensor(ctx.emit("add", y, hv), t.nhwc, t.torch_cl)
 
 
 __all__ = ["CONVERTERS", "Context", "Tensor", "converts"]
