@@ -50,12 +50,15 @@ Platform.__doc__ = "The DNA platforms (MERA's mera.Platform); values are platfor
 #: MERA's default platform when build_config is given no arch.
 DEFAULT_ARCH = "DNAF200L0002"
 
-#: Keys of an ``arch`` dict besides ``platform`` (the figures a user may override).
-ARCH_OVERRIDES = ("clock_mhz", "mac_count")
+#: Keys of an ``arch`` dict besides ``platform``: the hardware parameters of the
+#: C platform table, as (name, "int" | "float", unit, doc).
+ARCH_PARAMS = [tuple(p) for p in _core.arch_params()]
+ARCH_OVERRIDES = tuple(p[0] for p in ARCH_PARAMS)
 
 
 def platforms() -> List[Dict[str, Any]]:
-    """The platform table: name, alias, arch number, kind, TOPS, clock, MAC count, note."""
+    """The platform table: name, alias, arch number, kind, TOPS, MAC count, note, and the hardware
+    parameters of :data:`ARCH_PARAMS` (clock, MAC array shape, buffers, bandwidths)."""
     return copy.deepcopy(_PLATFORMS)
 
 
@@ -97,12 +100,15 @@ def resolve_arch(arch: Any) -> Dict[str, Any]:
             raise ConfigError("arch: a dict arch needs 'platform' naming the base platform "
                               f"(one of: {_platform_names()})")
         base = resolve_arch(arch["platform"])
-        for key in ARCH_OVERRIDES:
+        for key, kind, unit, _doc in ARCH_PARAMS:
             if key in arch:
                 v = arch[key]
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                    raise ConfigError(f"arch: '{key}' must be a positive number, got {v!r}")
-                base[key] = type(base[key])(v)
+                ok = isinstance(v, int) if kind == "int" else isinstance(v, (int, float))
+                if isinstance(v, bool) or not ok or not v > 0:
+                    what = "a positive int" if kind == "int" else "a positive number"
+                    raise ConfigError(f"arch: '{key}' ({unit}) must be {what}, got {v!r}")
+                base[key] = int(v) if kind == "int" else float(v)
+        base["mac_count"] = base["mac_ic"] * base["mac_oc"] * base["mac_px"]
         base["tops"] = 2.0 * base["mac_count"] * base["clock_mhz"] * 1e6 / 1e12
         base["overridden"] = sorted(k for k in ARCH_OVERRIDES if k in arch)
         return base

@@ -39,6 +39,10 @@ def test_arch_enum_table_and_default():
     assert mera.build_config(target="IP").arch["name"] == "DNAF200L0002"  # MERA's default
     f100 = mera.build_config(target="IP", arch=100).arch
     assert f100["tops"] == 2.4 and f100["mac_count"] == 4096 and f100["kind"] == "FPGA"
+    for p in mera.platforms():  # the MAC array matches the published TOPS within rounding
+        implied = 2 * p["mac_count"] * p["clock_mhz"] * 1e6 / 1e12
+        assert abs(implied - p["tops"]) / p["tops"] < 0.05, p["name"]
+        assert {"act_buffer_kib", "dram_gbps", "vector_lanes"} <= set(p)
     assert {p["name"] for p in mera.platforms()} >= {"DNAF100L0003", "DNAF200L0003", "DNAA600L0002",
                                                       "DNAA400L0001", "DNAF132S0001", "DNAF232S0002",
                                                       "DNAF632L0003", "DNAA800L0001"}
@@ -50,11 +54,15 @@ def test_arch_dict_overrides():
     assert cfg.arch["clock_mhz"] == 250
     assert cfg.arch["tops"] == pytest.approx(2 * 4096 * 250e6 / 1e12)
     assert cfg.arch["overridden"] == ["clock_mhz"]
-    with pytest.raises(mera.ConfigError, match="arch: unknown key\\(s\\) 'buffer_kb'; valid keys: platform"):
+    with pytest.raises(mera.ConfigError, match="arch: unknown key\\(s\\) 'buffer_kb'; valid keys: platform, clock_mhz"):
         mera.build_config(target="IP", arch={"platform": 100, "buffer_kb": 1})
+    cfg = mera.build_config(target="IP", arch={"platform": 200, "mac_px": 1, "dram_gbps": 10})
+    assert cfg.arch["mac_count"] == 4096 and cfg.arch["dram_gbps"] == 10.0
+    with pytest.raises(mera.ConfigError, match="'mac_ic' \\(lanes\\) must be a positive int, got 2.5"):
+        mera.build_config(target="IP", arch={"platform": 100, "mac_ic": 2.5})
     with pytest.raises(mera.ConfigError, match="needs 'platform'"):
         mera.build_config(target="IP", arch={"clock_mhz": 250})
-    with pytest.raises(mera.ConfigError, match="'clock_mhz' must be a positive number"):
+    with pytest.raises(mera.ConfigError, match="'clock_mhz' \\(MHz\\) must be a positive number"):
         mera.build_config(target="IP", arch={"platform": 100, "clock_mhz": -1})
 
 

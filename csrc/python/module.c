@@ -148,16 +148,44 @@ static PyObject *py_platforms(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
         return NULL;
     for (int i = 0; i < mera_platform_count(); i++) {
         const mera_platform *p = mera_platform_at(i);
-        PyObject *d = Py_BuildValue("{s:s,s:z,s:i,s:s,s:d,s:O,s:d,s:L,s:s}", "name", p->name, "alias", p->alias,
-                                    "arch", p->arch, "kind", p->kind == MERA_DEVICE_FPGA ? "FPGA" : "ASIC", "tops",
-                                    p->tops, "tops_published", p->tops_published ? Py_True : Py_False, "clock_mhz",
-                                    p->clock_mhz, "mac_count", (long long)p->mac_count, "note", p->note);
-        if (!d || PyList_Append(l, d)) {
+        PyObject *d = Py_BuildValue("{s:s,s:z,s:i,s:s,s:d,s:O,s:L,s:s}", "name", p->name, "alias", p->alias, "arch",
+                                    p->arch, "kind", p->kind == MERA_DEVICE_FPGA ? "FPGA" : "ASIC", "tops", p->tops,
+                                    "tops_published", p->tops_published ? Py_True : Py_False, "mac_count",
+                                    (long long)mera_platform_macs(p), "note", p->note);
+        int bad = !d;
+#define X(field, type, unit, doc)                                                                   \
+        if (!bad) {                                                                                 \
+            PyObject *v = _Generic(p->field, double: PyFloat_FromDouble, default: PyLong_FromLongLong)(p->field); \
+            bad = !v || PyDict_SetItemString(d, #field, v);                                        \
+            Py_XDECREF(v);                                                                          \
+        }
+        MERA_ARCH_PARAMS(X)
+#undef X
+        if (bad || PyList_Append(l, d)) {
             Py_XDECREF(d);
             Py_DECREF(l);
             return NULL;
         }
         Py_DECREF(d);
+    }
+    return l;
+}
+
+static PyObject *py_arch_params(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    PyObject *l = PyList_New(0);
+    int bad = !l;
+#define X(field, type, unit, doc)                                                                         \
+    if (!bad) {                                                                                           \
+        PyObject *t = Py_BuildValue("(ssss)", #field, _Generic((type)0, double: "float", default: "int"), unit, doc); \
+        bad = !t || PyList_Append(l, t);                                                                  \
+        Py_XDECREF(t);                                                                                    \
+    }
+    MERA_ARCH_PARAMS(X)
+#undef X
+    if (bad) {
+        Py_XDECREF(l);
+        return NULL;
     }
     return l;
 }
@@ -174,6 +202,7 @@ static PyMethodDef module_methods[] = {
     {"op_names", py_op_names, METH_NOARGS, "names of every op in the op table"},
     {"op_info", py_op_info, METH_O, "op_info(name) -> dict describing inputs and attributes"},
     {"platforms", py_platforms, METH_NOARGS, "the DNA platform table"},
+    {"arch_params", py_arch_params, METH_NOARGS, "the overridable hardware parameters: (name, kind, unit, doc)"},
     {"cpu_features", py_cpu_features, METH_NOARGS, "CPU features detected at run time"},
     {NULL, NULL, 0, NULL},
 };
