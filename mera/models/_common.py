@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -147,6 +147,22 @@ def fuse(module: nn.Module, modules_to_fuse: Union[List[str], List[List[str]]], 
     method = tq.fuse_modules_qat if is_qat else tq.fuse_modules
     with quiet_torch_deprecations():
         method(module, modules_to_fuse, inplace=True)
+
+
+class QuantizableBasicConv2d(nn.Module):
+    """Bias-free conv, BN (eps 1e-3), ReLU (GoogLeNet and Inception-v3); fusable into one ``ConvReLU2d``."""
+
+    def __init__(self, in_channels: int, out_channels: int, **kwargs: Any) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, bias=False, **kwargs)
+        self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self.bn(self.conv(x)))
+
+    def fuse_model(self, is_qat: bool = False) -> None:
+        fuse(self, ["conv", "bn", "relu"], is_qat)
 
 
 @contextlib.contextmanager

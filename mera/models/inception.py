@@ -19,28 +19,13 @@ import torch.ao.quantization as tq
 from torch.ao.nn.quantized import FloatFunctional
 
 from . import _common
+from ._common import QuantizableBasicConv2d
 
 __all__ = ["InceptionOutputs", "QuantizableBasicConv2d", "QuantizableInceptionA", "QuantizableInceptionB",
            "QuantizableInceptionC", "QuantizableInceptionD", "QuantizableInceptionE", "QuantizableInceptionAux",
            "QuantizableInception3", "inception_v3"]
 
 InceptionOutputs = namedtuple("InceptionOutputs", ["logits", "aux_logits"])
-
-
-class QuantizableBasicConv2d(nn.Module):
-    """Bias-free conv, BN (eps 1e-3), ReLU module (fusable into one ``ConvReLU2d``)."""
-
-    def __init__(self, in_channels: int, out_channels: int, **kwargs: Any) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, bias=False, **kwargs)
-        self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
-        self.relu = nn.ReLU()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.relu(self.bn(self.conv(x)))
-
-    def fuse_model(self, is_qat: bool = False) -> None:
-        _common.fuse(self, ["conv", "bn", "relu"], is_qat)
 
 
 Conv = QuantizableBasicConv2d
