@@ -6,11 +6,18 @@ quantized ResNet-50 of mera.models, and prints mera / torch time ratios
 the outputs are identical before timing.
 
     python benchmarks/interp.py [--repeat N] [--layers-only] [--threads N]
+                                [--reference | --cpu-mask FEATURES]
+
+--reference times mera's reference kernels (MERA_REFERENCE_KERNELS=1);
+--cpu-mask hides CPU features from kernel selection (MERA_CPU_FEATURES_MASK,
+e.g. "avx512f,avx512vnni" for the AVX2 kernels, "all" for the portable C
+ones). Both are read when a graph is compiled.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 
@@ -107,11 +114,18 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--layers-only", action="store_true")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (mera's kernels are serial)")
+    ap.add_argument("--reference", action="store_true", help="time mera's reference kernels")
+    ap.add_argument("--cpu-mask", default="", help="CPU features to hide from kernel selection")
     args = ap.parse_args()
+    if args.reference:
+        os.environ["MERA_REFERENCE_KERNELS"] = "1"
+    if args.cpu_mask:
+        os.environ["MERA_CPU_FEATURES_MASK"] = args.cpu_mask
     torch.backends.quantized.engine = "fbgemm"
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
-    print(f"CPU features: {mera._core.cpu_features()}; torch threads: {torch.get_num_threads()}")
+    print(f"CPU features: {mera._core.cpu_features()}; torch threads: {torch.get_num_threads()}; "
+          f"mera kernels: conv2d {mera._core.kernel_name('conv2d', True)}, dense {mera._core.kernel_name('dense', True)}")
     bench_layers(args.repeat)
     if not args.layers_only:
         bench_network(args.repeat)

@@ -13,7 +13,8 @@ struct mera_interp {
     int n_values, n_nodes;
     const void **value_data;   /* CONST and PARAM data, else NULL */
     int64_t *value_offset;     /* offset of NODE values in the arena, else -1 */
-    mera_kernel_fn *kernels;   /* per node */
+    mera_kernel *kernels;      /* per node */
+    void **states;             /* per node: what the kernel's prepare made, or NULL */
     unsigned char *emulate;    /* per node: run a quantized node in float */
     int *input_slot;           /* per value: index among INPUT values, else -1 */
     size_t arena_bytes;
@@ -122,12 +123,48 @@ void mera_interp_free(mera_interp *it)
 {
     if (!it)
         return;
+    if (it->states)
+        for (int n = 0; n < it->n_nodes; n++)
+            if (it->states[n])
+                it->kernels[n].release(it->states[n]);
+    free(it->states);
     free(it->value_data);
     free(it->value_offset);
     free(it->kernels);
     free(it->emulate);
     free(it->input_slot);
     free(it);
+}
+
+/* The kernel arguments of node n: types, and the data of the inputs that
+ * are constants or params (NULL for the others). */
+static void node_args(const mera_interp *it, int n, mera_kernel_args *a)
+{
+    const mera_node *node = mera_graph_node(it->g, n);
+    memset(a, 0, sizeof *a);
+    a->node = node;
+    a->n_inputs = node->n_inputs;
+    for (int i = 0; i < node->n_inputs; i++) {
+        int v = node->inputs[i];
+        if (v < 0)
+            continue;
+        a->in_types[i] = &mera_graph_value(it->g, v)->type;
+        a->in[i] = it->value_data[v];
+    }
+    a->n_outputs = node->n_outputs;
+    for (int o = 0; o < node->n_outputs; o++)
+        a->out_types[o] = &mera_graph_value(it->g, node->outputs[o])->type;
+}
+
+/* Let node n's kernel prepare (e.g. pack constant weights) once. */
+static mera_status prepare_node(mera_interp *it, int n, mera_error *err)
+{
+    mera_kernel_args a;
+    node_args(it, n, &a);
+    mera_status st = it->kernels[n].prepare(&a, &it->states[n], err);
+    if (st)
+        mera_error_prefix(err, "node '%s' (%s): ", a.node->name, mera_op_table[a.node->op].name);
+    return st;
 }
 
 mera_interp *mera_interp_compile(const mera_graph *g, mera_interp_mode mode, const void *const *param_data,
@@ -150,8 +187,9 @@ mera_interp *mera_interp_compile(const mera_graph *g, mera_interp_mode mode, con
     it->value_offset = calloc((size_t)it->n_values + 1, sizeof *it->value_offset);
     it->input_slot = calloc((size_t)it->n_values + 1, sizeof *it->input_slot);
     it->kernels = calloc((size_t)it->n_nodes + 1, sizeof *it->kernels);
+    it->states = calloc((size_t)it->n_nodes + 1, sizeof *it->states);
     it->emulate = calloc((size_t)it->n_nodes + 1, 1);
-    if (!it->value_data || !it->value_offset || !it->input_slot || !it->kernels || !it->emulate) {
+    if (!it->value_data || !it->value_offset || !it->input_slot || !it->kernels || !it->states || !it->emulate) {
         mera_fail(err, MERA_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -186,11 +224,13 @@ mera_interp *mera_interp_compile(const mera_graph *g, mera_interp_mode mode, con
             num = MERA_NUMERICS_FLOAT;
         }
         it->kernels[n] = mera_kernel_select(node->op, num);
-        if (!it->kernels[n]) {
+        if (!it->kernels[n].run) {
             mera_fail(err, MERA_ERR_UNSUPPORTED, "node '%s' (%s): no %s kernel for this op", node->name,
                       mera_op_table[node->op].name, num == MERA_NUMERICS_QUANT ? "quantized" : "float");
             goto fail;
         }
+        if (it->kernels[n].prepare && prepare_node(it, n, err))
+            goto fail;
     }
     if (plan_memory(it, err))
         goto fail;
@@ -244,7 +284,8 @@ static mera_status convert_tensor(int op, mera_numerics num, const mera_node *no
 
 /* Interpreter mode: dequantize the inputs, run the float kernel, quantize
  * the result with the node's output parameters. */
-static mera_status run_emulated(const mera_node *node, mera_kernel_args *a, mera_error *err)
+static mera_status run_emulated(const mera_node *node, mera_kernel_fn float_kernel, mera_kernel_args *a,
+                                mera_error *err)
 {
     mera_type in_f[MERA_MAX_NODE_INPUTS], out_f[MERA_MAX_NODE_OUTPUTS];
     float *tmp[MERA_MAX_NODE_INPUTS + MERA_MAX_NODE_OUTPUTS] = {0};
@@ -283,7 +324,7 @@ static mera_status run_emulated(const mera_node *node, mera_kernel_args *a, mera
         a->out_types[o] = &out_f[o];
         a->out[o] = buf;
     }
-    if ((st = mera_kernel_select(node->op, MERA_NUMERICS_FLOAT)(a, err)))
+    if ((st = float_kernel(a, err)))
         goto done;
     for (int o = 0; o < a->n_outputs; o++)
         if (is_quantized(real_type[o]) &&
@@ -326,7 +367,8 @@ mera_status mera_interp_run(const mera_interp *it, const void *const *inputs, vo
             a.out_types[o] = &mera_graph_value(g, v)->type;
             a.out[o] = arena + it->value_offset[v];
         }
-        st = it->emulate[n] ? run_emulated(node, &a, err) : it->kernels[n](&a, err);
+        a.state = it->states[n];
+        st = it->emulate[n] ? run_emulated(node, it->kernels[n].run, &a, err) : it->kernels[n].run(&a, err);
         if (st) {
             mera_error_prefix(err, "node '%s' (%s): ", node->name, mera_op_table[node->op].name);
             goto done;

@@ -8,8 +8,10 @@
  *                  nodes, float kernels for float nodes. Bit-exact with
  *                  PyTorch's fbgemm kernels.
  *
- * A compiled interpreter is immutable; runs allocate their own activation
- * arena, so several threads may run one compiled graph at once. */
+ * Compiling chooses a kernel per node (kernels.h: mera_kernel_select) and
+ * lets it prepare once, e.g. pack constant weights. A compiled interpreter
+ * is immutable; runs allocate their own activation arena, so several
+ * threads may run one compiled graph at once. */
 #ifndef MERA_BACKENDS_INTERP_H
 #define MERA_BACKENDS_INTERP_H
 

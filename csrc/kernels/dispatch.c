@@ -4,6 +4,10 @@
  * The numerics of a node follow its first input: float32 -> FLOAT,
  * int8/uint8 with quantization parameters -> QUANT. quantize therefore only
  * has a FLOAT kernel and dequantize/requantize only QUANT ones. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/fast/fast.h"
 #include "kernels/kernels.h"
 #include "kernels/ref/ref.h"
 
@@ -44,39 +48,87 @@ mera_kernel_fn mera_kernel_ref(int op, mera_numerics num)
     return ref_table[op][num];
 }
 
-/* A faster kernel is slotted in here per (op, numerics) together with the
- * CPU features it needs; it must give the reference's bytes. None exist
- * yet, so every entry is empty and selection falls back to ref. */
+/* Faster kernels, slotted in per (op, numerics) in order of preference,
+ * each with the CPU features it needs; every one gives the reference's
+ * bytes (tests/test_kernels_fast.py). */
 typedef struct {
-    mera_kernel_fn fn;
-    const char *name;                          /* "avx2", ... */
+    mera_kernel k;
     int (*usable)(const mera_cpu_features *f); /* may it run on this CPU? */
 } fast_kernel;
 
-static const fast_kernel fast_table[MERA_OP_COUNT][MERA_NUMERICS_COUNT];
+#define FAST_MAX 3 /* candidates per (op, numerics) */
 
-static const fast_kernel *select_fast(int op, mera_numerics num)
+static int any_cpu(const mera_cpu_features *f)
 {
-    if (!mera_kernel_ref(op, num))
-        return NULL;
-    const fast_kernel *k = &fast_table[op][num];
-    if (k->fn && k->usable && k->usable(mera_cpu_features_get()))
-        return k;
-    return NULL;
+    (void)f;
+    return 1;
 }
 
-mera_kernel_fn mera_kernel_select(int op, mera_numerics num)
+#if defined(__x86_64__)
+static int has_avx2(const mera_cpu_features *f)
 {
-    const fast_kernel *k = select_fast(op, num);
-    return k ? k->fn : mera_kernel_ref(op, num);
+    return f->avx2 && f->fma;
 }
 
-const char *mera_kernel_select_name(int op, mera_numerics num)
+static int has_avx512vnni(const mera_cpu_features *f)
 {
-    const fast_kernel *k = select_fast(op, num);
-    if (k)
-        return k->name;
-    return mera_kernel_ref(op, num) ? "ref" : "none";
+    return f->avx512f && f->avx512vnni;
+}
+#endif
+
+/* The quantized kernels of fast/ for op, best first; the portable one runs
+ * on any CPU. */
+#define FAST_Q(op, isa, name, usable) \
+    {{fast_##op##_q_##isa, fast_##op##_q_prepare_##isa, fast_qconv_release, name}, usable}
+#if defined(__x86_64__)
+#define FAST_QCONV(op)                                                                        \
+    {FAST_Q(op, avx512, "avx512vnni", has_avx512vnni), FAST_Q(op, avx2, "avx2", has_avx2), \
+     FAST_Q(op, c, "c", any_cpu)}
+#else
+#define FAST_QCONV(op) {FAST_Q(op, c, "c", any_cpu)}
+#endif
+
+static const fast_kernel fast_table[MERA_OP_COUNT][MERA_NUMERICS_COUNT][FAST_MAX] = {
+    [MERA_OP_CONV2D][MERA_NUMERICS_QUANT] = FAST_QCONV(conv2d),
+    [MERA_OP_DENSE][MERA_NUMERICS_QUANT]  = FAST_QCONV(dense),
+};
+
+/* MERA_REFERENCE_KERNELS set to anything but "" or "0". */
+static int reference_forced(void)
+{
+    const char *s = getenv("MERA_REFERENCE_KERNELS");
+    return s && *s && strcmp(s, "0") != 0;
+}
+
+mera_kernel mera_kernel_select(int op, mera_numerics num)
+{
+    mera_kernel ref = {mera_kernel_ref(op, num), NULL, NULL, "ref"};
+    if (!ref.run) {
+        ref.name = "none";
+        return ref;
+    }
+    if (reference_forced())
+        return ref;
+    const mera_cpu_features *f = mera_cpu_features_get();
+    for (int i = 0; i < FAST_MAX; i++) {
+        const fast_kernel *k = &fast_table[op][num][i];
+        if (k->k.run && k->usable(f))
+            return k->k;
+    }
+    return ref;
+}
+
+/* Does the comma-separated list s name feature (or "all")? */
+static int masked(const char *s, const char *feature)
+{
+    size_t n = strlen(feature);
+    while (s && *s) {
+        size_t len = strcspn(s, ",");
+        if ((len == n && strncmp(s, feature, n) == 0) || (len == 3 && strncmp(s, "all", 3) == 0))
+            return 1;
+        s += len + (s[len] == ',');
+    }
+    return 0;
 }
 
 /* Detected on every call: it is a handful of loads from data that libgcc
@@ -92,5 +144,12 @@ const mera_cpu_features *mera_cpu_features_get(void)
 #else
     f.avx2 = f.fma = f.avx512f = f.avx512vnni = 0;
 #endif
+    const char *mask = getenv("MERA_CPU_FEATURES_MASK");
+    if (mask) {
+        f.avx2 &= !masked(mask, "avx2");
+        f.fma &= !masked(mask, "fma");
+        f.avx512f &= !masked(mask, "avx512f");
+        f.avx512vnni &= !masked(mask, "avx512vnni");
+    }
     return &f;
 }

@@ -19,9 +19,21 @@ typedef struct {
     int n_outputs;
     const mera_type *out_types[MERA_MAX_NODE_OUTPUTS];
     void *out[MERA_MAX_NODE_OUTPUTS];
+    /* What the kernel's prepare function made for this node, or NULL (no
+     * prepare function, or it declined). Read-only while running: threads
+     * may run one compiled graph at once. */
+    const void *state;
 } mera_kernel_args;
 
 typedef mera_status (*mera_kernel_fn)(const mera_kernel_args *a, mera_error *err);
+
+/* Optional per-node preparation, run once when a graph is compiled, e.g.
+ * to pack constant weights. a->in[i] holds the data of constant inputs
+ * (graph constants and params) and NULL for run-time ones; a->out[] are
+ * NULL. *state (NULL allowed: the kernel then does that work per run)
+ * reaches every run as a->state and is freed by release. */
+typedef mera_status (*mera_kernel_prepare_fn)(const mera_kernel_args *a, void **state, mera_error *err);
+typedef void (*mera_kernel_release_fn)(void *state);
 
 /* Which arithmetic a kernel implements. */
 typedef enum {
@@ -34,15 +46,29 @@ typedef struct {
     int avx2, avx512f, avx512vnni, fma;
 } mera_cpu_features;
 
+/* The CPU's features, less those named in the environment variable
+ * MERA_CPU_FEATURES_MASK (comma-separated: avx2, fma, avx512f, avx512vnni,
+ * or all), which tests use to run the AVX2 and portable kernels on a CPU
+ * that has AVX-512. */
 const mera_cpu_features *mera_cpu_features_get(void);
 
 /* The reference kernel for (op, numerics), or NULL where none exists
  * (e.g. quantize has no QUANT form). */
 mera_kernel_fn mera_kernel_ref(int op, mera_numerics num);
-/* The fastest kernel available on this CPU; the reference where no faster
- * one exists. */
-mera_kernel_fn mera_kernel_select(int op, mera_numerics num);
-/* A short name of the selected kernel for reports ("ref", "avx2", ...). */
-const char *mera_kernel_select_name(int op, mera_numerics num);
+
+/* A selected kernel: run, and the optional prepare/release pair. */
+typedef struct {
+    mera_kernel_fn run;             /* NULL: no kernel for (op, numerics) */
+    mera_kernel_prepare_fn prepare; /* NULL: nothing to prepare */
+    mera_kernel_release_fn release; /* frees a non-NULL state of prepare */
+    const char *name;               /* for reports: "ref", "avx512vnni", "avx2", "c", "none" */
+} mera_kernel;
+
+/* The fastest kernel for (op, numerics) that this CPU can run; the
+ * reference where no faster one exists. Reads the environment, so call it
+ * when compiling a graph, not per run:
+ *   MERA_REFERENCE_KERNELS=1  always the reference kernels (testing, debugging)
+ *   MERA_CPU_FEATURES_MASK    see mera_cpu_features_get */
+mera_kernel mera_kernel_select(int op, mera_numerics num);
 
 #endif

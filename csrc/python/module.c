@@ -198,12 +198,28 @@ static PyObject *py_cpu_features(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
                          f->avx512vnni ? Py_True : Py_False);
 }
 
+/* kernel_name(op, quantized): the kernel a graph compiled now would run
+ * for op, after MERA_REFERENCE_KERNELS and MERA_CPU_FEATURES_MASK. */
+static PyObject *py_kernel_name(PyObject *Py_UNUSED(m), PyObject *args)
+{
+    const char *name;
+    int quantized;
+    if (!PyArg_ParseTuple(args, "sp", &name, &quantized))
+        return NULL;
+    int op = mera_op_lookup(name);
+    if (op < 0)
+        return pymera_raise_code(MERA_ERR_UNKNOWN_OP, "unknown op '%s'", name);
+    return PyUnicode_FromString(mera_kernel_select(op, quantized ? MERA_NUMERICS_QUANT : MERA_NUMERICS_FLOAT).name);
+}
+
 static PyMethodDef module_methods[] = {
     {"op_names", py_op_names, METH_NOARGS, "names of every op in the op table"},
     {"op_info", py_op_info, METH_O, "op_info(name) -> dict describing inputs and attributes"},
     {"platforms", py_platforms, METH_NOARGS, "the DNA platform table"},
     {"arch_params", py_arch_params, METH_NOARGS, "the overridable hardware parameters: (name, kind, unit, doc)"},
     {"cpu_features", py_cpu_features, METH_NOARGS, "CPU features detected at run time"},
+    {"kernel_name", py_kernel_name, METH_VARARGS,
+     "kernel_name(op, quantized) -> the kernel ('ref', 'avx512vnni', 'avx2', 'c') a graph compiled now would run"},
     {NULL, NULL, 0, NULL},
 };
 

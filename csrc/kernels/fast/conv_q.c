@@ -1,0 +1,348 @@
+/* The fast quantized conv2d (and, through the same driver, dense): the
+ * padded input copy, the loops over groups, output-channel tiles and pixel
+ * tiles, and the kernel ABI entry points of each instruction set.
+ * qconv.h says how the accumulator is formed; it gives ref_conv2d_q's bytes
+ * (tests/test_kernels_fast.py checks it). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/fast/fast.h"
+#include "kernels/fast/qconv.h"
+#include "kernels/ref/refutil.h"
+
+/* Where input channel ch goes in a pixel of the padded input (depthwise:
+ * the first of its og copies). */
+static int64_t channel_slot(const qconv_plan *p, int64_t ch)
+{
+    return p->depthwise ? ch * p->og : ch / p->cg * p->cgp + ch % p->cg;
+}
+
+/* n input bytes to n padded-input elements (int8: the sign bit flipped). */
+static void convert_run(unsigned char *dst, const uint8_t *src, int64_t n, int xb, uint8_t flip)
+{
+    if (xb == 2) {
+        int16_t *d = (int16_t *)dst;
+        for (int64_t i = 0; i < n; i++)
+            d[i] = (uint8_t)(src[i] ^ flip);
+    } else if (flip) {
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = src[i] ^ flip;
+    } else {
+        memcpy(dst, src, (size_t)n);
+    }
+}
+
+/* Copies the input pixels [c0, c1) of input row ih into row, a row of the
+ * padded input whose pixels were filled with the padding pattern. */
+static void copy_row(const qconv_plan *p, const uint8_t *x, int64_t n, int64_t ih, int64_t c0, int64_t c1,
+                     unsigned char *row)
+{
+    const int xb = p->xbytes;
+    const int64_t cp = p->cp, c = p->c, w0 = c0 - p->pl;
+    const uint8_t flip = p->x_int8 ? 0x80 : 0;
+    /* channels keep their order: no group padding, no depthwise copies */
+    const int in_order = p->depthwise ? p->og == 1 : p->cgp == p->cg;
+    if (p->x_nhwc) {
+        const uint8_t *src = x + ((n * p->h + ih) * p->w + w0) * c;
+        if (in_order && cp == c) {
+            convert_run(row + c0 * cp * xb, src, (c1 - c0) * c, xb, flip);
+            return;
+        }
+        for (int64_t col = c0; col < c1; col++, src += c) {
+            unsigned char *dst = row + col * cp * xb;
+            if (in_order) {
+                convert_run(dst, src, c, xb, flip);
+            } else if (p->depthwise) {
+                for (int64_t ch = 0; ch < c; ch++)
+                    memset(dst + ch * p->og, src[ch] ^ flip, (size_t)p->og);
+            } else {
+                for (int64_t g = 0; g < p->groups; g++)
+                    convert_run(dst + g * p->cgp * xb, src + g * p->cg, p->cg, xb, flip);
+            }
+        }
+        return;
+    }
+    /* NCHW: one contiguous input row per channel */
+    for (int64_t ch = 0; ch < c; ch++) {
+        const uint8_t *src = x + ((n * c + ch) * p->h + ih) * p->w + w0;
+        int64_t j = channel_slot(p, ch);
+        for (int64_t col = c0; col < c1; col++) {
+            uint8_t v = src[col - c0] ^ flip;
+            unsigned char *dst = row + col * cp * xb;
+            if (xb == 2)
+                ((int16_t *)dst)[j] = v;
+            else if (p->depthwise)
+                memset(dst + j, v, (size_t)p->og);
+            else
+                dst[j] = v;
+        }
+    }
+}
+
+/* The padded input: [n][hp][wp][cp] elements of p->xbytes, padding
+ * positions holding zx at real channels and 0 at padding channels, int8
+ * values with the sign bit flipped. */
+static void *padded_input(const qconv_plan *p, const void *x)
+{
+    const int xb = p->xbytes;
+    const int64_t cp = p->cp;
+    const size_t pix_bytes = (size_t)(cp * xb), row_bytes = (size_t)p->wp * pix_bytes;
+    unsigned char *buf = malloc((size_t)(p->n * p->hp) * row_bytes + QCONV_SLACK);
+    unsigned char *pad = malloc(row_bytes + 1); /* a row of padding pixels */
+    if (!buf || !pad) {
+        free(buf);
+        free(pad);
+        return NULL;
+    }
+    memset(buf + (size_t)(p->n * p->hp) * row_bytes, 0, QCONV_SLACK);
+    const uint8_t zx = (uint8_t)((uint8_t)p->zx_raw ^ (p->x_int8 ? 0x80 : 0));
+    for (int64_t j = 0; j < cp; j++) {
+        int real = p->depthwise ? j < p->o : j % p->cgp < p->cg;
+        if (xb == 2)
+            ((int16_t *)pad)[j] = (int16_t)(real ? zx : 0);
+        else
+            pad[j] = real ? zx : 0;
+    }
+    for (int64_t col = 1; col < p->wp; col++)
+        memcpy(pad + col * pix_bytes, pad, pix_bytes);
+    /* columns [c0, c1) of a row inside the input hold input pixels */
+    int64_t c0 = p->pl < p->wp ? p->pl : p->wp, c1 = p->pl + p->w < p->wp ? p->pl + p->w : p->wp;
+    /* pixels with padding channels get the pattern before the copy */
+    int prefill = cp != p->c;
+    for (int64_t n = 0; n < p->n; n++)
+        for (int64_t r = 0; r < p->hp; r++) {
+            unsigned char *row = buf + (size_t)(n * p->hp + r) * row_bytes;
+            int64_t ih = r - p->pt;
+            if (ih < 0 || ih >= p->h || c0 >= c1) {
+                memcpy(row, pad, row_bytes);
+                continue;
+            }
+            if (prefill) {
+                memcpy(row, pad, row_bytes);
+            } else {
+                memcpy(row, pad, (size_t)c0 * pix_bytes);
+                memcpy(row + c1 * pix_bytes, pad, (size_t)(p->wp - c1) * pix_bytes);
+            }
+            copy_row(p, x, n, ih, c0, c1, row);
+        }
+    free(pad);
+    return buf;
+}
+
+/* Where output channel oc of output pixel pix is stored. */
+static int64_t out_index(const qconv_plan *p, int64_t pix, int64_t oc)
+{
+    if (p->y_nhwc)
+        return pix * p->o + oc;
+    int64_t hw = p->oh * p->ow, n = pix / hw;
+    return (n * p->o + oc) * hw + pix % hw;
+}
+
+/* Stores n requantized channels from o0 of pixel pix. */
+static void store_channels(const qconv_plan *p, uint8_t *y, int64_t pix, int64_t o0, int64_t n, const int32_t *acc,
+                           int32_t xsum, uint8_t *tmp)
+{
+    if (p->y_nhwc) {
+        p->isa->requant(p, o0, n, acc, xsum, y + pix * p->o + o0);
+        return;
+    }
+    p->isa->requant(p, o0, n, acc, xsum, tmp);
+    int64_t hw = p->oh * p->ow;
+    uint8_t *d = y + out_index(p, pix, o0);
+    for (int64_t j = 0; j < n; j++)
+        d[j * hw] = tmp[j];
+}
+
+/* Walks the windows of the output pixels in order (n, oy, ox): at points
+ * at the first element of the current pixel's window in one group. */
+typedef struct {
+    const qconv_plan *p;
+    const unsigned char *at;
+    int64_t ox, oy;
+} window_walk;
+
+static window_walk walk_start(const qconv_plan *p, const unsigned char *xb, int64_t g)
+{
+    window_walk w = {p, xb + g * p->cgp * p->xbytes, 0, 0};
+    return w;
+}
+
+static void walk_next(window_walk *w)
+{
+    const qconv_plan *p = w->p;
+    int64_t pix_bytes = p->cp * p->xbytes;
+    if (++w->ox < p->ow) {
+        w->at += p->sw * pix_bytes;
+        return;
+    }
+    /* back to column 0, down sh rows; past the last row, to the next image */
+    w->at -= (w->ox - 1) * p->sw * pix_bytes;
+    w->ox = 0;
+    if (++w->oy < p->oh) {
+        w->at += p->sh * p->wp * pix_bytes;
+    } else {
+        w->at += (p->hp - (p->oh - 1) * p->sh) * p->wp * pix_bytes;
+        w->oy = 0;
+    }
+}
+
+/* sum(x) over the window of every pixel, group g (for zw != 0). */
+static void window_sums(const qconv_plan *p, const unsigned char *xb, int64_t g, int32_t *xsum)
+{
+    int64_t P = p->n * p->oh * p->ow;
+    window_walk walk = walk_start(p, xb, g);
+    for (int64_t pix = 0; pix < P; pix++) {
+        if (pix)
+            walk_next(&walk);
+        const unsigned char *w0 = walk.at;
+        uint32_t s = 0;
+        for (int64_t k = 0; k < p->nseg; k++) {
+            if (p->xbytes == 2) {
+                const int16_t *e = (const int16_t *)w0 + p->seg_off[k];
+                for (int64_t i = 0; i < p->seg_len; i++)
+                    s += (uint32_t)e[i];
+            } else {
+                const uint8_t *e = w0 + p->seg_off[k];
+                for (int64_t i = 0; i < p->seg_len; i++)
+                    s += e[i];
+            }
+        }
+        xsum[pix] = (int32_t)s;
+    }
+}
+
+static void run_gemm(const qconv_plan *p, const unsigned char *xb, uint8_t *y, int32_t *xsum)
+{
+    const qconv_isa *isa = p->isa;
+    const int64_t P = p->n * p->oh * p->ow, T = (int64_t)isa->lanes * isa->nv_max;
+    const int64_t per_oc = p->nseg * p->nk;
+    int32_t acc[QCONV_MAX_PX * QCONV_ACC_STRIDE];
+    uint8_t tmp[QCONV_ACC_STRIDE];
+    const void *px[QCONV_MAX_PX];
+    for (int64_t g = 0; g < p->groups; g++) {
+        if (xsum)
+            window_sums(p, xb, g, xsum);
+        for (int64_t t0 = 0; t0 < p->ogp; t0 += T) {
+            int64_t width = p->ogp - t0 < T ? p->ogp - t0 : T;
+            int64_t nvalid = p->og - t0 < width ? p->og - t0 : width;
+            int nv = (int)(width / isa->lanes), mpx = isa->px_max[nv];
+            const unsigned char *w = (const unsigned char *)p->wpack + (g * p->ogp + t0) * per_oc * isa->xbytes;
+            int64_t o0 = g * p->og + t0;
+            window_walk walk = walk_start(p, xb, g);
+            for (int64_t pix0 = 0; pix0 < P; pix0 += mpx) {
+                int npx = P - pix0 < mpx ? (int)(P - pix0) : mpx;
+                for (int m = 0; m < npx; m++) {
+                    if (pix0 + m)
+                        walk_next(&walk); /* never past the last pixel */
+                    px[m] = walk.at;
+                }
+                isa->gemm_tile(npx, nv, px, p->seg_off, (int)p->nseg, p->nk, w, acc);
+                for (int m = 0; m < npx; m++)
+                    store_channels(p, y, pix0 + m, o0, nvalid, acc + m * QCONV_ACC_STRIDE,
+                                   xsum ? xsum[pix0 + m] : 0, tmp);
+            }
+        }
+    }
+}
+
+/* Depthwise: one output row at a time; NCHW output goes through a row of
+ * NHWC bytes. */
+static mera_status run_depthwise(const qconv_plan *p, const unsigned char *xb, uint8_t *y)
+{
+    uint8_t *row = p->y_nhwc ? NULL : malloc((size_t)(p->ow * p->o));
+    if (!p->y_nhwc && !row)
+        return MERA_ERR_NOMEM;
+    const int64_t hw = p->oh * p->ow;
+    for (int64_t n = 0; n < p->n; n++)
+        for (int64_t oy = 0; oy < p->oh; oy++) {
+            const unsigned char *in = xb + (n * p->hp + oy * p->sh) * p->wp * p->cp;
+            if (p->y_nhwc) {
+                p->isa->dw_row(p, in, y + (n * hw + oy * p->ow) * p->o);
+                continue;
+            }
+            p->isa->dw_row(p, in, row);
+            for (int64_t c = 0; c < p->o; c++) {
+                uint8_t *d = y + (n * p->o + c) * hw + oy * p->ow;
+                for (int64_t ox = 0; ox < p->ow; ox++)
+                    d[ox] = row[ox * p->o + c];
+            }
+        }
+    free(row);
+    return MERA_OK;
+}
+
+mera_status qconv_run(const qconv_plan *p, const mera_kernel_args *a, mera_error *err)
+{
+    const unsigned char *xb = a->in[0];
+    void *buf = NULL;
+    int32_t *xsum = NULL;
+    if (!p->direct && !(xb = buf = padded_input(p, a->in[0])))
+        return ref_nomem(err, a->node);
+    mera_status st = MERA_OK;
+    if (p->depthwise) {
+        st = run_depthwise(p, xb, a->out[0]);
+    } else if (p->zw && !(xsum = malloc((size_t)(p->n * p->oh * p->ow) * sizeof *xsum))) {
+        st = MERA_ERR_NOMEM;
+    } else {
+        run_gemm(p, xb, a->out[0], xsum);
+    }
+    free(buf);
+    free(xsum);
+    return st ? ref_nomem(err, a->node) : MERA_OK;
+}
+
+/* ---- the kernel ABI ------------------------------------------------------ */
+
+/* Prepare needs the weight, and the bias when there is one. */
+static int constants_present(const mera_kernel_args *a)
+{
+    return a->in[1] && (a->n_inputs < 3 || !a->in_types[2] || a->in[2]);
+}
+
+mera_status qconv_prepare(const mera_kernel_args *a, const qconv_isa *isa, int dense, void **state, mera_error *err)
+{
+    *state = NULL;
+    if (!constants_present(a))
+        return MERA_OK; /* run-time weights: planned per run */
+    qconv_plan *p;
+    mera_status st = qconv_plan_new(a, isa, dense, &p, err);
+    *state = p;
+    return st;
+}
+
+mera_status qconv_kernel(const mera_kernel_args *a, const qconv_isa *isa, int dense, mera_error *err)
+{
+    const qconv_plan *p = a->state;
+    qconv_plan *own = NULL;
+    if (!p) {
+        mera_status st = qconv_plan_new(a, isa, dense, &own, err);
+        if (st)
+            return st;
+        p = own;
+    }
+    MERA_ASSERT(p->isa == isa);
+    mera_status st = qconv_run(p, a, err);
+    qconv_plan_free(own);
+    return st;
+}
+
+void fast_qconv_release(void *state)
+{
+    qconv_plan_free(state);
+}
+
+#define CONV_ENTRIES(suffix, isa)                                                                   \
+    mera_status fast_conv2d_q_prepare_##suffix(const mera_kernel_args *a, void **state, mera_error *err) \
+    {                                                                                               \
+        return qconv_prepare(a, &(isa), 0, state, err);                                             \
+    }                                                                                               \
+    mera_status fast_conv2d_q_##suffix(const mera_kernel_args *a, mera_error *err)                 \
+    {                                                                                               \
+        return qconv_kernel(a, &(isa), 0, err);                                                     \
+    }
+
+CONV_ENTRIES(c, qconv_isa_c)
+#if defined(__x86_64__)
+CONV_ENTRIES(avx2, qconv_isa_avx2)
+CONV_ENTRIES(avx512, qconv_isa_avx512)
+#endif

@@ -1,0 +1,34 @@
+/* Fast kernels: the entries that dispatch.c slots into its fast table,
+ * each giving the reference kernel's bytes. One function per (op,
+ * numerics, instruction set):
+ *
+ *   fast_<op>_q_avx512   AVX-512 with VNNI (vpdpbusd)
+ *   fast_<op>_q_avx2     AVX2 + FMA (vpmaddwd, exact int32 sums)
+ *   fast_<op>_q_c        portable C, written for GCC's auto-vectorizer
+ *
+ * Each has a prepare function that packs constant weights once per node
+ * (kernels.h); without a prepared state the kernel packs them per run.
+ * The ISA-specific code is compiled with per-function target attributes,
+ * so the build needs no -m flags and runs on any x86-64. */
+#ifndef MERA_KERNELS_FAST_FAST_H
+#define MERA_KERNELS_FAST_FAST_H
+
+#include "kernels/kernels.h"
+
+#define FAST_KERNEL_DECL(op, suffix)                                                               \
+    mera_status fast_##op##_q_##suffix(const mera_kernel_args *a, mera_error *err);               \
+    mera_status fast_##op##_q_prepare_##suffix(const mera_kernel_args *a, void **state, mera_error *err);
+
+/* conv_q.c */
+FAST_KERNEL_DECL(conv2d, c)
+FAST_KERNEL_DECL(conv2d, avx2)
+FAST_KERNEL_DECL(conv2d, avx512)
+/* dense_q.c */
+FAST_KERNEL_DECL(dense, c)
+FAST_KERNEL_DECL(dense, avx2)
+FAST_KERNEL_DECL(dense, avx512)
+
+/* Releases the state of any of the prepare functions above. */
+void fast_qconv_release(void *state);
+
+#endif

@@ -1,0 +1,216 @@
+/* AVX-512 VNNI inner loops of the fast quantized conv2d/dense (qconv.h).
+ *
+ * vpdpbusd multiplies 4 unsigned activation bytes with 4 signed weight
+ * bytes and adds the four products to an int32 lane, without saturation
+ * (unlike vpmaddubsw): the sums are exact modulo 2^32, as qconv.h needs.
+ * The requantization is qmath.h's requant_acc on 16 lanes: cvtdq2ps and
+ * cvtps2dq round half to even under the default MXCSR as the scalar
+ * conversions do, cvtps2dq gives INT32_MIN for NaN and out-of-range values
+ * as cvt_rne_i32 does, vfmadd is fmaf, and clamp(r + zy, lo, hi) is
+ * computed as clamp(r, lo - zy, hi - zy) + zy, which cannot overflow.
+ *
+ * Only AVX512F and AVX512-VNNI instructions are used; the functions carry
+ * their own target attribute, so the file builds without -m flags and its
+ * code runs only after dispatch.c has checked the CPU. */
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/fast/qconv.h"
+
+#define TARGET __attribute__((target("avx512f,avx512vnni")))
+#define INLINE static inline __attribute__((always_inline)) TARGET
+
+static inline int32_t load_i32(const void *p)
+{
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* npx pixels by nv vectors of 16 output channels. Packed weights:
+ * [nseg][nk / 4][nv * 16][4]. */
+INLINE void tile(const int npx, const int nv, const void *const *px, const int64_t *seg_off, int nseg, int64_t nk,
+                 const int8_t *w, int32_t *acc)
+{
+    __m512i c[QCONV_MAX_PX][QCONV_MAX_NV];
+#pragma GCC unroll 12
+    for (int m = 0; m < npx; m++)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            c[m][v] = _mm512_setzero_si512();
+    const int64_t nq = nk / 4;
+    for (int s = 0; s < nseg; s++) {
+        const uint8_t *p[QCONV_MAX_PX];
+#pragma GCC unroll 12
+        for (int m = 0; m < npx; m++)
+            p[m] = (const uint8_t *)px[m] + seg_off[s];
+        for (int64_t q = 0; q < nq; q++, w += nv * 64) {
+            __m512i wv[QCONV_MAX_NV];
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++)
+                wv[v] = _mm512_loadu_si512(w + v * 64);
+#pragma GCC unroll 12
+            for (int m = 0; m < npx; m++) {
+                __m512i xb = _mm512_set1_epi32(load_i32(p[m] + 4 * q));
+#pragma GCC unroll 4
+                for (int v = 0; v < nv; v++)
+                    c[m][v] = _mm512_dpbusd_epi32(c[m][v], xb, wv[v]);
+            }
+        }
+    }
+#pragma GCC unroll 12
+    for (int m = 0; m < npx; m++)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            _mm512_storeu_si512(acc + m * QCONV_ACC_STRIDE + v * 16, c[m][v]);
+}
+
+typedef void (*tile_fn)(const void *const *px, const int64_t *seg_off, int nseg, int64_t nk, const int8_t *w,
+                        int32_t *acc);
+
+#define TILE(M, NV)                                                                                          \
+    TARGET static void tile_##M##_##NV(const void *const *px, const int64_t *seg_off, int nseg, int64_t nk, \
+                                       const int8_t *w, int32_t *acc)                                        \
+    {                                                                                                        \
+        tile(M, NV, px, seg_off, nseg, nk, w, acc);                                                          \
+    }
+#define TILES_UP_TO_6(NV) TILE(1, NV) TILE(2, NV) TILE(3, NV) TILE(4, NV) TILE(5, NV) TILE(6, NV)
+#define TILES_7_TO_8(NV) TILE(7, NV) TILE(8, NV)
+#define TILES_9_TO_12(NV) TILE(9, NV) TILE(10, NV) TILE(11, NV) TILE(12, NV)
+
+TILES_UP_TO_6(1) TILES_7_TO_8(1) TILES_9_TO_12(1)
+TILES_UP_TO_6(2) TILES_7_TO_8(2) TILES_9_TO_12(2)
+TILES_UP_TO_6(3) TILES_7_TO_8(3)
+TILES_UP_TO_6(4)
+
+#define ROW6(NV) tile_1_##NV, tile_2_##NV, tile_3_##NV, tile_4_##NV, tile_5_##NV, tile_6_##NV
+/* tiles[nv - 1][npx - 1]; px_max below keeps npx within each row */
+static const tile_fn tiles[QCONV_MAX_NV][QCONV_MAX_PX] = {
+    {ROW6(1), tile_7_1, tile_8_1, tile_9_1, tile_10_1, tile_11_1, tile_12_1},
+    {ROW6(2), tile_7_2, tile_8_2, tile_9_2, tile_10_2, tile_11_2, tile_12_2},
+    {ROW6(3), tile_7_3, tile_8_3},
+    {ROW6(4)},
+};
+
+static void gemm_tile(int npx, int nv, const void *const *px, const int64_t *seg_off, int nseg, int64_t nk,
+                      const void *w, int32_t *acc)
+{
+    MERA_ASSERT(nv >= 1 && nv <= QCONV_MAX_NV && npx >= 1 && npx <= QCONV_MAX_PX && tiles[nv - 1][npx - 1]);
+    tiles[nv - 1][npx - 1](px, seg_off, nseg, nk, w, acc);
+}
+
+/* requant_acc (qmath.h) on 16 channels from o, after adding off[o] and,
+ * with_zw, subtracting zw[o] * xsum. */
+INLINE __m512i requant16(const qconv_plan *p, int64_t o, __m512i a, __m512i xsum, const int with_zw)
+{
+    a = _mm512_add_epi32(a, _mm512_loadu_si512(p->off + o));
+    if (with_zw)
+        a = _mm512_sub_epi32(a, _mm512_mullo_epi32(_mm512_loadu_si512(p->zw + o), xsum));
+    __m512 y = _mm512_cvtepi32_ps(a);
+    if (p->has_bias)
+        y = p->per_tensor ? _mm512_fmadd_ps(_mm512_loadu_ps(p->bias + o), _mm512_loadu_ps(p->rcp + o), y)
+                          : _mm512_add_ps(y, _mm512_loadu_ps(p->bias + o));
+    y = _mm512_mul_ps(y, _mm512_loadu_ps(p->mult + o));
+    __m512i r = _mm512_cvtps_epi32(y);
+    r = _mm512_max_epi32(r, _mm512_set1_epi32(p->lo - p->zy));
+    r = _mm512_min_epi32(r, _mm512_set1_epi32(p->hi - p->zy));
+    return _mm512_add_epi32(r, _mm512_set1_epi32(p->zy));
+}
+
+/* Stores the low bytes of the n <= 16 lanes of r. */
+INLINE void store_bytes(uint8_t *dst, __m512i r, int64_t n)
+{
+    __m128i b = _mm512_cvtepi32_epi8(r);
+    if (n >= 16) {
+        _mm_storeu_si128((__m128i *)dst, b);
+    } else {
+        uint8_t t[16];
+        _mm_storeu_si128((__m128i *)t, b);
+        memcpy(dst, t, (size_t)n);
+    }
+}
+
+TARGET static void requant(const qconv_plan *p, int64_t o0, int64_t n, const int32_t *acc, int32_t xsum, uint8_t *dst)
+{
+    const __m512i xs = _mm512_set1_epi32(xsum);
+    for (int64_t j = 0; j < n; j += 16) {
+        __m512i a = _mm512_loadu_si512(acc + j);
+        store_bytes(dst + j, p->zw ? requant16(p, o0 + j, a, xs, 1) : requant16(p, o0 + j, a, xs, 0), n - j);
+    }
+}
+
+/* Depthwise: the accumulator of 16 channels from c0 at one output pixel
+ * whose window starts at x (channel c0), minus zw * sum(x) when zw.
+ * The dword of a channel holds the activations of two taps as int16
+ * (x0 | x1 << 16) and the packed weights hold the same taps' weights, so
+ * vpdpwssd (the AVX512-VNNI form of vpmaddwd, which would need AVX512BW)
+ * adds x0*w0 + x1*w1, the pair of fbgemm's depthwise kernel, exactly; with
+ * sat the pair is formed alone and saturated to int16 first, as
+ * vpmaddubsw does there. */
+INLINE __m512i dw_acc(const qconv_plan *p, const uint8_t *x, int64_t c0, const int sat, const int zw)
+{
+    const uint32_t *w = (const uint32_t *)p->wpack + c0;
+    const int64_t cp = p->cp, taps = p->nseg, *so = p->seg_off;
+    const __m512i lo16 = _mm512_set1_epi32(-32768), hi16 = _mm512_set1_epi32(32767);
+    __m512i a = _mm512_setzero_si512(), xs = _mm512_setzero_si512();
+    int64_t t = 0;
+    for (; t + 1 < taps; t += 2, w += cp) {
+        __m512i x0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(x + so[t])));
+        __m512i x1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(x + so[t + 1])));
+        __m512i xp = _mm512_or_si512(x0, _mm512_slli_epi32(x1, 16));
+        if (sat) {
+            __m512i pr = _mm512_dpwssd_epi32(_mm512_setzero_si512(), xp, _mm512_loadu_si512(w));
+            a = _mm512_add_epi32(a, _mm512_max_epi32(_mm512_min_epi32(pr, hi16), lo16));
+        } else {
+            a = _mm512_dpwssd_epi32(a, xp, _mm512_loadu_si512(w));
+        }
+        if (zw)
+            xs = _mm512_add_epi32(xs, _mm512_add_epi32(x0, x1));
+    }
+    if (t < taps) { /* a last single tap: x*w fits in int16, no saturation */
+        __m512i x0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(x + so[t])));
+        a = _mm512_dpwssd_epi32(a, x0, _mm512_loadu_si512(w));
+        if (zw)
+            xs = _mm512_add_epi32(xs, x0);
+    }
+    if (zw)
+        a = _mm512_sub_epi32(a, _mm512_mullo_epi32(_mm512_loadu_si512(p->zw + c0), xs));
+    return a;
+}
+
+INLINE void dw_row_as(const qconv_plan *p, const uint8_t *in, uint8_t *dst, const int sat, const int zw)
+{
+    const int64_t step = p->sw * p->cp;
+    const __m512i none = _mm512_setzero_si512();
+    for (int64_t c0 = 0; c0 < p->o; c0 += 16)
+        for (int64_t ox = 0; ox < p->ow; ox++) {
+            __m512i a = dw_acc(p, in + ox * step + c0, c0, sat, zw);
+            store_bytes(dst + ox * p->o + c0, requant16(p, c0, a, none, 0), p->o - c0);
+        }
+}
+
+TARGET static void dw_row(const qconv_plan *p, const uint8_t *in, uint8_t *dst)
+{
+    if (p->zw)
+        dw_row_as(p, in, dst, p->dw_sat, 1);
+    else if (p->dw_sat)
+        dw_row_as(p, in, dst, 1, 0);
+    else
+        dw_row_as(p, in, dst, 0, 0);
+}
+
+const qconv_isa qconv_isa_avx512 = {
+    .name = "avx512vnni",
+    .kstep = 4,
+    .lanes = 16,
+    .nv_max = 4,
+    .xbytes = 1,
+    .px_max = {0, 12, 12, 8, 6},
+    .gemm_tile = gemm_tile,
+    .requant = requant,
+    .dw_row = dw_row,
+};
+
+#endif

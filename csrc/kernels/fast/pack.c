@@ -1,0 +1,271 @@
+/* Plans of the fast quantized conv2d and dense kernels: geometry, weights
+ * packed for one instruction set, and the per-channel constants of the
+ * exact accumulator and of the requantization (qconv.h). Built once per
+ * node when its weights are constants, else once per run. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/fast/qconv.h"
+#include "kernels/ref/qmath.h"
+#include "kernels/ref/refutil.h"
+
+static int64_t round_up(int64_t v, int64_t m)
+{
+    return (v + m - 1) / m * m;
+}
+
+/* Zeroed, 64-byte aligned memory of count elements of size bytes plus
+ * slack; NULL on overflow or failure. */
+static void *alloc_zero(int64_t count, size_t size)
+{
+    if (count < 0 || (uint64_t)count > (SIZE_MAX - 2 * QCONV_SLACK) / size)
+        return NULL;
+    size_t bytes = ((size_t)count * size + QCONV_SLACK + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, bytes);
+    if (p)
+        memset(p, 0, bytes);
+    return p;
+}
+
+void qconv_plan_free(qconv_plan *p)
+{
+    if (!p)
+        return;
+    free(p->seg_off);
+    free(p->wpack);
+    free(p->off);
+    free(p->zw);
+    free(p->mult);
+    free(p->bias);
+    free(p->rcp);
+    free(p);
+}
+
+/* fbgemm's depthwise fast path, as ref_conv2d_q decides it (fbgemm_depthwise
+ * in ref/conv.c): there, pairs of taps saturate to int16. */
+static int takes_fbgemm_depthwise(const qconv_plan *p, const int64_t *pad)
+{
+    return !p->x_int8 && p->cg == 1 && (p->og == 1 || p->og == 2) && p->groups % 8 == 0 && p->kh == p->kw &&
+           (p->kh == 3 || p->kh == 5 || p->kh == 7) && (p->sh == 1 || p->sh == 2) && (p->sw == 1 || p->sw == 2) &&
+           p->dh == 1 && p->dw == 1 && pad[0] == (p->kh - 1) / 2 && pad[1] == (p->kw - 1) / 2 && pad[2] == pad[0] &&
+           pad[3] == pad[1];
+}
+
+/* Geometry; returns the weight strides (output ch, input ch, kh, kw). */
+static void geometry(qconv_plan *p, const mera_kernel_args *a, int dense, int64_t ws[4])
+{
+    const mera_node *nd = a->node;
+    const mera_type *xt = a->in_types[0], *wt = a->in_types[1], *yt = a->out_types[0];
+    p->x_int8 = xt->dtype == MERA_DTYPE_INT8;
+    p->y_int8 = yt->dtype == MERA_DTYPE_INT8;
+    if (dense) { /* x [rows, k] as an NHWC image of one row, w [nout, k] as OHWI 1x1 */
+        int64_t k = wt->shape[1];
+        p->n = p->h = p->oh = 1;
+        p->w = p->ow = mera_type_numel(xt) / k;
+        p->c = k;
+        p->o = wt->shape[0];
+        p->groups = 1;
+        p->cg = p->c;
+        p->og = p->o;
+        p->kh = p->kw = p->sh = p->sw = p->dh = p->dw = 1;
+        p->x_nhwc = p->y_nhwc = 1;
+        ws[0] = k; ws[1] = 1; ws[2] = ws[3] = 0;
+        return;
+    }
+    int nhwc = ref_nhwc(nd);
+    ref_dims4 x = ref_dims(xt, nhwc), y = ref_dims(yt, nhwc);
+    const int64_t *st = ref_ints(nd, "strides"), *pad = ref_ints(nd, "padding"), *dil = ref_ints(nd, "dilation");
+    const int64_t *s = wt->shape;
+    if (ref_is(nd, "kernel_layout", "OHWI")) {        /* [O, KH, KW, I] */
+        p->kh = s[1]; p->kw = s[2];
+        ws[1] = 1; ws[3] = s[3]; ws[2] = s[2] * s[3]; ws[0] = s[1] * s[2] * s[3];
+    } else if (ref_is(nd, "kernel_layout", "HWIO")) { /* [KH, KW, I, O] */
+        p->kh = s[0]; p->kw = s[1];
+        ws[0] = 1; ws[1] = s[3]; ws[3] = s[2] * s[3]; ws[2] = s[1] * s[2] * s[3];
+    } else {                                          /* [O, I, KH, KW] */
+        p->kh = s[2]; p->kw = s[3];
+        ws[3] = 1; ws[2] = s[3]; ws[1] = s[2] * s[3]; ws[0] = s[1] * s[2] * s[3];
+    }
+    p->n = x.n; p->h = x.h; p->w = x.w; p->c = x.c;
+    p->oh = y.h; p->ow = y.w; p->o = y.c;
+    p->groups = mera_attr_int(nd, "groups");
+    p->sh = st[0]; p->sw = st[1];
+    p->dh = dil[0]; p->dw = dil[1];
+    p->pt = pad[0]; p->pl = pad[1];
+    p->x_nhwc = p->y_nhwc = nhwc;
+    p->cg = p->c / p->groups;
+    p->og = p->o / p->groups;
+    p->depthwise = p->cg == 1 && p->groups > 1;
+    p->dw_sat = p->depthwise && takes_fbgemm_depthwise(p, pad);
+}
+
+/* Where the window of an output pixel lies in the padded input. */
+static mera_status layout_input(qconv_plan *p)
+{
+    const qconv_isa *isa = p->isa;
+    int64_t rows = (p->oh - 1) * p->sh + (p->kh - 1) * p->dh + 1;
+    int64_t cols = (p->ow - 1) * p->sw + (p->kw - 1) * p->dw + 1;
+    p->hp = rows;
+    p->wp = cols;
+    p->xbytes = p->depthwise ? 1 : isa->xbytes;
+    if (p->depthwise) {
+        p->cp = round_up(p->o, 16);
+        p->cgp = 1;
+        p->nseg = p->kh * p->kw;
+        p->seg_len = p->nk = 1;
+    } else if (p->groups == 1 && (p->dw == 1 || p->kw == 1)) {
+        /* one segment per kernel row: KW pixels of C channels lie side by side */
+        p->merged = 1;
+        p->cp = p->cgp = p->c;
+        p->nseg = p->kh;
+        p->seg_len = p->kw * p->c;
+    } else {
+        p->cgp = round_up(p->cg, isa->kstep);
+        p->cp = p->groups * p->cgp;
+        p->nseg = p->kh * p->kw;
+        p->seg_len = p->cg;
+    }
+    if (!p->depthwise)
+        p->nk = round_up(p->seg_len, isa->kstep);
+    p->kreal = p->kh * p->kw * p->cg;
+    /* The input itself serves when it is laid out as the padded copy would
+     * be and no segment reads past its end. */
+    p->direct = !p->depthwise && p->x_nhwc && !p->x_int8 && p->xbytes == 1 && p->pt == 0 && p->pl == 0 &&
+                rows <= p->h && cols <= p->w && p->cp == p->c && p->nk == p->seg_len;
+    if (p->direct) {
+        p->hp = p->h;
+        p->wp = p->w;
+    }
+    p->seg_off = malloc((size_t)p->nseg * sizeof *p->seg_off);
+    if (!p->seg_off)
+        return MERA_ERR_NOMEM;
+    for (int64_t s = 0; s < p->nseg; s++) {
+        int64_t i = p->merged ? s : s / p->kw, j = p->merged ? 0 : s % p->kw;
+        p->seg_off[s] = (i * p->dh * p->wp + j * p->dw) * p->cp;
+    }
+    return MERA_OK;
+}
+
+/* The weight of output channel o, input channel ci (within the group), tap
+ * (i, j), and the weight at element e of segment s (0 past the segment). */
+static int32_t weight_at(const int8_t *w, const int64_t ws[4], int64_t o, int64_t ci, int64_t i, int64_t j)
+{
+    return w[o * ws[0] + ci * ws[1] + i * ws[2] + j * ws[3]];
+}
+
+static mera_status pack_weights(qconv_plan *p, const int8_t *w, const int64_t ws[4])
+{
+    const qconv_isa *isa = p->isa;
+    if (p->depthwise) {
+        int64_t taps = p->kh * p->kw;
+        p->dw_pairs = (taps + 1) / 2;
+        uint32_t *d = alloc_zero(p->dw_pairs * p->cp, sizeof *d);
+        if (!(p->wpack = d))
+            return MERA_ERR_NOMEM;
+        for (int64_t o = 0; o < p->o; o++)
+            for (int64_t t = 0; t < taps; t++) {
+                uint32_t v = (uint16_t)(int16_t)weight_at(w, ws, o, 0, t / p->kw, t % p->kw);
+                d[(t / 2) * p->cp + o] |= t % 2 ? v << 16 : v;
+            }
+        return MERA_OK;
+    }
+    int64_t T = (int64_t)isa->lanes * isa->nv_max, ks = isa->kstep;
+    int lg = ks == 4 ? 2 : ks == 2 ? 1 : 0;
+    MERA_ASSERT(ks == 1 << lg);
+    p->ogp = round_up(p->og, isa->lanes);
+    int64_t per_oc = p->nseg * p->nk;
+    void *d = alloc_zero(p->groups * p->ogp * per_oc, (size_t)isa->xbytes);
+    if (!(p->wpack = d))
+        return MERA_ERR_NOMEM;
+    for (int64_t g = 0; g < p->groups; g++)
+        for (int64_t t0 = 0; t0 < p->ogp; t0 += T) {
+            int64_t width = p->ogp - t0 < T ? p->ogp - t0 : T;
+            int64_t base = (g * p->ogp + t0) * per_oc; /* [nseg][nk / ks][width][ks] */
+            for (int64_t j = 0; j < width && t0 + j < p->og; j++) {
+                int64_t o = g * p->og + t0 + j;
+                for (int64_t s = 0; s < p->nseg; s++) {
+                    /* element e of segment s: merged, tap (s, e / cg) channel e % cg;
+                     * else tap (s / kw, s % kw) channel e */
+                    int64_t taps = p->merged ? p->kw : 1, i = p->merged ? s : s / p->kw, e = 0;
+                    int64_t at0 = base + s * (p->nk / ks) * width * ks + j * ks;
+                    for (int64_t tj = 0; tj < taps; tj++) {
+                        const int8_t *src = w + o * ws[0] + i * ws[2] + (p->merged ? tj : s % p->kw) * ws[3];
+                        for (int64_t ci = 0; ci < p->cg; ci++, e++) {
+                            int64_t at = at0 + (e >> lg) * width * ks + (e & (ks - 1));
+                            if (isa->xbytes == 2)
+                                ((int16_t *)d)[at] = src[ci * ws[1]];
+                            else
+                                ((int8_t *)d)[at] = src[ci * ws[1]];
+                        }
+                    }
+                }
+            }
+        }
+    return MERA_OK;
+}
+
+/* off[o] = zx * (zw * K - sum(w)) and the requantization constants of
+ * ref_requant_params, as arrays. */
+static mera_status channel_constants(qconv_plan *p, const mera_kernel_args *a, const int8_t *w, const int64_t ws[4])
+{
+    const mera_type *xt = a->in_types[0], *wt = a->in_types[1], *yt = a->out_types[0];
+    const float *bias = a->n_inputs > 2 ? a->in[2] : NULL;
+    int64_t nch = round_up(p->o > p->cp ? p->o : p->cp, 64) + 64;
+    p->off = alloc_zero(nch, sizeof *p->off);
+    p->mult = alloc_zero(nch, sizeof *p->mult);
+    p->bias = alloc_zero(nch, sizeof *p->bias);
+    p->rcp = alloc_zero(nch, sizeof *p->rcp);
+    requant_ch *rq = malloc((size_t)p->o * sizeof *rq + 1);
+    if (!p->off || !p->mult || !p->bias || !p->rcp || !rq) {
+        free(rq);
+        return MERA_ERR_NOMEM;
+    }
+    ref_requant_params(xt, wt, yt, bias, p->o, rq);
+    int per_axis = wt->q.kind == MERA_QUANT_PER_AXIS, any_zw = 0;
+    uint32_t zx = (uint32_t)(xt->q.zero_point + (p->x_int8 ? 128 : 0));
+    for (int64_t o = 0; o < p->o; o++) {
+        int32_t zw = mera_q_zero_point(&wt->q, per_axis ? o : 0);
+        any_zw |= zw != 0;
+        uint32_t wsum = 0;
+        for (int64_t i = 0; i < p->kh; i++)
+            for (int64_t j = 0; j < p->kw; j++)
+                for (int64_t ci = 0; ci < p->cg; ci++)
+                    wsum += (uint32_t)weight_at(w, ws, o, ci, i, j);
+        p->off[o] = (int32_t)(zx * ((uint32_t)zw * (uint32_t)p->kreal - wsum));
+        p->mult[o] = rq[o].multiplier;
+        p->bias[o] = rq[o].bias;
+        p->rcp[o] = rq[o].rcp;
+    }
+    p->has_bias = bias != NULL;
+    p->per_tensor = !per_axis;
+    free(rq);
+    if (any_zw) {
+        if (!(p->zw = alloc_zero(nch, sizeof *p->zw)))
+            return MERA_ERR_NOMEM;
+        for (int64_t o = 0; o < p->o; o++)
+            p->zw[o] = mera_q_zero_point(&wt->q, per_axis ? o : 0);
+    }
+    p->zx_raw = xt->q.zero_point;
+    p->zy = yt->q.zero_point;
+    p->lo = ref_relu(a->node) ? p->zy : q_lo(yt->dtype);
+    p->hi = q_hi(yt->dtype);
+    return MERA_OK;
+}
+
+mera_status qconv_plan_new(const mera_kernel_args *a, const qconv_isa *isa, int dense, qconv_plan **out,
+                           mera_error *err)
+{
+    *out = NULL;
+    qconv_plan *p = calloc(1, sizeof *p);
+    if (!p)
+        return ref_nomem(err, a->node);
+    p->isa = isa;
+    int64_t ws[4];
+    geometry(p, a, dense, ws);
+    if (layout_input(p) || pack_weights(p, a->in[1], ws) || channel_constants(p, a, a->in[1], ws)) {
+        qconv_plan_free(p);
+        return ref_nomem(err, a->node);
+    }
+    *out = p;
+    return MERA_OK;
+}

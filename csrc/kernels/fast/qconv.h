@@ -1,0 +1,125 @@
+/* The shared machinery of the fast quantized conv2d and dense kernels: a
+ * plan (geometry, packed weights, requantization constants) built once per
+ * node, and one table of inner loops per instruction set.
+ *
+ * Both ops are one computation. Dense is a 1x1 convolution over an image of
+ * one row whose pixels are the rows of x. For every output pixel and output
+ * channel o the accumulator is
+ *
+ *   acc = sum x*w  -  zx*sum(w)  +  zx*zw*K  -  zw*sum(x)      (mod 2^32)
+ *
+ * over the K window positions of a padded copy of the input whose padding
+ * holds zx. That is the exact expansion of sum((x - zx) * (w - zw)) in which
+ * padded taps count as zero, which is what the reference computes; all terms
+ * are taken in wrapping int32 arithmetic, which gives the reference's
+ * int64-sum-then-wrap bits. int8 activations are stored with the sign bit
+ * flipped (x + 128, zx + 128): the differences x - zx do not change, and
+ * the dot product can use unsigned x bytes as vpdpbusd wants.
+ *
+ * The window of one output pixel is read as a list of segments: one per tap
+ * (kh, kw), cg contiguous channels each, or, for ungrouped convs with
+ * dilation 1 along W, one per kernel row (kh) holding KW*C contiguous
+ * elements. Each segment is padded up to a multiple of the instruction
+ * set's k-step; the weights of padded positions are zero.
+ *
+ * Depthwise convs (one input channel per group) have their own loop, over
+ * channels: taps are paired in row-major order as fbgemm's depthwise kernel
+ * pairs them, and where the reference takes fbgemm's depthwise fast path
+ * (ref/conv.c: fbgemm_depthwise) each pair sum is saturated to int16 as it
+ * does there; elsewhere every sum is exact.
+ *
+ * Everything here is internal to csrc/kernels/fast/. */
+#ifndef MERA_KERNELS_FAST_QCONV_H
+#define MERA_KERNELS_FAST_QCONV_H
+
+#include <stdint.h>
+
+#include "kernels/kernels.h"
+
+#define QCONV_MAX_NV 4       /* vectors of output channels per tile */
+#define QCONV_MAX_PX 12      /* output pixels per tile */
+#define QCONV_ACC_STRIDE 64  /* int32 accumulators per tile pixel */
+#define QCONV_SLACK 64       /* bytes readable past the end of a padded input */
+
+typedef struct qconv_plan qconv_plan;
+
+/* The inner loops of one instruction set. */
+typedef struct {
+    const char *name;
+    int kstep;   /* elements of K consumed per multiply step: 4 (vpdpbusd), 2 (vpmaddwd), 1 */
+    int lanes;   /* output channels per vector */
+    int nv_max;  /* vectors per tile: a tile covers up to lanes * nv_max output channels */
+    int xbytes;  /* element size of the padded input: 1 (uint8) or 2 (int16) */
+    int px_max[QCONV_MAX_NV + 1]; /* pixels per tile for nv vectors */
+    /* The raw dot products of npx pixels with nv vectors of packed weights:
+     * acc[m * QCONV_ACC_STRIDE + j] for j < nv * lanes. px[m] points at the
+     * first segment of pixel m; segment s starts seg_off[s] elements later
+     * and holds nk elements (a multiple of kstep). */
+    void (*gemm_tile)(int npx, int nv, const void *const *px, const int64_t *seg_off, int nseg, int64_t nk,
+                      const void *w, int32_t *acc);
+    /* Add the channel offsets (off[o] - zw[o] * xsum) to n accumulators of
+     * output channels o0.., requantize them and store n bytes at dst. */
+    void (*requant)(const qconv_plan *p, int64_t o0, int64_t n, const int32_t *acc, int32_t xsum, uint8_t *dst);
+    /* Depthwise: one output row, all channels, requantized into dst
+     * ([ow][o] bytes). in points at the row's first window in the padded
+     * input, whose pixels hold p->cp channels; tap t of output column ox
+     * is at in + ox * sw * cp + seg_off[t]. */
+    void (*dw_row)(const qconv_plan *p, const uint8_t *in, uint8_t *dst);
+} qconv_isa;
+
+extern const qconv_isa qconv_isa_c;
+#if defined(__x86_64__)
+extern const qconv_isa qconv_isa_avx2;
+extern const qconv_isa qconv_isa_avx512;
+#endif
+
+struct qconv_plan {
+    const qconv_isa *isa;
+    /* geometry; dense: n = h = 1, w = rows, c = k, a 1x1 kernel */
+    int64_t n, h, w, c;        /* input */
+    int64_t oh, ow, o;         /* output */
+    int64_t groups, cg, og;    /* groups, input and output channels per group */
+    int64_t kh, kw, sh, sw, dh, dw, pt, pl;
+    int x_nhwc, y_nhwc;        /* data layouts (dense: NHWC) */
+    int x_int8, y_int8;        /* activation dtypes; int8 input is stored flipped */
+    /* depthwise (cg == 1, groups > 1): one channel per output channel */
+    int depthwise;
+    int dw_sat;                /* fbgemm's depthwise fast path: int16 pair saturation */
+    int64_t dw_pairs;          /* (taps + 1) / 2 */
+    /* the padded input: [n][hp][wp][cp] elements of xbytes */
+    int64_t hp, wp, cp, cgp;   /* rows, columns, channels per pixel, channels per group */
+    int xbytes;                /* isa->xbytes; 1 (uint8) for depthwise */
+    int merged;                /* one segment per kernel row (else one per tap) */
+    int direct;                /* the input itself can serve as the padded input */
+    int64_t nseg, seg_len, nk; /* segments per window, real and padded elements per segment */
+    int64_t *seg_off;          /* nseg offsets in elements */
+    int64_t kreal;             /* K: window positions, real channels only */
+    int64_t ogp;               /* og rounded up to isa->lanes */
+    /* packed weights: per group ogp * nseg * nk elements, tiles of
+     * lanes * nv_max output channels, each [nseg][nk / kstep][width][kstep];
+     * depthwise: int32 [dw_pairs][cp], two int16 taps per channel */
+    void *wpack;
+    /* per output channel (arrays padded to a whole tile) */
+    int32_t *off;              /* zx * (zw * K - sum(w)) */
+    int32_t *zw;               /* weight zero points; NULL when all are zero */
+    float *mult, *bias, *rcp;  /* requant_ch of qmath.h, as arrays */
+    int has_bias, per_tensor;
+    int32_t zx_raw;            /* input zero point as the type has it */
+    int32_t zy, lo, hi;        /* output zero point and clamp bounds (relu: lo = zy) */
+};
+
+/* Build the plan of a conv2d (dense = 0) or dense (dense = 1) node whose
+ * weight (and bias, if any) data a->in[1], a->in[2] are present. */
+mera_status qconv_plan_new(const mera_kernel_args *a, const qconv_isa *isa, int dense, qconv_plan **out,
+                           mera_error *err);
+void qconv_plan_free(qconv_plan *p);
+
+/* Run a plan on a->in[0] into a->out[0]. */
+mera_status qconv_run(const qconv_plan *p, const mera_kernel_args *a, mera_error *err);
+
+/* prepare/run/release of the kernel ABI for one instruction set. */
+mera_status qconv_prepare(const mera_kernel_args *a, const qconv_isa *isa, int dense, void **state,
+                          mera_error *err);
+mera_status qconv_kernel(const mera_kernel_args *a, const qconv_isa *isa, int dense, mera_error *err);
+
+#endif
