@@ -149,6 +149,15 @@ def fuse(module: nn.Module, modules_to_fuse: Union[List[str], List[List[str]]], 
         method(module, modules_to_fuse, inplace=True)
 
 
+def imagenet_transform_input(x: Tensor) -> Tensor:
+    """GoogLeNet's and Inception-v3's ``transform_input``: ImageNet-normalised input to the (x - 0.5) / 0.5
+    normalisation their original weights were trained with."""
+    x_ch0 = torch.unsqueeze(x[:, 0], 1) * (0.229 / 0.5) + (0.485 - 0.5) / 0.5
+    x_ch1 = torch.unsqueeze(x[:, 1], 1) * (0.224 / 0.5) + (0.456 - 0.5) / 0.5
+    x_ch2 = torch.unsqueeze(x[:, 2], 1) * (0.225 / 0.5) + (0.406 - 0.5) / 0.5
+    return torch.cat((x_ch0, x_ch1, x_ch2), 1)
+
+
 class QuantizableBasicConv2d(nn.Module):
     """Bias-free conv, BN (eps 1e-3), ReLU (GoogLeNet and Inception-v3); fusable into one ``ConvReLU2d``."""
 
