@@ -201,6 +201,7 @@ CONFIG_KEYS = {
     "cutting_type": _string,
     "batch_cutting_factor": _positive_int,
     "scheduler_config": _scheduler_config,
+    "sim_log": _flag,
 }
 
 #: Defaults for keys a build reads when they are not given (MERA 1.x BuildConfig values).
@@ -209,7 +210,33 @@ CONFIG_DEFAULTS = {
     "max_tile_width": 64,
     "compiler_workers": 7,
     "scheduler_config": {"mode": "Fast"},
+    "sim_log": True,
 }
+
+
+def simulator_options(cfg: Optional["BuildConfig"]) -> Dict[str, Any]:
+    """What the Simulator target needs from a configuration (``None``: the defaults).
+
+    Returns ``platform`` (the base platform's name), ``overrides`` (the
+    hardware parameters of :data:`ARCH_OVERRIDES` that differ from the
+    base: the ``arch`` dict's keys, and ``clock_mhz`` from ``sim_freq_mhz``),
+    ``sched`` (the scheduler's options: ``mode``, ``max_tile_height``,
+    ``max_tile_width``, ``compiler_workers``) and ``log`` (print the
+    latency line after each run).
+    """
+    arch = cfg.arch if cfg is not None else resolve_arch(DEFAULT_ARCH)
+    options = cfg.options if cfg is not None else copy.deepcopy(CONFIG_DEFAULTS)
+    overrides = {k: arch[k] for k in arch.get("overridden", [])}
+    if options.get("sim_freq_mhz") is not None:
+        overrides["clock_mhz"] = float(options["sim_freq_mhz"])
+    sched = {
+        "mode": options.get("scheduler_config", {}).get("mode", "Fast"),
+        "max_tile_height": options.get("max_tile_height", CONFIG_DEFAULTS["max_tile_height"]),
+        "max_tile_width": options.get("max_tile_width", CONFIG_DEFAULTS["max_tile_width"]),
+        "compiler_workers": options.get("compiler_workers", CONFIG_DEFAULTS["compiler_workers"]),
+    }
+    return {"platform": arch["name"], "overrides": overrides, "sched": sched,
+            "log": bool(options.get("sim_log", True))}
 
 
 def _target(value: Any) -> Target:
@@ -308,4 +335,4 @@ def require_build_config(what: str) -> BuildConfig:
 
 
 __all__ = ["Target", "Platform", "BuildConfig", "build_config", "current_build_config", "platforms",
-           "resolve_arch"]
+           "resolve_arch", "simulator_options"]

@@ -20,9 +20,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from . import _core
-from .config import Target, current_build_config
+from .config import Target, current_build_config, simulator_options
 from .errors import ConfigError, RuntimeInputError, UnsupportedError
 from .ir import Module
+from .profiling import LayerReport, PartitionReport
 
 ArrayLike = Any
 
@@ -133,6 +134,71 @@ class Runner:
         return f"<mera.Runner '{self._mod.name}' on {self.target.value}>"
 
 
+class SimulatorRunner(Runner):
+    """A model compiled for the Simulator: the DNA program run bit-exactly
+    with a timing model. Same API as the interpreter runners, plus the
+    simulator's reports.
+
+    After every run (``run()`` or ``runner(x)``) it prints MERA's build-log
+    line ``Simulator total latency: <us> us`` unless the build_config had
+    ``sim_log=False``. The estimate does not depend on the input data.
+    """
+
+    def __init__(self, core: Any, mod: Module, target: Target, log: bool = True):
+        super().__init__(core, mod, target)
+        self._log = log
+        self._timing = core.timing()
+
+    def _after_run(self) -> None:
+        if self._log:
+            print(f"Simulator total latency: {self._timing['total_us']:.3f} us", flush=True)
+
+    def __call__(self, *inputs: ArrayLike) -> List[np.ndarray]:
+        out = super().__call__(*inputs)
+        self._after_run()
+        return out
+
+    def run(self) -> "SimulatorRunner":
+        super().run()
+        self._after_run()
+        return self
+
+    def get_runtime_metrics(self) -> List[Dict[str, float]]:
+        """MERA's metrics of the Simulator: ``[{"sim_time_us": total, "device_us": ..., "host_us": ...}]``."""
+        t = self._timing
+        return [{"sim_time_us": t["total_us"], "device_us": t["device_us"], "host_us": t["host_us"]}]
+
+    def timing(self) -> Dict[str, Any]:
+        """The timing model's full result: device_cycles, device_us, host_us, total_us, clock_mhz, layers."""
+        return self._core.timing()
+
+    def partition_report(self) -> PartitionReport:
+        """Which nodes run on the DNA (with their tiles) and which on the host (with why); print it for a table."""
+        return PartitionReport(self._core.partition())
+
+    def layer_report(self) -> LayerReport:
+        """Per-layer cycles, MAC utilization, bytes moved, compute/memory bound; print it for a table."""
+        t = self._core.timing()
+        return LayerReport(t["layers"], t, self._core.platform()["mac_count"])
+
+    def write_trace(self, path: Any) -> None:
+        """Write a Chrome/Perfetto trace (JSON, ``traceEvents``) of one inference, atomically."""
+        self._core.write_trace(path)
+
+    def program_bytes(self) -> bytes:
+        """The serialized DNA program."""
+        return self._core.program_bytes()
+
+    def program_info(self) -> Dict[str, Any]:
+        """Sizes and counts of the DNA program (instructions, segments, DRAM bytes, buffers)."""
+        return self._core.program_info()
+
+    @property
+    def platform(self) -> Dict[str, Any]:
+        """The platform the program was scheduled for, arch overrides applied."""
+        return self._core.platform()
+
+
 def compile(mod: Module, params: Optional[Mapping[str, ArrayLike]] = None, *,
             target: Union[str, Target, None] = None) -> Runner:
     """Compile ``mod`` with ``params`` for the target of the active build_config.
@@ -143,12 +209,14 @@ def compile(mod: Module, params: Optional[Mapping[str, ArrayLike]] = None, *,
     params : dict of str to array, optional
         Data for every parameter the module declares.
     target : str or Target, optional
-        Overrides the target of the active ``build_config``.
+        Overrides the target of the active ``build_config``. The Simulator
+        takes its platform and scheduler options from the active
+        ``build_config`` (the defaults without one).
     """
     if not isinstance(mod, Module):
         raise ConfigError(f"compile: expected a mera.ir.Module, got {type(mod).__name__}")
+    cfg = current_build_config()
     if target is None:
-        cfg = current_build_config()
         if cfg is None:
             raise ConfigError("compile needs a target: call it inside `with mera.build_config(target=...):` "
                               "or pass target=")
@@ -162,8 +230,13 @@ def compile(mod: Module, params: Optional[Mapping[str, ArrayLike]] = None, *,
     if t in (Target.Interpreter, Target.InterpreterHw):
         core = _core.Interp(mod._graph, t.value, _params_list(mod, params))
         return Runner(core, mod, t)
+    if t is Target.Simulator:
+        # the active configuration's platform and scheduler options (the defaults without one)
+        so = simulator_options(cfg)
+        core = _core.Sim(mod._graph, so["platform"], so["overrides"], so["sched"], _params_list(mod, params))
+        return SimulatorRunner(core, mod, t, log=so["log"])
     raise UnsupportedError(f"target {t.value} cannot run in process in this version of mera; "
-                           "Interpreter and InterpreterHw can")
+                           "Interpreter, InterpreterHw and Simulator can")
 
 
-__all__ = ["compile", "Runner"]
+__all__ = ["compile", "Runner", "SimulatorRunner"]

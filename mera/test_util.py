@@ -52,7 +52,8 @@ def run_mera_backend(script_module: Any, inp_np: Union[np.ndarray, Sequence[np.n
     output arrays; with ``ref_results`` it also prints max abs diff, mean abs
     diff and correct ratio per output.
 
-    Interpreter and InterpreterHw run in process. ``output_dir`` and
+    Interpreter, InterpreterHw and Simulator run in process (the Simulator
+    also prints ``Simulator total latency: ... us``). ``output_dir`` and
     ``aux_config`` are accepted for compatibility; this version writes
     nothing to ``output_dir``.
     """
@@ -68,9 +69,10 @@ def run_mera_backend(script_module: Any, inp_np: Union[np.ndarray, Sequence[np.n
     inputs = [np.ascontiguousarray(np.asarray(x)) for x in inputs]
     shapes = [(f"input{i}", (x.shape, str(x.dtype))) for i, x in enumerate(inputs)]
     mod, params = from_pytorch(script_module, shapes, layout=layout)
-    if cfg.target not in (Target.Interpreter, Target.InterpreterHw):
+    if cfg.target not in (Target.Interpreter, Target.InterpreterHw, Target.Simulator):
         raise UnsupportedError(f"run_mera_backend on target {cfg.target.value} needs mera.build and the deploy "
-                               "runtime, which this version does not have yet; use InterpreterHw or Interpreter")
+                               "runtime, which this version does not have yet; use InterpreterHw, Interpreter "
+                               "or Simulator")
     runner = _compile(mod, params)
     t1 = time.time()
     outputs = runner.set_input(inputs).run().get_outputs()

@@ -303,6 +303,10 @@ static const mera_attr_spec attrs_conv2d[] = {
     {"groups", MERA_ATTR_INT, 0, 0, NULL, "1", "number of groups; groups == channels is depthwise"},
     LAYOUT_ATTR,
     {"kernel_layout", MERA_ATTR_STRING, 0, 0, "OIHW|OHWI|HWIO", "OIHW", "weight layout"},
+    {"depthwise_saturate", MERA_ATTR_STRING, 0, 0, "auto|yes|no", "auto",
+     "quantized form: whether depthwise pair sums saturate to int16 as fbgemm's depthwise fast path does; "
+     "\"auto\" decides from the layer's geometry as PyTorch does; the DNA scheduler sets yes/no on tiles of a "
+     "layer, whose own padding-free geometry cannot tell"},
     ACTIVATION_ATTR,
     QOUT_ATTRS,
     END_ATTRS,

@@ -39,4 +39,7 @@ int pymera_graph_init_type(PyObject *module);
 /* Compiled graphs (runtime_object.c). */
 int pymera_runtime_init_type(PyObject *module);
 
+/* Graphs scheduled for the Simulator (sim_object.c). */
+int pymera_sim_init_type(PyObject *module);
+
 #endif

@@ -8,6 +8,7 @@
 #include "kernels/fast/qconv.h"
 #include "kernels/ref/qmath.h"
 #include "kernels/ref/refutil.h"
+#include "kernels/split.h"
 
 static int64_t round_up(int64_t v, int64_t m)
 {
@@ -39,16 +40,6 @@ void qconv_plan_free(qconv_plan *p)
     free(p->bias);
     free(p->rcp);
     free(p);
-}
-
-/* fbgemm's depthwise fast path, as ref_conv2d_q decides it (fbgemm_depthwise
- * in ref/conv.c): there, pairs of taps saturate to int16. */
-static int takes_fbgemm_depthwise(const qconv_plan *p, const int64_t *pad)
-{
-    return !p->x_int8 && p->cg == 1 && (p->og == 1 || p->og == 2) && p->groups % 8 == 0 && p->kh == p->kw &&
-           (p->kh == 3 || p->kh == 5 || p->kh == 7) && (p->sh == 1 || p->sh == 2) && (p->sw == 1 || p->sw == 2) &&
-           p->dh == 1 && p->dw == 1 && pad[0] == (p->kh - 1) / 2 && pad[1] == (p->kw - 1) / 2 && pad[2] == pad[0] &&
-           pad[3] == pad[1];
 }
 
 /* Geometry; returns the weight strides (output ch, input ch, kh, kw). */
@@ -95,8 +86,12 @@ static void geometry(qconv_plan *p, const mera_kernel_args *a, int dense, int64_
     p->x_nhwc = p->y_nhwc = nhwc;
     p->cg = p->c / p->groups;
     p->og = p->o / p->groups;
-    p->depthwise = p->cg == 1 && p->groups > 1;
-    p->dw_sat = p->depthwise && takes_fbgemm_depthwise(p, pad);
+    /* fbgemm's depthwise fast path, decided as ref_conv2d_q decides it;
+     * there pairs of taps saturate to int16. A forced "yes" on a conv of
+     * one group (a one-channel tile of a depthwise layer) takes the
+     * depthwise loop too, which is the only one that pairs taps. */
+    p->dw_sat = mera_conv_depthwise_saturates(nd, xt, wt);
+    p->depthwise = p->cg == 1 && (p->groups > 1 || p->dw_sat);
 }
 
 /* Where the window of an output pixel lies in the padded input. */

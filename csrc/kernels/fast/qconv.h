@@ -25,8 +25,9 @@
  * Depthwise convs (one input channel per group) have their own loop, over
  * channels: taps are paired in row-major order as fbgemm's depthwise kernel
  * pairs them, and where the reference takes fbgemm's depthwise fast path
- * (ref/conv.c: fbgemm_depthwise) each pair sum is saturated to int16 as it
- * does there; elsewhere every sum is exact.
+ * (kernels/split.c: mera_conv_depthwise_saturates, which also honours the
+ * node's depthwise_saturate attribute) each pair sum is saturated to int16
+ * as it does there; elsewhere every sum is exact.
  *
  * Everything here is internal to csrc/kernels/fast/. */
 #ifndef MERA_KERNELS_FAST_QCONV_H

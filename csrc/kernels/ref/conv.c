@@ -3,6 +3,7 @@
 #include "kernels/ref/qmath.h"
 #include "kernels/ref/ref.h"
 #include "kernels/ref/refutil.h"
+#include "kernels/split.h"
 
 /* Geometry shared by both numerics. */
 typedef struct {
@@ -105,19 +106,11 @@ void ref_requant_params(const mera_type *x, const mera_type *w, const mera_type 
     }
 }
 
-/* fbgemm's depthwise fast path (takeDepthWiseFastPath in FbgemmConv.cc):
- * every input channel its own group, one or two outputs per group,
- * groups % 8 == 0, a square 3x3/5x5/7x7 kernel, strides 1 or 2, no
- * dilation, "same" padding (k-1)/2 on every side. PyTorch sends such convs
- * to it for uint8 activations. */
-static int fbgemm_depthwise(const conv_geom *g, const mera_type *x)
-{
-    int64_t groups = g->x.c / g->cg;
-    return x->dtype == MERA_DTYPE_UINT8 && g->cg == 1 && (g->og == 1 || g->og == 2) && groups % 8 == 0 &&
-           g->kh == g->kw && (g->kh == 3 || g->kh == 5 || g->kh == 7) && (g->sh == 1 || g->sh == 2) &&
-           (g->sw == 1 || g->sw == 2) && g->dh == 1 && g->dw == 1 && g->pt == (g->kh - 1) / 2 &&
-           g->pl == (g->kw - 1) / 2 && g->pb == g->pt && g->pr == g->pl;
-}
+/* Whether the layer takes fbgemm's depthwise fast path, where pair sums
+ * saturate (takeDepthWiseFastPath in FbgemmConv.cc, for uint8 activations):
+ * decided in kernels/split.c, mera_conv_depthwise_saturates, from the
+ * geometry or from the node's depthwise_saturate attribute, which the DNA
+ * scheduler sets on tiles of a layer. */
 
 static int32_t sat16(int32_t v)
 {
@@ -139,7 +132,9 @@ static int32_t depthwise_acc(const conv_geom *g, const void *x, const int8_t *w,
     int32_t acc = 0, wsum = 0, xsum = 0, pair = 0;
     for (int64_t t = 0; t < taps; t++) {
         int64_t kh = t / g->kw, kw = t % g->kw;
-        int64_t ih = oh * g->sh - g->pt + kh, iw = ow * g->sw - g->pl + kw;
+        /* fbgemm's path has no dilation; a forced depthwise_saturate=yes
+         * on a dilated conv still reads the right taps */
+        int64_t ih = oh * g->sh - g->pt + kh * g->dh, iw = ow * g->sw - g->pl + kw * g->dw;
         int32_t xv = ih < 0 || ih >= g->x.h || iw < 0 || iw >= g->x.w
                          ? zx
                          : ((const uint8_t *)x)[ref_at(&g->x, n, c, ih, iw)];
@@ -182,7 +177,7 @@ REF_KERNEL(ref_conv2d_q)
     const int8_t *w = a->in[1];
     int32_t zx = ref_zp(xt), zy = ref_zp(yt);
     int32_t lo = ref_relu(a->node) ? zy : q_lo(yt->dtype), hi = q_hi(yt->dtype);
-    int depthwise = fbgemm_depthwise(&g, xt);
+    int depthwise = mera_conv_depthwise_saturates(a->node, xt, wt);
     for (int64_t n = 0; n < g.y.n; n++)
         for (int64_t o = 0; o < g.y.c; o++) {
             int64_t c0 = o / g.og * g.cg;

@@ -1,0 +1,813 @@
+/* DNA programs: freeing, the opcode tables, and the serialized form.
+ *
+ * The serialized form is written field by field, little-endian, never as
+ * raw structs: the bytes do not depend on the compiler's padding or the
+ * host's byte order (docs/isa.md gives the layout byte by byte). The
+ * reader trusts nothing: every count is bounded by the bytes that remain
+ * before anything is allocated, the checksum is verified before any field
+ * is interpreted, and every field is range-checked, so a corrupt or
+ * hostile buffer gives a MERA_ERR_FORMAT naming the field, never a crash
+ * or a huge allocation. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "isa/isa.h"
+
+#define DNA_MAGIC "MERADNA\n"
+#define DNA_MAGIC_LEN 8
+#define DNA_CHECKSUM_LEN 8
+
+/* Serialized sizes of the fixed parts (docs/isa.md). */
+#define SZ_HEADER (DNA_MAGIC_LEN + 4 + 32) /* magic, version, platform */
+#define SZ_LAYER 16
+#define SZ_INSN_HEAD 8
+#define SZ_DMA 68
+#define SZ_CONV 52
+#define SZ_TILE 20
+#define SZ_VEC_FIXED (4 + SZ_TILE + 16) /* n_src, dst, origin; then n_src tiles */
+#define SZ_SEGMENT 32
+
+void dna_program_free(dna_program *p)
+{
+    if (!p)
+        return;
+    free(p->layers);
+    free(p->insns);
+    free(p->segments);
+    free(p->value_dram);
+    free(p->params_image);
+    free(p);
+}
+
+int dna_opcode_queue(int opcode)
+{
+    switch (opcode) {
+    case DNA_LOAD:
+        return DNA_Q_LOAD;
+    case DNA_CONV:
+    case DNA_VEC:
+    case DNA_NOP:
+        return DNA_Q_COMPUTE;
+    case DNA_STORE:
+        return DNA_Q_STORE;
+    default:
+        return -1;
+    }
+}
+
+const char *dna_opcode_name(int opcode)
+{
+    switch (opcode) {
+    case DNA_LOAD:
+        return "LOAD";
+    case DNA_STORE:
+        return "STORE";
+    case DNA_CONV:
+        return "CONV";
+    case DNA_VEC:
+        return "VEC";
+    case DNA_NOP:
+        return "NOP";
+    default:
+        return "?";
+    }
+}
+
+/* FNV-1a, 64 bits. */
+static uint64_t fnv1a64(const uint8_t *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+/* ---- writing ----------------------------------------------------------- */
+
+typedef struct {
+    uint8_t *buf;
+    size_t len, cap;
+    int oom;
+} writer;
+
+static void put_bytes(writer *w, const void *src, size_t n)
+{
+    if (w->oom)
+        return;
+    if (w->cap - w->len < n) {
+        size_t cap = w->cap ? w->cap : 1024;
+        while (cap - w->len < n) {
+            if (cap > SIZE_MAX / 2) {
+                w->oom = 1;
+                return;
+            }
+            cap *= 2;
+        }
+        uint8_t *b = realloc(w->buf, cap);
+        if (!b) {
+            w->oom = 1;
+            return;
+        }
+        w->buf = b;
+        w->cap = cap;
+    }
+    if (n)
+        memcpy(w->buf + w->len, src, n);
+    w->len += n;
+}
+
+static void put_u64(writer *w, uint64_t v, int nbytes)
+{
+    uint8_t b[8];
+    for (int i = 0; i < nbytes; i++)
+        b[i] = (uint8_t)(v >> (8 * i));
+    put_bytes(w, b, (size_t)nbytes);
+}
+
+static void put_u8(writer *w, uint8_t v) { put_u64(w, v, 1); }
+static void put_u16(writer *w, uint16_t v) { put_u64(w, v, 2); }
+static void put_u32(writer *w, uint32_t v) { put_u64(w, v, 4); }
+static void put_i32(writer *w, int32_t v) { put_u64(w, (uint32_t)v, 4); }
+static void put_i64(writer *w, int64_t v) { put_u64(w, (uint64_t)v, 8); }
+
+static void put_tile(writer *w, const dna_tile *t)
+{
+    put_u32(w, t->addr);
+    for (int k = 0; k < 4; k++)
+        put_i32(w, t->ext[k]);
+}
+
+static mera_status bad_arg(mera_error *err, const char *what)
+{
+    return mera_fail(err, MERA_ERR_INVALID, "DNA program: cannot serialize: %s", what);
+}
+
+mera_status dna_program_serialize(const dna_program *p, uint8_t **out, size_t *out_len, mera_error *err)
+{
+    *out = NULL;
+    *out_len = 0;
+    /* the counts and pointers the writer walks must be sane */
+    if (!p)
+        return bad_arg(err, "no program");
+    if (p->n_layers < 0 || (p->n_layers && !p->layers))
+        return bad_arg(err, "bad layer table");
+    if (p->n_insns < 0 || (p->n_insns && !p->insns))
+        return bad_arg(err, "bad instruction table");
+    if (p->n_segments < 0 || (p->n_segments && !p->segments))
+        return bad_arg(err, "bad segment table");
+    if (p->n_values < 0 || (p->n_values && !p->value_dram))
+        return bad_arg(err, "bad value table");
+    if (p->params_bytes < 0 || (p->params_bytes && !p->params_image))
+        return bad_arg(err, "bad constant image");
+    writer w = {0};
+    put_bytes(&w, DNA_MAGIC, DNA_MAGIC_LEN);
+    put_u32(&w, DNA_ISA_VERSION);
+    char platform[32] = {0};
+    /* at most 31 characters: the stored name is always NUL-terminated */
+    for (size_t i = 0; i < sizeof platform - 1 && p->platform[i]; i++)
+        platform[i] = p->platform[i];
+    put_bytes(&w, platform, sizeof platform);
+    put_i32(&w, p->n_layers);
+    for (int i = 0; i < p->n_layers; i++) {
+        put_i32(&w, p->layers[i].node);
+        put_i32(&w, p->layers[i].reserved);
+        put_i64(&w, p->layers[i].macs);
+    }
+    put_i32(&w, p->n_insns);
+    for (int i = 0; i < p->n_insns; i++) {
+        const dna_insn *in = &p->insns[i];
+        put_u8(&w, in->opcode);
+        put_u8(&w, in->deps);
+        put_u16(&w, in->reserved);
+        put_i32(&w, in->layer);
+        switch (in->opcode) {
+        case DNA_LOAD:
+        case DNA_STORE: {
+            const dna_dma *d = &in->u.dma;
+            put_u8(&w, d->mem);
+            put_u8(&w, d->pad_value);
+            put_u16(&w, d->reserved);
+            put_i32(&w, d->rows);
+            put_i32(&w, d->cols);
+            put_i32(&w, d->run_bytes);
+            put_i32(&w, d->pad_top);
+            put_i32(&w, d->pad_bottom);
+            put_i32(&w, d->pad_left);
+            put_i32(&w, d->pad_right);
+            put_i64(&w, d->dram);
+            put_i64(&w, d->dram_row_stride);
+            put_i64(&w, d->dram_col_stride);
+            put_u32(&w, d->sram);
+            put_u32(&w, d->sram_row_stride);
+            put_u32(&w, d->sram_col_stride);
+            break;
+        }
+        case DNA_CONV: {
+            const dna_conv *c = &in->u.conv;
+            put_u32(&w, c->in_addr);
+            put_u32(&w, c->wgt_addr);
+            put_u32(&w, c->out_addr);
+            put_i32(&w, c->in_h);
+            put_i32(&w, c->in_w);
+            put_i32(&w, c->in_c);
+            put_i32(&w, c->out_h);
+            put_i32(&w, c->out_w);
+            put_i32(&w, c->oc0);
+            put_i32(&w, c->oc_n);
+            put_i32(&w, c->depthwise_saturate);
+            put_i64(&w, c->wgt_dram);
+            break;
+        }
+        case DNA_VEC: {
+            const dna_vec *v = &in->u.vec;
+            if (v->n_src < 0 || v->n_src > DNA_MAX_SRC) {
+                free(w.buf);
+                return mera_fail(err, MERA_ERR_INVALID,
+                                 "DNA program: cannot serialize: instruction %d (VEC): n_src %d not in [0, %d]", i,
+                                 (int)v->n_src, DNA_MAX_SRC);
+            }
+            put_i32(&w, v->n_src);
+            put_tile(&w, &v->dst);
+            for (int k = 0; k < 4; k++)
+                put_i32(&w, v->origin[k]);
+            for (int s = 0; s < v->n_src; s++)
+                put_tile(&w, &v->src[s]);
+            break;
+        }
+        case DNA_NOP: /* the head only: a NOP is its dependency tokens */
+            break;
+        default:
+            free(w.buf);
+            return mera_fail(err, MERA_ERR_INVALID, "DNA program: cannot serialize: instruction %d: unknown opcode %d",
+                             i, (int)in->opcode);
+        }
+    }
+    put_i32(&w, p->n_segments);
+    for (int i = 0; i < p->n_segments; i++) {
+        const dna_segment *s = &p->segments[i];
+        put_i32(&w, s->kind);
+        put_i32(&w, s->node);
+        put_i32(&w, s->first);
+        put_i32(&w, s->count);
+        put_i64(&w, s->host_in_bytes);
+        put_i64(&w, s->host_out_bytes);
+    }
+    put_i32(&w, p->n_values);
+    for (int i = 0; i < p->n_values; i++)
+        put_i64(&w, p->value_dram[i]);
+    put_i64(&w, p->params_bytes);
+    if (p->params_bytes)
+        put_bytes(&w, p->params_image, (size_t)p->params_bytes);
+    put_i64(&w, p->dram_bytes);
+    put_u32(&w, p->act_bytes);
+    put_u32(&w, p->wgt_bytes);
+    put_u32(&w, p->acc_bytes);
+    if (!w.oom)
+        put_u64(&w, fnv1a64(w.buf, w.len), 8);
+    if (w.oom) {
+        free(w.buf);
+        return mera_fail(err, MERA_ERR_NOMEM, "DNA program: out of memory serializing");
+    }
+    *out = w.buf;
+    *out_len = w.len;
+    return MERA_OK;
+}
+
+/* ---- reading ----------------------------------------------------------- */
+
+typedef struct {
+    const uint8_t *buf;
+    size_t len; /* bytes before the checksum */
+    size_t pos;
+    mera_error *err;
+    int failed;
+} reader;
+
+#define FMT_FAIL(r, ...) (r->failed = 1, mera_fail((r)->err, MERA_ERR_FORMAT, "DNA program: " __VA_ARGS__))
+
+static size_t remaining(const reader *r)
+{
+    return r->len - r->pos;
+}
+
+/* Read n bytes of the field what; a short buffer is a truncation error. */
+static const uint8_t *take(reader *r, size_t n, const char *what)
+{
+    if (r->failed)
+        return NULL;
+    if (remaining(r) < n) {
+        FMT_FAIL(r, "truncated: %s at offset %zu needs %zu bytes, %zu left", what, r->pos, n, remaining(r));
+        return NULL;
+    }
+    const uint8_t *p = r->buf + r->pos;
+    r->pos += n;
+    return p;
+}
+
+static uint64_t get_le(reader *r, int nbytes, const char *what)
+{
+    const uint8_t *p = take(r, (size_t)nbytes, what);
+    uint64_t v = 0;
+    if (!p)
+        return 0;
+    for (int i = 0; i < nbytes; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static uint8_t get_u8(reader *r, const char *what) { return (uint8_t)get_le(r, 1, what); }
+static uint16_t get_u16(reader *r, const char *what) { return (uint16_t)get_le(r, 2, what); }
+static uint32_t get_u32(reader *r, const char *what) { return (uint32_t)get_le(r, 4, what); }
+static int32_t get_i32(reader *r, const char *what) { return (int32_t)(uint32_t)get_le(r, 4, what); }
+static int64_t get_i64(reader *r, const char *what) { return (int64_t)get_le(r, 8, what); }
+
+/* A table count: non-negative and no larger than the remaining bytes
+ * allow at min_size bytes per entry, so no corrupt count can make us
+ * allocate more than the buffer's size. */
+static int get_count(reader *r, const char *what, size_t min_size)
+{
+    int32_t n = get_i32(r, what);
+    if (r->failed)
+        return -1;
+    if (n < 0) {
+        FMT_FAIL(r, "%s %d is negative", what, (int)n);
+        return -1;
+    }
+    if ((size_t)n > remaining(r) / min_size) {
+        FMT_FAIL(r, "%s %d needs at least %zu bytes, %zu left", what, (int)n, (size_t)n * min_size, remaining(r));
+        return -1;
+    }
+    return n;
+}
+
+static void get_tile(reader *r, dna_tile *t)
+{
+    t->addr = get_u32(r, "tile address");
+    for (int k = 0; k < 4; k++)
+        t->ext[k] = get_i32(r, "tile extent");
+}
+
+/* ---- validation -------------------------------------------------------- */
+
+/* a * b, or -1 when either is negative or the product exceeds 2^62 */
+static int64_t mul_bounded(int64_t a, int64_t b)
+{
+    const int64_t lim = (int64_t)1 << 62;
+    if (a < 0 || b < 0)
+        return -1;
+    if (a != 0 && b > lim / a)
+        return -1;
+    return a * b;
+}
+
+/* The lowest and highest byte offsets of a box of n0 x n1 runs of run
+ * bytes at strides s0, s1 (which may be negative), relative to its first
+ * byte; 0 when they do not fit in 2^62. */
+static int box_span(int64_t n0, int64_t s0, int64_t n1, int64_t s1, int64_t run, int64_t *lo, int64_t *hi)
+{
+    const int64_t lim = (int64_t)1 << 62;
+    *lo = *hi = 0;
+    if (n0 <= 0 || n1 <= 0 || run <= 0)
+        return 1;
+    int64_t a0 = mul_bounded(n0 - 1, s0 < 0 ? -s0 : s0), a1 = mul_bounded(n1 - 1, s1 < 0 ? -s1 : s1);
+    if (a0 < 0 || a1 < 0 || s0 == INT64_MIN || s1 == INT64_MIN || a0 > lim / 2 || a1 > lim / 2)
+        return 0;
+    *lo = (s0 < 0 ? -a0 : 0) + (s1 < 0 ? -a1 : 0);
+    *hi = (s0 > 0 ? a0 : 0) + (s1 > 0 ? a1 : 0) + run - 1;
+    return 1;
+}
+
+typedef struct {
+    reader *r;
+    const dna_program *p;
+    int index;
+    const char *op;
+} insn_ctx;
+
+#define INSN_FAIL(c, fmt, ...) \
+    FMT_FAIL((c)->r, "instruction %d (%s): " fmt, (c)->index, (c)->op, __VA_ARGS__)
+
+/* [addr, addr + bytes) inside an on-chip buffer of size cap */
+static int sram_ok(insn_ctx *c, const char *what, int64_t addr, int64_t bytes, const char *buf, uint32_t cap)
+{
+    if (bytes < 0 || addr < 0 || addr > (int64_t)cap || bytes > (int64_t)cap - addr) {
+        INSN_FAIL(c, "%s [%lld, +%lld) exceeds %s (%u bytes)", what, (long long)addr, (long long)bytes, buf,
+                  (unsigned)cap);
+        return 0;
+    }
+    return 1;
+}
+
+static void check_dma(insn_ctx *c, const dna_insn *in)
+{
+    const dna_dma *d = &in->u.dma;
+    const dna_program *p = c->p;
+    int load = in->opcode == DNA_LOAD;
+    if (load ? d->mem > DNA_MEM_WGT : d->mem != DNA_MEM_ACT) {
+        INSN_FAIL(c, "mem %u is not %s", (unsigned)d->mem, load ? "ACT (0) or WGT (1)" : "ACT (0)");
+        return;
+    }
+    if (d->reserved) {
+        INSN_FAIL(c, "reserved field is %u, not 0", (unsigned)d->reserved);
+        return;
+    }
+    const struct {
+        const char *name;
+        int32_t v;
+    } f[] = {{"rows", d->rows},          {"cols", d->cols},         {"run_bytes", d->run_bytes},
+             {"pad_top", d->pad_top},    {"pad_bottom", d->pad_bottom}, {"pad_left", d->pad_left},
+             {"pad_right", d->pad_right}};
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++)
+        if (f[i].v < 0) {
+            INSN_FAIL(c, "%s %d is negative", f[i].name, (int)f[i].v);
+            return;
+        }
+    if (!load && (d->pad_top || d->pad_bottom || d->pad_left || d->pad_right || d->pad_value)) {
+        INSN_FAIL(c, "%s", "a STORE has no padding");
+        return;
+    }
+    if ((int64_t)d->pad_top + d->pad_bottom > d->rows) {
+        INSN_FAIL(c, "pad_top %d + pad_bottom %d exceed rows %d", (int)d->pad_top, (int)d->pad_bottom, (int)d->rows);
+        return;
+    }
+    if ((int64_t)d->pad_left + d->pad_right > d->cols) {
+        INSN_FAIL(c, "pad_left %d + pad_right %d exceed cols %d", (int)d->pad_left, (int)d->pad_right, (int)d->cols);
+        return;
+    }
+    int64_t lo, hi;
+    /* on-chip side: the whole box */
+    if (!box_span(d->rows, d->sram_row_stride, d->cols, d->sram_col_stride, d->run_bytes, &lo, &hi)) {
+        INSN_FAIL(c, "%s", "SRAM strides overflow");
+        return;
+    }
+    if (d->rows && d->cols && d->run_bytes) {
+        uint32_t cap = load && d->mem == DNA_MEM_WGT ? p->wgt_bytes : p->act_bytes;
+        if (!sram_ok(c, "SRAM box", (int64_t)d->sram, hi + 1, load && d->mem == DNA_MEM_WGT ? "WGT" : "ACT", cap))
+            return;
+    }
+    /* DRAM side: only the rows and columns that are not padding */
+    int64_t nr = d->rows - d->pad_top - d->pad_bottom, nc = d->cols - d->pad_left - d->pad_right;
+    if (nr > 0 && nc > 0 && d->run_bytes > 0) {
+        if (!box_span(nr, d->dram_row_stride, nc, d->dram_col_stride, d->run_bytes, &lo, &hi)) {
+            INSN_FAIL(c, "%s", "DRAM strides overflow");
+            return;
+        }
+        int64_t o0 = mul_bounded(d->pad_top, d->dram_row_stride < 0 ? -d->dram_row_stride : d->dram_row_stride);
+        int64_t o1 = mul_bounded(d->pad_left, d->dram_col_stride < 0 ? -d->dram_col_stride : d->dram_col_stride);
+        const int64_t lim = (int64_t)1 << 61;
+        if (o0 < 0 || o1 < 0 || o0 > lim || o1 > lim || d->dram > lim || d->dram < -lim) {
+            INSN_FAIL(c, "DRAM address %lld out of range", (long long)d->dram);
+            return;
+        }
+        int64_t first = d->dram + (d->dram_row_stride < 0 ? -o0 : o0) + (d->dram_col_stride < 0 ? -o1 : o1);
+        if (first + lo < 0 || first + hi >= p->dram_bytes) {
+            INSN_FAIL(c, "DRAM box [%lld, %lld] outside DRAM (%lld bytes)", (long long)(first + lo),
+                      (long long)(first + hi), (long long)p->dram_bytes);
+            return;
+        }
+    }
+}
+
+static void check_conv(insn_ctx *c, const dna_conv *k)
+{
+    const dna_program *p = c->p;
+    const struct {
+        const char *name;
+        int32_t v, min;
+    } f[] = {{"in_h", k->in_h, 1},   {"in_w", k->in_w, 1}, {"in_c", k->in_c, 1}, {"out_h", k->out_h, 1},
+             {"out_w", k->out_w, 1}, {"oc0", k->oc0, 0},   {"oc_n", k->oc_n, 1}};
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++)
+        if (f[i].v < f[i].min) {
+            INSN_FAIL(c, "%s %d is below %d", f[i].name, (int)f[i].v, (int)f[i].min);
+            return;
+        }
+    if (k->depthwise_saturate != 0 && k->depthwise_saturate != 1) {
+        INSN_FAIL(c, "depthwise_saturate %d is not 0 or 1", (int)k->depthwise_saturate);
+        return;
+    }
+    int64_t in_bytes = mul_bounded(mul_bounded(k->in_h, k->in_w), k->in_c);
+    int64_t out_bytes = mul_bounded(mul_bounded(k->out_h, k->out_w), k->oc_n);
+    if (!sram_ok(c, "input tile", k->in_addr, in_bytes, "ACT", p->act_bytes) ||
+        !sram_ok(c, "output tile", k->out_addr, out_bytes, "ACT", p->act_bytes))
+        return;
+    if (out_bytes * 4 > (int64_t)p->acc_bytes) {
+        INSN_FAIL(c, "output tile needs %lld accumulator bytes, ACC has %u", (long long)(out_bytes * 4),
+                  (unsigned)p->acc_bytes);
+        return;
+    }
+    if (k->wgt_addr >= p->wgt_bytes) {
+        INSN_FAIL(c, "wgt_addr %u outside WGT (%u bytes)", (unsigned)k->wgt_addr, (unsigned)p->wgt_bytes);
+        return;
+    }
+    if (k->wgt_dram < 0 || k->wgt_dram >= p->params_bytes) {
+        INSN_FAIL(c, "wgt_dram %lld outside the constant image (%lld bytes)", (long long)k->wgt_dram,
+                  (long long)p->params_bytes);
+        return;
+    }
+}
+
+static int check_tile(insn_ctx *c, const char *what, const dna_tile *t)
+{
+    int64_t bytes = 1;
+    for (int k = 0; k < 4; k++) {
+        if (t->ext[k] < 0) {
+            INSN_FAIL(c, "%s extent %d is %d", what, k, (int)t->ext[k]);
+            return 0;
+        }
+        bytes = mul_bounded(bytes, t->ext[k]);
+    }
+    return sram_ok(c, what, t->addr, bytes, "ACT", c->p->act_bytes);
+}
+
+static void check_vec(insn_ctx *c, const dna_vec *v)
+{
+    if (!check_tile(c, "dst tile", &v->dst))
+        return;
+    for (int k = 0; k < 4; k++)
+        if (v->origin[k] < 0) {
+            INSN_FAIL(c, "origin[%d] %d is negative", k, (int)v->origin[k]);
+            return;
+        }
+    for (int s = 0; s < v->n_src; s++) {
+        char what[32];
+        snprintf(what, sizeof what, "src tile %d", s);
+        if (!check_tile(c, what, &v->src[s]))
+            return;
+    }
+}
+
+/* Field ranges of the whole program, once everything is read. */
+static void validate(reader *r, const dna_program *p, int n_nodes, int n_values)
+{
+    if (p->dram_bytes < 0) {
+        FMT_FAIL(r, "dram_bytes %lld is negative", (long long)p->dram_bytes);
+        return;
+    }
+    if (p->params_bytes > p->dram_bytes) {
+        FMT_FAIL(r, "params_bytes %lld exceed dram_bytes %lld", (long long)p->params_bytes, (long long)p->dram_bytes);
+        return;
+    }
+    if (memchr(p->platform, 0, sizeof p->platform) == NULL) {
+        FMT_FAIL(r, "%s", "platform name is not NUL-terminated");
+        return;
+    }
+    for (int i = 0; i < p->n_layers; i++) {
+        const dna_layer *l = &p->layers[i];
+        if (l->node < 0 || (n_nodes >= 0 && l->node >= n_nodes)) {
+            FMT_FAIL(r, "layer %d: node %d out of range (%d nodes)", i, (int)l->node, n_nodes);
+            return;
+        }
+        if (l->reserved) {
+            FMT_FAIL(r, "layer %d: reserved field is %d, not 0", i, (int)l->reserved);
+            return;
+        }
+        if (l->macs < 0) {
+            FMT_FAIL(r, "layer %d: macs %lld is negative", i, (long long)l->macs);
+            return;
+        }
+    }
+    for (int i = 0; i < p->n_insns && !r->failed; i++) {
+        const dna_insn *in = &p->insns[i];
+        insn_ctx c = {r, p, i, dna_opcode_name(in->opcode)};
+        if (in->deps & ~0xFu) {
+            INSN_FAIL(&c, "deps 0x%02x has bits beyond the four token flags", (unsigned)in->deps);
+            return;
+        }
+        if (in->reserved) {
+            INSN_FAIL(&c, "reserved field is %u, not 0", (unsigned)in->reserved);
+            return;
+        }
+        if (in->layer < 0 || in->layer >= p->n_layers) {
+            INSN_FAIL(&c, "layer %d out of range (%d layers)", (int)in->layer, (int)p->n_layers);
+            return;
+        }
+        if (in->opcode == DNA_LOAD || in->opcode == DNA_STORE)
+            check_dma(&c, in);
+        else if (in->opcode == DNA_CONV)
+            check_conv(&c, &in->u.conv);
+        else if (in->opcode == DNA_VEC)
+            check_vec(&c, &in->u.vec);
+    }
+    if (r->failed)
+        return;
+    for (int i = 0; i < p->n_segments; i++) {
+        const dna_segment *s = &p->segments[i];
+        if (s->kind == DNA_SEG_DNA) {
+            if (s->first < 0 || s->count < 0 || s->first > p->n_insns || s->count > p->n_insns - s->first) {
+                FMT_FAIL(r, "segment %d (DNA): instructions [%d, +%d) outside the %d instructions", i, (int)s->first,
+                         (int)s->count, (int)p->n_insns);
+                return;
+            }
+            if (s->host_in_bytes < 0 || s->host_out_bytes < 0) {
+                FMT_FAIL(r, "segment %d (DNA): negative host transfer bytes", i);
+                return;
+            }
+        } else if (s->kind == DNA_SEG_HOST) {
+            if (s->node < 0 || (n_nodes >= 0 && s->node >= n_nodes)) {
+                FMT_FAIL(r, "segment %d (HOST): node %d out of range (%d nodes)", i, (int)s->node, n_nodes);
+                return;
+            }
+        } else {
+            FMT_FAIL(r, "segment %d: kind %d is neither DNA (1) nor HOST (2)", i, (int)s->kind);
+            return;
+        }
+    }
+    if (n_values >= 0 && p->n_values != n_values) {
+        FMT_FAIL(r, "value table has %d entries, the graph %d values", (int)p->n_values, n_values);
+        return;
+    }
+    for (int i = 0; i < p->n_values; i++) {
+        int64_t v = p->value_dram[i];
+        if (v != -1 && (v < 0 || v >= p->dram_bytes)) {
+            FMT_FAIL(r, "value_dram[%d] = %lld is neither -1 nor inside DRAM (%lld bytes)", i, (long long)v,
+                     (long long)p->dram_bytes);
+            return;
+        }
+    }
+}
+
+/* malloc that never returns NULL for zero entries */
+static void *alloc_n(size_t n, size_t size)
+{
+    return calloc(n ? n : 1, size);
+}
+
+dna_program *dna_program_deserialize(const uint8_t *buf, size_t len, int n_nodes, int n_values, mera_error *err)
+{
+    if (!buf || len < DNA_MAGIC_LEN || memcmp(buf, DNA_MAGIC, DNA_MAGIC_LEN) != 0) {
+        mera_fail(err, MERA_ERR_FORMAT, "DNA program: not a DNA program (bad magic; expected \"MERADNA\\n\")");
+        return NULL;
+    }
+    if (len < DNA_MAGIC_LEN + 4) {
+        mera_fail(err, MERA_ERR_FORMAT, "DNA program: truncated: %zu bytes, no version", len);
+        return NULL;
+    }
+    uint32_t version = (uint32_t)buf[8] | (uint32_t)buf[9] << 8 | (uint32_t)buf[10] << 16 | (uint32_t)buf[11] << 24;
+    if (version != DNA_ISA_VERSION) {
+        mera_fail(err, MERA_ERR_FORMAT,
+                  "DNA program: ISA version %u, but this build reads version %u only; re-run the scheduler", version,
+                  (unsigned)DNA_ISA_VERSION);
+        return NULL;
+    }
+    if (len < SZ_HEADER + DNA_CHECKSUM_LEN) {
+        mera_fail(err, MERA_ERR_FORMAT, "DNA program: truncated: %zu bytes, a program has at least %d", len,
+                  SZ_HEADER + DNA_CHECKSUM_LEN);
+        return NULL;
+    }
+    size_t body = len - DNA_CHECKSUM_LEN;
+    uint64_t want = 0;
+    for (int i = 0; i < 8; i++)
+        want |= (uint64_t)buf[body + i] << (8 * i);
+    if (fnv1a64(buf, body) != want) {
+        mera_fail(err, MERA_ERR_FORMAT, "DNA program: checksum mismatch (corrupt or truncated, %zu bytes)", len);
+        return NULL;
+    }
+    reader rd = {buf, body, SZ_HEADER - 32, err, 0}, *r = &rd;
+    dna_program *p = calloc(1, sizeof *p);
+    if (!p) {
+        mera_fail(err, MERA_ERR_NOMEM, "DNA program: out of memory");
+        return NULL;
+    }
+    p->version = version;
+    memcpy(p->platform, take(r, 32, "platform"), 32);
+
+    int n = get_count(r, "layer count", SZ_LAYER);
+    if (n >= 0) {
+        p->n_layers = n;
+        if (!(p->layers = alloc_n((size_t)n, sizeof *p->layers)))
+            goto nomem;
+        for (int i = 0; i < n; i++) {
+            p->layers[i].node = get_i32(r, "layer node");
+            p->layers[i].reserved = get_i32(r, "layer reserved");
+            p->layers[i].macs = get_i64(r, "layer macs");
+        }
+    }
+    /* the smallest instruction is a NOP, its head alone */
+    n = get_count(r, "instruction count", SZ_INSN_HEAD);
+    if (n >= 0) {
+        p->n_insns = n;
+        if (!(p->insns = alloc_n((size_t)n, sizeof *p->insns)))
+            goto nomem;
+        for (int i = 0; i < n && !r->failed; i++) {
+            dna_insn *in = &p->insns[i];
+            in->opcode = get_u8(r, "opcode");
+            in->deps = get_u8(r, "deps");
+            in->reserved = get_u16(r, "reserved");
+            in->layer = get_i32(r, "layer");
+            if (r->failed)
+                break;
+            switch (in->opcode) {
+            case DNA_LOAD:
+            case DNA_STORE: {
+                dna_dma *d = &in->u.dma;
+                d->mem = get_u8(r, "DMA mem");
+                d->pad_value = get_u8(r, "DMA pad_value");
+                d->reserved = get_u16(r, "DMA reserved");
+                d->rows = get_i32(r, "DMA rows");
+                d->cols = get_i32(r, "DMA cols");
+                d->run_bytes = get_i32(r, "DMA run_bytes");
+                d->pad_top = get_i32(r, "DMA pad_top");
+                d->pad_bottom = get_i32(r, "DMA pad_bottom");
+                d->pad_left = get_i32(r, "DMA pad_left");
+                d->pad_right = get_i32(r, "DMA pad_right");
+                d->dram = get_i64(r, "DMA dram");
+                d->dram_row_stride = get_i64(r, "DMA dram_row_stride");
+                d->dram_col_stride = get_i64(r, "DMA dram_col_stride");
+                d->sram = get_u32(r, "DMA sram");
+                d->sram_row_stride = get_u32(r, "DMA sram_row_stride");
+                d->sram_col_stride = get_u32(r, "DMA sram_col_stride");
+                break;
+            }
+            case DNA_CONV: {
+                dna_conv *c = &in->u.conv;
+                c->in_addr = get_u32(r, "CONV in_addr");
+                c->wgt_addr = get_u32(r, "CONV wgt_addr");
+                c->out_addr = get_u32(r, "CONV out_addr");
+                c->in_h = get_i32(r, "CONV in_h");
+                c->in_w = get_i32(r, "CONV in_w");
+                c->in_c = get_i32(r, "CONV in_c");
+                c->out_h = get_i32(r, "CONV out_h");
+                c->out_w = get_i32(r, "CONV out_w");
+                c->oc0 = get_i32(r, "CONV oc0");
+                c->oc_n = get_i32(r, "CONV oc_n");
+                c->depthwise_saturate = get_i32(r, "CONV depthwise_saturate");
+                c->wgt_dram = get_i64(r, "CONV wgt_dram");
+                break;
+            }
+            case DNA_VEC: {
+                dna_vec *v = &in->u.vec;
+                v->n_src = get_i32(r, "VEC n_src");
+                if (!r->failed && (v->n_src < 0 || v->n_src > DNA_MAX_SRC)) {
+                    FMT_FAIL(r, "instruction %d (VEC): n_src %d not in [0, %d]", i, (int)v->n_src, DNA_MAX_SRC);
+                    break;
+                }
+                get_tile(r, &v->dst);
+                for (int k = 0; k < 4; k++)
+                    v->origin[k] = get_i32(r, "VEC origin");
+                for (int s = 0; s < v->n_src; s++)
+                    get_tile(r, &v->src[s]);
+                break;
+            }
+            case DNA_NOP:
+                break;
+            default:
+                FMT_FAIL(r, "instruction %d: unknown opcode %u", i, (unsigned)in->opcode);
+                break;
+            }
+        }
+    }
+    n = get_count(r, "segment count", SZ_SEGMENT);
+    if (n >= 0) {
+        p->n_segments = n;
+        if (!(p->segments = alloc_n((size_t)n, sizeof *p->segments)))
+            goto nomem;
+        for (int i = 0; i < n; i++) {
+            dna_segment *s = &p->segments[i];
+            s->kind = get_i32(r, "segment kind");
+            s->node = get_i32(r, "segment node");
+            s->first = get_i32(r, "segment first");
+            s->count = get_i32(r, "segment count");
+            s->host_in_bytes = get_i64(r, "segment host_in_bytes");
+            s->host_out_bytes = get_i64(r, "segment host_out_bytes");
+        }
+    }
+    n = get_count(r, "value count", 8);
+    if (n >= 0) {
+        p->n_values = n;
+        if (!(p->value_dram = alloc_n((size_t)n, sizeof *p->value_dram)))
+            goto nomem;
+        for (int i = 0; i < n; i++)
+            p->value_dram[i] = get_i64(r, "value_dram");
+    }
+    p->params_bytes = get_i64(r, "params_bytes");
+    if (!r->failed) {
+        if (p->params_bytes < 0 || (uint64_t)p->params_bytes > remaining(r)) {
+            FMT_FAIL(r, "params_bytes %lld: %zu bytes left", (long long)p->params_bytes, remaining(r));
+        } else {
+            if (!(p->params_image = alloc_n((size_t)p->params_bytes, 1)))
+                goto nomem;
+            memcpy(p->params_image, take(r, (size_t)p->params_bytes, "constant image"), (size_t)p->params_bytes);
+        }
+    }
+    p->dram_bytes = get_i64(r, "dram_bytes");
+    p->act_bytes = get_u32(r, "act_bytes");
+    p->wgt_bytes = get_u32(r, "wgt_bytes");
+    p->acc_bytes = get_u32(r, "acc_bytes");
+    if (!r->failed && remaining(r) != 0)
+        FMT_FAIL(r, "%zu unexpected bytes after the tables at offset %zu", remaining(r), r->pos);
+    if (!r->failed)
+        validate(r, p, n_nodes, n_values);
+    if (r->failed) {
+        dna_program_free(p);
+        return NULL;
+    }
+    return p;
+nomem:
+    dna_program_free(p);
+    mera_fail(err, MERA_ERR_NOMEM, "DNA program: out of memory");
+    return NULL;
+}

@@ -1,0 +1,1170 @@
+/* The DNA machine: loads (validates, prepares) and executes a DNA program
+ * bit-exactly.
+ *
+ * The arithmetic is the kernels': a CONV instruction runs the layer's
+ * quantized conv2d/dense kernel on a synthetic node describing just the
+ * tile (padding materialised by the LOAD, so pad 0; the block's output
+ * channels; the layer's depthwise-saturation decision), and a VEC runs the
+ * layer's contract kernel on tile-shaped types. The tiles live in per-run
+ * ACT/WGT buffers and DRAM, moved by LOAD/STORE exactly as dna_dma says.
+ * Instructions of a DNA segment execute in the order the timing model
+ * starts them, so a program whose tokens let a reader overtake its writer
+ * computes wrong bytes (and trips the hazard check) instead of silently
+ * right ones. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "sim/machine_internal.h"
+
+#define BUF_ALIGN 64
+
+/* ---- small helpers ------------------------------------------------------- */
+
+static int is_quantized(const mera_type *t)
+{
+    return t->q.kind != MERA_QUANT_NONE;
+}
+
+static const mera_node *layer_node(const dna_machine *m, int layer)
+{
+    return mera_graph_node(m->g, m->prog->layers[layer].node);
+}
+
+/* Fails with "insn 12 (CONV, node 'conv1'): <message>". */
+static mera_status insn_fail(const dna_machine *m, mera_error *err, mera_status code, int i, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 5, 6)))
+#endif
+    ;
+
+static mera_status insn_fail(const dna_machine *m, mera_error *err, mera_status code, int i, const char *fmt, ...)
+{
+    char msg[MERA_ERROR_MSG_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    const dna_insn *in = &m->prog->insns[i];
+    const char *node = in->layer >= 0 && in->layer < m->prog->n_layers ? layer_node(m, in->layer)->name : "?";
+    return mera_fail(err, code, "insn %d (%s, node '%s'): %s", i, dna_opcode_name(in->opcode), node, msg);
+}
+
+/* Does [addr, addr + bytes) fit in [lo, hi)? In double: the operands come
+ * from files and their int64 products may overflow; caps are far below
+ * 2^53, so a true answer means the exact integer sums fit too. */
+static int fits(double addr, double bytes, double lo, double hi)
+{
+    return addr >= lo && bytes >= 0 && addr + bytes <= hi;
+}
+
+/* ---- validation ---------------------------------------------------------- */
+
+/* SRAM extent of a box: one past its last byte, in double. */
+static double box_sram_hi(const dna_dma *d)
+{
+    return (double)d->sram + (double)(d->rows - 1) * d->sram_row_stride + (double)(d->cols - 1) * d->sram_col_stride +
+           d->run_bytes;
+}
+
+static mera_status check_dma(const dna_machine *m, int i, mera_error *err)
+{
+    const dna_program *prog = m->prog;
+    const dna_dma *d = &prog->insns[i].u.dma;
+    int load = prog->insns[i].opcode == DNA_LOAD;
+    if (d->rows < 1 || d->cols < 1 || d->run_bytes < 1)
+        return insn_fail(m, err, MERA_ERR_FORMAT, i, "field rows/cols/run_bytes must be >= 1, got %d/%d/%d",
+                         d->rows, d->cols, d->run_bytes);
+    if (d->pad_top < 0 || d->pad_bottom < 0 || d->pad_left < 0 || d->pad_right < 0 ||
+        (int64_t)d->pad_top + d->pad_bottom > d->rows || (int64_t)d->pad_left + d->pad_right > d->cols)
+        return insn_fail(m, err, MERA_ERR_FORMAT, i, "field pad_* (%d,%d,%d,%d) out of range for a %dx%d box",
+                         d->pad_top, d->pad_bottom, d->pad_left, d->pad_right, d->rows, d->cols);
+    if (!load && (d->pad_top || d->pad_bottom || d->pad_left || d->pad_right))
+        return insn_fail(m, err, MERA_ERR_FORMAT, i, "field pad_*: a STORE has no padding");
+    if (d->mem != DNA_MEM_ACT && (!load || d->mem != DNA_MEM_WGT))
+        return insn_fail(m, err, MERA_ERR_FORMAT, i, "field mem = %d is not %s", d->mem,
+                         load ? "ACT (0) or WGT (1)" : "ACT (0)");
+    double cap = d->mem == DNA_MEM_WGT ? prog->wgt_bytes : prog->act_bytes;
+    if (box_sram_hi(d) > cap)
+        return insn_fail(m, err, MERA_ERR_FORMAT, i,
+                         "field sram: the box [%u, %.0f) exceeds the %s buffer of %.0f bytes", d->sram,
+                         box_sram_hi(d), d->mem == DNA_MEM_WGT ? "WGT" : "ACT", cap);
+    int64_t nr = d->rows - d->pad_top - d->pad_bottom, nc = d->cols - d->pad_left - d->pad_right;
+    if (nr == 0 || nc == 0)
+        return MERA_OK; /* reads nothing */
+    /* The DRAM addresses are affine in (r, c): the extremes are corners. */
+    double lo = 1e300, hi = -1e300;
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 2; b++) {
+            double r = a ? d->rows - d->pad_bottom - 1 : d->pad_top, c = b ? d->cols - d->pad_right - 1 : d->pad_left;
+            double x = (double)d->dram + r * (double)d->dram_row_stride + c * (double)d->dram_col_stride;
+            lo = x < lo ? x : lo;
+            hi = x + d->run_bytes > hi ? x + d->run_bytes : hi;
+        }
+    double params = (double)prog->params_bytes, total = (double)prog->dram_bytes;
+    if (load) {
+        if (!fits(lo, hi - lo, 0, params) && !fits(lo, hi - lo, params, total))
+            return insn_fail(m, err, MERA_ERR_FORMAT, i,
+                             "field dram: reads DRAM [%.0f, %.0f), outside both the constant image [0, %lld) and "
+                             "the activations [%lld, %lld)",
+                             lo, hi, (long long)prog->params_bytes, (long long)prog->params_bytes,
+                             (long long)prog->dram_bytes);
+    } else if (!fits(lo, hi - lo, params, total)) {
+        return insn_fail(m, err, MERA_ERR_FORMAT, i,
+                         "field dram: writes DRAM [%.0f, %.0f), outside the activations [%lld, %lld)%s", lo, hi,
+                         (long long)prog->params_bytes, (long long)prog->dram_bytes,
+                         lo < params ? " (the constant image is read-only)" : "");
+    }
+    return MERA_OK;
+}
+
+static mera_status check_conv(const dna_machine *m, int i, const dna_conv_geom *geo, mera_error *err)
+{
+    const dna_program *prog = m->prog;
+    const dna_conv *c = &prog->insns[i].u.conv;
+    if (c->in_h < 1 || c->in_w < 1 || c->in_c < 1 || c->out_h < 1 || c->out_w < 1 || c->oc_n < 1 || c->oc0 < 0)
+        return insn_fail(m, err, MERA_ERR_FORMAT, i, "fields in_h/in_w/in_c/out_h/out_w/oc_n must be >= 1 and oc0 >= 0");
+    if ((int64_t)c->oc0 + c->oc_n > geo->o)
+        return insn_fail(m, err, MERA_ERR_FORMAT, i, "fields oc0/oc_n: [%d, %d) exceeds the layer's %lld output channels",
+                         c->oc0, c->oc0 + c->oc_n, (long long)geo->o);
+    if (c->depthwise_saturate != 0 && c->depthwise_saturate != 1)
+        return insn_fail(m, err, MERA_ERR_FORMAT, i, "field depthwise_saturate must be 0 or 1, got %d",
+                         c->depthwise_saturate);
+    if (geo->dense) {
+        if (c->in_h != 1 || c->out_h != 1 || c->in_w != c->out_w || c->in_c != geo->c)
+            return insn_fail(m, err, MERA_ERR_FORMAT, i,
+                             "fields in_h/in_w/in_c/out_h/out_w: a dense tile is in [1][rows][%lld] -> out "
+                             "[1][rows][oc_n], got in [%d][%d][%d] out [%d][%d]",
+                             (long long)geo->c, c->in_h, c->in_w, c->in_c, c->out_h, c->out_w);
+    } else {
+        /* The tile holds whole groups, or lies inside one group. */
+        int64_t g0 = c->oc0 / geo->og, g1 = ((int64_t)c->oc0 + c->oc_n - 1) / geo->og, ng = g1 - g0 + 1;
+        if (ng > 1 && (c->oc0 % geo->og || c->oc_n % geo->og))
+            return insn_fail(m, err, MERA_ERR_FORMAT, i,
+                             "fields oc0/oc_n: [%d, %d) cuts groups of %lld output channels; a block holds whole "
+                             "groups or lies inside one",
+                             c->oc0, c->oc0 + c->oc_n, (long long)geo->og);
+        if (c->in_c != ng * geo->cg)
+            return insn_fail(m, err, MERA_ERR_FORMAT, i,
+                             "field in_c = %d, but output channels [%d, %d) read %lld input channels", c->in_c, c->oc0,
+                             c->oc0 + c->oc_n, (long long)(ng * geo->cg));
+        int64_t eh = geo->dh * (geo->kh - 1) + 1, ew = geo->dw * (geo->kw - 1) + 1;
+        if (c->in_h < eh || c->in_w < ew || (c->in_h - eh) / geo->sh + 1 != c->out_h ||
+            (c->in_w - ew) / geo->sw + 1 != c->out_w)
+            return insn_fail(m, err, MERA_ERR_FORMAT, i,
+                             "fields in_h/in_w/out_h/out_w: a %dx%d input window does not give a %dx%d output with "
+                             "the layer's %lldx%lld kernel, strides %lldx%lld, dilation %lldx%lld",
+                             c->in_h, c->in_w, c->out_h, c->out_w, (long long)geo->kh, (long long)geo->kw,
+                             (long long)geo->sh, (long long)geo->sw, (long long)geo->dh, (long long)geo->dw);
+    }
+    double in_b = (double)c->in_h * c->in_w * c->in_c, out_b = (double)c->out_h * c->out_w * c->oc_n;
+    double blk = (double)c->oc_n * geo->kh * geo->kw * geo->cg + (geo->has_bias ? 4.0 * c->oc_n : 0);
+    if (!fits(c->in_addr, in_b, 0, prog->act_bytes))
+        return insn_fail(m, err, MERA_ERR_FORMAT, i, "field in_addr: input tile [%u, %.0f) exceeds ACT (%u bytes)",
+                         c->in_addr, c->in_addr + in_b, prog->act_bytes);
+    if (!fits(c->out_addr, out_b, 0, prog->act_bytes))
+        return insn_fail(m, err, MERA_ERR_FORMAT, i, "field out_addr: output tile [%u, %.0f) exceeds ACT (%u bytes)",
+                         c->out_addr, c->out_addr + out_b, prog->act_bytes);
+    if (!fits(c->wgt_addr, blk, 0, prog->wgt_bytes))
+        return insn_fail(m, err, MERA_ERR_FORMAT, i, "field wgt_addr: weight block [%u, %.0f) exceeds WGT (%u bytes)",
+                         c->wgt_addr, c->wgt_addr + blk, prog->wgt_bytes);
+    if (out_b * 4 > prog->acc_bytes)
+        return insn_fail(m, err, MERA_ERR_FORMAT, i,
+                         "fields out_h/out_w/oc_n: %.0f int32 accumulators exceed ACC (%u bytes)", out_b,
+                         prog->acc_bytes);
+    if (c->in_addr < c->out_addr + out_b && c->out_addr < c->in_addr + in_b)
+        return insn_fail(m, err, MERA_ERR_FORMAT, i, "fields in_addr/out_addr: input and output tiles overlap in ACT");
+    if (!fits((double)c->wgt_dram, blk, 0, (double)prog->params_bytes))
+        return insn_fail(m, err, MERA_ERR_FORMAT, i,
+                         "field wgt_dram: block [%lld, %.0f) is not inside the constant image [0, %lld)",
+                         (long long)c->wgt_dram, (double)c->wgt_dram + blk, (long long)prog->params_bytes);
+    return MERA_OK;
+}
+
+static mera_status check_vec(const dna_machine *m, int i, mera_error *err)
+{
+    const dna_program *prog = m->prog;
+    const dna_vec *v = &prog->insns[i].u.vec;
+    const mera_node *node = layer_node(m, prog->insns[i].layer);
+    if (node->op == MERA_OP_CONV2D || node->op == MERA_OP_DENSE)
+        return insn_fail(m, err, MERA_ERR_FORMAT, i, "field layer: a VEC cannot run a %s layer",
+                         mera_op_table[node->op].name);
+    if (v->n_src != node->n_inputs || v->n_src < 1 || v->n_src > DNA_MAX_SRC)
+        return insn_fail(m, err, MERA_ERR_FORMAT, i, "field n_src = %d, but node has %d inputs (max %d)", v->n_src,
+                         node->n_inputs, DNA_MAX_SRC);
+    if (node->n_outputs != 1)
+        return insn_fail(m, err, MERA_ERR_UNSUPPORTED, i, "a VEC layer must have one output");
+    for (int s = 0; s <= v->n_src; s++) {
+        const dna_tile *t = s < v->n_src ? &v->src[s] : &v->dst;
+        int vid = s < v->n_src ? node->inputs[s] : node->outputs[0];
+        if (vid < 0)
+            return insn_fail(m, err, MERA_ERR_UNSUPPORTED, i, "omitted optional inputs are not supported on the DNA");
+        const mera_type *ty = &mera_graph_value(m->g, vid)->type;
+        if (mera_dtype_size(ty->dtype) != 1 || ty->rank > 4)
+            return insn_fail(m, err, MERA_ERR_FORMAT, i,
+                             "%s %d: the DNA holds one-byte tensors of rank <= 4, this one is %s rank %d",
+                             s < v->n_src ? "src" : "dst", s, mera_dtype_name(ty->dtype), ty->rank);
+        for (int d = 0; d < 4; d++) {
+            int64_t lim = d < ty->rank ? ty->shape[d] : 1;
+            if (t->ext[d] < 1 || t->ext[d] > lim)
+                return insn_fail(m, err, MERA_ERR_FORMAT, i, "field %s[%d].ext[%d] = %d outside [1, %lld]",
+                                 s < v->n_src ? "src" : "dst", s < v->n_src ? s : 0, d, t->ext[d], (long long)lim);
+        }
+        double bytes = (double)t->ext[0] * t->ext[1] * t->ext[2] * t->ext[3];
+        if (!fits(t->addr, bytes, 0, prog->act_bytes))
+            return insn_fail(m, err, MERA_ERR_FORMAT, i, "field %s addr: tile [%u, %.0f) exceeds ACT (%u bytes)",
+                             s < v->n_src ? "src" : "dst", t->addr, t->addr + bytes, prog->act_bytes);
+    }
+    /* Sources may not overlap the destination, except an elementwise op
+     * exactly in place. */
+    double dlo = v->dst.addr, dhi = dlo + (double)v->dst.ext[0] * v->dst.ext[1] * v->dst.ext[2] * v->dst.ext[3];
+    for (int s = 0; s < v->n_src; s++) {
+        const dna_tile *t = &v->src[s];
+        double lo = t->addr, hi = lo + (double)t->ext[0] * t->ext[1] * t->ext[2] * t->ext[3];
+        int in_place = lo == dlo && hi == dhi && (mera_op_table[node->op].flags & MERA_OPF_ELEMWISE);
+        if (lo < dhi && dlo < hi && !in_place)
+            return insn_fail(m, err, MERA_ERR_FORMAT, i, "field src[%d].addr: source overlaps the destination", s);
+    }
+    return MERA_OK;
+}
+
+static mera_status check_deps(const dna_machine *m, int i, mera_error *err)
+{
+    const dna_insn *in = &m->prog->insns[i];
+    int q = dna_opcode_queue(in->opcode);
+    if (in->deps & ~0xF)
+        return insn_fail(m, err, MERA_ERR_FORMAT, i, "field deps = 0x%x has unknown bits", in->deps);
+    if (q == DNA_Q_LOAD && (in->deps & (DNA_DEP_POP_PREV | DNA_DEP_PUSH_PREV)))
+        return insn_fail(m, err, MERA_ERR_FORMAT, i, "field deps: the LOAD queue has no previous queue");
+    if (q == DNA_Q_STORE && (in->deps & (DNA_DEP_POP_NEXT | DNA_DEP_PUSH_NEXT)))
+        return insn_fail(m, err, MERA_ERR_FORMAT, i, "field deps: the STORE queue has no next queue");
+    return MERA_OK;
+}
+
+/* Values a run reads or writes in DRAM must have an address there; the
+ * written ones must lie above the constant image. */
+static mera_status check_value(const dna_machine *m, int v, int written, const char *what, mera_error *err)
+{
+    const dna_program *prog = m->prog;
+    const mera_value *val = mera_graph_value(m->g, v);
+    int64_t at = prog->value_dram[v];
+    double bytes = (double)mera_type_nbytes(&val->type);
+    if (at < 0) {
+        if (!written && (val->kind == MERA_VALUE_CONST || val->kind == MERA_VALUE_PARAM))
+            return MERA_OK; /* read from the graph's data */
+        return mera_fail(err, MERA_ERR_FORMAT, "value_dram[%d] ('%s', %s) is -1 but the value must be in DRAM", v,
+                         val->name, what);
+    }
+    if (!fits((double)at, bytes, written ? (double)prog->params_bytes : 0, (double)prog->dram_bytes))
+        return mera_fail(err, MERA_ERR_FORMAT, "value_dram[%d] ('%s', %s): [%lld, %.0f) is outside %s [%lld, %lld)", v,
+                         val->name, what, (long long)at, (double)at + bytes,
+                         written ? "the activation DRAM" : "DRAM",
+                         (long long)(written ? prog->params_bytes : 0), (long long)prog->dram_bytes);
+    return MERA_OK;
+}
+
+static mera_status validate(dna_machine *m, mera_error *err)
+{
+    const dna_program *prog = m->prog;
+    const mera_graph *g = m->g;
+    const mera_platform *p = m->p;
+    int n_nodes = mera_graph_num_nodes(g), n_values = mera_graph_num_values(g);
+    mera_status st;
+    if (prog->version != DNA_ISA_VERSION)
+        return mera_fail(err, MERA_ERR_FORMAT, "program is ISA version %u, this machine runs version %d",
+                         prog->version, DNA_ISA_VERSION);
+    if (prog->n_layers < 0 || prog->n_insns < 0 || prog->n_segments < 0 ||
+        (prog->n_layers && !prog->layers) || (prog->n_insns && !prog->insns) || (prog->n_segments && !prog->segments))
+        return mera_fail(err, MERA_ERR_FORMAT, "program tables are inconsistent (negative counts or missing tables)");
+    if (prog->n_values != n_values || !prog->value_dram)
+        return mera_fail(err, MERA_ERR_FORMAT, "program has %d value addresses, the graph %d values", prog->n_values,
+                         n_values);
+    if (prog->params_bytes < 0 || prog->dram_bytes < prog->params_bytes || (prog->params_bytes && !prog->params_image))
+        return mera_fail(err, MERA_ERR_FORMAT, "field params_bytes/dram_bytes: %lld/%lld inconsistent",
+                         (long long)prog->params_bytes, (long long)prog->dram_bytes);
+    if ((double)prog->act_bytes > p->act_buffer_kib * 1024.0 || (double)prog->wgt_bytes > p->weight_buffer_kib * 1024.0 ||
+        (double)prog->acc_bytes > p->acc_buffer_kib * 1024.0)
+        return mera_fail(err, MERA_ERR_INVALID,
+                         "program assumes buffers ACT %u, WGT %u, ACC %u bytes; platform %s has %lld, %lld, %lld KiB",
+                         prog->act_bytes, prog->wgt_bytes, prog->acc_bytes, p->name, (long long)p->act_buffer_kib,
+                         (long long)p->weight_buffer_kib, (long long)p->acc_buffer_kib);
+    for (int l = 0; l < prog->n_layers; l++)
+        if (prog->layers[l].node < 0 || prog->layers[l].node >= n_nodes)
+            return mera_fail(err, MERA_ERR_FORMAT, "layers[%d].node = %d outside the graph's %d nodes", l,
+                             prog->layers[l].node, n_nodes);
+    m->geos = calloc((size_t)(prog->n_layers > 0 ? prog->n_layers : 1), sizeof *m->geos);
+    if (!m->geos)
+        return mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+    for (int l = 0; l < prog->n_layers; l++) {
+        const mera_node *node = mera_graph_node(g, prog->layers[l].node);
+        if (node->op == MERA_OP_CONV2D || node->op == MERA_OP_DENSE) {
+            if ((st = dna_conv_geometry(g, prog->layers[l].node, &m->geos[l], err)))
+                return st;
+            if (!is_quantized(&mera_graph_value(g, node->inputs[0])->type))
+                return mera_fail(err, MERA_ERR_UNSUPPORTED, "layer %d (node '%s'): the DNA runs quantized %s only", l,
+                                 node->name, mera_op_table[node->op].name);
+        }
+    }
+    for (int i = 0; i < prog->n_insns; i++) {
+        const dna_insn *in = &prog->insns[i];
+        if (in->layer < 0 || in->layer >= prog->n_layers)
+            return mera_fail(err, MERA_ERR_FORMAT, "insn %d (%s): field layer = %d outside [0, %d)", i,
+                             dna_opcode_name(in->opcode), in->layer, prog->n_layers);
+        if (dna_opcode_queue(in->opcode) < 0)
+            return insn_fail(m, err, MERA_ERR_FORMAT, i, "field opcode = %d is unknown", in->opcode);
+        if ((st = check_deps(m, i, err)))
+            return st;
+        switch (in->opcode) {
+        case DNA_LOAD:
+        case DNA_STORE:
+            st = check_dma(m, i, err);
+            break;
+        case DNA_CONV: {
+            const mera_node *node = layer_node(m, in->layer);
+            if (node->op != MERA_OP_CONV2D && node->op != MERA_OP_DENSE)
+                return insn_fail(m, err, MERA_ERR_FORMAT, i, "field layer: a CONV needs a conv2d or dense layer, not %s",
+                                 mera_op_table[node->op].name);
+            st = check_conv(m, i, &m->geos[in->layer], err);
+            break;
+        }
+        case DNA_VEC:
+            st = check_vec(m, i, err);
+            break;
+        }
+        if (st)
+            return st;
+    }
+    int next = 0;
+    for (int s = 0; s < prog->n_segments; s++) {
+        const dna_segment *seg = &prog->segments[s];
+        if (seg->kind == DNA_SEG_DNA) {
+            if (seg->first != next || seg->count < 0 || (int64_t)seg->first + seg->count > prog->n_insns)
+                return mera_fail(err, MERA_ERR_FORMAT,
+                                 "segment %d: instructions [%d, +%d) do not continue at insn %d (segments must "
+                                 "cover the instructions in order)",
+                                 s, seg->first, seg->count, next);
+            if (seg->host_in_bytes < 0 || seg->host_out_bytes < 0)
+                return mera_fail(err, MERA_ERR_FORMAT, "segment %d: negative host_in_bytes/host_out_bytes", s);
+            next += seg->count;
+        } else if (seg->kind == DNA_SEG_HOST) {
+            if (seg->node < 0 || seg->node >= n_nodes)
+                return mera_fail(err, MERA_ERR_FORMAT, "segment %d: field node = %d outside the graph's %d nodes", s,
+                                 seg->node, n_nodes);
+            const mera_node *node = mera_graph_node(g, seg->node);
+            for (int k = 0; k < node->n_inputs; k++)
+                if (node->inputs[k] >= 0 && (st = check_value(m, node->inputs[k], 0, "a host node's input", err)))
+                    return st;
+            for (int o = 0; o < node->n_outputs; o++)
+                if ((st = check_value(m, node->outputs[o], 1, "a host node's output", err)))
+                    return st;
+        } else {
+            return mera_fail(err, MERA_ERR_FORMAT, "segment %d: field kind = %d is neither DNA (1) nor HOST (2)", s,
+                             seg->kind);
+        }
+    }
+    if (next != prog->n_insns)
+        return mera_fail(err, MERA_ERR_FORMAT, "segments cover instructions [0, %d) of %d", next, prog->n_insns);
+    for (int k = 0; k < mera_graph_num_inputs(g); k++) {
+        int v = mera_graph_input(g, k);
+        if (mera_graph_value(g, v)->kind == MERA_VALUE_INPUT && (st = check_value(m, v, 1, "a graph input", err)))
+            return st;
+    }
+    for (int k = 0; k < mera_graph_num_outputs(g); k++)
+        if ((st = check_value(m, mera_graph_output(g, k), 0, "a graph output", err)))
+            return st;
+    return MERA_OK;
+}
+
+/* ---- CONV preparation ---------------------------------------------------- */
+
+static void conv_args(const conv_prep *c, mera_kernel_args *a);
+static void vec_args(const vec_prep *v, mera_kernel_args *a);
+
+static const int64_t zero_pad[4] = {0, 0, 0, 0};
+
+static int same_conv_key(const conv_prep *c, int layer, const dna_conv *k)
+{
+    return c->layer == layer && c->key.oc0 == k->oc0 && c->key.oc_n == k->oc_n && c->key.in_h == k->in_h &&
+           c->key.in_w == k->in_w && c->key.in_c == k->in_c && c->key.out_h == k->out_h &&
+           c->key.out_w == k->out_w && c->key.wgt_dram == k->wgt_dram &&
+           c->key.depthwise_saturate == k->depthwise_saturate;
+}
+
+static void conv_prep_free(conv_prep *c)
+{
+    if (!c)
+        return;
+    if (c->state && c->k.release)
+        c->k.release(c->state);
+    free(c->attrs);
+    free(c->bias);
+    free(c);
+}
+
+/* The type of a per-axis-quantized weight restricted to output channels
+ * [oc0, oc0 + oc_n): the scale and zero-point arrays are graph-owned and
+ * shared, only offset. */
+static void restrict_weight_q(mera_qparams *q, int64_t oc0, int64_t oc_n)
+{
+    if (q->kind != MERA_QUANT_PER_AXIS)
+        return;
+    q->scales += oc0;
+    q->zero_points += oc0;
+    q->count = oc_n;
+    q->axis = 0;
+}
+
+static mera_status make_conv_prep(dna_machine *m, int i, conv_prep **out, mera_error *err)
+{
+    const dna_program *prog = m->prog;
+    const dna_insn *in = &prog->insns[i];
+    const dna_conv *k = &in->u.conv;
+    const dna_conv_geom *geo = &m->geos[in->layer];
+    const mera_node *orig = layer_node(m, in->layer);
+    conv_prep *c = calloc(1, sizeof *c);
+    if (!c)
+        return mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+    c->layer = in->layer;
+    c->key = *k;
+    c->has_bias = geo->has_bias;
+    int64_t kk = geo->dense ? geo->c : geo->kh * geo->kw * geo->cg; /* weights per output channel */
+    c->w_bytes = (int64_t)k->oc_n * kk;
+    /* The synthetic node: the layer's attributes, with the tile's
+     * padding (none: the LOAD materialised it), groups, weight layout and
+     * depthwise decision. Attributes stay sorted by key. */
+    c->attrs = calloc((size_t)orig->n_attrs + 1, sizeof *c->attrs);
+    if (!c->attrs) {
+        conv_prep_free(c);
+        return mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+    }
+    int na = 0, have_dws = 0;
+    for (int a = 0; a < orig->n_attrs; a++) {
+        mera_attr at = orig->attrs[a];
+        if (!geo->dense) {
+            if (strcmp(at.key, "padding") == 0) {
+                at.ints = zero_pad;
+                at.count = 4;
+            } else if (strcmp(at.key, "groups") == 0) {
+                at.i = k->in_c / geo->cg;
+            } else if (strcmp(at.key, "kernel_layout") == 0) {
+                at.s = "OHWI";
+            } else if (strcmp(at.key, "depthwise_saturate") == 0) {
+                at.s = k->depthwise_saturate ? "yes" : "no";
+                have_dws = 1;
+            } else if (!have_dws && strcmp(at.key, "depthwise_saturate") > 0) {
+                /* insert before the first key that sorts after it */
+                mera_attr d = {0};
+                d.key = "depthwise_saturate";
+                d.kind = MERA_ATTR_STRING;
+                d.s = k->depthwise_saturate ? "yes" : "no";
+                c->attrs[na++] = d;
+                have_dws = 1;
+            }
+        }
+        c->attrs[na++] = at;
+    }
+    if (!geo->dense && !have_dws) {
+        mera_attr d = {0};
+        d.key = "depthwise_saturate";
+        d.kind = MERA_ATTR_STRING;
+        d.s = k->depthwise_saturate ? "yes" : "no";
+        c->attrs[na++] = d;
+    }
+    c->node = *orig;
+    c->node.attrs = c->attrs;
+    c->node.n_attrs = na;
+    /* Tile types. */
+    const mera_type *xt = &mera_graph_value(m->g, orig->inputs[0])->type;
+    const mera_type *wt = &mera_graph_value(m->g, orig->inputs[1])->type;
+    const mera_type *yt = &mera_graph_value(m->g, orig->outputs[0])->type;
+    c->in_t = *xt;
+    c->w_t = *wt;
+    c->out_t = *yt;
+    restrict_weight_q(&c->w_t.q, k->oc0, k->oc_n);
+    if (geo->dense) {
+        c->in_t.rank = 2;
+        c->in_t.shape[0] = k->in_w;
+        c->in_t.shape[1] = k->in_c;
+        c->w_t.rank = 2;
+        c->w_t.shape[0] = k->oc_n;
+        c->w_t.shape[1] = k->in_c;
+        c->out_t.rank = 2;
+        c->out_t.shape[0] = k->out_w;
+        c->out_t.shape[1] = k->oc_n;
+        c->in_t.layout = c->w_t.layout = c->out_t.layout = MERA_LAYOUT_ANY;
+    } else {
+        c->in_t.rank = 4;
+        c->in_t.shape[0] = 1;
+        c->in_t.shape[1] = k->in_h;
+        c->in_t.shape[2] = k->in_w;
+        c->in_t.shape[3] = k->in_c;
+        c->in_t.layout = MERA_LAYOUT_NHWC;
+        c->w_t.rank = 4;
+        c->w_t.shape[0] = k->oc_n;
+        c->w_t.shape[1] = geo->kh;
+        c->w_t.shape[2] = geo->kw;
+        c->w_t.shape[3] = geo->cg;
+        c->w_t.layout = MERA_LAYOUT_OHWI;
+        c->out_t.rank = 4;
+        c->out_t.shape[0] = 1;
+        c->out_t.shape[1] = k->out_h;
+        c->out_t.shape[2] = k->out_w;
+        c->out_t.shape[3] = k->oc_n;
+        c->out_t.layout = MERA_LAYOUT_NHWC;
+    }
+    if (c->has_bias) {
+        c->b_t = mera_graph_value(m->g, orig->inputs[2])->type;
+        c->b_t.shape[0] = k->oc_n;
+        /* An aligned copy of the block's bias for prepare (the image is
+         * byte-packed; the bias may sit at any offset). */
+        c->bias = malloc((size_t)k->oc_n * sizeof(float));
+        if (!c->bias) {
+            conv_prep_free(c);
+            return mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+        }
+        memcpy(c->bias, prog->params_image + k->wgt_dram + c->w_bytes, (size_t)k->oc_n * sizeof(float));
+    }
+    c->k = mera_kernel_select(orig->op, MERA_NUMERICS_QUANT);
+    if (!c->k.run) {
+        conv_prep_free(c);
+        return insn_fail(m, err, MERA_ERR_UNSUPPORTED, i, "no quantized %s kernel", mera_op_table[orig->op].name);
+    }
+    if (c->k.prepare) {
+        mera_kernel_args a;
+        conv_args(c, &a);
+        a.in[1] = prog->params_image + k->wgt_dram; /* the weights as codegen laid them out */
+        a.in[2] = c->has_bias ? c->bias : NULL;
+        a.out[0] = NULL;
+        mera_status st = c->k.prepare(&a, &c->state, err);
+        if (st) {
+            conv_prep_free(c);
+            mera_error_prefix(err, "insn %d (CONV, node '%s'): ", i, orig->name);
+            return st;
+        }
+    }
+    *out = c;
+    return MERA_OK;
+}
+
+static void conv_args(const conv_prep *c, mera_kernel_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->node = &c->node;
+    a->n_inputs = c->node.n_inputs;
+    a->in_types[0] = &c->in_t;
+    a->in_types[1] = &c->w_t;
+    if (c->has_bias)
+        a->in_types[2] = &c->b_t;
+    a->n_outputs = 1;
+    a->out_types[0] = &c->out_t;
+    a->state = c->state;
+}
+
+/* ---- VEC preparation ----------------------------------------------------- */
+
+static int same_vec_key(const vec_prep *v, int layer, const dna_vec *k)
+{
+    if (v->layer != layer || v->n_src != k->n_src)
+        return 0;
+    for (int s = 0; s <= k->n_src; s++) {
+        const int32_t *e = s < k->n_src ? k->src[s].ext : k->dst.ext;
+        if (memcmp(v->ext[s], e, sizeof v->ext[s]) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+static void vec_prep_free(vec_prep *v)
+{
+    if (!v)
+        return;
+    if (v->state && v->k.release)
+        v->k.release(v->state);
+    free(v);
+}
+
+static mera_type tile_type(const mera_type *t, const int32_t *ext)
+{
+    mera_type r = *t;
+    for (int d = 0; d < t->rank && d < 4; d++)
+        r.shape[d] = ext[d];
+    return r;
+}
+
+static void vec_args(const vec_prep *v, mera_kernel_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->node = v->node;
+    a->n_inputs = v->n_src;
+    for (int s = 0; s < v->n_src; s++)
+        a->in_types[s] = &v->in_t[s];
+    a->n_outputs = 1;
+    a->out_types[0] = &v->out_t;
+    a->state = v->state;
+}
+
+static mera_status make_vec_prep(dna_machine *m, int i, vec_prep **out, mera_error *err)
+{
+    const dna_insn *in = &m->prog->insns[i];
+    const dna_vec *k = &in->u.vec;
+    const mera_node *node = layer_node(m, in->layer);
+    vec_prep *v = calloc(1, sizeof *v);
+    if (!v)
+        return mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+    v->layer = in->layer;
+    v->node = node;
+    v->n_src = k->n_src;
+    for (int s = 0; s < k->n_src; s++) {
+        memcpy(v->ext[s], k->src[s].ext, sizeof v->ext[s]);
+        v->in_t[s] = tile_type(&mera_graph_value(m->g, node->inputs[s])->type, k->src[s].ext);
+    }
+    memcpy(v->ext[k->n_src], k->dst.ext, sizeof v->ext[0]);
+    v->out_t = tile_type(&mera_graph_value(m->g, node->outputs[0])->type, k->dst.ext);
+    v->k = mera_kernel_select(node->op, MERA_NUMERICS_QUANT);
+    if (!v->k.run) {
+        vec_prep_free(v);
+        return insn_fail(m, err, MERA_ERR_UNSUPPORTED, i, "no quantized %s kernel", mera_op_table[node->op].name);
+    }
+    if (v->k.prepare) {
+        mera_kernel_args a;
+        vec_args(v, &a);
+        mera_status st = v->k.prepare(&a, &v->state, err);
+        if (st) {
+            vec_prep_free(v);
+            mera_error_prefix(err, "insn %d (VEC, node '%s'): ", i, node->name);
+            return st;
+        }
+    }
+    *out = v;
+    return MERA_OK;
+}
+
+/* ---- host nodes ---------------------------------------------------------- */
+
+static void host_node_args(const dna_machine *m, int n, mera_kernel_args *a)
+{
+    const mera_node *node = mera_graph_node(m->g, n);
+    memset(a, 0, sizeof *a);
+    a->node = node;
+    a->n_inputs = node->n_inputs;
+    for (int i = 0; i < node->n_inputs; i++) {
+        int v = node->inputs[i];
+        if (v < 0)
+            continue;
+        a->in_types[i] = &mera_graph_value(m->g, v)->type;
+        a->in[i] = m->value_data[v];
+    }
+    a->n_outputs = node->n_outputs;
+    for (int o = 0; o < node->n_outputs; o++)
+        a->out_types[o] = &mera_graph_value(m->g, node->outputs[o])->type;
+}
+
+/* The kernel InterpreterHw runs for node n, prepared the same way. */
+static mera_status prepare_host_node(dna_machine *m, int n, mera_error *err)
+{
+    if (m->host_ready[n])
+        return MERA_OK;
+    const mera_node *node = mera_graph_node(m->g, n);
+    const mera_type *t0 = &mera_graph_value(m->g, node->inputs[0])->type;
+    mera_numerics num = is_quantized(t0) ? MERA_NUMERICS_QUANT : MERA_NUMERICS_FLOAT;
+    m->host_k[n] = mera_kernel_select(node->op, num);
+    if (!m->host_k[n].run)
+        return mera_fail(err, MERA_ERR_UNSUPPORTED, "node '%s' (%s): no %s kernel for this op", node->name,
+                         mera_op_table[node->op].name, num == MERA_NUMERICS_QUANT ? "quantized" : "float");
+    m->host_ready[n] = 1;
+    if (m->host_k[n].prepare) {
+        mera_kernel_args a;
+        host_node_args(m, n, &a);
+        mera_status st = m->host_k[n].prepare(&a, &m->host_state[n], err);
+        if (st) {
+            mera_error_prefix(err, "node '%s' (%s): ", node->name, mera_op_table[node->op].name);
+            return st;
+        }
+    }
+    return MERA_OK;
+}
+
+/* ---- load ---------------------------------------------------------------- */
+
+void dna_machine_free(dna_machine *m)
+{
+    if (!m)
+        return;
+    for (int k = 0; k < m->n_convs; k++)
+        conv_prep_free(m->convs[k]);
+    for (int k = 0; k < m->n_vecs; k++)
+        vec_prep_free(m->vecs[k]);
+    free(m->convs);
+    free(m->vecs);
+    if (m->host_state)
+        for (int n = 0; n < m->n_nodes; n++)
+            if (m->host_state[n] && m->host_k[n].release)
+                m->host_k[n].release(m->host_state[n]);
+    free(m->host_state);
+    free(m->host_k);
+    free(m->host_ready);
+    free(m->value_data);
+    free(m->input_slot);
+    free(m->insn_prep);
+    free(m->order);
+    free(m->geos);
+    free(m->layer_convs);
+    dna_timing_release(&m->timing);
+    dna_insn_times_release(&m->times);
+    free(m);
+}
+
+/* Room for one more entry in an array of n pointers of capacity *cap. */
+#define GROW(arr, cap, n)                                                       \
+    ((n) < (cap) ? 0                                                            \
+                 : ((tmp_grow = realloc((arr), (size_t)((cap) ? (cap) * 2 : 16) * sizeof *(arr))) \
+                        ? ((arr) = tmp_grow, (cap) = (cap) ? (cap) * 2 : 16, 0)  \
+                        : 1))
+
+/* One prepared kernel per distinct tile geometry. The lookup walks the
+ * entries of the instruction's layer (a layer has a handful of distinct
+ * tiles: interior, edges, output-channel blocks). */
+static mera_status prepare_insns(dna_machine *m, mera_error *err)
+{
+    const dna_program *prog = m->prog;
+    /* per layer: list of prep indices (convs and vecs share the chain) */
+    m->layer_convs = malloc((size_t)(prog->n_layers > 0 ? prog->n_layers : 1) * sizeof *m->layer_convs);
+    int *next = malloc((size_t)(prog->n_insns > 0 ? prog->n_insns : 1) * sizeof *next);
+    if (!m->layer_convs || !next) {
+        free(next);
+        return mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+    }
+    for (int l = 0; l < prog->n_layers; l++)
+        m->layer_convs[l] = -1;
+    int cap_c = 0, cap_v = 0;
+    mera_status st = MERA_OK;
+    /* chain entries: id = index among all preps; convs and vecs numbered in
+     * their own arrays, encoded as (index << 1) | is_vec */
+    int n_entries = 0;
+    int *entry_code = malloc((size_t)(prog->n_insns > 0 ? prog->n_insns : 1) * sizeof *entry_code);
+    if (!entry_code) {
+        free(next);
+        return mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < prog->n_insns; i++) {
+        const dna_insn *in = &prog->insns[i];
+        if (in->opcode != DNA_CONV && in->opcode != DNA_VEC)
+            continue;
+        void *found = NULL;
+        for (int e = m->layer_convs[in->layer]; e >= 0 && !found; e = next[e]) {
+            int code = entry_code[e];
+            if (in->opcode == DNA_CONV && !(code & 1) && same_conv_key(m->convs[code >> 1], in->layer, &in->u.conv))
+                found = m->convs[code >> 1];
+            if (in->opcode == DNA_VEC && (code & 1) && same_vec_key(m->vecs[code >> 1], in->layer, &in->u.vec))
+                found = m->vecs[code >> 1];
+        }
+        if (!found) {
+            if (in->opcode == DNA_CONV) {
+                conv_prep *c;
+                void *tmp_grow;
+                if (GROW(m->convs, cap_c, m->n_convs)) {
+                    st = mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+                    break;
+                }
+                if ((st = make_conv_prep(m, i, &c, err)))
+                    break;
+                entry_code[n_entries] = m->n_convs << 1;
+                m->convs[m->n_convs++] = c;
+                found = c;
+            } else {
+                vec_prep *v;
+                void *tmp_grow;
+                if (GROW(m->vecs, cap_v, m->n_vecs)) {
+                    st = mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+                    break;
+                }
+                if ((st = make_vec_prep(m, i, &v, err)))
+                    break;
+                entry_code[n_entries] = (m->n_vecs << 1) | 1;
+                m->vecs[m->n_vecs++] = v;
+                found = v;
+            }
+            next[n_entries] = m->layer_convs[in->layer];
+            m->layer_convs[in->layer] = n_entries++;
+        }
+        m->insn_prep[i] = found;
+    }
+    free(next);
+    free(entry_code);
+    return st;
+}
+
+dna_machine *dna_machine_new(const mera_graph *g, const dna_program *prog, const mera_platform *p,
+                             const void *const *param_data, mera_error *err)
+{
+    if (!g || !prog || !p) {
+        mera_fail(err, MERA_ERR_INVALID, "dna_machine_new: graph, program and platform are required");
+        return NULL;
+    }
+    dna_machine *m = calloc(1, sizeof *m);
+    if (!m) {
+        mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    m->g = g;
+    m->prog = prog;
+    m->p = p;
+    m->n_nodes = mera_graph_num_nodes(g);
+    m->n_values = mera_graph_num_values(g);
+    size_t nv = (size_t)m->n_values + 1, nn = (size_t)m->n_nodes + 1, ni = (size_t)(prog->n_insns > 0 ? prog->n_insns : 1);
+    m->value_data = calloc(nv, sizeof *m->value_data);
+    m->input_slot = calloc(nv, sizeof *m->input_slot);
+    m->host_k = calloc(nn, sizeof *m->host_k);
+    m->host_state = calloc(nn, sizeof *m->host_state);
+    m->host_ready = calloc(nn, 1);
+    if (!m->value_data || !m->input_slot || !m->host_k || !m->host_state || !m->host_ready) {
+        mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    if (validate(m, err))
+        goto fail;
+    m->insn_prep = calloc(ni, sizeof *m->insn_prep);
+    m->order = malloc(ni * sizeof *m->order);
+    if (!m->insn_prep || !m->order) {
+        mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    /* Graph data for host nodes and outputs, as mera_interp_compile. */
+    for (int v = 0; v < m->n_values; v++) {
+        const mera_value *val = mera_graph_value(g, v);
+        m->input_slot[v] = -1;
+        if (val->kind == MERA_VALUE_CONST)
+            m->value_data[v] = val->data;
+    }
+    int slot = 0;
+    for (int k = 0; k < mera_graph_num_inputs(g); k++) {
+        int v = mera_graph_input(g, k);
+        const mera_value *val = mera_graph_value(g, v);
+        if (val->kind == MERA_VALUE_INPUT) {
+            m->input_slot[v] = slot++;
+        } else {
+            const void *d = param_data ? param_data[k] : NULL;
+            if (!d && prog->value_dram[v] < 0) {
+                /* Only host nodes and outputs read params; check there. */
+                int needed = 0;
+                for (int s = 0; s < prog->n_segments && !needed; s++)
+                    if (prog->segments[s].kind == DNA_SEG_HOST) {
+                        const mera_node *node = mera_graph_node(g, prog->segments[s].node);
+                        for (int q = 0; q < node->n_inputs; q++)
+                            needed |= node->inputs[q] == v;
+                    }
+                for (int o = 0; o < mera_graph_num_outputs(g); o++)
+                    needed |= mera_graph_output(g, o) == v;
+                if (needed) {
+                    mera_fail(err, MERA_ERR_INVALID, "param '%s' has no data: pass it in params", val->name);
+                    goto fail;
+                }
+            }
+            m->value_data[v] = d;
+        }
+    }
+    m->n_graph_inputs = slot;
+    for (int s = 0; s < prog->n_segments; s++)
+        if (prog->segments[s].kind == DNA_SEG_HOST && prepare_host_node(m, prog->segments[s].node, err))
+            goto fail;
+    if (prepare_insns(m, err))
+        goto fail;
+    if (dna_timing_model(g, prog, p, &m->timing, &m->times, err))
+        goto fail;
+    /* Execution order of each DNA segment: by start cycle, ties by index. */
+    for (int i = 0; i < prog->n_insns; i++)
+        m->order[i] = i;
+    for (int s = 0; s < prog->n_segments; s++) {
+        const dna_segment *seg = &prog->segments[s];
+        if (seg->kind == DNA_SEG_DNA)
+            dna_sort_by_start(m->order + seg->first, seg->count, m->times.start);
+    }
+    return m;
+fail:
+    dna_machine_free(m);
+    return NULL;
+}
+
+const dna_timing *dna_machine_timing(const dna_machine *m)
+{
+    return &m->timing;
+}
+
+/* ---- run ----------------------------------------------------------------- */
+
+typedef struct {
+    int64_t lo, hi, dram; /* WGT [lo, hi) holds DRAM [dram, dram + hi - lo) */
+} wgt_tag;
+
+typedef struct {
+    const dna_machine *m;
+    uint8_t *act_dram; /* DRAM [params_bytes, dram_bytes) */
+    uint8_t *act, *wgt;
+    float *bias;       /* aligned scratch for a CONV's bias */
+    wgt_tag *tags;
+    int n_tags, cap_tags;
+} run_ctx;
+
+static const uint8_t *dram_r(const run_ctx *r, int64_t addr)
+{
+    const dna_program *prog = r->m->prog;
+    return addr < prog->params_bytes ? prog->params_image + addr : r->act_dram + (addr - prog->params_bytes);
+}
+
+static uint8_t *dram_w(const run_ctx *r, int64_t addr)
+{
+    return r->act_dram + (addr - r->m->prog->params_bytes);
+}
+
+static mera_status tags_reserve(run_ctx *r, int extra, mera_error *err)
+{
+    if (r->n_tags + extra <= r->cap_tags)
+        return MERA_OK;
+    int nc = r->cap_tags ? r->cap_tags * 2 : 64;
+    while (nc < r->n_tags + extra)
+        nc *= 2;
+    wgt_tag *t = realloc(r->tags, (size_t)nc * sizeof *t);
+    if (!t)
+        return mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+    r->tags = t;
+    r->cap_tags = nc;
+    return MERA_OK;
+}
+
+/* WGT [lo, hi) is being overwritten: drop what the tags said about it.
+ * Tags never overlap (every LOAD first invalidates its whole range), so
+ * at most one tag straddles both ends and splits in two. */
+static mera_status tags_invalidate(run_ctx *r, int64_t lo, int64_t hi, mera_error *err)
+{
+    mera_status st = tags_reserve(r, 1, err);
+    if (st)
+        return st;
+    int k = 0, n = r->n_tags, have_extra = 0;
+    wgt_tag extra = {0, 0, 0};
+    for (int j = 0; j < n; j++) {
+        wgt_tag t = r->tags[j];
+        if (t.hi <= lo || t.lo >= hi) {
+            r->tags[k++] = t;
+            continue;
+        }
+        if (t.lo < lo)
+            r->tags[k++] = (wgt_tag){t.lo, lo, t.dram};
+        if (t.hi > hi) {
+            extra = (wgt_tag){hi, t.hi, t.dram + (hi - t.lo)};
+            have_extra = 1;
+        }
+    }
+    if (have_extra)
+        r->tags[k++] = extra;
+    r->n_tags = k;
+    return MERA_OK;
+}
+
+static mera_status tags_add(run_ctx *r, int64_t lo, int64_t hi, int64_t dram, mera_error *err)
+{
+    mera_status st = tags_reserve(r, 1, err);
+    if (st)
+        return st;
+    r->tags[r->n_tags++] = (wgt_tag){lo, hi, dram};
+    return MERA_OK;
+}
+
+/* Is WGT [addr, addr + size) the bytes of DRAM [dram, dram + size)? */
+static int tags_cover(const run_ctx *r, int64_t addr, int64_t size, int64_t dram)
+{
+    int64_t cur = addr, end = addr + size;
+    while (cur < end) {
+        int hit = 0;
+        for (int j = 0; j < r->n_tags && !hit; j++) {
+            const wgt_tag *t = &r->tags[j];
+            if (t->lo <= cur && cur < t->hi && t->dram - t->lo == dram - addr) {
+                cur = t->hi;
+                hit = 1;
+            }
+        }
+        if (!hit)
+            return 0;
+    }
+    return 1;
+}
+
+static mera_status exec_load(run_ctx *r, int i, mera_error *err)
+{
+    const dna_dma *d = &r->m->prog->insns[i].u.dma;
+    uint8_t *buf = d->mem == DNA_MEM_WGT ? r->wgt : r->act;
+    for (int64_t row = 0; row < d->rows; row++)
+        for (int64_t col = 0; col < d->cols; col++) {
+            uint8_t *dst = buf + d->sram + row * d->sram_row_stride + col * d->sram_col_stride;
+            if (row < d->pad_top || row >= d->rows - d->pad_bottom || col < d->pad_left ||
+                col >= d->cols - d->pad_right)
+                memset(dst, d->pad_value, (size_t)d->run_bytes);
+            else
+                memcpy(dst, dram_r(r, d->dram + row * d->dram_row_stride + col * d->dram_col_stride),
+                       (size_t)d->run_bytes);
+        }
+    if (d->mem != DNA_MEM_WGT)
+        return MERA_OK;
+    /* Tag what now sits in WGT: per row, when a row is one contiguous run
+     * on both sides and unpadded. */
+    int64_t hi = (int64_t)d->sram + (int64_t)(d->rows - 1) * d->sram_row_stride +
+                 (int64_t)(d->cols - 1) * d->sram_col_stride + d->run_bytes;
+    mera_status st = tags_invalidate(r, d->sram, hi, err);
+    if (st)
+        return st;
+    int row_linear = (d->cols == 1 || (d->sram_col_stride == (uint32_t)d->run_bytes &&
+                                       d->dram_col_stride == d->run_bytes)) &&
+                     d->pad_left == 0 && d->pad_right == 0;
+    if (!row_linear)
+        return MERA_OK;
+    int64_t len = (int64_t)d->cols * d->run_bytes;
+    for (int64_t row = d->pad_top; row < d->rows - d->pad_bottom; row++) {
+        int64_t lo = (int64_t)d->sram + row * d->sram_row_stride;
+        if ((st = tags_add(r, lo, lo + len, d->dram + row * d->dram_row_stride, err)))
+            return st;
+    }
+    return MERA_OK;
+}
+
+static void exec_store(run_ctx *r, int i)
+{
+    const dna_dma *d = &r->m->prog->insns[i].u.dma;
+    for (int64_t row = 0; row < d->rows; row++)
+        for (int64_t col = 0; col < d->cols; col++)
+            memcpy(dram_w(r, d->dram + row * d->dram_row_stride + col * d->dram_col_stride),
+                   r->act + d->sram + row * d->sram_row_stride + col * d->sram_col_stride, (size_t)d->run_bytes);
+}
+
+static mera_status exec_conv(run_ctx *r, int i, mera_error *err)
+{
+    const dna_machine *m = r->m;
+    const dna_conv *k = &m->prog->insns[i].u.conv;
+    const conv_prep *c = m->insn_prep[i];
+    int64_t blk = c->w_bytes + (c->has_bias ? 4 * (int64_t)k->oc_n : 0);
+    if (!tags_cover(r, k->wgt_addr, blk, k->wgt_dram))
+        return insn_fail(m, err, MERA_ERR_INVALID, i,
+                         "WGT [%u, %lld) does not hold the weight block loaded from DRAM %lld (program bug: missing "
+                         "or overwritten weight LOAD)",
+                         k->wgt_addr, (long long)(k->wgt_addr + blk), (long long)k->wgt_dram);
+    mera_kernel_args a;
+    conv_args(c, &a);
+    a.in[0] = r->act + k->in_addr;
+    a.in[1] = r->wgt + k->wgt_addr;
+    if (c->has_bias) {
+        memcpy(r->bias, r->wgt + k->wgt_addr + c->w_bytes, (size_t)k->oc_n * sizeof(float));
+        a.in[2] = r->bias;
+    }
+    a.out[0] = r->act + k->out_addr;
+    mera_status st = c->k.run(&a, err);
+    if (st)
+        mera_error_prefix(err, "insn %d (CONV, node '%s'): ", i, c->node.name);
+    return st;
+}
+
+static mera_status exec_vec(run_ctx *r, int i, mera_error *err)
+{
+    const dna_vec *k = &r->m->prog->insns[i].u.vec;
+    const vec_prep *v = r->m->insn_prep[i];
+    mera_kernel_args a;
+    vec_args(v, &a);
+    for (int s = 0; s < k->n_src; s++)
+        a.in[s] = r->act + k->src[s].addr;
+    a.out[0] = r->act + k->dst.addr;
+    mera_status st = v->k.run(&a, err);
+    if (st)
+        mera_error_prefix(err, "insn %d (VEC, node '%s'): ", i, v->node->name);
+    return st;
+}
+
+static const void *value_read(const run_ctx *r, int v)
+{
+    int64_t at = r->m->prog->value_dram[v];
+    return at >= 0 ? (const void *)dram_r(r, at) : r->m->value_data[v];
+}
+
+static mera_status exec_host(run_ctx *r, int n, mera_error *err)
+{
+    const dna_machine *m = r->m;
+    const mera_node *node = mera_graph_node(m->g, n);
+    mera_kernel_args a;
+    host_node_args(m, n, &a);
+    for (int i = 0; i < node->n_inputs; i++)
+        if (node->inputs[i] >= 0)
+            a.in[i] = value_read(r, node->inputs[i]);
+    for (int o = 0; o < node->n_outputs; o++)
+        a.out[o] = dram_w(r, m->prog->value_dram[node->outputs[o]]);
+    a.state = m->host_state[n];
+    mera_status st = m->host_k[n].run(&a, err);
+    if (st)
+        mera_error_prefix(err, "node '%s' (%s): ", node->name, mera_op_table[node->op].name);
+    return st;
+}
+
+static void *alloc_buf(int64_t bytes)
+{
+    size_t n = ((size_t)(bytes > 0 ? bytes : 1) + BUF_ALIGN - 1) & ~(size_t)(BUF_ALIGN - 1);
+    void *p = aligned_alloc(BUF_ALIGN, n);
+    if (p)
+        memset(p, 0, n); /* deterministic: a program reading unwritten bytes gets zeros every run */
+    return p;
+}
+
+mera_status dna_machine_run(const dna_machine *m, const void *const *inputs, void *const *outputs, mera_error *err)
+{
+    const dna_program *prog = m->prog;
+    const mera_graph *g = m->g;
+    run_ctx r;
+    memset(&r, 0, sizeof r);
+    r.m = m;
+    int max_oc = 1;
+    for (int k = 0; k < m->n_convs; k++)
+        if (m->convs[k]->key.oc_n > max_oc)
+            max_oc = m->convs[k]->key.oc_n;
+    r.act_dram = alloc_buf(prog->dram_bytes - prog->params_bytes);
+    r.act = alloc_buf(prog->act_bytes);
+    r.wgt = alloc_buf(prog->wgt_bytes);
+    r.bias = alloc_buf((int64_t)max_oc * 4);
+    mera_status st = MERA_OK;
+    if (!r.act_dram || !r.act || !r.wgt || !r.bias) {
+        st = mera_fail(err, MERA_ERR_NOMEM, "out of memory allocating the DNA machine's DRAM and buffers");
+        goto done;
+    }
+    for (int k = 0; k < mera_graph_num_inputs(g); k++) {
+        int v = mera_graph_input(g, k);
+        if (m->input_slot[v] >= 0)
+            memcpy(dram_w(&r, prog->value_dram[v]), inputs[m->input_slot[v]],
+                   mera_type_nbytes(&mera_graph_value(g, v)->type));
+    }
+    for (int s = 0; s < prog->n_segments && !st; s++) {
+        const dna_segment *seg = &prog->segments[s];
+        if (seg->kind == DNA_SEG_HOST) {
+            st = exec_host(&r, seg->node, err);
+            continue;
+        }
+        for (int k = 0; k < seg->count && !st; k++) {
+            int i = m->order[seg->first + k];
+            switch (prog->insns[i].opcode) {
+            case DNA_LOAD: st = exec_load(&r, i, err); break;
+            case DNA_STORE: exec_store(&r, i); break;
+            case DNA_CONV: st = exec_conv(&r, i, err); break;
+            case DNA_VEC: st = exec_vec(&r, i, err); break;
+            case DNA_NOP: break;
+            default: MERA_BUG("unvalidated opcode");
+            }
+        }
+    }
+    if (st)
+        goto done;
+    for (int k = 0; k < mera_graph_num_outputs(g); k++) {
+        int v = mera_graph_output(g, k);
+        memcpy(outputs[k], value_read(&r, v), mera_type_nbytes(&mera_graph_value(g, v)->type));
+    }
+done:
+    free(r.act_dram);
+    free(r.act);
+    free(r.wgt);
+    free(r.bias);
+    free(r.tags);
+    return st;
+}

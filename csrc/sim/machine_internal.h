@@ -1,0 +1,57 @@
+/* The loaded DNA machine's representation, shared by machine.c and
+ * trace.c. Everything here is immutable after dna_machine_new. */
+#ifndef MERA_SIM_MACHINE_INTERNAL_H
+#define MERA_SIM_MACHINE_INTERNAL_H
+
+#include "kernels/kernels.h"
+#include "sim/sim.h"
+#include "sim/timing.h"
+
+/* One prepared kernel per distinct CONV tile geometry. */
+typedef struct {
+    int layer;
+    dna_conv key;        /* the geometry fields are the key (addresses ignored) */
+    mera_node node;      /* synthetic: the layer's node with the tile's attrs */
+    mera_attr *attrs;
+    mera_type in_t, w_t, b_t, out_t;
+    int has_bias;
+    int64_t w_bytes;     /* int8 weight bytes of the block (the bias follows) */
+    float *bias;         /* aligned copy of the block's bias for prepare */
+    mera_kernel k;
+    void *state;
+} conv_prep;
+
+/* One prepared kernel per distinct VEC tile geometry. */
+typedef struct {
+    int layer;
+    const mera_node *node;
+    int n_src;
+    int32_t ext[DNA_MAX_SRC + 1][4]; /* key: source extents, then the destination's */
+    mera_type in_t[DNA_MAX_SRC], out_t;
+    mera_kernel k;
+    void *state;
+} vec_prep;
+
+struct dna_machine {
+    const mera_graph *g;
+    const dna_program *prog;
+    const mera_platform *p;
+    int n_nodes, n_values, n_graph_inputs;
+    const void **value_data; /* CONST and PARAM data, else NULL */
+    int *input_slot;         /* per value: index among INPUT values, else -1 */
+    dna_conv_geom *geos;     /* per layer (conv2d/dense only) */
+    conv_prep **convs;
+    int n_convs;
+    vec_prep **vecs;
+    int n_vecs;
+    int *layer_convs;        /* per layer: head of its chain of preps (load-time only) */
+    void **insn_prep;        /* per insn: its conv_prep / vec_prep, else NULL */
+    int *order;              /* DNA segments' instructions in execution order */
+    mera_kernel *host_k;     /* per node: the host kernel (HOST segments) */
+    void **host_state;
+    unsigned char *host_ready;
+    dna_timing timing;
+    dna_insn_times times;
+};
+
+#endif

@@ -1,0 +1,579 @@
+/* C unit tests of the DNA machine (csrc/sim): hand-written programs on a
+ * small quantized graph must give InterpreterHw's bytes; malformed programs
+ * (missing tokens, bad addresses) must be clean errors; the timing model
+ * must follow its formulas. Built and run by tests/test_c_core.py. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arch/platform.h"
+#include "backends/interp.h"
+#include "ir/ir.h"
+#include "isa/isa.h"
+#include "sim/sim.h"
+#include "sim/timing.h"
+
+static int passed, failed;
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (cond)                                                                    \
+            passed++;                                                                \
+        else {                                                                       \
+            failed++;                                                                \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                            \
+    } while (0)
+
+#define CHECK_MSG(err, needle)                                                         \
+    do {                                                                               \
+        if (strstr((err).msg, (needle)))                                               \
+            passed++;                                                                  \
+        else {                                                                         \
+            failed++;                                                                  \
+            fprintf(stderr, "%s:%d: message \"%s\" lacks \"%s\"\n", __FILE__, __LINE__, \
+                    (err).msg, (needle));                                              \
+        }                                                                              \
+    } while (0)
+
+static mera_type tensor(mera_dtype dt, int rank, const int64_t *shape)
+{
+    mera_type t;
+    memset(&t, 0, sizeof t);
+    t.dtype = dt;
+    t.rank = rank;
+    for (int i = 0; i < rank; i++)
+        t.shape[i] = shape[i];
+    return t;
+}
+
+static mera_attr ints(const char *key, int n, const int64_t *v)
+{
+    mera_attr a = {0};
+    a.key = key;
+    a.kind = MERA_ATTR_INTS;
+    a.count = n;
+    a.ints = v;
+    return a;
+}
+
+static mera_attr str(const char *key, const char *s)
+{
+    mera_attr a = {0};
+    a.key = key;
+    a.kind = MERA_ATTR_STRING;
+    a.s = s;
+    return a;
+}
+
+static mera_attr flt(const char *key, double f)
+{
+    mera_attr a = {0};
+    a.key = key;
+    a.kind = MERA_ATTR_FLOAT;
+    a.f = f;
+    return a;
+}
+
+static mera_attr integer(const char *key, int64_t i)
+{
+    mera_attr a = {0};
+    a.key = key;
+    a.kind = MERA_ATTR_INT;
+    a.i = i;
+    return a;
+}
+
+/* ---- the graph: conv 3x3 pad 1 + relu (per-channel weights), then add ---- */
+
+enum { H = 6, W = 5, C = 4, O = 6 };
+
+static int8_t w_data[O * C * 3 * 3]; /* OIHW */
+static float b_data[O];
+static uint8_t x_data[H * W * C], y_data[H * W * O];
+
+static mera_graph *make_graph(int *node_conv, int *node_add)
+{
+    mera_graph *g = mera_graph_new("simnet");
+    mera_error err;
+    int64_t xs[] = {1, H, W, C}, ys[] = {1, H, W, O}, ws[] = {O, C, 3, 3}, bs[] = {O};
+    mera_type x = tensor(MERA_DTYPE_UINT8, 4, xs);
+    x.layout = MERA_LAYOUT_NHWC;
+    x.q.kind = MERA_QUANT_PER_TENSOR;
+    x.q.count = 1;
+    x.q.scale = 0.05;
+    x.q.zero_point = 17;
+    mera_type y = x;
+    for (int i = 0; i < 4; i++)
+        y.shape[i] = ys[i];
+    y.q.scale = 0.03;
+    y.q.zero_point = 100;
+    double scales[O] = {0.011, 0.007, 0.02, 0.013, 0.009, 0.017};
+    int32_t zps[O] = {0};
+    mera_type w = tensor(MERA_DTYPE_INT8, 4, ws);
+    w.q.kind = MERA_QUANT_PER_AXIS;
+    w.q.axis = 0;
+    w.q.count = O;
+    w.q.scales = scales;
+    w.q.zero_points = zps;
+    mera_type b = tensor(MERA_DTYPE_FLOAT32, 1, bs);
+    int vx = mera_graph_add_input(g, "x", &x, &err);
+    int vw = mera_graph_add_param(g, "w", &w, &err);
+    int vb = mera_graph_add_param(g, "b", &b, &err);
+    int vy = mera_graph_add_input(g, "y", &y, &err);
+    int64_t pad[] = {1, 1, 1, 1};
+    mera_attr a[] = {ints("padding", 4, pad), str("layout", "NHWC"), str("activation", "relu"),
+                     flt("out_scale", 0.04), integer("out_zero_point", 3)};
+    int ins[] = {vx, vw, vb}, out[4];
+    *node_conv = mera_graph_add_node(g, MERA_OP_CONV2D, "conv", ins, 3, a, 5, NULL, out, 4, &err);
+    CHECK(*node_conv >= 0);
+    int add_in[] = {out[0], vy};
+    mera_attr aa[] = {flt("out_scale", 0.06), integer("out_zero_point", 50)};
+    *node_add = mera_graph_add_node(g, MERA_OP_ADD, "add", add_in, 2, aa, 2, NULL, out, 4, &err);
+    CHECK(*node_add >= 0);
+    CHECK(mera_graph_set_outputs(g, out, 1, &err) == MERA_OK);
+    return g;
+}
+
+static void fill_data(void)
+{
+    unsigned s = 12345;
+    for (size_t i = 0; i < sizeof w_data; i++) {
+        s = s * 1103515245u + 12345u;
+        w_data[i] = (int8_t)((s >> 16) % 255 - 127);
+    }
+    for (int i = 0; i < O; i++)
+        b_data[i] = (float)(i * 0.37 - 1.0);
+    for (size_t i = 0; i < sizeof x_data; i++) {
+        s = s * 1103515245u + 12345u;
+        x_data[i] = (uint8_t)(s >> 17);
+    }
+    for (size_t i = 0; i < sizeof y_data; i++) {
+        s = s * 1103515245u + 12345u;
+        y_data[i] = (uint8_t)(s >> 19);
+    }
+}
+
+/* ---- the program ---------------------------------------------------------- */
+
+/* DRAM: the constant image (two weight blocks of 3 output channels), then
+ * x, y, the conv output and the add output. */
+enum {
+    BLK = 3 * 3 * 3 * C + 3 * 4, /* int8 [3][3][3][4] + float32 [3] */
+    P = 2 * BLK,
+    X_AT = P,
+    Y_AT = X_AT + H * W * C,
+    CONV_AT = Y_AT + H * W * O,
+    ADD_AT = CONV_AT + H * W * O,
+    DRAM = ADD_AT + H * W * O,
+};
+
+typedef struct {
+    dna_program p;
+    dna_layer layers[2];
+    dna_insn insns[32];
+    dna_segment segs[3];
+    int64_t value_dram[8];
+    uint8_t image[P];
+} test_prog;
+
+static dna_insn load(int layer, int deps, int mem, uint32_t sram, int64_t dram, int rows, int cols, int run,
+                     int64_t drs, int64_t dcs, uint32_t srs, uint32_t scs)
+{
+    dna_insn in;
+    memset(&in, 0, sizeof in);
+    in.opcode = DNA_LOAD;
+    in.deps = (uint8_t)deps;
+    in.layer = layer;
+    in.u.dma.mem = (uint8_t)mem;
+    in.u.dma.sram = sram;
+    in.u.dma.dram = dram;
+    in.u.dma.rows = rows;
+    in.u.dma.cols = cols;
+    in.u.dma.run_bytes = run;
+    in.u.dma.dram_row_stride = drs;
+    in.u.dma.dram_col_stride = dcs;
+    in.u.dma.sram_row_stride = srs;
+    in.u.dma.sram_col_stride = scs;
+    return in;
+}
+
+static dna_insn conv(int deps, uint32_t in_addr, uint32_t wgt_addr, uint32_t out_addr, int t, int b)
+{
+    dna_insn in;
+    memset(&in, 0, sizeof in);
+    in.opcode = DNA_CONV;
+    in.deps = (uint8_t)deps;
+    in.layer = 0;
+    dna_conv *c = &in.u.conv;
+    c->in_addr = in_addr;
+    c->wgt_addr = wgt_addr;
+    c->out_addr = out_addr;
+    c->in_h = 5;
+    c->in_w = W + 2;
+    c->in_c = C;
+    c->out_h = 3;
+    c->out_w = W;
+    c->oc0 = 3 * b;
+    c->oc_n = 3;
+    c->wgt_dram = (int64_t)b * BLK;
+    (void)t;
+    return in;
+}
+
+/* The conv output tile (t, b) [3][5][3] into the NHWC conv output. */
+static dna_insn store_conv(int deps, uint32_t sram, int t, int b)
+{
+    dna_insn in = load(0, deps, DNA_MEM_ACT, sram, CONV_AT + (int64_t)t * 3 * W * O + 3 * b, 3, W, 3, W * O, O,
+                       W * 3, 3);
+    in.opcode = DNA_STORE;
+    return in;
+}
+
+enum { PUSH_NEXT = DNA_DEP_PUSH_NEXT, PUSH_PREV = DNA_DEP_PUSH_PREV, POP_PREV = DNA_DEP_POP_PREV,
+       POP_NEXT = DNA_DEP_POP_NEXT };
+
+/* add_on_host: the add runs as a HOST segment instead of on the DNA. */
+static void build(test_prog *tp, const mera_graph *g, int node_conv, int node_add, int add_on_host)
+{
+    memset(tp, 0, sizeof *tp);
+    dna_program *p = &tp->p;
+    p->version = DNA_ISA_VERSION;
+    strcpy(p->platform, "DNAF100L0003");
+    tp->layers[0].node = node_conv;
+    tp->layers[0].macs = (int64_t)H * W * O * C * 9;
+    tp->layers[1].node = node_add;
+    p->n_layers = add_on_host ? 1 : 2;
+    p->layers = tp->layers;
+    /* The constant image: per block, int8 OHWI weights then the bias. */
+    for (int b = 0; b < 2; b++) {
+        uint8_t *blk = tp->image + b * BLK;
+        for (int o = 0; o < 3; o++)
+            for (int kh = 0; kh < 3; kh++)
+                for (int kw = 0; kw < 3; kw++)
+                    for (int c = 0; c < C; c++)
+                        blk[((o * 3 + kh) * 3 + kw) * C + c] =
+                            (uint8_t)w_data[(((3 * b + o) * C + c) * 3 + kh) * 3 + kw];
+        memcpy(blk + 3 * 3 * 3 * C, b_data + 3 * b, 3 * sizeof(float));
+    }
+    p->params_image = tp->image;
+    p->params_bytes = P;
+    p->dram_bytes = DRAM;
+    p->act_bytes = 1024;
+    p->wgt_bytes = 256;
+    p->acc_bytes = 1024;
+    /* ACT: input tiles ping 0 / pong 140 ([5][7][4]), output tiles ping
+     * 280 / pong 325 ([3][5][3]). WGT: block 0 at 0, block 1 at 120. */
+    int n = 0;
+    dna_insn *in = tp->insns;
+    in[n++] = load(0, 0, DNA_MEM_WGT, 0, 0, 1, 1, BLK, 0, 0, 0, 0);
+    in[n++] = load(0, 0, DNA_MEM_WGT, 120, BLK, 1, 1, BLK, 0, 0, 0, 0);
+    for (int t = 0; t < 2; t++) {
+        /* input rows 3t-1 .. 3t+3, columns -1 .. W, padded with x's zero point */
+        dna_insn l = load(0, PUSH_NEXT, DNA_MEM_ACT, t ? 140 : 0, X_AT + ((int64_t)(3 * t - 1) * W - 1) * C, 5,
+                          W + 2, C, W * C, C, (W + 2) * C, C);
+        l.u.dma.pad_top = t == 0;
+        l.u.dma.pad_bottom = t == 1;
+        l.u.dma.pad_left = l.u.dma.pad_right = 1;
+        l.u.dma.pad_value = 17;
+        in[n++] = l;
+    }
+    in[n++] = conv(POP_PREV | PUSH_NEXT, 0, 0, 280, 0, 0);               /* 4 */
+    in[n++] = store_conv(POP_PREV | PUSH_PREV, 280, 0, 0);               /* 5 */
+    in[n++] = conv(PUSH_NEXT, 0, 120, 325, 0, 1);                        /* 6 */
+    in[n++] = store_conv(POP_PREV | PUSH_PREV, 325, 0, 1);               /* 7 */
+    in[n++] = conv(POP_PREV | POP_NEXT | PUSH_NEXT, 140, 0, 280, 1, 0);  /* 8 */
+    in[n++] = store_conv(POP_PREV, 280, 1, 0);                           /* 9 */
+    in[n++] = conv(POP_NEXT | PUSH_NEXT, 140, 120, 325, 1, 1);           /* 10 */
+    in[n++] = store_conv(POP_PREV, 325, 1, 1);                           /* 11 */
+    int conv_count = n;
+    if (!add_on_host) {
+        in[n++] = load(1, 0, DNA_MEM_ACT, 0, CONV_AT, 1, 1, H * W * O, 0, 0, 0, 0);
+        in[n++] = load(1, PUSH_NEXT, DNA_MEM_ACT, 180, Y_AT, 1, 1, H * W * O, 0, 0, 0, 0);
+        dna_insn v;
+        memset(&v, 0, sizeof v);
+        v.opcode = DNA_VEC;
+        v.deps = POP_PREV | PUSH_NEXT;
+        v.layer = 1;
+        v.u.vec.n_src = 2;
+        int32_t ext[4] = {1, H, W, O};
+        v.u.vec.src[0].addr = 0;
+        v.u.vec.src[1].addr = 180;
+        v.u.vec.dst.addr = 360;
+        memcpy(v.u.vec.src[0].ext, ext, sizeof ext);
+        memcpy(v.u.vec.src[1].ext, ext, sizeof ext);
+        memcpy(v.u.vec.dst.ext, ext, sizeof ext);
+        in[n++] = v;
+        dna_insn s = load(1, POP_PREV, DNA_MEM_ACT, 360, ADD_AT, 1, 1, H * W * O, 0, 0, 0, 0);
+        s.opcode = DNA_STORE;
+        in[n++] = s;
+    }
+    p->insns = tp->insns;
+    p->n_insns = n;
+    tp->segs[0] = (dna_segment){DNA_SEG_DNA, 0, 0, conv_count, H * W * C, 0};
+    if (add_on_host) {
+        tp->segs[1] = (dna_segment){DNA_SEG_HOST, node_add, 0, 0, 0, 0};
+    } else {
+        tp->segs[1] = (dna_segment){DNA_SEG_DNA, 0, conv_count, n - conv_count, H * W * O, H * W * O};
+    }
+    p->segments = tp->segs;
+    p->n_segments = 2;
+    /* values: x, w, b, y, conv, add */
+    int nv = mera_graph_num_values(g);
+    CHECK(nv == 6);
+    p->n_values = nv;
+    p->value_dram = tp->value_dram;
+    int64_t at[] = {X_AT, -1, -1, Y_AT, CONV_AT, ADD_AT};
+    for (int v = 0; v < nv; v++)
+        tp->value_dram[v] = at[v];
+}
+
+/* ---- tests ---------------------------------------------------------------- */
+
+static void reference(const mera_graph *g, const void *const *params, uint8_t *out)
+{
+    mera_error err;
+    mera_interp *it = mera_interp_compile(g, MERA_INTERP_HW, params, &err);
+    CHECK(it != NULL);
+    const void *inputs[] = {x_data, y_data};
+    void *outputs[] = {out};
+    CHECK(mera_interp_run(it, inputs, outputs, &err) == MERA_OK);
+    mera_interp_free(it);
+}
+
+typedef struct {
+    const dna_machine *m;
+    const uint8_t *want;
+    int ok;
+} thread_job;
+
+/* Several threads run one machine at once: every run has its own DRAM
+ * and buffers. */
+static void *run_thread(void *arg)
+{
+    thread_job *j = arg;
+    uint8_t got[H * W * O];
+    const void *inputs[] = {x_data, y_data};
+    void *outputs[] = {got};
+    mera_error err;
+    j->ok = 1;
+    for (int k = 0; k < 20; k++)
+        if (dna_machine_run(j->m, inputs, outputs, &err) != MERA_OK || memcmp(got, j->want, sizeof got) != 0)
+            j->ok = 0;
+    return NULL;
+}
+
+static void test_bit_exact(void)
+{
+    int nc, na;
+    mera_graph *g = make_graph(&nc, &na);
+    const void *params[] = {NULL, w_data, b_data, NULL};
+    const mera_platform *p = mera_platform_find("DNAF100L0003");
+    CHECK(p != NULL);
+    uint8_t want[H * W * O], got[H * W * O];
+    reference(g, params, want);
+    for (int host = 0; host < 2; host++) {
+        test_prog tp;
+        build(&tp, g, nc, na, host);
+        mera_error err;
+        err.msg[0] = 0;
+        dna_machine *m = dna_machine_new(g, &tp.p, p, params, &err);
+        CHECK(m != NULL);
+        if (!m) {
+            fprintf(stderr, "load: %s\n", err.msg);
+            continue;
+        }
+        const void *inputs[] = {x_data, y_data};
+        void *outputs[] = {got};
+        memset(got, 0xAA, sizeof got);
+        mera_status st = dna_machine_run(m, inputs, outputs, &err);
+        CHECK(st == MERA_OK);
+        if (st)
+            fprintf(stderr, "run: %s\n", err.msg);
+        CHECK(memcmp(got, want, sizeof got) == 0);
+        /* twice: runs share nothing */
+        memset(got, 0, sizeof got);
+        CHECK(dna_machine_run(m, inputs, outputs, &err) == MERA_OK && memcmp(got, want, sizeof got) == 0);
+        pthread_t th[4];
+        thread_job jobs[4];
+        for (int k = 0; k < 4; k++) {
+            jobs[k] = (thread_job){m, want, 0};
+            CHECK(pthread_create(&th[k], NULL, run_thread, &jobs[k]) == 0);
+        }
+        for (int k = 0; k < 4; k++) {
+            pthread_join(th[k], NULL);
+            CHECK(jobs[k].ok);
+        }
+        const dna_timing *t = dna_machine_timing(m);
+        CHECK(t->n_layers == 2 && t->device_cycles > 0);
+        CHECK(t->layers[nc].on_dna && t->layers[nc].macs == (int64_t)H * W * O * C * 9);
+        CHECK(t->layers[na].on_dna == !host);
+        CHECK(host ? t->layers[na].host_us > 0 : t->layers[na].vec_cycles > 0);
+        CHECK(t->total_us > t->device_us && t->host_us >= 2 * p->host_call_us * (host ? 0.5 : 1.0));
+        CHECK(t->layers[nc].load_bytes == 2 * BLK + 2 * 4 * W * C);
+        CHECK(dna_machine_write_trace(m, "/tmp/mera_test_sim_trace.json", &err) == MERA_OK);
+        FILE *f = fopen("/tmp/mera_test_sim_trace.json", "r");
+        CHECK(f != NULL);
+        if (f) {
+            char buf[256] = {0};
+            CHECK(fread(buf, 1, sizeof buf - 1, f) > 0 && strstr(buf, "traceEvents"));
+            fclose(f);
+            if (!getenv("MERA_KEEP_TRACE"))
+                remove("/tmp/mera_test_sim_trace.json");
+        }
+        dna_machine_free(m);
+    }
+    mera_graph_free(g);
+}
+
+static void test_errors(void)
+{
+    int nc, na;
+    mera_graph *g = make_graph(&nc, &na);
+    const void *params[] = {NULL, w_data, b_data, NULL};
+    const mera_platform *p = mera_platform_find("DNAF100L0003");
+    test_prog tp;
+    mera_error err;
+
+    /* Missing token pair: the first CONV no longer waits for its input. */
+    build(&tp, g, nc, na, 0);
+    tp.insns[3 - 1].deps = 0; /* LOAD in0: no push */
+    tp.insns[4].deps &= (uint8_t)~POP_PREV;
+    CHECK(dna_machine_new(g, &tp.p, p, params, &err) == NULL);
+    printf("hazard message: %s\n", err.msg);
+    CHECK_MSG(err, "hazard: insn");
+    CHECK_MSG(err, "node conv");
+
+    /* An unbalanced token: somebody waits forever. */
+    build(&tp, g, nc, na, 0);
+    tp.insns[2].deps = 0;
+    CHECK(dna_machine_new(g, &tp.p, p, params, &err) == NULL);
+    printf("deadlock message: %s\n", err.msg);
+    CHECK_MSG(err, "malformed program");
+
+    /* SRAM out of range. */
+    build(&tp, g, nc, na, 0);
+    tp.insns[6].u.conv.out_addr = 1000;
+    CHECK(dna_machine_new(g, &tp.p, p, params, &err) == NULL);
+    CHECK(err.code == MERA_ERR_FORMAT);
+    CHECK_MSG(err, "insn 6 (CONV, node 'conv'): field out_addr");
+
+    /* A store into the constant image. */
+    build(&tp, g, nc, na, 0);
+    tp.insns[5].u.dma.dram = 0;
+    CHECK(dna_machine_new(g, &tp.p, p, params, &err) == NULL);
+    CHECK_MSG(err, "read-only");
+
+    /* DRAM read beyond the program's DRAM. */
+    build(&tp, g, nc, na, 0);
+    tp.insns[1].u.dma.dram = DRAM;
+    CHECK(dna_machine_new(g, &tp.p, p, params, &err) == NULL);
+    CHECK_MSG(err, "insn 1 (LOAD, node 'conv'): field dram");
+
+    /* Bad layer, bad opcode, segments not covering. */
+    build(&tp, g, nc, na, 0);
+    tp.insns[7].layer = 9;
+    CHECK(dna_machine_new(g, &tp.p, p, params, &err) == NULL);
+    CHECK_MSG(err, "field layer");
+    build(&tp, g, nc, na, 0);
+    tp.insns[7].opcode = 77;
+    CHECK(dna_machine_new(g, &tp.p, p, params, &err) == NULL);
+    CHECK_MSG(err, "opcode");
+    build(&tp, g, nc, na, 0);
+    tp.segs[1].count--;
+    CHECK(dna_machine_new(g, &tp.p, p, params, &err) == NULL);
+    CHECK_MSG(err, "segments cover");
+
+    /* Inconsistent tile geometry. */
+    build(&tp, g, nc, na, 0);
+    tp.insns[4].u.conv.in_h = 6;
+    CHECK(dna_machine_new(g, &tp.p, p, params, &err) == NULL);
+    CHECK_MSG(err, "in_h/in_w/out_h/out_w");
+
+    /* Weight block not where the CONV says: a run-time program bug. */
+    build(&tp, g, nc, na, 0);
+    tp.insns[6].u.conv.wgt_addr = 0; /* block 0 sits there, the CONV claims block 1 */
+    dna_machine *m = dna_machine_new(g, &tp.p, p, params, &err);
+    CHECK(m != NULL);
+    if (m) {
+        uint8_t out[H * W * O];
+        const void *inputs[] = {x_data, y_data};
+        void *outputs[] = {out};
+        CHECK(dna_machine_run(m, inputs, outputs, &err) != MERA_OK);
+        CHECK_MSG(err, "does not hold the weight block");
+        dna_machine_free(m);
+    }
+    mera_graph_free(g);
+}
+
+static void test_timing_formulas(void)
+{
+    int nc, na;
+    mera_graph *g = make_graph(&nc, &na);
+    /* The formulas, not the table: fix the parameters they read (the table
+     * may be recalibrated, docs/hardware.md). */
+    mera_platform fixed = *mera_platform_find("DNAF100L0003");
+    fixed.dram_gbps = 23.0;
+    const mera_platform *p = &fixed;
+    CHECK(p->clock_mhz == 300 && p->dram_gbps == 23.0 && p->dma_setup_cycles == 64 && p->mac_ic == 64 &&
+          p->mac_oc == 64 && p->mac_px == 1 && p->vector_lanes == 64);
+    test_prog tp;
+    build(&tp, g, nc, na, 0);
+    int64_t bytes, macs;
+    /* 76.67 bytes per cycle. A contiguous 120-byte weight block: 64 + 2. */
+    CHECK(dna_insn_cycles(g, &tp.p, p, &tp.insns[0], &bytes, &macs) == 66 && bytes == BLK && macs == 0);
+    /* An input tile: 4 real rows of 5 pixels of 4 channels, contiguous in
+     * DRAM (rows merge): one 80-byte burst, 64 + 2. */
+    CHECK(dna_insn_cycles(g, &tp.p, p, &tp.insns[2], &bytes, NULL) == 66 && bytes == 80);
+    /* A conv output tile stored into a wider tensor: 15 runs of 3 bytes,
+     * each a 64-byte burst: 960 bytes, 64 + 13. */
+    CHECK(dna_insn_cycles(g, &tp.p, p, &tp.insns[5], &bytes, NULL) == 77 && bytes == 45);
+    /* CONV: 15 pixels, K = 36, 3 channels: mac 15 x 1 x 1, requant 1, plus
+     * 64 + 64 fill/drain. */
+    CHECK(dna_insn_cycles(g, &tp.p, p, &tp.insns[4], NULL, &macs) == 143 && macs == 15 * 3 * 36);
+    /* VEC add: 360 source elements over 64 lanes, plus 16. */
+    CHECK(dna_insn_cycles(g, &tp.p, p, &tp.insns[14], NULL, NULL) == 22);
+    /* A one-instruction program: its time is that instruction plus the
+     * host call. */
+    tp.p.n_insns = 1;
+    tp.p.n_segments = 1;
+    tp.segs[0].count = 1;
+    tp.segs[0].host_in_bytes = 0;
+    mera_error err;
+    const void *params[] = {NULL, w_data, b_data, NULL};
+    dna_machine *m = dna_machine_new(g, &tp.p, p, params, &err);
+    CHECK(m != NULL);
+    if (m) {
+        const dna_timing *t = dna_machine_timing(m);
+        CHECK(t->device_cycles == 66);
+        CHECK(t->device_us > 0.2199 && t->device_us < 0.2201);
+        CHECK(t->host_us == p->host_call_us && t->total_us == t->device_us + t->host_us);
+        CHECK(t->layers[nc].load_bytes == BLK && t->layers[nc].load_cycles == 66 && t->layers[nc].memory_bound);
+        CHECK(t->layers[nc].start_cycle == 0 && t->layers[nc].end_cycle == 66);
+        dna_machine_free(m);
+    }
+    /* The full program: the loads of tile 1 overlap compute of tile 0. */
+    build(&tp, g, nc, na, 0);
+    m = dna_machine_new(g, &tp.p, p, params, &err);
+    CHECK(m != NULL);
+    if (m) {
+        const dna_timing *t = dna_machine_timing(m);
+        const dna_layer_stats *ls = &t->layers[nc];
+        CHECK(ls->mac_cycles == 4 * 143 && ls->store_cycles == 4 * 77 && ls->load_cycles == 4 * 66);
+        CHECK(ls->macs == 4 * 1620 && !ls->memory_bound);
+        CHECK(ls->mac_utilization > 0 && ls->mac_utilization < 0.01);
+        dna_machine_free(m);
+    }
+    mera_graph_free(g);
+}
+
+int main(void)
+{
+    fill_data();
+    test_bit_exact();
+    test_errors();
+    test_timing_formulas();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
