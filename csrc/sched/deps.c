@@ -166,6 +166,7 @@ static void wait_adjacent(solver *s, int64_t xi, int64_t yi)
 mera_status sched_solve_deps(const sched_list *in, sched_list *out, mera_error *err)
 {
     solver s = {.out = out};
+    const int64_t base = out->n; /* out may hold earlier segments: never look at them */
     for (int q = 0; q < DNA_NUM_QUEUES; q++)
         s.last_in_queue[q] = -1;
     for (int i = 0; i < in->n; i++) {
@@ -179,7 +180,7 @@ mera_status sched_solve_deps(const sched_list *in, sched_list *out, mera_error *
         for (int q = 0; q < DNA_NUM_QUEUES; q++)
             if (q != qx && s.last_in_queue[q] >= 0)
                 wanted++;
-        for (int64_t j = (int64_t)out->n - 1; j >= 0 && found < wanted; j--) {
+        for (int64_t j = (int64_t)out->n - 1; j >= base && found < wanted; j--) {
             const sched_item *y = &out->v[j];
             int qy = queue_of(y);
             if (qy == qx || need[qy] >= 0)

@@ -42,7 +42,8 @@ void sched_range_add(sched_item *it, int space, int write, int64_t lo, int64_t h
 
 /* Give every instruction of in (a whole DNA segment, in sequential order)
  * the dependency tokens the queues need, inserting NOPs where a load and a
- * store must be ordered; the result goes to out. Tokens are minimal: an
+ * store must be ordered; the result is appended to out (which may hold
+ * earlier segments: tokens never cross a segment). Tokens are minimal: an
  * ordering already implied by queue order and earlier tokens gets none. */
 mera_status sched_solve_deps(const sched_list *in, sched_list *out, mera_error *err);
 
