@@ -137,6 +137,13 @@ static int shape_for_block(const sched_ctx *c, const sched_conv_geom *g, int64_t
         }
         w = lo;
     }
+    /* At least SCHED_MIN_TILES tiles where the rows allow: with fewer, the
+     * layer's first load and last store cannot overlap any compute. */
+    int64_t nblk = (g->oc + ob - 1) / ob, nc0 = (g->ow + w - 1) / w;
+    if (nblk * nc0 * ((g->oh + h - 1) / h) < SCHED_MIN_TILES && h > 1) {
+        int64_t want = (SCHED_MIN_TILES + nblk * nc0 - 1) / (nblk * nc0);
+        h = (g->oh + want - 1) / want;
+    }
     /* equalise: the same number of tiles, the last one not a sliver */
     int64_t nb = (g->oh + h - 1) / h, nc = (g->ow + w - 1) / w;
     *rb = (g->oh + nb - 1) / nb;

@@ -8,6 +8,11 @@
 #include "sched/emit.h"
 #include "sched/sched.h"
 
+/* Fast mode splits a layer into at least this many tiles where it can, so
+ * that loads and stores overlap compute (double buffering needs a next
+ * tile to load while this one computes). */
+#define SCHED_MIN_TILES 4
+
 typedef enum { LAYER_CONV = 1, LAYER_VEC = 2, LAYER_COPY = 3 } sched_layer_kind;
 
 /* Convolution geometry in NHWC terms; dense is H = 1, W = rows, C = K. */
@@ -84,6 +89,12 @@ void sched_search(sched_ctx *c);
 /* vec.c */
 int sched_vec_plan(const sched_ctx *c, sched_plan *pl, char *reason, size_t reason_len);
 int64_t sched_vec_layout_image(const sched_ctx *c, sched_plan *pl, int64_t at);
+/* For the Slow search: the cut dimension's extent, whether tiles of units
+ * fit (double-buffered), and setting them. */
+int64_t sched_vec_total(const sched_ctx *c, const sched_plan *pl);
+int sched_vec_fits(const sched_ctx *c, const sched_plan *pl, int64_t units);
+void sched_vec_set_units(const sched_ctx *c, sched_plan *pl, int64_t units);
+void sched_vec_describe(const sched_plan *pl, char *buf, size_t n);
 void sched_vec_fill_image(const sched_ctx *c, const sched_plan *pl, uint8_t *image);
 void sched_vec_emit(const sched_ctx *c, const sched_plan *pl, int layer, sched_list *seq);
 void sched_copy_emit(const sched_ctx *c, const sched_plan *pl, int layer, sched_list *seq);

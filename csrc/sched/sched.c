@@ -301,10 +301,13 @@ dna_program *mera_schedule(const mera_graph *g, const void *const *param_data, c
     if (c.opt->mode == MERA_SCHED_SLOW) {
         sched_search(&c);
         for (int i = 0; i < c.n_plans; i++)
-            if (c.plans[i].kind == LAYER_CONV) {
+            if (c.plans[i].kind == LAYER_CONV || c.plans[i].kind == LAYER_VEC) {
                 mera_partition_entry *e = &rep->entries[c.plans[i].node];
                 e->tiles = (int)c.plans[i].tiles;
-                sched_conv_describe(&c.plans[i], e->reason, sizeof e->reason);
+                if (c.plans[i].kind == LAYER_CONV)
+                    sched_conv_describe(&c.plans[i], e->reason, sizeof e->reason);
+                else
+                    sched_vec_describe(&c.plans[i], e->reason, sizeof e->reason);
             }
     }
 

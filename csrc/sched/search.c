@@ -1,9 +1,10 @@
 /* Slow mode: search tile shapes of every conv2d/dense layer with the
  * timing model (sim/timing.h), on worker threads.
  *
- * Candidates per layer: the four largest output-channel blocks that fit,
- * for each the largest band of rows that fits and its halves and quarters
- * (whole rows), in both tile orders. Each candidate is emitted as a
+ * Candidates per conv layer: the four largest output-channel blocks that
+ * fit, for each the largest band of rows that fits divided by 1, 2, 3, 4,
+ * 6, 8, 12 and 16 (whole rows), in both tile orders. Per vector layer: the
+ * largest tile that fits divided by 1, 2, 4, 8 and 16. Each candidate is emitted as a
  * one-layer program, given its tokens (deps.c) and timed; the fastest
  * wins, ties going to the earlier (Fast-like) candidate, so Slow is never
  * slower than Fast by the model. Tiles never change the arithmetic, so
@@ -111,7 +112,11 @@ static void search_layer(const sched_ctx *c, sched_plan *pl)
         if (rows < 1)
             continue;
         tried++;
-        for (int64_t div = 1; div <= 4; div *= 2) {
+        static const int64_t divs[] = {1, 2, 3, 4, 6, 8, 12, 16};
+        for (size_t di = 0; di < sizeof divs / sizeof divs[0]; di++) {
+            int64_t div = divs[di];
+            if (div > rows)
+                break;
             int64_t r = (rows + div - 1) / div;
             int64_t nb = (pl->cg.oh + r - 1) / r;
             r = (pl->cg.oh + nb - 1) / nb;
@@ -124,6 +129,39 @@ static void search_layer(const sched_ctx *c, sched_plan *pl)
                     keep = p;
                 }
             }
+        }
+    }
+    *pl = keep;
+}
+
+/* Vector layers: tiles of the largest fitting size and its fractions. */
+static void search_vec(const sched_ctx *c, sched_plan *pl)
+{
+    if (pl->cut_dim < 0)
+        return;
+    int64_t best = time_layer(c, pl);
+    if (best < 0)
+        return;
+    sched_plan keep = *pl;
+    int64_t total = sched_vec_total(c, pl), gran = pl->rule.granule > 0 ? pl->rule.granule : 1;
+    int64_t max = 0;
+    for (int64_t k = total / gran; k >= 1; k--)
+        if (sched_vec_fits(c, pl, k * gran)) {
+            max = k * gran;
+            break;
+        }
+    if (c->opt->max_tile_height > 0 && pl->rule.axis == MERA_SPLIT_ROWS && max > c->opt->max_tile_height)
+        max = c->opt->max_tile_height / gran * gran;
+    for (int64_t div = 1; div <= 16 && max > 0; div *= 2) {
+        int64_t u = (max / div + gran - 1) / gran * gran;
+        if (u < gran || (div > 1 && u == max))
+            continue;
+        sched_plan p = *pl;
+        sched_vec_set_units(c, &p, u);
+        int64_t t = time_layer(c, &p);
+        if (t >= 0 && t < best) {
+            best = t;
+            keep = p;
         }
     }
     *pl = keep;
@@ -147,6 +185,8 @@ static void *worker(void *arg)
         sched_plan *pl = &w->c->plans[i];
         if (pl->kind == LAYER_CONV)
             search_layer(w->c, pl);
+        else if (pl->kind == LAYER_VEC)
+            search_vec(w->c, pl);
     }
 }
 

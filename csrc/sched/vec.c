@@ -100,15 +100,15 @@ int sched_vec_plan(const sched_ctx *c, sched_plan *pl, char *reason, size_t reas
         limit = c->opt->max_tile_height > gran ? c->opt->max_tile_height / gran * gran : gran;
     int64_t u = 0;
     if (vg.total > 1) {
-        if (2 * footprint(&vg, vg.total) <= c->act_bytes && limit >= vg.total) {
-            u = vg.total;
-        } else {
-            for (int64_t k = limit / gran; k >= 1; k--)
-                if (2 * footprint(&vg, k * gran) <= c->act_bytes) {
-                    u = k * gran;
-                    break;
-                }
-        }
+        int64_t want = (vg.total + SCHED_MIN_TILES - 1) / SCHED_MIN_TILES; /* overlap, as conv.c does */
+        want = (want + gran - 1) / gran * gran;
+        if (want < limit)
+            limit = want;
+        for (int64_t k = limit / gran; k >= 1; k--)
+            if (2 * footprint(&vg, k * gran) <= c->act_bytes) {
+                u = k * gran;
+                break;
+            }
     }
     if (u == 0) { /* one tile, one slot */
         pl->cut_dim = -1;
@@ -129,12 +129,41 @@ int sched_vec_plan(const sched_ctx *c, sched_plan *pl, char *reason, size_t reas
     pl->units = u;
     pl->tiles = (vg.total + u - 1) / u;
     pl->macs = 0;
-    if (pl->cut_dim < 0)
-        snprintf(reason, reason_len, "1 tile (whole tensors)");
-    else
-        snprintf(reason, reason_len, "%lld tiles of %lld %s", (long long)pl->tiles, (long long)u,
-                 pl->rule.axis == MERA_SPLIT_ROWS ? "rows" : "channels");
+    sched_vec_describe(pl, reason, reason_len);
     return 1;
+}
+
+void sched_vec_describe(const sched_plan *pl, char *buf, size_t n)
+{
+    if (pl->cut_dim < 0)
+        snprintf(buf, n, "1 tile (whole tensors)");
+    else
+        snprintf(buf, n, "%lld tiles of %lld %s", (long long)pl->tiles, (long long)pl->units,
+                 pl->rule.axis == MERA_SPLIT_ROWS ? "rows" : "channels");
+}
+
+int sched_vec_fits(const sched_ctx *c, const sched_plan *pl, int64_t units)
+{
+    vec_geom vg;
+    if (pl->cut_dim < 0 || !vec_geometry(c, pl, &vg))
+        return 0;
+    return 2 * footprint(&vg, units) <= c->act_bytes;
+}
+
+void sched_vec_set_units(const sched_ctx *c, sched_plan *pl, int64_t units)
+{
+    vec_geom vg;
+    MERA_ASSERT(pl->cut_dim >= 0 && vec_geometry(c, pl, &vg));
+    pl->units = units;
+    pl->tiles = (vg.total + units - 1) / units;
+}
+
+int64_t sched_vec_total(const sched_ctx *c, const sched_plan *pl)
+{
+    vec_geom vg;
+    if (pl->cut_dim < 0 || !vec_geometry(c, pl, &vg))
+        return 1;
+    return vg.total;
 }
 
 int64_t sched_vec_layout_image(const sched_ctx *c, sched_plan *pl, int64_t at)
