@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 import warnings
 
 import numpy as np
@@ -26,6 +25,8 @@ import torch
 
 import mera
 from mera import ir
+
+from _common import best_of  # benchmarks/_common.py
 
 # (name, H=W, in channels, out channels, kernel, stride, groups)
 RESNET50_LAYERS = [
@@ -39,16 +40,6 @@ RESNET50_LAYERS = [
     ("layer4 1x1 expand", 7, 512, 2048, 1, 1, 1),
     ("depthwise 3x3 (MobileNet)", 56, 144, 144, 3, 1, 144),
 ]
-
-
-def best_of(fn, repeat: int) -> float:
-    fn()  # warm up
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def conv_layer(hw, cin, cout, k, stride, groups, rng):

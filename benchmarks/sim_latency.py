@@ -35,17 +35,9 @@ import torch
 
 import mera
 
+from _common import best_of  # benchmarks/_common.py
+
 PUBLISHED_MS = {("resnet50", "DNAF100L0003"): 7.96}  # EdgeCortix's DNA-F100 (arch 100) figure
-
-
-def best_of(fn, repeat: int) -> float:
-    fn()  # warm up
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def build_model(name: str):
@@ -75,6 +67,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="wall time: best of N runs")
     ap.add_argument("--trace", metavar="DIR", help="write a Chrome/Perfetto trace per model and platform")
     ap.add_argument("--layers", action="store_true", help="print the per-layer report of ResNet-50")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for quantizing and tracing the zoo")
     args = ap.parse_args()
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in mm.MODELS]
@@ -83,9 +76,10 @@ def main() -> None:
     if args.trace:
         os.makedirs(args.trace, exist_ok=True)
     torch.backends.quantized.engine = "fbgemm"
+    torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
 
-    rows, notes, layer_reports = [], [], []
+    rows, notes, traces, layer_reports = [], [], [], []
     for name in names:
         mod, params, x = build_model(name)
         interp = mera.compile(mod, params, target="InterpreterHw")
@@ -116,18 +110,20 @@ def main() -> None:
             if args.trace:
                 path = os.path.join(args.trace, f"{name}_{arch}.json")
                 sim.write_trace(path)
-                notes.append(f"trace: {path}")
+                traces.append(path)
             if args.layers and name == "resnet50":
                 layer_reports.append((plat, rep, part))
             print(f"  {name} arch {arch}: done", flush=True)
 
     print()
-    print(f"Simulator estimates, scheduler mode {args.mode}; wall times best of {args.repeat}, "
-          f"torch threads {torch.get_num_threads()}")
+    print(f"Simulator estimates per inference (batch 1), scheduler mode {args.mode}; "
+          f"wall times best of {args.repeat} in this process (mera's C core is serial)")
     print(table(["model", "arch", "total ms", "device ms", "host ms", "MAC util %", "DNA/host nodes", "build s",
                  "sim wall ms", "interp wall ms", "sim/interp", "identical"], rows, "llrrrrrrrrrl"))
     for n in notes:
         print(n)
+    if traces:
+        print(f"traces ({len(traces)}): {', '.join(traces)}")
     for plat, rep, part in layer_reports:
         print(f"\nResNet-50 on {plat}: per-layer report")
         print(rep)

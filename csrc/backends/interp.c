@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "util/firstfit.h"
 
 #define ARENA_ALIGN 64
 
@@ -22,71 +23,26 @@ struct mera_interp {
 
 /* ---- memory planning ----------------------------------------------------- */
 
-typedef struct {
-    int64_t off, size;
-} block;
-
-/* First-fit placement among live blocks kept sorted by offset. */
-static int64_t place(block *live, int *n_live, int64_t size, size_t *peak)
-{
-    int64_t at = 0;
-    int i = 0;
-    for (; i < *n_live; i++) {
-        if (live[i].off - at >= size)
-            break;
-        at = live[i].off + live[i].size;
-    }
-    memmove(&live[i + 1], &live[i], (size_t)(*n_live - i) * sizeof *live);
-    live[i].off = at;
-    live[i].size = size;
-    (*n_live)++;
-    if ((size_t)(at + size) > *peak)
-        *peak = (size_t)(at + size);
-    return at;
-}
-
-static void release(block *live, int *n_live, int64_t off)
-{
-    for (int i = 0; i < *n_live; i++)
-        if (live[i].off == off) {
-            memmove(&live[i], &live[i + 1], (size_t)(*n_live - i - 1) * sizeof *live);
-            (*n_live)--;
-            return;
-        }
-    MERA_BUG("released a block that is not live");
-}
-
 static mera_status plan_memory(mera_interp *it, mera_error *err)
 {
     const mera_graph *g = it->g;
     int *last_use = malloc((size_t)it->n_values * sizeof *last_use);
-    block *live = malloc((size_t)(it->n_values + 1) * sizeof *live);
-    if (!last_use || !live) {
+    mera_firstfit ff;
+    if (mera_firstfit_init(&ff, it->n_values + 1) || !last_use) {
         free(last_use);
-        free(live);
+        mera_firstfit_free(&ff);
         return mera_fail(err, MERA_ERR_NOMEM, "out of memory planning graph '%s'", mera_graph_name(g));
     }
-    for (int v = 0; v < it->n_values; v++) {
-        last_use[v] = -1;
+    mera_graph_last_uses(g, last_use); /* graph outputs live to the end */
+    for (int v = 0; v < it->n_values; v++)
         it->value_offset[v] = -1;
-    }
-    for (int n = 0; n < it->n_nodes; n++) {
-        const mera_node *node = mera_graph_node(g, n);
-        for (int i = 0; i < node->n_inputs; i++)
-            if (node->inputs[i] >= 0)
-                last_use[node->inputs[i]] = n;
-    }
-    for (int i = 0; i < mera_graph_num_outputs(g); i++)
-        last_use[mera_graph_output(g, i)] = it->n_nodes; /* live to the end */
-    int n_live = 0;
-    size_t peak = 0;
     for (int n = 0; n < it->n_nodes; n++) {
         const mera_node *node = mera_graph_node(g, n);
         for (int o = 0; o < node->n_outputs; o++) {
             int v = node->outputs[o];
             int64_t size = (int64_t)((mera_type_nbytes(&mera_graph_value(g, v)->type) + ARENA_ALIGN - 1) &
                                      ~(size_t)(ARENA_ALIGN - 1));
-            it->value_offset[v] = place(live, &n_live, size, &peak);
+            it->value_offset[v] = mera_firstfit_place(&ff, size);
         }
         /* Values whose last reader is this node (and outputs nobody reads)
          * are free once the node has run. */
@@ -97,18 +53,18 @@ static mera_status plan_memory(mera_interp *it, mera_error *err)
                 for (int k = 0; k < i; k++)
                     dup |= node->inputs[k] == v;
                 if (!dup)
-                    release(live, &n_live, it->value_offset[v]);
+                    mera_firstfit_release(&ff, it->value_offset[v]);
             }
         }
         for (int o = 0; o < node->n_outputs; o++) {
             int v = node->outputs[o];
             if (last_use[v] < 0)
-                release(live, &n_live, it->value_offset[v]);
+                mera_firstfit_release(&ff, it->value_offset[v]);
         }
     }
-    it->arena_bytes = peak;
+    it->arena_bytes = (size_t)ff.peak;
     free(last_use);
-    free(live);
+    mera_firstfit_free(&ff);
     return MERA_OK;
 }
 
@@ -134,37 +90,6 @@ void mera_interp_free(mera_interp *it)
     free(it->emulate);
     free(it->input_slot);
     free(it);
-}
-
-/* The kernel arguments of node n: types, and the data of the inputs that
- * are constants or params (NULL for the others). */
-static void node_args(const mera_interp *it, int n, mera_kernel_args *a)
-{
-    const mera_node *node = mera_graph_node(it->g, n);
-    memset(a, 0, sizeof *a);
-    a->node = node;
-    a->n_inputs = node->n_inputs;
-    for (int i = 0; i < node->n_inputs; i++) {
-        int v = node->inputs[i];
-        if (v < 0)
-            continue;
-        a->in_types[i] = &mera_graph_value(it->g, v)->type;
-        a->in[i] = it->value_data[v];
-    }
-    a->n_outputs = node->n_outputs;
-    for (int o = 0; o < node->n_outputs; o++)
-        a->out_types[o] = &mera_graph_value(it->g, node->outputs[o])->type;
-}
-
-/* Let node n's kernel prepare (e.g. pack constant weights) once. */
-static mera_status prepare_node(mera_interp *it, int n, mera_error *err)
-{
-    mera_kernel_args a;
-    node_args(it, n, &a);
-    mera_status st = it->kernels[n].prepare(&a, &it->states[n], err);
-    if (st)
-        mera_error_prefix(err, "node '%s' (%s): ", a.node->name, mera_op_table[a.node->op].name);
-    return st;
 }
 
 mera_interp *mera_interp_compile(const mera_graph *g, mera_interp_mode mode, const void *const *param_data,
@@ -216,20 +141,14 @@ mera_interp *mera_interp_compile(const mera_graph *g, mera_interp_mode mode, con
     }
     for (int n = 0; n < it->n_nodes; n++) {
         const mera_node *node = mera_graph_node(g, n);
-        const mera_type *t0 = &mera_graph_value(g, node->inputs[0])->type;
-        mera_numerics num = is_quantized(t0) ? MERA_NUMERICS_QUANT : MERA_NUMERICS_FLOAT;
+        mera_numerics num = mera_kernel_node_numerics(g, node);
         if (mode == MERA_INTERP_FLOAT && num == MERA_NUMERICS_QUANT && node->op != MERA_OP_DEQUANTIZE &&
             node->op != MERA_OP_REQUANTIZE) {
             it->emulate[n] = 1;
             num = MERA_NUMERICS_FLOAT;
         }
-        it->kernels[n] = mera_kernel_select(node->op, num);
-        if (!it->kernels[n].run) {
-            mera_fail(err, MERA_ERR_UNSUPPORTED, "node '%s' (%s): no %s kernel for this op", node->name,
-                      mera_op_table[node->op].name, num == MERA_NUMERICS_QUANT ? "quantized" : "float");
-            goto fail;
-        }
-        if (it->kernels[n].prepare && prepare_node(it, n, err))
+        if (mera_kernel_select_node(node, num, &it->kernels[n], err) ||
+            mera_kernel_prepare_node(&it->kernels[n], g, n, it->value_data, &it->states[n], err))
             goto fail;
     }
     if (plan_memory(it, err))
@@ -351,22 +270,12 @@ mera_status mera_interp_run(const mera_interp *it, const void *const *inputs, vo
     for (int n = 0; n < it->n_nodes; n++) {
         const mera_node *node = mera_graph_node(g, n);
         mera_kernel_args a;
-        memset(&a, 0, sizeof a);
-        a.node = node;
-        a.n_inputs = node->n_inputs;
-        for (int i = 0; i < node->n_inputs; i++) {
-            int v = node->inputs[i];
-            if (v < 0)
-                continue;
-            a.in_types[i] = &mera_graph_value(g, v)->type;
-            a.in[i] = value_ptr(it, inputs, arena, v);
-        }
-        a.n_outputs = node->n_outputs;
-        for (int o = 0; o < node->n_outputs; o++) {
-            int v = node->outputs[o];
-            a.out_types[o] = &mera_graph_value(g, v)->type;
-            a.out[o] = arena + it->value_offset[v];
-        }
+        mera_kernel_node_args(g, n, NULL, &a);
+        for (int i = 0; i < node->n_inputs; i++)
+            if (node->inputs[i] >= 0)
+                a.in[i] = value_ptr(it, inputs, arena, node->inputs[i]);
+        for (int o = 0; o < node->n_outputs; o++)
+            a.out[o] = arena + it->value_offset[node->outputs[o]];
         a.state = it->states[n];
         st = it->emulate[n] ? run_emulated(node, it->kernels[n].run, &a, err) : it->kernels[n].run(&a, err);
         if (st) {

@@ -76,6 +76,20 @@ int mera_graph_input(const mera_graph *g, int i)
     return g->inputs[i];
 }
 
+void mera_graph_last_uses(const mera_graph *g, int *last)
+{
+    for (int v = 0; v < g->n_values; v++)
+        last[v] = -1;
+    for (int n = 0; n < mera_graph_num_nodes(g); n++) {
+        const mera_node *node = mera_graph_node(g, n);
+        for (int i = 0; i < node->n_inputs; i++)
+            if (node->inputs[i] >= 0)
+                last[node->inputs[i]] = n;
+    }
+    for (int i = 0; i < g->n_outputs; i++)
+        last[g->outputs[i]] = mera_graph_num_nodes(g);
+}
+
 int mera_graph_find_value(const mera_graph *g, const char *name)
 {
     for (int i = 0; i < g->n_values; i++)

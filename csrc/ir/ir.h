@@ -193,6 +193,10 @@ int mera_graph_find_value(const mera_graph *g, const char *name);
 /* ids of the graph's inputs / params, in declaration order */
 int mera_graph_num_inputs(const mera_graph *g);
 int mera_graph_input(const mera_graph *g, int i);
+/* For liveness: last[v] (an array of num_values) = the index of the last
+ * node reading value v, num_nodes for the graph's outputs, -1 where no node
+ * reads v. */
+void mera_graph_last_uses(const mera_graph *g, int *last);
 
 /* Add a graph input, parameter or constant. Names must be unique. For CONST,
  * data must stay valid as long as the graph (the caller owns it) unless

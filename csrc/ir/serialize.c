@@ -23,99 +23,65 @@
 #include <string.h>
 
 #include "ir/ir.h"
+#include "util/bytes.h"
 
 enum { ITEM_INPUT = 1, ITEM_PARAM = 2, ITEM_CONST = 3, ITEM_NODE = 4 };
 
 #define HEADER_SIZE (8 + 4 + 4 + 8 + 8)
 
-static uint64_t fnv1a64(const uint8_t *p, size_t n)
+/* The payload checksum: FNV-1a, 64 bits, but from this offset basis (the
+ * standard one, 14695981039346656037, with its last digit lost). It is part
+ * of the format: files written so far carry it. */
+#define IR_CHECKSUM_BASIS 1469598103934665603ull
+
+static uint64_t checksum(const uint8_t *p, size_t n)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 1099511628211ull;
-    }
-    return h;
+    return mera_fnv1a64_from(IR_CHECKSUM_BASIS, p, n);
 }
 
 /* ---- writer ------------------------------------------------------------ */
 
-typedef struct {
-    uint8_t *buf;
-    size_t len, cap;
-    int oom;
-} writer;
-
-static void put(writer *w, const void *p, size_t n)
-{
-    if (w->oom)
-        return;
-    if (w->len + n > w->cap) {
-        size_t nc = w->cap ? w->cap * 2 : 4096;
-        while (nc < w->len + n)
-            nc *= 2;
-        uint8_t *q = realloc(w->buf, nc);
-        if (!q) {
-            w->oom = 1;
-            return;
-        }
-        w->buf = q;
-        w->cap = nc;
-    }
-    memcpy(w->buf + w->len, p, n);
-    w->len += n;
-}
-
-/* The host is little-endian (checked in mera_graph_serialize), so values are
- * written as their in-memory bytes. */
-static void put_u8(writer *w, uint8_t v) { put(w, &v, 1); }
-static void put_u32(writer *w, uint32_t v) { put(w, &v, 4); }
-static void put_i32(writer *w, int32_t v) { put(w, &v, 4); }
-static void put_u64(writer *w, uint64_t v) { put(w, &v, 8); }
-static void put_i64(writer *w, int64_t v) { put(w, &v, 8); }
-static void put_f64(writer *w, double v) { put(w, &v, 8); }
-
-static void put_str(writer *w, const char *s)
+static void put_str(mera_writer *w, const char *s)
 {
     size_t n = strlen(s);
-    put_u32(w, (uint32_t)n);
-    put(w, s, n);
+    mera_put_u32(w, (uint32_t)n);
+    mera_put_bytes(w, s, n);
 }
 
-static void put_type(writer *w, const mera_type *t)
+static void put_type(mera_writer *w, const mera_type *t)
 {
-    put_u8(w, (uint8_t)t->dtype);
-    put_u8(w, (uint8_t)t->rank);
-    put_u8(w, (uint8_t)t->layout);
+    mera_put_u8(w, (uint8_t)t->dtype);
+    mera_put_u8(w, (uint8_t)t->rank);
+    mera_put_u8(w, (uint8_t)t->layout);
     for (int i = 0; i < t->rank; i++)
-        put_i64(w, t->shape[i]);
-    put_u8(w, (uint8_t)t->q.kind);
+        mera_put_i64(w, t->shape[i]);
+    mera_put_u8(w, (uint8_t)t->q.kind);
     if (t->q.kind == MERA_QUANT_PER_TENSOR) {
-        put_f64(w, t->q.scale);
-        put_i32(w, t->q.zero_point);
+        mera_put_f64(w, t->q.scale);
+        mera_put_i32(w, t->q.zero_point);
     } else if (t->q.kind == MERA_QUANT_PER_AXIS) {
-        put_i32(w, t->q.axis);
-        put_i64(w, t->q.count);
-        put(w, t->q.scales, (size_t)t->q.count * sizeof(double));
-        put(w, t->q.zero_points, (size_t)t->q.count * sizeof(int32_t));
+        mera_put_i32(w, t->q.axis);
+        mera_put_i64(w, t->q.count);
+        mera_put_bytes(w, t->q.scales, (size_t)t->q.count * sizeof(double));
+        mera_put_bytes(w, t->q.zero_points, (size_t)t->q.count * sizeof(int32_t));
     }
 }
 
-static void put_attr(writer *w, const mera_attr *a)
+static void put_attr(mera_writer *w, const mera_attr *a)
 {
     put_str(w, a->key);
-    put_u8(w, (uint8_t)a->kind);
+    mera_put_u8(w, (uint8_t)a->kind);
     switch (a->kind) {
-    case MERA_ATTR_INT: put_i64(w, a->i); break;
-    case MERA_ATTR_FLOAT: put_f64(w, a->f); break;
+    case MERA_ATTR_INT: mera_put_i64(w, a->i); break;
+    case MERA_ATTR_FLOAT: mera_put_f64(w, a->f); break;
     case MERA_ATTR_STRING: put_str(w, a->s); break;
     case MERA_ATTR_INTS:
-        put_u32(w, (uint32_t)a->count);
-        put(w, a->ints, (size_t)a->count * sizeof(int64_t));
+        mera_put_u32(w, (uint32_t)a->count);
+        mera_put_bytes(w, a->ints, (size_t)a->count * sizeof(int64_t));
         break;
     case MERA_ATTR_FLOATS:
-        put_u32(w, (uint32_t)a->count);
-        put(w, a->floats, (size_t)a->count * sizeof(double));
+        mera_put_u32(w, (uint32_t)a->count);
+        mera_put_bytes(w, a->floats, (size_t)a->count * sizeof(double));
         break;
     }
 }
@@ -130,55 +96,55 @@ mera_status mera_graph_serialize(const mera_graph *g, uint8_t **out, size_t *out
 {
     if (!host_is_little_endian())
         return mera_fail(err, MERA_ERR_UNSUPPORTED, "the binary IR format is only implemented on little-endian hosts");
-    writer w = {0};
+    mera_writer w = {0};
     /* header placeholder, filled in at the end */
     uint8_t zero[HEADER_SIZE] = {0};
-    put(&w, zero, sizeof zero);
+    mera_put_bytes(&w, zero, sizeof zero);
     put_str(&w, mera_graph_name(g));
     uint32_t items = 0;
     for (int id = 0; id < mera_graph_num_values(g); id++) {
         const mera_value *v = mera_graph_value(g, id);
         items += v->kind != MERA_VALUE_NODE || v->output_index == 0;
     }
-    put_u32(&w, items);
+    mera_put_u32(&w, items);
     for (int id = 0; id < mera_graph_num_values(g); id++) {
         const mera_value *v = mera_graph_value(g, id);
         if (v->kind == MERA_VALUE_NODE) {
             if (v->output_index != 0)
                 continue;
             const mera_node *n = mera_graph_node(g, v->producer);
-            put_u8(&w, ITEM_NODE);
+            mera_put_u8(&w, ITEM_NODE);
             put_str(&w, n->name);
             put_str(&w, mera_op_table[n->op].name);
-            put_u32(&w, (uint32_t)n->n_inputs);
+            mera_put_u32(&w, (uint32_t)n->n_inputs);
             for (int i = 0; i < n->n_inputs; i++)
-                put_i32(&w, n->inputs[i]);
-            put_u32(&w, (uint32_t)n->n_attrs);
+                mera_put_i32(&w, n->inputs[i]);
+            mera_put_u32(&w, (uint32_t)n->n_attrs);
             for (int i = 0; i < n->n_attrs; i++)
                 put_attr(&w, &n->attrs[i]);
-            put_u8(&w, n->source != NULL);
+            mera_put_u8(&w, n->source != NULL);
             if (n->source)
                 put_str(&w, n->source);
             continue;
         }
-        put_u8(&w, v->kind == MERA_VALUE_INPUT ? ITEM_INPUT : v->kind == MERA_VALUE_PARAM ? ITEM_PARAM : ITEM_CONST);
+        mera_put_u8(&w, v->kind == MERA_VALUE_INPUT ? ITEM_INPUT : v->kind == MERA_VALUE_PARAM ? ITEM_PARAM : ITEM_CONST);
         put_str(&w, v->name);
         put_type(&w, &v->type);
         if (v->kind == MERA_VALUE_CONST) {
             size_t nbytes = mera_type_nbytes(&v->type);
-            put_u64(&w, nbytes);
-            put(&w, v->data, nbytes);
+            mera_put_u64(&w, nbytes);
+            mera_put_bytes(&w, v->data, nbytes);
         }
     }
-    put_u32(&w, (uint32_t)mera_graph_num_outputs(g));
+    mera_put_u32(&w, (uint32_t)mera_graph_num_outputs(g));
     for (int i = 0; i < mera_graph_num_outputs(g); i++)
-        put_i32(&w, mera_graph_output(g, i));
+        mera_put_i32(&w, mera_graph_output(g, i));
     if (w.oom) {
         free(w.buf);
         return mera_fail(err, MERA_ERR_NOMEM, "out of memory serializing graph '%s'", mera_graph_name(g));
     }
     uint64_t payload_len = w.len - HEADER_SIZE;
-    uint64_t sum = fnv1a64(w.buf + HEADER_SIZE, payload_len);
+    uint64_t sum = checksum(w.buf + HEADER_SIZE, payload_len);
     uint32_t version = MERA_IR_FORMAT_VERSION, flags = 0;
     memcpy(w.buf, MERA_IR_MAGIC, 8);
     memcpy(w.buf + 8, &version, 4);
@@ -226,12 +192,20 @@ static int bad(reader *r, const char *fmt, const char *field, long long v)
     return -1;
 }
 
-static uint8_t get_u8(reader *r, const char *f) { uint8_t v = 0; take(r, &v, 1, f); return v; }
-static uint32_t get_u32(reader *r, const char *f) { uint32_t v = 0; take(r, &v, 4, f); return v; }
-static int32_t get_i32(reader *r, const char *f) { int32_t v = 0; take(r, &v, 4, f); return v; }
-static int64_t get_i64(reader *r, const char *f) { int64_t v = 0; take(r, &v, 8, f); return v; }
-static uint64_t get_u64(reader *r, const char *f) { uint64_t v = 0; take(r, &v, 8, f); return v; }
-static double get_f64(reader *r, const char *f) { double v = 0; take(r, &v, 8, f); return v; }
+/* nbytes little-endian bytes of the field f; 0 once reading has failed */
+static uint64_t get_le(reader *r, int nbytes, const char *f)
+{
+    uint8_t b[8] = {0};
+    take(r, b, (size_t)nbytes, f);
+    return mera_load_le(b, nbytes);
+}
+
+static uint8_t get_u8(reader *r, const char *f) { return (uint8_t)get_le(r, 1, f); }
+static uint32_t get_u32(reader *r, const char *f) { return (uint32_t)get_le(r, 4, f); }
+static int32_t get_i32(reader *r, const char *f) { return (int32_t)(uint32_t)get_le(r, 4, f); }
+static int64_t get_i64(reader *r, const char *f) { return (int64_t)get_le(r, 8, f); }
+static uint64_t get_u64(reader *r, const char *f) { return get_le(r, 8, f); }
+static double get_f64(reader *r, const char *f) { return mera_f64_from_bits(get_le(r, 8, f)); }
 
 /* A NUL-terminated arena copy of a length-prefixed string. */
 static char *get_str(reader *r, const char *field)
@@ -389,7 +363,7 @@ mera_graph *mera_graph_deserialize(const uint8_t *buf, size_t len, mera_error *e
                   (unsigned long long)payload_len, len - HEADER_SIZE);
         return NULL;
     }
-    if (fnv1a64(buf + HEADER_SIZE, payload_len) != sum) {
+    if (checksum(buf + HEADER_SIZE, payload_len) != sum) {
         mera_fail(err, MERA_ERR_FORMAT, "checksum mismatch: the data is corrupted");
         return NULL;
     }

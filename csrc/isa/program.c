@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "isa/isa.h"
+#include "util/bytes.h"
 
 #define DNA_MAGIC "MERADNA\n"
 #define DNA_MAGIC_LEN 8
@@ -75,70 +76,13 @@ const char *dna_opcode_name(int opcode)
     }
 }
 
-/* FNV-1a, 64 bits. */
-static uint64_t fnv1a64(const uint8_t *p, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 /* ---- writing ----------------------------------------------------------- */
 
-typedef struct {
-    uint8_t *buf;
-    size_t len, cap;
-    int oom;
-} writer;
-
-static void put_bytes(writer *w, const void *src, size_t n)
+static void put_tile(mera_writer *w, const dna_tile *t)
 {
-    if (w->oom)
-        return;
-    if (w->cap - w->len < n) {
-        size_t cap = w->cap ? w->cap : 1024;
-        while (cap - w->len < n) {
-            if (cap > SIZE_MAX / 2) {
-                w->oom = 1;
-                return;
-            }
-            cap *= 2;
-        }
-        uint8_t *b = realloc(w->buf, cap);
-        if (!b) {
-            w->oom = 1;
-            return;
-        }
-        w->buf = b;
-        w->cap = cap;
-    }
-    if (n)
-        memcpy(w->buf + w->len, src, n);
-    w->len += n;
-}
-
-static void put_u64(writer *w, uint64_t v, int nbytes)
-{
-    uint8_t b[8];
-    for (int i = 0; i < nbytes; i++)
-        b[i] = (uint8_t)(v >> (8 * i));
-    put_bytes(w, b, (size_t)nbytes);
-}
-
-static void put_u8(writer *w, uint8_t v) { put_u64(w, v, 1); }
-static void put_u16(writer *w, uint16_t v) { put_u64(w, v, 2); }
-static void put_u32(writer *w, uint32_t v) { put_u64(w, v, 4); }
-static void put_i32(writer *w, int32_t v) { put_u64(w, (uint32_t)v, 4); }
-static void put_i64(writer *w, int64_t v) { put_u64(w, (uint64_t)v, 8); }
-
-static void put_tile(writer *w, const dna_tile *t)
-{
-    put_u32(w, t->addr);
+    mera_put_u32(w, t->addr);
     for (int k = 0; k < 4; k++)
-        put_i32(w, t->ext[k]);
+        mera_put_i32(w, t->ext[k]);
 }
 
 static mera_status bad_arg(mera_error *err, const char *what)
@@ -163,63 +107,63 @@ mera_status dna_program_serialize(const dna_program *p, uint8_t **out, size_t *o
         return bad_arg(err, "bad value table");
     if (p->params_bytes < 0 || (p->params_bytes && !p->params_image))
         return bad_arg(err, "bad constant image");
-    writer w = {0};
-    put_bytes(&w, DNA_MAGIC, DNA_MAGIC_LEN);
-    put_u32(&w, DNA_ISA_VERSION);
+    mera_writer w = {0};
+    mera_put_bytes(&w, DNA_MAGIC, DNA_MAGIC_LEN);
+    mera_put_u32(&w, DNA_ISA_VERSION);
     char platform[32] = {0};
     /* at most 31 characters: the stored name is always NUL-terminated */
     for (size_t i = 0; i < sizeof platform - 1 && p->platform[i]; i++)
         platform[i] = p->platform[i];
-    put_bytes(&w, platform, sizeof platform);
-    put_i32(&w, p->n_layers);
+    mera_put_bytes(&w, platform, sizeof platform);
+    mera_put_i32(&w, p->n_layers);
     for (int i = 0; i < p->n_layers; i++) {
-        put_i32(&w, p->layers[i].node);
-        put_i32(&w, p->layers[i].reserved);
-        put_i64(&w, p->layers[i].macs);
+        mera_put_i32(&w, p->layers[i].node);
+        mera_put_i32(&w, p->layers[i].reserved);
+        mera_put_i64(&w, p->layers[i].macs);
     }
-    put_i32(&w, p->n_insns);
+    mera_put_i32(&w, p->n_insns);
     for (int i = 0; i < p->n_insns; i++) {
         const dna_insn *in = &p->insns[i];
-        put_u8(&w, in->opcode);
-        put_u8(&w, in->deps);
-        put_u16(&w, in->reserved);
-        put_i32(&w, in->layer);
+        mera_put_u8(&w, in->opcode);
+        mera_put_u8(&w, in->deps);
+        mera_put_u16(&w, in->reserved);
+        mera_put_i32(&w, in->layer);
         switch (in->opcode) {
         case DNA_LOAD:
         case DNA_STORE: {
             const dna_dma *d = &in->u.dma;
-            put_u8(&w, d->mem);
-            put_u8(&w, d->pad_value);
-            put_u16(&w, d->reserved);
-            put_i32(&w, d->rows);
-            put_i32(&w, d->cols);
-            put_i32(&w, d->run_bytes);
-            put_i32(&w, d->pad_top);
-            put_i32(&w, d->pad_bottom);
-            put_i32(&w, d->pad_left);
-            put_i32(&w, d->pad_right);
-            put_i64(&w, d->dram);
-            put_i64(&w, d->dram_row_stride);
-            put_i64(&w, d->dram_col_stride);
-            put_u32(&w, d->sram);
-            put_u32(&w, d->sram_row_stride);
-            put_u32(&w, d->sram_col_stride);
+            mera_put_u8(&w, d->mem);
+            mera_put_u8(&w, d->pad_value);
+            mera_put_u16(&w, d->reserved);
+            mera_put_i32(&w, d->rows);
+            mera_put_i32(&w, d->cols);
+            mera_put_i32(&w, d->run_bytes);
+            mera_put_i32(&w, d->pad_top);
+            mera_put_i32(&w, d->pad_bottom);
+            mera_put_i32(&w, d->pad_left);
+            mera_put_i32(&w, d->pad_right);
+            mera_put_i64(&w, d->dram);
+            mera_put_i64(&w, d->dram_row_stride);
+            mera_put_i64(&w, d->dram_col_stride);
+            mera_put_u32(&w, d->sram);
+            mera_put_u32(&w, d->sram_row_stride);
+            mera_put_u32(&w, d->sram_col_stride);
             break;
         }
         case DNA_CONV: {
             const dna_conv *c = &in->u.conv;
-            put_u32(&w, c->in_addr);
-            put_u32(&w, c->wgt_addr);
-            put_u32(&w, c->out_addr);
-            put_i32(&w, c->in_h);
-            put_i32(&w, c->in_w);
-            put_i32(&w, c->in_c);
-            put_i32(&w, c->out_h);
-            put_i32(&w, c->out_w);
-            put_i32(&w, c->oc0);
-            put_i32(&w, c->oc_n);
-            put_i32(&w, c->depthwise_saturate);
-            put_i64(&w, c->wgt_dram);
+            mera_put_u32(&w, c->in_addr);
+            mera_put_u32(&w, c->wgt_addr);
+            mera_put_u32(&w, c->out_addr);
+            mera_put_i32(&w, c->in_h);
+            mera_put_i32(&w, c->in_w);
+            mera_put_i32(&w, c->in_c);
+            mera_put_i32(&w, c->out_h);
+            mera_put_i32(&w, c->out_w);
+            mera_put_i32(&w, c->oc0);
+            mera_put_i32(&w, c->oc_n);
+            mera_put_i32(&w, c->depthwise_saturate);
+            mera_put_i64(&w, c->wgt_dram);
             break;
         }
         case DNA_VEC: {
@@ -230,10 +174,10 @@ mera_status dna_program_serialize(const dna_program *p, uint8_t **out, size_t *o
                                  "DNA program: cannot serialize: instruction %d (VEC): n_src %d not in [0, %d]", i,
                                  (int)v->n_src, DNA_MAX_SRC);
             }
-            put_i32(&w, v->n_src);
+            mera_put_i32(&w, v->n_src);
             put_tile(&w, &v->dst);
             for (int k = 0; k < 4; k++)
-                put_i32(&w, v->origin[k]);
+                mera_put_i32(&w, v->origin[k]);
             for (int s = 0; s < v->n_src; s++)
                 put_tile(&w, &v->src[s]);
             break;
@@ -246,28 +190,28 @@ mera_status dna_program_serialize(const dna_program *p, uint8_t **out, size_t *o
                              i, (int)in->opcode);
         }
     }
-    put_i32(&w, p->n_segments);
+    mera_put_i32(&w, p->n_segments);
     for (int i = 0; i < p->n_segments; i++) {
         const dna_segment *s = &p->segments[i];
-        put_i32(&w, s->kind);
-        put_i32(&w, s->node);
-        put_i32(&w, s->first);
-        put_i32(&w, s->count);
-        put_i64(&w, s->host_in_bytes);
-        put_i64(&w, s->host_out_bytes);
+        mera_put_i32(&w, s->kind);
+        mera_put_i32(&w, s->node);
+        mera_put_i32(&w, s->first);
+        mera_put_i32(&w, s->count);
+        mera_put_i64(&w, s->host_in_bytes);
+        mera_put_i64(&w, s->host_out_bytes);
     }
-    put_i32(&w, p->n_values);
+    mera_put_i32(&w, p->n_values);
     for (int i = 0; i < p->n_values; i++)
-        put_i64(&w, p->value_dram[i]);
-    put_i64(&w, p->params_bytes);
+        mera_put_i64(&w, p->value_dram[i]);
+    mera_put_i64(&w, p->params_bytes);
     if (p->params_bytes)
-        put_bytes(&w, p->params_image, (size_t)p->params_bytes);
-    put_i64(&w, p->dram_bytes);
-    put_u32(&w, p->act_bytes);
-    put_u32(&w, p->wgt_bytes);
-    put_u32(&w, p->acc_bytes);
+        mera_put_bytes(&w, p->params_image, (size_t)p->params_bytes);
+    mera_put_i64(&w, p->dram_bytes);
+    mera_put_u32(&w, p->act_bytes);
+    mera_put_u32(&w, p->wgt_bytes);
+    mera_put_u32(&w, p->acc_bytes);
     if (!w.oom)
-        put_u64(&w, fnv1a64(w.buf, w.len), 8);
+        mera_put_u64(&w, mera_fnv1a64(w.buf, w.len));
     if (w.oom) {
         free(w.buf);
         return mera_fail(err, MERA_ERR_NOMEM, "DNA program: out of memory serializing");
@@ -311,12 +255,7 @@ static const uint8_t *take(reader *r, size_t n, const char *what)
 static uint64_t get_le(reader *r, int nbytes, const char *what)
 {
     const uint8_t *p = take(r, (size_t)nbytes, what);
-    uint64_t v = 0;
-    if (!p)
-        return 0;
-    for (int i = 0; i < nbytes; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
+    return p ? mera_load_le(p, nbytes) : 0;
 }
 
 static uint8_t get_u8(reader *r, const char *what) { return (uint8_t)get_le(r, 1, what); }
@@ -646,7 +585,7 @@ dna_program *dna_program_deserialize(const uint8_t *buf, size_t len, int n_nodes
         mera_fail(err, MERA_ERR_FORMAT, "DNA program: truncated: %zu bytes, no version", len);
         return NULL;
     }
-    uint32_t version = (uint32_t)buf[8] | (uint32_t)buf[9] << 8 | (uint32_t)buf[10] << 16 | (uint32_t)buf[11] << 24;
+    uint32_t version = (uint32_t)mera_load_le(buf + DNA_MAGIC_LEN, 4);
     if (version != DNA_ISA_VERSION) {
         mera_fail(err, MERA_ERR_FORMAT,
                   "DNA program: ISA version %u, but this build reads version %u only; re-run the scheduler", version,
@@ -659,10 +598,7 @@ dna_program *dna_program_deserialize(const uint8_t *buf, size_t len, int n_nodes
         return NULL;
     }
     size_t body = len - DNA_CHECKSUM_LEN;
-    uint64_t want = 0;
-    for (int i = 0; i < 8; i++)
-        want |= (uint64_t)buf[body + i] << (8 * i);
-    if (fnv1a64(buf, body) != want) {
+    if (mera_fnv1a64(buf, body) != mera_load_le(buf + body, DNA_CHECKSUM_LEN)) {
         mera_fail(err, MERA_ERR_FORMAT, "DNA program: checksum mismatch (corrupt or truncated, %zu bytes)", len);
         return NULL;
     }

@@ -118,6 +118,52 @@ mera_kernel mera_kernel_select(int op, mera_numerics num)
     return ref;
 }
 
+mera_numerics mera_kernel_node_numerics(const mera_graph *g, const mera_node *node)
+{
+    const mera_type *t0 = &mera_graph_value(g, node->inputs[0])->type;
+    return t0->q.kind != MERA_QUANT_NONE ? MERA_NUMERICS_QUANT : MERA_NUMERICS_FLOAT;
+}
+
+mera_status mera_kernel_select_node(const mera_node *node, mera_numerics num, mera_kernel *k, mera_error *err)
+{
+    *k = mera_kernel_select(node->op, num);
+    if (!k->run)
+        return mera_fail(err, MERA_ERR_UNSUPPORTED, "node '%s' (%s): no %s kernel for this op", node->name,
+                         mera_op_table[node->op].name, num == MERA_NUMERICS_QUANT ? "quantized" : "float");
+    return MERA_OK;
+}
+
+void mera_kernel_node_args(const mera_graph *g, int n, const void *const *value_data, mera_kernel_args *a)
+{
+    const mera_node *node = mera_graph_node(g, n);
+    memset(a, 0, sizeof *a);
+    a->node = node;
+    a->n_inputs = node->n_inputs;
+    for (int i = 0; i < node->n_inputs; i++) {
+        int v = node->inputs[i];
+        if (v < 0)
+            continue;
+        a->in_types[i] = &mera_graph_value(g, v)->type;
+        a->in[i] = value_data ? value_data[v] : NULL;
+    }
+    a->n_outputs = node->n_outputs;
+    for (int o = 0; o < node->n_outputs; o++)
+        a->out_types[o] = &mera_graph_value(g, node->outputs[o])->type;
+}
+
+mera_status mera_kernel_prepare_node(const mera_kernel *k, const mera_graph *g, int n,
+                                     const void *const *value_data, void **state, mera_error *err)
+{
+    if (!k->prepare)
+        return MERA_OK;
+    mera_kernel_args a;
+    mera_kernel_node_args(g, n, value_data, &a);
+    mera_status st = k->prepare(&a, state, err);
+    if (st)
+        mera_error_prefix(err, "node '%s' (%s): ", a.node->name, mera_op_table[a.node->op].name);
+    return st;
+}
+
 /* Does the comma-separated list s name feature (or "all")? */
 static int masked(const char *s, const char *feature)
 {

@@ -71,4 +71,25 @@ typedef struct {
  *   MERA_CPU_FEATURES_MASK    see mera_cpu_features_get */
 mera_kernel mera_kernel_select(int op, mera_numerics num);
 
+/* ---- running graph nodes (the Interpreter backends and the DNA machine's
+ * host nodes) ---- */
+
+/* The numerics InterpreterHw runs node in: QUANT where its first input has
+ * quantization parameters, else FLOAT. */
+mera_numerics mera_kernel_node_numerics(const mera_graph *g, const mera_node *node);
+
+/* mera_kernel_select for node; where there is no kernel for (node's op,
+ * num), fails with MERA_ERR_UNSUPPORTED naming the node. */
+mera_status mera_kernel_select_node(const mera_node *node, mera_numerics num, mera_kernel *k, mera_error *err);
+
+/* The kernel args of graph node n: the node, its input and output types,
+ * and in[i] = value_data[v] for each present input v (NULL where
+ * value_data is NULL); out[] and state are NULL. */
+void mera_kernel_node_args(const mera_graph *g, int n, const void *const *value_data, mera_kernel_args *a);
+
+/* Runs k's prepare (if any) for graph node n, with the args of
+ * mera_kernel_node_args; an error is prefixed with the node's name and op. */
+mera_status mera_kernel_prepare_node(const mera_kernel *k, const mera_graph *g, int n,
+                                     const void *const *value_data, void **state, mera_error *err);
+
 #endif

@@ -99,57 +99,15 @@ static int64_t granule_no_single_channel(int64_t c)
 
 /* TensorIterator's row length for the (not permuted) walk of ref/
  * elementwise.c: the output's dimensions coalesced innermost first while
- * every operand stays contiguous across them (ti_row_len there, which
- * this mirrors). */
-#define SPLIT_QVEC_STEP 64 /* TI_QVEC_STEP of ref/elementwise.c */
-
-static void split_bcast_strides(const mera_type *t, const mera_type *out, int64_t *st)
-{
-    int64_t s = 1;
-    for (int i = out->rank - 1; i >= 0; i--) {
-        int j = i - (out->rank - t->rank);
-        if (j < 0) {
-            st[i] = 0;
-            continue;
-        }
-        st[i] = t->shape[j] == 1 ? 0 : s;
-        s *= t->shape[j];
-    }
-}
-
+ * every operand stays contiguous across them (ref_ti_row_len, shared with
+ * those kernels so that the two cannot disagree). */
 static int64_t ti_row(const mera_type *out, const mera_type *const *in, int n_in)
 {
-    int rank = out->rank;
-    int64_t shape[MERA_MAX_RANK], st[3][MERA_MAX_RANK], bs[2][MERA_MAX_RANK], s = 1;
-    for (int i = 0; i < n_in && i < 2; i++)
-        split_bcast_strides(in[i], out, bs[i]);
-    for (int k = 0; k < rank; k++) {
-        int d = rank - 1 - k;
-        shape[k] = out->shape[d];
-        st[0][k] = s;
-        st[1][k] = bs[0][d];
-        st[2][k] = n_in > 1 ? bs[1][d] : 0;
-        s *= out->shape[d];
-    }
-    int prev = 0;
-    for (int d = 1; d < rank; d++) {
-        int ok = shape[prev] == 1 || shape[d] == 1;
-        if (!ok)
-            ok = shape[prev] * st[0][prev] == st[0][d] && shape[prev] * st[1][prev] == st[1][d] &&
-                 shape[prev] * st[2][prev] == st[2][d];
-        if (ok) {
-            if (shape[prev] == 1)
-                for (int o = 0; o < 3; o++)
-                    st[o][prev] = st[o][d];
-            shape[prev] *= shape[d];
-        } else {
-            prev++;
-            for (int o = 0; o < 3; o++)
-                st[o][prev] = st[o][d];
-            shape[prev] = shape[d];
-        }
-    }
-    return shape[0];
+    int64_t sa[MERA_MAX_RANK], sb[MERA_MAX_RANK];
+    ref_bcast_strides(in[0], out, sa);
+    if (n_in > 1)
+        ref_bcast_strides(in[1], out, sb);
+    return ref_ti_row_len(out, sa, n_in > 1 ? sb : NULL);
 }
 
 /* add, mul, leaky_relu, hardswish, hardsigmoid, sigmoid (ref/elementwise.c):
@@ -185,7 +143,7 @@ static mera_split_rule rule_ti(const mera_node *node, const mera_type *const *in
     int64_t row = ti_row(out, in, n_in);
     if (row <= R)
         return rule(MERA_SPLIT_ROWS, 1);
-    return rule(MERA_SPLIT_ROWS, SPLIT_QVEC_STEP / gcd64(R, SPLIT_QVEC_STEP));
+    return rule(MERA_SPLIT_ROWS, REF_TI_QVEC_STEP / gcd64(R, REF_TI_QVEC_STEP));
 }
 
 /* concat (ref/shape.c): every element is requantized from its own input's

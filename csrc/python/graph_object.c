@@ -699,12 +699,5 @@ PyTypeObject PyMeraGraph_Type = {
 
 int pymera_graph_init_type(PyObject *module)
 {
-    if (PyType_Ready(&PyMeraGraph_Type) < 0)
-        return -1;
-    Py_INCREF(&PyMeraGraph_Type);
-    if (PyModule_AddObject(module, "Graph", (PyObject *)&PyMeraGraph_Type) < 0) {
-        Py_DECREF(&PyMeraGraph_Type);
-        return -1;
-    }
-    return 0;
+    return pymera_add_type(module, &PyMeraGraph_Type, "Graph");
 }

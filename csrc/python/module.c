@@ -70,6 +70,18 @@ PyObject *pymera_reraise_as(mera_status code, const char *fmt, ...)
     return NULL;
 }
 
+int pymera_add_type(PyObject *module, PyTypeObject *type, const char *name)
+{
+    if (PyType_Ready(type) < 0)
+        return -1;
+    Py_INCREF(type);
+    if (PyModule_AddObject(module, name, (PyObject *)type) < 0) {
+        Py_DECREF(type);
+        return -1;
+    }
+    return 0;
+}
+
 int pymera_dtype_to_npy(mera_dtype t)
 {
     switch (t) {

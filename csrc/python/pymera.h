@@ -23,6 +23,10 @@ PyObject *pymera_raise_code(mera_status code, const char *fmt, ...);
  * it by the mera.errors class for code, with "<context>: <old message>". */
 PyObject *pymera_reraise_as(mera_status code, const char *fmt, ...);
 
+/* PyType_Ready(type), then add it to module as name; -1 with an exception
+ * on failure. */
+int pymera_add_type(PyObject *module, PyTypeObject *type, const char *name);
+
 int pymera_dtype_to_npy(mera_dtype t);
 int pymera_npy_to_dtype(int npy, mera_dtype *out);
 

@@ -114,7 +114,19 @@ fail:
     return -1;
 }
 
-int pymera_run_io_begin(pymera_run_io *io, const mera_graph *g, const int *input_ids, int n_inputs, PyObject *arg)
+/* One run's inputs and outputs: run_io_begin checks arg and allocates the
+ * output arrays; io->ins / io->outs are the pointers to pass to the backend
+ * (io->seq keeps the input arrays alive). run_io_end(io, ok) returns the
+ * list of outputs when ok, else NULL (the caller has set the exception),
+ * and frees the rest. */
+typedef struct {
+    PyObject *seq;
+    PyObject *result;
+    const void **ins;
+    void **outs;
+} pymera_run_io;
+
+static int run_io_begin(pymera_run_io *io, const mera_graph *g, const int *input_ids, int n_inputs, PyObject *arg)
 {
     memset(io, 0, sizeof *io);
     io->seq = PySequence_Fast(arg, "inputs must be a sequence of arrays");
@@ -156,7 +168,7 @@ int pymera_run_io_begin(pymera_run_io *io, const mera_graph *g, const int *input
     return 0;
 }
 
-PyObject *pymera_run_io_end(pymera_run_io *io, int ok)
+static PyObject *run_io_end(pymera_run_io *io, int ok)
 {
     PyObject *result = io->result;
     PyMem_Free(io->ins);
@@ -168,4 +180,148 @@ PyObject *pymera_run_io_end(pymera_run_io *io, int ok)
     }
     memset(io, 0, sizeof *io);
     return result;
+}
+
+PyObject *pymera_run(const mera_graph *g, const int *input_ids, int n_inputs, PyObject *arg, pymera_run_fn run,
+                     const void *compiled)
+{
+    pymera_run_io io;
+    if (run_io_begin(&io, g, input_ids, n_inputs, arg))
+        return run_io_end(&io, 0);
+    mera_error err;
+    mera_status st;
+    /* io.seq holds the input arrays alive while the GIL is released */
+    Py_BEGIN_ALLOW_THREADS
+    st = run(compiled, io.ins, io.outs, &err);
+    Py_END_ALLOW_THREADS
+    if (st)
+        pymera_raise(&err);
+    return run_io_end(&io, !st);
+}
+
+PyObject *pymera_int_list(const int *v, int n)
+{
+    PyObject *l = PyList_New(n);
+    for (int i = 0; l && i < n; i++)
+        PyList_SET_ITEM(l, i, PyLong_FromLong(v[i]));
+    return l;
+}
+
+/* ---- platform overrides and scheduler options (Sim and prepare_deploy) ---- */
+
+/* Apply {field: value} overrides of MERA_ARCH_PARAMS to p. */
+int pymera_apply_arch_overrides(mera_platform *p, PyObject *overrides)
+{
+    if (overrides == Py_None)
+        return 0;
+    if (!PyDict_Check(overrides)) {
+        pymera_raise_code(MERA_ERR_INVALID, "arch overrides must be a dict, got %s", Py_TYPE(overrides)->tp_name);
+        return -1;
+    }
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(overrides, &pos, &key, &value)) {
+        const char *k = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key) : NULL;
+        if (!k) {
+            PyErr_Clear();
+            pymera_raise_code(MERA_ERR_INVALID, "arch overrides: keys must be strings");
+            return -1;
+        }
+        int found = 0;
+#define X(field, type, unit, doc)                                                                           \
+        if (!found && strcmp(k, #field) == 0) {                                                             \
+            found = 1;                                                                                      \
+            if (PyBool_Check(value) || !(PyLong_Check(value) || (_Generic((type)0, double: 1, default: 0) && \
+                                                                  PyFloat_Check(value)))) {                 \
+                pymera_raise_code(MERA_ERR_INVALID, "arch override '%s' (%s) must be %s", #field, unit,     \
+                                  _Generic((type)0, double: "a number", default: "an int"));                \
+                return -1;                                                                                  \
+            }                                                                                               \
+            double dv = PyFloat_AsDouble(value);                                                            \
+            if (dv == -1.0 && PyErr_Occurred())                                                             \
+                return -1;                                                                                  \
+            if (!(dv > 0)) {                                                                                \
+                pymera_raise_code(MERA_ERR_INVALID, "arch override '%s' (%s) must be positive, got %g",     \
+                                  #field, unit, dv);                                                        \
+                return -1;                                                                                  \
+            }                                                                                               \
+            if (_Generic((type)0, double: 1, default: 0)) {                                                 \
+                p->field = (type)dv;                                                                        \
+            } else {                                                                                        \
+                long long lv = PyLong_AsLongLong(value);                                                    \
+                if (lv == -1 && PyErr_Occurred())                                                           \
+                    return -1;                                                                              \
+                p->field = (type)lv;                                                                        \
+            }                                                                                               \
+        }
+        MERA_ARCH_PARAMS(X)
+#undef X
+        if (!found) {
+            pymera_raise_code(MERA_ERR_INVALID, "arch overrides: unknown hardware parameter '%s'", k);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* sched dict: mode ("Fast" | "Slow"), max_tile_height, max_tile_width, compiler_workers. */
+int pymera_parse_sched(mera_sched_options *opt, PyObject *sched)
+{
+    memset(opt, 0, sizeof *opt);
+    opt->mode = MERA_SCHED_FAST;
+    opt->workers = 1;
+    if (sched == Py_None)
+        return 0;
+    if (!PyDict_Check(sched)) {
+        pymera_raise_code(MERA_ERR_INVALID, "sched options must be a dict, got %s", Py_TYPE(sched)->tp_name);
+        return -1;
+    }
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(sched, &pos, &key, &value)) {
+        const char *k = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key) : NULL;
+        if (!k) {
+            PyErr_Clear();
+            pymera_raise_code(MERA_ERR_INVALID, "sched options: keys must be strings");
+            return -1;
+        }
+        if (strcmp(k, "mode") == 0) {
+            const char *m = PyUnicode_Check(value) ? PyUnicode_AsUTF8(value) : NULL;
+            if (m && strcmp(m, "Fast") == 0)
+                opt->mode = MERA_SCHED_FAST;
+            else if (m && strcmp(m, "Slow") == 0)
+                opt->mode = MERA_SCHED_SLOW;
+            else {
+                PyErr_Clear();
+                pymera_raise_code(MERA_ERR_INVALID, "sched option 'mode' must be \"Fast\" or \"Slow\"");
+                return -1;
+            }
+            continue;
+        }
+        int which = strcmp(k, "max_tile_height") == 0 ? 0 : strcmp(k, "max_tile_width") == 0 ? 1
+                  : strcmp(k, "compiler_workers") == 0 ? 2 : -1;
+        if (which < 0) {
+            pymera_raise_code(MERA_ERR_INVALID,
+                              "sched options: unknown key '%s' (mode, max_tile_height, max_tile_width, "
+                              "compiler_workers)", k);
+            return -1;
+        }
+        if (value == Py_None)
+            continue;
+        long long v = (PyLong_Check(value) && !PyBool_Check(value)) ? PyLong_AsLongLong(value) : -1;
+        if (v == -1 && PyErr_Occurred())
+            PyErr_Clear();
+        if (v < 0 || (which == 2 && v > 1024)) {
+            pymera_raise_code(MERA_ERR_INVALID, "sched option '%s' must be an int >= 0%s", k,
+                              which == 2 ? " and <= 1024" : "");
+            return -1;
+        }
+        if (which == 0)
+            opt->max_tile_height = v;
+        else if (which == 1)
+            opt->max_tile_width = v;
+        else
+            opt->workers = (int)v;
+    }
+    return 0;
 }

@@ -6,6 +6,9 @@
 
 #include "python/pymera.h"
 
+#include "arch/platform.h"
+#include "sched/sched.h"
+
 /* Check that obj is an ndarray of exactly the declared type, C-contiguous,
  * aligned and in native byte order. Returns a borrowed reference or NULL
  * with a mera.RuntimeInputError naming kind ("input", "param") and name. */
@@ -23,20 +26,26 @@ PyArrayObject *pymera_check_array(PyObject *obj, const mera_type *t, const char 
 int pymera_bind_params(const mera_graph *g, PyObject *params, PyObject **plist, const void ***data,
                        int **input_ids, int *n_inputs);
 
-/* One run's inputs and outputs: pymera_run_io_begin checks arg (a sequence
- * of n_inputs arrays, in input_ids order) and allocates the output arrays;
- * while the GIL is released, io->ins / io->outs are the pointers to pass
- * to the backend (io->seq keeps the input arrays alive). End with
- * pymera_run_io_end(io, ok): returns the list of outputs when ok, else
- * NULL (the caller has set the exception), and frees the rest. */
-typedef struct {
-    PyObject *seq;
-    PyObject *result;
-    const void **ins;
-    void **outs;
-} pymera_run_io;
+/* The backend call of one run: compiled is an Interp's mera_interp or a
+ * Sim's dna_machine. Called with the GIL released. */
+typedef mera_status (*pymera_run_fn)(const void *compiled, const void *const *inputs, void *const *outputs,
+                                     mera_error *err);
 
-int pymera_run_io_begin(pymera_run_io *io, const mera_graph *g, const int *input_ids, int n_inputs, PyObject *arg);
-PyObject *pymera_run_io_end(pymera_run_io *io, int ok);
+/* One run of a compiled graph: checks arg (a sequence of n_inputs arrays,
+ * in input_ids order), allocates the output arrays and calls run with the
+ * GIL released. Returns the list of outputs, or NULL with an exception. */
+PyObject *pymera_run(const mera_graph *g, const int *input_ids, int n_inputs, PyObject *arg, pymera_run_fn run,
+                     const void *compiled);
+
+/* A new list of the ints v[0], ..., v[n-1] (input_ids() of Interp and Sim). */
+PyObject *pymera_int_list(const int *v, int n);
+
+/* Apply an {name: value} dict of MERA_ARCH_PARAMS overrides (None: none)
+ * to the platform copy p. -1 with a mera error naming the key on failure. */
+int pymera_apply_arch_overrides(mera_platform *p, PyObject *overrides);
+
+/* Parse the sched dict of config.simulator_options (None: the defaults):
+ * mode ("Fast" | "Slow"), max_tile_height, max_tile_width, compiler_workers. */
+int pymera_parse_sched(mera_sched_options *opt, PyObject *sched);
 
 #endif

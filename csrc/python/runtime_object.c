@@ -73,20 +73,14 @@ static PyObject *interp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
+static mera_status run_interp(const void *it, const void *const *inputs, void *const *outputs, mera_error *err)
+{
+    return mera_interp_run(it, inputs, outputs, err);
+}
+
 static PyObject *interp_run(PyMeraInterp *self, PyObject *arg)
 {
-    pymera_run_io io;
-    if (pymera_run_io_begin(&io, self->graph->g, self->input_ids, self->n_inputs, arg))
-        return pymera_run_io_end(&io, 0);
-    mera_error err;
-    mera_status st;
-    /* io.seq holds the input arrays alive while the GIL is released */
-    Py_BEGIN_ALLOW_THREADS
-    st = mera_interp_run(self->it, io.ins, io.outs, &err);
-    Py_END_ALLOW_THREADS
-    if (st)
-        pymera_raise(&err);
-    return pymera_run_io_end(&io, !st);
+    return pymera_run(self->graph->g, self->input_ids, self->n_inputs, arg, run_interp, self->it);
 }
 
 static PyObject *interp_arena_bytes(PyMeraInterp *self, PyObject *Py_UNUSED(unused))
@@ -96,10 +90,7 @@ static PyObject *interp_arena_bytes(PyMeraInterp *self, PyObject *Py_UNUSED(unus
 
 static PyObject *interp_input_ids(PyMeraInterp *self, PyObject *Py_UNUSED(unused))
 {
-    PyObject *l = PyList_New(self->n_inputs);
-    for (int i = 0; l && i < self->n_inputs; i++)
-        PyList_SET_ITEM(l, i, PyLong_FromLong(self->input_ids[i]));
-    return l;
+    return pymera_int_list(self->input_ids, self->n_inputs);
 }
 
 static PyMethodDef interp_methods[] = {
@@ -122,12 +113,5 @@ static PyTypeObject PyMeraInterp_Type = {
 
 int pymera_runtime_init_type(PyObject *module)
 {
-    if (PyType_Ready(&PyMeraInterp_Type) < 0)
-        return -1;
-    Py_INCREF(&PyMeraInterp_Type);
-    if (PyModule_AddObject(module, "Interp", (PyObject *)&PyMeraInterp_Type) < 0) {
-        Py_DECREF(&PyMeraInterp_Type);
-        return -1;
-    }
-    return 0;
+    return pymera_add_type(module, &PyMeraInterp_Type, "Interp");
 }

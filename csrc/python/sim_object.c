@@ -43,123 +43,6 @@ static void sim_dealloc(PyMeraSim *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* Apply {field: value} overrides of MERA_ARCH_PARAMS to p. */
-static int apply_overrides(mera_platform *p, PyObject *overrides)
-{
-    if (overrides == Py_None)
-        return 0;
-    if (!PyDict_Check(overrides)) {
-        pymera_raise_code(MERA_ERR_INVALID, "arch overrides must be a dict, got %s", Py_TYPE(overrides)->tp_name);
-        return -1;
-    }
-    PyObject *key, *value;
-    Py_ssize_t pos = 0;
-    while (PyDict_Next(overrides, &pos, &key, &value)) {
-        const char *k = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key) : NULL;
-        if (!k) {
-            PyErr_Clear();
-            pymera_raise_code(MERA_ERR_INVALID, "arch overrides: keys must be strings");
-            return -1;
-        }
-        int found = 0;
-#define X(field, type, unit, doc)                                                                           \
-        if (!found && strcmp(k, #field) == 0) {                                                             \
-            found = 1;                                                                                      \
-            if (PyBool_Check(value) || !(PyLong_Check(value) || (_Generic((type)0, double: 1, default: 0) && \
-                                                                  PyFloat_Check(value)))) {                 \
-                pymera_raise_code(MERA_ERR_INVALID, "arch override '%s' (%s) must be %s", #field, unit,     \
-                                  _Generic((type)0, double: "a number", default: "an int"));                \
-                return -1;                                                                                  \
-            }                                                                                               \
-            double dv = PyFloat_AsDouble(value);                                                            \
-            if (dv == -1.0 && PyErr_Occurred())                                                             \
-                return -1;                                                                                  \
-            if (!(dv > 0)) {                                                                                \
-                pymera_raise_code(MERA_ERR_INVALID, "arch override '%s' (%s) must be positive, got %g",     \
-                                  #field, unit, dv);                                                        \
-                return -1;                                                                                  \
-            }                                                                                               \
-            if (_Generic((type)0, double: 1, default: 0)) {                                                 \
-                p->field = (type)dv;                                                                        \
-            } else {                                                                                        \
-                long long lv = PyLong_AsLongLong(value);                                                    \
-                if (lv == -1 && PyErr_Occurred())                                                           \
-                    return -1;                                                                              \
-                p->field = (type)lv;                                                                        \
-            }                                                                                               \
-        }
-        MERA_ARCH_PARAMS(X)
-#undef X
-        if (!found) {
-            pymera_raise_code(MERA_ERR_INVALID, "arch overrides: unknown hardware parameter '%s'", k);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* sched dict: mode ("Fast" | "Slow"), max_tile_height, max_tile_width, compiler_workers. */
-static int parse_sched(mera_sched_options *opt, PyObject *sched)
-{
-    memset(opt, 0, sizeof *opt);
-    opt->mode = MERA_SCHED_FAST;
-    opt->workers = 1;
-    if (sched == Py_None)
-        return 0;
-    if (!PyDict_Check(sched)) {
-        pymera_raise_code(MERA_ERR_INVALID, "sched options must be a dict, got %s", Py_TYPE(sched)->tp_name);
-        return -1;
-    }
-    PyObject *key, *value;
-    Py_ssize_t pos = 0;
-    while (PyDict_Next(sched, &pos, &key, &value)) {
-        const char *k = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key) : NULL;
-        if (!k) {
-            PyErr_Clear();
-            pymera_raise_code(MERA_ERR_INVALID, "sched options: keys must be strings");
-            return -1;
-        }
-        if (strcmp(k, "mode") == 0) {
-            const char *m = PyUnicode_Check(value) ? PyUnicode_AsUTF8(value) : NULL;
-            if (m && strcmp(m, "Fast") == 0)
-                opt->mode = MERA_SCHED_FAST;
-            else if (m && strcmp(m, "Slow") == 0)
-                opt->mode = MERA_SCHED_SLOW;
-            else {
-                PyErr_Clear();
-                pymera_raise_code(MERA_ERR_INVALID, "sched option 'mode' must be \"Fast\" or \"Slow\"");
-                return -1;
-            }
-            continue;
-        }
-        int which = strcmp(k, "max_tile_height") == 0 ? 0 : strcmp(k, "max_tile_width") == 0 ? 1
-                  : strcmp(k, "compiler_workers") == 0 ? 2 : -1;
-        if (which < 0) {
-            pymera_raise_code(MERA_ERR_INVALID,
-                              "sched options: unknown key '%s' (mode, max_tile_height, max_tile_width, "
-                              "compiler_workers)", k);
-            return -1;
-        }
-        if (value == Py_None)
-            continue;
-        long long v = (PyLong_Check(value) && !PyBool_Check(value)) ? PyLong_AsLongLong(value) : -1;
-        if (v == -1 && PyErr_Occurred())
-            PyErr_Clear();
-        if (v < 0 || (which == 2 && v > 1024)) {
-            pymera_raise_code(MERA_ERR_INVALID, "sched option '%s' must be an int >= 0%s", k,
-                              which == 2 ? " and <= 1024" : "");
-            return -1;
-        }
-        if (which == 0)
-            opt->max_tile_height = v;
-        else if (which == 1)
-            opt->max_tile_width = v;
-        else
-            opt->workers = (int)v;
-    }
-    return 0;
-}
-
 static PyObject *sim_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"graph", "platform", "arch_overrides", "sched", "params", NULL};
@@ -172,13 +55,13 @@ static PyObject *sim_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (!base)
         return pymera_raise_code(MERA_ERR_INVALID, "unknown platform '%s'", platform);
     mera_sched_options opt;
-    if (parse_sched(&opt, sched))
+    if (pymera_parse_sched(&opt, sched))
         return NULL;
     mera_platform *plat = PyMem_Malloc(sizeof *plat);
     if (!plat)
         return PyErr_NoMemory();
     *plat = *base; /* name, alias and note point into the static table */
-    if (apply_overrides(plat, overrides)) {
+    if (pymera_apply_arch_overrides(plat, overrides)) {
         PyMem_Free(plat);
         return NULL;
     }
@@ -226,20 +109,14 @@ static PyObject *sim_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
+static mera_status run_machine(const void *m, const void *const *inputs, void *const *outputs, mera_error *err)
+{
+    return dna_machine_run(m, inputs, outputs, err);
+}
+
 static PyObject *sim_run(PyMeraSim *self, PyObject *arg)
 {
-    pymera_run_io io;
-    if (pymera_run_io_begin(&io, self->graph->g, self->input_ids, self->n_inputs, arg))
-        return pymera_run_io_end(&io, 0);
-    mera_error err;
-    mera_status st;
-    /* io.seq holds the input arrays alive while the GIL is released */
-    Py_BEGIN_ALLOW_THREADS
-    st = dna_machine_run(self->m, io.ins, io.outs, &err);
-    Py_END_ALLOW_THREADS
-    if (st)
-        pymera_raise(&err);
-    return pymera_run_io_end(&io, !st);
+    return pymera_run(self->graph->g, self->input_ids, self->n_inputs, arg, run_machine, self->m);
 }
 
 static const char *node_name(const mera_graph *g, int node)
@@ -396,10 +273,7 @@ static PyObject *sim_platform(PyMeraSim *self, PyObject *Py_UNUSED(unused))
 
 static PyObject *sim_input_ids(PyMeraSim *self, PyObject *Py_UNUSED(unused))
 {
-    PyObject *l = PyList_New(self->n_inputs);
-    for (int i = 0; l && i < self->n_inputs; i++)
-        PyList_SET_ITEM(l, i, PyLong_FromLong(self->input_ids[i]));
-    return l;
+    return pymera_int_list(self->input_ids, self->n_inputs);
 }
 
 static PyMethodDef sim_methods[] = {
@@ -430,12 +304,5 @@ static PyTypeObject PyMeraSim_Type = {
 
 int pymera_sim_init_type(PyObject *module)
 {
-    if (PyType_Ready(&PyMeraSim_Type) < 0)
-        return -1;
-    Py_INCREF(&PyMeraSim_Type);
-    if (PyModule_AddObject(module, "Sim", (PyObject *)&PyMeraSim_Type) < 0) {
-        Py_DECREF(&PyMeraSim_Type);
-        return -1;
-    }
-    return 0;
+    return pymera_add_type(module, &PyMeraSim_Type, "Sim");
 }

@@ -19,6 +19,7 @@
 #include "kernels/split.h"
 #include "sched/emit.h"
 #include "sched/plan.h"
+#include "util/firstfit.h"
 
 #define ALIGN 64
 
@@ -66,39 +67,6 @@ static mera_status bind_data(sched_ctx *c, const void *const *param_data, mera_e
 
 /* ---- DRAM allocation by liveness --------------------------------------- */
 
-typedef struct {
-    int64_t off, size;
-} block;
-
-static int64_t place(block *live, int *n_live, int64_t size, int64_t *peak)
-{
-    int64_t at = 0;
-    int i = 0;
-    for (; i < *n_live; i++) {
-        if (live[i].off - at >= size)
-            break;
-        at = live[i].off + live[i].size;
-    }
-    memmove(&live[i + 1], &live[i], (size_t)(*n_live - i) * sizeof *live);
-    live[i].off = at;
-    live[i].size = size;
-    (*n_live)++;
-    if (at + size > *peak)
-        *peak = at + size;
-    return at;
-}
-
-static void unplace(block *live, int *n_live, int64_t off)
-{
-    for (int i = 0; i < *n_live; i++)
-        if (live[i].off == off) {
-            memmove(&live[i], &live[i + 1], (size_t)(*n_live - i - 1) * sizeof *live);
-            (*n_live)--;
-            return;
-        }
-    MERA_BUG("released a DRAM block that is not live");
-}
-
 /* Every graph input and node output gets DRAM above base. Outputs of a node
  * are placed before its inputs are released, so a layer never writes over
  * what it reads. */
@@ -107,38 +75,27 @@ static mera_status allocate_dram(sched_ctx *c, int64_t base, int64_t *end, mera_
     const mera_graph *g = c->g;
     int nv = mera_graph_num_values(g), nn = mera_graph_num_nodes(g);
     int *last = malloc((size_t)nv * sizeof *last);
-    block *live = malloc((size_t)(nv + 1) * sizeof *live);
-    if (!last || !live) {
+    mera_firstfit ff;
+    if (mera_firstfit_init(&ff, nv + 1) || !last) {
         free(last);
-        free(live);
+        mera_firstfit_free(&ff);
         return mera_fail(err, MERA_ERR_NOMEM, "out of memory allocating DRAM");
     }
-    for (int v = 0; v < nv; v++) {
-        last[v] = -1;
+    mera_graph_last_uses(g, last);
+    for (int v = 0; v < nv; v++)
         c->value_dram[v] = -1;
-    }
-    for (int n = 0; n < nn; n++) {
-        const mera_node *node = mera_graph_node(g, n);
-        for (int i = 0; i < node->n_inputs; i++)
-            if (node->inputs[i] >= 0)
-                last[node->inputs[i]] = n;
-    }
-    for (int i = 0; i < mera_graph_num_outputs(g); i++)
-        last[mera_graph_output(g, i)] = nn;
-    int n_live = 0;
-    int64_t peak = 0;
     for (int i = 0; i < mera_graph_num_inputs(g); i++) {
         int v = mera_graph_input(g, i);
         if (mera_graph_value(g, v)->kind == MERA_VALUE_INPUT)
-            c->value_dram[v] = place(live, &n_live, align_up((int64_t)mera_type_nbytes(&mera_graph_value(g, v)->type)),
-                                     &peak);
+            c->value_dram[v] =
+                mera_firstfit_place(&ff, align_up((int64_t)mera_type_nbytes(&mera_graph_value(g, v)->type)));
     }
     for (int n = 0; n < nn; n++) {
         const mera_node *node = mera_graph_node(g, n);
         for (int o = 0; o < node->n_outputs; o++) {
             int v = node->outputs[o];
             c->value_dram[v] =
-                place(live, &n_live, align_up((int64_t)mera_type_nbytes(&mera_graph_value(g, v)->type)), &peak);
+                mera_firstfit_place(&ff, align_up((int64_t)mera_type_nbytes(&mera_graph_value(g, v)->type)));
             if (last[v] < 0) /* unused output */
                 last[v] = n;
         }
@@ -150,20 +107,20 @@ static mera_status allocate_dram(sched_ctx *c, int64_t base, int64_t *end, mera_
             for (int j = 0; j < i; j++)
                 dup |= node->inputs[j] == v;
             if (!dup)
-                unplace(live, &n_live, c->value_dram[v]);
+                mera_firstfit_release(&ff, c->value_dram[v]);
         }
         for (int o = 0; o < node->n_outputs; o++) {
             int v = node->outputs[o];
             if (last[v] == n)
-                unplace(live, &n_live, c->value_dram[v]);
+                mera_firstfit_release(&ff, c->value_dram[v]);
         }
     }
     for (int v = 0; v < nv; v++)
         if (c->value_dram[v] >= 0)
             c->value_dram[v] += base;
-    *end = base + peak;
+    *end = base + ff.peak;
     free(last);
-    free(live);
+    mera_firstfit_free(&ff);
     return MERA_OK;
 }
 

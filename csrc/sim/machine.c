@@ -643,47 +643,17 @@ static mera_status make_vec_prep(dna_machine *m, int i, vec_prep **out, mera_err
 
 /* ---- host nodes ---------------------------------------------------------- */
 
-static void host_node_args(const dna_machine *m, int n, mera_kernel_args *a)
-{
-    const mera_node *node = mera_graph_node(m->g, n);
-    memset(a, 0, sizeof *a);
-    a->node = node;
-    a->n_inputs = node->n_inputs;
-    for (int i = 0; i < node->n_inputs; i++) {
-        int v = node->inputs[i];
-        if (v < 0)
-            continue;
-        a->in_types[i] = &mera_graph_value(m->g, v)->type;
-        a->in[i] = m->value_data[v];
-    }
-    a->n_outputs = node->n_outputs;
-    for (int o = 0; o < node->n_outputs; o++)
-        a->out_types[o] = &mera_graph_value(m->g, node->outputs[o])->type;
-}
-
 /* The kernel InterpreterHw runs for node n, prepared the same way. */
 static mera_status prepare_host_node(dna_machine *m, int n, mera_error *err)
 {
     if (m->host_ready[n])
         return MERA_OK;
     const mera_node *node = mera_graph_node(m->g, n);
-    const mera_type *t0 = &mera_graph_value(m->g, node->inputs[0])->type;
-    mera_numerics num = is_quantized(t0) ? MERA_NUMERICS_QUANT : MERA_NUMERICS_FLOAT;
-    m->host_k[n] = mera_kernel_select(node->op, num);
-    if (!m->host_k[n].run)
-        return mera_fail(err, MERA_ERR_UNSUPPORTED, "node '%s' (%s): no %s kernel for this op", node->name,
-                         mera_op_table[node->op].name, num == MERA_NUMERICS_QUANT ? "quantized" : "float");
+    mera_status st = mera_kernel_select_node(node, mera_kernel_node_numerics(m->g, node), &m->host_k[n], err);
+    if (st)
+        return st;
     m->host_ready[n] = 1;
-    if (m->host_k[n].prepare) {
-        mera_kernel_args a;
-        host_node_args(m, n, &a);
-        mera_status st = m->host_k[n].prepare(&a, &m->host_state[n], err);
-        if (st) {
-            mera_error_prefix(err, "node '%s' (%s): ", node->name, mera_op_table[node->op].name);
-            return st;
-        }
-    }
-    return MERA_OK;
+    return mera_kernel_prepare_node(&m->host_k[n], m->g, n, m->value_data, &m->host_state[n], err);
 }
 
 /* ---- load ---------------------------------------------------------------- */
@@ -1088,7 +1058,7 @@ static mera_status exec_host(run_ctx *r, int n, mera_error *err)
     const dna_machine *m = r->m;
     const mera_node *node = mera_graph_node(m->g, n);
     mera_kernel_args a;
-    host_node_args(m, n, &a);
+    mera_kernel_node_args(m->g, n, m->value_data, &a);
     for (int i = 0; i < node->n_inputs; i++)
         if (node->inputs[i] >= 0)
             a.in[i] = value_read(r, node->inputs[i]);

@@ -5,77 +5,7 @@
 #include <string.h>
 
 #include "ir/ir.h"
-
-static int passed, failed;
-
-#define CHECK(cond)                                                            \
-    do {                                                                       \
-        if (cond)                                                              \
-            passed++;                                                          \
-        else {                                                                 \
-            failed++;                                                          \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                      \
-    } while (0)
-
-#define CHECK_MSG(err, needle)                                                         \
-    do {                                                                               \
-        if (strstr((err).msg, (needle)))                                               \
-            passed++;                                                                  \
-        else {                                                                         \
-            failed++;                                                                  \
-            fprintf(stderr, "%s:%d: message \"%s\" lacks \"%s\"\n", __FILE__, __LINE__, \
-                    (err).msg, (needle));                                              \
-        }                                                                              \
-    } while (0)
-
-static mera_type tensor(mera_dtype dt, int rank, const int64_t *shape)
-{
-    mera_type t;
-    memset(&t, 0, sizeof t);
-    t.dtype = dt;
-    t.rank = rank;
-    for (int i = 0; i < rank; i++)
-        t.shape[i] = shape[i];
-    return t;
-}
-
-static mera_attr ints(const char *key, int n, const int64_t *v)
-{
-    mera_attr a = {0};
-    a.key = key;
-    a.kind = MERA_ATTR_INTS;
-    a.count = n;
-    a.ints = v;
-    return a;
-}
-
-static mera_attr str(const char *key, const char *s)
-{
-    mera_attr a = {0};
-    a.key = key;
-    a.kind = MERA_ATTR_STRING;
-    a.s = s;
-    return a;
-}
-
-static mera_attr flt(const char *key, double f)
-{
-    mera_attr a = {0};
-    a.key = key;
-    a.kind = MERA_ATTR_FLOAT;
-    a.f = f;
-    return a;
-}
-
-static mera_attr integer(const char *key, int64_t i)
-{
-    mera_attr a = {0};
-    a.key = key;
-    a.kind = MERA_ATTR_INT;
-    a.i = i;
-    return a;
-}
+#include "testutil.h"
 
 /* A small float conv net: conv(pad 1, stride 2) -> relu -> maxpool -> flatten -> dense. */
 static mera_graph *small_net(void)
@@ -215,11 +145,7 @@ static void test_errors(void)
     CHECK(mera_graph_add_node(g, MERA_OP_RELU, "ri", in_i, 1, NULL, 0, NULL, out, 4, &err) < 0);
     CHECK(err.code == MERA_ERR_DTYPE);
     CHECK_MSG(err, "node 'ri' (relu)");
-    mera_type q = tensor(MERA_DTYPE_UINT8, 4, xs);
-    q.q.kind = MERA_QUANT_PER_TENSOR;
-    q.q.scale = 0.1;
-    q.q.zero_point = 3;
-    q.q.count = 1;
+    mera_type q = qtensor(MERA_DTYPE_UINT8, 4, xs, MERA_LAYOUT_ANY, 0.1, 3);
     int vq = mera_graph_add_input(g, "q", &q, &err);
     int64_t ws3[] = {4, 3, 3, 3};
     mera_type wf = tensor(MERA_DTYPE_FLOAT32, 4, ws3);
@@ -244,20 +170,10 @@ static void test_quantized_types(void)
     mera_graph *g = mera_graph_new("q");
     mera_error err;
     int64_t xs[] = {1, 7, 9, 6}, ws[] = {6, 1, 3, 3}, bs[] = {6};
-    mera_type x = tensor(MERA_DTYPE_UINT8, 4, xs);
-    x.layout = MERA_LAYOUT_NHWC;
-    x.q.kind = MERA_QUANT_PER_TENSOR;
-    x.q.count = 1;
-    x.q.scale = 0.02;
-    x.q.zero_point = 128;
+    mera_type x = qtensor(MERA_DTYPE_UINT8, 4, xs, MERA_LAYOUT_NHWC, 0.02, 128);
     double scales[6] = {0.01, 0.02, 0.03, 0.04, 0.05, 0.06};
     int32_t zps[6] = {0};
-    mera_type w = tensor(MERA_DTYPE_INT8, 4, ws);
-    w.q.kind = MERA_QUANT_PER_AXIS;
-    w.q.axis = 0;
-    w.q.count = 6;
-    w.q.scales = scales;
-    w.q.zero_points = zps;
+    mera_type w = qtensor_axis(MERA_DTYPE_INT8, 4, ws, 0, 6, scales, zps);
     mera_type b = tensor(MERA_DTYPE_FLOAT32, 1, bs);
     int vx = mera_graph_add_input(g, "x", &x, &err);
     int vw = mera_graph_add_param(g, "w", &w, &err);
@@ -351,6 +267,5 @@ int main(void)
     test_errors();
     test_quantized_types();
     test_shape_ops();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return test_summary();
 }

@@ -9,28 +9,8 @@
 #include <string.h>
 
 #include "isa/isa.h"
-
-static int passed, failed;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (cond)                                                                    \
-            passed++;                                                                \
-        else {                                                                       \
-            failed++;                                                                \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                            \
-    } while (0)
-
-#define CHECK_MSG(err, needle)                                                                          \
-    do {                                                                                                \
-        if (strstr((err).msg, (needle)))                                                                \
-            passed++;                                                                                   \
-        else {                                                                                          \
-            failed++;                                                                                   \
-            fprintf(stderr, "%s:%d: message \"%s\" lacks \"%s\"\n", __FILE__, __LINE__, (err).msg, (needle)); \
-        }                                                                                               \
-    } while (0)
+#include "util/bytes.h"
+#include "testutil.h"
 
 #define N_NODES 5
 #define N_VALUES 7
@@ -170,20 +150,10 @@ static dna_program sample(void)
     return p;
 }
 
-static uint64_t fnv1a64(const uint8_t *p, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 /* Rewrite the trailing checksum after editing bytes by hand. */
 static void rechecksum(uint8_t *b, size_t len)
 {
-    uint64_t h = fnv1a64(b, len - 8);
+    uint64_t h = mera_fnv1a64(b, len - 8);
     for (int i = 0; i < 8; i++)
         b[len - 8 + i] = (uint8_t)(h >> (8 * i));
 }
@@ -405,6 +375,5 @@ int main(void)
     test_round_trip();
     test_fields();
     test_tables();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return test_summary();
 }

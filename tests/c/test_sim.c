@@ -13,77 +13,7 @@
 #include "isa/isa.h"
 #include "sim/sim.h"
 #include "sim/timing.h"
-
-static int passed, failed;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (cond)                                                                    \
-            passed++;                                                                \
-        else {                                                                       \
-            failed++;                                                                \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                            \
-    } while (0)
-
-#define CHECK_MSG(err, needle)                                                         \
-    do {                                                                               \
-        if (strstr((err).msg, (needle)))                                               \
-            passed++;                                                                  \
-        else {                                                                         \
-            failed++;                                                                  \
-            fprintf(stderr, "%s:%d: message \"%s\" lacks \"%s\"\n", __FILE__, __LINE__, \
-                    (err).msg, (needle));                                              \
-        }                                                                              \
-    } while (0)
-
-static mera_type tensor(mera_dtype dt, int rank, const int64_t *shape)
-{
-    mera_type t;
-    memset(&t, 0, sizeof t);
-    t.dtype = dt;
-    t.rank = rank;
-    for (int i = 0; i < rank; i++)
-        t.shape[i] = shape[i];
-    return t;
-}
-
-static mera_attr ints(const char *key, int n, const int64_t *v)
-{
-    mera_attr a = {0};
-    a.key = key;
-    a.kind = MERA_ATTR_INTS;
-    a.count = n;
-    a.ints = v;
-    return a;
-}
-
-static mera_attr str(const char *key, const char *s)
-{
-    mera_attr a = {0};
-    a.key = key;
-    a.kind = MERA_ATTR_STRING;
-    a.s = s;
-    return a;
-}
-
-static mera_attr flt(const char *key, double f)
-{
-    mera_attr a = {0};
-    a.key = key;
-    a.kind = MERA_ATTR_FLOAT;
-    a.f = f;
-    return a;
-}
-
-static mera_attr integer(const char *key, int64_t i)
-{
-    mera_attr a = {0};
-    a.key = key;
-    a.kind = MERA_ATTR_INT;
-    a.i = i;
-    return a;
-}
+#include "testutil.h"
 
 /* ---- the graph: conv 3x3 pad 1 + relu (per-channel weights), then add ---- */
 
@@ -98,12 +28,7 @@ static mera_graph *make_graph(int *node_conv, int *node_add)
     mera_graph *g = mera_graph_new("simnet");
     mera_error err;
     int64_t xs[] = {1, H, W, C}, ys[] = {1, H, W, O}, ws[] = {O, C, 3, 3}, bs[] = {O};
-    mera_type x = tensor(MERA_DTYPE_UINT8, 4, xs);
-    x.layout = MERA_LAYOUT_NHWC;
-    x.q.kind = MERA_QUANT_PER_TENSOR;
-    x.q.count = 1;
-    x.q.scale = 0.05;
-    x.q.zero_point = 17;
+    mera_type x = qtensor(MERA_DTYPE_UINT8, 4, xs, MERA_LAYOUT_NHWC, 0.05, 17);
     mera_type y = x;
     for (int i = 0; i < 4; i++)
         y.shape[i] = ys[i];
@@ -111,12 +36,7 @@ static mera_graph *make_graph(int *node_conv, int *node_add)
     y.q.zero_point = 100;
     double scales[O] = {0.011, 0.007, 0.02, 0.013, 0.009, 0.017};
     int32_t zps[O] = {0};
-    mera_type w = tensor(MERA_DTYPE_INT8, 4, ws);
-    w.q.kind = MERA_QUANT_PER_AXIS;
-    w.q.axis = 0;
-    w.q.count = O;
-    w.q.scales = scales;
-    w.q.zero_points = zps;
+    mera_type w = qtensor_axis(MERA_DTYPE_INT8, 4, ws, 0, O, scales, zps);
     mera_type b = tensor(MERA_DTYPE_FLOAT32, 1, bs);
     int vx = mera_graph_add_input(g, "x", &x, &err);
     int vw = mera_graph_add_param(g, "w", &w, &err);
@@ -574,6 +494,5 @@ int main(void)
     test_bit_exact();
     test_errors();
     test_timing_formulas();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return test_summary();
 }

@@ -11,18 +11,7 @@
 #include "ir/ir.h"
 #include "kernels/kernels.h"
 #include "kernels/split.h"
-
-static int passed, failed;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (cond)                                                                    \
-            passed++;                                                                \
-        else {                                                                       \
-            failed++;                                                                \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                            \
-    } while (0)
+#include "testutil.h"
 
 /* ---- small helpers ----------------------------------------------------- */
 
@@ -49,71 +38,13 @@ static double rscale(void)
 
 static mera_type qtype(mera_dtype dt, int rank, const int64_t *shape, double scale, int32_t zp)
 {
-    mera_type t;
-    memset(&t, 0, sizeof t);
-    t.dtype = dt;
-    t.rank = rank;
-    for (int i = 0; i < rank; i++)
-        t.shape[i] = shape[i];
-    t.layout = rank == 4 ? MERA_LAYOUT_NHWC : MERA_LAYOUT_ANY;
-    t.q.kind = MERA_QUANT_PER_TENSOR;
-    t.q.scale = scale;
-    t.q.zero_point = zp;
-    t.q.count = 1;
-    return t;
+    return qtensor(dt, rank, shape, rank == 4 ? MERA_LAYOUT_NHWC : MERA_LAYOUT_ANY, scale, zp);
 }
 
 static mera_type rqtype(mera_dtype dt, int rank, const int64_t *shape)
 {
     int32_t zp = dt == MERA_DTYPE_UINT8 ? (int32_t)rint_in(0, 255) : (int32_t)rint_in(-128, 127);
     return qtype(dt, rank, shape, rscale(), zp);
-}
-
-static mera_attr a_ints(const char *key, int n, const int64_t *v)
-{
-    mera_attr a = {0};
-    a.key = key;
-    a.kind = MERA_ATTR_INTS;
-    a.count = n;
-    a.ints = v;
-    return a;
-}
-
-static mera_attr a_floats(const char *key, int n, const double *v)
-{
-    mera_attr a = {0};
-    a.key = key;
-    a.kind = MERA_ATTR_FLOATS;
-    a.count = n;
-    a.floats = v;
-    return a;
-}
-
-static mera_attr a_str(const char *key, const char *s)
-{
-    mera_attr a = {0};
-    a.key = key;
-    a.kind = MERA_ATTR_STRING;
-    a.s = s;
-    return a;
-}
-
-static mera_attr a_flt(const char *key, double f)
-{
-    mera_attr a = {0};
-    a.key = key;
-    a.kind = MERA_ATTR_FLOAT;
-    a.f = f;
-    return a;
-}
-
-static mera_attr a_int(const char *key, int64_t i)
-{
-    mera_attr a = {0};
-    a.key = key;
-    a.kind = MERA_ATTR_INT;
-    a.i = i;
-    return a;
 }
 
 static uint8_t *rand_bytes(int64_t n)
@@ -353,25 +284,25 @@ static void test_elementwise(void)
         int na = 0;
         const char *mf = rmemfmt();
         if (op != MERA_OP_RELU && op != MERA_OP_CLIP && op != MERA_OP_REQUANTIZE) {
-            at[na++] = a_str("torch_memory_format", mf);
-            at[na++] = a_flt("out_scale", rscale());
-            at[na++] = a_int("out_zero_point", dt == MERA_DTYPE_UINT8 ? rint_in(0, 255) : rint_in(-128, 127));
+            at[na++] = str("torch_memory_format", mf);
+            at[na++] = flt("out_scale", rscale());
+            at[na++] = integer("out_zero_point", dt == MERA_DTYPE_UINT8 ? rint_in(0, 255) : rint_in(-128, 127));
         }
         if (op == MERA_OP_REQUANTIZE) {
             mera_dtype od = rdtype();
-            at[na++] = a_flt("out_scale", rscale());
-            at[na++] = a_int("out_zero_point", od == MERA_DTYPE_UINT8 ? rint_in(0, 255) : rint_in(-128, 127));
-            at[na++] = a_str("out_dtype", od == MERA_DTYPE_UINT8 ? "uint8" : "int8");
+            at[na++] = flt("out_scale", rscale());
+            at[na++] = integer("out_zero_point", od == MERA_DTYPE_UINT8 ? rint_in(0, 255) : rint_in(-128, 127));
+            at[na++] = str("out_dtype", od == MERA_DTYPE_UINT8 ? "uint8" : "int8");
         }
         if ((op == MERA_OP_ADD || op == MERA_OP_MUL) && rnd() % 2)
-            at[na++] = a_str("activation", "relu");
+            at[na++] = str("activation", "relu");
         if (op == MERA_OP_CLIP) {
             double lo = -(double)(rnd() % 100) / 20, hi = lo + (double)(rnd() % 100) / 10;
-            at[na++] = a_flt("a_min", lo);
-            at[na++] = a_flt("a_max", hi);
+            at[na++] = flt("a_min", lo);
+            at[na++] = flt("a_max", hi);
         }
         if (op == MERA_OP_LEAKY_RELU)
-            at[na++] = a_flt("alpha", (double)(rnd() % 100) / 100);
+            at[na++] = flt("alpha", (double)(rnd() % 100) / 100);
         op_case c;
         if (!case_build(&c, op, in, n_in, at, na)) {
             CHECK(0);
@@ -399,10 +330,10 @@ static void test_concat(void)
         }
         mera_attr at[4];
         int na = 0;
-        at[na++] = a_int("axis", rnd() % 2 ? axis : axis - rank);
-        at[na++] = a_str("torch_memory_format", rmemfmt());
-        at[na++] = a_flt("out_scale", rscale());
-        at[na++] = a_int("out_zero_point", dt == MERA_DTYPE_UINT8 ? rint_in(0, 255) : rint_in(-128, 127));
+        at[na++] = integer("axis", rnd() % 2 ? axis : axis - rank);
+        at[na++] = str("torch_memory_format", rmemfmt());
+        at[na++] = flt("out_scale", rscale());
+        at[na++] = integer("out_zero_point", dt == MERA_DTYPE_UINT8 ? rint_in(0, 255) : rint_in(-128, 127));
         op_case c;
         if (!case_build(&c, MERA_OP_CONCAT, in, n_in, at, na)) {
             CHECK(0);
@@ -425,7 +356,7 @@ static void test_pools(void)
         mera_attr at[10];
         int na = 0;
         int64_t k[2], st[2], pad[4], os[2];
-        at[na++] = a_str("layout", "NHWC");
+        at[na++] = str("layout", "NHWC");
         if (kind < 2) {
             k[0] = rint_in(1, s[1] < 3 ? s[1] : 3);
             k[1] = rint_in(1, s[2] < 3 ? s[2] : 3);
@@ -433,26 +364,26 @@ static void test_pools(void)
             st[1] = rint_in(1, 2);
             pad[0] = rint_in(0, k[0] / 2), pad[2] = rint_in(0, k[0] / 2);
             pad[1] = rint_in(0, k[1] / 2), pad[3] = rint_in(0, k[1] / 2);
-            at[na++] = a_ints("kernel", 2, k);
-            at[na++] = a_ints("strides", 2, st);
-            at[na++] = a_ints("padding", 4, pad);
-            at[na++] = a_int("ceil_mode", rnd() % 2);
+            at[na++] = ints("kernel", 2, k);
+            at[na++] = ints("strides", 2, st);
+            at[na++] = ints("padding", 4, pad);
+            at[na++] = integer("ceil_mode", rnd() % 2);
         }
         if (kind == 1) {
-            at[na++] = a_int("count_include_pad", rnd() % 2);
+            at[na++] = integer("count_include_pad", rnd() % 2);
             if (rnd() % 4 == 0)
-                at[na++] = a_int("divisor_override", rint_in(1, 9));
+                at[na++] = integer("divisor_override", rint_in(1, 9));
         }
         if (kind == 2) {
             os[0] = rint_in(1, s[1]);
             os[1] = rint_in(1, s[2]);
-            at[na++] = a_ints("output_size", 2, os);
+            at[na++] = ints("output_size", 2, os);
         }
         if (kind > 0) {
-            at[na++] = a_str("torch_memory_format", rmemfmt());
+            at[na++] = str("torch_memory_format", rmemfmt());
             if (rnd() % 3) {
-                at[na++] = a_flt("out_scale", rscale());
-                at[na++] = a_int("out_zero_point", dt == MERA_DTYPE_UINT8 ? rint_in(0, 255) : rint_in(-128, 127));
+                at[na++] = flt("out_scale", rscale());
+                at[na++] = integer("out_zero_point", dt == MERA_DTYPE_UINT8 ? rint_in(0, 255) : rint_in(-128, 127));
             }
         }
         op_case c;
@@ -479,12 +410,12 @@ static void test_mean(void)
             axes[0] = -3, axes[1] = -2;
         mera_attr at[6];
         int na = 0;
-        at[na++] = a_ints("axes", rnd() % 8 ? 2 : 1, axes);
-        at[na++] = a_int("keepdims", rnd() % 2);
-        at[na++] = a_str("torch_memory_format", rmemfmt());
+        at[na++] = ints("axes", rnd() % 8 ? 2 : 1, axes);
+        at[na++] = integer("keepdims", rnd() % 2);
+        at[na++] = str("torch_memory_format", rmemfmt());
         if (rnd() % 3) {
-            at[na++] = a_flt("out_scale", rscale());
-            at[na++] = a_int("out_zero_point", dt == MERA_DTYPE_UINT8 ? rint_in(0, 255) : rint_in(-128, 127));
+            at[na++] = flt("out_scale", rscale());
+            at[na++] = integer("out_zero_point", dt == MERA_DTYPE_UINT8 ? rint_in(0, 255) : rint_in(-128, 127));
         }
         op_case c;
         if (!case_build(&c, MERA_OP_MEAN, &in, 1, at, na)) {
@@ -509,18 +440,18 @@ static void test_upsample(void)
         int64_t size[2] = {rint_in(1, 20), rint_in(1, 20)};
         double sc[2] = {(double)rint_in(5, 30) / 10, (double)rint_in(5, 30) / 10};
         int bil = rnd() % 3 != 0;
-        at[na++] = a_str("layout", "NHWC");
-        at[na++] = a_str("method", bil ? "bilinear" : "nearest");
+        at[na++] = str("layout", "NHWC");
+        at[na++] = str("method", bil ? "bilinear" : "nearest");
         if (rnd() % 2 && s[1] * sc[0] >= 1 && s[2] * sc[1] >= 1)
-            at[na++] = a_floats("scales", 2, sc);
+            at[na++] = floats("scales", 2, sc);
         else
-            at[na++] = a_ints("size", 2, size);
+            at[na++] = ints("size", 2, size);
         if (bil)
-            at[na++] = a_int("align_corners", rnd() % 2);
-        at[na++] = a_str("torch_memory_format", rmemfmt());
+            at[na++] = integer("align_corners", rnd() % 2);
+        at[na++] = str("torch_memory_format", rmemfmt());
         if (rnd() % 4 == 0) { /* parameters kept, as PyTorch does, most of the time */
-            at[na++] = a_flt("out_scale", rscale());
-            at[na++] = a_int("out_zero_point", dt == MERA_DTYPE_UINT8 ? rint_in(0, 255) : rint_in(-128, 127));
+            at[na++] = flt("out_scale", rscale());
+            at[na++] = integer("out_zero_point", dt == MERA_DTYPE_UINT8 ? rint_in(0, 255) : rint_in(-128, 127));
         }
         op_case c;
         if (!case_build(&c, MERA_OP_UPSAMPLE, &in, 1, at, na)) {
@@ -558,9 +489,9 @@ static int conv_build(conv_case *c, const mera_type *x, const mera_type *w, cons
     int vb = mera_graph_add_const(c->g, "b", b, bias, 1, &err);
     int64_t pads[4] = {pad, pad, pad, pad};
     int64_t groups = x->shape[3];
-    mera_attr at[7] = {a_ints("padding", 4, pads), a_int("groups", groups), a_str("layout", "NHWC"),
-                       a_flt("out_scale", 0.5), a_int("out_zero_point", 7), a_str("depthwise_saturate", sat),
-                       a_str("kernel_layout", "OHWI")};
+    mera_attr at[7] = {ints("padding", 4, pads), integer("groups", groups), str("layout", "NHWC"),
+                       flt("out_scale", 0.5), integer("out_zero_point", 7), str("depthwise_saturate", sat),
+                       str("kernel_layout", "OHWI")};
     int ins[3] = {vx, vw, vb}, out[4];
     int k = mera_graph_add_node(c->g, MERA_OP_CONV2D, "dw", ins, 3, at, 7, NULL, out, 4, &err);
     if (k < 0) {
@@ -761,9 +692,9 @@ static void test_saturate_rule(void)
         {vxi, vwd, 16, pad1, "auto", 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        mera_attr at[5] = {a_ints("padding", 4, cases[i].pad), a_int("groups", cases[i].groups),
-                           a_str("layout", "NHWC"), a_str("kernel_layout", "OHWI"),
-                           a_str("depthwise_saturate", cases[i].sat)};
+        mera_attr at[5] = {ints("padding", 4, cases[i].pad), integer("groups", cases[i].groups),
+                           str("layout", "NHWC"), str("kernel_layout", "OHWI"),
+                           str("depthwise_saturate", cases[i].sat)};
         int ins[2] = {cases[i].x, cases[i].w}, out[4];
         char name[16];
         snprintf(name, sizeof name, "c%zu", i);
@@ -776,7 +707,7 @@ static void test_saturate_rule(void)
                                             &mera_graph_value(g, ins[1])->type) == cases[i].want);
     }
     /* an unknown choice is refused by the op table */
-    mera_attr bad[2] = {a_int("groups", 16), a_str("depthwise_saturate", "maybe")};
+    mera_attr bad[2] = {integer("groups", 16), str("depthwise_saturate", "maybe")};
     int ins[2] = {vx, vwd}, out[4];
     CHECK(mera_graph_add_node(g, MERA_OP_CONV2D, "bad", ins, 2, bad, 2, NULL, out, 4, &err) < 0);
     mera_graph_free(g);
@@ -792,6 +723,5 @@ int main(void)
     test_depthwise_saturate();
     test_saturate_rule();
     printf("split: %d cases split (%d tiles), %d cases NONE\n", cases_split, tiles_run, cases_none);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return test_summary();
 }

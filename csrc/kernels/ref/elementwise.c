@@ -13,7 +13,7 @@
  * but sigmoid) and quantizes by rounding before adding the zero point, the
  * scalar body uses dequantize_val and quantize_val. To be bit-exact the
  * kernels below work out, for each element, which body PyTorch runs it
- * through (ti_row_len). */
+ * through (ref_ti_row_len). */
 #include "kernels/ref/qmath.h"
 #include "kernels/ref/ref.h"
 #include "kernels/ref/refutil.h"
@@ -22,7 +22,7 @@
 
 /* Element strides of input t seen through the output's shape (numpy
  * broadcasting: align trailing axes, size-1 axes get stride 0). */
-static void bcast_strides(const mera_type *t, const mera_type *out, int64_t *st)
+void ref_bcast_strides(const mera_type *t, const mera_type *out, int64_t *st)
 {
     int64_t s = 1;
     for (int i = out->rank - 1; i >= 0; i--) {
@@ -52,7 +52,7 @@ static void bcast_offsets(const mera_type *out, const int64_t *sa, const int64_t
 /* TensorIterator's row: it coalesces the output's dimensions wherever every
  * operand is contiguous across them (innermost first), and cpu_kernel_vec
  * runs vectorized_loop over each row of the innermost coalesced dimension.
- * Within a row of length n, the first n - n % TI_QVEC_STEP elements go
+ * Within a row of length n, the first n - n % REF_TI_QVEC_STEP elements go
  * through the vector body, two Vectorized<quint8> at a time, the rest
  * through the scalar body. ATen compiles its quantized kernels
  * (QuantizedOpKernels.cpp) for the DEFAULT and AVX2 capabilities only, so
@@ -61,10 +61,9 @@ static void bcast_offsets(const mera_type *out, const int64_t *sa, const int64_t
  * per-thread ranges and moves the tails (torch.set_num_threads(1) gives the
  * reference behaviour).
  *
- * sa and sb are the inputs' broadcast strides (sb may be NULL). */
-#define TI_QVEC_STEP 64
-
-static int64_t ti_row_len(const mera_type *out, const int64_t *sa, const int64_t *sb)
+ * sa and sb are the inputs' broadcast strides (sb may be NULL). Also used
+ * by kernels/split.c, which must agree with it on where rows fall. */
+int64_t ref_ti_row_len(const mera_type *out, const int64_t *sa, const int64_t *sb)
 {
     int rank = out->rank;
     if (rank == 0)
@@ -136,10 +135,10 @@ static ti_walk ti_setup(const mera_kernel_args *a, const mera_type *b)
     if (b)
         permute_type(b, ot->rank, w.perm, &pb);
     int64_t sa[MERA_MAX_RANK], sb[MERA_MAX_RANK], s = 1;
-    bcast_strides(&pa, &po, sa);
+    ref_bcast_strides(&pa, &po, sa);
     if (b)
-        bcast_strides(&pb, &po, sb);
-    w.row = ti_row_len(&po, sa, b ? sb : NULL);
+        ref_bcast_strides(&pb, &po, sb);
+    w.row = ref_ti_row_len(&po, sa, b ? sb : NULL);
     for (int k = ot->rank - 1; k >= 0; k--) {
         w.pstride[k] = s;
         s *= po.shape[k];
@@ -161,7 +160,7 @@ static int ti_is_vector(const ti_walk *w, const mera_type *out, int64_t i)
         for (int k = 0; k < out->rank; k++)
             p += coord[w->perm[k]] * w->pstride[k];
     }
-    return p % w->row < w->row - w->row % TI_QVEC_STEP;
+    return p % w->row < w->row - w->row % REF_TI_QVEC_STEP;
 }
 
 /* ---- add --------------------------------------------------------------- */
@@ -171,8 +170,8 @@ REF_KERNEL(ref_add_f32)
     (void)err;
     const mera_type *ot = a->out_types[0];
     int64_t sa[MERA_MAX_RANK], sb[MERA_MAX_RANK], oa, ob, n = mera_type_numel(ot);
-    bcast_strides(a->in_types[0], ot, sa);
-    bcast_strides(a->in_types[1], ot, sb);
+    ref_bcast_strides(a->in_types[0], ot, sa);
+    ref_bcast_strides(a->in_types[1], ot, sb);
     const float *x = a->in[0], *y = a->in[1];
     float *z = a->out[0];
     int relu = ref_relu(a->node);
@@ -194,8 +193,8 @@ REF_KERNEL(ref_add_q)
     (void)err;
     const mera_type *at = a->in_types[0], *bt = a->in_types[1], *ot = a->out_types[0];
     int64_t sa[MERA_MAX_RANK], sb[MERA_MAX_RANK], oa, ob, n = mera_type_numel(ot);
-    bcast_strides(at, ot, sa);
-    bcast_strides(bt, ot, sb);
+    ref_bcast_strides(at, ot, sa);
+    ref_bcast_strides(bt, ot, sb);
     ti_walk walk = ti_setup(a, bt);
     float s1 = ref_scale_f(at), s2 = ref_scale_f(bt), so = ref_scale_f(ot);
     float p1 = neg_zp_premul(s1, ref_zp(at)), p2 = neg_zp_premul(s2, ref_zp(bt));
@@ -228,8 +227,8 @@ REF_KERNEL(ref_mul_f32)
     (void)err;
     const mera_type *ot = a->out_types[0];
     int64_t sa[MERA_MAX_RANK], sb[MERA_MAX_RANK], oa, ob, n = mera_type_numel(ot);
-    bcast_strides(a->in_types[0], ot, sa);
-    bcast_strides(a->in_types[1], ot, sb);
+    ref_bcast_strides(a->in_types[0], ot, sa);
+    ref_bcast_strides(a->in_types[1], ot, sb);
     const float *x = a->in[0], *y = a->in[1];
     float *z = a->out[0];
     int relu = ref_relu(a->node);
@@ -253,8 +252,8 @@ REF_KERNEL(ref_mul_q)
     (void)err;
     const mera_type *at = a->in_types[0], *bt = a->in_types[1], *ot = a->out_types[0];
     int64_t sa[MERA_MAX_RANK], sb[MERA_MAX_RANK], oa, ob, n = mera_type_numel(ot);
-    bcast_strides(at, ot, sa);
-    bcast_strides(bt, ot, sb);
+    ref_bcast_strides(at, ot, sa);
+    ref_bcast_strides(bt, ot, sb);
     ti_walk walk = ti_setup(a, bt);
     float inv = 1.0f / ref_scale_f(ot);
     float mult = ref_scale_f(at) * ref_scale_f(bt) * inv;

@@ -124,4 +124,17 @@ static inline void *ref_alloc(int64_t count, size_t size)
     return calloc(count ? (size_t)count : 1, size);
 }
 
+/* ---- TensorIterator rows (elementwise.c; also kernels/split.c) ---- */
+
+/* ATen's quantized vector body takes this many elements per step. */
+#define REF_TI_QVEC_STEP 64
+
+/* Element strides of input t seen through the output's shape (numpy
+ * broadcasting: align trailing axes, size-1 axes get stride 0). */
+void ref_bcast_strides(const mera_type *t, const mera_type *out, int64_t *st);
+
+/* TensorIterator's row length for an output walked in our order, with
+ * inputs of broadcast strides sa and sb (sb NULL for one input). */
+int64_t ref_ti_row_len(const mera_type *out, const int64_t *sa, const int64_t *sb);
+
 #endif
