@@ -3,8 +3,13 @@
 #   import tvm / from tvm import relay / from tvm.relay import mera  ->  import mera / from mera import relay
 #   from torchvision.models.quantization import resnet as qresnet     ->  from mera.models import resnet as qresnet
 # No ImageNet weights can be downloaded here: pretrained=True gives seeded random weights
-# (with a warning). The final build step (target "IP", arch 100) joins this script when
-# mera.build and the deploy directory land.
+# (with a warning).
+#
+# It writes resnet50_deploy/ (input0.bin, ref_result_0.bin, deploy.so, deploy.params,
+# deploy.json); then, as the docs did, build and run the C inference app:
+#   cmake -S apps/inference -B apps/inference/build && cmake --build apps/inference/build
+#   apps/inference/build/inference resnet50_deploy
+# (examples/run_example.sh resnet50 does all of it.)
 import os
 import torch
 import numpy as np
@@ -55,3 +60,10 @@ with mera.build_config(target="InterpreterHw"):
 
 input_shapes = [(input_name, nhwc_inp.shape)]
 mod, params = relay.frontend.from_pytorch(script_module,input_shapes,layout=input_layout)
+
+config = {
+    "arch": 100,
+}
+
+with mera.build_config(target="IP", **config):
+    mera.build(mod, params, output_dir=output_dir, host_arch="x86", layout=input_layout)

@@ -6,6 +6,10 @@ The workflow of EdgeCortix MERA, in the open::
     with mera.build_config(target="InterpreterHw"):
         runner = mera.compile(mod, params)
     runner.set_input(x).run().get_outputs()
+
+    with mera.build_config(target="IP", arch=100):
+        mera.build(mod, params, output_dir="deploy", host_arch="x86", layout="NHWC")
+    mera.load_runtime_module("deploy").set_input(0, x).run().get_output(0)
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from . import _core
 from . import ir
 from .config import BuildConfig, Platform, Target, build_config, current_build_config, platforms
 from .runtime import Runner, compile
+from .build import build
+from .deploy_runtime import DeployModule, load_runtime_module
 from . import frontend, relay, test_util
 
 __version__ = "0.1.0"
@@ -27,5 +33,5 @@ __all__ = [
     "MeraError", "GraphError", "ShapeError", "DtypeError", "AttrError", "UnknownOpError", "FormatError",
     "UnsupportedError", "ConfigError", "RuntimeInputError", "MeraIOError",
     "Target", "Platform", "BuildConfig", "build_config", "current_build_config", "platforms",
-    "Runner", "compile",
+    "Runner", "compile", "build", "load_runtime_module", "DeployModule",
 ]

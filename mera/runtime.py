@@ -235,8 +235,36 @@ def compile(mod: Module, params: Optional[Mapping[str, ArrayLike]] = None, *,
         so = simulator_options(cfg)
         core = _core.Sim(mod._graph, so["platform"], so["overrides"], so["sched"], _params_list(mod, params))
         return SimulatorRunner(core, mod, t, log=so["log"])
-    raise UnsupportedError(f"target {t.value} cannot run in process in this version of mera; "
-                           "Interpreter, InterpreterHw and Simulator can")
+    if t is Target.IP:
+        return _compile_ip(mod, params, cfg)
+    raise UnsupportedError(f"target {t.value} cannot run in process in this version of mera")
+
+
+def _compile_ip(mod: Module, params: Optional[Mapping[str, ArrayLike]], cfg: Any) -> Any:
+    """IP in process: build a deploy directory for the IP target (x86 host)
+    in a temporary folder and load it, as mera.load_runtime_module would;
+    the folder is removed once loaded (deploy.so is loaded from a private
+    copy, deploy.params stays mapped)."""
+    import copy
+    import shutil
+    import tempfile
+
+    from .build import build
+    from .config import BuildConfig
+    from .deploy_runtime import load_runtime_module
+
+    ip = copy.copy(cfg) if cfg is not None else BuildConfig(target="IP")
+    ip.target = Target.IP
+    ip._local = threading.local()
+    layouts = {i.get("layout") for i in mod.inputs if len(i["shape"]) == 4} & {"NCHW", "NHWC"}
+    layout = layouts.pop() if len(layouts) == 1 else "NCHW"
+    d = tempfile.mkdtemp(prefix="mera_ip_")
+    try:
+        with ip:
+            build(mod, params, host_arch="x86", output_dir=d, layout=layout)
+        return load_runtime_module(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 __all__ = ["compile", "Runner", "SimulatorRunner"]

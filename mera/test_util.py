@@ -52,10 +52,14 @@ def run_mera_backend(script_module: Any, inp_np: Union[np.ndarray, Sequence[np.n
     output arrays; with ``ref_results`` it also prints max abs diff, mean abs
     diff and correct ratio per output.
 
-    Interpreter, InterpreterHw and Simulator run in process (the Simulator
-    also prints ``Simulator total latency: ... us``). ``output_dir`` and
-    ``aux_config`` are accepted for compatibility; this version writes
-    nothing to ``output_dir``.
+    On the ``IP`` target it does what MERA did: ``mera.build`` (host x86)
+    into ``output_dir`` (deploy.so, deploy.params, deploy.json; nothing else
+    there is touched), then runs the directory through
+    :func:`mera.load_runtime_module` (the device is the software-emulated
+    IP). Interpreter, InterpreterHw and Simulator run in process, with the
+    same bytes a deploy directory gives and nothing written (the Simulator
+    also prints ``Simulator total latency: ... us``). ``aux_config`` takes
+    MERA's keys.
     """
     from .frontend import from_pytorch
 
@@ -69,11 +73,13 @@ def run_mera_backend(script_module: Any, inp_np: Union[np.ndarray, Sequence[np.n
     inputs = [np.ascontiguousarray(np.asarray(x)) for x in inputs]
     shapes = [(f"input{i}", (x.shape, str(x.dtype))) for i, x in enumerate(inputs)]
     mod, params = from_pytorch(script_module, shapes, layout=layout)
-    if cfg.target not in (Target.Interpreter, Target.InterpreterHw, Target.Simulator):
-        raise UnsupportedError(f"run_mera_backend on target {cfg.target.value} needs mera.build and the deploy "
-                               "runtime, which this version does not have yet; use InterpreterHw, Interpreter "
-                               "or Simulator")
-    runner = _compile(mod, params)
+    if cfg.target is Target.IP:
+        from .build import build
+        from .deploy_runtime import load_runtime_module
+        build(mod, params, host_arch="x86", output_dir=output_dir, layout=layout, aux_config=aux_config)
+        runner = load_runtime_module(output_dir)
+    else:
+        runner = _compile(mod, params)
     t1 = time.time()
     outputs = runner.set_input(inputs).run().get_outputs()
     print("Elapsed %f seconds" % (time.time() - t1))

@@ -1,22 +1,58 @@
-"""The examples run as users run them: a fresh process in an empty folder."""
+"""The examples run as users run them: a fresh process in an empty folder, then the C
+inference app on the deploy directory they wrote, as the original docs did."""
 
 import os
+import re
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_resnet50_example_writes_the_docs_reference_files(tmp_path):
-    script = os.path.join(ROOT, "examples", "resnet50.py")
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    build = tmp_path_factory.mktemp("app")
+    for cmd in (["cmake", "-S", os.path.join(ROOT, "apps", "inference"), "-B", str(build)],
+                ["cmake", "--build", str(build)]):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+    return str(build / "inference")
+
+
+def run_example(name, cwd):
+    script = os.path.join(ROOT, "examples", name)
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    r = subprocess.run([sys.executable, script], cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
+    r = subprocess.run([sys.executable, script], cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    out = tmp_path / "resnet50_deploy"
+    return r
+
+
+def check_deploy_dir(out, app, n_in, n_out):
     inp = np.fromfile(out / "input0.bin", np.float32)
     ref = np.fromfile(out / "ref_result_0.bin", np.float32)
-    assert inp.size == 224 * 224 * 3 and ref.size == 1000
+    assert inp.size == n_in and ref.size == n_out
     assert np.isfinite(ref).all() and np.unique(ref).size > 10  # real logits, not a constant
+    assert {"deploy.so", "deploy.params", "deploy.json"} <= set(os.listdir(out))
+    r = subprocess.run([app, str(out), "-n", "2"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"^Took \d+\.\d\d msec\.$", r.stdout, re.M), r.stdout
+    assert re.search(r"^Device latency: ", r.stdout, re.M), r.stdout
+    assert "max abs diff: 0\nmean abs_diff: 0\ncorrect ratio: 1\n" in r.stdout, r.stdout
+    return r
+
+
+def test_resnet50_example_builds_and_the_app_runs_it_bit_exact(tmp_path, app):
+    r = run_example("resnet50.py", tmp_path)
     assert "Elapsed" in r.stdout
+    assert re.search(r"^Simulator total latency: \d+\.\d+ us$", r.stdout, re.M), r.stdout  # the IP build's log
+    check_deploy_dir(tmp_path / "resnet50_deploy", app, 224 * 224 * 3, 1000)
+
+
+def test_mobilenet_v2_example_arch_200(tmp_path, app):
+    r = run_example("mobilenet_v2.py", tmp_path)
+    assert "for IP on DNAF200L0003" in r.stdout, r.stdout
+    r = check_deploy_dir(tmp_path / "mobilenetv2_deploy", app, 224 * 224 * 3, 1000)
+    assert "cycles on DNAF200L0003" in r.stdout

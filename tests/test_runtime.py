@@ -135,5 +135,3 @@ def test_run_time_errors_name_the_input():
         mera.compile(mod, {"w": params["w"][0], "b": params["b"]}, target="Interpreter")
     with pytest.raises(mera.ConfigError, match="needs a target"):
         mera.compile(mod, params)
-    with pytest.raises(mera.UnsupportedError, match="IP cannot run in process"):
-        mera.compile(mod, params, target="IP")

@@ -198,6 +198,15 @@ void dna_program_free(dna_program *p);
  * MERA_ERR_FORMAT naming the field. */
 mera_status dna_program_serialize(const dna_program *p, uint8_t **out, size_t *out_len, mera_error *err);
 dna_program *dna_program_deserialize(const uint8_t *buf, size_t len, int n_nodes, int n_values, mera_error *err);
+/* The same, but params_image points into buf (no copy of the constant
+ * image): buf must outlive the program, and the caller sets params_image
+ * to NULL before dna_program_free. The program's own checksum is not
+ * verified (every other check is): the caller has verified a checksum
+ * covering buf, and the constant image's bytes are never read here. For
+ * the deploy runtime, whose deploy.params is mapped read-only and
+ * checksummed as a whole. */
+dna_program *dna_program_deserialize_borrowed(const uint8_t *buf, size_t len, int n_nodes, int n_values,
+                                              mera_error *err);
 
 /* The queue an opcode runs on; -1 for an unknown opcode. */
 int dna_opcode_queue(int opcode);

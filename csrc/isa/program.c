@@ -312,6 +312,8 @@ static int box_span(int64_t n0, int64_t s0, int64_t n1, int64_t s1, int64_t run,
     *lo = *hi = 0;
     if (n0 <= 0 || n1 <= 0 || run <= 0)
         return 1;
+    if (s0 == INT64_MIN || s1 == INT64_MIN)
+        return 0; /* before negating them */
     int64_t a0 = mul_bounded(n0 - 1, s0 < 0 ? -s0 : s0), a1 = mul_bounded(n1 - 1, s1 < 0 ? -s1 : s1);
     if (a0 < 0 || a1 < 0 || s0 == INT64_MIN || s1 == INT64_MIN || a0 > lim / 2 || a1 > lim / 2)
         return 0;
@@ -575,7 +577,8 @@ static void *alloc_n(size_t n, size_t size)
     return calloc(n ? n : 1, size);
 }
 
-dna_program *dna_program_deserialize(const uint8_t *buf, size_t len, int n_nodes, int n_values, mera_error *err)
+static dna_program *deserialize(const uint8_t *buf, size_t len, int n_nodes, int n_values, int borrow,
+                                mera_error *err)
 {
     if (!buf || len < DNA_MAGIC_LEN || memcmp(buf, DNA_MAGIC, DNA_MAGIC_LEN) != 0) {
         mera_fail(err, MERA_ERR_FORMAT, "DNA program: not a DNA program (bad magic; expected \"MERADNA\\n\")");
@@ -598,7 +601,9 @@ dna_program *dna_program_deserialize(const uint8_t *buf, size_t len, int n_nodes
         return NULL;
     }
     size_t body = len - DNA_CHECKSUM_LEN;
-    if (mera_fnv1a64(buf, body) != mera_load_le(buf + body, DNA_CHECKSUM_LEN)) {
+    /* borrowed: the caller verified a checksum covering buf; not reading
+     * the constant image here keeps its pages out of memory */
+    if (!borrow && mera_fnv1a64(buf, body) != mera_load_le(buf + body, DNA_CHECKSUM_LEN)) {
         mera_fail(err, MERA_ERR_FORMAT, "DNA program: checksum mismatch (corrupt or truncated, %zu bytes)", len);
         return NULL;
     }
@@ -724,9 +729,14 @@ dna_program *dna_program_deserialize(const uint8_t *buf, size_t len, int n_nodes
         if (p->params_bytes < 0 || (uint64_t)p->params_bytes > remaining(r)) {
             FMT_FAIL(r, "params_bytes %lld: %zu bytes left", (long long)p->params_bytes, remaining(r));
         } else {
-            if (!(p->params_image = alloc_n((size_t)p->params_bytes, 1)))
-                goto nomem;
-            memcpy(p->params_image, take(r, (size_t)p->params_bytes, "constant image"), (size_t)p->params_bytes);
+            const uint8_t *image = take(r, (size_t)p->params_bytes, "constant image");
+            if (borrow) {
+                p->params_image = (uint8_t *)(uintptr_t)image; /* read-only: the caller's buffer */
+            } else {
+                if (!(p->params_image = alloc_n((size_t)p->params_bytes, 1)))
+                    goto nomem;
+                memcpy(p->params_image, image, (size_t)p->params_bytes);
+            }
         }
     }
     p->dram_bytes = get_i64(r, "dram_bytes");
@@ -738,12 +748,27 @@ dna_program *dna_program_deserialize(const uint8_t *buf, size_t len, int n_nodes
     if (!r->failed)
         validate(r, p, n_nodes, n_values);
     if (r->failed) {
+        if (borrow)
+            p->params_image = NULL;
         dna_program_free(p);
         return NULL;
     }
     return p;
 nomem:
+    if (borrow)
+        p->params_image = NULL;
     dna_program_free(p);
     mera_fail(err, MERA_ERR_NOMEM, "DNA program: out of memory");
     return NULL;
+}
+
+dna_program *dna_program_deserialize(const uint8_t *buf, size_t len, int n_nodes, int n_values, mera_error *err)
+{
+    return deserialize(buf, len, n_nodes, n_values, 0, err);
+}
+
+dna_program *dna_program_deserialize_borrowed(const uint8_t *buf, size_t len, int n_nodes, int n_values,
+                                              mera_error *err)
+{
+    return deserialize(buf, len, n_nodes, n_values, 1, err);
 }

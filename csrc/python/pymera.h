@@ -46,4 +46,7 @@ int pymera_runtime_init_type(PyObject *module);
 /* Graphs scheduled for the Simulator (sim_object.c). */
 int pymera_sim_init_type(PyObject *module);
 
+/* prepare_deploy and the deploy constants (deploy_binding.c). */
+int pymera_deploy_init(PyObject *module);
+
 #endif

@@ -207,7 +207,7 @@ PyObject *pymera_int_list(const int *v, int n)
     return l;
 }
 
-/* ---- platform overrides and scheduler options (Sim and prepare_deploy) ---- */
+/* ---- platform overrides and scheduler options (Sim and deploy) ---- */
 
 /* Apply {field: value} overrides of MERA_ARCH_PARAMS to p. */
 int pymera_apply_arch_overrides(mera_platform *p, PyObject *overrides)

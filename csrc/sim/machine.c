@@ -11,10 +11,14 @@
  * starts them, so a program whose tokens let a reader overtake its writer
  * computes wrong bytes (and trips the hazard check) instead of silently
  * right ones. */
+#define _DEFAULT_SOURCE /* madvise, for dna_machine_options.release_const_pages */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "kernels/kernels.h"
 #include "sim/machine_internal.h"
@@ -262,6 +266,10 @@ static mera_status check_value(const dna_machine *m, int v, int written, const c
                          val->name, what, (long long)at, (double)at + bytes,
                          written ? "the activation DRAM" : "DRAM",
                          (long long)(written ? prog->params_bytes : 0), (long long)prog->dram_bytes);
+    size_t align = mera_dtype_size(val->type.dtype);
+    if (align > 1 && at % (int64_t)align != 0)
+        return mera_fail(err, MERA_ERR_FORMAT, "value_dram[%d] ('%s', %s) = %lld is not a multiple of its %zu-byte elements",
+                         v, val->name, what, (long long)at, align);
     return MERA_OK;
 }
 
@@ -517,8 +525,11 @@ static mera_status make_conv_prep(dna_machine *m, int i, conv_prep **out, mera_e
     if (c->has_bias) {
         c->b_t = mera_graph_value(m->g, orig->inputs[2])->type;
         c->b_t.shape[0] = k->oc_n;
+    }
+    if (c->has_bias && !m->opt.pack_at_run) {
         /* An aligned copy of the block's bias for prepare (the image is
-         * byte-packed; the bias may sit at any offset). */
+         * byte-packed; the bias may sit at any offset). pack_at_run
+         * prepares nothing and reads no byte of the image here. */
         c->bias = malloc((size_t)k->oc_n * sizeof(float));
         if (!c->bias) {
             conv_prep_free(c);
@@ -531,7 +542,7 @@ static mera_status make_conv_prep(dna_machine *m, int i, conv_prep **out, mera_e
         conv_prep_free(c);
         return insn_fail(m, err, MERA_ERR_UNSUPPORTED, i, "no quantized %s kernel", mera_op_table[orig->op].name);
     }
-    if (c->k.prepare) {
+    if (c->k.prepare && !m->opt.pack_at_run) {
         mera_kernel_args a;
         conv_args(c, &a);
         a.in[1] = prog->params_image + k->wgt_dram; /* the weights as codegen laid them out */
@@ -769,6 +780,12 @@ static mera_status prepare_insns(dna_machine *m, mera_error *err)
 dna_machine *dna_machine_new(const mera_graph *g, const dna_program *prog, const mera_platform *p,
                              const void *const *param_data, mera_error *err)
 {
+    return dna_machine_new_opts(g, prog, p, param_data, NULL, err);
+}
+
+dna_machine *dna_machine_new_opts(const mera_graph *g, const dna_program *prog, const mera_platform *p,
+                                  const void *const *param_data, const dna_machine_options *opt, mera_error *err)
+{
     if (!g || !prog || !p) {
         mera_fail(err, MERA_ERR_INVALID, "dna_machine_new: graph, program and platform are required");
         return NULL;
@@ -781,6 +798,10 @@ dna_machine *dna_machine_new(const mera_graph *g, const dna_program *prog, const
     m->g = g;
     m->prog = prog;
     m->p = p;
+    if (opt)
+        m->opt = *opt;
+    long page = sysconf(_SC_PAGESIZE);
+    m->page_size = page > 0 && (page & (page - 1)) == 0 ? page : 4096;
     m->n_nodes = mera_graph_num_nodes(g);
     m->n_values = mera_graph_num_values(g);
     size_t nv = (size_t)m->n_values + 1, nn = (size_t)m->n_nodes + 1, ni = (size_t)(prog->n_insns > 0 ? prog->n_insns : 1);
@@ -816,7 +837,7 @@ dna_machine *dna_machine_new(const mera_graph *g, const dna_program *prog, const
             m->input_slot[v] = slot++;
         } else {
             const void *d = param_data ? param_data[k] : NULL;
-            if (!d && prog->value_dram[v] < 0) {
+            if (!d && prog->value_dram[v] < 0 && !m->opt.dna_only) {
                 /* Only host nodes and outputs read params; check there. */
                 int needed = 0;
                 for (int s = 0; s < prog->n_segments && !needed; s++)
@@ -836,7 +857,7 @@ dna_machine *dna_machine_new(const mera_graph *g, const dna_program *prog, const
         }
     }
     m->n_graph_inputs = slot;
-    for (int s = 0; s < prog->n_segments; s++)
+    for (int s = 0; s < prog->n_segments && !m->opt.dna_only; s++)
         if (prog->segments[s].kind == DNA_SEG_HOST && prepare_host_node(m, prog->segments[s].node, err))
             goto fail;
     if (prepare_insns(m, err))
@@ -868,24 +889,27 @@ typedef struct {
     int64_t lo, hi, dram; /* WGT [lo, hi) holds DRAM [dram, dram + hi - lo) */
 } wgt_tag;
 
-typedef struct {
+struct dna_run {
     const dna_machine *m;
-    uint8_t *act_dram; /* DRAM [params_bytes, dram_bytes) */
+    uint8_t *act_dram; /* DRAM [dna_act_base, dram_bytes) */
+    int own_dram;      /* act_dram allocated by dna_run_new */
     uint8_t *act, *wgt;
     float *bias;       /* aligned scratch for a CONV's bias */
     wgt_tag *tags;
     int n_tags, cap_tags;
-} run_ctx;
+};
+
+typedef struct dna_run run_ctx;
 
 static const uint8_t *dram_r(const run_ctx *r, int64_t addr)
 {
     const dna_program *prog = r->m->prog;
-    return addr < prog->params_bytes ? prog->params_image + addr : r->act_dram + (addr - prog->params_bytes);
+    return addr < prog->params_bytes ? prog->params_image + addr : r->act_dram + (addr - dna_act_base(prog));
 }
 
 static uint8_t *dram_w(const run_ctx *r, int64_t addr)
 {
-    return r->act_dram + (addr - r->m->prog->params_bytes);
+    return r->act_dram + (addr - dna_act_base(r->m->prog));
 }
 
 static mera_status tags_reserve(run_ctx *r, int extra, mera_error *err)
@@ -960,6 +984,39 @@ static int tags_cover(const run_ctx *r, int64_t addr, int64_t size, int64_t dram
     return 1;
 }
 
+/* A LOAD read the constant image: release the pages wholly inside the
+ * DRAM range it read (dna_machine_options.release_const_pages; the image
+ * is a read-only file mapping, the pages fault back from the file). The
+ * range is the box's extreme corners, as check_dma computes them. */
+static void release_const(const dna_machine *m, const dna_dma *d)
+{
+#ifdef MADV_DONTNEED
+    int64_t nr = d->rows - d->pad_top - d->pad_bottom, nc = d->cols - d->pad_left - d->pad_right;
+    if (nr <= 0 || nc <= 0)
+        return;
+    int64_t lo = INT64_MAX, hi = INT64_MIN;
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 2; b++) {
+            int64_t row = a ? d->rows - d->pad_bottom - 1 : d->pad_top, col = b ? d->cols - d->pad_right - 1 : d->pad_left;
+            int64_t x = d->dram + row * d->dram_row_stride + col * d->dram_col_stride;
+            lo = x < lo ? x : lo;
+            hi = x + d->run_bytes > hi ? x + d->run_bytes : hi;
+        }
+    /* Only boxes wholly inside the constant image: a padded activation box
+     * has a virtual origin that can lie below params_bytes (isa.h). */
+    if (lo < 0 || hi > m->prog->params_bytes)
+        return;
+    uintptr_t page = (uintptr_t)m->page_size;
+    uintptr_t start = ((uintptr_t)(m->prog->params_image + lo) + page - 1) & ~(page - 1);
+    uintptr_t end = (uintptr_t)(m->prog->params_image + hi) & ~(page - 1);
+    if (end > start)
+        madvise((void *)start, end - start, MADV_DONTNEED);
+#else
+    (void)m;
+    (void)d;
+#endif
+}
+
 static mera_status exec_load(run_ctx *r, int i, mera_error *err)
 {
     const dna_dma *d = &r->m->prog->insns[i].u.dma;
@@ -974,6 +1031,8 @@ static mera_status exec_load(run_ctx *r, int i, mera_error *err)
                 memcpy(dst, dram_r(r, d->dram + row * d->dram_row_stride + col * d->dram_col_stride),
                        (size_t)d->run_bytes);
         }
+    if (r->m->opt.release_const_pages)
+        release_const(r->m, d);
     if (d->mem != DNA_MEM_WGT)
         return MERA_OK;
     /* Tag what now sits in WGT: per row, when a row is one contiguous run
@@ -986,9 +1045,12 @@ static mera_status exec_load(run_ctx *r, int i, mera_error *err)
     int row_linear = (d->cols == 1 || (d->sram_col_stride == (uint32_t)d->run_bytes &&
                                        d->dram_col_stride == d->run_bytes)) &&
                      d->pad_left == 0 && d->pad_right == 0;
-    if (!row_linear)
-        return MERA_OK;
     int64_t len = (int64_t)d->cols * d->run_bytes;
+    /* rows that overlap in WGT (a stride shorter than a row: only a
+     * malformed program) are not tagged; the tags stay disjoint and at
+     * most one per row that fits in WGT */
+    if (!row_linear || (d->rows > 1 && (int64_t)d->sram_row_stride < len))
+        return MERA_OK;
     for (int64_t row = d->pad_top; row < d->rows - d->pad_bottom; row++) {
         int64_t lo = (int64_t)d->sram + row * d->sram_row_stride;
         if ((st = tags_add(r, lo, lo + len, d->dram + row * d->dram_row_stride, err)))
@@ -1053,17 +1115,19 @@ static const void *value_read(const run_ctx *r, int v)
     return at >= 0 ? (const void *)dram_r(r, at) : r->m->value_data[v];
 }
 
-static mera_status exec_host(run_ctx *r, int n, mera_error *err)
+mera_status dna_machine_run_host_node(const dna_machine *m, int n, const void *const *in, void *const *out,
+                                      mera_error *err)
 {
-    const dna_machine *m = r->m;
+    if (n < 0 || n >= m->n_nodes || !m->host_ready[n])
+        return mera_fail(err, MERA_ERR_INVALID, "node %d is not a host node this machine prepared", n);
     const mera_node *node = mera_graph_node(m->g, n);
     mera_kernel_args a;
     mera_kernel_node_args(m->g, n, m->value_data, &a);
     for (int i = 0; i < node->n_inputs; i++)
-        if (node->inputs[i] >= 0)
-            a.in[i] = value_read(r, node->inputs[i]);
+        if (node->inputs[i] >= 0 && in[i])
+            a.in[i] = in[i];
     for (int o = 0; o < node->n_outputs; o++)
-        a.out[o] = dram_w(r, m->prog->value_dram[node->outputs[o]]);
+        a.out[o] = out[o];
     a.state = m->host_state[n];
     mera_status st = m->host_k[n].run(&a, err);
     if (st)
@@ -1071,70 +1135,144 @@ static mera_status exec_host(run_ctx *r, int n, mera_error *err)
     return st;
 }
 
+/* A host node on the run's DRAM. */
+static mera_status exec_host(run_ctx *r, int n, mera_error *err)
+{
+    const dna_machine *m = r->m;
+    const mera_node *node = mera_graph_node(m->g, n);
+    const void *in[MERA_MAX_NODE_INPUTS];
+    void *out[MERA_MAX_NODE_OUTPUTS];
+    for (int i = 0; i < node->n_inputs; i++)
+        in[i] = node->inputs[i] >= 0 ? value_read(r, node->inputs[i]) : NULL;
+    for (int o = 0; o < node->n_outputs; o++)
+        out[o] = dram_w(r, m->prog->value_dram[node->outputs[o]]);
+    return dna_machine_run_host_node(m, n, in, out, err);
+}
+
+/* Zeroed, BUF_ALIGN-aligned, freed with free_buf. calloc, not memset:
+ * large blocks come zeroed from the system and only the pages a program
+ * touches become resident (the IP target's memory budget). Deterministic:
+ * a program reading unwritten bytes gets zeros every run. */
 static void *alloc_buf(int64_t bytes)
 {
-    size_t n = ((size_t)(bytes > 0 ? bytes : 1) + BUF_ALIGN - 1) & ~(size_t)(BUF_ALIGN - 1);
-    void *p = aligned_alloc(BUF_ALIGN, n);
+    size_t n = (size_t)(bytes > 0 ? bytes : 1);
+    uint8_t *raw = calloc(1, n + BUF_ALIGN + sizeof(void *));
+    if (!raw)
+        return NULL;
+    uintptr_t p = ((uintptr_t)raw + sizeof(void *) + BUF_ALIGN - 1) & ~(uintptr_t)(BUF_ALIGN - 1);
+    ((void **)p)[-1] = raw;
+    return (void *)p;
+}
+
+static void free_buf(void *p)
+{
     if (p)
-        memset(p, 0, n); /* deterministic: a program reading unwritten bytes gets zeros every run */
-    return p;
+        free(((void **)p)[-1]);
+}
+
+dna_run *dna_run_new(const dna_machine *m, uint8_t *act_dram, mera_error *err)
+{
+    const dna_program *prog = m->prog;
+    dna_run *r = calloc(1, sizeof *r);
+    if (!r) {
+        mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    r->m = m;
+    int max_oc = 1;
+    for (int k = 0; k < m->n_convs; k++)
+        if (m->convs[k]->key.oc_n > max_oc)
+            max_oc = m->convs[k]->key.oc_n;
+    if (act_dram) {
+        r->act_dram = act_dram;
+    } else {
+        r->act_dram = alloc_buf(prog->dram_bytes - dna_act_base(prog));
+        r->own_dram = 1;
+    }
+    r->act = alloc_buf(prog->act_bytes);
+    r->wgt = alloc_buf(prog->wgt_bytes);
+    r->bias = alloc_buf((int64_t)max_oc * 4);
+    if (!r->act_dram || !r->act || !r->wgt || !r->bias) {
+        dna_run_free(r);
+        mera_fail(err, MERA_ERR_NOMEM, "out of memory allocating the DNA machine's DRAM and buffers");
+        return NULL;
+    }
+    return r;
+}
+
+void dna_run_free(dna_run *r)
+{
+    if (!r)
+        return;
+    if (r->own_dram)
+        free_buf(r->act_dram);
+    free_buf(r->act);
+    free_buf(r->wgt);
+    free_buf(r->bias);
+    free(r->tags);
+    free(r);
+}
+
+uint8_t *dna_run_dram(dna_run *r)
+{
+    return r->act_dram;
+}
+
+mera_status dna_run_segment(dna_run *r, int s, int64_t *cycles, mera_error *err)
+{
+    const dna_machine *m = r->m;
+    const dna_program *prog = m->prog;
+    if (cycles)
+        *cycles = 0;
+    if (s < 0 || s >= prog->n_segments)
+        return mera_fail(err, MERA_ERR_INVALID, "segment %d outside the program's %d", s, prog->n_segments);
+    const dna_segment *seg = &prog->segments[s];
+    if (seg->kind == DNA_SEG_HOST) {
+        if (m->opt.dna_only)
+            return mera_fail(err, MERA_ERR_INVALID, "segment %d is a host segment; this machine runs DNA segments only",
+                             s);
+        return exec_host(r, seg->node, err);
+    }
+    mera_status st = MERA_OK;
+    int64_t span = 0;
+    for (int k = 0; k < seg->count && !st; k++) {
+        int i = m->order[seg->first + k];
+        switch (prog->insns[i].opcode) {
+        case DNA_LOAD: st = exec_load(r, i, err); break;
+        case DNA_STORE: exec_store(r, i); break;
+        case DNA_CONV: st = exec_conv(r, i, err); break;
+        case DNA_VEC: st = exec_vec(r, i, err); break;
+        case DNA_NOP: break;
+        default: MERA_BUG("unvalidated opcode");
+        }
+        if (m->times.end[i] > span)
+            span = m->times.end[i];
+    }
+    if (cycles)
+        *cycles = span;
+    return st;
 }
 
 mera_status dna_machine_run(const dna_machine *m, const void *const *inputs, void *const *outputs, mera_error *err)
 {
     const dna_program *prog = m->prog;
     const mera_graph *g = m->g;
-    run_ctx r;
-    memset(&r, 0, sizeof r);
-    r.m = m;
-    int max_oc = 1;
-    for (int k = 0; k < m->n_convs; k++)
-        if (m->convs[k]->key.oc_n > max_oc)
-            max_oc = m->convs[k]->key.oc_n;
-    r.act_dram = alloc_buf(prog->dram_bytes - prog->params_bytes);
-    r.act = alloc_buf(prog->act_bytes);
-    r.wgt = alloc_buf(prog->wgt_bytes);
-    r.bias = alloc_buf((int64_t)max_oc * 4);
-    mera_status st = MERA_OK;
-    if (!r.act_dram || !r.act || !r.wgt || !r.bias) {
-        st = mera_fail(err, MERA_ERR_NOMEM, "out of memory allocating the DNA machine's DRAM and buffers");
-        goto done;
-    }
+    dna_run *r = dna_run_new(m, NULL, err);
+    if (!r)
+        return err ? err->code : MERA_ERR_NOMEM;
     for (int k = 0; k < mera_graph_num_inputs(g); k++) {
         int v = mera_graph_input(g, k);
         if (m->input_slot[v] >= 0)
-            memcpy(dram_w(&r, prog->value_dram[v]), inputs[m->input_slot[v]],
+            memcpy(dram_w(r, prog->value_dram[v]), inputs[m->input_slot[v]],
                    mera_type_nbytes(&mera_graph_value(g, v)->type));
     }
-    for (int s = 0; s < prog->n_segments && !st; s++) {
-        const dna_segment *seg = &prog->segments[s];
-        if (seg->kind == DNA_SEG_HOST) {
-            st = exec_host(&r, seg->node, err);
-            continue;
-        }
-        for (int k = 0; k < seg->count && !st; k++) {
-            int i = m->order[seg->first + k];
-            switch (prog->insns[i].opcode) {
-            case DNA_LOAD: st = exec_load(&r, i, err); break;
-            case DNA_STORE: exec_store(&r, i); break;
-            case DNA_CONV: st = exec_conv(&r, i, err); break;
-            case DNA_VEC: st = exec_vec(&r, i, err); break;
-            case DNA_NOP: break;
-            default: MERA_BUG("unvalidated opcode");
-            }
-        }
-    }
-    if (st)
-        goto done;
-    for (int k = 0; k < mera_graph_num_outputs(g); k++) {
+    mera_status st = MERA_OK;
+    for (int s = 0; s < prog->n_segments && !st; s++)
+        st = dna_run_segment(r, s, NULL, err);
+    for (int k = 0; k < mera_graph_num_outputs(g) && !st; k++) {
         int v = mera_graph_output(g, k);
-        memcpy(outputs[k], value_read(&r, v), mera_type_nbytes(&mera_graph_value(g, v)->type));
+        memcpy(outputs[k], value_read(r, v), mera_type_nbytes(&mera_graph_value(g, v)->type));
     }
-done:
-    free(r.act_dram);
-    free(r.act);
-    free(r.wgt);
-    free(r.bias);
-    free(r.tags);
+    dna_run_free(r);
     return st;
 }

@@ -36,6 +36,8 @@ struct dna_machine {
     const mera_graph *g;
     const dna_program *prog;
     const mera_platform *p;
+    dna_machine_options opt;
+    long page_size;          /* release_const_pages: the VM page size */
     int n_nodes, n_values, n_graph_inputs;
     const void **value_data; /* CONST and PARAM data, else NULL */
     int *input_slot;         /* per value: index among INPUT values, else -1 */

@@ -57,4 +57,64 @@ const dna_timing *dna_machine_timing(const dna_machine *m);
  * microseconds at the platform clock. Written atomically. */
 mera_status dna_machine_write_trace(const dna_machine *m, const char *path, mera_error *err);
 
+
+/* ---- options and segment-level execution ---------------------------------- */
+
+typedef struct {
+    /* 1: keep no packed copy of the weights; each CONV instruction packs
+     * its weight block from WGT when it runs (what the IP's MAC array does:
+     * slower on the host, but the weights exist once, in the constant
+     * image). 0 (default): pack every distinct tile once at load time. */
+    int pack_at_run;
+    /* 1: only DNA segments will run (dna_run_segment): host nodes are not
+     * prepared and need no param data (the emulated IP device). */
+    int dna_only;
+    /* 1: the program's constant image is a read-only file mapping
+     * (MAP_PRIVATE, never written): after a LOAD reads from it, the pages
+     * wholly inside the range read are released (madvise MADV_DONTNEED)
+     * and fault back from the file when read again. The image is then
+     * never resident at once, as on a device whose weights sit in device
+     * DRAM. Never set it for anonymous memory: released pages would read
+     * back as zeros. */
+    int release_const_pages;
+} dna_machine_options;
+
+/* dna_machine_new with options (NULL: the defaults, all 0). */
+dna_machine *dna_machine_new_opts(const mera_graph *g, const dna_program *prog, const mera_platform *p,
+                                  const void *const *param_data, const dna_machine_options *opt, mera_error *err);
+
+/* Where the activation DRAM starts: params_bytes rounded down to 64, so
+ * that a host buffer holding program addresses [dna_act_base, dram_bytes)
+ * at a 64-byte aligned address keeps every value as aligned as its
+ * program address (the constant image's size need not be a multiple of
+ * 64; activations start at the next multiple). */
+static inline int64_t dna_act_base(const dna_program *p)
+{
+    return p->params_bytes & ~(int64_t)63;
+}
+
+/* One inference's state: the activation DRAM and the on-chip buffers.
+ * act_dram: dram_bytes - dna_act_base bytes, 64-byte aligned, the caller
+ * owns (program address a >= params_bytes is act_dram[a - dna_act_base]),
+ * or NULL to allocate (zeroed) with the run. The machine must outlive the
+ * run. */
+typedef struct dna_run dna_run;
+dna_run *dna_run_new(const dna_machine *m, uint8_t *act_dram, mera_error *err);
+void dna_run_free(dna_run *r);
+/* The activation DRAM (see dna_run_new). */
+uint8_t *dna_run_dram(dna_run *r);
+/* Runs segment seg: a DNA segment's instructions in the order the timing
+ * model starts them, or a HOST segment's node on the run's DRAM.
+ * *cycles (may be NULL) gets the DNA segment's makespan in device cycles
+ * (0 for a host segment). dna_machine_run is dna_run_new, the inputs
+ * written, every segment in order, the outputs read. */
+mera_status dna_run_segment(dna_run *r, int seg, int64_t *cycles, mera_error *err);
+
+/* Runs host node `node` (one of the program's HOST segments) with the
+ * InterpreterHw kernel the machine prepared, on caller buffers: in[k] is
+ * the data of the node's k-th input, or NULL for a PARAM or CONST input
+ * (the graph's data); out[o] receives output o. */
+mera_status dna_machine_run_host_node(const dna_machine *m, int node, const void *const *in, void *const *out,
+                                      mera_error *err);
+
 #endif

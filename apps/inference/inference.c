@@ -1,0 +1,377 @@
+/* inference: run a deploy directory written by mera.build, as the 2021
+ * MERA docs' apps/mera_cpp/inference did.
+ *
+ *   ./inference <deploy_dir> [-n runs] [-w warmup] [-o out_dir]
+ *
+ * dlopens <deploy_dir>/deploy.so, checks its ABI version, loads the
+ * directory, reads <deploy_dir>/input0.bin, input1.bin, ... (the raw bytes
+ * of each input, e.g. float32 NHWC), warms up, runs `runs` times (100 by
+ * default) and prints the mean wall time per run ("Took X msec."); for the
+ * Simulator and IP targets also the modelled device latency. Then, for each
+ * output k with a <deploy_dir>/ref_result_k.bin, it prints mera.test_util's
+ * comparison lines (max abs diff, mean abs_diff, correct ratio: the share of
+ * elements exactly equal), and the peak resident memory of the process
+ * (VmHWM; getrusage's ru_maxrss where /proc is missing). -o writes
+ * each output's raw bytes to <out_dir>/output_k.bin.
+ *
+ * Any error (a missing or short input file, a corrupt deploy directory)
+ * prints the message on stderr and exits with a non-zero status. */
+#include <dlfcn.h>
+#include <elf.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "mera_deploy.h"
+
+#define ERR_LEN 1024
+
+typedef struct {
+    int (*abi_version)(void);
+    mera_deploy *(*create)(const char *, char *, size_t);
+    void (*destroy)(mera_deploy *);
+    int (*num_inputs)(const mera_deploy *);
+    int (*num_outputs)(const mera_deploy *);
+    int (*input_info)(const mera_deploy *, int, mera_deploy_tensor_info *, char *, size_t);
+    int (*output_info)(const mera_deploy *, int, mera_deploy_tensor_info *, char *, size_t);
+    int (*set_input)(mera_deploy *, int, const void *, size_t, char *, size_t);
+    int (*run)(mera_deploy *, char *, size_t);
+    int (*get_output)(const mera_deploy *, int, void *, size_t, char *, size_t);
+    int (*get_metrics)(const mera_deploy *, mera_deploy_metrics *);
+} deploy_api;
+
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("inference: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        die("out of memory (%zu bytes)", n);
+    return p;
+}
+
+static char *path_join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = xmalloc(n);
+    snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static int file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* Reads exactly `want` bytes of a regular file; dies on a missing, short or long file. */
+static void *read_exact(const char *path, size_t want, const char *what)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        die("cannot open %s '%s': %s", what, path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode))
+        die("%s '%s' is not a regular file", what, path);
+    if ((unsigned long long)st.st_size != (unsigned long long)want)
+        die("%s '%s' has %lld bytes, expected %zu", what, path, (long long)st.st_size, want);
+    void *buf = xmalloc(want);
+    if (fread(buf, 1, want, f) != want)
+        die("cannot read %s '%s': %s", what, path, ferror(f) ? strerror(errno) : "short read");
+    fclose(f);
+    return buf;
+}
+
+static void *sym(void *lib, const char *name, const char *path)
+{
+    dlerror();
+    void *p = dlsym(lib, name);
+    if (!p)
+        die("'%s' does not export %s: not a mera deploy library", path, name);
+    return p;
+}
+
+/* dlopen maps a shared library without checking that the file holds what its
+ * headers describe, and a truncated one crashes the loader (SIGBUS): check the
+ * ELF header, the program headers and the section header table against the
+ * file's size first. */
+static void check_elf(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        die("cannot open '%s': %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode))
+        die("'%s' is not a regular file", path);
+    unsigned long long size = (unsigned long long)st.st_size;
+    Elf64_Ehdr eh;
+    if (size < sizeof eh || fread(&eh, sizeof eh, 1, f) != 1 || memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0)
+        die("'%s' is not a shared library (no ELF header): a corrupt deploy directory", path);
+    if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_ident[EI_DATA] != ELFDATA2LSB)
+        die("'%s' is not a 64-bit little-endian ELF library", path);
+    if (eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum == 0 ||
+        eh.e_phoff + (unsigned long long)eh.e_phnum * sizeof(Elf64_Phdr) > size ||
+        (eh.e_shnum && eh.e_shoff + (unsigned long long)eh.e_shnum * eh.e_shentsize > size))
+        die("'%s' is truncated or corrupt: its ELF headers describe more than its %llu bytes", path, size);
+    for (int i = 0; i < eh.e_phnum; i++) {
+        Elf64_Phdr ph;
+        if (fseek(f, (long)(eh.e_phoff + (unsigned long long)i * sizeof ph), SEEK_SET) != 0 ||
+            fread(&ph, sizeof ph, 1, f) != 1)
+            die("cannot read the program headers of '%s'", path);
+        if (ph.p_offset + ph.p_filesz > size)
+            die("'%s' is truncated: segment %d ends at byte %llu of %llu", path, i,
+                (unsigned long long)(ph.p_offset + ph.p_filesz), size);
+    }
+    fclose(f);
+}
+
+static double now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+static const char *dtype_name(int dt)
+{
+    switch (dt) {
+    case MERA_DEPLOY_FLOAT32: return "float32";
+    case MERA_DEPLOY_INT8: return "int8";
+    case MERA_DEPLOY_UINT8: return "uint8";
+    case MERA_DEPLOY_INT32: return "int32";
+    default: return "?";
+    }
+}
+
+static size_t dtype_size(int dt)
+{
+    return dt == MERA_DEPLOY_FLOAT32 || dt == MERA_DEPLOY_INT32 ? 4 : 1;
+}
+
+static double element(const void *p, int dt, size_t i)
+{
+    switch (dt) {
+    case MERA_DEPLOY_FLOAT32: return ((const float *)p)[i];
+    case MERA_DEPLOY_INT8: return ((const int8_t *)p)[i];
+    case MERA_DEPLOY_UINT8: return ((const uint8_t *)p)[i];
+    default: return ((const int32_t *)p)[i];
+    }
+}
+
+/* mera.test_util.verify_output's lines: max and mean of |result - ref|, and
+ * the share of elements exactly equal (as the output dtype: NaN != NaN). */
+static void compare(const void *res, const void *ref, int dt, size_t n)
+{
+    double max_diff = 0, sum = 0;
+    size_t equal = 0;
+    int nan = 0;
+    for (size_t i = 0; i < n; i++) {
+        double a = element(res, dt, i), b = element(ref, dt, i);
+        double d = fabs(a - b);
+        if (isnan(d))
+            nan = 1; /* as NumPy's max and mean: NaN propagates */
+        else if (d > max_diff)
+            max_diff = d;
+        sum += d;
+        equal += a == b;
+    }
+    if (nan)
+        max_diff = NAN;
+    printf("max abs diff: %g\n", max_diff);
+    printf("mean abs_diff: %g\n", n ? sum / (double)n : 0.0);
+    printf("correct ratio: %g\n", (double)equal / (double)(n ? n : 1));
+}
+
+/* Peak resident memory of this process, KiB: Linux's VmHWM (of this program
+ * since exec), else getrusage's ru_maxrss. On Linux ru_maxrss also counts
+ * the parent's memory at fork time (a child of a 500 MiB Python process
+ * reports 500 MiB), so it is only the fallback. */
+static double peak_rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f) {
+        char line[256];
+        long long kib = -1;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "VmHWM: %lld kB", &kib) == 1)
+                break;
+        fclose(f);
+        if (kib >= 0)
+            return (double)kib;
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: inference <deploy_dir> [-n runs] [-w warmup] [-o out_dir]\n"
+                    "  runs a deploy directory written by mera.build: reads input0.bin, input1.bin, ...,\n"
+                    "  times `runs` inferences (default 100, after `warmup` = 1), compares each output k\n"
+                    "  with ref_result_k.bin when present; -o writes output_k.bin files.\n");
+    exit(2);
+}
+
+static long parse_count(const char *s, const char *opt, long min)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < min || v > 100000000)
+        die("%s needs an integer >= %ld, got '%s'", opt, min, s);
+    return v;
+}
+
+int main(int argc, char **argv)
+{
+    const char *dir = NULL, *out_dir = NULL;
+    long runs = 100, warmup = 1;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+            usage();
+        else if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)
+            runs = parse_count(argv[++i], "-n", 1);
+        else if (strcmp(argv[i], "-w") == 0 && i + 1 < argc)
+            warmup = parse_count(argv[++i], "-w", 0);
+        else if (strcmp(argv[i], "-o") == 0 && i + 1 < argc)
+            out_dir = argv[++i];
+        else if (argv[i][0] == '-' || dir)
+            usage();
+        else
+            dir = argv[i];
+    }
+    if (!dir)
+        usage();
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    char err[ERR_LEN] = "";
+
+    printf("Loading runtime module...\n");
+    char *lib_path = path_join(dir, "deploy.so");
+    if (!file_exists(lib_path))
+        die("'%s' does not exist: not a deploy directory (mera.build writes deploy.so, deploy.params, deploy.json)",
+            lib_path);
+    check_elf(lib_path);
+    void *lib = dlopen(lib_path, RTLD_NOW | RTLD_LOCAL);
+    if (!lib)
+        die("cannot load '%s': %s", lib_path, dlerror());
+    deploy_api api;
+    *(void **)&api.abi_version = sym(lib, "mera_deploy_abi_version", lib_path);
+    *(void **)&api.create = sym(lib, "mera_deploy_create", lib_path);
+    *(void **)&api.destroy = sym(lib, "mera_deploy_destroy", lib_path);
+    *(void **)&api.num_inputs = sym(lib, "mera_deploy_num_inputs", lib_path);
+    *(void **)&api.num_outputs = sym(lib, "mera_deploy_num_outputs", lib_path);
+    *(void **)&api.input_info = sym(lib, "mera_deploy_input_info", lib_path);
+    *(void **)&api.output_info = sym(lib, "mera_deploy_output_info", lib_path);
+    *(void **)&api.set_input = sym(lib, "mera_deploy_set_input", lib_path);
+    *(void **)&api.run = sym(lib, "mera_deploy_run", lib_path);
+    *(void **)&api.get_output = sym(lib, "mera_deploy_get_output", lib_path);
+    *(void **)&api.get_metrics = sym(lib, "mera_deploy_get_metrics", lib_path);
+    int abi = api.abi_version();
+    if (abi != MERA_DEPLOY_ABI_VERSION)
+        die("'%s' implements deploy ABI version %d; this app speaks version %d (rebuild one of them)", lib_path, abi,
+            MERA_DEPLOY_ABI_VERSION);
+
+    printf("Loading json data and parameters...\n");
+    mera_deploy *d = api.create(dir, err, sizeof err);
+    if (!d)
+        die("%s", err[0] ? err : "loading the deploy directory failed");
+
+    printf("Loading input...\n");
+    int n_in = api.num_inputs(d), n_out = api.num_outputs(d);
+    for (int i = 0; i < n_in; i++) {
+        mera_deploy_tensor_info info;
+        if (api.input_info(d, i, &info, err, sizeof err))
+            die("%s", err);
+        char name[32];
+        snprintf(name, sizeof name, "input%d.bin", i);
+        char *path = path_join(dir, name);
+        char what[300];
+        snprintf(what, sizeof what, "input %d ('%s', %s)", i, info.name ? info.name : "?", dtype_name(info.dtype));
+        void *data = read_exact(path, info.nbytes, what);
+        if (api.set_input(d, i, data, info.nbytes, err, sizeof err))
+            die("%s", err);
+        free(data);
+        free(path);
+    }
+
+    printf("Warming up...\n");
+    for (long i = 0; i < warmup; i++)
+        if (api.run(d, err, sizeof err))
+            die("%s", err);
+    printf("Running %ld times...\n", runs);
+    double t0 = now_ms();
+    for (long i = 0; i < runs; i++)
+        if (api.run(d, err, sizeof err))
+            die("%s", err);
+    double ms = (now_ms() - t0) / (double)runs;
+    printf("Took %.2f msec.\n", ms);
+
+    mera_deploy_metrics m;
+    memset(&m, 0, sizeof m);
+    if (api.get_metrics(d, &m))
+        die("reading the metrics failed");
+    const char *target = m.target ? m.target : "";
+    if (strcmp(target, "Simulator") == 0)
+        printf("Simulator total latency: %.3f us\n", m.device_us);
+    else if (strcmp(target, "IP") == 0)
+        printf("Device latency: %.3f us (%" PRId64 " cycles on %s, device '%s')\n", m.device_us, m.device_cycles,
+               m.platform ? m.platform : "?", m.device ? m.device : "?");
+
+    for (int k = 0; k < n_out; k++) {
+        mera_deploy_tensor_info info;
+        if (api.output_info(d, k, &info, err, sizeof err))
+            die("%s", err);
+        void *res = xmalloc(info.nbytes);
+        if (api.get_output(d, k, res, info.nbytes, err, sizeof err))
+            die("%s", err);
+        if (out_dir) {
+            char name[32];
+            snprintf(name, sizeof name, "output_%d.bin", k);
+            char *path = path_join(out_dir, name);
+            FILE *f = fopen(path, "wb");
+            if (!f || fwrite(res, 1, info.nbytes, f) != info.nbytes || fclose(f) != 0)
+                die("cannot write '%s': %s", path, strerror(errno));
+            free(path);
+        }
+        char name[32];
+        snprintf(name, sizeof name, "ref_result_%d.bin", k);
+        char *path = path_join(dir, name);
+        if (file_exists(path)) {
+            char what[300];
+            snprintf(what, sizeof what, "reference of output %d ('%s', %s)", k, info.name ? info.name : "?",
+                     dtype_name(info.dtype));
+            void *ref = read_exact(path, info.nbytes, what);
+            if (n_out > 1)
+                printf("output %d:\n", k);
+            compare(res, ref, info.dtype, info.nbytes / dtype_size(info.dtype));
+            free(ref);
+        } else {
+            printf("No %s: output %d not compared.\n", name, k);
+        }
+        free(path);
+        free(res);
+    }
+
+    printf("Peak memory: %.1f MiB (weights %.1f MiB, arena %.1f MiB)\n", peak_rss_kib() / 1024.0,
+           (double)m.weights_bytes / 1048576.0, (double)m.arena_bytes / 1048576.0);
+    api.destroy(d);
+    free(lib_path);
+    return 0;
+}

@@ -1,0 +1,1177 @@
+/* The deploy runtime: the C ABI of deploy.so (mera_deploy.h).
+ *
+ * Loading reads deploy.json (bounded, strict), maps deploy.params read-only
+ * and validates both against each other before anything is interpreted:
+ * magic, format version, the section table, the checksum, then each
+ * section with its own validating reader (IR deserializer, the PARAMS
+ * index, the DNA program deserializer). Weights are never copied: the
+ * PARAM data and the program's constant image point into the mapping.
+ *
+ * Targets: Interpreter / InterpreterHw run mera_interp; Simulator runs the
+ * DNA machine; IP drives a HAL device (hal.h) segment by segment, running
+ * host segments on the host with the InterpreterHw kernels on data read
+ * from and written back to device memory. */
+#define _DEFAULT_SOURCE /* madvise */
+#include "runtime/runtime.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "arch/platform.h"
+#include "backends/interp.h"
+#include "ir/ir.h"
+#include "isa/isa.h"
+#include "runtime/deploy_format.h"
+#include "runtime/hal.h"
+#include "runtime/json.h"
+#include "sim/sim.h"
+#include "util/bytes.h"
+
+enum { T_INTERP, T_INTERP_HW, T_SIM, T_IP };
+
+/* The ABI functions stay exported when deploy.so is built with
+ * -fvisibility=hidden (everything else in it is internal). */
+#if defined(__GNUC__)
+#define MERA_RT_EXPORT __attribute__((visibility("default")))
+#else
+#define MERA_RT_EXPORT
+#endif
+
+struct mera_deploy {
+    int kind;
+    char target[16];
+    char platform_name[64];
+    char device[64];
+    /* deploy.params: mapped (or read) */
+    uint8_t *file;
+    size_t file_len;
+    int mapped;
+    mera_graph *g;
+    const void **param_data; /* per mera_graph_input index */
+    dna_program *prog;       /* constant image borrowed from file */
+    mera_platform plat;
+    mera_interp *it;
+    dna_machine *m;          /* Simulator; IP: the host side (host nodes, timing) */
+    /* IP */
+    const mera_hal_driver *hal;
+    mera_hal_device *dev;
+    mera_hal_addr const_addr, act_addr;
+    int have_const, have_act;
+    /* tensors */
+    int n_in, n_out;
+    int *in_vals, *out_vals;
+    mera_deploy_tensor_info *in_info, *out_info;
+    void **in_buf, **out_buf;
+    int *in_set;
+    int have_outputs;
+    mera_deploy_metrics metrics;
+};
+
+/* ---- messages ---------------------------------------------------------- */
+
+static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+
+static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
+{
+    if (err && err_len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, err_len, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+static int status_code(mera_status s)
+{
+    switch (s) {
+    case MERA_OK: return MERA_DEPLOY_OK;
+    case MERA_ERR_FORMAT: return MERA_DEPLOY_ERR_FORMAT;
+    case MERA_ERR_IO: return MERA_DEPLOY_ERR_IO;
+    case MERA_ERR_NOMEM: return MERA_DEPLOY_ERR_NOMEM;
+    case MERA_ERR_UNSUPPORTED: return MERA_DEPLOY_ERR_UNSUPPORTED;
+    case MERA_ERR_RUNTIME: return MERA_DEPLOY_ERR_RUNTIME;
+    case MERA_ERR_INVALID: return MERA_DEPLOY_ERR_INVALID;
+    default: return MERA_DEPLOY_ERR_FORMAT;
+    }
+}
+
+MERA_RT_EXPORT int mera_deploy_abi_version(void)
+{
+    return MERA_DEPLOY_ABI_VERSION;
+}
+
+static const char *host_arch(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    return "x86";
+#elif defined(__aarch64__) || defined(__arm__)
+    return "arm";
+#else
+    return NULL;
+#endif
+}
+
+static double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+/* ---- files ------------------------------------------------------------- */
+
+static int path_join(char *out, size_t n, const char *dir, const char *file, char *err, size_t err_len)
+{
+    int k = snprintf(out, n, "%s/%s", dir, file);
+    if (k < 0 || (size_t)k >= n)
+        return fail(err, err_len, MERA_DEPLOY_ERR_INVALID, "deploy directory path too long: '%.100s...'", dir);
+    return 0;
+}
+
+static int read_all(int fd, uint8_t *buf, size_t n, off_t at)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = pread(fd, buf + done, n - done, at + (off_t)done);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+/* deploy.json, at most MJ_MAX_BYTES, NUL-terminated. */
+static int read_json_file(const char *path, char **out, size_t *out_len, char *err, size_t err_len)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return fail(err, err_len, MERA_DEPLOY_ERR_IO, "deploy.json: cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return fail(err, err_len, MERA_DEPLOY_ERR_IO, "deploy.json: %s is not a regular file", path);
+    }
+    if ((uint64_t)st.st_size > MJ_MAX_BYTES) {
+        close(fd);
+        return fail(err, err_len, MERA_DEPLOY_ERR_FORMAT, "deploy.json: %lld bytes exceeds the limit of %u",
+                    (long long)st.st_size, MJ_MAX_BYTES);
+    }
+    size_t n = (size_t)st.st_size;
+    char *buf = malloc(n + 1);
+    if (!buf) {
+        close(fd);
+        return fail(err, err_len, MERA_DEPLOY_ERR_NOMEM, "deploy.json: out of memory");
+    }
+    if (read_all(fd, (uint8_t *)buf, n, 0) != 0) {
+        close(fd);
+        free(buf);
+        return fail(err, err_len, MERA_DEPLOY_ERR_IO, "deploy.json: cannot read %s", path);
+    }
+    close(fd);
+    buf[n] = 0;
+    *out = buf;
+    *out_len = n;
+    return 0;
+}
+
+/* ---- deploy.json fields -------------------------------------------------- */
+
+typedef struct {
+    char *err;
+    size_t err_len;
+    int code;
+} jctx;
+
+static const mj_node *jfield(jctx *c, const mj_node *obj, const char *where, const char *key, mj_kind kind)
+{
+    if (c->code)
+        return NULL;
+    const mj_node *v = mj_get(obj, key);
+    if (!v) {
+        c->code = fail(c->err, c->err_len, MERA_DEPLOY_ERR_FORMAT, "deploy.json: %s%s'%s' is missing", where,
+                       *where ? ": field " : "field ", key);
+        return NULL;
+    }
+    int ok = v->kind == kind || (kind == MJ_TRUE && v->kind == MJ_FALSE);
+    if (!ok) {
+        c->code = fail(c->err, c->err_len, MERA_DEPLOY_ERR_FORMAT, "deploy.json: %s%s'%s' (byte %zu) must be %s, not %s",
+                       where, *where ? ": field " : "field ", key, v->offset, mj_kind_name(kind), mj_kind_name(v->kind));
+        return NULL;
+    }
+    return v;
+}
+
+static const char *jstr(jctx *c, const mj_node *obj, const char *where, const char *key)
+{
+    const mj_node *v = jfield(c, obj, where, key, MJ_STRING);
+    return v ? v->str : NULL;
+}
+
+static int jint(jctx *c, const mj_node *obj, const char *where, const char *key, int64_t *out)
+{
+    const mj_node *v = jfield(c, obj, where, key, MJ_NUMBER);
+    if (!v)
+        return -1;
+    if (!v->is_int) {
+        c->code = fail(c->err, c->err_len, MERA_DEPLOY_ERR_FORMAT, "deploy.json: %s%s'%s' (byte %zu) must be an integer",
+                       where, *where ? ": field " : "field ", key, v->offset);
+        return -1;
+    }
+    *out = v->i;
+    return 0;
+}
+
+static int jerr(jctx *c, const mj_node *at, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+static int jerr(jctx *c, const mj_node *at, const char *fmt, ...)
+{
+    if (c->code)
+        return c->code;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    c->code = fail(c->err, c->err_len, MERA_DEPLOY_ERR_FORMAT, "deploy.json: %s%s", msg,
+                   at ? "" : "");
+    if (at && c->err && c->err_len) {
+        size_t l = strlen(c->err);
+        snprintf(c->err + l, c->err_len - l, " (byte %zu)", at->offset);
+    }
+    return c->code;
+}
+
+/* inputs[i] / outputs[i] of deploy.json against graph value v. */
+static int check_tensor(jctx *c, const mj_node *t, const char *list, int i, const mera_value *v)
+{
+    char where[64];
+    snprintf(where, sizeof where, "%s[%d]", list, i);
+    if (!t || t->kind != MJ_OBJECT)
+        return jerr(c, t, "%s must be an object", where);
+    const char *name = jstr(c, t, where, "name");
+    const char *dtype = jstr(c, t, where, "dtype");
+    const mj_node *shape = jfield(c, t, where, "shape", MJ_ARRAY);
+    const char *layout = jstr(c, t, where, "layout");
+    const mj_node *scale = mj_get(t, "scale"), *zp = mj_get(t, "zero_point");
+    if (c->code)
+        return c->code;
+    if (strcmp(name, v->name) != 0)
+        return jerr(c, t, "%s: name '%s' but the graph's is '%s'", where, name, v->name);
+    if (strcmp(dtype, mera_dtype_name(v->type.dtype)) != 0)
+        return jerr(c, t, "%s ('%s'): dtype '%s' but the graph's is %s", where, name, dtype,
+                    mera_dtype_name(v->type.dtype));
+    int bad = shape->count != v->type.rank;
+    for (int d = 0; d < v->type.rank && !bad; d++) {
+        const mj_node *e = mj_at(shape, d);
+        bad = !e || e->kind != MJ_NUMBER || !e->is_int || e->i != v->type.shape[d];
+    }
+    if (bad) {
+        char gs[128];
+        mera_shape_format(v->type.shape, v->type.rank, gs, sizeof gs);
+        return jerr(c, shape, "%s ('%s'): shape does not match the graph's %s", where, name, gs);
+    }
+    if (strcmp(layout, mera_layout_name(v->type.layout)) != 0)
+        return jerr(c, t, "%s ('%s'): layout '%s' but the graph's is %s", where, name, layout,
+                    mera_layout_name(v->type.layout));
+    int per_tensor = v->type.q.kind == MERA_QUANT_PER_TENSOR;
+    if (!scale || !zp)
+        return jerr(c, t, "%s ('%s'): field '%s' is missing", where, name, !scale ? "scale" : "zero_point");
+    if (per_tensor ? (scale->kind != MJ_NUMBER || scale->num != v->type.q.scale) : scale->kind != MJ_NULL)
+        return jerr(c, scale, "%s ('%s'): scale does not match the graph's", where, name);
+    if (per_tensor ? (zp->kind != MJ_NUMBER || !zp->is_int || zp->i != v->type.q.zero_point) : zp->kind != MJ_NULL)
+        return jerr(c, zp, "%s ('%s'): zero_point does not match the graph's", where, name);
+    return 0;
+}
+
+static int check_tensors(jctx *c, const mj_node *root, mera_deploy *d)
+{
+    const mj_node *ins = jfield(c, root, "", "inputs", MJ_ARRAY);
+    const mj_node *outs = jfield(c, root, "", "outputs", MJ_ARRAY);
+    if (c->code)
+        return c->code;
+    if (ins->count != d->n_in)
+        return jerr(c, ins, "field 'inputs' lists %d inputs, the graph has %d", ins->count, d->n_in);
+    if (outs->count != d->n_out)
+        return jerr(c, outs, "field 'outputs' lists %d outputs, the graph has %d", outs->count, d->n_out);
+    for (int i = 0; i < d->n_in; i++)
+        if (check_tensor(c, mj_at(ins, i), "inputs", i, mera_graph_value(d->g, d->in_vals[i])))
+            return c->code;
+    for (int i = 0; i < d->n_out; i++)
+        if (check_tensor(c, mj_at(outs, i), "outputs", i, mera_graph_value(d->g, d->out_vals[i])))
+            return c->code;
+    return 0;
+}
+
+/* The platform: the named one with every field of platform_params. */
+static int read_platform(jctx *c, const mj_node *root, mera_deploy *d)
+{
+    const char *name = jstr(c, root, "", "platform");
+    const mj_node *pp = jfield(c, root, "", "platform_params", MJ_OBJECT);
+    if (c->code)
+        return c->code;
+    const mera_platform *base = mera_platform_find(name);
+    if (!base)
+        return jerr(c, mj_get(root, "platform"), "field 'platform': unknown platform '%s'", name);
+    d->plat = *base;
+    snprintf(d->platform_name, sizeof d->platform_name, "%s", base->name);
+    const mj_node *v;
+#define X(field, type, unit, doc)                                                                           \
+    v = jfield(c, pp, "platform_params", #field, MJ_NUMBER);                                               \
+    if (!v)                                                                                                 \
+        return c->code;                                                                                     \
+    if (!(v->num > 0) || ((type)0.5 == 0 && !v->is_int))                                                    \
+        return jerr(c, v, "platform_params: field '%s' = %g must be a positive %s", #field, v->num,         \
+                    (type)0.5 == 0 ? "integer" : "number");                                                 \
+    d->plat.field = (type)v->num;
+    MERA_ARCH_PARAMS(X)
+#undef X
+    return 0;
+}
+
+/* ---- deploy.params ------------------------------------------------------- */
+
+typedef struct {
+    int kind;
+    uint64_t off, len;
+} section;
+
+static int map_params(mera_deploy *d, const char *path, char *err, size_t err_len)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return fail(err, err_len, MERA_DEPLOY_ERR_IO, "deploy.params: cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return fail(err, err_len, MERA_DEPLOY_ERR_IO, "deploy.params: %s is not a regular file", path);
+    }
+    if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX / 2) {
+        close(fd);
+        return fail(err, err_len, MERA_DEPLOY_ERR_FORMAT, "deploy.params: %lld bytes is too large",
+                    (long long)st.st_size);
+    }
+    d->file_len = (size_t)st.st_size;
+    if (d->file_len == 0) {
+        close(fd);
+        return fail(err, err_len, MERA_DEPLOY_ERR_FORMAT, "deploy.params: empty file");
+    }
+    void *p = mmap(NULL, d->file_len, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p != MAP_FAILED) {
+        d->file = p;
+        d->mapped = 1;
+    } else {
+        size_t n = (d->file_len + MERA_PARAMS_ALIGN - 1) / MERA_PARAMS_ALIGN * MERA_PARAMS_ALIGN;
+        d->file = aligned_alloc(MERA_PARAMS_ALIGN, n);
+        if (!d->file) {
+            close(fd);
+            return fail(err, err_len, MERA_DEPLOY_ERR_NOMEM, "deploy.params: out of memory reading %zu bytes",
+                        d->file_len);
+        }
+        if (read_all(fd, d->file, d->file_len, 0) != 0) {
+            close(fd);
+            return fail(err, err_len, MERA_DEPLOY_ERR_IO, "deploy.params: cannot read %s", path);
+        }
+    }
+    close(fd);
+    return 0;
+}
+
+/* The checksum of file[0, n), read through a small buffer with pread when
+ * the file is mapped so that checking does not fault every page of the
+ * mapping into the process (it would count against the memory budget). */
+static int file_checksum(mera_deploy *d, const char *path, size_t n, uint64_t *out)
+{
+    if (!d->mapped) {
+        *out = mera_fnv1a64(d->file, n);
+        return 0;
+    }
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return -1;
+    enum { CHUNK = 1 << 20 };
+    uint8_t *buf = malloc(CHUNK);
+    if (!buf) {
+        close(fd);
+        return -1;
+    }
+    uint64_t h = MERA_FNV1A64_BASIS;
+    size_t done = 0;
+    int rc = 0;
+    while (done < n) {
+        size_t k = n - done < CHUNK ? n - done : CHUNK;
+        if (read_all(fd, buf, k, (off_t)done) != 0) {
+            rc = -1;
+            break;
+        }
+        h = mera_fnv1a64_from(h, buf, k);
+        done += k;
+    }
+    free(buf);
+    close(fd);
+    *out = h;
+    return rc;
+}
+
+static int read_sections(mera_deploy *d, const char *path, section *sec, int *n_sec, uint64_t *sum, char *err,
+                         size_t err_len)
+{
+    const uint8_t *f = d->file;
+    size_t len = d->file_len;
+    if (len < MERA_PARAMS_MAGIC_LEN || memcmp(f, MERA_PARAMS_MAGIC, MERA_PARAMS_MAGIC_LEN) != 0)
+        return fail(err, err_len, MERA_DEPLOY_ERR_FORMAT,
+                    "deploy.params: bad magic (expected \"MERAPRM\\n\"): not a deploy.params file");
+    if (len < MERA_PARAMS_HEADER_LEN + MERA_PARAMS_CHECKSUM_LEN)
+        return fail(err, err_len, MERA_DEPLOY_ERR_FORMAT, "deploy.params: truncated: %zu bytes, no header", len);
+    uint32_t version = (uint32_t)mera_load_le(f + 8, 4);
+    if (version != MERA_DEPLOY_FORMAT_VERSION)
+        return fail(err, err_len, MERA_DEPLOY_ERR_FORMAT,
+                    "deploy.params: field version = %u, this runtime reads format version %d; rebuild the deploy "
+                    "directory",
+                    version, MERA_DEPLOY_FORMAT_VERSION);
+    uint32_t count = (uint32_t)mera_load_le(f + 12, 4);
+    if (count < 1 || count > MERA_PARAMS_MAX_SECTIONS)
+        return fail(err, err_len, MERA_DEPLOY_ERR_FORMAT, "deploy.params: field section count = %u not in [1, %d]",
+                    count, MERA_PARAMS_MAX_SECTIONS);
+    uint64_t table_end = MERA_PARAMS_HEADER_LEN + (uint64_t)count * MERA_PARAMS_SECTION_ENTRY;
+    uint64_t body = len - MERA_PARAMS_CHECKSUM_LEN;
+    if (table_end > body)
+        return fail(err, err_len, MERA_DEPLOY_ERR_FORMAT,
+                    "deploy.params: section table of %u entries ends at byte %llu, beyond the file (%zu bytes)", count,
+                    (unsigned long long)table_end, len);
+    int seen[4] = {0, 0, 0, 0};
+    for (uint32_t s = 0; s < count; s++) {
+        const uint8_t *e = f + MERA_PARAMS_HEADER_LEN + s * MERA_PARAMS_SECTION_ENTRY;
+        sec[s].kind = (int)(uint32_t)mera_load_le(e, 4);
+        sec[s].off = mera_load_le(e + 4, 8);
+        sec[s].len = mera_load_le(e + 12, 8);
+        if (sec[s].kind < MERA_SECTION_GRAPH || sec[s].kind > MERA_SECTION_PROGRAM)
+            return fail(err, err_len, MERA_DEPLOY_ERR_FORMAT, "deploy.params: section %u: field kind = %u is unknown",
+                        s, (unsigned)sec[s].kind);
+        const char *nm = mera_section_name(sec[s].kind);
+        if (seen[sec[s].kind]++)
+            return fail(err, err_len, MERA_DEPLOY_ERR_FORMAT, "deploy.params: section %u (%s): a second %s section",
+                        s, nm, nm);
+        if (sec[s].off % MERA_PARAMS_ALIGN)
+            return fail(err, err_len, MERA_DEPLOY_ERR_FORMAT,
+                        "deploy.params: section %u (%s): offset %llu is not %d-byte aligned", s, nm,
+                        (unsigned long long)sec[s].off, MERA_PARAMS_ALIGN);
+        if (sec[s].off < table_end)
+            return fail(err, err_len, MERA_DEPLOY_ERR_FORMAT,
+                        "deploy.params: section %u (%s): offset %llu lies inside the header (%llu bytes)", s, nm,
+                        (unsigned long long)sec[s].off, (unsigned long long)table_end);
+        if (sec[s].off > body || sec[s].len > body - sec[s].off)
+            return fail(err, err_len, MERA_DEPLOY_ERR_FORMAT,
+                        "deploy.params: section %u (%s): offset %llu + length %llu beyond the file (%zu bytes)", s, nm,
+                        (unsigned long long)sec[s].off, (unsigned long long)sec[s].len, len);
+        for (uint32_t t = 0; t < s; t++)
+            if (sec[s].off < sec[t].off + sec[t].len && sec[t].off < sec[s].off + sec[s].len)
+                return fail(err, err_len, MERA_DEPLOY_ERR_FORMAT,
+                            "deploy.params: section %u (%s) [%llu, +%llu) overlaps section %u (%s)", s, nm,
+                            (unsigned long long)sec[s].off, (unsigned long long)sec[s].len, t,
+                            mera_section_name(sec[t].kind));
+    }
+    uint64_t stored = mera_load_le(f + body, 8), h;
+    if (file_checksum(d, path, (size_t)body, &h) != 0)
+        return fail(err, err_len, MERA_DEPLOY_ERR_IO, "deploy.params: cannot read %s", path);
+    if (h != stored)
+        return fail(err, err_len, MERA_DEPLOY_ERR_FORMAT,
+                    "deploy.params: checksum mismatch (stored %016llx, computed %016llx over %llu bytes): the file is "
+                    "corrupt or truncated",
+                    (unsigned long long)stored, (unsigned long long)h, (unsigned long long)body);
+    *n_sec = (int)count;
+    *sum = h;
+    return 0;
+}
+
+static const section *find_section(const section *sec, int n, int kind)
+{
+    for (int s = 0; s < n; s++)
+        if (sec[s].kind == kind)
+            return &sec[s];
+    return NULL;
+}
+
+/* The PARAMS section's index: bind every PARAM value's data. */
+static int bind_params(mera_deploy *d, const section *s, int64_t *weights, char *err, size_t err_len)
+{
+    const uint8_t *base = d->file + s->off;
+    uint64_t len = s->len, pos = 0;
+    const mera_graph *g = d->g;
+    int n_in = mera_graph_num_inputs(g);
+    d->param_data = calloc((size_t)n_in + 1, sizeof *d->param_data);
+    if (!d->param_data)
+        return fail(err, err_len, MERA_DEPLOY_ERR_NOMEM, "out of memory");
+#define PFAIL(...) fail(err, err_len, MERA_DEPLOY_ERR_FORMAT, "deploy.params: section PARAMS: " __VA_ARGS__)
+    if (len < 4)
+        return PFAIL("truncated: %llu bytes, no entry count", (unsigned long long)len);
+    uint32_t count = (uint32_t)mera_load_le(base, 4);
+    pos = 4;
+    if (count > (len - 4) / 20)
+        return PFAIL("field count = %u does not fit in %llu bytes", count, (unsigned long long)len);
+    int n_params = 0;
+    for (int k = 0; k < n_in; k++)
+        n_params += mera_graph_value(g, mera_graph_input(g, k))->kind == MERA_VALUE_PARAM;
+    if ((int64_t)count != n_params)
+        return PFAIL("field count = %u, but the graph has %d params", count, n_params);
+    int64_t total = 0;
+    for (uint32_t e = 0; e < count; e++) {
+        if (len - pos < 4)
+            return PFAIL("entry %u: truncated index", e);
+        uint32_t nl = (uint32_t)mera_load_le(base + pos, 4);
+        pos += 4;
+        if (nl == 0 || nl > MERA_PARAMS_MAX_NAME || len - pos < (uint64_t)nl + 16)
+            return PFAIL("entry %u: field name length = %u out of range", e, nl);
+        char name[MERA_PARAMS_MAX_NAME + 1];
+        memcpy(name, base + pos, nl);
+        name[nl] = 0;
+        pos += nl;
+        uint64_t off = mera_load_le(base + pos, 8), bytes = mera_load_le(base + pos + 8, 8);
+        pos += 16;
+        if (strlen(name) != nl)
+            return PFAIL("entry %u: name contains a NUL byte", e);
+        int v = mera_graph_find_value(g, name);
+        if (v < 0 || mera_graph_value(g, v)->kind != MERA_VALUE_PARAM)
+            return PFAIL("entry %u: '%s' is not a param of the graph", e, name);
+        const mera_value *val = mera_graph_value(g, v);
+        if (bytes != mera_type_nbytes(&val->type))
+            return PFAIL("param '%s': field length = %llu, but its type needs %zu bytes", name,
+                         (unsigned long long)bytes, mera_type_nbytes(&val->type));
+        if (off % MERA_PARAMS_ALIGN || off > len || bytes > len - off)
+            return PFAIL("param '%s': offset %llu + length %llu beyond the section (%llu bytes) or unaligned", name,
+                         (unsigned long long)off, (unsigned long long)bytes, (unsigned long long)len);
+        int k = 0;
+        while (k < n_in && mera_graph_input(g, k) != v)
+            k++;
+        if (d->param_data[k])
+            return PFAIL("param '%s' appears twice in the index", name);
+        d->param_data[k] = base + off;
+        total += (int64_t)bytes;
+    }
+    for (int k = 0; k < n_in; k++) {
+        const mera_value *val = mera_graph_value(g, mera_graph_input(g, k));
+        if (val->kind == MERA_VALUE_PARAM && !d->param_data[k])
+            return PFAIL("param '%s' is missing", val->name);
+    }
+#undef PFAIL
+    *weights = total;
+    return 0;
+}
+
+/* ---- IP: the HAL device -------------------------------------------------- */
+
+/* Releases the pages wholly inside [p, p + n) of the read-only mapping of
+ * deploy.params (they fault back from the file when read again). */
+static void release_mapped(const mera_deploy *d, const uint8_t *p, size_t n)
+{
+#ifdef MADV_DONTNEED
+    if (!d->mapped || !n)
+        return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    if (!page || (page & (page - 1)))
+        return;
+    uintptr_t start = ((uintptr_t)p + page - 1) & ~(page - 1), end = ((uintptr_t)p + n) & ~(page - 1);
+    if (end > start)
+        madvise((void *)start, end - start, MADV_DONTNEED);
+#else
+    (void)d;
+    (void)p;
+    (void)n;
+#endif
+}
+
+static int ip_open(mera_deploy *d, const section *ps, char *err, size_t err_len)
+{
+    const char *name = getenv("MERA_IP_DEVICE");
+    if (!name || !*name)
+        name = "emulated";
+    d->hal = mera_hal_find(name);
+    if (!d->hal) {
+        char known[256];
+        mera_hal_names(known, sizeof known);
+        return fail(err, err_len, MERA_DEPLOY_ERR_UNSUPPORTED,
+                    "IP: unknown device '%s' (environment MERA_IP_DEVICE); known devices: %s", name, known);
+    }
+    snprintf(d->device, sizeof d->device, "%s", d->hal->name);
+    mera_error e;
+    memset(&e, 0, sizeof e);
+    mera_status st;
+    const dna_program *prog = d->prog;
+    if ((st = d->hal->open(name, &d->dev, &e)))
+        goto fail;
+    /* the constant image: imported without a copy when the device can */
+    uint64_t cb = (uint64_t)(prog->params_bytes > 0 ? prog->params_bytes : 1);
+    if (d->hal->mem_import && d->mapped) {
+        if ((st = d->hal->mem_import(d->dev, prog->params_image, cb, &d->const_addr, &e)))
+            goto fail;
+        d->have_const = 1;
+    } else {
+        if ((st = d->hal->mem_alloc(d->dev, cb, &d->const_addr, &e)))
+            goto fail;
+        d->have_const = 1;
+        /* in chunks, releasing what was copied: the image is never resident twice */
+        for (int64_t at = 0; at < prog->params_bytes; at += 4 << 20) {
+            int64_t n = prog->params_bytes - at < (4 << 20) ? prog->params_bytes - at : (4 << 20);
+            if ((st = d->hal->write(d->dev, d->const_addr + (uint64_t)at, prog->params_image + at, (uint64_t)n, &e)))
+                goto fail;
+            release_mapped(d, prog->params_image + at, (size_t)n);
+        }
+    }
+    uint64_t ab = (uint64_t)(prog->dram_bytes - dna_act_base(prog));
+    if ((st = d->hal->mem_alloc(d->dev, ab ? ab : 1, &d->act_addr, &e)))
+        goto fail;
+    d->have_act = 1;
+    mera_hal_program hp;
+    hp.program = d->file + ps->off;
+    hp.program_len = (size_t)ps->len;
+    hp.prog = prog;
+    hp.g = d->g;
+    hp.platform = &d->plat;
+    hp.const_addr = d->const_addr;
+    hp.act_addr = d->act_addr;
+    if ((st = d->hal->load_program(d->dev, &hp, &e)))
+        goto fail;
+    return 0;
+fail:
+    return fail(err, err_len, status_code(st), "IP device '%s': %s", name, e.msg);
+}
+
+static void ip_close(mera_deploy *d)
+{
+    if (!d->dev)
+        return;
+    if (d->have_act)
+        d->hal->mem_free(d->dev, d->act_addr);
+    if (d->have_const)
+        d->hal->mem_free(d->dev, d->const_addr);
+    d->hal->close(d->dev);
+    d->dev = NULL;
+}
+
+/* The data of a PARAM or CONST value (validated present at load). */
+static const void *graph_data(const mera_deploy *d, int v)
+{
+    const mera_value *val = mera_graph_value(d->g, v);
+    if (val->kind == MERA_VALUE_PARAM)
+        for (int k = 0; k < mera_graph_num_inputs(d->g); k++)
+            if (mera_graph_input(d->g, k) == v)
+                return d->param_data[k];
+    return val->data;
+}
+
+static mera_hal_addr dev_addr(const mera_deploy *d, int v)
+{
+    return d->act_addr + (mera_hal_addr)(d->prog->value_dram[v] - dna_act_base(d->prog));
+}
+
+static int ip_run(mera_deploy *d, char *err, size_t err_len)
+{
+    const dna_program *prog = d->prog;
+    const mera_graph *g = d->g;
+    mera_error e;
+    memset(&e, 0, sizeof e);
+    mera_status st = MERA_OK;
+    int64_t cycles = 0;
+    for (int i = 0; i < d->n_in && !st; i++)
+        st = d->hal->write(d->dev, dev_addr(d, d->in_vals[i]), d->in_buf[i], d->in_info[i].nbytes, &e);
+    const char *what = "writing the inputs";
+    for (int s = 0; s < prog->n_segments && !st; s++) {
+        const dna_segment *seg = &prog->segments[s];
+        if (seg->kind == DNA_SEG_DNA) {
+            int64_t c = 0;
+            what = "running a DNA segment";
+            st = d->hal->run_segment(d->dev, s, &c, &e);
+            cycles += c;
+            if (st)
+                mera_error_prefix(&e, "segment %d: ", s);
+            continue;
+        }
+        /* a host node: its inputs from device memory, its outputs back */
+        what = "running a host segment";
+        const mera_node *node = mera_graph_node(g, seg->node);
+        const void *in[MERA_MAX_NODE_INPUTS];
+        void *out[MERA_MAX_NODE_OUTPUTS];
+        void *bufs[MERA_MAX_NODE_INPUTS + MERA_MAX_NODE_OUTPUTS];
+        int nb = 0;
+        memset(in, 0, sizeof in);
+        for (int k = 0; k < node->n_inputs && !st; k++) {
+            int v = node->inputs[k];
+            if (v < 0 || prog->value_dram[v] < 0)
+                continue; /* PARAM/CONST: the graph's data */
+            size_t n = mera_type_nbytes(&mera_graph_value(g, v)->type);
+            void *b = aligned_alloc(64, (n + 63) / 64 * 64 + 64);
+            if (!b) {
+                st = mera_fail(&e, MERA_ERR_NOMEM, "out of memory");
+                break;
+            }
+            bufs[nb++] = b;
+            in[k] = b;
+            st = d->hal->read(d->dev, dev_addr(d, v), b, n, &e);
+        }
+        for (int o = 0; o < node->n_outputs && !st; o++) {
+            size_t n = mera_type_nbytes(&mera_graph_value(g, node->outputs[o])->type);
+            void *b = aligned_alloc(64, (n + 63) / 64 * 64 + 64);
+            if (!b) {
+                st = mera_fail(&e, MERA_ERR_NOMEM, "out of memory");
+                break;
+            }
+            bufs[nb++] = b;
+            out[o] = b;
+        }
+        if (!st)
+            st = dna_machine_run_host_node(d->m, seg->node, in, out, &e);
+        for (int o = 0; o < node->n_outputs && !st; o++)
+            st = d->hal->write(d->dev, dev_addr(d, node->outputs[o]), out[o],
+                               mera_type_nbytes(&mera_graph_value(g, node->outputs[o])->type), &e);
+        for (int k = 0; k < nb; k++)
+            free(bufs[k]);
+    }
+    if (!st)
+        what = "reading the outputs";
+    for (int i = 0; i < d->n_out && !st; i++) {
+        int v = d->out_vals[i];
+        if (prog->value_dram[v] >= 0)
+            st = d->hal->read(d->dev, dev_addr(d, v), d->out_buf[i], d->out_info[i].nbytes, &e);
+        else /* an output that is a PARAM or CONST: the graph's data */
+            memcpy(d->out_buf[i], graph_data(d, v), d->out_info[i].nbytes);
+    }
+    if (st)
+        return fail(err, err_len, status_code(st) == MERA_DEPLOY_ERR_FORMAT ? MERA_DEPLOY_ERR_RUNTIME : status_code(st),
+                    "IP device '%s': %s: %s", d->device, what, e.msg);
+    d->metrics.device_cycles = cycles;
+    return 0;
+}
+
+/* ---- create / destroy ---------------------------------------------------- */
+
+static int fill_info(mera_deploy *d)
+{
+    const mera_graph *g = d->g;
+    d->n_in = 0;
+    for (int k = 0; k < mera_graph_num_inputs(g); k++)
+        d->n_in += mera_graph_value(g, mera_graph_input(g, k))->kind == MERA_VALUE_INPUT;
+    d->n_out = mera_graph_num_outputs(g);
+    size_t ni = (size_t)d->n_in + 1, no = (size_t)d->n_out + 1;
+    d->in_vals = calloc(ni, sizeof *d->in_vals);
+    d->out_vals = calloc(no, sizeof *d->out_vals);
+    d->in_info = calloc(ni, sizeof *d->in_info);
+    d->out_info = calloc(no, sizeof *d->out_info);
+    d->in_buf = calloc(ni, sizeof *d->in_buf);
+    d->out_buf = calloc(no, sizeof *d->out_buf);
+    d->in_set = calloc(ni, sizeof *d->in_set);
+    if (!d->in_vals || !d->out_vals || !d->in_info || !d->out_info || !d->in_buf || !d->out_buf || !d->in_set)
+        return -1;
+    int i = 0;
+    for (int k = 0; k < mera_graph_num_inputs(g); k++) {
+        int v = mera_graph_input(g, k);
+        if (mera_graph_value(g, v)->kind == MERA_VALUE_INPUT)
+            d->in_vals[i++] = v;
+    }
+    for (int o = 0; o < d->n_out; o++)
+        d->out_vals[o] = mera_graph_output(g, o);
+    for (int pass = 0; pass < 2; pass++) {
+        int n = pass ? d->n_out : d->n_in;
+        for (int t = 0; t < n; t++) {
+            const mera_value *v = mera_graph_value(g, pass ? d->out_vals[t] : d->in_vals[t]);
+            mera_deploy_tensor_info *info = pass ? &d->out_info[t] : &d->in_info[t];
+            info->name = v->name;
+            info->dtype = v->type.dtype == MERA_DTYPE_FLOAT32 ? MERA_DEPLOY_FLOAT32
+                          : v->type.dtype == MERA_DTYPE_INT8  ? MERA_DEPLOY_INT8
+                          : v->type.dtype == MERA_DTYPE_UINT8 ? MERA_DEPLOY_UINT8
+                                                              : MERA_DEPLOY_INT32;
+            info->rank = v->type.rank;
+            for (int r = 0; r < v->type.rank && r < MERA_DEPLOY_MAX_RANK; r++)
+                info->shape[r] = v->type.shape[r];
+            info->nbytes = mera_type_nbytes(&v->type);
+            size_t alloc = (info->nbytes + 63) / 64 * 64 + 64;
+            void *b = aligned_alloc(64, alloc);
+            if (!b)
+                return -1;
+            memset(b, 0, alloc);
+            if (pass)
+                d->out_buf[t] = b;
+            else
+                d->in_buf[t] = b;
+        }
+    }
+    return 0;
+}
+
+MERA_RT_EXPORT void mera_deploy_destroy(mera_deploy *d)
+{
+    if (!d)
+        return;
+    ip_close(d);
+    dna_machine_free(d->m);
+    mera_interp_free(d->it);
+    if (d->prog) {
+        d->prog->params_image = NULL; /* borrowed from the file */
+        dna_program_free(d->prog);
+    }
+    for (int i = 0; d->in_buf && i < d->n_in; i++)
+        free(d->in_buf[i]);
+    for (int i = 0; d->out_buf && i < d->n_out; i++)
+        free(d->out_buf[i]);
+    free(d->in_buf);
+    free(d->out_buf);
+    free(d->in_set);
+    free(d->in_vals);
+    free(d->out_vals);
+    free(d->in_info);
+    free(d->out_info);
+    free(d->param_data);
+    mera_graph_free(d->g);
+    if (d->file) {
+        if (d->mapped)
+            munmap(d->file, d->file_len);
+        else
+            free(d->file);
+    }
+    free(d);
+}
+
+static int is_hex16(const char *s)
+{
+    if (!s || strlen(s) != 16)
+        return 0;
+    for (int i = 0; i < 16; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+mera_deploy *mera_rt_create(const char *dir, const char *expected_model_id, char *err, size_t err_len)
+{
+    if (err && err_len)
+        err[0] = 0;
+    if (!dir) {
+        fail(err, err_len, MERA_DEPLOY_ERR_INVALID, "mera_deploy_create: deploy_dir is NULL");
+        return NULL;
+    }
+    char path[4096];
+    char *text = NULL;
+    size_t text_len = 0;
+    mj_doc doc;
+    memset(&doc, 0, sizeof doc);
+    mera_deploy *d = calloc(1, sizeof *d);
+    if (!d) {
+        fail(err, err_len, MERA_DEPLOY_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    jctx c = {err, err_len, 0};
+    mera_error e;
+    memset(&e, 0, sizeof e);
+
+    /* deploy.json */
+    if (path_join(path, sizeof path, dir, "deploy.json", err, err_len) ||
+        read_json_file(path, &text, &text_len, err, err_len))
+        goto fail;
+    {
+        char jmsg[300];
+        if (mj_parse(text, text_len, &doc, jmsg, sizeof jmsg)) {
+            fail(err, err_len, MERA_DEPLOY_ERR_FORMAT, "deploy.json: not valid JSON: %s", jmsg);
+            goto fail;
+        }
+    }
+    const mj_node *root = doc.root;
+    if (root->kind != MJ_OBJECT) {
+        jerr(&c, root, "the top level must be an object");
+        goto fail;
+    }
+    const char *format = jstr(&c, root, "", "format");
+    int64_t version = 0, abi = 0, pbytes = 0, jweights = 0, jarena = 0;
+    jint(&c, root, "", "version", &version);
+    jint(&c, root, "", "abi_version", &abi);
+    const char *target = jstr(&c, root, "", "target");
+    const char *arch = jstr(&c, root, "", "host_arch");
+    const mj_node *pf = jfield(&c, root, "", "params_file", MJ_OBJECT);
+    const char *pname = jstr(&c, pf, "params_file", "name");
+    jint(&c, pf, "params_file", "bytes", &pbytes);
+    const char *pfnv = jstr(&c, pf, "params_file", "fnv1a64");
+    jint(&c, root, "", "weights_bytes", &jweights);
+    jint(&c, root, "", "arena_bytes", &jarena);
+    if (c.code)
+        goto fail;
+    if (strcmp(format, "mera-deploy") != 0) {
+        jerr(&c, mj_get(root, "format"), "field 'format' = '%s', expected 'mera-deploy'", format);
+        goto fail;
+    }
+    if (version != MERA_DEPLOY_FORMAT_VERSION) {
+        jerr(&c, mj_get(root, "version"), "field 'version' = %lld, this runtime reads format version %d",
+             (long long)version, MERA_DEPLOY_FORMAT_VERSION);
+        goto fail;
+    }
+    if (abi != MERA_DEPLOY_ABI_VERSION) {
+        jerr(&c, mj_get(root, "abi_version"), "field 'abi_version' = %lld, this deploy.so implements ABI %d",
+             (long long)abi, MERA_DEPLOY_ABI_VERSION);
+        goto fail;
+    }
+    if (strcmp(target, "Interpreter") == 0)
+        d->kind = T_INTERP;
+    else if (strcmp(target, "InterpreterHw") == 0)
+        d->kind = T_INTERP_HW;
+    else if (strcmp(target, "Simulator") == 0)
+        d->kind = T_SIM;
+    else if (strcmp(target, "IP") == 0)
+        d->kind = T_IP;
+    else {
+        jerr(&c, mj_get(root, "target"), "field 'target' = '%s' is not Interpreter, InterpreterHw, Simulator or IP",
+             target);
+        goto fail;
+    }
+    snprintf(d->target, sizeof d->target, "%s", target);
+    if (host_arch() && strcmp(arch, host_arch()) != 0) {
+        jerr(&c, mj_get(root, "host_arch"), "field 'host_arch' = '%s', but this host is %s", arch, host_arch());
+        goto fail;
+    }
+    if (strcmp(pname, "deploy.params") != 0) {
+        jerr(&c, mj_get(pf, "name"), "params_file: field 'name' = '%s', expected 'deploy.params'", pname);
+        goto fail;
+    }
+    if (!is_hex16(pfnv)) {
+        jerr(&c, mj_get(pf, "fnv1a64"), "params_file: field 'fnv1a64' = '%s' is not 16 lowercase hex digits", pfnv);
+        goto fail;
+    }
+    if (expected_model_id && strcmp(expected_model_id, pfnv) != 0) {
+        jerr(&c, mj_get(pf, "fnv1a64"),
+             "params_file: field 'fnv1a64' = %s, but this deploy.so was built for model %s (deploy.json and "
+             "deploy.params belong to another build)",
+             pfnv, expected_model_id);
+        goto fail;
+    }
+    if (d->kind >= T_SIM && read_platform(&c, root, d))
+        goto fail;
+
+    /* deploy.params */
+    section sec[MERA_PARAMS_MAX_SECTIONS];
+    int n_sec = 0;
+    uint64_t sum = 0;
+    if (path_join(path, sizeof path, dir, "deploy.params", err, err_len) || map_params(d, path, err, err_len) ||
+        read_sections(d, path, sec, &n_sec, &sum, err, err_len))
+        goto fail;
+    if ((uint64_t)pbytes != d->file_len) {
+        fail(err, err_len, MERA_DEPLOY_ERR_FORMAT,
+             "deploy.params: %zu bytes, but deploy.json's params_file.bytes says %lld", d->file_len, (long long)pbytes);
+        goto fail;
+    }
+    char id[17];
+    snprintf(id, sizeof id, "%016llx", (unsigned long long)sum);
+    if (strcmp(id, pfnv) != 0) {
+        fail(err, err_len, MERA_DEPLOY_ERR_FORMAT,
+             "deploy.params: checksum %s, but deploy.json's params_file.fnv1a64 says %s (files of different builds)",
+             id, pfnv);
+        goto fail;
+    }
+    const section *sg = find_section(sec, n_sec, MERA_SECTION_GRAPH);
+    const section *sp = find_section(sec, n_sec, MERA_SECTION_PARAMS);
+    const section *sq = find_section(sec, n_sec, MERA_SECTION_PROGRAM);
+    if (!sg || !sp || ((d->kind >= T_SIM) != (sq != NULL))) {
+        fail(err, err_len, MERA_DEPLOY_ERR_FORMAT, "deploy.params: %s", !sg ? "no GRAPH section" : !sp ? "no PARAMS section"
+                                                                        : sq ? "a PROGRAM section, but the target is an interpreter"
+                                                                             : "no PROGRAM section, which target Simulator and IP need");
+        goto fail;
+    }
+    if (!(d->g = mera_graph_deserialize(d->file + sg->off, (size_t)sg->len, &e))) {
+        fail(err, err_len, MERA_DEPLOY_ERR_FORMAT, "deploy.params: section GRAPH: %s", e.msg);
+        goto fail;
+    }
+    int64_t weights = 0;
+    if (bind_params(d, sp, &weights, err, err_len))
+        goto fail;
+    if (jweights != weights) {
+        jerr(&c, mj_get(root, "weights_bytes"), "field 'weights_bytes' = %lld, but deploy.params holds %lld",
+             (long long)jweights, (long long)weights);
+        goto fail;
+    }
+    if (fill_info(d)) {
+        fail(err, err_len, MERA_DEPLOY_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < d->n_in + d->n_out; i++) {
+        const mera_value *v = mera_graph_value(d->g, i < d->n_in ? d->in_vals[i] : d->out_vals[i - d->n_in]);
+        if (v->type.rank > MERA_DEPLOY_MAX_RANK || v->type.dtype == MERA_DTYPE_BFLOAT16) {
+            fail(err, err_len, MERA_DEPLOY_ERR_UNSUPPORTED, "graph %s '%s': %s of rank %d is not supported by the ABI",
+                 i < d->n_in ? "input" : "output", v->name, mera_dtype_name(v->type.dtype), v->type.rank);
+            goto fail;
+        }
+    }
+    if (check_tensors(&c, root, d))
+        goto fail;
+    d->metrics.weights_bytes = (size_t)weights;
+
+    /* the target */
+    if (d->kind <= T_INTERP_HW) {
+        d->it = mera_interp_compile(d->g, d->kind == T_INTERP ? MERA_INTERP_FLOAT : MERA_INTERP_HW,
+                                    (const void *const *)d->param_data, &e);
+        if (!d->it) {
+            fail(err, err_len, status_code(e.code), "%s: compiling the graph: %s", d->target, e.msg);
+            goto fail;
+        }
+        d->metrics.arena_bytes = mera_interp_arena_bytes(d->it);
+    } else {
+        d->prog = dna_program_deserialize_borrowed(d->file + sq->off, (size_t)sq->len, mera_graph_num_nodes(d->g),
+                                                   mera_graph_num_values(d->g), &e);
+        if (!d->prog) {
+            fail(err, err_len, MERA_DEPLOY_ERR_FORMAT, "deploy.params: section PROGRAM: %s", e.msg);
+            goto fail;
+        }
+        if (strncmp(d->prog->platform, d->plat.name, sizeof d->prog->platform) != 0) {
+            fail(err, err_len, MERA_DEPLOY_ERR_FORMAT,
+                 "deploy.params: section PROGRAM: scheduled for platform '%.32s', deploy.json says '%s'",
+                 d->prog->platform, d->plat.name);
+            goto fail;
+        }
+        dna_machine_options mo;
+        memset(&mo, 0, sizeof mo);
+        mo.pack_at_run = d->kind == T_IP; /* the host side runs host nodes only: keep no packed weights */
+        d->m = dna_machine_new_opts(d->g, d->prog, &d->plat, (const void *const *)d->param_data, &mo, &e);
+        if (!d->m) {
+            fail(err, err_len, status_code(e.code), "%s: loading the DNA program: %s", d->target, e.msg);
+            goto fail;
+        }
+        const dna_timing *t = dna_machine_timing(d->m);
+        d->metrics.device_us = t->total_us;
+        d->metrics.device_cycles = t->device_cycles;
+        d->metrics.arena_bytes = (size_t)(d->prog->dram_bytes - d->prog->params_bytes);
+        if (d->kind == T_IP && ip_open(d, sq, err, err_len))
+            goto fail;
+    }
+    if ((int64_t)d->metrics.arena_bytes != jarena) {
+        jerr(&c, mj_get(root, "arena_bytes"), "field 'arena_bytes' = %lld, but the loaded model plans %zu",
+             (long long)jarena, d->metrics.arena_bytes);
+        goto fail;
+    }
+    d->metrics.target = d->target;
+    d->metrics.platform = d->platform_name;
+    d->metrics.device = d->device;
+    mj_doc_free(&doc);
+    free(text);
+    return d;
+fail:
+    if (err && err_len && !err[0])
+        fail(err, err_len, MERA_DEPLOY_ERR_FORMAT, "deploy: loading failed");
+    mj_doc_free(&doc);
+    free(text);
+    mera_deploy_destroy(d);
+    return NULL;
+}
+
+/* ---- the ABI ------------------------------------------------------------- */
+
+MERA_RT_EXPORT int mera_deploy_num_inputs(const mera_deploy *d)
+{
+    return d ? d->n_in : -1;
+}
+
+MERA_RT_EXPORT int mera_deploy_num_outputs(const mera_deploy *d)
+{
+    return d ? d->n_out : -1;
+}
+
+MERA_RT_EXPORT int mera_deploy_input_info(const mera_deploy *d, int i, mera_deploy_tensor_info *info, char *err, size_t err_len)
+{
+    if (!d || !info)
+        return fail(err, err_len, MERA_DEPLOY_ERR_INVALID, "mera_deploy_input_info: NULL argument");
+    if (i < 0 || i >= d->n_in)
+        return fail(err, err_len, MERA_DEPLOY_ERR_INVALID, "input index %d out of range [0, %d)", i, d->n_in);
+    *info = d->in_info[i];
+    return 0;
+}
+
+MERA_RT_EXPORT int mera_deploy_output_info(const mera_deploy *d, int i, mera_deploy_tensor_info *info, char *err, size_t err_len)
+{
+    if (!d || !info)
+        return fail(err, err_len, MERA_DEPLOY_ERR_INVALID, "mera_deploy_output_info: NULL argument");
+    if (i < 0 || i >= d->n_out)
+        return fail(err, err_len, MERA_DEPLOY_ERR_INVALID, "output index %d out of range [0, %d)", i, d->n_out);
+    *info = d->out_info[i];
+    return 0;
+}
+
+MERA_RT_EXPORT int mera_deploy_set_input(mera_deploy *d, int i, const void *data, size_t nbytes, char *err, size_t err_len)
+{
+    if (!d || (!data && nbytes))
+        return fail(err, err_len, MERA_DEPLOY_ERR_INVALID, "mera_deploy_set_input: NULL argument");
+    if (i < 0 || i >= d->n_in)
+        return fail(err, err_len, MERA_DEPLOY_ERR_INVALID, "input index %d out of range [0, %d)", i, d->n_in);
+    if (nbytes != d->in_info[i].nbytes)
+        return fail(err, err_len, MERA_DEPLOY_ERR_INVALID, "input %d ('%s'): %zu bytes given, it takes %zu", i,
+                    d->in_info[i].name, nbytes, d->in_info[i].nbytes);
+    if (nbytes)
+        memcpy(d->in_buf[i], data, nbytes);
+    d->in_set[i] = 1;
+    return 0;
+}
+
+MERA_RT_EXPORT int mera_deploy_run(mera_deploy *d, char *err, size_t err_len)
+{
+    if (!d)
+        return fail(err, err_len, MERA_DEPLOY_ERR_INVALID, "mera_deploy_run: NULL handle");
+    for (int i = 0; i < d->n_in; i++)
+        if (!d->in_set[i])
+            return fail(err, err_len, MERA_DEPLOY_ERR_INVALID, "input %d ('%s') was not set", i, d->in_info[i].name);
+    d->have_outputs = 0;
+    double t0 = now_us();
+    mera_error e;
+    memset(&e, 0, sizeof e);
+    mera_status st = MERA_OK;
+    if (d->kind <= T_INTERP_HW)
+        st = mera_interp_run(d->it, (const void *const *)d->in_buf, d->out_buf, &e);
+    else if (d->kind == T_SIM)
+        st = dna_machine_run(d->m, (const void *const *)d->in_buf, d->out_buf, &e);
+    else {
+        int rc = ip_run(d, err, err_len);
+        if (rc)
+            return rc;
+    }
+    if (st)
+        return fail(err, err_len, status_code(st) == MERA_DEPLOY_ERR_FORMAT ? MERA_DEPLOY_ERR_RUNTIME : status_code(st),
+                    "%s: run failed: %s", d->target, e.msg);
+    d->metrics.last_run_us = now_us() - t0;
+    d->have_outputs = 1;
+    return 0;
+}
+
+MERA_RT_EXPORT int mera_deploy_get_output(const mera_deploy *d, int i, void *data, size_t nbytes, char *err, size_t err_len)
+{
+    if (!d || (!data && nbytes))
+        return fail(err, err_len, MERA_DEPLOY_ERR_INVALID, "mera_deploy_get_output: NULL argument");
+    if (i < 0 || i >= d->n_out)
+        return fail(err, err_len, MERA_DEPLOY_ERR_INVALID, "output index %d out of range [0, %d)", i, d->n_out);
+    if (nbytes != d->out_info[i].nbytes)
+        return fail(err, err_len, MERA_DEPLOY_ERR_INVALID, "output %d ('%s'): %zu bytes given, it has %zu", i,
+                    d->out_info[i].name, nbytes, d->out_info[i].nbytes);
+    if (!d->have_outputs)
+        return fail(err, err_len, MERA_DEPLOY_ERR_INVALID, "output %d ('%s'): no successful run yet", i,
+                    d->out_info[i].name);
+    if (nbytes)
+        memcpy(data, d->out_buf[i], nbytes);
+    return 0;
+}
+
+MERA_RT_EXPORT int mera_deploy_get_metrics(const mera_deploy *d, mera_deploy_metrics *m)
+{
+    if (!d || !m)
+        return MERA_DEPLOY_ERR_INVALID;
+    *m = d->metrics;
+    return 0;
+}

@@ -1,0 +1,401 @@
+"""``mera.load_runtime_module``: run a deploy directory from Python.
+
+The directory's ``deploy.so`` is loaded with :mod:`ctypes` and driven
+through its C ABI (``csrc/runtime/mera_deploy.h``), exactly as the C
+inference app (``apps/inference``) drives it::
+
+    rt = mera.load_runtime_module("resnet50_deploy")
+    out = rt.set_input(0, x).run().get_output(0)
+    rt.get_runtime_metrics()   # IP: [{"elapsed_latency": <device us>, ...}]
+
+Loading a deploy.so runs its code, as with any shared library: load only
+directories you trust. deploy.json and deploy.params are data, which the
+runtime validates (a corrupt or mismatched file is a :class:`mera.FormatError`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import struct
+import tempfile
+import threading
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+import numpy as np
+
+from . import _core
+from .errors import FormatError, MeraError, MeraIOError, RuntimeInputError, UnsupportedError
+from .runtime import _as_array
+
+MAX_RANK = 6
+ERR_LEN = 1024
+
+_DTYPES = {0: np.dtype(np.float32), 1: np.dtype(np.int8), 2: np.dtype(np.uint8), 3: np.dtype(np.int32)}
+
+
+class _TensorInfo(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("dtype", ctypes.c_int), ("rank", ctypes.c_int),
+                ("shape", ctypes.c_int64 * MAX_RANK), ("nbytes", ctypes.c_size_t)]
+
+
+class _Metrics(ctypes.Structure):
+    _fields_ = [("target", ctypes.c_char_p), ("platform", ctypes.c_char_p), ("device", ctypes.c_char_p),
+                ("last_run_us", ctypes.c_double), ("device_us", ctypes.c_double),
+                ("device_cycles", ctypes.c_int64), ("weights_bytes", ctypes.c_size_t),
+                ("arena_bytes", ctypes.c_size_t)]
+
+
+# mera_deploy_status -> exception class (MERA_DEPLOY_ERR_NOMEM is MemoryError)
+_ERRORS = {1: RuntimeInputError, 2: FormatError, 3: MeraIOError, 5: RuntimeInputError, 6: UnsupportedError}
+
+
+def _raise(status: int, err: Any, what: str) -> None:
+    msg = err.value.decode("utf-8", "replace") if err is not None and err.value else f"{what} failed"
+    if status == 4:
+        raise MemoryError(msg)
+    raise _ERRORS.get(status, MeraError)(msg)
+
+
+def _create_status(msg: bytes) -> int:
+    """mera_deploy_create returns NULL without a status: tell a missing or unreadable file (I/O)
+    and memory from a bad file (format) by the message."""
+    m = msg.decode("utf-8", "replace").lower()
+    if "out of memory" in m:
+        return 4
+    if any(k in m for k in ("cannot open", "cannot read", "cannot stat", "no such file", "permission denied",
+                            "is a directory", "not a regular file")):
+        return 3
+    return 2
+
+
+def _bind(lib: ctypes.CDLL) -> None:
+    P, I, S, E = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t, ctypes.c_char_p
+    sigs = {
+        "mera_deploy_abi_version": (I, []),
+        "mera_deploy_create": (P, [E, ctypes.c_char_p, S]),
+        "mera_deploy_destroy": (None, [P]),
+        "mera_deploy_num_inputs": (I, [P]),
+        "mera_deploy_num_outputs": (I, [P]),
+        "mera_deploy_input_info": (I, [P, I, ctypes.POINTER(_TensorInfo), ctypes.c_char_p, S]),
+        "mera_deploy_output_info": (I, [P, I, ctypes.POINTER(_TensorInfo), ctypes.c_char_p, S]),
+        "mera_deploy_set_input": (I, [P, I, P, S, ctypes.c_char_p, S]),
+        "mera_deploy_run": (I, [P, ctypes.c_char_p, S]),
+        "mera_deploy_get_output": (I, [P, I, P, S, ctypes.c_char_p, S]),
+        "mera_deploy_get_metrics": (I, [P, ctypes.POINTER(_Metrics)]),
+    }
+    for name, (res, args) in sigs.items():
+        try:
+            f = getattr(lib, name)
+        except AttributeError:
+            raise FormatError(f"deploy.so does not export {name}: not a mera deploy library") from None
+        f.restype = res
+        f.argtypes = args
+
+
+def _check_elf(path: str, data: bytes) -> None:
+    """dlopen maps a library without checking that the file holds what its headers describe, and
+    a truncated one crashes the loader (SIGBUS): check the ELF headers against the size first."""
+    size = len(data)
+    if size < 64 or data[:4] != b"\x7fELF":
+        raise FormatError(f"'{path}' is not a shared library (no ELF header): a corrupt deploy directory")
+    if data[4] != 2 or data[5] != 1:
+        raise FormatError(f"'{path}' is not a 64-bit little-endian ELF library")
+    phoff, shoff = struct.unpack_from("<QQ", data, 32)
+    phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", data, 54)
+    if phentsize != 56 or phnum == 0 or phoff + phnum * 56 > size or (shnum and shoff + shnum * shentsize > size):
+        raise FormatError(f"'{path}' is truncated or corrupt: its ELF headers describe more than its {size} bytes")
+    for i in range(phnum):
+        offset, filesz = struct.unpack_from("<Q", data, phoff + i * 56 + 8)[0], \
+            struct.unpack_from("<Q", data, phoff + i * 56 + 32)[0]
+        if offset + filesz > size:
+            raise FormatError(f"'{path}' is truncated: segment {i} ends at byte {offset + filesz} of {size}")
+
+
+def _load_library(path: str) -> ctypes.CDLL:
+    """dlopen a private copy of ``path``: the dynamic loader hands back an already loaded
+    library for a path it has seen, so a deploy.so rebuilt in place would not be reloaded.
+    The copy is unlinked once loaded (the mapping stays)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise MeraIOError(f"cannot read '{path}': {e.strerror}") from None
+    _check_elf(path, data)
+    fd, tmp = tempfile.mkstemp(prefix="mera-deploy-", suffix=".so")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        try:
+            return ctypes.CDLL(tmp, mode=getattr(os, "RTLD_LOCAL", 0) | getattr(os, "RTLD_NOW", 2))
+        except OSError as e:
+            raise FormatError(f"cannot load '{path}': {e}") from None
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+class _Tensor:
+    def __init__(self, info: _TensorInfo):
+        self.name = info.name.decode("utf-8", "replace") if info.name else ""
+        if info.dtype not in _DTYPES:
+            raise FormatError(f"tensor '{self.name}': unknown dtype code {info.dtype}")
+        if not 0 <= info.rank <= MAX_RANK:
+            raise FormatError(f"tensor '{self.name}': bad rank {info.rank}")
+        self.dtype = _DTYPES[info.dtype]
+        self.shape = tuple(int(info.shape[i]) for i in range(info.rank))
+        self.nbytes = int(info.nbytes)
+
+    def describe(self) -> str:
+        s = ", ".join(map(str, self.shape)) + ("," if len(self.shape) == 1 else "")
+        return f"({s}) {self.dtype}"
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"name": self.name, "shape": self.shape, "dtype": str(self.dtype)}
+
+
+class DeployModule:
+    """A loaded deploy directory: MERA's runtime module API.
+
+    ``set_input`` (chainable), ``run`` (chainable), ``get_output(i)``,
+    ``get_outputs()``, ``get_num_inputs()``, ``get_num_outputs()``,
+    ``get_runtime_metrics()``. One handle runs one inference at a time; a
+    lock serializes threads that share it.
+    """
+
+    def __init__(self, deploy_dir: str):
+        self.deploy_dir = os.path.abspath(deploy_dir)
+        lib_path = os.path.join(self.deploy_dir, "deploy.so")
+        if not os.path.isfile(lib_path):
+            raise MeraIOError(f"'{lib_path}' does not exist: not a deploy directory (mera.build writes deploy.so, "
+                              "deploy.params and deploy.json)")
+        self._lib = _load_library(lib_path)
+        _bind(self._lib)
+        abi = self._lib.mera_deploy_abi_version()
+        if abi != _core.DEPLOY_ABI_VERSION:
+            raise FormatError(f"'{lib_path}' implements deploy ABI version {abi}; this mera speaks version "
+                              f"{_core.DEPLOY_ABI_VERSION}: rebuild the directory with this mera's mera.build")
+        err = ctypes.create_string_buffer(ERR_LEN)
+        h = self._lib.mera_deploy_create(os.fsencode(self.deploy_dir), err, ERR_LEN)
+        if not h:
+            _raise(_create_status(err.value), err, "loading the deploy directory")
+        self._h = ctypes.c_void_p(h)
+        self._destroy = self._lib.mera_deploy_destroy
+        self._lock = threading.Lock()
+        self._inputs = [self._info(self._lib.mera_deploy_input_info, i)
+                        for i in range(self._lib.mera_deploy_num_inputs(self._h))]
+        self._outputs = [self._info(self._lib.mera_deploy_output_info, i)
+                         for i in range(self._lib.mera_deploy_num_outputs(self._h))]
+        self._set = [False] * len(self._inputs)
+        self._ran = False
+
+    def _info(self, fn: Any, i: int) -> _Tensor:
+        info = _TensorInfo()
+        err = ctypes.create_string_buffer(ERR_LEN)
+        st = fn(self._h, i, ctypes.byref(info), err, ERR_LEN)
+        if st:
+            _raise(st, err, "reading tensor info")
+        return _Tensor(info)
+
+    def __del__(self) -> None:
+        h = getattr(self, "_h", None)
+        if h is not None and h.value:
+            self._destroy(h)
+            self._h = None
+
+    # ---- descriptions -----------------------------------------------------------------------
+
+    @property
+    def input_names(self) -> List[str]:
+        return [t.name for t in self._inputs]
+
+    @property
+    def inputs(self) -> List[Dict[str, Any]]:
+        """Name, shape and dtype of every input, in order."""
+        return [t.as_dict() for t in self._inputs]
+
+    @property
+    def outputs(self) -> List[Dict[str, Any]]:
+        """Name, shape and dtype of every output, in order."""
+        return [t.as_dict() for t in self._outputs]
+
+    def get_num_inputs(self) -> int:
+        return len(self._inputs)
+
+    def get_num_outputs(self) -> int:
+        return len(self._outputs)
+
+    # ---- running ------------------------------------------------------------------------------
+
+    def _index(self, key: Union[int, str]) -> int:
+        if isinstance(key, str):
+            names = self.input_names
+            if key not in names:
+                raise RuntimeInputError(f"unknown input name '{key}'; inputs are: {', '.join(names)}")
+            return names.index(key)
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            n = len(self._inputs)
+            if not 0 <= int(key) < n:
+                raise RuntimeInputError(f"input index {key} is out of range: the model has {n} input(s)")
+            return int(key)
+        raise RuntimeInputError(f"input key must be an index or a name, got {type(key).__name__}")
+
+    def _set_one(self, i: int, data: Any) -> None:
+        t = self._inputs[i]
+        a = _as_array(data, t.name)
+        if a.dtype != t.dtype or a.shape != t.shape:
+            s = ", ".join(map(str, a.shape)) + ("," if a.ndim == 1 else "")
+            raise RuntimeInputError(f"input '{t.name}': expected {t.describe()}, got ({s}) {a.dtype}")
+        a = np.ascontiguousarray(a)
+        if not a.dtype.isnative:
+            raise RuntimeInputError(f"input '{t.name}': the array is not in native byte order")
+        err = ctypes.create_string_buffer(ERR_LEN)
+        st = self._lib.mera_deploy_set_input(self._h, i, a.ctypes.data, a.nbytes, err, ERR_LEN)
+        if st:
+            _raise(st, err, f"set_input '{t.name}'")
+        self._set[i] = True
+
+    def set_input(self, key: Any, value: Any = None, **named: Any) -> "DeployModule":
+        """Set inputs; returns self for chaining. Forms: ``set_input(i_or_name, array)`` (MERA's
+        graph runtime), ``set_input(array)`` for a one-input model, ``set_input([a, b])``,
+        ``set_input({"input0": a})`` and ``set_input(input0=a)``."""
+        with self._lock:
+            if value is not None:
+                self._set_one(self._index(key), value)
+            elif isinstance(key, Mapping):
+                for k, v in key.items():
+                    self._set_one(self._index(k), v)
+            elif isinstance(key, (list, tuple)):
+                if len(key) != len(self._inputs):
+                    raise RuntimeInputError(f"the model takes {len(self._inputs)} input(s) "
+                                            f"({', '.join(self.input_names)}), got {len(key)}")
+                for i, v in enumerate(key):
+                    self._set_one(i, v)
+            else:
+                if len(self._inputs) != 1:
+                    raise RuntimeInputError(f"the model takes {len(self._inputs)} inputs "
+                                            f"({', '.join(self.input_names)}); pass an index or name, a list or a dict")
+                self._set_one(0, key)
+            for k, v in named.items():
+                self._set_one(self._index(k), v)
+        return self
+
+    def run(self, *inputs: Any) -> "DeployModule":
+        """Run one inference on the inputs set last (or on ``inputs``, one array per input)."""
+        if inputs:
+            self.set_input(list(inputs))
+        with self._lock:
+            missing = [t.name for t, s in zip(self._inputs, self._set) if not s]
+            if missing:
+                raise RuntimeInputError(f"run() before set_input(): input(s) {', '.join(missing)} not set")
+            err = ctypes.create_string_buffer(ERR_LEN)
+            st = self._lib.mera_deploy_run(self._h, err, ERR_LEN)
+            if st:
+                _raise(st, err, "run")
+            self._ran = True
+        return self
+
+    def get_output(self, i: int) -> np.ndarray:
+        """Output ``i`` of the last run, as a new array."""
+        n = len(self._outputs)
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -n <= int(i) < n:
+            raise RuntimeInputError(f"output index {i!r} is out of range: the model has {n} output(s)")
+        i = int(i) % n
+        with self._lock:
+            if not self._ran:
+                raise RuntimeInputError("get_output() before run()")
+            t = self._outputs[i]
+            out = np.empty(t.shape, t.dtype)
+            err = ctypes.create_string_buffer(ERR_LEN)
+            st = self._lib.mera_deploy_get_output(self._h, i, out.ctypes.data, out.nbytes, err, ERR_LEN)
+            if st:
+                _raise(st, err, f"get_output {i}")
+        return out
+
+    def get_outputs(self) -> List[np.ndarray]:
+        return [self.get_output(i) for i in range(len(self._outputs))]
+
+    def __call__(self, *inputs: Any) -> List[np.ndarray]:
+        """Run on ``inputs`` (one array per input) and return the outputs."""
+        return self.run(*inputs).get_outputs()
+
+    def metrics(self) -> Dict[str, Any]:
+        """The C runtime's metrics (mera_deploy_metrics) as a dict."""
+        m = _Metrics()
+        with self._lock:
+            st = self._lib.mera_deploy_get_metrics(self._h, ctypes.byref(m))
+        if st:
+            raise MeraError(f"mera_deploy_get_metrics failed with status {st}")
+        dec = (lambda b: b.decode("utf-8", "replace") if b else "")
+        return {"target": dec(m.target), "platform": dec(m.platform), "device": dec(m.device),
+                "last_run_us": m.last_run_us, "device_us": m.device_us, "device_cycles": int(m.device_cycles),
+                "weights_bytes": int(m.weights_bytes), "arena_bytes": int(m.arena_bytes)}
+
+    @property
+    def target(self) -> str:
+        return self.metrics()["target"]
+
+    def get_runtime_metrics(self) -> List[Dict[str, Any]]:
+        """MERA's metrics list: Simulator ``[{"sim_time_us": ...}]``, IP ``[{"elapsed_latency": <device
+        us>}]``, plus ``host_run_us`` (wall time of the last run), ``device_us``, ``device_cycles``,
+        ``weights_bytes``, ``arena_bytes``, ``target``, ``platform``, ``device``."""
+        m = self.metrics()
+        d: Dict[str, Any] = {}
+        if m["target"] == "Simulator":
+            d["sim_time_us"] = m["device_us"]
+        elif m["target"] == "IP":
+            d["elapsed_latency"] = m["device_us"]
+        d.update({"host_run_us": m["last_run_us"], "device_us": m["device_us"], "device_cycles": m["device_cycles"],
+                  "weights_bytes": m["weights_bytes"], "arena_bytes": m["arena_bytes"], "target": m["target"],
+                  "platform": m["platform"], "device": m["device"]})
+        return [d]
+
+    def __repr__(self) -> str:
+        return f"<mera.DeployModule '{self.deploy_dir}'>"
+
+
+def _same_file_content(path: str, data: bytes) -> bool:
+    try:
+        if os.path.getsize(path) != len(data):
+            return False
+        with open(path, "rb") as f:
+            return f.read() == data
+    except OSError:
+        return False
+
+
+def load_runtime_module(deploy_dir: Any, params: Optional[Union[bytes, bytearray]] = None,
+                        lib_path: Optional[str] = None) -> DeployModule:
+    """Load a deploy directory written by :func:`mera.build`.
+
+    ``load_runtime_module(deploy_dir)``; or MERA's ``load_runtime_module(json, params, lib_path)``
+    with what ``mera.build`` returned (the triple's files are used in place when they are the
+    ones in ``lib_path``'s directory, else copied into a temporary directory).
+    """
+    if params is None and lib_path is None:
+        if isinstance(deploy_dir, tuple) and len(deploy_dir) == 3:
+            return load_runtime_module(*deploy_dir)
+        return DeployModule(os.fspath(deploy_dir))
+    if params is None or lib_path is None or not isinstance(deploy_dir, str):
+        raise RuntimeInputError("load_runtime_module takes a deploy directory, or (json_str, params_bytes, lib_path)")
+    json_bytes = deploy_dir.encode()
+    d = os.path.dirname(os.path.abspath(lib_path))
+    if (_same_file_content(os.path.join(d, "deploy.json"), json_bytes)
+            and _same_file_content(os.path.join(d, "deploy.params"), bytes(params))):
+        return DeployModule(d)
+    with tempfile.TemporaryDirectory(prefix="mera-rt-") as tmp:
+        try:
+            shutil.copyfile(lib_path, os.path.join(tmp, "deploy.so"))
+        except OSError as e:
+            raise MeraIOError(f"cannot read '{lib_path}': {e.strerror}") from None
+        with open(os.path.join(tmp, "deploy.json"), "wb") as f:
+            f.write(json_bytes)
+        with open(os.path.join(tmp, "deploy.params"), "wb") as f:
+            f.write(bytes(params))
+        return DeployModule(tmp)  # the runtime has read the data files when create returns
+
+
+__all__ = ["load_runtime_module", "DeployModule"]
