@@ -87,6 +87,7 @@ def assert_app_ok(r, exact=True):
     assert re.search(r"^Took \d+\.\d\d msec\.$", out, re.M), out
     ratios = re.findall(r"^correct ratio: (\S+)$", out, re.M)
     assert ratios and all(x == "1" for x in ratios), out
+    assert out.rstrip().endswith("correct ratio: 1"), out  # the log ends as the docs' did
     if exact:
         assert all(x == "0" for x in re.findall(r"^max abs diff: (\S+)$", out, re.M)), out
         assert all(x == "0" for x in re.findall(r"^mean abs_diff: (\S+)$", out, re.M)), out

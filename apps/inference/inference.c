@@ -333,6 +333,9 @@ int main(int argc, char **argv)
     else if (strcmp(target, "IP") == 0)
         printf("Device latency: %.3f us (%" PRId64 " cycles on %s, device '%s')\n", m.device_us, m.device_cycles,
                m.platform ? m.platform : "?", m.device ? m.device : "?");
+    /* Before the comparison, so that the log ends as the docs' did. */
+    printf("Peak memory: %.1f MiB (weights %.1f MiB, arena %.1f MiB)\n", peak_rss_kib() / 1024.0,
+           (double)m.weights_bytes / 1048576.0, (double)m.arena_bytes / 1048576.0);
 
     for (int k = 0; k < n_out; k++) {
         mera_deploy_tensor_info info;
@@ -369,8 +372,6 @@ int main(int argc, char **argv)
         free(res);
     }
 
-    printf("Peak memory: %.1f MiB (weights %.1f MiB, arena %.1f MiB)\n", peak_rss_kib() / 1024.0,
-           (double)m.weights_bytes / 1048576.0, (double)m.arena_bytes / 1048576.0);
     api.destroy(d);
     free(lib_path);
     return 0;
