@@ -511,5 +511,5 @@ def test_simulator_config_errors():
         mera.build_config(target="Simulator", sim_log=3)
     with pytest.raises(mera.ConfigError, match="'mode' must be \"Fast\" or \"Slow\""):
         mera.build_config(target="Simulator", scheduler_config={"mode": "Medium"})
-    with pytest.raises(mera.UnsupportedError):
-        mera.compile(mod, {}, target="IP")
+    with pytest.raises(mera.ConfigError, match="unknown target 'FPGA'"):
+        mera.compile(mod, {}, target="FPGA")

@@ -95,6 +95,13 @@ static mera_status check_dma(const dna_machine *m, int i, mera_error *err)
         return insn_fail(m, err, MERA_ERR_FORMAT, i,
                          "field sram: the box [%u, %.0f) exceeds the %s buffer of %.0f bytes", d->sram,
                          box_sram_hi(d), d->mem == DNA_MEM_WGT ? "WGT" : "ACT", cap);
+    /* A box never holds more bytes than its buffer: this bounds the work of
+     * one instruction (strides of 0 would otherwise let a small program
+     * copy the same bytes billions of times). */
+    if ((double)d->rows * d->cols * d->run_bytes > cap)
+        return insn_fail(m, err, MERA_ERR_FORMAT, i,
+                         "field rows x cols x run_bytes: %d x %d x %d bytes exceed the %s buffer of %.0f bytes",
+                         d->rows, d->cols, d->run_bytes, d->mem == DNA_MEM_WGT ? "WGT" : "ACT", cap);
     int64_t nr = d->rows - d->pad_top - d->pad_bottom, nc = d->cols - d->pad_left - d->pad_right;
     if (nr == 0 || nc == 0)
         return MERA_OK; /* reads nothing */

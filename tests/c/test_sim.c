@@ -379,6 +379,15 @@ static void test_errors(void)
     CHECK(err.code == MERA_ERR_FORMAT);
     CHECK_MSG(err, "insn 6 (CONV, node 'conv'): field out_addr");
 
+    /* A box that copies more bytes than its buffer holds (strides of 0
+     * would let it repeat the same bytes billions of times). */
+    build(&tp, g, nc, na, 0);
+    tp.insns[1].u.dma.rows = 1 << 30;
+    tp.insns[1].u.dma.sram_row_stride = 0;
+    tp.insns[1].u.dma.dram_row_stride = 0;
+    CHECK(dna_machine_new(g, &tp.p, p, params, &err) == NULL);
+    CHECK_MSG(err, "insn 1 (LOAD, node 'conv'): field rows x cols x run_bytes");
+
     /* A store into the constant image. */
     build(&tp, g, nc, na, 0);
     tp.insns[5].u.dma.dram = 0;
