@@ -1,7 +1,7 @@
 """Frontends: import models from other frameworks into mera IR.
 
-torch is imported only when a PyTorch model is imported, so ``import mera``
-needs NumPy alone.
+torch is imported only when a PyTorch model is imported, and onnx only when an
+ONNX model is, so ``import mera`` needs NumPy alone.
 """
 
 from __future__ import annotations
@@ -15,4 +15,10 @@ def from_pytorch(model: Any, input_shapes: Any, layout: str = "NCHW", **kwargs: 
     return _impl(model, input_shapes, layout=layout, **kwargs)
 
 
-__all__ = ["from_pytorch"]
+def from_onnx(path_or_model: Any, input_shapes: Any = None, layout: str = "NHWC"):
+    """Import a float ONNX model; see :func:`mera.frontend.onnx.from_onnx`."""
+    from .onnx import from_onnx as _impl
+    return _impl(path_or_model, input_shapes, layout=layout)
+
+
+__all__ = ["from_pytorch", "from_onnx"]

@@ -1,0 +1,1034 @@
+"""Import float ONNX models (opsets 11 to 21) into mera IR.
+
+``from_onnx(path_or_model, input_shapes=None, layout="NHWC")`` returns the
+``(mod, params)`` pair, as :func:`mera.frontend.from_pytorch` does. Under
+``layout="NHWC"`` 4-D input shapes are given in NHWC, every 4-D activation of
+the imported graph is channels-last, and the module takes and returns 4-D
+tensors in NHWC; the ONNX graph itself keeps its NCHW semantics (axes of
+Concat, Softmax, ReduceMean, Flatten, Reshape, Transpose, Pad are remapped, or
+a transpose is inserted where the element order matters).
+
+Only the ``onnx`` package is used. Shape computations that ``torch.onnx.export``
+emits (Constant, Shape, Gather, Unsqueeze, Concat, arithmetic on constants ...)
+are folded at import time when the input shapes are static.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .. import ir
+from ..errors import ConfigError, FormatError, GraphError, MeraIOError, UnsupportedError
+
+#: Lowest and highest default-domain opset the importer is tested with
+#: (newer opsets are accepted: the claimed ops did not change meaning).
+MIN_OPSET, MAX_OPSET = 11, 21
+
+_NCHW_TO_NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
+
+
+@dataclass
+class Tensor:
+    """A run-time tensor of the graph being built; ``nhwc``: 4-D data stored channels-last."""
+
+    value: ir.Value
+    nhwc: bool = False
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        """The shape as the ONNX graph sees it (NCHW for NHWC data)."""
+        s = tuple(self.value.shape)
+        return (s[0], s[3], s[1], s[2]) if self.nhwc else s
+
+    @property
+    def rank(self) -> int:
+        return len(self.value.shape)
+
+
+class _Poison:
+    """The output of a node that could not be converted."""
+
+
+_POISON = _Poison()
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ConfigError("from_onnx needs the 'onnx' package: pip install 'mera[onnx]'") from e
+    return onnx
+
+
+def _sanitize(name: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9_.]+", "_", name).strip("_.")
+    return s or "node"
+
+
+class Context:
+    def __init__(self, builder: ir.Builder, layout: str, opset: int, consumers: Dict[str, List[Any]],
+                 graph_outputs: set):
+        self.b = builder
+        self.layout = layout
+        self.opset = opset
+        self.consumers = consumers
+        self.graph_outputs = graph_outputs
+        self.node: Any = None
+        self.node_label = ""
+        self.skip: set = set()          # ids of nodes folded into an earlier one
+        self.extra_env: Dict[str, Any] = {}
+
+    # -- building ---------------------------------------------------------
+
+    def emit(self, op: str, *inputs: Any, **attrs: Any) -> ir.Value:
+        try:
+            return self.b.op(op, *inputs, name=self.b._fresh(_sanitize(self.node_label) + "." + op),
+                             source=f"onnx:{self.node_label}", **attrs)
+        except GraphError as e:
+            raise UnsupportedError(f"mera's {op} does not accept it: {e}") from None
+
+    def const(self, arr: np.ndarray, what: str = "const") -> ir.Value:
+        arr = np.ascontiguousarray(arr)
+        if arr.dtype == np.float64:
+            arr = arr.astype(np.float32)
+        return self.b.const(arr, name=self.b._fresh(_sanitize(self.node_label) + "." + what))
+
+    def param(self, arr: np.ndarray, what: str) -> ir.Value:
+        arr = np.ascontiguousarray(np.asarray(arr, np.float32))
+        return self.b.param(self.b._fresh(_sanitize(what)), arr)
+
+    def spatial(self) -> str:
+        return self.layout
+
+    def to_nchw(self, t: Tensor) -> Tensor:
+        if not t.nhwc:
+            return t
+        return Tensor(self.emit("transpose", t.value, axes=[0, 3, 1, 2]), False)
+
+    def to_layout(self, t: Tensor) -> Tensor:
+        want = self.layout == "NHWC"
+        if t.rank != 4 or t.nhwc == want:
+            return t
+        if want:
+            return Tensor(self.emit("transpose", t.value, axes=[0, 2, 3, 1]), True)
+        return self.to_nchw(t)
+
+    def axis(self, t: Tensor, axis: int) -> int:
+        d = axis + t.rank if axis < 0 else axis
+        if not 0 <= d < t.rank:
+            raise UnsupportedError(f"axis {axis} is out of range for rank {t.rank}")
+        return _NCHW_TO_NHWC_AXIS[d] if t.nhwc else d
+
+    def flat_source(self, t: Tensor) -> Tensor:
+        """Data whose memory order is the ONNX (NCHW) order."""
+        if t.nhwc and not (t.value.shape[1] == 1 and t.value.shape[2] == 1):
+            return self.to_nchw(t)
+        return t
+
+    def tensor(self, x: Any, what: str = "const") -> Tensor:
+        if isinstance(x, Tensor):
+            return x
+        if isinstance(x, np.ndarray):
+            if x.dtype != np.float32:
+                x = x.astype(np.float32)
+            return Tensor(self.const(x, what), False)
+        raise UnsupportedError(f"{what}: expected a tensor, got {type(x).__name__}")
+
+    def only_consumer(self, output: str, op_type: str):
+        """The node that alone consumes ``output``, if it has op ``op_type``."""
+        users = self.consumers.get(output, [])
+        if len(users) == 1 and users[0].op_type == op_type and output not in self.graph_outputs:
+            return users[0]
+        return None
+
+
+# -- attribute helpers ------------------------------------------------------------
+
+def _attrs(node) -> Dict[str, Any]:
+    onnx = _onnx()
+    out = {}
+    for a in node.attribute:
+        v = onnx.helper.get_attribute_value(a)
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", "replace")
+        elif isinstance(v, list):
+            v = [e.decode("utf-8", "replace") if isinstance(e, bytes) else e for e in v]
+        elif a.type == onnx.AttributeProto.TENSOR:
+            v = onnx.numpy_helper.to_array(v)
+        out[a.name] = v
+    return out
+
+
+def _const_input(ctx: Context, x: Any, what: str) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return x
+    raise UnsupportedError(f"{what} must be a constant (an initializer or computable at import), "
+                           "but it is computed at run time")
+
+
+def _ints(x: Any) -> List[int]:
+    return [int(v) for v in np.asarray(x).reshape(-1)]
+
+
+# -- converters --------------------------------------------------------------------
+
+ConvertFn = Callable[..., Any]
+CONVERTERS: Dict[str, ConvertFn] = {}
+# op types folded when all their inputs are constant
+FOLDERS: Dict[str, ConvertFn] = {}
+
+
+def converts(*ops: str):
+    def reg(fn):
+        for o in ops:
+            CONVERTERS[o] = fn
+        return fn
+    return reg
+
+
+def folds(*ops: str):
+    def reg(fn):
+        for o in ops:
+            FOLDERS[o] = fn
+        return fn
+    return reg
+
+
+def _same_pads(in_hw, k, s, d, mode: str) -> List[int]:
+    pads_b, pads_e = [], []
+    for i in range(2):
+        out = -(-in_hw[i] // s[i])
+        total = max((out - 1) * s[i] + (k[i] - 1) * d[i] + 1 - in_hw[i], 0)
+        small, big = total // 2, total - total // 2
+        if mode == "SAME_UPPER":
+            pads_b.append(small)
+            pads_e.append(big)
+        else:
+            pads_b.append(big)
+            pads_e.append(small)
+    return [pads_b[0], pads_b[1], pads_e[0], pads_e[1]]
+
+
+def _spatial_pads(a: Dict[str, Any], in_hw, k, s, d) -> List[int]:
+    auto = a.get("auto_pad", "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        return _same_pads(in_hw, k, s, d, auto)
+    if auto == "VALID":
+        return [0, 0, 0, 0]
+    if auto not in ("NOTSET", ""):
+        raise UnsupportedError(f"auto_pad '{auto}' is not supported")
+    p = list(a.get("pads", [0, 0, 0, 0]))
+    if len(p) != 4:
+        raise UnsupportedError(f"only 2-D spatial ops are supported (pads {p})")
+    return [int(v) for v in p]  # ONNX: [top, left, bottom, right], as the IR
+
+
+def _check_4d(t: Tensor, what: str) -> None:
+    if t.rank != 4:
+        raise UnsupportedError(f"only 2-D {what} (4-D NCHW input) is supported, got a {t.rank}-D input")
+
+
+def _pair_attr(a, key, default):
+    v = list(a.get(key, default))
+    if len(v) != 2:
+        raise UnsupportedError(f"only 2-D spatial ops are supported ({key} {v})")
+    return [int(e) for e in v]
+
+
+@converts("Conv")
+def _conv(ctx: Context, node, a, x, w, b=None):
+    t = ctx.tensor(x)
+    _check_4d(t, "convolution")
+    w = _const_input(ctx, w, "the Conv weight").astype(np.float32)
+    if w.ndim != 4:
+        raise UnsupportedError(f"only 2-D convolution is supported, got a {w.ndim}-D weight")
+    bias = None if b is None else _const_input(ctx, b, "the Conv bias").astype(np.float32)
+    k = [w.shape[2], w.shape[3]]
+    if "kernel_shape" in a and [int(v) for v in a["kernel_shape"]] != k:
+        raise UnsupportedError(f"kernel_shape {a['kernel_shape']} does not match the weight {w.shape}")
+    s = _pair_attr(a, "strides", [1, 1])
+    d = _pair_attr(a, "dilations", [1, 1])
+    groups = int(a.get("group", 1))
+    pads = _spatial_pads(a, t.shape[2:], k, s, d)
+    # fold a BatchNormalization that alone consumes the conv's output
+    bn = ctx.only_consumer(node.output[0], "BatchNormalization")
+    if bn is not None and len(bn.output) == 1 and not _attrs(bn).get("training_mode", 0):
+        stats = [ctx.env.get(n) if n else None for n in list(bn.input)[1:5]]
+        if len(stats) == 4 and all(isinstance(s_, np.ndarray) for s_ in stats):
+            scale, shift = _bn_scale_shift(_attrs(bn), *stats)
+            w = (w.astype(np.float64) * scale.reshape(-1, 1, 1, 1)).astype(np.float32)
+            b0 = np.zeros(w.shape[0]) if bias is None else bias.astype(np.float64)
+            bias = (b0 * scale + shift).astype(np.float32)
+            ctx.skip.add(id(bn))
+            ctx.extra_env[bn.output[0]] = node.output[0]
+    t = ctx.to_layout(t)
+    wname = node.input[1] if bn is None or id(bn) not in ctx.skip else node.input[1] + ".bn_folded"
+    wv = ctx.param(w, wname)
+    bv = None if bias is None else ctx.param(bias, (node.input[2] if len(node.input) > 2 and node.input[2]
+                                                    else wname + ".bias"))
+    v = ctx.emit("conv2d", t.value, wv, bv, strides=s, padding=pads, dilation=d, groups=groups,
+                 layout=ctx.spatial())
+    return Tensor(v, ctx.layout == "NHWC")
+
+
+def _bn_scale_shift(a, gamma, beta, mean, var):
+    eps = float(a.get("epsilon", 1e-5))
+    scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
+    shift = beta.astype(np.float64) - mean.astype(np.float64) * scale
+    return scale, shift
+
+
+@converts("BatchNormalization")
+def _batchnorm(ctx: Context, node, a, x, gamma, beta, mean, var):
+    if a.get("training_mode", 0) or len([o for o in node.output if o]) > 1:
+        raise UnsupportedError("BatchNormalization in training mode (or with running-statistics outputs)")
+    t = ctx.tensor(x)
+    stats = [_const_input(ctx, v, "BatchNormalization " + n) for v, n in
+             ((gamma, "scale"), (beta, "bias"), (mean, "mean"), (var, "var"))]
+    scale, shift = _bn_scale_shift(a, *stats)
+    c = scale.size
+    shape = [c] if t.nhwc or t.rank < 3 else [c] + [1] * (t.rank - 2)
+    y = ctx.emit("mul", t.value, ctx.const(scale.astype(np.float32).reshape(shape), "scale"))
+    return Tensor(ctx.emit("add", y, ctx.const(shift.astype(np.float32).reshape(shape), "shift")), t.nhwc)
+
+
+def _dense(ctx: Context, t: Tensor, weight_nk: np.ndarray, bias: Optional[np.ndarray], wname: str):
+    t = ctx.to_nchw(t)
+    if t.rank != 2:
+        raise UnsupportedError(f"only 2-D matrix products are supported, got a {t.rank}-D input")
+    wv = ctx.param(weight_nk, wname)
+    bv = None if bias is None else ctx.param(bias, wname + ".bias")
+    return Tensor(ctx.emit("dense", t.value, wv, bv), False)
+
+
+@converts("Gemm")
+def _gemm(ctx: Context, node, a, x, bmat, c=None):
+    alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+    t = ctx.tensor(x)
+    if t.rank != 2:
+        raise UnsupportedError(f"Gemm needs a 2-D A, got a {t.rank}-D one")
+    if a.get("transA", 0):
+        t = Tensor(ctx.emit("transpose", ctx.to_nchw(t).value, axes=[1, 0]), False)
+    bm = _const_input(ctx, bmat, "the Gemm B (weight)").astype(np.float32)
+    w = bm if a.get("transB", 0) else bm.T
+    if alpha != 1.0:
+        w = (w.astype(np.float64) * alpha).astype(np.float32)
+    n = w.shape[0]
+    bias = None
+    after = None
+    if c is not None and beta != 0.0:
+        if isinstance(c, np.ndarray):
+            cc = (c.astype(np.float64) * beta).astype(np.float32)
+            if cc.size == 1 or (cc.ndim >= 1 and cc.shape[-1] == n and cc.size == n):
+                bias = np.broadcast_to(cc.reshape(-1), (n,)).astype(np.float32)
+            else:
+                after = cc
+        else:
+            ct = ctx.tensor(c)
+            if beta != 1.0:
+                ct = Tensor(ctx.emit("mul", ct.value, ctx.const(np.array(beta, np.float32))), False)
+            after = ct
+    y = _dense(ctx, t, np.ascontiguousarray(w), bias, node.input[1])
+    if after is not None:
+        av = after.value if isinstance(after, Tensor) else ctx.const(after, "C")
+        y = Tensor(ctx.emit("add", y.value, av), False)
+    return y
+
+
+@converts("MatMul")
+def _matmul(ctx: Context, node, a, x, bmat):
+    if not isinstance(x, Tensor):
+        raise UnsupportedError("MatMul of a constant by a run-time tensor is not supported")
+    if not isinstance(bmat, np.ndarray):
+        raise UnsupportedError("MatMul is supported with a constant 2-D weight only (it becomes a dense layer); "
+                               "here B is computed at run time")
+    if x.rank != 2 or bmat.ndim != 2:
+        raise UnsupportedError(f"MatMul is supported for 2-D operands only (dense layer), got {x.rank}-D x "
+                               f"{bmat.ndim}-D")
+    return _dense(ctx, x, np.ascontiguousarray(bmat.astype(np.float32).T), None, node.input[1])
+
+
+def _broadcast_const(ctx: Context, t: Tensor, c: np.ndarray) -> ir.Value:
+    """A constant operand arranged to broadcast against ``t`` in t's data layout."""
+    c = c.astype(np.float32)
+    if t.nhwc and c.ndim >= 1 and c.size > 1:
+        if c.ndim > 4:
+            raise UnsupportedError(f"a {c.ndim}-D constant broadcast against a 4-D tensor")
+        c = c.reshape((1,) * (4 - c.ndim) + c.shape).transpose(0, 2, 3, 1)
+    return ctx.const(np.ascontiguousarray(c))
+
+
+def _binary(ctx: Context, op: str, x, y):
+    if isinstance(x, np.ndarray) and isinstance(y, np.ndarray):
+        raise AssertionError("folded")  # pragma: no cover
+    if not isinstance(x, Tensor):
+        tx = ctx.tensor(y)
+        return Tensor(ctx.emit(op, _broadcast_const(ctx, tx, x), tx.value), tx.nhwc)
+    if not isinstance(y, Tensor):
+        return Tensor(ctx.emit(op, x.value, _broadcast_const(ctx, x, y)), x.nhwc)
+    if x.nhwc != y.nhwc:
+        if x.rank == 4 and y.rank == 4:
+            x, y = ctx.to_layout(x), ctx.to_layout(y)
+        else:
+            x, y = ctx.to_nchw(x), ctx.to_nchw(y)
+    elif x.nhwc and (x.rank != y.rank):
+        x, y = ctx.to_nchw(x), ctx.to_nchw(y)
+    return Tensor(ctx.emit(op, x.value, y.value), x.nhwc)
+
+
+@converts("Add")
+def _add(ctx, node, a, x, y):
+    return _binary(ctx, "add", x, y)
+
+
+@converts("Mul")
+def _mul(ctx, node, a, x, y):
+    return _binary(ctx, "mul", x, y)
+
+
+@converts("Sub")
+def _sub(ctx, node, a, x, y):
+    if isinstance(y, np.ndarray):
+        return _binary(ctx, "add", x, -y.astype(np.float32))
+    raise UnsupportedError("Sub is supported with a constant right-hand side only")
+
+
+@converts("Div")
+def _div(ctx, node, a, x, y):
+    if isinstance(y, np.ndarray):
+        return _binary(ctx, "mul", x, (1.0 / y.astype(np.float64)).astype(np.float32))
+    raise UnsupportedError("Div is supported with a constant divisor only")
+
+
+def _unary(ctx: Context, op: str, x, **attrs):
+    t = ctx.tensor(x)
+    return Tensor(ctx.emit(op, t.value, **attrs), t.nhwc)
+
+
+@converts("Relu")
+def _relu(ctx, node, a, x):
+    return _unary(ctx, "relu", x)
+
+
+@converts("Sigmoid")
+def _sigmoid(ctx, node, a, x):
+    return _unary(ctx, "sigmoid", x)
+
+
+@converts("HardSwish")
+def _hardswish(ctx, node, a, x):
+    return _unary(ctx, "hardswish", x)
+
+
+@converts("HardSigmoid")
+def _hardsigmoid(ctx, node, a, x):
+    alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
+    if abs(alpha - 1.0 / 6.0) > 1e-6 or abs(beta - 0.5) > 1e-6:
+        raise UnsupportedError(f"HardSigmoid with alpha={alpha:g}, beta={beta:g}: mera's hardsigmoid is "
+                               "PyTorch's relu6(x+3)/6 (alpha=1/6, beta=0.5) and has no parameters")
+    return _unary(ctx, "hardsigmoid", x)
+
+
+@converts("LeakyRelu")
+def _leaky_relu(ctx, node, a, x):
+    return _unary(ctx, "leaky_relu", x, alpha=float(a.get("alpha", 0.01)))
+
+
+@converts("Clip")
+def _clip(ctx, node, a, x, lo=None, hi=None):
+    if ctx.opset < 11:
+        lo_v, hi_v = float(a.get("min", -math.inf)), float(a.get("max", math.inf))
+    else:
+        lo_v = -math.inf if lo is None else float(_const_input(ctx, lo, "the Clip min").reshape(-1)[0])
+        hi_v = math.inf if hi is None else float(_const_input(ctx, hi, "the Clip max").reshape(-1)[0])
+    if lo_v > hi_v:  # ONNX: every value becomes max
+        lo_v = hi_v
+    return _unary(ctx, "clip", x, a_min=lo_v, a_max=hi_v)
+
+
+def _pool(ctx: Context, op: str, a, x, **extra):
+    t = ctx.tensor(x)
+    _check_4d(t, op)
+    k = _pair_attr(a, "kernel_shape", [])
+    s = _pair_attr(a, "strides", [1, 1])
+    d = _pair_attr(a, "dilations", [1, 1])
+    pads = _spatial_pads(a, t.shape[2:], k, s, d)
+    attrs = dict(kernel=k, strides=s, padding=pads, ceil_mode=int(a.get("ceil_mode", 0)), layout=ctx.spatial())
+    if op == "max_pool2d":
+        attrs["dilation"] = d
+    elif d != [1, 1]:
+        raise UnsupportedError(f"AveragePool with dilations {d}: mera's avg_pool2d has no dilation")
+    attrs.update(extra)
+    t = ctx.to_layout(t)
+    return Tensor(ctx.emit(op, t.value, **attrs), ctx.layout == "NHWC")
+
+
+@converts("MaxPool")
+def _maxpool(ctx, node, a, x):
+    if len([o for o in node.output if o]) > 1:
+        raise UnsupportedError("MaxPool with an Indices output")
+    return _pool(ctx, "max_pool2d", a, x)
+
+
+@converts("AveragePool")
+def _avgpool(ctx, node, a, x):
+    return _pool(ctx, "avg_pool2d", a, x, count_include_pad=int(a.get("count_include_pad", 0)))
+
+
+@converts("GlobalAveragePool")
+def _gap(ctx, node, a, x):
+    t = ctx.tensor(x)
+    _check_4d(t, "GlobalAveragePool")
+    t = ctx.to_layout(t)
+    return Tensor(ctx.emit("adaptive_avg_pool2d", t.value, output_size=[1, 1], layout=ctx.spatial()),
+                  ctx.layout == "NHWC")
+
+
+@converts("Concat")
+def _concat(ctx, node, a, *xs):
+    ts = [ctx.tensor(x) for x in xs]
+    ref = next(t for t in ts if isinstance(t, Tensor))
+    if any(t.nhwc for t in ts) and not all(t.nhwc for t in ts):
+        ts = [ctx.to_layout(t) if t.rank == 4 else t for t in ts]
+        if not all(t.nhwc for t in ts):
+            ts = [ctx.to_nchw(t) for t in ts]
+        ref = ts[0]
+    return Tensor(ctx.emit("concat", *[t.value for t in ts], axis=ctx.axis(ref, int(a["axis"]))), ts[0].nhwc)
+
+
+def _reshape_to(ctx: Context, t: Tensor, shape: Sequence[int]) -> Tensor:
+    src = ctx.flat_source(t)
+    if tuple(shape) == tuple(src.value.shape):
+        return src
+    return Tensor(ctx.emit("reshape", src.value, shape=[int(s) for s in shape]), False)
+
+
+def _reshape_shape(in_shape: Sequence[int], spec: Sequence[int], allowzero: int) -> List[int]:
+    out = []
+    for i, s in enumerate(spec):
+        if s == 0 and not allowzero:
+            if i >= len(in_shape):
+                raise UnsupportedError(f"Reshape: 0 at position {i} beyond the input's rank")
+            out.append(int(in_shape[i]))
+        elif s == 0:
+            raise UnsupportedError("Reshape to a zero-sized axis (allowzero=1)")
+        else:
+            out.append(int(s))
+    if out.count(-1) > 1:
+        raise UnsupportedError(f"Reshape with more than one -1: {spec}")
+    if -1 in out:
+        known = int(np.prod([s for s in out if s != -1]))
+        out[out.index(-1)] = int(np.prod(in_shape)) // max(known, 1)
+    if int(np.prod(out)) != int(np.prod(in_shape)):
+        raise UnsupportedError(f"Reshape of {tuple(in_shape)} to {spec}: sizes differ")
+    return out
+
+
+@converts("Reshape")
+def _reshape(ctx, node, a, x, shape):
+    t = ctx.tensor(x)
+    spec = _ints(_const_input(ctx, shape, "the Reshape shape"))
+    return _reshape_to(ctx, t, _reshape_shape(t.shape, spec, int(a.get("allowzero", 0))))
+
+
+@converts("Flatten")
+def _flatten(ctx, node, a, x):
+    t = ctx.tensor(x)
+    ax = int(a.get("axis", 1))
+    ax = ax + t.rank if ax < 0 else ax
+    sh = t.shape
+    return _reshape_to(ctx, t, [int(np.prod(sh[:ax])), int(np.prod(sh[ax:]))])
+
+
+@converts("Transpose")
+def _transpose(ctx, node, a, x):
+    t = ctx.tensor(x)
+    perm = [int(p) for p in a.get("perm", list(range(t.rank))[::-1])]
+    axes = [ctx.axis(t, p) for p in perm]
+    if t.nhwc and perm == [0, 2, 3, 1]:
+        return Tensor(t.value, False)  # the NHWC data already is this transpose
+    if axes == list(range(t.rank)):
+        return Tensor(t.value, False)
+    return Tensor(ctx.emit("transpose", t.value, axes=axes), False)
+
+
+@converts("Pad")
+def _pad(ctx, node, a, x, pads=None, value=None, axes=None):
+    mode = a.get("mode", "constant")
+    if mode != "constant":
+        raise UnsupportedError(f"Pad mode '{mode}' (mera's pad is constant padding only)")
+    t = ctx.tensor(x)
+    r = t.rank
+    if ctx.opset < 11:
+        p = [int(v) for v in a.get("pads", [])]
+        fill = float(a.get("value", 0.0))
+    else:
+        p = _ints(_const_input(ctx, pads, "the Pad pads"))
+        fill = 0.0 if value is None else float(_const_input(ctx, value, "the Pad value").reshape(-1)[0])
+    ax = list(range(r)) if axes is None else [int(v) + r if int(v) < 0 else int(v)
+                                              for v in _ints(_const_input(ctx, axes, "the Pad axes"))]
+    before, after = [0] * r, [0] * r
+    for i, d in enumerate(ax):
+        before[d], after[d] = p[i], p[i + len(ax)]
+    if min(before + after) < 0:
+        raise UnsupportedError("Pad with negative pads (cropping)")
+    if t.nhwc:
+        perm = [0, 2, 3, 1]
+        before, after = [before[q] for q in perm], [after[q] for q in perm]
+    return Tensor(ctx.emit("pad", t.value, pads=before + after, value=fill), t.nhwc)
+
+
+@converts("Resize", "Upsample")
+def _resize(ctx, node, a, x, *rest):
+    t = ctx.tensor(x)
+    _check_4d(t, "Resize")
+    if node.op_type == "Upsample" or ctx.opset < 11:
+        scales_in, sizes_in = (rest[0] if rest else np.array(a.get("scales", []), np.float32)), None
+        ctm = "asymmetric"
+        nearest_mode = "floor"
+    else:
+        scales_in = rest[1] if len(rest) > 1 else None
+        sizes_in = rest[2] if len(rest) > 2 else None
+        ctm = a.get("coordinate_transformation_mode", "half_pixel")
+        nearest_mode = a.get("nearest_mode", "round_prefer_floor")
+    mode = a.get("mode", "nearest")
+    if mode == "bilinear":
+        mode = "linear"
+    if mode not in ("nearest", "linear"):
+        raise UnsupportedError(f"Resize mode '{mode}' (mera's upsample is nearest or bilinear)")
+    if a.get("antialias", 0):
+        raise UnsupportedError("Resize with antialias=1")
+    if a.get("keep_aspect_ratio_policy", "stretch") != "stretch":
+        raise UnsupportedError(f"Resize keep_aspect_ratio_policy '{a['keep_aspect_ratio_policy']}'")
+    axes = [int(v) % 4 for v in a.get("axes", [0, 1, 2, 3])]
+    in_shape = t.shape
+    scales = sizes = None
+    if scales_in is not None and np.asarray(_const_input(ctx, scales_in, "the Resize scales")).size:
+        sc = np.asarray(scales_in, np.float64).reshape(-1)
+        full = [1.0] * 4
+        for d, v in zip(axes, sc):
+            full[d] = float(v)
+        if full[0] != 1.0 or full[1] != 1.0:
+            raise UnsupportedError(f"Resize of the batch or channel axis (scales {full})")
+        scales = full[2:]
+        out_hw = [int(math.floor(in_shape[2] * scales[0])), int(math.floor(in_shape[3] * scales[1]))]
+    elif sizes_in is not None:
+        sz = _ints(_const_input(ctx, sizes_in, "the Resize sizes"))
+        full = list(in_shape)
+        for d, v in zip(axes, sz):
+            full[d] = int(v)
+        if full[0] != in_shape[0] or full[1] != in_shape[1]:
+            raise UnsupportedError(f"Resize of the batch or channel axis (sizes {full})")
+        sizes = full[2:]
+        out_hw = sizes
+    else:
+        raise UnsupportedError("Resize needs constant scales or sizes")
+    attrs: Dict[str, Any] = {"layout": ctx.spatial()}
+    if mode == "nearest":
+        integer_up = all(o % i == 0 and o >= i for o, i in zip(out_hw, in_shape[2:])) and \
+            (scales is None or all(float(s).is_integer() for s in scales))
+        ok = (ctm == "asymmetric" and nearest_mode == "floor") or \
+            (integer_up and ctm in ("half_pixel", "pytorch_half_pixel") and
+             nearest_mode in ("round_prefer_floor", "round_prefer_ceil"))
+        if not ok:
+            raise UnsupportedError(f"Resize nearest with coordinate_transformation_mode '{ctm}' and nearest_mode "
+                                   f"'{nearest_mode}' from {tuple(in_shape[2:])} to {tuple(out_hw)} (mera's "
+                                   "nearest upsample is floor(dst/scale); integer upscales are supported "
+                                   "with half_pixel and rounding too)")
+        attrs["method"] = "nearest"
+    else:
+        if 1 in out_hw:
+            raise UnsupportedError(f"Resize linear to an output size of 1 ({tuple(out_hw)}): ONNX and mera's "
+                                   "(PyTorch's) bilinear pick different source points there")
+        if ctm in ("half_pixel", "pytorch_half_pixel"):
+            attrs["align_corners"] = 0
+        elif ctm == "align_corners":
+            attrs["align_corners"] = 1
+        else:
+            raise UnsupportedError(f"Resize linear with coordinate_transformation_mode '{ctm}'")
+        attrs["method"] = "bilinear"
+    if scales is not None:
+        attrs["scales"] = [float(s) for s in scales]
+    else:
+        attrs["size"] = [int(s) for s in sizes]
+    t = ctx.to_layout(t)
+    return Tensor(ctx.emit("upsample", t.value, **attrs), ctx.layout == "NHWC")
+
+
+@converts("Softmax")
+def _softmax(ctx, node, a, x):
+    t = ctx.tensor(x)
+    ax = int(a.get("axis", -1 if ctx.opset >= 13 else 1))
+    ax = ax + t.rank if ax < 0 else ax
+    if ctx.opset < 13 and ax != t.rank - 1 and int(np.prod(t.shape[ax + 1:])) != 1:
+        raise UnsupportedError(f"Softmax (opset {ctx.opset}) over the flattened axes {ax}.. of a {t.rank}-D "
+                               "tensor")
+    return Tensor(ctx.emit("softmax", t.value, axis=ctx.axis(t, ax)), t.nhwc)
+
+
+@converts("ReduceMean")
+def _reduce_mean(ctx, node, a, x, axes_in=None):
+    t = ctx.tensor(x)
+    keep = int(a.get("keepdims", 1))
+    if ctx.opset >= 18:
+        axes = None if axes_in is None else _ints(_const_input(ctx, axes_in, "the ReduceMean axes"))
+        if not axes:
+            if a.get("noop_with_empty_axes", 0):
+                return t
+            axes = None
+    else:
+        axes = a.get("axes")
+    axes = list(range(t.rank)) if axes is None else [int(v) for v in axes]
+    data_axes = sorted(ctx.axis(t, v) for v in axes)
+    v = ctx.emit("mean", t.value, axes=data_axes, keepdims=keep)
+    return Tensor(v, t.nhwc and bool(keep))
+
+
+@converts("Slice")
+def _slice(ctx, node, a, x, starts=None, ends=None, axes=None, steps=None):
+    t = ctx.tensor(x)
+    if ctx.opset < 10:
+        st, en, ax, sp = a["starts"], a["ends"], a.get("axes"), None
+    else:
+        st = _ints(_const_input(ctx, starts, "the Slice starts"))
+        en = _ints(_const_input(ctx, ends, "the Slice ends"))
+        ax = None if axes is None else _ints(_const_input(ctx, axes, "the Slice axes"))
+        sp = None if steps is None else _ints(_const_input(ctx, steps, "the Slice steps"))
+    ax = list(range(len(st))) if ax is None else ax
+    if sp is not None and any(s != 1 for s in sp):
+        raise UnsupportedError(f"Slice with steps {sp} (mera's slice has step 1)")
+    shape = t.shape
+    v = t.value
+    for b, e, d in zip(st, en, ax):
+        d = d + t.rank if d < 0 else d
+        n = shape[d]
+        b = max(0, min(b + n if b < 0 else b, n))
+        e = max(0, min(e + n if e < 0 else e, n))
+        if b == 0 and e == n:
+            continue
+        if e <= b:
+            raise UnsupportedError("Slice to an empty tensor")
+        v = ctx.emit("slice", v, axis=ctx.axis(t, d), begin=b, end=e)
+    return Tensor(v, t.nhwc)
+
+
+@converts("Identity", "Dropout")
+def _identity(ctx, node, a, x, *rest):
+    if node.op_type == "Dropout" and len([o for o in node.output if o]) > 1:
+        raise UnsupportedError("Dropout with a mask output")
+    return x
+
+
+@converts("Shape")
+def _shape(ctx, node, a, x):
+    shape = np.array(ctx.tensor(x).shape if isinstance(x, Tensor) else np.shape(x), np.int64)
+    start, end = a.get("start", 0), a.get("end", None)
+    return shape[start:end]
+
+
+# -- constant folding ----------------------------------------------------------------
+
+@folds("Constant")
+def _f_constant(a):
+    for key, v in a.items():
+        if key == "value":
+            return v
+        if key == "value_float":
+            return np.array(v, np.float32)
+        if key == "value_floats":
+            return np.array(v, np.float32)
+        if key == "value_int":
+            return np.array(v, np.int64)
+        if key == "value_ints":
+            return np.array(v, np.int64)
+    raise UnsupportedError(f"Constant with attributes {sorted(a)}")
+
+
+FOLDERS.update({
+    "Identity": lambda a, x: x,
+    "Add": lambda a, x, y: np.asarray(x + y, np.result_type(x, y)),
+    "Sub": lambda a, x, y: np.asarray(x - y, np.result_type(x, y)),
+    "Mul": lambda a, x, y: np.asarray(x * y, np.result_type(x, y)),
+    "Div": lambda a, x, y: (np.asarray(np.trunc(x / y), x.dtype) if np.issubdtype(x.dtype, np.integer)
+                            else np.asarray(x / y, x.dtype)),
+    "Gather": lambda a, x, i: np.take(x, i, axis=int(a.get("axis", 0))),
+    "Concat": lambda a, *xs: np.concatenate([np.atleast_1d(v) for v in xs], axis=int(a["axis"])),
+    "Cast": lambda a, x: x.astype(_onnx().helper.tensor_dtype_to_np_dtype(int(a["to"]))),
+    "Reshape": lambda a, x, s: x.reshape(_reshape_shape(x.shape, _ints(s), int(a.get("allowzero", 0)))),
+    "Transpose": lambda a, x: np.transpose(x, a.get("perm")),
+    "Floor": lambda a, x: np.floor(x),
+    "Sqrt": lambda a, x: np.sqrt(x),
+    "Neg": lambda a, x: -x,
+    "Relu": lambda a, x: np.maximum(x, 0),
+})
+
+
+@folds("Unsqueeze")
+def _f_unsqueeze(a, x, axes=None):
+    ax = _ints(axes) if axes is not None else list(a["axes"])
+    r = x.ndim + len(ax)
+    for d in sorted(v + r if v < 0 else v for v in ax):
+        x = np.expand_dims(x, d)
+    return x
+
+
+@folds("Squeeze")
+def _f_squeeze(a, x, axes=None):
+    ax = _ints(axes) if axes is not None else a.get("axes")
+    return np.squeeze(x, axis=None if ax is None else tuple(ax))
+
+
+@folds("ConstantOfShape")
+def _f_cos(a, shape):
+    v = a.get("value", np.zeros(1, np.float32))
+    return np.full(_ints(shape), v.reshape(-1)[0], v.dtype)
+
+
+@folds("Slice")
+def _f_slice(a, x, starts, ends, axes=None, steps=None):
+    sl = [slice(None)] * x.ndim
+    ax = list(range(len(starts))) if axes is None else _ints(axes)
+    sp = [1] * len(ax) if steps is None else _ints(steps)
+    for b, e, d, s in zip(_ints(starts), _ints(ends), ax, sp):
+        sl[d] = slice(b, e, s)
+    return x[tuple(sl)]
+
+
+# -- the importer -----------------------------------------------------------------
+
+def _describe(op_type: str, names: List[str]) -> str:
+    shown = "; ".join(names[:5]) + (f"; and {len(names) - 5} more" if len(names) > 5 else "")
+    return f"  {op_type} ({len(names)} node{'s' if len(names) != 1 else ''}): {shown}"
+
+
+def _load(model: Any):
+    onnx = _onnx()
+    if isinstance(model, onnx.ModelProto):
+        return model, "<ModelProto>"
+    if isinstance(model, (bytes, bytearray)):
+        path, data = "<bytes>", bytes(model)
+    elif isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.exists(path):
+            raise MeraIOError(f"ONNX model file '{path}' does not exist")
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise MeraIOError(f"cannot read ONNX model '{path}': {e.strerror}") from None
+    else:
+        raise ConfigError(f"from_onnx: cannot import a {type(model).__name__}; pass an onnx.ModelProto, a path "
+                          "or bytes")
+    try:
+        m = onnx.ModelProto()
+        m.ParseFromString(data)
+    except Exception as e:
+        raise FormatError(f"'{path}' is not a valid ONNX model (cannot parse it: {e})") from None
+    if os.path.isfile(path) and any(t.data_location == onnx.TensorProto.EXTERNAL for t in m.graph.initializer):
+        try:
+            onnx.load_external_data_for_model(m, os.path.dirname(os.path.abspath(path)))
+        except Exception as e:
+            raise MeraIOError(f"'{path}': cannot load external tensor data: {e}") from None
+    try:
+        onnx.checker.check_model(m)
+    except Exception as e:
+        raise FormatError(f"'{path}' is not a valid ONNX model: {str(e).splitlines()[0] if str(e) else e}") \
+            from None
+    if not m.graph.node and not m.graph.output:
+        raise FormatError(f"'{path}' is not a valid ONNX model: its graph is empty")
+    return m, path
+
+
+def _parse_input_shapes(input_shapes) -> Dict[str, Tuple[int, ...]]:
+    if input_shapes is None:
+        return {}
+    items = list(input_shapes.items()) if isinstance(input_shapes, dict) else list(input_shapes)
+    out = {}
+    for i, item in enumerate(items):
+        try:
+            name, spec = item
+            if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], (str, np.dtype)):
+                spec = spec[0]
+            out[str(name)] = tuple(int(d) for d in spec)
+        except (TypeError, ValueError):
+            raise ConfigError(f"input_shapes[{i}] must be (name, shape), got {item!r}") from None
+    return out
+
+
+class _Importer:
+    def __init__(self, model, path: str, input_shapes, layout: str):
+        self.m = model
+        self.path = path
+        self.layout = layout
+        self.shapes = _parse_input_shapes(input_shapes)
+        g = model.graph
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+        if self.opset is None:
+            raise FormatError(f"'{path}': the model imports no version of the default ONNX domain")
+        if self.opset < 7:
+            raise UnsupportedError(f"'{path}': opset {self.opset} is not supported (mera imports opsets "
+                                   f"{MIN_OPSET} to {MAX_OPSET})")
+        consumers: Dict[str, List[Any]] = {}
+        for n in g.node:
+            for i in n.input:
+                if i:
+                    consumers.setdefault(i, []).append(n)
+        self.ctx = Context(ir.Builder(_sanitize(g.name or "main")), layout, self.opset, consumers,
+                           {o.name for o in g.output})
+        self.env: Dict[str, Any] = {}
+        self.ctx.env = self.env
+
+    def declare(self) -> None:
+        onnx = _onnx()
+        g = self.m.graph
+        for init in g.initializer:
+            self.env[init.name] = onnx.numpy_helper.to_array(init)
+        for init in g.sparse_initializer:  # pragma: no cover - rare
+            raise UnsupportedError(f"sparse initializer '{init.values.name}'")
+        real = [i for i in g.input if i.name not in self.env]
+        unknown = set(self.shapes) - {i.name for i in real}
+        if unknown:
+            raise ConfigError(f"input_shapes names {sorted(unknown)}, which the model does not take as inputs "
+                              f"(its inputs: {[i.name for i in real]})")
+        for vi in real:
+            tt = vi.type.tensor_type
+            if not vi.type.HasField("tensor_type"):
+                raise UnsupportedError(f"input '{vi.name}' is not a tensor")
+            if tt.elem_type != onnx.TensorProto.FLOAT:
+                raise UnsupportedError(f"input '{vi.name}' has element type "
+                                       f"{onnx.TensorProto.DataType.Name(tt.elem_type)}; mera imports float "
+                                       "models (float32 inputs)")
+            model_shape = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+            if vi.name in self.shapes:
+                shape = self.shapes[vi.name]
+                nchw = (shape[0], shape[3], shape[1], shape[2]) if self.layout == "NHWC" and len(shape) == 4 \
+                    else shape
+                if len(nchw) != len(model_shape) or any(m_ is not None and m_ != s for m_, s in
+                                                         zip(model_shape, nchw)):
+                    raise ConfigError(f"input '{vi.name}': input_shapes gives {shape}"
+                                      + (" (NHWC)" if self.layout == "NHWC" and len(shape) == 4 else "")
+                                      + f", which does not fit the model's {model_shape}")
+            else:
+                if None in model_shape or not tt.HasField("shape"):
+                    raise ConfigError(f"input '{vi.name}' has a dynamic shape {model_shape}; give it in "
+                                      "input_shapes")
+                nchw = tuple(model_shape)
+            if any(d < 1 for d in nchw):
+                raise UnsupportedError(f"input '{vi.name}' has shape {tuple(nchw)}; mera tensors have no "
+                                       "empty axes")
+            nhwc = self.layout == "NHWC" and len(nchw) == 4
+            data_shape = (nchw[0], nchw[2], nchw[3], nchw[1]) if nhwc else nchw
+            v = self.ctx.b.input(vi.name, data_shape, "float32",
+                                 layout=("NHWC" if nhwc else ("NCHW" if len(nchw) == 4 else None)))
+            self.env[vi.name] = Tensor(v, nhwc)
+
+    def run(self):
+        ctx = self.ctx
+        self.declare()
+        found: "OrderedDict[str, List[str]]" = OrderedDict()
+        for idx, node in enumerate(self.m.graph.node):
+            label = node.name or f"{node.op_type}_{idx}"
+            if id(node) in ctx.skip:
+                continue
+            if node.domain not in ("", "ai.onnx"):
+                found.setdefault(f"{node.domain}.{node.op_type}", []).append(f"'{label}'")
+                self._poison(node)
+                continue
+            ins = [self.env.get(n, None) if n else None for n in node.input]
+            missing = [n for n, v in zip(node.input, ins) if n and n not in self.env]
+            if missing:
+                raise FormatError(f"'{self.path}': node '{label}' uses undefined value(s) {missing}")
+            known = node.op_type in CONVERTERS or node.op_type in FOLDERS
+            if not known:
+                found.setdefault(node.op_type, []).append(f"'{label}'")
+                self._poison(node)
+                continue
+            if any(v is _POISON for v in ins):
+                self._poison(node)
+                continue
+            ctx.node, ctx.node_label = node, label
+            try:
+                a = _attrs(node)
+                if node.op_type in FOLDERS and all(v is None or isinstance(v, np.ndarray) for v in ins) and \
+                        (node.op_type != "Identity" or ins):
+                    out = FOLDERS[node.op_type](a, *ins)
+                    outs = [np.asarray(out)]
+                elif node.op_type not in CONVERTERS:
+                    raise UnsupportedError(f"{node.op_type} is supported on constants only (folded at import); "
+                                           "here it computes on a run-time tensor")
+                else:
+                    out = CONVERTERS[node.op_type](ctx, node, a, *ins)
+                    outs = [out]
+            except UnsupportedError as e:
+                found.setdefault(node.op_type, []).append(f"'{label}' ({e})")
+                self._poison(node)
+                continue
+            self.env[node.output[0]] = outs[0]
+            for k, v in list(ctx.extra_env.items()):
+                self.env[k] = self.env[v]
+                del ctx.extra_env[k]
+        if found:
+            n_nodes = sum(len(v) for v in found.values())
+            raise UnsupportedError(
+                f"'{self.path}': {n_nodes} node{'s' if n_nodes != 1 else ''} of {len(found)} op type"
+                f"{'s' if len(found) != 1 else ''} cannot be imported:\n"
+                + "\n".join(_describe(k, v) for k, v in found.items()))
+        outs = []
+        for o in self.m.graph.output:
+            v = self.env[o.name]
+            if not isinstance(v, Tensor):
+                raise UnsupportedError(f"'{self.path}': output '{o.name}' is a constant; mera graphs compute "
+                                       "their outputs from their inputs")
+            if v.rank == 4:
+                v = ctx.to_layout(v)
+            else:
+                v = ctx.to_nchw(v)
+            outs.append(v.value)
+        return ctx.b.finish(outs), dict(ctx.b.params)
+
+    def _poison(self, node) -> None:
+        for o in node.output:
+            if o:
+                self.env[o] = _POISON
+
+
+def from_onnx(path_or_model: Any, input_shapes: Any = None, layout: str = "NHWC"
+              ) -> Tuple[ir.Module, Dict[str, np.ndarray]]:
+    """Import a float ONNX model into mera IR.
+
+    Parameters
+    ----------
+    path_or_model : str, os.PathLike, bytes or onnx.ModelProto
+    input_shapes : list of (name, shape) or dict, optional
+        Shapes of the model's inputs (NHWC for 4-D inputs under
+        ``layout="NHWC"``); needed only for inputs with dynamic dimensions.
+    layout : {"NHWC", "NCHW"}
+
+    Returns
+    -------
+    (mera.ir.Module, dict of str to numpy.ndarray)
+
+    Raises
+    ------
+    mera.UnsupportedError
+        One error naming every node (name and op type, with counts) that
+        cannot be imported.
+    mera.FormatError
+        The file is not a valid ONNX model.
+    mera.MeraIOError
+        The file cannot be read.
+    """
+    if layout not in ("NCHW", "NHWC"):
+        raise ConfigError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
+    model, path = _load(path_or_model)
+    return _Importer(model, path, input_shapes, layout).run()
+
+
+__all__ = ["from_onnx", "MIN_OPSET", "MAX_OPSET", "CONVERTERS", "FOLDERS"]
