@@ -110,36 +110,31 @@ def csrc_dir() -> str:
                       + ", ".join(repr(c) for c in candidates if c) + " (reinstall mera, or set MERA_CSRC_DIR)")
 
 
-def runtime_sources(root: Optional[str] = None) -> List[str]:
-    """The runtime's C files (every ``csrc/**/*.c`` but the Python bindings), relative to ``root``, sorted."""
-    root = root or csrc_dir()
+def _runtime_files(root: str, suffixes: Tuple[str, ...]) -> List[str]:
+    """Files under ``root`` ending in one of ``suffixes``, the Python bindings (``python/``) excluded,
+    relative to ``root``, sorted."""
     out = []
     for d, dirs, files in os.walk(root):
         rel = os.path.relpath(d, root)
         if rel.split(os.sep)[0] == "python":
             dirs[:] = []
             continue
-        dirs.sort()
-        out.extend(os.path.normpath(os.path.join(rel, f)) for f in files if f.endswith(".c"))
+        out.extend(os.path.normpath(os.path.join(rel, f)) for f in files if f.endswith(suffixes))
     return sorted(out)
+
+
+def runtime_sources(root: Optional[str] = None) -> List[str]:
+    """The runtime's C files (every ``csrc/**/*.c`` but the Python bindings), relative to ``root``, sorted."""
+    return _runtime_files(root or csrc_dir(), (".c",))
 
 
 def _sources_hash(root: str) -> str:
     """Hash of every file the runtime compiles from (C files, headers, .def tables), Python bindings excluded."""
     h = hashlib.sha256()
-    for d, dirs, files in os.walk(root):
-        rel = os.path.relpath(d, root)
-        if rel.split(os.sep)[0] == "python":
-            dirs[:] = []
-            continue
-        dirs.sort()
-        for f in sorted(files):
-            if not f.endswith((".c", ".h", ".def", ".inc")):
-                continue
-            p = os.path.join(d, f)
-            with open(p, "rb") as fh:
-                data = fh.read()
-            h.update(os.path.normpath(os.path.join(rel, f)).encode() + b"\0" + hashlib.sha256(data).digest())
+    for rel in _runtime_files(root, (".c", ".h", ".def", ".inc")):
+        with open(os.path.join(root, rel), "rb") as fh:
+            data = fh.read()
+        h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
     return h.hexdigest()
 
 
