@@ -1,0 +1,78 @@
+/* Calibration observers: the statistics of one float tensor seen over many
+ * calibration batches, and the quantization range they choose.
+ *
+ *   MINMAX      the running min and max (PyTorch MinMaxObserver).
+ *   PERCENTILE  the [100-p, p] percentiles of all values seen, read off a
+ *               histogram; ranges that grow re-bin it.
+ *   HISTOGRAM   PyTorch's HistogramObserver, same algorithm: a running
+ *               histogram over [min, max] (re-binned with upsampling when
+ *               the range grows) and its non-linear search for the range
+ *               that minimises the L2 quantization error.
+ *   ENTROPY     the range whose quantized distribution has the smallest
+ *               KL divergence from the histogram (TensorRT's entropy
+ *               calibration).
+ *   MSE         a grid search over symmetric shrinkings of [min, max] for
+ *               the smallest expected squared error (rounding plus clipping)
+ *               computed on the histogram.
+ *
+ * Every observer returns the clipping range [lo, hi] it chose; the affine
+ * parameters follow from mera_qparams_from_range (PyTorch's formula). A
+ * range always contains 0, so that 0.0 (padding, relu) is exact. */
+#ifndef MERA_QUANT_OBSERVER_H
+#define MERA_QUANT_OBSERVER_H
+
+#include <stdint.h>
+
+#include "util/status.h"
+
+typedef enum {
+    MERA_OBSERVER_MINMAX,
+    MERA_OBSERVER_PERCENTILE,
+    MERA_OBSERVER_HISTOGRAM,
+    MERA_OBSERVER_ENTROPY,
+    MERA_OBSERVER_MSE,
+    MERA_OBSERVER_COUNT
+} mera_observer_kind;
+
+/* "minmax", "percentile", "histogram", "entropy", "mse" */
+const char *mera_observer_kind_name(mera_observer_kind k);
+/* 0 on success, -1 for an unknown name */
+int mera_observer_kind_parse(const char *s, mera_observer_kind *out);
+
+typedef struct {
+    mera_observer_kind kind;
+    int bins;          /* histogram-based kinds; 2048 as PyTorch (>= 16) */
+    double percentile; /* PERCENTILE: in (50, 100]; 99.99 is a common choice */
+    int qmin, qmax;    /* the integer range the range is chosen for: 0, 255 */
+} mera_observer_config;
+
+/* The defaults: HISTOGRAM, 2048 bins, percentile 99.99, [0, 255]. */
+mera_observer_config mera_observer_config_default(void);
+/* Checks every field; the message names the field. */
+mera_status mera_observer_config_validate(const mera_observer_config *c, mera_error *err);
+
+typedef struct mera_observer mera_observer;
+
+mera_observer *mera_observer_new(const mera_observer_config *c, mera_error *err);
+void mera_observer_free(mera_observer *o);
+
+/* Add n values. A NaN or infinity is a MERA_ERR_INVALID ("non-finite value
+ * at index i") and leaves the observer as it was. */
+mera_status mera_observer_update(mera_observer *o, const float *x, int64_t n, mera_error *err);
+
+/* Values seen so far, and their min and max (0, 0 when none). */
+int64_t mera_observer_count(const mera_observer *o);
+void mera_observer_minmax(const mera_observer *o, float *min, float *max);
+
+/* The chosen clipping range, lo <= 0 <= hi. An observer that saw nothing is
+ * a MERA_ERR_INVALID ("no values observed"). */
+mera_status mera_observer_range(const mera_observer *o, float *lo, float *hi, mera_error *err);
+
+/* PyTorch's affine parameters for [lo, hi] on [qmin, qmax]
+ * (UniformQuantizationObserverBase._calculate_qparams, per_tensor_affine):
+ * the range is widened to contain 0, scale = (hi - lo) / (qmax - qmin) in
+ * float32, at least float32 eps, zero_point = qmin - round(lo / scale),
+ * clamped to [qmin, qmax]. */
+void mera_qparams_from_range(float lo, float hi, int qmin, int qmax, double *scale, int32_t *zero_point);
+
+#endif
