@@ -23,6 +23,7 @@ from .config import BuildConfig, Platform, Target, build_config, current_build_c
 from .runtime import Runner, compile
 from .build import build
 from .deploy_runtime import DeployModule, load_runtime_module
+from .quantizer import QualityReport, Quantizer
 from . import frontend, relay, test_util
 
 __version__ = "0.1.0"
@@ -33,5 +34,5 @@ __all__ = [
     "MeraError", "GraphError", "ShapeError", "DtypeError", "AttrError", "UnknownOpError", "FormatError",
     "UnsupportedError", "ConfigError", "RuntimeInputError", "MeraIOError",
     "Target", "Platform", "BuildConfig", "build_config", "current_build_config", "platforms",
-    "Runner", "compile", "build", "load_runtime_module", "DeployModule",
+    "Runner", "compile", "build", "load_runtime_module", "DeployModule", "Quantizer", "QualityReport",
 ]

@@ -258,6 +258,12 @@ done:
 
 mera_status mera_interp_run(const mera_interp *it, const void *const *inputs, void *const *outputs, mera_error *err)
 {
+    return mera_interp_run_observed(it, inputs, outputs, NULL, NULL, err);
+}
+
+mera_status mera_interp_run_observed(const mera_interp *it, const void *const *inputs, void *const *outputs,
+                                     mera_interp_observer observe, void *user, mera_error *err)
+{
     const mera_graph *g = it->g;
     unsigned char *arena = NULL;
     if (it->arena_bytes) {
@@ -282,8 +288,10 @@ mera_status mera_interp_run(const mera_interp *it, const void *const *inputs, vo
             mera_error_prefix(err, "node '%s' (%s): ", node->name, mera_op_table[node->op].name);
             goto done;
         }
+        if (observe && (st = observe(user, n, (const void *const *)a.out, err)))
+            goto done;
     }
-    for (int i = 0; i < mera_graph_num_outputs(g); i++) {
+    for (int i = 0; outputs && i < mera_graph_num_outputs(g); i++) {
         int v = mera_graph_output(g, i);
         memcpy(outputs[i], value_ptr(it, inputs, arena, v), mera_type_nbytes(&mera_graph_value(g, v)->type));
     }

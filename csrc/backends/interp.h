@@ -38,4 +38,14 @@ size_t mera_interp_arena_bytes(const mera_interp *it);
  * skipped); outputs[i]: a buffer of the i-th graph output's size. */
 mera_status mera_interp_run(const mera_interp *it, const void *const *inputs, void *const *outputs, mera_error *err);
 
+/* Called after node `node` ran, with the data of its outputs (valid only
+ * during the call). A non-OK status stops the run and is returned. */
+typedef mera_status (*mera_interp_observer)(void *user, int node, const void *const *outputs, mera_error *err);
+
+/* mera_interp_run that calls observe after every node (the quantizer's
+ * calibration and the per-layer quality report read intermediate values
+ * through it). outputs may be NULL when the graph outputs are not wanted. */
+mera_status mera_interp_run_observed(const mera_interp *it, const void *const *inputs, void *const *outputs,
+                                     mera_interp_observer observe, void *user, mera_error *err);
+
 #endif

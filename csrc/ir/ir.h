@@ -206,6 +206,11 @@ int mera_graph_add_input(mera_graph *g, const char *name, const mera_type *t, me
 int mera_graph_add_param(mera_graph *g, const char *name, const mera_type *t, mera_error *err);
 int mera_graph_add_const(mera_graph *g, const char *name, const mera_type *t,
                          const void *data, int copy_data, mera_error *err);
+/* A parameter that carries its data (copied into the graph's arena): what
+ * the quantizer makes for the weights it writes. The data still reaches a
+ * compiled graph through the params dict, as every param's does. */
+int mera_graph_add_param_data(mera_graph *g, const char *name, const mera_type *t, const void *data,
+                              mera_error *err);
 
 /* Add a node. inputs are value ids (-1 for an omitted optional input).
  * Attributes are validated against the op table; missing optional ones get

@@ -547,8 +547,9 @@ static PyObject *graph_const_data(PyMeraGraph *self, PyObject *arg)
     long id = PyLong_AsLong(arg);
     if (PyErr_Occurred())
         return NULL;
-    if (id < 0 || id >= mera_graph_num_values(self->g) || mera_graph_value(self->g, (int)id)->kind != MERA_VALUE_CONST)
-        return pymera_raise_code(MERA_ERR_INVALID, "value id %ld is not a const of the graph", id);
+    if (id < 0 || id >= mera_graph_num_values(self->g) || !mera_graph_value(self->g, (int)id)->data)
+        return pymera_raise_code(MERA_ERR_INVALID, "value id %ld is not a const (or a param with data) of the graph",
+                                 id);
     const mera_value *v = mera_graph_value(self->g, (int)id);
     npy_intp dims[MERA_MAX_RANK];
     for (int i = 0; i < v->type.rank; i++)
@@ -638,6 +639,22 @@ static PyObject *graph_deserialize(PyObject *cls, PyObject *arg)
     if (!g)
         return pymera_raise(&err);
     PyMeraGraph *self = (PyMeraGraph *)((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, 0);
+    if (!self) {
+        mera_graph_free(g);
+        return NULL;
+    }
+    self->g = g;
+    self->keepalive = PyList_New(0);
+    if (!self->keepalive) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+PyObject *pymera_graph_wrap(mera_graph *g)
+{
+    PyMeraGraph *self = (PyMeraGraph *)PyMeraGraph_Type.tp_alloc(&PyMeraGraph_Type, 0);
     if (!self) {
         mera_graph_free(g);
         return NULL;

@@ -24,6 +24,7 @@ static const char *const error_class_names[MERA_STATUS_COUNT] = {
     [MERA_ERR_NOMEM] = "MeraError",
     [MERA_ERR_IO] = "MeraIOError",
     [MERA_ERR_RUNTIME] = "RuntimeInputError",
+    [MERA_ERR_CONFIG] = "ConfigError",
 };
 
 PyObject *pymera_raise(const mera_error *err)
@@ -261,7 +262,7 @@ PyMODINIT_FUNC PyInit__core(void)
     if (!m)
         return NULL;
     if (pymera_graph_init_type(m) || pymera_runtime_init_type(m) || pymera_sim_init_type(m) ||
-        pymera_deploy_init(m) ||
+        pymera_deploy_init(m) || pymera_quant_init_type(m) ||
         PyModule_AddIntConstant(m, "IR_FORMAT_VERSION", MERA_IR_FORMAT_VERSION) ||
         PyModule_AddIntConstant(m, "MAX_RANK", MERA_MAX_RANK)) {
         Py_DECREF(m);

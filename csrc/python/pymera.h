@@ -39,6 +39,11 @@ typedef struct {
 
 extern PyTypeObject PyMeraGraph_Type;
 int pymera_graph_init_type(PyObject *module);
+/* A new Graph object owning g (freed on failure too). */
+PyObject *pymera_graph_wrap(mera_graph *g);
+
+/* The quantizer (quant_binding.c). */
+int pymera_quant_init_type(PyObject *module);
 
 /* Compiled graphs (runtime_object.c). */
 int pymera_runtime_init_type(PyObject *module);

@@ -83,6 +83,85 @@ static PyObject *interp_run(PyMeraInterp *self, PyObject *arg)
     return pymera_run(self->graph->g, self->input_ids, self->n_inputs, arg, run_interp, self->it);
 }
 
+/* run_values: the values wanted, copied out after the node that makes them. */
+typedef struct {
+    const mera_interp *it;
+    const mera_graph *g;
+    int n;
+    const int *ids;  /* value ids */
+    void **bufs;     /* one buffer per id */
+} values_run;
+
+static mera_status copy_wanted(void *user, int node, const void *const *outputs, mera_error *err)
+{
+    (void)err;
+    const values_run *r = user;
+    const mera_node *nd = mera_graph_node(r->g, node);
+    for (int o = 0; o < nd->n_outputs; o++)
+        for (int i = 0; i < r->n; i++)
+            if (r->ids[i] == nd->outputs[o])
+                memcpy(r->bufs[i], outputs[o], mera_type_nbytes(&mera_graph_value(r->g, r->ids[i])->type));
+    return MERA_OK;
+}
+
+static mera_status run_values_fn(const void *compiled, const void *const *inputs, void *const *outputs,
+                                 mera_error *err)
+{
+    const values_run *r = compiled;
+    return mera_interp_run_observed(r->it, inputs, outputs, copy_wanted, (void *)r, err);
+}
+
+static PyObject *interp_run_values(PyMeraInterp *self, PyObject *args)
+{
+    PyObject *inputs, *ids_obj;
+    if (!PyArg_ParseTuple(args, "OO", &inputs, &ids_obj))
+        return NULL;
+    const mera_graph *g = self->graph->g;
+    PyObject *seq = PySequence_Fast(ids_obj, "run_values: value ids must be a sequence");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    int *ids = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *ids);
+    void **bufs = PyMem_Calloc((size_t)(n ? n : 1), sizeof *bufs);
+    PyObject *arrays = PyList_New(n), *result = NULL;
+    if (!ids || !bufs || !arrays) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long id = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (id == -1 && PyErr_Occurred())
+            goto out;
+        if (id < 0 || id >= mera_graph_num_values(g) || mera_graph_value(g, (int)id)->kind != MERA_VALUE_NODE) {
+            pymera_raise_code(MERA_ERR_INVALID, "run_values: value id %ld is not a node output of the graph", id);
+            goto out;
+        }
+        const mera_type *t = &mera_graph_value(g, (int)id)->type;
+        npy_intp dims[MERA_MAX_RANK];
+        for (int d = 0; d < t->rank; d++)
+            dims[d] = (npy_intp)t->shape[d];
+        PyObject *a = PyArray_SimpleNew(t->rank, dims, pymera_dtype_to_npy(t->dtype));
+        if (!a)
+            goto out;
+        PyList_SET_ITEM(arrays, i, a);
+        ids[i] = (int)id;
+        bufs[i] = PyArray_DATA((PyArrayObject *)a);
+    }
+    values_run r = {self->it, g, (int)n, ids, bufs};
+    PyObject *outs = pymera_run(g, self->input_ids, self->n_inputs, inputs, run_values_fn, &r);
+    if (outs) {
+        Py_DECREF(outs);
+        result = arrays;
+        arrays = NULL;
+    }
+out:
+    Py_DECREF(seq);
+    Py_XDECREF(arrays);
+    PyMem_Free(ids);
+    PyMem_Free(bufs);
+    return result;
+}
+
 static PyObject *interp_arena_bytes(PyMeraInterp *self, PyObject *Py_UNUSED(unused))
 {
     return PyLong_FromSize_t(mera_interp_arena_bytes(self->it));
@@ -95,6 +174,8 @@ static PyObject *interp_input_ids(PyMeraInterp *self, PyObject *Py_UNUSED(unused
 
 static PyMethodDef interp_methods[] = {
     {"run", (PyCFunction)interp_run, METH_O, "run(list of input arrays) -> list of output arrays (GIL released)"},
+    {"run_values", (PyCFunction)interp_run_values, METH_VARARGS,
+     "run_values(list of input arrays, value ids) -> copies of those node outputs after one run"},
     {"arena_bytes", (PyCFunction)interp_arena_bytes, METH_NOARGS, "bytes of the planned activation arena"},
     {"input_ids", (PyCFunction)interp_input_ids, METH_NOARGS, "value ids of the run-time inputs, in order"},
     {NULL, NULL, 0, NULL},

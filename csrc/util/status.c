@@ -44,6 +44,7 @@ static const char *const status_names[MERA_STATUS_COUNT] = {
     [MERA_ERR_NOMEM] = "out of memory",
     [MERA_ERR_IO] = "i/o error",
     [MERA_ERR_RUNTIME] = "runtime error",
+    [MERA_ERR_CONFIG] = "invalid configuration",
 };
 
 const char *mera_status_name(mera_status s)

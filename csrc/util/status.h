@@ -21,6 +21,7 @@ typedef enum {
     MERA_ERR_NOMEM,       /* allocation failed */
     MERA_ERR_IO,          /* a file could not be read or written */
     MERA_ERR_RUNTIME,     /* bad input at run time (inputs to a compiled graph) */
+    MERA_ERR_CONFIG,      /* a configuration value is invalid (build, quantizer) */
     MERA_STATUS_COUNT
 } mera_status;
 

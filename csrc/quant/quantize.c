@@ -1,0 +1,871 @@
+/* The post-training quantizer: prepare (batch-norm folding), calibration and
+ * the rewrite into the int8 contract. See quant.h for the rules. */
+#include "quant/quant.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/interp.h"
+
+struct mera_quantizer {
+    mera_quant_config cfg;
+    mera_graph *g;           /* the prepared float graph */
+    mera_interp *interp;     /* g on the float Interpreter */
+    const void **decl_data;  /* per declared value of g: its data (NULL for inputs) */
+    mera_observer **obs;     /* per value of g; NULL where not observed */
+    int64_t batches;
+};
+
+mera_quant_config mera_quant_config_default(void)
+{
+    mera_quant_config c;
+    c.activations = mera_observer_config_default();
+    c.weight_per_channel = 1;
+    c.fold_batch_norm = 1;
+    c.fuse_relu = 1;
+    return c;
+}
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static int is_float(const mera_value *v)
+{
+    return v->type.dtype == MERA_DTYPE_FLOAT32;
+}
+
+/* uses[v]: how many node inputs and graph outputs read v; user[v]: the last
+ * node reading it (meaningful when uses[v] == 1 and !is_out[v]). */
+typedef struct {
+    int *uses, *user;
+    char *is_out;
+} use_info;
+
+static mera_status use_info_build(const mera_graph *g, use_info *u, mera_error *err)
+{
+    int nv = mera_graph_num_values(g);
+    u->uses = calloc((size_t)nv, sizeof *u->uses);
+    u->user = malloc((size_t)nv * sizeof *u->user);
+    u->is_out = calloc((size_t)nv, 1);
+    if (!u->uses || !u->user || !u->is_out)
+        return mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+    for (int v = 0; v < nv; v++)
+        u->user[v] = -1;
+    for (int n = 0; n < mera_graph_num_nodes(g); n++) {
+        const mera_node *node = mera_graph_node(g, n);
+        for (int i = 0; i < node->n_inputs; i++)
+            if (node->inputs[i] >= 0) {
+                u->uses[node->inputs[i]]++;
+                u->user[node->inputs[i]] = n;
+            }
+    }
+    for (int i = 0; i < mera_graph_num_outputs(g); i++) {
+        u->uses[mera_graph_output(g, i)]++;
+        u->is_out[mera_graph_output(g, i)] = 1;
+    }
+    return MERA_OK;
+}
+
+static void use_info_free(use_info *u)
+{
+    free(u->uses);
+    free(u->user);
+    free(u->is_out);
+}
+
+/* The one node that reads v, or -1 (several readers, or a graph output). */
+static int sole_user(const use_info *u, int v)
+{
+    return u->uses[v] == 1 && !u->is_out[v] ? u->user[v] : -1;
+}
+
+/* Attributes: a node's list copied, then entries set or added. */
+typedef struct {
+    mera_attr a[40];
+    int n;
+} attr_list;
+
+static void attrs_copy(attr_list *l, const mera_node *node)
+{
+    l->n = 0;
+    for (int i = 0; i < node->n_attrs && l->n < (int)(sizeof l->a / sizeof l->a[0]); i++)
+        l->a[l->n++] = node->attrs[i];
+}
+
+static mera_attr *attrs_slot(attr_list *l, const char *key)
+{
+    for (int i = 0; i < l->n; i++)
+        if (!strcmp(l->a[i].key, key))
+            return &l->a[i];
+    mera_attr *a = &l->a[l->n++];
+    memset(a, 0, sizeof *a);
+    a->key = key;
+    return a;
+}
+
+static void attrs_set_float(attr_list *l, const char *key, double f)
+{
+    mera_attr *a = attrs_slot(l, key);
+    a->kind = MERA_ATTR_FLOAT;
+    a->f = f;
+}
+
+static void attrs_set_int(attr_list *l, const char *key, int64_t i)
+{
+    mera_attr *a = attrs_slot(l, key);
+    a->kind = MERA_ATTR_INT;
+    a->i = i;
+}
+
+static void attrs_set_string(attr_list *l, const char *key, const char *s)
+{
+    mera_attr *a = attrs_slot(l, key);
+    a->kind = MERA_ATTR_STRING;
+    a->s = s;
+}
+
+/* The axis of a conv/dense output that holds its channels. */
+static int out_channel_axis(const mera_graph *g, const mera_node *node)
+{
+    const mera_type *t = &mera_graph_value(g, node->outputs[0])->type;
+    if (node->op == MERA_OP_CONV2D)
+        return strcmp(mera_attr_string(node, "layout"), "NHWC") ? 1 : 3;
+    return t->rank - 1;
+}
+
+/* The axis of a conv/dense weight that indexes output channels. */
+static int weight_out_axis(const mera_node *node)
+{
+    if (node->op == MERA_OP_CONV2D && !strcmp(mera_attr_string(node, "kernel_layout"), "HWIO"))
+        return 3;
+    return 0;
+}
+
+/* If the constant c (type ct, data d) broadcasts against out_t varying only
+ * along axis, write its per-channel values to vec (out_t->shape[axis]
+ * entries) and return 1. */
+static int per_channel_values(const mera_type *out_t, int axis, const mera_type *ct, const float *d, double *vec)
+{
+    if (ct->dtype != MERA_DTYPE_FLOAT32 || ct->rank > out_t->rank || !d)
+        return 0;
+    int64_t c = out_t->shape[axis];
+    int varies = 0;
+    for (int i = 0; i < ct->rank; i++) {
+        int j = out_t->rank - ct->rank + i;
+        if (ct->shape[i] == 1)
+            continue;
+        if (j != axis || ct->shape[i] != c)
+            return 0;
+        varies = 1;
+    }
+    for (int64_t k = 0; k < c; k++)
+        vec[k] = d[varies ? k : 0];
+    return 1;
+}
+
+/* ---- 1. prepare: fold per-channel mul/add into conv and dense ----------- */
+
+typedef struct {
+    const mera_graph *src;
+    const void **data;   /* per value of src: constant data or NULL */
+    mera_graph *dst;
+    int *map;            /* src value -> dst value, -1 until made */
+    mera_error *err;
+} prepare_ctx;
+
+/* The dst copy of a declared src value (made on first use, so values that
+ * folding replaced do not appear). */
+static int prep_value(prepare_ctx *p, int v)
+{
+    if (v < 0 || p->map[v] >= 0)
+        return v < 0 ? -1 : p->map[v];
+    const mera_value *sv = mera_graph_value(p->src, v);
+    int id = -1;
+    if (sv->kind == MERA_VALUE_PARAM)
+        id = mera_graph_add_param_data(p->dst, sv->name, &sv->type, p->data[v], p->err);
+    else if (sv->kind == MERA_VALUE_CONST)
+        id = mera_graph_add_const(p->dst, sv->name, &sv->type, sv->data, 1, p->err);
+    else
+        mera_fail(p->err, MERA_ERR_INVALID, "internal: value '%s' used before it is made", sv->name);
+    p->map[v] = id;
+    return id;
+}
+
+/* A weight or bias replaced by folded data: same name and kind as the
+ * original when there was one. */
+static int prep_folded(prepare_ctx *p, int orig, const char *fallback, const mera_type *t, const void *d)
+{
+    if (orig >= 0) {
+        const mera_value *sv = mera_graph_value(p->src, orig);
+        const char *name = mera_graph_find_value(p->dst, sv->name) < 0 ? sv->name
+                                                                        : mera_graph_unique_name(p->dst, sv->name);
+        if (sv->kind == MERA_VALUE_PARAM)
+            return mera_graph_add_param_data(p->dst, name, t, d, p->err);
+        return mera_graph_add_const(p->dst, name, t, d, 1, p->err);
+    }
+    /* a bias the folding made: a param, as every conv/dense bias is */
+    return mera_graph_add_param_data(p->dst, mera_graph_unique_name(p->dst, fallback), t, d, p->err);
+}
+
+/* Fold the chain of per-channel mul/add after conv/dense node n. Returns the
+ * number of nodes folded (marked in skip), 0 if none, -1 on error. */
+static int prep_fold(prepare_ctx *p, const use_info *u, int n, char *skip)
+{
+    const mera_graph *g = p->src;
+    const mera_node *node = mera_graph_node(g, n);
+    int wv = node->inputs[1], bv = node->n_inputs > 2 ? node->inputs[2] : -1;
+    const mera_value *w = mera_graph_value(g, wv);
+    if (!is_float(w) || !p->data[wv] || !is_float(mera_graph_value(g, node->inputs[0])) ||
+        (bv >= 0 && !p->data[bv]))
+        return 0;
+    const mera_type *out_t = &mera_graph_value(g, node->outputs[0])->type;
+    int caxis = out_channel_axis(g, node);
+    int64_t c = out_t->shape[caxis];
+    double *scale = malloc((size_t)c * sizeof *scale), *shift = calloc((size_t)c, sizeof *shift),
+           *vec = malloc((size_t)c * sizeof *vec);
+    int folded = 0, cur = node->outputs[0];
+    if (!scale || !shift || !vec) {
+        free(scale), free(shift), free(vec);
+        mera_fail(p->err, MERA_ERR_NOMEM, "out of memory");
+        return -1;
+    }
+    for (int64_t k = 0; k < c; k++)
+        scale[k] = 1.0;
+    for (;;) {
+        int m = sole_user(u, cur);
+        if (m < 0)
+            break;
+        const mera_node *mn = mera_graph_node(g, m);
+        if ((mn->op != MERA_OP_MUL && mn->op != MERA_OP_ADD) || strcmp(mera_attr_string(mn, "activation"), "none"))
+            break;
+        int other = mn->inputs[0] == cur ? mn->inputs[1] : mn->inputs[0];
+        if (other == cur || !p->data[other] ||
+            !per_channel_values(out_t, caxis, &mera_graph_value(g, other)->type, p->data[other], vec) ||
+            mera_type_numel(&mera_graph_value(g, mn->outputs[0])->type) != mera_type_numel(out_t))
+            break;
+        for (int64_t k = 0; k < c; k++) {
+            if (mn->op == MERA_OP_MUL)
+                scale[k] *= vec[k], shift[k] *= vec[k];
+            else
+                shift[k] += vec[k];
+        }
+        skip[m] = 1;
+        folded++;
+        cur = mn->outputs[0];
+    }
+    int rc = folded;
+    if (folded) {
+        /* new weight and bias */
+        const mera_type *wt = &w->type;
+        int64_t wn = mera_type_numel(wt);
+        int ax = weight_out_axis(node);
+        int64_t inner = 1;
+        for (int i = ax + 1; i < wt->rank; i++)
+            inner *= wt->shape[i];
+        float *nw = malloc((size_t)wn * sizeof *nw), *nb = malloc((size_t)c * sizeof *nb);
+        if (!nw || !nb) {
+            free(nw), free(nb);
+            mera_fail(p->err, MERA_ERR_NOMEM, "out of memory");
+            rc = -1;
+            goto out;
+        }
+        const float *ow = p->data[wv], *ob = bv >= 0 ? p->data[bv] : NULL;
+        for (int64_t i = 0; i < wn; i++)
+            nw[i] = (float)((double)ow[i] * scale[(i / inner) % c]);
+        for (int64_t k = 0; k < c; k++)
+            nb[k] = (float)((ob ? (double)ob[k] : 0.0) * scale[k] + shift[k]);
+        mera_type bt = {0};
+        bt.dtype = MERA_DTYPE_FLOAT32;
+        bt.rank = 1;
+        bt.shape[0] = c;
+        bt.layout = MERA_LAYOUT_ANY;
+        char fallback[256];
+        snprintf(fallback, sizeof fallback, "%s.bias", node->name);
+        int nwv = prep_folded(p, wv, "weight", wt, nw);
+        int nbv = nwv < 0 ? -1 : prep_folded(p, bv, fallback, &bt, nb);
+        free(nw), free(nb);
+        if (nbv < 0) {
+            rc = -1;
+            goto out;
+        }
+        int ins[3] = {p->map[node->inputs[0]], nwv, nbv}, out_id;
+        int made = mera_graph_add_node(p->dst, node->op, node->name, ins, 3, node->attrs, node->n_attrs,
+                                       node->source, &out_id, 1, p->err);
+        if (made < 0) {
+            rc = -1;
+            goto out;
+        }
+        p->map[cur] = out_id;
+    }
+out:
+    free(scale), free(shift), free(vec);
+    return rc;
+}
+
+static mera_graph *prepare(const mera_graph *g, const void **data, const mera_quant_config *cfg, mera_error *err)
+{
+    int nv = mera_graph_num_values(g), nn = mera_graph_num_nodes(g);
+    prepare_ctx p = {g, data, mera_graph_new(mera_graph_name(g)), malloc((size_t)nv * sizeof(int)), err};
+    char *skip = calloc((size_t)nn + 1, 1);
+    use_info u = {0};
+    mera_status st = MERA_OK;
+    if (!p.dst || !p.map || !skip || (st = use_info_build(g, &u, err))) {
+        if (!st)
+            mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    for (int v = 0; v < nv; v++)
+        p.map[v] = -1;
+    for (int i = 0; i < mera_graph_num_inputs(g); i++) {
+        int v = mera_graph_input(g, i);
+        const mera_value *sv = mera_graph_value(g, v);
+        if (sv->kind == MERA_VALUE_INPUT && (p.map[v] = mera_graph_add_input(p.dst, sv->name, &sv->type, err)) < 0)
+            goto fail;
+    }
+    for (int n = 0; n < nn; n++) {
+        if (skip[n])
+            continue;
+        const mera_node *node = mera_graph_node(g, n);
+        if (cfg->fold_batch_norm && (node->op == MERA_OP_CONV2D || node->op == MERA_OP_DENSE)) {
+            if (node->inputs[0] >= 0 && prep_value(&p, node->inputs[0]) < 0)
+                goto fail;
+            int f = prep_fold(&p, &u, n, skip);
+            if (f < 0)
+                goto fail;
+            if (f > 0)
+                continue;
+        }
+        int ins[MERA_MAX_NODE_INPUTS], outs[MERA_MAX_NODE_OUTPUTS];
+        for (int i = 0; i < node->n_inputs; i++)
+            if ((ins[i] = prep_value(&p, node->inputs[i])) < 0 && node->inputs[i] >= 0)
+                goto fail;
+        if (mera_graph_add_node(p.dst, node->op, node->name, ins, node->n_inputs, node->attrs, node->n_attrs,
+                                node->source, outs, MERA_MAX_NODE_OUTPUTS, err) < 0)
+            goto fail;
+        for (int o = 0; o < node->n_outputs; o++)
+            p.map[node->outputs[o]] = outs[o];
+    }
+    int outs[256], n_out = mera_graph_num_outputs(g);
+    if (n_out > 256) {
+        mera_fail(err, MERA_ERR_UNSUPPORTED, "the quantizer takes at most 256 graph outputs (this graph has %d)",
+                  n_out);
+        goto fail;
+    }
+    for (int i = 0; i < n_out; i++)
+        if ((outs[i] = prep_value(&p, mera_graph_output(g, i))) < 0)
+            goto fail;
+    if (mera_graph_set_outputs(p.dst, outs, n_out, err))
+        goto fail;
+    use_info_free(&u);
+    free(p.map);
+    free(skip);
+    return p.dst;
+fail:
+    use_info_free(&u);
+    mera_graph_free(p.dst);
+    free(p.map);
+    free(skip);
+    return NULL;
+}
+
+/* ---- the quantizer object and calibration ------------------------------- */
+
+static mera_status check_float_graph(const mera_graph *g, mera_error *err)
+{
+    for (int n = 0; n < mera_graph_num_nodes(g); n++) {
+        const mera_node *node = mera_graph_node(g, n);
+        if (node->op == MERA_OP_QUANTIZE || node->op == MERA_OP_DEQUANTIZE || node->op == MERA_OP_REQUANTIZE)
+            return mera_fail(err, MERA_ERR_UNSUPPORTED,
+                             "node '%s' (%s): the graph is already quantized; the quantizer takes float models",
+                             node->name, mera_op_table[node->op].name);
+    }
+    for (int v = 0; v < mera_graph_num_values(g); v++) {
+        const mera_value *val = mera_graph_value(g, v);
+        if (val->type.q.kind != MERA_QUANT_NONE)
+            return mera_fail(err, MERA_ERR_UNSUPPORTED,
+                             "value '%s' is quantized (%s); the quantizer takes float models", val->name,
+                             mera_dtype_name(val->type.dtype));
+        if (val->kind == MERA_VALUE_INPUT && !is_float(val))
+            return mera_fail(err, MERA_ERR_UNSUPPORTED, "input '%s' is %s; the quantizer takes float32 inputs",
+                             val->name, mera_dtype_name(val->type.dtype));
+    }
+    return MERA_OK;
+}
+
+mera_quantizer *mera_quantizer_new(const mera_graph *g, const void *const *param_data,
+                                   const mera_quant_config *cfg, mera_error *err)
+{
+    if (check_float_graph(g, err) || mera_observer_config_validate(&cfg->activations, err))
+        return NULL;
+    int nv = mera_graph_num_values(g);
+    const void **data = calloc((size_t)nv, sizeof *data);
+    mera_quantizer *q = calloc(1, sizeof *q);
+    if (!data || !q) {
+        free(data), free(q);
+        mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    for (int i = 0; i < mera_graph_num_inputs(g); i++) {
+        int v = mera_graph_input(g, i);
+        const mera_value *val = mera_graph_value(g, v);
+        if (val->kind == MERA_VALUE_PARAM) {
+            if (!param_data || !param_data[i]) {
+                mera_fail(err, MERA_ERR_INVALID, "param '%s' has no data", val->name);
+                goto fail;
+            }
+            data[v] = param_data[i];
+        }
+    }
+    for (int v = 0; v < nv; v++)
+        if (mera_graph_value(g, v)->kind == MERA_VALUE_CONST)
+            data[v] = mera_graph_value(g, v)->data;
+    q->cfg = *cfg;
+    if (!(q->g = prepare(g, data, cfg, err)))
+        goto fail;
+    free(data);
+    data = NULL;
+    int nd = mera_graph_num_inputs(q->g), pv = mera_graph_num_values(q->g);
+    q->decl_data = calloc((size_t)nd + 1, sizeof *q->decl_data);
+    q->obs = calloc((size_t)pv, sizeof *q->obs);
+    if (!q->decl_data || !q->obs) {
+        mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < nd; i++)
+        q->decl_data[i] = mera_graph_value(q->g, mera_graph_input(q->g, i))->data;
+    if (!(q->interp = mera_interp_compile(q->g, MERA_INTERP_FLOAT, q->decl_data, err)))
+        goto fail;
+    for (int v = 0; v < pv; v++) {
+        const mera_value *val = mera_graph_value(q->g, v);
+        if (is_float(val) && (val->kind == MERA_VALUE_INPUT || val->kind == MERA_VALUE_NODE) &&
+            !(q->obs[v] = mera_observer_new(&cfg->activations, err)))
+            goto fail;
+    }
+    return q;
+fail:
+    free(data);
+    mera_quantizer_free(q);
+    return NULL;
+}
+
+void mera_quantizer_free(mera_quantizer *q)
+{
+    if (!q)
+        return;
+    if (q->obs)
+        for (int v = 0; v < mera_graph_num_values(q->g); v++)
+            mera_observer_free(q->obs[v]);
+    free(q->obs);
+    mera_interp_free(q->interp);
+    free(q->decl_data);
+    mera_graph_free(q->g);
+    free(q);
+}
+
+const mera_graph *mera_quantizer_float_graph(const mera_quantizer *q)
+{
+    return q->g;
+}
+
+int64_t mera_quantizer_num_batches(const mera_quantizer *q)
+{
+    return q->batches;
+}
+
+const mera_observer *mera_quantizer_observer(const mera_quantizer *q, int v)
+{
+    return v >= 0 && v < mera_graph_num_values(q->g) ? q->obs[v] : NULL;
+}
+
+static mera_status observe_value(const mera_quantizer *q, int v, const void *data, mera_error *err)
+{
+    if (!q->obs[v])
+        return MERA_OK;
+    const mera_value *val = mera_graph_value(q->g, v);
+    mera_status st = mera_observer_update(q->obs[v], data, mera_type_numel(&val->type), err);
+    if (st)
+        mera_error_prefix(err, "value '%s': ", val->name);
+    return st;
+}
+
+static mera_status observe_node(void *user, int n, const void *const *outputs, mera_error *err)
+{
+    const mera_quantizer *q = user;
+    const mera_node *node = mera_graph_node(q->g, n);
+    for (int o = 0; o < node->n_outputs; o++) {
+        mera_status st = observe_value(q, node->outputs[o], outputs[o], err);
+        if (st)
+            return st;
+    }
+    return MERA_OK;
+}
+
+static mera_status check_finite(const mera_value *val, const float *d, mera_error *err)
+{
+    int64_t n = mera_type_numel(&val->type);
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(d[i]))
+            return mera_fail(err, MERA_ERR_RUNTIME, "input '%s' holds a non-finite value at index %lld", val->name,
+                             (long long)i);
+    return MERA_OK;
+}
+
+mera_status mera_quantizer_calibrate(mera_quantizer *q, const void *const *inputs, mera_error *err)
+{
+    /* Inputs are checked before any observer sees them, so a bad batch is
+     * refused whole. A non-finite value that appears inside the graph from
+     * finite inputs (an overflow) stops the run at that layer; the
+     * observers before it have then seen the batch, and the error says so. */
+    mera_status st;
+    int k = 0;
+    for (int i = 0; i < mera_graph_num_inputs(q->g); i++) {
+        const mera_value *val = mera_graph_value(q->g, mera_graph_input(q->g, i));
+        if (val->kind == MERA_VALUE_INPUT && (st = check_finite(val, inputs[k++], err)))
+            return st;
+    }
+    k = 0;
+    for (int i = 0; i < mera_graph_num_inputs(q->g); i++) {
+        int v = mera_graph_input(q->g, i);
+        if (mera_graph_value(q->g, v)->kind == MERA_VALUE_INPUT && (st = observe_value(q, v, inputs[k++], err)))
+            return st;
+    }
+    st = mera_interp_run_observed(q->interp, inputs, NULL, observe_node, q, err);
+    if (st == MERA_ERR_INVALID) {
+        err->code = MERA_ERR_RUNTIME;
+        mera_error_prefix(err, "calibration batch %lld (the observers of earlier layers have seen it): ",
+                          (long long)q->batches);
+    }
+    if (!st)
+        q->batches++;
+    return st;
+}
+
+/* ---- 3. quantize -------------------------------------------------------- */
+
+typedef struct {
+    const mera_quantizer *q;
+    mera_graph *dst;
+    int *qv;       /* prepared value -> quantized-graph value, -1 until made */
+    int *float_of; /* quantized-graph value -> prepared value (grows) */
+    int cap_float_of;
+    mera_error *err;
+} quant_ctx;
+
+static int note_float(quant_ctx *c, int qid, int fv)
+{
+    if (qid < 0)
+        return -1;
+    if (qid >= c->cap_float_of) {
+        int cap = c->cap_float_of ? c->cap_float_of * 2 : 256;
+        while (cap <= qid)
+            cap *= 2;
+        int *p = realloc(c->float_of, (size_t)cap * sizeof *p);
+        if (!p) {
+            mera_fail(c->err, MERA_ERR_NOMEM, "out of memory");
+            return -1;
+        }
+        for (int i = c->cap_float_of; i < cap; i++)
+            p[i] = -1;
+        c->float_of = p;
+        c->cap_float_of = cap;
+    }
+    c->float_of[qid] = fv;
+    return qid;
+}
+
+/* The activation parameters of prepared value v from its observer. */
+static mera_status act_qparams(const quant_ctx *c, int v, double *scale, int32_t *zp)
+{
+    const mera_observer *o = c->q->obs[v];
+    float lo, hi;
+    if (!o)
+        return mera_fail(c->err, MERA_ERR_INVALID, "internal: value '%s' has no observer",
+                         mera_graph_value(c->q->g, v)->name);
+    mera_status st = mera_observer_range(o, &lo, &hi, c->err);
+    if (st) {
+        mera_error_prefix(c->err, "value '%s': ", mera_graph_value(c->q->g, v)->name);
+        return st;
+    }
+    const mera_observer_config *oc = &c->q->cfg.activations;
+    mera_qparams_from_range(lo, hi, oc->qmin, oc->qmax, scale, zp);
+    return MERA_OK;
+}
+
+static uint8_t quantize_u8(double x, double scale, int32_t zp)
+{
+    double r = nearbyint(x / scale) + zp;
+    return (uint8_t)(r < 0 ? 0 : r > 255 ? 255 : r);
+}
+
+/* A float constant used as an activation (x * c, x + c): uint8 per tensor
+ * on its exact range, same name and kind. */
+static int quant_const_activation(quant_ctx *c, int v)
+{
+    const mera_value *sv = mera_graph_value(c->q->g, v);
+    int64_t n = mera_type_numel(&sv->type);
+    const float *d = sv->data;
+    float lo = 0, hi = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(d[i])) {
+            mera_fail(c->err, MERA_ERR_INVALID, "constant '%s' holds a non-finite value at index %lld", sv->name,
+                      (long long)i);
+            return -1;
+        }
+        lo = d[i] < lo ? d[i] : lo;
+        hi = d[i] > hi ? d[i] : hi;
+    }
+    mera_type t = sv->type;
+    t.dtype = MERA_DTYPE_UINT8;
+    t.q.kind = MERA_QUANT_PER_TENSOR;
+    t.q.count = 1;
+    mera_qparams_from_range(lo, hi, 0, 255, &t.q.scale, &t.q.zero_point);
+    uint8_t *qd = malloc(n > 0 ? (size_t)n : 1);
+    if (!qd) {
+        mera_fail(c->err, MERA_ERR_NOMEM, "out of memory");
+        return -1;
+    }
+    for (int64_t i = 0; i < n; i++)
+        qd[i] = quantize_u8(d[i], t.q.scale, t.q.zero_point);
+    int id = sv->kind == MERA_VALUE_PARAM ? mera_graph_add_param_data(c->dst, sv->name, &t, qd, c->err)
+                                          : mera_graph_add_const(c->dst, sv->name, &t, qd, 1, c->err);
+    free(qd);
+    return note_float(c, id, v);
+}
+
+/* A conv/dense weight: int8, symmetric, per output channel or per tensor. */
+static int quant_weight(quant_ctx *c, const mera_node *node, int v)
+{
+    const mera_value *sv = mera_graph_value(c->q->g, v);
+    const mera_type *wt = &sv->type;
+    if (!is_float(sv) || !sv->data) {
+        mera_fail(c->err, MERA_ERR_UNSUPPORTED, "node '%s' (%s): the weight '%s' must be a float constant or param",
+                  node->name, mera_op_table[node->op].name, sv->name);
+        return -1;
+    }
+    int ax = weight_out_axis(node), per_ch = c->q->cfg.weight_per_channel;
+    int64_t n = mera_type_numel(wt), oc = wt->shape[ax], inner = 1;
+    for (int i = ax + 1; i < wt->rank; i++)
+        inner *= wt->shape[i];
+    int64_t groups = per_ch ? oc : 1;
+    double *scales = calloc((size_t)groups, sizeof *scales);
+    int32_t *zps = calloc((size_t)groups, sizeof *zps);
+    int8_t *qd = malloc(n > 0 ? (size_t)n : 1);
+    int id = -1;
+    if (!scales || !zps || !qd) {
+        mera_fail(c->err, MERA_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    const float *d = sv->data;
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(d[i])) {
+            mera_fail(c->err, MERA_ERR_INVALID, "node '%s': weight '%s' holds a non-finite value at index %lld",
+                      node->name, sv->name, (long long)i);
+            goto out;
+        }
+        int64_t g = per_ch ? (i / inner) % oc : 0;
+        double a = fabs((double)d[i]);
+        scales[g] = a > scales[g] ? a : scales[g];
+    }
+    /* scale = max|w| / 127 (a float32 value, as kernels read it); all-zero
+     * channels get scale 1 */
+    for (int64_t g = 0; g < groups; g++)
+        scales[g] = scales[g] > 0 ? (double)(float)(scales[g] / 127.0) : 1.0;
+    for (int64_t i = 0; i < n; i++) {
+        double r = nearbyint((double)d[i] / scales[per_ch ? (i / inner) % oc : 0]);
+        qd[i] = (int8_t)(r < -127 ? -127 : r > 127 ? 127 : r);
+    }
+    mera_type t = *wt;
+    t.dtype = MERA_DTYPE_INT8;
+    if (per_ch) {
+        t.q.kind = MERA_QUANT_PER_AXIS;
+        t.q.axis = ax;
+        t.q.count = oc;
+        t.q.scales = scales;
+        t.q.zero_points = zps;
+    } else {
+        t.q.kind = MERA_QUANT_PER_TENSOR;
+        t.q.count = 1;
+        t.q.scale = scales[0];
+        t.q.zero_point = 0;
+    }
+    id = note_float(c, mera_graph_add_param_data(c->dst, sv->name, &t, qd, c->err), v);
+out:
+    free(scales), free(zps), free(qd);
+    return id;
+}
+
+/* The quantized-graph value for input slot i of node. */
+static int quant_input(quant_ctx *c, const mera_node *node, int i)
+{
+    int v = node->inputs[i];
+    if (v < 0)
+        return -1;
+    if (c->qv[v] >= 0)
+        return c->qv[v];
+    const mera_value *sv = mera_graph_value(c->q->g, v);
+    int conv_like = node->op == MERA_OP_CONV2D || node->op == MERA_OP_DENSE;
+    int id;
+    if (conv_like && i == 1)
+        id = quant_weight(c, node, v);
+    else if (conv_like && i == 2)
+        id = note_float(c, sv->kind == MERA_VALUE_PARAM
+                               ? mera_graph_add_param_data(c->dst, sv->name, &sv->type, sv->data, c->err)
+                               : mera_graph_add_const(c->dst, sv->name, &sv->type, sv->data, 1, c->err),
+                        v);
+    else if (sv->kind == MERA_VALUE_CONST || sv->kind == MERA_VALUE_PARAM)
+        id = quant_const_activation(c, v);
+    else {
+        mera_fail(c->err, MERA_ERR_INVALID, "internal: value '%s' used before it is made", sv->name);
+        id = -1;
+    }
+    /* a weight used both as a weight and as an activation is made twice and
+     * only the first is cached; names then clash and the second fails */
+    c->qv[v] = id;
+    return id;
+}
+
+static int has_activation_attr(int op)
+{
+    return op == MERA_OP_CONV2D || op == MERA_OP_DENSE || op == MERA_OP_ADD || op == MERA_OP_MUL;
+}
+
+static mera_status quant_node(quant_ctx *c, const use_info *u, int n, char *fused)
+{
+    const mera_graph *g = c->q->g;
+    const mera_node *node = mera_graph_node(g, n);
+    const mera_op_info *info = &mera_op_table[node->op];
+    int ins[MERA_MAX_NODE_INPUTS], outs[MERA_MAX_NODE_OUTPUTS];
+    for (int i = 0; i < node->n_inputs; i++)
+        if ((ins[i] = quant_input(c, node, i)) < 0 && node->inputs[i] >= 0)
+            return c->err->code ? c->err->code : MERA_ERR_INVALID;
+    attr_list al;
+    attrs_copy(&al, node);
+    int out = node->outputs[0], stands_for = out, range_of = out;
+    if (info->flags & MERA_OPF_QOUT) {
+        int m = sole_user(u, out);
+        const mera_node *mn = m >= 0 ? mera_graph_node(g, m) : NULL;
+        if (mn && c->q->cfg.fuse_relu && mn->op == MERA_OP_RELU && has_activation_attr(node->op) &&
+            !strcmp(mera_attr_string(node, "activation"), "none")) {
+            attrs_set_string(&al, "activation", "relu");
+            fused[m] = 1;
+            stands_for = range_of = mn->outputs[0];
+        } else if (mn && (mn->op == MERA_OP_RELU || mn->op == MERA_OP_CLIP)) {
+            range_of = mn->outputs[0]; /* the clamp that follows decides the useful range */
+        }
+        double scale;
+        int32_t zp;
+        mera_status st = act_qparams(c, range_of, &scale, &zp);
+        if (st)
+            return st;
+        attrs_set_float(&al, "out_scale", scale);
+        attrs_set_int(&al, "out_zero_point", zp);
+        attrs_set_string(&al, "out_dtype", "uint8");
+        if (node->op == MERA_OP_CONV2D)
+            attrs_set_string(&al, "depthwise_saturate", "no");
+    }
+    const char *name = mera_graph_find_value(c->dst, node->name) < 0 ? node->name
+                                                                       : mera_graph_unique_name(c->dst, node->name);
+    if (mera_graph_add_node(c->dst, node->op, name, ins, node->n_inputs, al.a, al.n, node->source, outs,
+                            MERA_MAX_NODE_OUTPUTS, c->err) < 0)
+        return c->err->code;
+    for (int o = 0; o < node->n_outputs; o++) {
+        int fv = o == 0 ? stands_for : node->outputs[o];
+        c->qv[node->outputs[o]] = outs[o];
+        c->qv[fv] = outs[o];
+        if (note_float(c, outs[o], fv) < 0)
+            return c->err->code;
+    }
+    return MERA_OK;
+}
+
+mera_graph *mera_quantizer_quantize(const mera_quantizer *q, int **float_of, mera_error *err)
+{
+    if (float_of)
+        *float_of = NULL;
+    if (!q->batches) {
+        mera_fail(err, MERA_ERR_INVALID, "no calibration data: calibrate with at least one batch first");
+        return NULL;
+    }
+    const mera_graph *g = q->g;
+    int nv = mera_graph_num_values(g), nn = mera_graph_num_nodes(g);
+    quant_ctx c = {q, mera_graph_new(mera_graph_name(g)), malloc((size_t)nv * sizeof(int)), NULL, 0, err};
+    char *fused = calloc((size_t)nn + 1, 1);
+    use_info u = {0};
+    if (!c.dst || !c.qv || !fused) {
+        mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    if (use_info_build(g, &u, err))
+        goto fail;
+    for (int v = 0; v < nv; v++)
+        c.qv[v] = -1;
+    /* inputs: float at the boundary, quantized at once */
+    for (int i = 0; i < mera_graph_num_inputs(g); i++) {
+        int v = mera_graph_input(g, i);
+        const mera_value *sv = mera_graph_value(g, v);
+        if (sv->kind != MERA_VALUE_INPUT)
+            continue;
+        int in = note_float(&c, mera_graph_add_input(c.dst, sv->name, &sv->type, err), v);
+        if (in < 0)
+            goto fail;
+        double scale;
+        int32_t zp;
+        if (act_qparams(&c, v, &scale, &zp))
+            goto fail;
+        attr_list al = {.n = 0};
+        attrs_set_float(&al, "scale", scale);
+        attrs_set_int(&al, "zero_point", zp);
+        attrs_set_string(&al, "dtype", "uint8");
+        char base[256];
+        snprintf(base, sizeof base, "%s.quant", sv->name);
+        int out;
+        if (mera_graph_add_node(c.dst, MERA_OP_QUANTIZE, mera_graph_unique_name(c.dst, base), &in, 1, al.a, al.n,
+                                NULL, &out, 1, err) < 0 ||
+            note_float(&c, out, v) < 0)
+            goto fail;
+        c.qv[v] = out;
+    }
+    for (int n = 0; n < nn; n++)
+        if (!fused[n] && quant_node(&c, &u, n, fused))
+            goto fail;
+    /* outputs: dequantized back to float */
+    int outs[256], n_out = mera_graph_num_outputs(g);
+    for (int i = 0; i < n_out; i++) {
+        int v = mera_graph_output(g, i), qv = c.qv[v];
+        if (qv < 0 && (qv = quant_input(&c, &(mera_node){.op = MERA_OP_RELU, .n_inputs = 1, .inputs = &v}, 0)) < 0)
+            goto fail;
+        const mera_value *val = mera_graph_value(c.dst, qv);
+        if (val->type.q.kind == MERA_QUANT_NONE) {
+            outs[i] = qv;
+            continue;
+        }
+        char base[256];
+        snprintf(base, sizeof base, "%s.dequant", mera_graph_value(g, v)->name);
+        if (mera_graph_add_node(c.dst, MERA_OP_DEQUANTIZE, mera_graph_unique_name(c.dst, base), &qv, 1, NULL, 0,
+                                NULL, &outs[i], 1, err) < 0 ||
+            note_float(&c, outs[i], v) < 0)
+            goto fail;
+    }
+    if (mera_graph_set_outputs(c.dst, outs, n_out, err))
+        goto fail;
+    if (float_of) {
+        int qn = mera_graph_num_values(c.dst);
+        if (note_float(&c, qn, -1) < 0) /* make sure the array covers every value */
+            goto fail;
+        *float_of = c.float_of;
+        c.float_of = NULL;
+    }
+    free(c.float_of);
+    free(c.qv);
+    free(fused);
+    use_info_free(&u);
+    return c.dst;
+fail:
+    free(c.float_of);
+    free(c.qv);
+    free(fused);
+    use_info_free(&u);
+    mera_graph_free(c.dst);
+    return NULL;
+}
