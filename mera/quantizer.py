@@ -374,9 +374,10 @@ class Quantizer:
         for node in qmod.nodes():
             qv = qg.find(node["name"])
             fv = float_of[qv] if 0 <= qv < len(float_of) else -1
-            if fv < 0 or fg.value(fv)["kind"] != "node" or node["op"] == "dequantize":
+            if fv < 0 or fg.value(fv)["kind"] not in ("node", "input") or node["op"] == "dequantize":
                 continue
             pairs.append((qv, fv, node["name"], node["op"]))
+        input_pos = {vid: k for k, vid in enumerate(v for v in fg.inputs() if fg.value(v)["kind"] == "input")}
         outs = [(qo, fo) for qo, fo in zip(qg.outputs(), fg.outputs())]
         acc_layers = [_Accum() for _ in pairs]
         acc_out = [_Accum() for _ in outs]
@@ -387,7 +388,10 @@ class Quantizer:
             items = [data]
         for i, item in enumerate(items):
             for batch in self._batches(item, i):
-                f_vals = f_rt.run_values(batch, [p[1] for p in pairs])
+                # a graph input's float value is the batch itself
+                f_node = [p[1] for p in pairs if p[1] not in input_pos]
+                f_got = iter(f_rt.run_values(batch, f_node))
+                f_vals = [batch[input_pos[p[1]]] if p[1] in input_pos else next(f_got) for p in pairs]
                 q_vals = q_rt.run_values(batch, [p[0] for p in pairs])
                 f_out = f_rt.run(batch)
                 q_out = q_rt.run(batch)

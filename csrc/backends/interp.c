@@ -288,8 +288,14 @@ mera_status mera_interp_run_observed(const mera_interp *it, const void *const *i
             mera_error_prefix(err, "node '%s' (%s): ", node->name, mera_op_table[node->op].name);
             goto done;
         }
-        if (observe && (st = observe(user, n, (const void *const *)a.out, err)))
-            goto done;
+        if (observe) {
+            /* the outputs' arena places (run_emulated points a.out at scratch) */
+            const void *outs[MERA_MAX_NODE_OUTPUTS];
+            for (int o = 0; o < node->n_outputs; o++)
+                outs[o] = arena + it->value_offset[node->outputs[o]];
+            if ((st = observe(user, n, outs, err)))
+                goto done;
+        }
     }
     for (int i = 0; outputs && i < mera_graph_num_outputs(g); i++) {
         int v = mera_graph_output(g, i);
