@@ -290,17 +290,28 @@ def test_stacked_batches_are_split_and_calibration_accumulates():
 
 def test_observers_choose_different_ranges():
     mod, params = small_graph(with_bn=False)
-    data = inputs(8)
+    data = inputs(100)
     data[3][0, 0, 0, 0] = 40.0  # one outlier pixel
     his = {}
     for obs in ("minmax", "percentile", "histogram", "entropy", "mse"):
-        q = mera.Quantizer((mod, params), config={"observer": obs})
+        # 10800 values: the 99.99th percentile would still interpolate towards the outlier
+        cfg = {"observer": obs, "percentile": 99.9} if obs == "percentile" else {"observer": obs}
+        q = mera.Quantizer((mod, params), config=cfg)
         q.calibrate(data)
         his[obs] = q.ranges()["x"]
-        assert his[obs]["max"] == 40.0 and his[obs]["count"] == 8 * 108
+        assert his[obs]["max"] == 40.0 and his[obs]["count"] == 100 * 108
     assert his["minmax"]["hi"] == 40.0
-    for obs in ("percentile", "histogram", "entropy", "mse"):
-        assert his[obs]["hi"] < 20.0, (obs, his[obs])
+    assert his["percentile"]["hi"] < 20.0, his["percentile"]
+    # PyTorch's histogram search and the MSE search keep this lone outlier
+    # (clipping it costs more squared error than the coarser steps over 10800
+    # values), and so does TensorRT's entropy rule (the bins between the body and
+    # the outlier are empty); each is tested against its definition in
+    # test_quant_observers.py. Here: the quantizer uses those observers.
+    for obs in ("histogram", "entropy", "mse"):
+        ref = mera._core.Observer(obs)
+        for x in data:
+            ref.update(x)
+        assert (his[obs]["lo"], his[obs]["hi"]) == pytest.approx(ref.range(), rel=1e-7)
 
 
 def test_quality_report_sees_a_bad_quantization():

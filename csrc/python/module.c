@@ -262,7 +262,7 @@ PyMODINIT_FUNC PyInit__core(void)
     if (!m)
         return NULL;
     if (pymera_graph_init_type(m) || pymera_runtime_init_type(m) || pymera_sim_init_type(m) ||
-        pymera_deploy_init(m) || pymera_quant_init_type(m) ||
+        pymera_deploy_init(m) || pymera_observer_init_type(m) || pymera_quant_init_type(m) ||
         PyModule_AddIntConstant(m, "IR_FORMAT_VERSION", MERA_IR_FORMAT_VERSION) ||
         PyModule_AddIntConstant(m, "MAX_RANK", MERA_MAX_RANK)) {
         Py_DECREF(m);

@@ -42,6 +42,9 @@ int pymera_graph_init_type(PyObject *module);
 /* A new Graph object owning g (freed on failure too). */
 PyObject *pymera_graph_wrap(mera_graph *g);
 
+/* Calibration observers (observer_object.c). */
+int pymera_observer_init_type(PyObject *module);
+
 /* The quantizer (quant_binding.c). */
 int pymera_quant_init_type(PyObject *module);
 

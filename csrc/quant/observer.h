@@ -2,18 +2,28 @@
  * calibration batches, and the quantization range they choose.
  *
  *   MINMAX      the running min and max (PyTorch MinMaxObserver).
- *   PERCENTILE  the [100-p, p] percentiles of all values seen, read off a
- *               histogram; ranges that grow re-bin it.
- *   HISTOGRAM   PyTorch's HistogramObserver, same algorithm: a running
- *               histogram over [min, max] (re-binned with upsampling when
- *               the range grows) and its non-linear search for the range
- *               that minimises the L2 quantization error.
+ *   PERCENTILE  the [100-p, p] percentiles of all values seen (numpy's
+ *               "linear" method), read off an exact histogram; within half
+ *               a bin (of `bins` over [min, max]) of numpy.percentile.
+ *   HISTOGRAM   PyTorch's HistogramObserver, same algorithm and float32
+ *               arithmetic: a running histogram over [min, max] (re-binned
+ *               with upsampling when the range grows) and its non-linear
+ *               search for the range that minimises the L2 quantization
+ *               error. Same qparams as torch for quint8 [0, 255].
  *   ENTROPY     the range whose quantized distribution has the smallest
  *               KL divergence from the histogram (TensorRT's entropy
- *               calibration).
- *   MSE         a grid search over symmetric shrinkings of [min, max] for
- *               the smallest expected squared error (rounding plus clipping)
- *               computed on the histogram.
+ *               calibration as NVIDIA's pytorch-quantization does it): on
+ *               |x| with (qmax-qmin+1)/2 levels for data of both signs, on
+ *               the one side with qmax-qmin+1 levels for one-sided data
+ *               (relu); exact zeros left out.
+ *   MSE         a grid search over shrinkings of [min, max] (both ends
+ *               together, then each end alone) for the smallest expected
+ *               squared error (rounding plus clipping) computed on the
+ *               histogram with the real qparams of each candidate.
+ *
+ * PERCENTILE, ENTROPY and MSE share an exact histogram: integer counts in
+ * 4 * bins bins of a power-of-two width, whose pairs merge exactly when the
+ * range grows, so the result does not depend on how the data was batched.
  *
  * Every observer returns the clipping range [lo, hi] it chose; the affine
  * parameters follow from mera_qparams_from_range (PyTorch's formula). A
@@ -41,9 +51,9 @@ int mera_observer_kind_parse(const char *s, mera_observer_kind *out);
 
 typedef struct {
     mera_observer_kind kind;
-    int bins;          /* histogram-based kinds; 2048 as PyTorch (>= 16) */
+    int bins;          /* histogram-based kinds; 2048 as PyTorch; in [16, 2^20] */
     double percentile; /* PERCENTILE: in (50, 100]; 99.99 is a common choice */
-    int qmin, qmax;    /* the integer range the range is chosen for: 0, 255 */
+    int qmin, qmax;    /* the integer range the range is chosen for: 0, 255 (at most 2^16 levels) */
 } mera_observer_config;
 
 /* The defaults: HISTOGRAM, 2048 bins, percentile 99.99, [0, 255]. */
@@ -71,8 +81,8 @@ mera_status mera_observer_range(const mera_observer *o, float *lo, float *hi, me
 /* PyTorch's affine parameters for [lo, hi] on [qmin, qmax]
  * (UniformQuantizationObserverBase._calculate_qparams, per_tensor_affine):
  * the range is widened to contain 0, scale = (hi - lo) / (qmax - qmin) in
- * float32, at least float32 eps, zero_point = qmin - round(lo / scale),
- * clamped to [qmin, qmax]. */
+ * float32, at least float32 eps, zero_point = qmin - round(lo / scale)
+ * (float32 division, ties to even as torch.round), clamped to [qmin, qmax]. */
 void mera_qparams_from_range(float lo, float hi, int qmin, int qmax, double *scale, int32_t *zero_point);
 
 #endif
