@@ -16,7 +16,7 @@ def from_pytorch(model: Any, input_shapes: Any, layout: str = "NCHW", **kwargs: 
 
 
 def from_onnx(path_or_model: Any, input_shapes: Any = None, layout: str = "NHWC"):
-    """Import a float ONNX model; see :func:`mera.frontend.onnx.from_onnx`."""
+    """Import an ONNX model (float, or quantized in QDQ or QOperator form); see :func:`mera.frontend.onnx.from_onnx`."""
     from .onnx import from_onnx as _impl
     return _impl(path_or_model, input_shapes, layout=layout)
 

@@ -1,4 +1,4 @@
-"""Import float ONNX models (opsets 11 to 21) into mera IR.
+"""Import ONNX models (opsets 11 to 21), float and quantized, into mera IR.
 
 ``from_onnx(path_or_model, input_shapes=None, layout="NHWC")`` returns the
 ``(mod, params)`` pair, as :func:`mera.frontend.from_pytorch` does. Under
@@ -11,6 +11,10 @@ a transpose is inserted where the element order matters).
 Only the ``onnx`` package is used. Shape computations that ``torch.onnx.export``
 emits (Constant, Shape, Gather, Unsqueeze, Concat, arithmetic on constants ...)
 are folded at import time when the input shapes are static.
+
+This file holds the walker and the float converters; quantized models
+(QuantizeLinear / DequantizeLinear and the QLinear ops) are handled in
+``_onnx_quant.py``, which registers its converters here.
 """
 
 from __future__ import annotations
@@ -74,20 +78,40 @@ def _sanitize(name: str) -> str:
 
 class Context:
     def __init__(self, builder: ir.Builder, layout: str, opset: int, consumers: Dict[str, List[Any]],
-                 graph_outputs: set):
+                 graph_outputs: set, path: str = "<ModelProto>"):
         self.b = builder
         self.layout = layout
         self.opset = opset
         self.consumers = consumers
         self.graph_outputs = graph_outputs
+        self.path = path
+        self.env: Dict[str, Any] = {}
         self.node: Any = None
         self.node_label = ""
         self.skip: set = set()          # ids of nodes folded into an earlier one
         self.extra_env: Dict[str, Any] = {}
+        self.labels: Dict[int, str] = {}  # id of a node -> its name in messages
+        self.done: Dict[int, Any] = {}  # id of a node -> its output, produced by a lowered QDQ chain
+        # Output parameters for the next quantized op emitted (set while a
+        # DequantizeLinear -> op -> QuantizeLinear chain is lowered).
+        self.qout: Optional[Dict[str, Any]] = None
 
     # -- building ---------------------------------------------------------
 
     def emit(self, op: str, *inputs: Any, **attrs: Any) -> ir.Value:
+        first = inputs[0] if inputs else None
+        if isinstance(first, ir.Value) and first.qparams is not None:
+            info = _op_info(op)
+            if self.qout is not None and info["quantized_output"]:
+                attrs.update(self.qout)
+                self.qout = None
+            # One formula whatever the import layout, so NCHW and NHWC imports give the same bytes.
+            if "torch_memory_format" in info["attr_names"] and \
+                    any(isinstance(v, ir.Value) and len(v.shape) == 4 for v in inputs):
+                attrs.setdefault("torch_memory_format", "channels_last")
+            # ONNX's QLinearConv is the exact integer sum (no fbgemm depthwise pair saturation).
+            if op == "conv2d":
+                attrs.setdefault("depthwise_saturate", "no")
         try:
             return self.b.op(op, *inputs, name=self.b._fresh(_sanitize(self.node_label) + "." + op),
                              source=f"onnx:{self.node_label}", **attrs)
@@ -150,6 +174,17 @@ class Context:
 
 
 # -- attribute helpers ------------------------------------------------------------
+
+_OP_INFO: Dict[str, Dict[str, Any]] = {}
+
+
+def _op_info(op: str) -> Dict[str, Any]:
+    if op not in _OP_INFO:
+        info = dict(ir.op_info(op))
+        info["attr_names"] = {at["name"] for at in info["attrs"]}
+        _OP_INFO[op] = info
+    return _OP_INFO[op]
+
 
 def _attrs(node) -> Dict[str, Any]:
     onnx = _onnx()
@@ -242,6 +277,16 @@ def _pair_attr(a, key, default):
     return [int(e) for e in v]
 
 
+def _conv_geometry(a: Dict[str, Any], t: Tensor, w_shape: Sequence[int]):
+    """(strides, dilations, groups, pads) of a Conv (or QLinearConv) on ``t`` with an OIHW weight."""
+    k = [int(w_shape[2]), int(w_shape[3])]
+    if "kernel_shape" in a and [int(v) for v in a["kernel_shape"]] != k:
+        raise UnsupportedError(f"kernel_shape {a['kernel_shape']} does not match the weight {tuple(w_shape)}")
+    s = _pair_attr(a, "strides", [1, 1])
+    d = _pair_attr(a, "dilations", [1, 1])
+    return s, d, int(a.get("group", 1)), _spatial_pads(a, t.shape[2:], k, s, d)
+
+
 @converts("Conv")
 def _conv(ctx: Context, node, a, x, w, b=None):
     t = ctx.tensor(x)
@@ -250,13 +295,7 @@ def _conv(ctx: Context, node, a, x, w, b=None):
     if w.ndim != 4:
         raise UnsupportedError(f"only 2-D convolution is supported, got a {w.ndim}-D weight")
     bias = None if b is None else _const_input(ctx, b, "the Conv bias").astype(np.float32)
-    k = [w.shape[2], w.shape[3]]
-    if "kernel_shape" in a and [int(v) for v in a["kernel_shape"]] != k:
-        raise UnsupportedError(f"kernel_shape {a['kernel_shape']} does not match the weight {w.shape}")
-    s = _pair_attr(a, "strides", [1, 1])
-    d = _pair_attr(a, "dilations", [1, 1])
-    groups = int(a.get("group", 1))
-    pads = _spatial_pads(a, t.shape[2:], k, s, d)
+    s, d, groups, pads = _conv_geometry(a, t, w.shape)
     # fold a BatchNormalization that alone consumes the conv's output
     bn = ctx.only_consumer(node.output[0], "BatchNormalization")
     if bn is not None and len(bn.output) == 1 and not _attrs(bn).get("training_mode", 0):
@@ -441,8 +480,7 @@ def _leaky_relu(ctx, node, a, x):
     return _unary(ctx, "leaky_relu", x, alpha=float(a.get("alpha", 0.01)))
 
 
-@converts("Clip")
-def _clip(ctx, node, a, x, lo=None, hi=None):
+def _clip_bounds(ctx: Context, a, lo=None, hi=None) -> Tuple[float, float]:
     if ctx.opset < 11:
         lo_v, hi_v = float(a.get("min", -math.inf)), float(a.get("max", math.inf))
     else:
@@ -450,6 +488,12 @@ def _clip(ctx, node, a, x, lo=None, hi=None):
         hi_v = math.inf if hi is None else float(_const_input(ctx, hi, "the Clip max").reshape(-1)[0])
     if lo_v > hi_v:  # ONNX: every value becomes max
         lo_v = hi_v
+    return lo_v, hi_v
+
+
+@converts("Clip")
+def _clip(ctx, node, a, x, lo=None, hi=None):
+    lo_v, hi_v = _clip_bounds(ctx, a, lo, hi)
     return _unary(ctx, "clip", x, a_min=lo_v, a_max=hi_v)
 
 
@@ -876,14 +920,16 @@ class _Importer:
             raise UnsupportedError(f"'{path}': opset {self.opset} is not supported (mera imports opsets "
                                    f"{MIN_OPSET} to {MAX_OPSET})")
         consumers: Dict[str, List[Any]] = {}
-        for n in g.node:
+        # one wrapper object per node, kept alive: nodes are keyed by id() below
+        self.nodes = list(g.node)
+        for n in self.nodes:
             for i in n.input:
                 if i:
                     consumers.setdefault(i, []).append(n)
         self.ctx = Context(ir.Builder(_sanitize(g.name or "main")), layout, self.opset, consumers,
-                           {o.name for o in g.output})
-        self.env: Dict[str, Any] = {}
-        self.ctx.env = self.env
+                           {o.name for o in g.output}, path)
+        self.env: Dict[str, Any] = self.ctx.env
+        self.ctx.labels = {id(n): n.name or f"{n.op_type}_{i}" for i, n in enumerate(self.nodes)}
 
     def declare(self) -> None:
         onnx = _onnx()
@@ -901,10 +947,15 @@ class _Importer:
             tt = vi.type.tensor_type
             if not vi.type.HasField("tensor_type"):
                 raise UnsupportedError(f"input '{vi.name}' is not a tensor")
-            if tt.elem_type != onnx.TensorProto.FLOAT:
+            dtype, qparams = "float32", None
+            if tt.elem_type in (onnx.TensorProto.UINT8, onnx.TensorProto.INT8):
+                # a quantized input: its readers (DequantizeLinear, QLinear ops) give its parameters
+                dtype = "uint8" if tt.elem_type == onnx.TensorProto.UINT8 else "int8"
+                qparams = _onnx_quant.input_qparams(self.ctx, vi.name, dtype)
+            elif tt.elem_type != onnx.TensorProto.FLOAT:
                 raise UnsupportedError(f"input '{vi.name}' has element type "
-                                       f"{onnx.TensorProto.DataType.Name(tt.elem_type)}; mera imports float "
-                                       "models (float32 inputs)")
+                                       f"{onnx.TensorProto.DataType.Name(tt.elem_type)}; mera imports float32 "
+                                       "inputs, and uint8/int8 inputs that DequantizeLinear or QLinear nodes read")
             model_shape = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
             if vi.name in self.shapes:
                 shape = self.shapes[vi.name]
@@ -925,27 +976,31 @@ class _Importer:
                                        "empty axes")
             nhwc = self.layout == "NHWC" and len(nchw) == 4
             data_shape = (nchw[0], nchw[2], nchw[3], nchw[1]) if nhwc else nchw
-            v = self.ctx.b.input(vi.name, data_shape, "float32",
-                                 layout=("NHWC" if nhwc else ("NCHW" if len(nchw) == 4 else None)))
+            v = self.ctx.b.input(vi.name, data_shape, dtype,
+                                 layout=("NHWC" if nhwc else ("NCHW" if len(nchw) == 4 else None)), qparams=qparams)
             self.env[vi.name] = Tensor(v, nhwc)
 
     def run(self):
         ctx = self.ctx
         self.declare()
         found: "OrderedDict[str, List[str]]" = OrderedDict()
-        for idx, node in enumerate(self.m.graph.node):
-            label = node.name or f"{node.op_type}_{idx}"
+        for node in self.nodes:
+            label = ctx.labels[id(node)]
             if id(node) in ctx.skip:
                 continue
-            if node.domain not in ("", "ai.onnx"):
-                found.setdefault(f"{node.domain}.{node.op_type}", []).append(f"'{label}'")
+            if id(node) in ctx.done:  # the Relu / QuantizeLinear of a lowered chain
+                self.env[node.output[0]] = ctx.done.pop(id(node))
+                continue
+            domain = node.domain if node.domain not in ("", "ai.onnx") else ""
+            if domain and (domain, node.op_type) not in _onnx_quant.DOMAIN_CONVERTERS:
+                found.setdefault(f"{domain}.{node.op_type}", []).append(f"'{label}'")
                 self._poison(node)
                 continue
             ins = [self.env.get(n, None) if n else None for n in node.input]
             missing = [n for n, v in zip(node.input, ins) if n and n not in self.env]
             if missing:
                 raise FormatError(f"'{self.path}': node '{label}' uses undefined value(s) {missing}")
-            known = node.op_type in CONVERTERS or node.op_type in FOLDERS
+            known = domain or node.op_type in CONVERTERS or node.op_type in FOLDERS
             if not known:
                 found.setdefault(node.op_type, []).append(f"'{label}'")
                 self._poison(node)
@@ -956,21 +1011,13 @@ class _Importer:
             ctx.node, ctx.node_label = node, label
             try:
                 a = _attrs(node)
-                if node.op_type in FOLDERS and all(v is None or isinstance(v, np.ndarray) for v in ins) and \
-                        (node.op_type != "Identity" or ins):
-                    out = FOLDERS[node.op_type](a, *ins)
-                    outs = [np.asarray(out)]
-                elif node.op_type not in CONVERTERS:
-                    raise UnsupportedError(f"{node.op_type} is supported on constants only (folded at import); "
-                                           "here it computes on a run-time tensor")
-                else:
-                    out = CONVERTERS[node.op_type](ctx, node, a, *ins)
-                    outs = [out]
+                out = self._convert(node, domain, a, ins)
             except UnsupportedError as e:
-                found.setdefault(node.op_type, []).append(f"'{label}' ({e})")
+                found.setdefault(f"{domain}.{node.op_type}" if domain else node.op_type, []).append(f"'{label}' ({e})")
+                ctx.qout = None
                 self._poison(node)
                 continue
-            self.env[node.output[0]] = outs[0]
+            self.env[node.output[0]] = out
             for k, v in list(ctx.extra_env.items()):
                 self.env[k] = self.env[v]
                 del ctx.extra_env[k]
@@ -982,7 +1029,7 @@ class _Importer:
                 + "\n".join(_describe(k, v) for k, v in found.items()))
         outs = []
         for o in self.m.graph.output:
-            v = self.env[o.name]
+            v = _onnx_quant.resolve(ctx, self.env[o.name])
             if not isinstance(v, Tensor):
                 raise UnsupportedError(f"'{self.path}': output '{o.name}' is a constant; mera graphs compute "
                                        "their outputs from their inputs")
@@ -993,6 +1040,24 @@ class _Importer:
             outs.append(v.value)
         return ctx.b.finish(outs), dict(ctx.b.params)
 
+    def _convert(self, node, domain: str, a: Dict[str, Any], ins: List[Any]) -> Any:
+        ctx = self.ctx
+        if domain:
+            return _onnx_quant.DOMAIN_CONVERTERS[(domain, node.op_type)](ctx, node, a, *ins)
+        if node.op_type in _onnx_quant.QUANT_OPS:  # QuantizeLinear, DequantizeLinear, QLinearConv, ...
+            return CONVERTERS[node.op_type](ctx, node, a, *ins)
+        lowered = _onnx_quant.try_lower(ctx, node, a, ins)
+        if lowered is not None:
+            return lowered
+        ins = _onnx_quant.float_inputs(ctx, node, ins)
+        if node.op_type in FOLDERS and all(v is None or isinstance(v, np.ndarray) for v in ins) and \
+                (node.op_type != "Identity" or ins):
+            return np.asarray(FOLDERS[node.op_type](a, *ins))
+        if node.op_type not in CONVERTERS:
+            raise UnsupportedError(f"{node.op_type} is supported on constants only (folded at import); "
+                                   "here it computes on a run-time tensor")
+        return CONVERTERS[node.op_type](ctx, node, a, *ins)
+
     def _poison(self, node) -> None:
         for o in node.output:
             if o:
@@ -1001,7 +1066,7 @@ class _Importer:
 
 def from_onnx(path_or_model: Any, input_shapes: Any = None, layout: str = "NHWC"
               ) -> Tuple[ir.Module, Dict[str, np.ndarray]]:
-    """Import a float ONNX model into mera IR.
+    """Import an ONNX model, float or quantized (QDQ or QLinear ops), into mera IR.
 
     Parameters
     ----------
@@ -1021,7 +1086,9 @@ def from_onnx(path_or_model: Any, input_shapes: Any = None, layout: str = "NHWC"
         One error naming every node (name and op type, with counts) that
         cannot be imported.
     mera.FormatError
-        The file is not a valid ONNX model.
+        The file is not a valid ONNX model, or a node's quantization
+        parameters are invalid (a scale that is not positive and finite,
+        per-axis parameters whose length does not match the axis).
     mera.MeraIOError
         The file cannot be read.
     """
@@ -1030,5 +1097,7 @@ def from_onnx(path_or_model: Any, input_shapes: Any = None, layout: str = "NHWC"
     model, path = _load(path_or_model)
     return _Importer(model, path, input_shapes, layout).run()
 
+
+from . import _onnx_quant  # noqa: E402  (registers the quantized converters; needs the names above)
 
 __all__ = ["from_onnx", "MIN_OPSET", "MAX_OPSET", "CONVERTERS", "FOLDERS"]
