@@ -194,6 +194,22 @@ def test_qdq_and_qoperator_import_to_the_same_bytes(name, per_channel, act, zoo_
     assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("name,fmt,per_channel,act", [("resnet18", "QDQ", True, "QUInt8"),
+                                                      ("mobilenet_v2", "QOperator", True, "QUInt8"),
+                                                      ("mobilenet_v2", "QDQ", False, "QInt8")])
+def test_imported_quantized_models_give_identical_bytes_on_integer_targets(name, fmt, per_channel, act, zoo_dir):
+    """An onnxruntime-quantized model, once imported, is an ordinary integer graph: the Simulator and the IP
+    (DNA program, emulated device) give InterpreterHw's bytes."""
+    mod, params = from_onnx(str(quantized_onnx(name, fmt, per_channel, act, zoo_dir)), layout="NHWC")
+    x = nhwc(_zoo_inputs()[1])
+    outs = {}
+    for target in ("InterpreterHw", "Simulator", "IP"):
+        with mera.build_config(target=target, arch=100, sim_log=False):
+            outs[target] = mera.compile(mod, params)(x)[0]
+    for target in ("Simulator", "IP"):
+        assert np.array_equal(outs[target], outs["InterpreterHw"]), target
+
+
 def _node_by_node(path, act="QUInt8"):
     """Run every QLinear node of ``path`` alone in mera on onnxruntime's own inputs: op -> [max, n differ, n]."""
     m = onnx.load(str(path))
