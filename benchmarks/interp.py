@@ -11,7 +11,8 @@ the outputs are identical before timing.
 --reference times mera's reference kernels (MERA_REFERENCE_KERNELS=1);
 --cpu-mask hides CPU features from kernel selection (MERA_CPU_FEATURES_MASK,
 e.g. "avx512f,avx512vnni" for the AVX2 kernels, "all" for the portable C
-ones). Both are read when a graph is compiled.
+ones). Both are read when a graph is compiled. The float kernels (the
+Interpreter target) have their own script, benchmarks/interp_float.py.
 """
 
 from __future__ import annotations

@@ -49,8 +49,9 @@ mera_kernel_fn mera_kernel_ref(int op, mera_numerics num)
 }
 
 /* Faster kernels, slotted in per (op, numerics) in order of preference,
- * each with the CPU features it needs; every one gives the reference's
- * bytes (tests/test_kernels_fast.py). */
+ * each with the CPU features it needs. The quantized ones give the
+ * reference's bytes; the float ones differ from it only by the order of
+ * float additions (tests/test_kernels_fast.py checks both). */
 typedef struct {
     mera_kernel k;
     int (*usable)(const mera_cpu_features *f); /* may it run on this CPU? */
@@ -74,6 +75,11 @@ static int has_avx512vnni(const mera_cpu_features *f)
 {
     return f->avx512f && f->avx512vnni;
 }
+
+static int has_avx512f(const mera_cpu_features *f)
+{
+    return f->avx512f && f->fma;
+}
 #endif
 
 /* The quantized kernels of fast/ for op, best first; the portable one runs
@@ -88,9 +94,22 @@ static int has_avx512vnni(const mera_cpu_features *f)
 #define FAST_QCONV(op) {FAST_Q(op, c, "c", any_cpu)}
 #endif
 
+/* The float kernels of fast/ for op, best first. */
+#define FAST_F(op, isa, name, usable) \
+    {{fast_##op##_f32_##isa, fast_##op##_f32_prepare_##isa, fast_fconv_release, name}, usable}
+#if defined(__x86_64__)
+#define FAST_FCONV(op)                                                                       \
+    {FAST_F(op, avx512, "avx512f", has_avx512f), FAST_F(op, avx2, "avx2", has_avx2), \
+     FAST_F(op, c, "c", any_cpu)}
+#else
+#define FAST_FCONV(op) {FAST_F(op, c, "c", any_cpu)}
+#endif
+
 static const fast_kernel fast_table[MERA_OP_COUNT][MERA_NUMERICS_COUNT][FAST_MAX] = {
     [MERA_OP_CONV2D][MERA_NUMERICS_QUANT] = FAST_QCONV(conv2d),
     [MERA_OP_DENSE][MERA_NUMERICS_QUANT]  = FAST_QCONV(dense),
+    [MERA_OP_CONV2D][MERA_NUMERICS_FLOAT] = FAST_FCONV(conv2d),
+    [MERA_OP_DENSE][MERA_NUMERICS_FLOAT]  = FAST_FCONV(dense),
 };
 
 /* MERA_REFERENCE_KERNELS set to anything but "" or "0". */

@@ -1,7 +1,8 @@
 /* Kernels: one function per (op, numerics) pair, looked up in a dispatch
  * table. The reference kernels in ref/ are the semantic truth of every op;
  * faster kernels (SIMD, threads) may replace them per op, selected at run
- * time from the CPU's features, and are tested to give identical bytes.
+ * time from the CPU's features, and are tested to give identical bytes
+ * (float ones: identical up to the order of float additions).
  *
  * A kernel reads its node's attributes through the node, its input and
  * output types through the args, and C-contiguous buffers laid out as the
@@ -61,7 +62,7 @@ typedef struct {
     mera_kernel_fn run;             /* NULL: no kernel for (op, numerics) */
     mera_kernel_prepare_fn prepare; /* NULL: nothing to prepare */
     mera_kernel_release_fn release; /* frees a non-NULL state of prepare */
-    const char *name;               /* for reports: "ref", "avx512vnni", "avx2", "c", "none" */
+    const char *name;               /* for reports: "ref", "avx512vnni", "avx512f", "avx2", "c", "none" */
 } mera_kernel;
 
 /* The fastest kernel for (op, numerics) that this CPU can run; the

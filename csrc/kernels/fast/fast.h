@@ -1,10 +1,14 @@
-/* Fast kernels: the entries that dispatch.c slots into its fast table,
- * each giving the reference kernel's bytes. One function per (op,
- * numerics, instruction set):
+/* Fast kernels: the entries that dispatch.c slots into its fast table.
+ * The quantized ones give the reference kernel's bytes; the float ones
+ * agree with it up to the order of float additions (fconv.h). One
+ * function per (op, numerics, instruction set):
  *
  *   fast_<op>_q_avx512   AVX-512 with VNNI (vpdpbusd)
  *   fast_<op>_q_avx2     AVX2 + FMA (vpmaddwd, exact int32 sums)
  *   fast_<op>_q_c        portable C, written for GCC's auto-vectorizer
+ *   fast_<op>_f32_avx512 AVX-512F FMA, 16 channels per vector
+ *   fast_<op>_f32_avx2   AVX2 + FMA, 8 channels per vector
+ *   fast_<op>_f32_c      portable C (GCC vector extensions where available)
  *
  * Each has a prepare function that packs constant weights once per node
  * (kernels.h); without a prepared state the kernel packs them per run.
@@ -30,5 +34,21 @@ FAST_KERNEL_DECL(dense, avx512)
 
 /* Releases the state of any of the prepare functions above. */
 void fast_qconv_release(void *state);
+
+#define FAST_F32_KERNEL_DECL(op, suffix)                                                           \
+    mera_status fast_##op##_f32_##suffix(const mera_kernel_args *a, mera_error *err);             \
+    mera_status fast_##op##_f32_prepare_##suffix(const mera_kernel_args *a, void **state, mera_error *err);
+
+/* conv_f32.c */
+FAST_F32_KERNEL_DECL(conv2d, c)
+FAST_F32_KERNEL_DECL(conv2d, avx2)
+FAST_F32_KERNEL_DECL(conv2d, avx512)
+/* dense_f32.c */
+FAST_F32_KERNEL_DECL(dense, c)
+FAST_F32_KERNEL_DECL(dense, avx2)
+FAST_F32_KERNEL_DECL(dense, avx512)
+
+/* Releases the state of any of the float prepare functions above. */
+void fast_fconv_release(void *state);
 
 #endif
