@@ -552,24 +552,32 @@ typedef struct {
     mera_error *err;
 } quant_ctx;
 
+/* Grow float_of to at least n entries (new ones -1). */
+static int float_of_reserve(quant_ctx *c, int n)
+{
+    if (n <= c->cap_float_of)
+        return 0;
+    int cap = c->cap_float_of ? c->cap_float_of * 2 : 256;
+    while (cap < n)
+        cap *= 2;
+    int *p = realloc(c->float_of, (size_t)cap * sizeof *p);
+    if (!p) {
+        mera_fail(c->err, MERA_ERR_NOMEM, "out of memory");
+        return -1;
+    }
+    for (int i = c->cap_float_of; i < cap; i++)
+        p[i] = -1;
+    c->float_of = p;
+    c->cap_float_of = cap;
+    return 0;
+}
+
+/* Record that quantized-graph value qid stands for prepared value fv;
+ * passes qid through (and a failed qid < 0). */
 static int note_float(quant_ctx *c, int qid, int fv)
 {
-    if (qid < 0)
+    if (qid < 0 || float_of_reserve(c, qid + 1))
         return -1;
-    if (qid >= c->cap_float_of) {
-        int cap = c->cap_float_of ? c->cap_float_of * 2 : 256;
-        while (cap <= qid)
-            cap *= 2;
-        int *p = realloc(c->float_of, (size_t)cap * sizeof *p);
-        if (!p) {
-            mera_fail(c->err, MERA_ERR_NOMEM, "out of memory");
-            return -1;
-        }
-        for (int i = c->cap_float_of; i < cap; i++)
-            p[i] = -1;
-        c->float_of = p;
-        c->cap_float_of = cap;
-    }
     c->float_of[qid] = fv;
     return qid;
 }
@@ -829,11 +837,12 @@ mera_graph *mera_quantizer_quantize(const mera_quantizer *q, int **float_of, mer
     for (int n = 0; n < nn; n++)
         if (!fused[n] && quant_node(&c, &u, n, fused))
             goto fail;
-    /* outputs: dequantized back to float */
+    /* outputs: dequantized back to float (prepare refused more than 256) */
     int outs[256], n_out = mera_graph_num_outputs(g);
     for (int i = 0; i < n_out; i++) {
         int v = mera_graph_output(g, i), qv = c.qv[v];
-        if (qv < 0 && (qv = quant_input(&c, &(mera_node){.op = MERA_OP_RELU, .n_inputs = 1, .inputs = &v}, 0)) < 0)
+        /* inputs and node outputs are made by now: what is left is a constant */
+        if (qv < 0 && (qv = quant_const_activation(&c, v)) < 0)
             goto fail;
         const mera_value *val = mera_graph_value(c.dst, qv);
         if (val->type.q.kind == MERA_QUANT_NONE) {
@@ -850,8 +859,7 @@ mera_graph *mera_quantizer_quantize(const mera_quantizer *q, int **float_of, mer
     if (mera_graph_set_outputs(c.dst, outs, n_out, err))
         goto fail;
     if (float_of) {
-        int qn = mera_graph_num_values(c.dst);
-        if (note_float(&c, qn, -1) < 0) /* make sure the array covers every value */
+        if (float_of_reserve(&c, mera_graph_num_values(c.dst)))
             goto fail;
         *float_of = c.float_of;
         c.float_of = NULL;
