@@ -727,8 +727,10 @@ static int quant_input(quant_ctx *c, const mera_node *node, int i)
         mera_fail(c->err, MERA_ERR_INVALID, "internal: value '%s' used before it is made", sv->name);
         id = -1;
     }
-    /* a weight used both as a weight and as an activation is made twice and
-     * only the first is cached; names then clash and the second fails */
+    /* cached per value: a constant used both as a conv weight and as an
+     * activation gets the first form for both uses, and the op that cannot
+     * take it (an int8 per-axis activation, a uint8 weight) refuses it with
+     * its name when the node is added */
     c->qv[v] = id;
     return id;
 }
