@@ -146,6 +146,30 @@ def test_binary(op):
     tally.done(150 * MORE)
 
 
+@pytest.mark.parametrize("op", ["add", "mul"])
+def test_binary_broadcast_both_ways_is_exact(op):
+    """Either operand broadcast along any axes (rank 0 to 4), NaN included: one float32
+    rounding per element, so the bytes are numpy's."""
+    rng = np.random.default_rng(11)
+    for case in range(200):
+        r = int(rng.integers(0, 5))
+        out = [int(rng.integers(1, 6)) for _ in range(r)]
+
+        def operand_shape():
+            k = int(rng.integers(0, r + 1))
+            return [d if rng.random() < 0.6 else 1 for d in out[r - k:]]
+
+        x = rng.standard_normal(operand_shape()).astype(np.float32)
+        y = rng.standard_normal(operand_shape()).astype(np.float32)
+        if case % 5 == 0 and x.size:
+            x.flat[int(rng.integers(0, x.size))] = np.nan
+        relu = bool(case % 2)
+        got = run(lambda b, v: b.op(op, v[0], v[1], activation="relu" if relu else "none"), [(x, None), (y, None)])
+        ref = x + y if op == "add" else x * y
+        ref = np.where(ref < 0, np.float32(0), ref) if relu else ref
+        assert got.shape == ref.shape and np.array_equal(got, ref, equal_nan=True), (x.shape, y.shape, relu)
+
+
 UNARY = {
     "relu": (lambda t: torch.relu(t), {}),
     "clip": (lambda t: torch.clamp(t, -0.7, 1.9), {"a_min": -0.7, "a_max": 1.9}),
