@@ -21,42 +21,42 @@
  * input column iw goes to column c0 + iw for c0 + iw < c1. */
 static void copy_row(const fconv_plan *p, const float *x, int64_t n, int64_t ih, int64_t c0, int64_t c1, float *row)
 {
-    const int64_t c = p->c, cp = p->cp, cols = c1 - c0;
-    if (p->x_nhwc) {
-        const float *src = x + (n * p->h + ih) * p->w * c;
+    const int64_t c = p->g.c, cp = p->cp, cols = c1 - c0;
+    if (p->g.x_nhwc) {
+        const float *src = x + (n * p->g.h + ih) * p->g.w * c;
         if (cp == c) {
             memcpy(row + c0 * cp, src, (size_t)(cols * c) * sizeof(float));
             return;
         }
         for (int64_t col = 0; col < cols; col++) /* depthwise channel copies */
             for (int64_t o = 0; o < cp; o++)
-                row[(c0 + col) * cp + o] = src[col * c + o / p->og];
+                row[(c0 + col) * cp + o] = src[col * c + o / p->g.og];
         return;
     }
-    const float *src = x + n * c * p->h * p->w + ih * p->w; /* channel ch at src + ch * h * w */
+    const float *src = x + n * c * p->g.h * p->g.w + ih * p->g.w; /* channel ch at src + ch * h * w */
     if (cp == c) {
-        p->isa->transpose(row + c0 * cp, cp, src, p->h * p->w, c, cols);
+        p->isa->transpose(row + c0 * cp, cp, src, p->g.h * p->g.w, c, cols);
         return;
     }
     for (int64_t col = 0; col < cols; col++)
         for (int64_t o = 0; o < cp; o++)
-            row[(c0 + col) * cp + o] = src[(o / p->og) * p->h * p->w + col];
+            row[(c0 + col) * cp + o] = src[(o / p->g.og) * p->g.h * p->g.w + col];
 }
 
 /* The padded input: [n][hp][wp][cp] floats, zero where the padding is. */
 static float *padded_input(const fconv_plan *p, const float *x)
 {
     const int64_t cp = p->cp, row_len = p->wp * cp;
-    float *buf = malloc((size_t)(p->n * p->hp * row_len) * sizeof(float));
+    float *buf = malloc((size_t)(p->g.n * p->hp * row_len) * sizeof(float));
     if (!buf)
         return NULL;
     /* columns [c0, c1) of a row inside the input hold input pixels */
-    int64_t c0 = p->pl < p->wp ? p->pl : p->wp, c1 = p->pl + p->w < p->wp ? p->pl + p->w : p->wp;
-    for (int64_t n = 0; n < p->n; n++)
+    int64_t c0 = p->g.pl < p->wp ? p->g.pl : p->wp, c1 = p->g.pl + p->g.w < p->wp ? p->g.pl + p->g.w : p->wp;
+    for (int64_t n = 0; n < p->g.n; n++)
         for (int64_t r = 0; r < p->hp; r++) {
             float *row = buf + (n * p->hp + r) * row_len;
-            int64_t ih = r - p->pt;
-            if (ih < 0 || ih >= p->h || c0 >= c1) {
+            int64_t ih = r - p->g.pt;
+            if (ih < 0 || ih >= p->g.h || c0 >= c1) {
                 memset(row, 0, (size_t)row_len * sizeof(float));
                 continue;
             }
@@ -70,13 +70,13 @@ static float *padded_input(const fconv_plan *p, const float *x)
 /* The offset of every output pixel's window (group 0) in the padded input. */
 static int64_t *window_offsets(const fconv_plan *p)
 {
-    int64_t *off = malloc((size_t)(p->n * p->oh * p->ow) * sizeof *off + 1), *at = off;
+    int64_t *off = malloc((size_t)(p->g.n * p->g.oh * p->g.ow) * sizeof *off + 1), *at = off;
     if (!off)
         return NULL;
-    for (int64_t n = 0; n < p->n; n++)
-        for (int64_t oy = 0; oy < p->oh; oy++)
-            for (int64_t ox = 0; ox < p->ow; ox++)
-                *at++ = ((n * p->hp + oy * p->sh) * p->wp + ox * p->sw) * p->cp;
+    for (int64_t n = 0; n < p->g.n; n++)
+        for (int64_t oy = 0; oy < p->g.oh; oy++)
+            for (int64_t ox = 0; ox < p->g.ow; ox++)
+                *at++ = ((n * p->hp + oy * p->g.sh) * p->wp + ox * p->g.sw) * p->cp;
     return off;
 }
 
@@ -84,11 +84,11 @@ static int64_t *window_offsets(const fconv_plan *p)
  * into the NCHW output y. */
 static void store_nchw(const fconv_plan *p, const float *src, int64_t b0, int64_t b1, float *y)
 {
-    const int64_t hw = p->oh * p->ow;
+    const int64_t hw = p->g.oh * p->g.ow;
     while (b0 < b1) {
         int64_t n = b0 / hw, end = (n + 1) * hw < b1 ? (n + 1) * hw : b1; /* within one image */
-        p->isa->transpose(y + n * p->o * hw + (b0 - n * hw), hw, src, p->o, end - b0, p->o);
-        src += (end - b0) * p->o;
+        p->isa->transpose(y + n * p->g.o * hw + (b0 - n * hw), hw, src, p->g.o, end - b0, p->g.o);
+        src += (end - b0) * p->g.o;
         b0 = end;
     }
 }
@@ -97,19 +97,19 @@ static void store_nchw(const fconv_plan *p, const float *src, int64_t b0, int64_
 static mera_status run_gemm(const fconv_plan *p, const float *xb, float *y)
 {
     const fconv_isa *isa = p->isa;
-    const int64_t P = p->n * p->oh * p->ow, T = (int64_t)isa->lanes * isa->nv_max, K = p->nseg * p->seg_len;
+    const int64_t P = p->g.n * p->g.oh * p->g.ow, T = (int64_t)isa->lanes * isa->nv_max, K = p->nseg * p->seg_len;
     /* a window spans K floats; a block of pixels shares most of them with
      * its neighbours, but K per pixel bounds what a block reads */
     int64_t block = BLOCK_BYTES / (int64_t)sizeof(float) / (K > 0 ? K : 1);
     block = block < 4 * FCONV_MAX_PX ? 4 * FCONV_MAX_PX : block;
-    if (!p->y_nhwc) {
-        int64_t fit = SCRATCH_BYTES / (int64_t)sizeof(float) / p->o;
+    if (!p->g.y_nhwc) {
+        int64_t fit = SCRATCH_BYTES / (int64_t)sizeof(float) / p->g.o;
         block = block < fit ? block : fit < FCONV_MAX_PX ? FCONV_MAX_PX : fit;
     }
     block = block < P ? block : P;
     int64_t *off = window_offsets(p);
-    float *scratch = p->y_nhwc ? NULL : malloc((size_t)(block * p->o) * sizeof(float));
-    if (!off || (!p->y_nhwc && !scratch)) {
+    float *scratch = p->g.y_nhwc ? NULL : malloc((size_t)(block * p->g.o) * sizeof(float));
+    if (!off || (!p->g.y_nhwc && !scratch)) {
         free(off);
         free(scratch);
         return MERA_ERR_NOMEM;
@@ -117,25 +117,25 @@ static mera_status run_gemm(const fconv_plan *p, const float *xb, float *y)
     const float *px[FCONV_MAX_PX];
     for (int64_t b0 = 0; b0 < P; b0 += block) {
         int64_t b1 = P - b0 < block ? P : b0 + block;
-        float *yb = p->y_nhwc ? y + b0 * p->o : scratch; /* pixel b0's output row */
-        for (int64_t g = 0; g < p->groups; g++) {
-            const float *xg = xb + g * p->cg;
+        float *yb = p->g.y_nhwc ? y + b0 * p->g.o : scratch; /* pixel b0's output row */
+        for (int64_t g = 0; g < p->g.groups; g++) {
+            const float *xg = xb + g * p->g.cg;
             for (int64_t t0 = 0; t0 < p->ogp; t0 += T) {
                 int64_t width = p->ogp - t0 < T ? p->ogp - t0 : T;
-                int nvalid = (int)(p->og - t0 < width ? p->og - t0 : width);
+                int nvalid = (int)(p->g.og - t0 < width ? p->g.og - t0 : width);
                 int nv = (int)(width / isa->lanes), mpx = isa->px_max[nv];
                 const float *w = p->wpack + (g * p->ogp + t0) * K;
-                int64_t o0 = g * p->og + t0;
+                int64_t o0 = g * p->g.og + t0;
                 for (int64_t pix0 = b0; pix0 < b1; pix0 += mpx) {
                     int npx = b1 - pix0 < mpx ? (int)(b1 - pix0) : mpx;
                     for (int m = 0; m < npx; m++)
                         px[m] = xg + off[pix0 + m];
                     isa->gemm_tile(npx, nv, px, p->seg_off, (int)p->nseg, p->seg_len, w, p->bias + o0,
-                                   yb + (pix0 - b0) * p->o + o0, p->o, nvalid, p->relu);
+                                   yb + (pix0 - b0) * p->g.o + o0, p->g.o, nvalid, p->relu);
                 }
             }
         }
-        if (!p->y_nhwc)
+        if (!p->g.y_nhwc)
             store_nchw(p, scratch, b0, b1, y);
     }
     free(off);
@@ -150,16 +150,16 @@ static int list_taps(const fconv_plan *p, int64_t ih0, int64_t iw0, int64_t H, i
                      int64_t *tap_off, int64_t *tap_w)
 {
     int nt = 0;
-    for (int64_t i = 0; i < p->kh; i++) {
-        int64_t ih = ih0 + i * p->dh;
+    for (int64_t i = 0; i < p->g.kh; i++) {
+        int64_t ih = ih0 + i * p->g.dh;
         if (ih < 0 || ih >= H)
             continue;
-        for (int64_t j = 0; j < p->kw; j++) {
-            int64_t iw = iw0 + j * p->dw;
+        for (int64_t j = 0; j < p->g.kw; j++) {
+            int64_t iw = iw0 + j * p->g.dw;
             if (iw < 0 || iw >= W)
                 continue;
-            tap_off[nt] = (i * p->dh * W + j * p->dw) * C;
-            tap_w[nt++] = (i * p->kw + j) * p->cp;
+            tap_off[nt] = (i * p->g.dh * W + j * p->g.dw) * C;
+            tap_w[nt++] = (i * p->g.kw + j) * p->cp;
         }
     }
     return nt;
@@ -171,40 +171,40 @@ static int list_taps(const fconv_plan *p, int64_t ih0, int64_t iw0, int64_t H, i
 static mera_status run_depthwise(const fconv_plan *p, const float *src, float *y)
 {
     /* the source: the input with its padding implied, or the padded copy */
-    const int64_t H = p->direct ? p->h : p->hp, W = p->direct ? p->w : p->wp, C = p->cp;
-    const int64_t pt = p->direct ? p->pt : 0, pl = p->direct ? p->pl : 0;
-    const int64_t hw = p->oh * p->ow, step = p->sw * C, span = (p->kw - 1) * p->dw;
+    const int64_t H = p->direct ? p->g.h : p->hp, W = p->direct ? p->g.w : p->wp, C = p->cp;
+    const int64_t pt = p->direct ? p->g.pt : 0, pl = p->direct ? p->g.pl : 0;
+    const int64_t hw = p->g.oh * p->g.ow, step = p->g.sw * C, span = (p->g.kw - 1) * p->g.dw;
     /* columns [in0, in1) read no padding: ox * sw >= pl, ox * sw - pl + span < W */
-    int64_t in0 = (pl + p->sw - 1) / p->sw, in1 = W - span + pl > 0 ? (W - span + pl - 1) / p->sw + 1 : 0;
-    in0 = in0 < p->ow ? in0 : p->ow;
-    in1 = in1 < in0 ? in0 : in1 < p->ow ? in1 : p->ow;
-    int64_t *tap_off = malloc((size_t)(2 * p->kh * p->kw) * sizeof *tap_off);
-    float *row = p->y_nhwc ? NULL : malloc((size_t)(p->ow * p->o) * sizeof(float));
-    if (!tap_off || (!p->y_nhwc && !row)) {
+    int64_t in0 = (pl + p->g.sw - 1) / p->g.sw, in1 = W - span + pl > 0 ? (W - span + pl - 1) / p->g.sw + 1 : 0;
+    in0 = in0 < p->g.ow ? in0 : p->g.ow;
+    in1 = in1 < in0 ? in0 : in1 < p->g.ow ? in1 : p->g.ow;
+    int64_t *tap_off = malloc((size_t)(2 * p->g.kh * p->g.kw) * sizeof *tap_off);
+    float *row = p->g.y_nhwc ? NULL : malloc((size_t)(p->g.ow * p->g.o) * sizeof(float));
+    if (!tap_off || (!p->g.y_nhwc && !row)) {
         free(tap_off);
         free(row);
         return MERA_ERR_NOMEM;
     }
-    int64_t *tap_w = tap_off + p->kh * p->kw;
-    for (int64_t n = 0; n < p->n; n++) {
+    int64_t *tap_w = tap_off + p->g.kh * p->g.kw;
+    for (int64_t n = 0; n < p->g.n; n++) {
         const float *img = src + n * H * W * C;
-        for (int64_t oy = 0; oy < p->oh; oy++) {
-            float *dst = p->y_nhwc ? y + (n * hw + oy * p->ow) * p->o : row;
-            const int64_t ih0 = oy * p->sh - pt, base = ih0 * W * C;
-            for (int64_t ox = 0; ox < p->ow; ox++) {
+        for (int64_t oy = 0; oy < p->g.oh; oy++) {
+            float *dst = p->g.y_nhwc ? y + (n * hw + oy * p->g.ow) * p->g.o : row;
+            const int64_t ih0 = oy * p->g.sh - pt, base = ih0 * W * C;
+            for (int64_t ox = 0; ox < p->g.ow; ox++) {
                 if (ox == in0 && in1 > in0) { /* the inner columns at once */
                     int nt = list_taps(p, ih0, 0, H, W, C, tap_off, tap_w);
-                    p->isa->dw_pixels(p, img, base + (in0 * p->sw - pl) * C, step, in1 - in0, tap_off, tap_w, nt,
-                                      dst + in0 * p->o);
+                    p->isa->dw_pixels(p, img, base + (in0 * p->g.sw - pl) * C, step, in1 - in0, tap_off, tap_w, nt,
+                                      dst + in0 * p->g.o);
                     ox = in1 - 1;
                     continue;
                 }
-                const int64_t iw0 = ox * p->sw - pl;
+                const int64_t iw0 = ox * p->g.sw - pl;
                 int nt = list_taps(p, ih0, iw0, H, W, C, tap_off, tap_w);
-                p->isa->dw_pixels(p, img, base + iw0 * C, step, 1, tap_off, tap_w, nt, dst + ox * p->o);
+                p->isa->dw_pixels(p, img, base + iw0 * C, step, 1, tap_off, tap_w, nt, dst + ox * p->g.o);
             }
-            if (!p->y_nhwc)
-                p->isa->transpose(y + n * p->o * hw + oy * p->ow, hw, row, p->o, p->ow, p->o);
+            if (!p->g.y_nhwc)
+                p->isa->transpose(y + n * p->g.o * hw + oy * p->g.ow, hw, row, p->g.o, p->g.ow, p->g.o);
         }
     }
     free(tap_off);
@@ -214,7 +214,7 @@ static mera_status run_depthwise(const fconv_plan *p, const float *src, float *y
 
 static mera_status fconv_run(const fconv_plan *p, const mera_kernel_args *a, mera_error *err)
 {
-    if (p->n * p->oh * p->ow == 0 || p->o == 0)
+    if (p->g.n * p->g.oh * p->g.ow == 0 || p->g.o == 0)
         return MERA_OK;
     const float *xb = a->in[0];
     float *buf = NULL;

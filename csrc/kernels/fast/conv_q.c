@@ -14,7 +14,7 @@
  * the first of its og copies). */
 static int64_t channel_slot(const qconv_plan *p, int64_t ch)
 {
-    return p->depthwise ? ch * p->og : ch / p->cg * p->cgp + ch % p->cg;
+    return p->depthwise ? ch * p->g.og : ch / p->g.cg * p->cgp + ch % p->g.cg;
 }
 
 /* n input bytes to n padded-input elements (int8: the sign bit flipped). */
@@ -38,12 +38,12 @@ static void copy_row(const qconv_plan *p, const uint8_t *x, int64_t n, int64_t i
                      unsigned char *row)
 {
     const int xb = p->xbytes;
-    const int64_t cp = p->cp, c = p->c, w0 = c0 - p->pl;
+    const int64_t cp = p->cp, c = p->g.c, w0 = c0 - p->g.pl;
     const uint8_t flip = p->x_int8 ? 0x80 : 0;
     /* channels keep their order: no group padding, no depthwise copies */
-    const int in_order = p->depthwise ? p->og == 1 : p->cgp == p->cg;
-    if (p->x_nhwc) {
-        const uint8_t *src = x + ((n * p->h + ih) * p->w + w0) * c;
+    const int in_order = p->depthwise ? p->g.og == 1 : p->cgp == p->g.cg;
+    if (p->g.x_nhwc) {
+        const uint8_t *src = x + ((n * p->g.h + ih) * p->g.w + w0) * c;
         if (in_order && cp == c) {
             convert_run(row + c0 * cp * xb, src, (c1 - c0) * c, xb, flip);
             return;
@@ -54,17 +54,17 @@ static void copy_row(const qconv_plan *p, const uint8_t *x, int64_t n, int64_t i
                 convert_run(dst, src, c, xb, flip);
             } else if (p->depthwise) {
                 for (int64_t ch = 0; ch < c; ch++)
-                    memset(dst + ch * p->og, src[ch] ^ flip, (size_t)p->og);
+                    memset(dst + ch * p->g.og, src[ch] ^ flip, (size_t)p->g.og);
             } else {
-                for (int64_t g = 0; g < p->groups; g++)
-                    convert_run(dst + g * p->cgp * xb, src + g * p->cg, p->cg, xb, flip);
+                for (int64_t g = 0; g < p->g.groups; g++)
+                    convert_run(dst + g * p->cgp * xb, src + g * p->g.cg, p->g.cg, xb, flip);
             }
         }
         return;
     }
     /* NCHW: one contiguous input row per channel */
     for (int64_t ch = 0; ch < c; ch++) {
-        const uint8_t *src = x + ((n * c + ch) * p->h + ih) * p->w + w0;
+        const uint8_t *src = x + ((n * c + ch) * p->g.h + ih) * p->g.w + w0;
         int64_t j = channel_slot(p, ch);
         for (int64_t col = c0; col < c1; col++) {
             uint8_t v = src[col - c0] ^ flip;
@@ -72,7 +72,7 @@ static void copy_row(const qconv_plan *p, const uint8_t *x, int64_t n, int64_t i
             if (xb == 2)
                 ((int16_t *)dst)[j] = v;
             else if (p->depthwise)
-                memset(dst + j, v, (size_t)p->og);
+                memset(dst + j, v, (size_t)p->g.og);
             else
                 dst[j] = v;
         }
@@ -87,17 +87,17 @@ static void *padded_input(const qconv_plan *p, const void *x)
     const int xb = p->xbytes;
     const int64_t cp = p->cp;
     const size_t pix_bytes = (size_t)(cp * xb), row_bytes = (size_t)p->wp * pix_bytes;
-    unsigned char *buf = malloc((size_t)(p->n * p->hp) * row_bytes + QCONV_SLACK);
+    unsigned char *buf = malloc((size_t)(p->g.n * p->hp) * row_bytes + QCONV_SLACK);
     unsigned char *pad = malloc(row_bytes + 1); /* a row of padding pixels */
     if (!buf || !pad) {
         free(buf);
         free(pad);
         return NULL;
     }
-    memset(buf + (size_t)(p->n * p->hp) * row_bytes, 0, QCONV_SLACK);
+    memset(buf + (size_t)(p->g.n * p->hp) * row_bytes, 0, QCONV_SLACK);
     const uint8_t zx = (uint8_t)((uint8_t)p->zx_raw ^ (p->x_int8 ? 0x80 : 0));
     for (int64_t j = 0; j < cp; j++) {
-        int real = p->depthwise ? j < p->o : j % p->cgp < p->cg;
+        int real = p->depthwise ? j < p->g.o : j % p->cgp < p->g.cg;
         if (xb == 2)
             ((int16_t *)pad)[j] = (int16_t)(real ? zx : 0);
         else
@@ -106,14 +106,14 @@ static void *padded_input(const qconv_plan *p, const void *x)
     for (int64_t col = 1; col < p->wp; col++)
         memcpy(pad + col * pix_bytes, pad, pix_bytes);
     /* columns [c0, c1) of a row inside the input hold input pixels */
-    int64_t c0 = p->pl < p->wp ? p->pl : p->wp, c1 = p->pl + p->w < p->wp ? p->pl + p->w : p->wp;
+    int64_t c0 = p->g.pl < p->wp ? p->g.pl : p->wp, c1 = p->g.pl + p->g.w < p->wp ? p->g.pl + p->g.w : p->wp;
     /* pixels with padding channels get the pattern before the copy */
-    int prefill = cp != p->c;
-    for (int64_t n = 0; n < p->n; n++)
+    int prefill = cp != p->g.c;
+    for (int64_t n = 0; n < p->g.n; n++)
         for (int64_t r = 0; r < p->hp; r++) {
             unsigned char *row = buf + (size_t)(n * p->hp + r) * row_bytes;
-            int64_t ih = r - p->pt;
-            if (ih < 0 || ih >= p->h || c0 >= c1) {
+            int64_t ih = r - p->g.pt;
+            if (ih < 0 || ih >= p->g.h || c0 >= c1) {
                 memcpy(row, pad, row_bytes);
                 continue;
             }
@@ -132,22 +132,22 @@ static void *padded_input(const qconv_plan *p, const void *x)
 /* Where output channel oc of output pixel pix is stored. */
 static int64_t out_index(const qconv_plan *p, int64_t pix, int64_t oc)
 {
-    if (p->y_nhwc)
-        return pix * p->o + oc;
-    int64_t hw = p->oh * p->ow, n = pix / hw;
-    return (n * p->o + oc) * hw + pix % hw;
+    if (p->g.y_nhwc)
+        return pix * p->g.o + oc;
+    int64_t hw = p->g.oh * p->g.ow, n = pix / hw;
+    return (n * p->g.o + oc) * hw + pix % hw;
 }
 
 /* Stores n requantized channels from o0 of pixel pix. */
 static void store_channels(const qconv_plan *p, uint8_t *y, int64_t pix, int64_t o0, int64_t n, const int32_t *acc,
                            int32_t xsum, uint8_t *tmp)
 {
-    if (p->y_nhwc) {
-        p->isa->requant(p, o0, n, acc, xsum, y + pix * p->o + o0);
+    if (p->g.y_nhwc) {
+        p->isa->requant(p, o0, n, acc, xsum, y + pix * p->g.o + o0);
         return;
     }
     p->isa->requant(p, o0, n, acc, xsum, tmp);
-    int64_t hw = p->oh * p->ow;
+    int64_t hw = p->g.oh * p->g.ow;
     uint8_t *d = y + out_index(p, pix, o0);
     for (int64_t j = 0; j < n; j++)
         d[j * hw] = tmp[j];
@@ -171,17 +171,17 @@ static void walk_next(window_walk *w)
 {
     const qconv_plan *p = w->p;
     int64_t pix_bytes = p->cp * p->xbytes;
-    if (++w->ox < p->ow) {
-        w->at += p->sw * pix_bytes;
+    if (++w->ox < p->g.ow) {
+        w->at += p->g.sw * pix_bytes;
         return;
     }
     /* back to column 0, down sh rows; past the last row, to the next image */
-    w->at -= (w->ox - 1) * p->sw * pix_bytes;
+    w->at -= (w->ox - 1) * p->g.sw * pix_bytes;
     w->ox = 0;
-    if (++w->oy < p->oh) {
-        w->at += p->sh * p->wp * pix_bytes;
+    if (++w->oy < p->g.oh) {
+        w->at += p->g.sh * p->wp * pix_bytes;
     } else {
-        w->at += (p->hp - (p->oh - 1) * p->sh) * p->wp * pix_bytes;
+        w->at += (p->hp - (p->g.oh - 1) * p->g.sh) * p->wp * pix_bytes;
         w->oy = 0;
     }
 }
@@ -189,7 +189,7 @@ static void walk_next(window_walk *w)
 /* sum(x) over the window of every pixel, group g (for zw != 0). */
 static void window_sums(const qconv_plan *p, const unsigned char *xb, int64_t g, int32_t *xsum)
 {
-    int64_t P = p->n * p->oh * p->ow;
+    int64_t P = p->g.n * p->g.oh * p->g.ow;
     window_walk walk = walk_start(p, xb, g);
     for (int64_t pix = 0; pix < P; pix++) {
         if (pix)
@@ -214,20 +214,20 @@ static void window_sums(const qconv_plan *p, const unsigned char *xb, int64_t g,
 static void run_gemm(const qconv_plan *p, const unsigned char *xb, uint8_t *y, int32_t *xsum)
 {
     const qconv_isa *isa = p->isa;
-    const int64_t P = p->n * p->oh * p->ow, T = (int64_t)isa->lanes * isa->nv_max;
+    const int64_t P = p->g.n * p->g.oh * p->g.ow, T = (int64_t)isa->lanes * isa->nv_max;
     const int64_t per_oc = p->nseg * p->nk;
     int32_t acc[QCONV_MAX_PX * QCONV_ACC_STRIDE];
     uint8_t tmp[QCONV_ACC_STRIDE];
     const void *px[QCONV_MAX_PX];
-    for (int64_t g = 0; g < p->groups; g++) {
+    for (int64_t g = 0; g < p->g.groups; g++) {
         if (xsum)
             window_sums(p, xb, g, xsum);
         for (int64_t t0 = 0; t0 < p->ogp; t0 += T) {
             int64_t width = p->ogp - t0 < T ? p->ogp - t0 : T;
-            int64_t nvalid = p->og - t0 < width ? p->og - t0 : width;
+            int64_t nvalid = p->g.og - t0 < width ? p->g.og - t0 : width;
             int nv = (int)(width / isa->lanes), mpx = isa->px_max[nv];
             const unsigned char *w = (const unsigned char *)p->wpack + (g * p->ogp + t0) * per_oc * isa->xbytes;
-            int64_t o0 = g * p->og + t0;
+            int64_t o0 = g * p->g.og + t0;
             window_walk walk = walk_start(p, xb, g);
             for (int64_t pix0 = 0; pix0 < P; pix0 += mpx) {
                 int npx = P - pix0 < mpx ? (int)(P - pix0) : mpx;
@@ -249,22 +249,22 @@ static void run_gemm(const qconv_plan *p, const unsigned char *xb, uint8_t *y, i
  * NHWC bytes. */
 static mera_status run_depthwise(const qconv_plan *p, const unsigned char *xb, uint8_t *y)
 {
-    uint8_t *row = p->y_nhwc ? NULL : malloc((size_t)(p->ow * p->o));
-    if (!p->y_nhwc && !row)
+    uint8_t *row = p->g.y_nhwc ? NULL : malloc((size_t)(p->g.ow * p->g.o));
+    if (!p->g.y_nhwc && !row)
         return MERA_ERR_NOMEM;
-    const int64_t hw = p->oh * p->ow;
-    for (int64_t n = 0; n < p->n; n++)
-        for (int64_t oy = 0; oy < p->oh; oy++) {
-            const unsigned char *in = xb + (n * p->hp + oy * p->sh) * p->wp * p->cp;
-            if (p->y_nhwc) {
-                p->isa->dw_row(p, in, y + (n * hw + oy * p->ow) * p->o);
+    const int64_t hw = p->g.oh * p->g.ow;
+    for (int64_t n = 0; n < p->g.n; n++)
+        for (int64_t oy = 0; oy < p->g.oh; oy++) {
+            const unsigned char *in = xb + (n * p->hp + oy * p->g.sh) * p->wp * p->cp;
+            if (p->g.y_nhwc) {
+                p->isa->dw_row(p, in, y + (n * hw + oy * p->g.ow) * p->g.o);
                 continue;
             }
             p->isa->dw_row(p, in, row);
-            for (int64_t c = 0; c < p->o; c++) {
-                uint8_t *d = y + (n * p->o + c) * hw + oy * p->ow;
-                for (int64_t ox = 0; ox < p->ow; ox++)
-                    d[ox] = row[ox * p->o + c];
+            for (int64_t c = 0; c < p->g.o; c++) {
+                uint8_t *d = y + (n * p->g.o + c) * hw + oy * p->g.ow;
+                for (int64_t ox = 0; ox < p->g.ow; ox++)
+                    d[ox] = row[ox * p->g.o + c];
             }
         }
     free(row);
@@ -281,7 +281,7 @@ mera_status qconv_run(const qconv_plan *p, const mera_kernel_args *a, mera_error
     mera_status st = MERA_OK;
     if (p->depthwise) {
         st = run_depthwise(p, xb, a->out[0]);
-    } else if (p->zw && !(xsum = malloc((size_t)(p->n * p->oh * p->ow) * sizeof *xsum))) {
+    } else if (p->zw && !(xsum = malloc((size_t)(p->g.n * p->g.oh * p->g.ow) * sizeof *xsum))) {
         st = MERA_ERR_NOMEM;
     } else {
         run_gemm(p, xb, a->out[0], xsum);

@@ -36,6 +36,7 @@
 
 #include <stdint.h>
 
+#include "kernels/fast/conv_geom.h"
 #include "kernels/kernels.h"
 
 #define FCONV_MAX_NV 4 /* vectors of output channels per tile */
@@ -57,7 +58,7 @@ typedef struct {
      * floats later and holds seg_len floats. */
     void (*gemm_tile)(int npx, int nv, const float *const *px, const int64_t *seg_off, int nseg, int64_t seg_len,
                       const float *w, const float *bias, float *dst, int64_t ldd, int nvalid, int relu);
-    /* Depthwise: npx output pixels, all p->o channels, into dst
+    /* Depthwise: npx output pixels, all p->g.o channels, into dst
      * ([npx][o]): bias plus, for each listed tap t, src[origin + m * step
      * + tap_off[t] + o] times p->wpack[tap_w[t] + o]; then max(0, .) when
      * p->relu. src's pixels hold p->cp floats. The caller lists only taps
@@ -80,12 +81,7 @@ extern const fconv_isa fconv_isa_avx512;
 
 struct fconv_plan {
     const fconv_isa *isa;
-    /* geometry; dense: n = h = 1, w = rows, c = k, a 1x1 kernel */
-    int64_t n, h, w, c;     /* input */
-    int64_t oh, ow, o;      /* output */
-    int64_t groups, cg, og; /* groups, input and output channels per group */
-    int64_t kh, kw, sh, sw, dh, dw, pt, pl;
-    int x_nhwc, y_nhwc;     /* data layouts (dense: NHWC) */
+    fast_conv_geom g;          /* geometry */
     int relu;
     int depthwise;          /* cg == 1, groups > 1: the direct loop */
     /* the padded input: [n][hp][wp][cp] floats, or the input itself */

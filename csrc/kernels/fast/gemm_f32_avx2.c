@@ -132,9 +132,9 @@ INLINE void dw_block(const fconv_plan *p, const float *src, int64_t origin, int6
     for (int m = 0; m < npx; m++) {
         __m256 r = p->relu ? _mm256_max_ps(_mm256_setzero_ps(), acc[m]) : acc[m];
         if (full)
-            _mm256_storeu_ps(dst + m * p->o + c0, r);
+            _mm256_storeu_ps(dst + m * p->g.o + c0, r);
         else
-            _mm256_maskstore_ps(dst + m * p->o + c0, mask, r);
+            _mm256_maskstore_ps(dst + m * p->g.o + c0, mask, r);
     }
 }
 
@@ -143,10 +143,10 @@ INLINE void dw_channels(const fconv_plan *p, const float *src, int64_t origin, i
                         const int64_t *tap_off, const int64_t *tap_w, int ntaps, float *dst)
 {
     int64_t c0 = 0;
-    for (; c0 + LANES <= p->o; c0 += LANES)
+    for (; c0 + LANES <= p->g.o; c0 += LANES)
         dw_block(p, src, origin, step, npx, tap_off, tap_w, ntaps, dst, c0, 1, _mm256_setzero_si256());
-    if (c0 < p->o)
-        dw_block(p, src, origin, step, npx, tap_off, tap_w, ntaps, dst, c0, 0, lanes_mask(p->o - c0));
+    if (c0 < p->g.o)
+        dw_block(p, src, origin, step, npx, tap_off, tap_w, ntaps, dst, c0, 0, lanes_mask(p->g.o - c0));
 }
 
 TARGET static void dw_pixels(const fconv_plan *p, const float *src, int64_t origin, int64_t step, int64_t npx,
@@ -154,9 +154,9 @@ TARGET static void dw_pixels(const fconv_plan *p, const float *src, int64_t orig
 {
     int64_t m0 = 0;
     for (; m0 + DW_PX <= npx; m0 += DW_PX)
-        dw_channels(p, src, origin + m0 * step, step, DW_PX, tap_off, tap_w, ntaps, dst + m0 * p->o);
+        dw_channels(p, src, origin + m0 * step, step, DW_PX, tap_off, tap_w, ntaps, dst + m0 * p->g.o);
     for (; m0 < npx; m0++)
-        dw_channels(p, src, origin + m0 * step, step, 1, tap_off, tap_w, ntaps, dst + m0 * p->o);
+        dw_channels(p, src, origin + m0 * step, step, 1, tap_off, tap_w, ntaps, dst + m0 * p->g.o);
 }
 
 /* An 8x8 square of the transpose: rows of src to columns of dst. */

@@ -187,7 +187,7 @@ TILE_INLINE void dw_block(const fconv_plan *p, const float *src, int64_t origin,
         float out[C_LANES];
         store4(out, p->relu ? relu4(acc[m][0]) : acc[m][0]);
         store4(out + 4, p->relu ? relu4(acc[m][1]) : acc[m][1]);
-        memcpy(dst + m * p->o + c0, out, (size_t)n * sizeof(float));
+        memcpy(dst + m * p->g.o + c0, out, (size_t)n * sizeof(float));
     }
 }
 
@@ -196,12 +196,12 @@ static void c_dw_pixels(const fconv_plan *p, const float *src, int64_t origin, i
 {
     for (int64_t m0 = 0; m0 < npx;) {
         int full = npx - m0 >= DW_PX;
-        for (int64_t c0 = 0; c0 < p->o; c0 += C_LANES) {
-            int64_t n = p->o - c0 < C_LANES ? p->o - c0 : C_LANES;
+        for (int64_t c0 = 0; c0 < p->g.o; c0 += C_LANES) {
+            int64_t n = p->g.o - c0 < C_LANES ? p->g.o - c0 : C_LANES;
             if (full)
-                dw_block(p, src, origin + m0 * step, step, DW_PX, tap_off, tap_w, ntaps, dst + m0 * p->o, c0, n);
+                dw_block(p, src, origin + m0 * step, step, DW_PX, tap_off, tap_w, ntaps, dst + m0 * p->g.o, c0, n);
             else
-                dw_block(p, src, origin + m0 * step, step, 1, tap_off, tap_w, ntaps, dst + m0 * p->o, c0, n);
+                dw_block(p, src, origin + m0 * step, step, 1, tap_off, tap_w, ntaps, dst + m0 * p->g.o, c0, n);
         }
         m0 += full ? DW_PX : 1;
     }

@@ -167,12 +167,12 @@ INLINE __m256i dw_acc(const qconv_plan *p, const uint8_t *x, int64_t c0, const i
 
 INLINE void dw_row_as(const qconv_plan *p, const uint8_t *in, uint8_t *dst, const int sat, const int zw)
 {
-    const int64_t step = p->sw * p->cp;
+    const int64_t step = p->g.sw * p->cp;
     const __m256i none = _mm256_setzero_si256();
-    for (int64_t c0 = 0; c0 < p->o; c0 += 8)
-        for (int64_t ox = 0; ox < p->ow; ox++) {
+    for (int64_t c0 = 0; c0 < p->g.o; c0 += 8)
+        for (int64_t ox = 0; ox < p->g.ow; ox++) {
             __m256i a = dw_acc(p, in + ox * step + c0, c0, sat, zw);
-            store_bytes(dst + ox * p->o + c0, requant8(p, c0, a, none, 0), p->o - c0);
+            store_bytes(dst + ox * p->g.o + c0, requant8(p, c0, a, none, 0), p->g.o - c0);
         }
 }
 

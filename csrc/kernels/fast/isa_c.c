@@ -99,9 +99,9 @@ static inline void c_dw_pair(uint32_t *a, const uint8_t *x0, const uint8_t *x1, 
 static inline void c_dw_row_as(const qconv_plan *p, const uint8_t *in, uint8_t *dst, const int sat)
 {
     const uint32_t *wp = p->wpack;
-    const int64_t cp = p->cp, taps = p->nseg, step = p->sw * cp, *so = p->seg_off;
-    for (int64_t c0 = 0; c0 < p->o; c0 += C_LANES)
-        for (int64_t ox = 0; ox < p->ow; ox++) {
+    const int64_t cp = p->cp, taps = p->nseg, step = p->g.sw * cp, *so = p->seg_off;
+    for (int64_t c0 = 0; c0 < p->g.o; c0 += C_LANES)
+        for (int64_t ox = 0; ox < p->g.ow; ox++) {
             const uint8_t *x = in + ox * step + c0;
             uint32_t a[C_LANES] = {0};
             int64_t t = 0;
@@ -117,8 +117,8 @@ static inline void c_dw_row_as(const qconv_plan *p, const uint8_t *in, uint8_t *
                 for (int j = 0; j < C_LANES; j++)
                     a[j] -= (uint32_t)p->zw[c0 + j] * xs[j];
             }
-            int64_t n = p->o - c0 < C_LANES ? p->o - c0 : C_LANES;
-            c_requant(p, c0, n, (const int32_t *)a, 0, dst + ox * p->o + c0);
+            int64_t n = p->g.o - c0 < C_LANES ? p->g.o - c0 : C_LANES;
+            c_requant(p, c0, n, (const int32_t *)a, 0, dst + ox * p->g.o + c0);
         }
 }
 

@@ -45,98 +45,63 @@ void qconv_plan_free(qconv_plan *p)
 /* Geometry; returns the weight strides (output ch, input ch, kh, kw). */
 static void geometry(qconv_plan *p, const mera_kernel_args *a, int dense, int64_t ws[4])
 {
-    const mera_node *nd = a->node;
-    const mera_type *xt = a->in_types[0], *wt = a->in_types[1], *yt = a->out_types[0];
+    const mera_type *xt = a->in_types[0], *wt = a->in_types[1];
     p->x_int8 = xt->dtype == MERA_DTYPE_INT8;
-    p->y_int8 = yt->dtype == MERA_DTYPE_INT8;
-    if (dense) { /* x [rows, k] as an NHWC image of one row, w [nout, k] as OHWI 1x1 */
-        int64_t k = wt->shape[1];
-        p->n = p->h = p->oh = 1;
-        p->w = p->ow = mera_type_numel(xt) / k;
-        p->c = k;
-        p->o = wt->shape[0];
-        p->groups = 1;
-        p->cg = p->c;
-        p->og = p->o;
-        p->kh = p->kw = p->sh = p->sw = p->dh = p->dw = 1;
-        p->x_nhwc = p->y_nhwc = 1;
-        ws[0] = k; ws[1] = 1; ws[2] = ws[3] = 0;
+    p->y_int8 = a->out_types[0]->dtype == MERA_DTYPE_INT8;
+    fast_conv_geometry(a, dense, &p->g, ws);
+    if (dense)
         return;
-    }
-    int nhwc = ref_nhwc(nd);
-    ref_dims4 x = ref_dims(xt, nhwc), y = ref_dims(yt, nhwc);
-    const int64_t *st = ref_ints(nd, "strides"), *pad = ref_ints(nd, "padding"), *dil = ref_ints(nd, "dilation");
-    const int64_t *s = wt->shape;
-    if (ref_is(nd, "kernel_layout", "OHWI")) {        /* [O, KH, KW, I] */
-        p->kh = s[1]; p->kw = s[2];
-        ws[1] = 1; ws[3] = s[3]; ws[2] = s[2] * s[3]; ws[0] = s[1] * s[2] * s[3];
-    } else if (ref_is(nd, "kernel_layout", "HWIO")) { /* [KH, KW, I, O] */
-        p->kh = s[0]; p->kw = s[1];
-        ws[0] = 1; ws[1] = s[3]; ws[3] = s[2] * s[3]; ws[2] = s[1] * s[2] * s[3];
-    } else {                                          /* [O, I, KH, KW] */
-        p->kh = s[2]; p->kw = s[3];
-        ws[3] = 1; ws[2] = s[3]; ws[1] = s[2] * s[3]; ws[0] = s[1] * s[2] * s[3];
-    }
-    p->n = x.n; p->h = x.h; p->w = x.w; p->c = x.c;
-    p->oh = y.h; p->ow = y.w; p->o = y.c;
-    p->groups = mera_attr_int(nd, "groups");
-    p->sh = st[0]; p->sw = st[1];
-    p->dh = dil[0]; p->dw = dil[1];
-    p->pt = pad[0]; p->pl = pad[1];
-    p->x_nhwc = p->y_nhwc = nhwc;
-    p->cg = p->c / p->groups;
-    p->og = p->o / p->groups;
     /* fbgemm's depthwise fast path, decided as ref_conv2d_q decides it;
      * there pairs of taps saturate to int16. A forced "yes" on a conv of
      * one group (a one-channel tile of a depthwise layer) takes the
      * depthwise loop too, which is the only one that pairs taps. */
-    p->dw_sat = mera_conv_depthwise_saturates(nd, xt, wt);
-    p->depthwise = p->cg == 1 && (p->groups > 1 || p->dw_sat);
+    p->dw_sat = mera_conv_depthwise_saturates(a->node, xt, wt);
+    p->depthwise = p->g.cg == 1 && (p->g.groups > 1 || p->dw_sat);
 }
 
 /* Where the window of an output pixel lies in the padded input. */
 static mera_status layout_input(qconv_plan *p)
 {
     const qconv_isa *isa = p->isa;
-    int64_t rows = (p->oh - 1) * p->sh + (p->kh - 1) * p->dh + 1;
-    int64_t cols = (p->ow - 1) * p->sw + (p->kw - 1) * p->dw + 1;
+    int64_t rows = (p->g.oh - 1) * p->g.sh + (p->g.kh - 1) * p->g.dh + 1;
+    int64_t cols = (p->g.ow - 1) * p->g.sw + (p->g.kw - 1) * p->g.dw + 1;
     p->hp = rows;
     p->wp = cols;
     p->xbytes = p->depthwise ? 1 : isa->xbytes;
     if (p->depthwise) {
-        p->cp = round_up(p->o, 16);
+        p->cp = round_up(p->g.o, 16);
         p->cgp = 1;
-        p->nseg = p->kh * p->kw;
+        p->nseg = p->g.kh * p->g.kw;
         p->seg_len = p->nk = 1;
-    } else if (p->groups == 1 && (p->dw == 1 || p->kw == 1)) {
+    } else if (p->g.groups == 1 && (p->g.dw == 1 || p->g.kw == 1)) {
         /* one segment per kernel row: KW pixels of C channels lie side by side */
         p->merged = 1;
-        p->cp = p->cgp = p->c;
-        p->nseg = p->kh;
-        p->seg_len = p->kw * p->c;
+        p->cp = p->cgp = p->g.c;
+        p->nseg = p->g.kh;
+        p->seg_len = p->g.kw * p->g.c;
     } else {
-        p->cgp = round_up(p->cg, isa->kstep);
-        p->cp = p->groups * p->cgp;
-        p->nseg = p->kh * p->kw;
-        p->seg_len = p->cg;
+        p->cgp = round_up(p->g.cg, isa->kstep);
+        p->cp = p->g.groups * p->cgp;
+        p->nseg = p->g.kh * p->g.kw;
+        p->seg_len = p->g.cg;
     }
     if (!p->depthwise)
         p->nk = round_up(p->seg_len, isa->kstep);
-    p->kreal = p->kh * p->kw * p->cg;
+    p->kreal = p->g.kh * p->g.kw * p->g.cg;
     /* The input itself serves when it is laid out as the padded copy would
      * be and no segment reads past its end. */
-    p->direct = !p->depthwise && p->x_nhwc && !p->x_int8 && p->xbytes == 1 && p->pt == 0 && p->pl == 0 &&
-                rows <= p->h && cols <= p->w && p->cp == p->c && p->nk == p->seg_len;
+    p->direct = !p->depthwise && p->g.x_nhwc && !p->x_int8 && p->xbytes == 1 && p->g.pt == 0 && p->g.pl == 0 &&
+                rows <= p->g.h && cols <= p->g.w && p->cp == p->g.c && p->nk == p->seg_len;
     if (p->direct) {
-        p->hp = p->h;
-        p->wp = p->w;
+        p->hp = p->g.h;
+        p->wp = p->g.w;
     }
     p->seg_off = malloc((size_t)p->nseg * sizeof *p->seg_off);
     if (!p->seg_off)
         return MERA_ERR_NOMEM;
     for (int64_t s = 0; s < p->nseg; s++) {
-        int64_t i = p->merged ? s : s / p->kw, j = p->merged ? 0 : s % p->kw;
-        p->seg_off[s] = (i * p->dh * p->wp + j * p->dw) * p->cp;
+        int64_t i = p->merged ? s : s / p->g.kw, j = p->merged ? 0 : s % p->g.kw;
+        p->seg_off[s] = (i * p->g.dh * p->wp + j * p->g.dw) * p->cp;
     }
     return MERA_OK;
 }
@@ -152,14 +117,14 @@ static mera_status pack_weights(qconv_plan *p, const int8_t *w, const int64_t ws
 {
     const qconv_isa *isa = p->isa;
     if (p->depthwise) {
-        int64_t taps = p->kh * p->kw;
+        int64_t taps = p->g.kh * p->g.kw;
         p->dw_pairs = (taps + 1) / 2;
         uint32_t *d = alloc_zero(p->dw_pairs * p->cp, sizeof *d);
         if (!(p->wpack = d))
             return MERA_ERR_NOMEM;
-        for (int64_t o = 0; o < p->o; o++)
+        for (int64_t o = 0; o < p->g.o; o++)
             for (int64_t t = 0; t < taps; t++) {
-                uint32_t v = (uint16_t)(int16_t)weight_at(w, ws, o, 0, t / p->kw, t % p->kw);
+                uint32_t v = (uint16_t)(int16_t)weight_at(w, ws, o, 0, t / p->g.kw, t % p->g.kw);
                 d[(t / 2) * p->cp + o] |= t % 2 ? v << 16 : v;
             }
         return MERA_OK;
@@ -167,25 +132,25 @@ static mera_status pack_weights(qconv_plan *p, const int8_t *w, const int64_t ws
     int64_t T = (int64_t)isa->lanes * isa->nv_max, ks = isa->kstep;
     int lg = ks == 4 ? 2 : ks == 2 ? 1 : 0;
     MERA_ASSERT(ks == 1 << lg);
-    p->ogp = round_up(p->og, isa->lanes);
+    p->ogp = round_up(p->g.og, isa->lanes);
     int64_t per_oc = p->nseg * p->nk;
-    void *d = alloc_zero(p->groups * p->ogp * per_oc, (size_t)isa->xbytes);
+    void *d = alloc_zero(p->g.groups * p->ogp * per_oc, (size_t)isa->xbytes);
     if (!(p->wpack = d))
         return MERA_ERR_NOMEM;
-    for (int64_t g = 0; g < p->groups; g++)
+    for (int64_t g = 0; g < p->g.groups; g++)
         for (int64_t t0 = 0; t0 < p->ogp; t0 += T) {
             int64_t width = p->ogp - t0 < T ? p->ogp - t0 : T;
             int64_t base = (g * p->ogp + t0) * per_oc; /* [nseg][nk / ks][width][ks] */
-            for (int64_t j = 0; j < width && t0 + j < p->og; j++) {
-                int64_t o = g * p->og + t0 + j;
+            for (int64_t j = 0; j < width && t0 + j < p->g.og; j++) {
+                int64_t o = g * p->g.og + t0 + j;
                 for (int64_t s = 0; s < p->nseg; s++) {
                     /* element e of segment s: merged, tap (s, e / cg) channel e % cg;
                      * else tap (s / kw, s % kw) channel e */
-                    int64_t taps = p->merged ? p->kw : 1, i = p->merged ? s : s / p->kw, e = 0;
+                    int64_t taps = p->merged ? p->g.kw : 1, i = p->merged ? s : s / p->g.kw, e = 0;
                     int64_t at0 = base + s * (p->nk / ks) * width * ks + j * ks;
                     for (int64_t tj = 0; tj < taps; tj++) {
-                        const int8_t *src = w + o * ws[0] + i * ws[2] + (p->merged ? tj : s % p->kw) * ws[3];
-                        for (int64_t ci = 0; ci < p->cg; ci++, e++) {
+                        const int8_t *src = w + o * ws[0] + i * ws[2] + (p->merged ? tj : s % p->g.kw) * ws[3];
+                        for (int64_t ci = 0; ci < p->g.cg; ci++, e++) {
                             int64_t at = at0 + (e >> lg) * width * ks + (e & (ks - 1));
                             if (isa->xbytes == 2)
                                 ((int16_t *)d)[at] = src[ci * ws[1]];
@@ -205,26 +170,26 @@ static mera_status channel_constants(qconv_plan *p, const mera_kernel_args *a, c
 {
     const mera_type *xt = a->in_types[0], *wt = a->in_types[1], *yt = a->out_types[0];
     const float *bias = a->n_inputs > 2 ? a->in[2] : NULL;
-    int64_t nch = round_up(p->o > p->cp ? p->o : p->cp, 64) + 64;
+    int64_t nch = round_up(p->g.o > p->cp ? p->g.o : p->cp, 64) + 64;
     p->off = alloc_zero(nch, sizeof *p->off);
     p->mult = alloc_zero(nch, sizeof *p->mult);
     p->bias = alloc_zero(nch, sizeof *p->bias);
     p->rcp = alloc_zero(nch, sizeof *p->rcp);
-    requant_ch *rq = malloc((size_t)p->o * sizeof *rq + 1);
+    requant_ch *rq = malloc((size_t)p->g.o * sizeof *rq + 1);
     if (!p->off || !p->mult || !p->bias || !p->rcp || !rq) {
         free(rq);
         return MERA_ERR_NOMEM;
     }
-    ref_requant_params(xt, wt, yt, bias, p->o, rq);
+    ref_requant_params(xt, wt, yt, bias, p->g.o, rq);
     int per_axis = wt->q.kind == MERA_QUANT_PER_AXIS, any_zw = 0;
     uint32_t zx = (uint32_t)(xt->q.zero_point + (p->x_int8 ? 128 : 0));
-    for (int64_t o = 0; o < p->o; o++) {
+    for (int64_t o = 0; o < p->g.o; o++) {
         int32_t zw = mera_q_zero_point(&wt->q, per_axis ? o : 0);
         any_zw |= zw != 0;
         uint32_t wsum = 0;
-        for (int64_t i = 0; i < p->kh; i++)
-            for (int64_t j = 0; j < p->kw; j++)
-                for (int64_t ci = 0; ci < p->cg; ci++)
+        for (int64_t i = 0; i < p->g.kh; i++)
+            for (int64_t j = 0; j < p->g.kw; j++)
+                for (int64_t ci = 0; ci < p->g.cg; ci++)
                     wsum += (uint32_t)weight_at(w, ws, o, ci, i, j);
         p->off[o] = (int32_t)(zx * ((uint32_t)zw * (uint32_t)p->kreal - wsum));
         p->mult[o] = rq[o].multiplier;
@@ -237,7 +202,7 @@ static mera_status channel_constants(qconv_plan *p, const mera_kernel_args *a, c
     if (any_zw) {
         if (!(p->zw = alloc_zero(nch, sizeof *p->zw)))
             return MERA_ERR_NOMEM;
-        for (int64_t o = 0; o < p->o; o++)
+        for (int64_t o = 0; o < p->g.o; o++)
             p->zw[o] = mera_q_zero_point(&wt->q, per_axis ? o : 0);
     }
     p->zx_raw = xt->q.zero_point;

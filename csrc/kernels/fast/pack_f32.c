@@ -41,82 +41,44 @@ void fconv_plan_free(fconv_plan *p)
 /* Geometry; returns the weight strides (output ch, input ch, kh, kw). */
 static void geometry(fconv_plan *p, const mera_kernel_args *a, int dense, int64_t ws[4])
 {
-    const mera_node *nd = a->node;
-    const mera_type *xt = a->in_types[0], *wt = a->in_types[1], *yt = a->out_types[0];
-    p->relu = ref_relu(nd);
-    if (dense) { /* x [rows, k] as an NHWC image of one row, w [nout, k] as OHWI 1x1 */
-        int64_t k = wt->shape[1];
-        p->n = p->h = p->oh = 1;
-        p->w = p->ow = mera_type_numel(xt) / k;
-        p->c = k;
-        p->o = wt->shape[0];
-        p->groups = 1;
-        p->cg = p->c;
-        p->og = p->o;
-        p->kh = p->kw = p->sh = p->sw = p->dh = p->dw = 1;
-        p->x_nhwc = p->y_nhwc = 1;
-        ws[0] = k; ws[1] = 1; ws[2] = ws[3] = 0;
-        return;
-    }
-    int nhwc = ref_nhwc(nd);
-    ref_dims4 x = ref_dims(xt, nhwc), y = ref_dims(yt, nhwc);
-    const int64_t *st = ref_ints(nd, "strides"), *pad = ref_ints(nd, "padding"), *dil = ref_ints(nd, "dilation");
-    const int64_t *s = wt->shape;
-    if (ref_is(nd, "kernel_layout", "OHWI")) {        /* [O, KH, KW, I] */
-        p->kh = s[1]; p->kw = s[2];
-        ws[1] = 1; ws[3] = s[3]; ws[2] = s[2] * s[3]; ws[0] = s[1] * s[2] * s[3];
-    } else if (ref_is(nd, "kernel_layout", "HWIO")) { /* [KH, KW, I, O] */
-        p->kh = s[0]; p->kw = s[1];
-        ws[0] = 1; ws[1] = s[3]; ws[3] = s[2] * s[3]; ws[2] = s[1] * s[2] * s[3];
-    } else {                                          /* [O, I, KH, KW] */
-        p->kh = s[2]; p->kw = s[3];
-        ws[3] = 1; ws[2] = s[3]; ws[1] = s[2] * s[3]; ws[0] = s[1] * s[2] * s[3];
-    }
-    p->n = x.n; p->h = x.h; p->w = x.w; p->c = x.c;
-    p->oh = y.h; p->ow = y.w; p->o = y.c;
-    p->groups = mera_attr_int(nd, "groups");
-    p->sh = st[0]; p->sw = st[1];
-    p->dh = dil[0]; p->dw = dil[1];
-    p->pt = pad[0]; p->pl = pad[1];
-    p->x_nhwc = p->y_nhwc = nhwc;
-    p->cg = p->c / p->groups;
-    p->og = p->o / p->groups;
-    p->depthwise = p->cg == 1 && p->groups > 1;
+    p->relu = ref_relu(a->node);
+    fast_conv_geometry(a, dense, &p->g, ws);
+    p->depthwise = p->g.cg == 1 && p->g.groups > 1;
 }
 
 /* Where the window of an output pixel lies in the padded input, which
  * holds only the rows and columns some window reads. */
 static mera_status layout_input(fconv_plan *p)
 {
-    int64_t rows = (p->oh - 1) * p->sh + (p->kh - 1) * p->dh + 1;
-    int64_t cols = (p->ow - 1) * p->sw + (p->kw - 1) * p->dw + 1;
+    int64_t rows = (p->g.oh - 1) * p->g.sh + (p->g.kh - 1) * p->g.dh + 1;
+    int64_t cols = (p->g.ow - 1) * p->g.sw + (p->g.kw - 1) * p->g.dw + 1;
     p->hp = rows;
     p->wp = cols;
     if (p->depthwise) {
-        p->cp = p->o; /* input channel o / og at position o */
-        p->nseg = p->kh * p->kw;
+        p->cp = p->g.o; /* input channel o / og at position o */
+        p->nseg = p->g.kh * p->g.kw;
         p->seg_len = 1;
-    } else if (p->groups == 1 && (p->dw == 1 || p->kw == 1)) {
+    } else if (p->g.groups == 1 && (p->g.dw == 1 || p->g.kw == 1)) {
         /* one segment per kernel row: KW pixels of C channels lie side by side */
         p->merged = 1;
-        p->cp = p->c;
-        p->nseg = p->kh;
-        p->seg_len = p->kw * p->c;
+        p->cp = p->g.c;
+        p->nseg = p->g.kh;
+        p->seg_len = p->g.kw * p->g.c;
     } else {
-        p->cp = p->c;
-        p->nseg = p->kh * p->kw;
-        p->seg_len = p->cg;
+        p->cp = p->g.c;
+        p->nseg = p->g.kh * p->g.kw;
+        p->seg_len = p->g.cg;
     }
     /* The input itself serves when it is laid out as the padded copy would
      * be: NHWC, no padding read; depthwise: NHWC without channel copies
      * (its loop leaves out taps in the padding). */
     if (p->depthwise)
-        p->direct = p->x_nhwc && p->cp == p->c;
+        p->direct = p->g.x_nhwc && p->cp == p->g.c;
     else
-        p->direct = p->x_nhwc && p->pt == 0 && p->pl == 0 && rows <= p->h && cols <= p->w && p->cp == p->c;
+        p->direct = p->g.x_nhwc && p->g.pt == 0 && p->g.pl == 0 && rows <= p->g.h && cols <= p->g.w && p->cp == p->g.c;
     if (p->direct) {
-        p->hp = p->h;
-        p->wp = p->w;
+        p->hp = p->g.h;
+        p->wp = p->g.w;
     }
     if (p->depthwise)
         return MERA_OK; /* its loop lists the taps of each window itself */
@@ -124,8 +86,8 @@ static mera_status layout_input(fconv_plan *p)
     if (!p->seg_off)
         return MERA_ERR_NOMEM;
     for (int64_t s = 0; s < p->nseg; s++) {
-        int64_t i = p->merged ? s : s / p->kw, j = p->merged ? 0 : s % p->kw;
-        p->seg_off[s] = (i * p->dh * p->wp + j * p->dw) * p->cp;
+        int64_t i = p->merged ? s : s / p->g.kw, j = p->merged ? 0 : s % p->g.kw;
+        p->seg_off[s] = (i * p->g.dh * p->wp + j * p->g.dw) * p->cp;
     }
     return MERA_OK;
 }
@@ -142,27 +104,27 @@ static mera_status pack_weights(fconv_plan *p, const float *w, const int64_t ws[
         int64_t taps = p->nseg;
         if (!(p->wpack = alloc_floats(taps * p->cp)))
             return MERA_ERR_NOMEM;
-        for (int64_t o = 0; o < p->o; o++)
+        for (int64_t o = 0; o < p->g.o; o++)
             for (int64_t t = 0; t < taps; t++)
-                p->wpack[t * p->cp + o] = weight_at(w, ws, o, 0, t / p->kw, t % p->kw);
+                p->wpack[t * p->cp + o] = weight_at(w, ws, o, 0, t / p->g.kw, t % p->g.kw);
         return MERA_OK;
     }
     const int64_t T = (int64_t)isa->lanes * isa->nv_max, K = p->nseg * p->seg_len;
-    p->ogp = round_up(p->og, isa->lanes);
-    float *d = p->wpack = alloc_floats(p->groups * p->ogp * K);
+    p->ogp = round_up(p->g.og, isa->lanes);
+    float *d = p->wpack = alloc_floats(p->g.groups * p->ogp * K);
     if (!d)
         return MERA_ERR_NOMEM;
-    for (int64_t g = 0; g < p->groups; g++)
+    for (int64_t g = 0; g < p->g.groups; g++)
         for (int64_t t0 = 0; t0 < p->ogp; t0 += T) {
             int64_t width = p->ogp - t0 < T ? p->ogp - t0 : T;
             float *tile = d + (g * p->ogp + t0) * K; /* [K][width] */
-            for (int64_t j = 0; j < width && t0 + j < p->og; j++) {
-                int64_t o = g * p->og + t0 + j;
+            for (int64_t j = 0; j < width && t0 + j < p->g.og; j++) {
+                int64_t o = g * p->g.og + t0 + j;
                 for (int64_t s = 0; s < p->nseg; s++)
                     for (int64_t e = 0; e < p->seg_len; e++) {
                         /* merged: tap (s, e / cg), channel e % cg; else tap (s / kw, s % kw), channel e */
-                        int64_t i = p->merged ? s : s / p->kw, jj = p->merged ? e / p->cg : s % p->kw;
-                        int64_t ci = p->merged ? e % p->cg : e;
+                        int64_t i = p->merged ? s : s / p->g.kw, jj = p->merged ? e / p->g.cg : s % p->g.kw;
+                        int64_t ci = p->merged ? e % p->g.cg : e;
                         tile[(s * p->seg_len + e) * width + j] = weight_at(w, ws, o, ci, i, jj);
                     }
             }
@@ -174,10 +136,10 @@ static mera_status pack_weights(fconv_plan *p, const float *w, const int64_t ws[
 static mera_status copy_bias(fconv_plan *p, const float *bias)
 {
     int64_t T = (int64_t)p->isa->lanes * p->isa->nv_max;
-    if (!(p->bias = alloc_floats(p->o + T)))
+    if (!(p->bias = alloc_floats(p->g.o + T)))
         return MERA_ERR_NOMEM;
     if (bias)
-        memcpy(p->bias, bias, (size_t)p->o * sizeof(float));
+        memcpy(p->bias, bias, (size_t)p->g.o * sizeof(float));
     return MERA_OK;
 }
 

@@ -35,6 +35,7 @@
 
 #include <stdint.h>
 
+#include "kernels/fast/conv_geom.h"
 #include "kernels/kernels.h"
 
 #define QCONV_MAX_NV 4       /* vectors of output channels per tile */
@@ -76,12 +77,7 @@ extern const qconv_isa qconv_isa_avx512;
 
 struct qconv_plan {
     const qconv_isa *isa;
-    /* geometry; dense: n = h = 1, w = rows, c = k, a 1x1 kernel */
-    int64_t n, h, w, c;        /* input */
-    int64_t oh, ow, o;         /* output */
-    int64_t groups, cg, og;    /* groups, input and output channels per group */
-    int64_t kh, kw, sh, sw, dh, dw, pt, pl;
-    int x_nhwc, y_nhwc;        /* data layouts (dense: NHWC) */
+    fast_conv_geom g;          /* geometry */
     int x_int8, y_int8;        /* activation dtypes; int8 input is stored flipped */
     /* depthwise (cg == 1, groups > 1): one channel per output channel */
     int depthwise;
