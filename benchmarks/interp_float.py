@@ -32,21 +32,10 @@ import torch.nn.functional as F
 import mera
 from mera import ir
 
-from _common import best_of  # benchmarks/_common.py
+from _common import RESNET50_LAYERS, best_of  # benchmarks/_common.py
 
-# (name, H=W, in channels, out channels, kernel, stride, groups)
-LAYERS = [
-    ("stem 7x7/2", 224, 3, 64, 7, 2, 1),
-    ("layer1 1x1", 56, 64, 64, 1, 1, 1),
-    ("layer1 3x3", 56, 64, 64, 3, 1, 1),
-    ("layer1 1x1 expand", 56, 64, 256, 1, 1, 1),
-    ("layer2 3x3/2", 56, 128, 128, 3, 2, 1),
-    ("layer3 3x3", 14, 256, 256, 3, 1, 1),
-    ("layer4 3x3", 7, 512, 512, 3, 1, 1),
-    ("layer4 1x1 expand", 7, 512, 2048, 1, 1, 1),
-    ("depthwise 3x3 (MobileNet)", 56, 144, 144, 3, 1, 144),
-    ("depthwise 3x3/2 (MobileNet)", 112, 32, 32, 3, 2, 32),
-]
+# RESNET50_LAYERS and a strided depthwise layer (its own loop in the float kernels)
+LAYERS = RESNET50_LAYERS + [("depthwise 3x3/2 (MobileNet)", 112, 32, 32, 3, 2, 32)]
 
 
 def rel_diff(got: np.ndarray, want: np.ndarray) -> float:

@@ -1,6 +1,8 @@
 /* The geometry of a conv2d or dense node (conv_geom.h). */
 #include "kernels/fast/conv_geom.h"
 
+#include <stdlib.h>
+
 #include "kernels/ref/refutil.h"
 
 void fast_conv_geometry(const mera_kernel_args *a, int dense, fast_conv_geom *p, int64_t ws[4])
@@ -45,4 +47,14 @@ void fast_conv_geometry(const mera_kernel_args *a, int dense, fast_conv_geom *p,
     p->x_nhwc = p->y_nhwc = nhwc;
     p->cg = p->c / p->groups;
     p->og = p->o / p->groups;
+}
+
+int64_t *fast_conv_segment_offsets(const fast_conv_geom *g, int merged, int64_t nseg, int64_t wp, int64_t cp)
+{
+    int64_t *off = malloc((size_t)(nseg > 0 ? nseg : 1) * sizeof *off);
+    for (int64_t s = 0; off && s < nseg; s++) {
+        int64_t i = merged ? s : s / g->kw, j = merged ? 0 : s % g->kw;
+        off[s] = (i * g->dh * wp + j * g->dw) * cp;
+    }
+    return off;
 }

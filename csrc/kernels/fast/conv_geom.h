@@ -20,4 +20,10 @@ typedef struct {
  * the weight's element strides (output ch, input ch, kh, kw). */
 void fast_conv_geometry(const mera_kernel_args *a, int dense, fast_conv_geom *g, int64_t ws[4]);
 
+/* The offsets, in elements, of the nseg segments of an output pixel's
+ * window in a padded input of row width wp and cp elements per pixel: one
+ * segment per kernel row when merged, else one per tap. A malloc'd array,
+ * or NULL when out of memory. */
+int64_t *fast_conv_segment_offsets(const fast_conv_geom *g, int merged, int64_t nseg, int64_t wp, int64_t cp);
+
 #endif

@@ -96,14 +96,8 @@ static mera_status layout_input(qconv_plan *p)
         p->hp = p->g.h;
         p->wp = p->g.w;
     }
-    p->seg_off = malloc((size_t)p->nseg * sizeof *p->seg_off);
-    if (!p->seg_off)
-        return MERA_ERR_NOMEM;
-    for (int64_t s = 0; s < p->nseg; s++) {
-        int64_t i = p->merged ? s : s / p->g.kw, j = p->merged ? 0 : s % p->g.kw;
-        p->seg_off[s] = (i * p->g.dh * p->wp + j * p->g.dw) * p->cp;
-    }
-    return MERA_OK;
+    p->seg_off = fast_conv_segment_offsets(&p->g, p->merged, p->nseg, p->wp, p->cp);
+    return p->seg_off ? MERA_OK : MERA_ERR_NOMEM;
 }
 
 /* The weight of output channel o, input channel ci (within the group), tap

@@ -82,14 +82,8 @@ static mera_status layout_input(fconv_plan *p)
     }
     if (p->depthwise)
         return MERA_OK; /* its loop lists the taps of each window itself */
-    p->seg_off = malloc((size_t)p->nseg * sizeof *p->seg_off);
-    if (!p->seg_off)
-        return MERA_ERR_NOMEM;
-    for (int64_t s = 0; s < p->nseg; s++) {
-        int64_t i = p->merged ? s : s / p->g.kw, j = p->merged ? 0 : s % p->g.kw;
-        p->seg_off[s] = (i * p->g.dh * p->wp + j * p->g.dw) * p->cp;
-    }
-    return MERA_OK;
+    p->seg_off = fast_conv_segment_offsets(&p->g, p->merged, p->nseg, p->wp, p->cp);
+    return p->seg_off ? MERA_OK : MERA_ERR_NOMEM;
 }
 
 static float weight_at(const float *w, const int64_t ws[4], int64_t o, int64_t ci, int64_t i, int64_t j)
