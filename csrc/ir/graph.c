@@ -244,6 +244,19 @@ int mera_graph_add_param_data(mera_graph *g, const char *name, const mera_type *
     return id;
 }
 
+int mera_graph_add_param_ref(mera_graph *g, const char *name, const mera_type *t, const void *data,
+                             mera_error *err)
+{
+    if (!data) {
+        mera_fail(err, MERA_ERR_INVALID, "param '%s' has no data", name ? name : "");
+        return -1;
+    }
+    int id = add_declared(g, name, MERA_VALUE_PARAM, t, err);
+    if (id >= 0)
+        g->values[id].data = data;
+    return id;
+}
+
 /* ---- attributes -------------------------------------------------------- */
 
 const char *mera_attr_kind_name(mera_attr_kind k)

@@ -211,6 +211,10 @@ int mera_graph_add_const(mera_graph *g, const char *name, const mera_type *t,
  * compiled graph through the params dict, as every param's does. */
 int mera_graph_add_param_data(mera_graph *g, const char *name, const mera_type *t, const void *data,
                               mera_error *err);
+/* A parameter bound to data the caller keeps alive as long as the graph
+ * (borrowed, not copied): what the passes make (passes/passes.h). */
+int mera_graph_add_param_ref(mera_graph *g, const char *name, const mera_type *t, const void *data,
+                             mera_error *err);
 
 /* Add a node. inputs are value ids (-1 for an omitted optional input).
  * Attributes are validated against the op table; missing optional ones get
