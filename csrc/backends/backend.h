@@ -58,8 +58,8 @@ typedef struct mera_backend {
 
 /* The backend named name, or NULL. */
 const mera_backend *mera_backend_find(const char *name);
-/* "Interpreter, InterpreterHw, Simulator, IP": for error messages. */
-const char *mera_backend_names(void);
+/* "Interpreter, InterpreterHw, Simulator, IP" into buf: for error messages. */
+void mera_backend_names(char *buf, size_t n);
 /* All backends, NULL-terminated. */
 extern const mera_backend *const mera_backends[];
 

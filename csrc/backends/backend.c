@@ -1,0 +1,127 @@
+/* The backend table (backend.h) and the entries that run in the host
+ * process: the interpreters (interp.c) and the Simulator (sim/machine.c). */
+#include "backends/backend.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "backends/interp.h"
+#include "sim/sim.h"
+
+/* ---- Interpreter, InterpreterHw ------------------------------------------ */
+
+static void *interp_load(const mera_backend_load_args *a, mera_interp_mode mode, mera_error *err)
+{
+    return mera_interp_compile(a->g, mode, a->param_data, err);
+}
+
+static void *interp_float_load(const mera_backend_load_args *a, mera_error *err)
+{
+    return interp_load(a, MERA_INTERP_FLOAT, err);
+}
+
+static void *interp_hw_load(const mera_backend_load_args *a, mera_error *err)
+{
+    return interp_load(a, MERA_INTERP_HW, err);
+}
+
+static mera_status interp_run(void *inst, const void *const *inputs, void *const *outputs, mera_error *err)
+{
+    return mera_interp_run(inst, inputs, outputs, err);
+}
+
+static void interp_metrics(const void *inst, mera_backend_metrics *m)
+{
+    memset(m, 0, sizeof *m);
+    m->arena_bytes = mera_interp_arena_bytes(inst);
+}
+
+static void interp_free(void *inst)
+{
+    mera_interp_free(inst);
+}
+
+static const mera_backend interpreter = {
+    .name = "Interpreter",
+    .doc = "float32 reference, node by node (quantized nodes emulated in float)",
+    .thread_safe_run = 1,
+    .load = interp_float_load,
+    .run = interp_run,
+    .metrics = interp_metrics,
+    .free = interp_free,
+};
+
+static const mera_backend interpreter_hw = {
+    .name = "InterpreterHw",
+    .doc = "the int8 numerics contract, node by node (bit-exact with PyTorch's fbgemm)",
+    .thread_safe_run = 1,
+    .load = interp_hw_load,
+    .run = interp_run,
+    .metrics = interp_metrics,
+    .free = interp_free,
+};
+
+/* ---- Simulator ------------------------------------------------------------ */
+
+static void *sim_load(const mera_backend_load_args *a, mera_error *err)
+{
+    if (!a->prog || !a->platform) {
+        mera_fail(err, MERA_ERR_INVALID, "Simulator: needs a scheduled program and its platform");
+        return NULL;
+    }
+    return dna_machine_new(a->g, a->prog, a->platform, a->param_data, err);
+}
+
+static mera_status sim_run(void *inst, const void *const *inputs, void *const *outputs, mera_error *err)
+{
+    return dna_machine_run(inst, inputs, outputs, err);
+}
+
+/* The machine's own figures; arena_bytes is the program's activation DRAM. */
+static void sim_metrics(const void *inst, mera_backend_metrics *m)
+{
+    memset(m, 0, sizeof *m);
+    const dna_timing *t = dna_machine_timing(inst);
+    m->device_us = t->total_us;
+    m->device_cycles = t->device_cycles;
+}
+
+static void sim_free(void *inst)
+{
+    dna_machine_free(inst);
+}
+
+static const mera_backend simulator = {
+    .name = "Simulator",
+    .doc = "the DNA program run bit-exactly on the host, with the timing model",
+    .runs_program = 1,
+    .layout_nhwc = 1,
+    .thread_safe_run = 1,
+    .load = sim_load,
+    .run = sim_run,
+    .metrics = sim_metrics,
+    .free = sim_free,
+};
+
+/* ---- the table ------------------------------------------------------------ */
+
+const mera_backend *const mera_backends[] = {&interpreter, &interpreter_hw, &simulator, NULL};
+
+const mera_backend *mera_backend_find(const char *name)
+{
+    if (!name)
+        return NULL;
+    for (int i = 0; mera_backends[i]; i++)
+        if (strcmp(mera_backends[i]->name, name) == 0)
+            return mera_backends[i];
+    return NULL;
+}
+
+void mera_backend_names(char *buf, size_t n)
+{
+    size_t at = 0;
+    if (n)
+        buf[0] = 0;
+    for (int i = 0; mera_backends[i] && at < n; i++)
+        at += (size_t)snprintf(buf + at, n - at, "%s%s", i ? ", " : "", mera_backends[i]->name);
+}
