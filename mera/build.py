@@ -51,10 +51,10 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from . import _core
 from ._fileio import atomic_write_bytes
-from .config import Target, require_build_config, simulator_options
+from .config import require_build_config, simulator_options
 from .errors import ConfigError, MeraError, MeraIOError
 from .ir import Module
-from .runtime import _params_list
+from .runtime import compile_core
 
 #: Compiler flags of every runtime object (the extension's, setup.py, plus PIC and hidden visibility).
 RUNTIME_CFLAGS = ("-O2", "-fPIC", "-fvisibility=hidden", "-std=c11", "-ffp-contract=off", "-fno-strict-aliasing",
@@ -359,25 +359,26 @@ def build(mod: Module, params: Optional[Mapping[str, Any]] = None, host_arch: st
         if not os.access(output_dir, os.W_OK):
             raise MeraIOError(f"output_dir '{output_dir}' is not writable")
 
-    if target in (Target.Simulator, Target.IP):
+    runs_program = _core.backend_info(target.value)["runs_program"]
+    if runs_program:
         so = simulator_options(cfg)
-        platform, overrides, sched = so["platform"], so["overrides"], so["sched"]
-        where = f"{target.value} on {platform}" + (f" (overrides: {overrides})" if overrides else "")
+        where = f"{target.value} on {so['platform']}" + (f" (overrides: {so['overrides']})" if so["overrides"] else "")
     else:
-        platform, overrides, sched = None, None, None
         where = target.value
     _log(f"mera.build: '{mod.name}' for {where}, host {host_arch} -> "
          f"{output_dir if output_dir is not None else '(a new temporary directory)'}")
 
     t0 = time.perf_counter()
-    params_bytes, json_str, model_id = _core.prepare_deploy(mod._graph, _params_list(mod, params), target.value,
-                                                            host_arch, platform, overrides, sched)
+    dump_default = os.path.join(output_dir if output_dir is not None else ".", "dump_ir")
+    compiled = compile_core(mod, params, target, cfg, default_dump_dir=dump_default, load=False)
+    params_bytes, json_str, model_id = compiled.deploy_files(host_arch)
+    del compiled
     t_prepare = time.perf_counter() - t0
     try:
         info = json.loads(json_str)
     except ValueError:
         info = {}
-    if target in (Target.Simulator, Target.IP):
+    if runs_program:
         _log_schedule(info, t_prepare)
 
     archive, cached = runtime_archive(tc)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import copy
 import enum
+import os
 import threading
 from typing import Any, Dict, List, Mapping, Optional, Union
 
@@ -161,6 +162,28 @@ def _mode(key: str, v: Any) -> str:
     return v
 
 
+def _dump_ir(key: str, v: Any) -> Any:
+    """dump_ir: a flag (MERA's "true"/"false" too) or the folder to write the dumps to."""
+    if isinstance(v, (str, os.PathLike)) and str(v).strip().lower() not in ("true", "false", "1", "0", "yes", "no",
+                                                                            "on", "off"):
+        return os.fspath(v)
+    return _flag(key, v)
+
+
+def _dump_ir_stages(key: str, v: Any) -> str:
+    """dump_ir_stages: "all", or stage names (a list or a comma-separated string) of the compile driver."""
+    names = v.split(",") if isinstance(v, str) else list(v) if isinstance(v, (list, tuple)) else None
+    if names is None or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"build_config: '{key}' must be a list of stage names or a comma-separated string, got {v!r}")
+    names = [n.strip() for n in names if n.strip()]
+    stages = _core.stage_names()
+    bad = [n for n in names if n != "all" and n not in stages]
+    if bad:
+        raise ConfigError(f"build_config: '{key}': unknown stage(s) {', '.join(map(repr, bad))}; "
+                          f"stages: {', '.join(stages)}, all")
+    return ",".join(names) or "all"
+
+
 #: scheduler_config keys (MERA 1.x names) and their checks.
 SCHEDULER_KEYS = {
     "mode": _mode,
@@ -196,7 +219,8 @@ CONFIG_KEYS = {
     "use_small_acc_mem": _flag,
     "compiler_workers": _positive_int,
     "sim_freq_mhz": _positive_number,
-    "dump_ir": _flag,
+    "dump_ir": _dump_ir,
+    "dump_ir_stages": _dump_ir_stages,
     "manual_sg_merge_map": _string,
     "cutting_type": _string,
     "batch_cutting_factor": _positive_int,
@@ -212,6 +236,21 @@ CONFIG_DEFAULTS = {
     "scheduler_config": {"mode": "Fast"},
     "sim_log": True,
 }
+
+
+def dump_options(cfg: Optional["BuildConfig"], default_dir: str) -> Dict[str, Any]:
+    """The compile driver's dump_ir arguments: ``dump_dir`` (None: no dumps; the folder is
+    created) and ``dump_stages``. ``dump_ir=True`` writes into ``default_dir``."""
+    options = cfg.options if cfg is not None else {}
+    d = options.get("dump_ir", False)
+    if d is False:
+        return {"dump_dir": None, "dump_stages": None}
+    folder = default_dir if d is True else d
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"build_config: dump_ir folder {folder!r} cannot be created: {e}") from None
+    return {"dump_dir": folder, "dump_stages": options.get("dump_ir_stages", "all")}
 
 
 def simulator_options(cfg: Optional["BuildConfig"]) -> Dict[str, Any]:

@@ -20,8 +20,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from . import _core
-from .config import Target, current_build_config, simulator_options
-from .errors import ConfigError, RuntimeInputError, UnsupportedError
+from .config import Target, current_build_config, dump_options, simulator_options
+from .errors import ConfigError, RuntimeInputError
 from .ir import Module
 from .profiling import LayerReport, PartitionReport
 
@@ -227,17 +227,24 @@ def compile(mod: Module, params: Optional[Mapping[str, ArrayLike]] = None, *,
         except ValueError:
             raise ConfigError(f"unknown target {target!r}; valid targets: "
                               f"{', '.join(x.value for x in Target)}") from None
-    if t in (Target.Interpreter, Target.InterpreterHw):
-        core = _core.Interp(mod._graph, t.value, _params_list(mod, params))
-        return Runner(core, mod, t)
-    if t is Target.Simulator:
-        # the active configuration's platform and scheduler options (the defaults without one)
-        so = simulator_options(cfg)
-        core = _core.Sim(mod._graph, so["platform"], so["overrides"], so["sched"], _params_list(mod, params))
-        return SimulatorRunner(core, mod, t, log=so["log"])
     if t is Target.IP:
         return _compile_ip(mod, params, cfg)
-    raise UnsupportedError(f"target {t.value} cannot run in process in this version of mera")
+    core = compile_core(mod, params, t, cfg, default_dump_dir="mera_dump_ir")
+    if core.runs_program:
+        return SimulatorRunner(core, mod, t, log=simulator_options(cfg)["log"])
+    return Runner(core, mod, t)
+
+
+def compile_core(mod: Module, params: Optional[Mapping[str, ArrayLike]], target: Target, cfg: Any, *,
+                 default_dump_dir: str, load: bool = True) -> Any:
+    """``mod`` through the C compile driver (``mera_compile``) for ``target``, with the
+    platform, scheduler and dump_ir options of ``cfg`` (the defaults for ``None``): the one
+    path of ``mera.compile`` and ``mera.build``."""
+    so = simulator_options(cfg)
+    dump = dump_options(cfg, default_dump_dir)
+    return _core.Compiled(mod._graph, target.value, _params_list(mod, params), platform=so["platform"],
+                          arch_overrides=so["overrides"], sched=so["sched"], dump_dir=dump["dump_dir"],
+                          dump_stages=dump["dump_stages"], load=load)
 
 
 def _compile_ip(mod: Module, params: Optional[Mapping[str, ArrayLike]], cfg: Any) -> Any:

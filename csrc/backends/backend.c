@@ -1,18 +1,24 @@
 /* The backend table (backend.h) and the entries that run in the host
- * process: the interpreters (interp.c) and the Simulator (sim/machine.c). */
+ * process: the interpreters (interp.c) and the Simulator (sim/machine.c);
+ * IP's entry points are in ip.c. */
 #include "backends/backend.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backends/interp.h"
+#include "backends/ip.h"
 #include "sim/sim.h"
 
 /* ---- Interpreter, InterpreterHw ------------------------------------------ */
 
 static void *interp_load(const mera_backend_load_args *a, mera_interp_mode mode, mera_error *err)
 {
-    return mera_interp_compile(a->g, mode, a->param_data, err);
+    mera_interp *it = mera_interp_compile(a->g, mode, a->param_data, err);
+    if (!it)
+        mera_error_prefix(err, "compiling the graph: ");
+    return it;
 }
 
 static void *interp_float_load(const mera_backend_load_args *a, mera_error *err)
@@ -63,32 +69,62 @@ static const mera_backend interpreter_hw = {
 
 /* ---- Simulator ------------------------------------------------------------ */
 
+typedef struct {
+    dna_machine *m;
+    int64_t arena_bytes; /* the program's activation DRAM */
+} sim_inst;
+
 static void *sim_load(const mera_backend_load_args *a, mera_error *err)
 {
     if (!a->prog || !a->platform) {
         mera_fail(err, MERA_ERR_INVALID, "Simulator: needs a scheduled program and its platform");
         return NULL;
     }
-    return dna_machine_new(a->g, a->prog, a->platform, a->param_data, err);
+    sim_inst *s = calloc(1, sizeof *s);
+    if (!s) {
+        mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    s->arena_bytes = a->prog->dram_bytes - a->prog->params_bytes;
+    if (!(s->m = dna_machine_new(a->g, a->prog, a->platform, a->param_data, err))) {
+        mera_error_prefix(err, "loading the DNA program: ");
+        free(s);
+        return NULL;
+    }
+    return s;
 }
 
 static mera_status sim_run(void *inst, const void *const *inputs, void *const *outputs, mera_error *err)
 {
-    return dna_machine_run(inst, inputs, outputs, err);
+    return dna_machine_run(((sim_inst *)inst)->m, inputs, outputs, err);
 }
 
-/* The machine's own figures; arena_bytes is the program's activation DRAM. */
 static void sim_metrics(const void *inst, mera_backend_metrics *m)
 {
+    const sim_inst *s = inst;
     memset(m, 0, sizeof *m);
-    const dna_timing *t = dna_machine_timing(inst);
+    const dna_timing *t = dna_machine_timing(s->m);
+    m->arena_bytes = (size_t)s->arena_bytes;
     m->device_us = t->total_us;
     m->device_cycles = t->device_cycles;
 }
 
 static void sim_free(void *inst)
 {
-    dna_machine_free(inst);
+    sim_inst *s = inst;
+    if (s)
+        dna_machine_free(s->m);
+    free(s);
+}
+
+static const dna_timing *sim_timing(const void *inst)
+{
+    return dna_machine_timing(((const sim_inst *)inst)->m);
+}
+
+static mera_status sim_write_trace(const void *inst, const char *path, mera_error *err)
+{
+    return dna_machine_write_trace(((const sim_inst *)inst)->m, path, err);
 }
 
 static const mera_backend simulator = {
@@ -101,11 +137,29 @@ static const mera_backend simulator = {
     .run = sim_run,
     .metrics = sim_metrics,
     .free = sim_free,
+    .timing = sim_timing,
+    .write_trace = sim_write_trace,
+};
+
+/* ---- IP (ip.c) ------------------------------------------------------------ */
+
+static const mera_backend ip = {
+    .name = "IP",
+    .doc = "the DNA program on a device through the HAL (built in: the emulated device)",
+    .runs_program = 1,
+    .layout_nhwc = 1,
+    .thread_safe_run = 0,
+    .load = mera_ip_load,
+    .run = mera_ip_run,
+    .metrics = mera_ip_metrics,
+    .free = mera_ip_free,
+    .timing = mera_ip_timing,
+    .write_trace = mera_ip_write_trace,
 };
 
 /* ---- the table ------------------------------------------------------------ */
 
-const mera_backend *const mera_backends[] = {&interpreter, &interpreter_hw, &simulator, NULL};
+const mera_backend *const mera_backends[] = {&interpreter, &interpreter_hw, &simulator, &ip, NULL};
 
 const mera_backend *mera_backend_find(const char *name)
 {

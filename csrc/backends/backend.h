@@ -21,6 +21,7 @@
 #include "arch/platform.h"
 #include "ir/ir.h"
 #include "isa/isa.h"
+#include "sim/sim.h"
 
 typedef struct {
     const mera_graph *g;              /* the graph to run (as compiled) */
@@ -54,6 +55,11 @@ typedef struct mera_backend {
     mera_status (*run)(void *inst, const void *const *inputs, void *const *outputs, mera_error *err);
     void (*metrics)(const void *inst, mera_backend_metrics *m);
     void (*free)(void *inst);
+    /* runs_program backends (NULL for the others): the timing model's
+     * result for the loaded program, and a Chrome/Perfetto trace of one
+     * inference written atomically to path. */
+    const dna_timing *(*timing)(const void *inst);
+    mera_status (*write_trace)(const void *inst, const char *path, mera_error *err);
 } mera_backend;
 
 /* The backend named name, or NULL. */

@@ -14,6 +14,7 @@
 
 #include "arch/platform.h"
 #include "backends/backend.h"
+#include "codegen/deploy_write.h"
 #include "ir/ir.h"
 #include "isa/isa.h"
 #include "sched/sched.h"
@@ -36,8 +37,7 @@ typedef struct {
     X(LAYOUT, layout, "NCHW converted to NHWC (DNA targets)")                   \
     X(DCE, dce, "dead nodes removed")                                           \
     X(PARTITION, partition, "which nodes run on the DNA, which on the host")    \
-    X(SCHEDULE, schedule, "the DNA program: layers, tiles, segments")           \
-    X(PROGRAM, program, "the DNA program disassembled")
+    X(SCHEDULE, schedule, "the DNA program: segments, layers, DRAM plan")
 
 typedef enum {
 #define X(e, name, doc) MERA_STAGE_##e,
@@ -63,12 +63,18 @@ const void *const *mera_compiled_param_data(const mera_compiled *c);
 /* runs_program backends; else NULL. */
 const dna_program *mera_compiled_program(const mera_compiled *c);
 const mera_partition_report *mera_compiled_partition(const mera_compiled *c);
-/* The backend instance (opt->load), or NULL. For the Simulator it is the
- * dna_machine (sim/sim.h). */
+const mera_platform *mera_compiled_platform(const mera_compiled *c);
+/* The backend instance (opt->load), or NULL: what the backend's
+ * functions (run, metrics, timing, write_trace) take. */
 void *mera_compiled_instance(const mera_compiled *c);
 
 /* Run the loaded instance; inputs/outputs as for mera_backend.run. */
 mera_status mera_compiled_run(const mera_compiled *c, const void *const *inputs, void *const *outputs,
                               mera_error *err);
+
+/* emit, for mera.build: deploy.params and deploy.json of the compiled
+ * model (codegen/deploy_write.h); host_arch "x86" or "arm". */
+mera_status mera_compiled_deploy_files(const mera_compiled *c, const char *host_arch, mera_deploy_files *out,
+                                       mera_error *err);
 
 #endif

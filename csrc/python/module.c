@@ -6,7 +6,11 @@
 #include <stdarg.h>
 
 #include "arch/platform.h"
+#include "backends/backend.h"
+#include "driver/driver.h"
 #include "kernels/kernels.h"
+#include "runtime/deploy_format.h"
+#include "runtime/mera_deploy.h"
 
 /* mera.errors classes by status code, filled once at import. */
 static PyObject *error_classes[MERA_STATUS_COUNT];
@@ -225,7 +229,63 @@ static PyObject *py_kernel_name(PyObject *Py_UNUSED(m), PyObject *args)
     return PyUnicode_FromString(mera_kernel_select(op, quantized ? MERA_NUMERICS_QUANT : MERA_NUMERICS_FLOAT).name);
 }
 
+static PyObject *py_stage_names(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(unused))
+{
+    PyObject *l = PyList_New(MERA_STAGE_COUNT);
+    for (int s = 0; l && s < MERA_STAGE_COUNT; s++) {
+        PyObject *n = PyUnicode_FromString(mera_stage_name((mera_stage)s));
+        if (!n) {
+            Py_DECREF(l);
+            return NULL;
+        }
+        PyList_SET_ITEM(l, s, n);
+    }
+    return l;
+}
+
+static PyObject *backend_dict(const mera_backend *b)
+{
+    return Py_BuildValue("{s:s,s:s,s:O,s:O,s:O}", "name", b->name, "doc", b->doc, "runs_program",
+                                    b->runs_program ? Py_True : Py_False, "layout_nhwc",
+                                    b->layout_nhwc ? Py_True : Py_False, "thread_safe_run",
+                                    b->thread_safe_run ? Py_True : Py_False);
+}
+
+static PyObject *py_backend_info(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    const char *name = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
+    if (!name) {
+        PyErr_Clear();
+        return pymera_raise_code(MERA_ERR_CONFIG, "backend_info: the target must be a str");
+    }
+    const mera_backend *b = mera_backend_find(name);
+    if (!b) {
+        char names[128];
+        mera_backend_names(names, sizeof names);
+        return pymera_raise_code(MERA_ERR_CONFIG, "unknown target '%s'; targets: %s", name, names);
+    }
+    return backend_dict(b);
+}
+
+static PyObject *py_backends(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(unused))
+{
+    PyObject *l = PyList_New(0);
+    for (int i = 0; l && mera_backends[i]; i++) {
+        PyObject *d = backend_dict(mera_backends[i]);
+        if (!d || PyList_Append(l, d)) {
+            Py_XDECREF(d);
+            Py_DECREF(l);
+            return NULL;
+        }
+        Py_DECREF(d);
+    }
+    return l;
+}
+
 static PyMethodDef module_methods[] = {
+    {"stage_names", py_stage_names, METH_NOARGS, "the compile driver's stages, in order (dump_ir_stages)"},
+    {"backend_info", py_backend_info, METH_O, "backend_info(target) -> the backend table's entry (see backends())"},
+    {"backends", py_backends, METH_NOARGS, "the backend table: name, doc, runs_program, layout_nhwc, thread_safe_run"},
     {"op_names", py_op_names, METH_NOARGS, "names of every op in the op table"},
     {"op_info", py_op_info, METH_O, "op_info(name) -> dict describing inputs and attributes"},
     {"platforms", py_platforms, METH_NOARGS, "the DNA platform table"},
@@ -261,8 +321,10 @@ PyMODINIT_FUNC PyInit__core(void)
     PyObject *m = PyModule_Create(&module_def);
     if (!m)
         return NULL;
-    if (pymera_graph_init_type(m) || pymera_runtime_init_type(m) || pymera_sim_init_type(m) ||
-        pymera_deploy_init(m) || pymera_observer_init_type(m) || pymera_quant_init_type(m) ||
+    if (pymera_graph_init_type(m) || pymera_interp_init_type(m) || pymera_compiled_init_type(m) ||
+        pymera_observer_init_type(m) || pymera_quant_init_type(m) ||
+        PyModule_AddIntConstant(m, "DEPLOY_ABI_VERSION", MERA_DEPLOY_ABI_VERSION) ||
+        PyModule_AddIntConstant(m, "DEPLOY_FORMAT_VERSION", MERA_DEPLOY_FORMAT_VERSION) ||
         PyModule_AddIntConstant(m, "IR_FORMAT_VERSION", MERA_IR_FORMAT_VERSION) ||
         PyModule_AddIntConstant(m, "MAX_RANK", MERA_MAX_RANK)) {
         Py_DECREF(m);

@@ -48,13 +48,10 @@ int pymera_observer_init_type(PyObject *module);
 /* The quantizer (quant_binding.c). */
 int pymera_quant_init_type(PyObject *module);
 
-/* Compiled graphs (runtime_object.c). */
-int pymera_runtime_init_type(PyObject *module);
+/* The interpreter on its own, for the quantizer's runs (interp_object.c). */
+int pymera_interp_init_type(PyObject *module);
 
-/* Graphs scheduled for the Simulator (sim_object.c). */
-int pymera_sim_init_type(PyObject *module);
-
-/* prepare_deploy and the deploy constants (deploy_binding.c). */
-int pymera_deploy_init(PyObject *module);
+/* Graphs through the compile driver, every target (compiled_object.c). */
+int pymera_compiled_init_type(PyObject *module);
 
 #endif

@@ -7,10 +7,9 @@
  * index, the DNA program deserializer). Weights are never copied: the
  * PARAM data and the program's constant image point into the mapping.
  *
- * Targets: Interpreter / InterpreterHw run mera_interp; Simulator runs the
- * DNA machine; IP drives a HAL device (hal.h) segment by segment, running
- * host segments on the host with the InterpreterHw kernels on data read
- * from and written back to device memory. */
+ * The target named in deploy.json is looked up once in the backend table
+ * (backends/backend.h), which loads and runs it: the interpreters, the
+ * Simulator's DNA machine, or the IP's device through the HAL. */
 #define _DEFAULT_SOURCE /* madvise */
 #include "runtime/runtime.h"
 
@@ -27,16 +26,14 @@
 #include <unistd.h>
 
 #include "arch/platform.h"
-#include "backends/interp.h"
+#include "backends/backend.h"
 #include "ir/ir.h"
 #include "isa/isa.h"
 #include "runtime/deploy_format.h"
-#include "runtime/hal.h"
 #include "runtime/json.h"
 #include "sim/sim.h"
 #include "util/bytes.h"
 
-enum { T_INTERP, T_INTERP_HW, T_SIM, T_IP };
 
 /* The ABI functions stay exported when deploy.so is built with
  * -fvisibility=hidden (everything else in it is internal). */
@@ -47,7 +44,8 @@ enum { T_INTERP, T_INTERP_HW, T_SIM, T_IP };
 #endif
 
 struct mera_deploy {
-    int kind;
+    const mera_backend *backend;
+    void *inst;              /* the backend's instance */
     char target[16];
     char platform_name[64];
     char device[64];
@@ -59,13 +57,6 @@ struct mera_deploy {
     const void **param_data; /* per mera_graph_input index */
     dna_program *prog;       /* constant image borrowed from file */
     mera_platform plat;
-    mera_interp *it;
-    dna_machine *m;          /* Simulator; IP: the host side (host nodes, timing) */
-    /* IP */
-    const mera_hal_driver *hal;
-    mera_hal_device *dev;
-    mera_hal_addr const_addr, act_addr;
-    int have_const, have_act;
     /* tensors */
     int n_in, n_out;
     int *in_vals, *out_vals;
@@ -577,190 +568,6 @@ static int bind_params(mera_deploy *d, const section *s, int64_t *weights, char 
     return 0;
 }
 
-/* ---- IP: the HAL device -------------------------------------------------- */
-
-/* Releases the pages wholly inside [p, p + n) of the read-only mapping of
- * deploy.params (they fault back from the file when read again). */
-static void release_mapped(const mera_deploy *d, const uint8_t *p, size_t n)
-{
-#ifdef MADV_DONTNEED
-    if (!d->mapped || !n)
-        return;
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    if (!page || (page & (page - 1)))
-        return;
-    uintptr_t start = ((uintptr_t)p + page - 1) & ~(page - 1), end = ((uintptr_t)p + n) & ~(page - 1);
-    if (end > start)
-        madvise((void *)start, end - start, MADV_DONTNEED);
-#else
-    (void)d;
-    (void)p;
-    (void)n;
-#endif
-}
-
-static int ip_open(mera_deploy *d, const section *ps, char *err, size_t err_len)
-{
-    const char *name = getenv("MERA_IP_DEVICE");
-    if (!name || !*name)
-        name = "emulated";
-    d->hal = mera_hal_find(name);
-    if (!d->hal) {
-        char known[256];
-        mera_hal_names(known, sizeof known);
-        return fail(err, err_len, MERA_DEPLOY_ERR_UNSUPPORTED,
-                    "IP: unknown device '%s' (environment MERA_IP_DEVICE); known devices: %s", name, known);
-    }
-    snprintf(d->device, sizeof d->device, "%s", d->hal->name);
-    mera_error e;
-    memset(&e, 0, sizeof e);
-    mera_status st;
-    const dna_program *prog = d->prog;
-    if ((st = d->hal->open(name, &d->dev, &e)))
-        goto fail;
-    /* the constant image: imported without a copy when the device can */
-    uint64_t cb = (uint64_t)(prog->params_bytes > 0 ? prog->params_bytes : 1);
-    if (d->hal->mem_import && d->mapped) {
-        if ((st = d->hal->mem_import(d->dev, prog->params_image, cb, &d->const_addr, &e)))
-            goto fail;
-        d->have_const = 1;
-    } else {
-        if ((st = d->hal->mem_alloc(d->dev, cb, &d->const_addr, &e)))
-            goto fail;
-        d->have_const = 1;
-        /* in chunks, releasing what was copied: the image is never resident twice */
-        for (int64_t at = 0; at < prog->params_bytes; at += 4 << 20) {
-            int64_t n = prog->params_bytes - at < (4 << 20) ? prog->params_bytes - at : (4 << 20);
-            if ((st = d->hal->write(d->dev, d->const_addr + (uint64_t)at, prog->params_image + at, (uint64_t)n, &e)))
-                goto fail;
-            release_mapped(d, prog->params_image + at, (size_t)n);
-        }
-    }
-    uint64_t ab = (uint64_t)(prog->dram_bytes - dna_act_base(prog));
-    if ((st = d->hal->mem_alloc(d->dev, ab ? ab : 1, &d->act_addr, &e)))
-        goto fail;
-    d->have_act = 1;
-    mera_hal_program hp;
-    hp.program = d->file + ps->off;
-    hp.program_len = (size_t)ps->len;
-    hp.prog = prog;
-    hp.g = d->g;
-    hp.platform = &d->plat;
-    hp.const_addr = d->const_addr;
-    hp.act_addr = d->act_addr;
-    if ((st = d->hal->load_program(d->dev, &hp, &e)))
-        goto fail;
-    return 0;
-fail:
-    return fail(err, err_len, status_code(st), "IP device '%s': %s", name, e.msg);
-}
-
-static void ip_close(mera_deploy *d)
-{
-    if (!d->dev)
-        return;
-    if (d->have_act)
-        d->hal->mem_free(d->dev, d->act_addr);
-    if (d->have_const)
-        d->hal->mem_free(d->dev, d->const_addr);
-    d->hal->close(d->dev);
-    d->dev = NULL;
-}
-
-/* The data of a PARAM or CONST value (validated present at load). */
-static const void *graph_data(const mera_deploy *d, int v)
-{
-    const mera_value *val = mera_graph_value(d->g, v);
-    if (val->kind == MERA_VALUE_PARAM)
-        for (int k = 0; k < mera_graph_num_inputs(d->g); k++)
-            if (mera_graph_input(d->g, k) == v)
-                return d->param_data[k];
-    return val->data;
-}
-
-static mera_hal_addr dev_addr(const mera_deploy *d, int v)
-{
-    return d->act_addr + (mera_hal_addr)(d->prog->value_dram[v] - dna_act_base(d->prog));
-}
-
-static int ip_run(mera_deploy *d, char *err, size_t err_len)
-{
-    const dna_program *prog = d->prog;
-    const mera_graph *g = d->g;
-    mera_error e;
-    memset(&e, 0, sizeof e);
-    mera_status st = MERA_OK;
-    int64_t cycles = 0;
-    for (int i = 0; i < d->n_in && !st; i++)
-        st = d->hal->write(d->dev, dev_addr(d, d->in_vals[i]), d->in_buf[i], d->in_info[i].nbytes, &e);
-    const char *what = "writing the inputs";
-    for (int s = 0; s < prog->n_segments && !st; s++) {
-        const dna_segment *seg = &prog->segments[s];
-        if (seg->kind == DNA_SEG_DNA) {
-            int64_t c = 0;
-            what = "running a DNA segment";
-            st = d->hal->run_segment(d->dev, s, &c, &e);
-            cycles += c;
-            if (st)
-                mera_error_prefix(&e, "segment %d: ", s);
-            continue;
-        }
-        /* a host node: its inputs from device memory, its outputs back */
-        what = "running a host segment";
-        const mera_node *node = mera_graph_node(g, seg->node);
-        const void *in[MERA_MAX_NODE_INPUTS];
-        void *out[MERA_MAX_NODE_OUTPUTS];
-        void *bufs[MERA_MAX_NODE_INPUTS + MERA_MAX_NODE_OUTPUTS];
-        int nb = 0;
-        memset(in, 0, sizeof in);
-        for (int k = 0; k < node->n_inputs && !st; k++) {
-            int v = node->inputs[k];
-            if (v < 0 || prog->value_dram[v] < 0)
-                continue; /* PARAM/CONST: the graph's data */
-            size_t n = mera_type_nbytes(&mera_graph_value(g, v)->type);
-            void *b = aligned_alloc(64, (n + 63) / 64 * 64 + 64);
-            if (!b) {
-                st = mera_fail(&e, MERA_ERR_NOMEM, "out of memory");
-                break;
-            }
-            bufs[nb++] = b;
-            in[k] = b;
-            st = d->hal->read(d->dev, dev_addr(d, v), b, n, &e);
-        }
-        for (int o = 0; o < node->n_outputs && !st; o++) {
-            size_t n = mera_type_nbytes(&mera_graph_value(g, node->outputs[o])->type);
-            void *b = aligned_alloc(64, (n + 63) / 64 * 64 + 64);
-            if (!b) {
-                st = mera_fail(&e, MERA_ERR_NOMEM, "out of memory");
-                break;
-            }
-            bufs[nb++] = b;
-            out[o] = b;
-        }
-        if (!st)
-            st = dna_machine_run_host_node(d->m, seg->node, in, out, &e);
-        for (int o = 0; o < node->n_outputs && !st; o++)
-            st = d->hal->write(d->dev, dev_addr(d, node->outputs[o]), out[o],
-                               mera_type_nbytes(&mera_graph_value(g, node->outputs[o])->type), &e);
-        for (int k = 0; k < nb; k++)
-            free(bufs[k]);
-    }
-    if (!st)
-        what = "reading the outputs";
-    for (int i = 0; i < d->n_out && !st; i++) {
-        int v = d->out_vals[i];
-        if (prog->value_dram[v] >= 0)
-            st = d->hal->read(d->dev, dev_addr(d, v), d->out_buf[i], d->out_info[i].nbytes, &e);
-        else /* an output that is a PARAM or CONST: the graph's data */
-            memcpy(d->out_buf[i], graph_data(d, v), d->out_info[i].nbytes);
-    }
-    if (st)
-        return fail(err, err_len, status_code(st) == MERA_DEPLOY_ERR_FORMAT ? MERA_DEPLOY_ERR_RUNTIME : status_code(st),
-                    "IP device '%s': %s: %s", d->device, what, e.msg);
-    d->metrics.device_cycles = cycles;
-    return 0;
-}
-
 /* ---- create / destroy ---------------------------------------------------- */
 
 static int fill_info(mera_deploy *d)
@@ -820,9 +627,8 @@ MERA_RT_EXPORT void mera_deploy_destroy(mera_deploy *d)
 {
     if (!d)
         return;
-    ip_close(d);
-    dna_machine_free(d->m);
-    mera_interp_free(d->it);
+    if (d->inst)
+        d->backend->free(d->inst);
     if (d->prog) {
         d->prog->params_image = NULL; /* borrowed from the file */
         dna_program_free(d->prog);
@@ -925,17 +731,10 @@ mera_deploy *mera_rt_create(const char *dir, const char *expected_model_id, char
              (long long)abi, MERA_DEPLOY_ABI_VERSION);
         goto fail;
     }
-    if (strcmp(target, "Interpreter") == 0)
-        d->kind = T_INTERP;
-    else if (strcmp(target, "InterpreterHw") == 0)
-        d->kind = T_INTERP_HW;
-    else if (strcmp(target, "Simulator") == 0)
-        d->kind = T_SIM;
-    else if (strcmp(target, "IP") == 0)
-        d->kind = T_IP;
-    else {
-        jerr(&c, mj_get(root, "target"), "field 'target' = '%s' is not Interpreter, InterpreterHw, Simulator or IP",
-             target);
+    if (!(d->backend = mera_backend_find(target))) {
+        char names[128];
+        mera_backend_names(names, sizeof names);
+        jerr(&c, mj_get(root, "target"), "field 'target' = '%s' is not one of %s", target, names);
         goto fail;
     }
     snprintf(d->target, sizeof d->target, "%s", target);
@@ -958,7 +757,7 @@ mera_deploy *mera_rt_create(const char *dir, const char *expected_model_id, char
              pfnv, expected_model_id);
         goto fail;
     }
-    if (d->kind >= T_SIM && read_platform(&c, root, d))
+    if (d->backend->runs_program && read_platform(&c, root, d))
         goto fail;
 
     /* deploy.params */
@@ -984,10 +783,11 @@ mera_deploy *mera_rt_create(const char *dir, const char *expected_model_id, char
     const section *sg = find_section(sec, n_sec, MERA_SECTION_GRAPH);
     const section *sp = find_section(sec, n_sec, MERA_SECTION_PARAMS);
     const section *sq = find_section(sec, n_sec, MERA_SECTION_PROGRAM);
-    if (!sg || !sp || ((d->kind >= T_SIM) != (sq != NULL))) {
-        fail(err, err_len, MERA_DEPLOY_ERR_FORMAT, "deploy.params: %s", !sg ? "no GRAPH section" : !sp ? "no PARAMS section"
-                                                                        : sq ? "a PROGRAM section, but the target is an interpreter"
-                                                                             : "no PROGRAM section, which target Simulator and IP need");
+    if (!sg || !sp || (d->backend->runs_program != (sq != NULL))) {
+        fail(err, err_len, MERA_DEPLOY_ERR_FORMAT, "deploy.params: %s%s", !sg ? "no GRAPH section" : !sp ? "no PARAMS section"
+                                                                        : sq ? "a PROGRAM section, but the target runs no DNA program: "
+                                                                             : "no PROGRAM section, which target needs: ",
+             sg && sp ? d->target : "");
         goto fail;
     }
     if (!(d->g = mera_graph_deserialize(d->file + sg->off, (size_t)sg->len, &e))) {
@@ -1018,16 +818,12 @@ mera_deploy *mera_rt_create(const char *dir, const char *expected_model_id, char
         goto fail;
     d->metrics.weights_bytes = (size_t)weights;
 
-    /* the target */
-    if (d->kind <= T_INTERP_HW) {
-        d->it = mera_interp_compile(d->g, d->kind == T_INTERP ? MERA_INTERP_FLOAT : MERA_INTERP_HW,
-                                    (const void *const *)d->param_data, &e);
-        if (!d->it) {
-            fail(err, err_len, status_code(e.code), "%s: compiling the graph: %s", d->target, e.msg);
-            goto fail;
-        }
-        d->metrics.arena_bytes = mera_interp_arena_bytes(d->it);
-    } else {
+    /* the target: load the graph (and the program) into the backend */
+    mera_backend_load_args la;
+    memset(&la, 0, sizeof la);
+    la.g = d->g;
+    la.param_data = (const void *const *)d->param_data;
+    if (d->backend->runs_program) {
         d->prog = dna_program_deserialize_borrowed(d->file + sq->off, (size_t)sq->len, mera_graph_num_nodes(d->g),
                                                    mera_graph_num_values(d->g), &e);
         if (!d->prog) {
@@ -1040,21 +836,22 @@ mera_deploy *mera_rt_create(const char *dir, const char *expected_model_id, char
                  d->prog->platform, d->plat.name);
             goto fail;
         }
-        dna_machine_options mo;
-        memset(&mo, 0, sizeof mo);
-        mo.pack_at_run = d->kind == T_IP; /* the host side runs host nodes only: keep no packed weights */
-        d->m = dna_machine_new_opts(d->g, d->prog, &d->plat, (const void *const *)d->param_data, &mo, &e);
-        if (!d->m) {
-            fail(err, err_len, status_code(e.code), "%s: loading the DNA program: %s", d->target, e.msg);
-            goto fail;
-        }
-        const dna_timing *t = dna_machine_timing(d->m);
-        d->metrics.device_us = t->total_us;
-        d->metrics.device_cycles = t->device_cycles;
-        d->metrics.arena_bytes = (size_t)(d->prog->dram_bytes - d->prog->params_bytes);
-        if (d->kind == T_IP && ip_open(d, sq, err, err_len))
-            goto fail;
+        la.prog = d->prog;
+        la.program_bytes = d->file + sq->off;
+        la.program_len = (size_t)sq->len;
+        la.platform = &d->plat;
+        la.params_mapped = d->mapped;
     }
+    if (!(d->inst = d->backend->load(&la, &e))) {
+        fail(err, err_len, status_code(e.code), "%s: %s", d->target, e.msg);
+        goto fail;
+    }
+    mera_backend_metrics bm;
+    d->backend->metrics(d->inst, &bm);
+    d->metrics.arena_bytes = bm.arena_bytes;
+    d->metrics.device_us = bm.device_us;
+    d->metrics.device_cycles = bm.device_cycles;
+    snprintf(d->device, sizeof d->device, "%s", bm.device ? bm.device : "");
     if ((int64_t)d->metrics.arena_bytes != jarena) {
         jerr(&c, mj_get(root, "arena_bytes"), "field 'arena_bytes' = %lld, but the loaded model plans %zu",
              (long long)jarena, d->metrics.arena_bytes);
@@ -1133,15 +930,11 @@ MERA_RT_EXPORT int mera_deploy_run(mera_deploy *d, char *err, size_t err_len)
     double t0 = now_us();
     mera_error e;
     memset(&e, 0, sizeof e);
-    mera_status st = MERA_OK;
-    if (d->kind <= T_INTERP_HW)
-        st = mera_interp_run(d->it, (const void *const *)d->in_buf, d->out_buf, &e);
-    else if (d->kind == T_SIM)
-        st = dna_machine_run(d->m, (const void *const *)d->in_buf, d->out_buf, &e);
-    else {
-        int rc = ip_run(d, err, err_len);
-        if (rc)
-            return rc;
+    mera_status st = d->backend->run(d->inst, (const void *const *)d->in_buf, d->out_buf, &e);
+    if (!st && d->backend->runs_program) {
+        mera_backend_metrics bm;
+        d->backend->metrics(d->inst, &bm);
+        d->metrics.device_cycles = bm.device_cycles;
     }
     if (st)
         return fail(err, err_len, status_code(st) == MERA_DEPLOY_ERR_FORMAT ? MERA_DEPLOY_ERR_RUNTIME : status_code(st),

@@ -1,5 +1,5 @@
-/* C unit tests of the deploy runtime (csrc/runtime): mera_deploy_prepare
- * for every target, loading the files back with mera_rt_create and running
+/* C unit tests of the deploy runtime (csrc/runtime): the deploy files of
+ * every target (compile driver + codegen/deploy_write.c), loading the files back with mera_rt_create and running
  * them (InterpreterHw's bytes for InterpreterHw, Simulator and IP), and
  * refusing every corrupted copy with a message, never crashing. Built and
  * run by tests/test_c_core.py. */
@@ -12,6 +12,7 @@
 
 #include "arch/platform.h"
 #include "backends/interp.h"
+#include "driver/driver.h"
 #include "ir/ir.h"
 #include "runtime/deploy_format.h"
 #include "runtime/json.h"
@@ -150,21 +151,24 @@ static const void *const *params_of(const mera_graph *g)
     return p;
 }
 
+/* The deploy files of g for target, through the compile driver as mera.build does. */
 static mera_status prepare(const mera_graph *g, const char *target, mera_deploy_files *f, mera_error *err)
 {
-    mera_deploy_spec spec;
-    memset(&spec, 0, sizeof spec);
-    spec.target = target;
+    mera_compile_options o;
+    memset(&o, 0, sizeof o);
+    if (!(o.backend = mera_backend_find(target)))
+        return mera_fail(err, MERA_ERR_CONFIG, "unknown target '%s'", target);
+    o.platform = mera_platform_find("DNAF100L0003");
+    mera_compiled *c = mera_compile(g, params_of(g), &o, err);
+    if (!c)
+        return err->code;
 #if defined(__aarch64__) || defined(__arm__)
-    spec.host_arch = "arm";
+    mera_status st = mera_compiled_deploy_files(c, "arm", f, err);
 #else
-    spec.host_arch = "x86";
+    mera_status st = mera_compiled_deploy_files(c, "x86", f, err);
 #endif
-    spec.g = g;
-    spec.param_data = params_of(g);
-    int dna = strcmp(target, "Simulator") == 0 || strcmp(target, "IP") == 0;
-    spec.platform = dna ? mera_platform_find("DNAF100L0003") : NULL;
-    return mera_deploy_prepare(&spec, f, err);
+    mera_compiled_free(c);
+    return st;
 }
 
 /* Loading dir must fail with a message (containing needle, if given). */
@@ -575,7 +579,7 @@ int main(void)
     /* bad specs */
     mera_error err;
     mera_deploy_files f;
-    CHECK(prepare(g, "GPU", &f, &err) == MERA_ERR_INVALID);
+    CHECK(prepare(g, "GPU", &f, &err) == MERA_ERR_CONFIG);
     CHECK_MSG(err, "target 'GPU'");
     mera_graph_free(g);
     rmdir(root_dir);

@@ -192,7 +192,7 @@ static PyTypeObject PyMeraInterp_Type = {
     .tp_new = interp_new,
 };
 
-int pymera_runtime_init_type(PyObject *module)
+int pymera_interp_init_type(PyObject *module)
 {
     return pymera_add_type(module, &PyMeraInterp_Type, "Interp");
 }
