@@ -1,0 +1,132 @@
+"""The compile driver (csrc/driver/driver.c, mera_compile): every entry point
+goes through it, the backend table is the one list of targets, dump_ir
+writes what each stage made, passes change what runs but never the
+interface or a byte.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+import mera
+from mera import _core, ir
+from mera.config import Target
+
+
+def small_model(dead_branch=False):
+    """quantized NHWC: conv+relu -> add with itself -> max pool (all DNA ops)."""
+    rng = np.random.default_rng(11)
+    b = ir.Builder("small")
+    x = b.input("input0", (1, 9, 10, 8), "uint8", qparams=(0.02, 100), layout="NHWC")
+    w = b.param("conv.weight", rng.integers(-127, 128, (16, 8, 3, 3), dtype=np.int8),
+                qparams=(rng.uniform(0.002, 0.01, 16), np.zeros(16, np.int32), 0))
+    y = b.conv2d(x, w, None, padding=[1, 1, 1, 1], layout="NHWC", activation="relu", out_scale=0.05,
+                 out_zero_point=0, name="conv")
+    s = b.add(y, y, out_scale=0.1, out_zero_point=0, name="sum")
+    if dead_branch:
+        b.relu(s, name="nobody_reads_me")
+    out = b.max_pool2d(s, kernel=[2, 2], strides=[2, 2], layout="NHWC", name="pool")
+    mod = b.finish(out)
+    return mod, b.params, rng.integers(0, 256, (1, 9, 10, 8), dtype=np.uint8)
+
+
+def test_the_backend_table_is_the_list_of_targets():
+    table = _core.backends()
+    assert sorted(b["name"] for b in table) == sorted(t.value for t in Target)
+    by = {b["name"]: b for b in table}
+    assert by["Simulator"]["runs_program"] and by["IP"]["runs_program"]
+    assert not by["Interpreter"]["runs_program"] and not by["InterpreterHw"]["runs_program"]
+    assert _core.backend_info("IP") == by["IP"]
+    with pytest.raises(mera.ConfigError, match="unknown target 'GPU'; targets: Interpreter, InterpreterHw"):
+        _core.backend_info("GPU")
+
+
+def test_every_in_process_target_gives_the_same_bytes_through_the_driver():
+    mod, params, x = small_model()
+    outs = {}
+    for t in ("InterpreterHw", "Simulator"):
+        with mera.build_config(target=t, sim_log=False):
+            outs[t] = mera.compile(mod, params)(x)
+    assert np.array_equal(outs["InterpreterHw"][0], outs["Simulator"][0])
+
+
+def test_dce_removes_dead_nodes_and_keeps_the_interface():
+    mod, params, x = small_model(dead_branch=True)
+    assert "nobody_reads_me" in str(mod)
+    for t in ("InterpreterHw", "Simulator"):
+        core = _core.Compiled(mod._graph, t, _params(mod, params), platform="DNAF100L0003")
+        text = core.graph_text()
+        assert "nobody_reads_me" not in text and "conv" in text
+        if t == "Simulator":
+            assert [e["node"] for e in core.partition()] == ["conv", "sum", "pool"]
+    live, _, _ = small_model()
+    with mera.build_config(target="InterpreterHw"):
+        assert np.array_equal(mera.compile(mod, params)(x)[0], mera.compile(live, params)(x)[0])
+
+
+def _params(mod, params):
+    from mera.runtime import _params_list
+
+    return _params_list(mod, params)
+
+
+def test_dump_ir_writes_each_stage(tmp_path):
+    mod, params, x = small_model(dead_branch=True)
+    d = tmp_path / "dumps"
+    with mera.build_config(target="Simulator", sim_log=False, dump_ir=str(d)):
+        mera.compile(mod, params)(x)
+    files = sorted(os.listdir(d))
+    stages = _core.stage_names()
+    assert files[0] == "00-input.ir" and "partition" in " ".join(files) and "schedule" in " ".join(files), files
+    for f in files:
+        n, rest = f.split("-", 1)
+        assert rest.split(".")[0] == stages[int(n)], f
+    # the input dump is the graph as the frontend gave it; dce's drops the dead node
+    assert (d / "00-input.ir").read_text() == str(mod)
+    dce = (d / f"{stages.index('dce'):02d}-dce.ir").read_text()
+    assert "nobody_reads_me" not in dce
+    part = (d / f"{stages.index('partition'):02d}-partition.txt").read_text()
+    assert "3 of 3 nodes on the DNA" in part and "conv (conv2d)" in part
+    sched = (d / f"{stages.index('schedule'):02d}-schedule.txt").read_text()
+    assert "segment 0 DNA" in sched and "layer" in sched and "input0" in sched
+
+
+def test_dump_ir_stages_choose_what_is_written(tmp_path):
+    mod, params, x = small_model()
+    with mera.build_config(target="Simulator", sim_log=False, dump_ir=str(tmp_path), dump_ir_stages=["partition"]):
+        mera.compile(mod, params)
+    assert os.listdir(tmp_path) == [f"{_core.stage_names().index('partition'):02d}-partition.txt"]
+    # an interpreter has no partition or schedule: only graph stages are written
+    with mera.build_config(target="InterpreterHw", dump_ir=str(tmp_path / "hw"), dump_ir_stages="input,dce"):
+        mera.compile(mod, params)
+    assert sorted(os.listdir(tmp_path / "hw")) == ["00-input.ir", f"{_core.stage_names().index('dce'):02d}-dce.ir"]
+
+
+def test_dump_ir_true_in_build_writes_beside_the_deploy_files(tmp_path):
+    mod, params, x = small_model()
+    with mera.build_config(target="InterpreterHw", dump_ir="true"):
+        mera.build(mod, params, output_dir=str(tmp_path), host_arch="x86", layout="NHWC")
+    assert "00-input.ir" in os.listdir(tmp_path / "dump_ir")
+
+
+def test_dump_ir_errors():
+    with pytest.raises(mera.ConfigError, match="unknown stage.*'parse'.*stages: input, "):
+        mera.build_config(target="Simulator", dump_ir=True, dump_ir_stages="input,parse")
+    mod, params, _ = small_model()
+    with pytest.raises(mera.ConfigError, match="dump_ir: unknown stage 'bogus'"):
+        _core.Compiled(mod._graph, "InterpreterHw", _params(mod, params), dump_dir="/tmp", dump_stages="bogus")
+    with pytest.raises(mera.MeraIOError, match="dump_ir: cannot write '/nonexistent/dir/00-input.ir'"):
+        _core.Compiled(mod._graph, "InterpreterHw", _params(mod, params), dump_dir="/nonexistent/dir")
+
+
+def test_driver_errors_name_what():
+    mod, params, _ = small_model()
+    with pytest.raises(mera.ConfigError, match="unknown target 'TPU'"):
+        _core.Compiled(mod._graph, "TPU", _params(mod, params))
+    with pytest.raises(mera.ConfigError, match="target Simulator needs a platform"):
+        _core.Compiled(mod._graph, "Simulator", _params(mod, params))
+    with pytest.raises(mera.MeraError, match="compiled with load=False"):
+        _core.Compiled(mod._graph, "InterpreterHw", _params(mod, params), load=False).run([])
+    with pytest.raises(mera.MeraError, match="runs no DNA program"):
+        _core.Compiled(mod._graph, "InterpreterHw", _params(mod, params)).program_info()
