@@ -130,3 +130,21 @@ def test_driver_errors_name_what():
         _core.Compiled(mod._graph, "InterpreterHw", _params(mod, params), load=False).run([])
     with pytest.raises(mera.MeraError, match="runs no DNA program"):
         _core.Compiled(mod._graph, "InterpreterHw", _params(mod, params)).program_info()
+
+
+def test_ip_backend_runs_in_process_through_the_table():
+    """The IP entry of the table (the emulated device through the HAL) without deploy.so: the
+    same bytes as InterpreterHw, serialized runs from several threads included."""
+    import concurrent.futures
+
+    mod, params, x = small_model()
+    with mera.build_config(target="InterpreterHw"):
+        ref = mera.compile(mod, params)
+    ip = _core.Compiled(mod._graph, "IP", _params(mod, params), platform="DNAF100L0003")
+    assert ip.target == "IP" and ip.runs_program
+    xs = [np.random.default_rng(i).integers(0, 256, x.shape, dtype=np.uint8) for i in range(16)]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda a: ip.run([a])[0], xs))
+    for a, g in zip(xs, got):
+        assert np.array_equal(ref(a)[0], g)
+    assert ip.timing()["device_cycles"] > 0
