@@ -1,15 +1,15 @@
-"""Builds the C extension mera._core from every C file under csrc/.
+"""Builds the C extension mera._core from every C file under csrc/ (the groups of mera/_sources.py).
 
 The C core needs nothing beyond libc, libm and pthreads; NumPy's headers are
 a build requirement of the Python bindings only.
 
 A regular (non-editable) install also ships the C sources of the runtime
-(csrc/ without the Python bindings) inside the package as mera/_csrc:
+(the runtime group of mera/_sources.py) inside the package as mera/_csrc:
 mera.build compiles deploy.so from them. An editable install uses the
 repository's csrc/ in place.
 """
 
-import glob
+import importlib.util
 import os
 import sys
 
@@ -19,7 +19,17 @@ from setuptools.command.build_py import build_py as _build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-sources = sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, "csrc", "**", "*.c"), recursive=True))
+
+def _load_sources_module():
+    """mera/_sources.py, the one list of C sources, loaded by path (mera is not built yet)."""
+    spec = importlib.util.spec_from_file_location("_mera_sources", os.path.join(HERE, "mera", "_sources.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+SOURCES = _load_sources_module()
+sources = [os.path.join("csrc", f) for f in SOURCES.files(os.path.join(HERE, "csrc"), SOURCES.GROUPS)]
 
 # -ffp-contract=off: the numerics contract forbids fusing a*b+c into an FMA
 # unless the reference kernel does it; results must be the same on every CPU.
@@ -30,14 +40,8 @@ if sys.platform == "darwin":
 
 
 def runtime_sources():
-    """csrc files mera.build compiles deploy.so from (relative to csrc/): C, headers, tables."""
-    root = os.path.join(HERE, "csrc")
-    out = []
-    for p in glob.glob(os.path.join(root, "**", "*"), recursive=True):
-        rel = os.path.relpath(p, root)
-        if os.path.isfile(p) and p.endswith((".c", ".h", ".def")) and rel.split(os.sep)[0] != "python":
-            out.append(rel)
-    return sorted(out)
+    """csrc files mera.build compiles deploy.so from (relative to csrc/): the runtime group's C, headers, tables."""
+    return SOURCES.files(os.path.join(HERE, "csrc"), ["runtime"], (".c", ".h", ".def", ".inc"))
 
 
 class build_py(_build_py):

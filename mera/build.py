@@ -49,7 +49,7 @@ import tempfile
 import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from . import _core
+from . import _core, _sources
 from ._fileio import atomic_write_bytes
 from .config import require_build_config, simulator_options
 from .errors import ConfigError, MeraError, MeraIOError
@@ -110,28 +110,15 @@ def csrc_dir() -> str:
                       + ", ".join(repr(c) for c in candidates if c) + " (reinstall mera, or set MERA_CSRC_DIR)")
 
 
-def _runtime_files(root: str, suffixes: Tuple[str, ...]) -> List[str]:
-    """Files under ``root`` ending in one of ``suffixes``, the Python bindings (``python/``) excluded,
-    relative to ``root``, sorted."""
-    out = []
-    for d, dirs, files in os.walk(root):
-        rel = os.path.relpath(d, root)
-        if rel.split(os.sep)[0] == "python":
-            dirs[:] = []
-            continue
-        out.extend(os.path.normpath(os.path.join(rel, f)) for f in files if f.endswith(suffixes))
-    return sorted(out)
-
-
 def runtime_sources(root: Optional[str] = None) -> List[str]:
-    """The runtime's C files (every ``csrc/**/*.c`` but the Python bindings), relative to ``root``, sorted."""
-    return _runtime_files(root or csrc_dir(), (".c",))
+    """The runtime's C files (the ``runtime`` group of :mod:`mera._sources`), relative to ``root``, sorted."""
+    return _sources.files(root or csrc_dir(), ["runtime"])
 
 
 def _sources_hash(root: str) -> str:
-    """Hash of every file the runtime compiles from (C files, headers, .def tables), Python bindings excluded."""
+    """Hash of every file the runtime compiles from (the runtime group's C files, headers, .def tables)."""
     h = hashlib.sha256()
-    for rel in _runtime_files(root, (".c", ".h", ".def", ".inc")):
+    for rel in _sources.files(root, ["runtime"], (".c", ".h", ".def", ".inc")):
         with open(os.path.join(root, rel), "rb") as fh:
             data = fh.read()
         h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
@@ -250,10 +237,10 @@ ENTRY_TEMPLATE = """\
  * runtime to the deploy.params of one build (model id {model_id}). */
 #include "runtime/runtime.h"
 
-__attribute__((visibility("default"))) mera_deploy *mera_deploy_create(const char *deploy_dir, char *err,
-                                                                        size_t err_len)
+__attribute__((visibility("default"))) mera_deploy *mera_deploy_create(const char *deploy_dir, int *status,
+                                                                        char *err, size_t err_len)
 {{
-    return mera_rt_create(deploy_dir, "{model_id}", err, err_len);
+    return mera_rt_create(deploy_dir, "{model_id}", status, err, err_len);
 }}
 """
 

@@ -58,23 +58,11 @@ def _raise(status: int, err: Any, what: str) -> None:
     raise _ERRORS.get(status, MeraError)(msg)
 
 
-def _create_status(msg: bytes) -> int:
-    """mera_deploy_create returns NULL without a status: tell a missing or unreadable file (I/O)
-    and memory from a bad file (format) by the message."""
-    m = msg.decode("utf-8", "replace").lower()
-    if "out of memory" in m:
-        return 4
-    if any(k in m for k in ("cannot open", "cannot read", "cannot stat", "no such file", "permission denied",
-                            "is a directory", "not a regular file")):
-        return 3
-    return 2
-
-
 def _bind(lib: ctypes.CDLL) -> None:
     P, I, S, E = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t, ctypes.c_char_p
     sigs = {
         "mera_deploy_abi_version": (I, []),
-        "mera_deploy_create": (P, [E, ctypes.c_char_p, S]),
+        "mera_deploy_create": (P, [E, ctypes.POINTER(I), ctypes.c_char_p, S]),
         "mera_deploy_destroy": (None, [P]),
         "mera_deploy_num_inputs": (I, [P]),
         "mera_deploy_num_outputs": (I, [P]),
@@ -179,9 +167,10 @@ class DeployModule:
             raise FormatError(f"'{lib_path}' implements deploy ABI version {abi}; this mera speaks version "
                               f"{_core.DEPLOY_ABI_VERSION}: rebuild the directory with this mera's mera.build")
         err = ctypes.create_string_buffer(ERR_LEN)
-        h = self._lib.mera_deploy_create(os.fsencode(self.deploy_dir), err, ERR_LEN)
+        status = ctypes.c_int(-1)
+        h = self._lib.mera_deploy_create(os.fsencode(self.deploy_dir), ctypes.byref(status), err, ERR_LEN)
         if not h:
-            _raise(_create_status(err.value), err, "loading the deploy directory")
+            _raise(status.value, err, "loading the deploy directory")
         self._h = ctypes.c_void_p(h)
         self._destroy = self._lib.mera_deploy_destroy
         self._lock = threading.Lock()

@@ -6,12 +6,15 @@ pthreads, which is the C core's whole dependency list.
 
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sysconfig
 
 import numpy as np
 import pytest
+
+from mera import _sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(ROOT, "csrc")
@@ -20,8 +23,27 @@ WARN = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-D_POSI
 
 
 def core_sources():
-    srcs = glob.glob(os.path.join(CSRC, "**", "*.c"), recursive=True)
-    return sorted(s for s in srcs if os.sep + "python" + os.sep not in s)
+    """The C core without the bindings: the runtime and compiler groups of mera/_sources.py."""
+    return [os.path.join(CSRC, f) for f in _sources.files(CSRC, ["runtime", "compiler"])]
+
+
+def test_every_csrc_folder_is_in_exactly_one_group():
+    folders = sorted(d for d in os.listdir(CSRC) if os.path.isdir(os.path.join(CSRC, d)))
+    listed = sorted(f for fs in _sources.GROUPS.values() for f in fs)
+    assert folders == listed, f"csrc/ has {folders}, mera/_sources.py lists {listed}"
+    assert not glob.glob(os.path.join(CSRC, "*.c")), "a C file directly in csrc/ belongs to no group"
+
+
+def test_the_runtime_includes_no_compiler_header():
+    compiler = _sources.GROUPS["compiler"]
+    bad = []
+    for rel in _sources.files(CSRC, ["runtime"], (".c", ".h")):
+        with open(os.path.join(CSRC, rel)) as f:
+            for n, line in enumerate(f, 1):
+                m = re.match(r'\s*#\s*include\s+"([^/"]+)/', line)
+                if m and m.group(1) in compiler:
+                    bad.append(f"csrc/{rel}:{n}: {line.strip()}")
+    assert not bad, "runtime sources include compiler headers:\n" + "\n".join(bad)
 
 
 @pytest.mark.parametrize("test_file", sorted(glob.glob(os.path.join(ROOT, "tests", "c", "test_*.c"))),

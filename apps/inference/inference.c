@@ -35,7 +35,7 @@
 
 typedef struct {
     int (*abi_version)(void);
-    mera_deploy *(*create)(const char *, char *, size_t);
+    mera_deploy *(*create)(const char *, int *, char *, size_t);
     void (*destroy)(mera_deploy *);
     int (*num_inputs)(const mera_deploy *);
     int (*num_outputs)(const mera_deploy *);
@@ -289,9 +289,10 @@ int main(int argc, char **argv)
             MERA_DEPLOY_ABI_VERSION);
 
     printf("Loading json data and parameters...\n");
-    mera_deploy *d = api.create(dir, err, sizeof err);
+    int status = 0;
+    mera_deploy *d = api.create(dir, &status, err, sizeof err);
     if (!d)
-        die("%s", err[0] ? err : "loading the deploy directory failed");
+        die("%s (status %d)", err[0] ? err : "loading the deploy directory failed", status);
 
     printf("Loading input...\n");
     int n_in = api.num_inputs(d), n_out = api.num_outputs(d);

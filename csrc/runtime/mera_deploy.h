@@ -8,7 +8,7 @@
  * Every function that can fail returns MERA_DEPLOY_OK (0) or a non-zero
  * mera_deploy_status and, when err is non-NULL, writes a NUL-terminated
  * message of at most err_len bytes naming what and where (file, field,
- * input). A failed create returns NULL. Loading validates everything it
+ * input). A failed create returns NULL and its status through a pointer. Loading validates everything it
  * reads (magic, format version, sizes, checksums, shapes against the
  * graph): a truncated or corrupted deploy directory is an error, never a
  * crash.
@@ -29,7 +29,7 @@
 extern "C" {
 #endif
 
-#define MERA_DEPLOY_ABI_VERSION 1
+#define MERA_DEPLOY_ABI_VERSION 2 /* 2: mera_deploy_create reports a status */
 
 typedef enum {
     MERA_DEPLOY_OK = 0,
@@ -82,8 +82,12 @@ typedef struct mera_deploy mera_deploy;
 /* The ABI version this deploy.so implements (MERA_DEPLOY_ABI_VERSION). */
 int mera_deploy_abi_version(void);
 
-/* Load deploy_dir/deploy.json and deploy_dir/deploy.params. */
-mera_deploy *mera_deploy_create(const char *deploy_dir, char *err, size_t err_len);
+/* Load deploy_dir/deploy.json and deploy_dir/deploy.params. On failure
+ * returns NULL, and *status (if status is non-NULL) gets the
+ * mera_deploy_status saying why (MERA_DEPLOY_ERR_IO: a file could not be
+ * read; MERA_DEPLOY_ERR_FORMAT: corrupt, mismatched or of another version;
+ * ...); on success *status is MERA_DEPLOY_OK. */
+mera_deploy *mera_deploy_create(const char *deploy_dir, int *status, char *err, size_t err_len);
 void mera_deploy_destroy(mera_deploy *d);
 
 int mera_deploy_num_inputs(const mera_deploy *d);

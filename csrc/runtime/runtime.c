@@ -75,8 +75,13 @@ static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
 #endif
     ;
 
+/* The code of this thread's last fail(): what mera_rt_create reports as its
+ * status, whichever reader deep inside the load failed. */
+static _Thread_local int last_fail_code;
+
 static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
 {
+    last_fail_code = code;
     if (err && err_len) {
         va_list ap;
         va_start(ap, fmt);
@@ -665,7 +670,18 @@ static int is_hex16(const char *s)
     return 1;
 }
 
-mera_deploy *mera_rt_create(const char *dir, const char *expected_model_id, char *err, size_t err_len)
+static mera_deploy *create(const char *dir, const char *expected_model_id, char *err, size_t err_len);
+
+mera_deploy *mera_rt_create(const char *dir, const char *expected_model_id, int *status, char *err, size_t err_len)
+{
+    last_fail_code = 0;
+    mera_deploy *d = create(dir, expected_model_id, err, err_len);
+    if (status)
+        *status = d ? MERA_DEPLOY_OK : last_fail_code ? last_fail_code : MERA_DEPLOY_ERR_FORMAT;
+    return d;
+}
+
+static mera_deploy *create(const char *dir, const char *expected_model_id, char *err, size_t err_len)
 {
     if (err && err_len)
         err[0] = 0;

@@ -11,8 +11,10 @@
 
 /* Loads deploy_dir (deploy.json, deploy.params). expected_model_id: the
  * 16 hex digits deploy.so was built with, or NULL not to check. NULL on
- * failure with a message in err. deploy.so's generated entry file defines
+ * failure with a message in err and the mera_deploy_status in *status
+ * (status may be NULL; it gets MERA_DEPLOY_OK on success). deploy.so's generated entry file defines
  * mera_deploy_create() as a call of this with its embedded id. */
-mera_deploy *mera_rt_create(const char *deploy_dir, const char *expected_model_id, char *err, size_t err_len);
+mera_deploy *mera_rt_create(const char *deploy_dir, const char *expected_model_id, int *status, char *err,
+                            size_t err_len);
 
 #endif

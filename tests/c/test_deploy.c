@@ -171,24 +171,31 @@ static mera_status prepare(const mera_graph *g, const char *target, mera_deploy_
     return st;
 }
 
-/* Loading dir must fail with a message (containing needle, if given). */
-static void expect_refused(const char *dir, const char *id, const char *needle, const char *what)
+/* Loading dir must fail with a message (containing needle, if given) and a
+ * status other than OK; the status is returned. */
+static int expect_refused(const char *dir, const char *id, const char *needle, const char *what)
 {
     char msg[1024];
     msg[0] = 0;
-    mera_deploy *d = mera_rt_create(dir, id, msg, sizeof msg);
+    int status = -1;
+    mera_deploy *d = mera_rt_create(dir, id, &status, msg, sizeof msg);
+    if (status <= MERA_DEPLOY_OK || status > MERA_DEPLOY_ERR_UNSUPPORTED) {
+        failed++;
+        fprintf(stderr, "%s: status %d, expected an error status\n", what, status);
+    }
     if (d) {
         failed++;
         fprintf(stderr, "%s: loaded, expected a refusal\n", what);
         mera_deploy_destroy(d);
-        return;
+        return status;
     }
     if (!msg[0] || (needle && !strstr(msg, needle))) {
         failed++;
         fprintf(stderr, "%s: message \"%s\" lacks \"%s\"\n", what, msg, needle ? needle : "(any)");
-        return;
+        return status;
     }
     passed++;
+    return status;
 }
 
 /* ---- tests ---------------------------------------------------------------- */
@@ -239,7 +246,7 @@ static void test_target(const mera_graph *g, const char *target)
     CHECK(mkdir(dir, 0700) == 0);
     write_dir(dir, f.params, f.params_len, f.json);
     char msg[1024] = "";
-    mera_deploy *d = mera_rt_create(dir, f.model_id, msg, sizeof msg);
+    mera_deploy *d = mera_rt_create(dir, f.model_id, NULL, msg, sizeof msg);
     CHECK(d != NULL);
     if (!d) {
         fprintf(stderr, "%s: create: %s\n", target, msg);
@@ -298,14 +305,21 @@ static void test_target(const mera_graph *g, const char *target)
     }
     mera_deploy_destroy(d);
     /* no check of the model id */
-    d = mera_rt_create(dir, NULL, msg, sizeof msg);
-    CHECK(d != NULL);
+    int status = -1;
+    d = mera_rt_create(dir, NULL, &status, msg, sizeof msg);
+    CHECK(d != NULL && status == MERA_DEPLOY_OK);
     mera_deploy_destroy(d);
-    expect_refused(dir, "0123456789abcdef", "built for model 0123456789abcdef", "wrong model id");
+    CHECK(expect_refused(dir, "0123456789abcdef", "built for model 0123456789abcdef", "wrong model id") ==
+          MERA_DEPLOY_ERR_FORMAT);
+    {
+        char missing[600];
+        snprintf(missing, sizeof missing, "%s/no-such-dir", dir);
+        CHECK(expect_refused(missing, NULL, "no-such-dir", "missing directory") == MERA_DEPLOY_ERR_IO);
+    }
     if (strcmp(target, "IP") == 0) {
         /* the device without zero-copy import: the image is copied to it */
         setenv("MERA_IP_DEVICE", "emulated-copy", 1);
-        d = mera_rt_create(dir, f.model_id, msg, sizeof msg);
+        d = mera_rt_create(dir, f.model_id, NULL, msg, sizeof msg);
         CHECK(d != NULL);
         if (d) {
             CHECK(mera_deploy_set_input(d, 0, x_data, sizeof x_data, msg, sizeof msg) == 0);
@@ -385,7 +399,7 @@ static void test_corruption(const mera_graph *g, const char *target)
             break;
         write_dir(dir, p, len, j);
         char msg[1024] = "";
-        mera_deploy *d = mera_rt_create(dir, NULL, msg, sizeof msg);
+        mera_deploy *d = mera_rt_create(dir, NULL, NULL, msg, sizeof msg);
         if (d) {
             loaded++;
             mera_deploy_set_input(d, 0, x_data, sizeof x_data, msg, sizeof msg);
@@ -442,7 +456,7 @@ static void test_corruption(const mera_graph *g, const char *target)
     } edits[] = {
         {"\"fnv1a64\": \"", "\"fnv1a64\": \"0", "fnv1a64"},
         {"\"version\": 1", "\"version\": 2", "field 'version' = 2"},
-        {"\"abi_version\": 1", "\"abi_version\": 9", "abi_version"},
+        {"\"abi_version\": 2", "\"abi_version\": 9", "abi_version"},
         {"\"format\": \"mera-deploy\"", "\"format\": \"mera-deploy2\"", "field 'format'"},
         {"\"weights_bytes\"", "\"weights_byte\"", "field 'weights_bytes' is missing"},
         {"\"name\": \"x\"", "\"name\": \"z\"", "inputs[0]: name 'z'"},
