@@ -474,6 +474,37 @@ def test_deploy_so_exports_only_the_abi_and_needs_only_libc(small, tmp_path_fact
     assert all(re.match(r"(linux-vdso|libc\.so|libm\.so|libpthread\.so|/lib.*/ld-linux)", x) for x in libs), libs
 
 
+def _global_symbols(nm, objs):
+    out = subprocess.run([nm, "-g", "--defined-only", *objs], capture_output=True, text=True, check=True).stdout
+    return {line.split()[-1] for line in out.splitlines() if len(line.split()) == 3}
+
+
+@pytest.mark.parametrize("target", ["IP", "InterpreterHw"])
+def test_deploy_so_links_no_compiler_code(small, tmp_path_factory, tmp_path, target):
+    """deploy.so holds the runtime only: no symbol that the compiler group's objects (passes,
+    quantizer, scheduler, codegen, driver) define appears in it, and the runtime archive mera.build
+    links it from is compiled from the runtime group alone."""
+    from mera import _sources
+
+    d, _ = deploy(small, target, tmp_path_factory)
+    nm = need("nm")
+    root = build_mod.csrc_dir()
+    objs = []
+    for rel in _sources.files(root, ["compiler"]):
+        obj = tmp_path / (rel.replace(os.sep, "__")[:-2] + ".o")
+        subprocess.run([need("gcc"), *build_mod.RUNTIME_CFLAGS, "-I", root, "-c", os.path.join(root, rel), "-o",
+                        str(obj)], check=True)
+        objs.append(str(obj))
+    compiler = _global_symbols(nm, objs)
+    assert {"mera_schedule", "mera_compile", "mera_pass_dce", "mera_quantizer_new", "mera_deploy_write"} <= compiler
+    out = subprocess.run([nm, str(d / "deploy.so")], capture_output=True, text=True, check=True).stdout
+    in_so = {line.split()[-1] for line in out.splitlines() if line.strip()}
+    assert "mera_rt_create" in in_so and "mera_interp_run" in in_so
+    leaked = sorted(in_so & compiler)
+    assert not leaked, f"deploy.so for {target} contains compiler code: {leaked[:20]}"
+    assert not any(s.split(os.sep)[0] in _sources.GROUPS["compiler"] for s in build_mod.runtime_sources())
+
+
 def test_runtime_archive_is_cached_by_sources_and_compiler(cache_dir, tmp_path, capsys):
     tc = build_mod.toolchain("x86")
     path, cached = build_mod.runtime_archive(tc)
