@@ -233,17 +233,35 @@ const char *mera_graph_unique_name(mera_graph *g, const char *base);
 /* ---- the op table ------------------------------------------------------ */
 
 typedef enum {
-#define MERA_OP(e, name, min_in, max_in, flags, doc) MERA_OP_##e,
+#define MERA_OP(e, name, min_in, max_in, dna, flags, doc) MERA_OP_##e,
 #include "ir/ops.def"
 #undef MERA_OP
     MERA_OP_COUNT
 } mera_op;
 
+/* How the DNA runs an op (the scheduler's layer kind; docs/isa.md). A
+ * switch over it has a case for every class and no default, so a new
+ * class is a -Wswitch error until every switch handles it. */
+typedef enum {
+    MERA_DNA_HOST = 0,   /* not in the DNA's op set: the host runs it */
+    MERA_DNA_HOST_FLOAT, /* float32 on one side (quantize, dequantize): the host runs it */
+    MERA_DNA_CONV,       /* CONV instructions on the MAC array (weights in WGT) */
+    MERA_DNA_VEC,        /* VEC instructions on the vector unit */
+    MERA_DNA_COPY,       /* LOAD/STORE only: a byte copy (the data's order is unchanged) */
+} mera_dna_class;
+
 /* op property bits */
 enum {
-    MERA_OPF_ELEMWISE = 1 << 0, /* unary or broadcasting binary elementwise */
-    MERA_OPF_QOUT = 1 << 1,     /* quantized form takes out_scale/out_zero_point */
-    MERA_OPF_SPATIAL = 1 << 2,  /* has a data layout attribute (NCHW/NHWC) */
+    MERA_OPF_ELEMWISE = 1 << 0,     /* unary or broadcasting binary elementwise */
+    MERA_OPF_QOUT = 1 << 1,         /* quantized form takes out_scale/out_zero_point */
+    MERA_OPF_SPATIAL = 1 << 2,      /* has a data layout attribute (NCHW/NHWC) */
+    MERA_OPF_ACTIVATION = 1 << 3,   /* has the fused `activation` attribute (none|relu) */
+    MERA_OPF_WEIGHTS = 1 << 4,      /* input 1 is a weight (quantized per output channel), input 2 a float bias */
+    MERA_OPF_FLOAT_IN = 1 << 5,     /* input 0 is always float32: a float kernel only */
+    MERA_OPF_QUANT_IN = 1 << 6,     /* input 0 is always quantized: a quantized kernel only */
+    MERA_OPF_CUT_ROWS = 1 << 7,     /* a DNA layer may be cut into row bands (kernels/split.c says where) */
+    MERA_OPF_CUT_CHANNELS = 1 << 8, /* a DNA layer may be cut into channel blocks (kernels/split.c) */
+    MERA_OPF_WINDOW = 1 << 9,       /* vector work is the output times the `kernel` window (sim/timing.c) */
 };
 
 #define MERA_MAX_NODE_INPUTS 64
@@ -255,6 +273,7 @@ typedef mera_status (*mera_infer_fn)(mera_infer_ctx *ctx);
 typedef struct {
     const char *name;
     int min_inputs, max_inputs;
+    mera_dna_class dna;
     unsigned flags;
     const char *const *input_names;  /* min..max names, for messages and docs */
     const mera_attr_spec *attrs;     /* terminated by {NULL} */
@@ -266,6 +285,16 @@ extern const mera_op_info mera_op_table[MERA_OP_COUNT];
 
 /* op id by name, or -1 */
 int mera_op_lookup(const char *name);
+
+/* Name of a DNA layer class ("host", "host_float", "conv", "vec", "copy"). */
+const char *mera_dna_class_name(mera_dna_class c);
+
+/* Checks the property bits of every op against its inputs and attribute
+ * specs (ACTIVATION <=> an `activation` attribute, SPATIAL <=> `layout`,
+ * WEIGHTS <=> input 1 named "weight", WINDOW => a 2-entry `kernel`,
+ * QOUT => `out_scale`). MERA_ERR_INVALID naming the op and the fact on a
+ * mismatch: a bug in the op table, run by the C unit tests. */
+mera_status mera_op_table_check(mera_error *err);
 
 /* The inference context handed to an op's infer function. */
 struct mera_infer_ctx {

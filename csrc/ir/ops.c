@@ -1019,11 +1019,79 @@ static mera_status infer_requantize(mera_infer_ctx *ctx)
 /* ---- the table ---------------------------------------------------------- */
 
 const mera_op_info mera_op_table[MERA_OP_COUNT] = {
-#define MERA_OP(e, name, min_in, max_in, flags, doc) \
-    [MERA_OP_##e] = {#name, min_in, max_in, flags, inputs_##name, attrs_##name, infer_##name, doc},
+#define MERA_OP(e, name, min_in, max_in, dna, flags, doc) \
+    [MERA_OP_##e] = {#name, min_in, max_in, MERA_DNA_##dna, flags, inputs_##name, attrs_##name, infer_##name, doc},
 #include "ir/ops.def"
 #undef MERA_OP
 };
+
+/* The facts of each ops.def line that C can check while compiling. */
+#define ONLY_IF(flags, bit, cond) (!((flags) & (bit)) || (cond))
+#define MERA_OP(e, name, min_in, max_in, dna, flags, doc)                                                        \
+    _Static_assert(1 <= (min_in) && (min_in) <= (max_in) && (max_in) <= MERA_MAX_NODE_INPUTS,                   \
+                   #name ": input counts");                                                                     \
+    _Static_assert(ONLY_IF(flags, MERA_OPF_ACTIVATION, (flags) & MERA_OPF_QOUT),                                \
+                   #name ": a fused activation is applied before the output is quantized (needs QOUT)");       \
+    _Static_assert(ONLY_IF(flags, MERA_OPF_WEIGHTS, (min_in) >= 2 && (max_in) <= 3),                            \
+                   #name ": WEIGHTS means inputs data, weight and an optional bias");                          \
+    _Static_assert(((flags) & (MERA_OPF_FLOAT_IN | MERA_OPF_QUANT_IN)) != (MERA_OPF_FLOAT_IN | MERA_OPF_QUANT_IN), \
+                   #name ": input 0 cannot be always float and always quantized");                              \
+    _Static_assert(ONLY_IF(flags, MERA_OPF_FLOAT_IN, MERA_DNA_##dna == MERA_DNA_HOST_FLOAT),                    \
+                   #name ": the DNA computes on int8/uint8 tensors only");                                     \
+    _Static_assert((MERA_DNA_##dna == MERA_DNA_CONV) == !!((flags) & MERA_OPF_WEIGHTS),                         \
+                   #name ": CONV layers are exactly the ops with weights");                                    \
+    _Static_assert(ONLY_IF(flags, MERA_OPF_CUT_ROWS | MERA_OPF_CUT_CHANNELS, MERA_DNA_##dna == MERA_DNA_VEC),   \
+                   #name ": only vector layers take a split rule (CONV layers are tiled by sched/conv.c)");    \
+    _Static_assert(ONLY_IF(flags, MERA_OPF_WINDOW, MERA_DNA_##dna == MERA_DNA_VEC),                             \
+                   #name ": WINDOW is a vector-unit cost");
+#include "ir/ops.def"
+#undef MERA_OP
+#undef ONLY_IF
+
+const char *mera_dna_class_name(mera_dna_class c)
+{
+    switch (c) {
+    case MERA_DNA_HOST: return "host";
+    case MERA_DNA_HOST_FLOAT: return "host_float";
+    case MERA_DNA_CONV: return "conv";
+    case MERA_DNA_VEC: return "vec";
+    case MERA_DNA_COPY: return "copy";
+    }
+    return "?";
+}
+
+static const mera_attr_spec *spec_of(const mera_op_info *info, const char *key)
+{
+    for (const mera_attr_spec *sp = info->attrs; sp->key; sp++)
+        if (strcmp(sp->key, key) == 0)
+            return sp;
+    return NULL;
+}
+
+mera_status mera_op_table_check(mera_error *err)
+{
+    for (int op = 0; op < MERA_OP_COUNT; op++) {
+        const mera_op_info *info = &mera_op_table[op];
+        unsigned f = info->flags;
+        const mera_attr_spec *kernel = spec_of(info, "kernel");
+        const char *bad = NULL;
+        if (!!(f & MERA_OPF_ACTIVATION) != !!spec_of(info, "activation"))
+            bad = "ACTIVATION must be set exactly when the op has an `activation` attribute";
+        else if (!!(f & MERA_OPF_SPATIAL) != !!spec_of(info, "layout"))
+            bad = "SPATIAL must be set exactly when the op has a `layout` attribute";
+        else if (!!(f & MERA_OPF_WEIGHTS) != (info->max_inputs >= 2 && info->max_inputs <= 3 &&
+                                               strcmp(info->input_names[1], "weight") == 0))
+            bad = "WEIGHTS must be set exactly when input 1 is named \"weight\"";
+        else if ((f & MERA_OPF_WINDOW) && !(kernel && kernel->kind == MERA_ATTR_INTS && kernel->count == 2))
+            bad = "WINDOW needs a `kernel` attribute of two ints";
+        else if ((f & MERA_OPF_QOUT) && !spec_of(info, "out_scale"))
+            bad = "QOUT needs an `out_scale` attribute";
+        if (bad)
+            return mera_fail(err, MERA_ERR_INVALID, "op table: %s (%s): %s", info->name,
+                             mera_dna_class_name(info->dna), bad);
+    }
+    return MERA_OK;
+}
 
 int mera_op_lookup(const char *name)
 {

@@ -112,6 +112,30 @@ static const fast_kernel fast_table[MERA_OP_COUNT][MERA_NUMERICS_COUNT][FAST_MAX
     [MERA_OP_DENSE][MERA_NUMERICS_FLOAT]  = FAST_FCONV(dense),
 };
 
+mera_status mera_kernel_table_check(mera_error *err)
+{
+    static const char *const numerics_name[MERA_NUMERICS_COUNT] = {[MERA_NUMERICS_FLOAT] = "float",
+                                                                  [MERA_NUMERICS_QUANT] = "quantized"};
+    for (int op = 0; op < MERA_OP_COUNT; op++) {
+        unsigned f = mera_op_table[op].flags;
+        for (int num = 0; num < MERA_NUMERICS_COUNT; num++) {
+            int takes = num == MERA_NUMERICS_FLOAT ? !(f & MERA_OPF_QUANT_IN) : !(f & MERA_OPF_FLOAT_IN);
+            if (!ref_table[op][num] != !takes)
+                return mera_fail(err, MERA_ERR_INVALID, "kernel table: %s %s a %s reference kernel (ops.def: %s)",
+                                 mera_op_table[op].name, takes ? "lacks" : "has", numerics_name[num],
+                                 takes ? "it takes that numerics" : "its input 0 never has that numerics");
+            for (int i = 0; i < FAST_MAX; i++) {
+                const fast_kernel *k = &fast_table[op][num][i];
+                if (k->k.run && (!ref_table[op][num] || !k->usable || !k->k.name))
+                    return mera_fail(err, MERA_ERR_INVALID,
+                                     "kernel table: %s fast %s kernel %d has no reference, usable test or name",
+                                     mera_op_table[op].name, numerics_name[num], i);
+            }
+        }
+    }
+    return MERA_OK;
+}
+
 /* MERA_REFERENCE_KERNELS set to anything but "" or "0". */
 static int reference_forced(void)
 {

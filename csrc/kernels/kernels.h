@@ -57,6 +57,13 @@ const mera_cpu_features *mera_cpu_features_get(void);
  * (e.g. quantize has no QUANT form). */
 mera_kernel_fn mera_kernel_ref(int op, mera_numerics num);
 
+/* Checks the kernel tables against the op table: every op has a reference
+ * FLOAT kernel unless it is MERA_OPF_QUANT_IN and a QUANT kernel unless it
+ * is MERA_OPF_FLOAT_IN, and none it cannot take; fast kernels only where a
+ * reference exists. MERA_ERR_INVALID naming the op on a mismatch (a bug in
+ * dispatch.c or ops.def; run by the C unit tests). */
+mera_status mera_kernel_table_check(mera_error *err);
+
 /* A selected kernel: run, and the optional prepare/release pair. */
 typedef struct {
     mera_kernel_fn run;             /* NULL: no kernel for (op, numerics) */

@@ -146,6 +146,44 @@ static mera_split_rule rule_ti(const mera_node *node, const mera_type *const *in
     return rule(MERA_SPLIT_ROWS, REF_TI_QVEC_STEP / gcd64(R, REF_TI_QVEC_STEP));
 }
 
+/* relu, clip (qrelu_kernel, qclamp_kernel: integer clamps) and requantize
+ * (the dequantize-quantize pair of fbgemm's Quantize, whose remainder
+ * behaves as its main loop): the same formula for every element, so any
+ * cut is exact. */
+static mera_split_rule rule_same_formula(const mera_node *node, const mera_type *const *in, int n_in,
+                                         const mera_type *out, int spatial)
+{
+    (void)node, (void)in, (void)n_in, (void)spatial;
+    return out->rank >= 2 ? rule(MERA_SPLIT_ROWS, 1) : NO_SPLIT;
+}
+
+/* add, mul: TensorIterator's walk over both operands (rule_ti). */
+static mera_split_rule rule_binary(const mera_node *node, const mera_type *const *in, int n_in,
+                                   const mera_type *out, int spatial)
+{
+    (void)spatial;
+    return n_in == 2 ? rule_ti(node, in, 2, out) : NO_SPLIT;
+}
+
+/* leaky_relu, hardswish, hardsigmoid, sigmoid: TensorIterator's walk over
+ * the one operand (rule_ti). */
+static mera_split_rule rule_unary(const mera_node *node, const mera_type *const *in, int n_in,
+                                  const mera_type *out, int spatial)
+{
+    (void)n_in, (void)spatial;
+    return rule_ti(node, in, 1, out);
+}
+
+/* max_pool2d (ref/pool.c): an integer max over the window, the same for
+ * every channel; windows run along H and W, so only channels are cut (a
+ * row band would need halo rows). */
+static mera_split_rule rule_max_pool(const mera_node *node, const mera_type *const *in, int n_in,
+                                     const mera_type *out, int spatial)
+{
+    (void)node, (void)in, (void)n_in, (void)out;
+    return spatial ? rule(MERA_SPLIT_CHANNELS, 1) : NO_SPLIT;
+}
+
 /* concat (ref/shape.c): every element is requantized from its own input's
  * parameters; the formula depends on the element's index along the
  * concat axis within its input (the first floor(C_i/8)*8 channels take
@@ -156,8 +194,9 @@ static mera_split_rule rule_ti(const mera_node *node, const mera_type *const *in
  * says contiguous (C == 1 or H == W == 1 count as channels-last), which a
  * cut could change: NONE there. */
 static mera_split_rule rule_concat(const mera_node *node, const mera_type *const *in, int n_in,
-                                   const mera_type *out)
+                                   const mera_type *out, int spatial)
 {
+    (void)spatial;
     int rank = out->rank;
     if (rank < 2)
         return NO_SPLIT;
@@ -184,8 +223,13 @@ static mera_split_rule rule_concat(const mera_node *node, const mera_type *const
  * channel on its path. On the contiguous path (torch_memory_format
  * contiguous, C > 1 and H*W > 1) the formula is the same for every
  * channel, but a one-channel tile would count as channels-last. */
-static mera_split_rule rule_avg_pool(const mera_node *node, const mera_type *x, const mera_type *out)
+static mera_split_rule rule_avg_pool(const mera_node *node, const mera_type *const *in, int n_in,
+                                     const mera_type *out, int spatial)
 {
+    (void)n_in;
+    if (!spatial)
+        return NO_SPLIT;
+    const mera_type *x = in[0];
     int64_t c = out->shape[3], h = x->shape[1], w = x->shape[2];
     if (ref_torch_cl(node, 1) || (h == 1 && w == 1))
         return rule(MERA_SPLIT_CHANNELS, 16);
@@ -197,8 +241,13 @@ static mera_split_rule rule_avg_pool(const mera_node *node, const mera_type *x, 
  * at C/8*8 (do_avg_pool_on_AVX2 versus quantize_val): blocks of 8. The
  * NCHW formula (contiguous path with unchanged parameters) is the same for
  * every channel, but a one-channel tile would count as channels-last. */
-static mera_split_rule rule_adaptive_pool(const mera_node *node, const mera_type *x, const mera_type *out)
+static mera_split_rule rule_adaptive_pool(const mera_node *node, const mera_type *const *in, int n_in,
+                                          const mera_type *out, int spatial)
 {
+    (void)n_in;
+    if (!spatial)
+        return NO_SPLIT;
+    const mera_type *x = in[0];
     int64_t c = out->shape[3], h = x->shape[1], w = x->shape[2];
     int same_q = x->q.scale == out->q.scale && x->q.zero_point == out->q.zero_point && x->dtype == out->dtype;
     if (ref_torch_cl(node, 1) || (h == 1 && w == 1) || !same_q)
@@ -212,8 +261,13 @@ static mera_split_rule rule_adaptive_pool(const mera_node *node, const mera_type
  * c < C/8*8 and another for the rest: blocks of 8. On the contiguous path
  * every channel computes alike, but a one-channel tile would count as
  * channels-last. */
-static mera_split_rule rule_upsample(const mera_node *node, const mera_type *x, const mera_type *out)
+static mera_split_rule rule_upsample(const mera_node *node, const mera_type *const *in, int n_in,
+                                     const mera_type *out, int spatial)
 {
+    (void)n_in;
+    if (!spatial)
+        return NO_SPLIT;
+    const mera_type *x = in[0];
     if (!ref_is(node, "method", "bilinear"))
         return rule(MERA_SPLIT_CHANNELS, 1);
     int64_t c = out->shape[3], h = x->shape[1], w = x->shape[2];
@@ -234,8 +288,11 @@ static mera_split_rule rule_upsample(const mera_node *node, const mera_type *x, 
  * provided the last tile is not a 1- or 4..7-channel one (which would
  * switch loops): NONE for C % 32 in {1, 4, 5, 6, 7}. Any other axes or
  * memory order: NONE. */
-static mera_split_rule rule_mean(const mera_node *node, const mera_type *x, const mera_type *out)
+static mera_split_rule rule_mean(const mera_node *node, const mera_type *const *in, int n_in, const mera_type *out,
+                                 int spatial)
 {
+    (void)n_in, (void)spatial;
+    const mera_type *x = in[0];
     if (x->rank != 4 || x->layout != MERA_LAYOUT_NHWC || !ref_torch_cl(node, 1))
         return NO_SPLIT;
     const mera_attr *axes = mera_node_attr(node, "axes");
@@ -256,6 +313,40 @@ static mera_split_rule rule_mean(const mera_node *node, const mera_type *x, cons
     return rule(MERA_SPLIT_CHANNELS, 32);
 }
 
+/* The rule of every op that has MERA_OPF_CUT_ROWS or MERA_OPF_CUT_CHANNELS
+ * (mera_kernel_split_table_check), and of no other. */
+typedef mera_split_rule (*split_rule_fn)(const mera_node *node, const mera_type *const *in, int n_in,
+                                         const mera_type *out, int spatial);
+
+static const split_rule_fn split_rules[MERA_OP_COUNT] = {
+    [MERA_OP_RELU]                = rule_same_formula,
+    [MERA_OP_CLIP]                = rule_same_formula,
+    [MERA_OP_REQUANTIZE]          = rule_same_formula,
+    [MERA_OP_ADD]                 = rule_binary,
+    [MERA_OP_MUL]                 = rule_binary,
+    [MERA_OP_LEAKY_RELU]          = rule_unary,
+    [MERA_OP_HARDSWISH]           = rule_unary,
+    [MERA_OP_HARDSIGMOID]         = rule_unary,
+    [MERA_OP_SIGMOID]             = rule_unary,
+    [MERA_OP_CONCAT]              = rule_concat,
+    [MERA_OP_MAX_POOL2D]          = rule_max_pool,
+    [MERA_OP_AVG_POOL2D]          = rule_avg_pool,
+    [MERA_OP_ADAPTIVE_AVG_POOL2D] = rule_adaptive_pool,
+    [MERA_OP_UPSAMPLE]            = rule_upsample,
+    [MERA_OP_MEAN]                = rule_mean,
+};
+
+mera_status mera_kernel_split_table_check(mera_error *err)
+{
+    for (int op = 0; op < MERA_OP_COUNT; op++) {
+        int cuts = (mera_op_table[op].flags & (MERA_OPF_CUT_ROWS | MERA_OPF_CUT_CHANNELS)) != 0;
+        if (cuts != (split_rules[op] != NULL))
+            return mera_fail(err, MERA_ERR_INVALID, "split table: %s %s a split rule but ops.def gives it %s",
+                             mera_op_table[op].name, cuts ? "lacks" : "has", cuts ? "cut bits" : "no cut bit");
+    }
+    return MERA_OK;
+}
+
 mera_split_rule mera_kernel_split_rule(const mera_node *node, const mera_type *const *in_types, int n_inputs,
                                        const mera_type *out_type)
 {
@@ -266,43 +357,14 @@ mera_split_rule mera_kernel_split_rule(const mera_node *node, const mera_type *c
             return NO_SPLIT;
     if (mera_type_numel(out_type) <= 0)
         return NO_SPLIT;
+    split_rule_fn f = node->op >= 0 && node->op < MERA_OP_COUNT ? split_rules[node->op] : NULL;
+    if (!f)
+        return NO_SPLIT;
     const mera_type *x = in_types[0];
     int spatial = x->rank == 4 && out_type->rank == 4 && ref_nhwc(node);
-    switch (node->op) {
-    /* Integer clamps (qrelu_kernel, qclamp_kernel) and the
-     * dequantize-quantize pair of requantize (fbgemm's Quantize, whose
-     * remainder behaves as its main loop): the same formula for every
-     * element, so any cut is exact. */
-    case MERA_OP_RELU:
-    case MERA_OP_CLIP:
-    case MERA_OP_REQUANTIZE:
-        return out_type->rank >= 2 ? rule(MERA_SPLIT_ROWS, 1) : NO_SPLIT;
-    case MERA_OP_ADD:
-    case MERA_OP_MUL:
-        if (n_inputs != 2)
-            return NO_SPLIT;
-        return rule_ti(node, in_types, 2, out_type);
-    case MERA_OP_LEAKY_RELU:
-    case MERA_OP_HARDSWISH:
-    case MERA_OP_HARDSIGMOID:
-    case MERA_OP_SIGMOID:
-        return rule_ti(node, in_types, 1, out_type);
-    case MERA_OP_CONCAT:
-        return rule_concat(node, in_types, n_inputs, out_type);
-    /* max_pool2d (ref/pool.c): an integer max over the window, the same
-     * for every channel; windows run along H and W, so only channels are
-     * cut (a row band would need halo rows). */
-    case MERA_OP_MAX_POOL2D:
-        return spatial ? rule(MERA_SPLIT_CHANNELS, 1) : NO_SPLIT;
-    case MERA_OP_AVG_POOL2D:
-        return spatial ? rule_avg_pool(node, x, out_type) : NO_SPLIT;
-    case MERA_OP_ADAPTIVE_AVG_POOL2D:
-        return spatial ? rule_adaptive_pool(node, x, out_type) : NO_SPLIT;
-    case MERA_OP_UPSAMPLE:
-        return spatial ? rule_upsample(node, x, out_type) : NO_SPLIT;
-    case MERA_OP_MEAN:
-        return rule_mean(node, x, out_type);
-    default:
-        return NO_SPLIT;
-    }
+    mera_split_rule r = f(node, in_types, n_inputs, out_type, spatial);
+    unsigned flags = mera_op_table[node->op].flags;
+    MERA_ASSERT(r.axis != MERA_SPLIT_ROWS || (flags & MERA_OPF_CUT_ROWS));
+    MERA_ASSERT(r.axis != MERA_SPLIT_CHANNELS || (flags & MERA_OPF_CUT_CHANNELS));
+    return r;
 }

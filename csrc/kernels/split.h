@@ -38,6 +38,12 @@ typedef struct {
 mera_split_rule mera_kernel_split_rule(const mera_node *node, const mera_type *const *in_types, int n_inputs,
                                        const mera_type *out_type);
 
+/* Checks that exactly the ops with MERA_OPF_CUT_ROWS or MERA_OPF_CUT_CHANNELS
+ * (ops.def) have a split rule here; mera_kernel_split_rule asserts that
+ * every cut it returns is one of the op's. MERA_ERR_INVALID naming the
+ * op on a mismatch (run by the C unit tests). */
+mera_status mera_kernel_split_table_check(mera_error *err);
+
 /* Whether a quantized conv2d's depthwise pair sums saturate to int16 (the
  * layer takes fbgemm's depthwise fast path, ref/conv.c). A tile of the
  * layer run as its own conv (padding materialised, pad 0) must be told,

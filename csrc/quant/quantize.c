@@ -712,7 +712,7 @@ static int quant_input(quant_ctx *c, const mera_node *node, int i)
     if (c->qv[v] >= 0)
         return c->qv[v];
     const mera_value *sv = mera_graph_value(c->q->g, v);
-    int conv_like = node->op == MERA_OP_CONV2D || node->op == MERA_OP_DENSE;
+    int conv_like = (mera_op_table[node->op].flags & MERA_OPF_WEIGHTS) != 0;
     int id;
     if (conv_like && i == 1)
         id = quant_weight(c, node, v);
@@ -735,11 +735,6 @@ static int quant_input(quant_ctx *c, const mera_node *node, int i)
     return id;
 }
 
-static int has_activation_attr(int op)
-{
-    return op == MERA_OP_CONV2D || op == MERA_OP_DENSE || op == MERA_OP_ADD || op == MERA_OP_MUL;
-}
-
 static mera_status quant_node(quant_ctx *c, const use_info *u, int n, char *fused)
 {
     const mera_graph *g = c->q->g;
@@ -755,7 +750,7 @@ static mera_status quant_node(quant_ctx *c, const use_info *u, int n, char *fuse
     if (info->flags & MERA_OPF_QOUT) {
         int m = sole_user(u, out);
         const mera_node *mn = m >= 0 ? mera_graph_node(g, m) : NULL;
-        if (mn && c->q->cfg.fuse_relu && mn->op == MERA_OP_RELU && has_activation_attr(node->op) &&
+        if (mn && c->q->cfg.fuse_relu && mn->op == MERA_OP_RELU && (info->flags & MERA_OPF_ACTIVATION) &&
             !strcmp(mera_attr_string(node, "activation"), "none")) {
             attrs_set_string(&al, "activation", "relu");
             fused[m] = 1;

@@ -86,35 +86,19 @@ mera_status sched_plan_layer(sched_ctx *c, int n, sched_plan *pl, char *reason, 
     char why[180];
     why[0] = 0;
     int ok = 0;
-    switch (node->op) {
-    case MERA_OP_CONV2D:
-    case MERA_OP_DENSE:
+    switch (mera_op_table[node->op].dna) { /* every class, no default: ir.h */
+    case MERA_DNA_CONV:
         pl->kind = LAYER_CONV;
         ok = tensors_ok(c, node, 1, why, sizeof why) && sched_conv_plan(c, pl, why, sizeof why);
         break;
-    case MERA_OP_ADD:
-    case MERA_OP_MUL:
-    case MERA_OP_REQUANTIZE:
-    case MERA_OP_RELU:
-    case MERA_OP_CLIP:
-    case MERA_OP_LEAKY_RELU:
-    case MERA_OP_HARDSWISH:
-    case MERA_OP_HARDSIGMOID:
-    case MERA_OP_SIGMOID:
-    case MERA_OP_MAX_POOL2D:
-    case MERA_OP_AVG_POOL2D:
-    case MERA_OP_ADAPTIVE_AVG_POOL2D:
-    case MERA_OP_MEAN:
-    case MERA_OP_CONCAT:
-    case MERA_OP_UPSAMPLE:
+    case MERA_DNA_VEC:
         pl->kind = LAYER_VEC;
         if (node->n_inputs > DNA_MAX_SRC)
             say(why, sizeof why, "%d inputs: a vector instruction takes at most %d", node->n_inputs, DNA_MAX_SRC);
         else
             ok = tensors_ok(c, node, node->n_inputs, why, sizeof why) && sched_vec_plan(c, pl, why, sizeof why);
         break;
-    case MERA_OP_RESHAPE:
-    case MERA_OP_FLATTEN:
+    case MERA_DNA_COPY:
         pl->kind = LAYER_COPY;
         ok = tensors_ok(c, node, node->n_inputs, why, sizeof why) &&
              is_act_value(mera_graph_value(c->g, node->inputs[0]));
@@ -129,11 +113,10 @@ mera_status sched_plan_layer(sched_ctx *c, int n, sched_plan *pl, char *reason, 
             say(why, sizeof why, "reshape of a constant: runs once on the host");
         }
         break;
-    case MERA_OP_QUANTIZE:
-    case MERA_OP_DEQUANTIZE:
+    case MERA_DNA_HOST_FLOAT:
         say(why, sizeof why, "float32 tensors: %s runs on the host", op);
         break;
-    default:
+    case MERA_DNA_HOST:
         say(why, sizeof why, "%s: not in the DNA's op set (docs/isa.md)", op);
         break;
     }

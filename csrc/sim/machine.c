@@ -199,7 +199,7 @@ static mera_status check_vec(const dna_machine *m, int i, mera_error *err)
     const dna_program *prog = m->prog;
     const dna_vec *v = &prog->insns[i].u.vec;
     const mera_node *node = layer_node(m, prog->insns[i].layer);
-    if (node->op == MERA_OP_CONV2D || node->op == MERA_OP_DENSE)
+    if (mera_op_table[node->op].dna == MERA_DNA_CONV)
         return insn_fail(m, err, MERA_ERR_FORMAT, i, "field layer: a VEC cannot run a %s layer",
                          mera_op_table[node->op].name);
     if (v->n_src != node->n_inputs || v->n_src < 1 || v->n_src > DNA_MAX_SRC)
@@ -314,7 +314,7 @@ static mera_status validate(dna_machine *m, mera_error *err)
         return mera_fail(err, MERA_ERR_NOMEM, "out of memory");
     for (int l = 0; l < prog->n_layers; l++) {
         const mera_node *node = mera_graph_node(g, prog->layers[l].node);
-        if (node->op == MERA_OP_CONV2D || node->op == MERA_OP_DENSE) {
+        if (mera_op_table[node->op].dna == MERA_DNA_CONV) {
             if ((st = dna_conv_geometry(g, prog->layers[l].node, &m->geos[l], err)))
                 return st;
             if (!is_quantized(&mera_graph_value(g, node->inputs[0])->type))
@@ -338,7 +338,7 @@ static mera_status validate(dna_machine *m, mera_error *err)
             break;
         case DNA_CONV: {
             const mera_node *node = layer_node(m, in->layer);
-            if (node->op != MERA_OP_CONV2D && node->op != MERA_OP_DENSE)
+            if (mera_op_table[node->op].dna != MERA_DNA_CONV)
                 return insn_fail(m, err, MERA_ERR_FORMAT, i, "field layer: a CONV needs a conv2d or dense layer, not %s",
                                  mera_op_table[node->op].name);
             st = check_conv(m, i, &m->geos[in->layer], err);

@@ -111,11 +111,6 @@ static void dma_bytes(const dna_dma *d, int64_t *real, int64_t *effective)
     *effective = n_runs * (len > 64 ? len : 64);
 }
 
-static int is_pool(int op)
-{
-    return op == MERA_OP_MAX_POOL2D || op == MERA_OP_AVG_POOL2D;
-}
-
 static int64_t tile_elems(const dna_tile *t)
 {
     return (int64_t)t->ext[0] * t->ext[1] * t->ext[2] * t->ext[3];
@@ -153,7 +148,7 @@ static int64_t insn_cost(const mera_graph *g, const dna_program *prog, const mer
         const dna_vec *v = &in->u.vec;
         const mera_node *n = mera_graph_node(g, prog->layers[in->layer].node);
         int64_t work = 0;
-        if (is_pool(n->op)) {
+        if (mera_op_table[n->op].flags & MERA_OPF_WINDOW) {
             const mera_attr *k = mera_node_attr(n, "kernel");
             work = tile_elems(&v->dst) * (k && k->count >= 2 ? k->ints[0] * k->ints[1] : 1);
         } else {
@@ -484,7 +479,7 @@ mera_status dna_timing_model(const mera_graph *g, const dna_program *prog, const
     for (int l = 0; l < prog->n_layers; l++) {
         int node = prog->layers[l].node;
         int op = mera_graph_node(g, node)->op;
-        if ((op == MERA_OP_CONV2D || op == MERA_OP_DENSE) && (st = dna_conv_geometry(g, node, &geos[l], err)))
+        if (mera_op_table[op].dna == MERA_DNA_CONV && (st = dna_conv_geometry(g, node, &geos[l], err)))
             goto fail;
         t->layers[node].on_dna = 1;
     }
