@@ -38,6 +38,7 @@
 
 #include <stdint.h>
 
+#include "ir/ir.h"
 #include "util/status.h"
 
 #define DNA_ISA_VERSION 1
@@ -191,10 +192,24 @@ typedef struct {
 
 void dna_program_free(dna_program *p);
 
+/* The one rule set of a well-formed program (isa/validate.c; docs/isa.md,
+ * "Validation"): table counts, every field's range, addresses within the
+ * buffers and DRAM (a LOAD reads the constant image or the activations, a
+ * STORE writes the activations), a box or tile never larger than its
+ * buffer, tokens only towards queues that exist, DNA segments covering
+ * the instructions in order, layers and HOST segments within n_nodes and
+ * the value table of n_values entries (each count checked when >= 0).
+ * MERA_ERR_FORMAT naming the instruction, table entry and field.
+ * dna_program_validate_graph takes the counts from g and names each
+ * instruction's node. The deserializer runs it on what it reads, the DNA
+ * machine on what it loads; the machine then checks what needs the graph
+ * and the platform (sim/machine.c). */
+mera_status dna_program_validate(const dna_program *p, int n_nodes, int n_values, mera_error *err);
+mera_status dna_program_validate_graph(const dna_program *p, const mera_graph *g, mera_error *err);
+
 /* Serialize: "MERADNA\n", version, the tables above, an FNV-1a checksum.
- * Deserialize validates magic, version, sizes, checksum and every field's
- * range (addresses within the buffers, layers and values within the
- * graph's counts when n_nodes/n_values >= 0 are given) and fails with
+ * Deserialize checks magic, version, sizes and checksum, then runs
+ * dna_program_validate (n_nodes/n_values < 0: unknown), failing with
  * MERA_ERR_FORMAT naming the field. */
 mera_status dna_program_serialize(const dna_program *p, uint8_t **out, size_t *out_len, mera_error *err);
 dna_program *dna_program_deserialize(const uint8_t *buf, size_t len, int n_nodes, int n_values, mera_error *err);

@@ -5,9 +5,9 @@
  * host's byte order (docs/isa.md gives the layout byte by byte). The
  * reader trusts nothing: every count is bounded by the bytes that remain
  * before anything is allocated, the checksum is verified before any field
- * is interpreted, and every field is range-checked, so a corrupt or
- * hostile buffer gives a MERA_ERR_FORMAT naming the field, never a crash
- * or a huge allocation. */
+ * is interpreted, and every field is range-checked (dna_program_validate,
+ * validate.c), so a corrupt or hostile buffer gives a MERA_ERR_FORMAT
+ * naming the field, never a crash or a huge allocation. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -290,287 +290,6 @@ static void get_tile(reader *r, dna_tile *t)
         t->ext[k] = get_i32(r, "tile extent");
 }
 
-/* ---- validation -------------------------------------------------------- */
-
-/* a * b, or -1 when either is negative or the product exceeds 2^62 */
-static int64_t mul_bounded(int64_t a, int64_t b)
-{
-    const int64_t lim = (int64_t)1 << 62;
-    if (a < 0 || b < 0)
-        return -1;
-    if (a != 0 && b > lim / a)
-        return -1;
-    return a * b;
-}
-
-/* The lowest and highest byte offsets of a box of n0 x n1 runs of run
- * bytes at strides s0, s1 (which may be negative), relative to its first
- * byte; 0 when they do not fit in 2^62. */
-static int box_span(int64_t n0, int64_t s0, int64_t n1, int64_t s1, int64_t run, int64_t *lo, int64_t *hi)
-{
-    const int64_t lim = (int64_t)1 << 62;
-    *lo = *hi = 0;
-    if (n0 <= 0 || n1 <= 0 || run <= 0)
-        return 1;
-    if (s0 == INT64_MIN || s1 == INT64_MIN)
-        return 0; /* before negating them */
-    int64_t a0 = mul_bounded(n0 - 1, s0 < 0 ? -s0 : s0), a1 = mul_bounded(n1 - 1, s1 < 0 ? -s1 : s1);
-    if (a0 < 0 || a1 < 0 || s0 == INT64_MIN || s1 == INT64_MIN || a0 > lim / 2 || a1 > lim / 2)
-        return 0;
-    *lo = (s0 < 0 ? -a0 : 0) + (s1 < 0 ? -a1 : 0);
-    *hi = (s0 > 0 ? a0 : 0) + (s1 > 0 ? a1 : 0) + run - 1;
-    return 1;
-}
-
-typedef struct {
-    reader *r;
-    const dna_program *p;
-    int index;
-    const char *op;
-} insn_ctx;
-
-#define INSN_FAIL(c, fmt, ...) \
-    FMT_FAIL((c)->r, "instruction %d (%s): " fmt, (c)->index, (c)->op, __VA_ARGS__)
-
-/* [addr, addr + bytes) inside an on-chip buffer of size cap */
-static int sram_ok(insn_ctx *c, const char *what, int64_t addr, int64_t bytes, const char *buf, uint32_t cap)
-{
-    if (bytes < 0 || addr < 0 || addr > (int64_t)cap || bytes > (int64_t)cap - addr) {
-        INSN_FAIL(c, "%s [%lld, +%lld) exceeds %s (%u bytes)", what, (long long)addr, (long long)bytes, buf,
-                  (unsigned)cap);
-        return 0;
-    }
-    return 1;
-}
-
-static void check_dma(insn_ctx *c, const dna_insn *in)
-{
-    const dna_dma *d = &in->u.dma;
-    const dna_program *p = c->p;
-    int load = in->opcode == DNA_LOAD;
-    if (load ? d->mem > DNA_MEM_WGT : d->mem != DNA_MEM_ACT) {
-        INSN_FAIL(c, "mem %u is not %s", (unsigned)d->mem, load ? "ACT (0) or WGT (1)" : "ACT (0)");
-        return;
-    }
-    if (d->reserved) {
-        INSN_FAIL(c, "reserved field is %u, not 0", (unsigned)d->reserved);
-        return;
-    }
-    const struct {
-        const char *name;
-        int32_t v;
-    } f[] = {{"rows", d->rows},          {"cols", d->cols},         {"run_bytes", d->run_bytes},
-             {"pad_top", d->pad_top},    {"pad_bottom", d->pad_bottom}, {"pad_left", d->pad_left},
-             {"pad_right", d->pad_right}};
-    for (size_t i = 0; i < sizeof f / sizeof *f; i++)
-        if (f[i].v < 0) {
-            INSN_FAIL(c, "%s %d is negative", f[i].name, (int)f[i].v);
-            return;
-        }
-    if (!load && (d->pad_top || d->pad_bottom || d->pad_left || d->pad_right || d->pad_value)) {
-        INSN_FAIL(c, "%s", "a STORE has no padding");
-        return;
-    }
-    if ((int64_t)d->pad_top + d->pad_bottom > d->rows) {
-        INSN_FAIL(c, "pad_top %d + pad_bottom %d exceed rows %d", (int)d->pad_top, (int)d->pad_bottom, (int)d->rows);
-        return;
-    }
-    if ((int64_t)d->pad_left + d->pad_right > d->cols) {
-        INSN_FAIL(c, "pad_left %d + pad_right %d exceed cols %d", (int)d->pad_left, (int)d->pad_right, (int)d->cols);
-        return;
-    }
-    int64_t lo, hi;
-    /* on-chip side: the whole box */
-    if (!box_span(d->rows, d->sram_row_stride, d->cols, d->sram_col_stride, d->run_bytes, &lo, &hi)) {
-        INSN_FAIL(c, "%s", "SRAM strides overflow");
-        return;
-    }
-    if (d->rows && d->cols && d->run_bytes) {
-        uint32_t cap = load && d->mem == DNA_MEM_WGT ? p->wgt_bytes : p->act_bytes;
-        if (!sram_ok(c, "SRAM box", (int64_t)d->sram, hi + 1, load && d->mem == DNA_MEM_WGT ? "WGT" : "ACT", cap))
-            return;
-    }
-    /* DRAM side: only the rows and columns that are not padding */
-    int64_t nr = d->rows - d->pad_top - d->pad_bottom, nc = d->cols - d->pad_left - d->pad_right;
-    if (nr > 0 && nc > 0 && d->run_bytes > 0) {
-        if (!box_span(nr, d->dram_row_stride, nc, d->dram_col_stride, d->run_bytes, &lo, &hi)) {
-            INSN_FAIL(c, "%s", "DRAM strides overflow");
-            return;
-        }
-        int64_t o0 = mul_bounded(d->pad_top, d->dram_row_stride < 0 ? -d->dram_row_stride : d->dram_row_stride);
-        int64_t o1 = mul_bounded(d->pad_left, d->dram_col_stride < 0 ? -d->dram_col_stride : d->dram_col_stride);
-        const int64_t lim = (int64_t)1 << 61;
-        if (o0 < 0 || o1 < 0 || o0 > lim || o1 > lim || d->dram > lim || d->dram < -lim) {
-            INSN_FAIL(c, "DRAM address %lld out of range", (long long)d->dram);
-            return;
-        }
-        int64_t first = d->dram + (d->dram_row_stride < 0 ? -o0 : o0) + (d->dram_col_stride < 0 ? -o1 : o1);
-        if (first + lo < 0 || first + hi >= p->dram_bytes) {
-            INSN_FAIL(c, "DRAM box [%lld, %lld] outside DRAM (%lld bytes)", (long long)(first + lo),
-                      (long long)(first + hi), (long long)p->dram_bytes);
-            return;
-        }
-    }
-}
-
-static void check_conv(insn_ctx *c, const dna_conv *k)
-{
-    const dna_program *p = c->p;
-    const struct {
-        const char *name;
-        int32_t v, min;
-    } f[] = {{"in_h", k->in_h, 1},   {"in_w", k->in_w, 1}, {"in_c", k->in_c, 1}, {"out_h", k->out_h, 1},
-             {"out_w", k->out_w, 1}, {"oc0", k->oc0, 0},   {"oc_n", k->oc_n, 1}};
-    for (size_t i = 0; i < sizeof f / sizeof *f; i++)
-        if (f[i].v < f[i].min) {
-            INSN_FAIL(c, "%s %d is below %d", f[i].name, (int)f[i].v, (int)f[i].min);
-            return;
-        }
-    if (k->depthwise_saturate != 0 && k->depthwise_saturate != 1) {
-        INSN_FAIL(c, "depthwise_saturate %d is not 0 or 1", (int)k->depthwise_saturate);
-        return;
-    }
-    int64_t in_bytes = mul_bounded(mul_bounded(k->in_h, k->in_w), k->in_c);
-    int64_t out_bytes = mul_bounded(mul_bounded(k->out_h, k->out_w), k->oc_n);
-    if (!sram_ok(c, "input tile", k->in_addr, in_bytes, "ACT", p->act_bytes) ||
-        !sram_ok(c, "output tile", k->out_addr, out_bytes, "ACT", p->act_bytes))
-        return;
-    if (out_bytes * 4 > (int64_t)p->acc_bytes) {
-        INSN_FAIL(c, "output tile needs %lld accumulator bytes, ACC has %u", (long long)(out_bytes * 4),
-                  (unsigned)p->acc_bytes);
-        return;
-    }
-    if (k->wgt_addr >= p->wgt_bytes) {
-        INSN_FAIL(c, "wgt_addr %u outside WGT (%u bytes)", (unsigned)k->wgt_addr, (unsigned)p->wgt_bytes);
-        return;
-    }
-    if (k->wgt_dram < 0 || k->wgt_dram >= p->params_bytes) {
-        INSN_FAIL(c, "wgt_dram %lld outside the constant image (%lld bytes)", (long long)k->wgt_dram,
-                  (long long)p->params_bytes);
-        return;
-    }
-}
-
-static int check_tile(insn_ctx *c, const char *what, const dna_tile *t)
-{
-    int64_t bytes = 1;
-    for (int k = 0; k < 4; k++) {
-        if (t->ext[k] < 0) {
-            INSN_FAIL(c, "%s extent %d is %d", what, k, (int)t->ext[k]);
-            return 0;
-        }
-        bytes = mul_bounded(bytes, t->ext[k]);
-    }
-    return sram_ok(c, what, t->addr, bytes, "ACT", c->p->act_bytes);
-}
-
-static void check_vec(insn_ctx *c, const dna_vec *v)
-{
-    if (!check_tile(c, "dst tile", &v->dst))
-        return;
-    for (int k = 0; k < 4; k++)
-        if (v->origin[k] < 0) {
-            INSN_FAIL(c, "origin[%d] %d is negative", k, (int)v->origin[k]);
-            return;
-        }
-    for (int s = 0; s < v->n_src; s++) {
-        char what[32];
-        snprintf(what, sizeof what, "src tile %d", s);
-        if (!check_tile(c, what, &v->src[s]))
-            return;
-    }
-}
-
-/* Field ranges of the whole program, once everything is read. */
-static void validate(reader *r, const dna_program *p, int n_nodes, int n_values)
-{
-    if (p->dram_bytes < 0) {
-        FMT_FAIL(r, "dram_bytes %lld is negative", (long long)p->dram_bytes);
-        return;
-    }
-    if (p->params_bytes > p->dram_bytes) {
-        FMT_FAIL(r, "params_bytes %lld exceed dram_bytes %lld", (long long)p->params_bytes, (long long)p->dram_bytes);
-        return;
-    }
-    if (memchr(p->platform, 0, sizeof p->platform) == NULL) {
-        FMT_FAIL(r, "%s", "platform name is not NUL-terminated");
-        return;
-    }
-    for (int i = 0; i < p->n_layers; i++) {
-        const dna_layer *l = &p->layers[i];
-        if (l->node < 0 || (n_nodes >= 0 && l->node >= n_nodes)) {
-            FMT_FAIL(r, "layer %d: node %d out of range (%d nodes)", i, (int)l->node, n_nodes);
-            return;
-        }
-        if (l->reserved) {
-            FMT_FAIL(r, "layer %d: reserved field is %d, not 0", i, (int)l->reserved);
-            return;
-        }
-        if (l->macs < 0) {
-            FMT_FAIL(r, "layer %d: macs %lld is negative", i, (long long)l->macs);
-            return;
-        }
-    }
-    for (int i = 0; i < p->n_insns && !r->failed; i++) {
-        const dna_insn *in = &p->insns[i];
-        insn_ctx c = {r, p, i, dna_opcode_name(in->opcode)};
-        if (in->deps & ~0xFu) {
-            INSN_FAIL(&c, "deps 0x%02x has bits beyond the four token flags", (unsigned)in->deps);
-            return;
-        }
-        if (in->reserved) {
-            INSN_FAIL(&c, "reserved field is %u, not 0", (unsigned)in->reserved);
-            return;
-        }
-        if (in->layer < 0 || in->layer >= p->n_layers) {
-            INSN_FAIL(&c, "layer %d out of range (%d layers)", (int)in->layer, (int)p->n_layers);
-            return;
-        }
-        if (in->opcode == DNA_LOAD || in->opcode == DNA_STORE)
-            check_dma(&c, in);
-        else if (in->opcode == DNA_CONV)
-            check_conv(&c, &in->u.conv);
-        else if (in->opcode == DNA_VEC)
-            check_vec(&c, &in->u.vec);
-    }
-    if (r->failed)
-        return;
-    for (int i = 0; i < p->n_segments; i++) {
-        const dna_segment *s = &p->segments[i];
-        if (s->kind == DNA_SEG_DNA) {
-            if (s->first < 0 || s->count < 0 || s->first > p->n_insns || s->count > p->n_insns - s->first) {
-                FMT_FAIL(r, "segment %d (DNA): instructions [%d, +%d) outside the %d instructions", i, (int)s->first,
-                         (int)s->count, (int)p->n_insns);
-                return;
-            }
-            if (s->host_in_bytes < 0 || s->host_out_bytes < 0) {
-                FMT_FAIL(r, "segment %d (DNA): negative host transfer bytes", i);
-                return;
-            }
-        } else if (s->kind == DNA_SEG_HOST) {
-            if (s->node < 0 || (n_nodes >= 0 && s->node >= n_nodes)) {
-                FMT_FAIL(r, "segment %d (HOST): node %d out of range (%d nodes)", i, (int)s->node, n_nodes);
-                return;
-            }
-        } else {
-            FMT_FAIL(r, "segment %d: kind %d is neither DNA (1) nor HOST (2)", i, (int)s->kind);
-            return;
-        }
-    }
-    if (n_values >= 0 && p->n_values != n_values) {
-        FMT_FAIL(r, "value table has %d entries, the graph %d values", (int)p->n_values, n_values);
-        return;
-    }
-    for (int i = 0; i < p->n_values; i++) {
-        int64_t v = p->value_dram[i];
-        if (v != -1 && (v < 0 || v >= p->dram_bytes)) {
-            FMT_FAIL(r, "value_dram[%d] = %lld is neither -1 nor inside DRAM (%lld bytes)", i, (long long)v,
-                     (long long)p->dram_bytes);
-            return;
-        }
-    }
-}
-
 /* malloc that never returns NULL for zero entries */
 static void *alloc_n(size_t n, size_t size)
 {
@@ -682,8 +401,8 @@ static dna_program *deserialize(const uint8_t *buf, size_t len, int n_nodes, int
             case DNA_VEC: {
                 dna_vec *v = &in->u.vec;
                 v->n_src = get_i32(r, "VEC n_src");
-                if (!r->failed && (v->n_src < 0 || v->n_src > DNA_MAX_SRC)) {
-                    FMT_FAIL(r, "instruction %d (VEC): n_src %d not in [0, %d]", i, (int)v->n_src, DNA_MAX_SRC);
+                if (!r->failed && (v->n_src < 1 || v->n_src > DNA_MAX_SRC)) {
+                    FMT_FAIL(r, "insn %d (VEC): field n_src = %d not in [1, %d]", i, (int)v->n_src, DNA_MAX_SRC);
                     break;
                 }
                 get_tile(r, &v->dst);
@@ -696,7 +415,7 @@ static dna_program *deserialize(const uint8_t *buf, size_t len, int n_nodes, int
             case DNA_NOP:
                 break;
             default:
-                FMT_FAIL(r, "instruction %d: unknown opcode %u", i, (unsigned)in->opcode);
+                FMT_FAIL(r, "insn %d: field opcode = %u is unknown", i, (unsigned)in->opcode);
                 break;
             }
         }
@@ -745,8 +464,8 @@ static dna_program *deserialize(const uint8_t *buf, size_t len, int n_nodes, int
     p->acc_bytes = get_u32(r, "acc_bytes");
     if (!r->failed && remaining(r) != 0)
         FMT_FAIL(r, "%zu unexpected bytes after the tables at offset %zu", remaining(r), r->pos);
-    if (!r->failed)
-        validate(r, p, n_nodes, n_values);
+    if (!r->failed && dna_program_validate(p, n_nodes, n_values, err))
+        r->failed = 1;
     if (r->failed) {
         if (borrow)
             p->params_image = NULL;

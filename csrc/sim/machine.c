@@ -66,83 +66,19 @@ static int fits(double addr, double bytes, double lo, double hi)
 
 /* ---- validation ---------------------------------------------------------- */
 
-/* SRAM extent of a box: one past its last byte, in double. */
-static double box_sram_hi(const dna_dma *d)
-{
-    return (double)d->sram + (double)(d->rows - 1) * d->sram_row_stride + (double)(d->cols - 1) * d->sram_col_stride +
-           d->run_bytes;
-}
-
-static mera_status check_dma(const dna_machine *m, int i, mera_error *err)
-{
-    const dna_program *prog = m->prog;
-    const dna_dma *d = &prog->insns[i].u.dma;
-    int load = prog->insns[i].opcode == DNA_LOAD;
-    if (d->rows < 1 || d->cols < 1 || d->run_bytes < 1)
-        return insn_fail(m, err, MERA_ERR_FORMAT, i, "field rows/cols/run_bytes must be >= 1, got %d/%d/%d",
-                         d->rows, d->cols, d->run_bytes);
-    if (d->pad_top < 0 || d->pad_bottom < 0 || d->pad_left < 0 || d->pad_right < 0 ||
-        (int64_t)d->pad_top + d->pad_bottom > d->rows || (int64_t)d->pad_left + d->pad_right > d->cols)
-        return insn_fail(m, err, MERA_ERR_FORMAT, i, "field pad_* (%d,%d,%d,%d) out of range for a %dx%d box",
-                         d->pad_top, d->pad_bottom, d->pad_left, d->pad_right, d->rows, d->cols);
-    if (!load && (d->pad_top || d->pad_bottom || d->pad_left || d->pad_right))
-        return insn_fail(m, err, MERA_ERR_FORMAT, i, "field pad_*: a STORE has no padding");
-    if (d->mem != DNA_MEM_ACT && (!load || d->mem != DNA_MEM_WGT))
-        return insn_fail(m, err, MERA_ERR_FORMAT, i, "field mem = %d is not %s", d->mem,
-                         load ? "ACT (0) or WGT (1)" : "ACT (0)");
-    double cap = d->mem == DNA_MEM_WGT ? prog->wgt_bytes : prog->act_bytes;
-    if (box_sram_hi(d) > cap)
-        return insn_fail(m, err, MERA_ERR_FORMAT, i,
-                         "field sram: the box [%u, %.0f) exceeds the %s buffer of %.0f bytes", d->sram,
-                         box_sram_hi(d), d->mem == DNA_MEM_WGT ? "WGT" : "ACT", cap);
-    /* A box never holds more bytes than its buffer: this bounds the work of
-     * one instruction (strides of 0 would otherwise let a small program
-     * copy the same bytes billions of times). */
-    if ((double)d->rows * d->cols * d->run_bytes > cap)
-        return insn_fail(m, err, MERA_ERR_FORMAT, i,
-                         "field rows x cols x run_bytes: %d x %d x %d bytes exceed the %s buffer of %.0f bytes",
-                         d->rows, d->cols, d->run_bytes, d->mem == DNA_MEM_WGT ? "WGT" : "ACT", cap);
-    int64_t nr = d->rows - d->pad_top - d->pad_bottom, nc = d->cols - d->pad_left - d->pad_right;
-    if (nr == 0 || nc == 0)
-        return MERA_OK; /* reads nothing */
-    /* The DRAM addresses are affine in (r, c): the extremes are corners. */
-    double lo = 1e300, hi = -1e300;
-    for (int a = 0; a < 2; a++)
-        for (int b = 0; b < 2; b++) {
-            double r = a ? d->rows - d->pad_bottom - 1 : d->pad_top, c = b ? d->cols - d->pad_right - 1 : d->pad_left;
-            double x = (double)d->dram + r * (double)d->dram_row_stride + c * (double)d->dram_col_stride;
-            lo = x < lo ? x : lo;
-            hi = x + d->run_bytes > hi ? x + d->run_bytes : hi;
-        }
-    double params = (double)prog->params_bytes, total = (double)prog->dram_bytes;
-    if (load) {
-        if (!fits(lo, hi - lo, 0, params) && !fits(lo, hi - lo, params, total))
-            return insn_fail(m, err, MERA_ERR_FORMAT, i,
-                             "field dram: reads DRAM [%.0f, %.0f), outside both the constant image [0, %lld) and "
-                             "the activations [%lld, %lld)",
-                             lo, hi, (long long)prog->params_bytes, (long long)prog->params_bytes,
-                             (long long)prog->dram_bytes);
-    } else if (!fits(lo, hi - lo, params, total)) {
-        return insn_fail(m, err, MERA_ERR_FORMAT, i,
-                         "field dram: writes DRAM [%.0f, %.0f), outside the activations [%lld, %lld)%s", lo, hi,
-                         (long long)prog->params_bytes, (long long)prog->dram_bytes,
-                         lo < params ? " (the constant image is read-only)" : "");
-    }
-    return MERA_OK;
-}
+/* dna_program_validate_graph (isa/validate.c) checks every rule of a
+ * well-formed program; what follows needs the graph or the platform: a
+ * tile against its layer's geometry and tensors, the weight block against
+ * the layer's weights, the addresses of the values a run reads or writes,
+ * the buffers against the platform. */
 
 static mera_status check_conv(const dna_machine *m, int i, const dna_conv_geom *geo, mera_error *err)
 {
     const dna_program *prog = m->prog;
     const dna_conv *c = &prog->insns[i].u.conv;
-    if (c->in_h < 1 || c->in_w < 1 || c->in_c < 1 || c->out_h < 1 || c->out_w < 1 || c->oc_n < 1 || c->oc0 < 0)
-        return insn_fail(m, err, MERA_ERR_FORMAT, i, "fields in_h/in_w/in_c/out_h/out_w/oc_n must be >= 1 and oc0 >= 0");
     if ((int64_t)c->oc0 + c->oc_n > geo->o)
         return insn_fail(m, err, MERA_ERR_FORMAT, i, "fields oc0/oc_n: [%d, %d) exceeds the layer's %lld output channels",
                          c->oc0, c->oc0 + c->oc_n, (long long)geo->o);
-    if (c->depthwise_saturate != 0 && c->depthwise_saturate != 1)
-        return insn_fail(m, err, MERA_ERR_FORMAT, i, "field depthwise_saturate must be 0 or 1, got %d",
-                         c->depthwise_saturate);
     if (geo->dense) {
         if (c->in_h != 1 || c->out_h != 1 || c->in_w != c->out_w || c->in_c != geo->c)
             return insn_fail(m, err, MERA_ERR_FORMAT, i,
@@ -170,23 +106,10 @@ static mera_status check_conv(const dna_machine *m, int i, const dna_conv_geom *
                              c->in_h, c->in_w, c->out_h, c->out_w, (long long)geo->kh, (long long)geo->kw,
                              (long long)geo->sh, (long long)geo->sw, (long long)geo->dh, (long long)geo->dw);
     }
-    double in_b = (double)c->in_h * c->in_w * c->in_c, out_b = (double)c->out_h * c->out_w * c->oc_n;
     double blk = (double)c->oc_n * geo->kh * geo->kw * geo->cg + (geo->has_bias ? 4.0 * c->oc_n : 0);
-    if (!fits(c->in_addr, in_b, 0, prog->act_bytes))
-        return insn_fail(m, err, MERA_ERR_FORMAT, i, "field in_addr: input tile [%u, %.0f) exceeds ACT (%u bytes)",
-                         c->in_addr, c->in_addr + in_b, prog->act_bytes);
-    if (!fits(c->out_addr, out_b, 0, prog->act_bytes))
-        return insn_fail(m, err, MERA_ERR_FORMAT, i, "field out_addr: output tile [%u, %.0f) exceeds ACT (%u bytes)",
-                         c->out_addr, c->out_addr + out_b, prog->act_bytes);
     if (!fits(c->wgt_addr, blk, 0, prog->wgt_bytes))
         return insn_fail(m, err, MERA_ERR_FORMAT, i, "field wgt_addr: weight block [%u, %.0f) exceeds WGT (%u bytes)",
                          c->wgt_addr, c->wgt_addr + blk, prog->wgt_bytes);
-    if (out_b * 4 > prog->acc_bytes)
-        return insn_fail(m, err, MERA_ERR_FORMAT, i,
-                         "fields out_h/out_w/oc_n: %.0f int32 accumulators exceed ACC (%u bytes)", out_b,
-                         prog->acc_bytes);
-    if (c->in_addr < c->out_addr + out_b && c->out_addr < c->in_addr + in_b)
-        return insn_fail(m, err, MERA_ERR_FORMAT, i, "fields in_addr/out_addr: input and output tiles overlap in ACT");
     if (!fits((double)c->wgt_dram, blk, 0, (double)prog->params_bytes))
         return insn_fail(m, err, MERA_ERR_FORMAT, i,
                          "field wgt_dram: block [%lld, %.0f) is not inside the constant image [0, %lld)",
@@ -202,7 +125,7 @@ static mera_status check_vec(const dna_machine *m, int i, mera_error *err)
     if (mera_op_table[node->op].dna == MERA_DNA_CONV)
         return insn_fail(m, err, MERA_ERR_FORMAT, i, "field layer: a VEC cannot run a %s layer",
                          mera_op_table[node->op].name);
-    if (v->n_src != node->n_inputs || v->n_src < 1 || v->n_src > DNA_MAX_SRC)
+    if (v->n_src != node->n_inputs)
         return insn_fail(m, err, MERA_ERR_FORMAT, i, "field n_src = %d, but node has %d inputs (max %d)", v->n_src,
                          node->n_inputs, DNA_MAX_SRC);
     if (node->n_outputs != 1)
@@ -219,38 +142,19 @@ static mera_status check_vec(const dna_machine *m, int i, mera_error *err)
                              s < v->n_src ? "src" : "dst", s, mera_dtype_name(ty->dtype), ty->rank);
         for (int d = 0; d < 4; d++) {
             int64_t lim = d < ty->rank ? ty->shape[d] : 1;
-            if (t->ext[d] < 1 || t->ext[d] > lim)
+            if (t->ext[d] > lim)
                 return insn_fail(m, err, MERA_ERR_FORMAT, i, "field %s[%d].ext[%d] = %d outside [1, %lld]",
                                  s < v->n_src ? "src" : "dst", s < v->n_src ? s : 0, d, t->ext[d], (long long)lim);
         }
-        double bytes = (double)t->ext[0] * t->ext[1] * t->ext[2] * t->ext[3];
-        if (!fits(t->addr, bytes, 0, prog->act_bytes))
-            return insn_fail(m, err, MERA_ERR_FORMAT, i, "field %s addr: tile [%u, %.0f) exceeds ACT (%u bytes)",
-                             s < v->n_src ? "src" : "dst", t->addr, t->addr + bytes, prog->act_bytes);
     }
-    /* Sources may not overlap the destination, except an elementwise op
-     * exactly in place. */
-    double dlo = v->dst.addr, dhi = dlo + (double)v->dst.ext[0] * v->dst.ext[1] * v->dst.ext[2] * v->dst.ext[3];
-    for (int s = 0; s < v->n_src; s++) {
-        const dna_tile *t = &v->src[s];
-        double lo = t->addr, hi = lo + (double)t->ext[0] * t->ext[1] * t->ext[2] * t->ext[3];
-        int in_place = lo == dlo && hi == dhi && (mera_op_table[node->op].flags & MERA_OPF_ELEMWISE);
-        if (lo < dhi && dlo < hi && !in_place)
-            return insn_fail(m, err, MERA_ERR_FORMAT, i, "field src[%d].addr: source overlaps the destination", s);
-    }
-    return MERA_OK;
-}
-
-static mera_status check_deps(const dna_machine *m, int i, mera_error *err)
-{
-    const dna_insn *in = &m->prog->insns[i];
-    int q = dna_opcode_queue(in->opcode);
-    if (in->deps & ~0xF)
-        return insn_fail(m, err, MERA_ERR_FORMAT, i, "field deps = 0x%x has unknown bits", in->deps);
-    if (q == DNA_Q_LOAD && (in->deps & (DNA_DEP_POP_PREV | DNA_DEP_PUSH_PREV)))
-        return insn_fail(m, err, MERA_ERR_FORMAT, i, "field deps: the LOAD queue has no previous queue");
-    if (q == DNA_Q_STORE && (in->deps & (DNA_DEP_POP_NEXT | DNA_DEP_PUSH_NEXT)))
-        return insn_fail(m, err, MERA_ERR_FORMAT, i, "field deps: the STORE queue has no next queue");
+    /* A source exactly on the destination (the only overlap the ISA
+     * allows) is for elementwise ops, which read each element before
+     * writing it. */
+    for (int s = 0; s < v->n_src; s++)
+        if (v->src[s].addr == v->dst.addr && !(mera_op_table[node->op].flags & MERA_OPF_ELEMWISE))
+            return insn_fail(m, err, MERA_ERR_FORMAT, i,
+                             "field src[%d].addr: the source is the destination, in place, but %s is not elementwise",
+                             s, mera_op_table[node->op].name);
     return MERA_OK;
 }
 
@@ -285,30 +189,15 @@ static mera_status validate(dna_machine *m, mera_error *err)
     const dna_program *prog = m->prog;
     const mera_graph *g = m->g;
     const mera_platform *p = m->p;
-    int n_nodes = mera_graph_num_nodes(g), n_values = mera_graph_num_values(g);
     mera_status st;
-    if (prog->version != DNA_ISA_VERSION)
-        return mera_fail(err, MERA_ERR_FORMAT, "program is ISA version %u, this machine runs version %d",
-                         prog->version, DNA_ISA_VERSION);
-    if (prog->n_layers < 0 || prog->n_insns < 0 || prog->n_segments < 0 ||
-        (prog->n_layers && !prog->layers) || (prog->n_insns && !prog->insns) || (prog->n_segments && !prog->segments))
-        return mera_fail(err, MERA_ERR_FORMAT, "program tables are inconsistent (negative counts or missing tables)");
-    if (prog->n_values != n_values || !prog->value_dram)
-        return mera_fail(err, MERA_ERR_FORMAT, "program has %d value addresses, the graph %d values", prog->n_values,
-                         n_values);
-    if (prog->params_bytes < 0 || prog->dram_bytes < prog->params_bytes || (prog->params_bytes && !prog->params_image))
-        return mera_fail(err, MERA_ERR_FORMAT, "field params_bytes/dram_bytes: %lld/%lld inconsistent",
-                         (long long)prog->params_bytes, (long long)prog->dram_bytes);
+    if ((st = dna_program_validate_graph(prog, g, err)))
+        return st;
     if ((double)prog->act_bytes > p->act_buffer_kib * 1024.0 || (double)prog->wgt_bytes > p->weight_buffer_kib * 1024.0 ||
         (double)prog->acc_bytes > p->acc_buffer_kib * 1024.0)
         return mera_fail(err, MERA_ERR_INVALID,
                          "program assumes buffers ACT %u, WGT %u, ACC %u bytes; platform %s has %lld, %lld, %lld KiB",
                          prog->act_bytes, prog->wgt_bytes, prog->acc_bytes, p->name, (long long)p->act_buffer_kib,
                          (long long)p->weight_buffer_kib, (long long)p->acc_buffer_kib);
-    for (int l = 0; l < prog->n_layers; l++)
-        if (prog->layers[l].node < 0 || prog->layers[l].node >= n_nodes)
-            return mera_fail(err, MERA_ERR_FORMAT, "layers[%d].node = %d outside the graph's %d nodes", l,
-                             prog->layers[l].node, n_nodes);
     m->geos = calloc((size_t)(prog->n_layers > 0 ? prog->n_layers : 1), sizeof *m->geos);
     if (!m->geos)
         return mera_fail(err, MERA_ERR_NOMEM, "out of memory");
@@ -324,18 +213,7 @@ static mera_status validate(dna_machine *m, mera_error *err)
     }
     for (int i = 0; i < prog->n_insns; i++) {
         const dna_insn *in = &prog->insns[i];
-        if (in->layer < 0 || in->layer >= prog->n_layers)
-            return mera_fail(err, MERA_ERR_FORMAT, "insn %d (%s): field layer = %d outside [0, %d)", i,
-                             dna_opcode_name(in->opcode), in->layer, prog->n_layers);
-        if (dna_opcode_queue(in->opcode) < 0)
-            return insn_fail(m, err, MERA_ERR_FORMAT, i, "field opcode = %d is unknown", in->opcode);
-        if ((st = check_deps(m, i, err)))
-            return st;
         switch (in->opcode) {
-        case DNA_LOAD:
-        case DNA_STORE:
-            st = check_dma(m, i, err);
-            break;
         case DNA_CONV: {
             const mera_node *node = layer_node(m, in->layer);
             if (mera_op_table[node->op].dna != MERA_DNA_CONV)
@@ -351,36 +229,18 @@ static mera_status validate(dna_machine *m, mera_error *err)
         if (st)
             return st;
     }
-    int next = 0;
     for (int s = 0; s < prog->n_segments; s++) {
         const dna_segment *seg = &prog->segments[s];
-        if (seg->kind == DNA_SEG_DNA) {
-            if (seg->first != next || seg->count < 0 || (int64_t)seg->first + seg->count > prog->n_insns)
-                return mera_fail(err, MERA_ERR_FORMAT,
-                                 "segment %d: instructions [%d, +%d) do not continue at insn %d (segments must "
-                                 "cover the instructions in order)",
-                                 s, seg->first, seg->count, next);
-            if (seg->host_in_bytes < 0 || seg->host_out_bytes < 0)
-                return mera_fail(err, MERA_ERR_FORMAT, "segment %d: negative host_in_bytes/host_out_bytes", s);
-            next += seg->count;
-        } else if (seg->kind == DNA_SEG_HOST) {
-            if (seg->node < 0 || seg->node >= n_nodes)
-                return mera_fail(err, MERA_ERR_FORMAT, "segment %d: field node = %d outside the graph's %d nodes", s,
-                                 seg->node, n_nodes);
-            const mera_node *node = mera_graph_node(g, seg->node);
-            for (int k = 0; k < node->n_inputs; k++)
-                if (node->inputs[k] >= 0 && (st = check_value(m, node->inputs[k], 0, "a host node's input", err)))
-                    return st;
-            for (int o = 0; o < node->n_outputs; o++)
-                if ((st = check_value(m, node->outputs[o], 1, "a host node's output", err)))
-                    return st;
-        } else {
-            return mera_fail(err, MERA_ERR_FORMAT, "segment %d: field kind = %d is neither DNA (1) nor HOST (2)", s,
-                             seg->kind);
-        }
+        if (seg->kind != DNA_SEG_HOST)
+            continue;
+        const mera_node *node = mera_graph_node(g, seg->node);
+        for (int k = 0; k < node->n_inputs; k++)
+            if (node->inputs[k] >= 0 && (st = check_value(m, node->inputs[k], 0, "a host node's input", err)))
+                return st;
+        for (int o = 0; o < node->n_outputs; o++)
+            if ((st = check_value(m, node->outputs[o], 1, "a host node's output", err)))
+                return st;
     }
-    if (next != prog->n_insns)
-        return mera_fail(err, MERA_ERR_FORMAT, "segments cover instructions [0, %d) of %d", next, prog->n_insns);
     for (int k = 0; k < mera_graph_num_inputs(g); k++) {
         int v = mera_graph_input(g, k);
         if (mera_graph_value(g, v)->kind == MERA_VALUE_INPUT && (st = check_value(m, v, 1, "a graph input", err)))

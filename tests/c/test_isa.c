@@ -113,11 +113,12 @@ static dna_program sample(void)
     }
     v->origin[1] = 2;
 
-    insns[5].opcode = DNA_VEC; /* a vector op without sources is still well-formed */
+    insns[5].opcode = DNA_VEC; /* in place: a source may be exactly the destination */
     insns[5].layer = 1;
-    insns[5].u.vec.dst.addr = 4000;
+    insns[5].u.vec.n_src = 1;
+    insns[5].u.vec.dst.addr = insns[5].u.vec.src[0].addr = 4000;
     for (int k = 0; k < 4; k++)
-        insns[5].u.vec.dst.ext[k] = 1;
+        insns[5].u.vec.dst.ext[k] = insns[5].u.vec.src[0].ext[k] = 1;
     insns[6].opcode = DNA_NOP; /* tokens only */
     insns[6].deps = DNA_DEP_POP_NEXT | DNA_DEP_PUSH_PREV;
     insns[6].layer = 1;
@@ -196,7 +197,7 @@ static void test_round_trip(void)
     CHECK(dna_program_deserialize(buf, len, N_NODES, N_VALUES + 1, &err) == NULL);
     CHECK_MSG(err, "value table has 7 entries, the graph 8 values");
     CHECK(dna_program_deserialize(buf, len, 4, N_VALUES, &err) == NULL);
-    CHECK_MSG(err, "node 4 out of range (4 nodes)");
+    CHECK_MSG(err, "segments[1] (HOST): field node = 4 out of range (4 nodes)");
     dna_program_free(q);
     free(buf2);
 
@@ -266,14 +267,14 @@ static void test_round_trip(void)
     m[at_insns] = 9;
     rechecksum(m, len);
     CHECK(dna_program_deserialize(m, len, N_NODES, N_VALUES, &err) == NULL);
-    CHECK_MSG(err, "instruction 0: unknown opcode 9");
+    CHECK_MSG(err, "insn 0: field opcode = 9 is unknown");
     size_t at_vec = at_insns + 3 * (8 + 68) + (8 + 52) + 8;
     memcpy(m, buf, len);
     CHECK(m[at_vec] == 2); /* n_src of instruction 4 */
     m[at_vec] = DNA_MAX_SRC + 1;
     rechecksum(m, len);
     CHECK(dna_program_deserialize(m, len, N_NODES, N_VALUES, &err) == NULL);
-    CHECK_MSG(err, "instruction 4 (VEC): n_src 9 not in [0, 8]");
+    CHECK_MSG(err, "insn 4 (VEC): field n_src = 9 not in [1, 8]");
     free(m);
     free(buf);
 }
@@ -297,41 +298,42 @@ static void test_round_trip(void)
 
 static void test_fields(void)
 {
-    EXPECT_BAD(p.insns[2].layer = 99, "DNA program: instruction 2 (CONV): layer 99 out of range (2 layers)");
-    EXPECT_BAD(p.insns[3].layer = -1, "instruction 3 (STORE): layer -1 out of range");
-    EXPECT_BAD(p.insns[1].deps = 0x10, "instruction 1 (LOAD): deps 0x10");
-    EXPECT_BAD(p.insns[1].reserved = 3, "instruction 1 (LOAD): reserved field");
-    EXPECT_BAD(p.layers[1].node = N_NODES, "layer 1: node 5 out of range (5 nodes)");
-    EXPECT_BAD(p.layers[0].reserved = 1, "layer 0: reserved");
+    EXPECT_BAD(p.insns[2].layer = 99, "DNA program: insn 2 (CONV): field layer = 99 outside [0, 2)");
+    EXPECT_BAD(p.insns[3].layer = -1, "insn 3 (STORE): field layer = -1 outside [0, 2)");
+    EXPECT_BAD(p.insns[1].deps = 0x10, "insn 1 (LOAD, layer 0): field deps = 0x10");
+    EXPECT_BAD(p.insns[1].reserved = 3, "insn 1 (LOAD, layer 0): field reserved = 3");
+    EXPECT_BAD(p.layers[1].node = N_NODES, "layers[1]: field node = 5 out of range (5 nodes)");
+    EXPECT_BAD(p.layers[0].reserved = 1, "layers[0]: field reserved = 1");
     EXPECT_BAD(p.value_dram[3] = 4096, "value_dram[3] = 4096");
     EXPECT_BAD(p.value_dram[3] = -2, "value_dram[3] = -2");
     EXPECT_BAD(p.params_bytes = 64; p.dram_bytes = 32; for (int i = 0; i < N_VALUES; i++) p.value_dram[i] = -1,
-               "params_bytes 64 exceed dram_bytes 32");
-    EXPECT_BAD(p.segments[0].count = 8, "segment 0 (DNA): instructions [0, +8) outside the 7 instructions");
-    EXPECT_BAD(p.segments[2].first = 8, "segment 2 (DNA)");
-    EXPECT_BAD(p.insns[6].layer = 2, "instruction 6 (NOP): layer 2 out of range (2 layers)");
-    EXPECT_BAD(p.segments[1].node = N_NODES, "segment 1 (HOST): node 5 out of range");
-    EXPECT_BAD(p.segments[1].kind = 3, "segment 1: kind 3");
-    EXPECT_BAD(p.insns[0].u.dma.rows = -1, "instruction 0 (LOAD): rows -1 is negative");
-    EXPECT_BAD(p.insns[0].u.dma.run_bytes = -8, "run_bytes -8 is negative");
-    EXPECT_BAD(p.insns[0].u.dma.pad_bottom = 5, "pad_top 1 + pad_bottom 5 exceed rows 5");
-    EXPECT_BAD(p.insns[0].u.dma.pad_left = 10, "pad_left 10 + pad_right 1 exceed cols 10");
-    EXPECT_BAD(p.insns[3].u.dma.pad_top = 1, "instruction 3 (STORE): a STORE has no padding");
-    EXPECT_BAD(p.insns[3].u.dma.mem = DNA_MEM_WGT, "instruction 3 (STORE): mem 1");
-    EXPECT_BAD(p.insns[1].u.dma.mem = 2, "instruction 1 (LOAD): mem 2");
-    EXPECT_BAD(p.insns[1].u.dma.run_bytes = 2000, "SRAM box");
-    EXPECT_BAD(p.insns[3].u.dma.dram = 4000, "DRAM box");
-    EXPECT_BAD(p.insns[0].u.dma.dram = -100, "DRAM box");
-    EXPECT_BAD(p.insns[0].u.dma.dram_row_stride = INT64_MAX, "overflow");
-    EXPECT_BAD(p.insns[2].u.conv.oc_n = 0, "instruction 2 (CONV): oc_n 0 is below 1");
-    EXPECT_BAD(p.insns[2].u.conv.depthwise_saturate = 2, "depthwise_saturate 2");
+               "params_bytes/dram_bytes = 64/32");
+    EXPECT_BAD(p.segments[0].count = 8, "segments[0] (DNA): instructions [0, +8) outside the 7 instructions");
+    EXPECT_BAD(p.segments[2].first = 8, "segments[2] (DNA)");
+    EXPECT_BAD(p.insns[6].layer = 2, "insn 6 (NOP): field layer = 2 outside [0, 2)");
+    EXPECT_BAD(p.segments[1].node = N_NODES, "segments[1] (HOST): field node = 5 out of range");
+    EXPECT_BAD(p.segments[1].kind = 3, "segments[1]: field kind = 3");
+    EXPECT_BAD(p.insns[0].u.dma.rows = -1, "insn 0 (LOAD, layer 0): field rows/cols/run_bytes must be >= 1, got -1/10/8");
+    EXPECT_BAD(p.insns[0].u.dma.run_bytes = -8, "got 5/10/-8");
+    EXPECT_BAD(p.insns[0].u.dma.pad_bottom = 5, "field pad_* (1,5,1,1) out of range for a 5x10 box");
+    EXPECT_BAD(p.insns[0].u.dma.pad_left = 10, "field pad_* (1,0,10,1) out of range");
+    EXPECT_BAD(p.insns[3].u.dma.pad_top = 1, "insn 3 (STORE, layer 0): field pad_*: a STORE has no padding");
+    EXPECT_BAD(p.insns[3].u.dma.mem = DNA_MEM_WGT, "insn 3 (STORE, layer 0): field mem = 1");
+    EXPECT_BAD(p.insns[1].u.dma.mem = 2, "insn 1 (LOAD, layer 0): field mem = 2");
+    EXPECT_BAD(p.insns[1].u.dma.run_bytes = 2000, "1 x 1 x 2000 bytes exceed the WGT buffer of 1024 bytes");
+    EXPECT_BAD(p.insns[1].u.dma.sram = 1000, "field sram: the box at 1000");
+    EXPECT_BAD(p.insns[3].u.dma.dram = 4000, "field dram: writes DRAM [4000, 4192), outside the activations [96, 4096)");
+    EXPECT_BAD(p.insns[0].u.dma.dram = -100, "field dram: reads DRAM [-28, 228)");
+    EXPECT_BAD(p.insns[0].u.dma.dram_row_stride = INT64_MAX, "is out of range");
+    EXPECT_BAD(p.insns[2].u.conv.oc_n = 0, "insn 2 (CONV, layer 0): fields in_h/in_w/in_c/out_h/out_w/oc_n must be >= 1");
+    EXPECT_BAD(p.insns[2].u.conv.depthwise_saturate = 2, "depthwise_saturate must be 0 or 1, got 2");
     EXPECT_BAD(p.insns[2].u.conv.out_addr = 8190, "output tile");
-    EXPECT_BAD(p.acc_bytes = 100, "accumulator bytes");
-    EXPECT_BAD(p.insns[2].u.conv.wgt_dram = 96, "wgt_dram 96 outside the constant image");
-    EXPECT_BAD(p.insns[4].u.vec.src[1].ext[2] = -1, "instruction 4 (VEC): src tile 1 extent 2 is -1");
-    EXPECT_BAD(p.insns[4].u.vec.dst.addr = 8190, "instruction 4 (VEC): dst tile");
-    EXPECT_BAD(p.insns[4].u.vec.origin[0] = -3, "origin[0] -3");
-    EXPECT_BAD(p.dram_bytes = -1, "dram_bytes -1 is negative");
+    EXPECT_BAD(p.acc_bytes = 100, "192 int32 accumulators exceed ACC (100 bytes)");
+    EXPECT_BAD(p.insns[2].u.conv.wgt_dram = 96, "field wgt_dram = 96 outside the constant image");
+    EXPECT_BAD(p.insns[4].u.vec.src[1].ext[2] = -1, "insn 4 (VEC, layer 1): field src[1].ext[2] = -1 is below 1");
+    EXPECT_BAD(p.insns[4].u.vec.dst.addr = 8190, "insn 4 (VEC, layer 1): field dst.addr");
+    EXPECT_BAD(p.insns[4].u.vec.origin[0] = -3, "field origin[0] = -3 is negative");
+    EXPECT_BAD(p.dram_bytes = -1, "params_bytes/dram_bytes = 96/-1");
 
     /* the writer refuses what it cannot write */
     dna_program p = sample();

@@ -14,6 +14,7 @@
 #include "sim/sim.h"
 #include "sim/timing.h"
 #include "testutil.h"
+#include "util/bytes.h"
 
 /* ---- the graph: conv 3x3 pad 1 + relu (per-channel weights), then add ---- */
 
@@ -436,6 +437,116 @@ static void test_errors(void)
     mera_graph_free(g);
 }
 
+
+/* The deserializer and the machine apply one rule set (isa/validate.c):
+ * each edit below makes a program that one of them used to accept and the
+ * other to refuse; now both refuse it with the same message (but for the
+ * instruction's location: the machine names its node, the deserializer,
+ * which has no graph, its layer). serialized:
+ * the program's bytes, when the edit is made on them (with the checksum
+ * rewritten), else NULL and the edit is on tp. */
+static void refused_by_both(const mera_graph *g, test_prog *tp, const uint8_t *serialized, size_t len,
+                            const char *needle, int line)
+{
+    const mera_platform *p = mera_platform_find("DNAF100L0003");
+    const void *params[] = {NULL, w_data, b_data, NULL};
+    mera_error e1, e2;
+    memset(&e1, 0, sizeof e1);
+    memset(&e2, 0, sizeof e2);
+    uint8_t *buf = NULL;
+    size_t n = len;
+    dna_program *q = NULL;
+    if (serialized) {
+        q = dna_program_deserialize(serialized, len, mera_graph_num_nodes(g), mera_graph_num_values(g), &e2);
+    } else {
+        CHECK(dna_program_serialize(&tp->p, &buf, &n, &e2) == MERA_OK);
+        if (buf)
+            q = dna_program_deserialize(buf, n, mera_graph_num_nodes(g), mera_graph_num_values(g), &e2);
+    }
+    dna_machine *m = serialized ? NULL : dna_machine_new(g, &tp->p, p, params, &e1);
+    int ok = q == NULL && e2.code == MERA_ERR_FORMAT && strstr(e2.msg, needle) &&
+             (serialized || (m == NULL && e1.code == MERA_ERR_FORMAT && strstr(e1.msg, needle)));
+    CHECK(ok);
+    if (!ok)
+        fprintf(stderr, "line %d: wanted \"%s\"\n  deserializer: %s\n  machine: %s\n", line, needle,
+                q ? "accepted" : e2.msg, serialized ? "-" : m ? "accepted" : e1.msg);
+    dna_machine_free(m);
+    dna_program_free(q);
+    free(buf);
+}
+
+static void test_one_rule_set(void)
+{
+    int nc, na;
+    mera_graph *g = make_graph(&nc, &na);
+    const mera_platform *p = mera_platform_find("DNAF100L0003");
+    const void *params[] = {NULL, w_data, b_data, NULL};
+    test_prog tp;
+    mera_error err;
+    /* the program as built: both accept */
+    build(&tp, g, nc, na, 0);
+    dna_machine *m = dna_machine_new(g, &tp.p, p, params, &err);
+    CHECK(m != NULL);
+    dna_machine_free(m);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    CHECK(dna_program_serialize(&tp.p, &buf, &len, &err) == MERA_OK);
+    dna_program *q = dna_program_deserialize(buf, len, mera_graph_num_nodes(g), mera_graph_num_values(g), &err);
+    CHECK(q != NULL);
+    dna_program_free(q);
+
+#define REFUSED(edit, needle)                                      \
+    do {                                                           \
+        build(&tp, g, nc, na, 0);                                  \
+        edit;                                                      \
+        refused_by_both(g, &tp, NULL, 0, (needle), __LINE__);      \
+    } while (0)
+    /* the deserializer used to accept these */
+    REFUSED(tp.insns[0].u.dma.rows = 0, "field rows/cols/run_bytes must be >= 1");
+    REFUSED(tp.insns[12].u.dma.cols = 0, "field rows/cols/run_bytes must be >= 1");
+    REFUSED(tp.insns[2].deps |= POP_PREV, "field deps = 0x09: the LOAD queue has no previous");
+    REFUSED(tp.insns[5].deps |= PUSH_NEXT, "field deps = 0x0d: the STORE queue has no next");
+    REFUSED(tp.insns[5].u.dma.dram = 0, "field dram: writes DRAM [0, 87), outside the "
+                                        "activations [240, 900) (the constant image is read-only)");
+    REFUSED(tp.insns[12].u.dma.dram = P - 10, "field dram: reads DRAM [230, 410), outside "
+                                              "both the constant image");
+    REFUSED((tp.insns[1].u.dma.rows = 1 << 30, tp.insns[1].u.dma.sram_row_stride = 0),
+            "field rows x cols x run_bytes");
+    REFUSED(tp.insns[4].u.conv.out_addr = 100, "fields in_addr/out_addr: input [0, +140) "
+                                               "and output [100, +45) tiles overlap");
+    REFUSED(tp.insns[14].u.vec.dst.addr = 100, "field src[0].addr: the source [0, 180) "
+                                               "overlaps the destination [100, 280)");
+    REFUSED(tp.insns[14].u.vec.src[1].ext[0] = 0, "field src[1].ext[0] = 0 is below 1");
+    REFUSED(tp.insns[14].u.vec.n_src = 0, "field n_src = 0 not in [1, 8]");
+    REFUSED((tp.segs[1].first++, tp.segs[1].count--), "segments[1] (DNA): instructions [13, +3) do not continue at insn 12");
+    /* the machine used to accept these */
+    REFUSED(tp.layers[1].reserved = 7, "layers[1]: field reserved = 7, not 0");
+    REFUSED(tp.layers[0].macs = -1, "layers[0]: field macs = -1 is negative");
+    REFUSED(tp.insns[4].reserved = 1, "field reserved = 1, not 0");
+    REFUSED(tp.insns[12].u.dma.reserved = 2, "field reserved = 2, not 0");
+    REFUSED(tp.insns[5].u.dma.pad_value = 9, "field pad_*: a STORE has no padding, got "
+                                             "(0,0,0,0) and pad_value 9");
+    REFUSED(tp.insns[14].u.vec.origin[2] = -1, "field origin[2] = -1 is negative");
+    REFUSED(tp.value_dram[1] = DRAM + 5, "value_dram[1] = 905 is neither -1 nor inside DRAM (900 bytes)");
+#undef REFUSED
+    /* a platform name without its NUL: the writer always ends it, so edit
+     * the bytes; the machine sees it in memory */
+    uint8_t *b2 = malloc(len);
+    memcpy(b2, buf, len);
+    memset(b2 + 12, 'x', 32);
+    uint64_t h = mera_fnv1a64(b2, len - 8);
+    for (int i = 0; i < 8; i++)
+        b2[len - 8 + i] = (uint8_t)(h >> (8 * i));
+    refused_by_both(g, &tp, b2, len, "field platform: the name is not NUL-terminated", __LINE__);
+    build(&tp, g, nc, na, 0);
+    memset(tp.p.platform, 'x', sizeof tp.p.platform);
+    CHECK(dna_machine_new(g, &tp.p, p, params, &err) == NULL);
+    CHECK_MSG(err, "field platform: the name is not NUL-terminated");
+    free(b2);
+    free(buf);
+    mera_graph_free(g);
+}
+
 static void test_timing_formulas(void)
 {
     int nc, na;
@@ -502,6 +613,7 @@ int main(void)
     fill_data();
     test_bit_exact();
     test_errors();
+    test_one_rule_set();
     test_timing_formulas();
     return test_summary();
 }
