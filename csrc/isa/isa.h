@@ -223,6 +223,15 @@ dna_program *dna_program_deserialize(const uint8_t *buf, size_t len, int n_nodes
 dna_program *dna_program_deserialize_borrowed(const uint8_t *buf, size_t len, int n_nodes, int n_values,
                                               mera_error *err);
 
+/* The program as text (isa/disasm.c; docs/isa.md, "Disassembly"): a
+ * header, the layer and value tables, then each segment with one line per
+ * instruction (index, opcode, queue, layer, tokens, then the opcode's
+ * addresses, boxes, strides and tile geometry). g, when not NULL, gives
+ * node and value names and ops. Deterministic, one fixed field order, any
+ * program (malformed ones too). *text is malloc'd and NUL-terminated; the
+ * caller frees it. */
+mera_status dna_program_disasm(const dna_program *p, const mera_graph *g, char **text, mera_error *err);
+
 /* The queue an opcode runs on; -1 for an unknown opcode. */
 int dna_opcode_queue(int opcode);
 const char *dna_opcode_name(int opcode);

@@ -207,7 +207,7 @@ static mera_status check_vec(vctx *c, int i)
         INSN_BAD(c, i, "field n_src = %d not in [1, %d]", (int)v->n_src, DNA_MAX_SRC);
     for (int s = 0; s <= v->n_src; s++) {
         const dna_tile *t = s < v->n_src ? &v->src[s] : &v->dst;
-        char name[16];
+        char name[24];
         if (s < v->n_src)
             snprintf(name, sizeof name, "src[%d]", s);
         else
