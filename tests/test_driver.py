@@ -90,6 +90,9 @@ def test_dump_ir_writes_each_stage(tmp_path):
     assert "3 of 3 nodes on the DNA" in part and "conv (conv2d)" in part
     sched = (d / f"{stages.index('schedule'):02d}-schedule.txt").read_text()
     assert "segment 0 DNA" in sched and "layer" in sched and "input0" in sched
+    prog = (d / f"{stages.index('program'):02d}-program.txt").read_text()
+    assert prog.startswith("; DNA program, ISA version ") and "\nsegment 0 dna insns=[0, " in prog, prog[:300]
+    assert "'conv' conv2d" in prog and " CONV  compute " in prog and "not in a segment" not in prog
 
 
 def test_dump_ir_stages_choose_what_is_written(tmp_path):

@@ -219,6 +219,20 @@ static mera_status dump_schedule(const dumper *d, const mera_compiled *c, mera_e
     return st;
 }
 
+/* The whole program, one line per instruction (isa/disasm.c). */
+static mera_status dump_program(const dumper *d, const mera_compiled *c, mera_error *err)
+{
+    if (!d->dir || !d->want[MERA_STAGE_PROGRAM])
+        return MERA_OK;
+    char *text;
+    mera_status st = dna_program_disasm(c->prog, c->g, &text, err);
+    if (st)
+        return st;
+    st = dump_text(d, MERA_STAGE_PROGRAM, "txt", text, err);
+    free(text);
+    return st;
+}
+
 /* ---- the pipeline ---------------------------------------------------------- */
 
 /* Keep g as the newest graph of the chain; dump it after stage st. */
@@ -297,7 +311,7 @@ mera_compiled *mera_compile(const mera_graph *g, const void *const *param_data, 
     if (b->runs_program) {
         if (!(c->prog = mera_schedule(c->g, c->param_data, c->platform, &c->sched, &c->report, err)))
             goto fail;
-        if (dump_partition(&d, c, err) || dump_schedule(&d, c, err))
+        if (dump_partition(&d, c, err) || dump_schedule(&d, c, err) || dump_program(&d, c, err))
             goto fail;
     }
 

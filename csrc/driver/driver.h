@@ -37,7 +37,8 @@ typedef struct {
     X(LAYOUT, layout, "NCHW converted to NHWC (DNA targets)")                   \
     X(DCE, dce, "dead nodes removed")                                           \
     X(PARTITION, partition, "which nodes run on the DNA, which on the host")    \
-    X(SCHEDULE, schedule, "the DNA program: segments, layers, DRAM plan")
+    X(SCHEDULE, schedule, "the DNA program: segments, layers, DRAM plan")        \
+    X(PROGRAM, program, "the DNA program disassembled, one line per instruction")
 
 typedef enum {
 #define X(e, name, doc) MERA_STAGE_##e,
