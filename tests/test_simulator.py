@@ -390,32 +390,6 @@ def test_zoo_on_simulator_matches_interpreter_hw(name):
     assert 0 < sim.layer_report().mac_utilization <= 1
 
 
-def test_shufflenet_v2_channel_shuffle_is_dna_data_movement():
-    """ShuffleNetV2 as the PyTorch frontend imports it (layout NHWC): the
-    channel shuffle (NHWC -> NCHW transpose, reshape to 5-D, transpose,
-    reshape back), the channel split (slices) and the transposes back to
-    NHWC are strided DMA on the DNA (sched/move.c), so the whole network but
-    the float input's quantize and the output's dequantize is one DNA
-    segment, and its bytes are InterpreterHw's."""
-    from conftest import built_zoo
-    z = built_zoo("shufflenet_v2_x1_0")
-    x = np.ascontiguousarray(z.inputs[0].numpy().transpose(0, 2, 3, 1))
-    mod, params = mera.relay.frontend.from_pytorch(z.traced, [("input0", x.shape)], layout="NHWC")
-    sim = compile_for(mod, params, "Simulator", arch=100)
-    rep = sim.partition_report()
-    moves = [e for e in rep if e["op"] in ("reshape", "transpose", "slice")]
-    assert len(moves) == 121 and sum(e["op"] == "transpose" for e in moves) == 63, str(rep)
-    assert all(e["on_dna"] for e in moves), [(e["node"], e["reason"]) for e in moves if not e["on_dna"]]
-    assert sorted(e["op"] for e in rep.on_host) == ["dequantize", "quantize"], str(rep)
-    assert all(e["reason"].startswith("DMA move [") for e in moves)
-    assert_same_bytes(compile_for(mod, params, "InterpreterHw")(x), sim(x), "shufflenet_v2_x1_0")
-    # The timing model's estimate (docs/hardware.md, "Data movement"): 5.36 ms with the shuffle on the
-    # host (4.06 ms of it host time), 2.09 ms as DMA moves; the host keeps only quantize, dequantize
-    # and the one host call.
-    t = sim.timing()
-    assert t["total_us"] < 2500 and t["host_us"] < 250, t
-
-
 def test_resnet50_estimate_on_arch_100_is_within_15_percent_of_the_docs_measurement():
     """The calibration anchor (docs/hardware.md, "Calibration"): the original
     docs measured ResNet-50 at 7.96 ms end to end on DNA-F100. The estimate
