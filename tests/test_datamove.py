@@ -35,6 +35,8 @@ def test_shufflenet_v2_moves_data_on_the_dna():
     ref = compile_for(mod, params, "InterpreterHw")(x)
     sim = compile_for(mod, params, "Simulator", arch=100)
     assert_same_bytes(ref, sim(x), "shufflenet_v2_x1_0")
+    ip = compile_for(mod, params, "IP", arch=100)  # the deployable runtime's emulated device
+    assert_same_bytes(ref, ip(x), "shufflenet_v2_x1_0 on IP")
     rep = sim.partition_report()
     moves = [e for e in rep if e["op"] in MOVE_OPS]
     # 63 transposes, 32 reshapes, 26 slices as imported
