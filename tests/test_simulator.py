@@ -318,13 +318,14 @@ def test_layer_too_large_for_the_buffers_is_split():
 
 
 def host_op_model():
-    """conv -> softmax (not a DNA op) -> transpose (not a DNA op) -> relu."""
+    """conv -> softmax (not a DNA op) -> pad (not a DNA op) -> transpose (DNA data movement) -> relu."""
     rng = np.random.default_rng(6)
     b = ir.Builder("host_ops")
     x = b.input("input0", (1, 9, 11, 8), "uint8", qparams=(0.02, 100), layout="NHWC")
     w = b.const(rng.integers(-127, 128, (16, 8, 3, 3), dtype=np.int8), qparams=(0.005, 0))
     y = b.conv2d(x, w, None, padding=[1, 1, 1, 1], layout="NHWC", out_scale=0.2, out_zero_point=128, name="conv")
     y = b.softmax(y, axis=-1, out_scale=1 / 256, out_zero_point=0, name="softmax")
+    y = b.pad(y, pads=[0, 1, 0, 2, 0, 0, 1, 0], name="pad")
     y = b.transpose(y, axes=[0, 3, 1, 2], name="transpose")
     y = b.relu(y, name="relu")
     return b.finish(y), rng.integers(0, 256, (1, 9, 11, 8), dtype=np.uint8)
@@ -337,10 +338,10 @@ def test_unsupported_ops_run_on_the_host_with_a_reason():
         sim = compile_for(mod, {}, "Simulator", **cfg)
         assert_same_bytes(ref, sim(x), f"host ops {cfg}")
         rep = {e["node"]: e for e in sim.partition_report()}
-        for name in ("softmax", "transpose"):
+        for name in ("softmax", "pad"):
             assert not rep[name]["on_dna"], rep[name]
             assert rep[name]["reason"].strip(), rep[name]
-        assert rep["conv"]["on_dna"], rep["conv"]
+        assert rep["conv"]["on_dna"] and rep["transpose"]["on_dna"], (rep["conv"], rep["transpose"])
         text = str(sim.partition_report())
         assert "softmax" in text and "host" in text and rep["softmax"]["reason"] in text
         layers = {d["node"]: d for d in sim.layer_report()}

@@ -28,9 +28,11 @@
  *   queue wait for a token that never comes, is malformed.
  *
  * Every activation tile in ACT is a dense box [h][w][c] of one-byte
- * elements (NHWC without the batch). Tensors on the DNA have rank <= 4;
- * DRAM holds each one C-contiguous in its IR shape (the NHWC layout for
- * spatial tensors).
+ * elements (NHWC without the batch). Tensors the DNA computes on (CONV,
+ * VEC) have rank <= 4; tensors it only moves (reshape, flatten, transpose,
+ * slice: LOAD/STORE boxes whose DRAM and SRAM strides differ) may have
+ * any rank and batch. DRAM holds each one C-contiguous in its IR shape
+ * (the NHWC layout for spatial tensors).
  *
  * All integer fields are little-endian in the serialized program. */
 #ifndef MERA_ISA_ISA_H
@@ -123,7 +125,7 @@ typedef struct {
 } dna_tile;
 
 /* VEC: the layer's op (add, mul, requantize, the activations, pooling,
- * mean, concat, upsample, reshape) over source tiles in ACT, producing one
+ * mean, concat, upsample) over source tiles in ACT, producing one
  * destination tile in ACT. The scheduler cuts a layer only where
  * mera_kernel_split_rule (kernels/split.h) says the kernel run on the
  * tile gives the same bytes as on the whole tensor; the instruction means

@@ -1,7 +1,9 @@
 /* Partitioning: which nodes the DNA runs, and the reason for every node
  * that stays on the host. The DNA (isa.h) computes on int8/uint8 tensors
  * of rank <= 4 whose leading dimension is 1 (one image), NHWC when
- * spatial; the host runs the rest with the InterpreterHw kernels. */
+ * spatial, and moves int8/uint8 tensors of any rank (reshape, flatten,
+ * transpose, slice: move.c); the host runs the rest with the InterpreterHw
+ * kernels. */
 #include <stdarg.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -72,6 +74,27 @@ static int tensors_ok(const sched_ctx *c, const mera_node *node, int weights_fro
     return 1;
 }
 
+/* Data movement (move.c) needs one-byte elements and an input in DRAM;
+ * rank, batch and layout do not matter, the bytes only move. */
+static int move_tensors_ok(const sched_ctx *c, const mera_node *node, char *why, size_t n)
+{
+    const char *op = mera_op_table[node->op].name;
+    for (int i = 0; i < 2; i++) {
+        const mera_value *val = mera_graph_value(c->g, i ? node->outputs[0] : node->inputs[0]);
+        if (!mera_dtype_is_quantized_int(val->type.dtype)) {
+            char ts[128];
+            mera_type_format(&val->type, ts, sizeof ts);
+            say(why, n, "%s '%s' is %s: the DNA moves int8/uint8 tensors", i ? "output" : "input", val->name, ts);
+            return 0;
+        }
+    }
+    if (!is_act_value(mera_graph_value(c->g, node->inputs[0]))) {
+        say(why, n, "%s of a constant: runs once on the host", op);
+        return 0;
+    }
+    return 1;
+}
+
 mera_status sched_plan_layer(sched_ctx *c, int n, sched_plan *pl, char *reason, size_t reason_len,
                              mera_error *err)
 {
@@ -100,18 +123,7 @@ mera_status sched_plan_layer(sched_ctx *c, int n, sched_plan *pl, char *reason, 
         break;
     case MERA_DNA_COPY:
         pl->kind = LAYER_COPY;
-        ok = tensors_ok(c, node, node->n_inputs, why, sizeof why) &&
-             is_act_value(mera_graph_value(c->g, node->inputs[0]));
-        if (ok) {
-            int64_t bytes = (int64_t)mera_type_nbytes(&mera_graph_value(c->g, node->outputs[0])->type);
-            pl->chunk = c->act_bytes / 2 / 64 * 64;
-            if (pl->chunk > bytes)
-                pl->chunk = bytes;
-            pl->tiles = pl->chunk > 0 ? (bytes + pl->chunk - 1) / pl->chunk : 0;
-            say(why, sizeof why, "DMA copy, %lld chunk%s", (long long)pl->tiles, pl->tiles == 1 ? "" : "s");
-        } else if (!why[0]) {
-            say(why, sizeof why, "reshape of a constant: runs once on the host");
-        }
+        ok = move_tensors_ok(c, node, why, sizeof why) && sched_move_plan(c, pl, why, sizeof why);
         break;
     case MERA_DNA_HOST_FLOAT:
         say(why, sizeof why, "float32 tensors: %s runs on the host", op);
@@ -155,5 +167,5 @@ void sched_emit_layer(const sched_ctx *c, const sched_plan *pl, int layer, sched
     else if (pl->kind == LAYER_VEC)
         sched_vec_emit(c, pl, layer, seq);
     else
-        sched_copy_emit(c, pl, layer, seq);
+        sched_move_emit(c, pl, layer, seq);
 }

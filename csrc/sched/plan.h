@@ -1,6 +1,6 @@
 /* Per-layer planning and emission, shared by sched.c (the pipeline),
- * conv.c (conv2d and dense) and vec.c (vector and copy layers). Internal
- * to csrc/sched. */
+ * conv.c (conv2d and dense), vec.c (vector layers) and move.c (copy
+ * layers: reshape, flatten, transpose, slice). Internal to csrc/sched. */
 #ifndef MERA_SCHED_PLAN_H
 #define MERA_SCHED_PLAN_H
 
@@ -42,8 +42,12 @@ typedef struct {
     int cut_dim;             /* output dimension cut, or -1 */
     int64_t units;           /* rows or channels per tile */
     int64_t const_off[DNA_MAX_SRC]; /* image offset of constant sources, else -1 */
-    /* copy */
-    int64_t chunk;
+    /* copy: data movement (reshape, flatten, transpose, slice; move.c) */
+    int64_t chunk;           /* extent of the cut dimension per tile */
+    int mv_cut;              /* staging-order position of the cut dimension */
+    int mv_stage_src;        /* tiles staged in the input's order, else the output's */
+    int mv_pad;              /* the permuting DMA's innermost SRAM stride padded */
+    int mv_walk_stage;       /* the permuting DMA walks staging order (strided DRAM side) */
 } sched_plan;
 
 typedef struct {
@@ -97,7 +101,11 @@ void sched_vec_set_units(const sched_ctx *c, sched_plan *pl, int64_t units);
 void sched_vec_describe(const sched_plan *pl, char *buf, size_t n);
 void sched_vec_fill_image(const sched_ctx *c, const sched_plan *pl, uint8_t *image);
 void sched_vec_emit(const sched_ctx *c, const sched_plan *pl, int layer, sched_list *seq);
-void sched_copy_emit(const sched_ctx *c, const sched_plan *pl, int layer, sched_list *seq);
+
+/* move.c: data-movement layers */
+int sched_move_plan(const sched_ctx *c, sched_plan *pl, char *reason, size_t reason_len);
+void sched_move_describe(const sched_ctx *c, const sched_plan *pl, char *buf, size_t n);
+void sched_move_emit(const sched_ctx *c, const sched_plan *pl, int layer, sched_list *seq);
 
 static inline int64_t sched_align(int64_t v)
 {

@@ -1,5 +1,5 @@
 /* Vector layers (elementwise, activations, pooling, mean, concat, upsample)
- * and copy layers (reshape, flatten) on the DNA.
+ * on the DNA (the copy layers are move.c's).
  *
  * A vector layer is cut along the one output dimension its split rule
  * allows (kernels/split.h: rows or channels, in granules), into tiles
@@ -275,28 +275,5 @@ void sched_vec_emit(const sched_ctx *c, const sched_plan *pl, int layer, sched_l
         it->insn.u.dma.mem = DNA_MEM_ACT;
         box_dma(&it->insn.u.dma, &vg.dst, org, ext, c->value_dram[node->outputs[0]], addr[vg.n]);
         sched_dma_ranges(it);
-    }
-}
-
-void sched_copy_emit(const sched_ctx *c, const sched_plan *pl, int layer, sched_list *seq)
-{
-    const mera_node *node = mera_graph_node(c->g, pl->node);
-    int64_t bytes = (int64_t)mera_type_nbytes(&mera_graph_value(c->g, node->outputs[0])->type);
-    int64_t src = c->value_dram[node->inputs[0]], dst = c->value_dram[node->outputs[0]];
-    for (int64_t t = 0; t < pl->tiles; t++) {
-        int64_t off = t * pl->chunk, n = bytes - off < pl->chunk ? bytes - off : pl->chunk;
-        int64_t slot = (t & 1) * pl->chunk;
-        for (int k = 0; k < 2; k++) {
-            sched_item *it = sched_push(seq, k ? DNA_STORE : DNA_LOAD, layer);
-            if (!it)
-                return;
-            dna_dma *d = &it->insn.u.dma;
-            d->mem = DNA_MEM_ACT;
-            d->rows = d->cols = 1;
-            d->run_bytes = (int32_t)n;
-            d->dram = (k ? dst : src) + off;
-            d->sram = (uint32_t)slot;
-            sched_dma_ranges(it);
-        }
     }
 }

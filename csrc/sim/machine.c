@@ -888,7 +888,15 @@ static mera_status exec_load(run_ctx *r, int i, mera_error *err)
 {
     const dna_dma *d = &r->m->prog->insns[i].u.dma;
     uint8_t *buf = d->mem == DNA_MEM_WGT ? r->wgt : r->act;
-    for (int64_t row = 0; row < d->rows; row++)
+    int padded = d->pad_top || d->pad_bottom || d->pad_left || d->pad_right;
+    for (int64_t row = 0; row < d->rows && d->run_bytes == 1 && !padded; row++) {
+        /* a transposing scatter: bytes, no memcpy per byte */
+        uint8_t *dst = buf + d->sram + row * d->sram_row_stride;
+        int64_t src = d->dram + row * d->dram_row_stride;
+        for (int64_t col = 0; col < d->cols; col++)
+            dst[col * d->sram_col_stride] = *dram_r(r, src + col * d->dram_col_stride);
+    }
+    for (int64_t row = 0; row < d->rows && (d->run_bytes != 1 || padded); row++)
         for (int64_t col = 0; col < d->cols; col++) {
             uint8_t *dst = buf + d->sram + row * d->sram_row_stride + col * d->sram_col_stride;
             if (row < d->pad_top || row >= d->rows - d->pad_bottom || col < d->pad_left ||
@@ -929,6 +937,15 @@ static mera_status exec_load(run_ctx *r, int i, mera_error *err)
 static void exec_store(run_ctx *r, int i)
 {
     const dna_dma *d = &r->m->prog->insns[i].u.dma;
+    if (d->run_bytes == 1) { /* a transposing gather: bytes, no memcpy per byte */
+        for (int64_t row = 0; row < d->rows; row++) {
+            uint8_t *dst = dram_w(r, d->dram + row * d->dram_row_stride);
+            const uint8_t *src = r->act + d->sram + row * d->sram_row_stride;
+            for (int64_t col = 0; col < d->cols; col++)
+                dst[col * d->dram_col_stride] = src[col * d->sram_col_stride];
+        }
+        return;
+    }
     for (int64_t row = 0; row < d->rows; row++)
         for (int64_t col = 0; col < d->cols; col++)
             memcpy(dram_w(r, d->dram + row * d->dram_row_stride + col * d->dram_col_stride),

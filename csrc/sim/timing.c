@@ -111,6 +111,58 @@ static void dma_bytes(const dna_dma *d, int64_t *real, int64_t *effective)
     *effective = n_runs * (len > 64 ? len : 64);
 }
 
+/* Runs of `run` bytes, `stride` bytes apart, that one SRAM beat takes:
+ * the SRAM is `banks` byte-wide banks (bank = address mod banks), and a
+ * beat touches each bank at most once. Runs k and k + d collide when
+ * d * stride lands within run bytes of 0 modulo banks, so a beat takes
+ * runs up to the first such d (the same for every starting run: the
+ * pattern only shifts). At most banks / run runs fit, so the loop is
+ * short. */
+static int64_t runs_per_beat(int64_t stride, int64_t run, int64_t banks)
+{
+    if (run >= banks)
+        return 1;
+    int64_t step = stride % banks;
+    for (int64_t d = 1;; d++) {
+        int64_t x = d * step % banks;
+        if (x < run || x > banks - run)
+            return d;
+    }
+}
+
+/* SRAM beats of a box whose bytes are not one dense block in SRAM (the
+ * strided SRAM side of a transposing DMA). A dense block streams at the
+ * bank width, which is at least the DRAM's bytes per cycle on every
+ * platform, so it never limits a DMA and costs nothing here; pad bytes are
+ * written while the DRAM side is busy. When each row is one contiguous
+ * SRAM run, the rows are the runs (at the row stride); otherwise the runs
+ * of a row (at the column stride), and a beat never takes runs of two
+ * rows. */
+static int64_t sram_beats(const dna_dma *d, int64_t banks)
+{
+    int64_t run = d->run_bytes, rows = d->rows, cols = d->cols;
+    int row_dense = cols == 1 || d->sram_col_stride == (uint32_t)run;
+    if (row_dense && (rows == 1 || d->sram_row_stride == (uint64_t)(cols * run)))
+        return 0;
+    if (row_dense) {
+        int64_t len = cols * run;
+        return ceil_div(rows, runs_per_beat(d->sram_row_stride, len, banks)) * ceil_div(len, banks);
+    }
+    return rows * ceil_div(cols, runs_per_beat(d->sram_col_stride, run, banks)) * ceil_div(run, banks);
+}
+
+int64_t dna_dma_cycles(const mera_platform *p, const dna_dma *d, int64_t *bytes)
+{
+    int64_t real, eff;
+    dma_bytes(d, &real, &eff);
+    double bpc = p->dram_gbps * 1e3 / p->clock_mhz; /* bytes per cycle */
+    int64_t dram = (int64_t)ceil((double)eff / bpc);
+    int64_t sram = sram_beats(d, p->vector_lanes > 0 ? p->vector_lanes : 1);
+    if (bytes)
+        *bytes = real;
+    return p->dma_setup_cycles + (dram > sram ? dram : sram);
+}
+
 static int64_t tile_elems(const dna_tile *t)
 {
     return (int64_t)t->ext[0] * t->ext[1] * t->ext[2] * t->ext[3];
@@ -122,13 +174,9 @@ static int64_t insn_cost(const mera_graph *g, const dna_program *prog, const mer
     int64_t b = 0, m = 0, cycles = 1;
     switch (in->opcode) {
     case DNA_LOAD:
-    case DNA_STORE: {
-        int64_t eff;
-        dma_bytes(&in->u.dma, &b, &eff);
-        double bpc = p->dram_gbps * 1e3 / p->clock_mhz; /* bytes per cycle */
-        cycles = p->dma_setup_cycles + (int64_t)ceil((double)eff / bpc);
+    case DNA_STORE:
+        cycles = dna_dma_cycles(p, &in->u.dma, &b);
         break;
-    }
     case DNA_CONV: {
         const dna_conv *c = &in->u.conv;
         int64_t taps = geo->kh * geo->kw;

@@ -37,6 +37,14 @@ int64_t dna_conv_block_bytes(const dna_conv_geom *geo, int64_t oc_n);
 int64_t dna_insn_cycles(const mera_graph *g, const dna_program *prog, const mera_platform *p, const dna_insn *in,
                         int64_t *bytes, int64_t *macs);
 
+/* The cycles of one LOAD or STORE: dma_setup_cycles plus the longer of
+ * its two sides. DRAM: every maximal contiguous DRAM run costs at least a
+ * 64-byte burst, at dram_gbps. SRAM: a box that is not one dense block in
+ * SRAM (a transposing DMA) pays a beat per group of runs that fall in
+ * distinct banks of the vector_lanes byte-wide banks. *bytes (may be NULL)
+ * gets the DRAM bytes really moved. docs/hardware.md, "Timing model". */
+int64_t dna_dma_cycles(const mera_platform *p, const dna_dma *d, int64_t *bytes);
+
 /* Where the model put every instruction and segment. */
 typedef struct {
     int64_t *start, *end;   /* per instruction: cycles from the start of its segment */
