@@ -14,8 +14,8 @@
  * - An op that does not care about the layout follows its data: when one
  *   of its inputs is converted, it runs on NHWC forms with its axes
  *   remapped (elementwise ops with their broadcast constants permuted,
- *   concat, mean, slice, pad, quantize/dequantize/requantize), and so
- *   does its output. flatten/reshape of a [N,C,H,W] tensor with C == 1 or
+ *   concat, mean, softmax, slice, pad, quantize/dequantize/requantize),
+ *   and so does its output. flatten/reshape of a [N,C,H,W] tensor with C == 1 or
  *   H*W == 1, whose element order is the same in both layouts, and
  *   transpose (its permutation composed) read the NHWC form directly.
  * - Everything else reads the input graph's form, made by a transpose back
@@ -25,8 +25,9 @@
  * so a converted op gets the value auto had before, "contiguous"; explicit
  * values are kept: they describe PyTorch's math, not our layout. With that
  * the converted ops compute, element for element, what the NCHW ones did:
- * int8 graphs give identical bytes. Softmax is not converted (its float
- * formula depends on whether the axis is the last one). */
+ * int8 graphs give identical bytes. (Softmax too: its kernel brings NHWC
+ * data to NCHW order and decides "last axis" there, as PyTorch does.) */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,15 +67,19 @@ static int add_transpose(layout_ctx *L, int dst_in, const int64_t *perm, const c
     return mera_rewriter_add(&L->rw, MERA_OP_TRANSPOSE, base, &dst_in, 1, &a, 1, source);
 }
 
-static char *suffixed(const char *name, const char *suffix)
+/* "<name><suffix>", or "<name><suffix>_<k>": a name neither graph has, so
+ * that copying a later node of the input graph cannot collide with it
+ * (arena-owned by the output graph; NULL when out of memory, reported). */
+static const char *fresh_name(layout_ctx *L, const char *name, const char *suffix)
 {
-    size_t n = strlen(name), k = strlen(suffix);
-    char *s = malloc(n + k + 1);
-    if (s) {
-        memcpy(s, name, n);
-        memcpy(s + n, suffix, k + 1);
-    }
-    return s;
+    char s[512];
+    snprintf(s, sizeof s, "%.400s%s", name, suffix);
+    for (int k = 1; mera_graph_find_value(L->g, s) >= 0 || mera_graph_find_value(L->rw.dst, s) >= 0; k++)
+        snprintf(s, sizeof s, "%.400s%s_%d", name, suffix, k);
+    const char *nm = mera_graph_unique_name(L->rw.dst, s);
+    if (!nm)
+        mera_fail(L->rw.err, MERA_ERR_NOMEM, "out of memory");
+    return nm;
 }
 
 /* The input graph's form of v. */
@@ -85,28 +90,25 @@ static int form_src(layout_ctx *L, int v, const char *source)
     if (L->rw.map[v] >= 0)
         return L->rw.map[v];
     const mera_value *sv = mera_graph_value(L->g, v);
-    char *base = suffixed(sv->name, ".nchw");
-    if (!base) {
-        mera_fail(L->rw.err, MERA_ERR_NOMEM, "out of memory");
-        return -1;
-    }
-    int id = add_transpose(L, L->nhwc[v], to_nchw, base, source);
+    const char *nm = fresh_name(L, sv->name, ".nchw");
+    int id = nm ? add_transpose(L, L->nhwc[v], to_nchw, nm, source) : -1;
     const mera_type *t = id >= 0 ? &mera_graph_value(L->rw.dst, id)->type : NULL;
     if (t && t->layout != sv->type.layout) {
         /* the transpose tags its output NCHW; a reshape (a copy) keeps the
          * input graph's tag, which the layout-agnostic kernels read */
         mera_attr a = {.key = "shape", .kind = MERA_ATTR_INTS, .count = sv->type.rank, .ints = sv->type.shape};
-        id = mera_rewriter_add(&L->rw, MERA_OP_RESHAPE, base, &id, 1, &a, 1, source);
+        nm = fresh_name(L, sv->name, ".nchw");
+        id = nm ? mera_rewriter_add(&L->rw, MERA_OP_RESHAPE, nm, &id, 1, &a, 1, source) : -1;
     }
-    free(base);
     if (id < 0)
         return -1;
     MERA_ASSERT(mera_type_equal(&mera_graph_value(L->rw.dst, id)->type, &sv->type));
     return L->rw.map[v] = id;
 }
 
-/* A constant's data permuted to NHWC, its shape first padded to rank 4
- * with leading ones (as broadcasting aligns it), tagged NHWC. */
+/* A constant's (or param's) data permuted to NHWC, its shape first padded
+ * to rank 4 with leading ones (as broadcasting aligns it), tagged NHWC; a
+ * new value of the same kind that owns its data. */
 static int const_nhwc(layout_ctx *L, int v)
 {
     const mera_value *sv = mera_graph_value(L->g, v);
@@ -124,11 +126,11 @@ static int const_nhwc(layout_ctx *L, int v)
     const char *srcd = sv->data;
     MERA_ASSERT(srcd);
     char *d = malloc((size_t)(n > 0 ? n : 1) * es);
-    char *base = suffixed(sv->name, ".nhwc");
-    if (!d || !base) {
+    const char *nm = fresh_name(L, sv->name, ".nhwc");
+    if (!d || !nm) {
         free(d);
-        free(base);
-        mera_fail(L->rw.err, MERA_ERR_NOMEM, "out of memory");
+        if (nm)
+            mera_fail(L->rw.err, MERA_ERR_NOMEM, "out of memory");
         return -1;
     }
     const int64_t *s = t4.shape; /* N, C, H, W */
@@ -138,12 +140,9 @@ static int const_nhwc(layout_ctx *L, int v)
             for (int64_t h = 0; h < s[2]; h++)
                 for (int64_t w = 0; w < s[3]; w++, i++)
                     memcpy(d + (size_t)(((a * s[2] + h) * s[3] + w) * s[1] + c) * es, srcd + (size_t)i * es, es);
-    const char *nm = mera_graph_unique_name(L->rw.dst, base);
-    int id = nm ? mera_graph_add_const(L->rw.dst, nm, &o, d, 1, L->rw.err) : -1;
-    if (!nm)
-        mera_fail(L->rw.err, MERA_ERR_NOMEM, "out of memory");
+    int id = sv->kind == MERA_VALUE_PARAM ? mera_graph_add_param_data(L->rw.dst, nm, &o, d, L->rw.err)
+                                          : mera_graph_add_const(L->rw.dst, nm, &o, d, 1, L->rw.err);
     free(d);
-    free(base);
     return id;
 }
 
@@ -158,13 +157,8 @@ static int form_nhwc(layout_ctx *L, int v, const char *source)
         id = const_nhwc(L, v);
     } else {
         int s = form_src(L, v, source);
-        char *base = suffixed(sv->name, ".nhwc");
-        if (!base) {
-            mera_fail(L->rw.err, MERA_ERR_NOMEM, "out of memory");
-            return -1;
-        }
-        id = s < 0 ? -1 : add_transpose(L, s, to_nhwc, base, source);
-        free(base);
+        const char *nm = s < 0 ? NULL : fresh_name(L, sv->name, ".nhwc");
+        id = nm ? add_transpose(L, s, to_nhwc, nm, source) : -1;
     }
     return id < 0 ? -1 : (L->nhwc[v] = id);
 }
@@ -198,7 +192,7 @@ static int nhwc_attrs(const mera_node *node, mera_attr *out, int64_t ints[][16])
             a.s = "NHWC";
         } else if (strcmp(a.key, "torch_memory_format") == 0 && strcmp(a.s, "auto") == 0) {
             a.s = "contiguous";
-        } else if (strcmp(a.key, "axis") == 0 && node->op != MERA_OP_SOFTMAX) {
+        } else if (strcmp(a.key, "axis") == 0) {
             a.i = nhwc_pos[norm_axis(a.i, 4)];
         } else if (strcmp(a.key, "axes") == 0 && node->op == MERA_OP_MEAN) {
             for (int j = 0; j < a.count; j++)
@@ -306,6 +300,7 @@ static int convert_agnostic(layout_ctx *L, int n)
     case MERA_OP_SIGMOID:
     case MERA_OP_CONCAT:
     case MERA_OP_MEAN:
+    case MERA_OP_SOFTMAX:
     case MERA_OP_SLICE:
     case MERA_OP_PAD:
     case MERA_OP_QUANTIZE:
