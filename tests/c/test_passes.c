@@ -1,7 +1,8 @@
-/* C tests of passes/layout.c (mera_pass_layout_nhwc): random small
- * quantized NCHW graphs (convs with groups, depthwise, strides, padding;
- * pools; adds with per-channel broadcast constants; concat on channels;
- * mean over H, W; upsample; slice and pad; heads through flatten -> dense)
+/* C tests of the passes. passes/layout.c (mera_pass_layout_nhwc): random
+ * small quantized NCHW graphs (convs with groups, depthwise, strides,
+ * padding; pools; adds with per-channel broadcast constants; concat on
+ * channels; mean over H, W; upsample; softmax, slice and pad; heads through
+ * flatten -> dense)
  * run on InterpreterHw give the same bytes before and after the pass, with
  * transposes only at the graph's edges (and before a flatten whose
  * element order differs); graphs with nothing NCHW come out identical.
@@ -244,16 +245,21 @@ static int upsample(builder *b, int x)
 
 static int unary(builder *b, int x)
 {
-    switch (rnd() % 3) {
+    switch (rnd() % 4) {
     case 0:
         return node(b, MERA_OP_RELU, "relu", &x, 1, NULL, 0);
     case 1: {
         mera_attr a[] = {flt("a_min", 0.0), flt("a_max", 6.0 * qscale(type_of(b, x)) * 10)};
         return node(b, MERA_OP_CLIP, "clip", &x, 1, a, 2);
     }
-    default: {
+    case 2: {
         mera_attr a[] = {memfmt(), flt("out_scale", qscale(type_of(b, x))), integer("out_zero_point", 60)};
         return node(b, MERA_OP_HARDSWISH, "hswish", &x, 1, a, 3);
+    }
+    default: { /* over any axis but N, counted from either end */
+        int64_t axis = rint_in(1, 3) - (rnd() % 2 ? 4 : 0);
+        mera_attr a[] = {integer("axis", axis), flt("out_scale", 1.0 / 256.0), integer("out_zero_point", 0)};
+        return node(b, MERA_OP_SOFTMAX, "softmax", &x, 1, a, 3);
     }
     }
 }
@@ -438,12 +444,12 @@ static int count_op(const mera_graph *g, int op)
     return k;
 }
 
-/* Runs g on InterpreterHw; outputs malloc'd into out[]. */
-static int run_hw(const mera_graph *g, const void *input, void **out)
+/* Runs g on the interpreter; outputs malloc'd into out[]. */
+static int run_interp(const mera_graph *g, mera_interp_mode mode, const void *input, void **out)
 {
     mera_error err;
     const void **params = mera_bound_param_data(g);
-    mera_interp *it = mera_interp_compile(g, MERA_INTERP_HW, params, &err);
+    mera_interp *it = mera_interp_compile(g, mode, params, &err);
     if (!it) {
         fprintf(stderr, "interp: %s\n", err.msg);
         free(params);
@@ -458,6 +464,11 @@ static int run_hw(const mera_graph *g, const void *input, void **out)
     mera_interp_free(it);
     free(params);
     return st == MERA_OK;
+}
+
+static int run_hw(const mera_graph *g, const void *input, void **out)
+{
+    return run_interp(g, MERA_INTERP_HW, input, out);
 }
 
 /* The interface and the copied nodes are kept: inputs, output types,
@@ -604,9 +615,258 @@ static void test_nothing_nchw_passes_through_unchanged(void)
     mera_graph_free(g);
 }
 
+/* ---- small hand-made graphs ------------------------------------------------ */
+
+static int op_node(mera_graph *g, int op, const char *name, const int *ins, int n, const mera_attr *a, int na)
+{
+    mera_error err;
+    int out[MERA_MAX_NODE_OUTPUTS];
+    if (mera_graph_add_node(g, op, name, ins, n, a, na, "test.py:1", out, MERA_MAX_NODE_OUTPUTS, &err) < 0) {
+        fprintf(stderr, "%s: %s\n", name, err.msg);
+        return -1;
+    }
+    return out[0];
+}
+
+/* input "x" [1,3,6,6] NCHW (u8, or f32), then conv "c": 4 channels, 3x3,
+ * padding 1, NCHW. Returns c's value. */
+static int small_conv(mera_graph *g, int quantized)
+{
+    mera_error err;
+    int64_t xs[4] = {1, 3, 6, 6}, ws[4] = {4, 3, 3, 3}, bs[1] = {4};
+    mera_type xt = quantized ? qtensor(MERA_DTYPE_UINT8, 4, xs, MERA_LAYOUT_NCHW, 0.02, 100)
+                             : tensor(MERA_DTYPE_FLOAT32, 4, xs);
+    xt.layout = MERA_LAYOUT_NCHW;
+    mera_type wt = quantized ? qtensor(MERA_DTYPE_INT8, 4, ws, MERA_LAYOUT_ANY, 0.01, 0)
+                             : tensor(MERA_DTYPE_FLOAT32, 4, ws);
+    mera_type bt = tensor(MERA_DTYPE_FLOAT32, 1, bs);
+    int8_t wq[108];
+    float wf[108], bias[4];
+    for (int i = 0; i < 108; i++) {
+        wq[i] = (int8_t)rint_in(-50, 50);
+        wf[i] = (float)(runit() - 0.5);
+    }
+    for (int i = 0; i < 4; i++)
+        bias[i] = (float)(runit() - 0.5);
+    int x = mera_graph_add_input(g, "x", &xt, &err);
+    int w = mera_graph_add_param_data(g, "c.weight", &wt, quantized ? (const void *)wq : (const void *)wf, &err);
+    int b = mera_graph_add_param_data(g, "c.bias", &bt, bias, &err);
+    int64_t pad[4] = {1, 1, 1, 1};
+    mera_attr a[] = {ints("padding", 4, pad), str("layout", "NCHW"), flt("out_scale", 0.05),
+                     integer("out_zero_point", 120)};
+    int ins[3] = {x, w, b};
+    return op_node(g, MERA_OP_CONV2D, "c", ins, 3, a, quantized ? 4 : 2);
+}
+
+/* bind g (outputs set), run the layout pass; NULL on failure (reported) */
+static mera_graph *bind_and_convert(mera_graph *g, mera_graph **bound)
+{
+    mera_error err;
+    *bound = mera_pass_bind(g, NULL, &err);
+    mera_graph *h = *bound ? mera_pass_layout_nhwc(*bound, &err) : NULL;
+    if (!h)
+        fprintf(stderr, "layout pass: %s\n", err.msg);
+    return h;
+}
+
+/* The largest difference between g's and h's outputs on the interpreter
+ * (mode) for one random input, as a fraction of 1 + |reference|; for
+ * quantized outputs any differing byte counts 1. -1 when a run fails. */
+static double output_difference(const mera_graph *g, const mera_graph *h, mera_interp_mode mode)
+{
+    const mera_type *it = &mera_graph_value(g, mera_graph_input(g, 0))->type;
+    int64_t n = mera_type_numel(it);
+    void *input = malloc(mera_type_nbytes(it));
+    for (int64_t i = 0; i < n; i++) {
+        if (it->dtype == MERA_DTYPE_FLOAT32)
+            ((float *)input)[i] = (float)((runit() - 0.5) * 4.0);
+        else
+            ((uint8_t *)input)[i] = (uint8_t)rnd();
+    }
+    void *ra[4] = {0}, *rb[4] = {0};
+    double worst = -1;
+    if (run_interp(g, mode, input, ra) && run_interp(h, mode, input, rb)) {
+        worst = 0;
+        for (int o = 0; o < mera_graph_num_outputs(g); o++) {
+            const mera_type *t = &mera_graph_value(g, mera_graph_output(g, o))->type;
+            if (t->dtype == MERA_DTYPE_FLOAT32) {
+                for (int64_t i = 0; i < mera_type_numel(t); i++) {
+                    float a = ((float *)ra[o])[i], b = ((float *)rb[o])[i];
+                    double d = fabs((double)a - (double)b) / (1.0 + fabs((double)a));
+                    worst = d > worst ? d : worst;
+                }
+            } else if (memcmp(ra[o], rb[o], mera_type_nbytes(t)) != 0) {
+                worst = 1;
+            }
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        free(ra[i]);
+        free(rb[i]);
+    }
+    free(input);
+    return worst;
+}
+
+static const mera_node *find_node(const mera_graph *g, const char *name)
+{
+    for (int n = 0; n < mera_graph_num_nodes(g); n++)
+        if (strcmp(mera_graph_node(g, n)->name, name) == 0)
+            return mera_graph_node(g, n);
+    return NULL;
+}
+
+/* The pass names what it inserts after the value ("x.nhwc", "c.nchw"); a
+ * node of the input graph that already has such a name keeps it. */
+static void test_inserted_names_do_not_collide(void)
+{
+    mera_graph *g = mera_graph_new("names");
+    int c = small_conv(g, 1);
+    int r = op_node(g, MERA_OP_RELU, "x.nhwc", &c, 1, NULL, 0);
+    mera_attr fa[] = {integer("start_axis", 1), integer("end_axis", -1)};
+    int f = op_node(g, MERA_OP_FLATTEN, "x.nhwc.nchw", &r, 1, fa, 2);
+    mera_error err;
+    CHECK(f >= 0 && mera_graph_set_outputs(g, &f, 1, &err) == MERA_OK);
+    mera_graph *bound, *h = bind_and_convert(g, &bound);
+    CHECK(h != NULL);
+    if (h) {
+        CHECK(count_op(h, MERA_OP_TRANSPOSE) == 2); /* the input's; the flatten's (H*W = 36) */
+        const mera_node *rn = find_node(h, "x.nhwc"), *fn = find_node(h, "x.nhwc.nchw");
+        CHECK(rn && rn->op == MERA_OP_RELU && fn && fn->op == MERA_OP_FLATTEN);
+        CHECK(rn && mera_graph_value(h, rn->outputs[0])->type.layout == MERA_LAYOUT_NHWC);
+        CHECK(output_difference(bound, h, MERA_INTERP_HW) == 0);
+    }
+    mera_graph_free(h);
+    mera_graph_free(bound);
+    mera_graph_free(g);
+}
+
+/* A transpose of a converted value is composed with the conversion: to
+ * NHWC it disappears, any other permutation stays one transpose. */
+static void test_transpose_is_composed(void)
+{
+    static const int64_t perms[2][4] = {{0, 2, 3, 1}, {0, 1, 3, 2}};
+    static const int64_t composed[4] = {0, 3, 2, 1}; /* N, C, W, H out of NHWC data */
+    for (int k = 0; k < 2; k++) {
+        mera_graph *g = mera_graph_new("compose");
+        int c = small_conv(g, 1);
+        mera_attr a[] = {ints("axes", 4, perms[k])};
+        int t = op_node(g, MERA_OP_TRANSPOSE, "t", &c, 1, a, 1);
+        mera_error err;
+        CHECK(t >= 0 && mera_graph_set_outputs(g, &t, 1, &err) == MERA_OK);
+        mera_graph *bound, *h = bind_and_convert(g, &bound);
+        CHECK(h != NULL);
+        if (h) {
+            CHECK(count_op(h, MERA_OP_TRANSPOSE) == 1 + k);
+            const mera_value *out = mera_graph_value(h, mera_graph_output(h, 0));
+            CHECK(mera_type_equal(&out->type, &mera_graph_value(bound, mera_graph_output(bound, 0))->type));
+            const mera_node *tn = find_node(h, "t");
+            if (k == 0) {
+                CHECK(tn == NULL && strcmp(out->name, "c") == 0); /* conv c writes NHWC itself */
+            } else {
+                const mera_attr *ax = tn ? mera_node_attr(tn, "axes") : NULL;
+                CHECK(ax && memcmp(ax->ints, composed, sizeof composed) == 0);
+                CHECK(tn && mera_graph_value(h, tn->inputs[0])->producer >= 0 &&
+                      strcmp(mera_graph_node(h, mera_graph_value(h, tn->inputs[0])->producer)->name, "c") == 0);
+            }
+            CHECK(output_difference(bound, h, MERA_INTERP_HW) == 0);
+        }
+        mera_graph_free(h);
+        mera_graph_free(bound);
+        mera_graph_free(g);
+    }
+}
+
+/* conv -> add of an untagged [1,C,1,1] param: the add's output is tagged
+ * "any" (its operands' tags differ). As a graph output it keeps that type:
+ * the transpose back is followed by a reshape that resets the tag. The
+ * param is permuted into a new param [1,1,1,C] tagged NHWC. */
+static void test_untagged_output_keeps_its_type(void)
+{
+    mera_graph *g = mera_graph_new("untagged");
+    int c = small_conv(g, 1);
+    int64_t ps[4] = {1, 4, 1, 1};
+    mera_type pt = qtensor(MERA_DTYPE_UINT8, 4, ps, MERA_LAYOUT_ANY, 0.03, 10);
+    uint8_t pd[4] = {3, 70, 140, 250};
+    mera_error err;
+    int p = mera_graph_add_param_data(g, "shift", &pt, pd, &err);
+    mera_attr a[] = {flt("out_scale", 0.08), integer("out_zero_point", 128), str("torch_memory_format", "channels_last")};
+    int ins[2] = {c, p};
+    int s = op_node(g, MERA_OP_ADD, "a", ins, 2, a, 3);
+    CHECK(s >= 0 && mera_graph_value(g, s)->type.layout == MERA_LAYOUT_ANY);
+    CHECK(s >= 0 && mera_graph_set_outputs(g, &s, 1, &err) == MERA_OK);
+    mera_graph *bound, *h = bind_and_convert(g, &bound);
+    CHECK(h != NULL);
+    if (h) {
+        check_interface(bound, h);
+        CHECK(count_op(h, MERA_OP_TRANSPOSE) == 2 && count_op(h, MERA_OP_RESHAPE) == 1);
+        const mera_node *an = find_node(h, "a");
+        const mera_value *pv = an ? mera_graph_value(h, an->inputs[1]) : NULL;
+        CHECK(pv && pv->kind == MERA_VALUE_PARAM && pv->type.layout == MERA_LAYOUT_NHWC && pv->type.shape[3] == 4 &&
+              memcmp(pv->data, pd, 4) == 0);
+        CHECK(an && strcmp(mera_attr_string(an, "torch_memory_format"), "channels_last") == 0);
+        CHECK(output_difference(bound, h, MERA_INTERP_HW) == 0);
+    }
+    mera_graph_free(h);
+    mera_graph_free(bound);
+    mera_graph_free(g);
+}
+
+/* A float graph (batch norm as the frontends lower it: mul and add of
+ * [C,1,1] constants; softmax over channels) converts too; its float convs
+ * may sum in another order, so the outputs agree to rounding. */
+static void test_float_graph(void)
+{
+    mera_graph *g = mera_graph_new("float");
+    int c = small_conv(g, 0);
+    int64_t cs[3] = {4, 1, 1};
+    mera_type ct = tensor(MERA_DTYPE_FLOAT32, 3, cs);
+    float scale[4] = {0.5f, 1.5f, -1.0f, 2.0f}, shift[4] = {0.1f, -0.2f, 0.3f, 0.0f};
+    mera_error err;
+    int sc = mera_graph_add_const(g, "bn.scale", &ct, scale, 1, &err);
+    int sh = mera_graph_add_const(g, "bn.shift", &ct, shift, 1, &err);
+    int m_in[2] = {c, sc};
+    int m = op_node(g, MERA_OP_MUL, "bn.mul", m_in, 2, NULL, 0);
+    int a_in[2] = {m, sh};
+    int a = op_node(g, MERA_OP_ADD, "bn.add", a_in, 2, NULL, 0);
+    int r = op_node(g, MERA_OP_RELU, "relu", &a, 1, NULL, 0);
+    int64_t k[2] = {2, 2};
+    mera_attr pa[] = {ints("kernel", 2, k), ints("strides", 2, k), str("layout", "NCHW")};
+    int p = op_node(g, MERA_OP_MAX_POOL2D, "pool", &r, 1, pa, 3);
+    mera_attr sa[] = {integer("axis", 1)};
+    int sm = op_node(g, MERA_OP_SOFTMAX, "softmax", &p, 1, sa, 1);
+    int64_t one[2] = {1, 1};
+    mera_attr ga[] = {ints("output_size", 2, one), str("layout", "NCHW")};
+    int gp = op_node(g, MERA_OP_ADAPTIVE_AVG_POOL2D, "gap", &p, 1, ga, 2);
+    mera_attr fa[] = {integer("start_axis", 1), integer("end_axis", -1)};
+    int f = op_node(g, MERA_OP_FLATTEN, "flatten", &gp, 1, fa, 2);
+    int outs[2] = {sm, f};
+    CHECK(f >= 0 && mera_graph_set_outputs(g, outs, 2, &err) == MERA_OK);
+    mera_graph *bound, *h = bind_and_convert(g, &bound);
+    CHECK(h != NULL);
+    if (h) {
+        check_interface(bound, h);
+        /* the input's and the 4-D output's; none before the flatten of [1,4,1,1] */
+        CHECK(count_op(h, MERA_OP_TRANSPOSE) == 2);
+        for (int n = 0; n < mera_graph_num_nodes(h); n++) {
+            const char *l = mera_attr_string(mera_graph_node(h, n), "layout");
+            CHECK(!l || strcmp(l, "NHWC") == 0);
+        }
+        double d = output_difference(bound, h, MERA_INTERP_FLOAT);
+        CHECK(d >= 0 && d < 1e-5);
+    }
+    mera_graph_free(h);
+    mera_graph_free(bound);
+    mera_graph_free(g);
+}
+
 int main(void)
 {
     test_random_nchw_graphs();
     test_nothing_nchw_passes_through_unchanged();
+    test_inserted_names_do_not_collide();
+    test_transpose_is_composed();
+    test_untagged_output_keeps_its_type();
+    test_float_graph();
     return test_summary();
 }
