@@ -18,8 +18,14 @@
  *   and so does its output. flatten/reshape of a [N,C,H,W] tensor with C == 1 or
  *   H*W == 1, whose element order is the same in both layouts, and
  *   transpose (its permutation composed) read the NHWC form directly.
+ * - A transpose [0,3,1,2] of NHWC data (an NHWC input brought to an NCHW
+ *   model) is converted too: its input is its NHWC form, and the node is
+ *   copied only if its NCHW output is needed.
  * - Everything else reads the input graph's form, made by a transpose back
- *   where the value is converted; so do the graph's outputs.
+ *   where the value is converted; so do the graph's outputs. Every value
+ *   keeps its type there (a reshape after the transpose back restores an
+ *   "any" tag), so copied nodes infer what they did.
+ * - A graph with no NCHW spatial op is copied as it is.
  *
  * torch_memory_format "auto" means "the data layout decides" (see ops.c),
  * so a converted op gets the value auto had before, "contiguous"; explicit
@@ -42,6 +48,7 @@ typedef struct {
     const mera_graph *g;
     int *conv;        /* 1: a node output held in NHWC form only */
     int *nhwc;        /* dst id of the NHWC form, or -1 */
+    int *deferred;    /* a converted value's node, copied when its own form is needed (or -1) */
 } layout_ctx;
 
 static int is_act(const mera_value *v)
@@ -89,6 +96,8 @@ static int form_src(layout_ctx *L, int v, const char *source)
         return mera_rewriter_value(&L->rw, v);
     if (L->rw.map[v] >= 0)
         return L->rw.map[v];
+    if (L->deferred[v] >= 0)
+        return mera_rewriter_copy_node(&L->rw, L->deferred[v]) < 0 ? -1 : L->rw.map[v];
     const mera_value *sv = mera_graph_value(L->g, v);
     const char *nm = fresh_name(L, sv->name, ".nchw");
     int id = nm ? add_transpose(L, L->nhwc[v], to_nchw, nm, source) : -1;
@@ -367,6 +376,35 @@ static int is_nchw_spatial(const mera_graph *g, const mera_node *node)
     return l && strcmp(l, "NCHW") == 0 && mera_graph_value(g, node->inputs[0])->type.rank == 4;
 }
 
+/* A transpose of NHWC data to NCHW (an NHWC input brought to an NCHW
+ * model): its input is the NHWC form of its output. */
+static int is_to_nchw(const mera_graph *g, const mera_node *node)
+{
+    if (node->op != MERA_OP_TRANSPOSE || mera_graph_value(g, node->inputs[0])->type.layout != MERA_LAYOUT_NHWC)
+        return 0;
+    const mera_attr *ax = mera_node_attr(node, "axes");
+    for (int i = 0; i < 4; i++)
+        if (ax->count != 4 || norm_axis(ax->ints[i], 4) != to_nchw[i])
+            return 0;
+    return 1;
+}
+
+/* The NHWC form of a transpose to NCHW is its input: the node is copied
+ * only if something needs its output in NCHW form (form_src). */
+static int defer_to_nchw(layout_ctx *L, int n)
+{
+    const mera_node *node = mera_graph_node(L->g, n);
+    int v = node->outputs[0], id = form_src(L, node->inputs[0], node->source);
+    if (id < 0)
+        return -1;
+    mera_type want = nhwc_type(&mera_graph_value(L->g, v)->type);
+    MERA_ASSERT(mera_type_equal(&mera_graph_value(L->rw.dst, id)->type, &want));
+    L->conv[v] = 1;
+    L->nhwc[v] = id;
+    L->deferred[v] = n;
+    return 0;
+}
+
 mera_graph *mera_pass_layout_nhwc(const mera_graph *g, mera_error *err)
 {
     int nv = mera_graph_num_values(g);
@@ -375,12 +413,17 @@ mera_graph *mera_pass_layout_nhwc(const mera_graph *g, mera_error *err)
         return NULL;
     L.conv = calloc((size_t)(nv > 0 ? nv : 1), sizeof *L.conv);
     L.nhwc = malloc((size_t)(nv > 0 ? nv : 1) * sizeof *L.nhwc);
-    if (!L.conv || !L.nhwc) {
+    L.deferred = malloc((size_t)(nv > 0 ? nv : 1) * sizeof *L.deferred);
+    if (!L.conv || !L.nhwc || !L.deferred) {
         mera_fail(err, MERA_ERR_NOMEM, "out of memory");
         goto fail;
     }
     for (int v = 0; v < nv; v++)
-        L.nhwc[v] = -1;
+        L.nhwc[v] = L.deferred[v] = -1;
+    /* with nothing NCHW to convert, every node is copied as it is */
+    int any_nchw = 0;
+    for (int n = 0; n < mera_graph_num_nodes(g); n++)
+        any_nchw |= is_nchw_spatial(g, mera_graph_node(g, n));
     /* params keep their declaration order (dce.c drops the ones only a
      * permuted constant replaced) */
     for (int i = 0; i < mera_graph_num_inputs(g); i++) {
@@ -393,6 +436,11 @@ mera_graph *mera_pass_layout_nhwc(const mera_graph *g, mera_error *err)
         int r = 0;
         if (is_nchw_spatial(g, node)) {
             if (convert_spatial(&L, n) < 0)
+                goto fail;
+            continue;
+        }
+        if (any_nchw && is_to_nchw(g, node)) {
+            if (defer_to_nchw(&L, n) < 0)
                 goto fail;
             continue;
         }
@@ -417,10 +465,12 @@ mera_graph *mera_pass_layout_nhwc(const mera_graph *g, mera_error *err)
     }
     free(L.conv);
     free(L.nhwc);
+    free(L.deferred);
     return mera_rewriter_finish(&L.rw);
 fail:
     free(L.conv);
     free(L.nhwc);
+    free(L.deferred);
     mera_rewriter_abort(&L.rw);
     return NULL;
 }
