@@ -20,7 +20,7 @@ from .errors import (AttrError, ConfigError, DtypeError, FormatError, GraphError
 from . import _core
 from . import ir
 from .config import BuildConfig, Platform, Target, build_config, current_build_config, platforms
-from .runtime import Runner, compile
+from .runner import Runner, compile
 from .build import build
 from .deploy_runtime import DeployModule, load_runtime_module
 from .quantizer import QualityReport, Quantizer

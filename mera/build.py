@@ -54,7 +54,7 @@ from ._fileio import atomic_write_bytes
 from .config import require_build_config, simulator_options
 from .errors import ConfigError, MeraError, MeraIOError
 from .ir import Module
-from .runtime import compile_core
+from .runner import compile_core
 
 #: Compiler flags of every runtime object (the extension's, setup.py, plus PIC and hidden visibility).
 RUNTIME_CFLAGS = ("-O2", "-fPIC", "-fvisibility=hidden", "-std=c11", "-ffp-contract=off", "-fno-strict-aliasing",

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _core
 from .errors import FormatError, MeraError, MeraIOError, RuntimeInputError, UnsupportedError
-from .runtime import _as_array
+from .runner import _as_array
 
 MAX_RANK = 6
 ERR_LEN = 1024

@@ -28,7 +28,7 @@ import numpy as np
 from . import _core
 from .errors import ConfigError, RuntimeInputError
 from .ir import Module
-from .runtime import _as_array, _params_list
+from .runner import _as_array, _params_list
 
 #: Keys of the ``config`` dict and their defaults (C: mera_quant_config_default).
 DEFAULT_CONFIG: Dict[str, Any] = {
@@ -365,10 +365,14 @@ class Quantizer:
         """
         if self._quantized is None:
             self.quantize()
+        if target not in ("Interpreter", "InterpreterHw"):
+            raise ConfigError(f"measure_quantization_quality: target must be 'Interpreter' or 'InterpreterHw' "
+                              f"(node by node, to compare each layer), got {target!r}")
+        integer = target == "InterpreterHw"
         qmod, qparams, float_of = self._quantized
         fg, qg = self.float_mod._graph, qmod._graph
-        f_rt = _core.Interp(fg, "Interpreter", _params_list(self.float_mod, self.float_params))
-        q_rt = _core.Interp(qg, target, _params_list(qmod, qparams))
+        f_rt = _core.Interp(fg, False, _params_list(self.float_mod, self.float_params))
+        q_rt = _core.Interp(qg, integer, _params_list(qmod, qparams))
         # layers: quantized node outputs standing for a float node output
         pairs: List[Tuple[int, int, str, str]] = []
         for node in qmod.nodes():

@@ -14,7 +14,7 @@ import numpy as np
 
 from .config import Target, require_build_config
 from .errors import RuntimeInputError, UnsupportedError
-from .runtime import compile as _compile
+from .runner import compile as _compile
 
 
 def verify_output(ref_result: np.ndarray, result: np.ndarray, tol: float = 1e-5, quantized: bool = True) -> float:

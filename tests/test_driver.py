@@ -66,7 +66,7 @@ def test_dce_removes_dead_nodes_and_keeps_the_interface():
 
 
 def _params(mod, params):
-    from mera.runtime import _params_list
+    from mera.runner import _params_list
 
     return _params_list(mod, params)
 

@@ -1,6 +1,8 @@
-/* mera._core.Interp: a graph compiled for the Interpreter or InterpreterHw
- * target. Runs release the GIL; a compiled graph is immutable and runs
- * allocate their own memory, so threads may share one. */
+/* mera._core.Interp: the interpreter on its own, for the quantizer (its
+ * calibration observers and the per-layer quality report read every node's
+ * output); models compile through mera._core.Compiled (the driver). Runs
+ * release the GIL; a compiled graph is immutable and runs allocate their
+ * own memory, so threads may share one. */
 #include "python/pymera.h"
 #include "python/runtime_common.h"
 
@@ -28,19 +30,12 @@ static void interp_dealloc(PyMeraInterp *self)
 
 static PyObject *interp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"graph", "target", "params", NULL};
+    static char *kwlist[] = {"graph", "integer", "params", NULL};
     PyObject *graph, *params;
-    const char *target;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!sO", kwlist, &PyMeraGraph_Type, &graph, &target, &params))
+    int integer;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!pO", kwlist, &PyMeraGraph_Type, &graph, &integer, &params))
         return NULL;
-    mera_interp_mode mode;
-    if (strcmp(target, "Interpreter") == 0)
-        mode = MERA_INTERP_FLOAT;
-    else if (strcmp(target, "InterpreterHw") == 0)
-        mode = MERA_INTERP_HW;
-    else
-        return pymera_raise_code(MERA_ERR_INVALID, "the interpreter runs targets Interpreter and InterpreterHw, not '%s'",
-                                 target);
+    mera_interp_mode mode = integer ? MERA_INTERP_HW : MERA_INTERP_FLOAT;
     const mera_graph *g = ((PyMeraGraph *)graph)->g;
     PyObject *plist;
     const void **data;
@@ -187,7 +182,9 @@ static PyTypeObject PyMeraInterp_Type = {
     .tp_basicsize = sizeof(PyMeraInterp),
     .tp_dealloc = (destructor)interp_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Interp(graph, target, params): a graph compiled for Interpreter or InterpreterHw.",
+    .tp_doc = "Interp(graph, integer, params): the interpreter on its own (the quantizer's calibration and "
+              "quality runs): integer=False is the float Interpreter, True InterpreterHw. Models compile "
+              "through Compiled (the driver).",
     .tp_methods = interp_methods,
     .tp_new = interp_new,
 };
