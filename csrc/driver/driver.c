@@ -254,6 +254,7 @@ typedef struct {
 
 /* The passes, in the order they run. */
 static const pass_step passes[] = {
+    {MERA_STAGE_LAYOUT, mera_pass_layout_nhwc, 1},
     {MERA_STAGE_DCE, mera_pass_dce, 0},
 };
 
