@@ -59,6 +59,11 @@ typedef struct {
  * and CONST values are declared in dst when first used (borrowing their
  * data), so values nothing uses any more disappear. */
 mera_status mera_rewriter_init(mera_rewriter *rw, const mera_graph *src, mera_error *err);
+/* Declare src's PARAM values not mapped yet in dst, in src's declaration
+ * order (borrowing their data): a pass that calls this first keeps the
+ * order of the user's params dict, which deploy.params follows, even where
+ * it rewrites the nodes reading them (dce.c drops the ones left unused). */
+mera_status mera_rewriter_declare_params(mera_rewriter *rw);
 /* dst id of src value v: a PARAM or CONST is copied on first use; a node
  * output must have been mapped (by mera_rewriter_copy_node or by the pass
  * setting rw->map). -1 for v < 0 (an omitted optional input) and on error. */

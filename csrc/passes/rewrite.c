@@ -29,6 +29,17 @@ mera_status mera_rewriter_init(mera_rewriter *rw, const mera_graph *src, mera_er
     return MERA_OK;
 }
 
+mera_status mera_rewriter_declare_params(mera_rewriter *rw)
+{
+    for (int i = 0; i < mera_graph_num_inputs(rw->src); i++) {
+        int v = mera_graph_input(rw->src, i);
+        if (mera_graph_value(rw->src, v)->kind == MERA_VALUE_PARAM && rw->map[v] < 0 &&
+            mera_rewriter_value(rw, v) < 0)
+            return rw->err ? rw->err->code : MERA_ERR_INVALID;
+    }
+    return MERA_OK;
+}
+
 int mera_rewriter_value(mera_rewriter *rw, int v)
 {
     if (v < 0)
