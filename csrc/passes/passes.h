@@ -46,6 +46,12 @@ mera_graph *mera_pass_dce(const mera_graph *g, mera_error *err);
  * INPUT values). NULL when out of memory. */
 const void **mera_bound_param_data(const mera_graph *g);
 
+/* Evaluate node n of g alone on constant inputs (in_data[i]: the data of
+ * input i, NULL where omitted) into out (a buffer of its output's size):
+ * the bytes it gives at run time, computed as fold_const.c says. */
+mera_status mera_pass_eval_node(const mera_graph *g, int n, const void *const *in_data, void *out,
+                                mera_error *err);
+
 /* ---- the rewriter: what every pass builds its output with ---------------- */
 
 typedef struct {

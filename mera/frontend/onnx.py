@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .. import ir
+from ._passes import run_passes
 from ..errors import ConfigError, FormatError, GraphError, MeraIOError, UnsupportedError
 
 #: Lowest and highest default-domain opset the importer is tested with
@@ -88,8 +89,6 @@ class Context:
         self.env: Dict[str, Any] = {}
         self.node: Any = None
         self.node_label = ""
-        self.skip: set = set()          # ids of nodes folded into an earlier one
-        self.extra_env: Dict[str, Any] = {}
         self.labels: Dict[int, str] = {}  # id of a node -> its name in messages
         self.done: Dict[int, Any] = {}  # id of a node -> its output, produced by a lowered QDQ chain
         # Output parameters for the next quantized op emitted (set while a
@@ -164,13 +163,6 @@ class Context:
                 x = x.astype(np.float32)
             return Tensor(self.const(x, what), False)
         raise UnsupportedError(f"{what}: expected a tensor, got {type(x).__name__}")
-
-    def only_consumer(self, output: str, op_type: str):
-        """The node that alone consumes ``output``, if it has op ``op_type``."""
-        users = self.consumers.get(output, [])
-        if len(users) == 1 and users[0].op_type == op_type and output not in self.graph_outputs:
-            return users[0]
-        return None
 
 
 # -- attribute helpers ------------------------------------------------------------
@@ -296,22 +288,10 @@ def _conv(ctx: Context, node, a, x, w, b=None):
         raise UnsupportedError(f"only 2-D convolution is supported, got a {w.ndim}-D weight")
     bias = None if b is None else _const_input(ctx, b, "the Conv bias").astype(np.float32)
     s, d, groups, pads = _conv_geometry(a, t, w.shape)
-    # fold a BatchNormalization that alone consumes the conv's output
-    bn = ctx.only_consumer(node.output[0], "BatchNormalization")
-    if bn is not None and len(bn.output) == 1 and not _attrs(bn).get("training_mode", 0):
-        stats = [ctx.env.get(n) if n else None for n in list(bn.input)[1:5]]
-        if len(stats) == 4 and all(isinstance(s_, np.ndarray) for s_ in stats):
-            scale, shift = _bn_scale_shift(_attrs(bn), *stats)
-            w = (w.astype(np.float64) * scale.reshape(-1, 1, 1, 1)).astype(np.float32)
-            b0 = np.zeros(w.shape[0]) if bias is None else bias.astype(np.float64)
-            bias = (b0 * scale + shift).astype(np.float32)
-            ctx.skip.add(id(bn))
-            ctx.extra_env[bn.output[0]] = node.output[0]
     t = ctx.to_layout(t)
-    wname = node.input[1] if bn is None or id(bn) not in ctx.skip else node.input[1] + ".bn_folded"
-    wv = ctx.param(w, wname)
+    wv = ctx.param(w, node.input[1])
     bv = None if bias is None else ctx.param(bias, (node.input[2] if len(node.input) > 2 and node.input[2]
-                                                    else wname + ".bias"))
+                                                    else node.input[1] + ".bias"))
     v = ctx.emit("conv2d", t.value, wv, bv, strides=s, padding=pads, dilation=d, groups=groups,
                  layout=ctx.spatial())
     return Tensor(v, ctx.layout == "NHWC")
@@ -986,8 +966,6 @@ class _Importer:
         found: "OrderedDict[str, List[str]]" = OrderedDict()
         for node in self.nodes:
             label = ctx.labels[id(node)]
-            if id(node) in ctx.skip:
-                continue
             if id(node) in ctx.done:  # the Relu / QuantizeLinear of a lowered chain
                 self.env[node.output[0]] = ctx.done.pop(id(node))
                 continue
@@ -1018,9 +996,6 @@ class _Importer:
                 self._poison(node)
                 continue
             self.env[node.output[0]] = out
-            for k, v in list(ctx.extra_env.items()):
-                self.env[k] = self.env[v]
-                del ctx.extra_env[k]
         if found:
             n_nodes = sum(len(v) for v in found.values())
             raise UnsupportedError(
@@ -1095,7 +1070,11 @@ def from_onnx(path_or_model: Any, input_shapes: Any = None, layout: str = "NHWC"
     if layout not in ("NCHW", "NHWC"):
         raise ConfigError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
     model, path = _load(path_or_model)
-    return _Importer(model, path, input_shapes, layout).run()
+    mod, params = _Importer(model, path, input_shapes, layout).run()
+    # BatchNormalization is a per-channel mul and add; the fold_bn pass folds
+    # it into the Conv (or Gemm) before it, as the quantizer does (float
+    # graphs only).
+    return run_passes(mod, params, ["fold_bn"])
 
 
 from . import _onnx_quant  # noqa: E402  (registers the quantized converters; needs the names above)
