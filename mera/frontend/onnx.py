@@ -297,15 +297,17 @@ def _conv(ctx: Context, node, a, x, w, b=None):
     t = ctx.tensor(x)
     _check_4d(t, "convolution")
     wq = w if isinstance(w, _onnx_quant.DQConst) else None  # a quantized weight behind a DequantizeLinear
-    w = _const_input(ctx, _onnx_quant.resolve(ctx, w), "the Conv weight").astype(np.float32)
-    if w.ndim != 4:
-        raise UnsupportedError(f"only 2-D convolution is supported, got a {w.ndim}-D weight")
+    if wq is None:
+        w = _const_input(ctx, w, "the Conv weight").astype(np.float32)
+    w_shape = np.shape(w.data if wq is not None else w)
+    if len(w_shape) != 4:
+        raise UnsupportedError(f"only 2-D convolution is supported, got a {len(w_shape)}-D weight")
     bias = None if b is None else _const_input(ctx, b, "the Conv bias").astype(np.float32)
-    s, d, groups, pads = _conv_geometry(a, t, w.shape)
+    s, d, groups, pads = _conv_geometry(a, t, w_shape)
     t = ctx.to_layout(t)
     wv = None if wq is None else _onnx_quant.dq_weight(ctx, wq)
     if wv is None:
-        wv = ctx.param(w, node.input[1])
+        wv = ctx.param(wq.to_float() if wq is not None else w, node.input[1])
     bv = None if bias is None else ctx.param(bias, (node.input[2] if len(node.input) > 2 and node.input[2]
                                                     else node.input[1] + ".bias"))
     v = ctx.emit("conv2d", t.value, wv, bv, strides=s, padding=pads, dilation=d, groups=groups,
@@ -354,14 +356,15 @@ def _gemm(ctx: Context, node, a, x, bmat, c=None):
         raise UnsupportedError(f"Gemm needs a 2-D A, got a {t.rank}-D one")
     if a.get("transA", 0):
         t = Tensor(ctx.emit("transpose", ctx.to_nchw(t).value, axes=[1, 0]), False)
-    wq = None
+    wq = w = None
     if isinstance(bmat, _onnx_quant.DQConst):  # a quantized B behind a DequantizeLinear
         wq = _onnx_quant.dq_weight(ctx, bmat, bool(a.get("transB", 0)), alpha)
-    bm = _const_input(ctx, _onnx_quant.resolve(ctx, bmat), "the Gemm B (weight)").astype(np.float32)
-    w = bm if a.get("transB", 0) else bm.T
-    if alpha != 1.0:
-        w = (w.astype(np.float64) * alpha).astype(np.float32)
-    n = w.shape[0]
+    if wq is None:
+        bm = _const_input(ctx, _onnx_quant.resolve(ctx, bmat), "the Gemm B (weight)").astype(np.float32)
+        w = bm if a.get("transB", 0) else bm.T
+        if alpha != 1.0:
+            w = (w.astype(np.float64) * alpha).astype(np.float32)
+    n = int(wq.shape[0]) if wq is not None else w.shape[0]
     bias = None
     after = None
     if c is not None and beta != 0.0:
@@ -376,7 +379,7 @@ def _gemm(ctx: Context, node, a, x, bmat, c=None):
             if beta != 1.0:
                 ct = Tensor(ctx.emit("mul", ct.value, ctx.const(np.array(beta, np.float32))), False)
             after = ct
-    y = _dense(ctx, t, np.ascontiguousarray(w) if wq is None else wq, bias, node.input[1])
+    y = _dense(ctx, t, wq if wq is not None else np.ascontiguousarray(w), bias, node.input[1])
     if after is not None:
         av = after.value if isinstance(after, Tensor) else ctx.const(after, "C")
         y = Tensor(ctx.emit("add", y.value, av), False)
