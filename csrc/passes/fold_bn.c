@@ -138,19 +138,6 @@ static int per_channel_values(const mera_type *out_t, int axis, const mera_type 
     return 1;
 }
 
-/* A name used in neither the source nor dst: base, base_1, ... (dst-owned). */
-static const char *fresh_name(mera_rewriter *rw, const char *base)
-{
-    char buf[512];
-    snprintf(buf, sizeof buf, "%.480s", base);
-    for (int i = 1; mera_graph_find_value(rw->src, buf) >= 0 || mera_graph_find_value(rw->dst, buf) >= 0; i++)
-        snprintf(buf, sizeof buf, "%.480s_%d", base, i);
-    const char *s = mera_graph_unique_name(rw->dst, buf);
-    if (!s)
-        mera_fail(rw->err, MERA_ERR_NOMEM, "out of memory");
-    return s;
-}
-
 /* What folding does to one conv/dense: the chain's last value and the new
  * weight and bias data. */
 typedef struct {
@@ -242,13 +229,13 @@ static int add_folded(mera_rewriter *rw, const uses_t *u, int orig, const char *
             return mera_graph_add_const(rw->dst, sv->name, t, d, 1, rw->err);
         }
         snprintf(base, sizeof base, "%.400s.bn_folded", sv->name);
-        if (!(name = fresh_name(rw, base)))
+        if (!(name = mera_rewriter_fresh_name(rw, base)))
             return -1;
         if (sv->kind == MERA_VALUE_PARAM)
             return mera_graph_add_param_data(rw->dst, name, t, d, rw->err);
         return mera_graph_add_const(rw->dst, name, t, d, 1, rw->err);
     }
-    if (!(name = fresh_name(rw, fresh)))
+    if (!(name = mera_rewriter_fresh_name(rw, fresh)))
         return -1;
     return mera_graph_add_param_data(rw->dst, name, t, d, rw->err);
 }

@@ -170,14 +170,28 @@ static int same_qparams(const mera_type *t, const mera_node *q)
            t->q.zero_point == (int32_t)mera_attr_int(q, "zero_point");
 }
 
-/* A dst node; its first output's id, or -1. base: the name (made unique). */
-static int add(lower_ctx *c, int op, const char *base, const int *ins, int n_ins, const attr_list *al,
+/* A dst node named name (a source node's: it stands for that node); its
+ * first output's id, or -1. */
+static int add(lower_ctx *c, int op, const char *name, const int *ins, int n_ins, const attr_list *al,
                const char *source)
+{
+    int out;
+    if (mera_graph_add_node(c->rw.dst, op, name, ins, n_ins, al ? al->a : NULL, al ? al->n : 0, source, &out, 1,
+                            c->rw.err) < 0)
+        return -1;
+    return out;
+}
+
+/* A new dst node, named fresh from base. */
+static int add_new(lower_ctx *c, int op, const char *base, const int *ins, int n_ins, const attr_list *al,
+                   const char *source)
 {
     return mera_rewriter_add(&c->rw, op, base, ins, n_ins, al ? al->a : NULL, al ? al->n : 0, source);
 }
 
-static int add_requantize(lower_ctx *c, int x, const mera_node *q, const char *base, const char *source)
+/* A requantize of dst value x to quantize node q's parameters, named name
+ * (fresh: made unique from it). */
+static int add_requantize(lower_ctx *c, int x, const mera_node *q, const char *name, int fresh, const char *source)
 {
     attr_list al = {.n = 0};
     mera_attr *a = attrs_slot(&al, "out_scale");
@@ -189,7 +203,7 @@ static int add_requantize(lower_ctx *c, int x, const mera_node *q, const char *b
     a = attrs_slot(&al, "out_dtype");
     a->kind = MERA_ATTR_STRING;
     a->s = mera_attr_string(q, "dtype");
-    return add(c, MERA_OP_REQUANTIZE, base, &x, 1, &al, source);
+    return (fresh ? add_new : add)(c, MERA_OP_REQUANTIZE, name, &x, 1, &al, source);
 }
 
 /* ---- the rules ------------------------------------------------------------- */
@@ -371,7 +385,7 @@ static int try_lower(lower_ctx *c, int n)
         if (r < 0)
             return -1;
         snprintf(base, sizeof base, "%.400s.dequantize", node->name);
-        int d = add(c, MERA_OP_DEQUANTIZE, base, &r, 1, NULL, node->source);
+        int d = add_new(c, MERA_OP_DEQUANTIZE, base, &r, 1, NULL, node->source);
         if (d < 0)
             return -1;
         c->rw.map[node->outputs[0]] = d;
@@ -394,7 +408,7 @@ static int try_lower(lower_ctx *c, int n)
         return -1;
     if (k == K_KEEP && !same_qparams(dst_type(c, r), q)) {
         snprintf(base, sizeof base, "%.400s.requantize", node->name);
-        if ((r = add_requantize(c, r, q, base, node->source)) < 0)
+        if ((r = add_requantize(c, r, q, base, 1, node->source)) < 0)
             return -1;
     }
     if (an && !fused) {
@@ -422,7 +436,7 @@ static int lower_quantize(lower_ctx *c, int n)
         c->rw.map[node->outputs[0]] = x;
         return 1;
     }
-    int r = add_requantize(c, x, node, node->name, node->source);
+    int r = add_requantize(c, x, node, node->name, 0, node->source);
     if (r < 0)
         return -1;
     c->rw.map[node->outputs[0]] = r;

@@ -77,8 +77,12 @@ int mera_rewriter_value(mera_rewriter *rw, int v);
 /* Copy src node n with its inputs mapped, same name, attributes and source;
  * maps its outputs. Returns the dst node index, or -1 on error. */
 int mera_rewriter_copy_node(mera_rewriter *rw, int n);
+/* A name used in neither src nor dst: base, base_1, ... (dst-owned), or
+ * NULL when out of memory. */
+const char *mera_rewriter_fresh_name(mera_rewriter *rw, const char *base);
 /* Add a new node to dst (inputs are dst ids); name: a fresh name is made
- * from it. Returns the dst id of its first output, or -1. */
+ * from it (mera_rewriter_fresh_name). Returns the dst id of its first
+ * output, or -1. */
 int mera_rewriter_add(mera_rewriter *rw, int op, const char *name, const int *inputs, int n_inputs,
                       const mera_attr *attrs, int n_attrs, const char *source);
 /* Set dst's outputs to src's outputs mapped, free the map; dst or NULL. */
