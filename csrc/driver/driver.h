@@ -33,7 +33,6 @@ typedef struct {
     X(INPUT, input, "the graph as the frontend gave it")                        \
     X(FOLD_BN, fold_bn, "batch norms folded into conv/dense weights")           \
     X(FOLD_CONST, fold_const, "constant subgraphs evaluated")                   \
-    X(LOWER_QDQ, lower_qdq, "dequantize-op-quantize chains as quantized ops")  \
     X(LAYOUT, layout, "NCHW converted to NHWC (DNA targets)")                   \
     X(DCE, dce, "dead nodes removed")                                           \
     X(PARTITION, partition, "which nodes run on the DNA, which on the host")    \

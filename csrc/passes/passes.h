@@ -46,6 +46,12 @@ mera_graph *mera_pass_dce(const mera_graph *g, mera_error *err);
  * INPUT values). NULL when out of memory. */
 const void **mera_bound_param_data(const mera_graph *g);
 
+/* Evaluate node n of g alone on constant inputs (in_data[i]: the data of
+ * input i, NULL where omitted) into out (a buffer of its output's size):
+ * the bytes it gives at run time, computed as fold_const.c says. */
+mera_status mera_pass_eval_node(const mera_graph *g, int n, const void *const *in_data, void *out,
+                                mera_error *err);
+
 /* ---- the rewriter: what every pass builds its output with ---------------- */
 
 typedef struct {
@@ -59,6 +65,11 @@ typedef struct {
  * and CONST values are declared in dst when first used (borrowing their
  * data), so values nothing uses any more disappear. */
 mera_status mera_rewriter_init(mera_rewriter *rw, const mera_graph *src, mera_error *err);
+/* Declare src's PARAM values not mapped yet in dst, in src's declaration
+ * order (borrowing their data): a pass that calls this first keeps the
+ * order of the user's params dict, which deploy.params follows, even where
+ * it rewrites the nodes reading them (dce.c drops the ones left unused). */
+mera_status mera_rewriter_declare_params(mera_rewriter *rw);
 /* dst id of src value v: a PARAM or CONST is copied on first use; a node
  * output must have been mapped (by mera_rewriter_copy_node or by the pass
  * setting rw->map). -1 for v < 0 (an omitted optional input) and on error. */
@@ -66,8 +77,12 @@ int mera_rewriter_value(mera_rewriter *rw, int v);
 /* Copy src node n with its inputs mapped, same name, attributes and source;
  * maps its outputs. Returns the dst node index, or -1 on error. */
 int mera_rewriter_copy_node(mera_rewriter *rw, int n);
+/* A name used in neither src nor dst: base, base_1, ... (dst-owned), or
+ * NULL when out of memory. */
+const char *mera_rewriter_fresh_name(mera_rewriter *rw, const char *base);
 /* Add a new node to dst (inputs are dst ids); name: a fresh name is made
- * from it. Returns the dst id of its first output, or -1. */
+ * from it (mera_rewriter_fresh_name). Returns the dst id of its first
+ * output, or -1. */
 int mera_rewriter_add(mera_rewriter *rw, int op, const char *name, const int *inputs, int n_inputs,
                       const mera_attr *attrs, int n_attrs, const char *source);
 /* Set dst's outputs to src's outputs mapped, free the map; dst or NULL. */

@@ -1,4 +1,5 @@
 /* The rewriter every pass builds its output graph with (passes.h). */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "passes/passes.h"
@@ -25,6 +26,17 @@ mera_status mera_rewriter_init(mera_rewriter *rw, const mera_graph *src, mera_er
             mera_rewriter_abort(rw);
             return err ? err->code : MERA_ERR_INVALID;
         }
+    }
+    return MERA_OK;
+}
+
+mera_status mera_rewriter_declare_params(mera_rewriter *rw)
+{
+    for (int i = 0; i < mera_graph_num_inputs(rw->src); i++) {
+        int v = mera_graph_input(rw->src, i);
+        if (mera_graph_value(rw->src, v)->kind == MERA_VALUE_PARAM && rw->map[v] < 0 &&
+            mera_rewriter_value(rw, v) < 0)
+            return rw->err ? rw->err->code : MERA_ERR_INVALID;
     }
     return MERA_OK;
 }
@@ -72,14 +84,24 @@ int mera_rewriter_copy_node(mera_rewriter *rw, int n)
     return k;
 }
 
+const char *mera_rewriter_fresh_name(mera_rewriter *rw, const char *base)
+{
+    char buf[512];
+    snprintf(buf, sizeof buf, "%.480s", base);
+    for (int i = 1; mera_graph_find_value(rw->src, buf) >= 0 || mera_graph_find_value(rw->dst, buf) >= 0; i++)
+        snprintf(buf, sizeof buf, "%.480s_%d", base, i);
+    const char *s = mera_graph_unique_name(rw->dst, buf);
+    if (!s)
+        mera_fail(rw->err, MERA_ERR_NOMEM, "out of memory");
+    return s;
+}
+
 int mera_rewriter_add(mera_rewriter *rw, int op, const char *name, const int *inputs, int n_inputs,
                       const mera_attr *attrs, int n_attrs, const char *source)
 {
-    const char *nm = mera_graph_unique_name(rw->dst, name);
-    if (!nm) {
-        mera_fail(rw->err, MERA_ERR_NOMEM, "out of memory");
+    const char *nm = mera_rewriter_fresh_name(rw, name);
+    if (!nm)
         return -1;
-    }
     int outs[MERA_MAX_NODE_OUTPUTS];
     if (mera_graph_add_node(rw->dst, op, nm, inputs, n_inputs, attrs, n_attrs, source, outs, MERA_MAX_NODE_OUTPUTS,
                             rw->err) < 0)

@@ -4,6 +4,9 @@
 
 #include <string.h>
 
+#include "passes/passes.h"
+#include "python/runtime_common.h"
+
 static PyObject *graph_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"name", NULL};
@@ -668,6 +671,71 @@ PyObject *pymera_graph_wrap(mera_graph *g)
     return (PyObject *)self;
 }
 
+/* The graph passes by name (passes/passes.h), for the frontends. */
+static const struct {
+    const char *name;
+    mera_pass_fn run;
+} pass_table[] = {
+    {"fold_bn", mera_pass_fold_bn},
+    {"fold_const", mera_pass_fold_const},
+    {"lower_qdq", mera_pass_lower_qdq},
+    {"dce", mera_pass_dce},
+};
+
+/* run_pass(name, params=None) -> Graph: the graph bound to params (one
+ * entry per declared input, as Compiled takes them; None: the params carry
+ * their data already) and run through the pass. The new graph's params
+ * carry their data (Graph.const_data reads them); it keeps this graph and
+ * the param arrays alive, since it may borrow their memory. */
+static PyObject *graph_run_pass(PyMeraGraph *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"name", "params", NULL};
+    const char *name;
+    PyObject *params = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|O", kwlist, &name, &params))
+        return NULL;
+    mera_pass_fn run = NULL;
+    for (size_t i = 0; i < sizeof pass_table / sizeof pass_table[0]; i++)
+        if (!strcmp(pass_table[i].name, name))
+            run = pass_table[i].run;
+    if (!run)
+        return pymera_raise_code(MERA_ERR_INVALID, "unknown pass '%s' (fold_bn, fold_const, lower_qdq, dce)", name);
+    PyObject *plist = NULL;
+    const void **data = NULL;
+    int *ids = NULL, n_inputs = 0;
+    if (params != Py_None && pymera_bind_params(self->g, params, &plist, &data, &ids, &n_inputs))
+        return NULL;
+    PyMem_Free(ids);
+    mera_error err;
+    mera_graph *out = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    mera_graph *bound = mera_pass_bind(self->g, data, &err);
+    /* the pass's result borrows what bound borrows (the arrays, this
+     * graph's constants), never bound's own memory */
+    if (bound)
+        out = run(bound, &err);
+    mera_graph_free(bound);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(data);
+    if (!out) {
+        Py_XDECREF(plist);
+        mera_error_prefix(&err, "pass %s: ", name);
+        return pymera_raise(&err);
+    }
+    PyMeraGraph *r = (PyMeraGraph *)pymera_graph_wrap(out);
+    if (!r) {
+        Py_XDECREF(plist);
+        return NULL;
+    }
+    if (PyList_Append(r->keepalive, (PyObject *)self) || (plist && PyList_Append(r->keepalive, plist))) {
+        Py_XDECREF(plist);
+        Py_DECREF(r);
+        return NULL;
+    }
+    Py_XDECREF(plist);
+    return (PyObject *)r;
+}
+
 static PyObject *graph_get_name(PyMeraGraph *self, void *Py_UNUSED(closure))
 {
     return PyUnicode_FromString(mera_graph_name(self->g));
@@ -694,6 +762,8 @@ static PyMethodDef graph_methods[] = {
     {"text", (PyCFunction)graph_text, METH_NOARGS, "the IR text form"},
     {"serialize", (PyCFunction)graph_serialize, METH_NOARGS, "the versioned binary form"},
     {"deserialize", (PyCFunction)graph_deserialize, METH_O | METH_CLASS, "deserialize(bytes) -> Graph"},
+    {"run_pass", (PyCFunction)(void (*)(void))graph_run_pass, METH_VARARGS | METH_KEYWORDS,
+     "run_pass(name, params=None) -> Graph: the graph bound to params and rewritten by a pass (passes/passes.h)"},
     {NULL, NULL, 0, NULL},
 };
 

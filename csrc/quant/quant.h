@@ -5,8 +5,9 @@
  *   1. prepare   batch norms, which the frontends lower to a per-channel mul
  *                and add, are folded into the weights and bias of the conv
  *                or dense before them (also a lone per-channel mul or bias
- *                add after one); the result is the float graph the
- *                quantizer calibrates and the quality report compares with.
+ *                add after one) by the fold_bn pass (passes/fold_bn.c); the
+ *                result is the float graph the quantizer calibrates and the
+ *                quality report compares with.
  *   2. calibrate the prepared graph runs on the float Interpreter; one
  *                observer (quant/observer.h) per float activation sees every
  *                value of every calibration batch.

@@ -1,4 +1,4 @@
-/* The post-training quantizer: prepare (batch-norm folding), calibration and
+/* The post-training quantizer: prepare (batch-norm folding: passes/fold_bn.c), calibration and
  * the rewrite into the int8 contract. See quant.h for the rules. */
 #include "quant/quant.h"
 
@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "backends/interp.h"
+#include "passes/passes.h"
 
 struct mera_quantizer {
     mera_quant_config cfg;
@@ -125,15 +126,6 @@ static void attrs_set_string(attr_list *l, const char *key, const char *s)
     a->s = s;
 }
 
-/* The axis of a conv/dense output that holds its channels. */
-static int out_channel_axis(const mera_graph *g, const mera_node *node)
-{
-    const mera_type *t = &mera_graph_value(g, node->outputs[0])->type;
-    if (node->op == MERA_OP_CONV2D)
-        return strcmp(mera_attr_string(node, "layout"), "NHWC") ? 1 : 3;
-    return t->rank - 1;
-}
-
 /* The axis of a conv/dense weight that indexes output channels. */
 static int weight_out_axis(const mera_node *node)
 {
@@ -142,231 +134,60 @@ static int weight_out_axis(const mera_node *node)
     return 0;
 }
 
-/* If the constant c (type ct, data d) broadcasts against out_t varying only
- * along axis, write its per-channel values to vec (out_t->shape[axis]
- * entries) and return 1. */
-static int per_channel_values(const mera_type *out_t, int axis, const mera_type *ct, const float *d, double *vec)
+/* ---- 1. prepare: passes/fold_bn.c on a copy that owns its data ---------- */
+
+/* A copy of the bound graph g whose PARAM and CONST values own their data
+ * (the quantizer outlives the caller's graph and arrays). Values are
+ * declared on first use, as the passes declare them. */
+static mera_graph *own_copy(const mera_graph *g, mera_error *err)
 {
-    if (ct->dtype != MERA_DTYPE_FLOAT32 || ct->rank > out_t->rank || !d)
-        return 0;
-    int64_t c = out_t->shape[axis];
-    int varies = 0;
-    for (int i = 0; i < ct->rank; i++) {
-        int j = out_t->rank - ct->rank + i;
-        if (ct->shape[i] == 1)
-            continue;
-        if (j != axis || ct->shape[i] != c)
-            return 0;
-        varies = 1;
-    }
-    for (int64_t k = 0; k < c; k++)
-        vec[k] = d[varies ? k : 0];
-    return 1;
-}
-
-/* ---- 1. prepare: fold per-channel mul/add into conv and dense ----------- */
-
-typedef struct {
-    const mera_graph *src;
-    const void **data;   /* per value of src: constant data or NULL */
-    mera_graph *dst;
-    int *map;            /* src value -> dst value, -1 until made */
-    mera_error *err;
-} prepare_ctx;
-
-/* The dst copy of a declared src value (made on first use, so values that
- * folding replaced do not appear). */
-static int prep_value(prepare_ctx *p, int v)
-{
-    if (v < 0 || p->map[v] >= 0)
-        return v < 0 ? -1 : p->map[v];
-    const mera_value *sv = mera_graph_value(p->src, v);
-    int id = -1;
-    if (sv->kind == MERA_VALUE_PARAM)
-        id = mera_graph_add_param_data(p->dst, sv->name, &sv->type, p->data[v], p->err);
-    else if (sv->kind == MERA_VALUE_CONST)
-        id = mera_graph_add_const(p->dst, sv->name, &sv->type, sv->data, 1, p->err);
-    else
-        mera_fail(p->err, MERA_ERR_INVALID, "internal: value '%s' used before it is made", sv->name);
-    p->map[v] = id;
-    return id;
-}
-
-/* A weight or bias replaced by folded data: same name and kind as the
- * original when there was one. */
-static int prep_folded(prepare_ctx *p, int orig, const char *fallback, const mera_type *t, const void *d)
-{
-    if (orig >= 0) {
-        const mera_value *sv = mera_graph_value(p->src, orig);
-        const char *name = mera_graph_find_value(p->dst, sv->name) < 0 ? sv->name
-                                                                        : mera_graph_unique_name(p->dst, sv->name);
-        if (sv->kind == MERA_VALUE_PARAM)
-            return mera_graph_add_param_data(p->dst, name, t, d, p->err);
-        return mera_graph_add_const(p->dst, name, t, d, 1, p->err);
-    }
-    /* a bias the folding made: a param, as every conv/dense bias is */
-    return mera_graph_add_param_data(p->dst, mera_graph_unique_name(p->dst, fallback), t, d, p->err);
-}
-
-/* Fold the chain of per-channel mul/add after conv/dense node n. Returns the
- * number of nodes folded (marked in skip), 0 if none, -1 on error. */
-static int prep_fold(prepare_ctx *p, const use_info *u, int n, char *skip)
-{
-    const mera_graph *g = p->src;
-    const mera_node *node = mera_graph_node(g, n);
-    int wv = node->inputs[1], bv = node->n_inputs > 2 ? node->inputs[2] : -1;
-    const mera_value *w = mera_graph_value(g, wv);
-    if (!is_float(w) || !p->data[wv] || !is_float(mera_graph_value(g, node->inputs[0])) ||
-        (bv >= 0 && !p->data[bv]))
-        return 0;
-    const mera_type *out_t = &mera_graph_value(g, node->outputs[0])->type;
-    int caxis = out_channel_axis(g, node);
-    int64_t c = out_t->shape[caxis];
-    double *scale = malloc((size_t)c * sizeof *scale), *shift = calloc((size_t)c, sizeof *shift),
-           *vec = malloc((size_t)c * sizeof *vec);
-    int folded = 0, cur = node->outputs[0];
-    if (!scale || !shift || !vec) {
-        free(scale), free(shift), free(vec);
-        mera_fail(p->err, MERA_ERR_NOMEM, "out of memory");
-        return -1;
-    }
-    for (int64_t k = 0; k < c; k++)
-        scale[k] = 1.0;
-    for (;;) {
-        int m = sole_user(u, cur);
-        if (m < 0)
-            break;
-        const mera_node *mn = mera_graph_node(g, m);
-        if ((mn->op != MERA_OP_MUL && mn->op != MERA_OP_ADD) || strcmp(mera_attr_string(mn, "activation"), "none"))
-            break;
-        int other = mn->inputs[0] == cur ? mn->inputs[1] : mn->inputs[0];
-        if (other == cur || !p->data[other] ||
-            !per_channel_values(out_t, caxis, &mera_graph_value(g, other)->type, p->data[other], vec) ||
-            mera_type_numel(&mera_graph_value(g, mn->outputs[0])->type) != mera_type_numel(out_t))
-            break;
-        for (int64_t k = 0; k < c; k++) {
-            if (mn->op == MERA_OP_MUL)
-                scale[k] *= vec[k], shift[k] *= vec[k];
-            else
-                shift[k] += vec[k];
-        }
-        skip[m] = 1;
-        folded++;
-        cur = mn->outputs[0];
-    }
-    int rc = folded;
-    if (folded) {
-        /* new weight and bias */
-        const mera_type *wt = &w->type;
-        int64_t wn = mera_type_numel(wt);
-        int ax = weight_out_axis(node);
-        int64_t inner = 1;
-        for (int i = ax + 1; i < wt->rank; i++)
-            inner *= wt->shape[i];
-        float *nw = malloc((size_t)wn * sizeof *nw), *nb = malloc((size_t)c * sizeof *nb);
-        if (!nw || !nb) {
-            free(nw), free(nb);
-            mera_fail(p->err, MERA_ERR_NOMEM, "out of memory");
-            rc = -1;
-            goto out;
-        }
-        const float *ow = p->data[wv], *ob = bv >= 0 ? p->data[bv] : NULL;
-        for (int64_t i = 0; i < wn; i++)
-            nw[i] = (float)((double)ow[i] * scale[(i / inner) % c]);
-        for (int64_t k = 0; k < c; k++)
-            nb[k] = (float)((ob ? (double)ob[k] : 0.0) * scale[k] + shift[k]);
-        mera_type bt = {0};
-        bt.dtype = MERA_DTYPE_FLOAT32;
-        bt.rank = 1;
-        bt.shape[0] = c;
-        bt.layout = MERA_LAYOUT_ANY;
-        char fallback[256];
-        snprintf(fallback, sizeof fallback, "%s.bias", node->name);
-        int nwv = prep_folded(p, wv, "weight", wt, nw);
-        int nbv = nwv < 0 ? -1 : prep_folded(p, bv, fallback, &bt, nb);
-        free(nw), free(nb);
-        if (nbv < 0) {
-            rc = -1;
-            goto out;
-        }
-        int ins[3] = {p->map[node->inputs[0]], nwv, nbv}, out_id;
-        int made = mera_graph_add_node(p->dst, node->op, node->name, ins, 3, node->attrs, node->n_attrs,
-                                       node->source, &out_id, 1, p->err);
-        if (made < 0) {
-            rc = -1;
-            goto out;
-        }
-        p->map[cur] = out_id;
-    }
-out:
-    free(scale), free(shift), free(vec);
-    return rc;
-}
-
-static mera_graph *prepare(const mera_graph *g, const void **data, const mera_quant_config *cfg, mera_error *err)
-{
-    int nv = mera_graph_num_values(g), nn = mera_graph_num_nodes(g);
-    prepare_ctx p = {g, data, mera_graph_new(mera_graph_name(g)), malloc((size_t)nv * sizeof(int)), err};
-    char *skip = calloc((size_t)nn + 1, 1);
-    use_info u = {0};
-    mera_status st = MERA_OK;
-    if (!p.dst || !p.map || !skip || (st = use_info_build(g, &u, err))) {
-        if (!st)
-            mera_fail(err, MERA_ERR_NOMEM, "out of memory");
-        goto fail;
-    }
-    for (int v = 0; v < nv; v++)
-        p.map[v] = -1;
-    for (int i = 0; i < mera_graph_num_inputs(g); i++) {
-        int v = mera_graph_input(g, i);
-        const mera_value *sv = mera_graph_value(g, v);
-        if (sv->kind == MERA_VALUE_INPUT && (p.map[v] = mera_graph_add_input(p.dst, sv->name, &sv->type, err)) < 0)
-            goto fail;
-    }
-    for (int n = 0; n < nn; n++) {
-        if (skip[n])
-            continue;
-        const mera_node *node = mera_graph_node(g, n);
-        if (cfg->fold_batch_norm && (node->op == MERA_OP_CONV2D || node->op == MERA_OP_DENSE)) {
-            if (node->inputs[0] >= 0 && prep_value(&p, node->inputs[0]) < 0)
-                goto fail;
-            int f = prep_fold(&p, &u, n, skip);
-            if (f < 0)
-                goto fail;
-            if (f > 0)
+    mera_rewriter rw;
+    if (mera_rewriter_init(&rw, g, err))
+        return NULL;
+    int n_out = mera_graph_num_outputs(g);
+    for (int n = 0; n <= mera_graph_num_nodes(g); n++) {
+        const mera_node *node = n < mera_graph_num_nodes(g) ? mera_graph_node(g, n) : NULL;
+        int k = node ? node->n_inputs : n_out;
+        for (int i = 0; i < k; i++) {
+            int v = node ? node->inputs[i] : mera_graph_output(g, i);
+            if (v < 0 || rw.map[v] >= 0)
                 continue;
+            const mera_value *sv = mera_graph_value(g, v);
+            if (sv->kind == MERA_VALUE_PARAM)
+                rw.map[v] = mera_graph_add_param_data(rw.dst, sv->name, &sv->type, sv->data, err);
+            else if (sv->kind == MERA_VALUE_CONST)
+                rw.map[v] = mera_graph_add_const(rw.dst, sv->name, &sv->type, sv->data, 1, err);
+            else
+                continue;
+            if (rw.map[v] < 0) {
+                mera_rewriter_abort(&rw);
+                return NULL;
+            }
         }
-        int ins[MERA_MAX_NODE_INPUTS], outs[MERA_MAX_NODE_OUTPUTS];
-        for (int i = 0; i < node->n_inputs; i++)
-            if ((ins[i] = prep_value(&p, node->inputs[i])) < 0 && node->inputs[i] >= 0)
-                goto fail;
-        if (mera_graph_add_node(p.dst, node->op, node->name, ins, node->n_inputs, node->attrs, node->n_attrs,
-                                node->source, outs, MERA_MAX_NODE_OUTPUTS, err) < 0)
-            goto fail;
-        for (int o = 0; o < node->n_outputs; o++)
-            p.map[node->outputs[o]] = outs[o];
+        if (node && mera_rewriter_copy_node(&rw, n) < 0) {
+            mera_rewriter_abort(&rw);
+            return NULL;
+        }
     }
-    int outs[256], n_out = mera_graph_num_outputs(g);
-    if (n_out > 256) {
+    return mera_rewriter_finish(&rw);
+}
+
+static mera_graph *prepare(const mera_graph *g, const void *const *param_data, const mera_quant_config *cfg,
+                           mera_error *err)
+{
+    if (mera_graph_num_outputs(g) > 256) {
         mera_fail(err, MERA_ERR_UNSUPPORTED, "the quantizer takes at most 256 graph outputs (this graph has %d)",
-                  n_out);
-        goto fail;
+                  mera_graph_num_outputs(g));
+        return NULL;
     }
-    for (int i = 0; i < n_out; i++)
-        if ((outs[i] = prep_value(&p, mera_graph_output(g, i))) < 0)
-            goto fail;
-    if (mera_graph_set_outputs(p.dst, outs, n_out, err))
-        goto fail;
-    use_info_free(&u);
-    free(p.map);
-    free(skip);
-    return p.dst;
-fail:
-    use_info_free(&u);
-    mera_graph_free(p.dst);
-    free(p.map);
-    free(skip);
-    return NULL;
+    mera_graph *bound = mera_pass_bind(g, param_data, err);
+    if (!bound)
+        return NULL;
+    mera_graph *folded = cfg->fold_batch_norm ? mera_pass_fold_bn(bound, err) : NULL;
+    mera_graph *out = cfg->fold_batch_norm && !folded ? NULL : own_copy(folded ? folded : bound, err);
+    mera_graph_free(folded);
+    mera_graph_free(bound);
+    return out;
 }
 
 /* ---- the quantizer object and calibration ------------------------------- */
@@ -398,33 +219,21 @@ mera_quantizer *mera_quantizer_new(const mera_graph *g, const void *const *param
 {
     if (check_float_graph(g, err) || mera_observer_config_validate(&cfg->activations, err))
         return NULL;
-    int nv = mera_graph_num_values(g);
-    const void **data = calloc((size_t)nv, sizeof *data);
     mera_quantizer *q = calloc(1, sizeof *q);
-    if (!data || !q) {
-        free(data), free(q);
+    if (!q) {
         mera_fail(err, MERA_ERR_NOMEM, "out of memory");
         return NULL;
     }
     for (int i = 0; i < mera_graph_num_inputs(g); i++) {
-        int v = mera_graph_input(g, i);
-        const mera_value *val = mera_graph_value(g, v);
-        if (val->kind == MERA_VALUE_PARAM) {
-            if (!param_data || !param_data[i]) {
-                mera_fail(err, MERA_ERR_INVALID, "param '%s' has no data", val->name);
-                goto fail;
-            }
-            data[v] = param_data[i];
+        const mera_value *val = mera_graph_value(g, mera_graph_input(g, i));
+        if (val->kind == MERA_VALUE_PARAM && (!param_data || !param_data[i])) {
+            mera_fail(err, MERA_ERR_INVALID, "param '%s' has no data", val->name);
+            goto fail;
         }
     }
-    for (int v = 0; v < nv; v++)
-        if (mera_graph_value(g, v)->kind == MERA_VALUE_CONST)
-            data[v] = mera_graph_value(g, v)->data;
     q->cfg = *cfg;
-    if (!(q->g = prepare(g, data, cfg, err)))
+    if (!(q->g = prepare(g, param_data, cfg, err)))
         goto fail;
-    free(data);
-    data = NULL;
     int nd = mera_graph_num_inputs(q->g), pv = mera_graph_num_values(q->g);
     q->decl_data = calloc((size_t)nd + 1, sizeof *q->decl_data);
     q->obs = calloc((size_t)pv, sizeof *q->obs);
@@ -444,7 +253,6 @@ mera_quantizer *mera_quantizer_new(const mera_graph *g, const void *const *param
     }
     return q;
 fail:
-    free(data);
     mera_quantizer_free(q);
     return NULL;
 }

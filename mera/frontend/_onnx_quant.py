@@ -8,15 +8,18 @@ parameters. The importer therefore gives every integer tensor the parameters
 of the node that made it (QuantizeLinear, a QLinear op) and checks that the
 nodes reading it use the same ones.
 
-QDQ form: ``DequantizeLinear`` of a run-time tensor is kept as a :class:`DQ`
-marker and of a constant as a :class:`DQConst` (a quantized weight or an
-int32 bias); neither emits anything yet. A float op whose run-time inputs are
-all DQ markers and whose only reader is a ``QuantizeLinear`` (directly or
-through one Relu or Clip) becomes the quantized op of mera's IR with the
-QuantizeLinear's parameters (``try_lower``). Byte-moving ops (MaxPool,
-Reshape, Transpose, ...) stay quantized even without a QuantizeLinear after
-them, since dequantizing commutes with them exactly. Every other use of a DQ
-marker gets an explicit ``dequantize``, and the op runs in float.
+QDQ form: translated one to one. ``DequantizeLinear`` of a run-time tensor
+is a ``dequantize`` node; of a constant it is a :class:`DQConst` (a
+quantized weight or an int32 bias), which the converters that can use the
+integers (Conv and Gemm/MatMul weights, Add/Mul operands) emit as an int8 /
+uint8 param or constant behind a ``dequantize`` node, and the others read as
+the float it stands for. ``QuantizeLinear`` is a ``quantize`` node. The
+``lower_qdq`` pass (csrc/passes/lower_qdq.c), which ``from_onnx`` runs,
+turns each ``dequantize -> op [-> Relu | Clip] -> quantize`` chain into the
+quantized op of mera's IR with the QuantizeLinear's parameters, and moves
+byte-moving ops (MaxPool, Reshape, Transpose, ...) before their dequantize
+even without a QuantizeLinear after them, since dequantizing commutes with
+them exactly. Everything else runs in float.
 
 Arithmetic: mera's quantized ops follow docs/numerics.md (PyTorch fbgemm),
 not onnxruntime's kernels; docs/frontends.md gives the measured difference.
@@ -30,7 +33,7 @@ import numpy as np
 
 from .. import ir
 from ..errors import FormatError, UnsupportedError
-from .onnx import (CONVERTERS, Context, Tensor, _check_4d, _clip_bounds, _const_input, _conv_geometry, _dense,
+from .onnx import (CONVERTERS, Context, Tensor, _check_4d, _const_input, _conv_geometry, _dense,
                    _onnx, _sanitize, converts)
 
 _RANGE = {"uint8": (0, 255), "int8": (-128, 127)}
@@ -141,16 +144,6 @@ def _describe_q(t: Tensor) -> str:
 
 # -- the float view of quantized values ------------------------------------------------
 
-class DQ:
-    """DequantizeLinear of a run-time quantized tensor; dequantized only if a float op reads it."""
-
-    __slots__ = ("tensor", "label", "float")
-
-    def __init__(self, tensor: Tensor, label: str):
-        self.tensor, self.label = tensor, label
-        self.float: Optional[Tensor] = None
-
-
 class DQConst:
     """DequantizeLinear of a constant integer tensor: a quantized weight (uint8/int8) or bias (int32)."""
 
@@ -169,19 +162,45 @@ class DQConst:
 
 
 def resolve(ctx: Context, v: Any) -> Any:
-    """What a float converter sees: DQ markers dequantized, DQConst as float constants."""
-    if isinstance(v, DQ):
-        if v.float is None:
-            saved = ctx.node_label
-            ctx.node_label = v.label
-            try:
-                v.float = Tensor(ctx.emit("dequantize", v.tensor.value), v.tensor.nhwc)
-            finally:
-                ctx.node_label = saved
-        return v.float
+    """What a float converter sees: a DQConst as the float constant it stands for."""
     if isinstance(v, DQConst):
         return v.to_float()
     return v
+
+
+# input positions where a converter takes a DQConst as it is (and emits its integers behind a dequantize)
+_TAKES_DQCONST = {"Conv": (1,), "Gemm": (1,), "MatMul": (1,), "Add": (0, 1), "Mul": (0, 1)}
+
+
+def dq_weight(ctx: Context, w: DQConst, transposed: Optional[bool] = None, alpha: float = 1.0) -> Optional[ir.Value]:
+    """``dequantize`` of an int8 param holding the weight ``w`` in the form a quantized conv2d / dense takes
+    (output channels on axis 0, per-channel parameters), or None where it has none.
+
+    ``transposed``: None for a Conv weight (OIHW); for a Gemm/MatMul B, whether it is given as [N, K] (transB).
+    ``alpha`` (Gemm) scales the weight: it is folded into the scales.
+    """
+    if not alpha > 0 or w.data.ndim != (4 if transposed is None else 2):
+        return None
+    qp = w.qp if alpha == 1.0 else QParams(w.qp.scale * alpha, w.qp.zero_point, w.qp.dtype, w.qp.axis)
+    w8 = _int8_weight(w.data, qp, 0) if transposed is None else _matrix_weight(ctx, None, w.data, qp, transposed)
+    if w8 is None:
+        return None
+    return ctx.emit("dequantize", _weight_param(ctx, w.name, w8[0], w8[1]))
+
+
+def dq_operand(ctx: Context, ref: Tensor, c: DQConst) -> Optional[ir.Value]:
+    """``dequantize`` of a per-tensor quantized constant operand of Add/Mul, laid out to broadcast against
+    ``ref``; None for other constants (they are read as floats)."""
+    if c.qp.dtype not in _RANGE or c.qp.axis is not None:
+        return None
+    data = c.data
+    if ref.nhwc and data.ndim >= 1 and data.size > 1:
+        if data.ndim > 4:
+            raise UnsupportedError(f"a {data.ndim}-D constant broadcast against a 4-D tensor")
+        data = data.reshape((1,) * (4 - data.ndim) + data.shape).transpose(0, 2, 3, 1)
+    q = ctx.b.const(np.ascontiguousarray(data), name=ctx.b._fresh(_sanitize(ctx.node_label) + ".const"),
+                    qparams=c.qp.ir())
+    return ctx.emit("dequantize", q)
 
 
 # ops of the default domain that may read quantized tensors directly (their ONNX
@@ -209,9 +228,8 @@ def float_inputs(ctx: Context, node, ins: List[Any]) -> List[Any]:
             q = raw[0].value.qparams
             ins = list(ins)
             ins[2] = np.asarray((ins[2].astype(np.float64) - q[1]) * q[0], np.float32)
-    if node.op_type == "Shape":  # only the shape is read: no need to dequantize
-        return [v.tensor if isinstance(v, DQ) else v for v in ins]
-    return [resolve(ctx, v) for v in ins]
+    keep = _TAKES_DQCONST.get(node.op_type, ())
+    return [v if i in keep else resolve(ctx, v) for i, v in enumerate(ins)]
 
 
 def _same_q(a: Tensor, b: Tensor) -> bool:
@@ -311,10 +329,6 @@ def _quantize_linear(ctx: Context, node, a, x, scale, zp=None):
     if isinstance(x, (np.ndarray, DQConst)):  # a constant: folded
         xf = x.to_float() if isinstance(x, DQConst) else np.asarray(x, np.float32)
         return _quantize_const(xf, qparams(ctx, node, scale, zp, "y", shape=xf.shape, axis=axis, dtype=dtype))
-    if isinstance(x, DQ):  # DequantizeLinear -> QuantizeLinear: a requantization
-        t = x.tensor
-        qp = qparams(ctx, node, scale, zp, "y", shape=t.shape, axis=axis, dtype=dtype, per_tensor=True)
-        return _requantize_to(ctx, t, qp)
     t = ctx.tensor(x)
     if t.value.qparams is not None:
         raise UnsupportedError(f"QuantizeLinear of a {t.value.dtype} tensor")
@@ -339,7 +353,7 @@ def _dequantize_linear(ctx: Context, node, a, x, scale, zp=None):
         if not _same(x, qp):
             raise UnsupportedError(f"it reads a tensor made with {_describe_q(x)} as scale {qp.scale[0]:.9g}, zero "
                                    f"point {qp.zero_point[0]}; a mera tensor has one set of parameters")
-        return DQ(x, _label(ctx, node))
+        return Tensor(ctx.emit("dequantize", x.value), x.nhwc)
     raise UnsupportedError("DequantizeLinear of a float or run-time int32 tensor")
 
 
@@ -584,8 +598,8 @@ def _ms_qgemm(ctx: Context, node, a, x, a_scale, a_zp, bm, b_scale, b_zp, c=None
         t = Tensor(ctx.emit("transpose", t.value, axes=[1, 0]), False)
     if y_scale is None:  # float output: mera's dense cannot give it from integers, so it runs in float
         wf = DQConst(bm, bq, node.input[3]).to_float()
-        return _dense(ctx, resolve(ctx, DQ(t, ctx.node_label)), np.ascontiguousarray(wf if trans_b else wf.T), bias,
-                      node.input[3])
+        return _dense(ctx, Tensor(ctx.emit("dequantize", t.value), t.nhwc), np.ascontiguousarray(wf if trans_b else wf.T),
+                      bias, node.input[3])
     out = _qout(ctx, node, y_scale, y_zp, "Y", t.value.dtype)
     w8 = _matrix_weight(ctx, node, bm, bq, trans_b)
     return _emit_qdense(ctx, t, w8[0], w8[1], bias, out.out_attrs(), "none", node.input[3])
@@ -644,181 +658,5 @@ DOMAIN_CONVERTERS = {
 QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul"})
 
 
-# -- QDQ form: DequantizeLinear -> op [-> Relu | Clip] -> QuantizeLinear ------------------
-
-def _lower_conv(ctx: Context, node, a, ins, out, activation):
-    x, w = ins[0], ins[1]
-    b = ins[2] if len(ins) > 2 else None
-    if not isinstance(w, DQConst) or w.data.ndim != 4:
-        return None
-    w8 = _int8_weight(w.data, w.qp, 0)
-    if w8 is None:
-        return None
-    ok, bias = _bias(b, x.value.qparams[0], w8[1][0], w.data.shape[0])
-    if not ok:
-        return None
-    return _emit_qconv(ctx, a, x, w8[0], w8[1], bias, out, activation, w.name)
-
-
-def _lower_gemm(ctx: Context, node, a, ins, out, activation):
-    x, bm = ins[0], ins[1]
-    c = ins[2] if len(ins) > 2 else None
-    alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
-    if not isinstance(bm, DQConst) or bm.data.ndim != 2 or x.rank != 2 or not alpha > 0:
-        return None
-    trans_b = bool(a.get("transB", 0))
-    qp = bm.qp if alpha == 1.0 else QParams(bm.qp.scale * alpha, bm.qp.zero_point, bm.qp.dtype, bm.qp.axis)
-    w8 = _matrix_weight(ctx, node, bm.data, qp, trans_b)
-    if w8 is None:
-        return None
-    ok, bias = _bias(c, x.value.qparams[0], w8[1][0], w8[0].shape[0], beta)
-    if not ok:
-        return None
-    if a.get("transA", 0):
-        x = Tensor(ctx.emit("transpose", ctx.to_nchw(x).value, axes=[1, 0]), False)
-    return _emit_qdense(ctx, x, w8[0], w8[1], bias, out, activation, bm.name)
-
-
-def _lower_matmul(ctx: Context, node, a, ins, out, activation):
-    x, bm = ins
-    if not isinstance(x, Tensor) or not isinstance(bm, DQConst) or bm.data.ndim != 2 or x.rank < 2:
-        return None
-    w8 = _matrix_weight(ctx, node, bm.data, bm.qp, False)
-    if w8 is None:
-        return None
-    return _emit_qdense(ctx, x, w8[0], w8[1], None, out, activation, bm.name)
-
-
-def _lower_binary(op: str):
-    def lower(ctx: Context, node, a, ins, out, activation):
-        ops = []
-        for v in ins:
-            if isinstance(v, Tensor):
-                ops.append(v)
-            elif isinstance(v, DQConst) and v.qp.dtype in _RANGE and v.qp.axis is None:
-                ops.append((v.data, v.qp))
-            else:
-                return None
-        tensors = [v for v in ops if isinstance(v, Tensor)]
-        dtypes = {t.value.dtype for t in tensors} | {v[1].dtype for v in ops if not isinstance(v, Tensor)}
-        if len(dtypes) != 1:
-            return None
-        return _emit_qbinary(ctx, op, ops[0], ops[1], out, activation)
-    return lower
-
-
-_LOWER_OWN = {"Conv": _lower_conv, "Gemm": _lower_gemm, "MatMul": _lower_matmul, "Add": _lower_binary("add"),
-              "Mul": _lower_binary("mul")}
-# float converters reused on quantized inputs: ops with output parameters ...
-_LOWER_QOUT = {"Concat", "AveragePool", "GlobalAveragePool", "LeakyRelu", "Sigmoid", "HardSwish", "HardSigmoid",
-               "Resize", "Upsample", "Softmax", "ReduceMean"}
-# ... and ops that keep their input's parameters (a requantize follows if the QuantizeLinear differs)
-_LOWER_KEEP = {"MaxPool", "Relu", "Clip", "Reshape", "Flatten", "Transpose", "Slice", "Pad", "Identity", "Dropout"}
-# these commute exactly with dequantization: quantized even without a QuantizeLinear after them
-_EXACT_ALONE = {"MaxPool", "Relu", "Reshape", "Flatten", "Transpose", "Slice", "Identity", "Dropout", "Pad"}
-
-
-def _single_reader(ctx: Context, name: str):
-    users = ctx.consumers.get(name, [])
-    if name in ctx.graph_outputs or len(users) != 1:
-        return None
-    return users[0]
-
-
-def _chain(ctx: Context, node):
-    """(QuantizeLinear, Relu/Clip or None) if node's output reaches a QuantizeLinear and nothing else."""
-    if len([o for o in node.output if o]) != 1:
-        return None
-    u = _single_reader(ctx, node.output[0])
-    act = None
-    if u is not None and u.domain in ("", "ai.onnx") and u.op_type in ("Relu", "Clip") and u.input[0] == node.output[0]:
-        act, u = u, _single_reader(ctx, u.output[0])
-    if u is not None and u.domain in ("", "ai.onnx") and u.op_type == "QuantizeLinear" and \
-            u.input[0] == (act or node).output[0]:
-        return u, act
-    return None
-
-
-def _chain_params(ctx: Context, q, act) -> Optional[Tuple[QParams, Optional[Tuple[float, float]]]]:
-    """The QuantizeLinear's parameters and the Clip bounds (Relu: None), or None if not known yet."""
-    env = ctx.env
-    qins = [env.get(n) if n else None for n in q.input]
-    if len(qins) < 2 or not isinstance(qins[1], np.ndarray) or not (len(qins) < 3 or qins[2] is None or
-                                                                     isinstance(qins[2], np.ndarray)):
-        return None
-    qa = {at.name: _onnx().helper.get_attribute_value(at) for at in q.attribute}
-    if int(qa.get("block_size", 0)) or np.size(qins[1]) != 1:
-        return None  # the QuantizeLinear itself reports these
-    zp = qins[2] if len(qins) > 2 else None
-    try:
-        dtype = _q_dtype(qa, zp)
-    except UnsupportedError:
-        return None
-    qp = qparams(ctx, q, qins[1], zp, "y", dtype=dtype, per_tensor=True)
-    bounds = None
-    if act is not None and act.op_type == "Clip":
-        cins = [env.get(n) if n else None for n in act.input[1:]]
-        if any(not (v is None or isinstance(v, np.ndarray)) for v in cins) or \
-                any(n and n not in env for n in act.input[1:]):
-            return None
-        aa = {at.name: _onnx().helper.get_attribute_value(at) for at in act.attribute}
-        bounds = _clip_bounds(ctx, aa, *cins)
-    return qp, bounds
-
-
-def _pad_on_grid(ctx: Context, a, t: Tensor, ins) -> bool:
-    """Is the Pad's fill value exactly one of the tensor's quantized values?"""
-    if a.get("mode", "constant") != "constant":
-        return False
-    if ctx.opset < 11:
-        fill = float(a.get("value", 0.0))
-    else:
-        v = ins[2] if len(ins) > 2 else None
-        if v is not None and not isinstance(v, np.ndarray):
-            return False
-        fill = 0.0 if v is None else float(np.asarray(v).reshape(-1)[0])
-    s, z = t.value.qparams
-    q = round(fill / s) + z
-    lo, hi = _RANGE[t.value.dtype]
-    return lo <= q <= hi and np.float32((q - z) * np.float32(s)) == np.float32(fill)
-
-
-def try_lower(ctx: Context, node, a, ins: List[Any]) -> Any:
-    """The quantized form of a float op that reads dequantized values, or None (it then runs in float)."""
-    op = node.op_type
-    if op not in _LOWER_OWN and op not in _LOWER_QOUT and op not in _LOWER_KEEP:
-        return None
-    acts = [v for v in ins if isinstance(v, (Tensor, DQ))]
-    if not acts or not all(isinstance(v, DQ) for v in acts):
-        return None
-    if op not in _LOWER_OWN and any(isinstance(v, DQConst) for v in ins):
-        return None
-    qins = [v.tensor if isinstance(v, DQ) else v for v in ins]
-    if op == "Pad" and not _pad_on_grid(ctx, a, qins[0], ins):
-        return None
-    chain = _chain(ctx, node)
-    params = None if chain is None else _chain_params(ctx, *chain)
-    if params is None:
-        if op not in _EXACT_ALONE:
-            return None
-        return DQ(CONVERTERS[op](ctx, node, a, *qins), ctx.node_label)
-    (q, act), (out, bounds) = chain, params
-    relu = act is not None and act.op_type == "Relu"
-    if op in _LOWER_OWN:
-        r = _LOWER_OWN[op](ctx, node, a, qins, out.out_attrs(), "relu" if relu else "none")
-        if r is None:
-            return None
-    else:
-        r = _with_qout(ctx, out, CONVERTERS[op], ctx, node, a, *qins)
-        if relu:  # relu on the quantized output is max(q, zero point): Q(relu(y)) exactly
-            r = Tensor(ctx.emit("relu", r.value), r.nhwc)
-    if bounds is not None:
-        r = Tensor(ctx.emit("clip", r.value, a_min=bounds[0], a_max=bounds[1]), r.nhwc)
-    ctx.done[id(q)] = r
-    if act is not None:
-        ctx.done[id(act)] = r
-    return r
-
-
-__all__ = ["DOMAIN_CONVERTERS", "QUANT_OPS", "DQ", "DQConst", "QParams", "float_inputs", "input_qparams", "qparams",
-           "resolve", "try_lower"]
+__all__ = ["DOMAIN_CONVERTERS", "QUANT_OPS", "DQConst", "QParams", "dq_operand", "dq_weight", "float_inputs",
+           "input_qparams", "qparams", "resolve"]

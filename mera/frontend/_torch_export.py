@@ -2,11 +2,14 @@
 dequantize (QDQ) form that PT2E quantization produces.
 
 A QDQ graph computes in float between ``dequantize`` and ``quantize`` nodes;
-it has no integer kernel of its own. The importer lowers each
-``dequantize -> op [-> relu] -> quantize`` chain to the quantized op of mera's
-IR (the integer contract of docs/numerics.md), with the output parameters of
-the ``quantize`` node. Values that are not in such a chain stay float, with
-explicit ``dequantize`` nodes.
+it has no integer kernel of its own. The importer translates it one to one
+(``quantize`` and ``dequantize`` nodes, int8 weights behind a
+``dequantize``, float ops between) and then runs the ``lower_qdq`` pass
+(csrc/passes/lower_qdq.c), which turns each ``dequantize -> op [-> relu] ->
+quantize`` chain into the quantized op of mera's IR (the integer contract of
+docs/numerics.md) with the output parameters of the ``quantize`` node.
+Values that are not in such a chain stay float, with explicit
+``dequantize`` nodes.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 
 from .. import ir
 from ..errors import ConfigError, UnsupportedError
+from ._passes import run_passes
 from ._torch_ops import CONVERTERS, Context, Tensor, converts
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
@@ -31,20 +35,12 @@ _DQ_OPS = {"quantized_decomposed::dequantize_per_tensor", "quantized_decomposed:
 _QRANGE = {torch.uint8: ("uint8", 0, 255), torch.int8: ("int8", -128, 127)}
 
 
-class _DQ:
-    """A dequantized view of a quantized graph tensor (not yet materialized)."""
-
-    def __init__(self, tensor: Tensor):
-        self.tensor = tensor
-        self.float: Optional[Tensor] = None
-
-
 class _DQWeight:
-    """A per-channel (or per-tensor) dequantized int8 constant: a quantized weight."""
+    """A per-channel (or per-tensor) dequantized int8 constant: a quantized weight, emitted on first use."""
 
     def __init__(self, data: np.ndarray, qparams: Any, name: str):
         self.data, self.qparams, self.name = data, qparams, name
-        self.float_tensor = None
+        self.tensor: Optional[Tensor] = None
 
 
 def _scalar(v: Any) -> Any:
@@ -65,8 +61,6 @@ class _ExportImporter:
         self.layout = layout
         self.ctx = Context(ir.Builder("main"), layout)
         self.env: Dict[Any, Any] = {}
-        self.done: Dict[Any, Any] = {}  # nodes already produced by a lowered chain
-        self.lowering = False
 
     # -- helpers ----------------------------------------------------------
 
@@ -113,29 +107,14 @@ class _ExportImporter:
         return a
 
     def resolve(self, v: Any) -> Any:
-        """Turn QDQ markers into what the converter should see."""
+        """A dequantized weight as the float value of its ``dequantize``."""
         if isinstance(v, list):
             return [self.resolve(x) for x in v]
-        if isinstance(v, _DQ):
-            if self.lowering:
-                return v.tensor
-            if v.float is None:
-                v.float = Tensor(self.ctx.emit("dequantize", v.tensor.value), v.tensor.nhwc)
-            return v.float
         if isinstance(v, _DQWeight):
-            if self.lowering:
-                return Tensor(self.ctx.b.param(self.ctx.b._fresh(v.name), v.data, qparams=v.qparams), False)
-            if v.float_tensor is None:
-                q = v.qparams
-                if len(q) == 3:
-                    shape = [1] * v.data.ndim
-                    shape[q[2]] = -1
-                    f = (v.data.astype(np.float32) - q[1].reshape(shape)) * q[0].reshape(shape).astype(np.float32)
-                else:
-                    f = (v.data.astype(np.float32) - q[1]) * np.float32(q[0])
-                v.float_tensor = torch.from_numpy(f.astype(np.float32))
-                self.ctx.name_tensor(v.float_tensor, v.name)
-            return v.float_tensor
+            if v.tensor is None:
+                w = self.ctx.b.param(self.ctx.b._fresh(v.name), v.data, qparams=v.qparams)
+                v.tensor = Tensor(self.ctx.emit("dequantize", w), False)
+            return v.tensor
         return v
 
     # -- QDQ --------------------------------------------------------------
@@ -153,7 +132,7 @@ class _ExportImporter:
     def dequantize(self, node, name: str, args) -> Any:
         x = args[0]
         if isinstance(x, Tensor) and x.quantized:
-            return _DQ(x)
+            return Tensor(self.ctx.emit("dequantize", x.value), x.nhwc, x.torch_cl, True)
         if isinstance(x, torch.Tensor) and x.dtype == torch.int8:
             if name.endswith("per_channel"):
                 _, scales, zps, axis = args[:4]
@@ -164,66 +143,6 @@ class _ExportImporter:
             tname = self.ctx._tensor_names.get(id(x), node.name)
             return _DQWeight(np.ascontiguousarray(x.detach().numpy()), qp, tname)
         raise UnsupportedError(f"{name} of a {type(x).__name__} input is not supported at {self.source(node)}")
-
-    def chain(self, node) -> Optional[Tuple[Any, Optional[str]]]:
-        """If node's only use is `quantize` (optionally through relu): (quantize node, activation)."""
-        users = list(node.users)
-        if len(users) != 1:
-            return None
-        u = users[0]
-        act = None
-        if self.op_name(u) in ("aten::relu", "aten::relu_") and len(u.users) == 1:
-            act, u = "relu", list(u.users)[0]
-        if self.op_name(u) in _Q_OPS:
-            return u, act
-        return None
-
-    def try_lower(self, node, name: str, args) -> Optional[Any]:
-        """Convert `node` as a quantized op if its inputs are dequantized values and its result is quantized."""
-        flat = []
-
-        def walk(a):
-            if isinstance(a, (list, tuple)):
-                for e in a:
-                    walk(e)
-            else:
-                flat.append(a)
-
-        walk(args)
-        acts = [a for a in flat if isinstance(a, (_DQ, Tensor))]
-        if not acts or not all(isinstance(a, _DQ) for a in acts):
-            return None
-        found = self.chain(node)
-        if found is None:
-            return None
-        qnode, act = found
-        # the quantize node's own input is not converted yet; only its parameters are needed
-        qargs = [None] + [self.value(a) for a in self.arguments(qnode)[1:]]
-        scale, zp, dtype = float(_scalar(qargs[1])), int(_scalar(qargs[2])), qargs[5]
-        if dtype not in _QRANGE or (qargs[3], qargs[4]) != _QRANGE[dtype][1:]:
-            return None
-        self.lowering = True
-        self.ctx.pending_qout = {"out_scale": scale, "out_zero_point": zp, "out_dtype": _QRANGE[dtype][0]}
-        self.ctx.pending_activation = act
-        try:
-            result = CONVERTERS[name](self.ctx, *self.resolve(args))
-        finally:
-            self.lowering = False
-            pending_act = self.ctx.pending_activation
-            self.ctx.pending_activation = None
-        if not isinstance(result, Tensor):
-            self.ctx.pending_qout = None
-            raise UnsupportedError(f"cannot lower the quantized form of {name} at {self.source(node)}")
-        if pending_act is not None:  # the op has no fused activation: add relu
-            result = Tensor(self.ctx.emit("relu", result.value), result.nhwc)
-        if self.ctx.pending_qout is not None:  # the op keeps its input's parameters: requantize if they differ
-            self.ctx.pending_qout = None
-            q = result.value.qparams
-            if q is None or abs(q[0] - scale) > 0 or q[1] != zp or result.value.dtype != _QRANGE[dtype][0]:
-                result = Tensor(self.ctx.emit("requantize", result.value, out_scale=scale, out_zero_point=zp,
-                                              out_dtype=_QRANGE[dtype][0]), result.nhwc)
-        self.done[qnode] = result
-        return result
 
     # -- walk -------------------------------------------------------------
 
@@ -274,8 +193,6 @@ class _ExportImporter:
         self.check_supported()
         self.declare()
         ctx = self.ctx
-        ctx.pending_qout = None
-        ctx.pending_activation = None
         for node in self.ep.graph.nodes:
             if node.op == "placeholder":
                 continue
@@ -284,9 +201,6 @@ class _ExportImporter:
                 return finish_module(ctx, self.resolve(self.value(node.args[0])))
             if node.op == "get_attr":
                 self.env[node] = getattr(self.ep.graph_module, node.target)
-                continue
-            if node in self.done:
-                self.env[node] = self.done[node]
                 continue
             name = self.op_name(node)
             ctx.source, ctx.scope = self.source(node), self.scope(node)
@@ -299,12 +213,6 @@ class _ExportImporter:
             elif name in _DQ_OPS:
                 self.env[node] = self.dequantize(node, name, args)
             else:
-                lowered = self.try_lower(node, name, args)
-                if lowered is not None:
-                    self.env[node] = lowered
-                    if self.chain(node) and self.op_name(list(node.users)[0]) in ("aten::relu", "aten::relu_"):
-                        self.done[list(node.users)[0]] = lowered
-                    continue
                 try:
                     self.env[node] = CONVERTERS[name](ctx, *self.resolve(args))
                 except UnsupportedError as e:
@@ -313,7 +221,8 @@ class _ExportImporter:
 
 
 def import_exported_program(ep: "torch.export.ExportedProgram", inputs, layout: str):
-    return _ExportImporter(ep, inputs, layout).run()
+    mod, params = _ExportImporter(ep, inputs, layout).run()
+    return run_passes(mod, params, ["lower_qdq", "dce"])
 
 
 __all__ = ["import_exported_program"]

@@ -36,6 +36,10 @@ class Tensor:
     # PyTorch's memory format for this tensor (channels-last or contiguous),
     # whatever our layout: it picks the formula of some quantized ops.
     torch_cl: bool = False
+    # A dequantized quantized tensor (torch.export QDQ): the ops reading it
+    # get the quantized formula's attributes, for when the lower_qdq pass
+    # makes them quantized ops.
+    dequantized: bool = False
 
     @property
     def shape(self):
@@ -58,10 +62,6 @@ class Context:
         self.scope: Optional[str] = None    # module path of the op being converted
         self._tensor_names: Dict[int, str] = {}
         self._materialized: Dict[int, Tensor] = {}
-        # Set while a QDQ chain is lowered (torch.export): the output
-        # parameters and fused activation for the next op that takes them.
-        self.pending_qout: Optional[Dict[str, Any]] = None
-        self.pending_activation: Optional[str] = None
 
     # -- naming -----------------------------------------------------------
 
@@ -77,13 +77,6 @@ class Context:
     # -- building ---------------------------------------------------------
 
     def emit(self, op: str, *inputs: Any, **attrs: Any) -> ir.Value:
-        info = _op_info(op)
-        if self.pending_qout is not None and info["quantized_output"]:
-            attrs.update(self.pending_qout)
-            self.pending_qout = None
-        if self.pending_activation is not None and "activation" in info["attr_names"]:
-            attrs["activation"] = self.pending_activation
-            self.pending_activation = None
         return self.b.op(op, *inputs, name=self.node_name(op), source=self.source, **attrs)
 
     def spatial(self) -> str:
@@ -116,7 +109,7 @@ class Context:
     def to_nchw(self, t: Tensor) -> Tensor:
         if not t.nhwc:
             return t
-        return Tensor(self.emit("transpose", t.value, axes=[0, 3, 1, 2]), False, t.torch_cl)
+        return Tensor(self.emit("transpose", t.value, axes=[0, 3, 1, 2]), False, t.torch_cl, t.dequantized)
 
     def to_layout(self, t: Tensor) -> Tensor:
         """4-D data in the graph's layout (what spatial ops expect)."""
@@ -124,7 +117,7 @@ class Context:
         if t.value.shape.__len__() != 4 or t.nhwc == want:
             return t
         if want:
-            return Tensor(self.emit("transpose", t.value, axes=[0, 2, 3, 1]), True, t.torch_cl)
+            return Tensor(self.emit("transpose", t.value, axes=[0, 2, 3, 1]), True, t.torch_cl, t.dequantized)
         return self.to_nchw(t)
 
     def axis(self, t: Tensor, dim: int) -> int:
@@ -415,7 +408,7 @@ def _fixed_qparams_unary(ctx: Context, op: str, x):
         zp = 0 if t.value.dtype == "uint8" else -128
         return Tensor(ctx.emit(op, t.value, out_scale=1.0 / 256.0, out_zero_point=zp, **_memory_format(t)),
                       t.nhwc, t.torch_cl)
-    return Tensor(ctx.emit(op, t.value), t.nhwc, t.torch_cl)
+    return Tensor(ctx.emit(op, t.value, **_memory_format(t)), t.nhwc, t.torch_cl)
 
 
 @converts("aten::hardsigmoid", "aten::hardsigmoid_")
@@ -441,7 +434,8 @@ def _cat(ctx: Context, xs, dim, qout=None):
     if any(t.nhwc for t in ts) and not all(t.nhwc for t in ts):
         ts = [ctx.to_layout(t) for t in ts]
     cl = all(t.torch_cl for t in ts)
-    fmt = {"torch_memory_format": "channels_last" if cl else "contiguous"} if ts[0].quantized else {}
+    fmt = {"torch_memory_format": "channels_last" if cl else "contiguous"} \
+        if ts[0].quantized or ts[0].dequantized else {}
     return Tensor(ctx.emit("concat", *[t.value for t in ts], axis=ctx.axis(ts[0], int(dim)), **(qout or {}), **fmt),
                   ts[0].nhwc, cl)
 
@@ -502,7 +496,7 @@ def _slice(ctx, x, dim=0, start=None, end=None, step=1):
 
 def _memory_format(t: Tensor) -> Dict[str, str]:
     """The formula choice for quantized pooling, mean and upsampling (see the IR attribute)."""
-    if not t.quantized:
+    if not (t.quantized or t.dequantized):
         return {}
     return {"torch_memory_format": "channels_last" if t.torch_cl else "contiguous"}
 

@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .. import ir
+from ._passes import run_passes
 from ..errors import ConfigError, FormatError, GraphError, MeraIOError, UnsupportedError
 
 #: Lowest and highest default-domain opset the importer is tested with
@@ -88,21 +89,26 @@ class Context:
         self.env: Dict[str, Any] = {}
         self.node: Any = None
         self.node_label = ""
-        self.skip: set = set()          # ids of nodes folded into an earlier one
-        self.extra_env: Dict[str, Any] = {}
         self.labels: Dict[int, str] = {}  # id of a node -> its name in messages
-        self.done: Dict[int, Any] = {}  # id of a node -> its output, produced by a lowered QDQ chain
         # Output parameters for the next quantized op emitted (set while a
-        # DequantizeLinear -> op -> QuantizeLinear chain is lowered).
+        # QLinear op is converted through a float converter).
         self.qout: Optional[Dict[str, Any]] = None
+        # ids of values that are a dequantized quantized tensor (the output of
+        # a dequantize, or of an op the lower_qdq pass moves before it)
+        self.dq_ids: set = set()
 
     # -- building ---------------------------------------------------------
 
     def emit(self, op: str, *inputs: Any, **attrs: Any) -> ir.Value:
         first = inputs[0] if inputs else None
-        if isinstance(first, ir.Value) and first.qparams is not None:
+        quantized = isinstance(first, ir.Value) and first.qparams is not None
+        # A float op reading a dequantized tensor becomes a quantized op when
+        # the lower_qdq pass lowers its QDQ chain: it gets the same formula
+        # attributes as one emitted quantized here.
+        dequantized = isinstance(first, ir.Value) and first.id in self.dq_ids
+        if quantized or dequantized:
             info = _op_info(op)
-            if self.qout is not None and info["quantized_output"]:
+            if quantized and self.qout is not None and info["quantized_output"]:
                 attrs.update(self.qout)
                 self.qout = None
             # One formula whatever the import layout, so NCHW and NHWC imports give the same bytes.
@@ -113,10 +119,13 @@ class Context:
             if op == "conv2d":
                 attrs.setdefault("depthwise_saturate", "no")
         try:
-            return self.b.op(op, *inputs, name=self.b._fresh(_sanitize(self.node_label) + "." + op),
-                             source=f"onnx:{self.node_label}", **attrs)
+            v = self.b.op(op, *inputs, name=self.b._fresh(_sanitize(self.node_label) + "." + op),
+                          source=f"onnx:{self.node_label}", **attrs)
         except GraphError as e:
             raise UnsupportedError(f"mera's {op} does not accept it: {e}") from None
+        if op == "dequantize" or (dequantized and op in _MOVES_BEFORE_DEQUANTIZE):
+            self.dq_ids.add(v.id)
+        return v
 
     def const(self, arr: np.ndarray, what: str = "const") -> ir.Value:
         arr = np.ascontiguousarray(arr)
@@ -165,13 +174,9 @@ class Context:
             return Tensor(self.const(x, what), False)
         raise UnsupportedError(f"{what}: expected a tensor, got {type(x).__name__}")
 
-    def only_consumer(self, output: str, op_type: str):
-        """The node that alone consumes ``output``, if it has op ``op_type``."""
-        users = self.consumers.get(output, [])
-        if len(users) == 1 and users[0].op_type == op_type and output not in self.graph_outputs:
-            return users[0]
-        return None
 
+# ops the lower_qdq pass moves before a dequantize (csrc/passes/lower_qdq.c, rule 2)
+_MOVES_BEFORE_DEQUANTIZE = frozenset({"max_pool2d", "relu", "reshape", "flatten", "transpose", "slice", "pad"})
 
 # -- attribute helpers ------------------------------------------------------------
 
@@ -291,27 +296,20 @@ def _conv_geometry(a: Dict[str, Any], t: Tensor, w_shape: Sequence[int]):
 def _conv(ctx: Context, node, a, x, w, b=None):
     t = ctx.tensor(x)
     _check_4d(t, "convolution")
-    w = _const_input(ctx, w, "the Conv weight").astype(np.float32)
-    if w.ndim != 4:
-        raise UnsupportedError(f"only 2-D convolution is supported, got a {w.ndim}-D weight")
+    wq = w if isinstance(w, _onnx_quant.DQConst) else None  # a quantized weight behind a DequantizeLinear
+    if wq is None:
+        w = _const_input(ctx, w, "the Conv weight").astype(np.float32)
+    w_shape = np.shape(w.data if wq is not None else w)
+    if len(w_shape) != 4:
+        raise UnsupportedError(f"only 2-D convolution is supported, got a {len(w_shape)}-D weight")
     bias = None if b is None else _const_input(ctx, b, "the Conv bias").astype(np.float32)
-    s, d, groups, pads = _conv_geometry(a, t, w.shape)
-    # fold a BatchNormalization that alone consumes the conv's output
-    bn = ctx.only_consumer(node.output[0], "BatchNormalization")
-    if bn is not None and len(bn.output) == 1 and not _attrs(bn).get("training_mode", 0):
-        stats = [ctx.env.get(n) if n else None for n in list(bn.input)[1:5]]
-        if len(stats) == 4 and all(isinstance(s_, np.ndarray) for s_ in stats):
-            scale, shift = _bn_scale_shift(_attrs(bn), *stats)
-            w = (w.astype(np.float64) * scale.reshape(-1, 1, 1, 1)).astype(np.float32)
-            b0 = np.zeros(w.shape[0]) if bias is None else bias.astype(np.float64)
-            bias = (b0 * scale + shift).astype(np.float32)
-            ctx.skip.add(id(bn))
-            ctx.extra_env[bn.output[0]] = node.output[0]
+    s, d, groups, pads = _conv_geometry(a, t, w_shape)
     t = ctx.to_layout(t)
-    wname = node.input[1] if bn is None or id(bn) not in ctx.skip else node.input[1] + ".bn_folded"
-    wv = ctx.param(w, wname)
+    wv = None if wq is None else _onnx_quant.dq_weight(ctx, wq)
+    if wv is None:
+        wv = ctx.param(wq.to_float() if wq is not None else w, node.input[1])
     bv = None if bias is None else ctx.param(bias, (node.input[2] if len(node.input) > 2 and node.input[2]
-                                                    else wname + ".bias"))
+                                                    else node.input[1] + ".bias"))
     v = ctx.emit("conv2d", t.value, wv, bv, strides=s, padding=pads, dilation=d, groups=groups,
                  layout=ctx.spatial())
     return Tensor(v, ctx.layout == "NHWC")
@@ -338,11 +336,14 @@ def _batchnorm(ctx: Context, node, a, x, gamma, beta, mean, var):
     return Tensor(ctx.emit("add", y, ctx.const(shift.astype(np.float32).reshape(shape), "shift")), t.nhwc)
 
 
-def _dense(ctx: Context, t: Tensor, weight_nk: np.ndarray, bias: Optional[np.ndarray], wname: str):
+def _dense(ctx: Context, t: Tensor, weight_nk: Union[np.ndarray, ir.Value], bias: Optional[np.ndarray], wname: str,
+           any_rank: bool = False):
+    """dense of ``t`` by a constant [N, K] weight (or its value: a dequantized int8 weight); ``any_rank``: a
+    product over the last axis of an input of rank >= 2."""
     t = ctx.to_nchw(t)
-    if t.rank != 2:
+    if t.rank != 2 and not (any_rank and t.rank > 2):
         raise UnsupportedError(f"only 2-D matrix products are supported, got a {t.rank}-D input")
-    wv = ctx.param(weight_nk, wname)
+    wv = weight_nk if isinstance(weight_nk, ir.Value) else ctx.param(weight_nk, wname)
     bv = None if bias is None else ctx.param(bias, wname + ".bias")
     return Tensor(ctx.emit("dense", t.value, wv, bv), False)
 
@@ -355,11 +356,15 @@ def _gemm(ctx: Context, node, a, x, bmat, c=None):
         raise UnsupportedError(f"Gemm needs a 2-D A, got a {t.rank}-D one")
     if a.get("transA", 0):
         t = Tensor(ctx.emit("transpose", ctx.to_nchw(t).value, axes=[1, 0]), False)
-    bm = _const_input(ctx, bmat, "the Gemm B (weight)").astype(np.float32)
-    w = bm if a.get("transB", 0) else bm.T
-    if alpha != 1.0:
-        w = (w.astype(np.float64) * alpha).astype(np.float32)
-    n = w.shape[0]
+    wq = w = None
+    if isinstance(bmat, _onnx_quant.DQConst):  # a quantized B behind a DequantizeLinear
+        wq = _onnx_quant.dq_weight(ctx, bmat, bool(a.get("transB", 0)), alpha)
+    if wq is None:
+        bm = _const_input(ctx, _onnx_quant.resolve(ctx, bmat), "the Gemm B (weight)").astype(np.float32)
+        w = bm if a.get("transB", 0) else bm.T
+        if alpha != 1.0:
+            w = (w.astype(np.float64) * alpha).astype(np.float32)
+    n = int(wq.shape[0]) if wq is not None else w.shape[0]
     bias = None
     after = None
     if c is not None and beta != 0.0:
@@ -374,7 +379,7 @@ def _gemm(ctx: Context, node, a, x, bmat, c=None):
             if beta != 1.0:
                 ct = Tensor(ctx.emit("mul", ct.value, ctx.const(np.array(beta, np.float32))), False)
             after = ct
-    y = _dense(ctx, t, np.ascontiguousarray(w), bias, node.input[1])
+    y = _dense(ctx, t, wq if wq is not None else np.ascontiguousarray(w), bias, node.input[1])
     if after is not None:
         av = after.value if isinstance(after, Tensor) else ctx.const(after, "C")
         y = Tensor(ctx.emit("add", y.value, av), False)
@@ -385,6 +390,11 @@ def _gemm(ctx: Context, node, a, x, bmat, c=None):
 def _matmul(ctx: Context, node, a, x, bmat):
     if not isinstance(x, Tensor):
         raise UnsupportedError("MatMul of a constant by a run-time tensor is not supported")
+    if isinstance(bmat, _onnx_quant.DQConst):  # a quantized B behind a DequantizeLinear
+        wq = _onnx_quant.dq_weight(ctx, bmat, False) if bmat.data.ndim == 2 and x.rank >= 2 else None
+        if wq is not None:
+            return _dense(ctx, x, wq, None, node.input[1], any_rank=True)
+        bmat = _onnx_quant.resolve(ctx, bmat)
     if not isinstance(bmat, np.ndarray):
         raise UnsupportedError("MatMul is supported with a constant 2-D weight only (it becomes a dense layer); "
                                "here B is computed at run time")
@@ -405,6 +415,16 @@ def _broadcast_const(ctx: Context, t: Tensor, c: np.ndarray) -> ir.Value:
 
 
 def _binary(ctx: Context, op: str, x, y):
+    # a quantized constant behind a DequantizeLinear: its integers behind a dequantize, or its float value
+    if isinstance(x, _onnx_quant.DQConst) and isinstance(y, Tensor):
+        v = _onnx_quant.dq_operand(ctx, y, x)
+        if v is not None:
+            return Tensor(ctx.emit(op, v, y.value), y.nhwc)
+    if isinstance(y, _onnx_quant.DQConst) and isinstance(x, Tensor):
+        v = _onnx_quant.dq_operand(ctx, x, y)
+        if v is not None:
+            return Tensor(ctx.emit(op, x.value, v), x.nhwc)
+    x, y = _onnx_quant.resolve(ctx, x), _onnx_quant.resolve(ctx, y)
     if isinstance(x, np.ndarray) and isinstance(y, np.ndarray):
         raise AssertionError("folded")  # pragma: no cover
     if not isinstance(x, Tensor):
@@ -986,11 +1006,6 @@ class _Importer:
         found: "OrderedDict[str, List[str]]" = OrderedDict()
         for node in self.nodes:
             label = ctx.labels[id(node)]
-            if id(node) in ctx.skip:
-                continue
-            if id(node) in ctx.done:  # the Relu / QuantizeLinear of a lowered chain
-                self.env[node.output[0]] = ctx.done.pop(id(node))
-                continue
             domain = node.domain if node.domain not in ("", "ai.onnx") else ""
             if domain and (domain, node.op_type) not in _onnx_quant.DOMAIN_CONVERTERS:
                 found.setdefault(f"{domain}.{node.op_type}", []).append(f"'{label}'")
@@ -1018,9 +1033,6 @@ class _Importer:
                 self._poison(node)
                 continue
             self.env[node.output[0]] = out
-            for k, v in list(ctx.extra_env.items()):
-                self.env[k] = self.env[v]
-                del ctx.extra_env[k]
         if found:
             n_nodes = sum(len(v) for v in found.values())
             raise UnsupportedError(
@@ -1046,13 +1058,10 @@ class _Importer:
             return _onnx_quant.DOMAIN_CONVERTERS[(domain, node.op_type)](ctx, node, a, *ins)
         if node.op_type in _onnx_quant.QUANT_OPS:  # QuantizeLinear, DequantizeLinear, QLinearConv, ...
             return CONVERTERS[node.op_type](ctx, node, a, *ins)
-        lowered = _onnx_quant.try_lower(ctx, node, a, ins)
-        if lowered is not None:
-            return lowered
+        if node.op_type in FOLDERS and all(v is None or isinstance(v, (np.ndarray, _onnx_quant.DQConst))
+                                           for v in ins) and (node.op_type != "Identity" or ins):
+            return np.asarray(FOLDERS[node.op_type](a, *[_onnx_quant.resolve(ctx, v) for v in ins]))
         ins = _onnx_quant.float_inputs(ctx, node, ins)
-        if node.op_type in FOLDERS and all(v is None or isinstance(v, np.ndarray) for v in ins) and \
-                (node.op_type != "Identity" or ins):
-            return np.asarray(FOLDERS[node.op_type](a, *ins))
         if node.op_type not in CONVERTERS:
             raise UnsupportedError(f"{node.op_type} is supported on constants only (folded at import); "
                                    "here it computes on a run-time tensor")
@@ -1095,7 +1104,14 @@ def from_onnx(path_or_model: Any, input_shapes: Any = None, layout: str = "NHWC"
     if layout not in ("NCHW", "NHWC"):
         raise ConfigError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
     model, path = _load(path_or_model)
-    return _Importer(model, path, input_shapes, layout).run()
+    mod, params = _Importer(model, path, input_shapes, layout).run()
+    # BatchNormalization is a per-channel mul and add: the fold_bn pass folds
+    # it into the Conv (or Gemm) before it, as the quantizer does (float
+    # graphs only). QDQ chains are lowered to quantized ops by lower_qdq.
+    passes = ["fold_bn"]
+    if any(n["op"] == "dequantize" for n in mod.nodes()):
+        passes += ["lower_qdq", "dce"]
+    return run_passes(mod, params, passes)
 
 
 from . import _onnx_quant  # noqa: E402  (registers the quantized converters; needs the names above)
