@@ -66,3 +66,17 @@ def test_quantize_digits_example(tmp_path, app):
     assert float(acc["int8"]) >= float(acc["float"]) - 0.01, r.stdout
     assert re.search(r"output \S+: PSNR \d+\.\d+ dB \((very good|good)\)", r.stdout), r.stdout
     check_deploy_dir(tmp_path / "digits_deploy", app, 8 * 8, 10)
+
+
+def test_dump_ir_example(tmp_path):
+    """examples/dump_ir.py (docs/architecture.md shows its ResNet-50 output), on MobileNetV2 for time."""
+    script = os.path.join(ROOT, "examples", "dump_ir.py")
+    r = subprocess.run([sys.executable, script, "mobilenet_v2", "dumps"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=900, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    files = sorted(os.listdir(tmp_path / "dumps"))
+    assert files == ["00-input.ir", "01-fold_bn.ir", "02-fold_const.ir", "03-layout.ir", "04-dce.ir",
+                     "05-partition.txt", "06-schedule.txt", "07-program.txt"], files
+    layout = (tmp_path / "dumps" / "03-layout.ir").read_text()
+    assert 'layout="NCHW"' not in layout and "= transpose(" in layout
+    assert "Simulator on DNA-F100" in r.stdout
