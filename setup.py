@@ -41,11 +41,11 @@ if sys.platform == "darwin":
 
 def runtime_sources():
     """csrc files mera.build compiles deploy.so from (relative to csrc/): the runtime group's C, headers, tables."""
-    return SOURCES.files(os.path.join(HERE, "csrc"), ["runtime"], (".c", ".h", ".def", ".inc"))
+    return SOURCES.files(os.path.join(HERE, "csrc"), ["runtime"], SOURCES.BUILD_INPUTS)
 
 
 class build_py(_build_py):
-    """The usual build_py, plus csrc/ (without python/) copied to mera/_csrc."""
+    """The usual build_py, plus the runtime group of csrc/ (mera/_sources.py) copied to mera/_csrc."""
 
     def run(self):
         super().run()

@@ -28,6 +28,10 @@ GROUPS: Dict[str, Tuple[str, ...]] = {
     "bindings": ("python",),
 }
 
+#: What a C build reads: sources, headers, X-macro tables (.def, .inc). The runtime archive's
+#: cache key hashes these files of the runtime group, and a regular install ships them.
+BUILD_INPUTS: Tuple[str, ...] = (".c", ".h", ".def", ".inc")
+
 
 def group_of(folder: str) -> str:
     """The group of a top-level folder of csrc/ (KeyError if it is in none)."""

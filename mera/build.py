@@ -118,7 +118,7 @@ def runtime_sources(root: Optional[str] = None) -> List[str]:
 def _sources_hash(root: str) -> str:
     """Hash of every file the runtime compiles from (the runtime group's C files, headers, .def tables)."""
     h = hashlib.sha256()
-    for rel in _sources.files(root, ["runtime"], (".c", ".h", ".def", ".inc")):
+    for rel in _sources.files(root, ["runtime"], _sources.BUILD_INPUTS):
         with open(os.path.join(root, rel), "rb") as fh:
             data = fh.read()
         h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())

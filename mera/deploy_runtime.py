@@ -333,10 +333,9 @@ class DeployModule:
         ``weights_bytes``, ``arena_bytes``, ``target``, ``platform``, ``device``."""
         m = self.metrics()
         d: Dict[str, Any] = {}
-        if m["target"] == "Simulator":
-            d["sim_time_us"] = m["device_us"]
-        elif m["target"] == "IP":
-            d["elapsed_latency"] = m["device_us"]
+        key = _core.backend_info(m["target"])["mera_time_key"]  # sim_time_us, elapsed_latency, or none
+        if key:
+            d[key] = m["device_us"]
         d.update({"host_run_us": m["last_run_us"], "device_us": m["device_us"], "device_cycles": m["device_cycles"],
                   "weights_bytes": m["weights_bytes"], "arena_bytes": m["arena_bytes"], "target": m["target"],
                   "platform": m["platform"], "device": m["device"]})

@@ -26,6 +26,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _core
+from .config import Target
 from .errors import ConfigError, RuntimeInputError
 from .ir import Module
 from .runner import _as_array, _params_list
@@ -365,14 +366,15 @@ class Quantizer:
         """
         if self._quantized is None:
             self.quantize()
-        if target not in ("Interpreter", "InterpreterHw"):
-            raise ConfigError(f"measure_quantization_quality: target must be 'Interpreter' or 'InterpreterHw' "
-                              f"(node by node, to compare each layer), got {target!r}")
-        integer = target == "InterpreterHw"
+        name = target.value if isinstance(target, Target) else target
+        node_by_node = [b["name"] for b in _core.backends() if b["node_by_node"]]  # the interpreters
+        if name not in node_by_node:
+            raise ConfigError(f"measure_quantization_quality: target must run the graph node by node, to compare "
+                              f"each layer ({', '.join(node_by_node)}), got {target!r}")
         qmod, qparams, float_of = self._quantized
         fg, qg = self.float_mod._graph, qmod._graph
-        f_rt = _core.Interp(fg, False, _params_list(self.float_mod, self.float_params))
-        q_rt = _core.Interp(qg, integer, _params_list(qmod, qparams))
+        f_rt = _core.Interp(fg, Target.Interpreter.value, _params_list(self.float_mod, self.float_params))
+        q_rt = _core.Interp(qg, name, _params_list(qmod, qparams))
         # layers: quantized node outputs standing for a float node output
         pairs: List[Tuple[int, int, str, str]] = []
         for node in qmod.nodes():

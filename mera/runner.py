@@ -227,8 +227,8 @@ def compile(mod: Module, params: Optional[Mapping[str, ArrayLike]] = None, *,
         except ValueError:
             raise ConfigError(f"unknown target {target!r}; valid targets: "
                               f"{', '.join(x.value for x in Target)}") from None
-    if t is Target.IP:
-        return _compile_ip(mod, params, cfg)
+    if _core.backend_info(t.value)["runs_through_deploy"]:
+        return _compile_via_deploy(mod, params, t, cfg)
     core = compile_core(mod, params, t, cfg, default_dump_dir="mera_dump_ir")
     if core.runs_program:
         return SimulatorRunner(core, mod, t, log=simulator_options(cfg)["log"])
@@ -247,11 +247,10 @@ def compile_core(mod: Module, params: Optional[Mapping[str, ArrayLike]], target:
                           dump_stages=dump["dump_stages"], load=load)
 
 
-def _compile_ip(mod: Module, params: Optional[Mapping[str, ArrayLike]], cfg: Any) -> Any:
-    """IP in process: build a deploy directory for the IP target (x86 host)
-    in a temporary folder and load it, as mera.load_runtime_module would;
-    the folder is removed once loaded (deploy.so is loaded from a private
-    copy, deploy.params stays mapped)."""
+def _compile_via_deploy(mod: Module, params: Optional[Mapping[str, ArrayLike]], target: Target, cfg: Any) -> Any:
+    """A ``runs_through_deploy`` target (IP) in process: build a deploy directory for it (x86
+    host) in a temporary folder and load it, as mera.load_runtime_module would; the folder is
+    removed once loaded (deploy.so is loaded from a private copy, deploy.params stays mapped)."""
     import copy
     import shutil
     import tempfile
@@ -260,14 +259,14 @@ def _compile_ip(mod: Module, params: Optional[Mapping[str, ArrayLike]], cfg: Any
     from .config import BuildConfig
     from .deploy_runtime import load_runtime_module
 
-    ip = copy.copy(cfg) if cfg is not None else BuildConfig(target="IP")
-    ip.target = Target.IP
-    ip._local = threading.local()
+    bc = copy.copy(cfg) if cfg is not None else BuildConfig(target=target.value)
+    bc.target = target
+    bc._local = threading.local()
     layouts = {i.get("layout") for i in mod.inputs if len(i["shape"]) == 4} & {"NCHW", "NHWC"}
     layout = layouts.pop() if len(layouts) == 1 else "NCHW"
-    d = tempfile.mkdtemp(prefix="mera_ip_")
+    d = tempfile.mkdtemp(prefix="mera_compile_")
     try:
-        with ip:
+        with bc:
             build(mod, params, host_arch="x86", output_dir=d, layout=layout)
         return load_runtime_module(d)
     finally:

@@ -12,7 +12,8 @@ from typing import Any, List, Optional, Sequence, Union
 
 import numpy as np
 
-from .config import Target, require_build_config
+from . import _core
+from .config import require_build_config
 from .errors import RuntimeInputError, UnsupportedError
 from .runner import compile as _compile
 
@@ -73,7 +74,7 @@ def run_mera_backend(script_module: Any, inp_np: Union[np.ndarray, Sequence[np.n
     inputs = [np.ascontiguousarray(np.asarray(x)) for x in inputs]
     shapes = [(f"input{i}", (x.shape, str(x.dtype))) for i, x in enumerate(inputs)]
     mod, params = from_pytorch(script_module, shapes, layout=layout)
-    if cfg.target is Target.IP:
+    if _core.backend_info(cfg.target.value)["runs_through_deploy"]:
         from .build import build
         from .deploy_runtime import load_runtime_module
         build(mod, params, host_arch="x86", output_dir=output_dir, layout=layout, aux_config=aux_config)

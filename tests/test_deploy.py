@@ -474,30 +474,36 @@ def test_deploy_so_exports_only_the_abi_and_needs_only_libc(small, tmp_path_fact
     assert all(re.match(r"(linux-vdso|libc\.so|libm\.so|libpthread\.so|/lib.*/ld-linux)", x) for x in libs), libs
 
 
-def _global_symbols(nm, objs):
-    out = subprocess.run([nm, "-g", "--defined-only", *objs], capture_output=True, text=True, check=True).stdout
+@pytest.fixture(scope="module")
+def compiler_symbols(tmp_path_factory):
+    """The global symbols the compiler group's objects (passes, quantizer, scheduler, codegen,
+    driver) define, compiled here with deploy.so's flags."""
+    from mera import _sources
+
+    work = tmp_path_factory.mktemp("compiler-objs")
+    root = build_mod.csrc_dir()
+    objs = []
+    for rel in _sources.files(root, ["compiler"]):
+        obj = work / (rel.replace(os.sep, "__")[:-2] + ".o")
+        subprocess.run([need("gcc"), *build_mod.RUNTIME_CFLAGS, "-I", root, "-c", os.path.join(root, rel), "-o",
+                        str(obj)], check=True)
+        objs.append(str(obj))
+    out = subprocess.run([need("nm"), "-g", "--defined-only", *objs], capture_output=True, text=True,
+                         check=True).stdout
     return {line.split()[-1] for line in out.splitlines() if len(line.split()) == 3}
 
 
 @pytest.mark.parametrize("target", ["IP", "InterpreterHw"])
-def test_deploy_so_links_no_compiler_code(small, tmp_path_factory, tmp_path, target):
-    """deploy.so holds the runtime only: no symbol that the compiler group's objects (passes,
-    quantizer, scheduler, codegen, driver) define appears in it, and the runtime archive mera.build
-    links it from is compiled from the runtime group alone."""
+def test_deploy_so_links_no_compiler_code(small, tmp_path_factory, compiler_symbols, target):
+    """deploy.so holds the runtime only: no symbol that the compiler group's objects define
+    appears in it, and the runtime archive mera.build links it from is compiled from the runtime
+    group alone."""
     from mera import _sources
 
     d, _ = deploy(small, target, tmp_path_factory)
-    nm = need("nm")
-    root = build_mod.csrc_dir()
-    objs = []
-    for rel in _sources.files(root, ["compiler"]):
-        obj = tmp_path / (rel.replace(os.sep, "__")[:-2] + ".o")
-        subprocess.run([need("gcc"), *build_mod.RUNTIME_CFLAGS, "-I", root, "-c", os.path.join(root, rel), "-o",
-                        str(obj)], check=True)
-        objs.append(str(obj))
-    compiler = _global_symbols(nm, objs)
+    compiler = compiler_symbols
     assert {"mera_schedule", "mera_compile", "mera_pass_dce", "mera_quantizer_new", "mera_deploy_write"} <= compiler
-    out = subprocess.run([nm, str(d / "deploy.so")], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([need("nm"), str(d / "deploy.so")], capture_output=True, text=True, check=True).stdout
     in_so = {line.split()[-1] for line in out.splitlines() if line.strip()}
     assert "mera_rt_create" in in_so and "mera_interp_run" in in_so
     leaked = sorted(in_so & compiler)
@@ -507,6 +513,7 @@ def test_deploy_so_links_no_compiler_code(small, tmp_path_factory, tmp_path, tar
 
 def test_runtime_archive_is_cached_by_sources_and_compiler(cache_dir, tmp_path, capsys):
     tc = build_mod.toolchain("x86")
+    build_mod.runtime_archive(tc)  # built by an earlier test of this module, or now (run alone)
     path, cached = build_mod.runtime_archive(tc)
     assert cached and path.startswith(str(cache_dir)) and path.endswith("libmera_rt.a")
     # another C source tree is another archive

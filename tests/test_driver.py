@@ -38,6 +38,13 @@ def test_the_backend_table_is_the_list_of_targets():
     assert by["Simulator"]["runs_program"] and by["IP"]["runs_program"]
     assert not by["Interpreter"]["runs_program"] and not by["InterpreterHw"]["runs_program"]
     assert _core.backend_info("IP") == by["IP"]
+    # what the Python package does per target is data of the table, never a comparison of names
+    assert [(b["name"], b["interp_mode"]) for b in table if b["node_by_node"]] == [("Interpreter", "float"),
+                                                                                 ("InterpreterHw", "hw")]
+    assert all(b["interp_mode"] is None for b in table if not b["node_by_node"])
+    assert [b["name"] for b in table if b["runs_through_deploy"]] == ["IP"]
+    assert {b["name"]: b["mera_time_key"] for b in table} == {"Interpreter": None, "InterpreterHw": None,
+                                                              "Simulator": "sim_time_us", "IP": "elapsed_latency"}
     with pytest.raises(mera.ConfigError, match="unknown target 'GPU'; targets: Interpreter, InterpreterHw"):
         _core.backend_info("GPU")
 
@@ -133,6 +140,31 @@ def test_driver_errors_name_what():
         _core.Compiled(mod._graph, "InterpreterHw", _params(mod, params), load=False).run([])
     with pytest.raises(mera.MeraError, match="runs no DNA program"):
         _core.Compiled(mod._graph, "InterpreterHw", _params(mod, params)).program_info()
+
+
+def test_interp_takes_its_mode_from_the_backend_table():
+    """mera._core.Interp (the quantizer's node-by-node runs) looks the target up in the table:
+    the same bytes as the driver's Interpreter and InterpreterHw, which differ on this graph
+    (the float interpreter emulates the quantized conv in float; 0.1 * 0.1 / 0.3 lands many
+    products on or near a rounding tie); other targets are refused."""
+    b = ir.Builder("ties")
+    x = b.input("input0", (1, 16, 16, 1), "uint8", qparams=(0.1, 100), layout="NHWC")
+    w = b.param("w", np.arange(-63, 64, dtype=np.int8).reshape(127, 1, 1, 1),
+                qparams=(np.full(127, 0.1), np.zeros(127, np.int32), 0))
+    mod = b.finish(b.conv2d(x, w, None, layout="NHWC", out_scale=0.3, out_zero_point=128, name="conv"))
+    params = _params(mod, b.params)
+    xs = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+    got = {}
+    for target in ("Interpreter", "InterpreterHw"):
+        got[target] = _core.Interp(mod._graph, target, params).run([xs])[0]
+        ref = _core.Compiled(mod._graph, target, params).run([xs])[0]
+        assert got[target].dtype == ref.dtype == np.uint8 and np.array_equal(got[target], ref), target
+    assert not np.array_equal(got["Interpreter"], got["InterpreterHw"])
+    with pytest.raises(mera.ConfigError, match="Interp: target 'Simulator' does not run the graph node by node; "
+                                               "the targets that run node by node: Interpreter, InterpreterHw"):
+        _core.Interp(mod._graph, "Simulator", params)
+    with pytest.raises(mera.ConfigError, match="Interp: target 'GPU' is unknown"):
+        _core.Interp(mod._graph, "GPU", params)
 
 
 def test_ip_backend_runs_in_process_through_the_table():

@@ -2,6 +2,7 @@
 QDQ), files, layouts, and errors that list every unsupported op."""
 
 import logging
+import os
 import warnings
 
 import numpy as np
@@ -92,7 +93,7 @@ def test_quantized_torchscript_is_bit_exact(quantized_block, layout):
     np.testing.assert_array_equal(out, ref)
 
 
-def test_run_mera_backend_prints_the_original_log(quantized_block, capsys):
+def test_run_mera_backend_prints_the_original_log(quantized_block, capsys, tmp_path):
     traced, x = quantized_block
     ref = traced(x).numpy()
     with mera.build_config(target="InterpreterHw"):
@@ -100,6 +101,15 @@ def test_run_mera_backend_prints_the_original_log(quantized_block, capsys):
     assert isinstance(outs, list) and len(outs) == 1
     log = capsys.readouterr().out
     assert "max abs diff: 0.0" in log and "mean abs_diff: 0.0" in log and "correct ratio: 1.0" in log
+    # IP (runs_through_deploy in the backend table) builds a deploy directory into output_dir, as
+    # MERA's did; the Simulator runs in process and writes nothing; both give InterpreterHw's bytes
+    for target in ("IP", "Simulator"):
+        out_dir = tmp_path / target
+        with mera.build_config(target=target, arch=100, sim_log=False):
+            got = mera.test_util.run_mera_backend(traced, nhwc(x.numpy()), layout="NHWC", output_dir=str(out_dir))
+        assert np.array_equal(got[0], outs[0]), target
+        written = sorted(os.listdir(out_dir)) if out_dir.exists() else []
+        assert written == (["deploy.json", "deploy.params", "deploy.so"] if target == "IP" else []), target
     with pytest.raises(mera.ConfigError, match="needs a target"):
         mera.test_util.run_mera_backend(traced, x.numpy())
 

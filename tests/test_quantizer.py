@@ -277,6 +277,14 @@ def test_constants_used_as_activations_and_multi_input():
     assert ops_of(qmod) == ["quantize", "quantize", "mul", "add", "hardswish", "dequantize"]
     rep = q.measure_quantization_quality(data)
     assert rep.psnr > 30, str(rep)
+    # the target is any node-by-node entry of the backend table, by name or Target
+    rep_hw = q.measure_quantization_quality(data, target=mera.Target.InterpreterHw)
+    assert rep_hw.psnr == rep.psnr
+    for bad in ("Simulator", "IP", "GPU"):
+        with pytest.raises(mera.ConfigError, match=r"measure_quantization_quality: target must run the graph node "
+                                                   r"by node, to compare each layer \(Interpreter, "
+                                                   rf"InterpreterHw\), got '{bad}'"):
+            q.measure_quantization_quality(data, target=bad)
 
 
 def test_stacked_batches_are_split_and_calibration_accumulates():

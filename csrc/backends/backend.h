@@ -11,7 +11,10 @@
  * run a model through this table. The table depends on the kernels, the
  * machine and the HAL, never on the compiler: a DNA target's program comes
  * in already scheduled, and what the driver must do for a backend is said
- * by data (runs_program, layout_nhwc), not by code here. */
+ * by data (runs_program, layout_nhwc), not by code here. What the Python
+ * package does differently per target is said by data too (node_by_node,
+ * interp_mode, runs_through_deploy, mera_time_key): nothing else compares a
+ * target's name. */
 #ifndef MERA_BACKENDS_BACKEND_H
 #define MERA_BACKENDS_BACKEND_H
 
@@ -19,6 +22,7 @@
 #include <stdint.h>
 
 #include "arch/platform.h"
+#include "backends/interp.h"
 #include "ir/ir.h"
 #include "isa/isa.h"
 #include "sim/sim.h"
@@ -48,6 +52,15 @@ typedef struct mera_backend {
     int runs_program;       /* 1: runs a DNA program: the driver partitions and schedules for it */
     int layout_nhwc;        /* 1: the driver converts NCHW spatial ops to NHWC (the DNA's layout) */
     int thread_safe_run;    /* 1: one instance may run on several threads at once */
+    int node_by_node;       /* 1: the interpreter (mera_interp in interp_mode), whose every node's
+                             * output can be read: mera._core.Interp, the quantizer's calibration
+                             * and per-layer quality report */
+    mera_interp_mode interp_mode; /* node_by_node backends: float or the int8 contract */
+    int runs_through_deploy; /* 1: in process too, mera.compile and test_util.run_mera_backend run it
+                              * as MERA did, through a deploy directory (mera.build, then
+                              * load_runtime_module): the device is reached through deploy.so */
+    const char *mera_time_key; /* the key MERA's get_runtime_metrics() gave the modelled device
+                                * time under ("sim_time_us", "elapsed_latency"), or NULL */
     /* Prepare an instance. Everything in a must outlive it. NULL on error. */
     void *(*load)(const mera_backend_load_args *a, mera_error *err);
     /* inputs[i]: the i-th INPUT value's data (params skipped); outputs[i]:

@@ -6,8 +6,10 @@
 #include "python/pymera.h"
 #include "python/runtime_common.h"
 
+#include <stdio.h>
 #include <string.h>
 
+#include "backends/backend.h"
 #include "backends/interp.h"
 
 typedef struct {
@@ -30,12 +32,24 @@ static void interp_dealloc(PyMeraInterp *self)
 
 static PyObject *interp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"graph", "integer", "params", NULL};
+    static char *kwlist[] = {"graph", "target", "params", NULL};
     PyObject *graph, *params;
-    int integer;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!pO", kwlist, &PyMeraGraph_Type, &graph, &integer, &params))
+    const char *target;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!sO", kwlist, &PyMeraGraph_Type, &graph, &target, &params))
         return NULL;
-    mera_interp_mode mode = integer ? MERA_INTERP_HW : MERA_INTERP_FLOAT;
+    /* the mode is the backend table's: Interpreter float, InterpreterHw the int8 contract */
+    const mera_backend *b = mera_backend_find(target);
+    if (!b || !b->node_by_node) {
+        char names[128];
+        size_t at = 0;
+        names[0] = 0;
+        for (int i = 0; mera_backends[i] && at < sizeof names; i++)
+            if (mera_backends[i]->node_by_node)
+                at += (size_t)snprintf(names + at, sizeof names - at, "%s%s", at ? ", " : "", mera_backends[i]->name);
+        return pymera_raise_code(MERA_ERR_CONFIG, "Interp: target '%s' %s; the targets that run node by node: %s",
+                                 target, b ? "does not run the graph node by node" : "is unknown", names);
+    }
+    mera_interp_mode mode = b->interp_mode;
     const mera_graph *g = ((PyMeraGraph *)graph)->g;
     PyObject *plist;
     const void **data;
@@ -182,9 +196,9 @@ static PyTypeObject PyMeraInterp_Type = {
     .tp_basicsize = sizeof(PyMeraInterp),
     .tp_dealloc = (destructor)interp_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Interp(graph, integer, params): the interpreter on its own (the quantizer's calibration and "
-              "quality runs): integer=False is the float Interpreter, True InterpreterHw. Models compile "
-              "through Compiled (the driver).",
+    .tp_doc = "Interp(graph, target, params): the interpreter on its own (the quantizer's calibration and "
+              "quality runs) for a node_by_node target of the backend table (Interpreter: float, InterpreterHw: "
+              "the int8 contract). Models compile through Compiled (the driver).",
     .tp_methods = interp_methods,
     .tp_new = interp_new,
 };

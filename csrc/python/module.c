@@ -245,10 +245,23 @@ static PyObject *py_stage_names(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(unus
 
 static PyObject *backend_dict(const mera_backend *b)
 {
-    return Py_BuildValue("{s:s,s:s,s:O,s:O,s:O}", "name", b->name, "doc", b->doc, "runs_program",
-                                    b->runs_program ? Py_True : Py_False, "layout_nhwc",
-                                    b->layout_nhwc ? Py_True : Py_False, "thread_safe_run",
-                                    b->thread_safe_run ? Py_True : Py_False);
+    PyObject *mode = !b->node_by_node ? Py_None
+                     : PyUnicode_FromString(b->interp_mode == MERA_INTERP_HW ? "hw" : "float");
+    PyObject *key = b->mera_time_key ? PyUnicode_FromString(b->mera_time_key) : Py_None;
+    if (mode == Py_None)
+        Py_INCREF(mode);
+    if (key == Py_None)
+        Py_INCREF(key);
+    PyObject *d = NULL;
+    if (mode && key)
+        d = Py_BuildValue("{s:s,s:s,s:O,s:O,s:O,s:O,s:O,s:O,s:O}", "name", b->name, "doc", b->doc, "runs_program",
+                          b->runs_program ? Py_True : Py_False, "layout_nhwc", b->layout_nhwc ? Py_True : Py_False,
+                          "thread_safe_run", b->thread_safe_run ? Py_True : Py_False, "node_by_node",
+                          b->node_by_node ? Py_True : Py_False, "interp_mode", mode, "runs_through_deploy",
+                          b->runs_through_deploy ? Py_True : Py_False, "mera_time_key", key);
+    Py_XDECREF(mode);
+    Py_XDECREF(key);
+    return d;
 }
 
 static PyObject *py_backend_info(PyObject *Py_UNUSED(m), PyObject *arg)
@@ -285,7 +298,8 @@ static PyObject *py_backends(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(unused)
 static PyMethodDef module_methods[] = {
     {"stage_names", py_stage_names, METH_NOARGS, "the compile driver's stages, in order (dump_ir_stages)"},
     {"backend_info", py_backend_info, METH_O, "backend_info(target) -> the backend table's entry (see backends())"},
-    {"backends", py_backends, METH_NOARGS, "the backend table: name, doc, runs_program, layout_nhwc, thread_safe_run"},
+    {"backends", py_backends, METH_NOARGS, "the backend table: name, doc, runs_program, layout_nhwc, thread_safe_run, node_by_node, interp_mode, "
+     "runs_through_deploy, mera_time_key"},
     {"op_names", py_op_names, METH_NOARGS, "names of every op in the op table"},
     {"op_info", py_op_info, METH_O, "op_info(name) -> dict describing inputs and attributes"},
     {"platforms", py_platforms, METH_NOARGS, "the DNA platform table"},

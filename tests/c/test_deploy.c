@@ -171,17 +171,18 @@ static mera_status prepare(const mera_graph *g, const char *target, mera_deploy_
     return st;
 }
 
-/* Loading dir must fail with a message (containing needle, if given) and a
- * status other than OK; the status is returned. */
-static int expect_refused(const char *dir, const char *id, const char *needle, const char *what)
+/* Loading dir must fail with a message (containing needle, if given) and
+ * the status want (the class the caller reports: Python's MeraError
+ * subclass); the status is returned. */
+static int expect_refused(const char *dir, const char *id, const char *needle, int want, const char *what)
 {
     char msg[1024];
     msg[0] = 0;
     int status = -1;
     mera_deploy *d = mera_rt_create(dir, id, &status, msg, sizeof msg);
-    if (status <= MERA_DEPLOY_OK || status > MERA_DEPLOY_ERR_UNSUPPORTED) {
+    if (status != want) {
         failed++;
-        fprintf(stderr, "%s: status %d, expected an error status\n", what, status);
+        fprintf(stderr, "%s: status %d, expected %d (%s)\n", what, status, want, msg);
     }
     if (d) {
         failed++;
@@ -309,12 +310,13 @@ static void test_target(const mera_graph *g, const char *target)
     d = mera_rt_create(dir, NULL, &status, msg, sizeof msg);
     CHECK(d != NULL && status == MERA_DEPLOY_OK);
     mera_deploy_destroy(d);
-    CHECK(expect_refused(dir, "0123456789abcdef", "built for model 0123456789abcdef", "wrong model id") ==
-          MERA_DEPLOY_ERR_FORMAT);
+    expect_refused(dir, "0123456789abcdef", "built for model 0123456789abcdef", MERA_DEPLOY_ERR_FORMAT,
+                   "wrong model id");
+    expect_refused(NULL, NULL, "deploy_dir is NULL", MERA_DEPLOY_ERR_INVALID, "NULL directory");
     {
         char missing[600];
         snprintf(missing, sizeof missing, "%s/no-such-dir", dir);
-        CHECK(expect_refused(missing, NULL, "no-such-dir", "missing directory") == MERA_DEPLOY_ERR_IO);
+        expect_refused(missing, NULL, "no-such-dir", MERA_DEPLOY_ERR_IO, "missing directory");
     }
     if (strcmp(target, "IP") == 0) {
         /* the device without zero-copy import: the image is copied to it */
@@ -331,8 +333,9 @@ static void test_target(const mera_graph *g, const char *target)
             mera_deploy_destroy(d);
         }
         setenv("MERA_IP_DEVICE", "pcie-fpga9", 1);
-        expect_refused(dir, f.model_id, "unknown device 'pcie-fpga9'", "unknown device");
-        expect_refused(dir, f.model_id, "known devices: emulated, emulated-copy", "unknown device lists");
+        expect_refused(dir, f.model_id, "unknown device 'pcie-fpga9'", MERA_DEPLOY_ERR_UNSUPPORTED, "unknown device");
+        expect_refused(dir, f.model_id, "known devices: emulated, emulated-copy", MERA_DEPLOY_ERR_UNSUPPORTED,
+                       "unknown device lists");
         unsetenv("MERA_IP_DEVICE");
     }
     remove_dir(dir);
@@ -377,7 +380,7 @@ static void test_corruption(const mera_graph *g, const char *target)
     for (size_t n = 0; n < len; n += (n + 16 >= len ? 1 : step)) {
         write_dir(dir, f.params, n, f.json);
         snprintf(what, sizeof what, "%s: truncated to %zu", target, n);
-        expect_refused(dir, NULL, "deploy.params", what);
+        expect_refused(dir, NULL, "deploy.params", MERA_DEPLOY_ERR_FORMAT, what);
     }
     /* single-byte flips */
     for (size_t off = 0; off < len; off += step / 2 + 1) {
@@ -385,7 +388,7 @@ static void test_corruption(const mera_graph *g, const char *target)
         p[off] ^= 0x5a;
         write_dir(dir, p, len, f.json);
         snprintf(what, sizeof what, "%s: byte %zu flipped", target, off);
-        expect_refused(dir, NULL, "deploy.params", what);
+        expect_refused(dir, NULL, "deploy.params", MERA_DEPLOY_ERR_FORMAT, what);
     }
     /* flips behind a valid checksum reach the inner readers: a refusal or
      * (weights, padding) a load; never a crash */
@@ -421,24 +424,24 @@ static void test_corruption(const mera_graph *g, const char *target)
             break;
         write_dir(dir, p, n + 8, j);
         snprintf(what, sizeof what, "%s: resealed truncation to %zu", target, n + 8);
-        expect_refused(dir, NULL, NULL, what);
+        expect_refused(dir, NULL, NULL, MERA_DEPLOY_ERR_FORMAT, what);
         free(j);
     }
     /* header fields */
     memcpy(p, f.params, len);
     p[0] = 'X';
     write_dir(dir, p, len, f.json);
-    expect_refused(dir, NULL, "bad magic", "wrong magic");
+    expect_refused(dir, NULL, "bad magic", MERA_DEPLOY_ERR_FORMAT, "wrong magic");
     memcpy(p, f.params, len);
     p[8] = 7;
     write_dir(dir, p, len, f.json);
-    expect_refused(dir, NULL, "version = 7", "wrong version");
+    expect_refused(dir, NULL, "version = 7", MERA_DEPLOY_ERR_FORMAT, "wrong version");
     memcpy(p, f.params, len);
     p[16 + 4] = 3; /* section 0's offset: misaligned, resealed */
     {
         char *j = reseal(p, len, f.json, f.model_id, len);
         write_dir(dir, p, len, j);
-        expect_refused(dir, NULL, "section 0 (GRAPH): offset", "misaligned section");
+        expect_refused(dir, NULL, "section 0 (GRAPH): offset", MERA_DEPLOY_ERR_FORMAT, "misaligned section");
         free(j);
     }
     memcpy(p, f.params, len);
@@ -446,7 +449,7 @@ static void test_corruption(const mera_graph *g, const char *target)
     {
         char *j = reseal(p, len, f.json, f.model_id, len);
         write_dir(dir, p, len, j);
-        expect_refused(dir, NULL, "beyond the file", "section beyond the file");
+        expect_refused(dir, NULL, "beyond the file", MERA_DEPLOY_ERR_FORMAT, "section beyond the file");
         free(j);
     }
 
@@ -478,17 +481,17 @@ static void test_corruption(const mera_graph *g, const char *target)
             continue;
         write_dir(dir, f.params, len, j);
         snprintf(what, sizeof what, "%s: json edit %zu", target, k);
-        expect_refused(dir, NULL, edits[k].needle, what);
+        expect_refused(dir, NULL, edits[k].needle, MERA_DEPLOY_ERR_FORMAT, what);
         free(j);
     }
     if (strcmp(target, "Simulator") == 0) {
         char *j = replace(f.json, "\"clock_mhz\": ", "\"clock_mhz\": -");
         write_dir(dir, f.params, len, j);
-        expect_refused(dir, NULL, "clock_mhz", "negative clock");
+        expect_refused(dir, NULL, "clock_mhz", MERA_DEPLOY_ERR_FORMAT, "negative clock");
         free(j);
         j = replace(f.json, "\"platform\": \"DNAF100L0003\"", "\"platform\": \"NOPE\"");
         write_dir(dir, f.params, len, j);
-        expect_refused(dir, NULL, "unknown platform 'NOPE'", "unknown platform");
+        expect_refused(dir, NULL, "unknown platform 'NOPE'", MERA_DEPLOY_ERR_FORMAT, "unknown platform");
         free(j);
     }
     {
@@ -497,7 +500,8 @@ static void test_corruption(const mera_graph *g, const char *target)
         memcpy(j, f.json, n);
         strcpy(j + n, " xyz");
         write_dir(dir, f.params, len, j);
-        expect_refused(dir, NULL, "unexpected data after the JSON value", "trailing garbage");
+        expect_refused(dir, NULL, "unexpected data after the JSON value", MERA_DEPLOY_ERR_FORMAT,
+                       "trailing garbage");
         /* every truncation of the json */
         for (size_t t = 0; t < n - 1; t += 7) {
             j[t] = 0;
@@ -505,7 +509,7 @@ static void test_corruption(const mera_graph *g, const char *target)
             j[t] = 0;
             write_dir(dir, f.params, len, j);
             snprintf(what, sizeof what, "%s: json truncated to %zu", target, t);
-            expect_refused(dir, NULL, "deploy.json", what);
+            expect_refused(dir, NULL, "deploy.json", MERA_DEPLOY_ERR_FORMAT, what);
         }
         free(j);
     }
@@ -514,8 +518,9 @@ static void test_corruption(const mera_graph *g, const char *target)
     snprintf(path, sizeof path, "%s/deploy.params", dir);
     write_dir(dir, f.params, len, f.json);
     unlink(path);
-    expect_refused(dir, NULL, "deploy.params: cannot open", "missing deploy.params");
-    expect_refused("/nonexistent-dir-mera", NULL, "deploy.json: cannot open", "missing directory");
+    expect_refused(dir, NULL, "deploy.params: cannot open", MERA_DEPLOY_ERR_IO, "missing deploy.params");
+    expect_refused("/nonexistent-dir-mera", NULL, "deploy.json: cannot open", MERA_DEPLOY_ERR_IO,
+                   "missing directory");
     free(p);
     remove_dir(dir);
     mera_deploy_files_free(&f);
