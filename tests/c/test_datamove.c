@@ -22,19 +22,10 @@
 
 /* ---- random numbers (xorshift, deterministic) ----------------------------- */
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-static uint64_t rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
-
+/* testutil.h's xorshift64 (default seed); the full 64-bit state, as this file always drew */
 static int64_t rnd_in(int64_t lo, int64_t hi) /* [lo, hi] */
 {
-    return lo + (int64_t)(rnd() % (uint64_t)(hi - lo + 1));
+    return lo + (int64_t)(test_rng_next() % (uint64_t)(hi - lo + 1));
 }
 
 /* ---- one graph through the Simulator and InterpreterHw ------------------- */
@@ -61,7 +52,7 @@ static void check_graph(const mera_graph *g, const mera_platform *pf, const char
         size_t nb = mera_type_nbytes(&mera_graph_value(g, mera_graph_input(g, i))->type);
         uint8_t *b = malloc(nb);
         for (size_t k = 0; k < nb; k++)
-            b[k] = (uint8_t)rnd();
+            b[k] = (uint8_t)test_rng_next();
         in[i] = b;
     }
     for (int o = 0; o < n_out; o++) {
@@ -215,7 +206,7 @@ static void test_transposes(void)
             mera_platform pf = small_platform(act_kib);
             mera_graph *g = mera_graph_new("transpose");
             mera_error err;
-            mera_type t = qt(rank, shape, (int)(rnd() & 1));
+            mera_type t = qt(rank, shape, (int)(test_rng_next() & 1));
             int x = mera_graph_add_input(g, "x", &t, &err);
             int y = add_transpose(g, "t", x, rank, perm);
             finish(g, &y, 1);
@@ -261,10 +252,10 @@ static void test_slices(void)
         mera_platform pf = small_platform((int)rnd_in(1, 4));
         mera_graph *g = mera_graph_new("slice");
         mera_error err;
-        mera_type t = qt(rank, shape, (int)(rnd() & 1));
+        mera_type t = qt(rank, shape, (int)(test_rng_next() & 1));
         int x = mera_graph_add_input(g, "x", &t, &err);
         /* a negative axis half the time */
-        int y = add_slice(g, "s", x, rnd() & 1 ? axis : axis - rank, b, e);
+        int y = add_slice(g, "s", x, test_rng_next() & 1 ? axis : axis - rank, b, e);
         finish(g, &y, 1);
         char what[96];
         snprintf(what, sizeof what, "slice #%d (rank %d, %lld bytes, axis %lld [%lld,%lld))", i, rank,
@@ -309,14 +300,14 @@ static void test_reshape_chains(void)
         mera_platform pf = small_platform((int)rnd_in(1, 2));
         mera_graph *g = mera_graph_new("chain");
         mera_error err;
-        mera_type t = qt(rank, shape, (int)(rnd() & 1));
+        mera_type t = qt(rank, shape, (int)(test_rng_next() & 1));
         int v = mera_graph_add_input(g, "x", &t, &err);
         int outs[4], n_outs = 0;
         char name[32];
         for (int step = 0; step < 4 && v >= 0; step++) {
             const mera_type *ct = &mera_graph_value(g, v)->type;
             snprintf(name, sizeof name, "n%d", step);
-            switch (rnd() % 4) {
+            switch (test_rng_next() % 4) {
             case 0: { /* reshape to a new factorization */
                 int64_t ns[6];
                 int nr = factorize(mera_type_numel(ct), ns, 6);
@@ -380,7 +371,7 @@ static void test_concats(void)
 {
     for (int i = 0; i < 40; i++) {
         int64_t shape[4] = {1, rnd_in(1, 24), rnd_in(1, 24), rnd_in(1, 40)};
-        int axis = (int)rnd_in(1, 3), n = (int)rnd_in(2, 4), int8 = (int)(rnd() & 1);
+        int axis = (int)rnd_in(1, 3), n = (int)rnd_in(2, 4), int8 = (int)(test_rng_next() & 1);
         mera_platform pf = small_platform((int)rnd_in(2, 8));
         mera_graph *g = mera_graph_new("concat");
         mera_error err;
@@ -394,7 +385,7 @@ static void test_concats(void)
             snprintf(name, sizeof name, "x%d", k);
             ins[k] = mera_graph_add_input(g, name, &t, &err);
         }
-        mera_attr a[] = {integer("axis", axis), str("torch_memory_format", rnd() & 1 ? "channels_last" : "contiguous"),
+        mera_attr a[] = {integer("axis", axis), str("torch_memory_format", test_rng_next() & 1 ? "channels_last" : "contiguous"),
                          flt("out_scale", 0.03), integer("out_zero_point", int8 ? 1 : 110)};
         int out[4];
         int node = mera_graph_add_node(g, MERA_OP_CONCAT, "cat", ins, n, a, 4, NULL, out, 4, &err);

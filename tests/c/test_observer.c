@@ -11,14 +11,9 @@
 #include "quant/observer.h"
 #include "testutil.h"
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-
 static double uniform(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return ((double)(rng_state >> 11) + 0.5) / 9007199254740992.0;
+    return ((double)(test_rng_next() >> 11) + 0.5) / 9007199254740992.0;
 }
 
 static float gaussian(void)
@@ -206,6 +201,7 @@ static void test_percentile_outliers(void)
 
 int main(void)
 {
+    test_rng_state = 0x2545f4914f6cdd1dull;
     test_names();
     test_config();
     test_qparams();

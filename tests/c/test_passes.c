@@ -17,21 +17,6 @@
 #include "passes/passes.h"
 #include "testutil.h"
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-
-static uint32_t rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 11);
-}
-
-static int64_t rint_in(int64_t lo, int64_t hi)
-{
-    return lo + (int64_t)(rnd() % (uint32_t)(hi - lo + 1));
-}
-
 static double runit(void)
 {
     return (rnd() % 1000000) / 1000000.0;
@@ -875,6 +860,7 @@ static void test_float_graph(void)
 
 int main(void)
 {
+    test_rng_state = 0x2545f4914f6cdd1dull;
     test_random_nchw_graphs();
     test_nothing_nchw_passes_through_unchanged();
     test_inserted_names_do_not_collide();

@@ -43,6 +43,31 @@ static inline int test_summary(void)
     return failed != 0;
 }
 
+/* Deterministic random numbers for the randomized tests: xorshift64. Each
+ * test file starts from test_rng_state's default or sets its own seed
+ * before the first draw. */
+static uint64_t test_rng_state __attribute__((unused)) = 0x9e3779b97f4a7c15ull;
+
+static inline uint64_t test_rng_next(void)
+{
+    test_rng_state ^= test_rng_state << 13;
+    test_rng_state ^= test_rng_state >> 7;
+    test_rng_state ^= test_rng_state << 17;
+    return test_rng_state;
+}
+
+/* 32 random bits (the high bits of the state). */
+static inline uint32_t rnd(void)
+{
+    return (uint32_t)(test_rng_next() >> 11);
+}
+
+/* uniform in [lo, hi] */
+static inline int64_t rint_in(int64_t lo, int64_t hi)
+{
+    return lo + (int64_t)(rnd() % (uint32_t)(hi - lo + 1));
+}
+
 /* A tensor type with no layout and no quantization. */
 static inline mera_type tensor(mera_dtype dt, int rank, const int64_t *shape)
 {
