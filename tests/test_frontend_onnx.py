@@ -387,7 +387,7 @@ def test_unsupported_ops_listed_together():
         helper.make_node("HardSigmoid", ["c"], ["hs"], name="hsig_onnx_default"),
         helper.make_node("Tanh", ["hs"], ["t"], name="tanh"),
     ]
-    shape = numpy_helper.from_array(np.array([8, 1, 8], np.int64), "shape")
+    shape = numpy_helper.from_array(np.array([32, 1, 8], np.int64), "shape")
     graph = helper.make_graph(nodes, "bad", [helper.make_tensor_value_info("x", f, [1, 3, 8, 8])],
                               [helper.make_tensor_value_info("h", f, None), helper.make_tensor_value_info("t", f, None)],
                               initializer=[w, lw, lr, shape])
@@ -401,6 +401,74 @@ def test_unsupported_ops_listed_together():
     assert "HardSigmoid (1 node)" in msg and "alpha=0.2" in msg
     assert "5 nodes of 4 op types" in msg
     assert "'relu'" not in msg and "'conv'" not in msg
+
+
+def test_unsupported_nodes_downstream_of_each_other_listed():
+    """Known ops with unsupported attributes behind an unsupported node are checked too, on stand-ins of
+    the shapes ONNX infers: a chain of four unsupported nodes gives one error naming all four."""
+    f = TensorProto.FLOAT
+    ints = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("Erf", ["r"], ["e"], name="erf"),
+        helper.make_node("Pad", ["e", "pads"], ["p"], name="pad_reflect", mode="reflect"),
+        helper.make_node("HardSigmoid", ["p"], ["h"], name="hsig", alpha=0.2),
+        helper.make_node("Relu", ["h"], ["h2"], name="relu_after"),
+        helper.make_node("Tanh", ["h2"], ["y"], name="tanh"),
+    ]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", f, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", f, None)],
+                              initializer=[ints("pads", [0, 0, 1, 1, 0, 0, 1, 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(mera.UnsupportedError) as ei:
+        from_onnx(model, layout="NCHW")
+    msg = str(ei.value)
+    assert "4 nodes of 4 op types" in msg, msg
+    for name in ("'erf'", "'pad_reflect'", "'hsig'", "'tanh'"):
+        assert name in msg, msg
+    assert "reflect" in msg and "alpha=0.2" in msg and "downstream of an unsupported node" in msg
+    assert "'relu'" not in msg and "'relu_after'" not in msg
+
+
+def test_dynamic_dims_from_input_shapes_and_shape_subgraphs_folded(tmp_path):
+    """-1 and symbolic dimensions are taken from input_shapes; Shape/Gather/Range/Expand/Tile
+    subgraphs fold to constants; Expand, Tile, Squeeze and Unsqueeze of run-time tensors import."""
+    f = TensorProto.FLOAT
+    ints = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"], name="shape"),
+        helper.make_node("Gather", ["s", "i1"], ["c"], name="gather_c", axis=0),
+        helper.make_node("Range", ["zero", "c", "one"], ["rng"], name="range"),
+        helper.make_node("Cast", ["rng"], ["rngf"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["rngf", "ax_123"], ["bias"], name="bias_unsq"),
+        helper.make_node("Add", ["x", "bias"], ["xb"], name="add_bias"),
+        helper.make_node("ReduceMean", ["xb"], ["m"], name="mean", axes=[1], keepdims=1),
+        helper.make_node("Expand", ["m", "exp_shape"], ["me"], name="expand"),
+        helper.make_node("Add", ["me", "xb"], ["y0"], name="add"),
+        helper.make_node("Tile", ["y0", "reps"], ["y1"], name="tile"),
+        helper.make_node("Unsqueeze", ["y1", "ax0"], ["y2"], name="unsq"),
+        helper.make_node("Squeeze", ["y2", "ax0"], ["y"], name="sq"),
+    ]
+    inits = [ints("i1", 1), ints("zero", 0), ints("one", 1), ints("ax_123", [0, 2, 3]), ints("ax0", [0]),
+             ints("exp_shape", [1, 3, 1, 1]), ints("reps", [1, 1, 2, 1])]
+    graph = helper.make_graph(nodes, "dyn", [helper.make_tensor_value_info("x", f, [-1, 3, "h", "w"])],
+                              [helper.make_tensor_value_info("y", f, None)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(0).standard_normal((1, 3, 5, 6)).astype(np.float32)
+    ref = run_ort(model, [x])[0]
+    for layout in ("NCHW", "NHWC"):
+        shape = x.shape if layout == "NCHW" else (1, 5, 6, 3)
+        mod, params = from_onnx(model, {"x": shape}, layout=layout)
+        ops = [n["op"] for n in mod.nodes()]
+        assert "concat" in ops  # Expand and Tile of run-time tensors are concats
+        with mera.build_config(target="Interpreter"):
+            r = mera.compile(mod, params)
+        xin = x if layout == "NCHW" else x.transpose(0, 2, 3, 1)
+        out = r.set_input(np.ascontiguousarray(xin)).run().get_output(0)
+        out = out if out.ndim != 4 or layout == "NCHW" else out.transpose(0, 3, 1, 2)
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(mera.ConfigError, match="dynamic shape"):
+        from_onnx(model, layout="NCHW")
 
 
 # -- 4. bad files -------------------------------------------------------------------------

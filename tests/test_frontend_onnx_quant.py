@@ -737,3 +737,55 @@ def test_mismatched_per_axis_lengths_name_the_node():
             i.CopyFrom(init("wz", np.zeros(15), np.int8))
     with pytest.raises(mera.FormatError, match="w_zero_point has 15 values but w_scale has 16"):
         from_onnx(model)
+
+
+class _HardSwishByHand(torch.nn.Module):
+    """x * clamp(x + 3, 0, 6) between convs: torch.onnx.export writes the 3 as a 0-d Constant, and
+    quantize_static puts a QuantizeLinear/DequantizeLinear pair behind it."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = torch.nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = self.c1(x)
+        return self.c2(y * torch.clamp(y + 3.0, 0, 6))
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_quantize_static_scalar_constants_match_onnxruntime_unoptimized(per_channel, tmp_path):
+    torch.manual_seed(0)
+    fp, qp = tmp_path / "hs.onnx", tmp_path / "hs_q.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_HardSwishByHand().eval(), (torch.randn(1, 3, 16, 16),), str(fp), opset_version=13,
+                          dynamo=False, input_names=["input0"])
+    q = onnx.load(str(fp))
+    assert any(n.op_type == "Constant" and n.attribute[0].t.dims == [] for n in q.graph.node)  # the 0-d 3.0
+
+    class Reader(quantization.CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"input0": _rng(i).standard_normal((1, 3, 16, 16)).astype(np.float32)}
+                            for i in range(4)])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    logging.disable(logging.WARNING)
+    try:
+        quantization.quantize_static(str(fp), str(qp), Reader(), quant_format=quantization.QuantFormat.QDQ,
+                                     per_channel=per_channel, activation_type=quantization.QuantType.QUInt8,
+                                     weight_type=quantization.QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(qp), opts, providers=["CPUExecutionProvider"])
+    x = _rng(7).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    ref = sess.run(None, {"input0": x})[0]
+    out, mod = both_layouts(str(qp), [x])
+    assert np.array_equal(out, ref), f"{int((out != ref).sum())} of {out.size} outputs differ"
+    (sim, *_), _ = run_mera(str(qp), [x], "NCHW", "Simulator")
+    assert np.array_equal(sim, out)

@@ -318,7 +318,9 @@ def _quantize_const(x: np.ndarray, qp: QParams) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):
         q = np.rint(x.astype(np.float32) / sc) + qp.zero_point.reshape(shape).astype(np.float32)
     lo, hi = _RANGE[qp.dtype]
-    return np.clip(np.nan_to_num(q), lo, hi).astype(qp.dtype)
+    # np.asarray: NumPy turns a 0-d result into a scalar, and a 0-d constant
+    # (onnxruntime's quantize_static writes hard-swish's +3 so) is still an array
+    return np.asarray(np.clip(np.nan_to_num(q), lo, hi).astype(qp.dtype))
 
 
 @converts("QuantizeLinear")

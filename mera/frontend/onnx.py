@@ -783,6 +783,78 @@ def _slice(ctx, node, a, x, starts=None, ends=None, axes=None, steps=None):
     return Tensor(v, t.nhwc)
 
 
+def _repeat(ctx: Context, t: Tensor, axis: int, n: int) -> Tensor:
+    """``t`` repeated ``n`` times along ONNX axis ``axis``: concats, which copy bytes exactly."""
+    d = ctx.axis(t, axis)
+    parts = [t.value] * n
+    while len(parts) > 1:
+        parts = [ctx.emit("concat", *parts[i:i + 64], axis=d) if len(parts[i:i + 64]) > 1 else parts[i]
+                 for i in range(0, len(parts), 64)]
+    return Tensor(parts[0], t.nhwc)
+
+
+@converts("Expand")
+def _expand(ctx, node, a, x, shape):
+    t = ctx.tensor(x)
+    want = _ints(_const_input(ctx, shape, "the Expand shape"))
+    r = max(t.rank, len(want))
+    if r > t.rank:
+        t = _reshape_to(ctx, t, (1,) * (r - t.rank) + t.shape)
+    for d, (xd, wd) in enumerate(zip(t.shape, [1] * (r - len(want)) + want)):
+        if xd == 1 and wd > 1:
+            t = _repeat(ctx, t, d, wd)
+        elif wd not in (1, xd):
+            raise UnsupportedError(f"Expand of {t.shape} to {want}: axis {d} has size {xd}, which broadcasts "
+                                   f"only to itself or from 1")
+    return t
+
+
+@converts("Tile")
+def _tile(ctx, node, a, x, repeats):
+    t = ctx.tensor(x)
+    reps = _ints(_const_input(ctx, repeats, "the Tile repeats"))
+    if len(reps) != t.rank:
+        raise UnsupportedError(f"Tile repeats {reps} do not match the input's rank {t.rank}")
+    for d, n in enumerate(reps):
+        if n < 1:
+            raise UnsupportedError(f"Tile with repeats {reps}: mera tensors have no empty axes")
+        if n > 1:
+            t = _repeat(ctx, t, d, n)
+    return t
+
+
+def _unsqueezed_shape(rank: int, shape: Sequence[int], axes: Sequence[int]) -> List[int]:
+    r = rank + len(axes)
+    ax = sorted(v + r if v < 0 else v for v in axes)
+    if len(set(ax)) != len(ax) or any(not 0 <= v < r for v in ax):
+        raise UnsupportedError(f"Unsqueeze axes {list(axes)} are invalid for rank {rank}")
+    out, it = [], iter(shape)
+    for i in range(r):
+        out.append(1 if i in ax else next(it))
+    return out
+
+
+@converts("Unsqueeze")
+def _unsqueeze(ctx, node, a, x, axes=None):
+    t = ctx.tensor(x)
+    ax = _ints(_const_input(ctx, axes, "the Unsqueeze axes")) if axes is not None else list(a["axes"])
+    return _reshape_to(ctx, t, _unsqueezed_shape(t.rank, t.shape, ax))
+
+
+@converts("Squeeze")
+def _squeeze(ctx, node, a, x, axes=None):
+    t = ctx.tensor(x)
+    ax = _ints(_const_input(ctx, axes, "the Squeeze axes")) if axes is not None else a.get("axes")
+    shape = t.shape
+    ax = [i for i, n in enumerate(shape) if n == 1] if ax is None else [v + t.rank if v < 0 else v for v in ax]
+    if any(not 0 <= v < t.rank or shape[v] != 1 for v in ax):
+        raise UnsupportedError(f"Squeeze axes {ax} of a tensor of shape {shape}: only axes of size 1 squeeze")
+    out = [n for i, n in enumerate(shape) if i not in ax]
+    if not out:
+        raise UnsupportedError(f"Squeeze of {shape} to a 0-d tensor: mera tensors have at least one axis")
+    return _reshape_to(ctx, t, out)
+
+
 @converts("Identity", "Dropout")
 def _identity(ctx, node, a, x, *rest):
     if node.op_type == "Dropout" and len([o for o in node.output if o]) > 1:
@@ -832,6 +904,60 @@ FOLDERS.update({
     "Neg": lambda a, x: -x,
     "Relu": lambda a, x: np.maximum(x, 0),
 })
+
+
+def _f_range(a, start, limit, delta):
+    start, limit, delta = (np.asarray(v).reshape(()) for v in (start, limit, delta))
+    if delta == 0:
+        raise UnsupportedError("Range with delta 0")
+    n = max(int(math.ceil((float(limit) - float(start)) / float(delta))), 0)
+    return (start + np.arange(n, dtype=np.result_type(start, delta)) * delta).astype(start.dtype)
+
+
+def _f_expand(a, x, shape):
+    want = _ints(shape)
+    r = max(x.ndim, len(want))
+    xs = (1,) * (r - x.ndim) + x.shape
+    ws = [1] * (r - len(want)) + want
+    out = [max(xd, wd) if 1 in (xd, wd) else xd for xd, wd in zip(xs, ws)]
+    return np.broadcast_to(x.reshape(xs), out).copy()
+
+
+def _f_where(a, c, x, y):
+    return np.where(c.astype(bool), x, y).astype(np.result_type(x, y))
+
+
+FOLDERS.update({
+    "Range": _f_range,
+    "Expand": _f_expand,
+    "Tile": lambda a, x, reps: np.tile(x, _ints(reps)),
+    "Where": _f_where,
+    "Equal": lambda a, x, y: np.equal(x, y),
+    "Less": lambda a, x, y: np.less(x, y),
+    "LessOrEqual": lambda a, x, y: np.less_equal(x, y),
+    "Greater": lambda a, x, y: np.greater(x, y),
+    "GreaterOrEqual": lambda a, x, y: np.greater_equal(x, y),
+    "Not": lambda a, x: np.logical_not(x),
+    "And": lambda a, x, y: np.logical_and(x, y),
+    "Or": lambda a, x, y: np.logical_or(x, y),
+    "Min": lambda a, *xs: np.asarray(np.minimum.reduce(np.broadcast_arrays(*xs)), np.result_type(*xs)),
+    "Max": lambda a, *xs: np.asarray(np.maximum.reduce(np.broadcast_arrays(*xs)), np.result_type(*xs)),
+    "Abs": lambda a, x: np.abs(x),
+    "Ceil": lambda a, x: np.ceil(x),
+    "Size": lambda a, x: np.array(x.size, np.int64),
+    "ReduceProd": lambda a, x, axes=None: _f_reduce(np.prod, a, x, axes),
+    "ReduceSum": lambda a, x, axes=None: _f_reduce(np.sum, a, x, axes),
+    "ReduceMin": lambda a, x, axes=None: _f_reduce(np.min, a, x, axes),
+    "ReduceMax": lambda a, x, axes=None: _f_reduce(np.max, a, x, axes),
+})
+
+
+def _f_reduce(fn, a, x, axes=None):
+    ax = _ints(axes) if axes is not None else a.get("axes")
+    if ax is not None and len(ax) == 0 and int(a.get("noop_with_empty_axes", 0)):
+        return x
+    return np.asarray(fn(x, axis=None if not ax else tuple(int(v) for v in ax),
+                         keepdims=bool(int(a.get("keepdims", 1)))), x.dtype)
 
 
 @folds("Unsqueeze")
@@ -950,6 +1076,7 @@ class _Importer:
                            {o.name for o in g.output}, path)
         self.env: Dict[str, Any] = self.ctx.env
         self.ctx.labels = {id(n): n.name or f"{n.op_type}_{i}" for i, n in enumerate(self.nodes)}
+        self._types: Optional[Dict[str, Any]] = None  # ONNX's inferred value types, computed on first need
 
     def declare(self) -> None:
         onnx = _onnx()
@@ -976,7 +1103,10 @@ class _Importer:
                 raise UnsupportedError(f"input '{vi.name}' has element type "
                                        f"{onnx.TensorProto.DataType.Name(tt.elem_type)}; mera imports float32 "
                                        "inputs, and uint8/int8 inputs that DequantizeLinear or QLinear nodes read")
-            model_shape = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+            # a dim_param, no value, or a negative value (some exporters write -1) is dynamic:
+            # input_shapes gives it
+            model_shape = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
+                           for d in tt.shape.dim]
             if vi.name in self.shapes:
                 shape = self.shapes[vi.name]
                 nchw = (shape[0], shape[3], shape[1], shape[2]) if self.layout == "NHWC" and len(shape) == 4 \
@@ -1020,17 +1150,30 @@ class _Importer:
                 found.setdefault(node.op_type, []).append(f"'{label}'")
                 self._poison(node)
                 continue
-            if any(v is _POISON for v in ins):
-                self._poison(node)
-                continue
+            downstream = any(v is _POISON for v in ins)
+            if downstream:
+                # Check it anyway, on stand-ins of the shapes ONNX's shape
+                # inference gives, so one error names every node that cannot
+                # be imported, downstream ones included.
+                ins = [self._stand_in(n) if v is _POISON else v for n, v in zip(node.input, ins)]
+                if any(v is _POISON for v in ins):
+                    self._poison(node)
+                    continue
             ctx.node, ctx.node_label = node, label
             try:
                 a = _attrs(node)
                 out = self._convert(node, domain, a, ins)
             except UnsupportedError as e:
-                found.setdefault(f"{domain}.{node.op_type}" if domain else node.op_type, []).append(f"'{label}' ({e})")
+                where = "; downstream of an unsupported node" if downstream else ""
+                found.setdefault(f"{domain}.{node.op_type}" if domain else node.op_type, []).append(
+                    f"'{label}' ({e}{where})")
                 ctx.qout = None
                 self._poison(node)
+                continue
+            except (GraphError, FormatError):
+                if not downstream:
+                    raise
+                self._poison(node)  # the stand-in did not fit: this node's own check waits for its inputs
                 continue
             self.env[node.output[0]] = out
         if found:
@@ -1066,6 +1209,44 @@ class _Importer:
             raise UnsupportedError(f"{node.op_type} is supported on constants only (folded at import); "
                                    "here it computes on a run-time tensor")
         return CONVERTERS[node.op_type](ctx, node, a, *ins)
+
+    def _inferred_types(self) -> Dict[str, Any]:
+        """name -> ONNX TypeProto of every value, from ONNX's shape inference on the input shapes used."""
+        if self._types is None:
+            onnx = _onnx()
+            m = onnx.ModelProto()
+            m.CopyFrom(self.m)
+            for vi in m.graph.input:
+                v = self.env.get(vi.name)
+                if isinstance(v, Tensor):
+                    dims = vi.type.tensor_type.shape.dim
+                    del dims[:]
+                    for n in v.shape:
+                        dims.add().dim_value = int(n)
+            try:
+                m = onnx.shape_inference.infer_shapes(m)
+            except Exception:  # noqa: BLE001 - inference is a best effort here; failing it only skips checks
+                self._types = {}
+                return self._types
+            g = m.graph
+            self._types = {vi.name: vi.type for vi in list(g.value_info) + list(g.output)}
+        return self._types
+
+    def _stand_in(self, name: str) -> Any:
+        """A float graph input standing for the output of a node that could not be imported, or _POISON."""
+        onnx = _onnx()
+        tp = self._inferred_types().get(name)
+        if tp is None or not tp.HasField("tensor_type") or tp.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+            return _POISON
+        dims = tp.tensor_type.shape.dim
+        shape = [d.dim_value if d.HasField("dim_value") else 0 for d in dims]
+        if not tp.tensor_type.HasField("shape") or not shape or any(n < 1 for n in shape):
+            return _POISON
+        nhwc = self.layout == "NHWC" and len(shape) == 4
+        data_shape = (shape[0], shape[2], shape[3], shape[1]) if nhwc else tuple(shape)
+        v = self.ctx.b.input(self.ctx.b._fresh("unchecked_" + _sanitize(name)), data_shape, "float32",
+                             layout=("NHWC" if nhwc else ("NCHW" if len(shape) == 4 else None)))
+        return Tensor(v, nhwc)
 
     def _poison(self, node) -> None:
         for o in node.output:
