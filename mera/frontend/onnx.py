@@ -456,7 +456,15 @@ def _mul(ctx, node, a, x, y):
 def _sub(ctx, node, a, x, y):
     if isinstance(y, np.ndarray):
         return _binary(ctx, "add", x, -y.astype(np.float32))
-    raise UnsupportedError("Sub is supported with a constant right-hand side only")
+    # x - y == x + (-y) exactly in IEEE arithmetic
+    return _binary(ctx, "add", x, _binary(ctx, "mul", y, np.array([-1.0], np.float32)))
+
+
+@converts("Pow")
+def _pow(ctx, node, a, x, y):
+    if isinstance(y, np.ndarray) and y.size == 1 and float(y.reshape(-1)[0]) in (1.0, 2.0):
+        return x if float(y.reshape(-1)[0]) == 1.0 else _binary(ctx, "mul", x, x)  # x*x is x**2 correctly rounded
+    raise UnsupportedError("Pow is supported with a constant exponent of 1 or 2 only")
 
 
 @converts("Div")
@@ -489,10 +497,12 @@ def _hardswish(ctx, node, a, x):
 @converts("HardSigmoid")
 def _hardsigmoid(ctx, node, a, x):
     alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
-    if abs(alpha - 1.0 / 6.0) > 1e-6 or abs(beta - 0.5) > 1e-6:
-        raise UnsupportedError(f"HardSigmoid with alpha={alpha:g}, beta={beta:g}: mera's hardsigmoid is "
-                               "PyTorch's relu6(x+3)/6 (alpha=1/6, beta=0.5) and has no parameters")
-    return _unary(ctx, "hardsigmoid", x)
+    if abs(alpha - 1.0 / 6.0) <= 1e-6 and abs(beta - 0.5) <= 1e-6:
+        return _unary(ctx, "hardsigmoid", x)  # PyTorch's relu6(x+3)/6: the IR op, bit-exact with fbgemm
+    # any other slope (Paddle and Keras export alpha=0.2): max(0, min(1, alpha*x + beta)) as ONNX defines it
+    y = _binary(ctx, "mul", x, np.array([alpha], np.float32))
+    y = _binary(ctx, "add", y, np.array([beta], np.float32))
+    return _unary(ctx, "clip", y, a_min=0.0, a_max=1.0)
 
 
 @converts("LeakyRelu")
@@ -1077,6 +1087,7 @@ class _Importer:
         self.env: Dict[str, Any] = self.ctx.env
         self.ctx.labels = {id(n): n.name or f"{n.op_type}_{i}" for i, n in enumerate(self.nodes)}
         self._types: Optional[Dict[str, Any]] = None  # ONNX's inferred value types, computed on first need
+        self._stand_in_types: Dict[str, Any] = {}  # output types of nodes that could not be imported
 
     def declare(self) -> None:
         onnx = _onnx()
@@ -1148,6 +1159,7 @@ class _Importer:
             known = domain or node.op_type in CONVERTERS or node.op_type in FOLDERS
             if not known:
                 found.setdefault(node.op_type, []).append(f"'{label}'")
+                self._infer_outputs(node, [v if v is not _POISON else None for v in ins])
                 self._poison(node)
                 continue
             downstream = any(v is _POISON for v in ins)
@@ -1168,6 +1180,7 @@ class _Importer:
                 found.setdefault(f"{domain}.{node.op_type}" if domain else node.op_type, []).append(
                     f"'{label}' ({e}{where})")
                 ctx.qout = None
+                self._infer_outputs(node, ins)
                 self._poison(node)
                 continue
             except (GraphError, FormatError):
@@ -1224,7 +1237,7 @@ class _Importer:
                     for n in v.shape:
                         dims.add().dim_value = int(n)
             try:
-                m = onnx.shape_inference.infer_shapes(m)
+                m = onnx.shape_inference.infer_shapes(m, data_prop=True)  # data_prop: through Shape -> Reshape
             except Exception:  # noqa: BLE001 - inference is a best effort here; failing it only skips checks
                 self._types = {}
                 return self._types
@@ -1232,10 +1245,38 @@ class _Importer:
             self._types = {vi.name: vi.type for vi in list(g.value_info) + list(g.output)}
         return self._types
 
+    def _infer_outputs(self, node, ins: List[Any]) -> None:
+        """Record the output types of a node that could not be imported, inferred by ONNX from the
+        shapes mera knows for its inputs (more than whole-graph inference knows after a dynamic Reshape)."""
+        onnx = _onnx()
+        types, data = {}, {}
+        for name, v in zip(node.input, ins):
+            if not name:
+                continue
+            if isinstance(v, Tensor):
+                elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(v.value.dtype)) \
+                    if v.value.qparams is None else onnx.TensorProto.FLOAT
+                types[name] = onnx.helper.make_tensor_type_proto(elem, list(v.shape))
+            elif isinstance(v, np.ndarray):
+                types[name] = onnx.helper.make_tensor_type_proto(onnx.helper.np_dtype_to_tensor_dtype(v.dtype),
+                                                                 list(v.shape))
+                data[name] = onnx.numpy_helper.from_array(v, name)
+            elif name in self._stand_in_types:
+                types[name] = self._stand_in_types[name]
+            else:
+                return
+        try:
+            domain = node.domain if node.domain not in ("", "ai.onnx") else ""
+            schema = onnx.defs.get_schema(node.op_type, self.opset, domain)
+            out = onnx.shape_inference.infer_node_outputs(schema, node, types, data)
+        except Exception:  # noqa: BLE001 - a best effort: without it, the whole-graph inference is used
+            return
+        self._stand_in_types.update(out)
+
     def _stand_in(self, name: str) -> Any:
         """A float graph input standing for the output of a node that could not be imported, or _POISON."""
         onnx = _onnx()
-        tp = self._inferred_types().get(name)
+        tp = self._stand_in_types.get(name) or self._inferred_types().get(name)
         if tp is None or not tp.HasField("tensor_type") or tp.tensor_type.elem_type != onnx.TensorProto.FLOAT:
             return _POISON
         dims = tp.tensor_type.shape.dim
