@@ -184,7 +184,15 @@ CLAIMED = {
              "test_clip_min_greater_than_max"],
     "Sigmoid": ["test_sigmoid_example", "test_sigmoid"],
     "HardSwish": ["test_hardswish"],
-    "HardSigmoid": [],
+    "HardSigmoid": ["test_hardsigmoid", "test_hardsigmoid_example", "test_hardsigmoid_default"],
+    "Sub": ["test_sub", "test_sub_bcast", "test_sub_example"],
+    "Pow": ["test_pow_bcast_scalar"],
+    "Expand": ["test_expand_dim_changed", "test_expand_dim_unchanged"],
+    "Tile": ["test_tile", "test_tile_precomputed"],
+    "Squeeze": ["test_squeeze", "test_squeeze_negative_axes"],
+    "Unsqueeze": ["test_unsqueeze_axis_0", "test_unsqueeze_axis_1", "test_unsqueeze_axis_2",
+                  "test_unsqueeze_negative_axes", "test_unsqueeze_three_axes", "test_unsqueeze_two_axes",
+                  "test_unsqueeze_unsorted_axes"],
     "LeakyRelu": ["test_leakyrelu_example", "test_leakyrelu", "test_leakyrelu_default"],
     "MaxPool": ["test_maxpool_2d_precomputed_pads", "test_maxpool_2d_precomputed_strides",
                 "test_maxpool_2d_precomputed_same_upper", "test_maxpool_2d_default", "test_maxpool_2d_same_upper",
@@ -239,6 +247,11 @@ _PAD_HALF = "padding larger than half the kernel: mera's pools reject it (as PyT
 EXCLUDED = {
     **{f"test_add_{t}": _INT_TYPES for t in ("int8", "int16", "uint8", "uint16", "uint32", "uint64")},
     **{f"test_mul_{t}": _INT_TYPES for t in ("int8", "int16", "uint8", "uint16", "uint32", "uint64")},
+    **{f"test_sub_{t}": _INT_TYPES for t in ("int8", "int16", "uint8", "uint16", "uint32", "uint64")},
+    **{f"test_pow{t}": "an exponent other than a constant 1 or 2 (or integer types)" for t in (
+        "", "_example", "_bcast_array", "_types_float32_int32", "_types_float32_int64", "_types_float32_uint32",
+        "_types_float32_uint64", "_types_int32_float32", "_types_int32_int32", "_types_int64_float32",
+        "_types_int64_int64")},
     "test_clip_default_int8_min": _INT_TYPES, "test_clip_default_int8_max": _INT_TYPES,
     "test_clip_default_int8_inbounds": _INT_TYPES, "test_clip_default_int8_inbounds_expanded": _INT_TYPES,
     "test_maxpool_2d_uint8": _INT_TYPES,
@@ -247,9 +260,6 @@ EXCLUDED = {
     "test_wrap_pad": "wrap mode (and int32 data): mera's pad is constant padding",
     **{f"test_matmul_{t}": "MatMul other than 2-D x constant 2-D (a dense layer)"
        for t in ("3d", "4d", "bcast", "1d_3d", "4d_1d", "1d_1d")},
-    "test_hardsigmoid": "alpha=0.5, beta=0.6: mera's hardsigmoid is PyTorch's (alpha=1/6, beta=0.5)",
-    "test_hardsigmoid_example": "alpha=0.5, beta=0.6: mera's hardsigmoid is PyTorch's (alpha=1/6, beta=0.5)",
-    "test_hardsigmoid_default": "alpha=0.2 (ONNX default): mera's hardsigmoid is PyTorch's (alpha=1/6)",
     "test_maxpool_with_argmax_2d_precomputed_pads": "the Indices output",
     "test_maxpool_with_argmax_2d_precomputed_strides": "the Indices output",
     "test_maxpool_1d_default": _ND, "test_maxpool_3d_default": _ND, "test_maxpool_3d_dilations": _ND,
@@ -295,13 +305,15 @@ _CASE_MODULES = {
     "MaxPool": "maxpool", "AveragePool": "averagepool", "GlobalAveragePool": "globalaveragepool",
     "Concat": "concat", "Reshape": "reshape", "Flatten": "flatten", "Transpose": "transpose", "Pad": "pad",
     "Resize": "resize", "BatchNormalization": "batch_normalization", "Softmax": "softmax",
-    "ReduceMean": "reducemean", "Slice": "slice", "Identity": "identity",
+    "ReduceMean": "reducemean", "Slice": "slice", "Identity": "identity", "Sub": "sub", "Pow": "pow",
+    "Expand": "expand", "Tile": "tile", "Squeeze": "squeeze", "Unsqueeze": "unsqueeze",
 }
 
 # inputs (by position) that are weights or shape arguments: mera needs them constant,
 # so they become initializers (the node tests declare every input as a graph input)
 _FREEZE = {"Conv": {1, 2}, "Gemm": {1, 2}, "MatMul": {1}, "BatchNormalization": {1, 2, 3, 4}, "Clip": {1, 2},
-           "Reshape": {1}, "Pad": {1, 2, 3}, "Resize": {1, 2, 3}, "ReduceMean": {1}, "Slice": {1, 2, 3, 4}}
+           "Reshape": {1}, "Pad": {1, 2, 3}, "Resize": {1, 2, 3}, "ReduceMean": {1}, "Slice": {1, 2, 3, 4},
+           "Pow": {1}, "Expand": {1}, "Tile": {1}, "Squeeze": {1}, "Unsqueeze": {1}}
 
 # the expected output is written with 4 decimals in the test
 _TOLERANCE = {"test_averagepool_2d_ceil_last_window_starts_on_pad": (1e-3, 1e-4)}
@@ -384,21 +396,23 @@ def test_unsupported_ops_listed_together():
         helper.make_node("Erf", ["r"], ["e2"], name="erf_b"),
         helper.make_node("Reshape", ["e2", "shape"], ["seq"], name="to_seq"),
         helper.make_node("LSTM", ["seq", "lw", "lr"], ["h"], name="lstm", hidden_size=4),
-        helper.make_node("HardSigmoid", ["c"], ["hs"], name="hsig_onnx_default"),
+        helper.make_node("Slice", ["c", "zero", "eight", "three", "two"], ["hs"], name="slice_step2"),
         helper.make_node("Tanh", ["hs"], ["t"], name="tanh"),
     ]
     shape = numpy_helper.from_array(np.array([32, 1, 8], np.int64), "shape")
+    consts = [numpy_helper.from_array(np.array([v], np.int64), n)
+              for n, v in (("zero", 0), ("eight", 8), ("three", 3), ("two", 2))]
     graph = helper.make_graph(nodes, "bad", [helper.make_tensor_value_info("x", f, [1, 3, 8, 8])],
                               [helper.make_tensor_value_info("h", f, None), helper.make_tensor_value_info("t", f, None)],
-                              initializer=[w, lw, lr, shape])
+                              initializer=[w, lw, lr, shape, *consts])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(mera.UnsupportedError) as ei:
         from_onnx(model)
     msg = str(ei.value)
-    for name in ("erf_a", "erf_b", "lstm", "hsig_onnx_default", "tanh"):
+    for name in ("erf_a", "erf_b", "lstm", "slice_step2", "tanh"):
         assert f"'{name}'" in msg, msg
     assert "Erf (2 nodes)" in msg and "LSTM (1 node)" in msg and "Tanh (1 node)" in msg
-    assert "HardSigmoid (1 node)" in msg and "alpha=0.2" in msg
+    assert "Slice (1 node)" in msg and "steps [2]" in msg
     assert "5 nodes of 4 op types" in msg
     assert "'relu'" not in msg and "'conv'" not in msg
 
@@ -412,21 +426,22 @@ def test_unsupported_nodes_downstream_of_each_other_listed():
         helper.make_node("Relu", ["x"], ["r"], name="relu"),
         helper.make_node("Erf", ["r"], ["e"], name="erf"),
         helper.make_node("Pad", ["e", "pads"], ["p"], name="pad_reflect", mode="reflect"),
-        helper.make_node("HardSigmoid", ["p"], ["h"], name="hsig", alpha=0.2),
+        helper.make_node("Slice", ["p", "zero", "eight", "three", "two"], ["h"], name="slice_step2"),
         helper.make_node("Relu", ["h"], ["h2"], name="relu_after"),
         helper.make_node("Tanh", ["h2"], ["y"], name="tanh"),
     ]
     graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", f, [1, 3, 8, 8])],
                               [helper.make_tensor_value_info("y", f, None)],
-                              initializer=[ints("pads", [0, 0, 1, 1, 0, 0, 1, 1])])
+                              initializer=[ints("pads", [0, 0, 1, 1, 0, 0, 1, 1]), ints("zero", [0]),
+                                           ints("eight", [8]), ints("three", [3]), ints("two", [2])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(mera.UnsupportedError) as ei:
         from_onnx(model, layout="NCHW")
     msg = str(ei.value)
     assert "4 nodes of 4 op types" in msg, msg
-    for name in ("'erf'", "'pad_reflect'", "'hsig'", "'tanh'"):
+    for name in ("'erf'", "'pad_reflect'", "'slice_step2'", "'tanh'"):
         assert name in msg, msg
-    assert "reflect" in msg and "alpha=0.2" in msg and "downstream of an unsupported node" in msg
+    assert "reflect" in msg and "steps [2]" in msg and "downstream of an unsupported node" in msg
     assert "'relu'" not in msg and "'relu_after'" not in msg
 
 
