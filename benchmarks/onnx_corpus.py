@@ -161,7 +161,7 @@ def ort_quantized(path: str, iname: str, calib, test, refs, m: Model) -> str:
         outs = [hw(x)[0] for x in test]
         same = np.mean([np.mean(o == r) for o, r in zip(outs, qrefs)])
         diff = max(float(np.abs(o - r).max()) for o, r in zip(outs, qrefs))
-        return f"{ort_db:.1f} dB; mera on its QDQ: {same:.3f} identical, max diff {diff:.3g}"
+        return f"{ort_db:.1f} dB; mera on its QDQ: {same:.4f} identical, max diff {diff:.3g}"
 
 
 def main(argv=None) -> int:

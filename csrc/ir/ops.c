@@ -1016,6 +1016,82 @@ static mera_status infer_requantize(mera_infer_ctx *ctx)
     return set_output_quant(ctx, &ctx->out[0]);
 }
 
+/* ---- float math on the host ----------------------------------------------- */
+
+static mera_status infer_float_binary(mera_infer_ctx *ctx)
+{
+    mera_status st;
+    if ((st = require_float(ctx, 0)) || (st = require_float(ctx, 1)))
+        return st;
+    return broadcast(ctx, &ctx->out[0]);
+}
+
+static mera_status infer_float_unary(mera_infer_ctx *ctx)
+{
+    mera_status st = require_float(ctx, 0);
+    if (st)
+        return st;
+    ctx->out[0] = *ctx->in[0];
+    return MERA_OK;
+}
+
+#define FLOAT_BINARY_OP(name)                                                   \
+    static const char *const inputs_##name[] = {"lhs", "rhs"};                  \
+    static const mera_attr_spec attrs_##name[] = {END_ATTRS};                   \
+    static mera_status infer_##name(mera_infer_ctx *ctx) { return infer_float_binary(ctx); }
+#define FLOAT_UNARY_OP(name)                                                    \
+    static const char *const inputs_##name[] = {"data"};                        \
+    static const mera_attr_spec attrs_##name[] = {END_ATTRS};                   \
+    static mera_status infer_##name(mera_infer_ctx *ctx) { return infer_float_unary(ctx); }
+FLOAT_BINARY_OP(sub)
+FLOAT_BINARY_OP(div)
+FLOAT_BINARY_OP(pow)
+FLOAT_BINARY_OP(maximum)
+FLOAT_BINARY_OP(minimum)
+FLOAT_UNARY_OP(sqrt)
+FLOAT_UNARY_OP(exp)
+FLOAT_UNARY_OP(log)
+FLOAT_UNARY_OP(tanh)
+FLOAT_UNARY_OP(erf)
+FLOAT_UNARY_OP(abs)
+#undef FLOAT_BINARY_OP
+#undef FLOAT_UNARY_OP
+
+/* numpy matmul for rank >= 2: [..., M, K] @ [..., K, N] -> [..., M, N], the batch axes broadcast */
+static const char *const inputs_matmul[] = {"lhs", "rhs"};
+static const mera_attr_spec attrs_matmul[] = {END_ATTRS};
+static mera_status infer_matmul(mera_infer_ctx *ctx)
+{
+    mera_status st;
+    if ((st = require_float(ctx, 0)) || (st = require_float(ctx, 1)))
+        return st;
+    const mera_type *a = ctx->in[0], *b = ctx->in[1];
+    char s[128], s2[128];
+    mera_shape_format(a->shape, a->rank, s, sizeof s);
+    mera_shape_format(b->shape, b->rank, s2, sizeof s2);
+    if (a->rank < 2 || b->rank < 2)
+        return FAIL(ctx, MERA_ERR_SHAPE, "matmul needs two operands of rank >= 2, got %s and %s", s, s2);
+    if (a->shape[a->rank - 1] != b->shape[b->rank - 2])
+        return FAIL(ctx, MERA_ERR_SHAPE, "matmul of %s by %s: %lld columns against %lld rows", s, s2,
+                    (long long)a->shape[a->rank - 1], (long long)b->shape[b->rank - 2]);
+    mera_type *out = &ctx->out[0];
+    int rank = a->rank > b->rank ? a->rank : b->rank;
+    *out = *a;
+    out->rank = rank;
+    out->layout = MERA_LAYOUT_ANY;
+    for (int i = 0; i < rank - 2; i++) {
+        int ia = i - (rank - a->rank), ib = i - (rank - b->rank);
+        int64_t da = ia >= 0 ? a->shape[ia] : 1, db = ib >= 0 ? b->shape[ib] : 1;
+        if (da != db && da != 1 && db != 1)
+            return FAIL(ctx, MERA_ERR_SHAPE, "matmul of %s by %s: batch axes do not broadcast (axis %d: %lld vs %lld)",
+                        s, s2, i, (long long)da, (long long)db);
+        out->shape[i] = da == 1 ? db : da;
+    }
+    out->shape[rank - 2] = a->shape[a->rank - 2];
+    out->shape[rank - 1] = b->shape[b->rank - 1];
+    return MERA_OK;
+}
+
 /* ---- the table ---------------------------------------------------------- */
 
 const mera_op_info mera_op_table[MERA_OP_COUNT] = {

@@ -39,6 +39,18 @@ static const mera_kernel_fn ref_table[MERA_OP_COUNT][MERA_NUMERICS_COUNT] = {
     [MERA_OP_QUANTIZE]            = BOTH(ref_quantize, NULL),
     [MERA_OP_DEQUANTIZE]          = BOTH(NULL, ref_dequantize),
     [MERA_OP_REQUANTIZE]          = BOTH(NULL, ref_requantize),
+    [MERA_OP_SUB]                 = BOTH(ref_sub_f32, NULL),
+    [MERA_OP_DIV]                 = BOTH(ref_div_f32, NULL),
+    [MERA_OP_POW]                 = BOTH(ref_pow_f32, NULL),
+    [MERA_OP_MAXIMUM]             = BOTH(ref_maximum_f32, NULL),
+    [MERA_OP_MINIMUM]             = BOTH(ref_minimum_f32, NULL),
+    [MERA_OP_SQRT]                = BOTH(ref_sqrt_f32, NULL),
+    [MERA_OP_EXP]                 = BOTH(ref_exp_f32, NULL),
+    [MERA_OP_LOG]                 = BOTH(ref_log_f32, NULL),
+    [MERA_OP_TANH]                = BOTH(ref_tanh_f32, NULL),
+    [MERA_OP_ERF]                 = BOTH(ref_erf_f32, NULL),
+    [MERA_OP_ABS]                 = BOTH(ref_abs_f32, NULL),
+    [MERA_OP_MATMUL]              = BOTH(ref_matmul_f32, NULL),
 };
 
 mera_kernel_fn mera_kernel_ref(int op, mera_numerics num)

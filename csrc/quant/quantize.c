@@ -543,11 +543,69 @@ static int quant_input(quant_ctx *c, const mera_node *node, int i)
     return id;
 }
 
+/* An op with no quantized form (ops.def: FLOAT_IN) stays float: its activation inputs are
+ * dequantized, its constants stay float, and its output is quantized with its observer's
+ * parameters, so the ops after it see an activation like any other. */
+static mera_status quant_float_node(quant_ctx *c, const mera_node *node)
+{
+    const mera_graph *g = c->q->g;
+    int ins[MERA_MAX_NODE_INPUTS], fout, qout;
+    char base[256];
+    for (int i = 0; i < node->n_inputs; i++) {
+        int v = node->inputs[i];
+        const mera_value *sv = mera_graph_value(g, v);
+        if (sv->kind == MERA_VALUE_CONST || sv->kind == MERA_VALUE_PARAM) {
+            ins[i] = note_float(c, sv->kind == MERA_VALUE_PARAM
+                                       ? mera_graph_add_param_data(c->dst, sv->name, &sv->type, sv->data, c->err)
+                                       : mera_graph_add_const(c->dst, sv->name, &sv->type, sv->data, 1, c->err),
+                                v);
+        } else if (c->qv[v] < 0) {
+            return mera_fail(c->err, MERA_ERR_INVALID, "internal: value '%s' used before it is made", sv->name);
+        } else if (mera_graph_value(c->dst, c->qv[v])->type.q.kind == MERA_QUANT_NONE) {
+            ins[i] = c->qv[v];
+        } else {
+            snprintf(base, sizeof base, "%s.dequant", sv->name);
+            if (mera_graph_add_node(c->dst, MERA_OP_DEQUANTIZE, mera_graph_unique_name(c->dst, base), &c->qv[v], 1,
+                                    NULL, 0, node->source, &ins[i], 1, c->err) < 0)
+                return c->err->code;
+            ins[i] = note_float(c, ins[i], v);
+        }
+        if (ins[i] < 0)
+            return c->err->code ? c->err->code : MERA_ERR_INVALID;
+    }
+    attr_list al;
+    attrs_copy(&al, node);
+    const char *name = mera_graph_find_value(c->dst, node->name) < 0 ? node->name
+                                                                       : mera_graph_unique_name(c->dst, node->name);
+    if (mera_graph_add_node(c->dst, node->op, name, ins, node->n_inputs, al.a, al.n, node->source, &fout, 1,
+                            c->err) < 0 ||
+        note_float(c, fout, node->outputs[0]) < 0)
+        return c->err->code;
+    double scale;
+    int32_t zp;
+    mera_status st = act_qparams(c, node->outputs[0], &scale, &zp);
+    if (st)
+        return st;
+    attr_list ql = {.n = 0};
+    attrs_set_float(&ql, "scale", scale);
+    attrs_set_int(&ql, "zero_point", zp);
+    attrs_set_string(&ql, "dtype", "uint8");
+    snprintf(base, sizeof base, "%s.quant", node->name);
+    if (mera_graph_add_node(c->dst, MERA_OP_QUANTIZE, mera_graph_unique_name(c->dst, base), &fout, 1, ql.a, ql.n,
+                            node->source, &qout, 1, c->err) < 0 ||
+        note_float(c, qout, node->outputs[0]) < 0)
+        return c->err->code;
+    c->qv[node->outputs[0]] = qout;
+    return MERA_OK;
+}
+
 static mera_status quant_node(quant_ctx *c, const use_info *u, int n, char *fused)
 {
     const mera_graph *g = c->q->g;
     const mera_node *node = mera_graph_node(g, n);
     const mera_op_info *info = &mera_op_table[node->op];
+    if (info->flags & MERA_OPF_FLOAT_IN)
+        return quant_float_node(c, node);
     int ins[MERA_MAX_NODE_INPUTS], outs[MERA_MAX_NODE_OUTPUTS];
     for (int i = 0; i < node->n_inputs; i++)
         if ((ins[i] = quant_input(c, node, i)) < 0 && node->inputs[i] >= 0)

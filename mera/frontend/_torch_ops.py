@@ -328,8 +328,8 @@ def _mul(ctx, a, b):
 def _sub(ctx, a, b, alpha=1):
     if not isinstance(a, (Tensor, torch.Tensor)):
         return a - b * alpha
-    neg = ctx.tensor(-float(alpha), "sub")
-    return _binary(ctx, "add", a, Tensor(ctx.emit("mul", ctx.tensor(b, "sub").value, neg.value)))
+    # a + b * -alpha: the mul keeps b's layout (a bare Tensor(...) here lost it for channels-last b)
+    return _binary(ctx, "add", a, _binary(ctx, "mul", b, -float(alpha)))
 
 
 @converts("aten::floor_divide", "aten::floordiv")
@@ -344,7 +344,9 @@ def _div(ctx, a, b, rounding_mode=None):
     if isinstance(a, (Tensor, torch.Tensor)) or isinstance(b, (Tensor, torch.Tensor)):
         if isinstance(b, (int, float)) and rounding_mode is None:
             return _binary(ctx, "mul", a, 1.0 / float(b))
-        raise UnsupportedError(f"tensor division is not supported{ctx.where()}")
+        if rounding_mode is None:
+            return _binary(ctx, "div", a, b)
+        raise UnsupportedError(f"tensor division with rounding_mode={rounding_mode!r} is not supported{ctx.where()}")
     if rounding_mode == "floor":
         return a // b
     if rounding_mode == "trunc":
@@ -352,11 +354,63 @@ def _div(ctx, a, b, rounding_mode=None):
     return a / b
 
 
+@converts("aten::pow")
+def _pow(ctx, x, e):
+    if isinstance(e, (int, float)) and float(e) == 2.0:
+        return _binary(ctx, "mul", x, x)  # what torch computes for a square: x * x
+    if isinstance(e, (int, float)) and float(e) == 0.5:
+        return _unary(ctx, "sqrt", x)
+    return _binary(ctx, "pow", x, float(e) if isinstance(e, (int, float)) else e)
+
+
+@converts("aten::maximum")
+def _maximum(ctx, a, b):
+    return _binary(ctx, "maximum", a, b)
+
+
+@converts("aten::minimum")
+def _minimum(ctx, a, b):
+    return _binary(ctx, "minimum", a, b)
+
+
+@converts("aten::matmul", "aten::bmm")
+def _matmul(ctx, a, b):
+    ta, tb = ctx.to_nchw(ctx.tensor(a, "matmul")), ctx.to_nchw(ctx.tensor(b, "matmul"))
+    if len(ta.value.shape) < 2 or len(tb.value.shape) < 2:
+        raise UnsupportedError(f"matmul of a {len(ta.value.shape)}-D by a {len(tb.value.shape)}-D tensor "
+                               f"(mera's matmul takes rank >= 2){ctx.where()}")
+    return Tensor(ctx.emit("matmul", ta.value, tb.value))
+
+
+@converts("aten::gelu")
+def _gelu(ctx, x, approximate="none"):
+    if approximate != "none":
+        raise UnsupportedError(f"gelu with approximate={approximate!r}{ctx.where()}")
+    # torch's formula: x * 0.5 * (1 + erf(x * M_SQRT1_2))
+    e = _unary(ctx, "erf", _binary(ctx, "mul", x, 0.7071067811865476))
+    return _binary(ctx, "mul", x, _binary(ctx, "mul", _binary(ctx, "add", e, 1.0), 0.5))
+
+
+@converts("aten::silu", "aten::silu_")
+def _silu(ctx, x):
+    return _binary(ctx, "mul", x, _unary(ctx, "sigmoid", x))
+
+
 def _unary(ctx: Context, op: str, x, **attrs):
     t = ctx.tensor(x, op)
     if "torch_memory_format" in _op_info(op)["attr_names"]:
         attrs.update(_memory_format(t))
     return Tensor(ctx.emit(op, t.value, **attrs), t.nhwc, t.torch_cl)
+
+
+def _float_unary(op: str):
+    def conv(ctx, x):
+        return _unary(ctx, op, x)
+    return conv
+
+
+for _op in ("sqrt", "exp", "log", "tanh", "erf", "abs"):
+    converts(f"aten::{_op}", f"aten::{_op}_")(_float_unary(_op))
 
 
 @converts("aten::relu", "aten::relu_")
@@ -540,6 +594,29 @@ def _mean(ctx, x, dims=None, keepdim=False, dtype=None):
     axes = [ctx.axis(t, d) for d in dims]
     v = ctx.emit("mean", t.value, axes=axes, keepdims=int(bool(keepdim)), **_memory_format(t))
     return Tensor(v, t.nhwc and bool(keepdim), t.torch_cl and bool(keepdim))
+
+
+@converts("aten::layer_norm")
+def _layer_norm(ctx, x, shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):
+    """(x - mean) / sqrt(var + eps) * weight + bias over the last len(shape) axes, in float ops on the
+    host (torch's fused kernel rounds in its own order: within float tolerance, not bit-exact)."""
+    t = ctx.to_nchw(ctx.tensor(x, "layer_norm"))
+    rank, k = len(t.value.shape), len(list(shape))
+    axes = list(range(rank - k, rank))
+    mean = Tensor(ctx.emit("mean", t.value, axes=axes, keepdims=1))
+    d = _binary(ctx, "sub", t, mean)
+    var = Tensor(ctx.emit("mean", _binary(ctx, "mul", d, d).value, axes=axes, keepdims=1))
+    y = _binary(ctx, "div", d, _unary(ctx, "sqrt", _binary(ctx, "add", var, float(eps))))
+    if weight is not None:
+        y = _binary(ctx, "mul", y, weight)
+    if bias is not None:
+        y = _binary(ctx, "add", y, bias)
+    return y
+
+
+@converts("aten::neg", "aten::neg_")
+def _neg(ctx, x):
+    return _binary(ctx, "mul", x, -1.0)  # exact
 
 
 # -- upsample -------------------------------------------------------------------

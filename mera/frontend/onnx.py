@@ -388,20 +388,19 @@ def _gemm(ctx: Context, node, a, x, bmat, c=None):
 
 @converts("MatMul")
 def _matmul(ctx: Context, node, a, x, bmat):
-    if not isinstance(x, Tensor):
-        raise UnsupportedError("MatMul of a constant by a run-time tensor is not supported")
     if isinstance(bmat, _onnx_quant.DQConst):  # a quantized B behind a DequantizeLinear
         wq = _onnx_quant.dq_weight(ctx, bmat, False) if bmat.data.ndim == 2 and x.rank >= 2 else None
         if wq is not None:
             return _dense(ctx, x, wq, None, node.input[1], any_rank=True)
         bmat = _onnx_quant.resolve(ctx, bmat)
-    if not isinstance(bmat, np.ndarray):
-        raise UnsupportedError("MatMul is supported with a constant 2-D weight only (it becomes a dense layer); "
-                               "here B is computed at run time")
-    if x.rank != 2 or bmat.ndim != 2:
-        raise UnsupportedError(f"MatMul is supported for 2-D operands only (dense layer), got {x.rank}-D x "
-                               f"{bmat.ndim}-D")
-    return _dense(ctx, x, np.ascontiguousarray(bmat.astype(np.float32).T), None, node.input[1])
+    if isinstance(bmat, np.ndarray) and bmat.ndim == 2 and isinstance(x, Tensor) and x.rank >= 2:
+        # a constant weight: a dense layer over the last axis
+        return _dense(ctx, x, np.ascontiguousarray(bmat.astype(np.float32).T), None, node.input[1], any_rank=True)
+    t = ctx.to_nchw(ctx.tensor(x, "A"))
+    b = ctx.to_nchw(ctx.tensor(bmat, "B"))
+    if t.rank < 2 or b.rank < 2:
+        raise UnsupportedError(f"MatMul of a {t.rank}-D by a {b.rank}-D operand (mera's matmul takes rank >= 2)")
+    return Tensor(ctx.emit("matmul", t.value, b.value), False)
 
 
 def _broadcast_const(ctx: Context, t: Tensor, c: np.ndarray) -> ir.Value:
@@ -456,22 +455,52 @@ def _mul(ctx, node, a, x, y):
 def _sub(ctx, node, a, x, y):
     if isinstance(y, np.ndarray):
         return _binary(ctx, "add", x, -y.astype(np.float32))
-    # x - y == x + (-y) exactly in IEEE arithmetic
-    return _binary(ctx, "add", x, _binary(ctx, "mul", y, np.array([-1.0], np.float32)))
+    return _binary(ctx, "sub", x, y)  # two run-time tensors (or a constant minuend): the host's float sub
 
 
 @converts("Pow")
 def _pow(ctx, node, a, x, y):
     if isinstance(y, np.ndarray) and y.size == 1 and float(y.reshape(-1)[0]) in (1.0, 2.0):
         return x if float(y.reshape(-1)[0]) == 1.0 else _binary(ctx, "mul", x, x)  # x*x is x**2 correctly rounded
-    raise UnsupportedError("Pow is supported with a constant exponent of 1 or 2 only")
+    if isinstance(y, np.ndarray) and not np.issubdtype(y.dtype, np.floating):
+        y = y.astype(np.float32)
+    return _binary(ctx, "pow", x, y)
 
 
 @converts("Div")
 def _div(ctx, node, a, x, y):
     if isinstance(y, np.ndarray):
+        # by a constant: a mul by the reciprocal, which the DNA runs (within 1 ulp of the division)
         return _binary(ctx, "mul", x, (1.0 / y.astype(np.float64)).astype(np.float32))
-    raise UnsupportedError("Div is supported with a constant divisor only")
+    return _binary(ctx, "div", x, y)
+
+
+def _variadic(ctx: Context, op: str, xs) -> Any:
+    out = xs[0]
+    for y in xs[1:]:
+        out = _binary(ctx, op, out, y)
+    return ctx.tensor(out) if len(xs) == 1 else out
+
+
+@converts("Max")
+def _max(ctx, node, a, *xs):
+    return _variadic(ctx, "maximum", list(xs))
+
+
+@converts("Min")
+def _min(ctx, node, a, *xs):
+    return _variadic(ctx, "minimum", list(xs))
+
+
+def _float_unary(op: str):
+    def conv(ctx, node, a, x):
+        return _unary(ctx, op, x)
+    return conv
+
+
+for _onnx_op, _mera_op in (("Sqrt", "sqrt"), ("Exp", "exp"), ("Log", "log"), ("Tanh", "tanh"), ("Erf", "erf"),
+                           ("Abs", "abs")):
+    CONVERTERS[_onnx_op] = _float_unary(_mera_op)
 
 
 def _unary(ctx: Context, op: str, x, **attrs):

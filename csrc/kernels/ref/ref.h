@@ -24,6 +24,20 @@ REF_KERNEL(ref_conv2d_q);
 REF_KERNEL(ref_dense_f32);
 REF_KERNEL(ref_dense_q);
 
+/* math.c: float-only host ops */
+REF_KERNEL(ref_sub_f32);
+REF_KERNEL(ref_div_f32);
+REF_KERNEL(ref_pow_f32);
+REF_KERNEL(ref_maximum_f32);
+REF_KERNEL(ref_minimum_f32);
+REF_KERNEL(ref_sqrt_f32);
+REF_KERNEL(ref_exp_f32);
+REF_KERNEL(ref_log_f32);
+REF_KERNEL(ref_tanh_f32);
+REF_KERNEL(ref_erf_f32);
+REF_KERNEL(ref_abs_f32);
+REF_KERNEL(ref_matmul_f32);
+
 /* elementwise.c */
 REF_KERNEL(ref_add_f32);
 REF_KERNEL(ref_add_q);

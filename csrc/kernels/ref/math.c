@@ -1,0 +1,129 @@
+/* Float math on the host: sub, div, pow, maximum, minimum (broadcasting),
+ * sqrt, exp, log, tanh, erf, abs, and matmul of two run-time tensors.
+ *
+ * These ops have no quantized form (ops.def: FLOAT_IN). Each element is one
+ * C library call or one IEEE operation in float32, so sub, div, maximum,
+ * minimum, sqrt and abs give every float implementation's bytes; pow, exp,
+ * log, tanh and erf give the C library's correctly rounded or near (1 ulp)
+ * results, where PyTorch and onnxruntime use their own vector
+ * approximations (docs/numerics.md gives the bounds). matmul sums in
+ * float32 in ascending k, one rounding per product and per addition. */
+#include <math.h>
+
+#include "kernels/ref/ref.h"
+#include "kernels/ref/refutil.h"
+
+typedef enum { BIN_SUB, BIN_DIV, BIN_POW, BIN_MAX, BIN_MIN } bin_kind;
+
+static float bin_apply(bin_kind k, float x, float y)
+{
+    switch (k) {
+    case BIN_SUB: return x - y;
+    case BIN_DIV: return x / y;
+    case BIN_POW: return powf(x, y);
+    case BIN_MAX: return x != x || y != y ? x + y : (x > y ? x : y); /* NaN propagates (torch.maximum) */
+    case BIN_MIN: return x != x || y != y ? x + y : (x < y ? x : y);
+    }
+    return 0.0f;
+}
+
+/* out[i] = f(x[bcast], y[bcast]) over the output's shape, numpy broadcasting */
+static mera_status float_binary(const mera_kernel_args *a, bin_kind k)
+{
+    const mera_type *ot = a->out_types[0];
+    int r = ot->rank;
+    int64_t sa[MERA_MAX_RANK], sb[MERA_MAX_RANK], idx[MERA_MAX_RANK] = {0}, n = mera_type_numel(ot), oa = 0, ob = 0;
+    ref_bcast_strides(a->in_types[0], ot, sa);
+    ref_bcast_strides(a->in_types[1], ot, sb);
+    const float *x = a->in[0], *y = a->in[1];
+    float *z = a->out[0];
+    for (int64_t i = 0; i < n; i++) {
+        z[i] = bin_apply(k, x[oa], y[ob]);
+        for (int d = r - 1; d >= 0; d--) { /* next index, last axis fastest */
+            oa += sa[d];
+            ob += sb[d];
+            if (++idx[d] < ot->shape[d])
+                break;
+            oa -= sa[d] * ot->shape[d];
+            ob -= sb[d] * ot->shape[d];
+            idx[d] = 0;
+        }
+    }
+    return MERA_OK;
+}
+
+#define BINARY_KERNEL(name, kind)  \
+    REF_KERNEL(ref_##name##_f32)   \
+    {                              \
+        (void)err;                 \
+        return float_binary(a, kind); \
+    }
+BINARY_KERNEL(sub, BIN_SUB)
+BINARY_KERNEL(div, BIN_DIV)
+BINARY_KERNEL(pow, BIN_POW)
+BINARY_KERNEL(maximum, BIN_MAX)
+BINARY_KERNEL(minimum, BIN_MIN)
+
+#define UNARY_KERNEL(name, expr)                                \
+    REF_KERNEL(ref_##name##_f32)                                \
+    {                                                           \
+        (void)err;                                              \
+        int64_t n = mera_type_numel(a->out_types[0]);           \
+        const float *x = a->in[0];                              \
+        float *y = a->out[0];                                   \
+        for (int64_t i = 0; i < n; i++) {                       \
+            float v = x[i];                                     \
+            y[i] = (expr);                                      \
+        }                                                       \
+        return MERA_OK;                                         \
+    }
+UNARY_KERNEL(sqrt, sqrtf(v))
+UNARY_KERNEL(exp, expf(v))
+UNARY_KERNEL(log, logf(v))
+UNARY_KERNEL(tanh, tanhf(v))
+UNARY_KERNEL(erf, erff(v))
+UNARY_KERNEL(abs, fabsf(v))
+
+/* [..., M, K] @ [..., K, N]: batch offsets by broadcast strides over the output's batch axes */
+REF_KERNEL(ref_matmul_f32)
+{
+    (void)err;
+    const mera_type *at = a->in_types[0], *bt = a->in_types[1], *ot = a->out_types[0];
+    int r = ot->rank;
+    int64_t M = ot->shape[r - 2], N = ot->shape[r - 1], K = at->shape[at->rank - 1];
+    int64_t batches = mera_type_numel(ot) / (M * N > 0 ? M * N : 1);
+    /* batch strides of a and b in matrices, numpy-aligned on the trailing batch axes */
+    int64_t sa[MERA_MAX_RANK] = {0}, sb[MERA_MAX_RANK] = {0}, idx[MERA_MAX_RANK] = {0};
+    int64_t stride_a = 1, stride_b = 1;
+    for (int d = r - 3; d >= 0; d--) {
+        int da = d - (r - at->rank), db = d - (r - bt->rank);
+        sa[d] = da >= 0 && at->shape[da] != 1 ? stride_a : 0;
+        sb[d] = db >= 0 && bt->shape[db] != 1 ? stride_b : 0;
+        stride_a *= da >= 0 ? at->shape[da] : 1;
+        stride_b *= db >= 0 ? bt->shape[db] : 1;
+    }
+    const float *x = a->in[0], *y = a->in[1];
+    float *z = a->out[0];
+    int64_t ma = 0, mb = 0;
+    for (int64_t bi = 0; bi < batches; bi++) {
+        const float *xa = x + ma * M * K, *yb = y + mb * K * N;
+        float *zo = z + bi * M * N;
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t nn = 0; nn < N; nn++) {
+                float s = 0.0f;
+                for (int64_t k = 0; k < K; k++)
+                    s += xa[m * K + k] * yb[k * N + nn];
+                zo[m * N + nn] = s;
+            }
+        for (int d = r - 3; d >= 0; d--) {
+            ma += sa[d];
+            mb += sb[d];
+            if (++idx[d] < ot->shape[d])
+                break;
+            ma -= sa[d] * ot->shape[d];
+            mb -= sb[d] * ot->shape[d];
+            idx[d] = 0;
+        }
+    }
+    return MERA_OK;
+}
