@@ -65,3 +65,47 @@ def test_other_models_do_not_get_slower(name):
     t_us = sim.timing()["total_us"]
     print(f"{name} arch 100: {BEFORE_US[name]:.1f} -> {t_us:.1f} us")
     assert t_us <= BEFORE_US[name] + 0.05, t_us
+
+
+class _Focus(__import__("torch").nn.Module):
+    """YOLOv5's Focus stem: the four pixel phases of each 2x2 block (slices with step 2 on H and W)
+    joined on channels, then a conv; eager-PTQ quantized like the zoo."""
+
+    def __init__(self):
+        import torch
+        super().__init__()
+        self.quant, self.dequant = torch.ao.quantization.QuantStub(), torch.ao.quantization.DeQuantStub()
+        self.cat = torch.ao.nn.quantized.FloatFunctional()
+        self.conv = torch.nn.Conv2d(12, 16, 3, padding=1)
+
+    def forward(self, x):
+        x = self.quant(x)
+        x = self.cat.cat([x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]], 1)
+        return self.dequant(self.conv(x))
+
+
+def test_strided_slices_focus_bit_exact_and_on_the_dna():
+    import torch
+    torch.manual_seed(0)
+    m = _Focus().eval()
+    m.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
+    torch.ao.quantization.prepare(m, inplace=True)
+    for _ in range(4):
+        m(torch.randn(1, 3, 20, 22))
+    torch.ao.quantization.convert(m, inplace=True)
+    x = torch.randn(1, 3, 20, 22)
+    with torch.no_grad():
+        ref = m(x).numpy()
+        traced = torch.jit.trace(m, x)
+    for layout in ("NCHW", "NHWC"):
+        shape = (1, 3, 20, 22) if layout == "NCHW" else (1, 20, 22, 3)
+        mod, params = mera.relay.frontend.from_pytorch(traced, [("input0", shape)], layout=layout)
+        assert any(n["op"] == "slice" and n["attrs"].get("step") == 2 for n in mod.nodes())
+        xin = x.numpy() if layout == "NCHW" else np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1))
+        hw = compile_for(mod, params, "InterpreterHw")(xin)
+        out = hw[0] if layout == "NCHW" else hw[0].transpose(0, 3, 1, 2)
+        assert np.array_equal(out, ref), f"{layout}: {int((out != ref).sum())} of {out.size} differ from fbgemm"
+        sim = compile_for(mod, params, "Simulator", arch=100)
+        assert_same_bytes(hw, sim(xin), f"focus {layout}")
+    slices = [e for e in sim.partition_report() if e["op"] == "slice"]
+    assert len(slices) == 8 and all(e["on_dna"] for e in slices), str(sim.partition_report())

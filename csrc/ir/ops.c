@@ -846,12 +846,15 @@ static const mera_attr_spec attrs_slice[] = {
     {"axis", MERA_ATTR_INT, 1, 0, NULL, NULL, "axis to slice; negative counts from the end"},
     {"begin", MERA_ATTR_INT, 1, 0, NULL, NULL, "first index kept"},
     {"end", MERA_ATTR_INT, 1, 0, NULL, NULL, "one past the last index kept"},
+    {"step", MERA_ATTR_INT, 0, 0, NULL, "1", "distance between kept indices (>= 1): begin, begin+step, ... < end"},
     END_ATTRS,
 };
 static mera_status infer_slice(mera_infer_ctx *ctx)
 {
     const mera_type *x = ctx->in[0];
-    int64_t axis, b = attr_i(ctx, "begin"), e = attr_i(ctx, "end");
+    int64_t axis, b = attr_i(ctx, "begin"), e = attr_i(ctx, "end"), step = attr_i(ctx, "step");
+    if (step < 1)
+        return FAIL(ctx, MERA_ERR_ATTR, "step = %lld; mera's slice takes steps >= 1", (long long)step);
     if (!normalize_axis(attr_i(ctx, "axis"), x->rank, &axis))
         return FAIL(ctx, MERA_ERR_ATTR, "axis %lld is out of range for rank %d", (long long)attr_i(ctx, "axis"),
                     x->rank);
@@ -862,7 +865,7 @@ static mera_status infer_slice(mera_infer_ctx *ctx)
         return FAIL(ctx, MERA_ERR_UNSUPPORTED, "slicing along the per-axis quantization axis is not supported");
     mera_type *out = &ctx->out[0];
     *out = *x;
-    out->shape[axis] = e - b;
+    out->shape[axis] = (e - b + step - 1) / step;
     return MERA_OK;
 }
 

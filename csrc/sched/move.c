@@ -4,7 +4,8 @@
  * C-contiguous in its shape) is the input byte at
  *     src_off + sum over output dims k of idx_k(i) * s_k
  * (reshape, flatten: one dimension, s = 1; transpose: the input's strides
- * permuted; slice: the input's strides, from the first kept index). The
+ * permuted; slice: the input's strides, the sliced one times the step, from
+ * the first kept index). The
  * elements are one byte (int8/uint8), and their qparams do not change, so
  * the bytes are only moved. Dimensions of extent 1 are dropped and
  * neighbours that stay neighbours in both tensors are merged: a transpose
@@ -102,6 +103,7 @@ static void view_of(const mera_graph *g, const mera_node *node, mview *v)
             ext[k] = yt->shape[k];
             s[k] = xs[k];
         }
+        s[axis] *= mera_attr_int(node, "step"); /* every step-th index: a longer stride on that axis */
         v->src_off = mera_attr_int(node, "begin") * xs[axis];
     } else { /* reshape, flatten */
         r = 1;

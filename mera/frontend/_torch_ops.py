@@ -539,11 +539,17 @@ def _slice(ctx, x, dim=0, start=None, end=None, step=1):
     n = t.shape[dim]
     start = 0 if start is None else (start + n if start < 0 else min(start, n))
     end = n if end is None else (end + n if end < 0 else min(end, n))
-    if step != 1:
-        raise UnsupportedError(f"slice with step {step} is not supported{ctx.where()}")
-    if start == 0 and end == n:
+    start, end = max(start, 0), max(end, 0)
+    if step is None:
+        step = 1
+    if step < 1:
+        raise UnsupportedError(f"slice with step {step} (PyTorch's steps are positive){ctx.where()}")
+    if start == 0 and end == n and step == 1:
         return t
-    return Tensor(ctx.emit("slice", t.value, axis=ctx.axis(t, dim), begin=start, end=end), t.nhwc, t.torch_cl)
+    if end <= start:
+        raise UnsupportedError(f"slice [{start}:{end}] of an axis of {n} is empty{ctx.where()}")
+    return Tensor(ctx.emit("slice", t.value, axis=ctx.axis(t, dim), begin=start, end=end, step=int(step)), t.nhwc,
+                  t.torch_cl)
 
 
 # -- pooling ---------------------------------------------------------------------

@@ -805,20 +805,21 @@ def _slice(ctx, node, a, x, starts=None, ends=None, axes=None, steps=None):
         ax = None if axes is None else _ints(_const_input(ctx, axes, "the Slice axes"))
         sp = None if steps is None else _ints(_const_input(ctx, steps, "the Slice steps"))
     ax = list(range(len(st))) if ax is None else ax
-    if sp is not None and any(s != 1 for s in sp):
-        raise UnsupportedError(f"Slice with steps {sp} (mera's slice has step 1)")
+    sp = [1] * len(st) if sp is None else sp
+    if any(s < 1 for s in sp):
+        raise UnsupportedError(f"Slice with steps {sp} (mera's slice takes steps >= 1)")
     shape = t.shape
     v = t.value
-    for b, e, d in zip(st, en, ax):
+    for b, e, d, step in zip(st, en, ax, sp):
         d = d + t.rank if d < 0 else d
         n = shape[d]
         b = max(0, min(b + n if b < 0 else b, n))
         e = max(0, min(e + n if e < 0 else e, n))
-        if b == 0 and e == n:
+        if b == 0 and e == n and step == 1:
             continue
         if e <= b:
             raise UnsupportedError("Slice to an empty tensor")
-        v = ctx.emit("slice", v, axis=ctx.axis(t, d), begin=b, end=e)
+        v = ctx.emit("slice", v, axis=ctx.axis(t, d), begin=b, end=e, step=step)
     return Tensor(v, t.nhwc)
 
 
