@@ -196,6 +196,10 @@ CLAIMED = {
     "Tanh": ["test_tanh", "test_tanh_example"],
     "Erf": ["test_erf"],
     "Abs": ["test_abs"],
+    "ConvTranspose": ["test_convtranspose", "test_convtranspose_autopad_same", "test_convtranspose_dilations",
+                      "test_convtranspose_group_2", "test_convtranspose_group_2_image_3",
+                      "test_convtranspose_kernel_shape", "test_convtranspose_output_shape", "test_convtranspose_pad",
+                      "test_convtranspose_pads"],
     "Expand": ["test_expand_dim_changed", "test_expand_dim_unchanged"],
     "Tile": ["test_tile", "test_tile_precomputed"],
     "Squeeze": ["test_squeeze", "test_squeeze_negative_axes"],
@@ -266,6 +270,8 @@ EXCLUDED = {
     **{f"test_{op}_float16": "float16: mera imports float32 models" for op in ("max", "min")},
     **{f"test_{op}_float64": "float64: mera imports float32 models" for op in ("max", "min")},
     "test_div_int32_trunc": _INT_TYPES,
+    "test_convtranspose_1d": "a 1-D transposed convolution: mera's is 2-D",
+    "test_convtranspose_3d": "a 3-D transposed convolution: mera's is 2-D",
     "test_clip_default_int8_min": _INT_TYPES, "test_clip_default_int8_max": _INT_TYPES,
     "test_clip_default_int8_inbounds": _INT_TYPES, "test_clip_default_int8_inbounds_expanded": _INT_TYPES,
     "test_maxpool_2d_uint8": _INT_TYPES,
@@ -321,12 +327,12 @@ _CASE_MODULES = {
     "ReduceMean": "reducemean", "Slice": "slice", "Identity": "identity", "Sub": "sub", "Pow": "pow",
     "Expand": "expand", "Tile": "tile", "Squeeze": "squeeze", "Unsqueeze": "unsqueeze", "Div": "div",
     "Max": "max", "Min": "min", "Sqrt": "sqrt", "Exp": "exp", "Log": "log", "Tanh": "tanh", "Erf": "erf",
-    "Abs": "abs",
+    "Abs": "abs", "ConvTranspose": "convtranspose",
 }
 
 # inputs (by position) that are weights or shape arguments: mera needs them constant,
 # so they become initializers (the node tests declare every input as a graph input)
-_FREEZE = {"Conv": {1, 2}, "Gemm": {1, 2}, "MatMul": {1}, "BatchNormalization": {1, 2, 3, 4}, "Clip": {1, 2},
+_FREEZE = {"Conv": {1, 2}, "ConvTranspose": {1, 2}, "Gemm": {1, 2}, "MatMul": {1}, "BatchNormalization": {1, 2, 3, 4}, "Clip": {1, 2},
            "Reshape": {1}, "Pad": {1, 2, 3}, "Resize": {1, 2, 3}, "ReduceMean": {1}, "Slice": {1, 2, 3, 4},
            "Expand": {1}, "Tile": {1}, "Squeeze": {1}, "Unsqueeze": {1}}
 

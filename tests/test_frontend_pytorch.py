@@ -306,3 +306,45 @@ def test_float_math_ops_on_every_target(source):
         f = mera.compile(mod, params, target="Interpreter")(cal[0])[0]
         psnr = 10 * np.log10(np.abs(f).max() ** 2 / np.mean((f - hw) ** 2))
         assert psnr > 30, psnr
+
+
+class UpConv(nn.Module):
+    """A U-Net-style decoder step: transposed convs (output_padding, groups) and a skip concat."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, output_padding=1)
+        self.mix = nn.Conv2d(9, 4, 1)
+        self.up2 = nn.ConvTranspose2d(4, 4, 4, stride=2, padding=1, groups=2)
+
+    def forward(self, x):
+        y = self.up(torch.relu(self.down(x)))
+        return self.up2(self.mix(torch.cat([y, x], 1)))
+
+
+@pytest.mark.parametrize("source", ["trace", "export"])
+def test_conv_transpose_runs_on_the_host_on_every_target(source):
+    torch.manual_seed(0)
+    m = UpConv().eval()
+    x = torch.randn(1, 3, 12, 14)
+    with torch.no_grad():
+        ref = m(x).numpy()
+        src = torch.jit.trace(m, x) if source == "trace" else torch.export.export(m, (x,))
+    for layout in ("NCHW", "NHWC"):
+        shape = (1, 3, 12, 14) if layout == "NCHW" else (1, 12, 14, 3)
+        mod, params = mera.frontend.from_pytorch(src, [("input0", shape)], layout=layout)
+        xin = x.numpy() if layout == "NCHW" else np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1))
+        out = mera.compile(mod, params, target="Interpreter")(xin)[0]
+        out = out if layout == "NCHW" else out.transpose(0, 3, 1, 2)
+        assert out.shape == ref.shape and np.abs(out - ref).max() <= 1e-5 * np.abs(ref).max(), layout
+        q = mera.Quantizer((mod, params), layout=layout)
+        q.calibrate([np.random.default_rng(i).standard_normal(xin.shape).astype(np.float32) for i in range(4)])
+        qmod, qparams = q.quantize()
+        hw = mera.compile(qmod, qparams, target="InterpreterHw")(xin)[0]
+        with mera.build_config(target="Simulator"):
+            sim = mera.compile(qmod, qparams)
+        assert np.array_equal(sim(xin)[0], hw)
+        rep = sim.partition_report()
+        assert [e["on_dna"] for e in rep if e["op"] == "conv_transpose2d"] == [False, False], str(rep)
+        assert any(e["on_dna"] for e in rep if e["op"] == "conv2d"), str(rep)

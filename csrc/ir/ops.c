@@ -1095,6 +1095,59 @@ static mera_status infer_matmul(mera_infer_ctx *ctx)
     return MERA_OK;
 }
 
+/* conv_transpose2d: the gradient of conv2d with respect to its input. Weight [C_in, C_out/groups, KH, KW] (the
+ * layout PyTorch and ONNX both use), output (H-1)*stride - pad_top - pad_bottom + dilation*(KH-1) +
+ * output_padding + 1 (likewise W). Float only: its input 1 is a plain tensor, not a quantized weight. */
+static const char *const inputs_conv_transpose2d[] = {"data", "kernel", "bias"};
+static const mera_attr_spec attrs_conv_transpose2d[] = {
+    {"strides", MERA_ATTR_INTS, 0, 2, NULL, "[1,1]", "stride (h, w)"},
+    {"padding", MERA_ATTR_INTS, 0, 4, NULL, "[0,0,0,0]", "padding removed from the output (top, left, bottom, right)"},
+    {"output_padding", MERA_ATTR_INTS, 0, 2, NULL, "[0,0]", "extra rows/columns at the bottom/right (h, w)"},
+    {"dilation", MERA_ATTR_INTS, 0, 2, NULL, "[1,1]", "dilation (h, w)"},
+    {"groups", MERA_ATTR_INT, 0, 0, NULL, "1", "number of groups"},
+    LAYOUT_ATTR,
+    END_ATTRS,
+};
+static mera_status infer_conv_transpose2d(mera_infer_ctx *ctx)
+{
+    mera_status st;
+    int64_t x[4];
+    char s[128];
+    if ((st = require_float(ctx, 0)) || (st = require_float(ctx, 1)) || (st = spatial_input(ctx, x)) ||
+        (st = require_rank(ctx, 1, 4)))
+        return st;
+    if (ctx->n_inputs > 2 && ctx->in[2] && ((st = require_float(ctx, 2)) || (st = require_rank(ctx, 2, 1))))
+        return st;
+    int n = 0;
+    const int64_t *strides = attr_is(ctx, "strides", &n), *pad = attr_is(ctx, "padding", &n);
+    const int64_t *opad = attr_is(ctx, "output_padding", &n), *dil = attr_is(ctx, "dilation", &n);
+    int64_t groups = attr_i(ctx, "groups");
+    const mera_type *w = ctx->in[1];
+    mera_shape_format(w->shape, 4, s, sizeof s);
+    for (int i = 0; i < 2; i++)
+        if (strides[i] < 1 || dil[i] < 1 || opad[i] < 0 || (opad[i] >= strides[i] && opad[i] >= dil[i]))
+            return FAIL(ctx, MERA_ERR_ATTR, "strides %lld, dilation %lld and output_padding %lld (axis %d): strides and "
+                        "dilation must be >= 1, and output_padding smaller than one of them",
+                        (long long)strides[i], (long long)dil[i], (long long)opad[i], i);
+    for (int i = 0; i < 4; i++)
+        if (pad[i] < 0)
+            return FAIL(ctx, MERA_ERR_ATTR, "padding[%d] = %lld is negative", i, (long long)pad[i]);
+    if (groups < 1 || x[1] % groups || w->shape[0] != x[1])
+        return FAIL(ctx, MERA_ERR_SHAPE, "kernel %s [C_in, C_out/groups, KH, KW] does not fit %lld input channels "
+                    "in %lld groups", s, (long long)x[1], (long long)groups);
+    int64_t co = w->shape[1] * groups;
+    if (ctx->n_inputs > 2 && ctx->in[2] && ctx->in[2]->shape[0] != co)
+        return FAIL(ctx, MERA_ERR_SHAPE, "bias has %lld entries for %lld output channels",
+                    (long long)ctx->in[2]->shape[0], (long long)co);
+    int64_t oh = (x[2] - 1) * strides[0] - pad[0] - pad[2] + dil[0] * (w->shape[2] - 1) + opad[0] + 1;
+    int64_t ow = (x[3] - 1) * strides[1] - pad[1] - pad[3] + dil[1] * (w->shape[3] - 1) + opad[1] + 1;
+    if (oh < 1 || ow < 1)
+        return FAIL(ctx, MERA_ERR_SHAPE, "the output would be %lldx%lld", (long long)oh, (long long)ow);
+    ctx->out[0] = *ctx->in[0]; /* float32, no quantization */
+    spatial_output(ctx, &ctx->out[0], x[0], co, oh, ow);
+    return MERA_OK;
+}
+
 /* ---- the table ---------------------------------------------------------- */
 
 const mera_op_info mera_op_table[MERA_OP_COUNT] = {

@@ -758,10 +758,31 @@ def _conv2d(ctx, x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     return _float_conv(ctx, x, w, b, stride, padding, dilation, groups)
 
 
+def _float_conv_transpose(ctx: Context, x, w, b, stride, padding, output_padding, groups, dilation):
+    t = ctx.to_layout(ctx.tensor(x, "conv_transpose2d"))
+    if isinstance(w, torch.Tensor) and w.dim() != 4:
+        raise UnsupportedError(f"only 2-D transposed convolution is supported, got a {w.dim()}-D weight"
+                               f"{ctx.where()}")
+    if isinstance(padding, str):
+        raise UnsupportedError(f"conv_transpose2d padding='{padding}' is not supported{ctx.where()}")
+    wv = ctx.tensor(w, "conv_transpose2d weight").value
+    bv = None if b is None else ctx.tensor(b, "conv_transpose2d bias").value
+    ph, pw = _pair(padding)
+    v = ctx.emit("conv_transpose2d", t.value, wv, bv, strides=_pair(stride), padding=[ph, pw, ph, pw],
+                 output_padding=_pair(output_padding), dilation=_pair(dilation), groups=int(groups),
+                 layout=ctx.spatial())
+    return Tensor(v, ctx.layout == "NHWC", t.torch_cl)
+
+
+@converts("aten::conv_transpose2d")
+def _conv_transpose2d(ctx, x, w, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    return _float_conv_transpose(ctx, x, w, b, stride, padding, output_padding, groups, dilation)
+
+
 @converts("aten::_convolution", "aten::convolution")
 def _convolution(ctx, x, w, b, stride, padding, dilation, transposed, output_padding, groups, *rest):
     if transposed:
-        raise UnsupportedError(f"transposed convolution is not supported{ctx.where()}")
+        return _float_conv_transpose(ctx, x, w, b, stride, padding, output_padding, groups, dilation)
     return _float_conv(ctx, x, w, b, stride, padding, dilation, groups)
 
 

@@ -322,6 +322,54 @@ def _bn_scale_shift(a, gamma, beta, mean, var):
     return scale, shift
 
 
+@converts("ConvTranspose")
+def _conv_transpose(ctx: Context, node, a, x, w, b=None):
+    t = ctx.to_layout(ctx.tensor(x))
+    _check_4d(t, "transposed convolution")
+    w = _const_input(ctx, _onnx_quant.resolve(ctx, w), "the ConvTranspose weight").astype(np.float32)
+    if w.ndim != 4:
+        raise UnsupportedError(f"only 2-D transposed convolution is supported, got a {w.ndim}-D weight")
+    auto = a.get("auto_pad", "NOTSET")
+    if isinstance(auto, bytes):
+        auto = auto.decode()
+    st, dil = _pair_attr(a, "strides", [1, 1]), _pair_attr(a, "dilations", [1, 1])
+    op = _pair_attr(a, "output_padding", [0, 0])
+    in_hw, k = t.shape[2:], w.shape[2:]
+    full = [st[i] * (in_hw[i] - 1) + op[i] + (k[i] - 1) * dil[i] + 1 for i in range(2)]  # before padding
+    want = None
+    if "output_shape" in a:
+        want = list(a["output_shape"])[-2:]
+    elif auto in ("SAME_UPPER", "SAME_LOWER"):
+        want = [in_hw[i] * st[i] for i in range(2)]
+    elif auto not in ("NOTSET", "VALID"):
+        raise UnsupportedError(f"ConvTranspose auto_pad '{auto}'")
+    if want is not None:
+        # ONNX: total padding from the output shape; SAME_UPPER puts the larger half at the start
+        total = [full[i] - int(want[i]) for i in range(2)]
+        for i in range(2):
+            if total[i] < 0:  # a larger output: the extra rows/columns come at the end, as output_padding
+                op[i] -= total[i]
+                total[i] = 0
+        if any(op[i] >= st[i] and op[i] >= dil[i] for i in range(2)):
+            raise UnsupportedError(f"ConvTranspose output_shape {want}: more than stride - 1 extra rows or "
+                                   f"columns beyond the full output {full}")
+        small = [v // 2 for v in total]
+        # what onnxruntime and ONNX's reference compute: SAME_UPPER pads the end more
+        p = [small[0], small[1], total[0] - small[0], total[1] - small[1]]
+        if auto == "SAME_LOWER":
+            p = [total[0] - small[0], total[1] - small[1], small[0], small[1]]
+    else:
+        p = list(a.get("pads", [0, 0, 0, 0])) if auto == "NOTSET" else [0, 0, 0, 0]
+    if len(p) != 4:
+        raise UnsupportedError(f"only 2-D spatial ops are supported (pads {p})")
+    wv = ctx.param(w, node.input[1])
+    bv = None if b is None else ctx.param(_const_input(ctx, _onnx_quant.resolve(ctx, b), "the ConvTranspose bias"),
+                                          node.input[2])
+    v = ctx.emit("conv_transpose2d", t.value, wv, bv, strides=st, padding=[p[0], p[1], p[2], p[3]],
+                 output_padding=op, dilation=dil, groups=int(a.get("group", 1)), layout=ctx.spatial())
+    return Tensor(v, ctx.layout == "NHWC")
+
+
 @converts("BatchNormalization")
 def _batchnorm(ctx: Context, node, a, x, gamma, beta, mean, var):
     if a.get("training_mode", 0) or len([o for o in node.output if o]) > 1:

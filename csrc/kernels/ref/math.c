@@ -127,3 +127,46 @@ REF_KERNEL(ref_matmul_f32)
     }
     return MERA_OK;
 }
+
+/* conv_transpose2d: every input pixel scatters its kernel window into the output,
+ * y[n, g*og + co, ih*sh - pt + kh*dh, iw*sw - pl + kw*dw] += x[n, g*cg + ci, ih, iw] * w[g*cg + ci, co, kh, kw],
+ * in that loop order (n, output channel, input channel, input pixel, tap), after the bias. */
+REF_KERNEL(ref_conv_transpose2d_f32)
+{
+    (void)err;
+    const mera_node *node = a->node;
+    int nhwc = ref_nhwc(node);
+    ref_dims4 xd = ref_dims(a->in_types[0], nhwc), yd = ref_dims(a->out_types[0], nhwc);
+    const int64_t *st = ref_ints(node, "strides"), *pad = ref_ints(node, "padding"), *dil = ref_ints(node, "dilation");
+    const mera_type *wt = a->in_types[1];
+    int64_t groups = mera_attr_int(node, "groups"), cg = xd.c / groups, og = wt->shape[1];
+    int64_t KH = wt->shape[2], KW = wt->shape[3];
+    const float *x = a->in[0], *w = a->in[1], *b = a->n_inputs > 2 ? a->in[2] : NULL;
+    float *y = a->out[0];
+    for (int64_t n = 0; n < yd.n; n++)
+        for (int64_t o = 0; o < yd.c; o++) {
+            int64_t g = o / og, co = o % og;
+            for (int64_t oh = 0; oh < yd.h; oh++)
+                for (int64_t ow = 0; ow < yd.w; ow++)
+                    y[ref_at(&yd, n, o, oh, ow)] = b ? b[o] : 0.0f;
+            for (int64_t ci = 0; ci < cg; ci++) {
+                int64_t c = g * cg + ci;
+                const float *wk = w + (c * og + co) * KH * KW;
+                for (int64_t ih = 0; ih < xd.h; ih++)
+                    for (int64_t iw = 0; iw < xd.w; iw++) {
+                        float xv = x[ref_at(&xd, n, c, ih, iw)];
+                        for (int64_t kh = 0; kh < KH; kh++) {
+                            int64_t oh = ih * st[0] - pad[0] + kh * dil[0];
+                            if (oh < 0 || oh >= yd.h)
+                                continue;
+                            for (int64_t kw = 0; kw < KW; kw++) {
+                                int64_t ow = iw * st[1] - pad[1] + kw * dil[1];
+                                if (ow >= 0 && ow < yd.w)
+                                    y[ref_at(&yd, n, o, oh, ow)] += xv * wk[kh * KW + kw];
+                            }
+                        }
+                    }
+            }
+        }
+    return MERA_OK;
+}

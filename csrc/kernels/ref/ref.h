@@ -37,6 +37,7 @@ REF_KERNEL(ref_tanh_f32);
 REF_KERNEL(ref_erf_f32);
 REF_KERNEL(ref_abs_f32);
 REF_KERNEL(ref_matmul_f32);
+REF_KERNEL(ref_conv_transpose2d_f32);
 
 /* elementwise.c */
 REF_KERNEL(ref_add_f32);
