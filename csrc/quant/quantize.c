@@ -553,6 +553,10 @@ static mera_status quant_float_node(quant_ctx *c, const mera_node *node)
     char base[256];
     for (int i = 0; i < node->n_inputs; i++) {
         int v = node->inputs[i];
+        if (v < 0) { /* an omitted optional input */
+            ins[i] = -1;
+            continue;
+        }
         const mera_value *sv = mera_graph_value(g, v);
         if (sv->kind == MERA_VALUE_CONST || sv->kind == MERA_VALUE_PARAM) {
             ins[i] = note_float(c, sv->kind == MERA_VALUE_PARAM
