@@ -316,7 +316,7 @@ class UpConv(nn.Module):
         self.down = nn.Conv2d(3, 8, 3, stride=2, padding=1)
         self.up = nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, output_padding=1)
         self.mix = nn.Conv2d(9, 4, 1)
-        self.up2 = nn.ConvTranspose2d(4, 4, 4, stride=2, padding=1, groups=2)
+        self.up2 = nn.ConvTranspose2d(4, 4, 4, stride=2, padding=1, groups=2, bias=False)
 
     def forward(self, x):
         y = self.up(torch.relu(self.down(x)))
