@@ -196,6 +196,7 @@ CLAIMED = {
     "Tanh": ["test_tanh", "test_tanh_example"],
     "Erf": ["test_erf"],
     "Abs": ["test_abs"],
+    "LSTM": ["test_lstm_defaults", "test_lstm_with_initial_bias"],
     "ConvTranspose": ["test_convtranspose", "test_convtranspose_autopad_same", "test_convtranspose_dilations",
                       "test_convtranspose_group_2", "test_convtranspose_group_2_image_3",
                       "test_convtranspose_kernel_shape", "test_convtranspose_output_shape", "test_convtranspose_pad",
@@ -270,6 +271,10 @@ EXCLUDED = {
     **{f"test_{op}_float16": "float16: mera imports float32 models" for op in ("max", "min")},
     **{f"test_{op}_float64": "float64: mera imports float32 models" for op in ("max", "min")},
     "test_div_int32_trunc": _INT_TYPES,
+    "test_lstm_batchwise": "layout=1: mera's lstm takes [seq, batch, input]",
+    "test_lstm_bidirectional": "the cell-state output Y_c is a graph output (mera's lstm gives Y and Y_h)",
+    "test_lstm_reverse": "the cell-state output Y_c is a graph output (mera's lstm gives Y and Y_h)",
+    "test_lstm_with_peepholes": "peepholes (input P)",
     "test_convtranspose_1d": "a 1-D transposed convolution: mera's is 2-D",
     "test_convtranspose_3d": "a 3-D transposed convolution: mera's is 2-D",
     "test_clip_default_int8_min": _INT_TYPES, "test_clip_default_int8_max": _INT_TYPES,
@@ -327,12 +332,12 @@ _CASE_MODULES = {
     "ReduceMean": "reducemean", "Slice": "slice", "Identity": "identity", "Sub": "sub", "Pow": "pow",
     "Expand": "expand", "Tile": "tile", "Squeeze": "squeeze", "Unsqueeze": "unsqueeze", "Div": "div",
     "Max": "max", "Min": "min", "Sqrt": "sqrt", "Exp": "exp", "Log": "log", "Tanh": "tanh", "Erf": "erf",
-    "Abs": "abs", "ConvTranspose": "convtranspose",
+    "Abs": "abs", "ConvTranspose": "convtranspose", "LSTM": "lstm",
 }
 
 # inputs (by position) that are weights or shape arguments: mera needs them constant,
 # so they become initializers (the node tests declare every input as a graph input)
-_FREEZE = {"Conv": {1, 2}, "ConvTranspose": {1, 2}, "Gemm": {1, 2}, "MatMul": {1}, "BatchNormalization": {1, 2, 3, 4}, "Clip": {1, 2},
+_FREEZE = {"Conv": {1, 2}, "ConvTranspose": {1, 2}, "LSTM": {1, 2, 3, 4, 5, 6, 7}, "Gemm": {1, 2}, "MatMul": {1}, "BatchNormalization": {1, 2, 3, 4}, "Clip": {1, 2},
            "Reshape": {1}, "Pad": {1, 2, 3}, "Resize": {1, 2, 3}, "ReduceMean": {1}, "Slice": {1, 2, 3, 4},
            "Expand": {1}, "Tile": {1}, "Squeeze": {1}, "Unsqueeze": {1}}
 
@@ -505,6 +510,38 @@ def test_dynamic_dims_from_input_shapes_and_shape_subgraphs_folded(tmp_path):
         np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
     with pytest.raises(mera.ConfigError, match="dynamic shape"):
         from_onnx(model, layout="NCHW")
+
+
+class _CnnLstm(torch.nn.Module):
+    """A CRNN-style recogniser: conv features, columns as a sequence, a bidirectional LSTM, a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 8, 3, stride=(4, 1), padding=1)
+        self.lstm = torch.nn.LSTM(32, 16, bidirectional=True)
+        self.fc = torch.nn.Linear(32, 11)
+
+    def forward(self, x):
+        f = torch.relu(self.conv(x))                    # [1, 8, 4, W]
+        seq = f.flatten(1, 2).permute(2, 0, 1)           # [W, 1, 32]
+        y, (h, _) = self.lstm(seq)
+        return self.fc(y), h
+
+
+def test_lstm_bidirectional_vs_onnxruntime(tmp_path):
+    torch.manual_seed(0)
+    m = _CnnLstm().eval()
+    x = torch.randn(1, 1, 16, 20)
+    path = export(m, x, tmp_path / "crnn.onnx", 13)
+    xs = [x.numpy()]
+    ref = run_ort(path, xs)
+    for layout in LAYOUTS:
+        mod, params = from_onnx(str(path), layout=layout)
+        assert "lstm" in [n["op"] for n in mod.nodes()]
+        feeds = [nhwc(xs[0])] if layout == "NHWC" else xs
+        outs = mera.compile(mod, params, target="Interpreter")(*feeds)
+        for o, r in zip(outs, ref):  # Y through the classifier, and Y_h
+            assert o.shape == r.shape and max_rel(o, r) < 1e-5, (layout, max_rel(o, r))
 
 
 # -- 4. bad files -------------------------------------------------------------------------

@@ -1148,6 +1148,52 @@ static mera_status infer_conv_transpose2d(mera_infer_ctx *ctx)
     return MERA_OK;
 }
 
+/* lstm: ONNX's LSTM with its default activations, no peepholes, all sequences full length.
+ * data [seq, batch, input], w [dirs, 4H, input], r [dirs, 4H, H], b [dirs, 8H] (Wb then Rb),
+ * initial_h and initial_c [dirs, batch, H]; output Y [seq, dirs, batch, H]. */
+static const char *const inputs_lstm[] = {"data", "w", "r", "b", "initial_h", "initial_c"};
+static const mera_attr_spec attrs_lstm[] = {
+    {"hidden_size", MERA_ATTR_INT, 1, 0, NULL, NULL, "H"},
+    {"direction", MERA_ATTR_STRING, 0, 0, "forward|reverse|bidirectional", "forward", "direction"},
+    END_ATTRS,
+};
+static mera_status infer_lstm(mera_infer_ctx *ctx)
+{
+    mera_status st;
+    for (int i = 0; i < ctx->n_inputs; i++)
+        if (ctx->in[i] && (st = require_float(ctx, i)))
+            return st;
+    if ((st = require_rank(ctx, 0, 3)) || (st = require_rank(ctx, 1, 3)) || (st = require_rank(ctx, 2, 3)))
+        return st;
+    int64_t H = attr_i(ctx, "hidden_size"), dirs = strcmp(attr_s(ctx, "direction"), "bidirectional") ? 1 : 2;
+    const mera_type *x = ctx->in[0], *w = ctx->in[1], *r = ctx->in[2];
+    int64_t S = x->shape[0], B = x->shape[1], I = x->shape[2];
+    if (H < 1)
+        return FAIL(ctx, MERA_ERR_ATTR, "hidden_size = %lld must be >= 1", (long long)H);
+    if (w->shape[0] != dirs || w->shape[1] != 4 * H || w->shape[2] != I || r->shape[0] != dirs ||
+        r->shape[1] != 4 * H || r->shape[2] != H)
+        return FAIL(ctx, MERA_ERR_SHAPE, "w must be [%lld, %lld, %lld] and r [%lld, %lld, %lld] for %s, hidden_size %lld "
+                    "and %lld input features", (long long)dirs, (long long)(4 * H), (long long)I, (long long)dirs,
+                    (long long)(4 * H), (long long)H, attr_s(ctx, "direction"), (long long)H, (long long)I);
+    if (ctx->n_inputs > 3 && ctx->in[3] && (ctx->in[3]->rank != 2 || ctx->in[3]->shape[0] != dirs ||
+                                            ctx->in[3]->shape[1] != 8 * H))
+        return FAIL(ctx, MERA_ERR_SHAPE, "b must be [%lld, %lld]", (long long)dirs, (long long)(8 * H));
+    for (int i = 4; i < ctx->n_inputs; i++)
+        if (ctx->in[i] && (ctx->in[i]->rank != 3 || ctx->in[i]->shape[0] != dirs || ctx->in[i]->shape[1] != B ||
+                           ctx->in[i]->shape[2] != H))
+            return FAIL(ctx, MERA_ERR_SHAPE, "%s must be [%lld, %lld, %lld]", ctx->in_names[i], (long long)dirs,
+                        (long long)B, (long long)H);
+    mera_type *out = &ctx->out[0];
+    *out = *x;
+    out->rank = 4;
+    out->layout = MERA_LAYOUT_ANY;
+    out->shape[0] = S;
+    out->shape[1] = dirs;
+    out->shape[2] = B;
+    out->shape[3] = H;
+    return MERA_OK;
+}
+
 /* ---- the table ---------------------------------------------------------- */
 
 const mera_op_info mera_op_table[MERA_OP_COUNT] = {

@@ -370,6 +370,57 @@ def _conv_transpose(ctx: Context, node, a, x, w, b=None):
     return Tensor(v, ctx.layout == "NHWC")
 
 
+@converts("LSTM")
+def _lstm(ctx: Context, node, a, x, w, r, b=None, seq_lens=None, h0=None, c0=None, p=None):
+    def s(v):
+        return v.decode() if isinstance(v, bytes) else v
+    acts = [s(v) for v in a.get("activations", [])]
+    if acts and any(v != d for v, d in zip(acts, ["Sigmoid", "Tanh", "Tanh"] * 2)):
+        raise UnsupportedError(f"LSTM activations {acts} (mera's lstm is Sigmoid, Tanh, Tanh)")
+    if "clip" in a or int(a.get("input_forget", 0)) or int(a.get("layout", 0)):
+        raise UnsupportedError("LSTM with clip, input_forget or layout=1")
+    if p is not None:
+        raise UnsupportedError("LSTM with peepholes (input P)")
+    t = ctx.to_nchw(ctx.tensor(x))
+    if t.rank != 3:
+        raise UnsupportedError(f"LSTM input of rank {t.rank} (expected [seq, batch, input])")
+    seq = t.value.shape[0]
+    if seq_lens is not None:
+        lens = _const_input(ctx, seq_lens, "the LSTM sequence_lens")
+        if np.any(lens != seq):
+            raise UnsupportedError(f"LSTM sequence_lens {lens.tolist()}: mera runs every sequence to its full "
+                                   f"length {seq}")
+    direction = s(a.get("direction", "forward"))
+    hidden = int(a["hidden_size"])
+    ins = [t.value, ctx.param(_const_input(ctx, w, "the LSTM W"), node.input[1]),
+           ctx.param(_const_input(ctx, r, "the LSTM R"), node.input[2])]
+    opt = [b, h0, c0]
+    while opt and opt[-1] is None:
+        opt.pop()
+    for v, what in zip(opt, ("B", "initial_h", "initial_c")):
+        if v is None:
+            ins.append(None)
+        elif isinstance(v, np.ndarray):
+            ins.append(ctx.const(v.astype(np.float32), what))
+        else:
+            ins.append(ctx.to_nchw(ctx.tensor(v)).value)
+    y = ctx.emit("lstm", *ins, hidden_size=hidden, direction=direction)
+    outs = list(node.output) + ["", ""]
+    if outs[2] and (ctx.consumers.get(outs[2]) or outs[2] in ctx.graph_outputs):
+        raise UnsupportedError("LSTM whose Y_c output is used (mera's lstm gives Y)")
+    if outs[1] and (ctx.consumers.get(outs[1]) or outs[1] in ctx.graph_outputs):
+        # Y_h: the last step of each direction, [dirs, batch, H]
+        dirs = 2 if direction == "bidirectional" else 1
+        parts = []
+        for d in range(dirs):
+            last = 0 if direction == "reverse" or d == 1 else seq - 1
+            v = ctx.emit("slice", y, axis=0, begin=last, end=last + 1)
+            parts.append(ctx.emit("slice", v, axis=1, begin=d, end=d + 1) if dirs > 1 else v)
+        yh = parts[0] if dirs == 1 else ctx.emit("concat", *parts, axis=1)
+        ctx.env[outs[1]] = Tensor(ctx.emit("reshape", yh, shape=[dirs, t.value.shape[1], hidden]), False)
+    return Tensor(y, False)
+
+
 @converts("BatchNormalization")
 def _batchnorm(ctx: Context, node, a, x, gamma, beta, mean, var):
     if a.get("training_mode", 0) or len([o for o in node.output if o]) > 1:

@@ -9,6 +9,8 @@
  * approximations (docs/numerics.md gives the bounds). matmul sums in
  * float32 in ascending k, one rounding per product and per addition. */
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "kernels/ref/ref.h"
 #include "kernels/ref/refutil.h"
@@ -168,5 +170,61 @@ REF_KERNEL(ref_conv_transpose2d_f32)
                     }
             }
         }
+    return MERA_OK;
+}
+
+static float sigmoidf(float v)
+{
+    return 1.0f / (1.0f + expf(-v));
+}
+
+/* lstm, ONNX's equations with gates in the order i, o, f, c:
+ *   g = W x_t + Wb + R h + Rb; i = σ(g_i), o = σ(g_o), f = σ(g_f), c~ = tanh(g_c)
+ *   c = f c + i c~; h = o tanh(c); Y[t, dir, b] = h
+ * the reverse direction walks t from the end. */
+REF_KERNEL(ref_lstm_f32)
+{
+    const mera_type *xt = a->in_types[0];
+    int64_t S = xt->shape[0], B = xt->shape[1], I = xt->shape[2], H = mera_attr_int(a->node, "hidden_size");
+    const char *dir = mera_attr_string(a->node, "direction");
+    int dirs = strcmp(dir, "bidirectional") == 0 ? 2 : 1, reverse_only = strcmp(dir, "reverse") == 0;
+    const float *x = a->in[0], *w = a->in[1], *r = a->in[2];
+    const float *bias = a->n_inputs > 3 ? a->in[3] : NULL;
+    const float *h0 = a->n_inputs > 4 ? a->in[4] : NULL, *c0 = a->n_inputs > 5 ? a->in[5] : NULL;
+    float *y = a->out[0];
+    float *scratch = ref_alloc(6 * H, sizeof(float));
+    if (!scratch)
+        return ref_nomem(err, a->node);
+    float *g = scratch, *h = scratch + 4 * H, *c = scratch + 5 * H;
+    for (int d = 0; d < dirs; d++) {
+        int reverse = reverse_only || d == 1;
+        const float *wd = w + d * 4 * H * I, *rd = r + d * 4 * H * H, *bd = bias ? bias + d * 8 * H : NULL;
+        for (int64_t b = 0; b < B; b++) {
+            for (int64_t k = 0; k < H; k++) {
+                h[k] = h0 ? h0[(d * B + b) * H + k] : 0.0f;
+                c[k] = c0 ? c0[(d * B + b) * H + k] : 0.0f;
+            }
+            for (int64_t step = 0; step < S; step++) {
+                int64_t t = reverse ? S - 1 - step : step;
+                const float *xv = x + (t * B + b) * I;
+                for (int64_t j = 0; j < 4 * H; j++) {
+                    float s = 0.0f, u = 0.0f;
+                    for (int64_t i = 0; i < I; i++)
+                        s += wd[j * I + i] * xv[i];
+                    for (int64_t k = 0; k < H; k++)
+                        u += rd[j * H + k] * h[k];
+                    g[j] = s + u + (bd ? bd[j] + bd[4 * H + j] : 0.0f);
+                }
+                for (int64_t k = 0; k < H; k++) {
+                    float ig = sigmoidf(g[k]), og = sigmoidf(g[H + k]), fg = sigmoidf(g[2 * H + k]);
+                    float cc = tanhf(g[3 * H + k]);
+                    c[k] = fg * c[k] + ig * cc;
+                    h[k] = og * tanhf(c[k]);
+                    y[((t * dirs + d) * B + b) * H + k] = h[k];
+                }
+            }
+        }
+    }
+    free(scratch);
     return MERA_OK;
 }
