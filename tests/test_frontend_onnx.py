@@ -196,6 +196,21 @@ CLAIMED = {
     "Tanh": ["test_tanh", "test_tanh_example"],
     "Erf": ["test_erf"],
     "Abs": ["test_abs"],
+    "Split": ["test_split_1d_uneven_split_opset18", "test_split_2d_uneven_split_opset18",
+              "test_split_equal_parts_1d_opset13", "test_split_equal_parts_1d_opset18", "test_split_equal_parts_2d",
+              "test_split_equal_parts_2d_opset13", "test_split_equal_parts_default_axis_opset13",
+              "test_split_equal_parts_default_axis_opset18", "test_split_variable_parts_1d_opset13",
+              "test_split_variable_parts_1d_opset18", "test_split_variable_parts_2d_opset13",
+              "test_split_variable_parts_2d_opset18", "test_split_variable_parts_default_axis_opset13",
+              "test_split_variable_parts_default_axis_opset18"],
+    "Gather": ["test_gather_0", "test_gather_1", "test_gather_2d_indices", "test_gather_negative_indices"],
+    "DepthToSpace": ["test_depthtospace_crd_mode_example", "test_depthtospace_example"],
+    "SpaceToDepth": ["test_spacetodepth", "test_spacetodepth_crd_mode_example", "test_spacetodepth_dcr_mode_example",
+                     "test_spacetodepth_example"],
+    "PRelu": ["test_prelu_broadcast", "test_prelu_example"],
+    "Softplus": ["test_softplus", "test_softplus_example"],
+    "Mish": ["test_mish"],
+    "InstanceNormalization": ["test_instancenorm_epsilon", "test_instancenorm_example"],
     "LSTM": ["test_lstm_defaults", "test_lstm_with_initial_bias"],
     "ConvTranspose": ["test_convtranspose", "test_convtranspose_autopad_same", "test_convtranspose_dilations",
                       "test_convtranspose_group_2", "test_convtranspose_group_2_image_3",
@@ -271,6 +286,8 @@ EXCLUDED = {
     **{f"test_{op}_float16": "float16: mera imports float32 models" for op in ("max", "min")},
     **{f"test_{op}_float64": "float64: mera imports float32 models" for op in ("max", "min")},
     "test_div_int32_trunc": _INT_TYPES,
+    "test_split_zero_size_splits_opset13": "a zero-sized input: mera tensors have no empty axes",
+    "test_split_zero_size_splits_opset18": "a zero-sized input: mera tensors have no empty axes",
     "test_lstm_batchwise": "layout=1: mera's lstm takes [seq, batch, input]",
     "test_lstm_bidirectional": "the cell-state output Y_c is a graph output (mera's lstm gives Y and Y_h)",
     "test_lstm_reverse": "the cell-state output Y_c is a graph output (mera's lstm gives Y and Y_h)",
@@ -280,9 +297,9 @@ EXCLUDED = {
     "test_clip_default_int8_min": _INT_TYPES, "test_clip_default_int8_max": _INT_TYPES,
     "test_clip_default_int8_inbounds": _INT_TYPES, "test_clip_default_int8_inbounds_expanded": _INT_TYPES,
     "test_maxpool_2d_uint8": _INT_TYPES,
-    "test_edge_pad": "edge mode (and int32 data): mera's pad is constant padding",
-    "test_reflect_pad": "reflect mode (and int32 data): mera's pad is constant padding",
-    "test_wrap_pad": "wrap mode (and int32 data): mera's pad is constant padding",
+    "test_edge_pad": "int32 data" + ": " + _INT_TYPES,
+    "test_reflect_pad": "int32 data" + ": " + _INT_TYPES,
+    "test_wrap_pad": "wrap mode (and int32 data): mera pads in constant, edge and reflect modes",
     **{f"test_matmul_{t}": "a 1-D operand: mera's matmul takes rank >= 2" for t in ("1d_3d", "4d_1d", "1d_1d")},
     "test_maxpool_with_argmax_2d_precomputed_pads": "the Indices output",
     "test_maxpool_with_argmax_2d_precomputed_strides": "the Indices output",
@@ -333,11 +350,14 @@ _CASE_MODULES = {
     "Expand": "expand", "Tile": "tile", "Squeeze": "squeeze", "Unsqueeze": "unsqueeze", "Div": "div",
     "Max": "max", "Min": "min", "Sqrt": "sqrt", "Exp": "exp", "Log": "log", "Tanh": "tanh", "Erf": "erf",
     "Abs": "abs", "ConvTranspose": "convtranspose", "LSTM": "lstm",
+    "Split": "split", "Gather": "gather", "DepthToSpace": "depthtospace", "SpaceToDepth": "spacetodepth",
+    "PRelu": "prelu", "Softplus": "softplus", "Mish": "mish", "InstanceNormalization": "instance_normalization",
 }
 
 # inputs (by position) that are weights or shape arguments: mera needs them constant,
 # so they become initializers (the node tests declare every input as a graph input)
-_FREEZE = {"Conv": {1, 2}, "ConvTranspose": {1, 2}, "LSTM": {1, 2, 3, 4, 5, 6, 7}, "Gemm": {1, 2}, "MatMul": {1}, "BatchNormalization": {1, 2, 3, 4}, "Clip": {1, 2},
+_FREEZE = {"Conv": {1, 2}, "ConvTranspose": {1, 2}, "LSTM": {1, 2, 3, 4, 5, 6, 7}, "Split": {1}, "Gather": {1},
+           "PRelu": {1}, "InstanceNormalization": {1, 2}, "Gemm": {1, 2}, "MatMul": {1}, "BatchNormalization": {1, 2, 3, 4}, "Clip": {1, 2},
            "Reshape": {1}, "Pad": {1, 2, 3}, "Resize": {1, 2, 3}, "ReduceMean": {1}, "Slice": {1, 2, 3, 4},
            "Expand": {1}, "Tile": {1}, "Squeeze": {1}, "Unsqueeze": {1}}
 
@@ -542,6 +562,22 @@ def test_lstm_bidirectional_vs_onnxruntime(tmp_path):
         outs = mera.compile(mod, params, target="Interpreter")(*feeds)
         for o, r in zip(outs, ref):  # Y through the classifier, and Y_h
             assert o.shape == r.shape and max_rel(o, r) < 1e-5, (layout, max_rel(o, r))
+
+
+@pytest.mark.parametrize("mode", ["edge", "reflect"])
+def test_pad_edge_and_reflect_vs_onnxruntime(mode):
+    f = TensorProto.FLOAT
+    pads = numpy_helper.from_array(np.array([0, 0, 2, 1, 0, 0, 1, 3], np.int64), "pads")
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["p"], mode=mode), helper.make_node("Relu", ["p"], ["y"])]
+    graph = helper.make_graph(nodes, "pad", [helper.make_tensor_value_info("x", f, [1, 3, 5, 6])],
+                              [helper.make_tensor_value_info("y", f, None)], initializer=[pads])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(3).standard_normal((1, 3, 5, 6)).astype(np.float32)
+    ref = run_ort(model, [x])[0]
+    for layout in LAYOUTS:
+        (out,), mod = run_mera(model, [x], layout)
+        assert np.array_equal(out, ref), layout
+        assert "pad" not in [n["op"] for n in mod.nodes()]  # slices and concats, which the DNA runs
 
 
 # -- 4. bad files -------------------------------------------------------------------------

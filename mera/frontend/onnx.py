@@ -761,11 +761,33 @@ def _transpose(ctx, node, a, x):
     return Tensor(ctx.emit("transpose", t.value, axes=axes), False)
 
 
+def _pad_by_copies(ctx: Context, t: Tensor, before: List[int], after: List[int], mode: str) -> Tensor:
+    """Edge and reflect padding as a concat of slices of the input along each padded axis (ONNX axes):
+    copies of bytes, exact in every dtype."""
+    for d in range(t.rank):
+        b, e = before[d], after[d]
+        if not b and not e:
+            continue
+        n = t.shape[d]
+        if mode == "reflect" and (b >= n or e >= n):
+            raise UnsupportedError(f"Pad mode 'reflect' by {max(b, e)} on an axis of {n} (at most {n - 1})")
+        ax = ctx.axis(t, d)
+        if mode == "edge":
+            src = [0] * b + [None] + [n - 1] * e
+        else:  # reflect: ... x2 x1 | x0 x1 ... xn-1 | xn-2 xn-3 ...
+            src = list(range(b, 0, -1)) + [None] + list(range(n - 2, n - 2 - e, -1))
+        parts = [t.value if i is None else ctx.emit("slice", t.value, axis=ax, begin=i, end=i + 1) for i in src]
+        t = Tensor(ctx.emit("concat", *parts, axis=ax), t.nhwc)
+    return t
+
+
 @converts("Pad")
 def _pad(ctx, node, a, x, pads=None, value=None, axes=None):
     mode = a.get("mode", "constant")
-    if mode != "constant":
-        raise UnsupportedError(f"Pad mode '{mode}' (mera's pad is constant padding only)")
+    if isinstance(mode, bytes):
+        mode = mode.decode()
+    if mode not in ("constant", "edge", "reflect"):
+        raise UnsupportedError(f"Pad mode '{mode}' (mera pads in constant, edge and reflect modes)")
     t = ctx.tensor(x)
     r = t.rank
     if ctx.opset < 11:
@@ -781,6 +803,8 @@ def _pad(ctx, node, a, x, pads=None, value=None, axes=None):
         before[d], after[d] = p[i], p[i + len(ax)]
     if min(before + after) < 0:
         raise UnsupportedError("Pad with negative pads (cropping)")
+    if mode != "constant":
+        return _pad_by_copies(ctx, t, before, after, mode)
     if t.nhwc:
         perm = [0, 2, 3, 1]
         before, after = [before[q] for q in perm], [after[q] for q in perm]
@@ -992,6 +1016,128 @@ def _squeeze(ctx, node, a, x, axes=None):
     if not out:
         raise UnsupportedError(f"Squeeze of {shape} to a 0-d tensor: mera tensors have at least one axis")
     return _reshape_to(ctx, t, out)
+
+
+@converts("Split")
+def _split(ctx, node, a, x, split=None):
+    t = ctx.tensor(x)
+    axis = int(a.get("axis", 0))
+    d = axis + t.rank if axis < 0 else axis
+    n = t.shape[d] if 0 <= d < t.rank else 0
+    outs = [o for o in node.output]
+    if split is not None:
+        sizes = _ints(_const_input(ctx, split, "the Split sizes"))
+    elif "split" in a:
+        sizes = [int(v) for v in a["split"]]
+    else:
+        k = int(a.get("num_outputs", len(outs)))
+        chunk = -(-n // k)
+        sizes = [min(chunk, n - i * chunk) for i in range(k)]
+    if len(sizes) != len(outs) or sum(sizes) != n or min(sizes) < 1:
+        raise UnsupportedError(f"Split of an axis of {n} into {sizes} ({len(outs)} outputs)")
+    ax, begin, parts = ctx.axis(t, d), 0, []
+    for size in sizes:
+        parts.append(Tensor(ctx.emit("slice", t.value, axis=ax, begin=begin, end=begin + size), t.nhwc))
+        begin += size
+    for name, part in zip(outs[1:], parts[1:]):
+        if name:
+            ctx.env[name] = part
+    return parts[0]
+
+
+@converts("Gather")
+def _gather(ctx, node, a, x, idx):
+    t = ctx.tensor(x)
+    ind = _const_input(ctx, idx, "the Gather indices")
+    axis = int(a.get("axis", 0))
+    d = axis + t.rank if axis < 0 else axis
+    if not 0 <= d < t.rank:
+        raise UnsupportedError(f"Gather axis {axis} of a rank-{t.rank} tensor")
+    n, ax = t.shape[d], ctx.axis(t, d)
+    flat = [int(i) + n if int(i) < 0 else int(i) for i in np.asarray(ind).reshape(-1)]
+    if any(not 0 <= i < n for i in flat) or not flat:
+        raise UnsupportedError(f"Gather indices {np.asarray(ind).tolist()} out of range for an axis of {n}")
+    parts = [ctx.emit("slice", t.value, axis=ax, begin=i, end=i + 1) for i in flat]
+    v = parts[0] if len(parts) == 1 else ctx.emit("concat", *parts, axis=ax)
+    g = Tensor(v, t.nhwc)
+    shape = list(t.shape[:d]) + list(np.shape(ind)) + list(t.shape[d + 1:])
+    if list(g.shape) == shape:
+        return g
+    if not shape:
+        raise UnsupportedError("Gather to a 0-d tensor: mera tensors have at least one axis")
+    return _reshape_to(ctx, g, shape)
+
+
+def _space_depth(ctx: Context, t: Tensor, b: int, to_depth: bool, mode: str = "DCR") -> Tensor:
+    """DepthToSpace / SpaceToDepth as reshape, transpose, reshape of NCHW data (moves of bytes)."""
+    _check_4d(t, "DepthToSpace/SpaceToDepth")
+    t = ctx.to_nchw(t)
+    N, C, H, W = t.shape
+    if to_depth:
+        if H % b or W % b:
+            raise UnsupportedError(f"SpaceToDepth by {b} of {H}x{W}")
+        v = ctx.emit("reshape", t.value, shape=[N, C, H // b, b, W // b, b])
+        v = ctx.emit("transpose", v, axes=[0, 3, 5, 1, 2, 4] if mode == "DCR" else [0, 1, 3, 5, 2, 4])
+        return Tensor(ctx.emit("reshape", v, shape=[N, C * b * b, H // b, W // b]), False)
+    if C % (b * b):
+        raise UnsupportedError(f"DepthToSpace by {b} of {C} channels")
+    if mode == "DCR":
+        v = ctx.emit("reshape", t.value, shape=[N, b, b, C // (b * b), H, W])
+        v = ctx.emit("transpose", v, axes=[0, 3, 4, 1, 5, 2])
+    else:  # CRD
+        v = ctx.emit("reshape", t.value, shape=[N, C // (b * b), b, b, H, W])
+        v = ctx.emit("transpose", v, axes=[0, 1, 4, 2, 5, 3])
+    return Tensor(ctx.emit("reshape", v, shape=[N, C // (b * b), H * b, W * b]), False)
+
+
+@converts("DepthToSpace")
+def _depth_to_space(ctx, node, a, x):
+    mode = a.get("mode", "DCR")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    return _space_depth(ctx, ctx.tensor(x), int(a["blocksize"]), False, mode)
+
+
+@converts("SpaceToDepth")
+def _space_to_depth(ctx, node, a, x):
+    mode = a.get("mode", "DCR")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    return _space_depth(ctx, ctx.tensor(x), int(a["blocksize"]), True, mode)
+
+
+@converts("PRelu")
+def _prelu(ctx, node, a, x, slope):
+    # relu(x) + (-slope) * relu(-x): slope * min(x, 0) exactly, with ops the DNA runs
+    t = ctx.tensor(x)
+    s_ = _const_input(ctx, slope, "the PRelu slope").astype(np.float32)
+    neg = _unary(ctx, "relu", _binary(ctx, "mul", t, np.array([-1.0], np.float32)))
+    return _binary(ctx, "add", _unary(ctx, "relu", t), _binary(ctx, "mul", neg, -s_))
+
+
+@converts("Softplus")
+def _softplus(ctx, node, a, x):
+    return _unary(ctx, "log", _binary(ctx, "add", _unary(ctx, "exp", x), np.array([1.0], np.float32)))
+
+
+@converts("Mish")
+def _mish(ctx, node, a, x):
+    return _binary(ctx, "mul", x, _unary(ctx, "tanh", _softplus(ctx, node, a, x)))
+
+
+@converts("InstanceNormalization")
+def _instance_norm(ctx, node, a, x, scale, bias):
+    t = ctx.to_nchw(ctx.tensor(x))
+    if t.rank < 3:
+        raise UnsupportedError(f"InstanceNormalization of a rank-{t.rank} tensor")
+    axes = list(range(2, t.rank))
+    mean = Tensor(ctx.emit("mean", t.value, axes=axes, keepdims=1))
+    d = _binary(ctx, "sub", t, mean)
+    var = Tensor(ctx.emit("mean", _binary(ctx, "mul", d, d).value, axes=axes, keepdims=1))
+    eps = np.array([float(a.get("epsilon", 1e-5))], np.float32)
+    y = _binary(ctx, "div", d, _unary(ctx, "sqrt", _binary(ctx, "add", var, eps)))
+    c = t.shape[1]
+    sh = [1, c] + [1] * (t.rank - 2)
+    y = _binary(ctx, "mul", y, _const_input(ctx, scale, "the InstanceNormalization scale").reshape(sh))
+    return _binary(ctx, "add", y, _const_input(ctx, bias, "the InstanceNormalization bias").reshape(sh))
 
 
 @converts("Identity", "Dropout")
