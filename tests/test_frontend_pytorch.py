@@ -348,3 +348,39 @@ def test_conv_transpose_runs_on_the_host_on_every_target(source):
         rep = sim.partition_report()
         assert [e["on_dna"] for e in rep if e["op"] == "conv_transpose2d"] == [False, False], str(rep)
         assert any(e["on_dna"] for e in rep if e["op"] == "conv2d"), str(rep)
+
+
+class PadsAndActivations(nn.Module):
+    """Reflect and replicate padding (concats of slices), PReLU, Mish, Softplus, PixelShuffle."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.prelu = nn.PReLU(8)
+        self.conv2 = nn.Conv2d(8, 12, 3)
+
+    def forward(self, x):
+        y = self.prelu(self.conv(F.pad(x, (1, 2, 2, 1), mode="reflect")))
+        y = F.mish(y) + F.softplus(y)
+        y = self.conv2(F.pad(y, (1, 1, 1, 1), mode="replicate"))
+        return F.pixel_shuffle(y, 2)
+
+
+@pytest.mark.parametrize("source", ["trace", "export"])
+def test_pads_and_activations(source):
+    torch.manual_seed(0)
+    m = PadsAndActivations().eval()
+    with torch.no_grad():
+        m.prelu.weight.uniform_(-0.5, 0.5)
+    x = torch.randn(1, 3, 9, 10)
+    with torch.no_grad():
+        ref = m(x).numpy()
+        src = torch.jit.trace(m, x) if source == "trace" else torch.export.export(m, (x,))
+    for layout in ("NCHW", "NHWC"):
+        shape = (1, 3, 9, 10) if layout == "NCHW" else (1, 9, 10, 3)
+        mod, params = mera.frontend.from_pytorch(src, [("input0", shape)], layout=layout)
+        xin = x.numpy() if layout == "NCHW" else np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1))
+        out = mera.compile(mod, params, target="Interpreter")(xin)[0]
+        out = out if out.shape == ref.shape else out.transpose(0, 3, 1, 2)
+        assert out.shape == ref.shape and np.abs(out - ref).max() <= 2e-5 * np.abs(ref).max(), layout
+        assert "pad" not in [n["op"] for n in mod.nodes()]

@@ -620,6 +620,53 @@ def _layer_norm(ctx, x, shape, weight=None, bias=None, eps=1e-5, cudnn_enable=Tr
     return y
 
 
+@converts("aten::prelu")
+def _prelu(ctx, x, slope):
+    # relu(x) + (-slope) * relu(-x) == slope * min(x, 0) exactly; slope per channel (dim 1)
+    t = ctx.tensor(x, "prelu")
+    sl = slope.detach().numpy().astype(np.float32) if isinstance(slope, torch.Tensor) else np.float32(slope)
+    rank = len(t.shape)
+    neg_slope = -sl.reshape([1, -1] + [1] * (rank - 2)) if np.size(sl) > 1 and rank >= 2 else -np.reshape(sl, -1)
+    neg = _unary(ctx, "relu", _binary(ctx, "mul", t, -1.0))
+    return _binary(ctx, "add", _unary(ctx, "relu", t), _binary(ctx, "mul", neg, torch.from_numpy(neg_slope)))
+
+
+@converts("aten::softplus")
+def _softplus(ctx, x, beta=1.0, threshold=20.0):
+    if float(beta) != 1.0:
+        raise UnsupportedError(f"softplus with beta={beta}{ctx.where()}")
+    return _unary(ctx, "log", _binary(ctx, "add", _unary(ctx, "exp", x), 1.0))
+
+
+@converts("aten::mish", "aten::mish_")
+def _mish(ctx, x):
+    return _binary(ctx, "mul", x, _unary(ctx, "tanh", _softplus(ctx, x)))
+
+
+def _pixel_shuffle_nchw(ctx, x, r: int, up: bool):
+    t = ctx.to_nchw(ctx.tensor(x, "pixel_shuffle"))
+    if len(t.shape) != 4:
+        raise UnsupportedError(f"pixel_shuffle of a rank-{len(t.shape)} tensor{ctx.where()}")
+    N, C, H, W = t.shape
+    if up:  # [N, C*r*r, H, W] -> [N, C, H*r, W*r]
+        v = ctx.emit("reshape", t.value, shape=[N, C // (r * r), r, r, H, W])
+        v = ctx.emit("transpose", v, axes=[0, 1, 4, 2, 5, 3])
+        return Tensor(ctx.emit("reshape", v, shape=[N, C // (r * r), H * r, W * r]))
+    v = ctx.emit("reshape", t.value, shape=[N, C, H // r, r, W // r, r])
+    v = ctx.emit("transpose", v, axes=[0, 1, 3, 5, 2, 4])
+    return Tensor(ctx.emit("reshape", v, shape=[N, C * r * r, H // r, W // r]))
+
+
+@converts("aten::pixel_shuffle")
+def _pixel_shuffle(ctx, x, r):
+    return _pixel_shuffle_nchw(ctx, x, int(r), True)
+
+
+@converts("aten::pixel_unshuffle")
+def _pixel_unshuffle(ctx, x, r):
+    return _pixel_shuffle_nchw(ctx, x, int(r), False)
+
+
 @converts("aten::neg", "aten::neg_")
 def _neg(ctx, x):
     return _binary(ctx, "mul", x, -1.0)  # exact
@@ -717,11 +764,40 @@ def _scalar(ctx, x):
     raise UnsupportedError(f"a tensor value is used as a Python number{ctx.where()}; only sizes may be")
 
 
+def _pad_by_copies(ctx: Context, t: Tensor, before: List[int], after: List[int], mode: str) -> Tensor:
+    """reflect / replicate padding as a concat of slices along each padded axis: byte copies, exact."""
+    for d in range(len(t.shape)):
+        b, e = before[d], after[d]
+        if not b and not e:
+            continue
+        n = t.shape[d]
+        if mode == "reflect" and (b >= n or e >= n):
+            raise UnsupportedError(f"reflection pad by {max(b, e)} of an axis of {n}{ctx.where()}")
+        ax = ctx.axis(t, d)
+        src = [0] * b + [None] + [n - 1] * e if mode == "replicate" else \
+            list(range(b, 0, -1)) + [None] + list(range(n - 2, n - 2 - e, -1))
+        parts = [t.value if i is None else ctx.emit("slice", t.value, axis=ax, begin=i, end=i + 1) for i in src]
+        t = Tensor(ctx.emit("concat", *parts, axis=ax), t.nhwc, t.torch_cl)
+    return t
+
+
+@converts("aten::reflection_pad2d", "aten::reflection_pad1d")
+def _reflection_pad(ctx, x, pad):
+    return _pad(ctx, x, pad, "reflect")
+
+
+@converts("aten::replication_pad2d", "aten::replication_pad1d")
+def _replication_pad(ctx, x, pad):
+    return _pad(ctx, x, pad, "replicate")
+
+
 @converts("aten::pad", "aten::constant_pad_nd")
 def _pad(ctx, x, pad, mode_or_value="constant", value=None):
     t = ctx.tensor(x, "pad")
+    mode = "constant"
     if isinstance(mode_or_value, str):
-        if mode_or_value != "constant":
+        mode = mode_or_value
+        if mode not in ("constant", "reflect", "replicate"):
             raise UnsupportedError(f"pad mode '{mode_or_value}' is not supported{ctx.where()}")
         fill = 0.0 if value is None else float(value)
     else:
@@ -731,6 +807,10 @@ def _pad(ctx, x, pad, mode_or_value="constant", value=None):
     for i in range(len(pad) // 2):  # torch pads the last axis first
         d = rank - 1 - i
         before[d], after[d] = int(pad[2 * i]), int(pad[2 * i + 1])
+    if mode != "constant":
+        if min(before + after) < 0:
+            raise UnsupportedError(f"{mode} pad with negative pads{ctx.where()}")
+        return _pad_by_copies(ctx, t, before, after, mode)
     if t.nhwc:
         perm = [0, 2, 3, 1]
         before, after = [before[p] for p in perm], [after[p] for p in perm]
