@@ -210,6 +210,10 @@ CLAIMED = {
     "PRelu": ["test_prelu_broadcast", "test_prelu_example"],
     "Softplus": ["test_softplus", "test_softplus_example"],
     "Mish": ["test_mish"],
+    "GroupNormalization": ["test_group_normalization_epsilon", "test_group_normalization_example"],
+    "Gelu": ["test_gelu_default_1", "test_gelu_default_2", "test_gelu_tanh_1", "test_gelu_tanh_2"],
+    "Reciprocal": ["test_reciprocal", "test_reciprocal_example"],
+    "Neg": ["test_neg", "test_neg_example"],
     "InstanceNormalization": ["test_instancenorm_epsilon", "test_instancenorm_example"],
     "LSTM": ["test_lstm_defaults", "test_lstm_with_initial_bias"],
     "ConvTranspose": ["test_convtranspose", "test_convtranspose_autopad_same", "test_convtranspose_dilations",
@@ -352,12 +356,13 @@ _CASE_MODULES = {
     "Abs": "abs", "ConvTranspose": "convtranspose", "LSTM": "lstm",
     "Split": "split", "Gather": "gather", "DepthToSpace": "depthtospace", "SpaceToDepth": "spacetodepth",
     "PRelu": "prelu", "Softplus": "softplus", "Mish": "mish", "InstanceNormalization": "instance_normalization",
+    "GroupNormalization": "groupnormalization", "Gelu": "gelu", "Reciprocal": "reciprocal", "Neg": "neg",
 }
 
 # inputs (by position) that are weights or shape arguments: mera needs them constant,
 # so they become initializers (the node tests declare every input as a graph input)
 _FREEZE = {"Conv": {1, 2}, "ConvTranspose": {1, 2}, "LSTM": {1, 2, 3, 4, 5, 6, 7}, "Split": {1}, "Gather": {1},
-           "PRelu": {1}, "InstanceNormalization": {1, 2}, "Gemm": {1, 2}, "MatMul": {1}, "BatchNormalization": {1, 2, 3, 4}, "Clip": {1, 2},
+           "PRelu": {1}, "InstanceNormalization": {1, 2}, "GroupNormalization": {1, 2}, "Gemm": {1, 2}, "MatMul": {1}, "BatchNormalization": {1, 2, 3, 4}, "Clip": {1, 2},
            "Reshape": {1}, "Pad": {1, 2, 3}, "Resize": {1, 2, 3}, "ReduceMean": {1}, "Slice": {1, 2, 3, 4},
            "Expand": {1}, "Tile": {1}, "Squeeze": {1}, "Unsqueeze": {1}}
 

@@ -1128,16 +1128,61 @@ def _instance_norm(ctx, node, a, x, scale, bias):
     t = ctx.to_nchw(ctx.tensor(x))
     if t.rank < 3:
         raise UnsupportedError(f"InstanceNormalization of a rank-{t.rank} tensor")
-    axes = list(range(2, t.rank))
-    mean = Tensor(ctx.emit("mean", t.value, axes=axes, keepdims=1))
-    d = _binary(ctx, "sub", t, mean)
-    var = Tensor(ctx.emit("mean", _binary(ctx, "mul", d, d).value, axes=axes, keepdims=1))
-    eps = np.array([float(a.get("epsilon", 1e-5))], np.float32)
-    y = _binary(ctx, "div", d, _unary(ctx, "sqrt", _binary(ctx, "add", var, eps)))
+    y = _normalize(ctx, t, list(range(2, t.rank)), float(a.get("epsilon", 1e-5)))
     c = t.shape[1]
     sh = [1, c] + [1] * (t.rank - 2)
     y = _binary(ctx, "mul", y, _const_input(ctx, scale, "the InstanceNormalization scale").reshape(sh))
     return _binary(ctx, "add", y, _const_input(ctx, bias, "the InstanceNormalization bias").reshape(sh))
+
+
+def _normalize(ctx: Context, t: Tensor, axes: List[int], eps: float) -> Tensor:
+    """(t - mean) / sqrt(var + eps) over ``axes`` of NCHW-ordered ``t``, in float ops."""
+    mean = Tensor(ctx.emit("mean", t.value, axes=axes, keepdims=1))
+    d = _binary(ctx, "sub", t, mean)
+    var = Tensor(ctx.emit("mean", _binary(ctx, "mul", d, d).value, axes=axes, keepdims=1))
+    return _binary(ctx, "div", d, _unary(ctx, "sqrt", _binary(ctx, "add", var, np.array([eps], np.float32))))
+
+
+@converts("GroupNormalization")
+def _group_norm(ctx, node, a, x, scale, bias):
+    t = ctx.to_nchw(ctx.tensor(x))
+    g = int(a["num_groups"])
+    shape = list(t.shape)
+    if t.rank < 3 or shape[1] % g:
+        raise UnsupportedError(f"GroupNormalization of {shape} in {g} groups")
+    grouped = _reshape_to(ctx, t, [shape[0], g, -1])
+    y = _reshape_to(ctx, _normalize(ctx, grouped, [2], float(a.get("epsilon", 1e-5))), shape)
+    sc = _const_input(ctx, scale, "the GroupNormalization scale").astype(np.float32)
+    bi = _const_input(ctx, bias, "the GroupNormalization bias").astype(np.float32)
+    if sc.size == g and g != shape[1]:  # opset 18: one scale per group
+        sc, bi = np.repeat(sc, shape[1] // g), np.repeat(bi, shape[1] // g)
+    sh = [1, shape[1]] + [1] * (t.rank - 2)
+    return _binary(ctx, "add", _binary(ctx, "mul", y, sc.reshape(sh)), bi.reshape(sh))
+
+
+@converts("Gelu")
+def _gelu(ctx, node, a, x):
+    approx = a.get("approximate", "none")
+    approx = approx.decode() if isinstance(approx, bytes) else approx
+    f = lambda v: np.array([v], np.float32)  # noqa: E731
+    if approx == "tanh":  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+        cube = _binary(ctx, "mul", _binary(ctx, "mul", x, x), x)
+        inner = _binary(ctx, "mul", _binary(ctx, "add", x, _binary(ctx, "mul", cube, f(0.044715))),
+                        f(math.sqrt(2.0 / math.pi)))
+        return _binary(ctx, "mul", x, _binary(ctx, "mul", _binary(ctx, "add", _unary(ctx, "tanh", inner), f(1.0)),
+                                              f(0.5)))
+    e = _unary(ctx, "erf", _binary(ctx, "mul", x, f(1.0 / math.sqrt(2.0))))
+    return _binary(ctx, "mul", x, _binary(ctx, "mul", _binary(ctx, "add", e, f(1.0)), f(0.5)))
+
+
+@converts("Reciprocal")
+def _reciprocal(ctx, node, a, x):
+    return _binary(ctx, "div", np.array([1.0], np.float32), x)
+
+
+@converts("Neg")
+def _neg(ctx, node, a, x):
+    return _binary(ctx, "mul", x, np.array([-1.0], np.float32))
 
 
 @converts("Identity", "Dropout")
