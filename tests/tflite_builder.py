@@ -226,7 +226,7 @@ class Net:
                 q[out] = q[op.inputs[0]]
             elif op.code == OP.CONCATENATION:   # the converter gives all inputs of a concat the output's parameters
                 for x in op.inputs:
-                    if x in producer and producer[x].code not in _FIXED_OUTPUT:
+                    if x not in producer or producer[x].code not in _FIXED_OUTPUT:
                         q[x] = q[out]
         return _write(self, list(outputs), q, float_io=float_io)
 
@@ -356,3 +356,105 @@ def _write(net: Net, outputs: List[int], q: Dict[int, Tuple[float, int]], float_
     b = flatbuffers.Builder(1024)
     b.Finish(m.Pack(b), file_identifier=b"TFL3")
     return bytes(b.Output())
+
+
+# -- the model families MERA's tutorials deploy from TFLite, scaled down for tests ----------------------------------
+# Each returns (net, output). Layer structure follows the published networks (and the ops their TFLite conversions
+# contain); widths and depths are cut so a test runs in seconds.
+
+def _stride2_valid(net: Net, x: int, k: int) -> int:
+    """Keras' ZeroPadding2D + VALID stride-2 depthwise conv, as converted MobileNetV2/EfficientNet-Lite files hold it."""
+    lo, hi = (k - 1) // 2 - (1 if k % 2 == 0 else 0), (k - 1) // 2
+    x = net.pad(x, [[0, 0], [lo, hi + 1 - (net.shape(x)[1] % 2 == 1)], [lo, hi + 1 - (net.shape(x)[2] % 2 == 1)],
+                    [0, 0]])
+    return net.dwconv(x, k=k, stride=2, padding=S.Padding.VALID)
+
+
+def mobilenet_v1(seed: int = 0, size: int = 64, classes: int = 10) -> Tuple[Net, int]:
+    net = Net(seed)
+    x = net.input([1, size, size, 3])
+    y = net.conv(x, 8, stride=2)
+    for c, s in [(16, 1), (32, 2), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1)]:
+        y = net.dwconv(y, stride=s)
+        y = net.conv(y, c, k=1)
+    y = net.pool(OP.AVERAGE_POOL_2D, y, k=net.shape(y)[1], stride=1)
+    y = net.conv(y, classes, k=1, act=ACT.NONE)
+    y = net.reshape(y, [1, classes])
+    return net, net.softmax(y)
+
+
+def _inverted_residual(net: Net, x: int, expand: int, cout: int, stride: int, k: int = 3, pad_op: bool = True) -> int:
+    cin = net.shape(x)[3]
+    y = net.conv(x, cin * expand, k=1) if expand != 1 else x
+    y = _stride2_valid(net, y, k) if stride == 2 and pad_op else net.dwconv(y, k=k, stride=stride)
+    y = net.conv(y, cout, k=1, act=ACT.NONE)
+    return net.add(x, y) if stride == 1 and cin == cout else y
+
+
+def mobilenet_v2(seed: int = 0, size: int = 64, classes: int = 10) -> Tuple[Net, int]:
+    net = Net(seed)
+    x = net.input([1, size, size, 3])
+    y = net.conv(x, 16, stride=2)
+    for t, c, n, s in [(1, 8, 1, 1), (6, 16, 2, 2), (6, 16, 2, 2), (6, 24, 2, 2), (6, 32, 2, 1), (6, 56, 1, 2)]:
+        for i in range(n):
+            y = _inverted_residual(net, y, t, c, s if i == 0 else 1)
+    y = net.conv(y, 128, k=1)
+    y = net.mean(y, keep_dims=False)
+    return net, net.softmax(net.fc(y, classes))
+
+
+def _hard_swish(net: Net, x: int) -> int:
+    return net.unary(OP.HARD_SWISH, x)
+
+
+def _squeeze_excite(net: Net, x: int, ratio: int = 4) -> int:
+    """Keras MobileNetV3's SE block: mean, 1x1 relu, 1x1, hard sigmoid as relu6(x + 3) * (1/6), multiply."""
+    c = net.shape(x)[3]
+    s = net.mean(x)
+    s = net.conv(s, max(8, c // ratio), k=1, act=ACT.RELU)
+    s = net.conv(s, c, k=1, act=ACT.NONE)
+    s = net.add(s, net.const(np.full((1, 1, 1, 1), 3.0, np.float32), f"se{len(net.ops)}/three", "operand"),
+                act=ACT.RELU6)
+    s = net.mul(s, net.const(np.full((1, 1, 1, 1), 1.0 / 6.0, np.float32), f"se{len(net.ops)}/sixth", "operand"))
+    return net.mul(x, s)
+
+
+def mobilenet_v3_small(seed: int = 0, size: int = 64, classes: int = 10) -> Tuple[Net, int]:
+    net = Net(seed)
+    x = net.input([1, size, size, 3])
+    y = _hard_swish(net, net.conv(x, 16, stride=2, act=ACT.NONE))
+    # (kernel, expanded, out, squeeze-excite, hard-swish, stride)
+    for k, e, c, se, hs, s in [(3, 16, 16, True, False, 2), (3, 48, 24, False, False, 2), (3, 64, 24, False, False, 1),
+                               (5, 96, 40, True, True, 2), (5, 96, 40, True, True, 1), (5, 128, 48, True, True, 1)]:
+        cin = net.shape(y)[3]
+        z = net.conv(y, e, k=1, act=ACT.NONE if hs else ACT.RELU)
+        z = _hard_swish(net, z) if hs else z
+        z = net.dwconv(z, k=k, stride=s, act=ACT.NONE if hs else ACT.RELU)
+        z = _hard_swish(net, z) if hs else z
+        z = _squeeze_excite(net, z) if se else z
+        z = net.conv(z, c, k=1, act=ACT.NONE)
+        y = net.add(y, z) if s == 1 and cin == c else z
+    y = _hard_swish(net, net.conv(y, 96, k=1, act=ACT.NONE))
+    y = net.mean(y)
+    y = _hard_swish(net, net.conv(y, 128, k=1, act=ACT.NONE))
+    y = net.conv(y, classes, k=1, act=ACT.NONE)
+    return net, net.softmax(net.reshape(y, [1, classes]))
+
+
+def efficientnet_lite(seed: int = 0, size: int = 64, classes: int = 10) -> Tuple[Net, int]:
+    """EfficientNet-Lite0's shape: MBConv blocks with ReLU6, no squeeze-excite, 3x3 and 5x5 depthwise convs."""
+    net = Net(seed)
+    x = net.input([1, size, size, 3])
+    y = net.conv(x, 16, stride=2)
+    for e, k, c, n, s in [(1, 3, 8, 1, 1), (6, 3, 16, 2, 2), (6, 5, 24, 2, 2), (6, 3, 40, 2, 2), (6, 5, 56, 1, 1),
+                          (6, 5, 96, 2, 2)]:
+        for i in range(n):
+            y = _inverted_residual(net, y, e, c, s if i == 0 else 1, k=k, pad_op=False)
+    y = net.conv(y, 160, k=1)
+    y = net.pool(OP.AVERAGE_POOL_2D, y, k=net.shape(y)[1], stride=1)
+    y = net.reshape(y, [1, 160])
+    return net, net.softmax(net.fc(y, classes))
+
+
+MODELS = {"mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2, "mobilenet_v3_small": mobilenet_v3_small,
+          "efficientnet_lite0": efficientnet_lite}
