@@ -125,7 +125,7 @@ def test_average_pool_differs_only_on_exact_ties():
 
 # whole models: bounds vs AUTO on logits and probabilities (max quanta, max fraction differing)
 # (the differences start at average pools' exact ties, see test_average_pool_differs_only_on_exact_ties)
-MODEL_BOUNDS = {"mobilenet_v1": (1, 0.5), "mobilenet_v2": (0, 0.0), "mobilenet_v3_small": (1, 1.0),
+MODEL_BOUNDS = {"mobilenet_v1": (1, 0.5), "mobilenet_v2": (0, 0.0), "mobilenet_v3_small": (4, 1.0),
                 "efficientnet_lite0": (1, 0.5)}
 
 
