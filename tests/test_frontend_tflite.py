@@ -59,14 +59,16 @@ OPS = {
 
 def _quantize_input(x, mod):
     g = mod._graph
-    s, z = g.value(g.inputs()[0])["qparams"]
-    return np.clip(np.round(x / s) + z, -128, 127).astype(np.int8)
+    info = g.value(g.inputs()[0])
+    s, z = info["qparams"]
+    lo, hi = (0, 255) if info["dtype"] == "uint8" else (-128, 127)
+    return np.clip(np.round(x / s) + z, lo, hi).astype(info["dtype"])
 
 
-def _calibrated(net, outputs, shape, seed, lo=-2.0, hi=2.0, float_io=False):
+def _calibrated(net, outputs, shape, seed, lo=-2.0, hi=2.0, float_io=False, uint8=False):
     rng = np.random.default_rng(100 + seed)
     samples = [[rng.uniform(lo, hi, shape).astype(np.float32)] for _ in range(2)]
-    return net.int8_model(outputs, samples, float_io=float_io), rng
+    return net.int8_model(outputs, samples, float_io=float_io, uint8=uint8), rng
 
 
 def _diff(a, b):
@@ -74,17 +76,19 @@ def _diff(a, b):
     return int(d.max()), float((d > 0).mean())
 
 
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
 @pytest.mark.parametrize("name", sorted(OPS))
-def test_int8_op_against_tflite(name):
+def test_quantized_op_against_tflite(name, dtype):
+    """int8: per-channel int8 weights; uint8: TFLite 1.x's scheme, per-tensor uint8 weights with a zero point."""
     build, bound_auto, bound_ref = OPS[name]
     for seed in range(2):
         net = Net(seed)
         y = build(net, net.input(list(SHAPE)))
-        qm, rng = _calibrated(net, [y], SHAPE, seed)
+        qm, rng = _calibrated(net, [y], SHAPE, seed, uint8=dtype == "uint8")
         mod, params = from_tflite(qm)
         run = mera.compile(mod, params, target="InterpreterHw")
         for _ in range(2):
-            xi = rng.integers(-128, 128, SHAPE).astype(np.int8)
+            xi = (rng.integers(0, 256, SHAPE) - (128 if dtype == "int8" else 0)).astype(dtype)
             out = run(xi)[0]
             for resolver, (qmax, frac) in (("AUTO", bound_auto), ("BUILTIN_REF", bound_ref)):
                 ref = run_tflite(qm, [xi], resolver)[0][0]
@@ -148,12 +152,12 @@ def test_model_float_on_interpreter(name):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_model_int8_against_tflite(name):
+@pytest.mark.parametrize("name,dtype", [(m, "int8") for m in sorted(MODELS)] + [("mobilenet_v2", "uint8")])
+def test_model_quantized_against_tflite(name, dtype):
     net, outs, shape, samples, rng = _model(name)
-    qm = net.int8_model(outs, samples)
+    qm = net.int8_model(outs, samples, uint8=dtype == "uint8")
     mod, params = from_tflite(qm)
-    assert sum(n["op"] == "conv2d" and n["attrs"].get("out_dtype") == "int8" for n in mod.nodes()) == \
+    assert sum(n["op"] == "conv2d" and n["attrs"].get("out_dtype") == dtype for n in mod.nodes()) == \
         sum(op.code in (OP.CONV_2D, OP.DEPTHWISE_CONV_2D) for op in net.ops)
     run = mera.compile(mod, params, target="InterpreterHw")
     qmax, frac = MODEL_BOUNDS[name]

@@ -211,8 +211,13 @@ class Net:
                     ranges[i] = (min(lo, float(v.min())), max(hi, float(v.max())))
         return ranges
 
-    def int8_model(self, outputs: Sequence[int], samples: Sequence[Sequence[np.ndarray]], float_io: bool = False) -> bytes:
-        """The full-integer model, calibrated on ``samples`` (int8 interface unless ``float_io``)."""
+    def int8_model(self, outputs: Sequence[int], samples: Sequence[Sequence[np.ndarray]], float_io: bool = False,
+                   uint8: bool = False) -> bytes:
+        """The full-integer model, calibrated on ``samples`` (int8 interface unless ``float_io``).
+
+        ``uint8=True`` writes the older uint8 scheme instead (TFLite 1.x's quantized models): uint8 activations with
+        the same scales and zero points moved by 128, uint8 weights per tensor with a zero point.
+        """
         ranges = self.calibrate(outputs, samples)
         q: Dict[int, Tuple[float, int]] = {}
         for i in sorted(ranges):
@@ -228,7 +233,7 @@ class Net:
                 for x in op.inputs:
                     if x not in producer or producer[x].code not in _FIXED_OUTPUT:
                         q[x] = q[out]
-        return _write(self, list(outputs), q, float_io=float_io)
+        return _write(self, list(outputs), q, float_io=float_io, uint8=uint8)
 
 
 def _opname(code: int) -> str:
@@ -255,7 +260,8 @@ def _qparams(scale, zp, axis=0) -> "S.QuantizationParametersT":
     return p
 
 
-def _write(net: Net, outputs: List[int], q: Dict[int, Tuple[float, int]], float_io: bool = False) -> bytes:
+def _write(net: Net, outputs: List[int], q: Dict[int, Tuple[float, int]], float_io: bool = False,
+           uint8: bool = False) -> bytes:
     m = S.ModelT()
     m.version, m.description = 3, "mera tests/tflite_builder.py"
     m.buffers = [S.BufferT()]
@@ -263,6 +269,7 @@ def _write(net: Net, outputs: List[int], q: Dict[int, Tuple[float, int]], float_
     sg.tensors, sg.operators, sg.name = [], [], "main"
     codes: Dict[int, int] = {}
     quant = bool(q)
+    adt, shift = (np.uint8, 128) if uint8 else (np.int8, 0)
     index: Dict[int, int] = {}
 
     def add_tensor(shape, name, dtype, data=None, qp=None) -> int:
@@ -302,7 +309,13 @@ def _write(net: Net, outputs: List[int], q: Dict[int, Tuple[float, int]], float_
             index[i] = add_tensor(t.shape, t.name, t.dtype, t.data)
         elif t.kind == "act":
             s, z = q[i]
-            index[i] = add_tensor(t.shape, t.name, np.int8, None, _qparams(s, z))
+            index[i] = add_tensor(t.shape, t.name, adt, None, _qparams(s, z + shift))
+        elif t.kind in ("weight", "dweight") and uint8:
+            lo, hi = min(float(t.data.min()), 0.0), max(float(t.data.max()), 0.0)
+            scale = np.float32((hi - lo) / 255.0)
+            zp = int(np.clip(np.round(-lo / scale), 0, 255))
+            w8 = np.clip(np.round(t.data / scale) + zp, 0, 255).astype(np.uint8)
+            index[i] = add_tensor(t.shape, t.name, np.uint8, w8, _qparams(scale, zp))
         elif t.kind in ("weight", "dweight"):
             axis = 0 if t.kind == "weight" else 3
             maxabs = np.abs(t.data).max(axis=tuple(a for a in range(t.data.ndim) if a != axis))
@@ -323,8 +336,8 @@ def _write(net: Net, outputs: List[int], q: Dict[int, Tuple[float, int]], float_
         else:  # a float constant operand of add/mul: per-tensor int8
             lo, hi = float(t.data.min()), float(t.data.max())
             s, z = _act_params(lo, hi)
-            data = np.clip(np.round(t.data / s) + z, -128, 127).astype(np.int8)
-            index[i] = add_tensor(t.shape, t.name, np.int8, data, _qparams(s, z))
+            data = (np.clip(np.round(t.data / s) + z, -128, 127) + shift).astype(adt)
+            index[i] = add_tensor(t.shape, t.name, adt, data, _qparams(s, z + shift))
         return index[i]
 
     ins = []
