@@ -11,12 +11,9 @@ docs/frontends.md explains the bounds below.
 import numpy as np
 import pytest
 
-pytest.importorskip("tflite")
-pytest.importorskip("ai_edge_litert")
-
-import mera  # noqa: E402
-from mera.frontend import from_tflite  # noqa: E402
-from tflite_builder import ACT, MODELS, OP, S, Net, run_tflite  # noqa: E402
+import mera
+from mera.frontend import from_tflite
+from tflite_builder import ACT, MODELS, OP, S, Net, run_tflite  # needs ai-edge-litert (the test extra)
 
 SHAPE = (1, 12, 12, 16)
 
@@ -181,6 +178,30 @@ def test_model_int8_same_bytes_on_every_integer_target(name):
     for target in ("Simulator", "IP"):
         for a, b in zip(got[target], got["InterpreterHw"]):
             assert np.array_equal(a, b), target
+
+
+def test_float16_weights_are_folded():
+    """TFLite's float16 quantization: weights as float16 behind DEQUANTIZE; mera folds them to float32 params."""
+    net, outs, shape, _, rng = _model("mobilenet_v2")
+    fm = net.float_model(outs, fp16_weights=True)
+    mod, params = from_tflite(fm)
+    assert "dequantize" not in {n["op"] for n in mod.nodes()}
+    x = rng.uniform(-1, 1, shape).astype(np.float32)
+    for a, b in zip(mera.compile(mod, params, target="Interpreter")(x), run_tflite(fm, [x])[0]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_hybrid_model_is_unsupported_with_the_reason():
+    """int8 weights on float activations (dynamic-range quantization) are named as such."""
+    net = Net(0)
+    x = net.input([1, 6, 6, 3])
+    opt = S.Conv2DOptionsT()
+    opt.padding, opt.strideH, opt.strideW = S.Padding.SAME, 1, 1
+    w = net.const(np.ones((4, 3, 3, 3), np.int8), "w", "const")
+    y = net.op(OP.CONV_2D, [x, w, -1], [1, 6, 6, 4], S.BuiltinOptions.Conv2DOptions, opt)
+    with pytest.raises(mera.UnsupportedError,
+                       match=r"operator 0 \(CONV_2D\): int8 weights on a float32 input \(hybrid quantization\)"):
+        from_tflite(net.float_model([y]))
 
 
 def test_float_interface_quantize_dequantize():

@@ -26,7 +26,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 OP = S.BuiltinOperator
 ACT = S.ActivationFunctionType
-_NP = {S.TensorType.FLOAT32: np.float32, S.TensorType.INT8: np.int8, S.TensorType.INT32: np.int32,
+_NP = {S.TensorType.FLOAT32: np.float32, S.TensorType.FLOAT16: np.float16, S.TensorType.INT8: np.int8, S.TensorType.INT32: np.int32,
        S.TensorType.UINT8: np.uint8, S.TensorType.INT64: np.int64}
 _TT = {np.dtype(v): k for k, v in _NP.items()}
 
@@ -195,8 +195,10 @@ class Net:
         return self.op(OP.CONCATENATION, xs, shape, S.BuiltinOptions.ConcatenationOptions, o)
 
     # -- writing
-    def float_model(self, outputs: Sequence[int]) -> bytes:
-        return _write(self, list(outputs), {})
+    def float_model(self, outputs: Sequence[int], fp16_weights: bool = False) -> bytes:
+        """The float model; ``fp16_weights`` stores weights and biases as float16 behind DEQUANTIZE ops, as
+        TFLite's float16 quantization does."""
+        return _write(self, list(outputs), {}, fp16_weights=fp16_weights)
 
     def calibrate(self, outputs: Sequence[int], samples: Sequence[Sequence[np.ndarray]]) -> Dict[int, Tuple[float, float]]:
         """min/max of every activation over ``samples``, from the float model on the TFLite interpreter."""
@@ -212,7 +214,7 @@ class Net:
         return ranges
 
     def int8_model(self, outputs: Sequence[int], samples: Sequence[Sequence[np.ndarray]], float_io: bool = False,
-                   uint8: bool = False) -> bytes:
+                   uint8: bool = False, fp16_weights: bool = False) -> bytes:
         """The full-integer model, calibrated on ``samples`` (int8 interface unless ``float_io``).
 
         ``uint8=True`` writes the older uint8 scheme instead (TFLite 1.x's quantized models): uint8 activations with
@@ -261,7 +263,7 @@ def _qparams(scale, zp, axis=0) -> "S.QuantizationParametersT":
 
 
 def _write(net: Net, outputs: List[int], q: Dict[int, Tuple[float, int]], float_io: bool = False,
-           uint8: bool = False) -> bytes:
+           uint8: bool = False, fp16_weights: bool = False) -> bytes:
     m = S.ModelT()
     m.version, m.description = 3, "mera tests/tflite_builder.py"
     m.buffers = [S.BufferT()]
@@ -305,7 +307,11 @@ def _write(net: Net, outputs: List[int], q: Dict[int, Tuple[float, int]], float_
         if i in index:
             return index[i]
         t = net.tensors[i]
-        if not quant or t.kind in ("shape",) or t.data is not None and t.data.dtype != np.float32:
+        if fp16_weights and t.kind in ("weight", "dweight", "bias"):
+            half = add_tensor(t.shape, t.name + "/fp16", np.float16, t.data.astype(np.float16))
+            index[i] = add_tensor(t.shape, t.name, np.float32)
+            add_op(OP.DEQUANTIZE, [half], [index[i]])
+        elif not quant or t.kind in ("shape",) or t.data is not None and t.data.dtype != np.float32:
             index[i] = add_tensor(t.shape, t.name, t.dtype, t.data)
         elif t.kind == "act":
             s, z = q[i]

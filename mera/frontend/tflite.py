@@ -408,10 +408,10 @@ def _weights(imp: _Importer, op: _Op, k: int, axis: int, n: int, x_dtype: str):
         if dt == "float16":
             data = data.astype(np.float32)
         elif dt != "float32":
-            raise UnsupportedError(f"a {dt} weight on a float32 input (hybrid quantization)")
+            raise UnsupportedError(f"{dt} weights on a float32 input (hybrid quantization)")
         return data.astype(np.float32), None
     if dt not in _QUANT:
-        raise UnsupportedError(f"a {dt} weight on a {x_dtype} input")
+        raise UnsupportedError(f"{dt} weights on a {x_dtype} input")
     q = imp.qparams(i)
     if q is None:
         raise UnsupportedError(f"its weight '{imp.tname(i)}' has no quantization parameters")
