@@ -17,7 +17,7 @@ every intermediate tensor kept.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import flatbuffers
 import numpy as np
@@ -26,8 +26,8 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 OP = S.BuiltinOperator
 ACT = S.ActivationFunctionType
-_NP = {S.TensorType.FLOAT32: np.float32, S.TensorType.FLOAT16: np.float16, S.TensorType.INT8: np.int8, S.TensorType.INT32: np.int32,
-       S.TensorType.UINT8: np.uint8, S.TensorType.INT64: np.int64}
+_NP = {S.TensorType.FLOAT32: np.float32, S.TensorType.FLOAT16: np.float16, S.TensorType.INT8: np.int8,
+       S.TensorType.INT32: np.int32, S.TensorType.UINT8: np.uint8, S.TensorType.INT64: np.int64}
 _TT = {np.dtype(v): k for k, v in _NP.items()}
 
 # ops whose int8 output has the input's parameters (TFLite's "same scale" restriction)
@@ -123,7 +123,8 @@ class Net:
         o.padding, o.strideH, o.strideW, o.fusedActivationFunction = padding, stride, stride, act
         o.depthMultiplier, o.dilationHFactor, o.dilationWFactor = multiplier, 1, 1
         oh, ow = self._out_hw(h, w, k, k, stride, padding)
-        ins = [x, self.const(wt, f"dw{len(self.ops)}/weights", "dweight"), self.const(b, f"dw{len(self.ops)}/bias", "bias")]
+        ins = [x, self.const(wt, f"dw{len(self.ops)}/weights", "dweight"),
+               self.const(b, f"dw{len(self.ops)}/bias", "bias")]
         return self.op(OP.DEPTHWISE_CONV_2D, ins, [n, oh, ow, c * multiplier],
                        S.BuiltinOptions.DepthwiseConv2DOptions, o)
 
@@ -135,7 +136,8 @@ class Net:
         o = S.FullyConnectedOptionsT()
         o.fusedActivationFunction, o.keepNumDims = act, keep_num_dims
         out = shp[:-1] + [units] if keep_num_dims else [int(np.prod(shp)) // k, units]
-        ins = [x, self.const(wt, f"fc{len(self.ops)}/weights", "weight"), self.const(b, f"fc{len(self.ops)}/bias", "bias")]
+        ins = [x, self.const(wt, f"fc{len(self.ops)}/weights", "weight"),
+               self.const(b, f"fc{len(self.ops)}/bias", "bias")]
         return self.op(OP.FULLY_CONNECTED, ins, out, S.BuiltinOptions.FullyConnectedOptions, o)
 
     def _binary(self, code, a, b, act, opt_cls, opt_type):
@@ -200,7 +202,8 @@ class Net:
         TFLite's float16 quantization does."""
         return _write(self, list(outputs), {}, fp16_weights=fp16_weights)
 
-    def calibrate(self, outputs: Sequence[int], samples: Sequence[Sequence[np.ndarray]]) -> Dict[int, Tuple[float, float]]:
+    def calibrate(self, outputs: Sequence[int], samples: Sequence[Sequence[np.ndarray]]
+                  ) -> Dict[int, Tuple[float, float]]:
         """min/max of every activation over ``samples``, from the float model on the TFLite interpreter."""
         model = self.float_model(outputs)
         ranges: Dict[int, Tuple[float, float]] = {}
@@ -382,10 +385,9 @@ def _write(net: Net, outputs: List[int], q: Dict[int, Tuple[float, int]], float_
 # contain); widths and depths are cut so a test runs in seconds.
 
 def _stride2_valid(net: Net, x: int, k: int) -> int:
-    """Keras' ZeroPadding2D + VALID stride-2 depthwise conv, as converted MobileNetV2/EfficientNet-Lite files hold it."""
-    lo, hi = (k - 1) // 2 - (1 if k % 2 == 0 else 0), (k - 1) // 2
-    x = net.pad(x, [[0, 0], [lo, hi + 1 - (net.shape(x)[1] % 2 == 1)], [lo, hi + 1 - (net.shape(x)[2] % 2 == 1)],
-                    [0, 0]])
+    """Keras' ZeroPadding2D(correct_pad) + VALID stride-2 depthwise conv, as converted MobileNetV2 files hold it."""
+    _, h, w, _ = net.shape(x)
+    x = net.pad(x, [[0, 0], [k // 2 - (1 - h % 2), k // 2], [k // 2 - (1 - w % 2), k // 2], [0, 0]])
     return net.dwconv(x, k=k, stride=2, padding=S.Padding.VALID)
 
 
