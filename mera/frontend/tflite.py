@@ -244,7 +244,7 @@ class _Importer:
         want = self.act_qparams(o)
         have = v.qparams
         if want is not None and have is not None and self.ttype(o) == v.dtype:
-            if abs(have[0] - want[0]) > 0 or have[1] != want[1]:
+            if (have[0], have[1]) != want:
                 v = self.emit("requantize", v, out_scale=want[0], out_zero_point=want[1], out_dtype=self.ttype(o))
         elif (want is None) != (have is None) or (want is not None and self.ttype(o) != v.dtype):
             raise UnsupportedError(f"its output '{self.tname(o)}' is {self.ttype(o)}"
