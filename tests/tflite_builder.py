@@ -412,14 +412,21 @@ def _inverted_residual(net: Net, x: int, expand: int, cout: int, stride: int, k:
     return net.add(x, y) if stride == 1 and cin == cout else y
 
 
-def mobilenet_v2(seed: int = 0, size: int = 64, classes: int = 10) -> Tuple[Net, int]:
+# (expansion, output channels, repeats, first stride): the published MobileNetV2 1.0 and the test's cut-down one
+MOBILENET_V2_FULL = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                     (6, 320, 1, 1)]
+_MOBILENET_V2_SMALL = [(1, 8, 1, 1), (6, 16, 2, 2), (6, 16, 2, 2), (6, 24, 2, 2), (6, 32, 2, 1), (6, 56, 1, 2)]
+
+
+def mobilenet_v2(seed: int = 0, size: int = 64, classes: int = 10, full: bool = False) -> Tuple[Net, int]:
+    """MobileNetV2; ``full=True`` gives the published 1.0 network (use size=224, classes=1000)."""
     net = Net(seed)
     x = net.input([1, size, size, 3])
-    y = net.conv(x, 16, stride=2)
-    for t, c, n, s in [(1, 8, 1, 1), (6, 16, 2, 2), (6, 16, 2, 2), (6, 24, 2, 2), (6, 32, 2, 1), (6, 56, 1, 2)]:
+    y = net.conv(x, 32 if full else 16, stride=2)
+    for t, c, n, s in MOBILENET_V2_FULL if full else _MOBILENET_V2_SMALL:
         for i in range(n):
             y = _inverted_residual(net, y, t, c, s if i == 0 else 1)
-    y = net.conv(y, 128, k=1)
+    y = net.conv(y, 1280 if full else 128, k=1)
     y = net.mean(y, keep_dims=False)
     return net, net.softmax(net.fc(y, classes))
 
@@ -462,18 +469,26 @@ def mobilenet_v3_small(seed: int = 0, size: int = 64, classes: int = 10) -> Tupl
     return net, net.softmax(net.reshape(y, [1, classes]))
 
 
-def efficientnet_lite(seed: int = 0, size: int = 64, classes: int = 10) -> Tuple[Net, int]:
-    """EfficientNet-Lite0's shape: MBConv blocks with ReLU6, no squeeze-excite, 3x3 and 5x5 depthwise convs."""
+# (expansion, kernel, output channels, repeats, first stride): EfficientNet-Lite0 and the test's cut-down one
+EFFICIENTNET_LITE0_FULL = [(1, 3, 16, 1, 1), (6, 3, 24, 2, 2), (6, 5, 40, 2, 2), (6, 3, 80, 3, 2), (6, 5, 112, 3, 1),
+                           (6, 5, 192, 4, 2), (6, 3, 320, 1, 1)]
+_EFFICIENTNET_LITE0_SMALL = [(1, 3, 8, 1, 1), (6, 3, 16, 2, 2), (6, 5, 24, 2, 2), (6, 3, 40, 2, 2), (6, 5, 56, 1, 1),
+                             (6, 5, 96, 2, 2)]
+
+
+def efficientnet_lite(seed: int = 0, size: int = 64, classes: int = 10, full: bool = False) -> Tuple[Net, int]:
+    """EfficientNet-Lite0's shape: MBConv blocks with ReLU6, no squeeze-excite, 3x3 and 5x5 depthwise convs;
+    ``full=True`` gives the published Lite0 (use size=224, classes=1000)."""
     net = Net(seed)
     x = net.input([1, size, size, 3])
-    y = net.conv(x, 16, stride=2)
-    for e, k, c, n, s in [(1, 3, 8, 1, 1), (6, 3, 16, 2, 2), (6, 5, 24, 2, 2), (6, 3, 40, 2, 2), (6, 5, 56, 1, 1),
-                          (6, 5, 96, 2, 2)]:
+    y = net.conv(x, 32 if full else 16, stride=2)
+    for e, k, c, n, s in EFFICIENTNET_LITE0_FULL if full else _EFFICIENTNET_LITE0_SMALL:
         for i in range(n):
             y = _inverted_residual(net, y, e, c, s if i == 0 else 1, k=k, pad_op=False)
-    y = net.conv(y, 160, k=1)
+    head = 1280 if full else 160
+    y = net.conv(y, head, k=1)
     y = net.pool(OP.AVERAGE_POOL_2D, y, k=net.shape(y)[1], stride=1)
-    y = net.reshape(y, [1, 160])
+    y = net.reshape(y, [1, head])
     return net, net.softmax(net.fc(y, classes))
 
 
