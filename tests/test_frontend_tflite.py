@@ -165,6 +165,19 @@ def test_model_quantized_against_tflite(name, dtype):
             assert m <= qmax and f <= frac, (m, f)
 
 
+def test_full_size_efficientnet_lite0_is_bit_exact():
+    """The published EfficientNet-Lite0 at 224x224 (1000 classes, seeded weights, int8): TFLite's bytes."""
+    net, probs = MODELS["efficientnet_lite0"](size=224, classes=1000, full=True)
+    outs = [net.ops[-1].inputs[0], probs]
+    rng = np.random.default_rng(7)
+    samples = [[rng.uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)] for _ in range(2)]
+    qm = net.int8_model(outs, samples)
+    mod, params = from_tflite(qm)
+    xi = _quantize_input(rng.uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32), mod)
+    for a, b in zip(mera.compile(mod, params, target="InterpreterHw")(xi), run_tflite(qm, [xi])[0]):
+        assert np.array_equal(a, b)
+
+
 @pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_lite0"])
 def test_model_int8_same_bytes_on_every_integer_target(name):
     """Simulator and IP (DNA program, emulated device) give InterpreterHw's bytes."""
