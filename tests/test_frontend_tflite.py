@@ -50,6 +50,17 @@ OPS = {
     "pad": (lambda n, x: n.pad(x, [[0, 0], [1, 2], [0, 1], [0, 0]]), EXACT, EXACT),
     "concat": (lambda n, x: n.concat([n.conv(x, 8, k=1, act=ACT.NONE), n.conv(x, 8, k=1, act=ACT.RELU)]),
                EXACT, (1, 0.005)),
+    "resize_nearest_x2": (lambda n, x: n.resize(OP.RESIZE_NEAREST_NEIGHBOR, x, [24, 24]), EXACT, EXACT),
+    "resize_nearest_x2_half_pixel": (lambda n, x: n.resize(OP.RESIZE_NEAREST_NEIGHBOR, x, [24, 24],
+                                                           half_pixel_centers=True), EXACT, EXACT),
+    "resize_nearest_12_to_17x20": (lambda n, x: n.resize(OP.RESIZE_NEAREST_NEIGHBOR, x, [17, 20]), EXACT, EXACT),
+    "resize_bilinear_x2_half_pixel": (lambda n, x: n.resize(OP.RESIZE_BILINEAR, x, [24, 24], half_pixel_centers=True),
+                                      (1, 0.06), (1, 0.06)),
+    "resize_bilinear_12_to_17x20_half_pixel": (lambda n, x: n.resize(OP.RESIZE_BILINEAR, x, [17, 20],
+                                                                     half_pixel_centers=True), (1, 0.03), (2, 0.3)),
+    "resize_bilinear_x2_align_corners": (lambda n, x: n.resize(OP.RESIZE_BILINEAR, x, [24, 24], align_corners=True),
+                                         (1, 0.03), (3, 0.35)),
+    "transpose": (lambda n, x: n.transpose(x, [0, 3, 1, 2]), EXACT, EXACT),
     "squeeze_reshape": (lambda n, x: n.reshape(n.mean(x, keep_dims=True), [1, 16]), EXACT, (1, 0.2)),
 }
 
@@ -298,8 +309,16 @@ def test_unsupported_options_are_listed_with_the_reason():
     net = Net(0)
     x = net.input([1, 4, 4, 2])
     y = net.softmax(net.reshape(x, [1, 32]), beta=0.5)
-    with pytest.raises(mera.UnsupportedError, match=r"operator 1 \(SOFTMAX\): SOFTMAX with beta 0.5"):
-        from_tflite(net.float_model([y]))
+    z = net.resize(OP.RESIZE_BILINEAR, x, [8, 8])                    # TF1's legacy corner convention
+    w = net.resize(OP.RESIZE_NEAREST_NEIGHBOR, x, [6, 6], half_pixel_centers=True)
+    with pytest.raises(mera.UnsupportedError) as e:
+        from_tflite(net.float_model([y, z, w]))
+    msg = str(e.value)
+    assert "3 operators cannot be imported" in msg
+    assert "operator 1 (SOFTMAX): SOFTMAX with beta 0.5" in msg
+    assert "operator 2 (RESIZE_BILINEAR): RESIZE_BILINEAR with align_corners=0 and half_pixel_centers=0" in msg
+    assert "operator 3 (RESIZE_NEAREST_NEIGHBOR): RESIZE_NEAREST_NEIGHBOR with align_corners=0, " \
+        "half_pixel_centers=1 from (4, 4) to (6, 6)" in msg
 
 
 def test_bad_files(tmp_path):

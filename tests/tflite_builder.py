@@ -31,7 +31,8 @@ _NP = {S.TensorType.FLOAT32: np.float32, S.TensorType.FLOAT16: np.float16, S.Ten
 _TT = {np.dtype(v): k for k, v in _NP.items()}
 
 # ops whose int8 output has the input's parameters (TFLite's "same scale" restriction)
-_SAME_AS_INPUT = {OP.MAX_POOL_2D, OP.AVERAGE_POOL_2D, OP.RESHAPE, OP.PAD, OP.CONCATENATION}
+_SAME_AS_INPUT = {OP.MAX_POOL_2D, OP.AVERAGE_POOL_2D, OP.RESHAPE, OP.PAD, OP.CONCATENATION, OP.TRANSPOSE,
+                  OP.RESIZE_NEAREST_NEIGHBOR, OP.RESIZE_BILINEAR}
 _FIXED_OUTPUT = {OP.LOGISTIC: (1.0 / 256, -128), OP.SOFTMAX: (1.0 / 256, -128)}
 
 
@@ -195,6 +196,21 @@ class Net:
         shape = list(self.shape(xs[0]))
         shape[axis] = sum(self.shape(x)[axis] for x in xs)
         return self.op(OP.CONCATENATION, xs, shape, S.BuiltinOptions.ConcatenationOptions, o)
+
+    def resize(self, code, x, size, align_corners=False, half_pixel_centers=False):
+        if code == OP.RESIZE_BILINEAR:
+            o, t = S.ResizeBilinearOptionsT(), S.BuiltinOptions.ResizeBilinearOptions
+        else:
+            o, t = S.ResizeNearestNeighborOptionsT(), S.BuiltinOptions.ResizeNearestNeighborOptions
+        o.alignCorners, o.halfPixelCenters = align_corners, half_pixel_centers
+        n, _, _, c = self.shape(x)
+        return self.op(code, [x, self.const(np.array(size, np.int32), f"resize{len(self.ops)}/size", "shape")],
+                       [n, size[0], size[1], c], t, o)
+
+    def transpose(self, x, perm):
+        out = [self.shape(x)[p] for p in perm]
+        return self.op(OP.TRANSPOSE, [x, self.const(np.array(perm, np.int32), f"transpose{len(self.ops)}/perm",
+                                                    "shape")], out)
 
     # -- writing
     def float_model(self, outputs: Sequence[int], fp16_weights: bool = False) -> bytes:

@@ -719,6 +719,45 @@ def _concat(imp: _Importer, op: _Op, o) -> None:
     imp.set_out(imp.fused(v, act))
 
 
+@converts("RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR")
+def _resize(imp: _Importer, op: _Op, o) -> None:
+    x = imp.data_in(op)
+    _check_nhwc(imp, x, "a resize")
+    size = imp.const_ints(op.inputs[1], "the resize size")
+    if len(size) != 2 or min(size) < 1:
+        raise UnsupportedError(f"a resize to size {size}")
+    align = bool(o.AlignCorners()) if o is not None else False
+    half = bool(o.HalfPixelCenters()) if o is not None else False
+    in_hw = list(x.shape[1:3])
+    if op.name == "RESIZE_NEAREST_NEIGHBOR":
+        # mera's nearest is min(floor(dst * in / out), in - 1): TFLite's without half-pixel centers, and with
+        # them too when every output size is a whole multiple of the input's (the two then pick the same pixel)
+        integer_up = all(o_ % i == 0 for o_, i in zip(size, in_hw))
+        if align or (half and not integer_up):
+            raise UnsupportedError(f"RESIZE_NEAREST_NEIGHBOR with align_corners={int(align)}, half_pixel_centers="
+                                   f"{int(half)} from {tuple(in_hw)} to {tuple(size)}: mera's nearest is "
+                                   "floor(dst * in / out)")
+        attrs: Dict[str, Any] = {"method": "nearest"}
+    else:
+        if align == half:
+            raise UnsupportedError(f"RESIZE_BILINEAR with align_corners={int(align)} and half_pixel_centers="
+                                   f"{int(half)}: mera's bilinear has align_corners or half-pixel centers, one of "
+                                   "the two")
+        if 1 in size:
+            raise UnsupportedError(f"RESIZE_BILINEAR to an output size of 1 ({tuple(size)})")
+        attrs = {"method": "bilinear", "align_corners": int(align)}
+    imp.set_out(imp.emit("upsample", x, size=size, layout="NHWC", **attrs, **imp.qout()))
+
+
+@converts("TRANSPOSE")
+def _transpose(imp: _Importer, op: _Op, o) -> None:
+    x = imp.data_in(op)
+    perm = [p % len(x.shape) for p in imp.const_ints(op.inputs[1], "the TRANSPOSE permutation")]
+    if sorted(perm) != list(range(len(x.shape))):
+        raise UnsupportedError(f"TRANSPOSE with permutation {perm} of a {len(x.shape)}-D tensor")
+    imp.set_out(imp.emit("transpose", x, axes=perm))
+
+
 # -- entry point ---------------------------------------------------------------------------
 
 def _load(model: Any) -> Tuple[Any, str]:
