@@ -61,6 +61,12 @@ OPS = {
     "resize_bilinear_x2_align_corners": (lambda n, x: n.resize(OP.RESIZE_BILINEAR, x, [24, 24], align_corners=True),
                                          (1, 0.03), (3, 0.35)),
     "transpose": (lambda n, x: n.transpose(x, [0, 3, 1, 2]), EXACT, EXACT),
+    "squeeze": (lambda n, x: n.squeeze(n.mean(x, keep_dims=True), [1, 2]), EXACT, (1, 0.2)),
+    "leaky_relu": (lambda n, x: n.leaky_relu(x, 0.1), (1, 0.3), (1, 0.3)),
+    "relu_n1_to_1": (lambda n, x: n.unary(OP.RELU_N1_TO_1, x), EXACT, EXACT),
+    # RELU6 on values past 6 (its output has other parameters than its input: it clamps in the output's domain)
+    "relu6_clamping": (lambda n, x: n.unary(OP.RELU6, n.mul(x, n.const(np.full((1, 1, 1, 1), 4.0, np.float32), "four",
+                                                                     "operand"))), EXACT, (1, 0.05)),
     "squeeze_reshape": (lambda n, x: n.reshape(n.mean(x, keep_dims=True), [1, 16]), EXACT, (1, 0.2)),
 }
 
@@ -114,6 +120,16 @@ def test_float_op_against_tflite(name):
     out = mera.compile(*from_tflite(fm), target="Interpreter")(x)[0]
     ref = run_tflite(fm, [x])[0][0]
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_float_sub_of_a_constant():
+    net = Net(0)
+    x = net.input(list(SHAPE))
+    y = net.sub(x, net.const(np.linspace(-1, 1, 16, dtype=np.float32), "c", "operand"), act=ACT.RELU)
+    fm = net.float_model([y])
+    xin = np.random.default_rng(0).uniform(-2, 2, SHAPE).astype(np.float32)
+    np.testing.assert_allclose(mera.compile(*from_tflite(fm), target="Interpreter")(xin)[0], run_tflite(fm, [xin])[0][0],
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_average_pool_differs_only_on_exact_ties():

@@ -207,6 +207,20 @@ class Net:
         return self.op(code, [x, self.const(np.array(size, np.int32), f"resize{len(self.ops)}/size", "shape")],
                        [n, size[0], size[1], c], t, o)
 
+    def squeeze(self, x, dims):
+        o = S.SqueezeOptionsT()
+        o.squeezeDims = list(dims)
+        out = [d for i, d in enumerate(self.shape(x)) if i not in dims]
+        return self.op(OP.SQUEEZE, [x], out, S.BuiltinOptions.SqueezeOptions, o)
+
+    def leaky_relu(self, x, alpha):
+        o = S.LeakyReluOptionsT()
+        o.alpha = alpha
+        return self.op(OP.LEAKY_RELU, [x], self.shape(x), S.BuiltinOptions.LeakyReluOptions, o)
+
+    def sub(self, a, b, act=ACT.NONE):
+        return self._binary(OP.SUB, a, b, act, S.SubOptionsT, S.BuiltinOptions.SubOptions)
+
     def transpose(self, x, perm):
         out = [self.shape(x)[p] for p in perm]
         return self.op(OP.TRANSPOSE, [x, self.const(np.array(perm, np.int32), f"transpose{len(self.ops)}/perm",

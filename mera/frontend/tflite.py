@@ -238,9 +238,14 @@ class _Importer:
     def emit(self, op: str, *inputs, **attrs) -> ir.Value:
         return self.b.op(op, *inputs, name=self.fresh(op), source=f"{self.where}: {self.op}", **attrs)
 
-    def set_out(self, v: ir.Value, k: int = 0) -> None:
-        """Bind output ``k`` of the current operator; requantize where the file gives other parameters."""
-        o = self.op.outputs[k]
+    def set_out(self, v: ir.Value, act: int = 0) -> None:
+        """Bind the current operator's output to ``v``, then a fused activation ``act``.
+
+        Where the file gives the output other parameters than mera's op has (ops that keep their input's:
+        pools, relu, clip, reshape), ``v`` is requantized first, so the activation clamps in the output's
+        quantized domain as TFLite does (a RELU_N1_TO_1 clamps at ``z + round(-1 / s_out)``).
+        """
+        o = self.op.outputs[0]
         want = self.act_qparams(o)
         have = v.qparams
         if want is not None and have is not None and self.ttype(o) == v.dtype:
@@ -249,18 +254,18 @@ class _Importer:
         elif (want is None) != (have is None) or (want is not None and self.ttype(o) != v.dtype):
             raise UnsupportedError(f"its output '{self.tname(o)}' is {self.ttype(o)}"
                                    f"{' (quantized)' if want else ''}, but mera computes it as {v.dtype}")
-        self.vals[o] = _T(value=v)
+        self.vals[o] = _T(value=self.fused(v, act))
 
-    def qout(self, k: int = 0) -> Dict[str, Any]:
-        """out_scale / out_zero_point / out_dtype of a quantized op's output ``k`` (empty for float)."""
-        o = self.op.outputs[k]
+    def qout(self) -> Dict[str, Any]:
+        """out_scale / out_zero_point / out_dtype of a quantized op's output (empty for float)."""
+        o = self.op.outputs[0]
         qp = self.act_qparams(o)
         if qp is None:
             return {}
         return {"out_scale": qp[0], "out_zero_point": qp[1], "out_dtype": self.ttype(o)}
 
     def fused(self, v: ir.Value, act: int) -> ir.Value:
-        """Apply a fused activation that the op itself did not take (RELU6, RELU_N1_TO_1)."""
+        """``v`` after the fused activation ``act`` (relu, or a clip for RELU6 and RELU_N1_TO_1)."""
         if act in _CLIP_BOUNDS:
             lo, hi = _CLIP_BOUNDS[act]
             return self.emit("clip", v, a_min=lo, a_max=hi)
@@ -495,7 +500,7 @@ def _conv_common(imp: _Importer, op: _Op, o, depthwise: bool) -> None:
     extra = {"depthwise_saturate": "no"} if wq is not None else {}
     v = imp.emit("conv2d", x, wv, bv, strides=s, padding=pads, dilation=d, groups=groups, layout="NHWC",
                  kernel_layout="OHWI", activation="relu" if act in (1, 3) else "none", **extra, **imp.qout())
-    imp.set_out(imp.fused(v, act) if act not in (0, 1) else v)
+    imp.set_out(v, act if act != 1 else 0)   # RELU is the op's own activation
 
 
 @converts("CONV_2D")
@@ -528,7 +533,7 @@ def _fully_connected(imp: _Importer, op: _Op, o) -> None:
     wv = imp.param(w, "weight", qparams=wq)
     bv = None if bias is None else imp.param(bias, "bias")
     v = imp.emit("dense", x, wv, bv, activation="relu" if act in (1, 3) else "none", **imp.qout())
-    imp.set_out(imp.fused(v, act) if act not in (0, 1) else v)
+    imp.set_out(v, act if act != 1 else 0)   # RELU is the op's own activation
 
 
 def _binary(mera_op: str):
@@ -538,7 +543,7 @@ def _binary(mera_op: str):
             raise UnsupportedError(f"{mera_op} of a {a.dtype} and a {b.dtype} tensor")
         act = int(o.FusedActivationFunction()) if o is not None else 0
         v = imp.emit(mera_op, a, b, activation="relu" if act in (1, 3) else "none", **imp.qout())
-        imp.set_out(imp.fused(v, act) if act not in (0, 1) else v)
+        imp.set_out(v, act if act != 1 else 0)   # RELU is the op's own activation
     return convert
 
 
@@ -554,7 +559,7 @@ def _sub(imp: _Importer, op: _Op, o) -> None:
         raise UnsupportedError("SUB is supported on float32 tensors with a constant right-hand side")
     act = int(o.FusedActivationFunction()) if o is not None else 0
     v = imp.emit("add", a, np.ascontiguousarray(-t.const.astype(np.float32)))
-    imp.set_out(imp.fused(v, act))
+    imp.set_out(v, act)
 
 
 def _pool(mera_op: str):
@@ -569,7 +574,7 @@ def _pool(mera_op: str):
                          **imp.qout())
         else:
             v = imp.emit(mera_op, x, kernel=k, strides=s, padding=pads, layout="NHWC")
-        imp.set_out(imp.fused(v, act))
+        imp.set_out(v, act)
     return convert
 
 
@@ -629,17 +634,17 @@ def _softmax(imp: _Importer, op: _Op, o) -> None:
 
 @converts("RELU")
 def _relu(imp: _Importer, op: _Op, o) -> None:
-    imp.set_out(imp.emit("relu", imp.data_in(op)))
+    imp.set_out(imp.data_in(op), 1)
 
 
 @converts("RELU6")
 def _relu6(imp: _Importer, op: _Op, o) -> None:
-    imp.set_out(imp.fused(imp.data_in(op), 3))
+    imp.set_out(imp.data_in(op), 3)
 
 
 @converts("RELU_N1_TO_1")
 def _relu_n1(imp: _Importer, op: _Op, o) -> None:
-    imp.set_out(imp.fused(imp.data_in(op), 2))
+    imp.set_out(imp.data_in(op), 2)
 
 
 @converts("HARD_SWISH")
@@ -716,7 +721,7 @@ def _concat(imp: _Importer, op: _Op, o) -> None:
     axis = int(o.Axis()) % len(xs[0].shape)
     act = int(o.FusedActivationFunction())
     v = imp.emit("concat", *xs, axis=axis, **imp.qout())
-    imp.set_out(imp.fused(v, act))
+    imp.set_out(v, act)
 
 
 @converts("RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR")
