@@ -112,6 +112,22 @@ def test_quantized_op_against_tflite(name, dtype):
 
 
 @pytest.mark.parametrize("name", sorted(OPS))
+def test_int8_op_same_bytes_on_every_integer_target(name):
+    """Every imported op gives InterpreterHw's bytes on the Simulator and the IP (DNA program, emulated device)."""
+    net = Net(0)
+    y = OPS[name][0](net, net.input(list(SHAPE)))
+    qm, rng = _calibrated(net, [y], SHAPE, 0)
+    mod, params = from_tflite(qm)
+    xi = rng.integers(-128, 128, SHAPE).astype(np.int8)
+    got = {}
+    for target in ("InterpreterHw", "Simulator", "IP"):
+        with mera.build_config(target=target, arch=100, sim_log=False):
+            got[target] = mera.compile(mod, params)(xi)[0]
+    assert np.array_equal(got["Simulator"], got["InterpreterHw"])
+    assert np.array_equal(got["IP"], got["InterpreterHw"])
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
 def test_float_op_against_tflite(name):
     net = Net(3)
     y = OPS[name][0](net, net.input(list(SHAPE)))
