@@ -376,30 +376,18 @@ class _Importer:
 
 # -- weights and biases ------------------------------------------------------------------
 
-def _exact_bias(units: np.ndarray, ats: np.ndarray) -> np.ndarray:
-    """Float biases b with ``f32(b / ats) == units`` wherever one exists near ``units * ats``.
+def _float_bias(units: np.ndarray, ats: np.ndarray) -> np.ndarray:
+    """mera's float bias for TFLite's int32 bias ``units`` in units of ``ats = f32(s_x) * f32(s_w[c])``.
 
-    mera's per-channel requantization adds the bias as ``f32(acc) + f32(b / ats)``
-    (docs/numerics.md, section 3); TFLite adds the int32 bias to the int32
-    accumulator. A float b that divides back to the integer exactly makes the
-    two sums equal; the nearest float ``f32(B * ats)`` does so for most, and
-    the neighbours a few ulps away for nearly all the rest.
+    mera's per-channel requantization adds it as ``f32(acc) + f32(b / ats)``
+    (docs/numerics.md, section 3); TFLite adds the integer to the int32
+    accumulator. With ``b = f32(units * ats)`` the quotient is exactly
+    ``units`` for about 89% of (units, ats) pairs; for the rest no float32 b
+    divides back to it (consecutive floats' quotients step over it), and the
+    quotient is one float step away, which the float sum with ``acc`` mostly
+    rounds away again.
     """
-    ats = ats.astype(np.float32)
-    target = units.astype(np.float32)
-    best = (units.astype(np.float64) * ats.astype(np.float64)).astype(np.float32)
-    found = np.float32(best) / ats == target
-    for step in range(1, 9):
-        for sign in (1, -1):
-            cand = best.copy()
-            for _ in range(step):
-                cand = np.nextafter(cand, np.float32(sign * np.inf)).astype(np.float32)
-            hit = ~found & (cand / ats == target)
-            best = np.where(hit, cand, best)
-            found |= hit
-        if found.all():
-            break
-    return best
+    return (units.astype(np.float64) * ats.astype(np.float32).astype(np.float64)).astype(np.float32)
 
 
 def _weights(imp: _Importer, op: _Op, k: int, axis: int, n: int, x_dtype: str):
@@ -448,7 +436,7 @@ def _bias(imp: _Importer, op: _Op, k: int, n: int, x: ir.Value, wq) -> Optional[
     if dt != "int32":
         raise UnsupportedError(f"a {dt} bias on a quantized op; TFLite's int8 ops take int32 biases")
     ats = np.float32(x.qparams[0]) * wq[0].astype(np.float32)
-    return _exact_bias(b, ats)
+    return _float_bias(b, ats)
 
 
 def _same_pads(in_hw, k, s, d, padding: int) -> List[int]:
