@@ -236,6 +236,22 @@ def test_model_int8_same_bytes_on_every_integer_target(name):
             assert np.array_equal(a, b), target
 
 
+def test_float_import_quantized_by_mera():
+    """A float TFLite model imported and quantized by mera.Quantizer (what `mera compile --calibrate` does)."""
+    net, outs, shape, _, rng = _model("mobilenet_v3_small")
+    fm = net.float_model(outs[:1])
+    q = mera.Quantizer(from_tflite(fm), config={"observer": "minmax"})
+    q.calibrate([rng.uniform(-1, 1, shape).astype(np.float32) for _ in range(4)], progress=False)
+    qmod, qparams = q.quantize()
+    assert sum(n["op"] == "conv2d" and "out_dtype" in n["attrs"] for n in qmod.nodes()) == \
+        sum(op.code in (OP.CONV_2D, OP.DEPTHWISE_CONV_2D) for op in net.ops)
+    x = rng.uniform(-1, 1, shape).astype(np.float32)
+    out = mera.compile(qmod, qparams, target="InterpreterHw")(x)[0]
+    ref = run_tflite(fm, [x])[0][0]
+    psnr = 10 * np.log10(np.abs(ref).max() ** 2 / np.mean((out - ref) ** 2))
+    assert psnr > 30, psnr
+
+
 def test_float16_weights_are_folded():
     """TFLite's float16 quantization: weights as float16 behind DEQUANTIZE; mera folds them to float32 params."""
     net, outs, shape, _, rng = _model("mobilenet_v2")
