@@ -332,7 +332,7 @@ def test_paths_parsed_models_and_relay_spelling(tmp_path):
     fm = net.float_model([y])
     p = tmp_path / "m.tflite"
     p.write_bytes(fm)
-    for model in (str(p), p, fm, tflite.Model.GetRootAs(fm, 0)):
+    for model in (str(p), p, fm, bytearray(fm), tflite.Model.GetRootAs(fm, 0), S.Model.GetRootAs(fm, 0)):
         mod, _ = mera.relay.frontend.from_tflite(model)
         assert [n["op"] for n in mod.nodes()] == ["clip"]
 
@@ -367,6 +367,11 @@ def test_unsupported_options_are_listed_with_the_reason():
     assert "operator 2 (RESIZE_BILINEAR): RESIZE_BILINEAR with align_corners=0 and half_pixel_centers=0" in msg
     assert "operator 3 (RESIZE_NEAREST_NEIGHBOR): RESIZE_NEAREST_NEIGHBOR with align_corners=0, " \
         "half_pixel_centers=1 from (4, 4) to (6, 6)" in msg
+
+
+def test_other_model_types_are_a_config_error():
+    with pytest.raises(mera.ConfigError, match="path, bytes or a tflite.Model, got dict"):
+        from_tflite({"model": "m.tflite"})
 
 
 def test_bad_files(tmp_path):
