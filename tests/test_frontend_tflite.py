@@ -374,6 +374,41 @@ def test_other_model_types_are_a_config_error():
         from_tflite({"model": "m.tflite"})
 
 
+def _patched(model, edit):
+    """``model`` unpacked with the schema's object API, changed by ``edit(ModelT)``, packed again."""
+    import flatbuffers
+    m = S.ModelT.InitFromPackedBuf(model, 0)
+    edit(m)
+    b = flatbuffers.Builder(1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def test_int16_activations_and_sparse_weights_are_unsupported_with_the_reason():
+    net = Net(0)
+    x = net.input([1, 6, 6, 3])
+    y = net.unary(OP.RELU, net.conv(x, 4, act=ACT.NONE))
+    qm = net.int8_model([y], [[np.ones((1, 6, 6, 3), np.float32)]], float_io=True)
+
+    def to_int16(m):
+        for t in m.subgraphs[0].tensors:
+            if t.type == S.TensorType.INT8 and m.buffers[t.buffer].data is None:
+                t.type = S.TensorType.INT16
+    with pytest.raises(mera.UnsupportedError) as e:
+        from_tflite(_patched(qm, to_int16))
+    assert "1 operator cannot be imported" in str(e.value)   # the CONV_2D and RELU after it are not judged
+    assert "operator 0 (QUANTIZE): QUANTIZE to int16: mera's quantized tensors are int8 or uint8" in str(e.value)
+    with pytest.raises(mera.UnsupportedError, match="input 'input' is int16"):
+        from_tflite(_patched(net.int8_model([y], [[np.ones((1, 6, 6, 3), np.float32)]]), to_int16))
+
+    def sparse(m):
+        for t in m.subgraphs[0].tensors:
+            if t.name.endswith(b"/weights"):
+                t.sparsity = S.SparsityParametersT()
+    with pytest.raises(mera.UnsupportedError, match=r"operator 0 \(CONV_2D\): tensor 1 'conv0/weights' is stored sparse"):
+        from_tflite(_patched(net.float_model([y]), sparse))
+
+
 def test_bad_files(tmp_path):
     net = Net(0)
     fm = net.float_model([net.unary(OP.RELU, net.input([1, 4, 4, 2]))])

@@ -67,6 +67,10 @@ class _Op:
 CONVERTERS: Dict[str, Callable[..., None]] = {}
 
 
+class _Unjudged(Exception):
+    """An operator reads the output of one that could not be imported: it is not judged itself."""
+
+
 def converts(*names: str):
     def reg(fn):
         for n in names:
@@ -146,6 +150,8 @@ class _Importer:
     def buffer_data(self, i: int) -> Optional[np.ndarray]:
         t = self.tensor(i)
         bi = t.Buffer()
+        if t.Sparsity() is not None:
+            raise UnsupportedError(f"tensor {i} '{self.tname(i)}' is stored sparse; mera reads dense constants")
         if bi == 0 or bi >= self.m.BuffersLength():
             if bi >= self.m.BuffersLength():
                 raise FormatError(f"{self.where}: tensor {i} '{self.tname(i)}' refers to buffer {bi}, but the model "
@@ -336,8 +342,9 @@ class _Importer:
             self.op = op
             try:
                 CONVERTERS[op.name](self, op, op.opts)
-            except UnsupportedError as e:
-                bad.append(f"  {op}: {e}")
+            except (UnsupportedError, _Unjudged) as e:
+                if isinstance(e, UnsupportedError):
+                    bad.append(f"  {op}: {e}")
                 for o in op.outputs:
                     self.vals[o] = _T()     # later users of a failed output are not judged
             except FormatError:
@@ -362,13 +369,15 @@ class _Importer:
     def data_in(self, op: _Op, k: int = 0) -> ir.Value:
         if k >= len(op.inputs) or op.inputs[k] < 0:
             raise FormatError(f"{self.where}: {op} lacks input {k}")
-        t = self.get(op.inputs[k])
+        i = op.inputs[k]
+        t = self.get(i)
         if t.value is None and t.const is None:
-            raise UnsupportedError("its input comes from an operator that could not be imported")
-        return self.run_value(op.inputs[k], f"in{k}")
-
-    def quantized(self, op: _Op) -> bool:
-        return self.ttype(op.inputs[0]) in _QUANT
+            raise _Unjudged()
+        dt = self.ttype(i)
+        if t.const is None and dt not in ("float32",) + _QUANT:
+            raise UnsupportedError(f"its input '{self.tname(i)}' is {dt}; mera's run-time tensors are float32, "
+                                   "int8 or uint8" + (" (16x8 quantization is not supported)" if dt == "int16" else ""))
+        return self.run_value(i, f"in{k}")
 
     def param(self, data: np.ndarray, what: str, qparams=None) -> ir.Value:
         return self.b.param(self.fresh(what), np.ascontiguousarray(data), qparams=qparams)
@@ -655,7 +664,7 @@ def _quantize(imp: _Importer, op: _Op, o) -> None:
     x = imp.data_in(op)
     qp = imp.act_qparams(op.outputs[0])
     if qp is None:
-        raise UnsupportedError(f"QUANTIZE to {imp.ttype(op.outputs[0])}")
+        raise UnsupportedError(f"QUANTIZE to {imp.ttype(op.outputs[0])}: mera's quantized tensors are int8 or uint8")
     if x.dtype == "float32":
         imp.set_out(imp.emit("quantize", x, scale=qp[0], zero_point=qp[1], dtype=imp.ttype(op.outputs[0])))
     else:
