@@ -325,6 +325,24 @@ def test_nchw_layout_and_shape_dict():
     np.testing.assert_allclose(out, ref.transpose(0, 3, 1, 2), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small"])
+def test_batch_from_shape_dict(name):
+    """A file written for batch 1 run at batch 3: RESHAPE shapes written for batch 1 follow shape_dict's batch;
+    each sample gives the batch-1 import's bytes (and so TFLite's, for mobilenet_v2)."""
+    net, outs, shape, samples, rng = _model(name)
+    qm = net.int8_model(outs, samples)
+    one = mera.compile(*from_tflite(qm), target="InterpreterHw")
+    mod, params = from_tflite(qm, shape_dict={"input": (3,) + shape[1:]})
+    xs = [_quantize_input(rng.uniform(-1, 1, shape).astype(np.float32), mod) for _ in range(3)]
+    got = mera.compile(mod, params, target="InterpreterHw")(np.concatenate(xs))
+    for k, x in enumerate(xs):
+        for a, b in zip(got, one(x)):
+            assert np.array_equal(a[k:k + 1], b)
+        if name == "mobilenet_v2":
+            for a, b in zip(got, run_tflite(qm, [x])[0]):
+                assert np.array_equal(a[k:k + 1], b)
+
+
 def test_paths_parsed_models_and_relay_spelling(tmp_path):
     import tflite
     net = Net(0)

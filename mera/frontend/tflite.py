@@ -91,6 +91,8 @@ class _Importer:
         self.b = ir.Builder(_sanitize(self.g.Name().decode() if self.g.Name() else "tflite"))
         self.vals: Dict[int, _T] = {}
         self.op: Optional[_Op] = None
+        # (file's batch, given batch) when shape_dict changes every input's leading dimension alike
+        self.batch: Optional[Tuple[int, int]] = None
         self._codes = {v: k for k, v in vars(self.tfl.BuiltinOperator).items() if not k.startswith("_")}
         self._opt_classes = {v: k for k, v in vars(self.tfl.BuiltinOptions).items() if not k.startswith("_")}
 
@@ -289,6 +291,7 @@ class _Importer:
         if unknown:
             raise ConfigError(f"{self.where}: no model input named {', '.join(map(repr, unknown))}; the inputs are "
                               f"{', '.join(map(repr, names))}")
+        batches = set()
         for i, name in zip((int(i) for i in self.g.InputsAsNumpy()), names):
             dt = self.ttype(i)
             if name in self.dtype_dict and str(np.dtype(self.dtype_dict[name])) != dt:
@@ -302,9 +305,11 @@ class _Importer:
                 if len(given) != len(shape):
                     raise ConfigError(f"{self.where}: input '{name}' has rank {len(shape)} in the model, shape_dict "
                                       f"gives {given}")
+                if self.layout == "NCHW" and len(given) == 4:
+                    given = [given[0], given[2], given[3], given[1]]
+                if shape and shape[0] >= 1 and given[0] != shape[0]:
+                    batches.add((shape[0], given[0]))
                 shape = given
-                if self.layout == "NCHW" and len(shape) == 4:
-                    shape = [shape[0], shape[2], shape[3], shape[1]]
             if any(d < 1 for d in shape):
                 raise ConfigError(f"{self.where}: input '{name}' has dynamic shape {shape}; give it in shape_dict")
             qp = self.act_qparams(i) if dt in _QUANT else None
@@ -317,6 +322,9 @@ class _Importer:
             else:
                 v = self.b.input(_sanitize(name), shape, dt, layout="NHWC" if len(shape) == 4 else None, qparams=qp)
             self.vals[i] = _T(value=v)
+
+        if len(batches) == 1:
+            self.batch = batches.pop()
 
     def collect(self) -> List[_Op]:
         ops, bad = [], []
@@ -605,6 +613,9 @@ def _reshape(imp: _Importer, op: _Op, o) -> None:
     else:
         shape = imp.shape(op.outputs[0])
     n = int(np.prod(x.shape))
+    if imp.batch is not None and shape and shape[0] == imp.batch[0] and -1 not in shape and \
+            int(np.prod(shape)) != n and x.shape[0] == imp.batch[1]:
+        shape = [imp.batch[1]] + shape[1:]      # a shape written for the file's batch, under shape_dict's batch
     if shape.count(-1) == 1:
         rest = int(np.prod([d for d in shape if d != -1]))
         shape = [n // rest if d == -1 else d for d in shape]
