@@ -1,7 +1,7 @@
 """Frontends: import models from other frameworks into mera IR.
 
-torch is imported only when a PyTorch model is imported, and onnx only when an
-ONNX model is, so ``import mera`` needs NumPy alone.
+torch is imported only when a PyTorch model is imported, onnx only when an
+ONNX model is and tflite only when a TFLite model is, so ``import mera`` needs NumPy alone.
 """
 
 from __future__ import annotations
@@ -21,4 +21,10 @@ def from_onnx(path_or_model: Any, input_shapes: Any = None, layout: str = "NHWC"
     return _impl(path_or_model, input_shapes, layout=layout)
 
 
-__all__ = ["from_pytorch", "from_onnx"]
+def from_tflite(model: Any, shape_dict: Any = None, dtype_dict: Any = None, layout: str = "NHWC"):
+    """Import a TFLite model (float, or int8/uint8 quantized); see :func:`mera.frontend.tflite.from_tflite`."""
+    from .tflite import from_tflite as _impl
+    return _impl(model, shape_dict, dtype_dict, layout=layout)
+
+
+__all__ = ["from_pytorch", "from_onnx", "from_tflite"]

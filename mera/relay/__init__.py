@@ -1,5 +1,5 @@
 """TVM-style spelling of the frontends, so MERA scripts run with their import
-lines changed to ``from mera import relay``: ``relay.frontend.from_pytorch``, ``relay.frontend.from_onnx``."""
+lines changed to ``from mera import relay``: ``relay.frontend.from_pytorch``, ``relay.frontend.from_onnx``, ``relay.frontend.from_tflite``."""
 
 from .. import frontend
 
