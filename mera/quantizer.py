@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _core
+from ._progress import Progress
 from .config import Target
 from .errors import ConfigError, RuntimeInputError
 from .ir import Module
@@ -299,8 +298,10 @@ class Quantizer:
         ``data`` is a list (or any iterable) of arrays for a single-input model,
         of lists or dicts of arrays otherwise; an array holding several
         batches along axis 0 is split. May be called several times; the
-        statistics accumulate. ``progress``: a progress line on stderr (None:
-        only when calibration runs longer than two seconds).
+        statistics accumulate. ``progress``: a progress bar (tqdm, when
+        installed) or line on stderr; None: when calibration runs longer
+        than two seconds and ``build_config(progress=False)`` or ``mera
+        --quiet`` does not silence it.
         """
         items = data if isinstance(data, (list, tuple)) else list(data)
         if isinstance(data, np.ndarray) or (len(self._inputs) == 1 and hasattr(data, "shape")):
@@ -308,22 +309,11 @@ class Quantizer:
         total = len(items)
         if total == 0:
             raise RuntimeInputError("calibrate: no calibration data (an empty list)")
-        start = last = time.monotonic()
-        shown = False
-        for i, item in enumerate(items):
-            for batch in self._batches(item, i):
-                self._core.calibrate(batch)
-            now = time.monotonic()
-            if progress is not False and (progress or now - start > 2.0) and (now - last > 0.5 or i + 1 == total):
-                rate = (i + 1) / max(now - start, 1e-9)
-                eta = (total - i - 1) / rate
-                sys.stderr.write(f"\rmera.Quantizer: calibrated {i + 1}/{total} "
-                                 f"({now - start:.1f} s, {eta:.1f} s left)")
-                sys.stderr.flush()
-                shown, last = True, now
-        if shown:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        with Progress("calibrating", total, "batches", show=progress) as bar:
+            for i, item in enumerate(items):
+                for batch in self._batches(item, i):
+                    self._core.calibrate(batch)
+                bar.update()
         self._quantized = None
         return self
 

@@ -1,0 +1,178 @@
+"""The `mera` command: compile, run, profile, info, platforms; as a subprocess
+(`python -m mera`) and in process (`mera.cli.main`)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import mera
+from mera.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def mera_cmd(*args, cwd):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "mera", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """A float digits-style CNN (8x8 grey images, 10 classes) as ONNX, calibration data and one input."""
+    import torch
+    import torch.nn as nn
+    d = tmp_path_factory.mktemp("digits")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)).eval()
+    torch.onnx.export(model, (torch.zeros(1, 1, 8, 8),), str(d / "digits.onnx"), opset_version=17, dynamo=False,
+                      input_names=["image"], output_names=["logits"])
+    rng = np.random.default_rng(0)
+    np.save(d / "calib.npy", rng.standard_normal((12, 1, 8, 8)).astype(np.float32))
+    rng.standard_normal((1, 1, 8, 8)).astype(np.float32).tofile(d / "input0.bin")
+    return d
+
+
+COMPILE = ["digits.onnx", "--arch", "100", "--layout", "NCHW", "--input-shape", "1,1,8,8", "--calibrate", "calib.npy"]
+
+
+@pytest.fixture(scope="module")
+def sim_dir(digits):
+    """The issue's command: the digits model compiled for the Simulator (as a subprocess)."""
+    r = mera_cmd("compile", *COMPILE[:1], "-o", "d", "--target", "Simulator", *COMPILE[1:], cwd=digits)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "quantized 'main_graph' on 12 calibration batch(es)" in r.stdout
+    return digits / "d"
+
+
+def test_compile_run_profile_as_the_issue_says(digits, sim_dir, monkeypatch):
+    # the reference: the same model on InterpreterHw, through the command in process
+    monkeypatch.chdir(digits)
+    assert main(["compile", "digits.onnx", "-o", "hw", "--target", "InterpreterHw", *COMPILE[1:], "-q"]) == 0
+    assert main(["run", "hw", "--input", "input0.bin", "--save-outputs", "hw_out", "-q"]) == 0
+    r = mera_cmd("run", "d", "--input", "input0.bin", "--reference", "hw_out/output_0.bin", "-n", "3", cwd=digits)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert "Running 3 times..." in lines
+    assert any(ln.startswith("Took ") and "simulating the DNA" in ln for ln in lines)
+    assert any(ln.startswith("Simulator total latency: ") for ln in lines)
+    assert lines[-3:] == ["max abs diff: 0", "mean abs diff: 0", "correct ratio: 1"]
+
+    r = mera_cmd("profile", "d", "--plot", "layers.png", "--trace", "trace.json", "--html", "report.html", cwd=digits)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "byte-identical to the one in deploy.params" in r.stdout
+    assert "0_Conv.conv2d" in r.stdout and "MAC utilization" in r.stdout
+    png = (digits / "layers.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20000
+    trace = json.loads((digits / "trace.json").read_text())
+    assert any(e.get("name") == "0_Conv.conv2d" for e in trace["traceEvents"])
+    assert "<!DOCTYPE html>" in (digits / "report.html").read_text()
+
+
+def test_profile_a_model_file_matches_the_deploy_dir(digits, sim_dir, capsys, monkeypatch):
+    monkeypatch.chdir(digits)
+    assert main(["profile", *COMPILE]) == 0
+    from_model = capsys.readouterr().out
+    assert main(["profile", "d"]) == 0
+    from_dir = capsys.readouterr().out
+    total = [ln for ln in from_model.splitlines() if ln.startswith("total ")]
+    assert total and total == [ln for ln in from_dir.splitlines() if ln.startswith("total ")]
+
+
+def test_info_and_platforms(digits, sim_dir, capsys):
+    assert main(["info", str(sim_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "target        Simulator" in out and "DNAF100L0003" in out and "runtime accepts it" in out
+    assert "input         image: float32 (1, 1, 8, 8) NCHW" in out
+    assert main(["info", str(sim_dir), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["machine"] == "x86_64" and d["loads"] is True and d["json"]["platform"] == "DNAF100L0003"
+    so = (sim_dir / "deploy.so").read_bytes()
+    import hashlib
+    assert d["files"]["deploy.so"] == {"bytes": len(so), "sha256": hashlib.sha256(so).hexdigest()}
+    assert main(["platforms"]) == 0
+    out = capsys.readouterr().out
+    assert all(p["name"] in out for p in mera.platforms()) and "SAKURA_1" in out
+    assert main(["platforms", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == mera.platforms()
+
+
+def test_info_of_a_corrupt_directory_says_the_runtime_refuses_it(digits, sim_dir, tmp_path, capsys):
+    import shutil
+    bad = tmp_path / "bad"
+    shutil.copytree(sim_dir, bad)
+    data = bytearray((bad / "deploy.params").read_bytes())
+    data[100] ^= 0xFF
+    (bad / "deploy.params").write_bytes(bytes(data))
+    assert main(["info", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "the runtime refuses it here" in out and "checksum" in out
+
+
+@pytest.mark.parametrize("cmd", [[], ["compile"], ["run"], ["profile"], ["info"], ["platforms"]])
+def test_help(cmd, capsys):
+    assert main([*cmd, "--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: mera")
+
+
+def _error(capsys, argv, code=1):
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_bad_input_is_one_line_and_a_nonzero_exit(digits, sim_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(digits)
+    e = _error(capsys, ["compile", "missing.onnx", "-o", str(tmp_path / "x"), "--target", "Simulator"])
+    assert e.startswith("mera compile: error: ") and "'missing.onnx' does not exist" in e
+    e = _error(capsys, ["compile", "calib.npy", "-o", str(tmp_path / "x"), "--target", "Simulator"])
+    assert "unknown model file type '.npy'" in e
+    e = _error(capsys, ["compile", "digits.onnx", "-o", str(tmp_path / "x"), "--target", "Simulator",
+                        "--input-shape", "1,a,8"])
+    assert "--input-shape '1,a,8'" in e
+    e = _error(capsys, ["compile", "digits.onnx", "-o", str(tmp_path / "x"), "--target", "Simulator",
+                        "--layout", "NCHW", "--calibrate", "input0.bin"])
+    assert "--calibrate" in e and "input0.bin" in e
+    e = _error(capsys, ["compile", "digits.onnx", "-o", str(tmp_path / "x"), "--target", "Simulator",
+                        "--arch", "999"])
+    assert "unknown platform" in e
+    e = _error(capsys, ["compile", "digits.onnx", "--target", "Nowhere", "-o", "x"], code=2)
+    assert "invalid choice: 'Nowhere'" in e
+    (tmp_path / "short.bin").write_bytes(b"\0" * 10)
+    e = _error(capsys, ["run", "d", "--input", str(tmp_path / "short.bin")])
+    assert "has 10 bytes, expected 256" in e
+    e = _error(capsys, ["run", str(tmp_path)])
+    assert "does not exist: not a deploy directory" in e
+    e = _error(capsys, ["info", str(tmp_path)])
+    assert "deploy.json" in e
+    e = _error(capsys, ["profile", "d", "--plot", str(tmp_path / "no" / "such" / "dir.png")])
+    assert "cannot write the plot" in e
+    e = _error(capsys, ["profile", "digits.onnx", "--target", "IP"])
+    assert "--target IP has no timing model" in e
+
+
+def test_profile_refuses_an_interpreter_deploy_dir(digits, capsys, monkeypatch):
+    monkeypatch.chdir(digits)
+    assert main(["compile", "digits.onnx", "-o", "hw2", "--target", "InterpreterHw", *COMPILE[1:], "-q"]) == 0
+    capsys.readouterr()
+    e = _error(capsys, ["profile", "hw2"])
+    assert "built for InterpreterHw, which runs no DNA program" in e
+
+
+def test_quiet_compile_prints_nothing_and_the_ip_runs(digits, capsys, monkeypatch):
+    monkeypatch.chdir(digits)
+    assert main(["compile", "digits.onnx", "-o", "q", "--target", "IP", *COMPILE[1:], "-q"]) == 0
+    assert capsys.readouterr().out == ""
+    e = _error(capsys, ["run", "q"])
+    assert "input0.bin' does not exist (give --input FILE)" in e
+    assert main(["run", "q", "--input", "input0.bin"]) == 0
+    out = capsys.readouterr().out
+    assert "emulating the IP" in out and "Device latency: " in out and "cycles on DNAF100L0003" in out
