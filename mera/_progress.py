@@ -5,13 +5,14 @@ One place decides whether progress shows and how:
 - ``enabled(explicit)``: an explicit ``progress=`` argument wins, then the
   active ``build_config(progress=...)``, then the process default
   (:func:`set_default`, which the ``mera`` command's ``--quiet`` turns off).
-- :class:`Progress` counts work with a known total: a tqdm bar when tqdm is
-  installed (the ``progress`` extra), plain lines on stderr otherwise. Both
-  appear only once the work has run for ``delay`` seconds (2 by default),
-  so quick work prints nothing.
+- :class:`Progress` counts work with a known total: a tqdm bar on a
+  terminal when tqdm is installed (the ``progress`` extra), plain lines on
+  stderr otherwise (one every 5 s into a file or pipe). Both appear only
+  once the work has run for ``DELAY_S`` seconds (2), so quick work prints
+  nothing.
 - :func:`stage` wraps one step without a count (compiling the runtime,
-  scheduling): a line when it has run for ``delay`` seconds, and its time
-  when it ends.
+  scheduling): a line when it has run for ``DELAY_S`` seconds, and its
+  time when it ends.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class Progress:
         self._lock = threading.Lock()
         self._bar = None
         self._shown = False
-        tqdm = _tqdm() if self._on else None
+        tqdm = _tqdm() if self._on and self._isatty() else None  # a log file gets plain lines
         if tqdm is not None:
             self._bar = tqdm(total=self.total, desc=f"mera: {what}", unit=f" {unit}" if unit else "it",
                              delay=self._delay, file=self._stream, leave=True, dynamic_ncols=True)
@@ -95,7 +96,7 @@ class Progress:
             now = time.monotonic()
             if now - self._start < self._delay:
                 return
-            if self._shown and now - self._last < 1.0 and self.done < self.total:
+            if self._shown and now - self._last < (0.5 if self._isatty() else 5.0) and self.done < self.total:
                 return
             self._last = now
             self._line(now)

@@ -382,20 +382,22 @@ class Quantizer:
         items = data if isinstance(data, (list, tuple)) else list(data)
         if isinstance(data, np.ndarray):
             items = [data]
-        for i, item in enumerate(items):
-            for batch in self._batches(item, i):
-                # a graph input's float value is the batch itself
-                f_node = [p[1] for p in pairs if p[1] not in input_pos]
-                f_got = iter(f_rt.run_values(batch, f_node))
-                f_vals = [batch[input_pos[p[1]]] if p[1] in input_pos else next(f_got) for p in pairs]
-                q_vals = q_rt.run_values(batch, [p[0] for p in pairs])
-                f_out = f_rt.run(batch)
-                q_out = q_rt.run(batch)
-                for k, info in enumerate(q_infos):
-                    acc_layers[k].add(f_vals[k], _dequantize(q_vals[k], info))
-                for k in range(len(outs)):
-                    acc_out[k].add(f_out[k], q_out[k])
-                n += 1
+        with Progress("measuring quantization quality", len(items), "items") as bar:
+            for i, item in enumerate(items):
+                for batch in self._batches(item, i):
+                    # a graph input's float value is the batch itself
+                    f_node = [p[1] for p in pairs if p[1] not in input_pos]
+                    f_got = iter(f_rt.run_values(batch, f_node))
+                    f_vals = [batch[input_pos[p[1]]] if p[1] in input_pos else next(f_got) for p in pairs]
+                    q_vals = q_rt.run_values(batch, [p[0] for p in pairs])
+                    f_out = f_rt.run(batch)
+                    q_out = q_rt.run(batch)
+                    for k, info in enumerate(q_infos):
+                        acc_layers[k].add(f_vals[k], _dequantize(q_vals[k], info))
+                    for k in range(len(outs)):
+                        acc_out[k].add(f_out[k], q_out[k])
+                    n += 1
+                bar.update()
         if n == 0:
             raise RuntimeInputError("measure_quantization_quality: no data (an empty list)")
         out_names = [fg.value(fo)["name"] for _, fo in outs]

@@ -32,13 +32,18 @@ def plain(monkeypatch):
 
 
 def test_plain_lines_count_and_end(plain):
-    s = io.StringIO()
+    s = io.StringIO()  # a pipe or log file: lines, at most one per 5 s, and the last
     with _progress.Progress("calibrating", 3, "batches", stream=s) as p:
         for _ in range(3):
             p.update()
     lines = s.getvalue().splitlines()
+    assert len(lines) == 2
     assert lines[0].startswith("mera: calibrating 1/3 batches (") and "s left" in lines[0]
-    assert lines[-1].startswith("mera: calibrating 3/3 batches (")
+    assert lines[1].startswith("mera: calibrating 3/3 batches (")
+    t = Terminal()  # a terminal without tqdm: one line rewritten with \r, a newline at the end
+    with _progress.Progress("calibrating", 2, "batches", stream=t) as p:
+        p.update(2)
+    assert t.getvalue().startswith("mera: calibrating 2/2 batches (") and t.getvalue().endswith(")\r\n")
 
 
 def test_nothing_before_the_delay_and_nothing_when_silenced(monkeypatch):
@@ -67,9 +72,14 @@ def test_nothing_before_the_delay_and_nothing_when_silenced(monkeypatch):
         _progress.set_default(True)
 
 
-def test_tqdm_bar_when_installed(monkeypatch):
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_tqdm_bar_on_a_terminal_when_installed():
     import tqdm  # noqa: F401  (the test extra installs it)
-    s = io.StringIO()
+    s = Terminal()
     with _progress.Progress("calibrating", 4, "batches", show=True, stream=s) as p:
         p.update(4)
     assert "mera: calibrating" in s.getvalue() and "4/4" in s.getvalue()
