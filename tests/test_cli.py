@@ -176,3 +176,67 @@ def test_quiet_compile_prints_nothing_and_the_ip_runs(digits, capsys, monkeypatc
     assert main(["run", "q", "--input", "input0.bin"]) == 0
     out = capsys.readouterr().out
     assert "emulating the IP" in out and "Device latency: " in out and "cycles on DNAF100L0003" in out
+
+
+def test_torchscript_and_exported_program_files(digits, tmp_path, capsys, monkeypatch):
+    import torch
+    import torch.nn as nn
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 3)).eval()
+    x = torch.zeros(1, 1, 8, 8)
+    torch.jit.save(torch.jit.trace(model, x), str(tmp_path / "m.pt"))
+    torch.export.save(torch.export.export(model, (x,)), str(tmp_path / "m.pt2"))
+    monkeypatch.chdir(tmp_path)
+    inp = np.random.default_rng(2).standard_normal((1, 1, 8, 8)).astype(np.float32)
+    inp.tofile("input0.bin")
+    with torch.no_grad():
+        want = model(torch.from_numpy(inp)).numpy()
+    for f in ("m.pt", "m.pt2"):
+        out = f"{f}_deploy"
+        assert main(["compile", f, "-o", out, "--target", "Interpreter", "--layout", "NCHW",
+                     "--input-shape", "1,1,8,8", "-q"]) == 0
+        assert main(["run", out, "--input", "input0.bin", "--save-outputs", f"{f}_out", "-q"]) == 0
+        got = np.fromfile(f"{f}_out/output_0.bin", np.float32).reshape(want.shape)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    capsys.readouterr()
+    e = _error(capsys, ["compile", "m.pt", "-o", "x", "--target", "Interpreter"])
+    assert "needs --input-shape" in e
+    # a float model for a DNA target: it runs on the host, and the command says so
+    assert main(["profile", "m.pt", "--layout", "NCHW", "--input-shape", "1,1,8,8", "--arch", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "is a float model" in out and "0 on the DNA" in out
+
+
+def test_tflite_goes_to_the_tflite_frontend_by_name(digits, tmp_path, capsys, monkeypatch):
+    import mera.frontend as fe
+    (tmp_path / "m.tflite").write_bytes(b"TFL3 not a real model")
+    monkeypatch.delattr(fe, "from_tflite", raising=False)
+    e = _error(capsys, ["compile", str(tmp_path / "m.tflite"), "-o", str(tmp_path / "x"), "--target", "Simulator"])
+    assert "no TFLite frontend (mera.frontend.from_tflite)" in e
+    calls = []
+
+    def fake_from_tflite(path, shape_dict):
+        calls.append((path, shape_dict))
+        raise mera.FormatError(f"'{path}': not a TFLite flatbuffer")
+    monkeypatch.setattr(fe, "from_tflite", fake_from_tflite, raising=False)
+    e = _error(capsys, ["compile", str(tmp_path / "m.tflite"), "-o", str(tmp_path / "x"), "--target", "Simulator",
+                        "--input-shape", "x:1,8,8,1"])
+    assert calls == [(str(tmp_path / "m.tflite"), {"x": (1, 8, 8, 1)})] and "not a TFLite flatbuffer" in e
+
+
+def test_profile_of_an_ip_directory_and_the_console_script(digits, capsys, monkeypatch):
+    monkeypatch.chdir(digits)
+    assert main(["compile", "digits.onnx", "-o", "ip", "--target", "IP", *COMPILE[1:], "-q"]) == 0
+    assert main(["profile", "ip", "--html", "ip.html"]) == 0
+    out = capsys.readouterr().out
+    assert "(target IP, platform DNAF100L0003)" in out and "byte-identical" in out
+    assert "byte-identical" in (digits / "ip.html").read_text()
+    # pyproject's console script resolves to main
+    import importlib
+    import re
+    with open(os.path.join(ROOT, "pyproject.toml")) as f:
+        scripts = f.read().split("[project.scripts]", 1)[1]
+    module, func = re.search(r'^mera = "([\w.]+):(\w+)"$', scripts, re.M).groups()
+    assert getattr(importlib.import_module(module), func) is main
+    r = mera_cmd("--version", cwd=digits)
+    assert r.returncode == 0 and r.stdout.strip() == f"mera {mera.__version__}"
