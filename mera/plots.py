@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from typing import Any, Dict, List, Mapping, Tuple
 
 from .errors import MeraIOError, UnsupportedError
@@ -30,8 +31,8 @@ from .errors import MeraIOError, UnsupportedError
 #: Bar colours by what bounds a layer.
 COLORS = {"compute": "#2b6cb0", "memory": "#dd6b20", "host": "#718096"}
 
-#: Roofline points labelled with their layer's name (the fastest ones).
-ROOFLINE_LABELS = 12
+#: Roofline points labelled with their layer's name (the layers that take the most time).
+ROOFLINE_LABELS = 8
 
 #: Layers drawn at most in the per-layer charts (the slowest ones when a model has more).
 MAX_BARS = 60
@@ -112,14 +113,14 @@ def utilization_chart(report: Any, ax: Any = None) -> Any:
 
 def roofline_points(report: Any) -> List[Dict[str, Any]]:
     """Per DNA layer with MACs and DRAM traffic: ``node``, ``intensity`` (ops per DRAM byte, an
-    op being half a MAC) and ``gops`` achieved over the layer's time."""
+    op being half a MAC), ``gops`` achieved over the layer's time, ``us`` and ``bound``."""
     out = []
     for d in report:
         nbytes = int(d["load_bytes"]) + int(d["store_bytes"])
         if d["on_dna"] and d["macs"] and nbytes and d["us"] > 0:
             ops = 2.0 * int(d["macs"])
             out.append({"node": d["node"], "intensity": ops / nbytes, "gops": ops / (d["us"] * 1e3),
-                        "bound": _bound(d)})
+                        "bound": _bound(d), "us": d["us"]})
     return out
 
 
@@ -145,7 +146,12 @@ def roofline(report: Any, platform: Mapping[str, Any], ax: Any = None) -> Any:
         if sel:
             ax.scatter([p["intensity"] for p in sel], [p["gops"] for p in sel], s=18, color=COLORS[bound],
                        label=f"{bound}-bound layers", zorder=3)
-    for p in sorted(pts, key=lambda p: -p["gops"])[:ROOFLINE_LABELS]:
+    placed: List[Tuple[float, float]] = []
+    for p in sorted(pts, key=lambda p: -p["us"])[:ROOFLINE_LABELS]:
+        at = (math.log10(p["intensity"]), math.log10(p["gops"]))
+        if any(abs(at[0] - q[0]) < 0.08 and abs(at[1] - q[1]) < 0.04 for q in placed):
+            continue  # a label is there already (e.g. repeated layers of one shape)
+        placed.append(at)
         ax.annotate(_label(p["node"], 22), (p["intensity"], p["gops"]), textcoords="offset points", xytext=(4, 3),
                     fontsize=6, color="#2d3748")
     ax.set_xscale("log")

@@ -124,9 +124,11 @@ def test_help(cmd, capsys):
 
 def _error(capsys, argv, code=1):
     assert main(argv) == code
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    return err
+    lines = capsys.readouterr().err.splitlines()
+    # one error line, last; before it only progress lines of a step that took over 2 s
+    assert lines and lines[-1].startswith("mera ") and ": error: " in lines[-1], lines
+    assert all(ln.startswith("mera: ") for ln in lines[:-1]) and "Traceback" not in "".join(lines), lines
+    return lines[-1] + "\n"
 
 
 def test_bad_input_is_one_line_and_a_nonzero_exit(digits, sim_dir, tmp_path, capsys, monkeypatch):
@@ -144,6 +146,11 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(digits, sim_dir, tmp_path, cap
     e = _error(capsys, ["compile", "digits.onnx", "-o", str(tmp_path / "x"), "--target", "Simulator",
                         "--arch", "999"])
     assert "unknown platform" in e
+    for name in ("garbage.onnx", "garbage.pt2"):
+        (tmp_path / name).write_bytes(b"garbage")
+        e = _error(capsys, ["compile", str(tmp_path / name), "-o", str(tmp_path / "x"), "--target", "Simulator",
+                            "--input-shape", "1,1,8,8"])
+        assert name in e
     e = _error(capsys, ["compile", "digits.onnx", "--target", "Nowhere", "-o", "x"], code=2)
     assert "invalid choice: 'Nowhere'" in e
     (tmp_path / "short.bin").write_bytes(b"\0" * 10)

@@ -5,6 +5,7 @@ calibration data, and quantizing a float model."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -91,6 +92,9 @@ def import_model(path: str, shapes: List[str], layout: str) -> Tuple[Module, Dic
             return from_tflite(path, {(n or f"input{i}"): s for i, (n, s) in enumerate(parsed)} or None)
         if not parsed:
             raise ConfigError(f"'{path}' ({kind}) needs --input-shape for each input, e.g. --input-shape 1,3,224,224")
+        # torch.export.load logs a traceback at WARNING before raising on a bad file; the command's one line says it
+        import torch.export  # noqa: F401  (torch sets its loggers' levels when imported)
+        logging.getLogger("torch.export").setLevel(logging.ERROR)
         return frontend.from_pytorch(path, [(n or f"input{i}", s) for i, (n, s) in enumerate(parsed)],
                                      layout=layout)
 
