@@ -37,14 +37,17 @@ def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequence[bool] = (),
+def table(headers: Optional[Sequence[str]], rows: Iterable[Sequence[Any]], numeric: Sequence[bool] = (),
           row_class: Optional[Sequence[str]] = None) -> str:
-    """An HTML table; ``numeric[j]`` right-aligns column j; ``row_class[i]`` classes row i."""
-    numeric = list(numeric) + [False] * (len(headers) - len(numeric))
-    out = ['<table class="mera"><thead><tr>'] + [f"<th>{_e(h)}</th>" for h in headers] + ["</tr></thead><tbody>"]
+    """An HTML table (``headers`` None: a key/value table without a header row); ``numeric[j]``
+    right-aligns column j; ``row_class[i]`` classes row i."""
+    out = ['<table class="mera">']
+    if headers:
+        out += ["<thead><tr>"] + [f"<th>{_e(h)}</th>" for h in headers] + ["</tr></thead>"]
+    out.append("<tbody>")
     for i, r in enumerate(rows):
         cls = f' class="{_e(row_class[i])}"' if row_class and row_class[i] else ""
-        out.append(f"<tr{cls}>" + "".join(f'<td class="n">{_e(c)}</td>' if numeric[j] else f"<td>{_e(c)}</td>"
+        out.append(f"<tr{cls}>" + "".join(f'<td class="n">{_e(c)}</td>' if j < len(numeric) and numeric[j] else f"<td>{_e(c)}</td>"
                                           for j, c in enumerate(r)) + "</tr>")
     out.append("</tbody></table>")
     return "".join(out)
@@ -95,7 +98,7 @@ def runner_html(runner: Any) -> str:
         rows.append(("platform", f"{p['name']} ({p['mac_count']} MACs at {p['clock_mhz']:g} MHz)"))
         rows.append(("latency", runner.layer_report().summary()))
         rows.append(("partition", runner.partition_report().summary()))
-    return f"<div><b>mera runner</b>{table(['', ''], rows)}</div>"
+    return f"<div><b>mera runner</b>{table(None, rows)}</div>"
 
 
 def deploy_module_html(module: Any) -> str:
@@ -106,7 +109,7 @@ def deploy_module_html(module: Any) -> str:
             ("weights", f"{m['weights_bytes']} bytes"), ("activation arena", f"{m['arena_bytes']} bytes")]
     if m["device_cycles"]:
         rows.append(("device estimate", f"{m['device_us']:.3f} µs ({m['device_cycles']} cycles)"))
-    return f"<div><b>mera deploy module</b>{table(['', ''], rows)}</div>"
+    return f"<div><b>mera deploy module</b>{table(None, rows)}</div>"
 
 
 def platform_table(platform: Mapping[str, Any]) -> str:
@@ -146,7 +149,7 @@ def profile_html(layers: Any, partition: Any, platform: Mapping[str, Any], *, ti
             f'<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f"<style>{STYLE}</style></head><body>"
             f"<h1>{_e(title)}</h1>{notes_html}"
-            f"<h2>Summary</h2>{table(['', ''], summary)}"
+            f"<h2>Summary</h2>{table(None, summary)}"
             f"<h2>Platform</h2>{platform_table(platform)}"
             f"<h2>Charts</h2>{_charts(layers, platform)}"
             f"<h2>Layers</h2>{layer_table(layers)}"
