@@ -47,8 +47,9 @@ def table(headers: Optional[Sequence[str]], rows: Iterable[Sequence[Any]], numer
     out.append("<tbody>")
     for i, r in enumerate(rows):
         cls = f' class="{_e(row_class[i])}"' if row_class and row_class[i] else ""
-        out.append(f"<tr{cls}>" + "".join(f'<td class="n">{_e(c)}</td>' if j < len(numeric) and numeric[j] else f"<td>{_e(c)}</td>"
-                                          for j, c in enumerate(r)) + "</tr>")
+        cells = (f'<td class="n">{_e(c)}</td>' if j < len(numeric) and numeric[j] else f"<td>{_e(c)}</td>"
+                 for j, c in enumerate(r))
+        out.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
     return "".join(out)
 
