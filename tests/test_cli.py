@@ -114,6 +114,10 @@ def test_info_of_a_corrupt_directory_says_the_runtime_refuses_it(digits, sim_dir
     assert main(["info", str(bad)]) == 1
     out = capsys.readouterr().out
     assert "the runtime refuses it here" in out and "checksum" in out
+    for cut in (100, 20, 0):  # truncated: profile reads deploy.params itself and says what is wrong
+        (bad / "deploy.params").write_bytes(bytes(data[:cut]))
+        e = _error(capsys, ["profile", str(bad)])
+        assert "deploy.params" in e and ("runs past the end" in e or "section count" in e or "no MERAPRM" in e), e
 
 
 @pytest.mark.parametrize("cmd", [[], ["compile"], ["run"], ["profile"], ["info"], ["platforms"]])
