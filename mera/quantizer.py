@@ -144,6 +144,10 @@ class QualityReport:
         return {"psnr": self.psnr, "score": self.score, "samples": self.samples,
                 "outputs": [o.to_dict() for o in self.outputs], "layers": [x.to_dict() for x in self.layers]}
 
+    def _repr_html_(self) -> str:
+        from .report import quality_report_html
+        return quality_report_html(self)
+
     def __str__(self) -> str:
         lines = [f"Quantization quality over {self.samples} sample(s) "
                  "(PSNR dB: <20 poor, 20-25 acceptable, 25-30 good, >30 very good)"]

@@ -1,6 +1,6 @@
 """HTML for notebooks and a self-contained profile report.
 
-``LayerReport``, ``PartitionReport``, the runners and ``DeployModule`` show
+``LayerReport``, ``PartitionReport``, ``QualityReport``, the runners and ``DeployModule`` show
 as HTML tables in Jupyter (their ``_repr_html_`` call the functions here).
 :func:`profile_html` is the page ``mera profile --html`` writes: one file,
 no external URL (styles inline, charts as base64 PNG), holding
@@ -84,6 +84,18 @@ def layer_report_html(report: Any) -> str:
 def partition_report_html(report: Any) -> str:
     """PartitionReport._repr_html_: the summary line and the node table."""
     return f"<div><p><b>PartitionReport</b>: {_e(report.summary())}</p>{partition_table(report)}</div>"
+
+
+def quality_report_html(q: Any) -> str:
+    """QualityReport._repr_html_: PSNR, grade and score per output and per layer."""
+    def rows(items: Sequence[Any]) -> List[Sequence[Any]]:
+        return [(t.name, t.op, f"{t.psnr:.2f}", t.grade, f"{t.score:.5f}", f"{t.max_abs_error:.4g}",
+                 "-" if t.top1_agreement is None else f"{t.top1_agreement:.3f}") for t in items]
+    headers = ["tensor", "op", "PSNR dB", "grade", "score", "max abs error", "top-1 agreement"]
+    numeric = [False, False, True, False, True, True, True]
+    return (f"<div><p><b>QualityReport</b> over {_e(q.samples)} sample(s) (PSNR dB: &lt;20 poor, 20-25 "
+            f"acceptable, 25-30 good, &gt;30 very good)</p><p>Outputs</p>{table(headers, rows(q.outputs), numeric)}"
+            f"<p>Layers</p>{table(headers, rows(q.layers), numeric)}</div>")
 
 
 def _tensors(ts: Sequence[Mapping[str, Any]]) -> str:
@@ -174,4 +186,5 @@ def write_profile_html(path: str, runner: Any, *, title: str = "mera profile", n
 
 
 __all__ = ["profile_html", "write_profile_html", "layer_report_html", "partition_report_html", "runner_html",
+           "quality_report_html",
            "deploy_module_html", "table"]

@@ -108,6 +108,21 @@ def test_repr_html(runner, tmp_path):
         assert "InterpreterHw" in mera.compile(mod, params)._repr_html_()
 
 
+def test_quality_report_html():
+    rng = np.random.default_rng(3)
+    b = mera.ir.Builder("q")
+    x = b.input("x", (1, 6, 6, 3), layout="NHWC")
+    y = b.conv2d(x, b.param("w", rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32)), layout="NHWC", name="conv")
+    q = mera.Quantizer((b.finish(y), b.params), layout="NHWC", config={"observer": "minmax"})
+    data = [rng.normal(0, 1, (1, 6, 6, 3)).astype(np.float32) for _ in range(2)]
+    rep = q.calibrate(data, progress=False).measure_quantization_quality(data)
+    frag = rep._repr_html_()
+    p = PageChecker()
+    p.feed(frag)
+    assert not p.errors and not p.stack and p.tags.count("table") == 2
+    assert "<td>conv</td>" in frag and f"{rep.layers[-1].psnr:.2f}" in frag and rep.outputs[0].grade in frag
+
+
 def test_roofline_points_and_roof(runner):
     lay = runner.layer_report()
     peak, bw = plots.roof(runner.platform)
