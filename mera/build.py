@@ -49,7 +49,7 @@ import tempfile
 import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from . import _core, _sources
+from . import _core, _progress, _sources
 from ._fileio import atomic_write_bytes
 from .config import require_build_config, simulator_options
 from .errors import ConfigError, MeraError, MeraIOError
@@ -219,8 +219,11 @@ def runtime_archive(tc: Toolchain, log: bool = True) -> Tuple[str, bool]:
             return obj
 
         workers = max(1, os.cpu_count() or 1)
-        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as ex:
-            objs = list(ex.map(compile_one, sources))
+        with _progress.Progress(f"compiling the C runtime for {tc.host_arch}", len(sources), "files") as bar, \
+                concurrent.futures.ThreadPoolExecutor(max_workers=workers) as ex:
+            for obj in ex.map(compile_one, sources):
+                objs.append(obj)
+                bar.update()
         tmp_archive = os.path.join(work, "libmera_rt.a")
         _run([tc.ar, "rcs", tmp_archive, *objs], "archiving the deploy runtime")
         os.replace(tmp_archive, dest)  # same filesystem: atomic

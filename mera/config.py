@@ -226,6 +226,7 @@ CONFIG_KEYS = {
     "batch_cutting_factor": _positive_int,
     "scheduler_config": _scheduler_config,
     "sim_log": _flag,
+    "progress": _flag,
 }
 
 #: Defaults for keys a build reads when they are not given (MERA 1.x BuildConfig values).

@@ -344,6 +344,10 @@ class DeployModule:
     def __repr__(self) -> str:
         return f"<mera.DeployModule '{self.deploy_dir}'>"
 
+    def _repr_html_(self) -> str:
+        from .report import deploy_module_html
+        return deploy_module_html(self)
+
 
 def _same_file_content(path: str, data: bytes) -> bool:
     try:

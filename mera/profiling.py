@@ -63,6 +63,10 @@ class PartitionReport(list):
     def __repr__(self) -> str:
         return f"<PartitionReport {self.summary()}>"
 
+    def _repr_html_(self) -> str:
+        from .report import partition_report_html
+        return partition_report_html(self)
+
 
 class LayerReport(list):
     """Per graph node timing of one inference on the Simulator.
@@ -117,6 +121,10 @@ class LayerReport(list):
 
     def __repr__(self) -> str:
         return f"<LayerReport {len(self)} layers; {self.summary()}>"
+
+    def _repr_html_(self) -> str:
+        from .report import layer_report_html
+        return layer_report_html(self)
 
 
 __all__ = ["PartitionReport", "LayerReport"]

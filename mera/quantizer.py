@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _core
+from ._progress import Progress
 from .config import Target
 from .errors import ConfigError, RuntimeInputError
 from .ir import Module
@@ -144,6 +143,10 @@ class QualityReport:
     def to_dict(self) -> Dict[str, Any]:
         return {"psnr": self.psnr, "score": self.score, "samples": self.samples,
                 "outputs": [o.to_dict() for o in self.outputs], "layers": [x.to_dict() for x in self.layers]}
+
+    def _repr_html_(self) -> str:
+        from .report import quality_report_html
+        return quality_report_html(self)
 
     def __str__(self) -> str:
         lines = [f"Quantization quality over {self.samples} sample(s) "
@@ -299,8 +302,10 @@ class Quantizer:
         ``data`` is a list (or any iterable) of arrays for a single-input model,
         of lists or dicts of arrays otherwise; an array holding several
         batches along axis 0 is split. May be called several times; the
-        statistics accumulate. ``progress``: a progress line on stderr (None:
-        only when calibration runs longer than two seconds).
+        statistics accumulate. ``progress``: a progress bar (tqdm, when
+        installed) or line on stderr; None: when calibration runs longer
+        than two seconds and ``build_config(progress=False)`` or ``mera
+        --quiet`` does not silence it.
         """
         items = data if isinstance(data, (list, tuple)) else list(data)
         if isinstance(data, np.ndarray) or (len(self._inputs) == 1 and hasattr(data, "shape")):
@@ -308,22 +313,11 @@ class Quantizer:
         total = len(items)
         if total == 0:
             raise RuntimeInputError("calibrate: no calibration data (an empty list)")
-        start = last = time.monotonic()
-        shown = False
-        for i, item in enumerate(items):
-            for batch in self._batches(item, i):
-                self._core.calibrate(batch)
-            now = time.monotonic()
-            if progress is not False and (progress or now - start > 2.0) and (now - last > 0.5 or i + 1 == total):
-                rate = (i + 1) / max(now - start, 1e-9)
-                eta = (total - i - 1) / rate
-                sys.stderr.write(f"\rmera.Quantizer: calibrated {i + 1}/{total} "
-                                 f"({now - start:.1f} s, {eta:.1f} s left)")
-                sys.stderr.flush()
-                shown, last = True, now
-        if shown:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        with Progress("calibrating", total, "batches", show=progress) as bar:
+            for i, item in enumerate(items):
+                for batch in self._batches(item, i):
+                    self._core.calibrate(batch)
+                bar.update()
         self._quantized = None
         return self
 
@@ -392,20 +386,22 @@ class Quantizer:
         items = data if isinstance(data, (list, tuple)) else list(data)
         if isinstance(data, np.ndarray):
             items = [data]
-        for i, item in enumerate(items):
-            for batch in self._batches(item, i):
-                # a graph input's float value is the batch itself
-                f_node = [p[1] for p in pairs if p[1] not in input_pos]
-                f_got = iter(f_rt.run_values(batch, f_node))
-                f_vals = [batch[input_pos[p[1]]] if p[1] in input_pos else next(f_got) for p in pairs]
-                q_vals = q_rt.run_values(batch, [p[0] for p in pairs])
-                f_out = f_rt.run(batch)
-                q_out = q_rt.run(batch)
-                for k, info in enumerate(q_infos):
-                    acc_layers[k].add(f_vals[k], _dequantize(q_vals[k], info))
-                for k in range(len(outs)):
-                    acc_out[k].add(f_out[k], q_out[k])
-                n += 1
+        with Progress("measuring quantization quality", len(items), "items") as bar:
+            for i, item in enumerate(items):
+                for batch in self._batches(item, i):
+                    # a graph input's float value is the batch itself
+                    f_node = [p[1] for p in pairs if p[1] not in input_pos]
+                    f_got = iter(f_rt.run_values(batch, f_node))
+                    f_vals = [batch[input_pos[p[1]]] if p[1] in input_pos else next(f_got) for p in pairs]
+                    q_vals = q_rt.run_values(batch, [p[0] for p in pairs])
+                    f_out = f_rt.run(batch)
+                    q_out = q_rt.run(batch)
+                    for k, info in enumerate(q_infos):
+                        acc_layers[k].add(f_vals[k], _dequantize(q_vals[k], info))
+                    for k in range(len(outs)):
+                        acc_out[k].add(f_out[k], q_out[k])
+                    n += 1
+                bar.update()
         if n == 0:
             raise RuntimeInputError("measure_quantization_quality: no data (an empty list)")
         out_names = [fg.value(fo)["name"] for _, fo in outs]

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from . import _core
+from . import _core, _progress
 from .config import Target, current_build_config, dump_options, simulator_options
 from .errors import ConfigError, RuntimeInputError
 from .ir import Module
@@ -133,6 +133,10 @@ class Runner:
     def __repr__(self) -> str:
         return f"<mera.Runner '{self._mod.name}' on {self.target.value}>"
 
+    def _repr_html_(self) -> str:
+        from .report import runner_html
+        return runner_html(self)
+
 
 class SimulatorRunner(Runner):
     """A model compiled for the Simulator: the DNA program run bit-exactly
@@ -242,9 +246,15 @@ def compile_core(mod: Module, params: Optional[Mapping[str, ArrayLike]], target:
     path of ``mera.compile`` and ``mera.build``."""
     so = simulator_options(cfg)
     dump = dump_options(cfg, default_dump_dir)
-    return _core.Compiled(mod._graph, target.value, _params_list(mod, params), platform=so["platform"],
-                          arch_overrides=so["overrides"], sched=so["sched"], dump_dir=dump["dump_dir"],
-                          dump_stages=dump["dump_stages"], load=load)
+    slow = _core.backend_info(target.value)["runs_program"] and so["sched"]["mode"] == "Slow"
+    # Slow: layers searched, counted from C; otherwise a line if compiling takes long
+    report = (_progress.Counter(f"scheduling '{mod.name}' (Slow search)", "layers") if slow
+              else _progress.stage(f"compiling '{mod.name}' for {target.value}"))
+    with report:
+        return _core.Compiled(mod._graph, target.value, _params_list(mod, params), platform=so["platform"],
+                              arch_overrides=so["overrides"], sched=so["sched"], dump_dir=dump["dump_dir"],
+                              dump_stages=dump["dump_stages"], load=load,
+                              progress=report if slow and _progress.enabled() else None)
 
 
 def _compile_via_deploy(mod: Module, params: Optional[Mapping[str, ArrayLike]], target: Target, cfg: Any) -> Any:

@@ -352,7 +352,7 @@ def test_progress_line(capsys):
     q = mera.Quantizer((mod, params))
     q.calibrate(inputs(3), progress=True)
     err = capsys.readouterr().err
-    assert "calibrated 3/3" in err and err.endswith("\n")
+    assert "mera: calibrating" in err and "3/3" in err and err.endswith("\n")
     q.calibrate(inputs(3), progress=False)
     assert capsys.readouterr().err == ""
 

@@ -114,7 +114,7 @@ mera_status mera_deploy_write(const mera_deploy_spec *spec, mera_deploy_files *o
     if (dna && (!spec->platform || !spec->prog))
         return mera_fail(err, MERA_ERR_INVALID, "target %s needs a platform and a scheduled program", target);
     const mera_graph *g = spec->g;
-    mera_sched_options sched = {MERA_SCHED_FAST, 0, 0, 1};
+    mera_sched_options sched = {.mode = MERA_SCHED_FAST, .workers = 1};
     if (spec->sched)
         sched = *spec->sched;
 

@@ -54,17 +54,33 @@ static int opt_str(PyObject *o, const char *what, const char **out)
     return 0;
 }
 
+/* The Slow scheduler's progress, from its worker threads (the GIL is released
+ * while mera_compile runs): progress(done, total) on the Python callable. */
+static void sched_progress(void *user, int done, int total)
+{
+    PyGILState_STATE st = PyGILState_Ensure();
+    PyObject *r = PyObject_CallFunction((PyObject *)user, "ii", done, total);
+    if (r)
+        Py_DECREF(r);
+    else
+        PyErr_WriteUnraisable((PyObject *)user);
+    PyGILState_Release(st);
+}
+
 static PyObject *compiled_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"graph", "target", "params", "platform", "arch_overrides", "sched",
-                             "dump_dir", "dump_stages", "load", NULL};
+                             "dump_dir", "dump_stages", "load", "progress", NULL};
     PyObject *graph, *params, *platform_obj = Py_None, *overrides = Py_None, *sched = Py_None;
-    PyObject *dump_dir_obj = Py_None, *dump_stages_obj = Py_None;
+    PyObject *dump_dir_obj = Py_None, *dump_stages_obj = Py_None, *progress = Py_None;
     const char *target;
     int load = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!sO|OOOOOp", kwlist, &PyMeraGraph_Type, &graph, &target, &params,
-                                     &platform_obj, &overrides, &sched, &dump_dir_obj, &dump_stages_obj, &load))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!sO|OOOOOpO", kwlist, &PyMeraGraph_Type, &graph, &target, &params,
+                                     &platform_obj, &overrides, &sched, &dump_dir_obj, &dump_stages_obj, &load,
+                                     &progress))
         return NULL;
+    if (progress != Py_None && !PyCallable_Check(progress))
+        return pymera_raise_code(MERA_ERR_CONFIG, "progress must be callable or None");
     mera_compile_options o;
     memset(&o, 0, sizeof o);
     if (!(o.backend = mera_backend_find(target))) {
@@ -101,6 +117,10 @@ static PyObject *compiled_new(PyTypeObject *type, PyObject *args, PyObject *kwds
             PyMem_Free(plat);
             Py_XDECREF(dump_dir_bytes);
             return NULL;
+        }
+        if (progress != Py_None) { /* borrowed: the caller holds it until mera_compile returns */
+            o.sched.progress = sched_progress;
+            o.sched.progress_user = progress;
         }
     }
     o.platform = plat;
@@ -430,7 +450,8 @@ static PyTypeObject PyMeraCompiled_Type = {
     .tp_dealloc = (destructor)compiled_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Compiled(graph, target, params, platform=None, arch_overrides=None, sched=None, dump_dir=None, "
-              "dump_stages=None, load=True): a graph through the compile driver (mera_compile).",
+              "dump_stages=None, load=True, progress=None): a graph through the compile driver (mera_compile); "
+              "progress(done, total) is called as the Slow scheduler searches each layer.",
     .tp_methods = compiled_methods,
     .tp_getset = compiled_getset,
     .tp_new = compiled_new,

@@ -207,7 +207,7 @@ static void ctx_free(sched_ctx *c)
 dna_program *mera_schedule(const mera_graph *g, const void *const *param_data, const mera_platform *pf,
                            const mera_sched_options *opt, mera_partition_report **report, mera_error *err)
 {
-    mera_sched_options defaults = {MERA_SCHED_FAST, 0, 0, 1};
+    mera_sched_options defaults = {.mode = MERA_SCHED_FAST, .workers = 1};
     sched_ctx c = {0};
     c.g = g;
     c.pf = pf;

@@ -28,6 +28,10 @@ typedef struct {
     int64_t max_tile_height; /* output rows per tile; 0: no limit */
     int64_t max_tile_width;  /* output columns per tile; 0: no limit */
     int workers;             /* Slow mode threads; <= 0: 1 */
+    /* Slow mode: called after each layer's search with the layers searched so
+     * far and their total, from the worker threads, one call at a time; NULL: none. */
+    void (*progress)(void *user, int done, int total);
+    void *progress_user;
 } mera_sched_options;
 
 typedef struct {

@@ -171,6 +171,7 @@ typedef struct {
     const sched_ctx *c;
     pthread_mutex_t lock;
     int next;
+    int searched, searchable; /* layers done and in all, for opt->progress */
 } work;
 
 static void *worker(void *arg)
@@ -187,12 +188,21 @@ static void *worker(void *arg)
             search_layer(w->c, pl);
         else if (pl->kind == LAYER_VEC)
             search_vec(w->c, pl);
+        else
+            continue;
+        if (w->c->opt->progress) {
+            pthread_mutex_lock(&w->lock);
+            w->c->opt->progress(w->c->opt->progress_user, ++w->searched, w->searchable);
+            pthread_mutex_unlock(&w->lock);
+        }
     }
 }
 
 void sched_search(sched_ctx *c)
 {
     work w = {.c = c, .next = 0};
+    for (int i = 0; i < c->n_plans; i++)
+        w.searchable += c->plans[i].kind == LAYER_CONV || c->plans[i].kind == LAYER_VEC;
     pthread_mutex_init(&w.lock, NULL);
     int n = c->opt->workers > 1 ? c->opt->workers : 1;
     if (n > 64)

@@ -1,0 +1,7 @@
+"""``python -m mera``: the ``mera`` command (mera/cli)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
