@@ -24,13 +24,13 @@ from .runner import Runner, compile
 from .build import build
 from .deploy_runtime import DeployModule, load_runtime_module
 from .quantizer import QualityReport, Quantizer
-from . import frontend, relay, test_util
+from . import ec, frontend, relay, test_util
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
-    "errors", "ir", "frontend", "relay", "test_util",
+    "errors", "ir", "frontend", "relay", "test_util", "ec",
     "MeraError", "GraphError", "ShapeError", "DtypeError", "AttrError", "UnknownOpError", "FormatError",
     "UnsupportedError", "ConfigError", "RuntimeInputError", "MeraIOError",
     "Target", "Platform", "BuildConfig", "build_config", "current_build_config", "platforms",

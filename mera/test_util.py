@@ -91,4 +91,7 @@ def run_mera_backend(script_module: Any, inp_np: Union[np.ndarray, Sequence[np.n
     return outputs
 
 
-__all__ = ["run_mera_backend", "verify_output"]
+#: MERA's name before 2021 (``ec.test_util.run_ec_backend``): the same function.
+run_ec_backend = run_mera_backend
+
+__all__ = ["run_mera_backend", "run_ec_backend", "verify_output"]
