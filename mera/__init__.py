@@ -24,6 +24,8 @@ from .runner import Runner, compile
 from .build import build
 from .deploy_runtime import DeployModule, load_runtime_module
 from .quantizer import QualityReport, Quantizer
+from .deployer import (Deployer, DeviceTarget, Layout, MeraDeployment, MeraModel, MeraModelRunner, MeraTvmDeployment,
+                       MeraTvmModelRunner, MeraTvmPrjDeployment, ModelLoader, TVMDeployer, load_mera_deployment)
 from . import ec, frontend, relay, test_util
 
 __version__ = "0.1.0"
@@ -35,4 +37,6 @@ __all__ = [
     "UnsupportedError", "ConfigError", "RuntimeInputError", "MeraIOError",
     "Target", "Platform", "BuildConfig", "build_config", "current_build_config", "platforms",
     "Runner", "compile", "build", "load_runtime_module", "DeployModule", "Quantizer", "QualityReport",
+    "Deployer", "TVMDeployer", "ModelLoader", "MeraModel", "MeraDeployment", "MeraTvmDeployment", "MeraTvmPrjDeployment",
+    "MeraModelRunner", "MeraTvmModelRunner", "load_mera_deployment", "Layout", "DeviceTarget",
 ]
