@@ -18,14 +18,17 @@ apply here (power metrics, device selection).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import fcntl
+import io
 import json
 import os
 import platform as _platform
 import shutil
+import sys
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -34,7 +37,7 @@ from .build import build
 from . import config as _config
 from .config import Target, resolve_arch
 from .deploy_runtime import DeployModule, load_runtime_module
-from .errors import ConfigError, FormatError, MeraError, MeraIOError, RuntimeInputError, UnsupportedError
+from .errors import ConfigError, FormatError, MeraIOError, UnsupportedError
 from .ir import Module
 
 #: The project file MERA writes at the root of a deployment project.
@@ -122,6 +125,37 @@ def _json_text(data: Any) -> bytes:
 
 # ---- the project directory ------------------------------------------------------------------
 
+def _lock_dir(root: str) -> int:
+    """An exclusive flock on the directory (MERA's project lock); the fd holds it."""
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise MeraIOError(f"the MERA project '{root}' is in use by another deployer") from None
+    return fd
+
+
+def _probe_lock(root: str) -> None:
+    os.close(_lock_dir(root))
+
+
+class _Tee(io.TextIOBase):
+    """What mera.build prints goes to the console and to the project's log (logs/mera.log)."""
+
+    def __init__(self, console: Any, log: Any):
+        self.console, self.log = console, log
+
+    def write(self, s: str) -> int:
+        self.console.write(s)
+        self.log.write(s)
+        return len(s)
+
+    def flush(self) -> None:
+        self.console.flush()
+        self.log.flush()
+
+
 class _Project:
     """A MERA deployment project: ``project.mdp`` lists its artifacts by section (a target name,
     ``model``, ``data``, ``metrics``), paths relative to the root."""
@@ -131,6 +165,7 @@ class _Project:
         if os.path.exists(root) and not os.path.isdir(root):
             raise MeraIOError(f"project path '{root}' exists and is not a directory")
         if overwrite and os.path.isfile(os.path.join(root, PROJECT_FILE)):
+            _probe_lock(root)  # never remove a project another deployer holds
             shutil.rmtree(root)  # only ever a MERA project (it has project.mdp), as MERA did
         try:
             os.makedirs(os.path.join(root, "logs"), exist_ok=True)
@@ -141,13 +176,7 @@ class _Project:
         self._lock_fd: Optional[int] = None
 
     def lock(self) -> None:
-        fd = os.open(self.root, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise MeraIOError(f"the MERA project '{self.root}' is in use by another deployer") from None
-        self._lock_fd = fd
+        self._lock_fd = _lock_dir(self.root)
 
     def unlock(self) -> None:
         if self._lock_fd is not None:
@@ -511,7 +540,15 @@ class TVMDeployer:
         result = self._prj.path(tdir, "result")
         os.makedirs(result, exist_ok=True)
         start = time.time()
-        with _config.build_config(target=t, arch=arch, **cfg):
+        log_path = self._prj.path("logs", "mera.log")
+        try:
+            log = open(log_path, "a", encoding="utf-8")
+        except OSError as e:
+            raise MeraIOError(f"cannot write the project log '{log_path}': {e.strerror}") from None
+        with log, contextlib.redirect_stdout(_Tee(sys.stdout, log)), \
+                _config.build_config(target=t, arch=arch, **cfg):
+            print(f"deploy: '{model.model_name}' for {t.value} on {arch_name if not isinstance(arch, Mapping) else arch}"
+                  f", {time.strftime('%Y-%m-%d %H:%M:%S')}")
             build(model.mod, model.params, host_arch=harch, output_dir=result, layout=model.layout,
                   aux_config=model.aux_config or None)
         seconds = time.time() - start

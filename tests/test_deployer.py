@@ -89,7 +89,9 @@ def test_mera_1x_script_runs_unchanged(target, tiny, tmp_path):
     assert json.loads((root / "model" / "input_desc.json").read_text()) == {
         "input0": {"input_shape": [1, 16, 16, 3], "input_type": "float32"}}
     assert np.fromfile(root / "data" / "ref_result_0.bin", np.float32).tobytes() == ref.tobytes()
-    assert (root / "build" / target / "result" / "compile_metrics.json").is_file() and (root / "logs").is_dir()
+    assert (root / "build" / target / "result" / "compile_metrics.json").is_file()
+    log = (root / "logs" / "mera.log").read_text()
+    assert f"deploy: 'tiny' for {target} on DNAF100L0003" in log and "mera.build: wrote deploy.so" in log
 
     # load_mera_deployment: a project with two targets needs target=; a plain result folder works too
     with pytest.raises(mera.ConfigError, match="several built targets"):
@@ -115,6 +117,9 @@ def test_what_cannot_apply_is_a_clear_error(tiny, tmp_path):
         with pytest.raises(mera.MeraIOError, match="in use by another deployer"):
             with mera.Deployer(str(root)):
                 pass
+        with pytest.raises(mera.MeraIOError, match="in use by another deployer"):
+            mera.Deployer(str(root), overwrite=True)  # does not remove a project in use
+        assert (root / "project.mdp").is_file()
         loader = mera.ModelLoader(deployer)
         with pytest.raises(mera.MeraIOError, match="nope.pt' does not exist"):
             loader.from_pytorch(str(tmp_path / "nope.pt"), {"input0": ((1, 16, 16, 3), "float32")})
