@@ -11,6 +11,10 @@ into digits_deploy/ with input0.bin and ref_result_0.bin, so that
 checks the deployed model as the ResNet-50 example does.
 
     python examples/quantize_digits.py
+
+It needs the `examples` extra (pip install -e ".[examples]": torch, onnx,
+scikit-learn) and writes digits.onnx and digits_deploy/ into the current
+folder (both git-ignored at the repository's root).
 """
 
 import os

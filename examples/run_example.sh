@@ -7,7 +7,7 @@
 #   3. run it on <dir>: "Took X msec.", the device latency, and the comparison
 #      with the reference ending in "correct ratio: 1".
 #
-#   examples/run_example.sh [resnet50 | mobilenet_v2] [inference options, e.g. -n 10]
+#   examples/run_example.sh [resnet50 | resnet50_ec | mobilenet_v2] [inference options, e.g. -n 10]
 #
 # Python: $PYTHON, else .venv/bin/python of the repository if it exists, else python3.
 set -eu
@@ -15,9 +15,9 @@ model=${1:-resnet50}
 [ $# -gt 0 ] && shift
 root=$(cd "$(dirname "$0")/.." && pwd)
 case $model in
-resnet50) dir=resnet50_deploy ;;
+resnet50 | resnet50_ec) dir=resnet50_deploy ;;
 mobilenet_v2) dir=mobilenetv2_deploy ;;
-*) echo "usage: $0 [resnet50 | mobilenet_v2] [inference options]" >&2; exit 2 ;;
+*) echo "usage: $0 [resnet50 | resnet50_ec | mobilenet_v2] [inference options]" >&2; exit 2 ;;
 esac
 py=${PYTHON:-}
 if [ -z "$py" ]; then

@@ -24,16 +24,20 @@ from .runner import Runner, compile
 from .build import build
 from .deploy_runtime import DeployModule, load_runtime_module
 from .quantizer import QualityReport, Quantizer
-from . import frontend, relay, test_util
+from .deployer import (Deployer, DeviceTarget, Layout, MeraDeployment, MeraModel, MeraModelRunner, MeraTvmDeployment,
+                       MeraTvmModelRunner, MeraTvmPrjDeployment, ModelLoader, TVMDeployer, load_mera_deployment)
+from . import ec, frontend, relay, test_util
 from . import plots, report  # matplotlib is imported when a chart is drawn
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
-    "errors", "ir", "frontend", "relay", "test_util", "plots", "report",
+    "errors", "ir", "frontend", "relay", "test_util", "ec", "plots", "report",
     "MeraError", "GraphError", "ShapeError", "DtypeError", "AttrError", "UnknownOpError", "FormatError",
     "UnsupportedError", "ConfigError", "RuntimeInputError", "MeraIOError",
     "Target", "Platform", "BuildConfig", "build_config", "current_build_config", "platforms",
     "Runner", "compile", "build", "load_runtime_module", "DeployModule", "Quantizer", "QualityReport",
+    "Deployer", "TVMDeployer", "ModelLoader", "MeraModel", "MeraDeployment", "MeraTvmDeployment", "MeraTvmPrjDeployment",
+    "MeraModelRunner", "MeraTvmModelRunner", "load_mera_deployment", "Layout", "DeviceTarget",
 ]

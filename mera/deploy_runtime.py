@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import shutil
 import struct
 import tempfile
@@ -44,7 +45,7 @@ class _Metrics(ctypes.Structure):
     _fields_ = [("target", ctypes.c_char_p), ("platform", ctypes.c_char_p), ("device", ctypes.c_char_p),
                 ("last_run_us", ctypes.c_double), ("device_us", ctypes.c_double),
                 ("device_cycles", ctypes.c_int64), ("weights_bytes", ctypes.c_size_t),
-                ("arena_bytes", ctypes.c_size_t)]
+                ("arena_bytes", ctypes.c_size_t), ("host_us", ctypes.c_double), ("clock_mhz", ctypes.c_double)]
 
 
 # mera_deploy_status -> exception class (MERA_DEPLOY_ERR_NOMEM is MemoryError)
@@ -82,6 +83,28 @@ def _bind(lib: ctypes.CDLL) -> None:
         f.argtypes = args
 
 
+#: ELF e_machine -> (name, mera.build's host_arch) of the machines deploy.so is built for.
+ELF_MACHINES = {62: ("x86-64", "x86"), 183: ("aarch64", "arm")}
+
+
+def _this_elf_machine() -> Optional[int]:
+    m = platform.machine().lower()
+    return 62 if m in ("x86_64", "amd64") else 183 if m in ("aarch64", "arm64") else None
+
+
+def _check_machine(path: str, e_machine: int) -> None:
+    """dlopen says "cannot open shared object file: No such file or directory" for a library of another
+    machine: say which machine it was built for instead."""
+    here = _this_elf_machine()
+    if here is None or e_machine == here:
+        return
+    built, arch = ELF_MACHINES.get(e_machine, (f"ELF machine type {e_machine}", None))
+    how = f" (mera.build host_arch={arch!r})" if arch else ""
+    raise UnsupportedError(f"'{path}' was built for {built}{how}, but this machine is {ELF_MACHINES[here][0]}: "
+                           f"run it on a {built} machine, or rebuild the directory with "
+                           f"host_arch={ELF_MACHINES[here][1]!r}")
+
+
 def _check_elf(path: str, data: bytes) -> None:
     """dlopen maps a library without checking that the file holds what its headers describe, and
     a truncated one crashes the loader (SIGBUS): check the ELF headers against the size first."""
@@ -90,6 +113,7 @@ def _check_elf(path: str, data: bytes) -> None:
         raise FormatError(f"'{path}' is not a shared library (no ELF header): a corrupt deploy directory")
     if data[4] != 2 or data[5] != 1:
         raise FormatError(f"'{path}' is not a 64-bit little-endian ELF library")
+    _check_machine(path, struct.unpack_from("<H", data, 18)[0])
     phoff, shoff = struct.unpack_from("<QQ", data, 32)
     phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", data, 54)
     if phentsize != 56 or phnum == 0 or phoff + phnum * 56 > size or (shnum and shoff + shnum * shentsize > size):
@@ -321,24 +345,32 @@ class DeployModule:
         dec = (lambda b: b.decode("utf-8", "replace") if b else "")
         return {"target": dec(m.target), "platform": dec(m.platform), "device": dec(m.device),
                 "last_run_us": m.last_run_us, "device_us": m.device_us, "device_cycles": int(m.device_cycles),
-                "weights_bytes": int(m.weights_bytes), "arena_bytes": int(m.arena_bytes)}
+                "weights_bytes": int(m.weights_bytes), "arena_bytes": int(m.arena_bytes), "host_us": m.host_us,
+                "clock_mhz": m.clock_mhz}
 
     @property
     def target(self) -> str:
         return self.metrics()["target"]
 
     def get_runtime_metrics(self) -> List[Dict[str, Any]]:
-        """MERA's metrics list: Simulator ``[{"sim_time_us": ...}]``, IP ``[{"elapsed_latency": <device
-        us>}]``, plus ``host_run_us`` (wall time of the last run), ``device_us``, ``device_cycles``,
-        ``weights_bytes``, ``arena_bytes``, ``target``, ``platform``, ``device``."""
+        """MERA's metrics list, one dict: under MERA's key for the target (Simulator ``sim_time_us``,
+        IP ``elapsed_latency``) the modelled end-to-end latency of one inference in us, ``total_us``
+        (the same), ``device_us`` (the device alone: ``device_cycles`` at ``clock_mhz``), ``host_us``
+        (the timing model's host time: host nodes, PCIe, the call); and ``host_run_us`` (this host's
+        wall time of the last run), ``weights_bytes``, ``arena_bytes``, ``target``, ``platform``,
+        ``device``. The modelled figures are those of the Simulator's runner (mera.compile)."""
         m = self.metrics()
         d: Dict[str, Any] = {}
         key = _core.backend_info(m["target"])["mera_time_key"]  # sim_time_us, elapsed_latency, or none
         if key:
-            d[key] = m["device_us"]
-        d.update({"host_run_us": m["last_run_us"], "device_us": m["device_us"], "device_cycles": m["device_cycles"],
-                  "weights_bytes": m["weights_bytes"], "arena_bytes": m["arena_bytes"], "target": m["target"],
-                  "platform": m["platform"], "device": m["device"]})
+            d[key] = m["device_us"] + m["host_us"]
+            d.update({"total_us": m["device_us"] + m["host_us"], "device_us": m["device_us"],
+                      "device_cycles": m["device_cycles"], "clock_mhz": m["clock_mhz"], "host_us": m["host_us"]})
+        else:
+            d.update({"device_us": m["device_us"], "device_cycles": m["device_cycles"]})
+        d.update({"host_run_us": m["last_run_us"], "weights_bytes": m["weights_bytes"],
+                  "arena_bytes": m["arena_bytes"], "target": m["target"], "platform": m["platform"],
+                  "device": m["device"]})
         return [d]
 
     def __repr__(self) -> str:

@@ -168,9 +168,12 @@ class SimulatorRunner(Runner):
         return self
 
     def get_runtime_metrics(self) -> List[Dict[str, float]]:
-        """MERA's metrics of the Simulator: ``[{"sim_time_us": total, "device_us": ..., "host_us": ...}]``."""
+        """MERA's metrics of the Simulator: ``[{"sim_time_us": total, "total_us": total, "device_us": ...,
+        "device_cycles": ..., "clock_mhz": ..., "host_us": ...}]``; total = device + host, and
+        device_us = device_cycles / clock_mhz (as a deploy directory's get_runtime_metrics)."""
         t = self._timing
-        return [{"sim_time_us": t["total_us"], "device_us": t["device_us"], "host_us": t["host_us"]}]
+        return [{"sim_time_us": t["total_us"], "total_us": t["total_us"], "device_us": t["device_us"],
+                 "device_cycles": t["device_cycles"], "clock_mhz": t["clock_mhz"], "host_us": t["host_us"]}]
 
     def timing(self) -> Dict[str, Any]:
         """The timing model's full result: device_cycles, device_us, host_us, total_us, clock_mhz, layers."""

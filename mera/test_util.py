@@ -1,7 +1,7 @@
 """MERA's test utilities: import a traced model, run it on the active target,
 compare with reference results.
 
-The log lines are MERA's own (``max abs diff:``, ``mean abs_diff:``,
+The log lines are those of the original docs (``max abs diff:``, ``mean abs diff:``,
 ``correct ratio:``), so scripts and habits that read them keep working.
 """
 
@@ -35,7 +35,7 @@ def verify_output(ref_result: np.ndarray, result: np.ndarray, tol: float = 1e-5,
     diff = np.abs(res.astype(np.float64) - ref.astype(np.float64))
     ratio = float(np.sum(res == ref) / max(1, res.size))
     print("max abs diff:", diff.max() if diff.size else 0.0)
-    print("mean abs_diff:", diff.mean() if diff.size else 0.0)
+    print("mean abs diff:", diff.mean() if diff.size else 0.0)
     print("correct ratio:", ratio)
     if res.ndim == 2 and res.shape[0] >= 1 and res.shape[1] > 5:
         print("Ref top5 label:", np.argsort(ref[0])[::-1][:5])
@@ -91,4 +91,7 @@ def run_mera_backend(script_module: Any, inp_np: Union[np.ndarray, Sequence[np.n
     return outputs
 
 
-__all__ = ["run_mera_backend", "verify_output"]
+#: MERA's name before 2021 (``ec.test_util.run_ec_backend``): the same function.
+run_ec_backend = run_mera_backend
+
+__all__ = ["run_mera_backend", "run_ec_backend", "verify_output"]

@@ -84,13 +84,14 @@ def run_app(app, deploy_dir, *args, prefix=(), timeout=600):
 def assert_app_ok(r, exact=True):
     assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
     out = r.stdout
-    assert re.search(r"^Took \d+\.\d\d msec\.$", out, re.M), out
+    assert re.search(r"^Took \d+\.\d\d msec\.( \(host (emulation of the IP|run of the Simulator); "
+                     r"(device|its) estimate below\))?$", out, re.M), out
     ratios = re.findall(r"^correct ratio: (\S+)$", out, re.M)
     assert ratios and all(x == "1" for x in ratios), out
     assert out.rstrip().endswith("correct ratio: 1"), out  # the log ends as the docs' did
     if exact:
         assert all(x == "0" for x in re.findall(r"^max abs diff: (\S+)$", out, re.M)), out
-        assert all(x == "0" for x in re.findall(r"^mean abs_diff: (\S+)$", out, re.M)), out
+        assert all(x == "0" for x in re.findall(r"^mean abs diff: (\S+)$", out, re.M)), out
     assert re.search(r"^Peak memory: \d+\.\d MiB \(weights \d+\.\d MiB, arena \d+\.\d MiB\)$", out, re.M), out
 
 
@@ -182,13 +183,18 @@ def test_every_target_runs_bit_exact(which, target, request, app, tmp_path_facto
     if target in ("Simulator", "IP"):
         assert info["latency_us"] > 0 and metrics["device_us"] > 0 and metrics["device_cycles"] > 0
         key = "sim_time_us" if target == "Simulator" else "elapsed_latency"
-        assert metrics[key] == metrics["device_us"]
-        assert metrics["device_us"] == pytest.approx(info["latency_us"])
+        # MERA's key is the end-to-end estimate; device_us is the device alone (cycles at the clock)
+        assert metrics[key] == metrics["total_us"] == pytest.approx(metrics["device_us"] + metrics["host_us"])
+        assert metrics["total_us"] == pytest.approx(info["latency_us"])
+        assert metrics["clock_mhz"] == 300 and metrics["host_us"] > 0
+        assert metrics["device_us"] == pytest.approx(metrics["device_cycles"] / metrics["clock_mhz"])
         assert f"Simulator total latency: {info['latency_us']:.3f} us" in log
-        if target == "Simulator" and which == "small":  # the in-process Simulator's estimate
+        if which == "small":  # the same figures as the in-process Simulator's
             with mera.build_config(target="Simulator", arch=100, sim_log=False):
-                sim = mera.compile(model.mod, model.params)
-            assert info["latency_us"] == pytest.approx(sim.get_runtime_metrics()[0]["sim_time_us"])
+                sim = mera.compile(model.mod, model.params).get_runtime_metrics()[0]
+            for k in ("total_us", "device_us", "device_cycles", "host_us", "clock_mhz"):
+                assert metrics[k] == pytest.approx(sim[k]), k
+            assert metrics[key] == pytest.approx(sim["sim_time_us"])
         assert metrics["platform"] == "DNAF100L0003"
     else:
         assert "sim_time_us" not in metrics and "elapsed_latency" not in metrics
@@ -197,11 +203,25 @@ def test_every_target_runs_bit_exact(which, target, request, app, tmp_path_facto
     assert_app_ok(r)
     for k, a in enumerate(ref):
         assert (tmp_path / f"output_{k}.bin").read_bytes() == a.tobytes()
+    if target in ("Simulator", "IP"):
+        # the device figure alone, then the modelled host time on its own line
+        dev = re.search(r"^Device latency: (\d+\.\d{3}) us \((\d+) cycles at 300 MHz on DNAF100L0003, device "
+                        r"'(\w+)'\)$", r.stdout, re.M)
+        assert dev and float(dev.group(1)) == pytest.approx(metrics["device_us"], abs=1e-3), r.stdout
+        assert int(dev.group(2)) == metrics["device_cycles"], r.stdout
+        assert dev.group(3) == ("emulated" if target == "IP" else "simulated"), r.stdout
+        host = re.search(r"^Host time \(modelled\): (\d+\.\d{3}) us \(host nodes, PCIe transfers, call\); "
+                         r"end-to-end estimate (\d+\.\d{3}) us$", r.stdout, re.M)
+        assert host and float(host.group(1)) == pytest.approx(metrics["host_us"], abs=1e-3), r.stdout
+        assert float(host.group(2)) == pytest.approx(info["latency_us"], abs=1e-3), r.stdout
     if target == "Simulator":
-        assert "Simulator total latency:" in r.stdout
-    if target == "IP":
-        assert re.search(r"^Device latency: \d+\.\d{3} us \(\d+ cycles on DNAF100L0003, device '\w+'\)$",
-                         r.stdout, re.M), r.stdout
+        assert f"Simulator total latency: {info['latency_us']:.3f} us" in r.stdout
+        assert re.search(r"^Took \d+\.\d\d msec\. \(host run of the Simulator; its estimate below\)$", r.stdout, re.M)
+    elif target == "IP":
+        assert re.search(r"^Took \d+\.\d\d msec\. \(host emulation of the IP; device estimate below\)$", r.stdout,
+                         re.M), r.stdout
+    else:
+        assert re.search(r"^Took \d+\.\d\d msec\.$", r.stdout, re.M) and "Device latency" not in r.stdout
 
 
 def test_triple_form_and_input_forms(small, tmp_path_factory):
@@ -537,7 +557,7 @@ def test_runtime_archive_is_cached_by_sources_and_compiler(cache_dir, tmp_path, 
 
 # ---- host_arch="arm" ----------------------------------------------------------------------------
 
-def test_arm_build_runs_under_qemu(small, tmp_path_factory, tmp_path):
+def test_arm_build_runs_under_qemu(small, app, tmp_path_factory, tmp_path):
     need("aarch64-linux-gnu-gcc")
     d = tmp_path / "arm"
     d.mkdir()
@@ -550,8 +570,14 @@ def test_arm_build_runs_under_qemu(small, tmp_path_factory, tmp_path):
     with open(lib, "rb") as f:
         head = f.read(20)
     assert head[:4] == b"\x7fELF" and head[4] == 2 and struct.unpack("<H", head[18:20])[0] == 183  # EM_AARCH64
-    with pytest.raises(mera.FormatError, match="cannot load"):  # not loadable on this x86 host
+    # not loadable on this x86 host, and both loaders say why (not dlopen's "No such file or directory")
+    with pytest.raises(mera.UnsupportedError, match=r"deploy\.so' was built for aarch64 \(mera.build "
+                                                     r"host_arch='arm'\), but this machine is x86-64"):
         mera.load_runtime_module(str(d))
+    r = run_app(app, d, "-n", "1")
+    assert r.returncode == 1 and "No such file" not in r.stderr, r.stderr
+    assert re.search(r"deploy\.so' was built for aarch64 \(mera.build host_arch=\"arm\"\), but this app runs on "
+                     r"x86-64", r.stderr), r.stderr
     qemu = need("qemu-aarch64")
     assert os.path.isdir(ARM_SYSROOT), f"{ARM_SYSROOT} is missing: apt-get install libc6-dev-arm64-cross"
     exe = cmake_build(tmp_path / "app-arm", "-DCMAKE_SYSTEM_NAME=Linux", "-DCMAKE_SYSTEM_PROCESSOR=aarch64",

@@ -100,7 +100,7 @@ def test_run_mera_backend_prints_the_original_log(quantized_block, capsys, tmp_p
         outs = mera.test_util.run_mera_backend(traced, nhwc(x.numpy()), ref_results=ref, layout="NHWC")
     assert isinstance(outs, list) and len(outs) == 1
     log = capsys.readouterr().out
-    assert "max abs diff: 0.0" in log and "mean abs_diff: 0.0" in log and "correct ratio: 1.0" in log
+    assert "max abs diff: 0.0" in log and "mean abs diff: 0.0" in log and "correct ratio: 1.0" in log
     # IP (runs_through_deploy in the backend table) builds a deploy directory into output_dir, as
     # MERA's did; the Simulator runs in process and writes nothing; both give InterpreterHw's bytes
     for target in ("IP", "Simulator"):

@@ -6,10 +6,12 @@
  * dlopens <deploy_dir>/deploy.so, checks its ABI version, loads the
  * directory, reads <deploy_dir>/input0.bin, input1.bin, ... (the raw bytes
  * of each input, e.g. float32 NHWC), warms up, runs `runs` times (100 by
- * default) and prints the mean wall time per run ("Took X msec."); for the
- * Simulator and IP targets also the modelled device latency. Then, for each
+ * default) and prints the mean wall time per run on this host ("Took X msec.",
+ * saying when that time is the host's emulation of the IP or the Simulator);
+ * for the Simulator and IP targets then the device latency alone (cycles at
+ * the device clock) and the modelled host time on its own line. Then, for each
  * output k with a <deploy_dir>/ref_result_k.bin, it prints mera.test_util's
- * comparison lines (max abs diff, mean abs_diff, correct ratio: the share of
+ * comparison lines (max abs diff, mean abs diff, correct ratio: the share of
  * elements exactly equal), and the peak resident memory of the process
  * (VmHWM; getrusage's ru_maxrss where /proc is missing). -o writes
  * each output's raw bytes to <out_dir>/output_k.bin.
@@ -107,6 +109,39 @@ static void *sym(void *lib, const char *name, const char *path)
     return p;
 }
 
+#if defined(__x86_64__)
+#define THIS_MACHINE EM_X86_64
+#elif defined(__aarch64__)
+#define THIS_MACHINE EM_AARCH64
+#endif
+
+static const char *machine_name(int em)
+{
+    switch (em) {
+    case EM_X86_64: return "x86-64 (mera.build host_arch=\"x86\")";
+    case EM_AARCH64: return "aarch64 (mera.build host_arch=\"arm\")";
+    default: return NULL;
+    }
+}
+
+/* dlopen says "No such file or directory" for a library built for another
+ * machine: say which machine it was built for instead. */
+static void check_machine(const char *path, int em)
+{
+#ifdef THIS_MACHINE
+    if (em == THIS_MACHINE)
+        return;
+    const char *built = machine_name(em);
+    if (built)
+        die("'%s' was built for %s, but this app runs on %s: run it on that machine, or rebuild the directory "
+            "for this one", path, built, machine_name(THIS_MACHINE));
+    die("'%s' was built for ELF machine type %d, but this app runs on %s", path, em, machine_name(THIS_MACHINE));
+#else
+    (void)path;
+    (void)em;
+#endif
+}
+
 /* dlopen maps a shared library without checking that the file holds what its
  * headers describe, and a truncated one crashes the loader (SIGBUS): check the
  * ELF header, the program headers and the section header table against the
@@ -125,6 +160,7 @@ static void check_elf(const char *path)
         die("'%s' is not a shared library (no ELF header): a corrupt deploy directory", path);
     if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_ident[EI_DATA] != ELFDATA2LSB)
         die("'%s' is not a 64-bit little-endian ELF library", path);
+    check_machine(path, eh.e_machine);
     if (eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum == 0 ||
         eh.e_phoff + (unsigned long long)eh.e_phnum * sizeof(Elf64_Phdr) > size ||
         (eh.e_shnum && eh.e_shoff + (unsigned long long)eh.e_shnum * eh.e_shentsize > size))
@@ -194,7 +230,7 @@ static void compare(const void *res, const void *ref, int dt, size_t n)
     if (nan)
         max_diff = NAN;
     printf("max abs diff: %g\n", max_diff);
-    printf("mean abs_diff: %g\n", n ? sum / (double)n : 0.0);
+    printf("mean abs diff: %g\n", n ? sum / (double)n : 0.0);
     printf("correct ratio: %g\n", (double)equal / (double)(n ? n : 1));
 }
 
@@ -322,18 +358,30 @@ int main(int argc, char **argv)
         if (api.run(d, err, sizeof err))
             die("%s", err);
     double ms = (now_ms() - t0) / (double)runs;
-    printf("Took %.2f msec.\n", ms);
 
     mera_deploy_metrics m;
     memset(&m, 0, sizeof m);
     if (api.get_metrics(d, &m))
         die("reading the metrics failed");
     const char *target = m.target ? m.target : "";
-    if (strcmp(target, "Simulator") == 0)
-        printf("Simulator total latency: %.3f us\n", m.device_us);
-    else if (strcmp(target, "IP") == 0)
-        printf("Device latency: %.3f us (%" PRId64 " cycles on %s, device '%s')\n", m.device_us, m.device_cycles,
-               m.platform ? m.platform : "?", m.device ? m.device : "?");
+    const char *device = m.device ? m.device : "?";
+    int is_sim = strcmp(target, "Simulator") == 0, is_ip = strcmp(target, "IP") == 0;
+    /* The docs' "Took X msec." was a board's latency; here it is this host's wall time per run, which
+     * for the Simulator and the emulated IP is the CPU's time to emulate the DNA. */
+    if (is_ip && strcmp(device, "emulated") == 0)
+        printf("Took %.2f msec. (host emulation of the IP; device estimate below)\n", ms);
+    else if (is_sim)
+        printf("Took %.2f msec. (host run of the Simulator; its estimate below)\n", ms);
+    else
+        printf("Took %.2f msec.\n", ms);
+    if (is_sim)
+        printf("Simulator total latency: %.3f us\n", m.device_us + m.host_us);
+    if (is_sim || is_ip) {
+        printf("Device latency: %.3f us (%" PRId64 " cycles at %g MHz on %s, device '%s')\n", m.device_us,
+               m.device_cycles, m.clock_mhz, m.platform ? m.platform : "?", is_ip ? device : "simulated");
+        printf("Host time (modelled): %.3f us (host nodes, PCIe transfers, call); end-to-end estimate %.3f us\n",
+               m.host_us, m.device_us + m.host_us);
+    }
     /* Before the comparison, so that the log ends as the docs' did. */
     printf("Peak memory: %.1f MiB (weights %.1f MiB, arena %.1f MiB)\n", peak_rss_kib() / 1024.0,
            (double)m.weights_bytes / 1048576.0, (double)m.arena_bytes / 1048576.0);

@@ -109,8 +109,10 @@ static void sim_metrics(const void *inst, mera_backend_metrics *m)
     memset(m, 0, sizeof *m);
     const dna_timing *t = dna_machine_timing(s->m);
     m->arena_bytes = (size_t)s->arena_bytes;
-    m->device_us = t->total_us;
+    m->device_us = t->device_us;
     m->device_cycles = t->device_cycles;
+    m->clock_mhz = t->clock_mhz;
+    m->host_us = t->host_us;
 }
 
 static void sim_free(void *inst)

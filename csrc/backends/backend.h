@@ -41,8 +41,10 @@ typedef struct {
 
 typedef struct {
     size_t arena_bytes;     /* activation memory a run uses */
-    double device_us;       /* runs_program: the timing model's estimate (device + host); else 0 */
+    double device_us;       /* runs_program: device_cycles at clock_mhz, the device alone; else 0 */
     int64_t device_cycles;  /* runs_program: device cycles; else 0 */
+    double clock_mhz;       /* runs_program: the device clock; else 0 */
+    double host_us;         /* runs_program: the timing model's host time (host nodes, PCIe, call); else 0 */
     const char *device;     /* IP: the HAL driver's name; else NULL */
 } mera_backend_metrics;
 

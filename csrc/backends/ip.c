@@ -265,8 +265,10 @@ void mera_ip_metrics(const void *inst, mera_backend_metrics *m)
     const ip_inst *ip = inst;
     memset(m, 0, sizeof *m);
     const dna_timing *t = dna_machine_timing(ip->m);
-    m->device_us = t->total_us;
     m->device_cycles = ip->last_cycles ? ip->last_cycles : t->device_cycles; /* the device's count once it ran */
+    m->device_us = (double)m->device_cycles / t->clock_mhz; /* the device alone; host time apart */
+    m->clock_mhz = t->clock_mhz;
+    m->host_us = t->host_us;
     m->device = ip->hal->name;
     m->arena_bytes = (size_t)(ip->prog->dram_bytes - ip->prog->params_bytes);
 }

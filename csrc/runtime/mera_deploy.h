@@ -29,7 +29,7 @@
 extern "C" {
 #endif
 
-#define MERA_DEPLOY_ABI_VERSION 2 /* 2: mera_deploy_create reports a status */
+#define MERA_DEPLOY_ABI_VERSION 3 /* 2: mera_deploy_create reports a status; 3: metrics' host_us, clock_mhz */
 
 typedef enum {
     MERA_DEPLOY_OK = 0,
@@ -64,11 +64,15 @@ typedef struct {
     const char *platform;    /* "DNAF100L0003", ... ("" for the interpreters) */
     const char *device;      /* IP: the HAL device's name ("emulated", ...); else "" */
     double last_run_us;      /* wall time of the last mera_deploy_run on the host */
-    double device_us;        /* Simulator and IP: the modelled latency of one inference (timing model);
-                              * 0 for the interpreters */
+    double device_us;        /* Simulator and IP: the device's latency of one inference, device_cycles
+                              * at clock_mhz (no host time); 0 for the interpreters */
     int64_t device_cycles;   /* Simulator and IP: device cycles of one inference */
     size_t weights_bytes;    /* bytes of deploy.params' parameter data */
     size_t arena_bytes;      /* bytes of the planned activation memory */
+    double host_us;          /* Simulator and IP: the timing model's host time of one inference (host
+                              * nodes, PCIe transfers, the call); device_us + host_us is the end-to-end
+                              * estimate (deploy.json's latency_us) */
+    double clock_mhz;        /* Simulator and IP: the device clock */
 } mera_deploy_metrics;
 
 typedef struct mera_deploy mera_deploy;

@@ -867,6 +867,8 @@ static mera_deploy *create(const char *dir, const char *expected_model_id, char 
     d->metrics.arena_bytes = bm.arena_bytes;
     d->metrics.device_us = bm.device_us;
     d->metrics.device_cycles = bm.device_cycles;
+    d->metrics.host_us = bm.host_us;
+    d->metrics.clock_mhz = bm.clock_mhz;
     snprintf(d->device, sizeof d->device, "%s", bm.device ? bm.device : "");
     if ((int64_t)d->metrics.arena_bytes != jarena) {
         jerr(&c, mj_get(root, "arena_bytes"), "field 'arena_bytes' = %lld, but the loaded model plans %zu",
@@ -951,6 +953,7 @@ MERA_RT_EXPORT int mera_deploy_run(mera_deploy *d, char *err, size_t err_len)
         mera_backend_metrics bm;
         d->backend->metrics(d->inst, &bm);
         d->metrics.device_cycles = bm.device_cycles;
+        d->metrics.device_us = bm.device_us;
     }
     if (st)
         return fail(err, err_len, status_code(st) == MERA_DEPLOY_ERR_FORMAT ? MERA_DEPLOY_ERR_RUNTIME : status_code(st),

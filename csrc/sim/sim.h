@@ -35,6 +35,7 @@ typedef struct {
 typedef struct {
     int64_t device_cycles;   /* sum over DNA segments of their makespan */
     double device_us;        /* device_cycles at the platform clock */
+    double clock_mhz;        /* that clock */
     double host_us;          /* host nodes, host calls and PCIe transfers */
     double total_us;         /* device_us + host_us: the end-to-end estimate */
     int n_layers;            /* = number of graph nodes */

@@ -586,6 +586,7 @@ mera_status dna_timing_model(const mera_graph *g, const dna_program *prog, const
     }
     t->device_cycles = cyc;
     t->device_us = (double)cyc / p->clock_mhz;
+    t->clock_mhz = p->clock_mhz;
     t->total_us = t->device_us + t->host_us;
     int64_t mpc = mera_platform_macs(p);
     for (int k = 0; k < n_nodes; k++) {

@@ -26,6 +26,9 @@
 
 enum { H = 7, W = 6, C = 5, O = 8 };
 
+#define ABI_TEXT_(x) #x
+#define ABI_TEXT(x) ABI_TEXT_(x) /* "3": deploy.json's abi_version as written */
+
 static int8_t w_data[O * C * 3 * 3];
 static float b_data[O];
 static float x_data[H * W * C];
@@ -299,10 +302,13 @@ static void test_target(const mera_graph *g, const char *target)
     CHECK(m.arena_bytes > 0);
     if (strcmp(target, "Simulator") == 0 || strcmp(target, "IP") == 0) {
         CHECK(m.device_us > 0 && m.device_cycles > 0);
+        /* the device alone (cycles at the clock); the modelled host time apart */
+        CHECK(m.clock_mhz == 300 && fabs(m.device_us - (double)m.device_cycles / m.clock_mhz) <= 1e-9 * m.device_us);
+        CHECK(m.host_us > 0);
         CHECK(strcmp(m.platform, "DNAF100L0003") == 0);
         CHECK(strcmp(m.device, strcmp(target, "IP") == 0 ? "emulated" : "") == 0);
     } else {
-        CHECK(m.device_us == 0 && m.device_cycles == 0 && strcmp(m.platform, "") == 0);
+        CHECK(m.device_us == 0 && m.device_cycles == 0 && m.host_us == 0 && strcmp(m.platform, "") == 0);
     }
     mera_deploy_destroy(d);
     /* no check of the model id */
@@ -459,7 +465,7 @@ static void test_corruption(const mera_graph *g, const char *target)
     } edits[] = {
         {"\"fnv1a64\": \"", "\"fnv1a64\": \"0", "fnv1a64"},
         {"\"version\": 1", "\"version\": 2", "field 'version' = 2"},
-        {"\"abi_version\": 2", "\"abi_version\": 9", "abi_version"},
+        {"\"abi_version\": " ABI_TEXT(MERA_DEPLOY_ABI_VERSION), "\"abi_version\": 9", "abi_version"},
         {"\"format\": \"mera-deploy\"", "\"format\": \"mera-deploy2\"", "field 'format'"},
         {"\"weights_bytes\"", "\"weights_byte\"", "field 'weights_bytes' is missing"},
         {"\"name\": \"x\"", "\"name\": \"z\"", "inputs[0]: name 'z'"},
