@@ -81,13 +81,13 @@ def main() -> int:
         subprocess.run(["cmake", "--build", app_dir], check=True, capture_output=True)
         took, took_ref, peak = [], [], 0.0
         for _ in range(args.rounds):
-            for where, times in ((d, took), (d_ref, took_ref)):
+            for where, runs in ((d, took), (d_ref, took_ref)):
                 r = subprocess.run([os.path.join(app_dir, "inference"), where, "-n", str(args.runs)],
                                    capture_output=True, text=True)
                 if r.returncode != 0:
                     print(r.stdout + r.stderr, file=sys.stderr)
                     return 1
-                times.append(float(re.search(r"^Took (\S+) msec", r.stdout, re.M).group(1)))
+                runs.append(float(re.search(r"^Took (\S+) msec", r.stdout, re.M).group(1)))
                 if where == d:
                     peak = float(re.search(r"^Peak memory: (\S+) MiB", r.stdout, re.M).group(1)) * 1048576
                     out = r.stdout
