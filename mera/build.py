@@ -245,21 +245,20 @@ def entry_source(model_id: str) -> str:
 
 
 def link_deploy_so(tc: Toolchain, archive: str, model_id: str, out_path: str) -> None:
-    """Compile the entry file for ``model_id`` and link it with ``archive`` into ``out_path``."""
+    """Compile the entry file for ``model_id`` and link it with ``archive`` into ``out_path``
+    (one compiler run: the build's only C compile)."""
     root = csrc_dir()
     with tempfile.TemporaryDirectory(prefix="mera-build-") as work:
         src = os.path.join(work, "deploy_entry.c")
-        obj = os.path.join(work, "deploy_entry.o")
         vs = os.path.join(work, "exports.map")
         with open(src, "w") as f:
             f.write(entry_source(model_id))
         with open(vs, "w") as f:
             f.write(EXPORTS_MAP)
-        _run([tc.cc, *RUNTIME_CFLAGS, "-I", root, "-c", src, "-o", obj], "compiling deploy_entry.c")
         undefined = [f"-Wl,--undefined={s}" for s in ABI_FUNCTIONS if s != "mera_deploy_create"]
-        _run([tc.cc, "-shared", "-static-libgcc", "-o", out_path, obj, *undefined, archive,
-              f"-Wl,--version-script={vs}", "-Wl,-z,defs", "-Wl,-z,noexecstack", "-lm", "-lpthread"],
-             "linking deploy.so")
+        _run([tc.cc, *RUNTIME_CFLAGS, "-I", root, "-shared", "-static-libgcc", "-o", out_path, src, *undefined,
+              archive, f"-Wl,--version-script={vs}", "-Wl,-z,defs", "-Wl,-z,noexecstack", "-lm", "-lpthread"],
+             "compiling deploy_entry.c and linking deploy.so")
 
 
 # ---- mera.build --------------------------------------------------------------------------------
