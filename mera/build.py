@@ -27,17 +27,19 @@ nothing else in ``output_dir`` (``input0.bin``, ``ref_result_0.bin``, ...) is
 touched. Run the directory with ``apps/inference`` or
 :func:`mera.load_runtime_module`.
 
-The C runtime is compiled once into a static archive and cached per host
-arch, compiler (path and version), flags and the hash of every C source, in
-``$MERA_CACHE_DIR`` (default ``$XDG_CACHE_HOME/mera`` or ``~/.cache/mera``);
-a build then compiles only the small generated entry file and links.
-``host_arch="arm"`` cross-compiles for aarch64 Linux with
-``aarch64-linux-gnu-gcc`` (Debian/Ubuntu package ``gcc-aarch64-linux-gnu``).
+The C runtime is a static archive: a build compiles only the small
+generated entry file and links. Installing mera builds the archive for the
+installing machine (mera/_runtime_archive.py), so the first build only
+links. For another host arch, or C sources edited since the install, it is
+compiled once and cached per host arch, compiler (path and version), flags
+and the hash of every C source, in ``$MERA_CACHE_DIR`` (default
+``$XDG_CACHE_HOME/mera`` or ``~/.cache/mera``). ``host_arch="arm"``
+cross-compiles for aarch64 Linux with ``aarch64-linux-gnu-gcc``
+(Debian/Ubuntu package ``gcc-aarch64-linux-gnu``).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import json
 import os
@@ -49,16 +51,15 @@ import tempfile
 import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from . import _core, _progress, _sources
+from . import _core, _progress, _runtime_archive, _sources
 from ._fileio import atomic_write_bytes
 from .config import require_build_config, simulator_options
 from .errors import ConfigError, MeraError, MeraIOError
 from .ir import Module
 from .runner import compile_core
 
-#: Compiler flags of every runtime object (the extension's, setup.py, plus PIC and hidden visibility).
-RUNTIME_CFLAGS = ("-O2", "-fPIC", "-fvisibility=hidden", "-std=c11", "-ffp-contract=off", "-fno-strict-aliasing",
-                  "-D_POSIX_C_SOURCE=200809L")
+#: Compiler flags of every runtime object (mera/_runtime_archive.py).
+RUNTIME_CFLAGS = _runtime_archive.RUNTIME_CFLAGS
 
 #: What deploy.so exports (a linker version script); everything else is local.
 EXPORTS_MAP = "{\n  global: mera_deploy_*;\n  local: *;\n};\n"
@@ -117,12 +118,7 @@ def runtime_sources(root: Optional[str] = None) -> List[str]:
 
 def _sources_hash(root: str) -> str:
     """Hash of every file the runtime compiles from (the runtime group's C files, headers, .def tables)."""
-    h = hashlib.sha256()
-    for rel in _sources.files(root, ["runtime"], _sources.BUILD_INPUTS):
-        with open(os.path.join(root, rel), "rb") as fh:
-            data = fh.read()
-        h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
-    return h.hexdigest()
+    return _runtime_archive.sources_hash(root)
 
 
 # ---- the toolchain -----------------------------------------------------------------------------
@@ -189,7 +185,15 @@ def _run(cmd: List[str], what: str) -> None:
         raise MeraError(f"{what} failed (exit {r.returncode}): {' '.join(cmd)}\n{out[-4000:]}")
 
 
-# ---- the cached runtime archive ----------------------------------------------------------------
+# ---- the runtime archive: prebuilt at install, or compiled once and cached ----------------------
+
+def packaged_runtime_archive(tc: Toolchain) -> Optional[str]:
+    """The runtime archive the install built (mera/_runtime/<host_arch>/) when it matches the C
+    sources this build compiles from and ``tc`` targets this machine, else None."""
+    if tc.host_arch != _runtime_archive.native_host_arch():
+        return None
+    return _runtime_archive.packaged_archive(tc.host_arch, csrc_dir())
+
 
 def runtime_archive(tc: Toolchain, log: bool = True) -> Tuple[str, bool]:
     """The static archive of the C runtime for ``tc``: ``(path, was_cached)``. Built with the
@@ -207,29 +211,17 @@ def runtime_archive(tc: Toolchain, log: bool = True) -> Tuple[str, bool]:
     except OSError as e:
         raise MeraIOError(f"cannot create the cache directory '{dest_dir}': {e.strerror} "
                           "(set MERA_CACHE_DIR to a writable folder)") from None
-    sources = runtime_sources(root)
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=".build-", dir=dest_dir) as work:
-        objs = []
-
-        def compile_one(rel: str) -> str:
-            obj = os.path.join(work, rel.replace(os.sep, "__")[:-2] + ".o")
-            _run([tc.cc, *RUNTIME_CFLAGS, "-I", root, "-c", os.path.join(root, rel), "-o", obj],
-                 f"compiling the deploy runtime ({rel})")
-            return obj
-
-        workers = max(1, os.cpu_count() or 1)
-        with _progress.Progress(f"compiling the C runtime for {tc.host_arch}", len(sources), "files") as bar, \
-                concurrent.futures.ThreadPoolExecutor(max_workers=workers) as ex:
-            for obj in ex.map(compile_one, sources):
-                objs.append(obj)
-                bar.update()
-        tmp_archive = os.path.join(work, "libmera_rt.a")
-        _run([tc.ar, "rcs", tmp_archive, *objs], "archiving the deploy runtime")
-        os.replace(tmp_archive, dest)  # same filesystem: atomic
     if log:
-        _log(f"mera.build: compiled the C runtime for {tc.host_arch} ({len(sources)} files, {tc!r}) in "
-             f"{time.perf_counter() - t0:.1f} s; cached in {dest_dir}")
+        _log(f"mera.build: compiling the C runtime for {tc.host_arch} once ({len(runtime_sources(root))} files, "
+             f"{tc!r}); cached in {dest_dir}")
+    with tempfile.TemporaryDirectory(prefix=".build-", dir=dest_dir) as work, \
+            _progress.Progress(f"compiling the C runtime for {tc.host_arch}", len(runtime_sources(root)),
+                               "files") as bar:
+        try:
+            _runtime_archive.compile_archive(tc.cc, tc.ar, root, work, dest,  # same filesystem: atomic
+                                             on_file=bar.update)
+        except _runtime_archive.ArchiveBuildError as e:
+            raise MeraError(str(e)) from None
     return dest, False
 
 
@@ -256,21 +248,20 @@ def entry_source(model_id: str) -> str:
 
 
 def link_deploy_so(tc: Toolchain, archive: str, model_id: str, out_path: str) -> None:
-    """Compile the entry file for ``model_id`` and link it with ``archive`` into ``out_path``."""
+    """Compile the entry file for ``model_id`` and link it with ``archive`` into ``out_path``
+    (one compiler run: the build's only C compile)."""
     root = csrc_dir()
     with tempfile.TemporaryDirectory(prefix="mera-build-") as work:
         src = os.path.join(work, "deploy_entry.c")
-        obj = os.path.join(work, "deploy_entry.o")
         vs = os.path.join(work, "exports.map")
         with open(src, "w") as f:
             f.write(entry_source(model_id))
         with open(vs, "w") as f:
             f.write(EXPORTS_MAP)
-        _run([tc.cc, *RUNTIME_CFLAGS, "-I", root, "-c", src, "-o", obj], "compiling deploy_entry.c")
         undefined = [f"-Wl,--undefined={s}" for s in ABI_FUNCTIONS if s != "mera_deploy_create"]
-        _run([tc.cc, "-shared", "-static-libgcc", "-o", out_path, obj, *undefined, archive,
-              f"-Wl,--version-script={vs}", "-Wl,-z,defs", "-Wl,-z,noexecstack", "-lm", "-lpthread"],
-             "linking deploy.so")
+        _run([tc.cc, *RUNTIME_CFLAGS, "-I", root, "-shared", "-static-libgcc", "-o", out_path, src, *undefined,
+              archive, f"-Wl,--version-script={vs}", "-Wl,-z,defs", "-Wl,-z,noexecstack", "-lm", "-lpthread"],
+             "compiling deploy_entry.c and linking deploy.so")
 
 
 # ---- mera.build --------------------------------------------------------------------------------
@@ -371,7 +362,13 @@ def build(mod: Module, params: Optional[Mapping[str, Any]] = None, host_arch: st
     if runs_program:
         _log_schedule(info, t_prepare)
 
-    archive, cached = runtime_archive(tc)
+    t0 = time.perf_counter()
+    archive = packaged_runtime_archive(tc)
+    if archive:
+        how = "prebuilt at install"
+    else:
+        archive, cached = runtime_archive(tc)
+        how = "cached" if cached else f"compiled in {time.perf_counter() - t0:.1f} s"
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mera-link-") as work:
         so_tmp = os.path.join(work, "deploy.so")
@@ -379,7 +376,7 @@ def build(mod: Module, params: Optional[Mapping[str, Any]] = None, host_arch: st
         with open(so_tmp, "rb") as f:
             so_bytes = f.read()
     t_link = time.perf_counter() - t0
-    _log(f"mera.build: deploy.so linked in {t_link:.2f} s (runtime archive {'cached' if cached else 'built'})")
+    _log(f"mera.build: deploy.so linked in {t_link:.2f} s (runtime archive {how}: {archive})")
 
     # Everything that can fail has run: replace the three files, data last.
     if output_dir is None:
@@ -420,4 +417,5 @@ def _log_schedule(info: Dict[str, Any], seconds: float) -> None:
         _log(f"Simulator total latency: {float(latency):.3f} us")
 
 
-__all__ = ["build", "cache_dir", "csrc_dir", "runtime_archive", "toolchain", "RUNTIME_CFLAGS"]
+__all__ = ["build", "cache_dir", "csrc_dir", "packaged_runtime_archive", "runtime_archive", "toolchain",
+           "RUNTIME_CFLAGS"]

@@ -346,6 +346,78 @@ def test_corrupt_directories_are_refused(small, app, tmp_path_factory, tmp_path)
             assert "deploy.json" in str(e.value), f"{name}: {e.value}"
 
 
+def test_deploy_params_stores_each_weight_once(resnet18, tmp_path_factory):
+    """Simulator and IP: the DNA layers' weights are in the program's constant image only, not
+    also in the PARAMS section; deploy.params is within 1.1x the int8 weights, and weights_bytes
+    counts the image."""
+    int8_bytes = sum(np.asarray(v).nbytes for v in resnet18.params.values() if np.asarray(v).dtype == np.int8)
+    assert int8_bytes > 10_000_000  # ResNet-18's 11.7 M weights
+    for target in ("Simulator", "IP"):
+        d, (json_str, params_bytes, _) = deploy(resnet18, target, tmp_path_factory)
+        assert len(params_bytes) <= 1.1 * int8_bytes, f"{target}: {len(params_bytes)} bytes for {int8_bytes} int8"
+        assert json.loads(json_str)["weights_bytes"] <= len(params_bytes)
+    d, (_, ihw_bytes, _) = deploy(resnet18, "InterpreterHw", tmp_path_factory)
+    assert int8_bytes <= len(ihw_bytes) <= 1.1 * int8_bytes  # every PARAM once, no DNA program
+
+
+def test_old_format_directories_are_refused(small, app, tmp_path_factory, tmp_path):
+    """A deploy directory of the previous format version (which stored weights twice) is refused
+    by this runtime with a message saying to rebuild it, from deploy.json's version or, when that
+    was edited, from deploy.params' own."""
+    d, _ = deploy(small, "IP", tmp_path_factory)
+    old = mera._core.DEPLOY_FORMAT_VERSION - 1
+    info = json.loads((d / "deploy.json").read_text())
+    params = bytearray((d / "deploy.params").read_bytes())
+    params[8:12] = struct.pack("<I", old)
+    cases = {"json": {"deploy.json": json.dumps(dict(info, version=old)).encode()},
+             "params": {"deploy.params": bytes(params)}}
+    for name, changes in cases.items():
+        bad = tmp_path / name
+        shutil.copytree(d, bad)
+        for f, data in changes.items():
+            (bad / f).write_bytes(data)
+        with pytest.raises(mera.FormatError) as e:
+            mera.load_runtime_module(str(bad))
+        msg = str(e.value)
+        assert f"= {old}" in msg and f"format version {old + 1}" in msg and "rebuild" in msg, msg
+        assert ("deploy.json" if name == "json" else "deploy.params") in msg, msg
+        r = run_app(app, bad, "-n", "1", "-w", "0")
+        assert r.returncode == 1 and "rebuild" in r.stderr, r.stderr
+
+
+def test_first_build_links_the_prebuilt_runtime(small, tmp_path, monkeypatch, capsys):
+    """The install built the runtime archive for this machine (setup.py build_ext): with an empty
+    cache, mera.build compiles nothing but the entry file and links that archive; another host
+    arch, or edited C sources, do not use it."""
+    from mera import _runtime_archive
+
+    monkeypatch.setenv("MERA_CACHE_DIR", str(tmp_path / "empty-cache"))
+    tc = build_mod.toolchain("x86")
+    packaged = build_mod.packaged_runtime_archive(tc)
+    pkg = os.path.dirname(os.path.abspath(mera.__file__))
+    assert packaged == os.path.join(pkg, "_runtime", "x86", "libmera_rt.a"), packaged
+    manifest = json.load(open(os.path.join(os.path.dirname(packaged), "manifest.json")))
+    assert manifest["sources"] == build_mod._sources_hash(build_mod.csrc_dir())
+    with mera.build_config(target="IP", arch=100):
+        mera.build(small.mod, {}, output_dir=str(tmp_path / "d"), layout="NHWC")
+    log = capsys.readouterr().out
+    assert f"(runtime archive prebuilt at install: {packaged})" in log, log
+    assert "compiling the C runtime" not in log
+    assert not os.path.exists(tmp_path / "empty-cache" / "runtime")  # nothing compiled into the cache
+    assert build_mod.packaged_runtime_archive(build_mod.toolchain("arm")) is None  # built on first use
+    # a manifest that does not match the sources (an edited tree) is not used
+    fake = tmp_path / "pkg"
+    folder = fake / "_runtime" / "x86"
+    folder.mkdir(parents=True)
+    (folder / "libmera_rt.a").write_bytes(b"!<arch>\n")
+    root = build_mod.csrc_dir()
+    (folder / "manifest.json").write_text(json.dumps(_runtime_archive.manifest("x86", root, "cc 1")))
+    assert _runtime_archive.packaged_archive("x86", root, str(fake)) == str(folder / "libmera_rt.a")
+    (folder / "manifest.json").write_text(json.dumps(dict(_runtime_archive.manifest("x86", root, "cc"),
+                                                          sources="0" * 64)))
+    assert _runtime_archive.packaged_archive("x86", root, str(fake)) is None
+
+
 def test_app_refuses_bad_inputs_and_arguments(small, app, tmp_path_factory, tmp_path):
     d, _ = deploy(small, "InterpreterHw", tmp_path_factory)
     bad = tmp_path / "bad"
@@ -403,7 +475,7 @@ def test_build_touches_nothing_else_and_leaves_no_temp_files(small, tmp_path, ca
                                             "sub"]
     assert oct(os.stat(tmp_path / "deploy.json").st_mode & 0o777) != "0o600"
     log = capsys.readouterr().out
-    assert "mera.build: wrote deploy.so" in log and "(runtime archive cached)" in log
+    assert "mera.build: wrote deploy.so" in log and "(runtime archive prebuilt at install" in log
 
 
 def test_failed_build_keeps_the_previous_files(small, tmp_path, monkeypatch):
@@ -548,7 +620,7 @@ def test_runtime_archive_is_cached_by_sources_and_compiler(cache_dir, tmp_path, 
     finally:
         del os.environ["MERA_CSRC_DIR"]
     assert not cached2 and path2 != path and os.path.isfile(path2)
-    assert "compiled the C runtime for x86" in capsys.readouterr().out
+    assert "compiling the C runtime for x86 once" in capsys.readouterr().out
     leftovers = [p for p in os.listdir(os.path.dirname(path2)) if p != "libmera_rt.a"]
     assert leftovers == []  # the build folder is gone
     assert "runtime/runtime.c" in build_mod.runtime_sources() and not any(

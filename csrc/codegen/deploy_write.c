@@ -21,16 +21,28 @@ static void pad_to(mera_writer *w, size_t align)
         mera_put_bytes(w, zeros, align - r);
 }
 
-/* The PARAMS section: u32 count; per PARAM u32 name length, the name,
- * u64 offset and u64 length of its data (from the section's start); zero
- * padding to 64; the data, each blob 64-byte aligned. */
-static mera_status write_params_section(const mera_graph *g, const void *const *param_data, mera_writer *w,
-                                        int64_t *weights_bytes, mera_error *err)
+/* Is the data of graph input k stored in the PARAMS section? Every PARAM
+ * for the interpreters; for a DNA program (prog) only those a host node or
+ * a graph output reads: DNA layers read their copy in the constant image,
+ * so each weight is stored once. */
+static int param_stored(const mera_graph *g, const dna_program *prog, int k)
+{
+    int v = mera_graph_input(g, k);
+    if (mera_graph_value(g, v)->kind != MERA_VALUE_PARAM)
+        return 0;
+    return !prog || dna_program_reads_graph_data(prog, g, v);
+}
+
+/* The PARAMS section: u32 count; per stored PARAM u32 name length, the
+ * name, u64 offset and u64 length of its data (from the section's start);
+ * zero padding to 64; the data, each blob 64-byte aligned. */
+static mera_status write_params_section(const mera_graph *g, const dna_program *prog, const void *const *param_data,
+                                        mera_writer *w, int64_t *weights_bytes, mera_error *err)
 {
     int n_in = mera_graph_num_inputs(g), count = 0;
     for (int k = 0; k < n_in; k++) {
         const mera_value *v = mera_graph_value(g, mera_graph_input(g, k));
-        if (v->kind != MERA_VALUE_PARAM)
+        if (!param_stored(g, prog, k))
             continue;
         if (!param_data || !param_data[k])
             return mera_fail(err, MERA_ERR_INVALID, "param '%s' has no data: pass it in params", v->name);
@@ -43,7 +55,7 @@ static mera_status write_params_section(const mera_graph *g, const void *const *
     size_t index = 4;
     for (int k = 0; k < n_in; k++) {
         const mera_value *v = mera_graph_value(g, mera_graph_input(g, k));
-        if (v->kind == MERA_VALUE_PARAM)
+        if (param_stored(g, prog, k))
             index += 4 + strlen(v->name) + 16;
     }
     size_t off = (index + MERA_PARAMS_ALIGN - 1) / MERA_PARAMS_ALIGN * MERA_PARAMS_ALIGN;
@@ -52,7 +64,7 @@ static mera_status write_params_section(const mera_graph *g, const void *const *
     mera_put_u32(w, (uint32_t)count);
     for (int k = 0; k < n_in; k++) {
         const mera_value *v = mera_graph_value(g, mera_graph_input(g, k));
-        if (v->kind != MERA_VALUE_PARAM)
+        if (!param_stored(g, prog, k))
             continue;
         size_t nb = mera_type_nbytes(&v->type), nl = strlen(v->name);
         mera_put_u32(w, (uint32_t)nl);
@@ -65,7 +77,7 @@ static mera_status write_params_section(const mera_graph *g, const void *const *
     pad_to(w, MERA_PARAMS_ALIGN);
     for (int k = 0; k < n_in; k++) {
         const mera_value *v = mera_graph_value(g, mera_graph_input(g, k));
-        if (v->kind != MERA_VALUE_PARAM)
+        if (!param_stored(g, prog, k))
             continue;
         mera_put_bytes(w, param_data[k], mera_type_nbytes(&v->type));
         pad_to(w, MERA_PARAMS_ALIGN);
@@ -131,9 +143,10 @@ mera_status mera_deploy_write(const mera_deploy_spec *spec, mera_deploy_files *o
 
     if ((st = mera_graph_serialize(g, &graph_bytes, &graph_len, err)))
         goto done;
-    if ((st = write_params_section(g, spec->param_data, &params, &weights, err)))
+    if ((st = write_params_section(g, dna ? prog : NULL, spec->param_data, &params, &weights, err)))
         goto done;
     if (dna) {
+        weights += prog->params_bytes; /* the constant image: the DNA layers' weights */
         if ((st = dna_program_serialize(prog, &prog_bytes, &prog_len, err)))
             goto done;
         dna_timing t;

@@ -209,6 +209,13 @@ void dna_program_free(dna_program *p);
 mera_status dna_program_validate(const dna_program *p, int n_nodes, int n_values, mera_error *err);
 mera_status dna_program_validate_graph(const dna_program *p, const mera_graph *g, mera_error *err);
 
+/* Does a run of p read the graph's own data of value v (a PARAM or CONST)?
+ * Only when v has no DRAM address and a HOST segment's node takes it as
+ * an input or it is a graph output; DNA layers read the constant image.
+ * The deploy writer stores a PARAM's data only when this holds, and the
+ * DNA machine requires it only then. p must have been validated against g. */
+int dna_program_reads_graph_data(const dna_program *p, const mera_graph *g, int v);
+
 /* Serialize: "MERADNA\n", version, the tables above, an FNV-1a checksum.
  * Deserialize checks magic, version, sizes and checksum, then runs
  * dna_program_validate (n_nodes/n_values < 0: unknown), failing with

@@ -343,3 +343,20 @@ mera_status dna_program_validate_graph(const dna_program *p, const mera_graph *g
     vctx c = {p, g, mera_graph_num_nodes(g), mera_graph_num_values(g), err};
     return validate(&c);
 }
+
+int dna_program_reads_graph_data(const dna_program *p, const mera_graph *g, int v)
+{
+    if (v < 0 || v >= p->n_values || p->value_dram[v] >= 0)
+        return 0;
+    for (int s = 0; s < p->n_segments; s++)
+        if (p->segments[s].kind == DNA_SEG_HOST) {
+            const mera_node *node = mera_graph_node(g, p->segments[s].node);
+            for (int q = 0; q < node->n_inputs; q++)
+                if (node->inputs[q] == v)
+                    return 1;
+        }
+    for (int o = 0; o < mera_graph_num_outputs(g); o++)
+        if (mera_graph_output(g, o) == v)
+            return 1;
+    return 0;
+}

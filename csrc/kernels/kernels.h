@@ -35,6 +35,14 @@ typedef mera_status (*mera_kernel_fn)(const mera_kernel_args *a, mera_error *err
  * reaches every run as a->state and is freed by release. */
 typedef mera_status (*mera_kernel_prepare_fn)(const mera_kernel_args *a, void **state, mera_error *err);
 typedef void (*mera_kernel_release_fn)(void *state);
+/* Optional: prepare as prepare does, for args whose constant inputs hold
+ * the same bytes as those that `like` (a state of this kernel's prepare)
+ * was prepared from, and whose other shapes may differ; the new state
+ * shares like's packed constants instead of packing them again (the DNA
+ * machine's tiles of one weight block). like must outlive every run with
+ * the new state; either may be released first. */
+typedef mera_status (*mera_kernel_prepare_like_fn)(const mera_kernel_args *a, const void *like, void **state,
+                                                   mera_error *err);
 
 /* Which arithmetic a kernel implements. */
 typedef enum {
@@ -70,6 +78,7 @@ typedef struct {
     mera_kernel_prepare_fn prepare; /* NULL: nothing to prepare */
     mera_kernel_release_fn release; /* frees a non-NULL state of prepare */
     const char *name;               /* for reports: "ref", "avx512vnni", "avx512f", "avx2", "c", "none" */
+    mera_kernel_prepare_like_fn prepare_like; /* NULL: prepare packs every time */
 } mera_kernel;
 
 /* The fastest kernel for (op, numerics) that this CPU can run; the

@@ -2,7 +2,9 @@
  * in the compiler) and its loader (runtime.c, in deploy.so) share.
  *
  *   deploy.params  binary: the graph (IR serializer), the data of every
- *                  PARAM (64-byte aligned, in mera_graph_input order), and
+ *                  PARAM the host reads (64-byte aligned, in
+ *                  mera_graph_input order; DNA layers read their weights
+ *                  from the program's constant image only), and
  *                  for targets that run a DNA program the program
  *                  (isa/program.c); magic "MERAPRM\n", format version, a
  *                  section table, an FNV-1a 64 checksum.
@@ -15,7 +17,10 @@
 #ifndef MERA_RUNTIME_DEPLOY_FORMAT_H
 #define MERA_RUNTIME_DEPLOY_FORMAT_H
 
-#define MERA_DEPLOY_FORMAT_VERSION 1
+/* 2: the PARAMS section of a DNA program's target (Simulator, IP) holds
+ * only the params the host reads; weights_bytes counts the constant image.
+ * 1 stored every weight twice (PARAMS and the constant image). */
+#define MERA_DEPLOY_FORMAT_VERSION 2
 
 #define MERA_PARAMS_MAGIC "MERAPRM\n"
 #define MERA_PARAMS_MAGIC_LEN 8

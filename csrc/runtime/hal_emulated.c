@@ -6,14 +6,14 @@
  * program, reading the constant image from the device block at
  * const_addr; run_segment executes one DNA segment's instructions with it,
  * bit-exactly, on the activation block at act_addr, and reports the timing
- * model's cycles for the segment. The machine packs each CONV's weights
- * when the instruction runs (dna_machine_options.pack_at_run), as the IP's
- * MAC array reads its weights from WGT: no second copy of the weights.
- * When the constant image was imported (a read-only file mapping), the
- * machine also releases its pages after each LOAD reads them
- * (release_const_pages), so the weights are not all resident at once.
- *
- * "emulated-copy" is the same device without mem_import. */
+ * model's cycles for the segment. When the constant image was imported (a
+ * read-only file mapping), the machine packs every CONV tile's weights once
+ * at load and releases the image's pages (release_const_pages): the weights
+ * are resident once, in the form the kernels use, and weight LOADs only
+ * record what WGT holds. "emulated-copy", the same device without
+ * mem_import, holds the image in device memory and packs each CONV's
+ * weights when it runs (pack_at_run), as the IP's MAC array reads WGT, so
+ * that the weights are not held twice there either. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -194,7 +194,11 @@ static mera_status emu_load(mera_hal_device *dev, const mera_hal_program *p, mer
     dev->g = p->g;
     dna_machine_options mo;
     memset(&mo, 0, sizeof mo);
-    mo.pack_at_run = 1;
+    /* Imported (a read-only file mapping): each CONV tile's weights are packed
+     * once here and the image's pages released, so the weights are resident
+     * once, packed. Copied into device memory (emulated-copy): that copy is
+     * the weights' one resident form; CONVs pack theirs from WGT as they run. */
+    mo.pack_at_run = cblk->owned;
     mo.dna_only = 1; /* the host runs the host segments (runtime.c) */
     mo.release_const_pages = !cblk->owned; /* imported: a read-only file mapping (hal.h) */
     /* DNA segments read no graph param data: layers take weights from the constant image */

@@ -67,7 +67,7 @@ typedef struct {
     double device_us;        /* Simulator and IP: the device's latency of one inference, device_cycles
                               * at clock_mhz (no host time); 0 for the interpreters */
     int64_t device_cycles;   /* Simulator and IP: device cycles of one inference */
-    size_t weights_bytes;    /* bytes of deploy.params' parameter data */
+    size_t weights_bytes;    /* bytes of deploy.params' weight data: PARAM data and the DNA constant image */
     size_t arena_bytes;      /* bytes of the planned activation memory */
     double host_us;          /* Simulator and IP: the timing model's host time of one inference (host
                               * nodes, PCIe transfers, the call); device_us + host_us is the end-to-end

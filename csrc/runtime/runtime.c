@@ -527,7 +527,10 @@ static int bind_params(mera_deploy *d, const section *s, int64_t *weights, char 
     int n_params = 0;
     for (int k = 0; k < n_in; k++)
         n_params += mera_graph_value(g, mera_graph_input(g, k))->kind == MERA_VALUE_PARAM;
-    if ((int64_t)count != n_params)
+    /* A DNA program's target stores only the params the host reads (the
+     * constant image holds the rest); check_params_on_host checks those. */
+    int all_stored = !d->backend->runs_program;
+    if (all_stored ? (int64_t)count != n_params : (int64_t)count > n_params)
         return PFAIL("field count = %u, but the graph has %d params", count, n_params);
     int64_t total = 0;
     for (uint32_t e = 0; e < count; e++) {
@@ -563,13 +566,30 @@ static int bind_params(mera_deploy *d, const section *s, int64_t *weights, char 
         d->param_data[k] = base + off;
         total += (int64_t)bytes;
     }
-    for (int k = 0; k < n_in; k++) {
+    for (int k = 0; k < n_in && all_stored; k++) {
         const mera_value *val = mera_graph_value(g, mera_graph_input(g, k));
         if (val->kind == MERA_VALUE_PARAM && !d->param_data[k])
             return PFAIL("param '%s' is missing", val->name);
     }
 #undef PFAIL
     *weights = total;
+    return 0;
+}
+
+/* A DNA program's target: every param without data in the PARAMS section
+ * must be one the host never reads (DNA layers read the constant image). */
+static int check_params_on_host(const mera_deploy *d, char *err, size_t err_len)
+{
+    const mera_graph *g = d->g;
+    for (int k = 0; k < mera_graph_num_inputs(g); k++) {
+        int v = mera_graph_input(g, k);
+        const mera_value *val = mera_graph_value(g, v);
+        if (val->kind == MERA_VALUE_PARAM && !d->param_data[k] && dna_program_reads_graph_data(d->prog, g, v))
+            return fail(err, err_len, MERA_DEPLOY_ERR_FORMAT,
+                        "deploy.params: section PARAMS: param '%s' is missing (the host reads it: it is an input "
+                        "of a host node or a graph output)",
+                        val->name);
+    }
     return 0;
 }
 
@@ -738,7 +758,8 @@ static mera_deploy *create(const char *dir, const char *expected_model_id, char 
         goto fail;
     }
     if (version != MERA_DEPLOY_FORMAT_VERSION) {
-        jerr(&c, mj_get(root, "version"), "field 'version' = %lld, this runtime reads format version %d",
+        jerr(&c, mj_get(root, "version"),
+             "field 'version' = %lld, this runtime reads format version %d; rebuild the deploy directory",
              (long long)version, MERA_DEPLOY_FORMAT_VERSION);
         goto fail;
     }
@@ -813,11 +834,6 @@ static mera_deploy *create(const char *dir, const char *expected_model_id, char 
     int64_t weights = 0;
     if (bind_params(d, sp, &weights, err, err_len))
         goto fail;
-    if (jweights != weights) {
-        jerr(&c, mj_get(root, "weights_bytes"), "field 'weights_bytes' = %lld, but deploy.params holds %lld",
-             (long long)jweights, (long long)weights);
-        goto fail;
-    }
     if (fill_info(d)) {
         fail(err, err_len, MERA_DEPLOY_ERR_NOMEM, "out of memory");
         goto fail;
@@ -832,7 +848,6 @@ static mera_deploy *create(const char *dir, const char *expected_model_id, char 
     }
     if (check_tensors(&c, root, d))
         goto fail;
-    d->metrics.weights_bytes = (size_t)weights;
 
     /* the target: load the graph (and the program) into the backend */
     mera_backend_load_args la;
@@ -852,12 +867,21 @@ static mera_deploy *create(const char *dir, const char *expected_model_id, char 
                  d->prog->platform, d->plat.name);
             goto fail;
         }
+        if (check_params_on_host(d, err, err_len))
+            goto fail;
+        weights += d->prog->params_bytes; /* the constant image */
         la.prog = d->prog;
         la.program_bytes = d->file + sq->off;
         la.program_len = (size_t)sq->len;
         la.platform = &d->plat;
         la.params_mapped = d->mapped;
     }
+    if (jweights != weights) {
+        jerr(&c, mj_get(root, "weights_bytes"), "field 'weights_bytes' = %lld, but deploy.params holds %lld",
+             (long long)jweights, (long long)weights);
+        goto fail;
+    }
+    d->metrics.weights_bytes = (size_t)weights;
     if (!(d->inst = d->backend->load(&la, &e))) {
         fail(err, err_len, status_code(e.code), "%s: %s", d->target, e.msg);
         goto fail;

@@ -291,6 +291,24 @@ static void restrict_weight_q(mera_qparams *q, int64_t oc0, int64_t oc_n)
     q->axis = 0;
 }
 
+/* A prepared tile of the same weight block as c (another input size), whose
+ * packed weights c's kernel can share: the weights are held once however
+ * many tile shapes read them. */
+static const conv_prep *same_weights_prep(const dna_machine *m, const conv_prep *c)
+{
+    if (!c->k.prepare_like)
+        return NULL;
+    for (int j = 0; j < m->n_convs; j++) {
+        const conv_prep *o = m->convs[j];
+        if (o->state && o->layer == c->layer && o->key.wgt_dram == c->key.wgt_dram && o->key.oc0 == c->key.oc0 &&
+            o->key.oc_n == c->key.oc_n && o->key.in_c == c->key.in_c &&
+            o->key.depthwise_saturate == c->key.depthwise_saturate && o->k.run == c->k.run &&
+            o->k.prepare_like == c->k.prepare_like)
+            return o;
+    }
+    return NULL;
+}
+
 static mera_status make_conv_prep(dna_machine *m, int i, conv_prep **out, mera_error *err)
 {
     const dna_program *prog = m->prog;
@@ -415,7 +433,8 @@ static mera_status make_conv_prep(dna_machine *m, int i, conv_prep **out, mera_e
         a.in[1] = prog->params_image + k->wgt_dram; /* the weights as codegen laid them out */
         a.in[2] = c->has_bias ? c->bias : NULL;
         a.out[0] = NULL;
-        mera_status st = c->k.prepare(&a, &c->state, err);
+        const conv_prep *like = same_weights_prep(m, c);
+        mera_status st = like ? c->k.prepare_like(&a, like->state, &c->state, err) : c->k.prepare(&a, &c->state, err);
         if (st) {
             conv_prep_free(c);
             mera_error_prefix(err, "insn %d (CONV, node '%s'): ", i, orig->name);
@@ -564,6 +583,23 @@ void dna_machine_free(dna_machine *m)
     free(m);
 }
 
+/* release_const_pages: release the pages wholly inside bytes [lo, hi) of
+ * the constant image (they fault back from the file when read again). */
+static void release_image(const dna_machine *m, int64_t lo, int64_t hi)
+{
+#ifdef MADV_DONTNEED
+    uintptr_t page = (uintptr_t)m->page_size;
+    uintptr_t start = ((uintptr_t)(m->prog->params_image + lo) + page - 1) & ~(page - 1);
+    uintptr_t end = (uintptr_t)(m->prog->params_image + hi) & ~(page - 1);
+    if (m->prog->params_image && end > start)
+        madvise((void *)start, end - start, MADV_DONTNEED);
+#else
+    (void)m;
+    (void)lo;
+    (void)hi;
+#endif
+}
+
 /* Room for one more entry in an array of n pointers of capacity *cap. */
 #define GROW(arr, cap, n)                                                       \
     ((n) < (cap) ? 0                                                            \
@@ -618,6 +654,8 @@ static mera_status prepare_insns(dna_machine *m, mera_error *err)
                 }
                 if ((st = make_conv_prep(m, i, &c, err)))
                     break;
+                if (m->opt.release_const_pages && !m->opt.pack_at_run) /* packed: the block's pages can go */
+                    release_image(m, in->u.conv.wgt_dram, in->u.conv.wgt_dram + c->w_bytes);
                 entry_code[n_entries] = m->n_convs << 1;
                 m->convs[m->n_convs++] = c;
                 found = c;
@@ -704,21 +742,9 @@ dna_machine *dna_machine_new_opts(const mera_graph *g, const dna_program *prog, 
             m->input_slot[v] = slot++;
         } else {
             const void *d = param_data ? param_data[k] : NULL;
-            if (!d && prog->value_dram[v] < 0 && !m->opt.dna_only) {
-                /* Only host nodes and outputs read params; check there. */
-                int needed = 0;
-                for (int s = 0; s < prog->n_segments && !needed; s++)
-                    if (prog->segments[s].kind == DNA_SEG_HOST) {
-                        const mera_node *node = mera_graph_node(g, prog->segments[s].node);
-                        for (int q = 0; q < node->n_inputs; q++)
-                            needed |= node->inputs[q] == v;
-                    }
-                for (int o = 0; o < mera_graph_num_outputs(g); o++)
-                    needed |= mera_graph_output(g, o) == v;
-                if (needed) {
-                    mera_fail(err, MERA_ERR_INVALID, "param '%s' has no data: pass it in params", val->name);
-                    goto fail;
-                }
+            if (!d && !m->opt.dna_only && dna_program_reads_graph_data(prog, g, v)) {
+                mera_fail(err, MERA_ERR_INVALID, "param '%s' has no data: pass it in params", val->name);
+                goto fail;
             }
             m->value_data[v] = d;
         }
@@ -729,6 +755,11 @@ dna_machine *dna_machine_new_opts(const mera_graph *g, const dna_program *prog, 
             goto fail;
     if (prepare_insns(m, err))
         goto fail;
+    m->wgt_unread = !m->opt.pack_at_run;
+    for (int k = 0; k < m->n_convs; k++)
+        m->wgt_unread &= m->convs[k]->state != NULL;
+    if (m->opt.release_const_pages && !m->opt.pack_at_run)
+        release_image(m, 0, m->prog->params_bytes); /* the rest: runs read only what VEC layers load */
     if (dna_timing_model(g, prog, p, &m->timing, &m->times, err))
         goto fail;
     /* Execution order of each DNA segment: by start cycle, ties by index. */
@@ -889,14 +920,16 @@ static mera_status exec_load(run_ctx *r, int i, mera_error *err)
     const dna_dma *d = &r->m->prog->insns[i].u.dma;
     uint8_t *buf = d->mem == DNA_MEM_WGT ? r->wgt : r->act;
     int padded = d->pad_top || d->pad_bottom || d->pad_left || d->pad_right;
-    for (int64_t row = 0; row < d->rows && d->run_bytes == 1 && !padded; row++) {
+    /* the prepared kernels hold the weights: only the tags below matter */
+    int copy = !(d->mem == DNA_MEM_WGT && r->m->wgt_unread);
+    for (int64_t row = 0; copy && row < d->rows && d->run_bytes == 1 && !padded; row++) {
         /* a transposing scatter: bytes, no memcpy per byte */
         uint8_t *dst = buf + d->sram + row * d->sram_row_stride;
         int64_t src = d->dram + row * d->dram_row_stride;
         for (int64_t col = 0; col < d->cols; col++)
             dst[col * d->sram_col_stride] = *dram_r(r, src + col * d->dram_col_stride);
     }
-    for (int64_t row = 0; row < d->rows && (d->run_bytes != 1 || padded); row++)
+    for (int64_t row = 0; copy && row < d->rows && (d->run_bytes != 1 || padded); row++)
         for (int64_t col = 0; col < d->cols; col++) {
             uint8_t *dst = buf + d->sram + row * d->sram_row_stride + col * d->sram_col_stride;
             if (row < d->pad_top || row >= d->rows - d->pad_bottom || col < d->pad_left ||
@@ -906,7 +939,7 @@ static mera_status exec_load(run_ctx *r, int i, mera_error *err)
                 memcpy(dst, dram_r(r, d->dram + row * d->dram_row_stride + col * d->dram_col_stride),
                        (size_t)d->run_bytes);
         }
-    if (r->m->opt.release_const_pages)
+    if (copy && r->m->opt.release_const_pages)
         release_const(r->m, d);
     if (d->mem != DNA_MEM_WGT)
         return MERA_OK;
@@ -967,7 +1000,7 @@ static mera_status exec_conv(run_ctx *r, int i, mera_error *err)
     conv_args(c, &a);
     a.in[0] = r->act + k->in_addr;
     a.in[1] = r->wgt + k->wgt_addr;
-    if (c->has_bias) {
+    if (c->has_bias && !c->state) { /* a prepared kernel holds its bias */
         memcpy(r->bias, r->wgt + k->wgt_addr + c->w_bytes, (size_t)k->oc_n * sizeof(float));
         a.in[2] = r->bias;
     }

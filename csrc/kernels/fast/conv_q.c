@@ -331,6 +331,17 @@ void fast_qconv_release(void *state)
     qconv_plan_free(state);
 }
 
+mera_status fast_qconv_prepare_like(const mera_kernel_args *a, const void *like, void **state, mera_error *err)
+{
+    *state = NULL;
+    if (!like)
+        return MERA_OK;
+    qconv_plan *p;
+    mera_status st = qconv_plan_new_like(a, like, a->node->op == MERA_OP_DENSE, &p, err);
+    *state = p;
+    return st;
+}
+
 #define CONV_ENTRIES(suffix, isa)                                                                   \
     mera_status fast_conv2d_q_prepare_##suffix(const mera_kernel_args *a, void **state, mera_error *err) \
     {                                                                                               \

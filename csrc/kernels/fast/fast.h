@@ -34,6 +34,7 @@ FAST_KERNEL_DECL(dense, avx512)
 
 /* Releases the state of any of the prepare functions above. */
 void fast_qconv_release(void *state);
+mera_status fast_qconv_prepare_like(const mera_kernel_args *a, const void *like, void **state, mera_error *err);
 
 #define FAST_F32_KERNEL_DECL(op, suffix)                                                           \
     mera_status fast_##op##_f32_##suffix(const mera_kernel_args *a, mera_error *err);             \

@@ -33,12 +33,14 @@ void qconv_plan_free(qconv_plan *p)
     if (!p)
         return;
     free(p->seg_off);
-    free(p->wpack);
-    free(p->off);
-    free(p->zw);
-    free(p->mult);
-    free(p->bias);
-    free(p->rcp);
+    if (!p->shared) {
+        free(p->wpack);
+        free(p->off);
+        free(p->zw);
+        free(p->mult);
+        free(p->bias);
+        free(p->rcp);
+    }
     free(p);
 }
 
@@ -220,6 +222,55 @@ mera_status qconv_plan_new(const mera_kernel_args *a, const qconv_isa *isa, int 
         qconv_plan_free(p);
         return ref_nomem(err, a->node);
     }
+    *out = p;
+    return MERA_OK;
+}
+
+/* Would p lay its weights and per-channel arrays out as like does? The
+ * packing reads the geometry's channel counts, kernel size, segments and
+ * the padded channel count, none of which depends on the input's size. */
+static int same_packing(const qconv_plan *p, const qconv_plan *like)
+{
+    return p->isa == like->isa && p->depthwise == like->depthwise && p->dw_sat == like->dw_sat &&
+           p->merged == like->merged && p->nseg == like->nseg && p->nk == like->nk && p->cp == like->cp &&
+           p->cgp == like->cgp && p->g.o == like->g.o && p->g.og == like->g.og && p->g.cg == like->g.cg &&
+           p->g.groups == like->g.groups && p->g.kh == like->g.kh && p->g.kw == like->g.kw &&
+           p->kreal == like->kreal && p->x_int8 == like->x_int8 && p->y_int8 == like->y_int8;
+}
+
+mera_status qconv_plan_new_like(const mera_kernel_args *a, const qconv_plan *like, int dense, qconv_plan **out,
+                                mera_error *err)
+{
+    *out = NULL;
+    qconv_plan *p = calloc(1, sizeof *p);
+    if (!p)
+        return ref_nomem(err, a->node);
+    p->isa = like->isa;
+    int64_t ws[4];
+    geometry(p, a, dense, ws);
+    if (layout_input(p)) {
+        qconv_plan_free(p);
+        return ref_nomem(err, a->node);
+    }
+    if (!same_packing(p, like)) {
+        qconv_plan_free(p);
+        return qconv_plan_new(a, like->isa, dense, out, err);
+    }
+    p->shared = 1;
+    p->dw_pairs = like->dw_pairs;
+    p->ogp = like->ogp;
+    p->wpack = like->wpack;
+    p->off = like->off;
+    p->zw = like->zw;
+    p->mult = like->mult;
+    p->bias = like->bias;
+    p->rcp = like->rcp;
+    p->has_bias = like->has_bias;
+    p->per_tensor = like->per_tensor;
+    p->zx_raw = like->zx_raw;
+    p->zy = like->zy;
+    p->lo = like->lo;
+    p->hi = like->hi;
     *out = p;
     return MERA_OK;
 }

@@ -103,12 +103,18 @@ struct qconv_plan {
     int has_bias, per_tensor;
     int32_t zx_raw;            /* input zero point as the type has it */
     int32_t zy, lo, hi;        /* output zero point and clamp bounds (relu: lo = zy) */
+    int shared;                /* wpack and the per-channel arrays belong to another plan */
 };
 
 /* Build the plan of a conv2d (dense = 0) or dense (dense = 1) node whose
  * weight (and bias, if any) data a->in[1], a->in[2] are present. */
 mera_status qconv_plan_new(const mera_kernel_args *a, const qconv_isa *isa, int dense, qconv_plan **out,
                            mera_error *err);
+/* The same, sharing the packed weights and per-channel constants of
+ * `like`, a plan of the same weights (and types) for another input shape;
+ * falls back to packing when the two would lay the weights out differently. */
+mera_status qconv_plan_new_like(const mera_kernel_args *a, const qconv_plan *like, int dense, qconv_plan **out,
+                                mera_error *err);
 void qconv_plan_free(qconv_plan *p);
 
 /* Run a plan on a->in[0] into a->out[0]. */
