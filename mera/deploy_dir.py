@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import struct
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -135,16 +135,41 @@ def _params(section: bytes, mod: Module, path: str) -> Dict[str, np.ndarray]:
     return params
 
 
-def model(deploy_dir: str) -> Tuple[Module, Dict[str, np.ndarray], Optional[bytes]]:
-    """The compiled graph, its parameters and the DNA program (None for the interpreters) of
-    ``deploy_dir``'s deploy.params."""
+def model(deploy_dir: str) -> Tuple[Module, Dict[str, np.ndarray], Optional[bytes], List[str]]:
+    """The compiled graph, its parameters, the DNA program (None for the interpreters) of
+    ``deploy_dir``'s deploy.params, and the names of the parameters it does not store.
+
+    Format 2 stores each weight once: a parameter only DNA layers read lives in the program's
+    constant image, not in the PARAMS section. Those come back as zeros of their shape and
+    dtype, which schedule and time exactly like the real weights."""
     path = os.path.join(deploy_dir, "deploy.params")
     sections = _sections(_read(path), path)
     if SECTION_GRAPH not in sections:
         raise FormatError(f"'{path}' has no GRAPH section")
     mod = Module.deserialize(sections[SECTION_GRAPH])
     params = _params(sections.get(SECTION_PARAMS, b"\0\0\0\0"), mod, path)
-    return mod, params, sections.get(SECTION_PROGRAM)
+    missing = []
+    for vid in mod._graph.inputs():
+        v = mod._graph.value(vid)
+        if v["kind"] == "param" and v["name"] not in params:
+            params[v["name"]] = np.zeros(v["shape"], _DTYPES[v["dtype"]])
+            missing.append(v["name"])
+    return mod, params, sections.get(SECTION_PROGRAM), missing
 
 
-__all__ = ["describe", "model", "read_json", "elf_machine"]
+#: bytes of a serialized DNA program after its constant image: dram_bytes (8), the three buffer
+#: sizes (12), the checksum (8) (isa/program.c, dna_program_serialize)
+_PROGRAM_TAIL = 28
+
+
+def same_schedule(a: bytes, b: bytes, image_bytes: int) -> bool:
+    """Whether two serialized DNA programs differ at most in their constant images (and so in
+    their checksums): the same instructions, segments, addresses and buffer sizes."""
+    n = len(a)
+    if n != len(b) or n < _PROGRAM_TAIL + image_bytes:
+        return False
+    head = n - _PROGRAM_TAIL - image_bytes
+    return a[:head] == b[:head] and a[n - _PROGRAM_TAIL:n - 8] == b[n - _PROGRAM_TAIL:n - 8]
+
+
+__all__ = ["describe", "model", "read_json", "elf_machine", "same_schedule"]

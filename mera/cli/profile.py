@@ -45,7 +45,7 @@ def _from_deploy_dir(path: str) -> Tuple[Any, List[str]]:
     if not runs_program or not info.get("platform"):
         raise UnsupportedError(f"'{path}' was built for {target}, which runs no DNA program: nothing to time; "
                                "profile the model file instead (mera profile MODEL --arch A ...)")
-    mod, params, program = deploy_dir.model(path)
+    mod, params, program, missing = deploy_dir.model(path)
     sched = info.get("scheduler") or {}
     kw = {"scheduler_config": {"mode": sched.get("mode", "Fast")}, "sim_log": False}
     for key in ("max_tile_height", "max_tile_width", "compiler_workers"):
@@ -53,9 +53,17 @@ def _from_deploy_dir(path: str) -> Tuple[Any, List[str]]:
             kw[key] = sched[key]
     with mera.build_config(target="Simulator", arch=_arch_of(info), **kw):
         runner = mera.compile(mod, params)
-    same = program is not None and runner.program_bytes() == program
+    mine = runner.program_bytes()
+    if missing:  # the weights DNA layers read are in the program's constant image only
+        same = program is not None and deploy_dir.same_schedule(mine, program, runner.program_info()["params_bytes"])
+    else:
+        same = program is not None and mine == program
     notes = [f"Deploy directory {os.path.abspath(path)} (target {target}, platform {info['platform']})."]
-    if same:
+    if same and missing:
+        notes.append("The program scheduled here is byte-identical to the one in deploy.params outside its "
+                     f"constant image: the {len(missing)} weights only DNA layers read are stored once, in that "
+                     "image, and are re-scheduled here as zeros, which changes no timing.")
+    elif same:
         notes.append("The program scheduled here is byte-identical to the one in deploy.params.")
     else:
         notes.append("Note: the program scheduled here differs from the one in deploy.params (built by another "
