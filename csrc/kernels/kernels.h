@@ -24,6 +24,10 @@ typedef struct {
      * prepare function, or it declined). Read-only while running: threads
      * may run one compiled graph at once. */
     const void *state;
+    /* Threads the kernel may split its work across (util/threadpool.h):
+     * 0 the default (MERA_NUM_THREADS or every CPU), 1 serial. The split
+     * never changes a byte. */
+    int threads;
 } mera_kernel_args;
 
 typedef mera_status (*mera_kernel_fn)(const mera_kernel_args *a, mera_error *err);
