@@ -226,6 +226,7 @@ CONFIG_KEYS = {
     "batch_cutting_factor": _positive_int,
     "scheduler_config": _scheduler_config,
     "sim_log": _flag,
+    "num_threads": _positive_int,
 }
 
 #: Defaults for keys a build reads when they are not given (MERA 1.x BuildConfig values).

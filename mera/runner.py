@@ -244,7 +244,8 @@ def compile_core(mod: Module, params: Optional[Mapping[str, ArrayLike]], target:
     dump = dump_options(cfg, default_dump_dir)
     return _core.Compiled(mod._graph, target.value, _params_list(mod, params), platform=so["platform"],
                           arch_overrides=so["overrides"], sched=so["sched"], dump_dir=dump["dump_dir"],
-                          dump_stages=dump["dump_stages"], load=load)
+                          dump_stages=dump["dump_stages"], load=load,
+                          num_threads=cfg.options.get("num_threads", 0) if cfg is not None else 0)
 
 
 def _compile_via_deploy(mod: Module, params: Optional[Mapping[str, ArrayLike]], target: Target, cfg: Any) -> Any:

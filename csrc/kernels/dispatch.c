@@ -93,7 +93,7 @@ static int has_avx512f(const mera_cpu_features *f)
 /* The quantized kernels of fast/ for op, best first; the portable one runs
  * on any CPU. */
 #define FAST_Q(op, isa, name, usable) \
-    {{fast_##op##_q_##isa, fast_##op##_q_prepare_##isa, fast_qconv_release, name}, usable, FAST_CONV}
+    {{fast_##op##_q_##isa, fast_##op##_q_prepare_##isa, fast_qconv_release, name, fast_qconv_scratch}, usable, FAST_CONV}
 #if defined(__x86_64__)
 #define FAST_QCONV(op)                                                                        \
     {FAST_Q(op, avx512, "avx512vnni", has_avx512vnni), FAST_Q(op, avx2, "avx2", has_avx2), \
@@ -197,7 +197,7 @@ static int reference_forced(void)
 
 mera_kernel mera_kernel_select(int op, mera_numerics num)
 {
-    mera_kernel ref = {mera_kernel_ref(op, num), NULL, NULL, "ref"};
+    mera_kernel ref = {mera_kernel_ref(op, num), NULL, NULL, "ref", NULL};
     if (!ref.run) {
         ref.name = "none";
         return ref;

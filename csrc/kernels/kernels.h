@@ -28,6 +28,10 @@ typedef struct {
      * 0 the default (MERA_NUM_THREADS or every CPU), 1 serial. The split
      * never changes a byte. */
     int threads;
+    /* Scratch memory for this node alone, planned when the graph was
+     * compiled (mera_kernel.scratch), or NULL: the kernel allocates. */
+    void *scratch;
+    size_t scratch_bytes;
 } mera_kernel_args;
 
 typedef mera_status (*mera_kernel_fn)(const mera_kernel_args *a, mera_error *err);
@@ -39,6 +43,11 @@ typedef mera_status (*mera_kernel_fn)(const mera_kernel_args *a, mera_error *err
  * reaches every run as a->state and is freed by release. */
 typedef mera_status (*mera_kernel_prepare_fn)(const mera_kernel_args *a, void **state, mera_error *err);
 typedef void (*mera_kernel_release_fn)(void *state);
+
+/* Optional: the scratch bytes a run of the node needs (a->state set, a->in
+ * of constants only), so the caller can plan them with the activations
+ * instead of the kernel allocating per run. */
+typedef size_t (*mera_kernel_scratch_fn)(const mera_kernel_args *a);
 
 /* Which arithmetic a kernel implements. */
 typedef enum {
@@ -73,7 +82,8 @@ typedef struct {
     mera_kernel_fn run;             /* NULL: no kernel for (op, numerics) */
     mera_kernel_prepare_fn prepare; /* NULL: nothing to prepare */
     mera_kernel_release_fn release; /* frees a non-NULL state of prepare */
-    const char *name;               /* for reports: "ref", "avx512vnni", "avx512f", "avx2", "c", "none" */
+    const char *name;               /* for reports: "ref", "avx512vnni", "avx512f", "avx2", "c", "table", "none" */
+    mera_kernel_scratch_fn scratch; /* NULL: needs no scratch */
 } mera_kernel;
 
 /* The fastest kernel for (op, numerics) that this CPU can run; the

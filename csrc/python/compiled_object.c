@@ -57,14 +57,18 @@ static int opt_str(PyObject *o, const char *what, const char **out)
 static PyObject *compiled_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"graph", "target", "params", "platform", "arch_overrides", "sched",
-                             "dump_dir", "dump_stages", "load", NULL};
+                             "dump_dir", "dump_stages", "load", "num_threads", NULL};
     PyObject *graph, *params, *platform_obj = Py_None, *overrides = Py_None, *sched = Py_None;
     PyObject *dump_dir_obj = Py_None, *dump_stages_obj = Py_None;
     const char *target;
-    int load = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!sO|OOOOOp", kwlist, &PyMeraGraph_Type, &graph, &target, &params,
-                                     &platform_obj, &overrides, &sched, &dump_dir_obj, &dump_stages_obj, &load))
+    int load = 1, num_threads = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!sO|OOOOOpi", kwlist, &PyMeraGraph_Type, &graph, &target, &params,
+                                     &platform_obj, &overrides, &sched, &dump_dir_obj, &dump_stages_obj, &load,
+                                     &num_threads))
         return NULL;
+    if (num_threads < 0)
+        return pymera_raise_code(MERA_ERR_CONFIG, "num_threads must be positive (0: the default), got %d",
+                                 num_threads);
     mera_compile_options o;
     memset(&o, 0, sizeof o);
     if (!(o.backend = mera_backend_find(target))) {
@@ -107,6 +111,7 @@ static PyObject *compiled_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     o.load = load;
     o.dump_dir = dump_dir;
     o.dump_stages = dump_stages;
+    o.num_threads = num_threads;
 
     const mera_graph *g = ((PyMeraGraph *)graph)->g;
     PyObject *plist;

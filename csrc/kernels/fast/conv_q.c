@@ -83,18 +83,21 @@ static void copy_row(const qconv_plan *p, const uint8_t *x, int64_t n, int64_t i
 /* The padded input: [n][hp][wp][cp] elements of p->xbytes, padding
  * positions holding zx at real channels and 0 at padding channels, int8
  * values with the sign bit flipped. */
-static void *padded_input(const qconv_plan *p, const void *x)
+static size_t padded_bytes(const qconv_plan *p)
+{
+    const size_t row_bytes = (size_t)p->wp * (size_t)(p->cp * p->xbytes);
+    return (size_t)(p->g.n * p->hp) * row_bytes + QCONV_SLACK + row_bytes + 64;
+}
+
+/* The padded input is built in buf (padded_bytes(p) of them); the row of
+ * padding pixels it copies from sits after it, 64-byte aligned. */
+static void *padded_input(const qconv_plan *p, const void *x, unsigned char *buf)
 {
     const int xb = p->xbytes;
     const int64_t cp = p->cp;
     const size_t pix_bytes = (size_t)(cp * xb), row_bytes = (size_t)p->wp * pix_bytes;
-    unsigned char *buf = malloc((size_t)(p->g.n * p->hp) * row_bytes + QCONV_SLACK);
-    unsigned char *pad = malloc(row_bytes + 1); /* a row of padding pixels */
-    if (!buf || !pad) {
-        free(buf);
-        free(pad);
-        return NULL;
-    }
+    size_t body = (size_t)(p->g.n * p->hp) * row_bytes + QCONV_SLACK;
+    unsigned char *pad = buf + ((body + 63) & ~(size_t)63); /* a row of padding pixels */
     memset(buf + (size_t)(p->g.n * p->hp) * row_bytes, 0, QCONV_SLACK);
     const uint8_t zx = (uint8_t)((uint8_t)p->zx_raw ^ (p->x_int8 ? 0x80 : 0));
     for (int64_t j = 0; j < cp; j++) {
@@ -126,7 +129,6 @@ static void *padded_input(const qconv_plan *p, const void *x)
             }
             copy_row(p, x, n, ih, c0, c1, row);
         }
-    free(pad);
     return buf;
 }
 
@@ -320,8 +322,14 @@ mera_status qconv_run(const qconv_plan *p, const mera_kernel_args *a, mera_error
 {
     const unsigned char *xb = a->in[0];
     void *buf = NULL;
-    if (!p->direct && !(xb = buf = padded_input(p, a->in[0])))
-        return ref_nomem(err, a->node);
+    if (!p->direct) {
+        unsigned char *space = a->scratch;
+        if (!space || a->scratch_bytes < padded_bytes(p)) /* not planned: a run-time weight */
+            space = buf = malloc(padded_bytes(p));
+        if (!space)
+            return ref_nomem(err, a->node);
+        xb = padded_input(p, a->in[0], space);
+    }
     mera_status st = MERA_OK;
     if (p->depthwise)
         st = run_depthwise(p, xb, a->out[0], a->threads);
@@ -364,6 +372,12 @@ mera_status qconv_kernel(const mera_kernel_args *a, const qconv_isa *isa, int de
     mera_status st = qconv_run(p, a, err);
     qconv_plan_free(own);
     return st;
+}
+
+size_t fast_qconv_scratch(const mera_kernel_args *a)
+{
+    const qconv_plan *p = a->state;
+    return p && !p->direct ? padded_bytes(p) : 0;
 }
 
 void fast_qconv_release(void *state)

@@ -34,6 +34,8 @@ FAST_KERNEL_DECL(dense, avx512)
 
 /* Releases the state of any of the prepare functions above. */
 void fast_qconv_release(void *state);
+/* The scratch a run of any of them needs (the padded input). */
+size_t fast_qconv_scratch(const mera_kernel_args *a);
 
 #define FAST_F32_KERNEL_DECL(op, suffix)                                                           \
     mera_status fast_##op##_f32_##suffix(const mera_kernel_args *a, mera_error *err);             \
