@@ -166,3 +166,25 @@ def test_max_pool2d_fast_equals_reference(monkeypatch):
                        [(q, rand_qparams(rng, dt), "NHWC" if nhwc else None)],
                        f"{shape} k={kh}x{kw} s={sh},{sw} d={dh},{dw} pad={pad} {dt}")
     tally.done(6 * MORE * len(THREADS))
+
+
+def test_concat_fast_equals_reference(monkeypatch):
+    rng = np.random.default_rng(140)
+    tally = Tally("concat")
+    for i in range(10 * MORE):
+        dt = str(rng.choice(["uint8", "int8"]))
+        rank = int(rng.integers(1, 5))
+        base = [int(v) for v in rng.integers(1, 7, size=rank)]
+        axis = int(rng.integers(-rank, rank))
+        lay, mf = layout_args(rng, base)
+        ins = []
+        for _ in range(int(rng.integers(1, 5))):
+            shape = list(base)
+            shape[axis] = int(rng.choice([1, 3, 8, 13, 40, 64]))
+            qp = rand_qparams(rng, dt) if i % 3 else (0.05, 7 if dt == "uint8" else -3)  # some equal to the output's
+            ins.append((rand_q(rng, tuple(shape), dt), qp, lay))
+        so, zo = (0.05, 7 if dt == "uint8" else -3) if i % 3 == 0 else rand_qparams(rng, dt)
+        run_everywhere(monkeypatch, tally,
+                       lambda b, v: b.concat(*v, axis=axis, out_scale=so, out_zero_point=zo, torch_memory_format=mf),
+                       ins, f"{[x[0].shape for x in ins]} axis={axis} {dt} {lay} {mf}")
+    tally.done(10 * MORE * len(THREADS))

@@ -143,4 +143,9 @@ int64_t ref_ti_row_len(const mera_type *out, const int64_t *sa, const int64_t *s
  * (elementwise.c; kernels/fast reuses them). */
 void ref_act_q_tables(const mera_kernel_args *a, uint8_t vec[256], uint8_t scalar[256]);
 
+/* Quantized concat (shape.c): input i's bytes requantized to the output as
+ * ATen's vector code does (vec[], the first *nvec channels of each pixel)
+ * and as the rest does (rest[]). */
+void ref_concat_q_tables(const mera_kernel_args *a, int i, uint8_t vec[256], uint8_t rest[256], int64_t *nvec);
+
 #endif
