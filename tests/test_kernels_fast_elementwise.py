@@ -188,3 +188,26 @@ def test_concat_fast_equals_reference(monkeypatch):
                        lambda b, v: b.concat(*v, axis=axis, out_scale=so, out_zero_point=zo, torch_memory_format=mf),
                        ins, f"{[x[0].shape for x in ins]} axis={axis} {dt} {lay} {mf}")
     tally.done(10 * MORE * len(THREADS))
+
+
+def test_adaptive_avg_pool2d_fast_equals_reference(monkeypatch):
+    rng = np.random.default_rng(150)
+    tally = Tally("adaptive_avg_pool2d")
+    for i in range(10 * MORE):
+        dt = str(rng.choice(["uint8", "int8"]))
+        n, c = int(rng.integers(1, 3)), int(rng.choice([1, 7, 8, 16, 37, 300, 2000]))
+        h, w = [int(v) for v in rng.integers(1, 20, size=2)]
+        oh, ow = int(rng.integers(1, h + 1)), int(rng.integers(1, w + 1))
+        if rng.random() < 0.5:  # a few large windows: fbgemm's FMA and quantize_val's two roundings differ more often
+            oh, ow = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+        nhwc = i % 4 != 3
+        mf = str(rng.choice(["auto", "contiguous", "channels_last"]))
+        s, z = rand_qparams(rng, dt)
+        so, zo = (s, z) if i % 3 == 0 else rand_qparams(rng, dt)  # equal parameters: both PyTorch paths
+        shape = (n, h, w, c) if nhwc else (n, c, h, w)
+        run_everywhere(monkeypatch, tally,
+                       lambda b, v: b.adaptive_avg_pool2d(v[0], output_size=[oh, ow], layout="NHWC" if nhwc else "NCHW",
+                                                          torch_memory_format=mf, out_scale=so, out_zero_point=zo),
+                       [(rand_q(rng, shape, dt), (s, z), "NHWC" if nhwc else None)],
+                       f"{shape} -> {oh}x{ow} {dt} {mf} same_q={i % 3 == 0}")
+    tally.done(10 * MORE * len(THREADS))

@@ -141,6 +141,8 @@ static const fast_kernel fast_table[MERA_OP_COUNT][MERA_NUMERICS_COUNT][FAST_MAX
     [MERA_OP_DEQUANTIZE][MERA_NUMERICS_QUANT]  = FAST_EW(fast_dequantize, FAST_CONVERT),
     [MERA_OP_REQUANTIZE][MERA_NUMERICS_QUANT]  = FAST_EW(fast_requantize, FAST_CONVERT),
     [MERA_OP_MAX_POOL2D][MERA_NUMERICS_QUANT]  = FAST_EW(fast_max_pool2d_q, FAST_POOL),
+    [MERA_OP_ADAPTIVE_AVG_POOL2D][MERA_NUMERICS_QUANT] =
+        {{{fast_adaptive_avg_pool2d_q, NULL, NULL, "c", NULL}, any_cpu, FAST_POOL}},
     [MERA_OP_CONCAT][MERA_NUMERICS_QUANT]      = {{{fast_concat_q, fast_concat_q_prepare, fast_ew_release, "table", NULL}, any_cpu, FAST_ELEMENTWISE}},
 };
 

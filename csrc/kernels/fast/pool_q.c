@@ -66,6 +66,75 @@ static mera_status max_pool2d_q(const mera_kernel_args *a, const ew_isa *isa, me
     return MERA_OK;
 }
 
+/* ---- adaptive_avg_pool2d: NHWC data on PyTorch's channels-last path ---- */
+
+#define ADA_CHUNK 256 /* channels summed at a time */
+
+typedef struct {
+    const uint8_t *x;
+    uint8_t *y;
+    int64_t n, h, w, c, oh, ow;
+    int32_t zx, zy, lo, hi;
+    float ratio; /* (float)in_s / (float)out_s */
+    int x_int8;
+} ada_job;
+
+/* PyTorch's adaptive windows, as ref/pool.c's ada_start and ada_end */
+static int64_t ada_start(int64_t o, int64_t out, int64_t in) { return o * in / out; }
+static int64_t ada_end(int64_t o, int64_t out, int64_t in) { return ((o + 1) * in + out - 1) / out; }
+
+static void ada_rows(void *ctx, int64_t r0, int64_t r1)
+{
+    const ada_job *j = ctx;
+    int32_t acc[ADA_CHUNK];
+    const int64_t cvec = j->c / 8 * 8; /* ref: ADA_QVEC_CH channels per vector block */
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t n = r / j->oh, oh = r % j->oh;
+        int64_t h0 = ada_start(oh, j->oh, j->h), h1 = ada_end(oh, j->oh, j->h);
+        for (int64_t ow = 0; ow < j->ow; ow++) {
+            int64_t w0 = ada_start(ow, j->ow, j->w), w1 = ada_end(ow, j->ow, j->w);
+            int32_t size = (int32_t)((h1 - h0) * (w1 - w0));
+            float m = j->ratio / (float)size;
+            float inv_vec = 1.0f / (1.0f / m), inv_rest = 1.0f / m;
+            uint8_t *y = j->y + (r * j->ow + ow) * j->c;
+            for (int64_t c0 = 0; c0 < j->c; c0 += ADA_CHUNK) {
+                int64_t nc = j->c - c0 < ADA_CHUNK ? j->c - c0 : ADA_CHUNK;
+                for (int64_t k = 0; k < nc; k++)
+                    acc[k] = -j->zx * size;
+                for (int64_t ih = h0; ih < h1; ih++)
+                    for (int64_t iw = w0; iw < w1; iw++) {
+                        const uint8_t *x = j->x + ((n * j->h + ih) * j->w + iw) * j->c + c0;
+                        if (j->x_int8)
+                            for (int64_t k = 0; k < nc; k++)
+                                acc[k] += (int8_t)x[k];
+                        else
+                            for (int64_t k = 0; k < nc; k++)
+                                acc[k] += x[k];
+                    }
+                for (int64_t k = 0; k < nc; k++) /* as ref_adaptive_avg_pool2d_q's NHWC formula */
+                    y[c0 + k] = (uint8_t)(c0 + k < cvec ? quantize_fbgemm((float)acc[k], inv_vec, j->zy, j->lo, j->hi)
+                                                        : quantize_val((float)acc[k], inv_rest, j->zy, j->lo, j->hi));
+            }
+        }
+    }
+}
+
+mera_status fast_adaptive_avg_pool2d_q(const mera_kernel_args *a, mera_error *err)
+{
+    const mera_type *xt = a->in_types[0], *yt = a->out_types[0];
+    if (!ref_nhwc(a->node))
+        return ref_adaptive_avg_pool2d_q(a, err);
+    ref_dims4 xd = ref_dims(xt, 1);
+    int same_q = xt->q.scale == yt->q.scale && ref_zp(xt) == ref_zp(yt) && xt->dtype == yt->dtype;
+    if (same_q && !ref_torch_channels_last(&xd, ref_torch_cl(a->node, 1)))
+        return ref_adaptive_avg_pool2d_q(a, err); /* PyTorch's contiguous path: the reference */
+    ada_job j = {a->in[0], a->out[0], xt->shape[0], xt->shape[1], xt->shape[2], xt->shape[3], yt->shape[1],
+                 yt->shape[2], ref_zp(xt), ref_zp(yt), q_lo(yt->dtype), q_hi(yt->dtype),
+                 ref_scale_f(xt) / ref_scale_f(yt), xt->dtype == MERA_DTYPE_INT8};
+    mera_parallel_for(a->threads, j.n * j.oh, 1, ada_rows, &j);
+    return MERA_OK;
+}
+
 #define POOL_ENTRIES(suffix, isa)                                                                   \
     mera_status fast_max_pool2d_q_##suffix(const mera_kernel_args *a, mera_error *err)              \
     {                                                                                               \
