@@ -13,6 +13,8 @@ reference path inside the fast kernel), and tensors large enough to be
 split across threads.
 """
 
+import os
+
 import numpy as np
 import pytest
 
@@ -211,3 +213,23 @@ def test_adaptive_avg_pool2d_fast_equals_reference(monkeypatch):
                        [(rand_q(rng, shape, dt), (s, z), "NHWC" if nhwc else None)],
                        f"{shape} -> {oh}x{ow} {dt} {mf} same_q={i % 3 == 0}")
     tally.done(10 * MORE * len(THREADS))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_worker_pool_survives_fork():
+    """A forked child (a DataLoader worker, say) has none of the parent's pool threads: its runs
+    still split, on threads of its own, and give the same bytes."""
+    import mera
+
+    b = ir.Builder("t")
+    x = b.input("x", (1, 200000), "uint8", qparams=(0.1, 3))
+    with mera.build_config(target="InterpreterHw", num_threads=4):
+        runner = mera.compile(b.finish(b.add(x, x, out_scale=0.2, out_zero_point=1)), {})
+    data = (np.arange(200000) % 251).astype(np.uint8)[None]
+    want = runner(data)[0]
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 when its bytes agree
+        os._exit(0 if np.array_equal(runner(data)[0], want) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert np.array_equal(runner(data)[0], want)

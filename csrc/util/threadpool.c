@@ -88,10 +88,31 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* A child of fork() has none of the parent's workers (and may have copied
+ * a lock a parent thread held): it starts from an empty pool. */
+static void pool_after_fork_in_child(void)
+{
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_mutex_init(&pool.submit, NULL);
+    pthread_cond_init(&pool.wake, NULL);
+    pthread_cond_init(&pool.done, NULL);
+    pool.n_workers = 0;
+    pool.busy = 0;
+}
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, pool_after_fork_in_child);
+}
+
 /* Start workers until there are want of them (or creation fails); called
  * with the lock held. Returns the count there is. */
 static int grow_workers(int want)
 {
+    if (pool.n_workers < want)
+        pthread_once(&atfork_once, register_atfork);
     while (pool.n_workers < want) {
         pthread_t t;
         pthread_attr_t attr;
