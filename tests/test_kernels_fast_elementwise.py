@@ -215,7 +215,6 @@ def test_adaptive_avg_pool2d_fast_equals_reference(monkeypatch):
     tally.done(10 * MORE * len(THREADS))
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_worker_pool_survives_fork():
     """A forked child (a DataLoader worker, say) has none of the parent's pool threads: its runs
     still split, on threads of its own, and give the same bytes."""
