@@ -17,6 +17,55 @@ def best_of(fn, repeat: int) -> float:
     return min(times)
 
 
+def best_of_interleaved(fns, repeat: int):
+    """Seconds of the fastest call of each fn, the fns called in turn `repeat` times (after
+    one warm-up call each), so a machine whose load changes treats them alike."""
+    for fn in fns:
+        fn()
+    best = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for k, fn in enumerate(fns):
+            t = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - t)
+    return best
+
+
+def onnxruntime_qdq_session(name: str, threads: int, folder: str):
+    """The zoo's float model `name` exported to ONNX and quantized by onnxruntime's own
+    quantize_static (QDQ, per-channel int8 weights, uint8 activations, calibrated on the
+    zoo's calibration batches), in an onnxruntime session with `threads` intra-op threads.
+    Returns (session, input name)."""
+    import os
+
+    import onnxruntime as ort
+    import torch
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from mera import models
+
+    float_model = models.MODELS[name](seed=0).eval()
+    x = models.calibration_data(name, n=1, seed=1)[0]
+    fp, qp = os.path.join(folder, f"{name}.onnx"), os.path.join(folder, f"{name}.qdq.onnx")
+    with torch.no_grad():
+        torch.onnx.export(float_model, (x,), fp, input_names=["input"], opset_version=17, dynamo=False)
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"input": b.numpy()} for b in models.calibration_data(name, n=4, seed=0)])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(fp, qp, Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(qp, so, providers=["CPUExecutionProvider"]), "input"
+
+
 # ResNet-50-shaped conv layers (and a MobileNet depthwise one) that the
 # interpreter benchmarks time one by one:
 # (name, H=W, in channels, out channels, kernel, stride, groups)

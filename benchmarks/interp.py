@@ -1,12 +1,20 @@
-"""InterpreterHw speed against PyTorch's fbgemm int8 kernels, in the same process.
+"""InterpreterHw speed against PyTorch's fbgemm int8 kernels and onnxruntime, in the same process.
 
-Times ResNet-50-shaped quantized conv layers one by one, then the whole
-quantized ResNet-50 of mera.models, and prints mera / torch time ratios
-(higher is slower). Both sides run the same bytes: the script checks that
-the outputs are identical before timing.
+Times ResNet-50-shaped quantized conv layers one by one, then whole
+quantized zoo networks (ResNet-50 and MobileNetV2 by default), and prints
+mera / torch time ratios (higher is slower). mera and torch run the same
+bytes: the script checks that the outputs are identical before timing.
+With --onnxruntime it also times onnxruntime on the same network quantized
+by onnxruntime's own quantize_static (QDQ, per-channel weights; other
+scales, so not the same bytes) and prints mera / onnxruntime.
 
-    python benchmarks/interp.py [--repeat N] [--layers-only] [--threads N]
+    python benchmarks/interp.py [--repeat N] [--layers-only | --networks-only] [--threads N]
+                                [--models resnet50,mobilenet_v2] [--onnxruntime]
                                 [--reference | --cpu-mask FEATURES]
+
+--threads N sets the threads of all three (mera's build_config(num_threads),
+torch.set_num_threads, onnxruntime's intra_op_num_threads); the network
+figures are best-of-N with the contenders called in turn.
 
 --reference times mera's reference kernels (MERA_REFERENCE_KERNELS=1);
 --cpu-mask hides CPU features from kernel selection (MERA_CPU_FEATURES_MASK,
@@ -27,10 +35,10 @@ import torch
 import mera
 from mera import ir
 
-from _common import RESNET50_LAYERS, best_of  # benchmarks/_common.py
+from _common import RESNET50_LAYERS, best_of, best_of_interleaved, onnxruntime_qdq_session  # benchmarks/_common.py
 
 
-def conv_layer(hw, cin, cout, k, stride, groups, rng):
+def conv_layer(hw, cin, cout, k, stride, groups, rng, threads):
     x_scale, x_zp, out_scale, out_zp = 0.02, 64, 0.05, 0
     w = rng.integers(-127, 128, (cout, cin // groups, k, k), dtype=np.int8)
     w_scales = rng.uniform(0.001, 0.01, cout)
@@ -50,16 +58,17 @@ def conv_layer(hw, cin, cout, k, stride, groups, rng):
     wv = b.const(w, name="w", qparams=(w_scales, np.zeros(cout, np.int32), 0))
     y = b.conv2d(xv, wv, bias, strides=[stride, stride], padding=[pad] * 4, groups=groups, layout="NHWC",
                  out_scale=out_scale, out_zero_point=out_zp)
-    runner = mera.compile(b.finish(y), {}, target="InterpreterHw")
+    with mera.build_config(target="InterpreterHw", num_threads=threads):
+        runner = mera.compile(b.finish(y), {})
     x_np = np.ascontiguousarray(xq.int_repr().numpy().transpose(0, 2, 3, 1))
     return conv, xq, runner, x_np
 
 
-def bench_layers(repeat: int) -> None:
+def bench_layers(repeat: int, threads: int) -> None:
     rng = np.random.default_rng(0)
     print(f"{'layer':28s} {'GMAC':>6s} {'torch ms':>9s} {'mera ms':>9s} {'ratio':>7s}  identical")
     for name, hw, cin, cout, k, s, g in RESNET50_LAYERS:
-        conv, xq, runner, x_np = conv_layer(hw, cin, cout, k, s, g, rng)
+        conv, xq, runner, x_np = conv_layer(hw, cin, cout, k, s, g, rng, threads)
         ref = conv(xq).int_repr().numpy().transpose(0, 2, 3, 1)
         out = runner(x_np)[0]
         same = np.array_equal(out, ref)
@@ -70,29 +79,43 @@ def bench_layers(repeat: int) -> None:
         print(f"{name:28s} {gmac:6.3f} {t_torch * 1e3:9.3f} {t_mera * 1e3:9.3f} {t_mera / t_torch:7.1f}  {same}")
 
 
-def bench_network(repeat: int) -> None:
+def bench_network(name: str, repeat: int, threads: int, with_ort: bool) -> None:
     from mera import models
-    model = models.resnet50(quantize=True, seed=0)
-    x = models.calibration_data("resnet50", n=1, seed=1)[0]
+    model = models.MODELS[name](quantize=True, seed=0)
+    x = models.calibration_data(name, n=1, seed=1)[0]
     with torch.no_grad():
         traced = torch.jit.trace(model, x)
         ref = traced(x).numpy()
     x_nhwc = np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1))
     mod, params = mera.frontend.from_pytorch(traced, [("input0", x_nhwc.shape)], layout="NHWC")
-    runner = mera.compile(mod, params, target="InterpreterHw")
+    with mera.build_config(target="InterpreterHw", num_threads=threads):
+        runner = mera.compile(mod, params)
     out = runner(x_nhwc)[0]
+    fns = [lambda: runner(x_nhwc), lambda: traced(x)]
+    if with_ort:
+        import tempfile
+        with tempfile.TemporaryDirectory() as folder:
+            sess, in_name = onnxruntime_qdq_session(name, threads, folder)
+        x_np = x.numpy()
+        fns.append(lambda: sess.run(None, {in_name: x_np}))
     with torch.no_grad():
-        t_torch = best_of(lambda: traced(x), repeat)
-    t_mera = best_of(lambda: runner(x_nhwc), max(1, repeat // 3))
-    print(f"\nResNet-50 int8, batch 1, 224x224: torch fbgemm {t_torch * 1e3:.1f} ms, mera InterpreterHw "
-          f"{t_mera * 1e3:.1f} ms, ratio {t_mera / t_torch:.1f}; outputs identical: {np.array_equal(out, ref)}")
+        times = best_of_interleaved(fns, repeat)
+    t_mera, t_torch = times[0], times[1]
+    line = (f"\n{name} int8, batch 1, {threads} thread(s): mera InterpreterHw {t_mera * 1e3:.1f} ms, "
+            f"torch fbgemm {t_torch * 1e3:.1f} ms, ratio {t_mera / t_torch:.2f}")
+    if with_ort:
+        line += f"; onnxruntime QDQ {times[2] * 1e3:.1f} ms, ratio {t_mera / times[2]:.2f}"
+    print(line + f"; mera and torch outputs identical: {np.array_equal(out, ref)}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--layers-only", action="store_true")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (mera's kernels are serial)")
+    ap.add_argument("--networks-only", action="store_true")
+    ap.add_argument("--threads", type=int, default=1, help="threads of mera, torch and onnxruntime")
+    ap.add_argument("--models", default="resnet50,mobilenet_v2", help="zoo networks to time, comma-separated")
+    ap.add_argument("--onnxruntime", action="store_true", help="also time onnxruntime on the network, QDQ")
     ap.add_argument("--reference", action="store_true", help="time mera's reference kernels")
     ap.add_argument("--cpu-mask", default="", help="CPU features to hide from kernel selection")
     args = ap.parse_args()
@@ -105,9 +128,11 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     print(f"CPU features: {mera._core.cpu_features()}; torch threads: {torch.get_num_threads()}; "
           f"mera kernels: conv2d {mera._core.kernel_name('conv2d', True)}, dense {mera._core.kernel_name('dense', True)}")
-    bench_layers(args.repeat)
+    if not args.networks_only:
+        bench_layers(args.repeat, args.threads)
     if not args.layers_only:
-        bench_network(args.repeat)
+        for name in args.models.split(","):
+            bench_network(name, args.repeat, args.threads, args.onnxruntime)
 
 
 if __name__ == "__main__":

@@ -227,6 +227,7 @@ CONFIG_KEYS = {
     "scheduler_config": _scheduler_config,
     "sim_log": _flag,
     "progress": _flag,
+    "num_threads": _positive_int,
 }
 
 #: Defaults for keys a build reads when they are not given (MERA 1.x BuildConfig values).

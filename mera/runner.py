@@ -15,6 +15,7 @@ tensor, say), taken without a copy. Outputs are NumPy arrays, which export
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -70,6 +71,8 @@ class Runner:
         self.target = target
         self._inputs = mod.inputs
         self._state = threading.local()
+        #: what the last :meth:`evaluate` measured (None before the first)
+        self.evaluate_metrics: Optional[Dict[str, float]] = None
 
     @property
     def input_names(self) -> List[str]:
@@ -129,6 +132,49 @@ class Runner:
         if not -len(outputs) <= i < len(outputs):
             raise RuntimeInputError(f"output index {i} is out of range: the model has {len(outputs)} output(s)")
         return outputs[i]
+
+    def _samples(self, samples: Any) -> List[List[np.ndarray]]:
+        """The input arrays of every sample of ``evaluate``."""
+        if not isinstance(samples, (list, tuple)) and self.get_num_inputs() == 1:
+            arr = _as_array(samples, self.input_names[0])
+            shape = tuple(self._inputs[0]["shape"])
+            if arr.ndim == len(shape) + 1 and tuple(arr.shape[1:]) == shape:
+                return [[arr[i]] for i in range(arr.shape[0])]
+            if shape and arr.ndim == len(shape) and tuple(arr.shape[1:]) == shape[1:] and shape[0] > 0 \
+                    and arr.shape[0] % shape[0] == 0:
+                b = shape[0]  # a stack of images, cut into batches of the model's size
+                return [[arr[i:i + b]] for i in range(0, arr.shape[0], b)]
+            raise RuntimeInputError(
+                f"evaluate: input '{self.input_names[0]}' is {shape}; an array of samples must be "
+                f"(N,) + {shape}, or (k * {shape[0] if shape else 1},) + {shape[1:]} to be cut into batches, "
+                f"got {tuple(arr.shape)}")
+        if isinstance(samples, (list, tuple)):
+            return [self._arrays(s) for s in samples]
+        raise RuntimeInputError(f"evaluate: samples must be a list or an array, got {type(samples).__name__}")
+
+    def evaluate(self, samples: Any) -> List[List[np.ndarray]]:
+        """Run the model on every sample in one call: the dataset-evaluation case.
+
+        ``samples`` is a list of samples, each what :meth:`set_input` takes (one array,
+        a list in input order, or a dict by name), or, for a model with one input, an
+        array: ``(N,) + shape`` holds N samples, ``(k * B,) + shape[1:]`` (B the input's
+        batch size) is cut into k batches. Returns one list of outputs per sample, in
+        order. Afterwards ``evaluate_metrics`` holds ``samples``, ``images`` (samples
+        times the first input's batch size), ``seconds`` (wall time of the runs alone)
+        and ``images_per_second``. The runs release the GIL; each one splits its layers
+        across the worker pool (``build_config(num_threads=...)``).
+        """
+        runs = self._samples(samples)
+        outputs: List[List[np.ndarray]] = []
+        t0 = time.perf_counter()
+        for arrays in runs:
+            outputs.append(self._core.run(arrays))
+        seconds = time.perf_counter() - t0
+        shape = self._inputs[0]["shape"] if self._inputs else ()
+        images = len(runs) * (int(shape[0]) if len(shape) else 1)
+        self.evaluate_metrics = {"samples": len(runs), "images": images, "seconds": seconds,
+                                 "images_per_second": images / seconds if seconds > 0 else float("inf")}
+        return outputs
 
     def __repr__(self) -> str:
         return f"<mera.Runner '{self._mod.name}' on {self.target.value}>"
@@ -257,7 +303,8 @@ def compile_core(mod: Module, params: Optional[Mapping[str, ArrayLike]], target:
         return _core.Compiled(mod._graph, target.value, _params_list(mod, params), platform=so["platform"],
                               arch_overrides=so["overrides"], sched=so["sched"], dump_dir=dump["dump_dir"],
                               dump_stages=dump["dump_stages"], load=load,
-                              progress=report if slow and _progress.enabled() else None)
+                              progress=report if slow and _progress.enabled() else None,
+                              num_threads=cfg.options.get("num_threads", 0) if cfg is not None else 0)
 
 
 def _compile_via_deploy(mod: Module, params: Optional[Mapping[str, ArrayLike]], target: Target, cfg: Any) -> Any:

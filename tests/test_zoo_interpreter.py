@@ -47,3 +47,17 @@ def test_float_zoo_matches_torch_on_interpreter(name, layout):
         out = mera.compile(mod, params).set_input(x).run().get_output(0)
     ref = z.y_float[:1].numpy()
     assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_large"])
+def test_thread_count_never_changes_a_byte(name):
+    """InterpreterHw splits conv, elementwise and pooling work across its worker pool: every
+    thread count gives PyTorch's bytes (ResNet: adds, max pool; MobileNetV3: hardswish,
+    hardsigmoid, the squeeze-excite muls)."""
+    z = built_zoo(name)
+    x = to_layout(z.inputs[0], "NHWC")
+    mod, params = mera.relay.frontend.from_pytorch(z.traced, [("input0", x.shape)], layout="NHWC")
+    for threads in (1, 2, 7):
+        with mera.build_config(target="InterpreterHw", num_threads=threads):
+            out = mera.compile(mod, params)(x)[0]
+        np.testing.assert_array_equal(out, z.y_traced[:1].numpy(), err_msg=f"{name}, {threads} threads")

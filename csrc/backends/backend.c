@@ -18,6 +18,8 @@ static void *interp_load(const mera_backend_load_args *a, mera_interp_mode mode,
     mera_interp *it = mera_interp_compile(a->g, mode, a->param_data, err);
     if (!it)
         mera_error_prefix(err, "compiling the graph: ");
+    else
+        mera_interp_set_threads(it, a->num_threads);
     return it;
 }
 

@@ -1,5 +1,6 @@
 #include "backends/interp.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,7 +19,15 @@ struct mera_interp {
     void **states;             /* per node: what the kernel's prepare made, or NULL */
     unsigned char *emulate;    /* per node: run a quantized node in float */
     int *input_slot;           /* per value: index among INPUT values, else -1 */
-    size_t arena_bytes;
+    size_t arena_bytes;        /* activations, then the scratch */
+    size_t scratch_offset;     /* where the kernels' scratch starts in the arena */
+    size_t scratch_bytes;      /* the largest scratch of any node (nodes run one at a time) */
+    int threads;               /* per run, for the kernels: 0 the pool's default */
+    /* Arenas of finished runs, for the next ones: a run allocates only when
+     * more threads run at once than ever before (one is made at compile). */
+    pthread_mutex_t arenas_lock;
+    void **free_arenas;
+    int n_free, cap_free;
 };
 
 /* ---- memory planning ----------------------------------------------------- */
@@ -62,7 +71,8 @@ static mera_status plan_memory(mera_interp *it, mera_error *err)
                 mera_firstfit_release(&ff, it->value_offset[v]);
         }
     }
-    it->arena_bytes = (size_t)ff.peak;
+    it->scratch_offset = (size_t)ff.peak;
+    it->arena_bytes = it->scratch_offset + it->scratch_bytes;
     free(last_use);
     mera_firstfit_free(&ff);
     return MERA_OK;
@@ -79,6 +89,10 @@ void mera_interp_free(mera_interp *it)
 {
     if (!it)
         return;
+    for (int i = 0; i < it->n_free; i++)
+        free(it->free_arenas[i]);
+    free(it->free_arenas);
+    pthread_mutex_destroy(&it->arenas_lock);
     if (it->states)
         for (int n = 0; n < it->n_nodes; n++)
             if (it->states[n])
@@ -104,6 +118,7 @@ mera_interp *mera_interp_compile(const mera_graph *g, mera_interp_mode mode, con
         mera_fail(err, MERA_ERR_NOMEM, "out of memory");
         return NULL;
     }
+    pthread_mutex_init(&it->arenas_lock, NULL);
     it->g = g;
     it->mode = mode;
     it->n_values = mera_graph_num_values(g);
@@ -150,13 +165,33 @@ mera_interp *mera_interp_compile(const mera_graph *g, mera_interp_mode mode, con
         if (mera_kernel_select_node(node, num, &it->kernels[n], err) ||
             mera_kernel_prepare_node(&it->kernels[n], g, n, it->value_data, &it->states[n], err))
             goto fail;
+        if (it->kernels[n].scratch && !it->emulate[n]) {
+            mera_kernel_args a;
+            mera_kernel_node_args(g, n, it->value_data, &a);
+            a.state = it->states[n];
+            size_t s = (it->kernels[n].scratch(&a) + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+            it->scratch_bytes = s > it->scratch_bytes ? s : it->scratch_bytes;
+        }
     }
     if (plan_memory(it, err))
         goto fail;
+    /* the first run's arena, so a run on one thread never allocates */
+    it->cap_free = 4;
+    if (!(it->free_arenas = malloc((size_t)it->cap_free * sizeof *it->free_arenas)) ||
+        (it->arena_bytes && !(it->free_arenas[it->n_free++] = aligned_alloc(ARENA_ALIGN, it->arena_bytes)))) {
+        it->n_free = 0;
+        mera_fail(err, MERA_ERR_NOMEM, "out of memory allocating the %zu-byte activation arena", it->arena_bytes);
+        goto fail;
+    }
     return it;
 fail:
     mera_interp_free(it);
     return NULL;
+}
+
+void mera_interp_set_threads(mera_interp *it, int threads)
+{
+    it->threads = threads;
 }
 
 size_t mera_interp_arena_bytes(const mera_interp *it)
@@ -165,6 +200,35 @@ size_t mera_interp_arena_bytes(const mera_interp *it)
 }
 
 /* ---- run ----------------------------------------------------------------- */
+
+/* An arena of a finished run, or a new one (NULL: out of memory). */
+static unsigned char *arena_take(mera_interp *it)
+{
+    void *a = NULL;
+    pthread_mutex_lock(&it->arenas_lock);
+    if (it->n_free > 0)
+        a = it->free_arenas[--it->n_free];
+    pthread_mutex_unlock(&it->arenas_lock);
+    return a ? a : aligned_alloc(ARENA_ALIGN, it->arena_bytes);
+}
+
+static void arena_give_back(mera_interp *it, unsigned char *a)
+{
+    pthread_mutex_lock(&it->arenas_lock);
+    if (it->n_free == it->cap_free) {
+        void **grown = realloc(it->free_arenas, (size_t)(2 * it->cap_free) * sizeof *grown);
+        if (grown) {
+            it->free_arenas = grown;
+            it->cap_free *= 2;
+        }
+    }
+    if (it->n_free < it->cap_free) {
+        it->free_arenas[it->n_free++] = a;
+        a = NULL;
+    }
+    pthread_mutex_unlock(&it->arenas_lock);
+    free(a);
+}
 
 static const void *value_ptr(const mera_interp *it, const void *const *inputs, unsigned char *arena, int v)
 {
@@ -267,7 +331,8 @@ mera_status mera_interp_run_observed(const mera_interp *it, const void *const *i
     const mera_graph *g = it->g;
     unsigned char *arena = NULL;
     if (it->arena_bytes) {
-        arena = aligned_alloc(ARENA_ALIGN, it->arena_bytes);
+        /* the free list is the one mutable part of a compiled interpreter */
+        arena = arena_take((mera_interp *)it);
         if (!arena)
             return mera_fail(err, MERA_ERR_NOMEM, "out of memory allocating the %zu-byte activation arena",
                              it->arena_bytes);
@@ -283,6 +348,11 @@ mera_status mera_interp_run_observed(const mera_interp *it, const void *const *i
         for (int o = 0; o < node->n_outputs; o++)
             a.out[o] = arena + it->value_offset[node->outputs[o]];
         a.state = it->states[n];
+        a.threads = it->threads;
+        if (it->scratch_bytes) {
+            a.scratch = arena + it->scratch_offset;
+            a.scratch_bytes = it->scratch_bytes;
+        }
         st = it->emulate[n] ? run_emulated(node, it->kernels[n].run, &a, err) : it->kernels[n].run(&a, err);
         if (st) {
             mera_error_prefix(err, "node '%s' (%s): ", node->name, mera_op_table[node->op].name);
@@ -302,6 +372,7 @@ mera_status mera_interp_run_observed(const mera_interp *it, const void *const *i
         memcpy(outputs[i], value_ptr(it, inputs, arena, v), mera_type_nbytes(&mera_graph_value(g, v)->type));
     }
 done:
-    free(arena);
+    if (arena)
+        arena_give_back((mera_interp *)it, arena);
     return st;
 }

@@ -9,9 +9,14 @@
  *                  PyTorch's fbgemm kernels.
  *
  * Compiling chooses a kernel per node (kernels.h: mera_kernel_select) and
- * lets it prepare once, e.g. pack constant weights. A compiled interpreter
- * is immutable; runs allocate their own activation arena, so several
- * threads may run one compiled graph at once. */
+ * lets it prepare once, e.g. pack constant weights, and plans one arena
+ * per run: the activations (liveness-based reuse) and the kernels' scratch
+ * (mera_kernel.scratch, the largest of any node). A compiled interpreter is
+ * immutable but for a locked list of arenas of finished runs: one is made
+ * at compile, and a run allocates only when more threads run one compiled
+ * graph at once than ever before, so a run on one thread never allocates
+ * memory (but for kernels with run-time weights, and the Interpreter's
+ * float emulation of quantized nodes). */
 #ifndef MERA_BACKENDS_INTERP_H
 #define MERA_BACKENDS_INTERP_H
 
@@ -31,7 +36,12 @@ mera_interp *mera_interp_compile(const mera_graph *g, mera_interp_mode mode, con
                                  mera_error *err);
 void mera_interp_free(mera_interp *it);
 
-/* Bytes of the planned activation arena (liveness-based reuse). */
+/* Threads each run may split a node's work across (util/threadpool.h):
+ * 0 (the default) MERA_NUM_THREADS or every CPU. Set before the first run;
+ * the count never changes a byte. */
+void mera_interp_set_threads(mera_interp *it, int threads);
+
+/* Bytes of the planned arena of a run: activations and scratch. */
 size_t mera_interp_arena_bytes(const mera_interp *it);
 
 /* inputs[i]: the data of the i-th INPUT value (in declaration order, params

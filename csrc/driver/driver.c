@@ -325,6 +325,7 @@ mera_compiled *mera_compile(const mera_graph *g, const void *const *param_data, 
             .param_data = c->param_data,
             .prog = c->prog,
             .platform = c->platform,
+            .num_threads = o->num_threads,
         };
         if (!(c->inst = b->load(&a, err)))
             goto fail;

@@ -26,6 +26,7 @@ typedef struct {
     int load;                       /* 1: prepare the backend instance (to run in process) */
     const char *dump_dir;           /* NULL: no dumps; else an existing folder */
     const char *dump_stages;        /* comma-separated stage names, or "all"; NULL: "all" */
+    int num_threads;                /* worker threads per run (the interpreters); 0: the default */
 } mera_compile_options;
 
 /* The stages, in order; dump files are named "<NN>-<stage>.<ext>". */

@@ -66,9 +66,17 @@ mera_kernel_fn mera_kernel_ref(int op, mera_numerics num)
  * each with the CPU features it needs. The quantized ones give the
  * reference's bytes; the float ones differ from it only by the order of
  * float additions (tests/test_kernels_fast.py checks both). */
+typedef enum {
+    FAST_CONV,        /* conv2d, dense (qconv.h, fconv.h) */
+    FAST_ELEMENTWISE, /* add, mul, the tabulated activations (elementwise_q.c) */
+    FAST_CONVERT,     /* quantize, dequantize, requantize (elementwise_q.c) */
+    FAST_POOL,        /* max_pool2d (pool_q.c) */
+} fast_family;
+
 typedef struct {
     mera_kernel k;
     int (*usable)(const mera_cpu_features *f); /* may it run on this CPU? */
+    fast_family family;
 } fast_kernel;
 
 #define FAST_MAX 3 /* candidates per (op, numerics) */
@@ -99,7 +107,8 @@ static int has_avx512f(const mera_cpu_features *f)
 /* The quantized kernels of fast/ for op, best first; the portable one runs
  * on any CPU. */
 #define FAST_Q(op, isa, name, usable) \
-    {{fast_##op##_q_##isa, fast_##op##_q_prepare_##isa, fast_qconv_release, name, fast_qconv_prepare_like}, usable}
+    {{fast_##op##_q_##isa, fast_##op##_q_prepare_##isa, fast_qconv_release, name, fast_qconv_scratch, \
+      fast_qconv_prepare_like}, usable, FAST_CONV}
 #if defined(__x86_64__)
 #define FAST_QCONV(op)                                                                        \
     {FAST_Q(op, avx512, "avx512vnni", has_avx512vnni), FAST_Q(op, avx2, "avx2", has_avx2), \
@@ -110,7 +119,7 @@ static int has_avx512f(const mera_cpu_features *f)
 
 /* The float kernels of fast/ for op, best first. */
 #define FAST_F(op, isa, name, usable) \
-    {{fast_##op##_f32_##isa, fast_##op##_f32_prepare_##isa, fast_fconv_release, name}, usable}
+    {{fast_##op##_f32_##isa, fast_##op##_f32_prepare_##isa, fast_fconv_release, name}, usable, FAST_CONV}
 #if defined(__x86_64__)
 #define FAST_FCONV(op)                                                                       \
     {FAST_F(op, avx512, "avx512f", has_avx512f), FAST_F(op, avx2, "avx2", has_avx2), \
@@ -119,12 +128,59 @@ static int has_avx512f(const mera_cpu_features *f)
 #define FAST_FCONV(op) {FAST_F(op, c, "c", any_cpu)}
 #endif
 
+/* The elementwise kernels of fast/ (ew.h), best first: kernel is the
+ * entry's name without the instruction set's suffix. */
+#define FAST_EW1(kernel, isa, name, usable, family) {{kernel##_##isa, NULL, NULL, name}, usable, family}
+#if defined(__x86_64__)
+#define FAST_EW(kernel, family)                                                                           \
+    {FAST_EW1(kernel, avx512, "avx512f", has_avx512f, family), FAST_EW1(kernel, avx2, "avx2", has_avx2, family), \
+     FAST_EW1(kernel, c, "c", any_cpu, family)}
+#else
+#define FAST_EW(kernel, family) {FAST_EW1(kernel, c, "c", any_cpu, family)}
+#endif
+/* A 256-byte table per body, the same code on every CPU. */
+#define FAST_ACT(kernel) {{{kernel, fast_act_q_prepare, fast_ew_release, "table"}, any_cpu, FAST_ELEMENTWISE}}
+
 static const fast_kernel fast_table[MERA_OP_COUNT][MERA_NUMERICS_COUNT][FAST_MAX] = {
     [MERA_OP_CONV2D][MERA_NUMERICS_QUANT] = FAST_QCONV(conv2d),
     [MERA_OP_DENSE][MERA_NUMERICS_QUANT]  = FAST_QCONV(dense),
     [MERA_OP_CONV2D][MERA_NUMERICS_FLOAT] = FAST_FCONV(conv2d),
     [MERA_OP_DENSE][MERA_NUMERICS_FLOAT]  = FAST_FCONV(dense),
+    [MERA_OP_ADD][MERA_NUMERICS_QUANT]         = FAST_EW(fast_add_q, FAST_ELEMENTWISE),
+    [MERA_OP_MUL][MERA_NUMERICS_QUANT]         = FAST_EW(fast_mul_q, FAST_ELEMENTWISE),
+    [MERA_OP_LEAKY_RELU][MERA_NUMERICS_QUANT]  = FAST_ACT(fast_leaky_relu_q),
+    [MERA_OP_HARDSWISH][MERA_NUMERICS_QUANT]   = FAST_ACT(fast_hardswish_q),
+    [MERA_OP_HARDSIGMOID][MERA_NUMERICS_QUANT] = FAST_ACT(fast_hardsigmoid_q),
+    [MERA_OP_SIGMOID][MERA_NUMERICS_QUANT]     = FAST_ACT(fast_sigmoid_q),
+    [MERA_OP_QUANTIZE][MERA_NUMERICS_FLOAT]    = FAST_EW(fast_quantize, FAST_CONVERT),
+    [MERA_OP_DEQUANTIZE][MERA_NUMERICS_QUANT]  = FAST_EW(fast_dequantize, FAST_CONVERT),
+    [MERA_OP_REQUANTIZE][MERA_NUMERICS_QUANT]  = FAST_EW(fast_requantize, FAST_CONVERT),
+    [MERA_OP_MAX_POOL2D][MERA_NUMERICS_QUANT]  = FAST_EW(fast_max_pool2d_q, FAST_POOL),
+    [MERA_OP_ADAPTIVE_AVG_POOL2D][MERA_NUMERICS_QUANT] =
+        {{{fast_adaptive_avg_pool2d_q, NULL, NULL, "c", NULL}, any_cpu, FAST_POOL}},
+    [MERA_OP_CONCAT][MERA_NUMERICS_QUANT]      = {{{fast_concat_q, fast_concat_q_prepare, fast_ew_release, "table", NULL}, any_cpu, FAST_ELEMENTWISE}},
 };
+
+/* May a kernel of family replace the reference of (op, num)? One predicate
+ * per family, the one place to say which numerics a family's kernels
+ * implement: today every family implements the one contract of
+ * docs/numerics.md, so each answers yes. */
+static int fast_family_applies(fast_family family, int op, mera_numerics num)
+{
+    (void)op;
+    (void)num;
+    switch (family) {
+    case FAST_CONV:
+        return 1;
+    case FAST_ELEMENTWISE:
+        return 1;
+    case FAST_CONVERT:
+        return 1;
+    case FAST_POOL:
+        return 1;
+    }
+    return 0;
+}
 
 mera_status mera_kernel_table_check(mera_error *err)
 {
@@ -169,7 +225,7 @@ mera_kernel mera_kernel_select(int op, mera_numerics num)
     const mera_cpu_features *f = mera_cpu_features_get();
     for (int i = 0; i < FAST_MAX; i++) {
         const fast_kernel *k = &fast_table[op][num][i];
-        if (k->k.run && k->usable(f))
+        if (k->k.run && k->usable(f) && fast_family_applies(k->family, op, num))
             return k->k;
     }
     return ref;

@@ -24,6 +24,14 @@ typedef struct {
      * prepare function, or it declined). Read-only while running: threads
      * may run one compiled graph at once. */
     const void *state;
+    /* Threads the kernel may split its work across (util/threadpool.h):
+     * 0 the default (MERA_NUM_THREADS or every CPU), 1 serial. The split
+     * never changes a byte. */
+    int threads;
+    /* Scratch memory for this node alone, planned when the graph was
+     * compiled (mera_kernel.scratch), or NULL: the kernel allocates. */
+    void *scratch;
+    size_t scratch_bytes;
 } mera_kernel_args;
 
 typedef mera_status (*mera_kernel_fn)(const mera_kernel_args *a, mera_error *err);
@@ -43,6 +51,11 @@ typedef void (*mera_kernel_release_fn)(void *state);
  * the new state; either may be released first. */
 typedef mera_status (*mera_kernel_prepare_like_fn)(const mera_kernel_args *a, const void *like, void **state,
                                                    mera_error *err);
+
+/* Optional: the scratch bytes a run of the node needs (a->state set, a->in
+ * of constants only), so the caller can plan them with the activations
+ * instead of the kernel allocating per run. */
+typedef size_t (*mera_kernel_scratch_fn)(const mera_kernel_args *a);
 
 /* Which arithmetic a kernel implements. */
 typedef enum {
@@ -77,7 +90,8 @@ typedef struct {
     mera_kernel_fn run;             /* NULL: no kernel for (op, numerics) */
     mera_kernel_prepare_fn prepare; /* NULL: nothing to prepare */
     mera_kernel_release_fn release; /* frees a non-NULL state of prepare */
-    const char *name;               /* for reports: "ref", "avx512vnni", "avx512f", "avx2", "c", "none" */
+    const char *name;               /* for reports: "ref", "avx512vnni", "avx512f", "avx2", "c", "table", "none" */
+    mera_kernel_scratch_fn scratch; /* NULL: needs no scratch */
     mera_kernel_prepare_like_fn prepare_like; /* NULL: prepare packs every time */
 } mera_kernel;
 

@@ -70,17 +70,20 @@ static void sched_progress(void *user, int done, int total)
 static PyObject *compiled_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"graph", "target", "params", "platform", "arch_overrides", "sched",
-                             "dump_dir", "dump_stages", "load", "progress", NULL};
+                             "dump_dir", "dump_stages", "load", "progress", "num_threads", NULL};
     PyObject *graph, *params, *platform_obj = Py_None, *overrides = Py_None, *sched = Py_None;
     PyObject *dump_dir_obj = Py_None, *dump_stages_obj = Py_None, *progress = Py_None;
     const char *target;
-    int load = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!sO|OOOOOpO", kwlist, &PyMeraGraph_Type, &graph, &target, &params,
+    int load = 1, num_threads = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!sO|OOOOOpOi", kwlist, &PyMeraGraph_Type, &graph, &target, &params,
                                      &platform_obj, &overrides, &sched, &dump_dir_obj, &dump_stages_obj, &load,
-                                     &progress))
+                                     &progress, &num_threads))
         return NULL;
     if (progress != Py_None && !PyCallable_Check(progress))
         return pymera_raise_code(MERA_ERR_CONFIG, "progress must be callable or None");
+    if (num_threads < 0)
+        return pymera_raise_code(MERA_ERR_CONFIG, "num_threads must be positive (0: the default), got %d",
+                                 num_threads);
     mera_compile_options o;
     memset(&o, 0, sizeof o);
     if (!(o.backend = mera_backend_find(target))) {
@@ -127,6 +130,7 @@ static PyObject *compiled_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     o.load = load;
     o.dump_dir = dump_dir;
     o.dump_stages = dump_stages;
+    o.num_threads = num_threads;
 
     const mera_graph *g = ((PyMeraGraph *)graph)->g;
     PyObject *plist;

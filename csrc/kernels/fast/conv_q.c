@@ -9,6 +9,7 @@
 #include "kernels/fast/fast.h"
 #include "kernels/fast/qconv.h"
 #include "kernels/ref/refutil.h"
+#include "util/threadpool.h"
 
 /* Where input channel ch goes in a pixel of the padded input (depthwise:
  * the first of its og copies). */
@@ -82,18 +83,21 @@ static void copy_row(const qconv_plan *p, const uint8_t *x, int64_t n, int64_t i
 /* The padded input: [n][hp][wp][cp] elements of p->xbytes, padding
  * positions holding zx at real channels and 0 at padding channels, int8
  * values with the sign bit flipped. */
-static void *padded_input(const qconv_plan *p, const void *x)
+static size_t padded_bytes(const qconv_plan *p)
+{
+    const size_t row_bytes = (size_t)p->wp * (size_t)(p->cp * p->xbytes);
+    return (size_t)(p->g.n * p->hp) * row_bytes + QCONV_SLACK + row_bytes + 64;
+}
+
+/* The padded input is built in buf (padded_bytes(p) of them); the row of
+ * padding pixels it copies from sits after it, 64-byte aligned. */
+static void *padded_input(const qconv_plan *p, const void *x, unsigned char *buf)
 {
     const int xb = p->xbytes;
     const int64_t cp = p->cp;
     const size_t pix_bytes = (size_t)(cp * xb), row_bytes = (size_t)p->wp * pix_bytes;
-    unsigned char *buf = malloc((size_t)(p->g.n * p->hp) * row_bytes + QCONV_SLACK);
-    unsigned char *pad = malloc(row_bytes + 1); /* a row of padding pixels */
-    if (!buf || !pad) {
-        free(buf);
-        free(pad);
-        return NULL;
-    }
+    size_t body = (size_t)(p->g.n * p->hp) * row_bytes + QCONV_SLACK;
+    unsigned char *pad = buf + ((body + 63) & ~(size_t)63); /* a row of padding pixels */
     memset(buf + (size_t)(p->g.n * p->hp) * row_bytes, 0, QCONV_SLACK);
     const uint8_t zx = (uint8_t)((uint8_t)p->zx_raw ^ (p->x_int8 ? 0x80 : 0));
     for (int64_t j = 0; j < cp; j++) {
@@ -125,7 +129,6 @@ static void *padded_input(const qconv_plan *p, const void *x)
             }
             copy_row(p, x, n, ih, c0, c1, row);
         }
-    free(pad);
     return buf;
 }
 
@@ -161,12 +164,6 @@ typedef struct {
     int64_t ox, oy;
 } window_walk;
 
-static window_walk walk_start(const qconv_plan *p, const unsigned char *xb, int64_t g)
-{
-    window_walk w = {p, xb + g * p->cgp * p->xbytes, 0, 0};
-    return w;
-}
-
 static void walk_next(window_walk *w)
 {
     const qconv_plan *p = w->p;
@@ -186,13 +183,24 @@ static void walk_next(window_walk *w)
     }
 }
 
-/* sum(x) over the window of every pixel, group g (for zw != 0). */
-static void window_sums(const qconv_plan *p, const unsigned char *xb, int64_t g, int32_t *xsum)
+/* The walk positioned at output pixel pix (what walk_next reaches after
+ * pix steps from walk_start). */
+static window_walk walk_at(const qconv_plan *p, const unsigned char *xb, int64_t g, int64_t pix)
 {
-    int64_t P = p->g.n * p->g.oh * p->g.ow;
-    window_walk walk = walk_start(p, xb, g);
-    for (int64_t pix = 0; pix < P; pix++) {
-        if (pix)
+    int64_t hw = p->g.oh * p->g.ow, n = pix / hw, r = pix % hw, oy = r / p->g.ow, ox = r % p->g.ow;
+    int64_t pix_bytes = p->cp * p->xbytes;
+    window_walk w = {p, xb + g * p->cgp * p->xbytes + ((n * p->hp + oy * p->g.sh) * p->wp + ox * p->g.sw) * pix_bytes,
+                     ox, oy};
+    return w;
+}
+
+/* sum(x) over the windows of npx pixels from pix0, group g (for zw != 0). */
+static void window_sums(const qconv_plan *p, const unsigned char *xb, int64_t g, int64_t pix0, int64_t npx,
+                        int32_t *xsum)
+{
+    window_walk walk = walk_at(p, xb, g, pix0);
+    for (int64_t m = 0; m < npx; m++) {
+        if (m)
             walk_next(&walk);
         const unsigned char *w0 = walk.at;
         uint32_t s = 0;
@@ -207,87 +215,127 @@ static void window_sums(const qconv_plan *p, const unsigned char *xb, int64_t g,
                     s += e[i];
             }
         }
-        xsum[pix] = (int32_t)s;
+        xsum[m] = (int32_t)s;
     }
 }
 
-static void run_gemm(const qconv_plan *p, const unsigned char *xb, uint8_t *y, int32_t *xsum)
+/* Pixels per work item: a few tiles, so each item reuses its weights. */
+#define QCONV_BLOCK_PX (4 * QCONV_MAX_PX)
+
+/* The work of a conv, cut into items (group, output-channel tile, block of
+ * pixels) in that order, outermost first; every item writes its own bytes,
+ * so the items may run on any threads in any order. */
+typedef struct {
+    const qconv_plan *p;
+    const unsigned char *xb;
+    uint8_t *y;
+    int64_t tiles, blocks; /* per group, per tile */
+} gemm_job;
+
+static void run_gemm_items(void *ctx, int64_t i0, int64_t i1)
 {
+    const gemm_job *j = ctx;
+    const qconv_plan *p = j->p;
     const qconv_isa *isa = p->isa;
     const int64_t P = p->g.n * p->g.oh * p->g.ow, T = (int64_t)isa->lanes * isa->nv_max;
     const int64_t per_oc = p->nseg * p->nk;
-    int32_t acc[QCONV_MAX_PX * QCONV_ACC_STRIDE];
+    int32_t acc[QCONV_MAX_PX * QCONV_ACC_STRIDE], xsum[QCONV_BLOCK_PX];
     uint8_t tmp[QCONV_ACC_STRIDE];
     const void *px[QCONV_MAX_PX];
-    for (int64_t g = 0; g < p->g.groups; g++) {
-        if (xsum)
-            window_sums(p, xb, g, xsum);
-        for (int64_t t0 = 0; t0 < p->ogp; t0 += T) {
-            int64_t width = p->ogp - t0 < T ? p->ogp - t0 : T;
-            int64_t nvalid = p->g.og - t0 < width ? p->g.og - t0 : width;
-            int nv = (int)(width / isa->lanes), mpx = isa->px_max[nv];
-            const unsigned char *w = (const unsigned char *)p->wpack + (g * p->ogp + t0) * per_oc * isa->xbytes;
-            int64_t o0 = g * p->g.og + t0;
-            window_walk walk = walk_start(p, xb, g);
-            for (int64_t pix0 = 0; pix0 < P; pix0 += mpx) {
-                int npx = P - pix0 < mpx ? (int)(P - pix0) : mpx;
-                for (int m = 0; m < npx; m++) {
-                    if (pix0 + m)
-                        walk_next(&walk); /* never past the last pixel */
-                    px[m] = walk.at;
-                }
-                isa->gemm_tile(npx, nv, px, p->seg_off, (int)p->nseg, p->nk, w, acc);
-                for (int m = 0; m < npx; m++)
-                    store_channels(p, y, pix0 + m, o0, nvalid, acc + m * QCONV_ACC_STRIDE,
-                                   xsum ? xsum[pix0 + m] : 0, tmp);
+    for (int64_t item = i0; item < i1; item++) {
+        int64_t g = item / (j->tiles * j->blocks), t0 = item / j->blocks % j->tiles * T;
+        int64_t b0 = item % j->blocks * QCONV_BLOCK_PX, b1 = b0 + QCONV_BLOCK_PX < P ? b0 + QCONV_BLOCK_PX : P;
+        int64_t width = p->ogp - t0 < T ? p->ogp - t0 : T;
+        int64_t nvalid = p->g.og - t0 < width ? p->g.og - t0 : width;
+        int nv = (int)(width / isa->lanes), mpx = isa->px_max[nv];
+        const unsigned char *w = (const unsigned char *)p->wpack + (g * p->ogp + t0) * per_oc * isa->xbytes;
+        int64_t o0 = g * p->g.og + t0;
+        if (p->zw)
+            window_sums(p, j->xb, g, b0, b1 - b0, xsum);
+        window_walk walk = walk_at(p, j->xb, g, b0);
+        for (int64_t pix0 = b0; pix0 < b1; pix0 += mpx) {
+            int npx = b1 - pix0 < mpx ? (int)(b1 - pix0) : mpx;
+            for (int m = 0; m < npx; m++) {
+                if (pix0 + m > b0)
+                    walk_next(&walk); /* never past the block's last pixel */
+                px[m] = walk.at;
             }
+            isa->gemm_tile(npx, nv, px, p->seg_off, (int)p->nseg, p->nk, w, acc);
+            for (int m = 0; m < npx; m++)
+                store_channels(p, j->y, pix0 + m, o0, nvalid, acc + m * QCONV_ACC_STRIDE,
+                               p->zw ? xsum[pix0 + m - b0] : 0, tmp);
         }
     }
 }
 
-/* Depthwise: one output row at a time; NCHW output goes through a row of
- * NHWC bytes. */
-static mera_status run_depthwise(const qconv_plan *p, const unsigned char *xb, uint8_t *y)
+static void run_gemm(const qconv_plan *p, const unsigned char *xb, uint8_t *y, int threads)
 {
+    const int64_t P = p->g.n * p->g.oh * p->g.ow, T = (int64_t)p->isa->lanes * p->isa->nv_max;
+    gemm_job j = {p, xb, y, (p->ogp + T - 1) / T, (P + QCONV_BLOCK_PX - 1) / QCONV_BLOCK_PX};
+    mera_parallel_for(threads, p->g.groups * j.tiles * j.blocks, 1, run_gemm_items, &j);
+}
+
+/* Depthwise: output rows (n, oy) split across threads; NCHW output goes
+ * through a row of NHWC bytes. */
+typedef struct {
+    const qconv_plan *p;
+    const unsigned char *xb;
+    uint8_t *y;
+    int failed; /* out of memory for an NCHW row */
+} dw_job;
+
+static void run_depthwise_rows(void *ctx, int64_t r0, int64_t r1)
+{
+    dw_job *j = ctx;
+    const qconv_plan *p = j->p;
     uint8_t *row = p->g.y_nhwc ? NULL : malloc((size_t)(p->g.ow * p->g.o));
-    if (!p->g.y_nhwc && !row)
-        return MERA_ERR_NOMEM;
+    if (!p->g.y_nhwc && !row) {
+        j->failed = 1; /* any thread's failure fails the run */
+        return;
+    }
     const int64_t hw = p->g.oh * p->g.ow;
-    for (int64_t n = 0; n < p->g.n; n++)
-        for (int64_t oy = 0; oy < p->g.oh; oy++) {
-            const unsigned char *in = xb + (n * p->hp + oy * p->g.sh) * p->wp * p->cp;
-            if (p->g.y_nhwc) {
-                p->isa->dw_row(p, in, y + (n * hw + oy * p->g.ow) * p->g.o);
-                continue;
-            }
-            p->isa->dw_row(p, in, row);
-            for (int64_t c = 0; c < p->g.o; c++) {
-                uint8_t *d = y + (n * p->g.o + c) * hw + oy * p->g.ow;
-                for (int64_t ox = 0; ox < p->g.ow; ox++)
-                    d[ox] = row[ox * p->g.o + c];
-            }
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t n = r / p->g.oh, oy = r % p->g.oh;
+        const unsigned char *in = j->xb + (n * p->hp + oy * p->g.sh) * p->wp * p->cp;
+        if (p->g.y_nhwc) {
+            p->isa->dw_row(p, in, j->y + (n * hw + oy * p->g.ow) * p->g.o);
+            continue;
         }
+        p->isa->dw_row(p, in, row);
+        for (int64_t c = 0; c < p->g.o; c++) {
+            uint8_t *d = j->y + (n * p->g.o + c) * hw + oy * p->g.ow;
+            for (int64_t ox = 0; ox < p->g.ow; ox++)
+                d[ox] = row[ox * p->g.o + c];
+        }
+    }
     free(row);
-    return MERA_OK;
+}
+
+static mera_status run_depthwise(const qconv_plan *p, const unsigned char *xb, uint8_t *y, int threads)
+{
+    dw_job j = {p, xb, y, 0};
+    mera_parallel_for(threads, p->g.n * p->g.oh, 1, run_depthwise_rows, &j);
+    return j.failed ? MERA_ERR_NOMEM : MERA_OK;
 }
 
 mera_status qconv_run(const qconv_plan *p, const mera_kernel_args *a, mera_error *err)
 {
     const unsigned char *xb = a->in[0];
     void *buf = NULL;
-    int32_t *xsum = NULL;
-    if (!p->direct && !(xb = buf = padded_input(p, a->in[0])))
-        return ref_nomem(err, a->node);
-    mera_status st = MERA_OK;
-    if (p->depthwise) {
-        st = run_depthwise(p, xb, a->out[0]);
-    } else if (p->zw && !(xsum = malloc((size_t)(p->g.n * p->g.oh * p->g.ow) * sizeof *xsum))) {
-        st = MERA_ERR_NOMEM;
-    } else {
-        run_gemm(p, xb, a->out[0], xsum);
+    if (!p->direct) {
+        unsigned char *space = a->scratch;
+        if (!space || a->scratch_bytes < padded_bytes(p)) /* not planned: a run-time weight */
+            space = buf = malloc(padded_bytes(p));
+        if (!space)
+            return ref_nomem(err, a->node);
+        xb = padded_input(p, a->in[0], space);
     }
+    mera_status st = MERA_OK;
+    if (p->depthwise)
+        st = run_depthwise(p, xb, a->out[0], a->threads);
+    else
+        run_gemm(p, xb, a->out[0], a->threads);
     free(buf);
-    free(xsum);
     return st ? ref_nomem(err, a->node) : MERA_OK;
 }
 
@@ -324,6 +372,12 @@ mera_status qconv_kernel(const mera_kernel_args *a, const qconv_isa *isa, int de
     mera_status st = qconv_run(p, a, err);
     qconv_plan_free(own);
     return st;
+}
+
+size_t fast_qconv_scratch(const mera_kernel_args *a)
+{
+    const qconv_plan *p = a->state;
+    return p && !p->direct ? padded_bytes(p) : 0;
 }
 
 void fast_qconv_release(void *state)

@@ -35,6 +35,8 @@ FAST_KERNEL_DECL(dense, avx512)
 /* Releases the state of any of the prepare functions above. */
 void fast_qconv_release(void *state);
 mera_status fast_qconv_prepare_like(const mera_kernel_args *a, const void *like, void **state, mera_error *err);
+/* The scratch a run of any of them needs (the padded input). */
+size_t fast_qconv_scratch(const mera_kernel_args *a);
 
 #define FAST_F32_KERNEL_DECL(op, suffix)                                                           \
     mera_status fast_##op##_f32_##suffix(const mera_kernel_args *a, mera_error *err);             \
@@ -51,5 +53,33 @@ FAST_F32_KERNEL_DECL(dense, avx512)
 
 /* Releases the state of any of the float prepare functions above. */
 void fast_fconv_release(void *state);
+
+/* The elementwise, conversion and pooling kernels (ew.h): no prepare
+ * except the activations' tables. */
+#define FAST_EW_DECL(suffix)                                                                        \
+    mera_status fast_add_q_##suffix(const mera_kernel_args *a, mera_error *err);                   \
+    mera_status fast_mul_q_##suffix(const mera_kernel_args *a, mera_error *err);                   \
+    mera_status fast_quantize_##suffix(const mera_kernel_args *a, mera_error *err);                \
+    mera_status fast_dequantize_##suffix(const mera_kernel_args *a, mera_error *err);              \
+    mera_status fast_requantize_##suffix(const mera_kernel_args *a, mera_error *err);              \
+    mera_status fast_max_pool2d_q_##suffix(const mera_kernel_args *a, mera_error *err);
+/* elementwise_q.c, pool_q.c */
+FAST_EW_DECL(c)
+FAST_EW_DECL(avx2)
+FAST_EW_DECL(avx512)
+
+/* elementwise_q.c: table lookups, one kernel for every CPU; their prepare
+ * makes the tables, released by fast_ew_release. */
+mera_status fast_leaky_relu_q(const mera_kernel_args *a, mera_error *err);
+mera_status fast_hardswish_q(const mera_kernel_args *a, mera_error *err);
+mera_status fast_hardsigmoid_q(const mera_kernel_args *a, mera_error *err);
+mera_status fast_sigmoid_q(const mera_kernel_args *a, mera_error *err);
+mera_status fast_act_q_prepare(const mera_kernel_args *a, void **state, mera_error *err);
+/* pool_q.c: NHWC adaptive average pooling in plain C, every CPU. */
+mera_status fast_adaptive_avg_pool2d_q(const mera_kernel_args *a, mera_error *err);
+/* concat_q.c: table lookups and copies, every CPU. */
+mera_status fast_concat_q(const mera_kernel_args *a, mera_error *err);
+mera_status fast_concat_q_prepare(const mera_kernel_args *a, void **state, mera_error *err); /* fast_ew_release */
+void fast_ew_release(void *state);
 
 #endif

@@ -417,31 +417,54 @@ static float act_inv_scale(act_kind k, double out_scale)
     return (float)(1.0 / out_scale);
 }
 
-/* Both bodies tabulated over the 256 input bytes; each element then reads
- * the table of the body PyTorch runs it through. The scalar bodies
- * dequantize with dequantize_val and quantize with quantize_val. */
-static mera_status act_q(const mera_kernel_args *a, act_kind k, float alpha)
+/* Both bodies tabulated over the 256 input bytes (index: the byte as
+ * stored); each element then reads the table of the body PyTorch runs it
+ * through. The scalar bodies dequantize with dequantize_val and quantize
+ * with quantize_val. */
+static void act_q_tables(const mera_kernel_args *a, act_kind k, float alpha, uint8_t vec[256], uint8_t scalar[256])
 {
     const mera_type *it = a->in_types[0], *ot = a->out_types[0];
     float s = ref_scale_f(it), p = neg_zp_premul(s, ref_zp(it)), so = ref_scale_f(ot);
     float inv = act_inv_scale(k, ot->q.scale);
     int32_t zi = ref_zp(it), zo = ref_zp(ot), lo = q_lo(ot->dtype), hi = q_hi(ot->dtype);
-    int32_t ilo = q_lo(it->dtype);
-    int32_t vec[256], scalar[256];
-    for (int v = 0; v < 256; v++) {
+    for (int b = 0; b < 256; b++) {
+        int32_t v = q_load(&(uint8_t){(uint8_t)b}, it->dtype, 0);
         /* qsigmoid_kernel's vector body dequantizes with the two-argument
          * Vectorized::dequantize, (q - zp) * scale without the FMA (seen in
          * libtorch_cpu.so); the others use the premultiplied FMA form. */
-        float xv = k == ACT_SIGMOID ? dequant_val(ilo + v, s, zi) : dequant_fma(ilo + v, s, p);
-        vec[v] = quantize_lane(act_vec(k, xv, alpha), inv, zo, lo, hi);
-        scalar[v] = quantize_val(act_scalar(k, dequant_val(ilo + v, s, zi), alpha), so, zo, lo, hi);
+        float xv = k == ACT_SIGMOID ? dequant_val(v, s, zi) : dequant_fma(v, s, p);
+        vec[b] = (uint8_t)quantize_lane(act_vec(k, xv, alpha), inv, zo, lo, hi);
+        scalar[b] = (uint8_t)quantize_val(act_scalar(k, dequant_val(v, s, zi), alpha), so, zo, lo, hi);
     }
+}
+
+static float leaky_alpha(const mera_kernel_args *a)
+{
+    return (float)mera_attr_float(a->node, "alpha");
+}
+
+void ref_act_q_tables(const mera_kernel_args *a, uint8_t vec[256], uint8_t scalar[256])
+{
+    switch (a->node->op) {
+    case MERA_OP_LEAKY_RELU: act_q_tables(a, ACT_LEAKY_RELU, leaky_alpha(a), vec, scalar); return;
+    case MERA_OP_HARDSWISH: act_q_tables(a, ACT_HARDSWISH, 0.0f, vec, scalar); return;
+    case MERA_OP_HARDSIGMOID: act_q_tables(a, ACT_HARDSIGMOID, 0.0f, vec, scalar); return;
+    case MERA_OP_SIGMOID: act_q_tables(a, ACT_SIGMOID, 0.0f, vec, scalar); return;
+    default: MERA_BUG("ref_act_q_tables: not a tabulated activation");
+    }
+}
+
+static mera_status act_q(const mera_kernel_args *a)
+{
+    const mera_type *it = a->in_types[0], *ot = a->out_types[0];
+    uint8_t vec[256], scalar[256];
+    ref_act_q_tables(a, vec, scalar);
     int64_t n = mera_type_numel(it);
+    const uint8_t *x = a->in[0];
+    uint8_t *y = a->out[0];
     ti_walk walk = ti_setup(a, NULL);
-    for (int64_t i = 0; i < n; i++) {
-        int32_t v = q_load(a->in[0], it->dtype, i) - ilo;
-        q_store(a->out[0], ot->dtype, i, ti_is_vector(&walk, ot, i) ? vec[v] : scalar[v]);
-    }
+    for (int64_t i = 0; i < n; i++)
+        y[i] = ti_is_vector(&walk, ot, i) ? vec[x[i]] : scalar[x[i]];
     return MERA_OK;
 }
 
@@ -457,16 +480,11 @@ static mera_status act_f32(const mera_kernel_args *a, act_kind k, float alpha)
     return MERA_OK;
 }
 
-static float leaky_alpha(const mera_kernel_args *a)
-{
-    return (float)mera_attr_float(a->node, "alpha");
-}
-
 REF_KERNEL(ref_leaky_relu_f32) { (void)err; return act_f32(a, ACT_LEAKY_RELU, leaky_alpha(a)); }
-REF_KERNEL(ref_leaky_relu_q) { (void)err; return act_q(a, ACT_LEAKY_RELU, leaky_alpha(a)); }
+REF_KERNEL(ref_leaky_relu_q) { (void)err; return act_q(a); }
 REF_KERNEL(ref_hardswish_f32) { (void)err; return act_f32(a, ACT_HARDSWISH, 0.0f); }
-REF_KERNEL(ref_hardswish_q) { (void)err; return act_q(a, ACT_HARDSWISH, 0.0f); }
+REF_KERNEL(ref_hardswish_q) { (void)err; return act_q(a); }
 REF_KERNEL(ref_hardsigmoid_f32) { (void)err; return act_f32(a, ACT_HARDSIGMOID, 0.0f); }
-REF_KERNEL(ref_hardsigmoid_q) { (void)err; return act_q(a, ACT_HARDSIGMOID, 0.0f); }
+REF_KERNEL(ref_hardsigmoid_q) { (void)err; return act_q(a); }
 REF_KERNEL(ref_sigmoid_f32) { (void)err; return act_f32(a, ACT_SIGMOID, 0.0f); }
-REF_KERNEL(ref_sigmoid_q) { (void)err; return act_q(a, ACT_SIGMOID, 0.0f); }
+REF_KERNEL(ref_sigmoid_q) { (void)err; return act_q(a); }

@@ -137,4 +137,15 @@ void ref_bcast_strides(const mera_type *t, const mera_type *out, int64_t *st);
  * inputs of broadcast strides sa and sb (sb NULL for one input). */
 int64_t ref_ti_row_len(const mera_type *out, const int64_t *sa, const int64_t *sb);
 
+/* The quantized leaky_relu, hardswish, hardsigmoid and sigmoid of node
+ * a->node over the 256 input bytes (index: the byte as stored): vec[] as
+ * ATen's vector body computes them, scalar[] as its scalar body does
+ * (elementwise.c; kernels/fast reuses them). */
+void ref_act_q_tables(const mera_kernel_args *a, uint8_t vec[256], uint8_t scalar[256]);
+
+/* Quantized concat (shape.c): input i's bytes requantized to the output as
+ * ATen's vector code does (vec[], the first *nvec channels of each pixel)
+ * and as the rest does (rest[]). */
+void ref_concat_q_tables(const mera_kernel_args *a, int i, uint8_t vec[256], uint8_t rest[256], int64_t *nvec);
+
 #endif

@@ -56,14 +56,10 @@ REF_KERNEL(ref_concat_f32)
  * - anything else: dequantize, at::cat, quantize_per_tensor. */
 #define QCAT_VLEN 8
 
-REF_KERNEL(ref_concat_q)
+/* Does every input take the channels-last path (the first case above)? */
+static int concat_nhwc(const mera_kernel_args *a, int64_t axis)
 {
-    (void)err;
     const mera_type *yt = a->out_types[0];
-    int64_t axis, outer, inner, out_len;
-    concat_shape(a, &axis, &outer, &inner);
-    out_len = yt->shape[axis];
-    /* the channel axis and whether every input is channels-last in PyTorch */
     int data_nhwc = yt->rank == 4 && yt->layout == MERA_LAYOUT_NHWC;
     int nhwc = yt->rank == 4 && axis == (data_nhwc ? 3 : 1);
     for (int i = 0; nhwc && i < a->n_inputs; i++) {
@@ -71,29 +67,49 @@ REF_KERNEL(ref_concat_q)
         int64_t c = t->shape[data_nhwc ? 3 : 1], h = t->shape[data_nhwc ? 1 : 2], w = t->shape[data_nhwc ? 2 : 3];
         nhwc = ref_torch_cl(a->node, data_nhwc) || c == 1 || (h == 1 && w == 1);
     }
+    return nhwc;
+}
+
+void ref_concat_q_tables(const mera_kernel_args *a, int i, uint8_t vec[256], uint8_t rest[256], int64_t *nvec)
+{
+    const mera_type *yt = a->out_types[0], *xt = a->in_types[i];
+    int64_t axis, outer, inner;
+    concat_shape(a, &axis, &outer, &inner);
+    int nhwc = concat_nhwc(a, axis);
     float so = ref_scale_f(yt);
     float inv_vec = (float)(1.0 / yt->q.scale), inv = 1.0f / so;
     int32_t zy = ref_zp(yt), lo = q_lo(yt->dtype), hi = q_hi(yt->dtype);
+    float s = ref_scale_f(xt), p = neg_zp_premul(s, ref_zp(xt));
+    int32_t zx = ref_zp(xt);
+    *nvec = nhwc ? xt->shape[axis] / QCAT_VLEN * QCAT_VLEN : 0; /* channels on the vector path */
+    for (int b = 0; b < 256; b++) {
+        int32_t q = q_load(&(uint8_t){(uint8_t)b}, xt->dtype, 0);
+        vec[b] = (uint8_t)quantize_lane(dequant_fma(q, s, p), inv_vec, zy, lo, hi);
+        rest[b] = (uint8_t)(nhwc ? quantize_val(dequant_val(q, s, zx), so, zy, lo, hi)
+                                 : quantize_fbgemm(dequant_val(q, s, zx), inv, zy, lo, hi));
+    }
+}
+
+/* Each element's result depends on its byte and its channel's path only:
+ * both paths are tabulated per input (ref_concat_q_tables). */
+REF_KERNEL(ref_concat_q)
+{
+    (void)err;
+    const mera_type *yt = a->out_types[0];
+    int64_t axis, outer, inner, out_len;
+    concat_shape(a, &axis, &outer, &inner);
+    out_len = yt->shape[axis];
+    uint8_t *y = a->out[0];
     int64_t at = 0;
     for (int i = 0; i < a->n_inputs; i++) {
-        const mera_type *xt = a->in_types[i];
-        int64_t len = xt->shape[axis];
-        float s = ref_scale_f(xt), p = neg_zp_premul(s, ref_zp(xt));
-        int32_t zx = ref_zp(xt);
-        int64_t nvec = nhwc ? len / QCAT_VLEN * QCAT_VLEN : 0; /* channels on the vector path */
+        int64_t len = a->in_types[i]->shape[axis], nvec;
+        uint8_t vec[256], rest[256];
+        ref_concat_q_tables(a, i, vec, rest, &nvec);
+        const uint8_t *x = a->in[i];
         for (int64_t o = 0; o < outer; o++)
             for (int64_t c = 0; c < len; c++)
-                for (int64_t k = 0; k < inner; k++) {
-                    int32_t q = q_load(a->in[i], xt->dtype, (o * len + c) * inner + k);
-                    int32_t r;
-                    if (c < nvec)
-                        r = quantize_lane(dequant_fma(q, s, p), inv_vec, zy, lo, hi);
-                    else if (nhwc)
-                        r = quantize_val(dequant_val(q, s, zx), so, zy, lo, hi);
-                    else
-                        r = quantize_fbgemm(dequant_val(q, s, zx), inv, zy, lo, hi);
-                    q_store(a->out[0], yt->dtype, (o * out_len + at + c) * inner + k, r);
-                }
+                for (int64_t k = 0; k < inner; k++)
+                    y[(o * out_len + at + c) * inner + k] = (c < nvec ? vec : rest)[x[(o * len + c) * inner + k]];
         at += len;
     }
     return MERA_OK;

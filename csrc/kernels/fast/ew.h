@@ -1,0 +1,74 @@
+/* The fast quantized elementwise, conversion and pooling kernels: the
+ * inner loops of one instruction set, over a span of contiguous elements.
+ *
+ * Each loop computes exactly the formula of one body of the reference
+ * kernel (ref/elementwise.c, ref/quant.c, ref/pool.c) with the qmath.h
+ * primitives' semantics lane by lane: cvtps2dq rounds half to even and
+ * gives INT32_MIN for NaN and out-of-range values as cvt_rne_i32 does,
+ * min_ps(t, MAX) yields MAX for a NaN t as `t < MAX ? t : MAX` does,
+ * max_ps(0, c) keeps a NaN or -0.0 c as `c < 0 ? 0 : c` does, vfmadd is
+ * fmaf. A span's last elements (fewer than a vector) take the scalar
+ * image of the same formula. The drivers (elementwise_q.c, pool_q.c) decide
+ * which body (ATen's vector or scalar one) each element takes.
+ *
+ * Internal to csrc/kernels/fast/. */
+#ifndef MERA_KERNELS_FAST_EW_H
+#define MERA_KERNELS_FAST_EW_H
+
+#include <stdint.h>
+
+/* Quantized add, vector body: fmaf(s, q, s * -z) per input, summed, relu,
+ * quantize_lane. */
+typedef struct {
+    float s1, p1, s2, p2, inv;
+    int32_t zo, lo, hi;
+    int relu;
+    int x1_int8, x2_int8, y_int8;
+} ew_add_params;
+
+/* Quantized mul, vector body: (qa - za) * (qb - zb) in int32, times mult
+ * in float, cvtps2dq, + zo wrapping, clamped to [lo, hi]. */
+typedef struct {
+    float mult;
+    int32_t za, zb, zo, lo, hi;
+    int x1_int8, x2_int8, y_int8;
+} ew_mul_params;
+
+/* quantize (quantize_fbgemm), dequantize (dequant_val) and requantize
+ * (the two in sequence). */
+typedef struct {
+    float scale, inv;   /* input scale (dequantize), reciprocal output scale (quantize) */
+    int32_t zi, zo, lo, hi;
+    int x_int8, y_int8;
+} ew_convert_params;
+
+typedef struct {
+    const char *name;
+    /* n outputs; operand k advances by step_k (1, or 0 for a broadcast
+     * scalar) per element. */
+    void (*add)(const ew_add_params *p, const uint8_t *a, int step_a, const uint8_t *b, int step_b, uint8_t *y,
+                int64_t n);
+    void (*mul)(const ew_mul_params *p, const uint8_t *a, int step_a, const uint8_t *b, int step_b, uint8_t *y,
+                int64_t n);
+    void (*quantize)(const ew_convert_params *p, const float *x, uint8_t *y, int64_t n);
+    void (*dequantize)(const ew_convert_params *p, const uint8_t *x, float *y, int64_t n);
+    void (*requantize)(const ew_convert_params *p, const uint8_t *x, uint8_t *y, int64_t n);
+    /* y[i] = max(y[i], x[i]) over n bytes, signed or unsigned */
+    void (*max_bytes)(uint8_t *y, const uint8_t *x, int64_t n, int is_int8);
+} ew_isa;
+
+extern const ew_isa ew_isa_c;
+#if defined(__x86_64__)
+extern const ew_isa ew_isa_avx2;
+extern const ew_isa ew_isa_avx512;
+#endif
+
+/* The scalar images of the bodies, one element (ew_c.c); the SIMD loops
+ * finish their spans with these. */
+uint8_t ew_add_one(const ew_add_params *p, uint8_t a, uint8_t b);
+uint8_t ew_mul_one(const ew_mul_params *p, uint8_t a, uint8_t b);
+uint8_t ew_quantize_one(const ew_convert_params *p, float x);
+float ew_dequantize_one(const ew_convert_params *p, uint8_t x);
+uint8_t ew_requantize_one(const ew_convert_params *p, uint8_t x);
+
+#endif

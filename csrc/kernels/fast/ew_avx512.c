@@ -1,0 +1,128 @@
+/* AVX-512F inner loops of the fast elementwise kernels (ew.h), 16 lanes.
+ * Only AVX512F (plus AVX2 for byte maxima, which every AVX-512 CPU has);
+ * the functions carry their own target attribute, as in isa_avx512.c. */
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+
+#include "kernels/fast/ew.h"
+
+#define TARGET __attribute__((target("avx512f,avx2,fma")))
+#define INLINE static inline __attribute__((always_inline)) TARGET
+#define MAXF 2147483520.0f /* QMATH_INT32_FLOAT_MAX */
+
+INLINE __m512i load16(const uint8_t *p, int step, int is_int8)
+{
+    __m128i v = step ? _mm_loadu_si128((const __m128i *)p) : _mm_set1_epi8((char)*p);
+    return is_int8 ? _mm512_cvtepi8_epi32(v) : _mm512_cvtepu8_epi32(v);
+}
+
+/* r (already within [lo, hi]) to 16 bytes: truncation keeps the value */
+INLINE void store16(uint8_t *y, __m512i r)
+{
+    _mm_storeu_si128((__m128i *)y, _mm512_cvtepi32_epi8(r));
+}
+
+INLINE __m512i clamp16(__m512i r, int32_t lo, int32_t hi)
+{
+    return _mm512_min_epi32(_mm512_max_epi32(r, _mm512_set1_epi32(lo)), _mm512_set1_epi32(hi));
+}
+
+TARGET static void add_avx512(const ew_add_params *p, const uint8_t *a, int sa, const uint8_t *b, int sb,
+                              uint8_t *y, int64_t n)
+{
+    const __m512 s1 = _mm512_set1_ps(p->s1), p1 = _mm512_set1_ps(p->p1), s2 = _mm512_set1_ps(p->s2),
+                 p2 = _mm512_set1_ps(p->p2), inv = _mm512_set1_ps(p->inv), maxf = _mm512_set1_ps(MAXF),
+                 zero = _mm512_setzero_ps();
+    const __m512i zo = _mm512_set1_epi32(p->zo);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 x1 = _mm512_cvtepi32_ps(load16(a + i * sa, sa, p->x1_int8));
+        __m512 x2 = _mm512_cvtepi32_ps(load16(b + i * sb, sb, p->x2_int8));
+        __m512 c = _mm512_add_ps(_mm512_fmadd_ps(s1, x1, p1), _mm512_fmadd_ps(s2, x2, p2));
+        if (p->relu)
+            c = _mm512_max_ps(zero, c);
+        __m512 t = _mm512_min_ps(_mm512_mul_ps(c, inv), maxf);
+        __m512i r = _mm512_add_epi32(_mm512_cvtps_epi32(t), zo);
+        store16(y + i, clamp16(r, p->lo, p->hi));
+    }
+    for (; i < n; i++)
+        y[i] = ew_add_one(p, a[i * sa], b[i * sb]);
+}
+
+TARGET static void mul_avx512(const ew_mul_params *p, const uint8_t *a, int sa, const uint8_t *b, int sb,
+                              uint8_t *y, int64_t n)
+{
+    const __m512 mult = _mm512_set1_ps(p->mult);
+    const __m512i za = _mm512_set1_epi32(p->za), zb = _mm512_set1_epi32(p->zb), zo = _mm512_set1_epi32(p->zo);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i x1 = _mm512_sub_epi32(load16(a + i * sa, sa, p->x1_int8), za);
+        __m512i x2 = _mm512_sub_epi32(load16(b + i * sb, sb, p->x2_int8), zb);
+        __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_mullo_epi32(x1, x2)), mult);
+        __m512i r = _mm512_add_epi32(_mm512_cvtps_epi32(t), zo);
+        store16(y + i, clamp16(r, p->lo, p->hi));
+    }
+    for (; i < n; i++)
+        y[i] = ew_mul_one(p, a[i * sa], b[i * sb]);
+}
+
+INLINE __m512i quantize16(const ew_convert_params *p, __m512 x)
+{
+    __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(p->inv), _mm512_set1_ps((float)p->zo));
+    t = _mm512_min_ps(t, _mm512_set1_ps(MAXF));
+    return clamp16(_mm512_cvtps_epi32(t), p->lo, p->hi);
+}
+
+INLINE __m512 dequantize16(const ew_convert_params *p, const uint8_t *x)
+{
+    __m512i q = _mm512_sub_epi32(load16(x, 1, p->x_int8), _mm512_set1_epi32(p->zi));
+    return _mm512_mul_ps(_mm512_set1_ps(p->scale), _mm512_cvtepi32_ps(q));
+}
+
+TARGET static void quantize_avx512(const ew_convert_params *p, const float *x, uint8_t *y, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        store16(y + i, quantize16(p, _mm512_loadu_ps(x + i)));
+    for (; i < n; i++)
+        y[i] = ew_quantize_one(p, x[i]);
+}
+
+TARGET static void dequantize_avx512(const ew_convert_params *p, const uint8_t *x, float *y, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, dequantize16(p, x + i));
+    for (; i < n; i++)
+        y[i] = ew_dequantize_one(p, x[i]);
+}
+
+TARGET static void requantize_avx512(const ew_convert_params *p, const uint8_t *x, uint8_t *y, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        store16(y + i, quantize16(p, dequantize16(p, x + i)));
+    for (; i < n; i++)
+        y[i] = ew_requantize_one(p, x[i]);
+}
+
+TARGET static void max_bytes_avx512(uint8_t *y, const uint8_t *x, int64_t n, int is_int8)
+{
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(y + i)), b = _mm256_loadu_si256((const __m256i *)(x + i));
+        _mm256_storeu_si256((__m256i *)(y + i), is_int8 ? _mm256_max_epi8(a, b) : _mm256_max_epu8(a, b));
+    }
+    for (; i < n; i++) {
+        if (is_int8)
+            y[i] = (int8_t)x[i] > (int8_t)y[i] ? x[i] : y[i];
+        else
+            y[i] = x[i] > y[i] ? x[i] : y[i];
+    }
+}
+
+const ew_isa ew_isa_avx512 = {"avx512f",        add_avx512,        mul_avx512,      quantize_avx512,
+                              dequantize_avx512, requantize_avx512, max_bytes_avx512};
+
+#endif

@@ -1,0 +1,234 @@
+"""Fast quantized elementwise, conversion and pooling kernels against the reference kernels, byte for byte.
+
+Covers add, mul, the tabulated activations (leaky_relu, hardswish,
+hardsigmoid, sigmoid), quantize, dequantize, requantize and max_pool2d
+(csrc/kernels/fast/elementwise_q.c, pool_q.c). Every case is compiled with
+``MERA_REFERENCE_KERNELS=1`` and once per fast path this CPU can run
+(AVX-512, AVX2, portable C), each run with 1, 2 and 7 worker threads;
+every output must equal the reference's bytes. Shapes are random with odd
+sizes, rows longer and shorter than ATen's 64-element vector step (so both
+of its bodies occur), per-channel broadcasts over the innermost axis,
+scalars, general broadcasts and channels-last walks (which take the
+reference path inside the fast kernel), and tensors large enough to be
+split across threads.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from mera import ir
+
+from test_kernels_fast import MORE, PATHS, Tally, compile_with
+
+THREADS = (1, 2, 7)
+
+
+def run_everywhere(monkeypatch, tally, build, inputs, what):
+    """Build a graph with build(b, [input values]); compare every fast path and thread count to the reference."""
+    b = ir.Builder("t")
+    vals = [b.input(f"x{i}", a.shape, str(a.dtype), qparams=q, layout=lay) for i, (a, q, lay) in enumerate(inputs)]
+    mod = b.finish(build(b, vals))
+    arrays = [a for a, _, _ in inputs]
+    ref = compile_with(monkeypatch, mod, {}, reference=True)(*arrays)[0]
+    for path, mask in PATHS:
+        rt = compile_with(monkeypatch, mod, {}, mask=mask)
+        for t in THREADS:
+            monkeypatch.setenv("MERA_NUM_THREADS", str(t))
+            tally.check(path, ref, rt(*arrays)[0], f"{what} threads={t}")
+        monkeypatch.delenv("MERA_NUM_THREADS")
+
+
+def rand_q(rng, shape, dt):
+    lo, hi = (0, 256) if dt == "uint8" else (-128, 128)
+    return rng.integers(lo, hi, size=shape).astype(dt)
+
+
+def rand_qparams(rng, dt, extreme=False):
+    s = float(rng.choice([1e-30, 1e30, 1e-4])) if extreme else float(np.exp(rng.uniform(np.log(1e-3), np.log(0.5))))
+    z = int(rng.integers(0, 256)) if dt == "uint8" else int(rng.integers(-128, 128))
+    return s, z
+
+
+def rand_shape(rng):
+    rank = int(rng.integers(1, 5))
+    shape = [int(v) for v in rng.integers(1, 9, size=rank)]
+    r = rng.random()
+    if r < 0.4:
+        shape[-1] = int(rng.integers(30, 300))  # rows with vector bodies and scalar tails
+    elif r < 0.5:
+        shape = [1, 37, 29, 67][-rank:] if rank > 1 else [70001]  # split across threads
+    return tuple(shape)
+
+
+def other_shape(rng, shape):
+    """The second operand: the same shape, per-channel over the innermost axis, a scalar or a general broadcast."""
+    r = rng.random()
+    if r < 0.4:
+        return shape
+    if r < 0.7:
+        return (shape[-1],) if rng.random() < 0.5 else (1,) * (len(shape) - 1) + (shape[-1],)
+    if r < 0.85:
+        return (1,)
+    return tuple(1 if (i % 2 == 0 and s > 1) else s for i, s in enumerate(shape))
+
+
+def layout_args(rng, shape):
+    """(layout, torch_memory_format) for rank-4 data: both orders, both walks."""
+    if len(shape) != 4:
+        return None, "auto"
+    return [("NHWC", "auto"), ("NHWC", "contiguous"), (None, "auto"), (None, "channels_last")][int(rng.integers(0, 4))]
+
+
+@pytest.mark.parametrize("op", ["add", "mul"])
+def test_binary_fast_equals_reference(monkeypatch, op):
+    rng = np.random.default_rng(100 + (op == "mul"))
+    tally = Tally(op)
+    for i in range(12 * MORE):
+        dt, odt = [str(rng.choice(["uint8", "int8"])) for _ in range(2)]
+        shape = rand_shape(rng)
+        bshape = other_shape(rng, shape)
+        if i % 2:
+            shape, bshape = bshape, shape  # the broadcast operand first
+        lay, mf = layout_args(rng, np.broadcast_shapes(shape, bshape))
+        extreme = i % 6 == 5
+        qa, qb = rand_qparams(rng, dt, extreme), rand_qparams(rng, dt)
+        so, zo = rand_qparams(rng, odt, extreme)
+        relu = "relu" if rng.random() < 0.3 else "none"
+        ins = [(rand_q(rng, shape, dt), qa, lay if len(shape) == 4 else None),
+               (rand_q(rng, bshape, dt), qb, lay if len(bshape) == 4 else None)]
+        run_everywhere(monkeypatch, tally,
+                       lambda b, v: b.op(op, v[0], v[1], activation=relu, torch_memory_format=mf, out_scale=so,
+                                         out_zero_point=zo, out_dtype=odt),
+                       ins, f"{shape} {bshape} {dt}->{odt} {lay} {mf} relu={relu}")
+    tally.done(12 * MORE * len(THREADS))
+
+
+@pytest.mark.parametrize("op", ["leaky_relu", "hardswish", "hardsigmoid", "sigmoid"])
+def test_activation_fast_equals_reference(monkeypatch, op):
+    rng = np.random.default_rng(110 + ["leaky_relu", "hardswish", "hardsigmoid", "sigmoid"].index(op))
+    tally = Tally(op)
+    for i in range(6 * MORE):
+        dt = str(rng.choice(["uint8", "int8"]))
+        shape = rand_shape(rng)
+        lay, mf = layout_args(rng, shape)
+        s, z = rand_qparams(rng, dt)
+        attrs = {"alpha": float(rng.uniform(0.01, 0.5))} if op == "leaky_relu" else {}
+        if op != "leaky_relu":
+            so, zo = rand_qparams(rng, dt)
+            attrs.update(out_scale=so, out_zero_point=zo, torch_memory_format=mf)
+        run_everywhere(monkeypatch, tally, lambda b, v: b.op(op, v[0], **attrs),
+                       [(rand_q(rng, shape, dt), (s, z), lay)], f"{shape} {dt} {lay} {mf}")
+    tally.done(6 * MORE * len(THREADS))
+
+
+def test_conversions_fast_equal_reference(monkeypatch):
+    rng = np.random.default_rng(120)
+    tally = Tally("quantize/dequantize/requantize")
+    for i in range(6 * MORE):
+        dt, odt = [str(rng.choice(["uint8", "int8"])) for _ in range(2)]
+        shape = rand_shape(rng)
+        s, z = rand_qparams(rng, dt)
+        so, zo = rand_qparams(rng, odt, extreme=i % 3 == 2)
+        x = (rng.standard_normal(shape) * 3).astype(np.float32)
+        x.flat[:: 7] = np.float32(np.nan) if i % 2 else np.float32(np.inf)  # NaN and inf take the clamps
+        if i % 3 == 0:  # exact ties: x / scale = k + 0.5
+            x = ((rng.integers(-300, 300, size=shape) + 0.5) * np.float32(so)).astype(np.float32)
+        run_everywhere(monkeypatch, tally, lambda b, v: b.quantize(v[0], scale=so, zero_point=zo, dtype=odt),
+                       [(x, None, None)], f"quantize {shape} {odt}")
+        q = rand_q(rng, shape, dt)
+        run_everywhere(monkeypatch, tally, lambda b, v: b.dequantize(v[0]), [(q, (s, z), None)],
+                       f"dequantize {shape} {dt}")
+        run_everywhere(monkeypatch, tally,
+                       lambda b, v: b.requantize(v[0], out_scale=so, out_zero_point=zo, out_dtype=odt),
+                       [(q, (s, z), None)], f"requantize {shape} {dt}->{odt}")
+    tally.done(18 * MORE * len(THREADS) // 3)
+
+
+def test_max_pool2d_fast_equals_reference(monkeypatch):
+    rng = np.random.default_rng(130)
+    tally = Tally("max_pool2d")
+    for i in range(10 * MORE):
+        dt = str(rng.choice(["uint8", "int8"]))
+        n, c = int(rng.integers(1, 3)), int(rng.choice([1, 3, 16, 33, 64, 100]))
+        h, w = [int(v) for v in rng.integers(1, 30, size=2)]
+        kh, kw = [int(v) for v in rng.integers(1, 4, size=2)]
+        sh, sw = [int(v) for v in rng.integers(1, 3, size=2)]
+        dh, dw = [int(v) for v in rng.integers(1, 3, size=2)]
+        pad = [int(rng.integers(0, k // 2 + 1)) for k in (kh, kw, kh, kw)]
+        if (h + pad[0] + pad[2] - dh * (kh - 1) - 1) < 0 or (w + pad[1] + pad[3] - dw * (kw - 1) - 1) < 0:
+            continue
+        nhwc = i % 4 != 3
+        shape = (n, h, w, c) if nhwc else (n, c, h, w)
+        q = rand_q(rng, shape, dt)
+        run_everywhere(monkeypatch, tally,
+                       lambda b, v: b.max_pool2d(v[0], kernel=[kh, kw], strides=[sh, sw], padding=pad,
+                                                 dilation=[dh, dw], layout="NHWC" if nhwc else "NCHW"),
+                       [(q, rand_qparams(rng, dt), "NHWC" if nhwc else None)],
+                       f"{shape} k={kh}x{kw} s={sh},{sw} d={dh},{dw} pad={pad} {dt}")
+    tally.done(6 * MORE * len(THREADS))
+
+
+def test_concat_fast_equals_reference(monkeypatch):
+    rng = np.random.default_rng(140)
+    tally = Tally("concat")
+    for i in range(10 * MORE):
+        dt = str(rng.choice(["uint8", "int8"]))
+        rank = int(rng.integers(1, 5))
+        base = [int(v) for v in rng.integers(1, 7, size=rank)]
+        axis = int(rng.integers(-rank, rank))
+        lay, mf = layout_args(rng, base)
+        ins = []
+        for _ in range(int(rng.integers(1, 5))):
+            shape = list(base)
+            shape[axis] = int(rng.choice([1, 3, 8, 13, 40, 64]))
+            qp = rand_qparams(rng, dt) if i % 3 else (0.05, 7 if dt == "uint8" else -3)  # some equal to the output's
+            ins.append((rand_q(rng, tuple(shape), dt), qp, lay))
+        so, zo = (0.05, 7 if dt == "uint8" else -3) if i % 3 == 0 else rand_qparams(rng, dt)
+        run_everywhere(monkeypatch, tally,
+                       lambda b, v: b.concat(*v, axis=axis, out_scale=so, out_zero_point=zo, torch_memory_format=mf),
+                       ins, f"{[x[0].shape for x in ins]} axis={axis} {dt} {lay} {mf}")
+    tally.done(10 * MORE * len(THREADS))
+
+
+def test_adaptive_avg_pool2d_fast_equals_reference(monkeypatch):
+    rng = np.random.default_rng(150)
+    tally = Tally("adaptive_avg_pool2d")
+    for i in range(10 * MORE):
+        dt = str(rng.choice(["uint8", "int8"]))
+        n, c = int(rng.integers(1, 3)), int(rng.choice([1, 7, 8, 16, 37, 300, 2000]))
+        h, w = [int(v) for v in rng.integers(1, 20, size=2)]
+        oh, ow = int(rng.integers(1, h + 1)), int(rng.integers(1, w + 1))
+        if rng.random() < 0.5:  # a few large windows: fbgemm's FMA and quantize_val's two roundings differ more often
+            oh, ow = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+        nhwc = i % 4 != 3
+        mf = str(rng.choice(["auto", "contiguous", "channels_last"]))
+        s, z = rand_qparams(rng, dt)
+        so, zo = (s, z) if i % 3 == 0 else rand_qparams(rng, dt)  # equal parameters: both PyTorch paths
+        shape = (n, h, w, c) if nhwc else (n, c, h, w)
+        run_everywhere(monkeypatch, tally,
+                       lambda b, v: b.adaptive_avg_pool2d(v[0], output_size=[oh, ow], layout="NHWC" if nhwc else "NCHW",
+                                                          torch_memory_format=mf, out_scale=so, out_zero_point=zo),
+                       [(rand_q(rng, shape, dt), (s, z), "NHWC" if nhwc else None)],
+                       f"{shape} -> {oh}x{ow} {dt} {mf} same_q={i % 3 == 0}")
+    tally.done(10 * MORE * len(THREADS))
+
+
+def test_worker_pool_survives_fork():
+    """A forked child (a DataLoader worker, say) has none of the parent's pool threads: its runs
+    still split, on threads of its own, and give the same bytes."""
+    import mera
+
+    b = ir.Builder("t")
+    x = b.input("x", (1, 200000), "uint8", qparams=(0.1, 3))
+    with mera.build_config(target="InterpreterHw", num_threads=4):
+        runner = mera.compile(b.finish(b.add(x, x, out_scale=0.2, out_zero_point=1)), {})
+    data = (np.arange(200000) % 251).astype(np.uint8)[None]
+    want = runner(data)[0]
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 when its bytes agree
+        os._exit(0 if np.array_equal(runner(data)[0], want) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert np.array_equal(runner(data)[0], want)
