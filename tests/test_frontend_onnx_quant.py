@@ -551,7 +551,7 @@ def test_qdq_chain_becomes_a_quantized_op(case):
         assert conv["attrs"]["activation"] == ("relu" if "Relu" in case else "none")
 
 
-@pytest.mark.parametrize("opset", [13, 19, 21])
+@pytest.mark.parametrize("opset", [13, 19, 21, 25])
 def test_qdq_conv_across_opsets(opset):
     """Per-axis DequantizeLinear (opset 13 on) of the weight; the chain is the same quantized conv at every opset."""
     model = _conv_qdq([helper.make_node("Relu", ["c"], ["yf"])], out=(0.05, 0), opset=opset)

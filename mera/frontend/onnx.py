@@ -1,4 +1,4 @@
-"""Import ONNX models (opsets 11 to 21), float and quantized, into mera IR.
+"""Import ONNX models (opsets 11 to 25), float and quantized, into mera IR.
 
 ``from_onnx(path_or_model, input_shapes=None, layout="NHWC")`` returns the
 ``(mod, params)`` pair, as :func:`mera.frontend.from_pytorch` does. Under
@@ -30,11 +30,15 @@ import numpy as np
 
 from .. import ir
 from ._passes import run_passes
-from ..errors import ConfigError, FormatError, GraphError, MeraIOError, UnsupportedError
+from ..errors import ConfigError, FormatError, GraphError, MeraError, MeraIOError, UnsupportedError
 
-#: Lowest and highest default-domain opset the importer is tested with
-#: (newer opsets are accepted: the claimed ops did not change meaning).
-MIN_OPSET, MAX_OPSET = 11, 21
+#: Lowest and highest default-domain opset the importer reads: the range it is tested with (zoo
+#: exports at 11, 17 and 21; onnx's node tests of the claimed ops at their latest versions, up to 25).
+#: Others are refused: an op's meaning may differ there.
+MIN_OPSET, MAX_OPSET = 11, 25
+
+#: Versions of the other domains whose ops the importer reads (com.microsoft has had only version 1).
+DOMAIN_OPSETS = {"com.microsoft": (1, 1)}
 
 _NCHW_TO_NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
 
@@ -501,11 +505,8 @@ def _leaky_relu(ctx, node, a, x):
 
 
 def _clip_bounds(ctx: Context, a, lo=None, hi=None) -> Tuple[float, float]:
-    if ctx.opset < 11:
-        lo_v, hi_v = float(a.get("min", -math.inf)), float(a.get("max", math.inf))
-    else:
-        lo_v = -math.inf if lo is None else float(_const_input(ctx, lo, "the Clip min").reshape(-1)[0])
-        hi_v = math.inf if hi is None else float(_const_input(ctx, hi, "the Clip max").reshape(-1)[0])
+    lo_v = -math.inf if lo is None else float(_const_input(ctx, lo, "the Clip min").reshape(-1)[0])
+    hi_v = math.inf if hi is None else float(_const_input(ctx, hi, "the Clip max").reshape(-1)[0])
     if lo_v > hi_v:  # ONNX: every value becomes max
         lo_v = hi_v
     return lo_v, hi_v
@@ -630,12 +631,8 @@ def _pad(ctx, node, a, x, pads=None, value=None, axes=None):
         raise UnsupportedError(f"Pad mode '{mode}' (mera's pad is constant padding only)")
     t = ctx.tensor(x)
     r = t.rank
-    if ctx.opset < 11:
-        p = [int(v) for v in a.get("pads", [])]
-        fill = float(a.get("value", 0.0))
-    else:
-        p = _ints(_const_input(ctx, pads, "the Pad pads"))
-        fill = 0.0 if value is None else float(_const_input(ctx, value, "the Pad value").reshape(-1)[0])
+    p = _ints(_const_input(ctx, pads, "the Pad pads"))
+    fill = 0.0 if value is None else float(_const_input(ctx, value, "the Pad value").reshape(-1)[0])
     ax = list(range(r)) if axes is None else [int(v) + r if int(v) < 0 else int(v)
                                               for v in _ints(_const_input(ctx, axes, "the Pad axes"))]
     before, after = [0] * r, [0] * r
@@ -653,7 +650,7 @@ def _pad(ctx, node, a, x, pads=None, value=None, axes=None):
 def _resize(ctx, node, a, x, *rest):
     t = ctx.tensor(x)
     _check_4d(t, "Resize")
-    if node.op_type == "Upsample" or ctx.opset < 11:
+    if node.op_type == "Upsample":
         scales_in, sizes_in = (rest[0] if rest else np.array(a.get("scales", []), np.float32)), None
         ctm = "asymmetric"
         nearest_mode = "floor"
@@ -758,13 +755,10 @@ def _reduce_mean(ctx, node, a, x, axes_in=None):
 @converts("Slice")
 def _slice(ctx, node, a, x, starts=None, ends=None, axes=None, steps=None):
     t = ctx.tensor(x)
-    if ctx.opset < 10:
-        st, en, ax, sp = a["starts"], a["ends"], a.get("axes"), None
-    else:
-        st = _ints(_const_input(ctx, starts, "the Slice starts"))
-        en = _ints(_const_input(ctx, ends, "the Slice ends"))
-        ax = None if axes is None else _ints(_const_input(ctx, axes, "the Slice axes"))
-        sp = None if steps is None else _ints(_const_input(ctx, steps, "the Slice steps"))
+    st = _ints(_const_input(ctx, starts, "the Slice starts"))
+    en = _ints(_const_input(ctx, ends, "the Slice ends"))
+    ax = None if axes is None else _ints(_const_input(ctx, axes, "the Slice axes"))
+    sp = None if steps is None else _ints(_const_input(ctx, steps, "the Slice steps"))
     ax = list(range(len(st))) if ax is None else ax
     if sp is not None and any(s != 1 for s in sp):
         raise UnsupportedError(f"Slice with steps {sp} (mera's slice has step 1)")
@@ -875,7 +869,7 @@ def _describe(op_type: str, names: List[str]) -> str:
 def _load(model: Any):
     onnx = _onnx()
     if isinstance(model, onnx.ModelProto):
-        return model, "<ModelProto>"
+        return _decode_texts(model, "<ModelProto>"), "<ModelProto>"  # as given: not through the checker
     if isinstance(model, (bytes, bytearray)):
         path, data = "<bytes>", bytes(model)
     elif isinstance(model, (str, os.PathLike)):
@@ -900,14 +894,85 @@ def _load(model: Any):
             onnx.load_external_data_for_model(m, os.path.dirname(os.path.abspath(path)))
         except Exception as e:
             raise MeraIOError(f"'{path}': cannot load external tensor data: {e}") from None
+    m = _decode_texts(m, path)
+    _check(m, path)
+    return m, path
+
+
+def _check(m, path: str) -> None:
+    """onnx's checker, and a graph that computes something."""
     try:
-        onnx.checker.check_model(m)
+        _onnx().checker.check_model(m)
     except Exception as e:
         raise FormatError(f"'{path}' is not a valid ONNX model: {str(e).splitlines()[0] if str(e) else e}") \
             from None
     if not m.graph.node and not m.graph.output:
         raise FormatError(f"'{path}' is not a valid ONNX model: its graph is empty")
-    return m, path
+
+
+#: Fields holding the name of a value (an edge of the graph), where two names must not merge.
+_VALUE_NAME_FIELDS = {("NodeProto", "input"), ("NodeProto", "output"), ("ValueInfoProto", "name"),
+                      ("TensorProto", "name")}
+
+
+def _repeated(field) -> bool:
+    """Whether a protobuf field is repeated (``is_repeated`` in protobuf >= 5.28, ``label`` before)."""
+    flag = getattr(field, "is_repeated", None)
+    return bool(flag) if flag is not None else field.label == field.LABEL_REPEATED
+
+
+def _decode_texts(model, path: str):
+    """``model`` with every string field that is not valid UTF-8 decoded with replacement characters
+    (protobuf hands such fields over as bytes). A copy when anything changes; the caller's model is
+    never modified. Value names that become equal to another value's name are a FormatError."""
+    found: List[Tuple[Any, Any, int, bytes]] = []  # (message, field, index or -1, raw bytes)
+
+    def walk(msg) -> None:
+        for field, value in msg.ListFields():
+            if field.type == field.TYPE_MESSAGE:
+                for sub in (value if _repeated(field) else [value]):
+                    walk(sub)
+            elif field.type == field.TYPE_STRING:
+                if _repeated(field):
+                    found.extend((msg, field, i, v) for i, v in enumerate(value) if isinstance(v, bytes))
+                elif isinstance(value, bytes):
+                    found.append((msg, field, -1, value))
+
+    walk(model)
+    if not found:
+        return model
+    # Replace in a copy: re-walk the copy in the same order, so the i-th finding matches.
+    copy = type(model)()
+    copy.CopyFrom(model)
+    found.clear()
+    walk(copy)
+    merged: Dict[str, set] = {}
+    for msg, field, i, raw in found:
+        text = raw.decode("utf-8", "replace")
+        if (msg.DESCRIPTOR.name, field.name) in _VALUE_NAME_FIELDS:
+            merged.setdefault(text, set()).add(raw)
+        if i < 0:
+            setattr(msg, field.name, text)
+        else:
+            getattr(msg, field.name)[i] = text
+    if merged:
+        valid = set()
+
+        def value_names(msg) -> None:
+            for field, value in msg.ListFields():
+                if field.type == field.TYPE_MESSAGE:
+                    for sub in (value if _repeated(field) else [value]):
+                        value_names(sub)
+                elif (msg.DESCRIPTOR.name, field.name) in _VALUE_NAME_FIELDS:
+                    valid.update(v for v in (value if _repeated(field) else [value])
+                                 if isinstance(v, str))
+
+        value_names(model)  # the names that were valid UTF-8 from the start
+        for text, raws in merged.items():
+            if len(raws) > 1 or text in valid:
+                raise FormatError(f"'{path}': value names that are not valid UTF-8 ({sorted(raws)[0]!r}, ...) "
+                                  f"cannot be told apart from other names once decoded ({text!r})")
+    return copy
 
 
 def _parse_input_shapes(input_shapes) -> Dict[str, Tuple[int, ...]]:
@@ -926,6 +991,30 @@ def _parse_input_shapes(input_shapes) -> Dict[str, Tuple[int, ...]]:
     return out
 
 
+def _check_opsets(model, path: str) -> int:
+    """The default-domain opset of ``model``, refused outside MIN_OPSET..MAX_OPSET; the versions of
+    other domains whose ops mera reads (DOMAIN_OPSETS) are checked too. Other domains are accepted
+    here: their nodes, if any, are reported as unsupported, each by name."""
+    opset = None
+    for o in model.opset_import:
+        domain = o.domain if o.domain != "ai.onnx" else ""
+        if domain == "":
+            opset = o.version
+            if not MIN_OPSET <= opset <= MAX_OPSET:
+                raise UnsupportedError(f"'{path}': default-domain opset {opset} is not supported (mera imports "
+                                       f"opsets {MIN_OPSET} to {MAX_OPSET}; re-export the model with an opset "
+                                       "in that range)")
+        elif domain in DOMAIN_OPSETS:
+            lo, hi = DOMAIN_OPSETS[domain]
+            if not lo <= o.version <= hi:
+                raise UnsupportedError(f"'{path}': opset {o.version} of domain '{domain}' is not supported "
+                                       f"(mera reads its version{'s' if lo != hi else ''} "
+                                       f"{lo if lo == hi else f'{lo} to {hi}'})")
+    if opset is None:
+        raise FormatError(f"'{path}': the model imports no version of the default ONNX domain")
+    return opset
+
+
 class _Importer:
     def __init__(self, model, path: str, input_shapes, layout: str):
         self.m = model
@@ -933,12 +1022,7 @@ class _Importer:
         self.layout = layout
         self.shapes = _parse_input_shapes(input_shapes)
         g = model.graph
-        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-        if self.opset is None:
-            raise FormatError(f"'{path}': the model imports no version of the default ONNX domain")
-        if self.opset < 7:
-            raise UnsupportedError(f"'{path}': opset {self.opset} is not supported (mera imports opsets "
-                                   f"{MIN_OPSET} to {MAX_OPSET})")
+        self.opset = _check_opsets(model, path)
         consumers: Dict[str, List[Any]] = {}
         # one wrapper object per node, kept alive: nodes are keyed by id() below
         self.nodes = list(g.node)
@@ -1032,6 +1116,13 @@ class _Importer:
                 ctx.qout = None
                 self._poison(node)
                 continue
+            except MeraError:
+                raise
+            except (LookupError, ValueError, TypeError, AttributeError, ArithmeticError) as e:
+                # a node the converter cannot read (a missing input or attribute, one of the wrong type
+                # or size), in a model the checker let through or that was passed as a ModelProto
+                raise FormatError(f"'{self.path}': node '{label}' ({node.op_type}) is malformed: "
+                                  f"{type(e).__name__}: {e}") from e
             self.env[node.output[0]] = out
         if found:
             n_nodes = sum(len(v) for v in found.values())
