@@ -20,12 +20,15 @@ writes three files into ``output_dir``:
     what humans and the loader read: target, platform, inputs, outputs, sizes,
     checksums, versions.
 
-They are written in that order, each to a temporary name in ``output_dir``
-renamed into place, after everything that can fail (scheduling, compiling):
-an interrupted or failed build leaves the previous files as they were, and
-nothing else in ``output_dir`` (``input0.bin``, ``ref_result_0.bin``, ...) is
-touched. Run the directory with ``apps/inference`` or
-:func:`mera.load_runtime_module`.
+A build is a transaction (:mod:`mera._deploy_dir`): the files are written
+into a staging directory beside ``output_dir`` and swapped in with one atomic
+rename after everything that can fail (scheduling, compiling, linking). An
+interrupted or failed build leaves the previous complete directory; a loader
+sees either it or the new one, never a mix, and no file is rewritten in place
+(a loaded module may have deploy.params mapped). Nothing else in
+``output_dir`` (``input0.bin``, ``ref_result_0.bin``, ...) is touched, and
+the next build deletes what an interrupted one left behind. Run the
+directory with ``apps/inference`` or :func:`mera.load_runtime_module`.
 
 The C runtime is compiled once into a static archive and cached per host
 arch, compiler (path and version), flags and the hash of every C source, in
@@ -50,7 +53,7 @@ import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from . import _core, _sources
-from ._fileio import atomic_write_bytes
+from ._deploy_dir import DeployTransaction, DirLock
 from .config import require_build_config, simulator_options
 from .errors import ConfigError, MeraError, MeraIOError
 from .ir import Module
@@ -78,8 +81,6 @@ _HOST_ARCH_ALIASES = {"x86": "x86", "x86_64": "x86", "amd64": "x86", "arm": "arm
 
 #: aux_config keys MERA's build accepted.
 AUX_CONFIG_KEYS = ("weight_layout", "prequantize_input", "with_clip_pattern", "with_fc_pattern", "insert_downsample")
-
-DEPLOY_FILES = ("deploy.so", "deploy.params", "deploy.json")
 
 
 def _log(msg: str) -> None:
@@ -198,15 +199,46 @@ def runtime_archive(tc: Toolchain, log: bool = True) -> Tuple[str, bool]:
     key_src = json.dumps({"host_arch": tc.host_arch, "cc": tc.cc, "cc_version": tc.version, "ar": tc.ar,
                           "flags": RUNTIME_CFLAGS, "sources": _sources_hash(root), "layout": 1}, sort_keys=True)
     key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
-    dest_dir = os.path.join(cache_dir(), "runtime", f"{tc.host_arch}-{key}")
+    runtimes = os.path.join(cache_dir(), "runtime")
+    dest_dir = os.path.join(runtimes, f"{tc.host_arch}-{key}")
     dest = os.path.join(dest_dir, "libmera_rt.a")
     if os.path.isfile(dest):
+        with DirLock(runtimes, blocking=False) as lock:  # free: nobody is building, clean up
+            if lock.held:
+                _remove_partial_archives(runtimes)
         return dest, True
     try:
-        os.makedirs(dest_dir, exist_ok=True)
+        os.makedirs(runtimes, exist_ok=True)
     except OSError as e:
-        raise MeraIOError(f"cannot create the cache directory '{dest_dir}': {e.strerror} "
+        raise MeraIOError(f"cannot create the cache directory '{runtimes}': {e.strerror} "
                           "(set MERA_CACHE_DIR to a writable folder)") from None
+    with DirLock(runtimes):  # one build of the archive at a time; the others then find it cached
+        if os.path.isfile(dest):
+            return dest, True
+        _remove_partial_archives(runtimes)
+        try:
+            os.makedirs(dest_dir, exist_ok=True)
+        except OSError as e:
+            raise MeraIOError(f"cannot create the cache directory '{dest_dir}': {e.strerror} "
+                              "(set MERA_CACHE_DIR to a writable folder)") from None
+        _build_archive(tc, root, dest_dir, dest, log)
+    return dest, False
+
+
+def _remove_partial_archives(runtimes: str) -> None:
+    """Delete what interrupted archive builds left in the cache (call with its lock held): work
+    folders ``.build-*`` and archive folders without an archive."""
+    for d in os.scandir(runtimes):
+        if not d.is_dir(follow_symlinks=False):
+            continue
+        for w in os.scandir(d.path):
+            if w.name.startswith(".build-") and w.is_dir(follow_symlinks=False):
+                shutil.rmtree(w.path, ignore_errors=True)
+        if not os.path.isfile(os.path.join(d.path, "libmera_rt.a")):
+            shutil.rmtree(d.path, ignore_errors=True)
+
+
+def _build_archive(tc: Toolchain, root: str, dest_dir: str, dest: str, log: bool) -> None:
     sources = runtime_sources(root)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=".build-", dir=dest_dir) as work:
@@ -227,7 +259,6 @@ def runtime_archive(tc: Toolchain, log: bool = True) -> Tuple[str, bool]:
     if log:
         _log(f"mera.build: compiled the C runtime for {tc.host_arch} ({len(sources)} files, {tc!r}) in "
              f"{time.perf_counter() - t0:.1f} s; cached in {dest_dir}")
-    return dest, False
 
 
 # ---- deploy.so ---------------------------------------------------------------------------------
@@ -252,10 +283,12 @@ def entry_source(model_id: str) -> str:
     return ENTRY_TEMPLATE.format(model_id=model_id)
 
 
-def link_deploy_so(tc: Toolchain, archive: str, model_id: str, out_path: str) -> None:
-    """Compile the entry file for ``model_id`` and link it with ``archive`` into ``out_path``."""
+def link_deploy_so(tc: Toolchain, archive: str, model_id: str, out_path: str,
+                   work_dir: Optional[str] = None) -> None:
+    """Compile the entry file for ``model_id`` and link it with ``archive`` into ``out_path``
+    (intermediate files in a temporary folder in ``work_dir``, default the system temp folder)."""
     root = csrc_dir()
-    with tempfile.TemporaryDirectory(prefix="mera-build-") as work:
+    with tempfile.TemporaryDirectory(prefix="mera-link-", dir=work_dir) as work:
         src = os.path.join(work, "deploy_entry.c")
         obj = os.path.join(work, "deploy_entry.o")
         vs = os.path.join(work, "exports.map")
@@ -369,44 +402,20 @@ def build(mod: Module, params: Optional[Mapping[str, Any]] = None, host_arch: st
         _log_schedule(info, t_prepare)
 
     archive, cached = runtime_archive(tc)
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="mera-link-") as work:
-        so_tmp = os.path.join(work, "deploy.so")
-        link_deploy_so(tc, archive, model_id, so_tmp)
-        with open(so_tmp, "rb") as f:
-            so_bytes = f.read()
-    t_link = time.perf_counter() - t0
-    _log(f"mera.build: deploy.so linked in {t_link:.2f} s (runtime archive {'cached' if cached else 'built'})")
-
-    # Everything that can fail has run: replace the three files, data last.
-    if output_dir is None:
-        output_dir = tempfile.mkdtemp(prefix="mera_deploy_")
-        _log(f"mera.build: output_dir {output_dir}")
-    lib_path = os.path.abspath(os.path.join(output_dir, "deploy.so"))
-    umask = _umask()
-    atomic_write_bytes(lib_path, so_bytes)
-    _chmod(lib_path, 0o777 & ~umask)
-    for name, data in (("deploy.params", params_bytes), ("deploy.json", json_str.encode())):
-        path = os.path.join(output_dir, name)
-        atomic_write_bytes(path, data)
-        _chmod(path, 0o666 & ~umask)
-    _log(f"mera.build: wrote deploy.so ({_mib(len(so_bytes))}), deploy.params ({_mib(len(params_bytes))}), "
+    # The transaction: link and write into a staging directory, then swap it in whole.
+    with DeployTransaction(output_dir, log=_log) as tx:
+        t0 = time.perf_counter()
+        link_deploy_so(tc, archive, model_id, tx.path("deploy.so"), tx.staging)
+        _log(f"mera.build: deploy.so linked in {time.perf_counter() - t0:.2f} s "
+             f"(runtime archive {'cached' if cached else 'built'})")
+        so_bytes = os.path.getsize(tx.path("deploy.so"))
+        tx.write("deploy.params", params_bytes)
+        tx.write("deploy.json", json_str.encode())
+        final_dir = tx.commit()
+    lib_path = os.path.abspath(os.path.join(output_dir if output_dir is not None else final_dir, "deploy.so"))
+    _log(f"mera.build: wrote deploy.so ({_mib(so_bytes)}), deploy.params ({_mib(len(params_bytes))}), "
          f"deploy.json; model id {model_id}; {time.perf_counter() - t_start:.1f} s in all")
     return json_str, params_bytes, lib_path
-
-
-def _chmod(path: str, mode: int) -> None:
-    """The permissions of a file made as usual (atomic_write_bytes' temporary files are 0600)."""
-    try:
-        os.chmod(path, mode)
-    except OSError:
-        pass
-
-
-def _umask() -> int:
-    m = os.umask(0)
-    os.umask(m)
-    return m
 
 
 def _log_schedule(info: Dict[str, Any], seconds: float) -> None:
