@@ -461,11 +461,14 @@ def test_names_that_are_not_utf8_are_decoded_with_replacement():
         from_onnx(data)
 
 
-@pytest.mark.parametrize("opset", [7, 10, 26, 99])
+@pytest.mark.parametrize("opset", [7, 10, 29, 99])
 def test_opsets_outside_the_range_are_refused(opset):
-    with pytest.raises(mera.UnsupportedError, match=f"opset {opset} is not supported.*opsets 11 to 25"):
+    with pytest.raises(mera.UnsupportedError, match=f"opset {opset} is not supported.*opsets 11 to 28"):
         from_onnx(_relu_model(opsets=(("", opset),)))
-    assert (mera.frontend.onnx.MIN_OPSET, mera.frontend.onnx.MAX_OPSET) == (11, 25)
+    assert (mera.frontend.onnx.MIN_OPSET, mera.frontend.onnx.MAX_OPSET) == (11, 28)
+    for opset in (11, 28):
+        mod, _ = from_onnx(_relu_model(opsets=(("", opset),)), layout="NCHW")
+        assert [n["op"] for n in mod.nodes()] == ["relu"]
 
 
 def test_other_domains():
@@ -477,3 +480,25 @@ def test_other_domains():
     assert [n["op"] for n in mod.nodes()] == ["relu"]
     with pytest.raises(mera.FormatError, match="imports no version of the default ONNX domain"):
         from_onnx(_relu_model(opsets=(("com.example", 1),)))
+
+
+def test_malformed_models_passed_as_modelproto_are_format_errors():
+    """A ModelProto is imported as given (not through onnx's checker): its defects are MeraErrors."""
+    def broken(edit):
+        m = _relu_model()
+        edit(m)
+        return m
+    cases = {
+        "graph output 'nowhere' is neither an input nor computed": lambda m: setattr(m.graph.output[0], "name",
+                                                                                      "nowhere"),
+        "node 'relu' \\(Relu\\) has no output": lambda m: m.graph.node[0].ClearField("output"),
+        "initializer 'w': its data cannot be read": lambda m: m.graph.initializer.append(
+            TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2], raw_data=b"\0\0\0\0")),
+        "element type 127 \\(not an ONNX type\\)": lambda m: setattr(m.graph.input[0].type.tensor_type,
+                                                                   "elem_type", 127),
+        "embedded null character": lambda m: (setattr(m.graph.input[0], "name", "x\0y"),
+                                              m.graph.node[0].input.__setitem__(0, "x\0y")),
+    }
+    for message, edit in cases.items():
+        with pytest.raises(mera.MeraError, match=message):
+            from_onnx(broken(edit))

@@ -1,4 +1,4 @@
-"""Import ONNX models (opsets 11 to 25), float and quantized, into mera IR.
+"""Import ONNX models (opsets 11 to 28), float and quantized, into mera IR.
 
 ``from_onnx(path_or_model, input_shapes=None, layout="NHWC")`` returns the
 ``(mod, params)`` pair, as :func:`mera.frontend.from_pytorch` does. Under
@@ -32,10 +32,11 @@ from .. import ir
 from ._passes import run_passes
 from ..errors import ConfigError, FormatError, GraphError, MeraError, MeraIOError, UnsupportedError
 
-#: Lowest and highest default-domain opset the importer reads: the range it is tested with (zoo
-#: exports at 11, 17 and 21; onnx's node tests of the claimed ops at their latest versions, up to 25).
-#: Others are refused: an op's meaning may differ there.
-MIN_OPSET, MAX_OPSET = 11, 25
+#: Lowest and highest default-domain opset the importer reads, the range it is tested over: zoo
+#: exports at 11, 17 and 21, and onnx 1.23's node tests, which cover the latest version (up to
+#: opset 28, onnx 1.23's newest) of every op that has them. Others are refused: an op's meaning
+#: may differ there (older attribute forms below 11, versions no test has seen above 28).
+MIN_OPSET, MAX_OPSET = 11, 28
 
 #: Versions of the other domains whose ops the importer reads (com.microsoft has had only version 1).
 DOMAIN_OPSETS = {"com.microsoft": (1, 1)}
@@ -195,6 +196,24 @@ def _op_info(op: str) -> Dict[str, Any]:
     return _OP_INFO[op]
 
 
+def _dtype_name(elem_type: int) -> str:
+    """The name of an ONNX element type, also for a number no version of ONNX defines."""
+    try:
+        return _onnx().TensorProto.DataType.Name(elem_type)
+    except ValueError:
+        return f"{elem_type} (not an ONNX type)"
+
+
+def _tensor_data(t, what: str) -> np.ndarray:
+    """A TensorProto's data; a FormatError naming ``what`` when it is inconsistent (size, type)."""
+    try:
+        return _onnx().numpy_helper.to_array(t)
+    except MeraError:
+        raise
+    except Exception as e:  # noqa: BLE001 - onnx raises ValueError, TypeError, KeyError, ... here
+        raise FormatError(f"{what}: its data cannot be read: {type(e).__name__}: {e}") from None
+
+
 def _attrs(node) -> Dict[str, Any]:
     onnx = _onnx()
     out = {}
@@ -205,7 +224,7 @@ def _attrs(node) -> Dict[str, Any]:
         elif isinstance(v, list):
             v = [e.decode("utf-8", "replace") if isinstance(e, bytes) else e for e in v]
         elif a.type == onnx.AttributeProto.TENSOR:
-            v = onnx.numpy_helper.to_array(v)
+            v = _tensor_data(v, f"attribute '{a.name}'")
         out[a.name] = v
     return out
 
@@ -1039,7 +1058,7 @@ class _Importer:
         onnx = _onnx()
         g = self.m.graph
         for init in g.initializer:
-            self.env[init.name] = onnx.numpy_helper.to_array(init)
+            self.env[init.name] = _tensor_data(init, f"'{self.path}': initializer '{init.name}'")
         for init in g.sparse_initializer:  # pragma: no cover - rare
             raise UnsupportedError(f"sparse initializer '{init.values.name}'")
         real = [i for i in g.input if i.name not in self.env]
@@ -1058,7 +1077,7 @@ class _Importer:
                 qparams = _onnx_quant.input_qparams(self.ctx, vi.name, dtype)
             elif tt.elem_type != onnx.TensorProto.FLOAT:
                 raise UnsupportedError(f"input '{vi.name}' has element type "
-                                       f"{onnx.TensorProto.DataType.Name(tt.elem_type)}; mera imports float32 "
+                                       f"{_dtype_name(tt.elem_type)}; mera imports float32 "
                                        "inputs, and uint8/int8 inputs that DequantizeLinear or QLinear nodes read")
             model_shape = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
             if vi.name in self.shapes:
@@ -1107,6 +1126,8 @@ class _Importer:
             if any(v is _POISON for v in ins):
                 self._poison(node)
                 continue
+            if not node.output or not node.output[0]:
+                raise FormatError(f"'{self.path}': node '{label}' ({node.op_type}) has no output")
             ctx.node, ctx.node_label = node, label
             try:
                 a = _attrs(node)
@@ -1132,6 +1153,8 @@ class _Importer:
                 + "\n".join(_describe(k, v) for k, v in found.items()))
         outs = []
         for o in self.m.graph.output:
+            if o.name not in self.env:
+                raise FormatError(f"'{self.path}': graph output '{o.name}' is neither an input nor computed by a node")
             v = _onnx_quant.resolve(ctx, self.env[o.name])
             if not isinstance(v, Tensor):
                 raise UnsupportedError(f"'{self.path}': output '{o.name}' is a constant; mera graphs compute "
