@@ -306,7 +306,7 @@ def link_deploy_so(tc: Toolchain, archive: str, model_id: str, out_path: str,
 # ---- mera.build --------------------------------------------------------------------------------
 
 def _check_layout(mod: Module, layout: str) -> None:
-    if layout not in ("NCHW", "NHWC"):
+    if not isinstance(layout, str) or layout not in ("NCHW", "NHWC"):
         raise ConfigError(f"build: layout must be 'NCHW' or 'NHWC', got {layout!r}")
     for i in mod.inputs:
         lay = i.get("layout")
@@ -317,7 +317,7 @@ def _check_layout(mod: Module, layout: str) -> None:
 
 
 def _check_aux_config(aux_config: Optional[Mapping[str, Any]]) -> None:
-    if not aux_config:
+    if aux_config is None:
         return
     if not isinstance(aux_config, Mapping):
         raise ConfigError(f"build: aux_config must be a dict, got {type(aux_config).__name__}")
@@ -371,11 +371,14 @@ def build(mod: Module, params: Optional[Mapping[str, Any]] = None, host_arch: st
     target = cfg.target
     tc = toolchain(host_arch)  # fail early, before the long part, on a missing compiler
     if output_dir is not None:
+        if not isinstance(output_dir, (str, os.PathLike)):
+            raise ConfigError(f"build: output_dir must be a path, got {type(output_dir).__name__}")
         output_dir = os.fspath(output_dir)
         try:
             os.makedirs(output_dir, exist_ok=True)
-        except OSError as e:
-            raise MeraIOError(f"cannot create output_dir '{output_dir}': {e.strerror}") from None
+        except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+            raise MeraIOError(f"cannot create output_dir {output_dir!r}: {getattr(e, 'strerror', None) or e}") \
+                from None
         if not os.access(output_dir, os.W_OK):
             raise MeraIOError(f"output_dir '{output_dir}' is not writable")
 

@@ -46,6 +46,13 @@ def _arguments_of(what: str):
         raise GraphError(f"{what}: {e}") from None
 
 
+def _path_argument(path: Any, what: str) -> str:
+    """A file path (an int would be taken by open() as a file descriptor)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise MeraIOError(f"{what}: expected a path (str or os.PathLike), got {type(path).__name__}")
+    return os.fspath(path)
+
+
 def op_info(op: str) -> Dict[str, Any]:
     """Describe an op: its inputs, attributes (kind, default, choices) and doc."""
     with _arguments_of("op_info"):
@@ -213,7 +220,12 @@ class Builder:
 
     def finish(self, outputs: Union[Value, Sequence[Value]]) -> "Module":
         """Mark the graph's outputs and return the finished :class:`Module`."""
-        outs = [outputs] if isinstance(outputs, Value) else list(outputs)
+        if isinstance(outputs, Value):
+            outs = [outputs]
+        elif isinstance(outputs, (list, tuple)):
+            outs = list(outputs)
+        else:
+            raise GraphError(f"finish: outputs must be a Value or a list of Values, got {type(outputs).__name__}")
         for o in outs:
             if not isinstance(o, Value) or o._graph is not self._g:
                 raise GraphError(f"output {o!r} is not a value of graph '{self._g.name}'")
@@ -287,15 +299,16 @@ class Module:
 
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Write the binary form to ``path`` (atomically: never half-written)."""
-        atomic_write_bytes(path, self.serialize())
+        atomic_write_bytes(_path_argument(path, "Module.save"), self.serialize())
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "Module":
+        path = _path_argument(path, "Module.load")
         try:
             with open(path, "rb") as f:
                 data = f.read()
-        except OSError as e:
-            raise MeraIOError(f"cannot read IR file '{path}': {e.strerror}") from e
+        except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+            raise MeraIOError(f"cannot read IR file {path!r}: {getattr(e, 'strerror', None) or e}") from None
         try:
             return cls.deserialize(data)
         except MeraError as e:

@@ -230,7 +230,7 @@ class Quantizer:
 
     def __init__(self, model_or_mod_params: Any, input_shape: Any = None, layout: str = "NHWC",
                  config: Optional[Mapping[str, Any]] = None):
-        if layout not in ("NCHW", "NHWC"):
+        if not isinstance(layout, str) or layout not in ("NCHW", "NHWC"):
             raise ConfigError(f"Quantizer: layout must be 'NCHW' or 'NHWC', got {layout!r}")
         self.config = _merge_config(config)
         self.layout = layout

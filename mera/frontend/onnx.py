@@ -997,7 +997,12 @@ def _decode_texts(model, path: str):
 def _parse_input_shapes(input_shapes) -> Dict[str, Tuple[int, ...]]:
     if input_shapes is None:
         return {}
-    items = list(input_shapes.items()) if isinstance(input_shapes, dict) else list(input_shapes)
+    if isinstance(input_shapes, dict):
+        items = list(input_shapes.items())
+    elif isinstance(input_shapes, (list, tuple)):
+        items = list(input_shapes)
+    else:
+        raise ConfigError(f"input_shapes must be a list of (name, shape) or a dict, got {type(input_shapes).__name__}")
     out = {}
     for i, item in enumerate(items):
         try:
@@ -1215,7 +1220,7 @@ def from_onnx(path_or_model: Any, input_shapes: Any = None, layout: str = "NHWC"
     mera.MeraIOError
         The file cannot be read.
     """
-    if layout not in ("NCHW", "NHWC"):
+    if not isinstance(layout, str) or layout not in ("NCHW", "NHWC"):
         raise ConfigError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
     model, path = _load(path_or_model)
     mod, params = _Importer(model, path, input_shapes, layout).run()
