@@ -183,8 +183,8 @@ class DeployTransaction:
             return ""
         if d == self.parent:
             return f"'{d}' is the root directory"
-        if not os.access(self.parent, os.W_OK | os.X_OK):
-            return f"its parent '{self.parent}' is not writable"
+        if not os.access(self.parent, os.R_OK | os.W_OK | os.X_OK):
+            return f"its parent '{self.parent}' is not readable and writable"
         try:
             if os.stat(self.parent).st_dev != os.stat(d).st_dev:
                 return f"'{d}' is a mount point"

@@ -411,12 +411,12 @@ def build(mod: Module, params: Optional[Mapping[str, Any]] = None, host_arch: st
         link_deploy_so(tc, archive, model_id, tx.path("deploy.so"), tx.staging)
         _log(f"mera.build: deploy.so linked in {time.perf_counter() - t0:.2f} s "
              f"(runtime archive {'cached' if cached else 'built'})")
-        so_bytes = os.path.getsize(tx.path("deploy.so"))
+        so_size = os.path.getsize(tx.path("deploy.so"))
         tx.write("deploy.params", params_bytes)
         tx.write("deploy.json", json_str.encode())
         final_dir = tx.commit()
     lib_path = os.path.abspath(os.path.join(output_dir if output_dir is not None else final_dir, "deploy.so"))
-    _log(f"mera.build: wrote deploy.so ({_mib(so_bytes)}), deploy.params ({_mib(len(params_bytes))}), "
+    _log(f"mera.build: wrote deploy.so ({_mib(so_size)}), deploy.params ({_mib(len(params_bytes))}), "
          f"deploy.json; model id {model_id}; {time.perf_counter() - t_start:.1f} s in all")
     return json_str, params_bytes, lib_path
 

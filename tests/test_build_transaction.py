@@ -178,3 +178,26 @@ def test_swap_keeps_the_directory_mode_and_a_symlinked_output_dir(deploy_dir, tm
     assert child.held_variant(str(link), SEEDS).startswith(f"seed {SEEDS[1]} ")
     with open(os.path.join(deploy_dir, "deploy.json")) as f:
         assert json.load(f)["target"] == "Interpreter"
+
+
+def test_concurrent_builds_into_one_directory(deploy_dir):
+    """Builds serialize on the parent's lock: each completes, the last one's directory stays whole."""
+    import threading
+    errors = []
+
+    def one(seed):
+        mod, params = child.variant(seed)
+        try:
+            with mera.build_config(target="Interpreter"):
+                mera.build(mod, params, output_dir=deploy_dir)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=one, args=(s,)) for s in SEEDS * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert child.held_variant(deploy_dir, SEEDS).split()[0] == "seed"
+    assert leftovers(os.path.dirname(deploy_dir), deploy_dir) == []
+    assert sorted(os.listdir(deploy_dir)) == ["deploy.json", "deploy.params", "deploy.so", "input0.bin", "sub"]
