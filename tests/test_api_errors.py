@@ -93,3 +93,24 @@ def test_bad_paths_are_io_errors(tmp_path):
             mera.build(mod, {}, output_dir=3)
     with pytest.raises(mera.GraphError, match="input 'a\\\\x00b'"):
         ir.Builder("g").input("a\0b", (1,))
+
+
+def test_random_bad_quantizer_arguments_raise_mera_errors():
+    rng = random.Random(7)
+    arrays = [np.zeros((1, 4, 4, 3), np.float32), np.full((1, 4, 4, 3), np.nan, np.float32),
+              np.zeros((2, 4, 4, 3), np.float64)]
+    junk = lambda: rng.choice(JUNK + arrays)  # noqa: E731
+    b = ir.Builder("q")
+    x = b.input("x", (1, 4, 4, 3), layout="NHWC")
+    w = b.param("w", np.random.default_rng(0).standard_normal((2, 3, 1, 1)).astype(np.float32))
+    mod, params = b.finish(b.conv2d(x, w, None, layout="NHWC")), dict(b.params)
+    esc = Escapes()
+    for _ in range(40):
+        esc.call("Quantizer", lambda: mera.Quantizer((mod, params), junk(), layout=rng.choice(["NHWC", junk()]),
+                                                     config=junk()))
+        q = mera.Quantizer((mod, params))
+        esc.call("calibrate", lambda: q.calibrate([junk() for _ in range(rng.randint(0, 2))], progress=junk()))
+        esc.call("calibrate data", lambda: q.calibrate(junk(), progress=False))
+        esc.call("quantize", q.quantize)
+        esc.call("measure_quantization_quality", lambda: q.measure_quantization_quality([junk()], target=junk()))
+    assert esc.found == [], "\n".join(sorted(set(esc.found)))
