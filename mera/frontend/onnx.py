@@ -940,31 +940,42 @@ def _repeated(field) -> bool:
     return bool(flag) if flag is not None else field.label == field.LABEL_REPEATED
 
 
+_TEXT_LAYOUT: Dict[str, Tuple[list, list]] = {}  # message type -> (its message fields, its string fields)
+
+
+def _text_fields(msg):
+    """Every string field of ``msg`` and of its sub-messages: (message, field, index or -1, value).
+    Only string and message fields are read (not the tensors' data)."""
+    d = msg.DESCRIPTOR
+    if d.full_name not in _TEXT_LAYOUT:
+        _TEXT_LAYOUT[d.full_name] = ([f for f in d.fields if f.type == f.TYPE_MESSAGE],
+                                     [f for f in d.fields if f.type == f.TYPE_STRING])
+    messages, texts = _TEXT_LAYOUT[d.full_name]
+    for f in texts:
+        if _repeated(f):
+            for i, v in enumerate(getattr(msg, f.name)):
+                yield msg, f, i, v
+        else:
+            v = getattr(msg, f.name)
+            if v:
+                yield msg, f, -1, v
+    for f in messages:
+        if _repeated(f):
+            for sub in getattr(msg, f.name):
+                yield from _text_fields(sub)
+        elif msg.HasField(f.name):
+            yield from _text_fields(getattr(msg, f.name))
+
+
 def _decode_texts(model, path: str):
     """``model`` with every string field that is not valid UTF-8 decoded with replacement characters
     (protobuf hands such fields over as bytes). A copy when anything changes; the caller's model is
     never modified. Value names that become equal to another value's name are a FormatError."""
-    found: List[Tuple[Any, Any, int, bytes]] = []  # (message, field, index or -1, raw bytes)
-
-    def walk(msg) -> None:
-        for field, value in msg.ListFields():
-            if field.type == field.TYPE_MESSAGE:
-                for sub in (value if _repeated(field) else [value]):
-                    walk(sub)
-            elif field.type == field.TYPE_STRING:
-                if _repeated(field):
-                    found.extend((msg, field, i, v) for i, v in enumerate(value) if isinstance(v, bytes))
-                elif isinstance(value, bytes):
-                    found.append((msg, field, -1, value))
-
-    walk(model)
-    if not found:
+    if not any(isinstance(v, bytes) for _, _, _, v in _text_fields(model)):
         return model
-    # Replace in a copy: re-walk the copy in the same order, so the i-th finding matches.
     copy = type(model)()
     copy.CopyFrom(model)
-    found.clear()
-    walk(copy)
+    found = [(m, f, i, v) for m, f, i, v in _text_fields(copy) if isinstance(v, bytes)]
     merged: Dict[str, set] = {}
     for msg, field, i, raw in found:
         text = raw.decode("utf-8", "replace")
@@ -975,18 +986,8 @@ def _decode_texts(model, path: str):
         else:
             getattr(msg, field.name)[i] = text
     if merged:
-        valid = set()
-
-        def value_names(msg) -> None:
-            for field, value in msg.ListFields():
-                if field.type == field.TYPE_MESSAGE:
-                    for sub in (value if _repeated(field) else [value]):
-                        value_names(sub)
-                elif (msg.DESCRIPTOR.name, field.name) in _VALUE_NAME_FIELDS:
-                    valid.update(v for v in (value if _repeated(field) else [value])
-                                 if isinstance(v, str))
-
-        value_names(model)  # the names that were valid UTF-8 from the start
+        valid = {v for m, f, _, v in _text_fields(model)  # the names that were valid UTF-8 from the start
+                 if isinstance(v, str) and (m.DESCRIPTOR.name, f.name) in _VALUE_NAME_FIELDS}
         for text, raws in merged.items():
             if len(raws) > 1 or text in valid:
                 raise FormatError(f"'{path}': value names that are not valid UTF-8 ({sorted(raws)[0]!r}, ...) "
