@@ -3,9 +3,10 @@
     python build_transaction_child.py build OUT SEED
         build variant SEED into OUT; prints "building" when mera is imported
     python build_transaction_child.py steps OUT SEED... < kill plan
-        one forked child per line of the plan on stdin ("STEP SIGNAL": kill itself with SIGNAL,
-        "KILL" or "INT", at the STEP-th line the transaction code runs; STEP 0: run to the end and
-        print the lines it ran), each building the variant the directory does not hold; after each,
+        one forked child per line of the plan on stdin ("LINE HOW": kill itself (HOW "KILL") or
+        raise KeyboardInterrupt ("INT") when the transaction code (mera/_deploy_dir.py) first runs
+        LINE, "function:lineno"; LINE "end": run to the end and print the lines it ran), each
+        building the variant the directory does not hold; after each,
         a forked checker loads OUT and prints which variant it holds. Forked children keep this
         process free of mera's threads, so forking is safe.
 """
@@ -72,16 +73,17 @@ def in_child(fn):
     return os.waitpid(pid, 0)[1]
 
 
-def build_killed_at(out, seed, step, how):
-    """Build, with a tracer that kills this process (or raises KeyboardInterrupt) at the step-th line
-    run in mera/_deploy_dir.py; step 0 prints every line run instead."""
+def build_killed_at(out, seed, at, how):
+    """Build, with a tracer that kills this process (or raises KeyboardInterrupt) when the line ``at``
+    ("function:lineno") of mera/_deploy_dir.py first runs; ``at`` "end" prints every line run instead."""
     target_file = deploy_dir_mod.__file__
     lines = []
 
     def local(frame, event, arg):
         if event == "line":
             lines.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
-            if len(lines) == step:
+            if lines[-1] == at:
+                print(f"AT {at}", flush=True)
                 if how == "KILL":
                     os.kill(os.getpid(), signal.SIGKILL)
                 raise KeyboardInterrupt
@@ -95,7 +97,7 @@ def build_killed_at(out, seed, step, how):
         build(out, seed)
     finally:
         sys.settrace(None)
-    if step == 0:
+    if at == "end":
         print("LINES " + " ".join(lines), flush=True)
 
 
@@ -116,13 +118,13 @@ def held_in_child(out, seeds):
 
 def steps(out, seeds):
     for line in sys.stdin:
-        step, how = line.split()
+        at, how = line.split()
         held = held_in_child(out, seeds)
         seed = seeds[1] if held.startswith(f"seed {seeds[0]} ") else seeds[0]
         sys.stdout.flush()
-        status = in_child(lambda: build_killed_at(out, seed, int(step), how))
+        status = in_child(lambda: build_killed_at(out, seed, at, how))
         ended = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit {os.WEXITSTATUS(status)}"
-        print(f"STEP {step} {how} seed {seed} -> {ended}; HELD {held_in_child(out, seeds)}", flush=True)
+        print(f"STEP {at} {how} seed {seed} -> {ended}; HELD {held_in_child(out, seeds)}", flush=True)
 
 
 def main():

@@ -59,39 +59,43 @@ def deploy_dir(tmp_path):
     return str(out)
 
 
-def test_builds_killed_at_every_stage_leave_the_old_or_the_new_directory(deploy_dir):
+def test_builds_killed_at_traced_lines_leave_the_old_or_the_new_directory(deploy_dir):
     parent = os.path.dirname(deploy_dir)
     mine = user_files(deploy_dir)
     # a complete build, which also lists the lines the transaction runs
-    first = run_child("steps", deploy_dir, *map(str, SEEDS), stdin="0 KILL\n")
+    first = run_child("steps", deploy_dir, *map(str, SEEDS), stdin="end KILL\n")
     assert first.returncode == 0, first.stderr
-    lines = re.search(r"^LINES (.*)$", first.stdout, re.M).group(1).split()
-    critical = [i + 1 for i, fl in enumerate(lines) if fl.split(":")[0] in ("commit", "_swap", "write")]
-    others = [i + 1 for i in range(len(lines)) if i + 1 not in critical]
+    lines = list(dict.fromkeys(re.search(r"^LINES (.*)$", first.stdout, re.M).group(1).split()))  # distinct
+    swap = [fl for fl in lines if fl.split(":")[0] in ("_swap", "_exchange")]
+    exchange_call = next(i for i, fl in enumerate(swap) if fl.startswith("_exchange:"))
+    after = [fl for fl in swap[exchange_call:] if fl.startswith("_swap:")]  # from the exchange to the cleanup
+    before = [fl for fl in lines if fl not in after]
+    assert len(after) >= 5, after  # the exchange call, carrying late entries over, fsync, cleanup
     rng = random.Random(16)
-    plan = ([(k, "KILL") for k in sorted(rng.sample(critical, min(10, len(critical))))]
-            + [(k, "KILL") for k in rng.sample(others, 4)]
-            + [(k, "INT") for k in rng.sample(range(1, len(lines) + 1), 4)] + [(0, "KILL")])
-    r = run_child("steps", deploy_dir, *map(str, SEEDS), stdin="".join(f"{k} {h}\n" for k, h in plan))
+    plan = ([(fl, "KILL") for fl in after]
+            + [(fl, "KILL") for fl in rng.sample(before, 8)]
+            + [(fl, "INT") for fl in rng.sample(lines, 4)] + [("end", "KILL")])
+    r = run_child("steps", deploy_dir, *map(str, SEEDS), stdin="".join(f"{fl} {h}\n" for fl, h in plan))
     assert r.returncode == 0, r.stderr
-    results = re.findall(r"^STEP (\d+) (\w+) seed (\d+) -> (.*); HELD (.*)$", r.stdout, re.M)
+    results = re.findall(r"^(?:AT (\S+)\n)?STEP (\S+) (\w+) seed (\d+) -> (.*); HELD (.*)$", r.stdout, re.M)
     assert len(results) == len(plan), r.stdout + r.stderr
-    ids = {}
-    for step, how, seed, ended, held in results:
+    ids, held_new = {}, 0
+    for at, line, how, seed, ended, held in results:
         m = re.fullmatch(r"seed (\d+) ([0-9a-f]{16})", held)
-        assert m, f"kill at line {step} ({lines[int(step) - 1] if int(step) else 'none'}, {how}): {held}"
+        assert m, f"{how} at {line}: {held}"
         assert ids.setdefault(m.group(1), m.group(2)) == m.group(2)  # one model id per variant
         if ended == "exit 0":
-            assert m.group(1) == seed, f"a build that completed left seed {m.group(1)}"
+            assert m.group(1) == seed and at == "", f"a build that completed left seed {m.group(1)}"
         else:
-            assert ended == ("signal 9" if how == "KILL" else "exit 3"), ended
+            assert at == line and ended == ("signal 9" if how == "KILL" else "exit 3"), (at, line, ended)
+            held_new += m.group(1) == seed
+    # kills after the exchange leave the new build, kills before it the old one
+    assert held_new >= len(after), (held_new, after)
     # the last build completed: no leftovers, the user's files as they were (same inodes)
-    assert results[-1][3] == "exit 0"
+    assert results[-1][4] == "exit 0"
     assert leftovers(parent, deploy_dir) == []
     assert sorted(os.listdir(deploy_dir)) == ["deploy.json", "deploy.params", "deploy.so", "input0.bin", "sub"]
     assert user_files(deploy_dir) == mine
-    killed_mid_swap = [s for s, h, _, e, _ in results if e != "exit 0" and lines[int(s) - 1].startswith("_swap")]
-    assert killed_mid_swap, "no kill landed in the directory swap"
 
 
 def test_builds_killed_after_random_delays(deploy_dir):
