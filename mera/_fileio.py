@@ -15,8 +15,8 @@ def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    except OSError as e:
-        raise MeraIOError(f"cannot write '{path}': {e.strerror}") from e
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        raise MeraIOError(f"cannot write {path!r}: {getattr(e, 'strerror', None) or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

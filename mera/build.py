@@ -20,12 +20,15 @@ writes three files into ``output_dir``:
     what humans and the loader read: target, platform, inputs, outputs, sizes,
     checksums, versions.
 
-They are written in that order, each to a temporary name in ``output_dir``
-renamed into place, after everything that can fail (scheduling, compiling):
-an interrupted or failed build leaves the previous files as they were, and
-nothing else in ``output_dir`` (``input0.bin``, ``ref_result_0.bin``, ...) is
-touched. Run the directory with ``apps/inference`` or
-:func:`mera.load_runtime_module`.
+A build is a transaction (:mod:`mera._deploy_dir`): the files are written
+into a staging directory beside ``output_dir`` and swapped in with one atomic
+rename after everything that can fail (scheduling, compiling, linking). An
+interrupted or failed build leaves the previous complete directory; a loader
+sees either it or the new one, never a mix, and no file is rewritten in place
+(a loaded module may have deploy.params mapped). Nothing else in
+``output_dir`` (``input0.bin``, ``ref_result_0.bin``, ...) is touched, and
+the next build deletes what an interrupted one left behind. Run the
+directory with ``apps/inference`` or :func:`mera.load_runtime_module`.
 
 The C runtime is a static archive: a build compiles only the small
 generated entry file and links. Installing mera builds the archive for the
@@ -52,7 +55,7 @@ import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from . import _core, _progress, _runtime_archive, _sources
-from ._fileio import atomic_write_bytes
+from ._deploy_dir import DeployTransaction, DirLock
 from .config import require_build_config, simulator_options
 from .errors import ConfigError, MeraError, MeraIOError
 from .ir import Module
@@ -79,8 +82,6 @@ _HOST_ARCH_ALIASES = {"x86": "x86", "x86_64": "x86", "amd64": "x86", "arm": "arm
 
 #: aux_config keys MERA's build accepted.
 AUX_CONFIG_KEYS = ("weight_layout", "prequantize_input", "with_clip_pattern", "with_fc_pattern", "insert_downsample")
-
-DEPLOY_FILES = ("deploy.so", "deploy.params", "deploy.json")
 
 
 def _log(msg: str) -> None:
@@ -202,27 +203,56 @@ def runtime_archive(tc: Toolchain, log: bool = True) -> Tuple[str, bool]:
     key_src = json.dumps({"host_arch": tc.host_arch, "cc": tc.cc, "cc_version": tc.version, "ar": tc.ar,
                           "flags": RUNTIME_CFLAGS, "sources": _sources_hash(root), "layout": 1}, sort_keys=True)
     key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
-    dest_dir = os.path.join(cache_dir(), "runtime", f"{tc.host_arch}-{key}")
+    runtimes = os.path.join(cache_dir(), "runtime")
+    dest_dir = os.path.join(runtimes, f"{tc.host_arch}-{key}")
     dest = os.path.join(dest_dir, "libmera_rt.a")
     if os.path.isfile(dest):
+        with DirLock(runtimes, blocking=False) as lock:  # free: nobody is building, clean up
+            if lock.held:
+                _remove_partial_archives(runtimes)
         return dest, True
     try:
-        os.makedirs(dest_dir, exist_ok=True)
+        os.makedirs(runtimes, exist_ok=True)
     except OSError as e:
-        raise MeraIOError(f"cannot create the cache directory '{dest_dir}': {e.strerror} "
+        raise MeraIOError(f"cannot create the cache directory '{runtimes}': {e.strerror} "
                           "(set MERA_CACHE_DIR to a writable folder)") from None
+    with DirLock(runtimes):  # one build of the archive at a time; the others then find it cached
+        if os.path.isfile(dest):
+            return dest, True
+        _remove_partial_archives(runtimes)
+        try:
+            os.makedirs(dest_dir, exist_ok=True)
+        except OSError as e:
+            raise MeraIOError(f"cannot create the cache directory '{dest_dir}': {e.strerror} "
+                              "(set MERA_CACHE_DIR to a writable folder)") from None
+        _build_archive(tc, root, dest_dir, dest, log)
+    return dest, False
+
+
+def _remove_partial_archives(runtimes: str) -> None:
+    """Delete what interrupted archive builds left in the cache (call with its lock held): work
+    folders ``.build-*`` and archive folders without an archive."""
+    for d in os.scandir(runtimes):
+        if not d.is_dir(follow_symlinks=False):
+            continue
+        for w in os.scandir(d.path):
+            if w.name.startswith(".build-") and w.is_dir(follow_symlinks=False):
+                shutil.rmtree(w.path, ignore_errors=True)
+        if not os.path.isfile(os.path.join(d.path, "libmera_rt.a")):
+            shutil.rmtree(d.path, ignore_errors=True)
+
+
+def _build_archive(tc: Toolchain, root: str, dest_dir: str, dest: str, log: bool) -> None:
+    n = len(runtime_sources(root))
     if log:
-        _log(f"mera.build: compiling the C runtime for {tc.host_arch} once ({len(runtime_sources(root))} files, "
-             f"{tc!r}); cached in {dest_dir}")
+        _log(f"mera.build: compiling the C runtime for {tc.host_arch} once ({n} files, {tc!r}); cached in {dest_dir}")
     with tempfile.TemporaryDirectory(prefix=".build-", dir=dest_dir) as work, \
-            _progress.Progress(f"compiling the C runtime for {tc.host_arch}", len(runtime_sources(root)),
-                               "files") as bar:
+            _progress.Progress(f"compiling the C runtime for {tc.host_arch}", n, "files") as bar:
         try:
             _runtime_archive.compile_archive(tc.cc, tc.ar, root, work, dest,  # same filesystem: atomic
                                              on_file=bar.update)
         except _runtime_archive.ArchiveBuildError as e:
             raise MeraError(str(e)) from None
-    return dest, False
 
 
 # ---- deploy.so ---------------------------------------------------------------------------------
@@ -247,11 +277,13 @@ def entry_source(model_id: str) -> str:
     return ENTRY_TEMPLATE.format(model_id=model_id)
 
 
-def link_deploy_so(tc: Toolchain, archive: str, model_id: str, out_path: str) -> None:
+def link_deploy_so(tc: Toolchain, archive: str, model_id: str, out_path: str,
+                   work_dir: Optional[str] = None) -> None:
     """Compile the entry file for ``model_id`` and link it with ``archive`` into ``out_path``
-    (one compiler run: the build's only C compile)."""
+    (one compiler run, the build's only C compile; intermediate files in a temporary folder in
+    ``work_dir``, default the system temp folder)."""
     root = csrc_dir()
-    with tempfile.TemporaryDirectory(prefix="mera-build-") as work:
+    with tempfile.TemporaryDirectory(prefix="mera-link-", dir=work_dir) as work:
         src = os.path.join(work, "deploy_entry.c")
         vs = os.path.join(work, "exports.map")
         with open(src, "w") as f:
@@ -267,7 +299,7 @@ def link_deploy_so(tc: Toolchain, archive: str, model_id: str, out_path: str) ->
 # ---- mera.build --------------------------------------------------------------------------------
 
 def _check_layout(mod: Module, layout: str) -> None:
-    if layout not in ("NCHW", "NHWC"):
+    if not isinstance(layout, str) or layout not in ("NCHW", "NHWC"):
         raise ConfigError(f"build: layout must be 'NCHW' or 'NHWC', got {layout!r}")
     for i in mod.inputs:
         lay = i.get("layout")
@@ -278,7 +310,7 @@ def _check_layout(mod: Module, layout: str) -> None:
 
 
 def _check_aux_config(aux_config: Optional[Mapping[str, Any]]) -> None:
-    if not aux_config:
+    if aux_config is None:
         return
     if not isinstance(aux_config, Mapping):
         raise ConfigError(f"build: aux_config must be a dict, got {type(aux_config).__name__}")
@@ -332,11 +364,14 @@ def build(mod: Module, params: Optional[Mapping[str, Any]] = None, host_arch: st
     target = cfg.target
     tc = toolchain(host_arch)  # fail early, before the long part, on a missing compiler
     if output_dir is not None:
+        if not isinstance(output_dir, (str, os.PathLike)):
+            raise ConfigError(f"build: output_dir must be a path, got {type(output_dir).__name__}")
         output_dir = os.fspath(output_dir)
         try:
             os.makedirs(output_dir, exist_ok=True)
-        except OSError as e:
-            raise MeraIOError(f"cannot create output_dir '{output_dir}': {e.strerror}") from None
+        except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+            raise MeraIOError(f"cannot create output_dir {output_dir!r}: {getattr(e, 'strerror', None) or e}") \
+                from None
         if not os.access(output_dir, os.W_OK):
             raise MeraIOError(f"output_dir '{output_dir}' is not writable")
 
@@ -369,44 +404,19 @@ def build(mod: Module, params: Optional[Mapping[str, Any]] = None, host_arch: st
     else:
         archive, cached = runtime_archive(tc)
         how = "cached" if cached else f"compiled in {time.perf_counter() - t0:.1f} s"
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="mera-link-") as work:
-        so_tmp = os.path.join(work, "deploy.so")
-        link_deploy_so(tc, archive, model_id, so_tmp)
-        with open(so_tmp, "rb") as f:
-            so_bytes = f.read()
-    t_link = time.perf_counter() - t0
-    _log(f"mera.build: deploy.so linked in {t_link:.2f} s (runtime archive {how}: {archive})")
-
-    # Everything that can fail has run: replace the three files, data last.
-    if output_dir is None:
-        output_dir = tempfile.mkdtemp(prefix="mera_deploy_")
-        _log(f"mera.build: output_dir {output_dir}")
-    lib_path = os.path.abspath(os.path.join(output_dir, "deploy.so"))
-    umask = _umask()
-    atomic_write_bytes(lib_path, so_bytes)
-    _chmod(lib_path, 0o777 & ~umask)
-    for name, data in (("deploy.params", params_bytes), ("deploy.json", json_str.encode())):
-        path = os.path.join(output_dir, name)
-        atomic_write_bytes(path, data)
-        _chmod(path, 0o666 & ~umask)
-    _log(f"mera.build: wrote deploy.so ({_mib(len(so_bytes))}), deploy.params ({_mib(len(params_bytes))}), "
+    # The transaction: link and write into a staging directory, then swap it in whole.
+    with DeployTransaction(output_dir, log=_log) as tx:
+        t0 = time.perf_counter()
+        link_deploy_so(tc, archive, model_id, tx.path("deploy.so"), tx.staging)
+        _log(f"mera.build: deploy.so linked in {time.perf_counter() - t0:.2f} s (runtime archive {how}: {archive})")
+        so_size = os.path.getsize(tx.path("deploy.so"))
+        tx.write("deploy.params", params_bytes)
+        tx.write("deploy.json", json_str.encode())
+        final_dir = tx.commit()
+    lib_path = os.path.abspath(os.path.join(output_dir if output_dir is not None else final_dir, "deploy.so"))
+    _log(f"mera.build: wrote deploy.so ({_mib(so_size)}), deploy.params ({_mib(len(params_bytes))}), "
          f"deploy.json; model id {model_id}; {time.perf_counter() - t_start:.1f} s in all")
     return json_str, params_bytes, lib_path
-
-
-def _chmod(path: str, mode: int) -> None:
-    """The permissions of a file made as usual (atomic_write_bytes' temporary files are 0600)."""
-    try:
-        os.chmod(path, mode)
-    except OSError:
-        pass
-
-
-def _umask() -> int:
-    m = os.umask(0)
-    os.umask(m)
-    return m
 
 
 def _log_schedule(info: Dict[str, Any], seconds: float) -> None:

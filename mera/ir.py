@@ -18,6 +18,7 @@ Example
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -33,9 +34,29 @@ QParams = Union[None, Tuple[float, int], Tuple[Sequence[float], Sequence[int], i
 OPS: Tuple[str, ...] = tuple(_core.op_names())
 
 
+@contextlib.contextmanager
+def _arguments_of(what: str):
+    """Bad arguments of a graph call (a name with a NUL, a shape that is not a list of ints, a value
+    the C binding cannot convert) as a GraphError naming the call, as the C core's own errors are."""
+    try:
+        yield
+    except MeraError:
+        raise
+    except (TypeError, ValueError, OverflowError, IndexError, KeyError) as e:
+        raise GraphError(f"{what}: {e}") from None
+
+
+def _path_argument(path: Any, what: str) -> str:
+    """A file path (an int would be taken by open() as a file descriptor)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise MeraIOError(f"{what}: expected a path (str or os.PathLike), got {type(path).__name__}")
+    return os.fspath(path)
+
+
 def op_info(op: str) -> Dict[str, Any]:
     """Describe an op: its inputs, attributes (kind, default, choices) and doc."""
-    return _core.op_info(op)
+    with _arguments_of("op_info"):
+        return _core.op_info(op)
 
 
 class Value:
@@ -84,6 +105,8 @@ class Value:
 def _to_qparams(q: QParams):
     if q is None:
         return None
+    if not isinstance(q, (tuple, list)):
+        raise GraphError(f"qparams must be (scale, zero_point) or (scales, zero_points, axis), got {q!r}")
     if len(q) == 2:
         return (float(q[0]), int(q[1]))
     if len(q) == 3:
@@ -112,7 +135,8 @@ class Builder:
     """
 
     def __init__(self, name: str = "main"):
-        self._g = _core.Graph(name)
+        with _arguments_of(f"Builder({name!r})"):
+            self._g = _core.Graph(name)
         self.params: Dict[str, np.ndarray] = {}
         self._counter: Dict[str, int] = {}
 
@@ -121,13 +145,15 @@ class Builder:
     def input(self, name: str, shape: Sequence[int], dtype: str = "float32", *,
               layout: Optional[str] = None, qparams: QParams = None) -> Value:
         """Declare a run-time input of the graph."""
-        return Value(self._g, self._g.add_input(name, tuple(shape), str(np.dtype(dtype)) if dtype else dtype,
-                                                layout, _to_qparams(qparams)))
+        with _arguments_of(f"input {name!r}"):
+            return Value(self._g, self._g.add_input(name, tuple(shape), str(np.dtype(dtype)) if dtype else dtype,
+                                                    layout, _to_qparams(qparams)))
 
     def param(self, name: str, array: Any, *, layout: Optional[str] = None, qparams: QParams = None) -> Value:
         """Declare a named weight; its data goes to :attr:`params`, not into the graph."""
-        arr = np.asarray(array)
-        vid = self._g.add_param(name, arr.shape, str(arr.dtype), layout, _to_qparams(qparams))
+        with _arguments_of(f"param {name!r}"):
+            arr = np.asarray(array)
+            vid = self._g.add_param(name, arr.shape, str(arr.dtype), layout, _to_qparams(qparams))
         self.params[name] = arr
         return Value(self._g, vid)
 
@@ -139,10 +165,12 @@ class Builder:
         without a copy; the graph keeps a reference to it, so do not modify it
         afterwards.
         """
-        arr = array if isinstance(array, np.ndarray) else np.asarray(array)
-        if arr.dtype == np.float64:
-            arr = arr.astype(np.float32)
-        return Value(self._g, self._g.add_const(name or self._fresh("const"), arr, layout, _to_qparams(qparams)))
+        with _arguments_of(f"const {name!r}" if name is not None else "const"):
+            arr = array if isinstance(array, np.ndarray) else np.asarray(array)
+            if arr.dtype == np.float64:
+                arr = arr.astype(np.float32)
+            return Value(self._g, self._g.add_const(name or self._fresh("const"), arr, layout,
+                                                    _to_qparams(qparams)))
 
     # -- nodes ------------------------------------------------------------
 
@@ -155,7 +183,7 @@ class Builder:
         strings or lists of numbers. Errors are raised as
         :class:`mera.MeraError` subclasses naming the node.
         """
-        if op not in OPS:
+        if not isinstance(op, str) or op not in OPS:
             raise UnknownOpError(f"unknown op '{op}'; known ops: {', '.join(OPS)}")
         ids = []
         for x in inputs:
@@ -167,7 +195,8 @@ class Builder:
                 ids.append(x.id)
             else:
                 ids.append(self.const(x).id)
-        outs = self._g.add_node(op, name or self._fresh(op), ids, attrs, source)
+        with _arguments_of(f"{op} node {name!r}" if name is not None else f"{op} node"):
+            outs = self._g.add_node(op, name or self._fresh(op), ids, attrs, source)
         vals = tuple(Value(self._g, o) for o in outs)
         return vals[0] if len(vals) == 1 else vals
 
@@ -191,7 +220,12 @@ class Builder:
 
     def finish(self, outputs: Union[Value, Sequence[Value]]) -> "Module":
         """Mark the graph's outputs and return the finished :class:`Module`."""
-        outs = [outputs] if isinstance(outputs, Value) else list(outputs)
+        if isinstance(outputs, Value):
+            outs = [outputs]
+        elif isinstance(outputs, (list, tuple)):
+            outs = list(outputs)
+        else:
+            raise GraphError(f"finish: outputs must be a Value or a list of Values, got {type(outputs).__name__}")
         for o in outs:
             if not isinstance(o, Value) or o._graph is not self._g:
                 raise GraphError(f"output {o!r} is not a value of graph '{self._g.name}'")
@@ -260,19 +294,21 @@ class Module:
     @classmethod
     def deserialize(cls, data: bytes) -> "Module":
         """Rebuild a module from :meth:`serialize` output; every node is re-verified."""
-        return cls(_core.Graph.deserialize(data))
+        with _arguments_of("Module.deserialize"):
+            return cls(_core.Graph.deserialize(data))
 
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Write the binary form to ``path`` (atomically: never half-written)."""
-        atomic_write_bytes(path, self.serialize())
+        atomic_write_bytes(_path_argument(path, "Module.save"), self.serialize())
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "Module":
+        path = _path_argument(path, "Module.load")
         try:
             with open(path, "rb") as f:
                 data = f.read()
-        except OSError as e:
-            raise MeraIOError(f"cannot read IR file '{path}': {e.strerror}") from e
+        except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+            raise MeraIOError(f"cannot read IR file {path!r}: {getattr(e, 'strerror', None) or e}") from None
         try:
             return cls.deserialize(data)
         except MeraError as e:

@@ -233,7 +233,7 @@ class Quantizer:
 
     def __init__(self, model_or_mod_params: Any, input_shape: Any = None, layout: str = "NHWC",
                  config: Optional[Mapping[str, Any]] = None):
-        if layout not in ("NCHW", "NHWC"):
+        if not isinstance(layout, str) or layout not in ("NCHW", "NHWC"):
             raise ConfigError(f"Quantizer: layout must be 'NCHW' or 'NHWC', got {layout!r}")
         self.config = _merge_config(config)
         self.layout = layout
@@ -271,7 +271,11 @@ class Quantizer:
         out: List[np.ndarray] = []
         splits = None
         for info, a in zip(self._inputs, arrays):
-            a = np.ascontiguousarray(_as_array(a, info["name"]), dtype=np.float32)
+            try:
+                a = np.ascontiguousarray(_as_array(a, info["name"]), dtype=np.float32)
+            except (TypeError, ValueError) as e:
+                raise RuntimeInputError(f"calibration item {index}: input '{info['name']}' is not numeric: {e}") \
+                    from None
             want = tuple(info["shape"])
             if a.shape == want:
                 out.append(a)
@@ -307,9 +311,18 @@ class Quantizer:
         than two seconds and ``build_config(progress=False)`` or ``mera
         --quiet`` does not silence it.
         """
-        items = data if isinstance(data, (list, tuple)) else list(data)
+        if progress is not None and not isinstance(progress, (bool, np.bool_)):
+            raise ConfigError(f"calibrate: progress must be True, False or None, got {progress!r}")
         if isinstance(data, np.ndarray) or (len(self._inputs) == 1 and hasattr(data, "shape")):
             items = [data]
+        elif isinstance(data, (list, tuple)):
+            items = data
+        else:
+            try:
+                items = list(data)
+            except TypeError:
+                raise RuntimeInputError(f"calibrate: data must be a list (or iterable) of inputs, got "
+                                        f"{type(data).__name__}") from None
         total = len(items)
         if total == 0:
             raise RuntimeInputError("calibrate: no calibration data (an empty list)")
@@ -362,7 +375,7 @@ class Quantizer:
             self.quantize()
         name = target.value if isinstance(target, Target) else target
         node_by_node = [b["name"] for b in _core.backends() if b["node_by_node"]]  # the interpreters
-        if name not in node_by_node:
+        if not isinstance(name, str) or name not in node_by_node:
             raise ConfigError(f"measure_quantization_quality: target must run the graph node by node, to compare "
                               f"each layer ({', '.join(node_by_node)}), got {target!r}")
         qmod, qparams, float_of = self._quantized

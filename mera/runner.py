@@ -44,7 +44,10 @@ def _as_array(x: ArrayLike, name: str) -> np.ndarray:
 
 
 def _params_list(mod: Module, params: Optional[Mapping[str, ArrayLike]]) -> List[Optional[np.ndarray]]:
-    params = dict(params or {})
+    if params is None:
+        params = {}
+    elif not isinstance(params, Mapping):
+        raise RuntimeInputError(f"params must be a dict of parameter name -> array, got {type(params).__name__}")
     out: List[Optional[np.ndarray]] = []
     for vid in mod._graph.inputs():
         info = mod._graph.value(vid)

@@ -495,24 +495,21 @@ def test_failed_build_keeps_the_previous_files(small, tmp_path, monkeypatch):
         with pytest.raises(mera.MeraError, match="link failed"):
             mera.build(small.mod, {}, output_dir=str(tmp_path), layout="NHWC")
     monkeypatch.undo()
-    # an interrupt while the data files are written: deploy.so is new, the data the old
-    real_write = build_mod.atomic_write_bytes
+    # an interrupt while the data files are written (deploy.so is linked): nothing changes
+    real_write = build_mod.DeployTransaction.write
 
-    def interrupted(path, data):
-        if path.endswith("deploy.params"):
+    def interrupted(self, name, data):
+        if name == "deploy.params":
             raise KeyboardInterrupt
-        real_write(path, data)
-    monkeypatch.setattr(build_mod, "atomic_write_bytes", interrupted)
+        real_write(self, name, data)
+    monkeypatch.setattr(build_mod.DeployTransaction, "write", interrupted)
     with mera.build_config(target="Simulator", arch=200):
         with pytest.raises(KeyboardInterrupt):
             mera.build(small.mod, {}, output_dir=str(tmp_path), layout="NHWC")
     monkeypatch.undo()
-    after = _snapshot(tmp_path)
-    assert sorted(after) == sorted(before)  # no temporary files
-    assert after["deploy.params"] == before["deploy.params"] and after["deploy.json"] == before["deploy.json"]
-    # the new deploy.so refuses the old deploy.params: it embeds its own build's model id
-    with pytest.raises(mera.FormatError):
-        mera.load_runtime_module(str(tmp_path))
+    assert _snapshot(tmp_path) == before  # the previous build, whole; no temporary files
+    assert not [p for p in os.listdir(tmp_path.parent) if ".mera-build-" in p]
+    assert_same(small.reference("IP"), mera.load_runtime_module(str(tmp_path))(small.x), "previous build")
     with mera.build_config(target="IP", arch=100):
         mera.build(small.mod, {}, output_dir=str(tmp_path), layout="NHWC")
     assert_same(small.reference("IP"), mera.load_runtime_module(str(tmp_path))(small.x), "rebuilt")

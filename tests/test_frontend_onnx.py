@@ -604,3 +604,83 @@ def test_corrupt_and_truncated_files(tmp_path):
     with pytest.raises(mera.MeraIOError) as ei:
         from_onnx(str(tmp_path / "missing.onnx"))
     assert "missing.onnx" in str(ei.value)
+
+
+# -- 5. texts that are not UTF-8, opsets outside the range -------------------------------
+
+def _relu_model(names=("x", "y"), node_name="relu", graph_name="g", opsets=(("", 17),)):
+    x, y = names
+    node = helper.make_node("Relu", [x], [y], name=node_name)
+    graph = helper.make_graph([node], graph_name, [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, 4])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets])
+
+
+def _patch_text(data: bytes, text: str, raw: bytes) -> bytes:
+    """Serialized bytes with every occurrence of ``text`` replaced by ``raw`` of the same length."""
+    assert len(raw) == len(text.encode()) and text.encode() in data
+    return data.replace(text.encode(), raw)
+
+
+def test_names_that_are_not_utf8_are_decoded_with_replacement():
+    # protobuf hands a string field that is not UTF-8 over as bytes: node, graph and value names
+    data = _relu_model(names=("inpAA", "outBB"), node_name="nodeCC", graph_name="graphDD").SerializeToString()
+    for text in ("inpAA", "outBB", "nodeCC", "graphDD"):
+        data = _patch_text(data, text, text[:-2].encode() + b"\xff\xfe")
+    model = onnx.ModelProto.FromString(data)
+    assert isinstance(model.graph.node[0].name, bytes)
+    x = np.array([[-1, 2, -3, 4]], np.float32)
+    for source in (data, model):
+        mod, params = from_onnx(source, layout="NCHW")
+        assert mod.inputs[0]["name"] == "inp\ufffd\ufffd"
+        (y,) = mera.compile(mod, params, target="Interpreter")(x)
+        assert np.array_equal(y, np.maximum(x, 0))
+    assert isinstance(model.graph.node[0].name, bytes)  # the caller's model is left as it was
+    # two value names that decode to the same text cannot be told apart: refused, not merged
+    data = _relu_model(names=("vAA", "vBB")).SerializeToString()
+    data = _patch_text(_patch_text(data, "vAA", b"v\xff\xfe"), "vBB", b"v\xfe\xff")
+    with pytest.raises(mera.FormatError, match="not valid UTF-8"):
+        from_onnx(data)
+
+
+@pytest.mark.parametrize("opset", [7, 10, 29, 99])
+def test_opsets_outside_the_range_are_refused(opset):
+    with pytest.raises(mera.UnsupportedError, match=f"opset {opset} is not supported.*opsets 11 to 28"):
+        from_onnx(_relu_model(opsets=(("", opset),)))
+    assert (mera.frontend.onnx.MIN_OPSET, mera.frontend.onnx.MAX_OPSET) == (11, 28)
+    for opset in (11, 28):
+        mod, _ = from_onnx(_relu_model(opsets=(("", opset),)), layout="NCHW")
+        assert [n["op"] for n in mod.nodes()] == ["relu"]
+
+
+def test_other_domains():
+    # a domain whose ops mera reads, at a version it does not know
+    with pytest.raises(mera.UnsupportedError, match="opset 2 of domain 'com.microsoft'.*version 1"):
+        from_onnx(_relu_model(opsets=(("", 17), ("com.microsoft", 2))))
+    # an imported domain no node uses is harmless; no default domain is a format error
+    mod, _ = from_onnx(_relu_model(opsets=(("", 17), ("ai.onnx.ml", 3), ("com.example", 1))), layout="NCHW")
+    assert [n["op"] for n in mod.nodes()] == ["relu"]
+    with pytest.raises(mera.FormatError, match="imports no version of the default ONNX domain"):
+        from_onnx(_relu_model(opsets=(("com.example", 1),)))
+
+
+def test_malformed_models_passed_as_modelproto_are_format_errors():
+    """A ModelProto is imported as given (not through onnx's checker): its defects are MeraErrors."""
+    def broken(edit):
+        m = _relu_model()
+        edit(m)
+        return m
+    cases = {
+        "graph output 'nowhere' is neither an input nor computed": lambda m: setattr(m.graph.output[0], "name",
+                                                                                      "nowhere"),
+        "node 'relu' \\(Relu\\) has no output": lambda m: m.graph.node[0].ClearField("output"),
+        "initializer 'w': its data cannot be read": lambda m: m.graph.initializer.append(
+            TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2], raw_data=b"\0\0\0\0")),
+        "element type 127 \\(not an ONNX type\\)": lambda m: setattr(m.graph.input[0].type.tensor_type,
+                                                                   "elem_type", 127),
+        "embedded null character": lambda m: (setattr(m.graph.input[0], "name", "x\0y"),
+                                              m.graph.node[0].input.__setitem__(0, "x\0y")),
+    }
+    for message, edit in cases.items():
+        with pytest.raises(mera.MeraError, match=message):
+            from_onnx(broken(edit))

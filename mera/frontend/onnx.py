@@ -1,4 +1,4 @@
-"""Import ONNX models (opsets 11 to 21), float and quantized, into mera IR.
+"""Import ONNX models (opsets 11 to 28), float and quantized, into mera IR.
 
 ``from_onnx(path_or_model, input_shapes=None, layout="NHWC")`` returns the
 ``(mod, params)`` pair, as :func:`mera.frontend.from_pytorch` does. Under
@@ -30,11 +30,16 @@ import numpy as np
 
 from .. import ir
 from ._passes import run_passes
-from ..errors import ConfigError, FormatError, GraphError, MeraIOError, UnsupportedError
+from ..errors import ConfigError, FormatError, GraphError, MeraError, MeraIOError, UnsupportedError
 
-#: Lowest and highest default-domain opset the importer is tested with
-#: (newer opsets are accepted: the claimed ops did not change meaning).
-MIN_OPSET, MAX_OPSET = 11, 21
+#: Lowest and highest default-domain opset the importer reads, the range it is tested over: zoo
+#: exports at 11, 17 and 21, and onnx 1.23's node tests, which cover the latest version (up to
+#: opset 28, onnx 1.23's newest) of every op that has them. Others are refused: an op's meaning
+#: may differ there (older attribute forms below 11, versions no test has seen above 28).
+MIN_OPSET, MAX_OPSET = 11, 28
+
+#: Versions of the other domains whose ops the importer reads (com.microsoft has had only version 1).
+DOMAIN_OPSETS = {"com.microsoft": (1, 1)}
 
 _NCHW_TO_NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
 
@@ -191,6 +196,24 @@ def _op_info(op: str) -> Dict[str, Any]:
     return _OP_INFO[op]
 
 
+def _dtype_name(elem_type: int) -> str:
+    """The name of an ONNX element type, also for a number no version of ONNX defines."""
+    try:
+        return _onnx().TensorProto.DataType.Name(elem_type)
+    except ValueError:
+        return f"{elem_type} (not an ONNX type)"
+
+
+def _tensor_data(t, what: str) -> np.ndarray:
+    """A TensorProto's data; a FormatError naming ``what`` when it is inconsistent (size, type)."""
+    try:
+        return _onnx().numpy_helper.to_array(t)
+    except MeraError:
+        raise
+    except Exception as e:  # noqa: BLE001 - onnx raises ValueError, TypeError, KeyError, ... here
+        raise FormatError(f"{what}: its data cannot be read: {type(e).__name__}: {e}") from None
+
+
 def _attrs(node) -> Dict[str, Any]:
     onnx = _onnx()
     out = {}
@@ -201,7 +224,7 @@ def _attrs(node) -> Dict[str, Any]:
         elif isinstance(v, list):
             v = [e.decode("utf-8", "replace") if isinstance(e, bytes) else e for e in v]
         elif a.type == onnx.AttributeProto.TENSOR:
-            v = onnx.numpy_helper.to_array(v)
+            v = _tensor_data(v, f"attribute '{a.name}'")
         out[a.name] = v
     return out
 
@@ -639,11 +662,8 @@ def _leaky_relu(ctx, node, a, x):
 
 
 def _clip_bounds(ctx: Context, a, lo=None, hi=None) -> Tuple[float, float]:
-    if ctx.opset < 11:
-        lo_v, hi_v = float(a.get("min", -math.inf)), float(a.get("max", math.inf))
-    else:
-        lo_v = -math.inf if lo is None else float(_const_input(ctx, lo, "the Clip min").reshape(-1)[0])
-        hi_v = math.inf if hi is None else float(_const_input(ctx, hi, "the Clip max").reshape(-1)[0])
+    lo_v = -math.inf if lo is None else float(_const_input(ctx, lo, "the Clip min").reshape(-1)[0])
+    hi_v = math.inf if hi is None else float(_const_input(ctx, hi, "the Clip max").reshape(-1)[0])
     if lo_v > hi_v:  # ONNX: every value becomes max
         lo_v = hi_v
     return lo_v, hi_v
@@ -790,12 +810,8 @@ def _pad(ctx, node, a, x, pads=None, value=None, axes=None):
         raise UnsupportedError(f"Pad mode '{mode}' (mera pads in constant, edge and reflect modes)")
     t = ctx.tensor(x)
     r = t.rank
-    if ctx.opset < 11:
-        p = [int(v) for v in a.get("pads", [])]
-        fill = float(a.get("value", 0.0))
-    else:
-        p = _ints(_const_input(ctx, pads, "the Pad pads"))
-        fill = 0.0 if value is None else float(_const_input(ctx, value, "the Pad value").reshape(-1)[0])
+    p = _ints(_const_input(ctx, pads, "the Pad pads"))
+    fill = 0.0 if value is None else float(_const_input(ctx, value, "the Pad value").reshape(-1)[0])
     ax = list(range(r)) if axes is None else [int(v) + r if int(v) < 0 else int(v)
                                               for v in _ints(_const_input(ctx, axes, "the Pad axes"))]
     before, after = [0] * r, [0] * r
@@ -815,7 +831,7 @@ def _pad(ctx, node, a, x, pads=None, value=None, axes=None):
 def _resize(ctx, node, a, x, *rest):
     t = ctx.tensor(x)
     _check_4d(t, "Resize")
-    if node.op_type == "Upsample" or ctx.opset < 11:
+    if node.op_type == "Upsample":
         scales_in, sizes_in = (rest[0] if rest else np.array(a.get("scales", []), np.float32)), None
         ctm = "asymmetric"
         nearest_mode = "floor"
@@ -920,13 +936,10 @@ def _reduce_mean(ctx, node, a, x, axes_in=None):
 @converts("Slice")
 def _slice(ctx, node, a, x, starts=None, ends=None, axes=None, steps=None):
     t = ctx.tensor(x)
-    if ctx.opset < 10:
-        st, en, ax, sp = a["starts"], a["ends"], a.get("axes"), None
-    else:
-        st = _ints(_const_input(ctx, starts, "the Slice starts"))
-        en = _ints(_const_input(ctx, ends, "the Slice ends"))
-        ax = None if axes is None else _ints(_const_input(ctx, axes, "the Slice axes"))
-        sp = None if steps is None else _ints(_const_input(ctx, steps, "the Slice steps"))
+    st = _ints(_const_input(ctx, starts, "the Slice starts"))
+    en = _ints(_const_input(ctx, ends, "the Slice ends"))
+    ax = None if axes is None else _ints(_const_input(ctx, axes, "the Slice axes"))
+    sp = None if steps is None else _ints(_const_input(ctx, steps, "the Slice steps"))
     ax = list(range(len(st))) if ax is None else ax
     sp = [1] * len(st) if sp is None else sp
     if any(s < 1 for s in sp):
@@ -1331,7 +1344,7 @@ def _describe(op_type: str, names: List[str]) -> str:
 def _load(model: Any):
     onnx = _onnx()
     if isinstance(model, onnx.ModelProto):
-        return model, "<ModelProto>"
+        return _decode_texts(model, "<ModelProto>"), "<ModelProto>"  # as given: not through the checker
     if isinstance(model, (bytes, bytearray)):
         path, data = "<bytes>", bytes(model)
     elif isinstance(model, (str, os.PathLike)):
@@ -1356,20 +1369,97 @@ def _load(model: Any):
             onnx.load_external_data_for_model(m, os.path.dirname(os.path.abspath(path)))
         except Exception as e:
             raise MeraIOError(f"'{path}': cannot load external tensor data: {e}") from None
+    m = _decode_texts(m, path)
+    _check(m, path)
+    return m, path
+
+
+def _check(m, path: str) -> None:
+    """onnx's checker, and a graph that computes something."""
     try:
-        onnx.checker.check_model(m)
+        _onnx().checker.check_model(m)
     except Exception as e:
         raise FormatError(f"'{path}' is not a valid ONNX model: {str(e).splitlines()[0] if str(e) else e}") \
             from None
     if not m.graph.node and not m.graph.output:
         raise FormatError(f"'{path}' is not a valid ONNX model: its graph is empty")
-    return m, path
+
+
+#: Fields holding the name of a value (an edge of the graph), where two names must not merge.
+_VALUE_NAME_FIELDS = {("NodeProto", "input"), ("NodeProto", "output"), ("ValueInfoProto", "name"),
+                      ("TensorProto", "name")}
+
+
+def _repeated(field) -> bool:
+    """Whether a protobuf field is repeated (``is_repeated`` in protobuf >= 5.28, ``label`` before)."""
+    flag = getattr(field, "is_repeated", None)
+    return bool(flag) if flag is not None else field.label == field.LABEL_REPEATED
+
+
+_TEXT_LAYOUT: Dict[str, Tuple[list, list]] = {}  # message type -> (its message fields, its string fields)
+
+
+def _text_fields(msg):
+    """Every string field of ``msg`` and of its sub-messages: (message, field, index or -1, value).
+    Only string and message fields are read (not the tensors' data)."""
+    d = msg.DESCRIPTOR
+    if d.full_name not in _TEXT_LAYOUT:
+        _TEXT_LAYOUT[d.full_name] = ([f for f in d.fields if f.type == f.TYPE_MESSAGE],
+                                     [f for f in d.fields if f.type == f.TYPE_STRING])
+    messages, texts = _TEXT_LAYOUT[d.full_name]
+    for f in texts:
+        if _repeated(f):
+            for i, v in enumerate(getattr(msg, f.name)):
+                yield msg, f, i, v
+        else:
+            v = getattr(msg, f.name)
+            if v:
+                yield msg, f, -1, v
+    for f in messages:
+        if _repeated(f):
+            for sub in getattr(msg, f.name):
+                yield from _text_fields(sub)
+        elif msg.HasField(f.name):
+            yield from _text_fields(getattr(msg, f.name))
+
+
+def _decode_texts(model, path: str):
+    """``model`` with every string field that is not valid UTF-8 decoded with replacement characters
+    (protobuf hands such fields over as bytes). A copy when anything changes; the caller's model is
+    never modified. Value names that become equal to another value's name are a FormatError."""
+    if not any(isinstance(v, bytes) for _, _, _, v in _text_fields(model)):
+        return model
+    copy = type(model)()
+    copy.CopyFrom(model)
+    found = [(m, f, i, v) for m, f, i, v in _text_fields(copy) if isinstance(v, bytes)]
+    merged: Dict[str, set] = {}
+    for msg, field, i, raw in found:
+        text = raw.decode("utf-8", "replace")
+        if (msg.DESCRIPTOR.name, field.name) in _VALUE_NAME_FIELDS:
+            merged.setdefault(text, set()).add(raw)
+        if i < 0:
+            setattr(msg, field.name, text)
+        else:
+            getattr(msg, field.name)[i] = text
+    if merged:
+        valid = {v for m, f, _, v in _text_fields(model)  # the names that were valid UTF-8 from the start
+                 if isinstance(v, str) and (m.DESCRIPTOR.name, f.name) in _VALUE_NAME_FIELDS}
+        for text, raws in merged.items():
+            if len(raws) > 1 or text in valid:
+                raise FormatError(f"'{path}': value names that are not valid UTF-8 ({sorted(raws)[0]!r}, ...) "
+                                  f"cannot be told apart from other names once decoded ({text!r})")
+    return copy
 
 
 def _parse_input_shapes(input_shapes) -> Dict[str, Tuple[int, ...]]:
     if input_shapes is None:
         return {}
-    items = list(input_shapes.items()) if isinstance(input_shapes, dict) else list(input_shapes)
+    if isinstance(input_shapes, dict):
+        items = list(input_shapes.items())
+    elif isinstance(input_shapes, (list, tuple)):
+        items = list(input_shapes)
+    else:
+        raise ConfigError(f"input_shapes must be a list of (name, shape) or a dict, got {type(input_shapes).__name__}")
     out = {}
     for i, item in enumerate(items):
         try:
@@ -1382,6 +1472,30 @@ def _parse_input_shapes(input_shapes) -> Dict[str, Tuple[int, ...]]:
     return out
 
 
+def _check_opsets(model, path: str) -> int:
+    """The default-domain opset of ``model``, refused outside MIN_OPSET..MAX_OPSET; the versions of
+    other domains whose ops mera reads (DOMAIN_OPSETS) are checked too. Other domains are accepted
+    here: their nodes, if any, are reported as unsupported, each by name."""
+    opset = None
+    for o in model.opset_import:
+        domain = o.domain if o.domain != "ai.onnx" else ""
+        if domain == "":
+            opset = o.version
+            if not MIN_OPSET <= opset <= MAX_OPSET:
+                raise UnsupportedError(f"'{path}': default-domain opset {opset} is not supported (mera imports "
+                                       f"opsets {MIN_OPSET} to {MAX_OPSET}; re-export the model with an opset "
+                                       "in that range)")
+        elif domain in DOMAIN_OPSETS:
+            lo, hi = DOMAIN_OPSETS[domain]
+            if not lo <= o.version <= hi:
+                raise UnsupportedError(f"'{path}': opset {o.version} of domain '{domain}' is not supported "
+                                       f"(mera reads its version{'s' if lo != hi else ''} "
+                                       f"{lo if lo == hi else f'{lo} to {hi}'})")
+    if opset is None:
+        raise FormatError(f"'{path}': the model imports no version of the default ONNX domain")
+    return opset
+
+
 class _Importer:
     def __init__(self, model, path: str, input_shapes, layout: str):
         self.m = model
@@ -1389,12 +1503,7 @@ class _Importer:
         self.layout = layout
         self.shapes = _parse_input_shapes(input_shapes)
         g = model.graph
-        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-        if self.opset is None:
-            raise FormatError(f"'{path}': the model imports no version of the default ONNX domain")
-        if self.opset < 7:
-            raise UnsupportedError(f"'{path}': opset {self.opset} is not supported (mera imports opsets "
-                                   f"{MIN_OPSET} to {MAX_OPSET})")
+        self.opset = _check_opsets(model, path)
         consumers: Dict[str, List[Any]] = {}
         # one wrapper object per node, kept alive: nodes are keyed by id() below
         self.nodes = list(g.node)
@@ -1413,7 +1522,7 @@ class _Importer:
         onnx = _onnx()
         g = self.m.graph
         for init in g.initializer:
-            self.env[init.name] = onnx.numpy_helper.to_array(init)
+            self.env[init.name] = _tensor_data(init, f"'{self.path}': initializer '{init.name}'")
         for init in g.sparse_initializer:  # pragma: no cover - rare
             raise UnsupportedError(f"sparse initializer '{init.values.name}'")
         real = [i for i in g.input if i.name not in self.env]
@@ -1432,7 +1541,7 @@ class _Importer:
                 qparams = _onnx_quant.input_qparams(self.ctx, vi.name, dtype)
             elif tt.elem_type != onnx.TensorProto.FLOAT:
                 raise UnsupportedError(f"input '{vi.name}' has element type "
-                                       f"{onnx.TensorProto.DataType.Name(tt.elem_type)}; mera imports float32 "
+                                       f"{_dtype_name(tt.elem_type)}; mera imports float32 "
                                        "inputs, and uint8/int8 inputs that DequantizeLinear or QLinear nodes read")
             # a dim_param, no value, or a negative value (some exporters write -1) is dynamic:
             # input_shapes gives it
@@ -1491,6 +1600,8 @@ class _Importer:
                 if any(v is _POISON for v in ins):
                     self._poison(node)
                     continue
+            if not node.output or not node.output[0]:
+                raise FormatError(f"'{self.path}': node '{label}' ({node.op_type}) has no output")
             ctx.node, ctx.node_label = node, label
             try:
                 a = _attrs(node)
@@ -1508,6 +1619,16 @@ class _Importer:
                     raise
                 self._poison(node)  # the stand-in did not fit: this node's own check waits for its inputs
                 continue
+            except MeraError:
+                raise
+            except (LookupError, ValueError, TypeError, AttributeError, ArithmeticError) as e:
+                if downstream:  # on a stand-in: its own check waits for its inputs
+                    self._poison(node)
+                    continue
+                # a node the converter cannot read (a missing input or attribute, one of the wrong type
+                # or size), in a model the checker let through or that was passed as a ModelProto
+                raise FormatError(f"'{self.path}': node '{label}' ({node.op_type}) is malformed: "
+                                  f"{type(e).__name__}: {e}") from e
             self.env[node.output[0]] = out
         if found:
             n_nodes = sum(len(v) for v in found.values())
@@ -1517,6 +1638,8 @@ class _Importer:
                 + "\n".join(_describe(k, v) for k, v in found.items()))
         outs = []
         for o in self.m.graph.output:
+            if o.name not in self.env:
+                raise FormatError(f"'{self.path}': graph output '{o.name}' is neither an input nor computed by a node")
             v = _onnx_quant.resolve(ctx, self.env[o.name])
             if not isinstance(v, Tensor):
                 raise UnsupportedError(f"'{self.path}': output '{o.name}' is a constant; mera graphs compute "
@@ -1643,7 +1766,7 @@ def from_onnx(path_or_model: Any, input_shapes: Any = None, layout: str = "NHWC"
     mera.MeraIOError
         The file cannot be read.
     """
-    if layout not in ("NCHW", "NHWC"):
+    if not isinstance(layout, str) or layout not in ("NCHW", "NHWC"):
         raise ConfigError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
     model, path = _load(path_or_model)
     mod, params = _Importer(model, path, input_shapes, layout).run()

@@ -76,7 +76,11 @@ def _parse_input_shapes(input_shapes: InputShapes) -> List[Tuple[str, Tuple[int,
     out = []
     if isinstance(input_shapes, dict):
         input_shapes = list(input_shapes.items())
-    for i, item in enumerate(input_shapes or []):
+    elif input_shapes is None:
+        input_shapes = []
+    elif not isinstance(input_shapes, (list, tuple)):
+        raise ConfigError(f"input_shapes must be a list of (name, shape) or a dict, got {type(input_shapes).__name__}")
+    for i, item in enumerate(input_shapes):
         try:
             name, spec = item
         except (TypeError, ValueError):
@@ -272,7 +276,7 @@ def from_pytorch(model: Any, input_shapes: InputShapes, layout: str = "NCHW", *,
         Listing every op kind the model uses that mera cannot import, each with
         the source locations that use it.
     """
-    if layout not in ("NCHW", "NHWC"):
+    if not isinstance(layout, str) or layout not in ("NCHW", "NHWC"):
         raise ConfigError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
     inputs = _parse_input_shapes(input_shapes)
     if isinstance(model, (str, os.PathLike)):
