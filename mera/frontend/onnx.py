@@ -1600,7 +1600,7 @@ class _Importer:
                 if any(v is _POISON for v in ins):
                     self._poison(node)
                     continue
-            if not node.output or not node.output[0]:
+            if not any(node.output):  # (a leading optional output may be omitted: LSTM's Y)
                 raise FormatError(f"'{self.path}': node '{label}' ({node.op_type}) has no output")
             ctx.node, ctx.node_label = node, label
             try:
