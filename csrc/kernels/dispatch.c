@@ -55,7 +55,22 @@ mera_kernel_fn mera_kernel_ref(int op, mera_numerics num)
 typedef struct {
     mera_kernel k;
     int (*usable)(const mera_cpu_features *f); /* may it run on this CPU? */
+    unsigned roundings; /* bit r set: gives the reference's bytes under mera_rounding r */
 } fast_kernel;
+
+/* May fast kernel k run a node whose graph has this rounding? The one place
+ * that decides it: a fast kernel lists the roundings it implements, and a
+ * mode it does not list (a new one included) falls back to the reference. */
+static int fast_kernel_implements_rounding(const fast_kernel *k, mera_rounding rounding)
+{
+    return (unsigned)rounding < MERA_ROUNDING_COUNT && (k->roundings >> rounding) & 1u;
+}
+
+/* The roundings of today's contract (docs/numerics.md). conv2d and dense
+ * requantize an accumulator as rne(y) + z under both: fbgemm's
+ * requantizeOutputProcessing adds the zero point after rounding whatever
+ * its Quantize does. */
+#define ROUNDINGS_ZP (1u << MERA_ROUNDING_ZP_BEFORE_ROUNDING | 1u << MERA_ROUNDING_ZP_AFTER_ROUNDING)
 
 #define FAST_MAX 3 /* candidates per (op, numerics) */
 
@@ -85,7 +100,7 @@ static int has_avx512f(const mera_cpu_features *f)
 /* The quantized kernels of fast/ for op, best first; the portable one runs
  * on any CPU. */
 #define FAST_Q(op, isa, name, usable) \
-    {{fast_##op##_q_##isa, fast_##op##_q_prepare_##isa, fast_qconv_release, name}, usable}
+    {{fast_##op##_q_##isa, fast_##op##_q_prepare_##isa, fast_qconv_release, name}, usable, ROUNDINGS_ZP}
 #if defined(__x86_64__)
 #define FAST_QCONV(op)                                                                        \
     {FAST_Q(op, avx512, "avx512vnni", has_avx512vnni), FAST_Q(op, avx2, "avx2", has_avx2), \
@@ -96,7 +111,7 @@ static int has_avx512f(const mera_cpu_features *f)
 
 /* The float kernels of fast/ for op, best first. */
 #define FAST_F(op, isa, name, usable) \
-    {{fast_##op##_f32_##isa, fast_##op##_f32_prepare_##isa, fast_fconv_release, name}, usable}
+    {{fast_##op##_f32_##isa, fast_##op##_f32_prepare_##isa, fast_fconv_release, name}, usable, MERA_ROUNDINGS_ALL}
 #if defined(__x86_64__)
 #define FAST_FCONV(op)                                                                       \
     {FAST_F(op, avx512, "avx512f", has_avx512f), FAST_F(op, avx2, "avx2", has_avx2), \
@@ -126,9 +141,9 @@ mera_status mera_kernel_table_check(mera_error *err)
                                  takes ? "it takes that numerics" : "its input 0 never has that numerics");
             for (int i = 0; i < FAST_MAX; i++) {
                 const fast_kernel *k = &fast_table[op][num][i];
-                if (k->k.run && (!ref_table[op][num] || !k->usable || !k->k.name))
+                if (k->k.run && (!ref_table[op][num] || !k->usable || !k->k.name || !k->roundings))
                     return mera_fail(err, MERA_ERR_INVALID,
-                                     "kernel table: %s fast %s kernel %d has no reference, usable test or name",
+                                     "kernel table: %s fast %s kernel %d has no reference, usable test, name or rounding",
                                      mera_op_table[op].name, numerics_name[num], i);
             }
         }
@@ -143,10 +158,11 @@ static int reference_forced(void)
     return s && *s && strcmp(s, "0") != 0;
 }
 
-mera_kernel mera_kernel_select(int op, mera_numerics num)
+mera_kernel mera_kernel_select(int op, mera_numerics num, mera_rounding rounding)
 {
     mera_kernel ref = {mera_kernel_ref(op, num), NULL, NULL, "ref"};
-    if (!ref.run) {
+    if (!ref.run || (unsigned)rounding >= MERA_ROUNDING_COUNT) {
+        ref.run = NULL;
         ref.name = "none";
         return ref;
     }
@@ -155,7 +171,7 @@ mera_kernel mera_kernel_select(int op, mera_numerics num)
     const mera_cpu_features *f = mera_cpu_features_get();
     for (int i = 0; i < FAST_MAX; i++) {
         const fast_kernel *k = &fast_table[op][num][i];
-        if (k->k.run && k->usable(f))
+        if (k->k.run && k->usable(f) && fast_kernel_implements_rounding(k, rounding))
             return k->k;
     }
     return ref;
@@ -167,13 +183,17 @@ mera_numerics mera_kernel_node_numerics(const mera_graph *g, const mera_node *no
     return t0->q.kind != MERA_QUANT_NONE ? MERA_NUMERICS_QUANT : MERA_NUMERICS_FLOAT;
 }
 
-mera_status mera_kernel_select_node(const mera_node *node, mera_numerics num, mera_kernel *k, mera_error *err)
+mera_status mera_kernel_select_node(const mera_node *node, mera_numerics num, mera_rounding rounding,
+                                    mera_kernel *k, mera_error *err)
 {
-    *k = mera_kernel_select(node->op, num);
-    if (!k->run)
-        return mera_fail(err, MERA_ERR_UNSUPPORTED, "node '%s' (%s): no %s kernel for this op", node->name,
-                         mera_op_table[node->op].name, num == MERA_NUMERICS_QUANT ? "quantized" : "float");
-    return MERA_OK;
+    *k = mera_kernel_select(node->op, num, rounding);
+    if (k->run)
+        return MERA_OK;
+    if ((unsigned)rounding >= MERA_ROUNDING_COUNT)
+        return mera_fail(err, MERA_ERR_UNSUPPORTED, "node '%s' (%s): no kernel implements rounding mode %d",
+                         node->name, mera_op_table[node->op].name, (int)rounding);
+    return mera_fail(err, MERA_ERR_UNSUPPORTED, "node '%s' (%s): no %s kernel for this op", node->name,
+                     mera_op_table[node->op].name, num == MERA_NUMERICS_QUANT ? "quantized" : "float");
 }
 
 void mera_kernel_node_args(const mera_graph *g, int n, const void *const *value_data, mera_kernel_args *a)
@@ -192,6 +212,7 @@ void mera_kernel_node_args(const mera_graph *g, int n, const void *const *value_
     a->n_outputs = node->n_outputs;
     for (int o = 0; o < node->n_outputs; o++)
         a->out_types[o] = &mera_graph_value(g, node->outputs[o])->type;
+    a->rounding = mera_graph_rounding(g);
 }
 
 mera_status mera_kernel_prepare_node(const mera_kernel *k, const mera_graph *g, int n,

@@ -89,9 +89,9 @@ REF_KERNEL(ref_concat_q)
                     if (c < nvec)
                         r = quantize_lane(dequant_fma(q, s, p), inv_vec, zy, lo, hi);
                     else if (nhwc)
-                        r = quantize_val(dequant_val(q, s, zx), so, zy, lo, hi);
+                        r = quantize_val(dequant_val(q, s, zx), so, zy, lo, hi, a->rounding);
                     else
-                        r = quantize_fbgemm(dequant_val(q, s, zx), inv, zy, lo, hi);
+                        r = quantize_fbgemm(dequant_val(q, s, zx), inv, zy, lo, hi, a->rounding);
                     q_store(a->out[0], yt->dtype, (o * out_len + at + c) * inner + k, r);
                 }
         at += len;
@@ -186,7 +186,7 @@ REF_KERNEL(ref_pad_q)
     const mera_type *xt = a->in_types[0], *yt = a->out_types[0];
     const int64_t *pads = ref_ints(a->node, "pads");
     int32_t fill = quantize_fbgemm((float)mera_attr_float(a->node, "value"), 1.0f / ref_scale_f(xt),
-                                   ref_zp(xt), q_lo(xt->dtype), q_hi(xt->dtype));
+                                   ref_zp(xt), q_lo(xt->dtype), q_hi(xt->dtype), a->rounding);
     int64_t n = mera_type_numel(yt);
     for (int64_t i = 0; i < n; i++) {
         int64_t src = pad_source(xt, yt, pads, i);
