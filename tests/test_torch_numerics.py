@@ -171,3 +171,74 @@ def test_pools_and_mean_nhwc(rounding):
     assert np.array_equal(got, np.clip(ada, 0, 255))
     # the same ties with an even zero point: both modes agree
     assert (avg != lane).any() == (rounding == ir.ROUNDING_ZP_BEFORE)
+
+
+# ---- memory format: contiguous / to / clone ---------------------------------------
+
+class ChannelsLastOps(torch.nn.Module):
+    """A quantized input made channels-last explicitly, then the op whose formula depends on it."""
+
+    def __init__(self, op, how):
+        super().__init__()
+        self.op, self.how = op, how
+
+    def forward(self, x):
+        q = torch.quantize_per_tensor(x, 0.25, 3, torch.quint8)
+        if self.how == "contiguous":
+            q = q.contiguous(memory_format=torch.channels_last)
+        elif self.how == "to":
+            q = q.to(memory_format=torch.channels_last)
+        else:  # there and back: contiguous() makes it NCHW-contiguous again
+            q = q.contiguous(memory_format=torch.channels_last).contiguous()
+        if self.op == "avg_pool2d":
+            y = F.avg_pool2d(q, 2)
+        elif self.op == "adaptive_avg_pool2d":
+            y = F.adaptive_avg_pool2d(q, 3)
+        elif self.op == "mean":
+            y = torch.mean(q, [2, 3], keepdim=True)
+        elif self.op == "add":
+            y = torch.ops.quantized.add(q, q, 0.5, 11)
+        else:
+            y = torch.ops.quantized.cat([q, q], 1, 0.5, 11)
+        return y.dequantize()
+
+
+@pytest.mark.parametrize("op, source", [(op, "trace") for op in ("avg_pool2d", "adaptive_avg_pool2d", "mean", "add",
+                                                                  "cat")] +
+                         # torch.export has no fake kernels for quantized::add and quantized::cat
+                         [(op, "export") for op in ("avg_pool2d", "adaptive_avg_pool2d", "mean")])
+def test_explicit_channels_last_gives_pytorch_bytes(op, source):
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.integers(0, 256, (1, 20, 6, 6)).astype(np.float32) * 0.25 - 0.75)
+    hows = ["contiguous", "to", "back"] if source == "trace" else ["contiguous", "back"]
+    for how in hows:
+        m = ChannelsLastOps(op, how)
+        ref = m(x).numpy()
+        src = torch.jit.trace(m, x) if source == "trace" else torch.export.export(m, (x,))
+        for layout in ("NCHW", "NHWC"):
+            xin = x.numpy() if layout == "NCHW" else np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1))
+            mod, params = mera.frontend.from_pytorch(src, [("input0", xin.shape)], layout=layout)
+            fmt = [n["attrs"].get("torch_memory_format") for n in mod.nodes() if n["op"] not in ("quantize",
+                                                                                                 "dequantize")]
+            assert fmt and all(f == ("contiguous" if how == "back" else "channels_last") for f in fmt if f), fmt
+            out = mera.compile(mod, params, target="InterpreterHw")(xin)[0]
+            if out.ndim == 4 and layout == "NHWC" and out.shape != ref.shape:
+                out = out.transpose(0, 3, 1, 2)
+            assert np.array_equal(out, ref), (how, layout, int((out != ref).sum()), ref.size)
+
+
+def test_the_channels_last_formula_matters_here():
+    """Without the explicit format the tie case gives other bytes: the test above can fail."""
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.integers(0, 256, (1, 20, 6, 6)).astype(np.float32) * 0.25 - 0.75)
+    cl, plain = ChannelsLastOps("avg_pool2d", "contiguous")(x), ChannelsLastOps("avg_pool2d", "back")(x)
+    assert (cl != plain).sum() > 0
+
+
+def test_memory_format_errors_name_the_op():
+    class To(torch.nn.Module):
+        def forward(self, x):
+            return x.to(torch.float16).float()
+
+    with pytest.raises(mera.UnsupportedError, match="only a change of memory format"):
+        mera.frontend.from_pytorch(torch.jit.trace(To(), torch.randn(1, 2, 3, 3)), [("input0", (1, 2, 3, 3))])
