@@ -173,6 +173,22 @@ def test_pools_and_mean_nhwc(rounding):
     assert (avg != lane).any() == (rounding == ir.ROUNDING_ZP_BEFORE)
 
 
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_mean_through_float(rounding):
+    """Channels-last mean over H, W (NHWC data, axes [1, 2]): dequantize, float mean, quantize_fbgemm
+    (docs/numerics.md section 7). With s = 1/4 and 2x2 spatial positions every step is exact in float,
+    so the NumPy model is the formula itself."""
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, (1, 2, 2, 24)).astype(np.uint8)
+    y = (F32(0.25) * (x.astype(np.int64) - 3).astype(F32)).sum(axis=(1, 2), keepdims=True) / F32(4)
+    want = quantize_model(y.astype(F32), 0.25, 5, rounding)
+    got = run_graph(lambda b, v: b.mean(v[0], axes=[1, 2], keepdims=1, out_scale=0.25, out_zero_point=5,
+                                        torch_memory_format="channels_last"), [(x, (0.25, 3), "NHWC")], rounding)
+    assert np.array_equal(got, want)
+    other = quantize_model(y.astype(F32), 0.25, 5, [r for r in ROUNDINGS if r != rounding][0])
+    assert (want != other).any()  # the case has ties on which the modes differ
+
+
 # ---- memory format: contiguous / to / clone ---------------------------------------
 
 class ChannelsLastOps(torch.nn.Module):
