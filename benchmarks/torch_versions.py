@@ -48,9 +48,29 @@ TORCHVISION = {"tv.resnet50": "resnet50", "tv.mobilenet_v2": "mobilenet_v2",
 
 # ---- the worker: runs inside one build's virtualenv ---------------------------------
 
+def _torchvision_models_only():
+    """torchvision.models.quantization without torchvision/__init__.py, which loads the C extension:
+    a CUDA torchvision wheel's extension does not load beside a CPU torch ('operator torchvision::nms
+    does not exist'), and the model code needs none of it."""
+    import importlib.util
+    import types
+    spec = importlib.util.find_spec("torchvision")
+    pkg = types.ModuleType("torchvision")
+    pkg.__path__ = list(spec.submodule_search_locations)
+    pkg.__spec__ = spec
+    sys.modules["torchvision"] = pkg
+    from torchvision.models import quantization
+    return quantization
+
+
 def _torchvision_model(name: str, seed: int):
     import torch
-    from torchvision.models import quantization as tvq
+    try:
+        from torchvision.models import quantization as tvq
+    except (RuntimeError, ImportError, OSError):
+        for k in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
+            del sys.modules[k]
+        tvq = _torchvision_models_only()
     torch.manual_seed(seed)
     kw = {"weights": None, "quantize": False}
     if name in ("googlenet", "inception_v3"):
