@@ -34,6 +34,16 @@ QParams = Union[None, Tuple[float, int], Tuple[Sequence[float], Sequence[int], i
 OPS: Tuple[str, ...] = tuple(_core.op_names())
 
 
+#: The rounding modes of the numerics contract (docs/numerics.md, "Rounding"):
+#: where quantization adds the zero point, before or after rounding half to even.
+ROUNDING_ZP_AFTER = "zero_point_after_rounding"
+ROUNDING_ZP_BEFORE = "zero_point_before_rounding"
+ROUNDINGS = (ROUNDING_ZP_AFTER, ROUNDING_ZP_BEFORE)
+#: What graphs from the builder and the ONNX frontend use unless told
+#: otherwise: the ONNX QuantizeLinear formula, and fbgemm's since PyTorch 2.14.
+DEFAULT_ROUNDING = ROUNDING_ZP_AFTER
+
+
 @contextlib.contextmanager
 def _arguments_of(what: str):
     """Bad arguments of a graph call (a name with a NUL, a shape that is not a list of ints, a value
@@ -121,6 +131,10 @@ class Builder:
     ----------
     name : str
         Name of the graph.
+    rounding : str
+        The graph's rounding mode (one of :data:`ROUNDINGS`): how every
+        quantized op turns float values into integers. The PyTorch frontends
+        pass the one they probed from the installed PyTorch.
 
     Attributes
     ----------
@@ -134,9 +148,10 @@ class Builder:
     is ``b.op("conv2d", x, w, bias, strides=[2, 2])``.
     """
 
-    def __init__(self, name: str = "main"):
+    def __init__(self, name: str = "main", *, rounding: str = DEFAULT_ROUNDING):
         with _arguments_of(f"Builder({name!r})"):
             self._g = _core.Graph(name)
+            self._g.rounding = rounding
         self.params: Dict[str, np.ndarray] = {}
         self._counter: Dict[str, int] = {}
 
@@ -246,6 +261,11 @@ class Module:
     @property
     def name(self) -> str:
         return self._graph.name
+
+    @property
+    def rounding(self) -> str:
+        """The graph's rounding mode (:data:`ROUNDINGS`; docs/numerics.md)."""
+        return self._graph.rounding
 
     def __str__(self) -> str:
         return self._graph.text()

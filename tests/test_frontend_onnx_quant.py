@@ -275,17 +275,19 @@ def test_quantize_dequantize_linear(dtype, opset):
     assert np.array_equal(both_layouts(q, [x])[0], run_ort(q, [x])[0])
 
 
-def test_quantize_ties_differ_from_onnxruntime_by_one():
-    """On an exact tie x / s = k + 1/2, ONNX rounds k + 1/2 to even and adds the zero point; mera (fbgemm's
-    quantize) rounds k + 1/2 + zero_point to even. With an odd zero point every tie lands one higher or lower."""
+def test_quantize_ties_round_as_onnxruntime():
+    """On an exact tie x / s = k + 1/2, ONNX rounds k + 1/2 to even and adds the zero point, and so does an
+    imported graph (its rounding is zero_point_after_rounding, docs/numerics.md section 0), whatever the
+    zero point's parity. Under PyTorch 2.13's zero_point_before_rounding an odd zero point would land every
+    tie one quantum away."""
     x = ((np.arange(-200, 200, dtype=np.float32) + 0.5) * 0.25).reshape(4, 100)  # s = 0.25: exact ties
-    for z, differ in ((117, True), (118, False)):
+    for z in (117, 118):
         q = make_model([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"])], [("x", F32, [4, 100])],
                        [("q", U8)], [init("s", 0.25), init("z", z, np.uint8)])
-        ref = run_ort(q, [x])[0]
-        d = quanta(both_layouts(q, [x])[0], ref)
-        inside = (ref > 0) & (ref < 255)
-        assert (d[inside] == (1 if differ else 0)).all() and d.max() <= 1
+        assert np.array_equal(both_layouts(q, [x])[0], run_ort(q, [x])[0])
+        before = np.clip(np.rint(x / 0.25 + z), 0, 255)  # the other mode, for contrast
+        inside = (before > 0) & (before < 255)
+        assert (before[inside] != run_ort(q, [x])[0][inside]).any() == (z % 2 == 1)
 
 
 def _qconv_model(dtype, per_channel, group, w_dtype=np.int8, bias=True, seed=0):

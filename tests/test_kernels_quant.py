@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 import mera
 from mera import ir
+from mera.frontend._torch_numerics import probe_rounding
 
 torch.backends.quantized.engine = "fbgemm"
 
@@ -77,7 +78,7 @@ def run(build, inputs):
 
     inputs: list of (array, qparams, layout); qparams None for float.
     """
-    b = ir.Builder("t")
+    b = ir.Builder("t", rounding=probe_rounding())  # PyTorch is the reference: its rounding
     vals = [b.input(f"x{i}", a.shape, str(a.dtype), qparams=q, layout=lay) for i, (a, q, lay) in enumerate(inputs)]
     mod = b.finish(build(b, vals))
     with mera.build_config(target="InterpreterHw"):

@@ -162,7 +162,7 @@ mera_interp *mera_interp_compile(const mera_graph *g, mera_interp_mode mode, con
             it->emulate[n] = 1;
             num = MERA_NUMERICS_FLOAT;
         }
-        if (mera_kernel_select_node(node, num, &it->kernels[n], err) ||
+        if (mera_kernel_select_node(node, num, mera_graph_rounding(g), &it->kernels[n], err) ||
             mera_kernel_prepare_node(&it->kernels[n], g, n, it->value_data, &it->states[n], err))
             goto fail;
         if (it->kernels[n].scratch && !it->emulate[n]) {
@@ -250,12 +250,14 @@ static mera_type float_type(const mera_type *t)
 /* Convert one tensor with the quantize or dequantize kernel, so the
  * emulation uses the contract's arithmetic. Those kernels read only the
  * types, never the node's attributes. */
-static mera_status convert_tensor(int op, mera_numerics num, const mera_node *node, const mera_type *in_t,
-                                  const void *in, const mera_type *out_t, void *out, mera_error *err)
+static mera_status convert_tensor(int op, mera_numerics num, const mera_node *node, mera_rounding rounding,
+                                  const mera_type *in_t, const void *in, const mera_type *out_t, void *out,
+                                  mera_error *err)
 {
     mera_kernel_args c;
     memset(&c, 0, sizeof c);
     c.node = node;
+    c.rounding = rounding;
     c.n_inputs = 1;
     c.in_types[0] = in_t;
     c.in[0] = in;
@@ -284,7 +286,7 @@ static mera_status run_emulated(const mera_node *node, mera_kernel_fn float_kern
         }
         tmp[n_tmp++] = buf;
         in_f[i] = float_type(a->in_types[i]);
-        if ((st = convert_tensor(MERA_OP_DEQUANTIZE, MERA_NUMERICS_QUANT, node, a->in_types[i], a->in[i], &in_f[i],
+        if ((st = convert_tensor(MERA_OP_DEQUANTIZE, MERA_NUMERICS_QUANT, node, a->rounding, a->in_types[i], a->in[i], &in_f[i],
                                  buf, err)))
             goto done;
         a->in_types[i] = &in_f[i];
@@ -311,7 +313,7 @@ static mera_status run_emulated(const mera_node *node, mera_kernel_fn float_kern
         goto done;
     for (int o = 0; o < a->n_outputs; o++)
         if (is_quantized(real_type[o]) &&
-            (st = convert_tensor(MERA_OP_QUANTIZE, MERA_NUMERICS_FLOAT, node, a->out_types[o], a->out[o],
+            (st = convert_tensor(MERA_OP_QUANTIZE, MERA_NUMERICS_FLOAT, node, a->rounding, a->out_types[o], a->out[o],
                                  real_type[o], real_out[o], err)))
             goto done;
 done:

@@ -221,6 +221,8 @@ mera_status mera_deploy_write(const mera_deploy_spec *spec, mera_deploy_files *o
     mjw_string(&j, target);
     mjw_key(&j, "host_arch");
     mjw_string(&j, spec->host_arch);
+    mjw_key(&j, "rounding"); /* the graph's (in deploy.params too, so the model id covers it) */
+    mjw_string(&j, mera_rounding_name(mera_graph_rounding(g)));
     mjw_key(&j, "platform");
     if (dna)
         mjw_string(&j, spec->platform->name);

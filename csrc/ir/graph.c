@@ -10,6 +10,7 @@
 struct mera_graph {
     mera_arena arena;
     const char *name;
+    mera_rounding rounding;
     mera_value *values;
     int n_values, cap_values;
     mera_node *nodes;
@@ -31,7 +32,20 @@ mera_graph *mera_graph_new(const char *name)
         free(g);
         return NULL;
     }
+    g->rounding = MERA_ROUNDING_DEFAULT;
     return g;
+}
+
+mera_rounding mera_graph_rounding(const mera_graph *g)
+{
+    return g->rounding;
+}
+
+void mera_graph_set_rounding(mera_graph *g, mera_rounding r)
+{
+    if ((int)r < 0 || r >= MERA_ROUNDING_COUNT)
+        MERA_BUG("mera_graph_set_rounding: rounding outside mera_rounding");
+    g->rounding = r;
 }
 
 void mera_graph_free(mera_graph *g)

@@ -88,6 +88,40 @@ static inline int32_t mera_q_zero_point(const mera_qparams *q, int64_t i)
     return q->kind == MERA_QUANT_PER_AXIS ? q->zero_points[i] : q->zero_point;
 }
 
+/* ---- the numerics contract's rounding ---------------------------------- */
+
+/* How float values become integers of a quantized tensor: a property of the
+ * whole graph (docs/numerics.md, "Rounding"), chosen by the frontend (the
+ * PyTorch frontends probe the installed PyTorch), carried in the binary and
+ * text forms, deploy.json and every CONV and VEC instruction, and honoured
+ * by every kernel. Both modes round half to even; they differ in where the
+ * zero point z is added, which decides exact ties x/s = k + 1/2 when z is
+ * odd:
+ *   ZP_AFTER_ROUNDING   q = rne(f32(x * (1/s))) + z  fbgemm after its
+ *                       legacy path was removed (PyTorch >= 2.14), and the
+ *                       ONNX QuantizeLinear formula: the default (0)
+ *   ZP_BEFORE_ROUNDING  q = rne(fma(x, 1/s, z))  fbgemm's LEGACY Quantize
+ *                       (PyTorch <= 2.13); scalar paths rne(f32(x/s) + z)
+ * A new mode (e.g. a fixed-point requantization) is a new entry here; every
+ * switch over it has no default, so -Wswitch shows each kernel to extend,
+ * and fast kernels are picked only for modes they list (kernels/dispatch.c). */
+#define MERA_ROUNDINGS(X)                               \
+    X(ZP_AFTER_ROUNDING, "zero_point_after_rounding")   \
+    X(ZP_BEFORE_ROUNDING, "zero_point_before_rounding")
+
+typedef enum {
+#define X(e, s) MERA_ROUNDING_##e,
+    MERA_ROUNDINGS(X)
+#undef X
+    MERA_ROUNDING_COUNT
+} mera_rounding;
+
+/* Graphs from the NumPy builder and ONNX, and new graphs in C. */
+#define MERA_ROUNDING_DEFAULT MERA_ROUNDING_ZP_AFTER_ROUNDING
+
+const char *mera_rounding_name(mera_rounding r); /* NULL for a value outside the enum */
+int mera_rounding_parse(const char *s, mera_rounding *out); /* 0 on success */
+
 /* ---- tensor types ------------------------------------------------------ */
 
 #define MERA_MAX_RANK 6
@@ -180,6 +214,10 @@ typedef struct mera_graph mera_graph;
 mera_graph *mera_graph_new(const char *name);
 void mera_graph_free(mera_graph *g);
 const char *mera_graph_name(const mera_graph *g);
+/* The graph's rounding (MERA_ROUNDING_DEFAULT for a new graph). A pass or
+ * the quantizer that makes a graph from another copies it. */
+mera_rounding mera_graph_rounding(const mera_graph *g);
+void mera_graph_set_rounding(mera_graph *g, mera_rounding r);
 mera_arena *mera_graph_arena(mera_graph *g);
 
 int mera_graph_num_values(const mera_graph *g);
@@ -325,7 +363,9 @@ const mera_attr *mera_node_attr(const mera_node *n, const char *key);
 char *mera_graph_to_text(const mera_graph *g);
 
 #define MERA_IR_MAGIC "MERAIR\r\n"
-#define MERA_IR_FORMAT_VERSION 1u
+/* Version 2 added the graph's rounding; version 1 files are read with
+ * ZP_BEFORE_ROUNDING, the only contract there was when they were written. */
+#define MERA_IR_FORMAT_VERSION 2u
 
 /* Serialize to a malloc'd buffer. Constant data is included; parameter data
  * is not (it travels in the params dict). */

@@ -179,6 +179,7 @@ char *mera_graph_to_text(const mera_graph *g)
 {
     sbuf b = {0};
     sb_printf(&b, "graph \"%s\" {\n", mera_graph_name(g));
+    sb_printf(&b, "  numerics {rounding=\"%s\"}\n", mera_rounding_name(mera_graph_rounding(g)));
     for (int id = 0; id < mera_graph_num_values(g); id++) {
         const mera_value *v = mera_graph_value(g, id);
         switch (v->kind) {

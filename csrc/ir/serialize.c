@@ -2,7 +2,8 @@
  *
  *   header   magic "MERAIR\r\n" | u32 format version | u32 flags (0)
  *            | u64 payload length | u64 FNV-1a of the payload
- *   payload  str graph name | u32 item count | items | u32 n outputs | i32 output ids
+ *   payload  str graph name | str rounding (mera_rounding_name; not in version 1)
+ *            | u32 item count | items | u32 n outputs | i32 output ids
  *   item     u8 tag: 1 input, 2 param, 3 const, 4 node
  *            decl:  str name | type | const only: u64 nbytes | bytes
  *            node:  str name | str op name | u32 n inputs | i32 ids
@@ -101,6 +102,7 @@ mera_status mera_graph_serialize(const mera_graph *g, uint8_t **out, size_t *out
     uint8_t zero[HEADER_SIZE] = {0};
     mera_put_bytes(&w, zero, sizeof zero);
     put_str(&w, mera_graph_name(g));
+    put_str(&w, mera_rounding_name(mera_graph_rounding(g)));
     uint32_t items = 0;
     for (int id = 0; id < mera_graph_num_values(g); id++) {
         const mera_value *v = mera_graph_value(g, id);
@@ -348,8 +350,8 @@ mera_graph *mera_graph_deserialize(const uint8_t *buf, size_t len, mera_error *e
     memcpy(&flags, buf + 12, 4);
     memcpy(&payload_len, buf + 16, 8);
     memcpy(&sum, buf + 24, 8);
-    if (version != MERA_IR_FORMAT_VERSION) {
-        mera_fail(err, MERA_ERR_FORMAT, "format version %u is not supported (this build reads version %u)",
+    if (version != MERA_IR_FORMAT_VERSION && version != 1) {
+        mera_fail(err, MERA_ERR_FORMAT, "format version %u is not supported (this build reads versions 1 to %u)",
                   version, MERA_IR_FORMAT_VERSION);
         return NULL;
     }
@@ -375,6 +377,15 @@ mera_graph *mera_graph_deserialize(const uint8_t *buf, size_t len, mera_error *e
     reader r = {buf, len, HEADER_SIZE, &scratch, err, 0};
     mera_graph *g = NULL;
     char *name = get_str(&r, "graph name");
+    mera_rounding rounding = MERA_ROUNDING_ZP_BEFORE_ROUNDING; /* version 1 */
+    if (version >= 2) {
+        size_t at = r.pos;
+        char *rname = get_str(&r, "rounding");
+        if (!r.failed && mera_rounding_parse(rname, &rounding)) {
+            mera_fail(err, MERA_ERR_FORMAT, "graph rounding at offset %zu: unknown mode '%s'", at, rname);
+            goto fail;
+        }
+    }
     uint32_t items = get_u32(&r, "item count");
     if (r.failed)
         goto fail;
@@ -383,6 +394,7 @@ mera_graph *mera_graph_deserialize(const uint8_t *buf, size_t len, mera_error *e
         mera_fail(err, MERA_ERR_NOMEM, "out of memory");
         goto fail;
     }
+    mera_graph_set_rounding(g, rounding);
     for (uint32_t it = 0; it < items; it++) {
         size_t at = r.pos;
         uint8_t tag = get_u8(&r, "item tag");

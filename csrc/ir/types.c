@@ -71,6 +71,27 @@ int mera_layout_parse(const char *s, mera_layout *out)
     return -1;
 }
 
+static const char *const rounding_names[MERA_ROUNDING_COUNT] = {
+#define X(e, s) [MERA_ROUNDING_##e] = s,
+    MERA_ROUNDINGS(X)
+#undef X
+};
+
+const char *mera_rounding_name(mera_rounding r)
+{
+    return (unsigned)r < MERA_ROUNDING_COUNT ? rounding_names[r] : NULL;
+}
+
+int mera_rounding_parse(const char *s, mera_rounding *out)
+{
+    for (int i = 0; s && i < MERA_ROUNDING_COUNT; i++)
+        if (strcmp(s, rounding_names[i]) == 0) {
+            *out = (mera_rounding)i;
+            return 0;
+        }
+    return -1;
+}
+
 int64_t mera_type_numel(const mera_type *t)
 {
     int64_t n = 1;

@@ -97,6 +97,16 @@ static void put_token_queues(mera_writer *w, int queue, int prev, int next)
         put(w, "-");
 }
 
+/* The requantization unit's rounding: its name, or the raw number. */
+static void put_rounding(mera_writer *w, int32_t rounding)
+{
+    const char *name = mera_rounding_name((mera_rounding)rounding);
+    if (name)
+        put(w, " round=%s", name);
+    else
+        put(w, " round=%d", (int)rounding);
+}
+
 static void put_tile(mera_writer *w, const char *name, const dna_tile *t)
 {
     put(w, " %s=%u:%dx%dx%dx%d", name, (unsigned)t->addr, (int)t->ext[0], (int)t->ext[1], (int)t->ext[2],
@@ -145,6 +155,7 @@ static void put_insn(mera_writer *w, const dna_program *p, const mera_graph *g, 
             (int)c->out_h, (int)c->out_w, (int)c->oc_n, (unsigned)c->in_addr, (int)c->in_h, (int)c->in_w,
             (int)c->in_c, (unsigned)c->wgt_addr, (int)c->oc0, (int)c->oc_n, (int)c->depthwise_saturate,
             (long long)c->wgt_dram);
+        put_rounding(w, c->rounding);
         break;
     }
     case DNA_VEC: {
@@ -160,6 +171,7 @@ static void put_insn(mera_writer *w, const dna_program *p, const mera_graph *g, 
             put_tile(w, name, &v->src[s]);
         }
         put(w, " origin=%d,%d,%d,%d", (int)v->origin[0], (int)v->origin[1], (int)v->origin[2], (int)v->origin[3]);
+        put_rounding(w, v->rounding);
         break;
     }
     default: /* NOP: tokens only; an unknown opcode has no body */

@@ -43,7 +43,7 @@
 #include "ir/ir.h"
 #include "util/status.h"
 
-#define DNA_ISA_VERSION 1
+#define DNA_ISA_VERSION 2 /* 2: CONV and VEC carry the requantization unit's rounding */
 #define DNA_MAX_SRC 8 /* source tiles of one vector instruction (concat inputs) */
 
 typedef enum {
@@ -106,13 +106,19 @@ typedef struct {
  * [1][rows][oc_n]. depthwise_saturate is the layer's decision (made on
  * the whole layer) whether depthwise pair sums saturate to int16 as
  * fbgemm's depthwise kernel does; a tile cannot decide it from its own
- * padding-free geometry. */
+ * padding-free geometry. rounding is the requantization unit's rounding
+ * mode (mera_rounding, ir.h): the graph's, which the program must carry in
+ * every CONV and VEC (checked against the graph when it is loaded). Under
+ * today's two modes a CONV requantizes its accumulator the same way
+ * (rne(y) + z); the field is there so that a mode that changes it (e.g. a
+ * fixed-point multiplier) needs no new instruction. */
 typedef struct {
     uint32_t in_addr, wgt_addr, out_addr;
     int32_t in_h, in_w, in_c;
     int32_t out_h, out_w;
     int32_t oc0, oc_n;
     int32_t depthwise_saturate; /* 0 or 1 */
+    int32_t rounding;           /* mera_rounding */
     int64_t wgt_dram;           /* DRAM address the weight block was loaded from (for the report/check) */
 } dna_conv;
 
@@ -130,9 +136,13 @@ typedef struct {
  * mera_kernel_split_rule (kernels/split.h) says the kernel run on the
  * tile gives the same bytes as on the whole tensor; the instruction means
  * exactly "the layer's contract kernel on these tiles". origin is the
- * destination tile's position in the layer's output tensor. */
+ * destination tile's position in the layer's output tensor. rounding is the
+ * requantization unit's rounding mode, as in CONV: it decides how the vector
+ * unit turns float results into integers (quantize, pools, mean, the
+ * elementwise ops through float). */
 typedef struct {
     int32_t n_src;
+    int32_t rounding; /* mera_rounding */
     dna_tile src[DNA_MAX_SRC];
     dna_tile dst;
     int32_t origin[4];

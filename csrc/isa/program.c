@@ -163,6 +163,7 @@ mera_status dna_program_serialize(const dna_program *p, uint8_t **out, size_t *o
             mera_put_i32(&w, c->oc0);
             mera_put_i32(&w, c->oc_n);
             mera_put_i32(&w, c->depthwise_saturate);
+            mera_put_i32(&w, c->rounding);
             mera_put_i64(&w, c->wgt_dram);
             break;
         }
@@ -175,6 +176,7 @@ mera_status dna_program_serialize(const dna_program *p, uint8_t **out, size_t *o
                                  (int)v->n_src, DNA_MAX_SRC);
             }
             mera_put_i32(&w, v->n_src);
+            mera_put_i32(&w, v->rounding);
             put_tile(&w, &v->dst);
             for (int k = 0; k < 4; k++)
                 mera_put_i32(&w, v->origin[k]);
@@ -395,6 +397,7 @@ static dna_program *deserialize(const uint8_t *buf, size_t len, int n_nodes, int
                 c->oc0 = get_i32(r, "CONV oc0");
                 c->oc_n = get_i32(r, "CONV oc_n");
                 c->depthwise_saturate = get_i32(r, "CONV depthwise_saturate");
+                c->rounding = get_i32(r, "CONV rounding");
                 c->wgt_dram = get_i64(r, "CONV wgt_dram");
                 break;
             }
@@ -405,6 +408,7 @@ static dna_program *deserialize(const uint8_t *buf, size_t len, int n_nodes, int
                     FMT_FAIL(r, "insn %d (VEC): field n_src = %d not in [1, %d]", i, (int)v->n_src, DNA_MAX_SRC);
                     break;
                 }
+                v->rounding = get_i32(r, "VEC rounding");
                 get_tile(r, &v->dst);
                 for (int k = 0; k < 4; k++)
                     v->origin[k] = get_i32(r, "VEC origin");

@@ -159,15 +159,32 @@ static mera_status check_dma(vctx *c, int i)
     return MERA_OK;
 }
 
+/* The requantization unit's rounding of a CONV or VEC: a mode of
+ * mera_rounding, and the graph's when the graph is known (a program
+ * scheduled for one rounding must not run a graph of another). */
+static mera_status check_rounding(vctx *c, int i, int32_t rounding)
+{
+    const char *name = mera_rounding_name((mera_rounding)rounding);
+    if (!name)
+        INSN_BAD(c, i, "field rounding = %d is not a rounding mode (0 to %d)", (int)rounding, MERA_ROUNDING_COUNT - 1);
+    if (c->g && (mera_rounding)rounding != mera_graph_rounding(c->g))
+        INSN_BAD(c, i, "field rounding = %s, but the graph's rounding is %s", name,
+                 mera_rounding_name(mera_graph_rounding(c->g)));
+    return MERA_OK;
+}
+
 static mera_status check_conv(vctx *c, int i)
 {
     const dna_program *p = c->p;
+    mera_status st;
     const dna_conv *k = &p->insns[i].u.conv;
     if (k->in_h < 1 || k->in_w < 1 || k->in_c < 1 || k->out_h < 1 || k->out_w < 1 || k->oc_n < 1 || k->oc0 < 0)
         INSN_BAD(c, i, "fields in_h/in_w/in_c/out_h/out_w/oc_n must be >= 1 and oc0 >= 0, got %d/%d/%d/%d/%d/%d, %d",
                  (int)k->in_h, (int)k->in_w, (int)k->in_c, (int)k->out_h, (int)k->out_w, (int)k->oc_n, (int)k->oc0);
     if (k->depthwise_saturate != 0 && k->depthwise_saturate != 1)
         INSN_BAD(c, i, "field depthwise_saturate must be 0 or 1, got %d", (int)k->depthwise_saturate);
+    if ((st = check_rounding(c, i, k->rounding)))
+        return st;
     int64_t in_b = mul_bounded(mul_bounded(k->in_h, k->in_w), k->in_c);
     int64_t out_b = mul_bounded(mul_bounded(k->out_h, k->out_w), k->oc_n);
     if (!fits(k->in_addr, in_b, p->act_bytes))
@@ -203,8 +220,11 @@ static mera_status check_vec(vctx *c, int i)
 {
     const dna_program *p = c->p;
     const dna_vec *v = &p->insns[i].u.vec;
+    mera_status st;
     if (v->n_src < 1 || v->n_src > DNA_MAX_SRC)
         INSN_BAD(c, i, "field n_src = %d not in [1, %d]", (int)v->n_src, DNA_MAX_SRC);
+    if ((st = check_rounding(c, i, v->rounding)))
+        return st;
     for (int s = 0; s <= v->n_src; s++) {
         const dna_tile *t = s < v->n_src ? &v->src[s] : &v->dst;
         char name[24];

@@ -77,7 +77,22 @@ typedef struct {
     mera_kernel k;
     int (*usable)(const mera_cpu_features *f); /* may it run on this CPU? */
     fast_family family;
+    unsigned roundings; /* bit r set: gives the reference's bytes under mera_rounding r */
 } fast_kernel;
+
+/* May fast kernel k run a node whose graph has this rounding? The one place
+ * that decides it: a fast kernel lists the roundings it implements, and a
+ * mode it does not list (a new one included) falls back to the reference. */
+static int fast_kernel_implements_rounding(const fast_kernel *k, mera_rounding rounding)
+{
+    return (unsigned)rounding < MERA_ROUNDING_COUNT && (k->roundings >> rounding) & 1u;
+}
+
+/* The roundings of today's contract (docs/numerics.md). conv2d and dense
+ * requantize an accumulator as rne(y) + z under both: fbgemm's
+ * requantizeOutputProcessing adds the zero point after rounding whatever
+ * its Quantize does. */
+#define ROUNDINGS_ZP (1u << MERA_ROUNDING_ZP_BEFORE_ROUNDING | 1u << MERA_ROUNDING_ZP_AFTER_ROUNDING)
 
 #define FAST_MAX 3 /* candidates per (op, numerics) */
 
@@ -108,7 +123,7 @@ static int has_avx512f(const mera_cpu_features *f)
  * on any CPU. */
 #define FAST_Q(op, isa, name, usable) \
     {{fast_##op##_q_##isa, fast_##op##_q_prepare_##isa, fast_qconv_release, name, fast_qconv_scratch, \
-      fast_qconv_prepare_like}, usable, FAST_CONV}
+      fast_qconv_prepare_like}, usable, FAST_CONV, ROUNDINGS_ZP}
 #if defined(__x86_64__)
 #define FAST_QCONV(op)                                                                        \
     {FAST_Q(op, avx512, "avx512vnni", has_avx512vnni), FAST_Q(op, avx2, "avx2", has_avx2), \
@@ -119,7 +134,7 @@ static int has_avx512f(const mera_cpu_features *f)
 
 /* The float kernels of fast/ for op, best first. */
 #define FAST_F(op, isa, name, usable) \
-    {{fast_##op##_f32_##isa, fast_##op##_f32_prepare_##isa, fast_fconv_release, name}, usable, FAST_CONV}
+    {{fast_##op##_f32_##isa, fast_##op##_f32_prepare_##isa, fast_fconv_release, name}, usable, FAST_CONV, MERA_ROUNDINGS_ALL}
 #if defined(__x86_64__)
 #define FAST_FCONV(op)                                                                       \
     {FAST_F(op, avx512, "avx512f", has_avx512f), FAST_F(op, avx2, "avx2", has_avx2), \
@@ -130,35 +145,42 @@ static int has_avx512f(const mera_cpu_features *f)
 
 /* The elementwise kernels of fast/ (ew.h), best first: kernel is the
  * entry's name without the instruction set's suffix. */
-#define FAST_EW1(kernel, isa, name, usable, family) {{kernel##_##isa, NULL, NULL, name}, usable, family}
+#define FAST_EW1(kernel, isa, name, usable, family, roundings) {{kernel##_##isa, NULL, NULL, name}, usable, family, roundings}
 #if defined(__x86_64__)
-#define FAST_EW(kernel, family)                                                                           \
-    {FAST_EW1(kernel, avx512, "avx512f", has_avx512f, family), FAST_EW1(kernel, avx2, "avx2", has_avx2, family), \
-     FAST_EW1(kernel, c, "c", any_cpu, family)}
+#define FAST_EW(kernel, family, roundings)                                                      \
+    {FAST_EW1(kernel, avx512, "avx512f", has_avx512f, family, roundings),                       \
+     FAST_EW1(kernel, avx2, "avx2", has_avx2, family, roundings), FAST_EW1(kernel, c, "c", any_cpu, family, roundings)}
 #else
-#define FAST_EW(kernel, family) {FAST_EW1(kernel, c, "c", any_cpu, family)}
+#define FAST_EW(kernel, family, roundings) {FAST_EW1(kernel, c, "c", any_cpu, family, roundings)}
 #endif
 /* A 256-byte table per body, the same code on every CPU. */
-#define FAST_ACT(kernel) {{{kernel, fast_act_q_prepare, fast_ew_release, "table"}, any_cpu, FAST_ELEMENTWISE}}
+#define FAST_ACT(kernel, roundings) \
+    {{{kernel, fast_act_q_prepare, fast_ew_release, "table"}, any_cpu, FAST_ELEMENTWISE, roundings}}
+
+/* The elementwise, convert and pool kernels were written to (and tested against) the zero point
+ * before rounding of torch <= 2.13 where their quantize step depends on it; under the other
+ * mode those nodes run the reference kernels. mul, dequantize and max pool do not depend on it. */
+#define ROUNDINGS_BEFORE (1u << MERA_ROUNDING_ZP_BEFORE_ROUNDING)
 
 static const fast_kernel fast_table[MERA_OP_COUNT][MERA_NUMERICS_COUNT][FAST_MAX] = {
     [MERA_OP_CONV2D][MERA_NUMERICS_QUANT] = FAST_QCONV(conv2d),
     [MERA_OP_DENSE][MERA_NUMERICS_QUANT]  = FAST_QCONV(dense),
     [MERA_OP_CONV2D][MERA_NUMERICS_FLOAT] = FAST_FCONV(conv2d),
     [MERA_OP_DENSE][MERA_NUMERICS_FLOAT]  = FAST_FCONV(dense),
-    [MERA_OP_ADD][MERA_NUMERICS_QUANT]         = FAST_EW(fast_add_q, FAST_ELEMENTWISE),
-    [MERA_OP_MUL][MERA_NUMERICS_QUANT]         = FAST_EW(fast_mul_q, FAST_ELEMENTWISE),
-    [MERA_OP_LEAKY_RELU][MERA_NUMERICS_QUANT]  = FAST_ACT(fast_leaky_relu_q),
-    [MERA_OP_HARDSWISH][MERA_NUMERICS_QUANT]   = FAST_ACT(fast_hardswish_q),
-    [MERA_OP_HARDSIGMOID][MERA_NUMERICS_QUANT] = FAST_ACT(fast_hardsigmoid_q),
-    [MERA_OP_SIGMOID][MERA_NUMERICS_QUANT]     = FAST_ACT(fast_sigmoid_q),
-    [MERA_OP_QUANTIZE][MERA_NUMERICS_FLOAT]    = FAST_EW(fast_quantize, FAST_CONVERT),
-    [MERA_OP_DEQUANTIZE][MERA_NUMERICS_QUANT]  = FAST_EW(fast_dequantize, FAST_CONVERT),
-    [MERA_OP_REQUANTIZE][MERA_NUMERICS_QUANT]  = FAST_EW(fast_requantize, FAST_CONVERT),
-    [MERA_OP_MAX_POOL2D][MERA_NUMERICS_QUANT]  = FAST_EW(fast_max_pool2d_q, FAST_POOL),
+    [MERA_OP_ADD][MERA_NUMERICS_QUANT]         = FAST_EW(fast_add_q, FAST_ELEMENTWISE, ROUNDINGS_BEFORE),
+    [MERA_OP_MUL][MERA_NUMERICS_QUANT]         = FAST_EW(fast_mul_q, FAST_ELEMENTWISE, MERA_ROUNDINGS_ALL),
+    [MERA_OP_LEAKY_RELU][MERA_NUMERICS_QUANT]  = FAST_ACT(fast_leaky_relu_q, ROUNDINGS_BEFORE),
+    [MERA_OP_HARDSWISH][MERA_NUMERICS_QUANT]   = FAST_ACT(fast_hardswish_q, ROUNDINGS_BEFORE),
+    [MERA_OP_HARDSIGMOID][MERA_NUMERICS_QUANT] = FAST_ACT(fast_hardsigmoid_q, ROUNDINGS_BEFORE),
+    [MERA_OP_SIGMOID][MERA_NUMERICS_QUANT]     = FAST_ACT(fast_sigmoid_q, ROUNDINGS_BEFORE),
+    [MERA_OP_QUANTIZE][MERA_NUMERICS_FLOAT]    = FAST_EW(fast_quantize, FAST_CONVERT, ROUNDINGS_BEFORE),
+    [MERA_OP_DEQUANTIZE][MERA_NUMERICS_QUANT]  = FAST_EW(fast_dequantize, FAST_CONVERT, MERA_ROUNDINGS_ALL),
+    [MERA_OP_REQUANTIZE][MERA_NUMERICS_QUANT]  = FAST_EW(fast_requantize, FAST_CONVERT, ROUNDINGS_BEFORE),
+    [MERA_OP_MAX_POOL2D][MERA_NUMERICS_QUANT]  = FAST_EW(fast_max_pool2d_q, FAST_POOL, MERA_ROUNDINGS_ALL),
     [MERA_OP_ADAPTIVE_AVG_POOL2D][MERA_NUMERICS_QUANT] =
-        {{{fast_adaptive_avg_pool2d_q, NULL, NULL, "c", NULL}, any_cpu, FAST_POOL}},
-    [MERA_OP_CONCAT][MERA_NUMERICS_QUANT]      = {{{fast_concat_q, fast_concat_q_prepare, fast_ew_release, "table", NULL}, any_cpu, FAST_ELEMENTWISE}},
+        {{{fast_adaptive_avg_pool2d_q, NULL, NULL, "c", NULL}, any_cpu, FAST_POOL, ROUNDINGS_BEFORE}},
+    [MERA_OP_CONCAT][MERA_NUMERICS_QUANT]      = {{{fast_concat_q, fast_concat_q_prepare, fast_ew_release, "table", NULL},
+                                                   any_cpu, FAST_ELEMENTWISE, ROUNDINGS_BEFORE}},
 };
 
 /* May a kernel of family replace the reference of (op, num)? One predicate
@@ -196,9 +218,9 @@ mera_status mera_kernel_table_check(mera_error *err)
                                  takes ? "it takes that numerics" : "its input 0 never has that numerics");
             for (int i = 0; i < FAST_MAX; i++) {
                 const fast_kernel *k = &fast_table[op][num][i];
-                if (k->k.run && (!ref_table[op][num] || !k->usable || !k->k.name))
+                if (k->k.run && (!ref_table[op][num] || !k->usable || !k->k.name || !k->roundings))
                     return mera_fail(err, MERA_ERR_INVALID,
-                                     "kernel table: %s fast %s kernel %d has no reference, usable test or name",
+                                     "kernel table: %s fast %s kernel %d has no reference, usable test, name or rounding",
                                      mera_op_table[op].name, numerics_name[num], i);
             }
         }
@@ -213,10 +235,11 @@ static int reference_forced(void)
     return s && *s && strcmp(s, "0") != 0;
 }
 
-mera_kernel mera_kernel_select(int op, mera_numerics num)
+mera_kernel mera_kernel_select(int op, mera_numerics num, mera_rounding rounding)
 {
     mera_kernel ref = {.run = mera_kernel_ref(op, num), .name = "ref"};
-    if (!ref.run) {
+    if (!ref.run || (unsigned)rounding >= MERA_ROUNDING_COUNT) {
+        ref.run = NULL;
         ref.name = "none";
         return ref;
     }
@@ -225,7 +248,8 @@ mera_kernel mera_kernel_select(int op, mera_numerics num)
     const mera_cpu_features *f = mera_cpu_features_get();
     for (int i = 0; i < FAST_MAX; i++) {
         const fast_kernel *k = &fast_table[op][num][i];
-        if (k->k.run && k->usable(f) && fast_family_applies(k->family, op, num))
+        if (k->k.run && k->usable(f) && fast_family_applies(k->family, op, num) &&
+            fast_kernel_implements_rounding(k, rounding))
             return k->k;
     }
     return ref;
@@ -237,13 +261,17 @@ mera_numerics mera_kernel_node_numerics(const mera_graph *g, const mera_node *no
     return t0->q.kind != MERA_QUANT_NONE ? MERA_NUMERICS_QUANT : MERA_NUMERICS_FLOAT;
 }
 
-mera_status mera_kernel_select_node(const mera_node *node, mera_numerics num, mera_kernel *k, mera_error *err)
+mera_status mera_kernel_select_node(const mera_node *node, mera_numerics num, mera_rounding rounding,
+                                    mera_kernel *k, mera_error *err)
 {
-    *k = mera_kernel_select(node->op, num);
-    if (!k->run)
-        return mera_fail(err, MERA_ERR_UNSUPPORTED, "node '%s' (%s): no %s kernel for this op", node->name,
-                         mera_op_table[node->op].name, num == MERA_NUMERICS_QUANT ? "quantized" : "float");
-    return MERA_OK;
+    *k = mera_kernel_select(node->op, num, rounding);
+    if (k->run)
+        return MERA_OK;
+    if ((unsigned)rounding >= MERA_ROUNDING_COUNT)
+        return mera_fail(err, MERA_ERR_UNSUPPORTED, "node '%s' (%s): no kernel implements rounding mode %d",
+                         node->name, mera_op_table[node->op].name, (int)rounding);
+    return mera_fail(err, MERA_ERR_UNSUPPORTED, "node '%s' (%s): no %s kernel for this op", node->name,
+                     mera_op_table[node->op].name, num == MERA_NUMERICS_QUANT ? "quantized" : "float");
 }
 
 void mera_kernel_node_args(const mera_graph *g, int n, const void *const *value_data, mera_kernel_args *a)
@@ -262,6 +290,7 @@ void mera_kernel_node_args(const mera_graph *g, int n, const void *const *value_
     a->n_outputs = node->n_outputs;
     for (int o = 0; o < node->n_outputs; o++)
         a->out_types[o] = &mera_graph_value(g, node->outputs[o])->type;
+    a->rounding = mera_graph_rounding(g);
 }
 
 mera_status mera_kernel_prepare_node(const mera_kernel *k, const mera_graph *g, int n,

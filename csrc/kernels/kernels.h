@@ -32,6 +32,9 @@ typedef struct {
      * compiled (mera_kernel.scratch), or NULL: the kernel allocates. */
     void *scratch;
     size_t scratch_bytes;
+    /* The graph's rounding (ir.h); a DNA instruction's own field on the
+     * DNA. A kernel is only run with a rounding it implements (dispatch.c). */
+    mera_rounding rounding;
 } mera_kernel_args;
 
 typedef mera_status (*mera_kernel_fn)(const mera_kernel_args *a, mera_error *err);
@@ -95,12 +98,17 @@ typedef struct {
     mera_kernel_prepare_like_fn prepare_like; /* NULL: prepare packs every time */
 } mera_kernel;
 
-/* The fastest kernel for (op, numerics) that this CPU can run; the
- * reference where no faster one exists. Reads the environment, so call it
- * when compiling a graph, not per run:
+/* The roundings (ir.h) the reference kernels implement: every one. Fast
+ * kernels list theirs in dispatch.c's table. */
+#define MERA_ROUNDINGS_ALL ((1u << MERA_ROUNDING_COUNT) - 1u)
+
+/* The fastest kernel for (op, numerics) that this CPU can run and that
+ * implements rounding; the reference where no faster one exists. Reads the
+ * environment, so call it when compiling a graph, not per run:
  *   MERA_REFERENCE_KERNELS=1  always the reference kernels (testing, debugging)
- *   MERA_CPU_FEATURES_MASK    see mera_cpu_features_get */
-mera_kernel mera_kernel_select(int op, mera_numerics num);
+ *   MERA_CPU_FEATURES_MASK    see mera_cpu_features_get
+ * A rounding outside mera_rounding gets no kernel (run == NULL). */
+mera_kernel mera_kernel_select(int op, mera_numerics num, mera_rounding rounding);
 
 /* ---- running graph nodes (the Interpreter backends and the DNA machine's
  * host nodes) ---- */
@@ -110,12 +118,13 @@ mera_kernel mera_kernel_select(int op, mera_numerics num);
 mera_numerics mera_kernel_node_numerics(const mera_graph *g, const mera_node *node);
 
 /* mera_kernel_select for node; where there is no kernel for (node's op,
- * num), fails with MERA_ERR_UNSUPPORTED naming the node. */
-mera_status mera_kernel_select_node(const mera_node *node, mera_numerics num, mera_kernel *k, mera_error *err);
+ * num, rounding), fails with MERA_ERR_UNSUPPORTED naming the node. */
+mera_status mera_kernel_select_node(const mera_node *node, mera_numerics num, mera_rounding rounding,
+                                    mera_kernel *k, mera_error *err);
 
 /* The kernel args of graph node n: the node, its input and output types,
- * and in[i] = value_data[v] for each present input v (NULL where
- * value_data is NULL); out[] and state are NULL. */
+ * in[i] = value_data[v] for each present input v (NULL where value_data is
+ * NULL) and the graph's rounding; out[] and state are NULL. */
 void mera_kernel_node_args(const mera_graph *g, int n, const void *const *value_data, mera_kernel_args *a);
 
 /* Runs k's prepare (if any) for graph node n, with the args of

@@ -85,6 +85,7 @@ mera_status mera_pass_eval_node(const mera_graph *g, int n, const void *const *i
     mera_status st = MERA_OK;
     if (!t)
         return mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+    mera_graph_set_rounding(t, mera_graph_rounding(g));
     int ins[MERA_MAX_NODE_INPUTS], out_id;
     for (int i = 0; i < node->n_inputs; i++) {
         int v = node->inputs[i];

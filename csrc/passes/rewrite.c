@@ -9,6 +9,8 @@ mera_status mera_rewriter_init(mera_rewriter *rw, const mera_graph *src, mera_er
     rw->src = src;
     rw->err = err;
     rw->dst = mera_graph_new(mera_graph_name(src));
+    if (rw->dst)
+        mera_graph_set_rounding(rw->dst, mera_graph_rounding(src));
     int nv = mera_graph_num_values(src);
     rw->map = malloc((size_t)(nv > 0 ? nv : 1) * sizeof *rw->map);
     if (!rw->dst || !rw->map) {

@@ -741,6 +741,29 @@ static PyObject *graph_get_name(PyMeraGraph *self, void *Py_UNUSED(closure))
     return PyUnicode_FromString(mera_graph_name(self->g));
 }
 
+/* rounding: the graph's rounding mode by name (ir.h, mera_rounding). */
+static PyObject *graph_get_rounding(PyMeraGraph *self, void *Py_UNUSED(closure))
+{
+    return PyUnicode_FromString(mera_rounding_name(mera_graph_rounding(self->g)));
+}
+
+static int graph_set_rounding(PyMeraGraph *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    mera_rounding r;
+    const char *s = value && PyUnicode_Check(value) ? PyUnicode_AsUTF8(value) : NULL;
+    if (!s || mera_rounding_parse(s, &r)) {
+        if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            pymera_raise_code(MERA_ERR_INVALID, "graph '%s': rounding must be one of %s or %s", mera_graph_name(self->g),
+                              mera_rounding_name(MERA_ROUNDING_ZP_AFTER_ROUNDING),
+                              mera_rounding_name(MERA_ROUNDING_ZP_BEFORE_ROUNDING));
+        }
+        return -1;
+    }
+    mera_graph_set_rounding(self->g, r);
+    return 0;
+}
+
 static PyMethodDef graph_methods[] = {
     {"add_input", (PyCFunction)(void (*)(void))graph_add_input, METH_VARARGS | METH_KEYWORDS,
      "add_input(name, shape, dtype, layout=None, qparams=None) -> value id"},
@@ -769,6 +792,8 @@ static PyMethodDef graph_methods[] = {
 
 static PyGetSetDef graph_getset[] = {
     {"name", (getter)graph_get_name, NULL, "graph name", NULL},
+    {"rounding", (getter)graph_get_rounding, (setter)graph_set_rounding,
+     "the rounding mode of the numerics contract (docs/numerics.md)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -215,18 +215,23 @@ static PyObject *py_cpu_features(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
                          f->avx512vnni ? Py_True : Py_False);
 }
 
-/* kernel_name(op, quantized): the kernel a graph compiled now would run
- * for op, after MERA_REFERENCE_KERNELS and MERA_CPU_FEATURES_MASK. */
+/* kernel_name(op, quantized, rounding=default): the kernel a graph with
+ * that rounding compiled now would run for op, after MERA_REFERENCE_KERNELS
+ * and MERA_CPU_FEATURES_MASK. */
 static PyObject *py_kernel_name(PyObject *Py_UNUSED(m), PyObject *args)
 {
-    const char *name;
+    const char *name, *rname = NULL;
     int quantized;
-    if (!PyArg_ParseTuple(args, "sp", &name, &quantized))
+    if (!PyArg_ParseTuple(args, "sp|s", &name, &quantized, &rname))
         return NULL;
     int op = mera_op_lookup(name);
     if (op < 0)
         return pymera_raise_code(MERA_ERR_UNKNOWN_OP, "unknown op '%s'", name);
-    return PyUnicode_FromString(mera_kernel_select(op, quantized ? MERA_NUMERICS_QUANT : MERA_NUMERICS_FLOAT).name);
+    mera_rounding r = MERA_ROUNDING_DEFAULT;
+    if (rname && mera_rounding_parse(rname, &r))
+        return pymera_raise_code(MERA_ERR_INVALID, "unknown rounding '%s'", rname);
+    return PyUnicode_FromString(
+        mera_kernel_select(op, quantized ? MERA_NUMERICS_QUANT : MERA_NUMERICS_FLOAT, r).name);
 }
 
 static PyObject *py_stage_names(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(unused))

@@ -671,6 +671,7 @@ mera_graph *mera_quantizer_quantize(const mera_quantizer *q, int **float_of, mer
         mera_fail(err, MERA_ERR_NOMEM, "out of memory");
         goto fail;
     }
+    mera_graph_set_rounding(c.dst, mera_graph_rounding(g));
     if (use_info_build(g, &u, err))
         goto fail;
     for (int v = 0; v < nv; v++)

@@ -370,6 +370,7 @@ void sched_conv_emit(const sched_ctx *c, const sched_plan *pl, int layer, sched_
         cv->out_h = (int32_t)rb, cv->out_w = (int32_t)cb;
         cv->oc0 = (int32_t)oc0, cv->oc_n = (int32_t)ob;
         cv->depthwise_saturate = g->saturate;
+        cv->rounding = (int32_t)mera_graph_rounding(c->g);
         cv->wgt_dram = pl->block_off[blk];
         sched_range_add(it, SPACE_ACT, 0, in_slot[is], in_slot[is] + ir * ic * cin);
         sched_range_add(it, SPACE_WGT, 0, w_slot[ws], w_slot[ws] + ob * g->k + (g->has_bias ? 4 * ob : 0));

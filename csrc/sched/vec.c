@@ -257,6 +257,7 @@ void sched_vec_emit(const sched_ctx *c, const sched_plan *pl, int layer, sched_l
             return;
         dna_vec *v = &it->insn.u.vec;
         v->n_src = vg.n;
+        v->rounding = (int32_t)mera_graph_rounding(c->g);
         for (int i = 0; i < vg.n; i++) {
             tile_of(&vg.src[i], u0, u, org, ext);
             set_tile(&v->src[i], &vg.src[i], ext, addr[i]);

@@ -264,7 +264,7 @@ static int same_conv_key(const conv_prep *c, int layer, const dna_conv *k)
     return c->layer == layer && c->key.oc0 == k->oc0 && c->key.oc_n == k->oc_n && c->key.in_h == k->in_h &&
            c->key.in_w == k->in_w && c->key.in_c == k->in_c && c->key.out_h == k->out_h &&
            c->key.out_w == k->out_w && c->key.wgt_dram == k->wgt_dram &&
-           c->key.depthwise_saturate == k->depthwise_saturate;
+           c->key.depthwise_saturate == k->depthwise_saturate && c->key.rounding == k->rounding;
 }
 
 static void conv_prep_free(conv_prep *c)
@@ -422,10 +422,11 @@ static mera_status make_conv_prep(dna_machine *m, int i, conv_prep **out, mera_e
         }
         memcpy(c->bias, prog->params_image + k->wgt_dram + c->w_bytes, (size_t)k->oc_n * sizeof(float));
     }
-    c->k = mera_kernel_select(orig->op, MERA_NUMERICS_QUANT);
+    c->k = mera_kernel_select(orig->op, MERA_NUMERICS_QUANT, (mera_rounding)k->rounding);
     if (!c->k.run) {
         conv_prep_free(c);
-        return insn_fail(m, err, MERA_ERR_UNSUPPORTED, i, "no quantized %s kernel", mera_op_table[orig->op].name);
+        return insn_fail(m, err, MERA_ERR_UNSUPPORTED, i, "no quantized %s kernel for rounding %d",
+                         mera_op_table[orig->op].name, (int)k->rounding);
     }
     if (c->k.prepare && !m->opt.pack_at_run) {
         mera_kernel_args a;
@@ -457,13 +458,14 @@ static void conv_args(const conv_prep *c, mera_kernel_args *a)
     a->n_outputs = 1;
     a->out_types[0] = &c->out_t;
     a->state = c->state;
+    a->rounding = (mera_rounding)c->key.rounding;
 }
 
 /* ---- VEC preparation ----------------------------------------------------- */
 
 static int same_vec_key(const vec_prep *v, int layer, const dna_vec *k)
 {
-    if (v->layer != layer || v->n_src != k->n_src)
+    if (v->layer != layer || v->n_src != k->n_src || (int32_t)v->rounding != k->rounding)
         return 0;
     for (int s = 0; s <= k->n_src; s++) {
         const int32_t *e = s < k->n_src ? k->src[s].ext : k->dst.ext;
@@ -500,6 +502,7 @@ static void vec_args(const vec_prep *v, mera_kernel_args *a)
     a->n_outputs = 1;
     a->out_types[0] = &v->out_t;
     a->state = v->state;
+    a->rounding = v->rounding;
 }
 
 static mera_status make_vec_prep(dna_machine *m, int i, vec_prep **out, mera_error *err)
@@ -513,16 +516,18 @@ static mera_status make_vec_prep(dna_machine *m, int i, vec_prep **out, mera_err
     v->layer = in->layer;
     v->node = node;
     v->n_src = k->n_src;
+    v->rounding = (mera_rounding)k->rounding;
     for (int s = 0; s < k->n_src; s++) {
         memcpy(v->ext[s], k->src[s].ext, sizeof v->ext[s]);
         v->in_t[s] = tile_type(&mera_graph_value(m->g, node->inputs[s])->type, k->src[s].ext);
     }
     memcpy(v->ext[k->n_src], k->dst.ext, sizeof v->ext[0]);
     v->out_t = tile_type(&mera_graph_value(m->g, node->outputs[0])->type, k->dst.ext);
-    v->k = mera_kernel_select(node->op, MERA_NUMERICS_QUANT);
+    v->k = mera_kernel_select(node->op, MERA_NUMERICS_QUANT, v->rounding);
     if (!v->k.run) {
         vec_prep_free(v);
-        return insn_fail(m, err, MERA_ERR_UNSUPPORTED, i, "no quantized %s kernel", mera_op_table[node->op].name);
+        return insn_fail(m, err, MERA_ERR_UNSUPPORTED, i, "no quantized %s kernel for rounding %d",
+                         mera_op_table[node->op].name, (int)k->rounding);
     }
     if (v->k.prepare) {
         mera_kernel_args a;
@@ -546,7 +551,8 @@ static mera_status prepare_host_node(dna_machine *m, int n, mera_error *err)
     if (m->host_ready[n])
         return MERA_OK;
     const mera_node *node = mera_graph_node(m->g, n);
-    mera_status st = mera_kernel_select_node(node, mera_kernel_node_numerics(m->g, node), &m->host_k[n], err);
+    mera_status st = mera_kernel_select_node(node, mera_kernel_node_numerics(m->g, node), mera_graph_rounding(m->g),
+                                             &m->host_k[n], err);
     if (st)
         return st;
     m->host_ready[n] = 1;

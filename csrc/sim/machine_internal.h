@@ -27,6 +27,7 @@ typedef struct {
     const mera_node *node;
     int n_src;
     int32_t ext[DNA_MAX_SRC + 1][4]; /* key: source extents, then the destination's */
+    mera_rounding rounding;          /* key: the instruction's rounding */
     mera_type in_t[DNA_MAX_SRC], out_t;
     mera_kernel k;
     void *state;

@@ -25,6 +25,7 @@ import torch
 from .. import ir
 from ..errors import ConfigError, UnsupportedError
 from ._passes import run_passes
+from ._torch_numerics import probe_rounding
 from ._torch_ops import CONVERTERS, Context, Tensor, converts
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
@@ -59,7 +60,7 @@ class _ExportImporter:
         self.ep = ep
         self.inputs = inputs
         self.layout = layout
-        self.ctx = Context(ir.Builder("main"), layout)
+        self.ctx = Context(ir.Builder("main", rounding=probe_rounding()), layout)
         self.env: Dict[Any, Any] = {}
 
     # -- helpers ----------------------------------------------------------

@@ -745,10 +745,69 @@ def _permute(ctx, x, dims):
     return Tensor(ctx.emit("transpose", t.value, axes=[int(d) for d in dims]), False)
 
 
-@converts("aten::contiguous", "aten::dropout", "aten::dropout_", "aten::feature_dropout", "aten::detach",
-          "aten::clone", "aten::alpha_dropout")
+@converts("aten::dropout", "aten::dropout_", "aten::feature_dropout", "aten::detach", "aten::alpha_dropout")
 def _identity(ctx, x, *rest):
     return x
+
+
+# TorchScript passes a memory format as its MemoryFormat number
+_MEMORY_FORMATS = {0: torch.contiguous_format, 1: torch.preserve_format, 2: torch.channels_last,
+                   3: torch.channels_last_3d}
+
+
+def _with_memory_format(ctx: Context, x, memory_format, what: str):
+    """x in memory_format: the same graph value, with PyTorch's memory format
+    (which picks the formula of some quantized ops, docs/numerics.md section 4)
+    changed where PyTorch changes it. None and preserve_format keep it."""
+    t = ctx.tensor(x, what)
+    fmt = _MEMORY_FORMATS.get(memory_format, memory_format) if isinstance(memory_format, int) else memory_format
+    if fmt is None or fmt == torch.preserve_format:
+        return t
+    if fmt == torch.contiguous_format:
+        cl = False
+    elif fmt == torch.channels_last:
+        if len(t.shape) != 4:
+            raise UnsupportedError(f"{what}: channels_last needs a 4-D tensor, got {len(t.shape)}-D{ctx.where()}")
+        cl = True
+    else:
+        raise UnsupportedError(f"{what}: memory format {fmt} is not supported{ctx.where()}")
+    return Tensor(t.value, t.nhwc, cl, t.dequantized)
+
+
+@converts("aten::contiguous")
+def _contiguous(ctx, x, memory_format=0):
+    return _with_memory_format(ctx, x, memory_format, "contiguous")
+
+
+@converts("aten::clone")
+def _clone(ctx, x, memory_format=None):
+    return _with_memory_format(ctx, x, memory_format, "clone")
+
+
+# the dtypes a tensor of the graph may be converted to by Tensor.to without a
+# graph op: its own (TorchScript passes ScalarType numbers)
+_SAME_DTYPE = {"float32": (torch.float32, 6), "uint8": (torch.quint8, 13), "int8": (torch.qint8, 12)}
+
+
+@converts("aten::to", "aten::_to_copy")
+def _to(ctx, x, *args):
+    """Tensor.to that changes the memory format only. Every overload ends in
+    its memory format and has its dtype first, or second after a device; the
+    dtype must be the tensor's own."""
+    t = ctx.tensor(x, "to")
+    first = args[0] if args else None
+    if isinstance(first, (Tensor, torch.Tensor)):
+        raise UnsupportedError(f"to(other tensor) is not supported{ctx.where()}")
+    dtype = (args[1] if len(args) > 2 else None) if isinstance(first, (torch.device, str)) else first
+    if dtype is not None and dtype not in _SAME_DTYPE.get(t.value.dtype, ()):
+        raise UnsupportedError(f"to({dtype}) on a {t.value.dtype} tensor: only a change of memory format is "
+                               f"supported{ctx.where()}")
+    return _with_memory_format(ctx, t, args[-1] if args else None, "to")
+
+
+@converts("aten::_assert_tensor_metadata")
+def _assert_tensor_metadata(ctx, x, *rest):
+    return None  # torch.export's check of a tensor's dtype and device before Tensor.to: nothing to compute
 
 
 @converts("aten::size")

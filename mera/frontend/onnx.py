@@ -1511,7 +1511,7 @@ class _Importer:
             for i in n.input:
                 if i:
                     consumers.setdefault(i, []).append(n)
-        self.ctx = Context(ir.Builder(_sanitize(g.name or "main")), layout, self.opset, consumers,
+        self.ctx = Context(ir.Builder(_sanitize(g.name or "main"), rounding=ir.DEFAULT_ROUNDING), layout, self.opset, consumers,
                            {o.name for o in g.output}, path)
         self.env: Dict[str, Any] = self.ctx.env
         self.ctx.labels = {id(n): n.name or f"{n.op_type}_{i}" for i, n in enumerate(self.nodes)}

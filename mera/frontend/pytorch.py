@@ -20,6 +20,7 @@ import torch
 
 from .. import ir
 from ..errors import ConfigError, MeraIOError, UnsupportedError
+from ._torch_numerics import probe_rounding
 from ._torch_ops import CONVERTERS, Context, Tensor
 
 InputShapes = Sequence[Tuple[str, Any]]
@@ -111,7 +112,7 @@ class _TorchScriptImporter:
         self.inputs = inputs
         self.layout = layout
         name = getattr(module, "original_name", None) or "main"
-        self.ctx = Context(ir.Builder(str(name)), layout)
+        self.ctx = Context(ir.Builder(str(name), rounding=probe_rounding()), layout)
         self.env: Dict[Any, Any] = {}
         self.paths: Dict[int, str] = {}  # id(module object) -> attribute path
 

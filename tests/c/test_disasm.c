@@ -115,6 +115,8 @@ static int check_insns(const dna_program *p, const char *text)
                      (int)c->in_h, (int)c->in_w, (int)c->in_c, (unsigned)c->wgt_addr, (int)c->oc0, (int)c->oc_n,
                      (int)c->depthwise_saturate, (long long)c->wgt_dram);
             good &= strstr(line, want) != NULL;
+            snprintf(want, sizeof want, " round=%s", mera_rounding_name((mera_rounding)c->rounding));
+            good &= strstr(line, want) != NULL;
             break;
         }
         case DNA_VEC: {
@@ -127,6 +129,8 @@ static int check_insns(const dna_program *p, const char *text)
                          (int)t->ext[1], (int)t->ext[2], (int)t->ext[3]);
                 good &= strstr(line, want) != NULL;
             }
+            snprintf(want, sizeof want, " round=%s", mera_rounding_name((mera_rounding)v->rounding));
+            good &= strstr(line, want) != NULL;
             break;
         }
         default:
@@ -179,7 +183,7 @@ static void test_scheduled(void)
         fputs(t1, stdout);
     if (t1) {
         CHECK(check_insns(p, t1));
-        CHECK(strstr(t1, "; DNA program, ISA version 1, platform 'DNAF100L0003'\n") != NULL);
+        CHECK(strstr(t1, "; DNA program, ISA version 2, platform 'DNAF100L0003'\n") != NULL);
         CHECK(strstr(t1, " 'conv' conv2d macs=") != NULL);
         CHECK(strstr(t1, " 'add' add macs=0") != NULL);
         CHECK(strstr(t1, " host node=2 'soft\\x27max' softmax\n") != NULL); /* names stay on one line */

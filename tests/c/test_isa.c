@@ -84,6 +84,7 @@ static dna_program sample(void)
     c->oc0 = 0;
     c->oc_n = 8;
     c->depthwise_saturate = 1;
+    c->rounding = MERA_ROUNDING_ZP_BEFORE_ROUNDING;
     c->wgt_dram = 16;
 
     d = &insns[3].u.dma;
@@ -181,6 +182,7 @@ static void test_round_trip(void)
     CHECK(q->n_insns == 7 && q->insns[6].opcode == DNA_NOP && q->insns[6].deps == (DNA_DEP_POP_NEXT | DNA_DEP_PUSH_PREV));
     CHECK(q->insns[0].opcode == DNA_LOAD && q->insns[0].u.dma.pad_value == 12);
     CHECK(q->insns[0].u.dma.dram == p.insns[0].u.dma.dram && q->insns[2].u.conv.depthwise_saturate == 1);
+    CHECK(q->insns[2].u.conv.rounding == MERA_ROUNDING_ZP_BEFORE_ROUNDING);
     CHECK(q->insns[2].deps == (DNA_DEP_POP_PREV | DNA_DEP_PUSH_NEXT));
     CHECK(q->insns[4].u.vec.n_src == 2 && q->insns[4].u.vec.src[1].addr == 1280 && q->insns[4].u.vec.origin[1] == 2);
     CHECK(q->n_segments == 3 && q->segments[1].node == 4 && q->segments[0].host_out_bytes == 192);
@@ -231,12 +233,12 @@ static void test_round_trip(void)
 
     /* another version says both */
     memcpy(m, buf, len);
-    m[8] = 2;
+    m[8] = 3;
     rechecksum(m, len);
     CHECK(dna_program_deserialize(m, len, N_NODES, N_VALUES, &err) == NULL);
     CHECK(err.code == MERA_ERR_FORMAT);
-    CHECK_MSG(err, "ISA version 2");
-    CHECK_MSG(err, "reads version 1");
+    CHECK_MSG(err, "ISA version 3");
+    CHECK_MSG(err, "reads version 2");
     memcpy(m, buf, len);
     m[0] = 'X';
     CHECK(dna_program_deserialize(m, len, N_NODES, N_VALUES, &err) == NULL);
@@ -268,7 +270,7 @@ static void test_round_trip(void)
     rechecksum(m, len);
     CHECK(dna_program_deserialize(m, len, N_NODES, N_VALUES, &err) == NULL);
     CHECK_MSG(err, "insn 0: field opcode = 9 is unknown");
-    size_t at_vec = at_insns + 3 * (8 + 68) + (8 + 52) + 8;
+    size_t at_vec = at_insns + 3 * (8 + 68) + (8 + 56) + 8;
     memcpy(m, buf, len);
     CHECK(m[at_vec] == 2); /* n_src of instruction 4 */
     m[at_vec] = DNA_MAX_SRC + 1;
@@ -327,6 +329,8 @@ static void test_fields(void)
     EXPECT_BAD(p.insns[0].u.dma.dram_row_stride = INT64_MAX, "is out of range");
     EXPECT_BAD(p.insns[2].u.conv.oc_n = 0, "insn 2 (CONV, layer 0): fields in_h/in_w/in_c/out_h/out_w/oc_n must be >= 1");
     EXPECT_BAD(p.insns[2].u.conv.depthwise_saturate = 2, "depthwise_saturate must be 0 or 1, got 2");
+    EXPECT_BAD(p.insns[2].u.conv.rounding = MERA_ROUNDING_COUNT, "field rounding = 2 is not a rounding mode (0 to 1)");
+    EXPECT_BAD(p.insns[4].u.vec.rounding = -1, "insn 4 (VEC, layer 1): field rounding = -1 is not a rounding mode");
     EXPECT_BAD(p.insns[2].u.conv.out_addr = 8190, "output tile");
     EXPECT_BAD(p.acc_bytes = 100, "192 int32 accumulators exceed ACC (100 bytes)");
     EXPECT_BAD(p.insns[2].u.conv.wgt_dram = 96, "field wgt_dram = 96 outside the constant image");

@@ -373,6 +373,14 @@ static void test_errors(void)
     printf("deadlock message: %s\n", err.msg);
     CHECK_MSG(err, "malformed program");
 
+    /* A program scheduled for another rounding than the graph's: refused
+     * at load, never run with the other arithmetic. */
+    build(&tp, g, nc, na, 0);
+    tp.insns[6].u.conv.rounding = MERA_ROUNDING_ZP_BEFORE_ROUNDING;
+    CHECK(dna_machine_new(g, &tp.p, p, params, &err) == NULL);
+    CHECK_MSG(err, "insn 6 (CONV, node 'conv'): field rounding = zero_point_before_rounding, but the graph's "
+                   "rounding is zero_point_after_rounding");
+
     /* SRAM out of range. */
     build(&tp, g, nc, na, 0);
     tp.insns[6].u.conv.out_addr = 1000;

@@ -508,7 +508,7 @@ static int conv_run(const conv_case *c, const uint8_t *x, const int8_t *w, const
     mera_error err;
     mera_status st;
     if (fast) {
-        mera_kernel k = mera_kernel_select(MERA_OP_CONV2D, MERA_NUMERICS_QUANT);
+        mera_kernel k = mera_kernel_select(MERA_OP_CONV2D, MERA_NUMERICS_QUANT, MERA_ROUNDING_DEFAULT);
         void *state = NULL;
         st = k.prepare ? k.prepare(&a, &state, &err) : MERA_OK;
         a.state = state;

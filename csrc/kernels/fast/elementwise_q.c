@@ -152,7 +152,7 @@ static void add_span(const void *ctx, int64_t i, int64_t len, int vector, const 
         float c = dequant_val(q1, j->p.s1, j->z1) + dequant_val(q2, j->p.s2, j->z2);
         if (j->p.relu && c < 0.0f)
             c = 0.0f;
-        j->y[i + k] = (uint8_t)quantize_val(c, j->so, j->p.zo, j->p.lo, j->p.hi);
+        j->y[i + k] = (uint8_t)quantize_val(c, j->so, j->p.zo, j->p.lo, j->p.hi, FAST_EW_ROUNDING);
     }
 }
 

@@ -15,6 +15,11 @@
 #ifndef MERA_KERNELS_FAST_EW_H
 #define MERA_KERNELS_FAST_EW_H
 
+/* The rounding mode (ir.h) the rounding-dependent kernels here implement: the zero point added
+ * before rounding, torch <= 2.13's quantize. dispatch.c lists them for that mode only, so a
+ * graph of the other mode runs the reference kernels. */
+#define FAST_EW_ROUNDING MERA_ROUNDING_ZP_BEFORE_ROUNDING
+
 #include <stdint.h>
 
 /* Quantized add, vector body: fmaf(s, q, s * -z) per input, summed, relu,

@@ -112,8 +112,8 @@ static void ada_rows(void *ctx, int64_t r0, int64_t r1)
                                 acc[k] += x[k];
                     }
                 for (int64_t k = 0; k < nc; k++) /* as ref_adaptive_avg_pool2d_q's NHWC formula */
-                    y[c0 + k] = (uint8_t)(c0 + k < cvec ? quantize_fbgemm((float)acc[k], inv_vec, j->zy, j->lo, j->hi)
-                                                        : quantize_val((float)acc[k], inv_rest, j->zy, j->lo, j->hi));
+                    y[c0 + k] = (uint8_t)(c0 + k < cvec ? quantize_fbgemm((float)acc[k], inv_vec, j->zy, j->lo, j->hi, FAST_EW_ROUNDING)
+                                                        : quantize_val((float)acc[k], inv_rest, j->zy, j->lo, j->hi, FAST_EW_ROUNDING));
             }
         }
     }

@@ -225,7 +225,7 @@ REF_KERNEL(ref_add_f32)
  *   vector body: da = fmadd(sa, qa, sa * -za), db likewise, c = da + db,
  *                relu: c = max(c, 0), q = QuantizeAvx512(c, 1.0f / so)
  *   scalar body: da = sa * (qa - za), db likewise, c = da + db,
- *                relu: c = max(c, 0), q = quantize_val(so, zo, c) */
+ *                relu: c = max(c, 0), q = quantize_val(so, zo, c, a->rounding) */
 REF_KERNEL(ref_add_q)
 {
     (void)err;
@@ -251,7 +251,7 @@ REF_KERNEL(ref_add_q)
             float c = dequant_val(q1, s1, z1) + dequant_val(q2, s2, z2);
             if (relu && c < 0.0f)
                 c = 0.0f;
-            r = quantize_val(c, so, zo, lo, hi);
+            r = quantize_val(c, so, zo, lo, hi, a->rounding);
         }
         q_store(a->out[0], ot->dtype, i, r);
     }
@@ -345,7 +345,7 @@ REF_KERNEL(ref_clip_f32)
 
 /* qclamp_kernel (torch.clamp, hardtanh) and qrelu6_kernel: quantize the
  * bounds with the input's parameters through the scalar quantize_val, then
- * clamp the integers. relu6 is clip(0, 6): quantize_val(0) is zp, so both
+ * clamp the integers. relu6 is clip(0, 6): quantize_val(0, a->rounding) is zp, so both
  * kernels agree. */
 REF_KERNEL(ref_clip_q)
 {
@@ -354,8 +354,8 @@ REF_KERNEL(ref_clip_q)
     int64_t n = mera_type_numel(t);
     float s = ref_scale_f(t);
     int32_t zp = ref_zp(t), lo = q_lo(t->dtype), hi = q_hi(t->dtype);
-    int32_t qmin = quantize_val((float)mera_attr_float(a->node, "a_min"), s, zp, lo, hi);
-    int32_t qmax = quantize_val((float)mera_attr_float(a->node, "a_max"), s, zp, lo, hi);
+    int32_t qmin = quantize_val((float)mera_attr_float(a->node, "a_min"), s, zp, lo, hi, a->rounding);
+    int32_t qmax = quantize_val((float)mera_attr_float(a->node, "a_max"), s, zp, lo, hi, a->rounding);
     for (int64_t i = 0; i < n; i++) {
         int32_t v = q_load(a->in[0], t->dtype, i);
         v = v < qmin ? qmin : v;
@@ -434,7 +434,7 @@ static void act_q_tables(const mera_kernel_args *a, act_kind k, float alpha, uin
          * libtorch_cpu.so); the others use the premultiplied FMA form. */
         float xv = k == ACT_SIGMOID ? dequant_val(v, s, zi) : dequant_fma(v, s, p);
         vec[b] = (uint8_t)quantize_lane(act_vec(k, xv, alpha), inv, zo, lo, hi);
-        scalar[b] = (uint8_t)quantize_val(act_scalar(k, dequant_val(v, s, zi), alpha), so, zo, lo, hi);
+        scalar[b] = (uint8_t)quantize_val(act_scalar(k, dequant_val(v, s, zi), alpha), so, zo, lo, hi, a->rounding);
     }
 }
 

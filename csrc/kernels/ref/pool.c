@@ -172,7 +172,7 @@ REF_KERNEL(ref_avg_pool2d_f32)
  *   multiplier = (float)in_s / (float)out_s / divisor   (float), then
  *   channels c < C/16*16 (the vector code, QuantizeAvx512 with the
  *     multiplier as inverse scale): zy + rne(acc * multiplier)
- *   the other channels: quantize_val(1.0f / multiplier, zy, acc), i.e.
+ *   the other channels: quantize_val(1.0f / multiplier, zy, acc, a->rounding), i.e.
  *     rne(acc * (1 / (1 / multiplier)) + zy), reciprocals in float.
  * NCHW (avg_pool2d_out_frame): the same acc, but
  *   multiplier = (float)((in_s / out_s) / divisor)  (double, then float),
@@ -204,7 +204,7 @@ REF_KERNEL(ref_avg_pool2d_q)
                         if (c < cvec)
                             q = quantize_lane((float)acc, m, zy, lo, hi);
                         else
-                            q = quantize_val((float)acc, 1.0f / m, zy, lo, hi);
+                            q = quantize_val((float)acc, 1.0f / m, zy, lo, hi, a->rounding);
                     } else {
                         float m = (float)(xt->q.scale / yt->q.scale / (double)v.divisor);
                         float t = nearbyintf((float)acc * m + (float)zy);
@@ -289,9 +289,9 @@ REF_KERNEL(ref_adaptive_avg_pool2d_q)
                         int32_t acc = (int32_t)sum - zx * size;
                         float m = ref_scale_f(xt) / ref_scale_f(yt) / (float)size;
                         if (c < yd.c / ADA_QVEC_CH * ADA_QVEC_CH)
-                            q = quantize_fbgemm((float)acc, 1.0f / (1.0f / m), zy, lo, hi);
+                            q = quantize_fbgemm((float)acc, 1.0f / (1.0f / m), zy, lo, hi, a->rounding);
                         else
-                            q = quantize_val((float)acc, 1.0f / m, zy, lo, hi);
+                            q = quantize_val((float)acc, 1.0f / m, zy, lo, hi, a->rounding);
                     }
                     q_store(a->out[0], yt->dtype, ref_at(&yd, n, c, oh, ow), q);
                 }

@@ -73,44 +73,75 @@ static inline int32_t add_wrap_i32(int32_t a, int32_t b)
 
 /* ---- quantize ----------------------------------------------------------
  *
- * PyTorch 2.13 quantizes in three slightly different ways, and which one a
+ * PyTorch quantizes in three slightly different ways, and which one a
  * kernel uses decides how exact ties (x/scale = k + 0.5) round:
  *
- *   quantize_fbgemm  fbgemm::Quantize<T, LEGACY=true> over an array: the
- *                    bundled fbgemm defaults to its legacy mode, which adds
- *                    the zero point before rounding, fused into one FMA.
- *                    Used by quantize_per_tensor and at::native::quantize_vec.
- *   quantize_val     at::native::quantize_val, the scalar path: the same
- *                    legacy formula without the FMA.
+ *   quantize_fbgemm  fbgemm::Quantize over an array. Used by
+ *                    quantize_per_tensor and at::native::quantize_vec.
+ *   quantize_val     at::native::quantize_val, the scalar path
+ *                    (fbgemm::Quantize on one value).
  *   quantize_lane    ATen's own QuantizeAvx2/QuantizeAvx512 behind
  *                    Vectorized<quint8>::quantize: rounds first, then adds
- *                    the zero point.
+ *                    the zero point, in every PyTorch.
  *
- * (Read off libtorch_cpu.so of torch 2.13: quantize_tensor_per_tensor_affine_cpu
- * calls fbgemm::Quantize<unsigned char, true>, and quantize_val<quint8>
- * compiles to mulss, addss, nearbyintf.) */
+ * The first two follow the graph's rounding (ir.h):
+ *   ZP_BEFORE_ROUNDING  fbgemm's Quantize<T, LEGACY=true>, the default up to
+ *                       PyTorch 2.13: the zero point is added before
+ *                       rounding, fused into one FMA in the array form
+ *                       (quantize_per_tensor calls Quantize<unsigned char,
+ *                       true>, seen in libtorch_cpu.so of torch 2.13), and
+ *                       mulss, addss, nearbyintf in the scalar form;
+ *   ZP_AFTER_ROUNDING   fbgemm after "Remove legacy quantize path" (FBGEMM
+ *                       #5624, April 2026; torch 2.14 links only
+ *                       Quantize<unsigned char>): rne(f32(x * inv)) + z in
+ *                       both forms, i.e. quantize_lane. */
 
 #define QMATH_INT32_FLOAT_MAX 2147483520.0f /* largest float below 2^31 */
 
-/* fbgemm QuantizeAvx2<T, LEGACY=true>, one lane (the remainder is masked, so
- * every element takes it): t = fma(x, inv_scale, zp), clipped with min_ps
- * (a NaN yields the bound), rounded half to even by cvtps2dq, clamped. */
-static inline int32_t quantize_fbgemm(float x, float inv_scale, int32_t zp, int32_t lo, int32_t hi)
+static inline int32_t quantize_lane(float x, float inv_scale, int32_t zp, int32_t lo, int32_t hi);
+
+/* fbgemm QuantizeAvx2 (its remainder is masked, so every element takes
+ * it), one lane. ZP_BEFORE_ROUNDING: t = fma(x, inv_scale, zp), clipped
+ * with min_ps (a NaN yields the bound), rounded half to even by cvtps2dq,
+ * clamped. ZP_AFTER_ROUNDING: quantize_lane. */
+static inline int32_t quantize_fbgemm(float x, float inv_scale, int32_t zp, int32_t lo, int32_t hi,
+                                      mera_rounding rounding)
 {
-    float t = fmaf(x, inv_scale, (float)zp);
-    t = t < QMATH_INT32_FLOAT_MAX ? t : QMATH_INT32_FLOAT_MAX;
-    return clamp_i64(cvt_rne_i32(t), lo, hi);
+    switch (rounding) {
+    case MERA_ROUNDING_ZP_BEFORE_ROUNDING: {
+        float t = fmaf(x, inv_scale, (float)zp);
+        t = t < QMATH_INT32_FLOAT_MAX ? t : QMATH_INT32_FLOAT_MAX;
+        return clamp_i64(cvt_rne_i32(t), lo, hi);
+    }
+    case MERA_ROUNDING_ZP_AFTER_ROUNDING:
+        return quantize_lane(x, inv_scale, zp, lo, hi);
+    case MERA_ROUNDING_COUNT:
+        break;
+    }
+    MERA_BUG("quantize_fbgemm: rounding outside mera_rounding (dispatch lets no kernel run with it)");
+    return 0;
 }
 
 /* at::native::quantize_val(scale, zp, x): inv = 1.0f / (float)scale,
- * t = x * inv + zp in float, nearbyint, clamp; x86 turns a NaN into the
- * integer indefinite, whose low byte is 0. */
-static inline int32_t quantize_val(float x, float scale, int32_t zp, int32_t lo, int32_t hi)
+ * t = x * inv in float; ZP_BEFORE_ROUNDING: nearbyint(t + zp) (in float);
+ * ZP_AFTER_ROUNDING: zp + nearbyint(t). Then a clamp; x86 turns a NaN into
+ * the integer indefinite, whose low byte is 0. */
+static inline int32_t quantize_val(float x, float scale, int32_t zp, int32_t lo, int32_t hi,
+                                   mera_rounding rounding)
 {
     float inv = 1.0f / scale;
     float t = x * inv;
-    t = t + (float)zp;
-    t = nearbyintf(t);
+    switch (rounding) {
+    case MERA_ROUNDING_ZP_BEFORE_ROUNDING:
+        t = t + (float)zp;
+        t = nearbyintf(t);
+        break;
+    case MERA_ROUNDING_ZP_AFTER_ROUNDING:
+        t = (float)zp + nearbyintf(t);
+        break;
+    case MERA_ROUNDING_COUNT:
+        MERA_BUG("quantize_val: rounding outside mera_rounding (dispatch lets no kernel run with it)");
+    }
     if (isnan(t))
         return 0;
     return t < (float)lo ? lo : t > (float)hi ? hi : (int32_t)t;

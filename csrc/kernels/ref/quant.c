@@ -18,7 +18,7 @@ REF_KERNEL(ref_quantize)
     int32_t zp = ot->q.zero_point, lo = q_lo(ot->dtype), hi = q_hi(ot->dtype);
     int64_t n = mera_type_numel(ot);
     for (int64_t i = 0; i < n; i++)
-        q_store(a->out[0], ot->dtype, i, quantize_fbgemm(x[i], inv, zp, lo, hi));
+        q_store(a->out[0], ot->dtype, i, quantize_fbgemm(x[i], inv, zp, lo, hi, a->rounding));
     return MERA_OK;
 }
 
@@ -61,7 +61,7 @@ REF_KERNEL(ref_requantize)
     int64_t n = mera_type_numel(it);
     for (int64_t i = 0; i < n; i++) {
         float v = dequant_val(q_load(a->in[0], it->dtype, i), s, zp);
-        q_store(a->out[0], ot->dtype, i, quantize_fbgemm(v, inv, ozp, lo, hi));
+        q_store(a->out[0], ot->dtype, i, quantize_fbgemm(v, inv, ozp, lo, hi, a->rounding));
     }
     return MERA_OK;
 }

@@ -409,7 +409,7 @@ REF_KERNEL(ref_mean_q)
         float inv = 1.0f / ref_scale_f(yt);
         int32_t zy = ref_zp(yt), lo = q_lo(yt->dtype), hi = q_hi(yt->dtype);
         for (int64_t j = 0; j < nout; j++)
-            q_store(a->out[0], yt->dtype, j, quantize_fbgemm(y[j], inv, zy, lo, hi));
+            q_store(a->out[0], yt->dtype, j, quantize_fbgemm(y[j], inv, zy, lo, hi, a->rounding));
     }
     free(x);
     free(y);
@@ -582,7 +582,7 @@ REF_KERNEL(ref_softmax_q)
         x[i] = dequant_val(q_load(a->in[0], xt->dtype, i), s, zx);
     mera_status st = softmax_float(a, x, y, err);
     for (int64_t i = 0; !st && i < n; i++)
-        q_store(a->out[0], yt->dtype, i, quantize_fbgemm(y[i], inv, zy, lo, hi));
+        q_store(a->out[0], yt->dtype, i, quantize_fbgemm(y[i], inv, zy, lo, hi, a->rounding));
     free(x);
     free(y);
     return st;

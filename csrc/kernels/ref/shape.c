@@ -85,8 +85,8 @@ void ref_concat_q_tables(const mera_kernel_args *a, int i, uint8_t vec[256], uin
     for (int b = 0; b < 256; b++) {
         int32_t q = q_load(&(uint8_t){(uint8_t)b}, xt->dtype, 0);
         vec[b] = (uint8_t)quantize_lane(dequant_fma(q, s, p), inv_vec, zy, lo, hi);
-        rest[b] = (uint8_t)(nhwc ? quantize_val(dequant_val(q, s, zx), so, zy, lo, hi)
-                                 : quantize_fbgemm(dequant_val(q, s, zx), inv, zy, lo, hi));
+        rest[b] = (uint8_t)(nhwc ? quantize_val(dequant_val(q, s, zx), so, zy, lo, hi, a->rounding)
+                                 : quantize_fbgemm(dequant_val(q, s, zx), inv, zy, lo, hi, a->rounding));
     }
 }
 
@@ -202,7 +202,7 @@ REF_KERNEL(ref_pad_q)
     const mera_type *xt = a->in_types[0], *yt = a->out_types[0];
     const int64_t *pads = ref_ints(a->node, "pads");
     int32_t fill = quantize_fbgemm((float)mera_attr_float(a->node, "value"), 1.0f / ref_scale_f(xt),
-                                   ref_zp(xt), q_lo(xt->dtype), q_hi(xt->dtype));
+                                   ref_zp(xt), q_lo(xt->dtype), q_hi(xt->dtype), a->rounding);
     int64_t n = mera_type_numel(yt);
     for (int64_t i = 0; i < n; i++) {
         int64_t src = pad_source(xt, yt, pads, i);

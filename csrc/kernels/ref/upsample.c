@@ -137,7 +137,7 @@ REF_KERNEL(ref_upsample_f32)
  *
  * NCHW (upsample_bilinear2d_out_frame, built without FMA):
  *   r = l0h*(l0w*p00 + l1w*p01) + l1h*(l0w*p10 + l1w*p11) - zx
- *   q = quantize_val(scale, zy, r)
+ *   q = quantize_val(scale, zy, r, a->rounding)
  * NHWC (qupsample_bilinear2d_nhwc_kernel, AVX2 build, which GCC compiled
  * with FMA contraction; read off libtorch_cpu.so), source index fused too:
  *   channels c < C/8*8 (do_quantized_bilinear_on_AVX_n, 8 lanes):
@@ -145,7 +145,7 @@ REF_KERNEL(ref_upsample_f32)
  *     q = quantize_vec(scale, zy, r): rne(fma(r, 1/scale, zy))
  *   the other channels:
  *     r = fma(fma(p00, l0w, p01*l1w), l0h, l1h * fma(p10, l0w, p11*l1w)) - zx
- *     q = quantize_val(scale, zy, r)
+ *     q = quantize_val(scale, zy, r, a->rounding)
  * PyTorch takes the NHWC kernel for channels-last tensors (NHWC data, or
  * torch_memory_format channels_last), and for NCHW tensors with C == 1 or
  * H == W == 1, which are channels-last contiguous too. */
@@ -195,7 +195,7 @@ REF_KERNEL(ref_upsample_q)
                         int64_t iw = copy ? ow : nearest_source(ow, g.x.w, sw);
                         q = q_load(a->in[0], xt->dtype, ref_at(&g.x, n, c, ih, iw));
                         if (!same_q) /* not reachable from PyTorch: requantize like quantize_val */
-                            q = quantize_val(dequant_val(q, ref_scale_f(xt), zx), ref_scale_f(yt), zy, lo, hi);
+                            q = quantize_val(dequant_val(q, ref_scale_f(xt), zx), ref_scale_f(yt), zy, lo, hi, a->rounding);
                     } else {
                         lin_tap th = linear_tap(sh, oh, g.x.h, g.align_corners, nhwc);
                         lin_tap tw = linear_tap(sw, ow, g.x.w, g.align_corners, nhwc);
@@ -206,7 +206,7 @@ REF_KERNEL(ref_upsample_q)
                                                   ref_at(&g.x, n, c, th.i + th.step, tw.i + tw.step));
                         int form = !nhwc ? 0 : c < cvec ? 1 : 2;
                         float r = bilinear_q(form, &th, &tw, p00, p01, p10, p11) - (float)zx;
-                        q = form == 1 ? quantize_fbgemm(r, 1.0f / rs, zy, lo, hi) : quantize_val(r, rs, zy, lo, hi);
+                        q = form == 1 ? quantize_fbgemm(r, 1.0f / rs, zy, lo, hi, a->rounding) : quantize_val(r, rs, zy, lo, hi, a->rounding);
                     }
                     q_store(a->out[0], yt->dtype, ref_at(&g.y, n, c, oh, ow), q);
                 }
