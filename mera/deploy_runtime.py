@@ -229,13 +229,13 @@ class DeployModule:
     ``get_outputs()``, ``get_num_inputs()``, ``get_num_outputs()``,
     ``get_runtime_metrics()``, ``close()`` (also ``with ... as rt``).
 
-    Threads: the module runs one inference at a time (a lock). ``rt(x)``
-    holds the lock for the whole set-inputs/run/get-outputs sequence, so
-    threads sharing one module each get the outputs of their own inputs.
-    The chained form ``set_input(..).run().get_outputs()`` is three calls
-    that share the module's input and output slots: another thread may run
-    in between. Use ``rt(x)`` from threads, or one module per thread to run
-    in parallel.
+    Threads: ``rt(x)`` is one call from setting the inputs to reading the
+    outputs, on an execution context of its own (the module's handle, or
+    up to ``max_contexts - 1`` extra handles over the same directory), so
+    threads sharing one module each get the outputs of their own inputs and
+    run in parallel. The chained form ``set_input(..).run().get_outputs()``
+    is three calls on the module's own handle (each under its lock):
+    another thread may run in between, so use ``rt(x)`` from threads.
     """
 
     def __init__(self, deploy_dir: str):
@@ -268,6 +268,13 @@ class DeployModule:
                          for i in range(self._lib.mera_deploy_num_outputs(self._h))]
         self._set = [False] * len(self._inputs)
         self._ran = False
+        self._pool = threading.Condition()
+        self._free: List[ctypes.c_void_p] = []
+        self._busy = 0
+        self._n_extra = 0
+        self._waitable = True
+        #: The most inferences rt(x) runs at once (the module's handle and extra ones).
+        self.max_contexts = max(1, os.cpu_count() or 1)
 
     def _unload(self) -> None:
         h = getattr(self, "_dl_handle", None)
@@ -284,9 +291,18 @@ class DeployModule:
             lock.acquire()
         try:
             h = getattr(self, "_h", None)
+            self._h = None
+            pool = getattr(self, "_pool", None)
+            if pool is not None:
+                with pool:
+                    pool.notify_all()
+                    while self._busy:
+                        pool.wait()
+                    for extra in self._free:
+                        self._lib.mera_deploy_destroy(extra)
+                    self._free = []
             if h is not None and h.value and self._lib is not None:
                 self._lib.mera_deploy_destroy(h)
-            self._h = None
             self._unload()
         finally:
             if lock is not None:
@@ -353,7 +369,8 @@ class DeployModule:
             return int(key)
         raise RuntimeInputError(f"input key must be an index or a name, got {type(key).__name__}")
 
-    def _set_one(self, i: int, data: Any) -> None:
+    def _checked(self, i: int, data: Any) -> np.ndarray:
+        """Input i as a C-contiguous native array of its declared dtype and shape."""
         t = self._inputs[i]
         a = _as_array(data, t.name)
         if a.dtype != t.dtype or a.shape != t.shape:
@@ -362,11 +379,71 @@ class DeployModule:
         a = np.ascontiguousarray(a)
         if not a.dtype.isnative:
             raise RuntimeInputError(f"input '{t.name}': the array is not in native byte order")
+        return a
+
+    def _set_on(self, h: ctypes.c_void_p, i: int, a: np.ndarray) -> None:
         err = ctypes.create_string_buffer(ERR_LEN)
-        st = self._lib.mera_deploy_set_input(self._h, i, a.ctypes.data, a.nbytes, err, ERR_LEN)
+        st = self._lib.mera_deploy_set_input(h, i, a.ctypes.data, a.nbytes, err, ERR_LEN)
         if st:
-            _raise(st, err, f"set_input '{t.name}'")
+            _raise(st, err, f"set_input '{self._inputs[i].name}'")
+
+    def _set_one(self, i: int, data: Any) -> None:
+        self._set_on(self._h, i, self._checked(i, data))
         self._set[i] = True
+
+    def _run_on(self, h: ctypes.c_void_p, arrays: List[np.ndarray]) -> List[np.ndarray]:
+        """Set every input, run and read every output on handle h (the caller owns h)."""
+        for i, a in enumerate(arrays):
+            self._set_on(h, i, a)
+        err = ctypes.create_string_buffer(ERR_LEN)
+        st = self._lib.mera_deploy_run(h, err, ERR_LEN)
+        if st:
+            _raise(st, err, "run")
+        outs = []
+        for i, t in enumerate(self._outputs):
+            out = np.empty(t.shape, t.dtype)
+            st = self._lib.mera_deploy_get_output(h, i, out.ctypes.data, out.nbytes, err, ERR_LEN)
+            if st:
+                _raise(st, err, f"get_output {i}")
+            outs.append(out)
+        return outs
+
+    # ---- execution contexts for rt(x) from many threads -----------------------------------------
+
+    def _take_context(self) -> Optional[ctypes.c_void_p]:
+        """A free extra handle over the same directory, a new one while there are fewer than
+        ``max_contexts - 1``, or None when none can be had (the caller then waits for the
+        module's own handle)."""
+        with self._pool:
+            while True:
+                self._live()
+                if self._free:
+                    self._busy += 1
+                    return self._free.pop()
+                if self._n_extra < self.max_contexts - 1:
+                    self._n_extra += 1
+                    self._busy += 1
+                    break
+                if not self._waitable:
+                    return None
+                self._pool.wait()
+        err = ctypes.create_string_buffer(ERR_LEN)
+        status = ctypes.c_int(-1)
+        h = self._lib.mera_deploy_create(os.fsencode(self.deploy_dir), ctypes.byref(status), err, ERR_LEN)
+        if not h:  # e.g. the directory was rebuilt or removed since: use the module's own handle
+            with self._pool:
+                self._n_extra -= 1
+                self._busy -= 1
+                self._waitable = False
+                self._pool.notify_all()
+            return None
+        return ctypes.c_void_p(h)
+
+    def _give_back(self, h: ctypes.c_void_p) -> None:
+        with self._pool:
+            self._free.append(h)
+            self._busy -= 1
+            self._pool.notify_all()
 
     def set_input(self, key: Any = None, value: Any = None, **named: Any) -> "DeployModule":
         """Set inputs; returns self for chaining. Forms: ``set_input(i_or_name, array)`` (MERA's
@@ -437,10 +514,38 @@ class DeployModule:
             return [self.get_output(i) for i in range(len(self._outputs))]
 
     def __call__(self, *inputs: Any) -> List[np.ndarray]:
-        """Run on ``inputs`` (one array per input) and return the outputs: one call that holds the
-        module from setting the inputs to reading the outputs, so it is safe from many threads."""
-        with self._lock:
-            return self.run(*inputs).get_outputs()
+        """Run on ``inputs`` (one array per input) and return the outputs. One call from setting
+        the inputs to reading the outputs: safe from many threads, each caller gets the outputs
+        of its own inputs, and concurrent callers run in parallel on up to ``max_contexts``
+        execution contexts (extra handles over the same directory, made when first needed;
+        they share deploy.params' pages)."""
+        if not inputs:
+            with self._lock:
+                return self.run().get_outputs()
+        if len(inputs) != len(self._inputs):
+            raise RuntimeInputError(f"the model takes {len(self._inputs)} input(s) "
+                                    f"({', '.join(self.input_names)}), got {len(inputs)}")
+        arrays = [self._checked(i, v) for i, v in enumerate(inputs)]
+        if self._lock.acquire(blocking=False):
+            try:
+                return self._call_own(arrays)
+            finally:
+                self._lock.release()
+        h = self._take_context()
+        if h is None:
+            with self._lock:
+                return self._call_own(arrays)
+        try:
+            return self._run_on(h, arrays)
+        finally:
+            self._give_back(h)
+
+    def _call_own(self, arrays: List[np.ndarray]) -> List[np.ndarray]:
+        self._live()
+        outs = self._run_on(self._h, arrays)
+        self._set = [True] * len(self._inputs)
+        self._ran = True
+        return outs
 
     def metrics(self) -> Dict[str, Any]:
         """The C runtime's metrics (mera_deploy_metrics) as a dict."""

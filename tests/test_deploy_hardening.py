@@ -208,6 +208,7 @@ def test_threads_sharing_one_module_get_their_own_outputs(dirs, model):
     inputs = [rng.integers(0, 256, x.shape).astype(x.dtype) if x.dtype != np.float32
               else rng.standard_normal(x.shape).astype(np.float32) for _ in range(8)]
     rt = mera.load_runtime_module(dirs["IP"])
+    rt.max_contexts = 4  # the module's handle and up to 3 more, whatever the machine's CPU count
     refs = [[o.copy() for o in rt(a)] for a in inputs]
     assert any(refs[0][0].tobytes() != r[0].tobytes() for r in refs[1:]), "inputs do not change the output"
     bad = []
@@ -222,8 +223,10 @@ def test_threads_sharing_one_module_get_their_own_outputs(dirs, model):
         t.start()
     for t in threads:
         t.join()
+    extra = rt._n_extra
     rt.close()
     assert not bad, f"{len(bad)} of 1600 runs returned another thread's outputs"
+    assert 1 <= extra <= 3, f"{extra} extra execution contexts: calls never overlapped, or the bound was ignored"
 
 
 def test_set_input_keyword_form_and_closed_module(dirs, model):
