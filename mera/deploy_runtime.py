@@ -93,7 +93,10 @@ def _check_elf(path: str, fd: int, size: int) -> None:
     """dlopen maps a library without checking that the file holds what its headers describe, and
     a truncated one crashes the loader (SIGBUS): check the ELF headers against the size first,
     reading only the headers."""
-    head = os.pread(fd, 64, 0)
+    try:
+        head = os.pread(fd, 64, 0)
+    except OSError as e:
+        raise MeraIOError(f"cannot read '{path}': {e.strerror}") from None
     if size < 64 or len(head) < 64 or head[:4] != b"\x7fELF":
         raise FormatError(f"'{path}' is not a shared library (no ELF header): a corrupt deploy directory")
     if head[4] != 2 or head[5] != 1:
@@ -105,7 +108,10 @@ def _check_elf(path: str, fd: int, size: int) -> None:
     phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", head, 54)
     if phentsize != 56 or phnum == 0 or phoff + phnum * 56 > size or (shnum and shoff + shnum * shentsize > size):
         raise FormatError(f"'{path}' is truncated or corrupt: its ELF headers describe more than its {size} bytes")
-    table = os.pread(fd, phnum * 56, phoff)
+    try:
+        table = os.pread(fd, phnum * 56, phoff)
+    except OSError as e:
+        raise MeraIOError(f"cannot read '{path}': {e.strerror}") from None
     for i in range(phnum):
         offset, = struct.unpack_from("<Q", table, i * 56 + 8)
         filesz, = struct.unpack_from("<Q", table, i * 56 + 32)
@@ -178,7 +184,11 @@ def _load_library(path: str) -> Tuple[ctypes.CDLL, int]:
     tmp = None
     try:
         size = os.fstat(src).st_size
-        fd, tmp = tempfile.mkstemp(prefix="mera-deploy-", suffix=".so")
+        try:
+            fd, tmp = tempfile.mkstemp(prefix="mera-deploy-", suffix=".so")
+        except OSError as e:
+            raise MeraIOError(f"cannot make a private copy of '{path}' in {tempfile.gettempdir()}: "
+                              f"{e.strerror or e}") from None
         try:
             _copy_fd(src, fd, size)
             _check_elf(path, fd, os.fstat(fd).st_size)
@@ -240,7 +250,7 @@ class DeployModule:
 
     def __init__(self, deploy_dir: str):
         self._h = None
-        self.deploy_dir = os.path.abspath(deploy_dir)
+        self.deploy_dir = os.path.abspath(_path(deploy_dir, "deploy_dir"))
         lib_path = os.path.join(self.deploy_dir, "deploy.so")
         if not os.path.lexists(lib_path):
             raise MeraIOError(f"'{lib_path}' does not exist: not a deploy directory (mera.build writes deploy.so, "
@@ -584,12 +594,28 @@ class DeployModule:
 
 def _same_file_content(path: str, data: bytes) -> bool:
     try:
-        if os.path.getsize(path) != len(data):
+        fd = _open_regular(path, "deploy file", len(data))
+    except MeraError:
+        return False
+    try:
+        if os.fstat(fd).st_size != len(data):
             return False
-        with open(path, "rb") as f:
+        with os.fdopen(fd, "rb", closefd=False) as f:
             return f.read() == data
     except OSError:
         return False
+    finally:
+        os.close(fd)
+
+
+def _path(p: Any, what: str) -> str:
+    try:
+        s = os.fsdecode(os.fspath(p))
+    except TypeError:
+        raise RuntimeInputError(f"{what} must be a path (str or os.PathLike), got {type(p).__name__}") from None
+    if "\0" in s:
+        raise RuntimeInputError(f"{what} {s!r} contains a NUL character")
+    return s
 
 
 def load_runtime_module(deploy_dir: Any, params: Optional[Union[bytes, bytearray]] = None,
@@ -603,24 +629,37 @@ def load_runtime_module(deploy_dir: Any, params: Optional[Union[bytes, bytearray
     if params is None and lib_path is None:
         if isinstance(deploy_dir, tuple) and len(deploy_dir) == 3:
             return load_runtime_module(*deploy_dir)
-        return DeployModule(os.fspath(deploy_dir))
-    if params is None or lib_path is None or not isinstance(deploy_dir, str):
+        return DeployModule(_path(deploy_dir, "deploy_dir"))
+    if params is None or lib_path is None or not isinstance(deploy_dir, str) or \
+            not isinstance(params, (bytes, bytearray, memoryview)):
         raise RuntimeInputError("load_runtime_module takes a deploy directory, or (json_str, params_bytes, lib_path)")
-    json_bytes = deploy_dir.encode()
+    lib_path = _path(lib_path, "lib_path")
+    json_bytes = deploy_dir.encode("utf-8", "surrogateescape")
+    params = bytes(params)
     d = os.path.dirname(os.path.abspath(lib_path))
     if (_same_file_content(os.path.join(d, "deploy.json"), json_bytes)
-            and _same_file_content(os.path.join(d, "deploy.params"), bytes(params))):
+            and _same_file_content(os.path.join(d, "deploy.params"), params)):
         return DeployModule(d)
-    with tempfile.TemporaryDirectory(prefix="mera-rt-") as tmp:
-        try:
-            shutil.copyfile(lib_path, os.path.join(tmp, "deploy.so"))
-        except OSError as e:
-            raise MeraIOError(f"cannot read '{lib_path}': {e.strerror}") from None
-        with open(os.path.join(tmp, "deploy.json"), "wb") as f:
-            f.write(json_bytes)
-        with open(os.path.join(tmp, "deploy.params"), "wb") as f:
-            f.write(bytes(params))
-        return DeployModule(tmp)  # the runtime has read the data files when create returns
+    try:
+        with tempfile.TemporaryDirectory(prefix="mera-rt-") as tmp:
+            src = _open_regular(lib_path, "deploy.so", DEPLOY_SO_MAX_BYTES)
+            try:
+                fd = os.open(os.path.join(tmp, "deploy.so"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
+                try:
+                    _copy_fd(src, fd, os.fstat(src).st_size)
+                finally:
+                    os.close(fd)
+            finally:
+                os.close(src)
+            with open(os.path.join(tmp, "deploy.json"), "wb") as f:
+                f.write(json_bytes)
+            with open(os.path.join(tmp, "deploy.params"), "wb") as f:
+                f.write(params)
+            return DeployModule(tmp)  # the runtime has read the data files when create returns
+    except MeraError:
+        raise
+    except OSError as e:
+        raise MeraIOError(f"cannot stage the deploy files in a temporary directory: {e.strerror or e}") from None
 
 
 __all__ = ["load_runtime_module", "DeployModule"]

@@ -126,6 +126,14 @@ def special_files(tmp_path):
     return [("fifo", fifo), ("directory", directory), ("/dev/zero", dev_zero), ("sparse 8 GiB", sparse)]
 
 
+def _raises(f):
+    try:
+        f()
+    except BaseException as e:  # noqa: BLE001 - the caller checks the class
+        return e
+    return None
+
+
 def load_with_timeout(d, seconds=60):
     """Load d in a daemon thread; returns the exception it raised (None if it loaded), or fails
     the test if the load is still blocked after `seconds`."""
@@ -259,3 +267,26 @@ def test_dlerror_that_is_not_utf8_is_a_mera_error(dirs, tmp_path):
     with pytest.raises(mera.FormatError, match="cannot load") as e:
         mera.load_runtime_module(d)
     assert "\ufffd" in str(e.value)
+
+
+def test_bad_paths_and_triples_are_mera_errors(dirs, tmp_path):
+    d = dirs["Interpreter"]
+    for bad in (str(d) + "\0x", 3.5, None):
+        with pytest.raises(mera.MeraError):
+            mera.load_runtime_module(bad)
+    js = (d / "deploy.json").read_text()
+    params = (d / "deploy.params").read_bytes()
+    fifo = tmp_path / "fifo.so"
+    os.mkfifo(fifo)
+    for lib in (str(fifo), "/dev/zero", str(tmp_path)):
+        box = {}
+        t = threading.Thread(target=lambda: box.update(err=_raises(lambda: mera.load_runtime_module(js, params, lib))),
+                             daemon=True)
+        t.start()
+        t.join(60)
+        assert not t.is_alive(), f"load_runtime_module(json, params, {lib!r}) is still blocked after 60 s"
+        assert isinstance(box["err"], mera.MeraError), (lib, box["err"])
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copy(d / "deploy.so", tmp_path / "elsewhere" / "deploy.so")
+    with mera.load_runtime_module(js, params, str(tmp_path / "elsewhere" / "deploy.so")) as rt:
+        assert rt.get_num_inputs() == 1
