@@ -290,3 +290,12 @@ def test_bad_paths_and_triples_are_mera_errors(dirs, tmp_path):
     shutil.copy(d / "deploy.so", tmp_path / "elsewhere" / "deploy.so")
     with mera.load_runtime_module(js, params, str(tmp_path / "elsewhere" / "deploy.so")) as rt:
         assert rt.get_num_inputs() == 1
+
+
+@pytest.mark.parametrize("field,value", [("clock_mhz", 2 ** 64), ("act_buffer_kib", 2 ** 63), ("mac_px", 2 ** 31),
+                                         ("dram_gbps", 1e-320), ("host_call_us", 1e308), ("vector_lanes", 0)])
+def test_arch_overrides_outside_their_range_are_refused(field, value, model):
+    mod, x = model
+    with pytest.raises(mera.MeraError, match=field):
+        with mera.build_config(target="Simulator", arch={"platform": "DNAF100L0003", field: value}):
+            mera.compile(mod, {})(x)

@@ -75,7 +75,7 @@ int mera_platform_param_check(const char *field, double value, char *msg, size_t
     if (field && strcmp(field, #f) == 0) {                                                                   \
         int integral = (type)0.5 == 0;                                                                       \
         if (!(value >= (lo) && value <= (hi))) { /* also NaN */                                              \
-            snprintf(msg, msg_len, "%s = %.17g is outside [%g, %g] %s", #f, value, (double)(lo), (double)(hi), \
+            snprintf(msg, msg_len, "%s = %.17g is outside [%.15g, %.15g] %s", #f, value, (double)(lo), (double)(hi), \
                      unit);                                                                                  \
             return -1;                                                                                       \
         }                                                                                                    \
