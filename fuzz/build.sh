@@ -3,6 +3,7 @@
 # UndefinedBehaviorSanitizer (clang; libclang-rt-14-dev on Debian/Ubuntu):
 #
 #   fuzz/build.sh [OUT_DIR]        (default fuzz/build)
+#   OPT=-O0 fuzz/build.sh ...      (compiles 5x faster, runs slower: tests/test_fuzz.py's short runs)
 #
 #   OUT_DIR/fuzz_deploy_json    deploy.json     (fuzz_deploy.c)
 #   OUT_DIR/fuzz_deploy_params  deploy.params   (fuzz_deploy.c)
@@ -24,7 +25,7 @@ if [ -z "$CC" ]; then
 fi
 mkdir -p "$OUT/obj"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
-CFLAGS="-g -O1 -std=c11 -D_POSIX_C_SOURCE=200809L -ffp-contract=off -I$ROOT/csrc $SAN"
+CFLAGS="-g ${OPT:--O1} -std=c11 -D_POSIX_C_SOURCE=200809L -ffp-contract=off -I$ROOT/csrc $SAN"
 # The runtime group of mera/_sources.py: what deploy.so is made of.
 SOURCES=$(python3 - "$ROOT" <<'PY'
 import importlib.util, os, sys
