@@ -29,6 +29,16 @@
 #error "build with -DMERA_FUZZ_SEEDS=\"<repo>/fuzz/seeds\" (fuzz/build.sh does)"
 #endif
 
+/* A request for more than 1 GiB returns NULL, as on a host that has less:
+ * the runtime must report NOMEM, and libFuzzer's malloc limit is never hit
+ * by a deploy file that asks for much memory (a size the build's deploy.json
+ * would have to agree with, when deploy.so loads it). */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "allocator_may_return_null=1:max_allocation_size_mb=1024";
+}
+
 static const char *const targets[4] = {"Interpreter", "InterpreterHw", "Simulator", "IP"};
 static char dir[256];
 static char json_path[300], params_path[300];

@@ -1036,6 +1036,12 @@ static mera_deploy *create(const char *dir, const char *expected_model_id, const
                  d->prog->platform, d->plat.name);
             goto fail;
         }
+        /* the activation memory the device will reserve, against deploy.json before it is allocated */
+        if (d->prog->dram_bytes - d->prog->params_bytes != jarena) {
+            jerr(&c, mj_get(root, "arena_bytes"), "field 'arena_bytes' = %lld, but the program plans %lld",
+                 (long long)jarena, (long long)(d->prog->dram_bytes - d->prog->params_bytes));
+            goto fail;
+        }
         la.prog = d->prog;
         la.program_bytes = d->file + sq->off;
         la.program_len = (size_t)sq->len;
