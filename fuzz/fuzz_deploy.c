@@ -73,6 +73,8 @@ static void put(const char *path, const void *data, size_t n)
     fclose(f);
 }
 
+/* The directory exists only during one input (libFuzzer ends with _Exit,
+ * which runs no atexit handler). */
 static void remove_dir(void)
 {
     unlink(json_path);
@@ -85,11 +87,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     snprintf(dir, sizeof dir, "%s/mera-fuzz-%d", access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp", (int)getpid());
-    if (mkdir(dir, 0700) != 0 && access(dir, W_OK) != 0)
-        exit(2);
     snprintf(json_path, sizeof json_path, "%s/deploy.json", dir);
     snprintf(params_path, sizeof params_path, "%s/deploy.params", dir);
-    atexit(remove_dir);
     for (int t = 0; t < 4; t++) {
         char p[512];
         size_t n;
@@ -154,6 +153,8 @@ static void load_and_run(void)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    if (mkdir(dir, 0700) != 0 && access(dir, W_OK) != 0)
+        abort();
 #if defined(FUZZ_DEPLOY_JSON)
     int t = 3;
     for (int k = 0; k < 4; k++) {
@@ -165,14 +166,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     put(params_path, seed_params[t], seed_params_len[t]);
     put(json_path, data, size);
 #elif defined(FUZZ_DEPLOY_PARAMS)
-    if (size < 1)
+    if (size < 1) {
+        remove_dir();
         return 0;
+    }
     int t = data[0] % 4;
     const uint8_t *p = data + 1;
     size_t n = size - 1;
     uint8_t *buf = malloc(n ? n : 1);
-    if (!buf)
+    if (!buf) {
+        remove_dir();
         return 0;
+    }
     memcpy(buf, p, n);
     uint64_t sum = 0;
     if (n >= 8) {
@@ -183,6 +188,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *js = patch_json(seed_json[t], n, sum);
     if (!js) {
         free(buf);
+        remove_dir();
         return 0;
     }
     put(params_path, buf, n);
@@ -193,5 +199,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #error "define FUZZ_DEPLOY_JSON or FUZZ_DEPLOY_PARAMS"
 #endif
     load_and_run();
+    remove_dir();
     return 0;
 }
