@@ -15,7 +15,7 @@ The workflow of EdgeCortix MERA, in the open::
 from __future__ import annotations
 
 from . import errors
-from .errors import (AttrError, ConfigError, DtypeError, FormatError, GraphError, MeraError, MeraIOError,
+from .errors import (AttrError, ConfigError, DtypeError, FormatError, GraphError, MeraError, MeraIOError, MeraMemoryError,
                      RuntimeInputError, ShapeError, UnknownOpError, UnsupportedError)
 from . import _core
 from . import ir
@@ -35,7 +35,7 @@ __all__ = [
     "__version__",
     "errors", "ir", "frontend", "relay", "test_util", "ec", "plots", "report",
     "MeraError", "GraphError", "ShapeError", "DtypeError", "AttrError", "UnknownOpError", "FormatError",
-    "UnsupportedError", "ConfigError", "RuntimeInputError", "MeraIOError",
+    "UnsupportedError", "ConfigError", "RuntimeInputError", "MeraIOError", "MeraMemoryError",
     "Target", "Platform", "BuildConfig", "build_config", "current_build_config", "platforms",
     "Runner", "compile", "build", "load_runtime_module", "DeployModule", "Quantizer", "QualityReport",
     "Deployer", "TVMDeployer", "ModelLoader", "MeraModel", "MeraDeployment", "MeraTvmDeployment", "MeraTvmPrjDeployment",

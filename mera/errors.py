@@ -54,6 +54,10 @@ class MeraIOError(MeraError, OSError):
     """A file could not be read or written."""
 
 
+class MeraMemoryError(MeraError, MemoryError):
+    """Memory ran out while loading or running a model (e.g. a deploy directory)."""
+
+
 __all__ = [
     "MeraError",
     "GraphError",
@@ -66,4 +70,5 @@ __all__ = [
     "ConfigError",
     "RuntimeInputError",
     "MeraIOError",
+    "MeraMemoryError",
 ]

@@ -21,6 +21,7 @@
 #include <dlfcn.h>
 #include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -142,19 +143,27 @@ static void check_machine(const char *path, int em)
 #endif
 }
 
+/* The largest deploy.so accepted (a real one is a few MiB), as in mera.load_runtime_module. */
+#define DEPLOY_SO_MAX_BYTES (256ull << 20)
+
 /* dlopen maps a shared library without checking that the file holds what its
  * headers describe, and a truncated one crashes the loader (SIGBUS): check the
  * ELF header, the program headers and the section header table against the
  * file's size first. */
 static void check_elf(const char *path)
 {
-    FILE *f = fopen(path, "rb");
+    /* O_NONBLOCK: a FIFO in its place must not block the open */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
     if (!f)
         die("cannot open '%s': %s", path, strerror(errno));
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode))
         die("'%s' is not a regular file", path);
     unsigned long long size = (unsigned long long)st.st_size;
+    if (size > DEPLOY_SO_MAX_BYTES)
+        die("'%s' has %llu bytes, more than the limit of %llu for a deploy.so", path, size,
+            (unsigned long long)DEPLOY_SO_MAX_BYTES);
     Elf64_Ehdr eh;
     if (size < sizeof eh || fread(&eh, sizeof eh, 1, f) != 1 || memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0)
         die("'%s' is not a shared library (no ELF header): a corrupt deploy directory", path);
@@ -261,7 +270,8 @@ static void usage(void)
     fprintf(stderr, "usage: inference <deploy_dir> [-n runs] [-w warmup] [-o out_dir]\n"
                     "  runs a deploy directory written by mera.build: reads input0.bin, input1.bin, ...,\n"
                     "  times `runs` inferences (default 100, after `warmup` = 1), compares each output k\n"
-                    "  with ref_result_k.bin when present; -o writes output_k.bin files.\n");
+                    "  with ref_result_k.bin when present; -o writes output_k.bin files.\n"
+                    "  deploy.so is native code: load only directories you trust (docs/deploy.md, \"Trust boundary\").\n");
     exit(2);
 }
 

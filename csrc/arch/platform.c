@@ -1,5 +1,6 @@
 #include "arch/platform.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -66,4 +67,36 @@ const mera_platform *mera_platform_find(const char *name)
             return p;
     }
     return NULL;
+}
+
+int mera_platform_param_check(const char *field, double value, char *msg, size_t msg_len)
+{
+#define X(f, type, unit, lo, hi, doc)                                                                        \
+    if (field && strcmp(field, #f) == 0) {                                                                   \
+        int integral = (type)0.5 == 0;                                                                       \
+        if (!(value >= (lo) && value <= (hi))) { /* also NaN */                                              \
+            snprintf(msg, msg_len, "%s = %.17g is outside [%.15g, %.15g] %s", #f, value, (double)(lo), (double)(hi), \
+                     unit);                                                                                  \
+            return -1;                                                                                       \
+        }                                                                                                    \
+        if (integral && value != floor(value)) {                                                             \
+            snprintf(msg, msg_len, "%s = %.17g must be an integer (%s)", #f, value, unit);                   \
+            return -1;                                                                                       \
+        }                                                                                                    \
+        return 0;                                                                                            \
+    }
+    MERA_ARCH_PARAMS(X)
+#undef X
+    snprintf(msg, msg_len, "unknown hardware parameter '%s'", field ? field : "(null)");
+    return -1;
+}
+
+int mera_platform_check(const mera_platform *p, char *msg, size_t msg_len)
+{
+#define X(f, type, unit, lo, hi, doc)                                                                        \
+    if (mera_platform_param_check(#f, (double)p->f, msg, msg_len))                                           \
+        return -1;
+    MERA_ARCH_PARAMS(X)
+#undef X
+    return 0;
 }

@@ -233,7 +233,7 @@ mera_status mera_deploy_write(const mera_deploy_spec *spec, mera_deploy_files *o
         mjw_begin_object(&j);
 #define X_INT(field) mjw_int(&j, (int64_t)spec->platform->field)
 #define X_DBL(field) mjw_double(&j, (double)spec->platform->field)
-#define X(field, type, unit, doc)                           \
+#define X(field, type, unit, lo, hi, doc)                           \
     mjw_key(&j, #field);                                    \
     if ((type)0.5 == 0) X_INT(field); else X_DBL(field);
         MERA_ARCH_PARAMS(X)

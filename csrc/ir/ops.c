@@ -790,6 +790,9 @@ static mera_status infer_reshape(mera_infer_ctx *ctx)
         } else if (shape[i] < 0) {
             return FAIL(ctx, MERA_ERR_ATTR, "shape[%d] = %lld is negative", i, (long long)shape[i]);
         } else {
+            if (shape[i] > 0 && known > INT64_MAX / shape[i])
+                return FAIL(ctx, MERA_ERR_SHAPE, "shape[%d] = %lld: the shape's element count overflows int64", i,
+                            (long long)shape[i]);
             known *= shape[i];
         }
         out->shape[i] = shape[i];

@@ -362,7 +362,7 @@ static PyObject *compiled_platform(PyMeraCompiled *self, PyObject *Py_UNUSED(unu
         Py_RETURN_NONE;
     PyObject *d = Py_BuildValue("{s:s,s:L}", "name", p->name, "mac_count", (long long)mera_platform_macs(p));
     int bad = !d;
-#define X(field, type, unit, doc)                                                                               \
+#define X(field, type, unit, lo, hi, doc)                                                                               \
     if (!bad)                                                                                                   \
         bad = set_item(d, #field, _Generic(p->field, double: PyFloat_FromDouble, default: PyLong_FromLongLong)(p->field));
     MERA_ARCH_PARAMS(X)

@@ -170,7 +170,7 @@ static PyObject *py_platforms(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
                                     "tops_published", p->tops_published ? Py_True : Py_False, "mac_count",
                                     (long long)mera_platform_macs(p), "note", p->note);
         int bad = !d;
-#define X(field, type, unit, doc)                                                                   \
+#define X(field, type, unit, lo, hi, doc)                                                                   \
         if (!bad) {                                                                                 \
             PyObject *v = _Generic(p->field, double: PyFloat_FromDouble, default: PyLong_FromLongLong)(p->field); \
             bad = !v || PyDict_SetItemString(d, #field, v);                                        \
@@ -192,7 +192,7 @@ static PyObject *py_arch_params(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 {
     PyObject *l = PyList_New(0);
     int bad = !l;
-#define X(field, type, unit, doc)                                                                         \
+#define X(field, type, unit, lo, hi, doc)                                                                         \
     if (!bad) {                                                                                           \
         PyObject *t = Py_BuildValue("(ssss)", #field, _Generic((type)0, double: "float", default: "int"), unit, doc); \
         bad = !t || PyList_Append(l, t);                                                                  \

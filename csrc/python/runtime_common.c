@@ -1,6 +1,7 @@
 /* Param binding and run-time input checks shared by Interp and Sim. */
 #include "python/runtime_common.h"
 
+#include <math.h>
 #include <string.h>
 
 static int shape_matches(PyArrayObject *a, const mera_type *t)
@@ -228,7 +229,7 @@ int pymera_apply_arch_overrides(mera_platform *p, PyObject *overrides)
             return -1;
         }
         int found = 0;
-#define X(field, type, unit, doc)                                                                           \
+#define X(field, type, unit, lo, hi, doc)                                                                           \
         if (!found && strcmp(k, #field) == 0) {                                                             \
             found = 1;                                                                                      \
             if (PyBool_Check(value) || !(PyLong_Check(value) || (_Generic((type)0, double: 1, default: 0) && \
@@ -237,22 +238,17 @@ int pymera_apply_arch_overrides(mera_platform *p, PyObject *overrides)
                                   _Generic((type)0, double: "a number", default: "an int"));                \
                 return -1;                                                                                  \
             }                                                                                               \
-            double dv = PyFloat_AsDouble(value);                                                            \
-            if (dv == -1.0 && PyErr_Occurred())                                                             \
-                return -1;                                                                                  \
-            if (!(dv > 0)) {                                                                                \
-                pymera_raise_code(MERA_ERR_INVALID, "arch override '%s' (%s) must be positive, got %g",     \
-                                  #field, unit, dv);                                                        \
+            double dv = PyFloat_AsDouble(value); /* exact for the integers a range admits */               \
+            if (dv == -1.0 && PyErr_Occurred()) {                                                           \
+                PyErr_Clear();                                                                              \
+                dv = NAN; /* an int too large for a double: out of range below */                           \
+            }                                                                                               \
+            char why[160];                                                                                  \
+            if (mera_platform_param_check(#field, dv, why, sizeof why)) {                                   \
+                pymera_raise_code(MERA_ERR_INVALID, "arch override %s", why);                               \
                 return -1;                                                                                  \
             }                                                                                               \
-            if (_Generic((type)0, double: 1, default: 0)) {                                                 \
-                p->field = (type)dv;                                                                        \
-            } else {                                                                                        \
-                long long lv = PyLong_AsLongLong(value);                                                    \
-                if (lv == -1 && PyErr_Occurred())                                                           \
-                    return -1;                                                                              \
-                p->field = (type)lv;                                                                        \
-            }                                                                                               \
+            p->field = (type)dv;                                                                            \
         }
         MERA_ARCH_PARAMS(X)
 #undef X

@@ -30,6 +30,7 @@
 #define MERA_PARAMS_MAX_SECTIONS 16
 #define MERA_PARAMS_CHECKSUM_LEN 8
 #define MERA_PARAMS_MAX_NAME 4096     /* bytes of one PARAM name in the index */
+#define MERA_PARAMS_MAX_BYTES (1ull << 38) /* 256 GiB: the largest deploy.params a loader accepts */
 
 enum {
     MERA_SECTION_GRAPH = 1,   /* mera_graph_serialize bytes */

@@ -53,6 +53,8 @@ struct mera_deploy {
     uint8_t *file;
     size_t file_len;
     int mapped;
+    int params_fd;           /* kept open: the checksum reads it, each run checks it is unchanged */
+    struct stat params_st;   /* at load: device, inode, size, mtime */
     mera_graph *g;
     const void **param_data; /* per mera_graph_input index */
     dna_program *prog;       /* constant image borrowed from file */
@@ -152,22 +154,51 @@ static int read_all(int fd, uint8_t *buf, size_t n, off_t at)
     return 0;
 }
 
+/* Opens path for reading without blocking (a FIFO in place of a deploy file
+ * would block open() forever) and accepts only a regular file of at most
+ * max_bytes: a directory, a device (/dev/zero) or a FIFO is refused before
+ * a byte is read. */
+static int open_regular(const char *path, const char *what, uint64_t max_bytes, int *fd_out, struct stat *st,
+                        char *err, size_t err_len)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return fail(err, err_len, MERA_DEPLOY_ERR_IO, "%s: cannot open %s: %s", what, path, strerror(errno));
+    if (fstat(fd, st) != 0) {
+        int e = errno;
+        close(fd);
+        return fail(err, err_len, MERA_DEPLOY_ERR_IO, "%s: cannot stat %s: %s", what, path, strerror(e));
+    }
+    if (!S_ISREG(st->st_mode)) {
+        close(fd);
+        return fail(err, err_len, MERA_DEPLOY_ERR_IO, "%s: %s is not a regular file (%s)", what, path,
+                    S_ISDIR(st->st_mode)    ? "a directory"
+                    : S_ISFIFO(st->st_mode) ? "a FIFO"
+                    : S_ISCHR(st->st_mode)  ? "a character device"
+                    : S_ISBLK(st->st_mode)  ? "a block device"
+                    : S_ISSOCK(st->st_mode) ? "a socket"
+                                            : "not a file");
+    }
+    if (st->st_size < 0 || (uint64_t)st->st_size > max_bytes) {
+        close(fd);
+        return fail(err, err_len, MERA_DEPLOY_ERR_FORMAT, "%s: %s has %lld bytes, more than the limit of %llu", what,
+                    path, (long long)st->st_size, (unsigned long long)max_bytes);
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    *fd_out = fd;
+    return 0;
+}
+
 /* deploy.json, at most MJ_MAX_BYTES, NUL-terminated. */
 static int read_json_file(const char *path, char **out, size_t *out_len, char *err, size_t err_len)
 {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return fail(err, err_len, MERA_DEPLOY_ERR_IO, "deploy.json: cannot open %s: %s", path, strerror(errno));
+    int fd;
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return fail(err, err_len, MERA_DEPLOY_ERR_IO, "deploy.json: %s is not a regular file", path);
-    }
-    if ((uint64_t)st.st_size > MJ_MAX_BYTES) {
-        close(fd);
-        return fail(err, err_len, MERA_DEPLOY_ERR_FORMAT, "deploy.json: %lld bytes exceeds the limit of %u",
-                    (long long)st.st_size, MJ_MAX_BYTES);
-    }
+    int rc = open_regular(path, "deploy.json", MJ_MAX_BYTES, &fd, &st, err, err_len);
+    if (rc)
+        return rc;
     size_t n = (size_t)st.st_size;
     char *buf = malloc(n + 1);
     if (!buf) {
@@ -177,7 +208,7 @@ static int read_json_file(const char *path, char **out, size_t *out_len, char *e
     if (read_all(fd, (uint8_t *)buf, n, 0) != 0) {
         close(fd);
         free(buf);
-        return fail(err, err_len, MERA_DEPLOY_ERR_IO, "deploy.json: cannot read %s", path);
+        return fail(err, err_len, MERA_DEPLOY_ERR_IO, "deploy.json: cannot read %s (%zu bytes)", path, n);
     }
     close(fd);
     buf[n] = 0;
@@ -331,17 +362,156 @@ static int read_platform(jctx *c, const mj_node *root, mera_deploy *d)
     d->plat = *base;
     snprintf(d->platform_name, sizeof d->platform_name, "%s", base->name);
     const mj_node *v;
-#define X(field, type, unit, doc)                                                                           \
-    v = jfield(c, pp, "platform_params", #field, MJ_NUMBER);                                               \
-    if (!v)                                                                                                 \
-        return c->code;                                                                                     \
-    if (!(v->num > 0) || ((type)0.5 == 0 && !v->is_int))                                                    \
-        return jerr(c, v, "platform_params: field '%s' = %g must be a positive %s", #field, v->num,         \
-                    (type)0.5 == 0 ? "integer" : "number");                                                 \
+    char why[160];
+#define X(field, type, unit, lo, hi, doc)                                                             \
+    v = jfield(c, pp, "platform_params", #field, MJ_NUMBER);                                                 \
+    if (!v)                                                                                                   \
+        return c->code;                                                                                       \
+    if (mera_platform_param_check(#field, v->num, why, sizeof why))                                          \
+        return jerr(c, v, "platform_params: field %s", why);                                                  \
     d->plat.field = (type)v->num;
     MERA_ARCH_PARAMS(X)
 #undef X
     return 0;
+}
+
+/* An integer field inside [lo, hi]. */
+static int jrange(jctx *c, const mj_node *obj, const char *where, const char *key, int64_t lo, int64_t hi,
+                  int64_t *out)
+{
+    if (jint(c, obj, where, key, out))
+        return -1;
+    if (*out < lo || *out > hi) {
+        jerr(c, mj_get(obj, key), "%s%sfield '%s' = %lld is outside [%lld, %lld]", where, *where ? ": " : "", key,
+             (long long)*out, (long long)lo, (long long)hi);
+        return -1;
+    }
+    return 0;
+}
+
+/* A field that must be JSON null (the interpreters have no platform). */
+static int jnull(jctx *c, const mj_node *root, const char *key)
+{
+    return jfield(c, root, "", key, MJ_NULL) ? 0 : -1;
+}
+
+/* What deploy.json records about the build without the runtime using it to
+ * run (the scheduler's options, the modelled latency) is range-checked
+ * too: tools read it. */
+static int check_build_record(jctx *c, const mj_node *root, int dna)
+{
+    if (!dna)
+        return jnull(c, root, "platform") || jnull(c, root, "platform_params") || jnull(c, root, "scheduler") ||
+                       jnull(c, root, "latency_us")
+                   ? c->code
+                   : 0;
+    const mj_node *sc = jfield(c, root, "", "scheduler", MJ_OBJECT);
+    const char *mode = jstr(c, sc, "scheduler", "mode");
+    if (c->code)
+        return c->code;
+    if (strcmp(mode, "Fast") != 0 && strcmp(mode, "Slow") != 0)
+        return jerr(c, mj_get(sc, "mode"), "scheduler: field 'mode' = '%s' is not Fast or Slow", mode);
+    int64_t v;
+    if (jrange(c, sc, "scheduler", "max_tile_height", 0, INT32_MAX, &v) ||
+        jrange(c, sc, "scheduler", "max_tile_width", 0, INT32_MAX, &v) ||
+        jrange(c, sc, "scheduler", "compiler_workers", 0, 1024, &v))
+        return c->code;
+    const mj_node *lat = jfield(c, root, "", "latency_us", MJ_NUMBER);
+    if (!lat)
+        return c->code;
+    if (!(lat->num >= 0 && lat->num <= 1e12))
+        return jerr(c, lat, "field 'latency_us' = %.17g is outside [0, 1e12]", lat->num);
+    return 0;
+}
+
+/* The first place where deploy.json (a) differs from the deploy.json this
+ * deploy.so was built with (b), as a dotted path in *path, with the
+ * differing nodes; NULL nodes where a field is missing on one side. Object
+ * members are matched by key (order and layout do not matter). 1 if they
+ * differ. */
+static int json_diff(const mj_node *a, const mj_node *b, char *path, size_t n, const mj_node **da,
+                     const mj_node **db)
+{
+    *da = a;
+    *db = b;
+    if (a->kind != b->kind)
+        return 1;
+    size_t at = strlen(path);
+    switch (a->kind) {
+    case MJ_NUMBER:
+        return a->num != b->num || a->is_int != b->is_int || (a->is_int && a->i != b->i);
+    case MJ_STRING:
+        return a->len != b->len || memcmp(a->str, b->str, a->len) != 0;
+    case MJ_ARRAY: {
+        if (a->count != b->count)
+            return 1;
+        const mj_node *x = a->first, *y = b->first;
+        for (int i = 0; x && y; i++, x = x->next, y = y->next) {
+            snprintf(path + at, n - at, "[%d]", i);
+            if (json_diff(x, y, path, n, da, db))
+                return 1;
+            path[at] = 0;
+        }
+        return 0;
+    }
+    case MJ_OBJECT:
+        for (int pass = 0; pass < 2; pass++) {
+            const mj_node *from = pass ? b : a, *other = pass ? a : b;
+            for (const mj_node *m = from->first; m; m = m->next) {
+                snprintf(path + at, n - at, "%s%s", at ? "." : "", m->key);
+                const mj_node *o = mj_get(other, m->key);
+                if (!o) {
+                    *da = pass ? NULL : m;
+                    *db = pass ? m : NULL;
+                    return 1;
+                }
+                if (!pass && json_diff(m, o, path, n, da, db))
+                    return 1;
+                path[at] = 0;
+            }
+        }
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+static void describe_node(const mj_node *v, char *buf, size_t n)
+{
+    if (!v)
+        snprintf(buf, n, "(missing)");
+    else if (v->kind == MJ_NUMBER)
+        snprintf(buf, n, "%.17g", v->num);
+    else if (v->kind == MJ_STRING)
+        snprintf(buf, n, "'%.60s'", v->str);
+    else
+        snprintf(buf, n, "%s", mj_kind_name(v->kind));
+}
+
+/* deploy.json against the one deploy.so embeds: every field must be the
+ * build's (deploy.so covers deploy.json, whose params_file covers
+ * deploy.params). */
+static int check_against_build(jctx *c, const mj_node *root, const char *build_json, size_t build_len)
+{
+    mj_doc bd;
+    char msg[300];
+    if (mj_parse(build_json, build_len, &bd, msg, sizeof msg)) {
+        mj_doc_free(&bd);
+        return jerr(c, NULL, "the copy embedded in deploy.so does not parse: %s", msg);
+    }
+    char path[256] = "";
+    const mj_node *da, *db;
+    if (json_diff(root, bd.root, path, sizeof path, &da, &db)) {
+        char va[96], vb[96];
+        describe_node(da, va, sizeof va);
+        describe_node(db, vb, sizeof vb);
+        jerr(c, da ? da : root,
+             "field '%s' = %s, but this deploy.so was built with %s: deploy.json was changed after the build, or "
+             "belongs to another build",
+             *path ? path : "(top level)", va, vb);
+    }
+    mj_doc_free(&bd);
+    return c->code;
 }
 
 /* ---- deploy.params ------------------------------------------------------- */
@@ -351,26 +521,21 @@ typedef struct {
     uint64_t off, len;
 } section;
 
-static int map_params(mera_deploy *d, const char *path, char *err, size_t err_len)
+/* Maps deploy.params read-only after checking that it is a regular file of
+ * exactly the size deploy.json records (compared before any byte is read,
+ * so a huge sparse file is refused at once). The descriptor stays open. */
+static int map_params(mera_deploy *d, const char *path, uint64_t expected_bytes, char *err, size_t err_len)
 {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return fail(err, err_len, MERA_DEPLOY_ERR_IO, "deploy.params: cannot open %s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return fail(err, err_len, MERA_DEPLOY_ERR_IO, "deploy.params: %s is not a regular file", path);
-    }
-    if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX / 2) {
-        close(fd);
-        return fail(err, err_len, MERA_DEPLOY_ERR_FORMAT, "deploy.params: %lld bytes is too large",
-                    (long long)st.st_size);
-    }
-    d->file_len = (size_t)st.st_size;
-    if (d->file_len == 0) {
-        close(fd);
-        return fail(err, err_len, MERA_DEPLOY_ERR_FORMAT, "deploy.params: empty file");
-    }
+    int fd;
+    int rc = open_regular(path, "deploy.params", MERA_PARAMS_MAX_BYTES, &fd, &d->params_st, err, err_len);
+    if (rc)
+        return rc;
+    d->params_fd = fd;
+    if ((uint64_t)d->params_st.st_size != expected_bytes)
+        return fail(err, err_len, MERA_DEPLOY_ERR_FORMAT,
+                    "deploy.params: %lld bytes, but deploy.json's params_file.bytes says %llu",
+                    (long long)d->params_st.st_size, (unsigned long long)expected_bytes);
+    d->file_len = (size_t)d->params_st.st_size;
     void *p = mmap(NULL, d->file_len, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p != MAP_FAILED) {
         d->file = p;
@@ -378,44 +543,55 @@ static int map_params(mera_deploy *d, const char *path, char *err, size_t err_le
     } else {
         size_t n = (d->file_len + MERA_PARAMS_ALIGN - 1) / MERA_PARAMS_ALIGN * MERA_PARAMS_ALIGN;
         d->file = aligned_alloc(MERA_PARAMS_ALIGN, n);
-        if (!d->file) {
-            close(fd);
+        if (!d->file)
             return fail(err, err_len, MERA_DEPLOY_ERR_NOMEM, "deploy.params: out of memory reading %zu bytes",
                         d->file_len);
-        }
-        if (read_all(fd, d->file, d->file_len, 0) != 0) {
-            close(fd);
+        if (read_all(fd, d->file, d->file_len, 0) != 0)
             return fail(err, err_len, MERA_DEPLOY_ERR_IO, "deploy.params: cannot read %s", path);
-        }
     }
-    close(fd);
+    return 0;
+}
+
+/* 0 when deploy.params is still the file that was loaded. The mapping
+ * reads the file's pages on demand, so a file rewritten in place (cp new
+ * deploy.params) would feed other bytes to the model, or SIGBUS if it
+ * shrank: each run checks device, inode, size and mtime first. (mera.build
+ * never rewrites in place: it writes new files and renames them.) */
+static int params_unchanged(const mera_deploy *d, char *err, size_t err_len)
+{
+    if (!d->mapped)
+        return 0; /* a private copy in memory */
+    struct stat st;
+    const struct stat *o = &d->params_st;
+    if (fstat(d->params_fd, &st) != 0 || st.st_dev != o->st_dev || st.st_ino != o->st_ino ||
+        st.st_size != o->st_size || st.st_mtim.tv_sec != o->st_mtim.tv_sec ||
+        st.st_mtim.tv_nsec != o->st_mtim.tv_nsec)
+        return fail(err, err_len, MERA_DEPLOY_ERR_RUNTIME,
+                    "deploy.params changed after it was loaded (%lld -> %lld bytes, or a new modification time): "
+                    "it was rewritten in place; load the deploy directory again",
+                    (long long)o->st_size, (long long)st.st_size);
     return 0;
 }
 
 /* The checksum of file[0, n), read through a small buffer with pread when
  * the file is mapped so that checking does not fault every page of the
  * mapping into the process (it would count against the memory budget). */
-static int file_checksum(mera_deploy *d, const char *path, size_t n, uint64_t *out)
+static int file_checksum(mera_deploy *d, size_t n, uint64_t *out)
 {
     if (!d->mapped) {
         *out = mera_fnv1a64(d->file, n);
         return 0;
     }
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return -1;
     enum { CHUNK = 1 << 20 };
     uint8_t *buf = malloc(CHUNK);
-    if (!buf) {
-        close(fd);
+    if (!buf)
         return -1;
-    }
     uint64_t h = MERA_FNV1A64_BASIS;
     size_t done = 0;
     int rc = 0;
     while (done < n) {
         size_t k = n - done < CHUNK ? n - done : CHUNK;
-        if (read_all(fd, buf, k, (off_t)done) != 0) {
+        if (read_all(d->params_fd, buf, k, (off_t)done) != 0) {
             rc = -1;
             break;
         }
@@ -423,7 +599,6 @@ static int file_checksum(mera_deploy *d, const char *path, size_t n, uint64_t *o
         done += k;
     }
     free(buf);
-    close(fd);
     *out = h;
     return rc;
 }
@@ -487,7 +662,7 @@ static int read_sections(mera_deploy *d, const char *path, section *sec, int *n_
                             mera_section_name(sec[t].kind));
     }
     uint64_t stored = mera_load_le(f + body, 8), h;
-    if (file_checksum(d, path, (size_t)body, &h) != 0)
+    if (file_checksum(d, (size_t)body, &h) != 0)
         return fail(err, err_len, MERA_DEPLOY_ERR_IO, "deploy.params: cannot read %s", path);
     if (h != stored)
         return fail(err, err_len, MERA_DEPLOY_ERR_FORMAT,
@@ -677,6 +852,8 @@ MERA_RT_EXPORT void mera_deploy_destroy(mera_deploy *d)
         else
             free(d->file);
     }
+    if (d->params_fd >= 0)
+        close(d->params_fd);
     free(d);
 }
 
@@ -690,18 +867,26 @@ static int is_hex16(const char *s)
     return 1;
 }
 
-static mera_deploy *create(const char *dir, const char *expected_model_id, char *err, size_t err_len);
+static mera_deploy *create(const char *dir, const char *expected_model_id, const char *build_json, size_t build_len,
+                           char *err, size_t err_len);
 
 mera_deploy *mera_rt_create(const char *dir, const char *expected_model_id, int *status, char *err, size_t err_len)
 {
+    return mera_rt_create_for_build(dir, expected_model_id, NULL, 0, status, err, err_len);
+}
+
+mera_deploy *mera_rt_create_for_build(const char *dir, const char *expected_model_id, const char *build_json,
+                                      size_t build_json_len, int *status, char *err, size_t err_len)
+{
     last_fail_code = 0;
-    mera_deploy *d = create(dir, expected_model_id, err, err_len);
+    mera_deploy *d = create(dir, expected_model_id, build_json, build_json_len, err, err_len);
     if (status)
         *status = d ? MERA_DEPLOY_OK : last_fail_code ? last_fail_code : MERA_DEPLOY_ERR_FORMAT;
     return d;
 }
 
-static mera_deploy *create(const char *dir, const char *expected_model_id, char *err, size_t err_len)
+static mera_deploy *create(const char *dir, const char *expected_model_id, const char *build_json, size_t build_len,
+                           char *err, size_t err_len)
 {
     if (err && err_len)
         err[0] = 0;
@@ -719,6 +904,7 @@ static mera_deploy *create(const char *dir, const char *expected_model_id, char 
         fail(err, err_len, MERA_DEPLOY_ERR_NOMEM, "out of memory");
         return NULL;
     }
+    d->params_fd = -1;
     jctx c = {err, err_len, 0};
     mera_error e;
     memset(&e, 0, sizeof e);
@@ -747,11 +933,11 @@ static mera_deploy *create(const char *dir, const char *expected_model_id, char 
     const char *arch = jstr(&c, root, "", "host_arch");
     const mj_node *pf = jfield(&c, root, "", "params_file", MJ_OBJECT);
     const char *pname = jstr(&c, pf, "params_file", "name");
-    jint(&c, pf, "params_file", "bytes", &pbytes);
     const char *pfnv = jstr(&c, pf, "params_file", "fnv1a64");
-    jint(&c, root, "", "weights_bytes", &jweights);
-    jint(&c, root, "", "arena_bytes", &jarena);
-    if (c.code)
+    if (c.code || jrange(&c, pf, "params_file", "bytes", MERA_PARAMS_HEADER_LEN + MERA_PARAMS_CHECKSUM_LEN,
+                         (int64_t)MERA_PARAMS_MAX_BYTES, &pbytes) ||
+        jrange(&c, root, "", "weights_bytes", 0, (int64_t)MERA_PARAMS_MAX_BYTES, &jweights) ||
+        jrange(&c, root, "", "arena_bytes", 0, INT64_C(1) << 50, &jarena))
         goto fail;
     if (strcmp(format, "mera-deploy") != 0) {
         jerr(&c, mj_get(root, "format"), "field 'format' = '%s', expected 'mera-deploy'", format);
@@ -794,21 +980,19 @@ static mera_deploy *create(const char *dir, const char *expected_model_id, char 
              pfnv, expected_model_id);
         goto fail;
     }
-    if (d->backend->runs_program && read_platform(&c, root, d))
+    if (check_build_record(&c, root, d->backend->runs_program) ||
+        (d->backend->runs_program && read_platform(&c, root, d)))
+        goto fail;
+    if (build_json && check_against_build(&c, root, build_json, build_len))
         goto fail;
 
     /* deploy.params */
     section sec[MERA_PARAMS_MAX_SECTIONS];
     int n_sec = 0;
     uint64_t sum = 0;
-    if (path_join(path, sizeof path, dir, "deploy.params", err, err_len) || map_params(d, path, err, err_len) ||
-        read_sections(d, path, sec, &n_sec, &sum, err, err_len))
+    if (path_join(path, sizeof path, dir, "deploy.params", err, err_len) ||
+        map_params(d, path, (uint64_t)pbytes, err, err_len) || read_sections(d, path, sec, &n_sec, &sum, err, err_len))
         goto fail;
-    if ((uint64_t)pbytes != d->file_len) {
-        fail(err, err_len, MERA_DEPLOY_ERR_FORMAT,
-             "deploy.params: %zu bytes, but deploy.json's params_file.bytes says %lld", d->file_len, (long long)pbytes);
-        goto fail;
-    }
     char id[17];
     snprintf(id, sizeof id, "%016llx", (unsigned long long)sum);
     if (strcmp(id, pfnv) != 0) {
@@ -865,6 +1049,12 @@ static mera_deploy *create(const char *dir, const char *expected_model_id, char 
             fail(err, err_len, MERA_DEPLOY_ERR_FORMAT,
                  "deploy.params: section PROGRAM: scheduled for platform '%.32s', deploy.json says '%s'",
                  d->prog->platform, d->plat.name);
+            goto fail;
+        }
+        /* the activation memory the device will reserve, against deploy.json before it is allocated */
+        if (d->prog->dram_bytes - d->prog->params_bytes != jarena) {
+            jerr(&c, mj_get(root, "arena_bytes"), "field 'arena_bytes' = %lld, but the program plans %lld",
+                 (long long)jarena, (long long)(d->prog->dram_bytes - d->prog->params_bytes));
             goto fail;
         }
         if (check_params_on_host(d, err, err_len))
@@ -969,6 +1159,9 @@ MERA_RT_EXPORT int mera_deploy_run(mera_deploy *d, char *err, size_t err_len)
         if (!d->in_set[i])
             return fail(err, err_len, MERA_DEPLOY_ERR_INVALID, "input %d ('%s') was not set", i, d->in_info[i].name);
     d->have_outputs = 0;
+    int rc = params_unchanged(d, err, err_len);
+    if (rc)
+        return rc;
     double t0 = now_us();
     mera_error e;
     memset(&e, 0, sizeof e);

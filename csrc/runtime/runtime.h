@@ -16,5 +16,11 @@
  * mera_deploy_create() as a call of this with its embedded id. */
 mera_deploy *mera_rt_create(const char *deploy_dir, const char *expected_model_id, int *status, char *err,
                             size_t err_len);
+/* As mera_rt_create, and deploy.json must hold what build_json (the
+ * deploy.json mera.build wrote, which deploy.so embeds) holds, field by
+ * field; the first field that differs is named in the refusal. build_json
+ * NULL: not checked. */
+mera_deploy *mera_rt_create_for_build(const char *deploy_dir, const char *expected_model_id, const char *build_json,
+                                      size_t build_json_len, int *status, char *err, size_t err_len);
 
 #endif

@@ -229,6 +229,69 @@ static void reference(const mera_graph *g)
     }
 }
 
+/* deploy.json against the build's copy (as deploy.so embeds it), special
+ * files in place of a data file, and deploy.params rewritten in place under
+ * a loaded handle. The directory is restored before returning. */
+static void test_build_json_and_files(const char *dir, const mera_deploy_files *f, const char *target)
+{
+    char msg[1024] = "";
+    int status = -1;
+    size_t n = strlen(f->json);
+    mera_deploy *d = mera_rt_create_for_build(dir, f->model_id, f->json, n, &status, msg, sizeof msg);
+    CHECK(d != NULL && status == MERA_DEPLOY_OK);
+    mera_deploy_destroy(d);
+    /* the build's copy says another arena: the disk's field is named with both values */
+    const char *at = strstr(f->json, "\"arena_bytes\": ");
+    CHECK(at != NULL);
+    if (at) {
+        char *alt = malloc(n + 32);
+        long long arena = strtoll(at + 15, NULL, 10);
+        const char *rest = at + 15;
+        while (*rest >= '0' && *rest <= '9')
+            rest++;
+        snprintf(alt, n + 32, "%.*s%lld%s", (int)(at + 15 - f->json), f->json, arena + 64, rest);
+        d = mera_rt_create_for_build(dir, f->model_id, alt, strlen(alt), &status, msg, sizeof msg);
+        CHECK(d == NULL && status == MERA_DEPLOY_ERR_FORMAT && strstr(msg, "field 'arena_bytes'") &&
+              strstr(msg, "this deploy.so was built with"));
+        if (d)
+            mera_deploy_destroy(d);
+        free(alt);
+    }
+    /* a FIFO and a directory in place of each data file: refused without blocking */
+    const char *names[2] = {"deploy.json", "deploy.params"};
+    for (int k = 0; k < 2; k++) {
+        char path[600], what[96];
+        snprintf(path, sizeof path, "%s/%s", dir, names[k]);
+        unlink(path);
+        CHECK(mkfifo(path, 0600) == 0);
+        snprintf(what, sizeof what, "%s: FIFO as %s", target, names[k]);
+        expect_refused(dir, NULL, "is not a regular file (a FIFO)", MERA_DEPLOY_ERR_IO, what);
+        unlink(path);
+        CHECK(mkdir(path, 0700) == 0);
+        snprintf(what, sizeof what, "%s: directory as %s", target, names[k]);
+        expect_refused(dir, NULL, "is not a regular file (a directory)", MERA_DEPLOY_ERR_IO, what);
+        rmdir(path);
+        write_dir(dir, f->params, f->params_len, f->json);
+    }
+    /* deploy.params rewritten in place (shorter) after loading: the next run is refused, no SIGBUS */
+    d = mera_rt_create(dir, f->model_id, NULL, msg, sizeof msg);
+    CHECK(d != NULL);
+    if (d) {
+        CHECK(write_file(dir, "deploy.params", f->params, f->params_len / 2) == 0);
+        for (int i = 0; i < mera_deploy_num_inputs(d); i++) {
+            mera_deploy_tensor_info info;
+            CHECK(mera_deploy_input_info(d, i, &info, msg, sizeof msg) == 0);
+            void *z = calloc(1, info.nbytes);
+            CHECK(mera_deploy_set_input(d, i, z, info.nbytes, msg, sizeof msg) == 0);
+            free(z);
+        }
+        CHECK(mera_deploy_run(d, msg, sizeof msg) == MERA_DEPLOY_ERR_RUNTIME &&
+              strstr(msg, "deploy.params changed after it was loaded"));
+        mera_deploy_destroy(d);
+    }
+    write_dir(dir, f->params, f->params_len, f->json);
+}
+
 static void test_target(const mera_graph *g, const char *target)
 {
     mera_error err;
@@ -325,6 +388,7 @@ static void test_target(const mera_graph *g, const char *target)
     mera_deploy_destroy(d);
     expect_refused(dir, "0123456789abcdef", "built for model 0123456789abcdef", MERA_DEPLOY_ERR_FORMAT,
                    "wrong model id");
+    test_build_json_and_files(dir, &f, target);
     expect_refused(NULL, NULL, "deploy_dir is NULL", MERA_DEPLOY_ERR_INVALID, "NULL directory");
     {
         char missing[600];
