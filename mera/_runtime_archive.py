@@ -31,8 +31,11 @@ else:  # loaded by path from setup.py
     _spec.loader.exec_module(_sources)
 
 #: Compiler flags of every runtime object (the extension's, setup.py, plus PIC and hidden visibility).
+# MERA_SERIAL_THREADS: deploy.so is dlopen'ed and dlclose'd by the loaders, and a library that is
+# unloaded must leave no worker thread or fork handler behind, so its runtime runs each kernel's
+# work on the calling thread (csrc/util/threadpool.c). mera._core keeps the worker pool.
 RUNTIME_CFLAGS = ("-O2", "-fPIC", "-fvisibility=hidden", "-std=c11", "-ffp-contract=off", "-fno-strict-aliasing",
-                  "-D_POSIX_C_SOURCE=200809L")
+                  "-D_POSIX_C_SOURCE=200809L", "-DMERA_SERIAL_THREADS")
 
 ARCHIVE_NAME = "libmera_rt.a"
 MANIFEST_NAME = "manifest.json"

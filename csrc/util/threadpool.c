@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#ifndef MERA_SERIAL_THREADS
 typedef struct {
     pthread_mutex_t lock;
     pthread_cond_t wake;    /* a job was posted */
@@ -29,6 +30,7 @@ static pool_state pool = {
     .done = PTHREAD_COND_INITIALIZER,
     .submit = PTHREAD_MUTEX_INITIALIZER,
 };
+#endif
 
 int mera_threads_default(void)
 {
@@ -52,6 +54,7 @@ int mera_threads_resolve(int requested)
     return mera_threads_default();
 }
 
+#ifndef MERA_SERIAL_THREADS
 static void range_of(int64_t n, int ranges, int k, int64_t *b, int64_t *e)
 {
     *b = n * k / ranges;
@@ -128,6 +131,20 @@ static int grow_workers(int want)
     return pool.n_workers;
 }
 
+#endif
+
+#ifdef MERA_SERIAL_THREADS
+/* deploy.so (mera/_runtime_archive.py): a library the loaders dlclose must
+ * leave no worker thread or fork handler behind, so every job runs on the
+ * calling thread, in one range (the split never changes a byte). */
+void mera_parallel_for(int threads, int64_t n, int64_t min_chunk, mera_parallel_fn fn, void *ctx)
+{
+    (void)threads;
+    (void)min_chunk;
+    if (n > 0)
+        fn(ctx, 0, n);
+}
+#else
 void mera_parallel_for(int threads, int64_t n, int64_t min_chunk, mera_parallel_fn fn, void *ctx)
 {
     if (n <= 0)
@@ -161,3 +178,4 @@ void mera_parallel_for(int threads, int64_t n, int64_t min_chunk, mera_parallel_
     pthread_mutex_unlock(&pool.lock);
     pthread_mutex_unlock(&pool.submit);
 }
+#endif
