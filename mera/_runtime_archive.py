@@ -72,7 +72,8 @@ def manifest(host_arch: str, root: str, cc_version: str) -> Dict[str, object]:
             "cc": cc_version}
 
 
-def _run(cmd: List[str], what: str) -> None:
+def run_tool(cmd: List[str], what: str) -> None:
+    """Run a compiler or archiver; ArchiveBuildError naming ``what`` with its output on failure."""
     try:
         r = subprocess.run(cmd, capture_output=True, text=True)
     except OSError as e:
@@ -92,7 +93,7 @@ def compile_archive(cc: str, ar: str, root: str, work: str, dest: str, jobs: int
 
     def compile_one(rel: str) -> str:
         obj = os.path.join(work, rel.replace(os.sep, "__")[:-2] + ".o")
-        _run([cc, *RUNTIME_CFLAGS, "-I", root, "-c", os.path.join(root, rel), "-o", obj],
+        run_tool([cc, *RUNTIME_CFLAGS, "-I", root, "-c", os.path.join(root, rel), "-o", obj],
              f"compiling the deploy runtime ({rel})")
         return obj
 
@@ -104,7 +105,7 @@ def compile_archive(cc: str, ar: str, root: str, work: str, dest: str, jobs: int
             if on_file is not None:
                 on_file()
     tmp_archive = os.path.join(work, ARCHIVE_NAME)
-    _run([ar, "rcs", tmp_archive, *objs], "archiving the deploy runtime")
+    run_tool([ar, "rcs", tmp_archive, *objs], "archiving the deploy runtime")
     os.replace(tmp_archive, dest)
     return len(sources)
 

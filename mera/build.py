@@ -178,12 +178,9 @@ def toolchain(host_arch: str) -> Toolchain:
 
 def _run(cmd: List[str], what: str) -> None:
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True)
-    except OSError as e:
-        raise MeraError(f"{what}: cannot run {cmd[0]}: {e.strerror}") from None
-    if r.returncode != 0:
-        out = (r.stderr or r.stdout).strip()
-        raise MeraError(f"{what} failed (exit {r.returncode}): {' '.join(cmd)}\n{out[-4000:]}")
+        _runtime_archive.run_tool(cmd, what)
+    except _runtime_archive.ArchiveBuildError as e:
+        raise MeraError(str(e)) from None
 
 
 # ---- the runtime archive: prebuilt at install, or compiled once and cached ----------------------
