@@ -3,7 +3,8 @@ fuzz/build.sh, each run for a few seconds on a copy of its seed corpus. A crash,
 report, a leak or a timeout fails the test (libFuzzer exits non-zero and writes the input).
 
 clang and libclang-rt-14-dev are required (.ci/run installs them). The build is cached under
-the mera cache folder, keyed by the content of the runtime sources, fuzz/ and the compiler.
+the mera cache folder, keyed by the content of the runtime sources, fuzz/, the compiler and the
+seeds folder's path (compiled into fuzz_deploy).
 """
 
 import hashlib
@@ -48,6 +49,9 @@ def build_key(cc):
         with open(os.path.join(FUZZ, "seeds", name), "rb") as f:
             h.update(name.encode() + f.read())
     h.update(subprocess.run([cc, "--version"], capture_output=True).stdout + OPT.encode())
+    # fuzz_deploy has its seeds folder's absolute path compiled in (build.sh): a build made from
+    # another checkout would read that checkout's seeds, or none once it is gone
+    h.update(os.path.abspath(os.path.join(FUZZ, "seeds")).encode())
     return h.hexdigest()[:16]
 
 
