@@ -176,6 +176,12 @@ CLAIMED = {
              "test_gemm_default_matrix_bias", "test_gemm_transposeA", "test_gemm_transposeB", "test_gemm_alpha",
              "test_gemm_beta", "test_gemm_all_attributes"],
     "MatMul": ["test_matmul_2d", "test_matmul_3d", "test_matmul_4d", "test_matmul_bcast"],
+    "LayerNormalization": [f"test_layer_normalization_{v}" for v in (
+        "4d_axis0", "4d_axis_negative_4", "4d_axis1", "4d_axis_negative_3", "4d_axis2", "4d_axis_negative_2",
+        "4d_axis3", "4d_axis_negative_1", "default_axis", "2d_axis0", "2d_axis_negative_2", "2d_axis1",
+        "2d_axis_negative_1", "3d_axis0_epsilon", "3d_axis_negative_3_epsilon", "3d_axis1_epsilon",
+        "3d_axis_negative_2_epsilon", "3d_axis2_epsilon", "3d_axis_negative_1_epsilon")],
+    "Einsum": [],  # every node test is float64 or bfloat16 (excluded); float32 cases: test_einsum_*
     "Add": ["test_add", "test_add_bcast"],
     "Mul": ["test_mul_example", "test_mul", "test_mul_bcast"],
     "Relu": ["test_relu"],
@@ -290,6 +296,10 @@ EXCLUDED = {
     **{f"test_{op}_float16": "float16: mera imports float32 models" for op in ("max", "min")},
     **{f"test_{op}_float64": "float64: mera imports float32 models" for op in ("max", "min")},
     "test_div_int32_trunc": _INT_TYPES,
+    **{f"test_einsum_{t}": "float64: mera imports float32 models"
+       for t in ("transpose", "sum", "batch_diagonal", "inner_prod", "batch_matmul", "scalar")},
+    **{f"test_einsum_{t}_bfloat16": "bfloat16: mera imports float32 models"
+       for t in ("batch_matmul", "sum", "transpose")},
     "test_split_zero_size_splits_opset13": "a zero-sized input: mera tensors have no empty axes",
     "test_split_zero_size_splits_opset18": "a zero-sized input: mera tensors have no empty axes",
     "test_lstm_batchwise": "layout=1: mera's lstm takes [seq, batch, input]",
@@ -357,11 +367,12 @@ _CASE_MODULES = {
     "Split": "split", "Gather": "gather", "DepthToSpace": "depthtospace", "SpaceToDepth": "spacetodepth",
     "PRelu": "prelu", "Softplus": "softplus", "Mish": "mish", "InstanceNormalization": "instance_normalization",
     "GroupNormalization": "groupnormalization", "Gelu": "gelu", "Reciprocal": "reciprocal", "Neg": "neg",
+    "LayerNormalization": "layernormalization", "Einsum": "einsum",
 }
 
 # inputs (by position) that are weights or shape arguments: mera needs them constant,
 # so they become initializers (the node tests declare every input as a graph input)
-_FREEZE = {"Conv": {1, 2}, "ConvTranspose": {1, 2}, "LSTM": {1, 2, 3, 4, 5, 6, 7}, "Split": {1}, "Gather": {1},
+_FREEZE = {"LayerNormalization": {1, 2}, "Conv": {1, 2}, "ConvTranspose": {1, 2}, "LSTM": {1, 2, 3, 4, 5, 6, 7}, "Split": {1}, "Gather": {1},
            "PRelu": {1}, "InstanceNormalization": {1, 2}, "GroupNormalization": {1, 2}, "Gemm": {1, 2}, "MatMul": {1}, "BatchNormalization": {1, 2, 3, 4}, "Clip": {1, 2},
            "Reshape": {1}, "Pad": {1, 2, 3}, "Resize": {1, 2, 3}, "ReduceMean": {1}, "Slice": {1, 2, 3, 4},
            "Expand": {1}, "Tile": {1}, "Squeeze": {1}, "Unsqueeze": {1}}
@@ -431,6 +442,74 @@ def test_onnx_node_excluded_raises(name):
     model, _, _ = frozen(node_cases()[name])
     with pytest.raises(mera.UnsupportedError):
         from_onnx(model, layout="NCHW")
+
+
+_EINSUM = ["bghid,bghjd->bghij", "bghij,bghjd->bghid", "ij,jk->ik", "bij,bjk->bik", "bik,bjk->bij", "ijk->kji",
+           "bhqd,bhkd->bhqk", "abc,cd->abd", "bn,anm->bam", "ab,ab->ab"]
+
+
+@pytest.mark.parametrize("eq", _EINSUM)
+def test_einsum_float32(eq):
+    """Einsum as transposes and reshapes around one matmul (MaxViT's attention writes it), against NumPy."""
+    rng = np.random.default_rng(len(eq))
+    dims = dict(zip("abcdghijkmnq", [2, 3, 4, 5, 2, 3, 4, 5, 6, 3, 4, 5]))
+    terms = eq.split("->")[0].split(",")
+    xs = [rng.normal(size=[dims[c] for c in t]).astype(np.float32) for t in terms]
+    names = [f"x{i}" for i in range(len(xs))]
+    m = helper.make_model(helper.make_graph(
+        [helper.make_node("Einsum", names, ["y"], equation=eq)], "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, x.shape) for n, x in zip(names, xs)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]), opset_imports=[helper.make_opsetid("", 17)])
+    mod, params = from_onnx(m, layout="NCHW")
+    for target in ("Interpreter", "InterpreterHw"):
+        y = np.asarray(mera.compile(mod, params, target=target)(*xs)[0])
+        np.testing.assert_allclose(y, np.einsum(eq, *xs), rtol=1e-5, atol=1e-5, err_msg=f"{eq} {target}")
+
+
+@pytest.mark.parametrize("eq", ["ij->i", "ii->i", "...ij,...jk->...ik", "ij,jk"])
+def test_einsum_unsupported_forms_raise(eq):
+    shapes = {"ij->i": [(3, 4)], "ii->i": [(3, 3)], "...ij,...jk->...ik": [(2, 3, 4), (2, 4, 5)],
+              "ij,jk": [(3, 4), (4, 5)]}[eq]
+    names = [f"x{i}" for i in range(len(shapes))]
+    m = helper.make_model(helper.make_graph(
+        [helper.make_node("Einsum", names, ["y"], equation=eq)], "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in zip(names, shapes)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]), opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(mera.UnsupportedError, match="Einsum"):
+        from_onnx(m, layout="NCHW")
+
+
+def test_constant_nodes_without_a_folder_are_folded_by_the_onnx_reference():
+    """Shape arithmetic that mera has no folder for (Mod, Pow on constants, as ViT's and Swin's exports
+    write) is evaluated at import by onnx.reference; the graph then computes only on run-time data."""
+    f = TensorProto.FLOAT
+    i64 = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Mod", ["s", "seven"], ["m"]),             # [2, 3, 14, 14] % 7 = [2, 3, 0, 0]
+             helper.make_node("Pow", ["two", "three"], ["eight"]),        # constant float pow
+             helper.make_node("Cast", ["eight"], ["eight_i"], to=TensorProto.INT64),
+             helper.make_node("Add", ["m", "eight_i"], ["shape"]),         # [10, 11, 8, 8]
+             helper.make_node("Slice", ["shape", "z", "one"], ["n"]),
+             helper.make_node("Mul", ["x", "scale"], ["y"])]
+    inits = [i64("seven", [7]), numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+             numpy_helper.from_array(np.array(3.0, np.float32), "three"), i64("z", [0]), i64("one", [1]),
+             numpy_helper.from_array(np.array([1.5], np.float32), "scale")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", f, [2, 3, 14, 14])],
+                          [helper.make_tensor_value_info("y", f, [2, 3, 14, 14])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    mod, params = from_onnx(m, layout="NCHW")
+    ops = {n["op"] for n in mod.nodes()}
+    x = np.random.default_rng(0).normal(size=(2, 3, 14, 14)).astype(np.float32)
+    np.testing.assert_array_equal(mera.compile(mod, params, target="Interpreter")(x)[0], x * np.float32(1.5))
+    assert ops == {"mul"}, ops
+    # a constant node the reference cannot evaluate is an UnsupportedError naming the op
+    bad = helper.make_graph([helper.make_node("Mod", ["a", "b"], ["c"], fmod=0),
+                             helper.make_node("Reshape", ["x", "c"], ["y"])], "g",
+                            [helper.make_tensor_value_info("x", f, [2, 3, 14, 14])],
+                            [helper.make_tensor_value_info("y", f, None)],
+                            [numpy_helper.from_array(np.array([1.5], np.float32), "a"), i64("b", [2])])
+    with pytest.raises((mera.UnsupportedError, mera.FormatError)):
+        from_onnx(helper.make_model(bad, opset_imports=[helper.make_opsetid("", 17)]), layout="NCHW")
 
 
 # -- 3. unsupported ops: one error naming every node -----------------------------------

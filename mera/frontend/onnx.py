@@ -525,6 +525,59 @@ def _matmul(ctx: Context, node, a, x, bmat):
     return Tensor(ctx.emit("matmul", t.value, b.value), False)
 
 
+@converts("Einsum")
+def _einsum(ctx, node, a, *xs):
+    """Einsum of one operand that only permutes, or of two whose shared indices are batch axes (in the
+    output) or contracted (not in it): transposes and reshapes around one matmul."""
+    eq = a["equation"].decode() if isinstance(a["equation"], bytes) else str(a["equation"])
+    eq = eq.replace(" ", "")
+    if "..." in eq or "->" not in eq:
+        raise UnsupportedError(f"Einsum '{eq}': only explicit equations without ellipsis are supported")
+    lhs, out = eq.split("->")
+    terms = lhs.split(",")
+    ts = [ctx.to_nchw(ctx.tensor(x)) for x in xs]
+    if len(terms) != len(ts) or any(len(set(t)) != len(t) for t in terms + [out]) or \
+            any(len(t) != x.rank for t, x in zip(terms, ts)):
+        raise UnsupportedError(f"Einsum '{eq}' with {[x.rank for x in ts]}-D operands (repeated indices "
+                               "or a rank mismatch)")
+    if len(ts) == 1:
+        if sorted(terms[0]) != sorted(out):
+            raise UnsupportedError(f"Einsum '{eq}': a single operand is only permuted, not reduced")
+        perm = [terms[0].index(c) for c in out]
+        return ts[0] if perm == list(range(len(perm))) else Tensor(ctx.emit("transpose", ts[0].value, axes=perm))
+    if len(ts) != 2:
+        raise UnsupportedError(f"Einsum '{eq}' of {len(ts)} operands (one or two are supported)")
+    (ta, tb), (x, y) = terms, ts
+    size = {}
+    for term, t in ((ta, x), (tb, y)):
+        for c, n in zip(term, t.shape):
+            if size.setdefault(c, n) != n:
+                raise UnsupportedError(f"Einsum '{eq}': index '{c}' has sizes {size[c]} and {n}")
+    batch = [c for c in out if c in ta and c in tb]
+    left = [c for c in out if c in ta and c not in tb]
+    right = [c for c in out if c in tb and c not in ta]
+    contracted = [c for c in ta if c in tb and c not in out]
+    if any(c not in out and c not in tb for c in ta) or any(c not in out and c not in ta for c in tb) or \
+            any(c not in ta and c not in tb for c in out):
+        raise UnsupportedError(f"Einsum '{eq}': an index summed over one operand alone")
+    prod = lambda cs: int(np.prod([size[c] for c in cs])) if cs else 1  # noqa: E731
+
+    def arrange(t, term, order, shape):
+        perm = [term.index(c) for c in order]
+        if perm != list(range(len(perm))):
+            t = Tensor(ctx.emit("transpose", t.value, axes=perm))
+        return _reshape_to(ctx, t, shape)
+
+    bs = [size[c] for c in batch]
+    am = arrange(x, ta, batch + left + contracted, bs + [prod(left), prod(contracted)])
+    bm = arrange(y, tb, batch + contracted + right, bs + [prod(contracted), prod(right)])
+    r = Tensor(ctx.emit("matmul", am.value, bm.value))
+    got = batch + left + right
+    r = _reshape_to(ctx, r, [size[c] for c in got])
+    perm = [got.index(c) for c in out]
+    return r if perm == list(range(len(perm))) else Tensor(ctx.emit("transpose", r.value, axes=perm))
+
+
 def _broadcast_const(ctx: Context, t: Tensor, c: np.ndarray) -> ir.Value:
     """A constant operand arranged to broadcast against ``t`` in t's data layout."""
     c = c.astype(np.float32)
@@ -1156,6 +1209,33 @@ def _normalize(ctx: Context, t: Tensor, axes: List[int], eps: float) -> Tensor:
     return _binary(ctx, "div", d, _unary(ctx, "sqrt", _binary(ctx, "add", var, np.array([eps], np.float32))))
 
 
+@converts("LayerNormalization")
+def _layer_norm(ctx, node, a, x, scale, bias=None):
+    """(x - mean) / sqrt(var + eps) * scale + bias over the axes from ``axis`` on; the optional Mean and
+    InvStdDev outputs too."""
+    t = ctx.to_nchw(ctx.tensor(x))
+    axis = int(a.get("axis", -1))
+    axis = axis + t.rank if axis < 0 else axis
+    if not 0 <= axis < t.rank:
+        raise UnsupportedError(f"LayerNormalization axis {a.get('axis')} of a rank-{t.rank} tensor")
+    axes, eps = list(range(axis, t.rank)), float(a.get("epsilon", 1e-5))
+    y = _normalize(ctx, t, axes, eps)
+    extra = list(node.output[1:3]) + [""] * (3 - len(node.output))
+    if any(extra):
+        mean = Tensor(ctx.emit("mean", t.value, axes=axes, keepdims=1))
+        if extra[0]:
+            ctx.env[extra[0]] = mean
+        if extra[1]:
+            d = _binary(ctx, "sub", t, mean)
+            var = Tensor(ctx.emit("mean", _binary(ctx, "mul", d, d).value, axes=axes, keepdims=1))
+            std = _unary(ctx, "sqrt", _binary(ctx, "add", var, np.array([eps], np.float32)))
+            ctx.env[extra[1]] = _binary(ctx, "div", np.array([1.0], np.float32), std)
+    y = _binary(ctx, "mul", y, _const_input(ctx, scale, "the LayerNormalization scale").astype(np.float32))
+    if bias is None:
+        return y
+    return _binary(ctx, "add", y, _const_input(ctx, bias, "the LayerNormalization bias").astype(np.float32))
+
+
 @converts("GroupNormalization")
 def _group_norm(ctx, node, a, x, scale, bias):
     t = ctx.to_nchw(ctx.tensor(x))
@@ -1247,6 +1327,18 @@ FOLDERS.update({
     "Neg": lambda a, x: -x,
     "Relu": lambda a, x: np.maximum(x, 0),
 })
+
+
+def _all_constant(ins: List[Any]) -> bool:
+    """Inputs all known at import (constants, quantized constants or omitted), at least one present."""
+    return (any(v is not None for v in ins)
+            and all(v is None or isinstance(v, (np.ndarray, _onnx_quant.DQConst)) for v in ins))
+
+
+#: ops never folded even on constant inputs: random draws, and the quantization ops, which the
+#: quantized-model import reads as a pattern (mera/frontend/_onnx_quant.py)
+_NOT_FOLDED = frozenset({"RandomNormalLike", "RandomUniformLike", "Bernoulli", "Multinomial", "QuantizeLinear",
+                         "DequantizeLinear", "DynamicQuantizeLinear"})
 
 
 def _f_range(a, start, limit, delta):
@@ -1585,7 +1677,8 @@ class _Importer:
             missing = [n for n, v in zip(node.input, ins) if n and n not in self.env]
             if missing:
                 raise FormatError(f"'{self.path}': node '{label}' uses undefined value(s) {missing}")
-            known = domain or node.op_type in CONVERTERS or node.op_type in FOLDERS
+            known = (domain or node.op_type in CONVERTERS or node.op_type in FOLDERS
+                     or (_all_constant(ins) and node.op_type not in _NOT_FOLDED))
             if not known:
                 found.setdefault(node.op_type, []).append(f"'{label}'")
                 self._infer_outputs(node, [v if v is not _POISON else None for v in ins])
@@ -1657,14 +1750,39 @@ class _Importer:
             return _onnx_quant.DOMAIN_CONVERTERS[(domain, node.op_type)](ctx, node, a, *ins)
         if node.op_type in _onnx_quant.QUANT_OPS:  # QuantizeLinear, DequantizeLinear, QLinearConv, ...
             return CONVERTERS[node.op_type](ctx, node, a, *ins)
-        if node.op_type in FOLDERS and all(v is None or isinstance(v, (np.ndarray, _onnx_quant.DQConst))
-                                           for v in ins) and (node.op_type != "Identity" or ins):
-            return np.asarray(FOLDERS[node.op_type](a, *[_onnx_quant.resolve(ctx, v) for v in ins]))
+        if (_all_constant(ins) or node.op_type == "Constant") and node.op_type not in _NOT_FOLDED:
+            ins = [_onnx_quant.resolve(ctx, v) for v in ins]
+            if node.op_type in FOLDERS:
+                return np.asarray(FOLDERS[node.op_type](a, *ins))
+            return self._fold_by_reference(node, ins)
         ins = _onnx_quant.float_inputs(ctx, node, ins)
         if node.op_type not in CONVERTERS:
             raise UnsupportedError(f"{node.op_type} is supported on constants only (folded at import); "
                                    "here it computes on a run-time tensor")
         return CONVERTERS[node.op_type](ctx, node, a, *ins)
+
+    def _fold_by_reference(self, node, ins: List[Any]) -> np.ndarray:
+        """A node of constants that mera has no folder for, evaluated by ONNX's reference implementation
+        (onnx.reference): shape arithmetic such as Mod, Pow or Einsum on constants. Outputs after the
+        first go to ``env`` as converters with several outputs do."""
+        onnx = _onnx()
+        from onnx.reference import ReferenceEvaluator
+        h = onnx.helper
+        names = [n for n, v in zip(node.input, ins) if n and v is not None]
+        feeds = {n: np.asarray(v) for n, v in zip(node.input, ins) if n and v is not None}
+        inputs = [h.make_tensor_value_info(n, h.np_dtype_to_tensor_dtype(feeds[n].dtype), feeds[n].shape)
+                  for n in dict.fromkeys(names)]
+        outputs = [h.make_empty_tensor_value_info(o) for o in node.output if o]
+        graph = h.make_graph([node], "fold", inputs, outputs)
+        m = h.make_model(graph, opset_imports=list(self.m.opset_import))
+        try:
+            values = ReferenceEvaluator(m).run(None, feeds)
+        except Exception as e:  # the reference implementation's own errors have no common base class
+            raise UnsupportedError(f"{node.op_type} on constants: ONNX's reference implementation cannot "
+                                   f"evaluate it ({type(e).__name__}: {e})") from e
+        for name, v in zip([o for o in node.output if o][1:], values[1:]):
+            self.ctx.env[name] = np.asarray(v)
+        return np.asarray(values[0])
 
     def _inferred_types(self) -> Dict[str, Any]:
         """name -> ONNX TypeProto of every value, from ONNX's shape inference on the input shapes used."""
