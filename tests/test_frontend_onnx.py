@@ -479,6 +479,25 @@ def test_einsum_unsupported_forms_raise(eq):
         from_onnx(m, layout="NCHW")
 
 
+@pytest.mark.parametrize("kind", ["identity", "strided_runs", "reversed", "random"])
+def test_gather_many_constant_indices(kind):
+    """Gather by constant indices is strided slices for runs and nested concats past 64 parts
+    (the dynamo exporter writes aten.as_strided as a Gather of 768 indices)."""
+    rng = np.random.default_rng(3)
+    n = 150
+    idx = {"identity": np.arange(n), "strided_runs": np.r_[np.arange(0, 90, 3), np.arange(5, 100), [7, 7, 1]],
+           "reversed": np.arange(n)[::-1], "random": rng.integers(-n, n, size=(10, 13))}[kind].astype(np.int64)
+    x = rng.normal(size=(2, n, 3, 5)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("Gather", ["x", "i"], ["y"], axis=1)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(idx, "i")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    mod, params = from_onnx(m, layout="NCHW")
+    y = mera.compile(mod, params, target="InterpreterHw")(x)[0]
+    np.testing.assert_array_equal(y, np.take(x, idx, axis=1))
+
+
 def test_constant_nodes_without_a_folder_are_folded_by_the_onnx_reference():
     """Shape arithmetic that mera has no folder for (Mod, Pow on constants, as ViT's and Swin's exports
     write) is evaluated at import by onnx.reference; the graph then computes only on run-time data."""

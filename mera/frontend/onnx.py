@@ -1111,6 +1111,31 @@ def _split(ctx, node, a, x, split=None):
     return parts[0]
 
 
+def _take(ctx: Context, v: ir.Value, ax: int, n: int, idx: List[int]) -> ir.Value:
+    """Elements ``idx`` (in range) of axis ``ax`` (of size n) of ``v``: each run of indices with a constant
+    positive step is one (strided) slice, and the runs are joined by concats of at most 64 inputs each
+    (nested when there are more); byte moves, exact in every dtype. The whole axis in order is ``v``."""
+    if idx == list(range(n)):
+        return v
+    runs: List[List[int]] = []
+    i = 0
+    while i < len(idx):
+        j, step = i + 1, (idx[i + 1] - idx[i] if i + 1 < len(idx) else 1)
+        if step <= 0:
+            step, j = 1, i + 1
+        else:
+            while j < len(idx) and idx[j] - idx[j - 1] == step:
+                j += 1
+        runs.append([idx[i], idx[j - 1] + 1, step])
+        i = j
+    parts = [ctx.emit("slice", v, axis=ax, begin=b, end=e, **({"step": st} if st != 1 else {}))
+             for b, e, st in runs]
+    while len(parts) > 1:
+        parts = [p[0] if len(p) == 1 else ctx.emit("concat", *p, axis=ax)
+                 for p in (parts[k:k + 64] for k in range(0, len(parts), 64))]
+    return parts[0]
+
+
 @converts("Gather")
 def _gather(ctx, node, a, x, idx):
     t = ctx.tensor(x)
@@ -1123,9 +1148,7 @@ def _gather(ctx, node, a, x, idx):
     flat = [int(i) + n if int(i) < 0 else int(i) for i in np.asarray(ind).reshape(-1)]
     if any(not 0 <= i < n for i in flat) or not flat:
         raise UnsupportedError(f"Gather indices {np.asarray(ind).tolist()} out of range for an axis of {n}")
-    parts = [ctx.emit("slice", t.value, axis=ax, begin=i, end=i + 1) for i in flat]
-    v = parts[0] if len(parts) == 1 else ctx.emit("concat", *parts, axis=ax)
-    g = Tensor(v, t.nhwc)
+    g = Tensor(_take(ctx, t.value, ax, n, flat), t.nhwc)
     shape = list(t.shape[:d]) + list(np.shape(ind)) + list(t.shape[d + 1:])
     if list(g.shape) == shape:
         return g
