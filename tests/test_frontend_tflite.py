@@ -403,7 +403,7 @@ def _patched(model, edit):
     return bytes(b.Output())
 
 
-def test_int16_activations_and_sparse_weights_are_unsupported_with_the_reason():
+def test_int16_activations_are_unsupported_and_bad_sparsity_is_a_format_error():
     net = Net(0)
     x = net.input([1, 6, 6, 3])
     y = net.unary(OP.RELU, net.conv(x, 4, act=ACT.NONE))
@@ -420,11 +420,11 @@ def test_int16_activations_and_sparse_weights_are_unsupported_with_the_reason():
     with pytest.raises(mera.UnsupportedError, match="input 'input' is int16"):
         from_tflite(_patched(net.int8_model([y], [[np.ones((1, 6, 6, 3), np.float32)]]), to_int16))
 
-    def sparse(m):
+    def sparse(m):   # sparsity parameters that do not fit the tensor: a FormatError naming it
         for t in m.subgraphs[0].tensors:
             if t.name.endswith(b"/weights"):
                 t.sparsity = S.SparsityParametersT()
-    with pytest.raises(mera.UnsupportedError, match=r"operator 0 \(CONV_2D\): tensor 1 'conv0/weights' is stored sparse"):
+    with pytest.raises(mera.FormatError, match=r"tensor 1 'conv0/weights' \(sparse\)"):
         from_tflite(_patched(net.float_model([y]), sparse))
 
 
@@ -461,3 +461,176 @@ def test_corrupt_bytes_never_crash():
             from_tflite(bytes(b))
         except mera.MeraError:
             pass
+
+
+# -- float operators of MediaPipe's models (the .tflite files its wheel ships) ---------------------------------------
+
+def _strided_slice(n, x, begin, end, strides, begin_mask=0, end_mask=0, shrink=0):
+    o = S.StridedSliceOptionsT()
+    o.beginMask, o.endMask, o.shrinkAxisMask = begin_mask, end_mask, shrink
+    shape = n.shape(x)
+    out = []
+    for d, size in enumerate(shape):
+        b = 0 if begin_mask >> d & 1 else begin[d]
+        e = size if end_mask >> d & 1 else end[d]
+        b, e = (min(max(v + size if v < 0 else v, 0), size) for v in (b, e))
+        if shrink >> d & 1:
+            continue
+        out.append(-(-(e - b) // strides[d]))
+    ints = lambda v, w: n.const(np.array(v, np.int32), f"ss{len(n.ops)}/{w}", "shape")  # noqa: E731
+    return n.op(OP.STRIDED_SLICE, [x, ints(begin, "begin"), ints(end, "end"), ints(strides, "strides")], out,
+                S.BuiltinOptions.StridedSliceOptions, o)
+
+
+def _depth_space(n, x, code, b):
+    o = (S.DepthToSpaceOptionsT if code == OP.DEPTH_TO_SPACE else S.SpaceToDepthOptionsT)()
+    o.blockSize = b
+    nb, h, w, c = n.shape(x)
+    out = [nb, h * b, w * b, c // (b * b)] if code == OP.DEPTH_TO_SPACE else [nb, h // b, w // b, c * b * b]
+    kind = S.BuiltinOptions.DepthToSpaceOptions if code == OP.DEPTH_TO_SPACE else S.BuiltinOptions.SpaceToDepthOptions
+    return n.op(code, [x], out, kind, o)
+
+
+def _tconv_out(size, k, s, same):
+    return size * s if same else (size - 1) * s + k
+
+
+def _transpose_conv(n, x, cout, k, s, same, bias=True):
+    nb, h, w, c = n.shape(x)
+    wt = n.const(n.rng.normal(0, 0.3, (cout, k, k, c)).astype(np.float32), f"tconv{len(n.ops)}/weights", "weight")
+    out = [nb, _tconv_out(h, k, s, same), _tconv_out(w, k, s, same), cout]
+    o = S.TransposeConvOptionsT()
+    o.padding, o.strideH, o.strideW = (S.Padding.SAME if same else S.Padding.VALID), s, s
+    ins = [n.const(np.array(out, np.int32), f"tconv{len(n.ops)}/shape", "shape"), wt, x]
+    if bias:
+        ins.append(n.const(n.rng.normal(0, 0.1, cout).astype(np.float32), f"tconv{len(n.ops)}/bias", "bias"))
+    return n.op(OP.TRANSPOSE_CONV, ins, out, S.BuiltinOptions.TransposeConvOptions, o)
+
+
+def _transpose_conv_bias(n, x, cout, k, s, same):
+    nb, h, w, c = n.shape(x)
+    wt = n.const(n.rng.normal(0, 0.3, (cout, k, k, c)).astype(np.float32), f"tcb{len(n.ops)}/weights", "weight")
+    b = n.const(n.rng.normal(0, 0.1, cout).astype(np.float32), f"tcb{len(n.ops)}/bias", "bias")
+    opts = np.array([1 if same else 2, s, s], "<i4").tobytes()     # TfLiteTransposeConvParams
+    return n.custom("Convolution2DTransposeBias", [x, wt, b],
+                    [nb, _tconv_out(h, k, s, same), _tconv_out(w, k, s, same), cout], opts)
+
+
+def _prelu(n, x, per_channel=True):
+    c = n.shape(x)[3]
+    alpha = n.const(n.rng.uniform(-0.5, 0.5, (1, 1, c) if per_channel else (1, 1, 1)).astype(np.float32),
+                    f"prelu{len(n.ops)}/alpha", "operand")
+    return n.op(OP.PRELU, [x, alpha], n.shape(x))
+
+
+MEDIAPIPE_OPS = {
+    "prelu_per_channel": lambda n, x: _prelu(n, x),
+    "prelu_shared": lambda n, x: _prelu(n, x, per_channel=False),
+    "strided_slice_steps": lambda n, x: _strided_slice(n, x, [0, 1, 0, 2], [1, 11, 12, 16], [1, 2, 3, 1]),
+    "strided_slice_masks_shrink": lambda n, x: _strided_slice(n, x, [0, -5, 0, 3], [1, 0, 7, 4], [1, 1, 2, 1],
+                                                              begin_mask=0b0001, end_mask=0b0010, shrink=0b1000),
+    "depth_to_space": lambda n, x: _depth_space(n, x, OP.DEPTH_TO_SPACE, 2),
+    "space_to_depth": lambda n, x: _depth_space(n, x, OP.SPACE_TO_DEPTH, 3),
+    "transpose_conv_same_s2": lambda n, x: _transpose_conv(n, x, 5, 3, 2, True),
+    "transpose_conv_valid_s2_k2": lambda n, x: _transpose_conv(n, x, 4, 2, 2, False, bias=False),
+    "transpose_conv_same_s1_k4": lambda n, x: _transpose_conv(n, x, 3, 4, 1, True),
+    "mediapipe_transpose_conv_bias_k2": lambda n, x: _transpose_conv_bias(n, x, 2, 2, 2, True),
+    "mediapipe_transpose_conv_bias_k3_valid": lambda n, x: _transpose_conv_bias(n, x, 3, 3, 2, False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MEDIAPIPE_OPS))
+def test_mediapipe_float_ops_against_tflite(name):
+    """The float operators MediaPipe's shipped models use beyond the MobileNet set, against LiteRT, on the
+    float Interpreter and (as mera quantizes nothing here) on InterpreterHw alike."""
+    net = Net(7)
+    y = MEDIAPIPE_OPS[name](net, net.input(list(SHAPE)))
+    fm = net.float_model([y])
+    x = np.random.default_rng(5).uniform(-2, 2, SHAPE).astype(np.float32)
+    ref = run_tflite(fm, [x])[0][0]
+    mod, params = from_tflite(fm)
+    for target in ("Interpreter", "InterpreterHw"):
+        out = mera.compile(mod, params, target=target)(x)[0]
+        assert out.shape == ref.shape, (target, out.shape, ref.shape)
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5, err_msg=target)
+
+
+def _sparsify(model: bytes, block: int = 0) -> bytes:
+    """Every conv weight stored in TFLite's sparse format behind a DENSIFY operator, as TFLite's sparsity
+    conversion writes them: dims 0-2 dense, the input-channel axis CSR (or, with ``block``, CSR over
+    blocks of ``block`` input channels, the block dimension dense)."""
+    def edit(m):
+        sg = m.subgraphs[0]
+        densify = len(m.operatorCodes)
+        oc = S.OperatorCodeT()
+        oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = OP.DENSIFY, OP.DENSIFY, 1
+        m.operatorCodes.append(oc)
+        new_ops = []
+        for op in sg.operators:
+            code = m.operatorCodes[op.opcodeIndex].builtinCode
+            if code == OP.CONV_2D:
+                wi = op.inputs[1]
+                t = sg.tensors[wi]
+                w = np.frombuffer(bytes(m.buffers[t.buffer].data), np.float32).reshape(t.shape).copy()
+                w[np.abs(w) < np.quantile(np.abs(w), 0.6)] = 0.0          # 60% zeros
+                o, kh, kw, c = t.shape
+                sp = S.SparsityParametersT()
+                dims = []
+                for size in (o, kh, kw):
+                    d = S.DimensionMetadataT()
+                    d.format, d.denseSize = S.DimensionType.DENSE, size
+                    dims.append(d)
+                rows = w.reshape(o * kh * kw, c)
+                if block:
+                    assert c % block == 0
+                    blocks = rows.reshape(-1, c // block, block)
+                    keep = [np.nonzero(np.any(r != 0, axis=1))[0] for r in blocks]
+                    values = np.concatenate([blocks[i][k].reshape(-1) for i, k in enumerate(keep)])
+                else:
+                    keep = [np.nonzero(r)[0] for r in rows]
+                    values = np.concatenate([rows[i][k] for i, k in enumerate(keep)])
+                seg, ind = S.Int32VectorT(), S.Int32VectorT()
+                seg.values = np.concatenate([[0], np.cumsum([len(k) for k in keep])]).astype(np.int32).tolist()
+                ind.values = np.concatenate(keep).astype(np.int32).tolist()
+                d = S.DimensionMetadataT()
+                d.format = S.DimensionType.SPARSE_CSR
+                d.arraySegmentsType, d.arraySegments = S.SparseIndexVector.Int32Vector, seg
+                d.arrayIndicesType, d.arrayIndices = S.SparseIndexVector.Int32Vector, ind
+                dims.append(d)
+                sp.traversalOrder = [0, 1, 2, 3]
+                if block:
+                    d.denseSize = c // block
+                    inner = S.DimensionMetadataT()
+                    inner.format, inner.denseSize = S.DimensionType.DENSE, block
+                    dims.append(inner)
+                    sp.traversalOrder, sp.blockMap = [0, 1, 2, 3, 4], [3]
+                sp.dimMetadata = dims
+                b = S.BufferT()
+                b.data = np.frombuffer(values.astype(np.float32).tobytes(), np.uint8)
+                m.buffers.append(b)
+                st = S.TensorT()
+                st.shape, st.name, st.type = list(t.shape), t.name + b"/sparse", S.TensorType.FLOAT32
+                st.buffer, st.sparsity = len(m.buffers) - 1, sp
+                sg.tensors.append(st)
+                m.buffers[t.buffer].data = None
+                t.buffer = 0
+                dop = S.OperatorT()
+                dop.opcodeIndex, dop.inputs, dop.outputs = densify, [len(sg.tensors) - 1], [wi]
+                new_ops.append(dop)
+            new_ops.append(op)
+        sg.operators = new_ops
+    return _patched(model, edit)
+
+
+@pytest.mark.parametrize("block", [0, 4])
+def test_sparse_weights_behind_densify_against_tflite(block):
+    net = Net(11)
+    x = net.input(list(SHAPE))
+    y = net.conv(net.conv(x, 8, act=ACT.RELU), 12, k=1, act=ACT.NONE)
+    fm = _sparsify(net.float_model([y]), block)
+    xs = np.random.default_rng(2).uniform(-2, 2, SHAPE).astype(np.float32)
+    ref = run_tflite(fm, [xs])[0][0]
+    dense_ref = run_tflite(net.float_model([y]), [xs])[0][0]
+    assert not np.allclose(ref, dense_ref, atol=1e-3)     # the zeros took effect: a sparse model, not the dense one
+    out = mera.compile(*from_tflite(fm), target="Interpreter")(xs)[0]
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)

@@ -89,6 +89,13 @@ class Net:
         data = np.asarray(data)
         return self._t(data.shape, name, data, data.dtype, kind)
 
+    def custom(self, custom_code: str, inputs, out_shape, options: bytes = b"") -> int:
+        """A custom operator (``custom_code``, raw custom options), as MediaPipe's models carry them."""
+        out = self._t(out_shape, f"{custom_code.lower()}_{len(self.ops)}")
+        self.ops.append(_Op(("CUSTOM", custom_code, bytes(options)), list(inputs), [out], S.BuiltinOptions.NONE,
+                            None))
+        return out
+
     def op(self, code, inputs, out_shape, opt_type=S.BuiltinOptions.NONE, opt=None, name=None,
            out_dtype=np.float32) -> int:
         out = self._t(out_shape, name or f"{_opname(code).lower()}_{len(self.ops)}",
@@ -322,10 +329,13 @@ def _write(net: Net, outputs: List[int], q: Dict[int, Tuple[float, int]], float_
         return len(sg.tensors) - 1
 
     def add_op(code, ins, outs, opt_type=S.BuiltinOptions.NONE, opt=None):
-        codes.setdefault(code, len(codes))
+        key = code[:2] if isinstance(code, tuple) else code      # ("CUSTOM", name, options) for custom ops
+        codes.setdefault(key, len(codes))
         o = S.OperatorT()
-        o.opcodeIndex, o.inputs, o.outputs = codes[code], list(ins), list(outs)
+        o.opcodeIndex, o.inputs, o.outputs = codes[key], list(ins), list(outs)
         o.builtinOptionsType, o.builtinOptions = opt_type, opt
+        if isinstance(code, tuple):
+            o.customOptions = np.frombuffer(code[2], np.uint8) if code[2] else None
         sg.operators.append(o)
 
     # weights need the consumer's input scale: find it per weight tensor
@@ -403,7 +413,10 @@ def _write(net: Net, outputs: List[int], q: Dict[int, Tuple[float, int]], float_
     m.operatorCodes = []
     for code, _ in sorted(codes.items(), key=lambda kv: kv[1]):
         oc = S.OperatorCodeT()
-        oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), 1
+        if isinstance(code, tuple):
+            oc.builtinCode, oc.deprecatedBuiltinCode, oc.customCode, oc.version = OP.CUSTOM, OP.CUSTOM, code[1], 1
+        else:
+            oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), 1
         m.operatorCodes.append(oc)
     b = flatbuffers.Builder(1024)
     b.Finish(m.Pack(b), file_identifier=b"TFL3")

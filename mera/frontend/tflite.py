@@ -152,8 +152,7 @@ class _Importer:
     def buffer_data(self, i: int) -> Optional[np.ndarray]:
         t = self.tensor(i)
         bi = t.Buffer()
-        if t.Sparsity() is not None:
-            raise UnsupportedError(f"tensor {i} '{self.tname(i)}' is stored sparse; mera reads dense constants")
+        sparse = t.Sparsity()
         if bi == 0 or bi >= self.m.BuffersLength():
             if bi >= self.m.BuffersLength():
                 raise FormatError(f"{self.where}: tensor {i} '{self.tname(i)}' refers to buffer {bi}, but the model "
@@ -172,11 +171,78 @@ class _Importer:
         if dt.startswith("type"):
             raise UnsupportedError(f"tensor {i} '{self.tname(i)}' has TFLite {dt}")
         shape = self.shape(i)
+        if sparse is not None:
+            return self.densify(i, sparse, raw, dt, shape)
         n = int(np.prod(shape)) if shape else 1
         if len(raw) != n * np.dtype(dt).itemsize:
             raise FormatError(f"{self.where}: tensor {i} '{self.tname(i)}': buffer {bi} holds {len(raw)} bytes, "
                               f"shape {shape} of {dt} needs {n * np.dtype(dt).itemsize}")
         return np.frombuffer(raw, dt).reshape(shape).copy()
+
+    def densify(self, i: int, sp, raw: bytes, dt: str, shape: List[int]) -> np.ndarray:
+        """The dense array of a constant stored in TFLite's sparse format (the schema's SparsityParameters:
+        a traversal order over the dimensions and the block dimensions, each DENSE or SPARSE_CSR with
+        segments and indices), as TFLite's own format converter expands it: values in storage order,
+        zeros elsewhere."""
+        where = f"{self.where}: tensor {i} '{self.tname(i)}' (sparse)"
+        values = np.frombuffer(raw, dt)
+        n = len(shape)
+        order = [int(v) for v in sp.TraversalOrderAsNumpy()] if sp.TraversalOrderLength() else list(range(n))
+        block_map = [int(v) for v in sp.BlockMapAsNumpy()] if sp.BlockMapLength() else []
+        levels = [sp.DimMetadata(k) for k in range(sp.DimMetadataLength())]
+        k = len(block_map)
+        if len(levels) != n + k or sorted(order) != list(range(n + k)) or any(not 0 <= b < n for b in block_map):
+            raise FormatError(f"{where}: traversal order {order}, block map {block_map} and {len(levels)} dimension "
+                              f"metadata do not fit a rank-{n} tensor")
+        block = [int(levels[n + b].DenseSize()) for b in range(k)]
+
+        def vec(table, kind) -> np.ndarray:
+            cls = {1: self.tfl.Int32Vector, 2: self.tfl.Uint16Vector, 3: self.tfl.Uint8Vector}.get(int(kind))
+            if table is None or cls is None:
+                raise FormatError(f"{where}: a SPARSE_CSR dimension without segments or indices")
+            v = cls()
+            v.Init(table.Bytes, table.Pos)
+            return v.ValuesAsNumpy().astype(np.int64) if v.ValuesLength() else np.zeros(0, np.int64)
+
+        csr = {}
+        for lv, m in enumerate(levels):
+            if int(m.Format()) == 1:
+                csr[lv] = (vec(m.ArraySegments(), m.ArraySegmentsType()), vec(m.ArrayIndices(), m.ArrayIndicesType()))
+            elif int(m.Format()) != 0:
+                raise FormatError(f"{where}: dimension format {m.Format()}")
+        out = np.zeros(shape, dt)
+        expanded = [0] * (n + k)
+        pos = [0]
+
+        def walk(lv: int, prev: int) -> None:
+            if lv == n + k:
+                if pos[0] >= len(values):
+                    raise FormatError(f"{where}: the index arrays address more than its {len(values)} values")
+                idx = list(expanded[:n])
+                for b, d in enumerate(block_map):
+                    idx[d] = expanded[d] * block[b] + expanded[n + b]
+                out[tuple(idx)] = values[pos[0]]
+                pos[0] += 1
+                return
+            if lv in csr:
+                seg, ind = csr[lv]
+                if prev + 1 >= len(seg) or not 0 <= seg[prev] <= seg[prev + 1] <= len(ind):
+                    raise FormatError(f"{where}: segment {prev} out of range at level {lv}")
+                for j in range(int(seg[prev]), int(seg[prev + 1])):
+                    expanded[order[lv]] = int(ind[j])
+                    walk(lv + 1, j)
+            else:
+                size = int(levels[lv].DenseSize())
+                for j in range(size):
+                    expanded[order[lv]] = j
+                    walk(lv + 1, prev * size + j)
+        try:
+            walk(0, 0)
+        except IndexError as e:
+            raise FormatError(f"{where}: an index lies outside the dense shape {shape}") from e
+        if pos[0] != len(values):
+            raise FormatError(f"{where}: {len(values)} values stored, the index arrays address {pos[0]}")
+        return out
 
     def opname(self, op) -> str:
         if op.OpcodeIndex() >= self.m.OperatorCodesLength():
@@ -668,6 +734,158 @@ def _logistic(imp: _Importer, op: _Op, o) -> None:
 @converts("LEAKY_RELU")
 def _leaky_relu(imp: _Importer, op: _Op, o) -> None:
     imp.set_out(imp.emit("leaky_relu", imp.data_in(op), alpha=float(o.Alpha()), **imp.qout()))
+
+
+@converts("DENSIFY")
+def _densify(imp: _Importer, op: _Op, o) -> None:
+    t = imp.get(op.inputs[0])          # the sparse constant, expanded when read (_Importer.densify)
+    if t.const is None:
+        raise UnsupportedError("DENSIFY of a run-time tensor")
+    imp.vals[op.outputs[0]] = _T(const=t.const)
+
+
+@converts("STRIDED_SLICE")
+def _strided_slice(imp: _Importer, op: _Op, o) -> None:
+    """Constant begin/end/strides with TFLite's masks; positive strides, no ellipsis or new axes: one
+    (strided) slice per cut axis, then a reshape for the shrunk axes."""
+    x = imp.data_in(op)
+    shape = list(x.shape)
+    rank = len(shape)
+    begin, end, strides = (imp.const_ints(op.inputs[k], f"the STRIDED_SLICE {w}")
+                           for k, w in ((1, "begin"), (2, "end"), (3, "strides")))
+    bm, em, sm = int(o.BeginMask()), int(o.EndMask()), int(o.ShrinkAxisMask())
+    if int(o.EllipsisMask()) or int(o.NewAxisMask()) or (hasattr(o, "Offset") and o.Offset()):
+        raise UnsupportedError("STRIDED_SLICE with an ellipsis, new axes or offset")
+    if not len(begin) == len(end) == len(strides) <= rank:
+        raise UnsupportedError(f"STRIDED_SLICE begin/end/strides {begin}/{end}/{strides} of a rank-{rank} tensor")
+    v, out_shape = x, []
+    for d in range(rank):
+        n = shape[d]
+        if d >= len(begin):
+            out_shape.append(n)
+            continue
+        st = strides[d]
+        if st < 1:
+            raise UnsupportedError(f"STRIDED_SLICE stride {st} on axis {d}: mera's slice steps are >= 1")
+        b = 0 if bm >> d & 1 else begin[d]
+        e = n if em >> d & 1 else end[d]
+        b = min(max(b + n if b < 0 else b, 0), n)
+        e = min(max(e + n if e < 0 else e, 0), n)
+        if sm >> d & 1:
+            e, st = b + 1, 1
+            if b >= n:
+                raise UnsupportedError(f"STRIDED_SLICE shrinks axis {d} of {n} at {b}")
+        if e <= b:
+            raise UnsupportedError(f"STRIDED_SLICE of axis {d} is empty ({b}:{e})")
+        if (b, e, st) != (0, n, 1):
+            v = imp.emit("slice", v, axis=d, begin=b, end=e, **({"step": st} if st != 1 else {}))
+        if not sm >> d & 1:
+            out_shape.append(-(-(e - b) // st))
+    if list(v.shape) != out_shape:
+        if not out_shape:
+            raise UnsupportedError("STRIDED_SLICE to a 0-d tensor")
+        v = imp.emit("reshape", v, shape=out_shape)
+    imp.set_out(v)
+
+
+@converts("DEPTH_TO_SPACE", "SPACE_TO_DEPTH")
+def _depth_space(imp: _Importer, op: _Op, o) -> None:
+    """TFLite's NHWC forms: out[n, h*b + i, w*b + j, c] = in[n, h, w, (i*b + j)*C + c] and its inverse, as
+    reshape, transpose, reshape (byte moves)."""
+    x = imp.data_in(op)
+    _check_nhwc(imp, x, op.name)
+    b = int(o.BlockSize())
+    n, h, w, c = x.shape
+    if b < 1:
+        raise UnsupportedError(f"{op.name} block size {b}")
+    if op.name == "DEPTH_TO_SPACE":
+        if c % (b * b):
+            raise UnsupportedError(f"DEPTH_TO_SPACE by {b} of {c} channels")
+        v = imp.emit("reshape", x, shape=[n, h, w, b, b, c // (b * b)])
+        v = imp.emit("transpose", v, axes=[0, 1, 3, 2, 4, 5])
+        imp.set_out(imp.emit("reshape", v, shape=[n, h * b, w * b, c // (b * b)]))
+    else:
+        if h % b or w % b:
+            raise UnsupportedError(f"SPACE_TO_DEPTH by {b} of {h}x{w}")
+        v = imp.emit("reshape", x, shape=[n, h // b, b, w // b, b, c])
+        v = imp.emit("transpose", v, axes=[0, 1, 3, 2, 4, 5])
+        imp.set_out(imp.emit("reshape", v, shape=[n, h // b, w // b, c * b * b]))
+
+
+def _transpose_conv(imp: _Importer, op: _Op, x: ir.Value, w_in: int, b_in: Optional[int], strides: List[int],
+                    same: bool) -> None:
+    """A float transposed convolution to the shape of the operator's output tensor, padded as TFLite
+    pads it: the forward convolution's SAME/VALID padding with the output as its input."""
+    _check_nhwc(imp, x, "a transposed convolution")
+    if x.dtype != "float32":
+        raise UnsupportedError("a quantized transposed convolution (mera imports float TRANSPOSE_CONV)")
+    wt = imp.get(w_in)
+    if wt.const is None or len(wt.const.shape) != 4:
+        raise UnsupportedError("a run-time or non-4-D transposed-convolution weight")
+    w = wt.const.astype(np.float32)                      # OHWI [C_out, KH, KW, C_in]
+    if w.shape[3] != x.shape[3]:
+        raise UnsupportedError(f"a weight of {w.shape[3]} input channels for a {x.shape[3]}-channel input")
+    out = imp.shape(op.outputs[0])
+    if len(out) != 4 or out[3] != w.shape[0]:
+        raise UnsupportedError(f"output shape {out} for a weight of {w.shape[0]} output channels")
+    pads, opad = [0, 0, 0, 0], [0, 0]
+    for a in range(2):
+        k, s, n_in = w.shape[1 + a], strides[a], x.shape[1 + a]
+        full = (n_in - 1) * s + k
+        total = max((n_in - 1) * s + k - out[1 + a], 0) if same else 0
+        before = total // 2
+        after = full - out[1 + a] - before
+        if after < 0:
+            opad[a], after = -after, 0
+        if opad[a] >= s:
+            raise UnsupportedError(f"output size {out[1 + a]} from {n_in} by stride {s} and kernel {k}")
+        pads[a], pads[2 + a] = before, after
+    bias = None
+    if b_in is not None and b_in >= 0:
+        bt = imp.get(b_in)
+        if bt.const is None:
+            raise UnsupportedError("a run-time transposed-convolution bias")
+        bias = imp.param(bt.const.astype(np.float32).reshape(-1), "bias")
+    wv = imp.param(np.ascontiguousarray(w.transpose(3, 0, 1, 2)), "weight")   # -> [C_in, C_out, KH, KW]
+    imp.set_out(imp.emit("conv_transpose2d", x, wv, bias, strides=list(strides), padding=pads, output_padding=opad,
+                         layout="NHWC"))
+
+
+@converts("TRANSPOSE_CONV")
+def _transpose_conv_builtin(imp: _Importer, op: _Op, o) -> None:
+    act = int(o.FusedActivationFunction()) if hasattr(o, "FusedActivationFunction") else 0
+    if act:
+        raise UnsupportedError(f"fused activation {_FUSED.get(act, act)} on TRANSPOSE_CONV")
+    _transpose_conv(imp, op, imp.data_in(op, 2), op.inputs[1], op.inputs[3] if len(op.inputs) > 3 else None,
+                    [int(o.StrideH()), int(o.StrideW())], int(o.Padding()) == 0)
+
+
+@converts("CUSTOM:Convolution2DTransposeBias")
+def _transpose_conv_bias(imp: _Importer, op: _Op, o) -> None:
+    """MediaPipe's transposed convolution with bias (LiteRT and XNNPACK run it): inputs data, OHWI weight,
+    bias; custom options are TfLiteTransposeConvParams {padding (1 SAME, 2 VALID), stride_w, stride_h}."""
+    raw = op.raw.CustomOptionsAsNumpy().tobytes() if op.raw.CustomOptionsLength() else b""
+    if len(raw) < 12:
+        raise FormatError(f"{imp.where}: {op}: custom options of {len(raw)} bytes (TfLiteTransposeConvParams "
+                          "needs 12)")
+    padding, sw, sh = np.frombuffer(raw[:12], "<i4").tolist()
+    if padding not in (1, 2) or sw < 1 or sh < 1:
+        raise UnsupportedError(f"padding {padding}, strides {sh}x{sw}")
+    _transpose_conv(imp, op, imp.data_in(op, 0), op.inputs[1], op.inputs[2] if len(op.inputs) > 2 else None, [sh, sw],
+                    padding == 1)
+
+
+@converts("PRELU")
+def _prelu(imp: _Importer, op: _Op, o) -> None:
+    """x >= 0 ? x : alpha * x on float32 as relu(x) + (-alpha) * relu(-x): exact, the alpha product
+    being the one rounding TFLite's kernel makes too."""
+    x = imp.data_in(op)
+    t = imp.get(op.inputs[1])
+    if x.dtype != "float32" or t.const is None:
+        raise UnsupportedError("PRELU is supported on float32 tensors with a constant alpha")
+    neg_alpha = np.ascontiguousarray(-t.const.astype(np.float32))
+    neg = imp.emit("relu", imp.emit("mul", x, np.array([-1.0], np.float32)))
+    imp.set_out(imp.emit("add", imp.emit("relu", x), imp.emit("mul", neg, neg_alpha)))
 
 
 @converts("QUANTIZE")
