@@ -1,0 +1,226 @@
+"""Detection models of the zoo (mera.models.TASK_MODELS): quantized with eager PTQ (fbgemm), traced,
+imported in both layouts, they give PyTorch's bytes on InterpreterHw, and the Simulator gives
+InterpreterHw's bytes; the float model matches on the Interpreter.  The YOLO host post-processing
+(decode + class-aware NMS) is checked on hand-made maps and against onnxruntime's NonMaxSuppression."""
+
+import functools
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import mera
+import mera.models as mm
+from mera.models import yolo
+
+torch.backends.quantized.engine = "fbgemm"
+DETECTORS = ["yolov5n"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    # the numerics contract is PyTorch's single-threaded arithmetic
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def flat(y):
+    return list(y) if isinstance(y, (tuple, list)) else [y]
+
+
+@functools.lru_cache(maxsize=None)
+def built(name, **kwargs):
+    kw = dict(kwargs)
+    float_model = mm.TASK_MODELS[name](seed=0, **kw)
+    quantized = mm.TASK_MODELS[name](quantize=True, seed=0, **kw)
+    inputs = mm.calibration_data(name, n=2, seed=1234)  # not the calibration batches (seed 0)
+    traced = mm.trace(quantized, inputs[0])
+    with torch.no_grad():
+        y_float = [[t.numpy() for t in flat(float_model(x))] for x in inputs]
+        y_traced = [[t.numpy() for t in flat(traced(x))] for x in inputs]
+    return SimpleNamespace(float_model=float_model, traced=traced, inputs=inputs, y_float=y_float,
+                           y_traced=y_traced)
+
+
+def to_layout(x, layout):
+    a = x.numpy() if isinstance(x, torch.Tensor) else x
+    return a if layout == "NCHW" else np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def from_layout(a, layout):
+    return a if layout == "NCHW" or a.ndim != 4 else a.transpose(0, 3, 1, 2)
+
+
+def compile_for(mod, params, target, **config):
+    if target == "Simulator":
+        config.setdefault("sim_log", False)
+    with mera.build_config(target=target, **config):
+        return mera.compile(mod, params)
+
+
+def assert_bit_exact(outs, refs, what):
+    assert len(outs) == len(refs), f"{what}: {len(outs)} outputs, expected {len(refs)}"
+    for i, (o, r) in enumerate(zip(outs, refs)):
+        assert o.shape == r.shape, f"{what}: output {i} shape {o.shape}, expected {r.shape}"
+        diff = np.abs(o - r)
+        assert diff.max() == 0.0, f"{what}: output {i}: {int((diff > 0).sum())} of {r.size} differ, " \
+                                  f"max abs diff {diff.max()}"
+
+
+def test_task_models_know_their_shapes_and_data():
+    for name in DETECTORS:
+        shape = mm.input_shape(name)
+        xs = mm.calibration_data(name, n=2, seed=3)
+        assert len(xs) == 2 and tuple(xs[0].shape) == shape
+        assert torch.equal(xs[0], mm.calibration_data(name, n=1, seed=3)[0])
+    assert mm.input_shape("yolov5n") == (1, 3, 256, 256)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("name", DETECTORS)
+def test_quantized_detector_is_bit_exact_on_interpreter_hw(name, layout):
+    z = built(name)
+    x = to_layout(z.inputs[0], layout)
+    mod, params = mera.relay.frontend.from_pytorch(z.traced, [("input0", x.shape)], layout=layout)
+    runner = compile_for(mod, params, "InterpreterHw")
+    for x_t, ref in zip(z.inputs, z.y_traced):
+        outs = [from_layout(o, layout) for o in runner(to_layout(x_t, layout))]
+        assert_bit_exact(outs, ref, f"{name} {layout}")
+    # the outputs carry information: not constant, not saturated
+    for r in z.y_traced[0]:
+        assert 0.05 < r.std() and 0.0 < r.mean() < 1.0
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_detector_on_simulator_matches_interpreter_hw(name):
+    z = built(name)
+    x = to_layout(z.inputs[0], "NHWC")
+    mod, params = mera.relay.frontend.from_pytorch(z.traced, [("input0", x.shape)], layout="NHWC")
+    ref = compile_for(mod, params, "InterpreterHw")(x)
+    assert_bit_exact([from_layout(o, "NHWC") for o in ref], z.y_traced[0], f"{name} InterpreterHw")
+    sim = compile_for(mod, params, "Simulator", arch=100)
+    got = sim(x)
+    assert len(got) == len(ref)
+    for i, (r, g) in enumerate(zip(ref, got)):
+        assert r.dtype == g.dtype and r.shape == g.shape
+        assert np.array_equal(r, g), f"{name}: Simulator output {i}: {int((r != g).sum())} bytes differ"
+    assert len(sim.partition_report().on_dna) > 0
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_float_detector_matches_torch_on_interpreter(name):
+    z = built(name)
+    x = to_layout(z.inputs[0], "NHWC")
+    mod, params = mera.frontend.from_pytorch(z.float_model, [("input0", x.shape)], layout="NHWC")
+    outs = compile_for(mod, params, "Interpreter")(x)
+    for o, r in zip(outs, z.y_float[0]):
+        o = from_layout(o, "NHWC")
+        assert o.shape == r.shape and np.abs(o - r).max() <= 1e-4 * np.abs(r).max()
+
+
+def test_yolo_variants_hardswish_and_conv_stem_are_bit_exact():
+    """YOLOv5's edge-export activation (Hardswish) and v6's 6x6/2 stem conv instead of Focus."""
+    z = built("yolov5n", act="hardswish", stem="conv")
+    x = to_layout(z.inputs[1], "NCHW")
+    mod, params = mera.relay.frontend.from_pytorch(z.traced, [("input0", x.shape)], layout="NCHW")
+    assert_bit_exact(compile_for(mod, params, "InterpreterHw")(x), z.y_traced[1], "yolov5n hardswish/conv")
+
+
+def test_yolo_rejects_unknown_options():
+    with pytest.raises(ValueError, match="act"):
+        yolo.YOLOv5(act="mish")
+    with pytest.raises(ValueError, match="stem"):
+        yolo.YOLOv5(stem="patchify")
+
+
+# ---- host post-processing -------------------------------------------------------------------------
+
+def empty_maps(nc=2, hw=(8, 4, 2), fill=0.0):
+    return [np.full((1, 3 * (5 + nc), h, h), fill, np.float32) for h in hw]
+
+
+def test_yolo_decode_puts_a_box_where_the_map_says():
+    nc = 2
+    maps = empty_maps(nc)
+    # scale 1 (stride 16), anchor 2 (59 x 119), cell gy=1, gx=3, class 1
+    a, gy, gx = 2, 1, 3
+    ch = a * (5 + nc)
+    maps[1][0, ch:ch + 7, gy, gx] = [0.5, 0.75, 0.5, 0.25, 0.9, 0.1, 0.8]
+    boxes, scores, classes = yolo.yolo_decode(maps, conf_threshold=0.5)
+    cx, cy = (2 * 0.5 - 0.5 + gx) * 16, (2 * 0.75 - 0.5 + gy) * 16
+    w, h = (2 * 0.5) ** 2 * 59, (2 * 0.25) ** 2 * 119
+    np.testing.assert_allclose(boxes, [[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]], rtol=1e-6)
+    np.testing.assert_allclose(scores, [0.9 * 0.8], rtol=1e-6)
+    assert classes.tolist() == [1]
+    # the same maps channels-last give the same boxes
+    b2, s2, c2 = yolo.yolo_decode([m.transpose(0, 2, 3, 1) for m in maps], conf_threshold=0.5, layout="NHWC")
+    np.testing.assert_array_equal(b2, boxes)
+    # below the threshold: nothing
+    assert len(yolo.yolo_decode(maps, conf_threshold=0.75)[0]) == 0
+
+
+def test_yolo_decode_rejects_bad_maps():
+    with pytest.raises(ValueError, match="output 0 has 20 channels"):
+        yolo.yolo_decode([np.zeros((1, 20, 8, 8))] + empty_maps()[1:])
+    with pytest.raises(ValueError, match="2 output maps for 3 strides"):
+        yolo.yolo_decode(empty_maps()[:2])
+    with pytest.raises(ValueError, match="batch-1"):
+        yolo.yolo_decode([np.zeros((2, 21, 8, 8))] + empty_maps()[1:])
+    with pytest.raises(ValueError, match="layout"):
+        yolo.yolo_decode(empty_maps(), layout="CHWN")
+
+
+def ort_nms(boxes, scores, classes, iou, nc):
+    """onnxruntime's NonMaxSuppression, class by class (one score row per class)."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+    node = helper.make_node("NonMaxSuppression", ["boxes", "scores", "max", "iou"], ["sel"])
+    graph = helper.make_graph(
+        [node], "nms",
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, None, 4]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, nc, None]),
+         helper.make_tensor_value_info("max", TensorProto.INT64, [1]),
+         helper.make_tensor_value_info("iou", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("sel", TensorProto.INT64, [None, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    # each class's row scores its own boxes; the others get -1, so they come last in ORT's greedy order
+    # (they cannot suppress a real box) and are filtered out below
+    per_class = np.full((1, nc, len(boxes)), -1.0, np.float32)
+    per_class[0, classes, np.arange(len(boxes))] = scores
+    sel = sess.run(None, {"boxes": boxes[None].astype(np.float32), "scores": per_class,
+                          "max": np.array([len(boxes)], np.int64), "iou": np.array([iou], np.float32)})[0]
+    return {int(i) for c, i in zip(sel[:, 1], sel[:, 2]) if classes[i] == c}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_nms_matches_onnxruntime(seed):
+    rng = np.random.default_rng(seed)
+    k, nc = int(rng.integers(5, 120)), int(rng.integers(1, 5))
+    xy = rng.uniform(0, 100, (k, 2))
+    wh = rng.uniform(5, 40, (k, 2))
+    boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+    scores = rng.permutation(k).astype(np.float32) / k + 0.01  # distinct: no tie order to argue about
+    classes = rng.integers(0, nc, k)
+    iou = float(rng.uniform(0.2, 0.7))
+    keep = yolo.nms(boxes, scores, classes, iou)
+    assert set(keep.tolist()) == ort_nms(boxes, scores, classes, iou, nc)
+    assert np.all(np.diff(scores[keep]) <= 0)
+
+
+
+def test_nms_is_class_aware():
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [0, 1, 10, 11], [50, 50, 60, 60]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+    assert yolo.nms(boxes, scores, np.array([0, 0, 1, 1]), 0.5).tolist() == [0, 2, 3]
+    assert yolo.nms(boxes, scores, np.array([0, 0, 0, 0]), 0.5).tolist() == [0, 3]
+    assert yolo.nms(boxes, scores, np.array([0, 1, 2, 3]), 0.5).tolist() == [0, 1, 2, 3]
+
+
+def test_nms_rejects_mismatched_arrays():
+    with pytest.raises(ValueError, match="boxes must be"):
+        yolo.nms(np.zeros((3, 4)), np.zeros(2), np.zeros(3))
