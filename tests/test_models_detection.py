@@ -3,12 +3,15 @@ imported in both layouts, they give PyTorch's bytes on InterpreterHw, and the Si
 InterpreterHw's bytes; the float model matches on the Interpreter.  The YOLO host post-processing
 (decode + class-aware NMS) is checked on hand-made maps and against onnxruntime's NonMaxSuppression."""
 
+import copy
 import functools
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import mera
 import mera.models as mm
@@ -77,6 +80,54 @@ def test_task_models_know_their_shapes_and_data():
         assert len(xs) == 2 and tuple(xs[0].shape) == shape
         assert torch.equal(xs[0], mm.calibration_data(name, n=1, seed=3)[0])
     assert mm.input_shape("yolov5n") == (1, 3, 256, 256)
+
+
+# parameter counts of the real models: Ultralytics' YOLOv5n summary, torchvision's SSDlite320 docs
+PARAMETERS = {"yolov5n": 1_872_157, "ssdlite320_mobilenet_v3_large": 3_440_060}
+# op kinds each traced model must use (the structure the frontend has to handle)
+KEY_OPS = {
+    "yolov5n": {"aten::slice", "quantized::cat", "quantized::mul", "quantized::add", "aten::sigmoid",
+                "aten::max_pool2d", "aten::upsample_nearest2d", "quantized::conv2d"},
+    "ssdlite320_mobilenet_v3_large": {"quantized::conv2d_relu", "quantized::hardswish", "aten::hardsigmoid",
+                                      "quantized::mul", "aten::permute", "aten::reshape", "quantized::cat"},
+}
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_detector_structure_and_quantization(name):
+    z = built(name)
+    assert mm.count_parameters(z.float_model) == PARAMETERS[name]
+    kinds = [n.kind() for n in z.traced.inlined_graph.nodes()]
+    assert KEY_OPS[name] <= set(kinds), sorted(KEY_OPS[name] - set(kinds))
+    # fusion is complete: one quantized conv per float conv, no batch norm left
+    n_convs = sum(k in ("quantized::conv2d", "quantized::conv2d_relu") for k in kinds)
+    assert n_convs == sum(isinstance(m, nn.Conv2d) for m in z.float_model.modules())
+    fused = copy.deepcopy(z.float_model)
+    fused.fuse_model()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    with torch.no_grad():
+        for a, b in zip(flat(fused(z.inputs[0])), z.y_float[0]):
+            np.testing.assert_allclose(a.numpy(), b, rtol=1e-3, atol=1e-3)
+    # the int8 model tracks the float one, input-dependent part included
+    for i in range(len(z.inputs)):
+        for yf, yq in zip(z.y_float[i], z.y_traced[i]):
+            assert np.corrcoef(yf.ravel(), yq.ravel())[0, 1] > 0.95
+    d_float = [a - b for a, b in zip(z.y_float[0], z.y_float[1])]
+    d_quant = [a - b for a, b in zip(z.y_traced[0], z.y_traced[1])]
+    for a, b in zip(d_float, d_quant):
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.8
+
+
+def test_task_model_build_is_quiet_and_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = mm.yolov5n(quantize=True, seed=3)
+        mm.trace(model, mm.calibration_data("yolov5n", n=1)[0])
+    assert [str(w.message) for w in caught] == []
+    assert torch.equal(torch.rand(3), expected)
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])

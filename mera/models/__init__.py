@@ -1,4 +1,5 @@
-"""mera.models: a small zoo of quantizable ImageNet CNNs in plain PyTorch, for testing the frontends.
+"""mera.models: a small zoo of quantizable ImageNet CNNs in plain PyTorch, for testing the frontends,
+plus task models (:data:`TASK_MODELS`: a YOLOv5-style detector with its host decode, SSDlite320).
 
 The models reproduce torchvision's *quantizable* models (``torchvision.models.quantization``) layer for
 layer: same submodule names, same ``fuse_model`` fusion groups, ``QuantStub``/``DeQuantStub`` and
