@@ -275,3 +275,109 @@ def test_nms_is_class_aware():
 def test_nms_rejects_mismatched_arrays():
     with pytest.raises(ValueError, match="boxes must be"):
         yolo.nms(np.zeros((3, 4)), np.zeros(2), np.zeros(3))
+
+
+# ---- random YOLO-style graphs ------------------------------------------------------------------------
+
+class TinyYolo(nn.Module):
+    """A random small YOLO: stem, strided convs, C3s, SPPF, one upsample + concat, a sigmoid head."""
+
+    def __init__(self, rng):
+        super().__init__()
+        act = str(rng.choice(["silu", "hardswish"]))
+        c = [int(rng.integers(1, 5)) * 8 for _ in range(3)]
+        self.stem = yolo.Focus(3, c[0], 3, act=act) if rng.random() < 0.5 else yolo.Conv(3, c[0], 6, 2, 2, act=act)
+        self.down1 = yolo.Conv(c[0], c[1], 3, 2, act=act)
+        self.c3a = yolo.C3(c[1], c[1], int(rng.integers(1, 3)), bool(rng.random() < 0.5), act=act)
+        self.down2 = yolo.Conv(c[1], c[2], 3, 2, act=act)
+        self.sppf = yolo.SPPF(c[2], c[2], int(rng.choice([3, 5])), act=act)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.cat = torch.ao.nn.quantized.FloatFunctional()
+        self.c3b = yolo.C3(c[2] + c[1], c[1], 1, False, act=act)
+        self.detect = yolo.Detect(int(rng.integers(1, 4)), (c[1], c[2]))
+        self.quant = torch.ao.quantization.QuantStub()
+        self.dequant = nn.ModuleList([torch.ao.quantization.DeQuantStub() for _ in range(2)])
+
+    def forward(self, x):
+        p = self.c3a(self.down1(self.stem(self.quant(x))))
+        q = self.sppf(self.down2(p))
+        ys = self.detect([self.c3b(self.cat.cat([self.up(q), p], 1)), q])
+        return tuple(dq(y) for dq, y in zip(self.dequant, ys))
+
+    def fuse_model(self):
+        for m in self.modules():
+            if type(m) is yolo.Conv:
+                m.fuse_model()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_yolo_graphs_are_bit_exact_in_both_layouts_and_on_the_simulator(seed):
+    from mera.models import _common
+    rng = np.random.default_rng(seed)
+    shape = (1, 3, 8 * int(rng.integers(2, 10)), 8 * int(rng.integers(2, 10)))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = TinyYolo(rng)
+        _common._randomise_affine_and_biases(model)
+    _common._set_statistics(model, _common.smooth_noise((2,) + shape[1:], gen, torch.float64))
+    mm.quantize_ptq(model.eval(), [_common.smooth_noise(shape, gen) for _ in range(2)])
+    x = _common.smooth_noise(shape, gen)
+    traced = mm.trace(model, x)
+    with torch.no_grad():
+        ref = [t.numpy() for t in traced(x)]
+    for layout in ("NCHW", "NHWC"):
+        xl = to_layout(x, layout)
+        mod, params = mera.relay.frontend.from_pytorch(traced, [("input0", xl.shape)], layout=layout)
+        hw = compile_for(mod, params, "InterpreterHw")(xl)
+        assert_bit_exact([from_layout(o, layout) for o in hw], ref, f"seed {seed} {shape} {layout}")
+    # small buffers and tiles: upsample, concat, max pool and the sigmoid/mul chains are split in tiles
+    sim = compile_for(mod, params, "Simulator", arch={"platform": 100, "act_buffer_kib": 8, "weight_buffer_kib": 4,
+                                                      "acc_buffer_kib": 4}, max_tile_height=3, max_tile_width=5)
+    for i, (h, s) in enumerate(zip(hw, sim(xl))):
+        assert np.array_equal(h, s), f"seed {seed} {shape}: Simulator output {i}: {int((h != s).sum())} bytes differ"
+    assert len(sim.partition_report().on_dna) > 0
+
+
+# ---- permute of channels-last data (the SSD heads' NCHW -> NHWC flattening) ------------------------------
+
+class PermuteNet(nn.Module):
+    def __init__(self, dims, flatten):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 5, 3, padding=1)
+        self.dims, self.flatten = dims, flatten
+        self.quant = torch.ao.quantization.QuantStub()
+        self.dequant = torch.ao.quantization.DeQuantStub()
+
+    def forward(self, x):
+        y = self.conv(self.quant(x)).permute(*self.dims)
+        if self.flatten:
+            y = y.reshape(y.shape[0], -1, 4 if self.flatten == 3 else y.shape[-1])
+        return self.dequant(y)
+
+    def fuse_model(self):
+        pass  # a lone conv: nothing to fuse
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_every_permutation_matches_torch(layout):
+    import itertools
+    rng = np.random.default_rng(0)
+    x = torch.randn(2, 3, 6, 4)
+    for i, dims in enumerate(itertools.permutations(range(4))):
+        flatten = [0, 1, 3][i % 3]
+        m = PermuteNet(dims, flatten).eval()
+        with torch.no_grad():
+            ref = m(x).numpy()
+        xl = to_layout(x, layout)
+        mod, params = mera.frontend.from_pytorch(m, [("input0", xl.shape)], layout=layout)
+        out = from_layout(compile_for(mod, params, "Interpreter")(xl)[0], layout)
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5, err_msg=f"{dims} flatten {flatten} {layout}")
+        if rng.random() < 0.25:  # the quantized graph through the same converter, bit-exact
+            mm.quantize_ptq(m, [x])
+            traced = mm.trace(m, x)
+            with torch.no_grad():
+                qref = traced(x).numpy()
+            mod, params = mera.relay.frontend.from_pytorch(traced, [("input0", xl.shape)], layout=layout)
+            qout = from_layout(compile_for(mod, params, "InterpreterHw")(xl)[0], layout)
+            assert_bit_exact([qout], [qref], f"{dims} flatten {flatten} {layout} quantized")
