@@ -181,9 +181,9 @@ def test_yolo_variants_hardswish_and_conv_stem_are_bit_exact():
 
 
 def test_yolo_rejects_unknown_options():
-    with pytest.raises(ValueError, match="act"):
+    with pytest.raises(mera.ConfigError, match="act must be"):
         yolo.YOLOv5(act="mish")
-    with pytest.raises(ValueError, match="stem"):
+    with pytest.raises(mera.ConfigError, match="stem must be"):
         yolo.YOLOv5(stem="patchify")
 
 
@@ -214,13 +214,13 @@ def test_yolo_decode_puts_a_box_where_the_map_says():
 
 
 def test_yolo_decode_rejects_bad_maps():
-    with pytest.raises(ValueError, match="output 0 has 20 channels"):
+    with pytest.raises(mera.RuntimeInputError, match="output 0 has 20 channels"):
         yolo.yolo_decode([np.zeros((1, 20, 8, 8))] + empty_maps()[1:])
-    with pytest.raises(ValueError, match="2 output maps for 3 strides"):
+    with pytest.raises(mera.RuntimeInputError, match="2 output maps for 3 strides"):
         yolo.yolo_decode(empty_maps()[:2])
-    with pytest.raises(ValueError, match="batch-1"):
+    with pytest.raises(mera.RuntimeInputError, match="batch-1"):
         yolo.yolo_decode([np.zeros((2, 21, 8, 8))] + empty_maps()[1:])
-    with pytest.raises(ValueError, match="layout"):
+    with pytest.raises(mera.RuntimeInputError, match="layout"):
         yolo.yolo_decode(empty_maps(), layout="CHWN")
 
 
@@ -273,7 +273,7 @@ def test_nms_is_class_aware():
 
 
 def test_nms_rejects_mismatched_arrays():
-    with pytest.raises(ValueError, match="boxes must be"):
+    with pytest.raises(mera.RuntimeInputError, match="boxes must be"):
         yolo.nms(np.zeros((3, 4)), np.zeros(2), np.zeros(3))
 
 

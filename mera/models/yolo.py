@@ -34,6 +34,7 @@ from torch import Tensor, nn
 import torch.ao.quantization as tq
 from torch.ao.nn.quantized import FloatFunctional
 
+from ..errors import ConfigError, RuntimeInputError
 from . import _common
 
 __all__ = ["ANCHORS", "STRIDES", "YOLOv5", "yolov5n", "yolo_decode", "nms"]
@@ -56,7 +57,7 @@ class Activation(nn.Module):
     def __init__(self, act: str) -> None:
         super().__init__()
         if act not in ("silu", "hardswish"):
-            raise ValueError(f"act must be 'silu' or 'hardswish', got {act!r}")
+            raise ConfigError(f"YOLOv5: act must be 'silu' or 'hardswish', got {act!r}")
         self.kind = act
         if act == "silu":
             self.sigmoid = nn.Sigmoid()
@@ -195,7 +196,7 @@ class YOLOv5(nn.Module):
         elif stem == "conv":
             s0 = Conv(3, ch(64), 6, 2, 2, act=act)
         else:
-            raise ValueError(f"stem must be 'focus' or 'conv', got {stem!r}")
+            raise ConfigError(f"YOLOv5: stem must be 'focus' or 'conv', got {stem!r}")
         self.num_classes = num_classes
         # backbone: indices as in yolov5s.yaml
         self.b0 = s0                                      # P1/2
@@ -327,12 +328,17 @@ def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_threshol
     -------
     ndarray of int
         Indices of the kept boxes, highest score first.
+
+    Raises
+    ------
+    mera.RuntimeInputError
+        If the arrays' shapes do not agree.
     """
     boxes = np.asarray(boxes, dtype=np.float64)
     scores = np.asarray(scores)
     classes = np.asarray(classes)
     if boxes.ndim != 2 or boxes.shape[1] != 4 or len(scores) != len(boxes) or len(classes) != len(boxes):
-        raise ValueError(f"nms: boxes must be (K, 4) with K scores and K classes; got boxes {boxes.shape}, "
+        raise RuntimeInputError(f"nms: boxes must be (K, 4) with K scores and K classes; got boxes {boxes.shape}, "
                          f"scores {scores.shape}, classes {classes.shape}")
     order = np.argsort(-scores, kind="stable")
     keep: List[int] = []
@@ -380,23 +386,29 @@ def yolo_decode(outputs: Sequence[np.ndarray], conf_threshold: float = 0.25, iou
         ``x1, y1, x2, y2`` in input pixels.
     scores : ndarray, (K,) float32
     classes : ndarray, (K,) int64
+
+    Raises
+    ------
+    mera.RuntimeInputError
+        If a map is not a batch-1 4-D map of ``anchors x (5 + classes)`` channels, the counts of maps, strides
+        and anchor sets differ, or `layout` is unknown.
     """
     if layout not in ("NCHW", "NHWC"):
-        raise ValueError(f"yolo_decode: layout must be 'NCHW' or 'NHWC', got {layout!r}")
+        raise RuntimeInputError(f"yolo_decode: layout must be 'NCHW' or 'NHWC', got {layout!r}")
     if len(outputs) != len(strides) or len(anchors) != len(strides):
-        raise ValueError(f"yolo_decode: {len(outputs)} output maps for {len(strides)} strides and "
+        raise RuntimeInputError(f"yolo_decode: {len(outputs)} output maps for {len(strides)} strides and "
                          f"{len(anchors)} anchor sets")
     all_boxes, all_scores, all_classes = [], [], []
     for i, (y, stride, anc) in enumerate(zip(outputs, strides, anchors)):
         y = np.asarray(y, dtype=np.float32)
         if y.ndim != 4 or y.shape[0] != 1:
-            raise ValueError(f"yolo_decode: output {i} must be a batch-1 4-D map, got shape {y.shape}")
+            raise RuntimeInputError(f"yolo_decode: output {i} must be a batch-1 4-D map, got shape {y.shape}")
         if layout == "NHWC":
             y = y.transpose(0, 3, 1, 2)
         na = len(anc)
         _, c, h, w = y.shape
         if c % na or c // na < 6:
-            raise ValueError(f"yolo_decode: output {i} has {c} channels, not {na} anchors x (5 + classes)")
+            raise RuntimeInputError(f"yolo_decode: output {i} has {c} channels, not {na} anchors x (5 + classes)")
         p = y.reshape(na, c // na, h, w).transpose(0, 2, 3, 1)  # (A, H, W, 5 + C)
         gy, gx = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
         a = np.asarray(anc, dtype=np.float32).reshape(na, 1, 1, 2)
