@@ -310,7 +310,7 @@ class TinyYolo(nn.Module):
                 m.fuse_model()
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(6))
 def test_random_yolo_graphs_are_bit_exact_in_both_layouts_and_on_the_simulator(seed):
     from mera.models import _common
     rng = np.random.default_rng(seed)
