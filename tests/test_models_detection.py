@@ -145,13 +145,14 @@ def test_quantized_detector_is_bit_exact_on_interpreter_hw(name, layout):
         assert r.std() > 0.05 and len(np.unique(r)) > 30 and not np.array_equal(r, r1)
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("name", DETECTORS)
-def test_detector_on_simulator_matches_interpreter_hw(name):
+def test_detector_on_simulator_matches_interpreter_hw(name, layout):
     z = built(name)
-    x = to_layout(z.inputs[0], "NHWC")
-    mod, params = mera.relay.frontend.from_pytorch(z.traced, [("input0", x.shape)], layout="NHWC")
+    x = to_layout(z.inputs[0], layout)
+    mod, params = mera.relay.frontend.from_pytorch(z.traced, [("input0", x.shape)], layout=layout)
     ref = compile_for(mod, params, "InterpreterHw")(x)
-    assert_bit_exact([from_layout(o, "NHWC") for o in ref], z.y_traced[0], f"{name} InterpreterHw")
+    assert_bit_exact([from_layout(o, layout) for o in ref], z.y_traced[0], f"{name} InterpreterHw")
     sim = compile_for(mod, params, "Simulator", arch=100)
     got = sim(x)
     assert len(got) == len(ref)
@@ -159,6 +160,17 @@ def test_detector_on_simulator_matches_interpreter_hw(name):
         assert r.dtype == g.dtype and r.shape == g.shape
         assert np.array_equal(r, g), f"{name}: Simulator output {i}: {int((r != g).sum())} bytes differ"
     assert len(sim.partition_report().on_dna) > 0
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_thread_count_never_changes_a_byte(name):
+    """InterpreterHw splits convs, sigmoids, muls, pools, upsampling and concats across its workers."""
+    z = built(name)
+    x = to_layout(z.inputs[0], "NHWC")
+    mod, params = mera.relay.frontend.from_pytorch(z.traced, [("input0", x.shape)], layout="NHWC")
+    for threads in (2, 7):
+        outs = compile_for(mod, params, "InterpreterHw", num_threads=threads)(x)
+        assert_bit_exact([from_layout(o, "NHWC") for o in outs], z.y_traced[0], f"{name}, {threads} threads")
 
 
 @pytest.mark.parametrize("name", DETECTORS)
