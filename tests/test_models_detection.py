@@ -18,6 +18,8 @@ import mera.models as mm
 from mera.models import yolo
 
 torch.backends.quantized.engine = "fbgemm"
+# from_pytorch traces the float nn.Modules given to it; torch 2.13 announces the deprecation of tracing
+pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.trace(_method)?` is deprecated:DeprecationWarning")
 DETECTORS = ["yolov5n", "ssdlite320_mobilenet_v3_large"]
 
 
