@@ -175,14 +175,16 @@ def test_thread_count_never_changes_a_byte(name):
         assert_bit_exact([from_layout(o, "NHWC") for o in outs], z.y_traced[0], f"{name}, {threads} threads")
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("name", DETECTORS)
-def test_float_detector_matches_torch_on_interpreter(name):
+def test_float_detector_matches_torch_on_interpreter(name, layout):
     z = built(name)
-    x = to_layout(z.inputs[0], "NHWC")
-    mod, params = mera.frontend.from_pytorch(z.float_model, [("input0", x.shape)], layout="NHWC")
+    x = to_layout(z.inputs[0], layout)
+    mod, params = mera.frontend.from_pytorch(z.float_model, [("input0", x.shape)], layout=layout)
     outs = compile_for(mod, params, "Interpreter")(x)
+    assert len(outs) == len(z.y_float[0])
     for o, r in zip(outs, z.y_float[0]):
-        o = from_layout(o, "NHWC")
+        o = from_layout(o, layout)
         assert o.shape == r.shape and np.abs(o - r).max() <= 1e-4 * np.abs(r).max()
 
 
