@@ -1,12 +1,14 @@
 """Object detection with mera: a quantized YOLOv5-style detector, compiled, run, its boxes drawn on the image.
 
-    python examples/detect.py [--image photo.jpg] [--target Simulator] [--out detections.png]
+    python examples/detect.py [--image photo.jpg] [--target Simulator|IP] [--out detections.png]
 
 What it does:
 1. builds mera.models.yolov5n (YOLOv5 layout, width 0.25 / depth 0.33, 256x256 input) and quantizes it with
    eager-mode post-training quantization (fbgemm), traces it;
-2. compiles the traced model with mera (channels-last import) for the target (InterpreterHw by default, or the
-   Simulator) and runs it on the image (resized to 256x256, standardised per image);
+2. compiles the traced model with mera (channels-last import) for the target (InterpreterHw by default, the
+   Simulator, or the IP: then it builds a deploy directory, detect_deploy/, and runs it through
+   mera.load_runtime_module on the software-emulated device) and runs it on the image (resized to 256x256,
+   standardised per image);
 3. decodes the three head maps into boxes and runs class-aware NMS on the host (mera.models.yolo_decode), checks
    that PyTorch's quantized model gives the same boxes, draws the boxes with class and score with PIL, saves a PNG.
 
@@ -92,7 +94,8 @@ def to_image_coords(boxes: np.ndarray, img: Image.Image) -> np.ndarray:
 def main(argv: List[str] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--image", help="input image (default: a generated picture)")
-    p.add_argument("--target", default="InterpreterHw", choices=["InterpreterHw", "Simulator"])
+    p.add_argument("--target", default="InterpreterHw", choices=["InterpreterHw", "Simulator", "IP"])
+    p.add_argument("--deploy-dir", default="detect_deploy", help="where --target IP builds (default: detect_deploy)")
     p.add_argument("--out", default="detections.png", help="PNG to write (default: detections.png)")
     p.add_argument("--json", help="also write the boxes (image pixels), scores and classes to this JSON file")
     p.add_argument("--conf", type=float, default=0.4, help="score threshold (objectness x class)")
@@ -120,9 +123,16 @@ def main(argv: List[str] = None) -> int:
 
     x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     mod, params = mera.relay.frontend.from_pytorch(traced, [("input0", x_nhwc.shape)], layout="NHWC")
-    with mera.build_config(target=args.target, sim_log=False):
-        runner = mera.compile(mod, params)
-    outs = runner(x_nhwc)  # three (1, H, W, 255) maps, channels-last
+    if args.target == "IP":
+        with mera.build_config(target="IP", arch=100):
+            mera.build(mod, params, host_arch="x86", output_dir=args.deploy_dir, layout="NHWC")
+        outs = mera.load_runtime_module(args.deploy_dir).set_input(x_nhwc).run().get_outputs()
+        print(f"built {args.deploy_dir}/ (deploy.json, deploy.params, deploy.so) and ran it on the emulated IP")
+    else:
+        with mera.build_config(target=args.target, sim_log=False):
+            runner = mera.compile(mod, params)
+        outs = runner(x_nhwc)
+    # outs: three (1, H, W, 255) maps, channels-last
     same_bytes = all(np.array_equal(o.transpose(0, 3, 1, 2), r) for o, r in zip(outs, ref))
 
     kw = dict(conf_threshold=args.conf, iou_threshold=args.iou, max_det=args.max_det)

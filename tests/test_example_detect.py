@@ -49,7 +49,7 @@ def pytorch_boxes(x, conf=0.4, iou=0.45, max_det=10):
     return mm.yolo_decode(ys, conf_threshold=conf, iou_threshold=iou, max_det=max_det)
 
 
-@pytest.mark.parametrize("target", ["InterpreterHw", "Simulator"])
+@pytest.mark.parametrize("target", ["InterpreterHw", "Simulator", "IP"])
 def test_detect_example_draws_pytorchs_boxes(tmp_path, target):
     ex = load_example()
     src = ex.synthetic_image(seed=5, size=(288, 224))
@@ -58,6 +58,8 @@ def test_detect_example_draws_pytorchs_boxes(tmp_path, target):
     assert "no pretrained weights" in r.stdout
     assert f"{target}: outputs bit-exact with PyTorch fbgemm; decoded boxes identical" in r.stdout, r.stdout
     assert "saved detections.png" in r.stdout
+    if target == "IP":  # a deploy directory, run through load_runtime_module
+        assert {"deploy.json", "deploy.params", "deploy.so"} <= set(os.listdir(tmp_path / "detect_deploy"))
     out = np.asarray(Image.open(tmp_path / "detections.png").convert("RGB")).astype(int)
     inp = np.asarray(src.convert("RGB")).astype(int)
     assert out.shape == inp.shape
