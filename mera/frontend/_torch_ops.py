@@ -741,8 +741,17 @@ def _transpose(ctx, x, d0, d1):
 
 @converts("aten::permute")
 def _permute(ctx, x, dims):
-    t = ctx.to_nchw(ctx.tensor(x, "permute"))
-    return Tensor(ctx.emit("transpose", t.value, axes=[int(d) for d in dims]), False)
+    t = ctx.tensor(x, "permute")
+    rank = len(t.value.shape)
+    dims = [int(d) + rank if int(d) < 0 else int(d) for d in dims]
+    if t.nhwc:
+        # one transpose straight from the channels-last data (none for permute(0, 2, 3, 1), a detection
+        # head's NCHW -> NHWC), not a transpose back to NCHW and then the permute
+        axes = [_NCHW_TO_NHWC_AXIS[d] for d in dims]
+        if axes == list(range(rank)):
+            return Tensor(t.value, False)
+        return Tensor(ctx.emit("transpose", t.value, axes=axes), False)
+    return Tensor(ctx.emit("transpose", t.value, axes=dims), False)
 
 
 @converts("aten::dropout", "aten::dropout_", "aten::feature_dropout", "aten::detach", "aten::alpha_dropout")

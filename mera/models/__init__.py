@@ -1,4 +1,5 @@
-"""mera.models: a small zoo of quantizable ImageNet CNNs in plain PyTorch, for testing the frontends.
+"""mera.models: a small zoo of quantizable ImageNet CNNs in plain PyTorch, for testing the frontends,
+plus task models (:data:`TASK_MODELS`: a YOLOv5-style detector with its host decode, SSDlite320).
 
 The models reproduce torchvision's *quantizable* models (``torchvision.models.quantization``) layer for
 layer: same submodule names, same ``fuse_model`` fusion groups, ``QuantStub``/``DeQuantStub`` and
@@ -30,6 +31,8 @@ from .mobilenetv3 import mobilenet_v3_large
 from .ptq import calibration_data, quantize_ptq, trace
 from .resnet import resnet18, resnet50, resnext50_32x4d
 from .shufflenetv2 import shufflenet_v2_x1_0
+from .ssdlite import ssdlite320_mobilenet_v3_large
+from .yolo import yolo_decode, yolov5n
 
 #: Model name -> factory ``(quantize=False, seed=0, num_classes=1000) -> nn.Module``.
 MODELS: Dict[str, Callable[..., nn.Module]] = {
@@ -43,8 +46,16 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "inception_v3": inception_v3,
 }
 
+#: Task models (detection, segmentation): name -> factory ``(quantize=False, seed=0) -> nn.Module``.  They may
+#: return a tuple of tensors; :func:`input_shape` and :func:`calibration_data` know their input shapes.
+TASK_MODELS: Dict[str, Callable[..., nn.Module]] = {
+    "yolov5n": yolov5n,
+    "ssdlite320_mobilenet_v3_large": ssdlite320_mobilenet_v3_large,
+}
+
 __all__ = [
     "MODELS", "input_shape", "count_parameters", "quantize_ptq", "calibration_data", "trace",
     "resnet18", "resnet50", "resnext50_32x4d", "mobilenet_v2", "mobilenet_v3_large", "shufflenet_v2_x1_0",
     "googlenet", "inception_v3",
+    "TASK_MODELS", "yolov5n", "yolo_decode", "ssdlite320_mobilenet_v3_large",
 ]
