@@ -29,6 +29,7 @@ from .mobilenetv2 import mobilenet_v2
 from .mobilenetv3 import mobilenet_v3_large
 from .ptq import calibration_data, quantize_ptq, trace
 from .resnet import resnet18, resnet50, resnext50_32x4d
+from .segmentation import deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large
 from .shufflenetv2 import shufflenet_v2_x1_0
 
 #: Model name -> factory ``(quantize=False, seed=0, num_classes=1000) -> nn.Module``.
@@ -43,8 +44,15 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "inception_v3": inception_v3,
 }
 
+#: Task models (segmentation, detection, ...): name -> factory ``(quantize=False, seed=0) -> nn.Module``.
+#: Same recipe as :data:`MODELS`; ``input_shape`` and ``calibration_data`` know them too.
+TASK_MODELS: Dict[str, Callable[..., nn.Module]] = {
+    "lraspp_mobilenet_v3_large": lraspp_mobilenet_v3_large,  # (1, 21, H, W) logits
+    "deeplabv3_mobilenet_v3_large": deeplabv3_mobilenet_v3_large,  # (1, 21, H, W) logits
+}
+
 __all__ = [
-    "MODELS", "input_shape", "count_parameters", "quantize_ptq", "calibration_data", "trace",
+    "MODELS", "TASK_MODELS", "input_shape", "count_parameters", "quantize_ptq", "calibration_data", "trace",
     "resnet18", "resnet50", "resnext50_32x4d", "mobilenet_v2", "mobilenet_v3_large", "shufflenet_v2_x1_0",
-    "googlenet", "inception_v3",
+    "googlenet", "inception_v3", "lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large",
 ]
