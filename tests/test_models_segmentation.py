@@ -168,6 +168,15 @@ def test_odd_input_sizes_are_bit_exact(name, shape, layout):
     np.testing.assert_array_equal(out, ref, err_msg=f"{name} {shape} {layout}")
 
 
+def test_thread_count_never_changes_a_byte():
+    """InterpreterHw's worker pool splits the upsamples, the gate's mul and the skip add too."""
+    z = built("lraspp_mobilenet_v3_large")
+    x = to_layout(z.inputs[0], "NHWC")
+    for threads in (1, 2, 7):
+        out = compile_traced(z.traced, x.shape, "NHWC", num_threads=threads)(x)[0]
+        np.testing.assert_array_equal(from_layout(out, "NHWC"), z.y_traced[:1].numpy(), err_msg=f"{threads} threads")
+
+
 @pytest.mark.parametrize("name", SEGMENTERS)
 def test_simulator_matches_interpreter_hw(name):
     z = built(name)
