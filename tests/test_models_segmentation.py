@@ -230,7 +230,7 @@ def test_bilinear_upsample_at_segmentation_ratios_matches_pytorch():
     Not drawn: a 1x1 source with C > 1 held NCHW-strided in PyTorch.  is_contiguous(ChannelsLast) is
     true for it, so PyTorch runs its channels-last kernel, but allocates the output in the input's
     suggested (contiguous) format and so writes NHWC order into an NCHW tensor: channels and pixels
-    scrambled, a PyTorch bug that mera does not reproduce (docs/numerics.md, section 9).  Quantized
+    scrambled (nearest too), a PyTorch bug that mera does not reproduce (docs/numerics.md, section 9).  Quantized
     convs output channels-last tensors, so a 1x1 map a conv produced (DeepLabV3's pool branch) is exact.
     """
     rng = np.random.default_rng(20261203)
