@@ -268,3 +268,24 @@ def test_bilinear_upsample_at_segmentation_ratios_matches_pytorch():
             msgs.append(f"{(c, h, w)} -> {size} {dt} {lay} cl={torch_cl}: {int((ref != got).sum())} of {ref.size}")
     assert cases == 160
     assert not bad, f"{bad} of {cases} differ from PyTorch: " + "; ".join(msgs[:5])
+
+
+@pytest.mark.parametrize("name", SEGMENTERS)
+def test_float_segmenter_through_onnx_matches_onnxruntime(name, tmp_path):
+    """The float model exported to ONNX (opset 17; the upsamples become Resize with sizes computed by
+    Shape/Gather/Concat chains) on mera's Interpreter in both layouts, against onnxruntime."""
+    import onnxruntime as ort
+
+    z = built(name)
+    x = z.inputs[0]
+    path = str(tmp_path / f"{name}.onnx")
+    with torch.no_grad():
+        torch.onnx.export(z.float_model, (x,), path, input_names=["input"], opset_version=17, dynamo=False)
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+    for layout in ("NCHW", "NHWC"):
+        xi = to_layout(x, layout)
+        mod, params = mera.frontend.from_onnx(path, {"input": xi.shape}, layout=layout)
+        with mera.build_config(target="Interpreter"):
+            out = from_layout(mera.compile(mod, params)(xi)[0], layout)
+        assert out.shape == ref.shape
+        assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max(), layout
