@@ -86,11 +86,16 @@ def main():
     ap.add_argument("--seed", type=int, default=0, help="weights and calibration seed")
     ap.add_argument("--out", default="segment_out", help="folder for mask.png and overlay.png")
     args = ap.parse_args()
+    if not 32 <= args.size <= 1024:
+        ap.error(f"--size {args.size}: must be 32 to 1024 pixels")
     t0 = time.time()
     torch.backends.quantized.engine = "fbgemm"
     torch.set_num_threads(1)  # mera's contract is PyTorch's single-threaded arithmetic (and it is faster here)
 
-    img = load_image(args.image, args.size, args.seed)
+    try:
+        img = load_image(args.image, args.size, args.seed)
+    except (OSError, ValueError) as e:  # missing, unreadable or not an image (PIL's UnidentifiedImageError)
+        ap.error(f"--image {args.image}: cannot read it as an image: {e}")
     x = network_input(img)  # NHWC
     x_nchw = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 

@@ -71,3 +71,15 @@ def test_segment_synthetic_scene_on_the_simulator(tmp_path):
     assert Image.open(tmp_path / "segment_out" / "overlay.png").size == (128, 128)
     assert "on Simulator (arch 200)" in out and "estimated DNA latency:" in out
     assert "mask equals PyTorch's quantized model's: yes (16384 of 16384 pixels)" in out
+
+
+def test_bad_arguments_are_clear_errors(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for args, message in ((["--image", "missing.png"], "--image missing.png: cannot read it as an image"),
+                          (["--image", "notes.txt"], "--image notes.txt: cannot read it as an image"),
+                          (["--size", "8"], "--size 8: must be 32 to 1024 pixels")):
+        r = subprocess.run([sys.executable, SCRIPT, *args], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300, env=env)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "segment_out").exists()
