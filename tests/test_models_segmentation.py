@@ -177,17 +177,18 @@ def test_thread_count_never_changes_a_byte():
         np.testing.assert_array_equal(from_layout(out, "NHWC"), z.y_traced[:1].numpy(), err_msg=f"{threads} threads")
 
 
+@pytest.mark.parametrize("layout, arch", [("NHWC", 100), ("NCHW", 200)])
 @pytest.mark.parametrize("name", SEGMENTERS)
-def test_simulator_matches_interpreter_hw(name):
+def test_simulator_matches_interpreter_hw(name, layout, arch):
     z = built(name)
-    x = to_layout(z.inputs[0], "NHWC")
-    ref = compile_traced(z.traced, x.shape, "NHWC")(x)
-    sim = compile_traced(z.traced, x.shape, "NHWC", "Simulator", arch=100)
+    x = to_layout(z.inputs[0], layout)
+    ref = compile_traced(z.traced, x.shape, layout)(x)
+    sim = compile_traced(z.traced, x.shape, layout, "Simulator", arch=arch)
     got = sim(x)
     assert len(got) == len(ref) == 1
     assert got[0].dtype == ref[0].dtype and got[0].shape == ref[0].shape
     assert np.array_equal(got[0], ref[0]), f"{name}: {int((got[0] != ref[0]).sum())} bytes differ from InterpreterHw"
-    np.testing.assert_array_equal(from_layout(got[0], "NHWC"), z.y_traced[:1].numpy())
+    np.testing.assert_array_equal(from_layout(got[0], layout), z.y_traced[:1].numpy())
     rep = sim.partition_report()
     assert len(rep.on_dna) > 0, str(rep)
     assert sim.timing()["total_us"] > 0 and 0 < sim.layer_report().mac_utilization <= 1
