@@ -225,14 +225,16 @@ def quantized_tensor(q: np.ndarray, scale: float, zp: int, channels_last: bool) 
 
 def test_bilinear_upsample_at_segmentation_ratios_matches_pytorch():
     """Feature maps up to 32x32 to outputs of up to ~260 pixels: integer factors (2..16, the heads'
-    x8 and x16) and arbitrary sizes, 1x1 sources (the ASPP pool branch), channel counts on both sides
-    of the 8-lane blocks of PyTorch's channels-last kernel, NCHW and NHWC data, both memory formats.
+    x8 and x16, as sizes and as scale factors) and arbitrary sizes, some with align_corners, 1x1
+    sources (the ASPP pool branch), channel counts on both sides of the 8-lane blocks of PyTorch's
+    channels-last kernel, NCHW and NHWC data, both memory formats.
 
     Not drawn: a 1x1 source with C > 1 held NCHW-strided in PyTorch.  is_contiguous(ChannelsLast) is
     true for it, so PyTorch runs its channels-last kernel, but allocates the output in the input's
     suggested (contiguous) format and so writes NHWC order into an NCHW tensor: channels and pixels
-    scrambled (nearest too), a PyTorch bug that mera does not reproduce (docs/numerics.md, section 9).  Quantized
-    convs output channels-last tensors, so a 1x1 map a conv produced (DeepLabV3's pool branch) is exact.
+    scrambled (nearest too), a PyTorch bug that mera does not reproduce (docs/numerics.md, section
+    9).  Quantized convs output channels-last tensors, so a 1x1 map a conv produced (DeepLabV3's pool
+    branch) is exact.
     """
     rng = np.random.default_rng(20261203)
     rounding = probe_rounding()
@@ -245,28 +247,34 @@ def test_bilinear_upsample_at_segmentation_ratios_matches_pytorch():
         c = int(rng.choice([1, 3, 8, 16, 21, 40, 128]))
         if h == w == 1 and c > 1:
             torch_cl = True
-        if rng.random() < 0.5:
+        attrs = {"align_corners": int(rng.random() < 0.2)}
+        r = rng.random()
+        if r < 0.35:  # the heads' x8, x16: as an output size ...
             f = int(rng.choice([2, 4, 8, 16]))
-            size = [h * f, w * f]
+            attrs["size"] = [h * f, w * f]
+        elif r < 0.55:  # ... or as F.interpolate's scale_factor
+            attrs["scales"] = [float(rng.choice([2.0, 4.0, 8.0, 16.0, 2.5])) for _ in range(2)]
         else:
-            size = [int(rng.integers(1, 260)), int(rng.integers(1, 260))]
+            attrs["size"] = [int(rng.integers(1, 260)), int(rng.integers(1, 260))]
         lo, hi = (0, 256) if dt == "uint8" else (-128, 128)
         q = rng.integers(lo, hi, size=(1, c, h, w)).astype(dt)
         s = float(rng.choice([0.05, 0.1, 0.02])) if rng.random() < 0.5 else float(np.exp(rng.uniform(-5, -1)))
         z = int(rng.integers(lo, hi))
-        ref = F.interpolate(quantized_tensor(q, s, z, torch_cl), size=size, mode="bilinear",
-                            align_corners=False).int_repr().numpy()
+        ref = F.interpolate(quantized_tensor(q, s, z, torch_cl), size=attrs.get("size"),
+                            scale_factor=attrs.get("scales"), mode="bilinear",
+                            align_corners=bool(attrs["align_corners"])).int_repr().numpy()
         lay = "NHWC" if nhwc else "NCHW"
         b = ir.Builder("t", rounding=rounding)
         x = b.input("x0", (to_layout(torch.from_numpy(q), lay)).shape, dt, qparams=(s, z), layout=lay)
-        mod = b.finish(b.upsample(x, size=size, method="bilinear", align_corners=0, layout=lay,
+        mod = b.finish(b.upsample(x, method="bilinear", layout=lay, **attrs,
                                   torch_memory_format="channels_last" if torch_cl else "contiguous"))
         with mera.build_config(target="InterpreterHw"):
             got = from_layout(mera.compile(mod, {})(to_layout(torch.from_numpy(q), lay))[0], lay)
         cases += 1
-        if not np.array_equal(ref, got):
+        if ref.shape != got.shape or not np.array_equal(ref, got):
             bad += 1
-            msgs.append(f"{(c, h, w)} -> {size} {dt} {lay} cl={torch_cl}: {int((ref != got).sum())} of {ref.size}")
+            msgs.append(f"{(c, h, w)} {attrs} {dt} {lay} cl={torch_cl}: "
+                        + (f"{int((ref != got).sum())} of {ref.size}" if ref.shape == got.shape else f"{got.shape}"))
     assert cases == 160
     assert not bad, f"{bad} of {cases} differ from PyTorch: " + "; ".join(msgs[:5])
 
