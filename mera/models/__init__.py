@@ -30,6 +30,7 @@ from .mobilenetv2 import mobilenet_v2
 from .mobilenetv3 import mobilenet_v3_large
 from .ptq import calibration_data, quantize_ptq, trace
 from .resnet import resnet18, resnet50, resnext50_32x4d
+from .segmentation import deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large
 from .shufflenetv2 import shufflenet_v2_x1_0
 from .ssdlite import ssdlite320_mobilenet_v3_large
 from .yolo import yolo_decode, yolov5n
@@ -46,16 +47,20 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "inception_v3": inception_v3,
 }
 
-#: Task models (detection, segmentation): name -> factory ``(quantize=False, seed=0) -> nn.Module``.  They may
-#: return a tuple of tensors; :func:`input_shape` and :func:`calibration_data` know their input shapes.
+#: Task models (detection, segmentation): name -> factory ``(quantize=False, seed=0) -> nn.Module``, same
+#: recipe as :data:`MODELS`.  They may return a tuple of tensors; :func:`input_shape` and :func:`calibration_data`
+#: know their input shapes.
 TASK_MODELS: Dict[str, Callable[..., nn.Module]] = {
     "yolov5n": yolov5n,
     "ssdlite320_mobilenet_v3_large": ssdlite320_mobilenet_v3_large,
+    "lraspp_mobilenet_v3_large": lraspp_mobilenet_v3_large,  # (1, 21, H, W) logits
+    "deeplabv3_mobilenet_v3_large": deeplabv3_mobilenet_v3_large,  # (1, 21, H, W) logits
 }
 
 __all__ = [
-    "MODELS", "input_shape", "count_parameters", "quantize_ptq", "calibration_data", "trace",
+    "MODELS", "TASK_MODELS", "input_shape", "count_parameters", "quantize_ptq", "calibration_data", "trace",
     "resnet18", "resnet50", "resnext50_32x4d", "mobilenet_v2", "mobilenet_v3_large", "shufflenet_v2_x1_0",
     "googlenet", "inception_v3",
-    "TASK_MODELS", "yolov5n", "yolo_decode", "ssdlite320_mobilenet_v3_large",
+    "yolov5n", "yolo_decode", "ssdlite320_mobilenet_v3_large", "lraspp_mobilenet_v3_large",
+    "deeplabv3_mobilenet_v3_large",
 ]

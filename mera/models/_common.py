@@ -32,6 +32,9 @@ INPUT_SHAPES: Dict[str, Tuple[int, int, int, int]] = {
     "shufflenet_v2_x1_0": (1, 3, 224, 224),
     "googlenet": (1, 3, 224, 224),
     "inception_v3": (1, 3, 299, 299),
+    # segmentation (mera.models.TASK_MODELS): small inputs keep the tests quick; any H, W works
+    "lraspp_mobilenet_v3_large": (1, 3, 128, 128),
+    "deeplabv3_mobilenet_v3_large": (1, 3, 128, 128),
 }
 
 
@@ -41,12 +44,13 @@ def input_shape(name: str) -> Tuple[int, int, int, int]:
     Parameters
     ----------
     name : str
-        Model name, a key of :data:`mera.models.MODELS`.
+        Model name, a key of :data:`mera.models.MODELS` or :data:`mera.models.TASK_MODELS`.
 
     Returns
     -------
     tuple of int
-        ``(1, 3, 224, 224)``, or ``(1, 3, 299, 299)`` for ``"inception_v3"``.
+        ``(1, 3, 224, 224)`` for the classifiers, ``(1, 3, 299, 299)`` for ``"inception_v3"``; the
+        task models' own shapes (``(1, 3, 128, 128)`` for the segmenters).
 
     Raises
     ------

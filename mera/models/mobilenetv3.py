@@ -20,7 +20,7 @@ from . import _common
 from ._common import Conv2dNormActivation
 
 __all__ = ["InvertedResidualConfig", "QuantizableSqueezeExcitation", "QuantizableInvertedResidual",
-           "QuantizableMobileNetV3", "mobilenet_v3_large"]
+           "QuantizableMobileNetV3", "fuse_blocks", "large_config", "mobilenet_v3_large"]
 
 
 class QuantizableSqueezeExcitation(nn.Module):
@@ -120,9 +120,15 @@ class QuantizableInvertedResidual(nn.Module):
         return self.block(x)
 
 
-def large_config(width_mult: float = 1.0) -> Tuple[List[InvertedResidualConfig], int]:
-    """Block configurations and penultimate width of MobileNetV3-Large."""
+def large_config(width_mult: float = 1.0, dilated: bool = False) -> Tuple[List[InvertedResidualConfig], int]:
+    """Block configurations and penultimate width of MobileNetV3-Large.
+
+    `dilated` (torchvision's ``dilated=True``, for the segmentation backbones): the last stage (C4)
+    keeps stride 16 instead of 32, its three blocks using dilation 2 in the depthwise conv instead of
+    the stride-2 downsampling.
+    """
     bneck = partial(InvertedResidualConfig, width_mult=width_mult)
+    d = 2 if dilated else 1
     setting = [
         # in, kernel, expanded, out, SE, activation, stride
         bneck(16, 3, 16, 16, False, "RE", 1),
@@ -137,9 +143,9 @@ def large_config(width_mult: float = 1.0) -> Tuple[List[InvertedResidualConfig],
         bneck(80, 3, 184, 80, False, "HS", 1),
         bneck(80, 3, 480, 112, True, "HS", 1),
         bneck(112, 3, 672, 112, True, "HS", 1),
-        bneck(112, 5, 672, 160, True, "HS", 2),  # C4
-        bneck(160, 5, 960, 160, True, "HS", 1),
-        bneck(160, 5, 960, 160, True, "HS", 1),
+        bneck(112, 5, 672, 160, True, "HS", 2, d),  # C4
+        bneck(160, 5, 960, 160, True, "HS", 1, d),
+        bneck(160, 5, 960, 160, True, "HS", 1, d),
     ]
     last_channel = InvertedResidualConfig.adjust_channels(1280, width_mult)  # C5
     return setting, last_channel
@@ -196,14 +202,21 @@ class QuantizableMobileNetV3(nn.Module):
 
     def fuse_model(self, is_qat: bool = False) -> None:
         """Fuse Conv+BN (+ReLU; hardswish stays separate) and the SE block's fc1+ReLU in place."""
-        for m in self.modules():
-            if type(m) is Conv2dNormActivation:
-                group = ["0", "1"]
-                if len(m) == 3 and type(m[2]) is nn.ReLU:
-                    group.append("2")
-                _common.fuse(m, group, is_qat)
-            elif type(m) is QuantizableSqueezeExcitation:
-                m.fuse_model(is_qat)
+        fuse_blocks(self, is_qat)
+
+
+def fuse_blocks(module: nn.Module, is_qat: bool = False) -> None:
+    """Fuse every MobileNetV3 building block below `module` in place: each ``Conv2dNormActivation``'s
+    Conv+BN (+ReLU; hardswish stays separate) and each squeeze-and-excitation block's fc1+ReLU.  Also
+    used by the segmentation models, whose backbone is MobileNetV3's ``features``."""
+    for m in module.modules():
+        if type(m) is Conv2dNormActivation:
+            group = ["0", "1"]
+            if len(m) == 3 and type(m[2]) is nn.ReLU:
+                group.append("2")
+            _common.fuse(m, group, is_qat)
+        elif type(m) is QuantizableSqueezeExcitation:
+            m.fuse_model(is_qat)
 
 
 def mobilenet_v3_large(quantize: bool = False, seed: int = 0, num_classes: int = 1000, *, pretrained: bool = False,
