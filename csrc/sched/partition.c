@@ -129,7 +129,11 @@ mera_status sched_plan_layer(sched_ctx *c, int n, sched_plan *pl, char *reason, 
         say(why, sizeof why, "float32 tensors: %s runs on the host", op);
         break;
     case MERA_DNA_HOST:
-        say(why, sizeof why, "%s: not in the DNA's op set (docs/isa.md)", op);
+        if (node->op == MERA_OP_CONV_TRANSPOSE2D)
+            say(why, sizeof why, "conv_transpose2d: not in the DNA's op set (its lowering into stride*stride "
+                "sub-pixel conv2d layers with an interleaving strided store is not implemented; docs/hardware.md)");
+        else
+            say(why, sizeof why, "%s: not in the DNA's op set (docs/isa.md)", op);
         break;
     }
     if (ok) {
