@@ -30,6 +30,7 @@ from .mobilenetv3 import mobilenet_v3_large
 from .ptq import calibration_data, quantize_ptq, trace
 from .resnet import resnet18, resnet50, resnext50_32x4d
 from .shufflenetv2 import shufflenet_v2_x1_0
+from .unet import unet
 
 #: Model name -> factory ``(quantize=False, seed=0, num_classes=1000) -> nn.Module``.
 MODELS: Dict[str, Callable[..., nn.Module]] = {
@@ -43,8 +44,13 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "inception_v3": inception_v3,
 }
 
+#: Dense-prediction (detection, segmentation) model name -> factory ``(quantize=False, seed=0) -> nn.Module``.
+TASK_MODELS: Dict[str, Callable[..., nn.Module]] = {
+    "unet": unet,
+}
+
 __all__ = [
-    "MODELS", "input_shape", "count_parameters", "quantize_ptq", "calibration_data", "trace",
+    "MODELS", "TASK_MODELS", "input_shape", "count_parameters", "quantize_ptq", "calibration_data", "trace",
     "resnet18", "resnet50", "resnext50_32x4d", "mobilenet_v2", "mobilenet_v3_large", "shufflenet_v2_x1_0",
-    "googlenet", "inception_v3",
+    "googlenet", "inception_v3", "unet",
 ]

@@ -32,6 +32,7 @@ INPUT_SHAPES: Dict[str, Tuple[int, int, int, int]] = {
     "shufflenet_v2_x1_0": (1, 3, 224, 224),
     "googlenet": (1, 3, 224, 224),
     "inception_v3": (1, 3, 299, 299),
+    "unet": (1, 3, 128, 128),
 }
 
 
