@@ -253,3 +253,84 @@ def test_fbgemm_direct_path_is_wrong():
     assert ref[1:3, 0:2].tolist() == [[10, 20], [30, 40]] and ref.sum() == 100
     got = run_node(dict(p, n=1, h=3, w=4), x, 1.0, 0, w, (1.0, 0), None, 1.0, 0, False, ROUNDINGS[0])
     np.testing.assert_array_equal(got[0, 0], truth)
+
+
+# ---- frontends and the quantizer ---------------------------------------------------------------
+
+class _Up(torch.nn.Module):
+    def __init__(self, c, o, k, s, p, op, g, d):
+        super().__init__()
+        self.quant, self.dequant = torch.ao.quantization.QuantStub(), torch.ao.quantization.DeQuantStub()
+        self.conv = torch.nn.Conv2d(3, c, 3, padding=1)
+        self.up = torch.nn.ConvTranspose2d(c, o, k, stride=s, padding=p, output_padding=op, groups=g, dilation=d)
+
+    def forward(self, x):
+        return self.dequant(self.up(self.conv(self.quant(x))))
+
+
+def _eager_ptq(m, x):
+    import torch.ao.quantization as tq
+    m.eval()
+    m.qconfig = tq.get_default_qconfig("fbgemm")
+    m.up.qconfig = tq.QConfig(activation=m.qconfig.activation, weight=tq.default_weight_observer)
+    tq.prepare(m, inplace=True)
+    with torch.no_grad():
+        for i in range(3):
+            m(x + 0.1 * i)
+    tq.convert(m, inplace=True)
+    return torch.jit.trace(m, x)
+
+
+@pytest.mark.parametrize("geom", [(8, 6, 3, 2, 1, 1, 1, 1), (6, 4, 4, 2, 1, 0, 2, 1), (5, 7, 3, 3, 0, 2, 1, 2),
+                                  (16, 8, 4, 2, 1, 0, 1, 1), (4, 4, 1, 1, 0, 0, 1, 1)])
+def test_traced_quantized_conv_transpose_is_bit_exact(geom):
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 7, 9)
+    traced = _eager_ptq(_Up(*geom), x)
+    assert "quantized::conv_transpose2d" in str(traced.inlined_graph)
+    with torch.no_grad():
+        ref = traced(x).numpy()
+    for layout in ("NCHW", "NHWC"):
+        xin = x.numpy() if layout == "NCHW" else np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1))
+        mod, params = mera.relay.frontend.from_pytorch(traced, [("input0", xin.shape)], layout=layout)
+        with mera.build_config(target="InterpreterHw"):
+            out = mera.compile(mod, params)(xin)[0]
+        out = out if layout == "NCHW" else out.transpose(0, 3, 1, 2)
+        np.testing.assert_array_equal(out, ref, err_msg=f"{geom} {layout}")
+
+
+def test_frontend_warns_on_fbgemm_direct_path():
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 6, 6)
+    traced = _eager_ptq(_Up(8, 8, 2, 2, 0, 0, 1, 1), x)
+    with pytest.warns(UserWarning, match="direct kernel"):
+        mod, params = mera.relay.frontend.from_pytorch(traced, [("input0", (1, 3, 6, 6))])
+    with mera.build_config(target="InterpreterHw"):
+        out = mera.compile(mod, params)(x.numpy())[0]
+    with torch.no_grad():
+        assert not np.array_equal(out, traced(x).numpy())  # PyTorch's bytes are not a transposed conv here
+
+
+def test_quantizer_quantizes_conv_transpose():
+    """mera.Quantizer gives conv_transpose2d int8 weights (per channel along axis 1 when groups == 1, per
+    tensor when grouped) instead of keeping it float; Simulator == InterpreterHw; close to float."""
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                            torch.nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, output_padding=1, groups=2),
+                            torch.nn.ReLU(), torch.nn.ConvTranspose2d(6, 4, 4, stride=2, padding=1)).eval()
+    x = torch.randn(1, 3, 10, 12)
+    mod, params = mera.frontend.from_pytorch(torch.jit.trace(m, x), [("input0", (1, 3, 10, 12))])
+    q = mera.Quantizer((mod, params))
+    q.calibrate([x.numpy()] + [np.random.default_rng(i).standard_normal((1, 3, 10, 12)).astype(np.float32)
+                               for i in range(3)])
+    qmod, qparams = q.quantize()
+    ops = [n["op"] for n in qmod.nodes()]
+    assert ops == ["quantize", "conv2d", "conv_transpose2d", "relu", "conv_transpose2d", "dequantize"], ops
+    text = str(qmod)
+    assert "%2.weight: i8[8,3,3,3] q(0." in text and "%4.weight: i8[6,4,4,4] q(axis=1," in text, text
+    hw = mera.compile(qmod, qparams, target="InterpreterHw")(x.numpy())[0]
+    with mera.build_config(target="Simulator"):
+        sim = mera.compile(qmod, qparams)(x.numpy())[0]
+    np.testing.assert_array_equal(sim, hw)
+    with torch.no_grad():
+        ref = m(x).numpy()
+    assert np.abs(hw - ref).max() < 0.05 * np.abs(ref).max()
