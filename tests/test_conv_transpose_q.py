@@ -334,3 +334,64 @@ def test_quantizer_quantizes_conv_transpose():
     with torch.no_grad():
         ref = m(x).numpy()
     assert np.abs(hw - ref).max() < 0.05 * np.abs(ref).max()
+
+
+def _onnx_qdq_convtranspose(rng, groups, per_channel, w_dtype, bias):
+    from onnx import TensorProto, helper, numpy_helper
+
+    def init(name, value, dtype=np.float32):
+        return numpy_helper.from_array(np.asarray(value, dtype), name)
+
+    c, og = 4 * groups, int(rng.integers(2, 6))
+    wlo = 0 if w_dtype == np.uint8 else -128
+    wq = rng.integers(wlo + 1, wlo + 256, (c, og, 3, 3))
+    n_s = og if per_channel else 1
+    ws = rng.uniform(0.002, 0.01, n_s) if per_channel else float(rng.uniform(0.002, 0.01))
+    wz = np.full(n_s, wlo + 128 if wlo == 0 else 0) if per_channel else (wlo + 128 if wlo == 0 else 0)
+    inits = [init("s0", 0.04), init("z0", 120, np.uint8), init("so", 0.05), init("zo", 128, np.uint8),
+             init("wq", wq, w_dtype), init("ws", ws), init("wz", wz, w_dtype)]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s0", "z0"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s0", "z0"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], **({"axis": 1} if per_channel else {}))]
+    ct_in = ["xd", "w"]
+    if bias:  # an int32 bias in units of x scale * w scale, as onnxruntime's quantizer writes it
+        inits += [init("bq", rng.integers(-3000, 3000, og * groups), np.int32),
+                  init("bs", np.float32(0.04) * np.float32(ws if not per_channel else ws[0]))]
+        nodes.append(helper.make_node("DequantizeLinear", ["bq", "bs"], ["b"]))
+        ct_in.append("b")
+    nodes += [helper.make_node("ConvTranspose", ct_in, ["yf"], strides=[2, 2], pads=[1, 1, 1, 1],
+                               output_padding=[1, 1], group=groups),
+              helper.make_node("QuantizeLinear", ["yf", "so", "zo"], ["yq"]),
+              helper.make_node("DequantizeLinear", ["yq", "so", "zo"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 9, 7])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("groups,per_channel,w_dtype,bias", [(1, True, np.int8, True), (1, False, np.int8, True),
+                                                             (2, False, np.int8, False), (1, True, np.uint8, False),
+                                                             (3, False, np.uint8, True)])
+def test_onnx_qdq_convtranspose_vs_onnxruntime(groups, per_channel, w_dtype, bias):
+    """DQ -> ConvTranspose -> Q becomes one quantized conv_transpose2d; onnxruntime with graph optimizations
+    disabled computes it in float32 between the DequantizeLinear and QuantizeLinear, so the two agree up to
+    float rounding: at most one quantum, on a few outputs."""
+    ort = pytest.importorskip("onnxruntime")
+    from mera.frontend import from_onnx
+    rng = np.random.default_rng(21 + groups)
+    model = _onnx_qdq_convtranspose(rng, groups, per_channel, w_dtype, bias)
+    x = (rng.standard_normal((1, 4 * groups, 9, 7)) * 2).astype(np.float32)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {"x": x})[0]
+    for layout in ("NCHW", "NHWC"):
+        mod, params = from_onnx(model, layout=layout)
+        ops = [n["op"] for n in mod.nodes() if n["op"] != "transpose"]
+        assert ops == ["quantize", "conv_transpose2d", "dequantize"], ops
+        xin = x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        out = mera.compile(mod, params, target="InterpreterHw")(xin)[0]
+        out = out if layout == "NCHW" else out.transpose(0, 3, 1, 2)
+        d = np.abs(out.astype(np.float64) - ref) / 0.05
+        assert out.shape == ref.shape and d.max() <= 1 + 1e-3 and (d > 0.5).mean() <= 0.01, (d.max(), (d > 0.5).mean())
