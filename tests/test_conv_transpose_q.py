@@ -395,3 +395,59 @@ def test_onnx_qdq_convtranspose_vs_onnxruntime(groups, per_channel, w_dtype, bia
         out = out if layout == "NCHW" else out.transpose(0, 3, 1, 2)
         d = np.abs(out.astype(np.float64) - ref) / 0.05
         assert out.shape == ref.shape and d.max() <= 1 + 1e-3 and (d > 0.5).mean() <= 0.01, (d.max(), (d > 0.5).mean())
+
+
+# ---- the DNA: sub-pixel lowering (csrc/passes/subpixel.c) ----------------------------------------
+
+def _compile_nhwc(p, xq, sx, zx, wq, wqp, bias, so, zo, target):
+    b = ir.Builder("t", rounding=ROUNDINGS[0])
+    x = b.input("x", np.transpose(xq, (0, 2, 3, 1)).shape, "uint8", qparams=(sx, zx), layout="NHWC")
+    args = [x, b.const(wq, qparams=wqp)] + ([] if bias is None else [b.const(bias)])
+    y = b.conv_transpose2d(*args, strides=list(p["stride"]), padding=[*p["pad"], *p["pad"]],
+                           output_padding=list(p["opad"]), dilation=list(p["dil"]), groups=p["g"], layout="NHWC",
+                           out_scale=so, out_zero_point=zo)
+    with mera.build_config(target=target, sim_log=False) if target == "Simulator" else \
+            mera.build_config(target=target):
+        rt = mera.compile(b.finish(y), {})
+    return rt, rt(np.ascontiguousarray(xq.transpose(0, 2, 3, 1)))[0].transpose(0, 3, 1, 2)
+
+
+def test_simulator_runs_subpixel_phases_with_the_same_bytes():
+    """On DNA targets a quantized NHWC conv_transpose2d becomes stride*stride conv2d phases, a concat and a
+    reshape/transpose/reshape interleave (plus crop slices): the bytes are the contract's, and batch-1 layers
+    run on the DNA."""
+    rng = np.random.default_rng(16)
+    on_dna = 0
+    for i in range(40 * MORE):
+        p = case(rng)
+        per_channel = p["g"] == 1 and rng.random() < 0.3
+        sx, zx, xq, wq, wqp, bias, so, zo = draw(rng, p, per_channel)
+        ref = numpy_ref(p, xq, sx, zx, wq, wqp, bias, so, zo)
+        _, hw = _compile_nhwc(p, xq, sx, zx, wq, wqp, bias, so, zo, "InterpreterHw")
+        sim_rt, sim = _compile_nhwc(p, xq, sx, zx, wq, wqp, bias, so, zo, "Simulator")
+        np.testing.assert_array_equal(hw, ref, err_msg=str(p))
+        np.testing.assert_array_equal(sim, ref, err_msg=str(p))
+        rep = sim_rt.partition_report()
+        assert not any(e["op"] == "conv_transpose2d" for e in rep), rep
+        phases = [e for e in rep if e["op"] == "conv2d"]
+        assert len(phases) == p["stride"][0] * p["stride"][1], rep
+        if p["n"] == 1:
+            assert all(e["on_dna"] for e in phases), rep
+            on_dna += 1
+    assert on_dna >= 10 * MORE
+
+
+def test_subpixel_timing_counts_the_phases():
+    """The timing model sees the phase convs: a 2x upsampler of 64 -> 32 channels on 16x16 costs MAC-array
+    time, and more with 4x4 kernels than with 2x2 (4 taps per phase instead of 1)."""
+    rng = np.random.default_rng(17)
+    lat = {}
+    for k, pad in ((2, 0), (4, 1)):
+        p = dict(c=64, o=32, g=1, k=(k, k), stride=(2, 2), pad=(pad, pad), dil=(1, 1), opad=(0, 0), n=1, h=16, w=16)
+        sx, zx, xq, wq, wqp, bias, so, zo = draw(rng, p, False)
+        rt, out = _compile_nhwc(p, xq, sx, zx, wq, wqp, bias, so, zo, "Simulator")
+        np.testing.assert_array_equal(out, numpy_ref(p, xq, sx, zx, wq, wqp, bias, so, zo))
+        layers = {e["op"] for e in rt.partition_report() if e["on_dna"]}
+        assert {"conv2d", "concat", "reshape", "transpose"} <= layers, layers
+        lat[k] = rt.get_runtime_metrics()[0]["device_us"]
+    assert 0 < lat[2] < lat[4], lat
