@@ -451,3 +451,13 @@ def test_subpixel_timing_counts_the_phases():
         assert {"conv2d", "concat", "reshape", "transpose"} <= layers, layers
         lat[k] = rt.get_runtime_metrics()[0]["device_us"]
     assert 0 < lat[2] < lat[4], lat
+
+
+@pytest.mark.parametrize("p", [dict(c=8, o=4, g=1, k=(4, 4), stride=(2, 2), pad=(1, 1), dil=(1, 1), opad=(0, 0)),
+                               dict(c=6, o=6, g=3, k=(3, 2), stride=(3, 2), pad=(1, 0), dil=(1, 2), opad=(2, 1))])
+def test_ip_target_gives_the_contract(p):
+    """The IP target (deploy directory, emulated device) runs the same sub-pixel program."""
+    p = dict(p, n=1, h=5, w=4)
+    sx, zx, xq, wq, wqp, bias, so, zo = draw(np.random.default_rng(18), p, False)
+    _, out = _compile_nhwc(p, xq, sx, zx, wq, wqp, bias, so, zo, "IP")
+    np.testing.assert_array_equal(out, numpy_ref(p, xq, sx, zx, wq, wqp, bias, so, zo))
