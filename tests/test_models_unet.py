@@ -77,10 +77,11 @@ def test_quantized_unet_is_bit_exact_on_interpreter_hw(layout):
         assert np.abs(out - ref).max() == 0.0, f"{layout} input {i}: max abs diff {np.abs(out - ref).max()}"
 
 
-def test_simulator_matches_interpreter_hw():
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_simulator_matches_interpreter_hw(layout):
     _, _, _, inputs, _, y_traced = zoo()
-    mod, params = import_quantized("NHWC")
-    x = to_layout(inputs[0], "NHWC")
+    mod, params = import_quantized(layout)
+    x = to_layout(inputs[0], layout)
     with mera.build_config(target="InterpreterHw"):
         hw = mera.compile(mod, params)(x)[0]
     with mera.build_config(target="Simulator", arch=100):
@@ -91,9 +92,9 @@ def test_simulator_matches_interpreter_hw():
     assert not any(e["op"] == "conv_transpose2d" for e in rep), rep
     phases = [e for e in rep if e["op"] == "conv2d" and ".phase" in e["node"]]
     assert len(phases) == 12 and all(e["on_dna"] for e in phases), rep
-    assert all(e["on_dna"] for e in rep if e["op"] in ("conv2d", "concat", "transpose")), rep
+    assert all(e["on_dna"] for e in rep if e["op"] in ("conv2d", "concat")), rep
     np.testing.assert_array_equal(sim, hw)
-    np.testing.assert_array_equal(sim, to_layout(y_traced[:1], "NHWC"))
+    np.testing.assert_array_equal(sim, to_layout(y_traced[:1], layout))
 
 
 def test_float_unet_matches_torch_on_interpreter():
