@@ -35,6 +35,7 @@ typedef struct {
     X(FOLD_BN, fold_bn, "batch norms folded into conv/dense weights")           \
     X(FOLD_CONST, fold_const, "constant subgraphs evaluated")                   \
     X(LAYOUT, layout, "NCHW converted to NHWC (DNA targets)")                   \
+    X(SUBPIXEL, subpixel, "transposed convs as sub-pixel convs (DNA targets)")  \
     X(DCE, dce, "dead nodes removed")                                           \
     X(PARTITION, partition, "which nodes run on the DNA, which on the host")    \
     X(SCHEDULE, schedule, "the DNA program: segments, layers, DRAM plan")        \

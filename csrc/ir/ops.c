@@ -1100,7 +1100,10 @@ static mera_status infer_matmul(mera_infer_ctx *ctx)
 
 /* conv_transpose2d: the gradient of conv2d with respect to its input. Weight [C_in, C_out/groups, KH, KW] (the
  * layout PyTorch and ONNX both use), output (H-1)*stride - pad_top - pad_bottom + dilation*(KH-1) +
- * output_padding + 1 (likewise W). Float only: its input 1 is a plain tensor, not a quantized weight. */
+ * output_padding + 1 (likewise W). Float, or quantized as PyTorch's quantized::conv_transpose2d: a per-tensor
+ * activation, an int8 kernel quantized per tensor or (groups == 1) per output channel, i.e. along axis 1, a
+ * float bias, and out_scale/out_zero_point/out_dtype. Its input 1 is named "kernel", not "weight": the op is a
+ * host layer, not a CONV layer (ops.def). */
 static const char *const inputs_conv_transpose2d[] = {"data", "kernel", "bias"};
 static const mera_attr_spec attrs_conv_transpose2d[] = {
     {"strides", MERA_ATTR_INTS, 0, 2, NULL, "[1,1]", "stride (h, w)"},
@@ -1109,23 +1112,37 @@ static const mera_attr_spec attrs_conv_transpose2d[] = {
     {"dilation", MERA_ATTR_INTS, 0, 2, NULL, "[1,1]", "dilation (h, w)"},
     {"groups", MERA_ATTR_INT, 0, 0, NULL, "1", "number of groups"},
     LAYOUT_ATTR,
+    QOUT_ATTRS,
     END_ATTRS,
 };
 static mera_status infer_conv_transpose2d(mera_infer_ctx *ctx)
 {
     mera_status st;
     int64_t x[4];
-    char s[128];
-    if ((st = require_float(ctx, 0)) || (st = require_float(ctx, 1)) || (st = spatial_input(ctx, x)) ||
-        (st = require_rank(ctx, 1, 4)))
+    char s[128], d[160];
+    if ((st = check_activation(ctx, 0)) || (st = spatial_input(ctx, x)) || (st = require_rank(ctx, 1, 4)))
         return st;
-    if (ctx->n_inputs > 2 && ctx->in[2] && ((st = require_float(ctx, 2)) || (st = require_rank(ctx, 2, 1))))
+    const mera_type *w = ctx->in[1];
+    int quantized = !is_float(ctx->in[0]);
+    if (!quantized && (st = require_float(ctx, 1)))
         return st;
+    if (quantized && (w->dtype != MERA_DTYPE_INT8 || w->q.kind == MERA_QUANT_NONE))
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be a quantized int8 tensor because input 0 is quantized, got %s%s",
+                    in_desc(ctx, 1, d, sizeof d), mera_dtype_name(w->dtype),
+                    w->dtype == MERA_DTYPE_INT8 ? " without quantization parameters" : "");
+    if (quantized && w->q.kind == MERA_QUANT_PER_AXIS && (w->q.axis != 1 || attr_i(ctx, "groups") != 1))
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s is quantized per axis %d with groups=%lld: per-channel kernels of "
+                    "conv_transpose2d must be quantized along the output-channel axis 1 and need groups=1",
+                    in_desc(ctx, 1, d, sizeof d), w->q.axis, (long long)attr_i(ctx, "groups"));
+    if (ctx->n_inputs > 2 && ctx->in[2] && ((st = require_rank(ctx, 2, 1))))
+        return st;
+    if (ctx->n_inputs > 2 && ctx->in[2] && !is_float(ctx->in[2]))
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be float32 (the bias stays float, as in PyTorch), got %s",
+                    in_desc(ctx, 2, d, sizeof d), mera_dtype_name(ctx->in[2]->dtype));
     int n = 0;
     const int64_t *strides = attr_is(ctx, "strides", &n), *pad = attr_is(ctx, "padding", &n);
     const int64_t *opad = attr_is(ctx, "output_padding", &n), *dil = attr_is(ctx, "dilation", &n);
     int64_t groups = attr_i(ctx, "groups");
-    const mera_type *w = ctx->in[1];
     mera_shape_format(w->shape, 4, s, sizeof s);
     for (int i = 0; i < 2; i++)
         if (strides[i] < 1 || dil[i] < 1 || opad[i] < 0 || (opad[i] >= strides[i] && opad[i] >= dil[i]))
@@ -1146,9 +1163,9 @@ static mera_status infer_conv_transpose2d(mera_infer_ctx *ctx)
     int64_t ow = (x[3] - 1) * strides[1] - pad[1] - pad[3] + dil[1] * (w->shape[3] - 1) + opad[1] + 1;
     if (oh < 1 || ow < 1)
         return FAIL(ctx, MERA_ERR_SHAPE, "the output would be %lldx%lld", (long long)oh, (long long)ow);
-    ctx->out[0] = *ctx->in[0]; /* float32, no quantization */
+    ctx->out[0] = *ctx->in[0];
     spatial_output(ctx, &ctx->out[0], x[0], co, oh, ow);
-    return MERA_OK;
+    return set_output_quant(ctx, &ctx->out[0]);
 }
 
 /* lstm: ONNX's LSTM with its default activations, no peepholes, all sequences full length.

@@ -51,7 +51,7 @@ static const mera_kernel_fn ref_table[MERA_OP_COUNT][MERA_NUMERICS_COUNT] = {
     [MERA_OP_ERF]                 = BOTH(ref_erf_f32, NULL),
     [MERA_OP_ABS]                 = BOTH(ref_abs_f32, NULL),
     [MERA_OP_MATMUL]              = BOTH(ref_matmul_f32, NULL),
-    [MERA_OP_CONV_TRANSPOSE2D]    = BOTH(ref_conv_transpose2d_f32, NULL),
+    [MERA_OP_CONV_TRANSPOSE2D]    = BOTH(ref_conv_transpose2d_f32, ref_conv_transpose2d_q),
     [MERA_OP_LSTM]                = BOTH(ref_lstm_f32, NULL),
 };
 

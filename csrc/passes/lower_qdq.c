@@ -15,8 +15,10 @@
  *    and the relu/clip's are read by the next node alone, becomes the op's
  *    quantized form with the quantize node's output parameters, when every
  *    run-time input of the op has a quantized view and:
- *      conv2d, dense   the weight is a quantized int8 constant, per tensor
- *                      or per axis along the output channels; the bias is
+ *      conv2d, dense, conv_transpose2d
+ *                      the weight is a quantized int8 constant, per tensor
+ *                      or per axis along the output channels (axis 1 of
+ *                      conv_transpose2d's, with groups == 1); the bias is
  *                      absent or a float constant;
  *      add, mul        each operand has a quantized view or is a per-tensor
  *                      quantized constant, all of one dtype;
@@ -218,6 +220,7 @@ static op_kind kind_of(int op)
     case MERA_OP_ADD:
     case MERA_OP_MUL:
         return K_OWN;
+    case MERA_OP_CONV_TRANSPOSE2D: /* no fused activation: a relu after it stays a quantized relu */
     case MERA_OP_CONCAT:
     case MERA_OP_AVG_POOL2D:
     case MERA_OP_ADAPTIVE_AVG_POOL2D:
@@ -264,8 +267,14 @@ static int pad_on_grid(const mera_node *pad, const mera_type *qt)
     return (float)((q - z) * (double)(float)s) == (float)fill;
 }
 
-/* The int8 weight of conv2d/dense node, usable by its quantized form: the
- * src id of the quantized constant, or -1. */
+/* Ops whose input 1 is a weight and input 2 a float bias. */
+static int weighted(int op)
+{
+    return op == MERA_OP_CONV2D || op == MERA_OP_DENSE || op == MERA_OP_CONV_TRANSPOSE2D;
+}
+
+/* The int8 weight of a conv2d/dense/conv_transpose2d node, usable by its
+ * quantized form: the src id of the quantized constant, or -1. */
 static int quant_weight(const lower_ctx *c, const mera_node *node)
 {
     const mera_graph *g = c->rw.src;
@@ -274,6 +283,11 @@ static int quant_weight(const lower_ctx *c, const mera_node *node)
         return -1;
     const mera_type *t = &mera_graph_value(g, w)->type;
     int axis = node->op == MERA_OP_CONV2D && !strcmp(mera_attr_string(node, "kernel_layout"), "HWIO") ? 3 : 0;
+    if (node->op == MERA_OP_CONV_TRANSPOSE2D) {
+        if (t->q.kind == MERA_QUANT_PER_AXIS && mera_attr_int(node, "groups") != 1)
+            return -1;
+        axis = 1;
+    }
     if (t->dtype != MERA_DTYPE_INT8 || (t->q.kind == MERA_QUANT_PER_AXIS && t->q.axis != axis))
         return -1;
     return w;
@@ -290,7 +304,7 @@ static int lowerable(const lower_ctx *c, const mera_node *node)
         int v = node->inputs[i];
         if (v < 0)
             continue;
-        if ((node->op == MERA_OP_CONV2D || node->op == MERA_OP_DENSE) && i >= 1) {
+        if (weighted(node->op) && i >= 1) {
             if (i == 1 ? quant_weight(c, node) < 0
                        : !is_constant(g, v) || mera_graph_value(g, v)->type.dtype != MERA_DTYPE_FLOAT32)
                 return 0;
@@ -325,9 +339,9 @@ static int quantized_inputs(lower_ctx *c, const mera_node *node, int *ins)
         ins[i] = -1;
         if (v < 0)
             continue;
-        if ((node->op == MERA_OP_CONV2D || node->op == MERA_OP_DENSE) && i == 1)
+        if (weighted(node->op) && i == 1)
             ins[i] = mera_rewriter_value(&c->rw, quant_weight(c, node));
-        else if ((node->op == MERA_OP_CONV2D || node->op == MERA_OP_DENSE) && i == 2)
+        else if (weighted(node->op) && i == 2)
             ins[i] = float_value(c, v);
         else
             ins[i] = c->qv[v] >= 0 ? c->qv[v] : mera_rewriter_value(&c->rw, c->qconst[v]);

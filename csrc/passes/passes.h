@@ -13,6 +13,8 @@
  *                  torch.export) lowered to quantized ops
  *   layout.c       NCHW spatial ops converted to NHWC, with transposes
  *                  only at the graph's edges (what the DNA computes on)
+ *   subpixel.c     quantized NHWC conv_transpose2d as stride*stride conv2d
+ *                  phases and an interleave (DNA targets)
  *   dce.c          nodes and declarations no output depends on removed
  *
  * Conventions. Graphs between passes are *bound*: every PARAM value
@@ -39,6 +41,7 @@ mera_graph *mera_pass_fold_bn(const mera_graph *g, mera_error *err);
 mera_graph *mera_pass_fold_const(const mera_graph *g, mera_error *err);
 mera_graph *mera_pass_lower_qdq(const mera_graph *g, mera_error *err);
 mera_graph *mera_pass_layout_nhwc(const mera_graph *g, mera_error *err);
+mera_graph *mera_pass_subpixel(const mera_graph *g, mera_error *err);
 mera_graph *mera_pass_dce(const mera_graph *g, mera_error *err);
 
 /* The param data array of a bound graph, as mera_interp_compile and the

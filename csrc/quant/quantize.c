@@ -131,7 +131,16 @@ static int weight_out_axis(const mera_node *node)
 {
     if (node->op == MERA_OP_CONV2D && !strcmp(mera_attr_string(node, "kernel_layout"), "HWIO"))
         return 3;
+    if (node->op == MERA_OP_CONV_TRANSPOSE2D) /* [C_in, C_out/groups, KH, KW] */
+        return 1;
     return 0;
+}
+
+/* Ops whose input 1 is a weight and input 2 a float bias: the CONV layers
+ * (ops.def WEIGHTS) and conv_transpose2d, a host layer with the same inputs. */
+static int has_weights(const mera_node *node)
+{
+    return (mera_op_table[node->op].flags & MERA_OPF_WEIGHTS) || node->op == MERA_OP_CONV_TRANSPOSE2D;
 }
 
 /* ---- 1. prepare: passes/fold_bn.c on a copy that owns its data ---------- */
@@ -449,7 +458,7 @@ static int quant_const_activation(quant_ctx *c, int v)
     return note_float(c, id, v);
 }
 
-/* A conv/dense weight: int8, symmetric, per output channel or per tensor. */
+/* A conv/dense/conv_transpose2d weight: int8, symmetric, per output channel or per tensor. */
 static int quant_weight(quant_ctx *c, const mera_node *node, int v)
 {
     const mera_value *sv = mera_graph_value(c->q->g, v);
@@ -460,6 +469,9 @@ static int quant_weight(quant_ctx *c, const mera_node *node, int v)
         return -1;
     }
     int ax = weight_out_axis(node), per_ch = c->q->cfg.weight_per_channel;
+    /* a grouped transposed conv's axis 1 holds the channels of one group only: per tensor */
+    if (node->op == MERA_OP_CONV_TRANSPOSE2D && mera_attr_int(node, "groups") != 1)
+        per_ch = 0;
     int64_t n = mera_type_numel(wt), oc = wt->shape[ax], inner = 1;
     for (int i = ax + 1; i < wt->rank; i++)
         inner *= wt->shape[i];
@@ -520,7 +532,7 @@ static int quant_input(quant_ctx *c, const mera_node *node, int i)
     if (c->qv[v] >= 0)
         return c->qv[v];
     const mera_value *sv = mera_graph_value(c->q->g, v);
-    int conv_like = (mera_op_table[node->op].flags & MERA_OPF_WEIGHTS) != 0;
+    int conv_like = has_weights(node);
     int id;
     if (conv_like && i == 1)
         id = quant_weight(c, node, v);

@@ -129,7 +129,12 @@ mera_status sched_plan_layer(sched_ctx *c, int n, sched_plan *pl, char *reason, 
         say(why, sizeof why, "float32 tensors: %s runs on the host", op);
         break;
     case MERA_DNA_HOST:
-        say(why, sizeof why, "%s: not in the DNA's op set (docs/isa.md)", op);
+        if (node->op == MERA_OP_CONV_TRANSPOSE2D)
+            say(why, sizeof why, "conv_transpose2d: the DNA runs it as sub-pixel conv2d layers (passes/subpixel.c), "
+                "which take int8/uint8 NHWC layers with kernels of at most 64 dilated taps per axis and at most "
+                "64 phases; this one is not");
+        else
+            say(why, sizeof why, "%s: not in the DNA's op set (docs/isa.md)", op);
         break;
     }
     if (ok) {

@@ -169,7 +169,7 @@ def resolve(ctx: Context, v: Any) -> Any:
 
 
 # input positions where a converter takes a DQConst as it is (and emits its integers behind a dequantize)
-_TAKES_DQCONST = {"Conv": (1,), "Gemm": (1,), "MatMul": (1,), "Add": (0, 1), "Mul": (0, 1)}
+_TAKES_DQCONST = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (1,), "MatMul": (1,), "Add": (0, 1), "Mul": (0, 1)}
 
 
 def dq_weight(ctx: Context, w: DQConst, transposed: Optional[bool] = None, alpha: float = 1.0) -> Optional[ir.Value]:
@@ -186,6 +186,26 @@ def dq_weight(ctx: Context, w: DQConst, transposed: Optional[bool] = None, alpha
     if w8 is None:
         return None
     return ctx.emit("dequantize", _weight_param(ctx, w.name, w8[0], w8[1]))
+
+
+def dq_transposed_weight(ctx: Context, w: DQConst, groups: int) -> Optional[ir.Value]:
+    """``dequantize`` of an int8 param holding the ConvTranspose weight ``w`` ([C_in, C_out/group, KH, KW]) in
+    the form a quantized conv_transpose2d takes, or None where it has none: per output channel (axis 1) when
+    group is 1 (per-tensor parameters repeated, as for Conv), per tensor when grouped, whose axis 1 holds one
+    group's channels only."""
+    if w.data.ndim != 4:
+        return None
+    w8 = _int8_weight(w.data, w.qp, 1)
+    if w8 is None:
+        return None
+    data, (scales, zps, _) = w8
+    if groups == 1:
+        q = (scales, zps, 1)
+    elif w.qp.axis is None:
+        q = (float(scales[0]), int(zps[0]))
+    else:
+        return None
+    return ctx.emit("dequantize", _weight_param(ctx, w.name, data, q))
 
 
 def dq_operand(ctx: Context, ref: Tensor, c: DQConst) -> Optional[ir.Value]:
@@ -660,5 +680,5 @@ DOMAIN_CONVERTERS = {
 QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul"})
 
 
-__all__ = ["DOMAIN_CONVERTERS", "QUANT_OPS", "DQConst", "QParams", "dq_operand", "dq_weight", "float_inputs",
-           "input_qparams", "qparams", "resolve"]
+__all__ = ["DOMAIN_CONVERTERS", "QUANT_OPS", "DQConst", "QParams", "dq_operand", "dq_transposed_weight", "dq_weight",
+           "float_inputs", "input_qparams", "qparams", "resolve"]

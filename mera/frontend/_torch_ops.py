@@ -14,6 +14,7 @@ axes (cat, mean, chunk, softmax, flatten, view) remap axes or convert.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -208,8 +209,9 @@ def _packed_name(ctx: Context, packed: Any) -> str:
 
 
 def _qconv(ctx: Context, x, packed, scale, zp, relu: bool):
-    if packed.transpose():
-        raise UnsupportedError(f"quantized transposed convolution is not supported{ctx.where()}")
+    if packed.transpose():  # quantized::conv2d never gets transposed params from PyTorch itself
+        raise UnsupportedError(f"quantized::conv2d with transposed-convolution params is not supported"
+                               f"{ctx.where()}: use quantized::conv_transpose2d")
     w, bias = torch.ops.quantized.conv2d_unpack(packed)
     t = ctx.to_layout(ctx.tensor(x, "quantized::conv2d"))
     base = _packed_name(ctx, packed)
@@ -222,6 +224,37 @@ def _qconv(ctx: Context, x, packed, scale, zp, relu: bool):
                  dilation=_pair(packed.dilation()), groups=int(packed.groups()), layout=ctx.spatial(),
                  activation="relu" if relu else "none", **_qout(scale, zp))
     return Tensor(v, ctx.layout == "NHWC", True)  # fbgemm conv output is always channels-last
+
+
+def _fbgemm_direct_path(c_in: int, c_out: int, k, stride, padding, dilation, groups: int) -> bool:
+    """Whether fbgemm runs a transposed conv with its direct-convolution kernel, which does not compute a
+    transposed convolution (docs/numerics.md, tests/test_conv_transpose_q.py)."""
+    return (groups == 1 and c_in % 8 == 0 and c_out % 8 == 0 and k[0] == 2 and k[1] <= 6 and
+            all(s in (1, 2) for s in stride) and not any(padding) and all(d == 1 for d in dilation))
+
+
+@converts("quantized::conv_transpose2d")
+def _quantized_conv_transpose2d(ctx, x, packed, scale, zp):
+    w, bias = torch.ops.quantized.conv_transpose2d_unpack(packed)
+    if w.dim() != 4:
+        raise UnsupportedError(f"only 2-D quantized transposed convolution is supported, got a {w.dim()}-D weight"
+                               f"{ctx.where()}")
+    t = ctx.to_layout(ctx.tensor(x, "quantized::conv_transpose2d"))
+    base = _packed_name(ctx, packed)
+    wv = ctx.b.param(ctx.b._fresh(base + ".weight"), np.ascontiguousarray(w.int_repr().numpy()),
+                     qparams=_weight_qparams(w))
+    bv = None if bias is None else ctx.b.param(ctx.b._fresh(base + ".bias"), bias.detach().float().numpy())
+    stride, (ph, pw) = _pair(packed.stride()), _pair(packed.padding())
+    dil, groups = _pair(packed.dilation()), int(packed.groups())
+    if _fbgemm_direct_path(w.shape[0], w.shape[1] * groups, w.shape[2:], stride, (ph, pw), dil, groups):
+        warnings.warn(f"quantized::conv_transpose2d{ctx.where()}: PyTorch's fbgemm runs this layer (2-row kernel, "
+                      "channels multiples of 8, no padding) with a direct kernel whose results are not a transposed "
+                      "convolution; mera computes the transposed convolution, so this layer's output differs from "
+                      "PyTorch's (docs/numerics.md)", stacklevel=2)
+    v = ctx.emit("conv_transpose2d", t.value, wv, bv, strides=stride, padding=[ph, pw, ph, pw],
+                 output_padding=_pair(packed.output_padding()), dilation=dil, groups=groups,
+                 layout=ctx.spatial(), **_qout(scale, zp))
+    return Tensor(v, ctx.layout == "NHWC", True)  # fbgemm's output is channels-last
 
 
 @converts("quantized::conv2d", "quantized::conv2d.new")

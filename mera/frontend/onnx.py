@@ -349,6 +349,7 @@ def _bn_scale_shift(a, gamma, beta, mean, var):
 def _conv_transpose(ctx: Context, node, a, x, w, b=None):
     t = ctx.to_layout(ctx.tensor(x))
     _check_4d(t, "transposed convolution")
+    wq = w if isinstance(w, _onnx_quant.DQConst) else None  # a quantized weight behind a DequantizeLinear
     w = _const_input(ctx, _onnx_quant.resolve(ctx, w), "the ConvTranspose weight").astype(np.float32)
     if w.ndim != 4:
         raise UnsupportedError(f"only 2-D transposed convolution is supported, got a {w.ndim}-D weight")
@@ -385,7 +386,9 @@ def _conv_transpose(ctx: Context, node, a, x, w, b=None):
         p = list(a.get("pads", [0, 0, 0, 0])) if auto == "NOTSET" else [0, 0, 0, 0]
     if len(p) != 4:
         raise UnsupportedError(f"only 2-D spatial ops are supported (pads {p})")
-    wv = ctx.param(w, node.input[1])
+    wv = None if wq is None else _onnx_quant.dq_transposed_weight(ctx, wq, int(a.get("group", 1)))
+    if wv is None:
+        wv = ctx.param(w, node.input[1])
     bv = None if b is None else ctx.param(_const_input(ctx, _onnx_quant.resolve(ctx, b), "the ConvTranspose bias"),
                                           node.input[2])
     v = ctx.emit("conv_transpose2d", t.value, wv, bv, strides=st, padding=[p[0], p[1], p[2], p[3]],

@@ -33,6 +33,7 @@ from .resnet import resnet18, resnet50, resnext50_32x4d
 from .segmentation import deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large
 from .shufflenetv2 import shufflenet_v2_x1_0
 from .ssdlite import ssdlite320_mobilenet_v3_large
+from .unet import unet
 from .yolo import yolo_decode, yolov5n
 
 #: Model name -> factory ``(quantize=False, seed=0, num_classes=1000) -> nn.Module``.
@@ -55,6 +56,7 @@ TASK_MODELS: Dict[str, Callable[..., nn.Module]] = {
     "ssdlite320_mobilenet_v3_large": ssdlite320_mobilenet_v3_large,
     "lraspp_mobilenet_v3_large": lraspp_mobilenet_v3_large,  # (1, 21, H, W) logits
     "deeplabv3_mobilenet_v3_large": deeplabv3_mobilenet_v3_large,  # (1, 21, H, W) logits
+    "unet": unet,
 }
 
 __all__ = [
@@ -62,5 +64,5 @@ __all__ = [
     "resnet18", "resnet50", "resnext50_32x4d", "mobilenet_v2", "mobilenet_v3_large", "shufflenet_v2_x1_0",
     "googlenet", "inception_v3",
     "yolov5n", "yolo_decode", "ssdlite320_mobilenet_v3_large", "lraspp_mobilenet_v3_large",
-    "deeplabv3_mobilenet_v3_large",
+    "deeplabv3_mobilenet_v3_large", "unet",
 ]

@@ -35,6 +35,7 @@ INPUT_SHAPES: Dict[str, Tuple[int, int, int, int]] = {
     # segmentation (mera.models.TASK_MODELS): small inputs keep the tests quick; any H, W works
     "lraspp_mobilenet_v3_large": (1, 3, 128, 128),
     "deeplabv3_mobilenet_v3_large": (1, 3, 128, 128),
+    "unet": (1, 3, 128, 128),
 }
 
 

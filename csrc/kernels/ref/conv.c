@@ -212,3 +212,67 @@ REF_KERNEL(ref_conv2d_q)
     free(rq);
     return MERA_OK;
 }
+
+/* Quantized conv_transpose2d, PyTorch's quantized::conv_transpose2d on the
+ * fbgemm engine (PackedConvWeight::apply_impl with transpose set, then
+ * fbgemmConv with conv_param_t.transposed): an int32 accumulator, the exact
+ * sum of (x - zx)*(w - zw) over the input pixels and taps that reach an
+ * output pixel,
+ *   y[n, g*og + co, oh, ow] = sum over ci, kh, kw with oh = ih*sh - pt + kh*dh
+ *   and ow = iw*sw - pl + kw*dw of x[n, g*cg + ci, ih, iw] * w[g*cg + ci, co, kh, kw],
+ * formed in int64 and wrapped to int32 like fbgemm's, then requantized with
+ * the same ReQuantizeOutput constants and arithmetic as conv2d
+ * (ref_requant_params, requant_acc: the zero point is added after rounding
+ * under both roundings). PyTorch refuses per-channel weights for transposed
+ * convs ("Per Channel Quantization is currently disabled for transposed
+ * conv"); ours (axis 1, groups == 1, from mera.Quantizer or an ONNX QDQ
+ * import) take conv2d's per-channel formula. Output pixels that no input
+ * reaches (output_padding, strides larger than the dilated kernel) hold the
+ * requantized bias. */
+REF_KERNEL(ref_conv_transpose2d_q)
+{
+    const mera_node *node = a->node;
+    int nhwc = ref_nhwc(node);
+    const mera_type *xt = a->in_types[0], *wt = a->in_types[1], *yt = a->out_types[0];
+    ref_dims4 xd = ref_dims(xt, nhwc), yd = ref_dims(yt, nhwc);
+    const int64_t *st = ref_ints(node, "strides"), *pad = ref_ints(node, "padding"), *dil = ref_ints(node, "dilation");
+    int64_t groups = mera_attr_int(node, "groups"), cg = xd.c / groups, og = wt->shape[1];
+    int64_t KH = wt->shape[2], KW = wt->shape[3];
+    const float *b = a->n_inputs > 2 ? a->in[2] : NULL;
+    requant_ch *rq = ref_alloc(yd.c, sizeof *rq);
+    if (!rq)
+        return ref_nomem(err, node);
+    ref_requant_params(xt, wt, yt, b, yd.c, rq);
+    const int8_t *w = a->in[1];
+    int32_t zx = ref_zp(xt), zy = ref_zp(yt), lo = q_lo(yt->dtype), hi = q_hi(yt->dtype);
+    int per_axis = wt->q.kind == MERA_QUANT_PER_AXIS;
+    for (int64_t n = 0; n < yd.n; n++)
+        for (int64_t o = 0; o < yd.c; o++) {
+            int64_t g = o / og, co = o % og;
+            int32_t zw = mera_q_zero_point(&wt->q, per_axis ? co : 0);
+            for (int64_t oh = 0; oh < yd.h; oh++)
+                for (int64_t ow = 0; ow < yd.w; ow++) {
+                    int64_t acc = 0;
+                    for (int64_t kh = 0; kh < KH; kh++) {
+                        int64_t th = oh + pad[0] - kh * dil[0], ih = th / st[0];
+                        if (th < 0 || th % st[0] || ih >= xd.h)
+                            continue;
+                        for (int64_t kw = 0; kw < KW; kw++) {
+                            int64_t tw = ow + pad[1] - kw * dil[1], iw = tw / st[1];
+                            if (tw < 0 || tw % st[1] || iw >= xd.w)
+                                continue;
+                            for (int64_t ci = 0; ci < cg; ci++) {
+                                int64_t c = g * cg + ci;
+                                int32_t xv = q_load(a->in[0], xt->dtype, ref_at(&xd, n, c, ih, iw));
+                                int32_t wv = w[((c * og + co) * KH + kh) * KW + kw];
+                                acc += (int64_t)(xv - zx) * (wv - zw);
+                            }
+                        }
+                    }
+                    q_store(a->out[0], yt->dtype, ref_at(&yd, n, o, oh, ow),
+                            requant_acc((int32_t)(uint32_t)(uint64_t)acc, &rq[o], zy, lo, hi));
+                }
+        }
+    free(rq);
+    return MERA_OK;
+}

@@ -38,6 +38,7 @@ REF_KERNEL(ref_erf_f32);
 REF_KERNEL(ref_abs_f32);
 REF_KERNEL(ref_matmul_f32);
 REF_KERNEL(ref_conv_transpose2d_f32);
+REF_KERNEL(ref_conv_transpose2d_q);
 REF_KERNEL(ref_lstm_f32);
 
 /* elementwise.c */
