@@ -1,0 +1,332 @@
+"""ONNX host ops against onnxruntime: its dynamic quantization (quantize_dynamic's DynamicQuantizeLinear,
+ConvInteger, MatMulInteger, Cast), and GRU. Randomized, seeded shapes and data; the integer parts exact.
+(The ONNX node tests of these ops are claimed in tests/test_frontend_onnx.py.)"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+torch = pytest.importorskip("torch")
+
+import mera  # noqa: E402
+from mera.frontend import from_onnx  # noqa: E402
+from onnx import helper, numpy_helper, TensorProto  # noqa: E402
+
+LAYOUTS = ("NCHW", "NHWC")
+
+
+def nhwc(x):
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
+
+
+def nchw(x):
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if x.ndim == 4 else x
+
+
+def run_ort(model, feeds):
+    """onnxruntime on the CPU with graph optimizations off (its kernels as the nodes say)."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+    return sess.run(None, {i.name: x for i, x in zip(sess.get_inputs(), feeds)})
+
+
+def run_mera(model, feeds, layout="NCHW", target="Interpreter"):
+    mod, params = from_onnx(model, layout=layout)
+    xs = [nhwc(x) if layout == "NHWC" else x for x in feeds]
+    outs = mera.compile(mod, params, target=target)(*xs)
+    return [nchw(o) if layout == "NHWC" else o for o in outs], mod
+
+
+def model_of(nodes, inputs, outputs, inits=(), opset=17):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def vi(name, elem, shape=None):
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+# -- DynamicQuantizeLinear ------------------------------------------------------------------------
+
+def _dql_data(rng, kind, shape):
+    x = rng.standard_normal(shape).astype(np.float32) * rng.uniform(0.01, 100)
+    if kind == "positive":
+        x = np.abs(x)
+    elif kind == "negative":
+        x = -np.abs(x)
+    elif kind == "zeros":
+        x = np.zeros(shape, np.float32)
+    elif kind == "constant":
+        x = np.full(shape, 3.25, np.float32)
+    elif kind == "ties":  # values on k + 0.5 steps of the scale: x / scale rounds half to even
+        x = (rng.integers(-100, 155, shape).astype(np.float32) + 0.5) * np.float32(0.25)
+        x.reshape(-1)[:2] = [-25.0, 38.75]
+    return x
+
+
+@pytest.mark.parametrize("kind", ["normal", "positive", "negative", "zeros", "constant", "ties"])
+def test_dynamic_quantize_linear_vs_onnxruntime(kind):
+    model = model_of([helper.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"])], [vi("x", TensorProto.FLOAT)],
+                     [vi("y", TensorProto.UINT8), vi("s", TensorProto.FLOAT), vi("z", TensorProto.UINT8)])
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        shape = tuple(int(d) for d in rng.integers(1, 9, rng.integers(1, 5)))
+        x = _dql_data(rng, kind, shape)
+        model.graph.input[0].CopyFrom(vi("x", TensorProto.FLOAT, list(shape)))
+        ref = run_ort(model, [x])
+        outs, _ = run_mera(model, [x], "NCHW")
+        for o, r in zip(outs, ref):
+            assert o.dtype == r.dtype and o.shape == r.shape, (o.dtype, r.dtype, o.shape, r.shape)
+            assert np.array_equal(o, r), (kind, seed, o, r)
+
+
+# -- MatMulInteger, ConvInteger ---------------------------------------------------------------------
+
+_I8 = {np.uint8: TensorProto.UINT8, np.int8: TensorProto.INT8}
+
+
+def _ints(rng, dtype, shape):
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max + 1, shape).astype(dtype)
+
+
+@pytest.mark.parametrize("adt,bdt", [(np.uint8, np.uint8), (np.uint8, np.int8), (np.int8, np.int8),
+                                     (np.int8, np.uint8)])
+def test_matmul_integer_vs_onnxruntime(adt, bdt):
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        m, k, n = (int(v) for v in rng.integers(1, 40, 3))
+        batch = [int(v) for v in rng.integers(1, 4, seed % 3)]
+        a = _ints(rng, adt, batch + [m, k])
+        b = _ints(rng, bdt, [k, n])
+        azp = _ints(rng, adt, [])
+        bzp = _ints(rng, bdt, [n] if seed % 2 else [])
+        b_const = seed % 2 == 0  # a weight (initializer), or a run-time B
+        inits = [numpy_helper.from_array(azp, "azp"), numpy_helper.from_array(bzp, "bzp")]
+        inputs = [vi("a", _I8[adt], list(a.shape))]
+        if b_const:
+            inits.append(numpy_helper.from_array(b, "b"))
+        else:
+            inputs.append(vi("b", _I8[bdt], list(b.shape)))
+        model = model_of([helper.make_node("MatMulInteger", ["a", "b", "azp", "bzp"], ["y"])], inputs,
+                         [vi("y", TensorProto.INT32)], inits)
+        feeds = [a] if b_const else [a, b]
+        ref = run_ort(model, feeds)[0]
+        (out,), mod = run_mera(model, feeds)
+        assert "matmul_integer" in [nd["op"] for nd in mod.nodes()]
+        assert out.dtype == np.int32 and np.array_equal(out, ref), (seed, adt, bdt)
+
+
+@pytest.mark.parametrize("wdt", [np.uint8, np.int8])
+def test_conv_integer_vs_onnxruntime(wdt):
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        groups = int(rng.choice([1, 2]))
+        c, m = groups * int(rng.integers(1, 4)), groups * int(rng.integers(1, 4))
+        kh, kw = (int(v) for v in rng.integers(1, 4, 2))
+        h, w = int(rng.integers(kh + 2, 12)), int(rng.integers(kw + 2, 12))
+        strides = [int(v) for v in rng.integers(1, 3, 2)]
+        dil = [int(v) for v in rng.integers(1, 3, 2)]
+        pads = [int(v) for v in rng.integers(0, 2, 4)]
+        x = _ints(rng, np.uint8, (1, c, h, w))
+        wt = _ints(rng, wdt, (m, c // groups, kh, kw))
+        xzp, wzp = _ints(rng, np.uint8, []), _ints(rng, wdt, [])
+        node = helper.make_node("ConvInteger", ["x", "w", "xzp", "wzp"], ["y"], group=groups, strides=strides,
+                                dilations=dil, pads=pads)
+        model = model_of([node], [vi("x", TensorProto.UINT8, list(x.shape))], [vi("y", TensorProto.INT32)],
+                         [numpy_helper.from_array(a, n) for a, n in ((wt, "w"), (xzp, "xzp"), (wzp, "wzp"))])
+        ref = run_ort(model, [x])[0]
+        (out,), _ = run_mera(model, [x])
+        assert out.dtype == np.int32 and np.array_equal(out, ref), (seed, wdt)
+
+
+# -- whole models quantized by onnxruntime.quantization.quantize_dynamic --------------------------
+
+class _ConvNet(torch.nn.Module):
+    def __init__(self, c, k, stride, groups, hidden, classes):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3 * groups, 4 * groups, k, stride=stride, padding=k // 2, groups=groups)
+        self.fc1 = torch.nn.Linear(4 * groups, hidden)
+        self.fc2 = torch.nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        f = torch.relu(self.conv(x))                   # [1, C, H, W]
+        seq = f.flatten(2).transpose(1, 2)             # [1, HW, C]: a batched Linear (MatMul of rank 3)
+        return self.fc2(torch.relu(self.fc1(seq))).mean(1)
+
+
+def _quantized(tmp_path, model, x, weight_type, name):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    f, q = tmp_path / f"{name}.onnx", tmp_path / f"{name}_q.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (x,), str(f), opset_version=13, dynamo=False)
+    import logging
+    logging.getLogger().setLevel(logging.ERROR)  # quantize_dynamic's advice to pre-process
+    quantize_dynamic(str(f), str(q), weight_type=getattr(QuantType, weight_type))
+    return q
+
+
+def _with_integer_outputs(path):
+    """The model with every output of its integer ops (and DynamicQuantizeLinear's scales) as graph outputs."""
+    m = onnx.load(str(path))
+    for n in m.graph.node:
+        if n.op_type in ("DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"):
+            m.graph.output.extend(vi(o, TensorProto.UNDEFINED) for o in n.output)
+    return onnx.shape_inference.infer_shapes(m)
+
+
+@pytest.mark.parametrize("weight_type", ["QInt8", "QUInt8"])
+def test_quantize_dynamic_cnn_vs_onnxruntime(weight_type, tmp_path):
+    """A CNN with batched Linear layers through quantize_dynamic: DynamicQuantizeLinear -> ConvInteger /
+    MatMulInteger -> Cast -> Mul by the scales; identical to onnxruntime (the float steps are the same ops in the
+    same order)."""
+    for seed in range(3):
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        groups = 1 + seed % 2
+        net = _ConvNet(3, 1 + 2 * (seed % 2), 1 + seed % 2, groups, int(rng.integers(4, 20)), int(rng.integers(2, 9)))
+        x = torch.randn(1, 3 * groups, int(rng.integers(5, 12)), int(rng.integers(5, 12))) * float(rng.uniform(0.1, 4))
+        q = _quantized(tmp_path, net, x, weight_type, f"cnn{seed}")
+        qm = _with_integer_outputs(q)
+        ops = [n.op_type for n in qm.graph.node]
+        assert {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "Cast"} <= set(ops), ops
+        ref = run_ort(qm, [x.numpy()])
+        for layout in LAYOUTS:
+            outs, _ = run_mera(qm, [x.numpy()], layout)
+            assert len(outs) == len(ref) > 4
+            np.testing.assert_allclose(outs[0], ref[0], rtol=1e-5, atol=1e-6)
+            for o, r in zip(outs[1:], ref[1:]):  # the integer steps: exact
+                assert o.dtype == r.dtype and o.shape == r.shape and np.array_equal(o, r), (seed, layout)
+
+
+@pytest.mark.parametrize("target", ["InterpreterHw", "Simulator", "IP"])
+def test_quantize_dynamic_on_every_target(target, tmp_path):
+    """The integer host ops fall back to the host on the DNA targets and in the deployed runtime."""
+    torch.manual_seed(7)
+    net = _ConvNet(3, 3, 1, 1, 8, 5)
+    x = torch.randn(1, 3, 7, 6)
+    q = _quantized(tmp_path, net, x, "QInt8", "cnn")
+    qm = _with_integer_outputs(q)
+    ref = run_ort(qm, [x.numpy()])
+    outs, _ = run_mera(qm, [x.numpy()], "NHWC", target=target)
+    np.testing.assert_allclose(outs[0], ref[0], rtol=1e-5, atol=1e-6)
+    for o, r in zip(outs[1:], ref[1:]):
+        assert o.dtype == r.dtype and np.array_equal(o, r)
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+def test_integer_ops_refuse_what_they_do_not_support():
+    u8 = TensorProto.UINT8
+    w1d = numpy_helper.from_array(np.ones((2, 1, 3), np.uint8), "w")
+    conv1d = model_of([helper.make_node("ConvInteger", ["x", "w"], ["y"], name="ci")], [vi("x", u8, [1, 1, 8])],
+                      [vi("y", TensorProto.INT32)], [w1d])
+    with pytest.raises(mera.UnsupportedError, match="'ci'.*1-D ConvInteger"):
+        from_onnx(conv1d)
+    bzp = numpy_helper.from_array(np.ones((2, 3), np.uint8), "bzp")
+    mm = model_of([helper.make_node("MatMulInteger", ["a", "b", "", "bzp"], ["y"], name="mmi")],
+                  [vi("a", u8, [2, 4]), vi("b", u8, [4, 3])], [vi("y", TensorProto.INT32)], [bzp])
+    with pytest.raises(mera.UnsupportedError, match="'mmi'.*b_zero_point of shape \\[2, 3\\]"):
+        from_onnx(mm)
+    cast = model_of([helper.make_node("MatMulInteger", ["a", "b"], ["i"]),
+                     helper.make_node("Cast", ["i"], ["y"], name="to_i64", to=TensorProto.INT64)],
+                    [vi("a", u8, [2, 4]), vi("b", u8, [4, 3])], [vi("y", TensorProto.INT64)])
+    with pytest.raises(mera.UnsupportedError, match="'to_i64'.*to INT64"):
+        from_onnx(cast)
+    # a quantized (QDQ) tensor is not a plain integer operand
+    f = TensorProto.FLOAT
+    qdq = model_of([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+                    helper.make_node("MatMulInteger", ["q", "b"], ["y"], name="mmq")],
+                   [vi("x", f, [2, 4])], [vi("y", TensorProto.INT32)],
+                   [numpy_helper.from_array(np.float32(0.1), "s"), numpy_helper.from_array(np.uint8(3), "z"),
+                    numpy_helper.from_array(np.ones((4, 3), np.uint8), "b")])
+    with pytest.raises(mera.UnsupportedError, match="'mmq'.*on the stored integers"):
+        from_onnx(qdq)
+
+
+# -- GRU ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("lbr", [0, 1])
+def test_gru_vs_onnxruntime(direction, lbr):
+    """Random GRU nodes (bias, initial_h, both layouts of the batch) feeding a float op, Y and Y_h."""
+    f = TensorProto.FLOAT
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        S, B, I, H = (int(v) for v in rng.integers(1, 7, 4))
+        dirs = 2 if direction == "bidirectional" else 1
+        batchwise = False  # (onnxruntime refuses layout=1; the node test test_gru_batchwise covers it)
+        w = rng.standard_normal((dirs, 3 * H, I)).astype(np.float32)
+        r = rng.standard_normal((dirs, 3 * H, H)).astype(np.float32)
+        b = rng.standard_normal((dirs, 6 * H)).astype(np.float32)
+        x = rng.standard_normal((B, S, I) if batchwise else (S, B, I)).astype(np.float32)
+        h0 = rng.standard_normal((B, dirs, H) if batchwise else (dirs, B, H)).astype(np.float32)
+        ins = ["x", "w", "r", "b", "", "h0"] if seed else ["x", "w", "r"]
+        node = helper.make_node("GRU", ins, ["y", "yh"], hidden_size=H, direction=direction,
+                                linear_before_reset=lbr, layout=int(batchwise))
+        inits = [numpy_helper.from_array(a, n) for a, n in ((w, "w"), (r, "r"), (b, "b"))]
+        inputs = [vi("x", f, list(x.shape))] + ([vi("h0", f, list(h0.shape))] if seed else [])
+        model = model_of([node, helper.make_node("Relu", ["y"], ["yr"])], inputs,
+                         [vi("yr", f), vi("yh", f)], inits[:3] if seed else inits[:2])
+        feeds = [x, h0] if seed else [x]
+        ref = run_ort(model, feeds)
+        outs, mod = run_mera(model, feeds)
+        assert "gru" in [nd["op"] for nd in mod.nodes()]
+        for o, e in zip(outs, ref):
+            assert o.shape == e.shape
+            np.testing.assert_allclose(o, e, rtol=1e-5, atol=1e-5, err_msg=f"{direction} lbr={lbr} seed={seed}")
+
+
+class _CnnGru(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 8, 3, stride=(4, 1), padding=1)
+        self.gru = torch.nn.GRU(32, 16, num_layers=2, bidirectional=True)
+        self.fc = torch.nn.Linear(32, 11)
+
+    def forward(self, x):
+        f = torch.relu(self.conv(x))
+        seq = f.flatten(1, 2).permute(2, 0, 1)
+        y, h = self.gru(seq)
+        return self.fc(y), h
+
+
+def test_gru_exported_from_pytorch_vs_onnxruntime(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 16, 20)
+    path = tmp_path / "crnn_gru.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_CnnGru().eval(), (x,), str(path), opset_version=14, dynamo=False)
+    ref = run_ort(path, [x.numpy()])
+    for layout in LAYOUTS:
+        outs, _ = run_mera(path, [x.numpy()], layout)
+        for o, e in zip(outs, ref):
+            assert o.shape == e.shape
+            np.testing.assert_allclose(o, e, rtol=1e-5, atol=1e-5, err_msg=layout)
+
+
+def test_gru_refuses_what_it_does_not_support():
+    f = TensorProto.FLOAT
+    w = numpy_helper.from_array(np.ones((1, 6, 3), np.float32), "w")
+    r = numpy_helper.from_array(np.ones((1, 6, 2), np.float32), "r")
+    lens = numpy_helper.from_array(np.array([4, 2], np.int32), "lens")
+    cases = {
+        "activations": dict(activations=["Relu", "Tanh"]),
+        "clip": dict(clip=1.0),
+    }
+    for what, kw in cases.items():
+        m = model_of([helper.make_node("GRU", ["x", "w", "r"], ["y"], name="g", hidden_size=2, **kw)],
+                     [vi("x", f, [4, 2, 3])], [vi("y", f)], [w, r])
+        with pytest.raises(mera.UnsupportedError, match=f"'g'.*{what}"):
+            from_onnx(m)
+    m = model_of([helper.make_node("GRU", ["x", "w", "r", "", "lens"], ["y"], name="g", hidden_size=2)],
+                 [vi("x", f, [4, 2, 3])], [vi("y", f)], [w, r, lens])
+    with pytest.raises(mera.UnsupportedError, match="'g'.*sequence_lens \\[4, 2\\]"):
+        from_onnx(m)
