@@ -26,9 +26,10 @@ def nchw(x):
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if x.ndim == 4 else x
 
 
-def run_ort(model, feeds):
+def run_ort(model, feeds, threads=0):
     """onnxruntime on the CPU with graph optimizations off (its kernels as the nodes say)."""
     so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
@@ -218,6 +219,42 @@ def test_quantize_dynamic_on_every_target(target, tmp_path):
     np.testing.assert_allclose(outs[0], ref[0], rtol=1e-5, atol=1e-6)
     for o, r in zip(outs[1:], ref[1:]):
         assert o.dtype == r.dtype and np.array_equal(o, r)
+
+
+class _CnnLstm(torch.nn.Module):
+    """A CRNN-style recogniser: conv features, columns as a sequence, an LSTM, a classifier; Y and Y_h out."""
+
+    def __init__(self, bidirectional):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 8, 3, stride=(4, 1), padding=1)
+        self.lstm = torch.nn.LSTM(32, 16, bidirectional=bidirectional)
+        self.fc = torch.nn.Linear(32 if bidirectional else 16, 11)
+
+    def forward(self, x):
+        f = torch.relu(self.conv(x))                    # [N, 8, 4, W]
+        seq = f.flatten(1, 2).permute(2, 0, 1)           # [W, N, 32]
+        y, (h, _) = self.lstm(seq)
+        return self.fc(y), h
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("weight_type", ["QInt8", "QUInt8"])
+def test_quantize_dynamic_cnn_lstm_vs_onnxruntime(bidirectional, weight_type, tmp_path):
+    """quantize_dynamic writes com.microsoft DynamicQuantizeLSTM for an LSTM: X and each step's hidden state are
+    quantized at run time. Batch 3 with onnxruntime on one thread: with more, onnxruntime quantizes the hidden state
+    per thread's block of batch rows (docs/frontends.md)."""
+    for seed, (batch, threads) in enumerate([(1, 0), (3, 1)]):
+        torch.manual_seed(seed)
+        x = torch.randn(batch, 1, 16, int(np.random.default_rng(seed).integers(6, 20)))
+        q = _quantized(tmp_path, _CnnLstm(bidirectional), x, weight_type, f"crnn{seed}")
+        assert "DynamicQuantizeLSTM" in [n.op_type for n in onnx.load(str(q)).graph.node]
+        ref = run_ort(q, [x.numpy()], threads)
+        for layout in LAYOUTS:
+            outs, mod = run_mera(q, [x.numpy()], layout)
+            assert "dynamic_quantize_lstm" in [nd["op"] for nd in mod.nodes()]
+            for o, e in zip(outs, ref):
+                assert o.shape == e.shape
+                np.testing.assert_allclose(o, e, rtol=1e-5, atol=1e-5 * np.abs(e).max(), err_msg=layout)
 
 
 # -- errors ----------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@
 static const char *input_role(const mera_infer_ctx *ctx, int i)
 {
     const mera_op_info *info = &mera_op_table[ctx->op];
-    int n = info->max_inputs <= 3 ? info->max_inputs : 1; /* variadic ops have one name */
+    int n = info->max_inputs <= 10 ? info->max_inputs : 1; /* variadic ops (concat) have one name */
     if (i < n)
         return info->input_names[i];
     return info->input_names[0];
@@ -1412,6 +1412,77 @@ static mera_status infer_gru(mera_infer_ctx *ctx)
                                             ctx->in[4]->shape[1] != B || ctx->in[4]->shape[2] != H))
         return FAIL(ctx, MERA_ERR_SHAPE, "initial_h must be [%lld, %lld, %lld]", (long long)dirs, (long long)B,
                     (long long)H);
+    mera_type *out = &ctx->out[0];
+    *out = *x;
+    out->rank = 4;
+    out->layout = MERA_LAYOUT_ANY;
+    out->shape[0] = S;
+    out->shape[1] = dirs;
+    out->shape[2] = B;
+    out->shape[3] = H;
+    return MERA_OK;
+}
+
+/* dynamic_quantize_lstm: onnxruntime's DynamicQuantizeLSTM. data [seq, batch, input] float32; w [dirs, input, 4H]
+ * and r [dirs, H, 4H] plain int8/uint8 (gates i, o, f, c; transposed against lstm's); b [dirs, 8H], initial_h and
+ * initial_c [dirs, batch, H] float32 or omitted; w_scale/r_scale float32 [dirs] or [dirs, 4H]; w_zero_point and
+ * r_zero_point of the weights' dtype, one value per direction ([dirs], or [dirs, 4H] all equal: onnxruntime reads
+ * the first). Output Y [seq, dirs, batch, H]. */
+static const char *const inputs_dynamic_quantize_lstm[] = {"data", "w", "r", "b", "initial_h", "initial_c",
+                                                           "w_scale", "w_zero_point", "r_scale", "r_zero_point"};
+static const mera_attr_spec attrs_dynamic_quantize_lstm[] = {
+    {"hidden_size", MERA_ATTR_INT, 1, 0, NULL, NULL, "H"},
+    {"direction", MERA_ATTR_STRING, 0, 0, "forward|reverse|bidirectional", "forward", "direction"},
+    END_ATTRS,
+};
+static mera_status infer_dynamic_quantize_lstm(mera_infer_ctx *ctx)
+{
+    mera_status st;
+    char d[160];
+    if ((st = require_float(ctx, 0)) || (st = require_plain_int8(ctx, 1)) || (st = require_plain_int8(ctx, 2)) ||
+        (st = require_rank(ctx, 0, 3)) || (st = require_rank(ctx, 1, 3)) || (st = require_rank(ctx, 2, 3)))
+        return st;
+    for (int i = 3; i < 10; i++) {
+        if (!ctx->in[i]) {
+            if (i >= 6)
+                return FAIL(ctx, MERA_ERR_INVALID, "input %d (%s) is required", i, inputs_dynamic_quantize_lstm[i]);
+            continue;
+        }
+        if (i == 7 || i == 9) {
+            if ((st = require_plain_int8(ctx, i)))
+                return st;
+            const mera_type *wgt = ctx->in[i == 7 ? 1 : 2];
+            if (ctx->in[i]->dtype != wgt->dtype)
+                return FAIL(ctx, MERA_ERR_DTYPE, "%s is %s but its weight is %s", in_desc(ctx, i, d, sizeof d),
+                            mera_dtype_name(ctx->in[i]->dtype), mera_dtype_name(wgt->dtype));
+        } else if ((st = require_float(ctx, i))) {
+            return st;
+        }
+    }
+    int64_t H = attr_i(ctx, "hidden_size"), dirs = strcmp(attr_s(ctx, "direction"), "bidirectional") ? 1 : 2;
+    const mera_type *x = ctx->in[0], *w = ctx->in[1], *r = ctx->in[2];
+    int64_t S = x->shape[0], B = x->shape[1], I = x->shape[2];
+    if (H < 1)
+        return FAIL(ctx, MERA_ERR_ATTR, "hidden_size = %lld must be >= 1", (long long)H);
+    if (w->shape[0] != dirs || w->shape[1] != I || w->shape[2] != 4 * H || r->shape[0] != dirs ||
+        r->shape[1] != H || r->shape[2] != 4 * H)
+        return FAIL(ctx, MERA_ERR_SHAPE, "w must be [%lld, %lld, %lld] and r [%lld, %lld, %lld] for %s, hidden_size %lld "
+                    "and %lld input features", (long long)dirs, (long long)I, (long long)(4 * H), (long long)dirs,
+                    (long long)H, (long long)(4 * H), attr_s(ctx, "direction"), (long long)H, (long long)I);
+    if (ctx->in[3] && (ctx->in[3]->rank != 2 || ctx->in[3]->shape[0] != dirs || ctx->in[3]->shape[1] != 8 * H))
+        return FAIL(ctx, MERA_ERR_SHAPE, "b must be [%lld, %lld]", (long long)dirs, (long long)(8 * H));
+    for (int i = 4; i < 6; i++)
+        if (ctx->in[i] && (ctx->in[i]->rank != 3 || ctx->in[i]->shape[0] != dirs || ctx->in[i]->shape[1] != B ||
+                           ctx->in[i]->shape[2] != H))
+            return FAIL(ctx, MERA_ERR_SHAPE, "%s must be [%lld, %lld, %lld]", in_desc(ctx, i, d, sizeof d),
+                        (long long)dirs, (long long)B, (long long)H);
+    for (int i = 6; i < 10; i++) {
+        const mera_type *t = ctx->in[i];
+        int ok = (t->rank == 1 && t->shape[0] == dirs) || (t->rank == 2 && t->shape[0] == dirs && t->shape[1] == 4 * H);
+        if (!ok)
+            return FAIL(ctx, MERA_ERR_SHAPE, "%s must be [%lld] or [%lld, %lld]", in_desc(ctx, i, d, sizeof d),
+                        (long long)dirs, (long long)dirs, (long long)(4 * H));
+    }
     mera_type *out = &ctx->out[0];
     *out = *x;
     out->rank = 4;

@@ -597,17 +597,78 @@ def _gru(ctx: Context, node, a, x, w, r, b=None, seq_lens=None, h0=None):
                  linear_before_reset=int(a.get("linear_before_reset", 0)))
     outs = list(node.output) + [""]
     if _used(ctx, outs[1]):
-        # Y_h: the last step of each direction, [dirs, batch, H]
-        parts = []
-        for d in range(dirs):
-            last = 0 if direction == "reverse" or d == 1 else seq - 1
-            v = ctx.emit("slice", y, axis=0, begin=last, end=last + 1)
-            parts.append(ctx.emit("slice", v, axis=1, begin=d, end=d + 1) if dirs > 1 else v)
-        yh = parts[0] if dirs == 1 else ctx.emit("concat", *parts, axis=1)
-        yh = ctx.emit("reshape", yh, shape=[dirs, batch, hidden])
+        yh = _rnn_y_h(ctx, y, direction, seq, batch, hidden)
         ctx.env[outs[1]] = Tensor(ctx.emit("transpose", yh, axes=[1, 0, 2]) if batchwise else yh, False)
     # Y [seq, dirs, batch, H]; layout 1: [batch, seq, dirs, H]
     return Tensor(ctx.emit("transpose", y, axes=[2, 0, 1, 3]) if batchwise else y, False)
+
+
+def _rnn_y_h(ctx: Context, y: ir.Value, direction: str, seq: int, batch: int, hidden: int) -> ir.Value:
+    """Y_h of a recurrent op's Y [seq, dirs, batch, H]: the last step of each direction, [dirs, batch, H]."""
+    dirs = 2 if direction == "bidirectional" else 1
+    parts = []
+    for d in range(dirs):
+        last = 0 if direction == "reverse" or d == 1 else seq - 1
+        v = ctx.emit("slice", y, axis=0, begin=last, end=last + 1)
+        parts.append(ctx.emit("slice", v, axis=1, begin=d, end=d + 1) if dirs > 1 else v)
+    yh = parts[0] if dirs == 1 else ctx.emit("concat", *parts, axis=1)
+    return ctx.emit("reshape", yh, shape=[dirs, batch, hidden])
+
+
+def _dynamic_quantize_lstm(ctx: Context, node, a, x, w, r, b=None, seq_lens=None, h0=None, c0=None, p=None,
+                           w_scale=None, w_zp=None, r_scale=None, r_zp=None):
+    """com.microsoft DynamicQuantizeLSTM (quantize_dynamic's LSTM): int8/uint8 weights [dirs, in, 4H] with their
+    scales and zero points; onnxruntime quantizes X and the hidden state at run time."""
+    def s(v):
+        return v.decode() if isinstance(v, bytes) else v
+    acts = [s(v) for v in a.get("activations", [])]
+    if acts and any(v != d for v, d in zip(acts, ["Sigmoid", "Tanh", "Tanh"] * 2)):
+        raise UnsupportedError(f"DynamicQuantizeLSTM activations {acts} (mera's is Sigmoid, Tanh, Tanh)")
+    if "clip" in a or int(a.get("input_forget", 0)):
+        raise UnsupportedError("DynamicQuantizeLSTM with clip or input_forget")
+    if p is not None:
+        raise UnsupportedError("DynamicQuantizeLSTM with peepholes (input P)")
+    t = ctx.to_nchw(ctx.tensor(x))
+    if t.rank != 3:
+        raise UnsupportedError(f"DynamicQuantizeLSTM input of rank {t.rank} (expected [seq, batch, input])")
+    seq, batch = t.value.shape[0], t.value.shape[1]
+    if seq_lens is not None:
+        lens = _const_input(ctx, seq_lens, "the DynamicQuantizeLSTM sequence_lens")
+        if np.any(lens != seq):
+            raise UnsupportedError(f"DynamicQuantizeLSTM sequence_lens {lens.tolist()}: mera runs every sequence to "
+                                   f"its full length {seq}")
+    direction = s(a.get("direction", "forward"))
+    hidden = int(a["hidden_size"])
+    ins = []
+    for v, what in ((w, "W"), (r, "R")):
+        arr = _const_input(ctx, v, f"the DynamicQuantizeLSTM {what}")
+        if arr.dtype not in (np.int8, np.uint8):
+            raise UnsupportedError(f"DynamicQuantizeLSTM {what} of element type {arr.dtype} (expected int8/uint8)")
+        ins.append(ctx.const(np.ascontiguousarray(arr), what))
+    for v, what in ((b, "B"), (h0, "initial_h"), (c0, "initial_c")):
+        if v is None:
+            ins.append(None)
+        elif isinstance(v, np.ndarray):
+            ins.append(ctx.const(v.astype(np.float32), what))
+        else:
+            ins.append(ctx.to_nchw(ctx.tensor(v)).value)
+    for sc, zp, what in ((w_scale, w_zp, "W"), (r_scale, r_zp, "R")):
+        sc = _const_input(ctx, sc, f"the DynamicQuantizeLSTM {what}_scale").astype(np.float32)
+        zp = _const_input(ctx, zp, f"the DynamicQuantizeLSTM {what}_zero_point")
+        if zp.ndim == 2 and np.any(zp != zp[:, :1]):
+            raise UnsupportedError(f"DynamicQuantizeLSTM {what}_zero_point differs between columns (onnxruntime "
+                                   "reads one zero point per direction)")
+        ins += [ctx.const(np.ascontiguousarray(sc), f"{what}_scale"), ctx.const(np.ascontiguousarray(zp),
+                                                                                 f"{what}_zero_point")]
+    y = ctx.emit("dynamic_quantize_lstm", t.value, *ins, hidden_size=hidden,
+                 direction=direction)
+    outs = list(node.output) + ["", ""]
+    if _used(ctx, outs[2]):
+        raise UnsupportedError("DynamicQuantizeLSTM whose Y_c output is used (mera's gives Y)")
+    if _used(ctx, outs[1]):
+        ctx.env[outs[1]] = Tensor(_rnn_y_h(ctx, y, direction, seq, batch, hidden), False)
+    return Tensor(y, False)
+
 
 
 @converts("BatchNormalization")
@@ -1949,3 +2010,5 @@ def from_onnx(path_or_model: Any, input_shapes: Any = None, layout: str = "NHWC"
 from . import _onnx_quant  # noqa: E402  (registers the quantized converters; needs the names above)
 
 __all__ = ["from_onnx", "MIN_OPSET", "MAX_OPSET", "CONVERTERS", "FOLDERS"]
+
+_onnx_quant.DOMAIN_CONVERTERS[("com.microsoft", "DynamicQuantizeLSTM")] = _dynamic_quantize_lstm

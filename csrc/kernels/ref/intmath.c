@@ -1,5 +1,5 @@
 /* onnxruntime's dynamic quantization on the host: dynamic_quantize_linear,
- * matmul_integer, conv_integer and cast; and gru.
+ * matmul_integer, conv_integer, cast and dynamic_quantize_lstm; and gru.
  *
  * The integer ops are exact: products of (value - zero point) summed in
  * int32, as onnxruntime's MLAS computes them. dynamic_quantize_linear is
@@ -243,5 +243,84 @@ REF_KERNEL(ref_gru_f32)
         }
     }
     free(scratch);
+    return MERA_OK;
+}
+
+/* onnxruntime's quantized GEMM of the rows a [M, K] (float32) by the weight w [K, N] (plain int8/uint8, zero point
+ * wzp): a is quantized as DynamicQuantizeLinear does (one scale and zero point for all M*K values), the products
+ * summed in int32, and y[m, n] (+)= acc * (a_scale * w_scale[n]) (rnn_helpers.cc ComputeGemm). */
+static void dq_gemm(const float *a, int64_t M, int64_t K, const mera_type *wt, const void *w, int64_t woff,
+                    int32_t wzp, const float *wscale, int per_column, int64_t N, uint8_t *aq, int accumulate, float *y)
+{
+    float as;
+    uint8_t az;
+    dql_params(a, M * K, &as, &az);
+    float lo = 0.0f - (float)az, hi = 255.0f - (float)az;
+    for (int64_t i = 0; i < M * K; i++) {
+        float v = a[i] / as;
+        v = v < lo ? lo : v > hi ? hi : v;
+        aq[i] = (uint8_t)((int32_t)nearbyintf(v == v ? v : hi) + az);
+    }
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            int32_t acc = 0;
+            for (int64_t k = 0; k < K; k++)
+                acc += ((int32_t)aq[m * K + k] - az) * (int8_at(wt, w, woff + k * N + n) - wzp);
+            float s = as * wscale[per_column ? n : 0];
+            y[m * N + n] = accumulate ? y[m * N + n] + (float)acc * s : (float)acc * s;
+        }
+}
+
+/* dynamic_quantize_lstm: per direction, X W for every step at once (X quantized as a whole), then per step
+ * + h R (h of every batch row quantized together), + (Wb + Rb), and lstm's gates i, o, f, c. */
+REF_KERNEL(ref_dynamic_quantize_lstm)
+{
+    const mera_type *xt = a->in_types[0], *wt = a->in_types[1], *rt = a->in_types[2];
+    int64_t S = xt->shape[0], B = xt->shape[1], I = xt->shape[2], H = mera_attr_int(a->node, "hidden_size");
+    const char *dir = mera_attr_string(a->node, "direction");
+    int dirs = strcmp(dir, "bidirectional") == 0 ? 2 : 1, reverse_only = strcmp(dir, "reverse") == 0;
+    const float *x = a->in[0], *bias = a->in[3], *h0 = a->in[4], *c0 = a->in[5];
+    const float *wscale = a->in[6], *rscale = a->in[8];
+    int w_cols = a->in_types[6]->rank == 2, r_cols = a->in_types[8]->rank == 2;
+    int64_t wz_per = a->in_types[7]->rank == 2 ? 4 * H : 1, rz_per = a->in_types[9]->rank == 2 ? 4 * H : 1;
+    float *y = a->out[0];
+    int64_t G = 4 * H, rows = S * B;
+    float *gx = ref_alloc(rows * G + 2 * B * H, sizeof(float));
+    uint8_t *q = ref_alloc(rows * I > B * H ? rows * I : B * H, 1);
+    if (!gx || !q) {
+        free(gx);
+        free(q);
+        return ref_nomem(err, a->node);
+    }
+    float *h = gx + rows * G, *c = h + B * H;
+    for (int d = 0; d < dirs; d++) {
+        int reverse = reverse_only || d == 1;
+        int32_t wzp = int8_at(a->in_types[7], a->in[7], d * wz_per), rzp = int8_at(a->in_types[9], a->in[9], d * rz_per);
+        dq_gemm(x, rows, I, wt, a->in[1], d * I * G, wzp, wscale + d * (w_cols ? G : 1), w_cols, G, q, 0, gx);
+        for (int64_t k = 0; k < B * H; k++) {
+            h[k] = h0 ? h0[d * B * H + k] : 0.0f;
+            c[k] = c0 ? c0[d * B * H + k] : 0.0f;
+        }
+        for (int64_t step = 0; step < S; step++) {
+            int64_t t = reverse ? S - 1 - step : step;
+            float *g = gx + t * B * G;
+            dq_gemm(h, B, H, rt, a->in[2], d * H * G, rzp, rscale + d * (r_cols ? G : 1), r_cols, G, q, 1, g);
+            for (int64_t b = 0; b < B; b++) {
+                float *gb = g + b * G;
+                if (bias)
+                    for (int64_t j = 0; j < G; j++)
+                        gb[j] += bias[d * 2 * G + j] + bias[d * 2 * G + G + j];
+                for (int64_t k = 0; k < H; k++) {
+                    float ig = sigmoidf_(gb[k]), og = sigmoidf_(gb[H + k]), fg = sigmoidf_(gb[2 * H + k]);
+                    float cc = tanhf(gb[3 * H + k]);
+                    c[b * H + k] = fg * c[b * H + k] + ig * cc;
+                    h[b * H + k] = og * tanhf(c[b * H + k]);
+                    y[((t * dirs + d) * B + b) * H + k] = h[b * H + k];
+                }
+            }
+        }
+    }
+    free(gx);
+    free(q);
     return MERA_OK;
 }

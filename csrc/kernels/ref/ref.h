@@ -44,6 +44,7 @@ REF_KERNEL(ref_matmul_integer);
 REF_KERNEL(ref_conv_integer);
 REF_KERNEL(ref_cast);
 REF_KERNEL(ref_gru_f32);
+REF_KERNEL(ref_dynamic_quantize_lstm);
 
 /* elementwise.c */
 REF_KERNEL(ref_add_f32);
