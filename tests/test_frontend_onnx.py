@@ -222,6 +222,7 @@ CLAIMED = {
                               "test_dynamicquantizelinear_min_adjusted"],
     "ConvInteger": ["test_convinteger_without_padding", "test_convinteger_with_padding"],
     "MatMulInteger": ["test_matmulinteger"],
+    "TopK": ["test_top_k", "test_top_k_smallest", "test_top_k_negative_axis"],
     "ConvTranspose": ["test_convtranspose", "test_convtranspose_autopad_same", "test_convtranspose_dilations",
                       "test_convtranspose_group_2", "test_convtranspose_group_2_image_3",
                       "test_convtranspose_kernel_shape", "test_convtranspose_output_shape", "test_convtranspose_pad",
@@ -299,6 +300,8 @@ EXCLUDED = {
     "test_split_zero_size_splits_opset13": "a zero-sized input: mera tensors have no empty axes",
     "test_split_zero_size_splits_opset18": "a zero-sized input: mera tensors have no empty axes",
     "test_lstm_batchwise": "layout=1: mera's lstm takes [seq, batch, input]",
+    "test_top_k_uint64": "uint64 data" + ": " + _INT_TYPES,
+    **{f"test_top_k_same_values{t}": "int64 data: " + _INT_TYPES for t in ("", "_largest", "_2d")},
     "test_lstm_bidirectional": "the cell-state output Y_c is a graph output (mera's lstm gives Y and Y_h)",
     "test_lstm_reverse": "the cell-state output Y_c is a graph output (mera's lstm gives Y and Y_h)",
     "test_lstm_with_peepholes": "peepholes (input P)",
@@ -361,6 +364,7 @@ _CASE_MODULES = {
     "Max": "max", "Min": "min", "Sqrt": "sqrt", "Exp": "exp", "Log": "log", "Tanh": "tanh", "Erf": "erf",
     "Abs": "abs", "ConvTranspose": "convtranspose", "LSTM": "lstm", "GRU": "gru",
     "DynamicQuantizeLinear": "dynamicquantizelinear", "ConvInteger": "convinteger", "MatMulInteger": "matmulinteger",
+    "TopK": "topk",
     "Split": "split", "Gather": "gather", "DepthToSpace": "depthtospace", "SpaceToDepth": "spacetodepth",
     "PRelu": "prelu", "Softplus": "softplus", "Mish": "mish", "InstanceNormalization": "instance_normalization",
     "GroupNormalization": "groupnormalization", "Gelu": "gelu", "Reciprocal": "reciprocal", "Neg": "neg",
@@ -369,7 +373,7 @@ _CASE_MODULES = {
 # inputs (by position) that are weights or shape arguments: mera needs them constant,
 # so they become initializers (the node tests declare every input as a graph input)
 _FREEZE = {"Conv": {1, 2}, "ConvTranspose": {1, 2}, "LSTM": {1, 2, 3, 4, 5, 6, 7}, "GRU": {1, 2, 3, 4, 5},
-           "ConvInteger": {1, 2, 3}, "MatMulInteger": {2, 3}, "Split": {1}, "Gather": {1},
+           "ConvInteger": {1, 2, 3}, "MatMulInteger": {2, 3}, "TopK": {1}, "Split": {1}, "Gather": {1},
            "PRelu": {1}, "InstanceNormalization": {1, 2}, "GroupNormalization": {1, 2}, "Gemm": {1, 2}, "MatMul": {1}, "BatchNormalization": {1, 2, 3, 4}, "Clip": {1, 2},
            "Reshape": {1}, "Pad": {1, 2, 3}, "Resize": {1, 2, 3}, "ReduceMean": {1}, "Slice": {1, 2, 3, 4},
            "Expand": {1}, "Tile": {1}, "Squeeze": {1}, "Unsqueeze": {1}}

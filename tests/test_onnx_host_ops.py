@@ -367,3 +367,56 @@ def test_gru_refuses_what_it_does_not_support():
                  [vi("x", f, [4, 2, 3])], [vi("y", f)], [w, r, lens])
     with pytest.raises(mera.UnsupportedError, match="'g'.*sequence_lens \\[4, 2\\]"):
         from_onnx(m)
+
+
+# -- TopK --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("largest", [1, 0])
+def test_topk_vs_onnxruntime(largest):
+    """Random shapes, axes and k; data with many ties (onnxruntime puts the lower index first); values and int64
+    indices, both layouts, then a float op on the values."""
+    f = TensorProto.FLOAT
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        rank = int(rng.integers(1, 5))
+        shape = [int(v) for v in rng.integers(1, 7, rank)]
+        axis = int(rng.integers(-rank, rank))
+        k = int(rng.integers(1, shape[axis] + 1))
+        x = rng.integers(-3, 4, shape).astype(np.float32) * np.float32(0.5)  # ties
+        sorted_ = 1 if seed % 3 else 0
+        node = helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=axis, largest=largest, sorted=sorted_)
+        model = model_of([node, helper.make_node("Relu", ["v"], ["vr"])], [vi("x", f, shape)],
+                         [vi("vr", f), vi("i", TensorProto.INT64)],
+                         [numpy_helper.from_array(np.array([k], np.int64), "k")], opset=11 + seed % 8)
+        ref = run_ort(model, [x])
+        for layout in LAYOUTS:
+            (v, i), mod = run_mera(model, [x], layout)
+            assert "topk" in [nd["op"] for nd in mod.nodes()]
+            assert i.dtype == np.int64 and v.shape == ref[0].shape and i.shape == ref[1].shape
+            if sorted_:
+                assert np.array_equal(v, ref[0]) and np.array_equal(i, ref[1]), (seed, layout)
+            else:  # the order is unspecified: the same (value, index) pairs
+                key = lambda a, b: np.sort(b * 1000 + a, axis=axis)  # noqa: E731
+                assert np.array_equal(key(v, i), key(ref[0], ref[1])), (seed, layout)
+
+
+@pytest.mark.parametrize("target", ["InterpreterHw", "Simulator", "IP"])
+def test_topk_int64_output_on_every_target(target):
+    f = TensorProto.FLOAT
+    node = helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=1)
+    model = model_of([node], [vi("x", f, [2, 9])], [vi("v", f), vi("i", TensorProto.INT64)],
+                     [numpy_helper.from_array(np.array([4], np.int64), "k")])
+    x = np.random.default_rng(1).standard_normal((2, 9)).astype(np.float32)
+    ref = run_ort(model, [x])
+    outs, _ = run_mera(model, [x], target=target)
+    for o, r in zip(outs, ref):
+        assert o.dtype == r.dtype and np.array_equal(o, r)
+
+
+def test_topk_refuses_a_run_time_k():
+    f = TensorProto.FLOAT
+    model = model_of([helper.make_node("TopK", ["x", "one"], ["v1", "i1"]),  # i1: a run-time int64 [1]
+                      helper.make_node("TopK", ["x", "i1"], ["v", "i"], name="tk")],
+                     [vi("x", f, [9])], [vi("v", f)], [numpy_helper.from_array(np.array([1], np.int64), "one")])
+    with pytest.raises(mera.UnsupportedError, match="'tk'.*TopK K must be a constant"):
+        from_onnx(model)

@@ -1494,6 +1494,41 @@ static mera_status infer_dynamic_quantize_lstm(mera_infer_ctx *ctx)
     return MERA_OK;
 }
 
+/* topk: the k largest (smallest) of each slice along `axis`, in order (ties: the lower index first); output
+ * `values` (float32) or `indices` (int64), the input's shape with k on the axis. */
+static const char *const inputs_topk[] = {"data"};
+static const mera_attr_spec attrs_topk[] = {
+    {"k", MERA_ATTR_INT, 1, 0, NULL, NULL, "how many"},
+    {"axis", MERA_ATTR_INT, 0, 0, NULL, "-1", "the axis (negative: from the end)"},
+    {"largest", MERA_ATTR_INT, 0, 0, NULL, "1", "1: the largest, 0: the smallest"},
+    {"output", MERA_ATTR_STRING, 0, 0, "values|indices", "values", "which of TopK's outputs"},
+    END_ATTRS,
+};
+static mera_status infer_topk(mera_infer_ctx *ctx)
+{
+    mera_status st = require_float(ctx, 0);
+    if (st)
+        return st;
+    const mera_type *x = ctx->in[0];
+    int64_t k = attr_i(ctx, "k"), axis = attr_i(ctx, "axis"), largest = attr_i(ctx, "largest");
+    if (axis < -x->rank || axis >= x->rank || x->rank == 0)
+        return FAIL(ctx, MERA_ERR_ATTR, "axis %lld is out of range for rank %d", (long long)axis, x->rank);
+    if (axis < 0)
+        axis += x->rank;
+    if (k < 1 || k > x->shape[axis])
+        return FAIL(ctx, MERA_ERR_ATTR, "k = %lld must be in 1..%lld (the size of axis %lld)", (long long)k,
+                    (long long)x->shape[axis], (long long)axis);
+    if (largest != 0 && largest != 1)
+        return FAIL(ctx, MERA_ERR_ATTR, "largest = %lld must be 0 or 1", (long long)largest);
+    mera_type *out = &ctx->out[0];
+    *out = *x;
+    out->layout = MERA_LAYOUT_ANY;
+    out->shape[axis] = k;
+    if (strcmp(attr_s(ctx, "output"), "indices") == 0)
+        out->dtype = MERA_DTYPE_INT64;
+    return MERA_OK;
+}
+
 /* ---- the table ---------------------------------------------------------- */
 
 const mera_op_info mera_op_table[MERA_OP_COUNT] = {

@@ -671,6 +671,22 @@ def _dynamic_quantize_lstm(ctx: Context, node, a, x, w, r, b=None, seq_lens=None
 
 
 
+@converts("TopK")
+def _topk(ctx: Context, node, a, x, k=None):
+    """TopK with a constant K: values (float32) and indices (int64), each a topk node. sorted=0 leaves the order to
+    the implementation; mera's is the sorted one."""
+    kk = _ints(_const_input(ctx, k, "the TopK K")) if k is not None else [int(a.get("k", 0))]
+    if len(kk) != 1:
+        raise UnsupportedError(f"TopK K {kk} (expected one value)")
+    t = ctx.tensor(x, "TopK X")
+    axis = ctx.axis(t, int(a.get("axis", -1)))
+    largest = int(a.get("largest", 1))
+    outs = list(node.output) + [""]
+    if _used(ctx, outs[1]):
+        ctx.env[outs[1]] = Tensor(ctx.emit("topk", t.value, k=kk[0], axis=axis, largest=largest, output="indices"),
+                                  t.nhwc)
+    return Tensor(ctx.emit("topk", t.value, k=kk[0], axis=axis, largest=largest, output="values"), t.nhwc)
+
 @converts("BatchNormalization")
 def _batchnorm(ctx: Context, node, a, x, gamma, beta, mean, var):
     if a.get("training_mode", 0) or len([o for o in node.output if o]) > 1:

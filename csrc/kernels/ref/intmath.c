@@ -1,5 +1,5 @@
 /* onnxruntime's dynamic quantization on the host: dynamic_quantize_linear,
- * matmul_integer, conv_integer, cast and dynamic_quantize_lstm; and gru.
+ * matmul_integer, conv_integer, cast and dynamic_quantize_lstm; gru and topk.
  *
  * The integer ops are exact: products of (value - zero point) summed in
  * int32, as onnxruntime's MLAS computes them. dynamic_quantize_linear is
@@ -322,5 +322,67 @@ REF_KERNEL(ref_dynamic_quantize_lstm)
     }
     free(gx);
     free(q);
+    return MERA_OK;
+}
+
+/* topk: each slice along the axis sorted by value (descending for largest, ascending otherwise), equal values by
+ * index, as onnxruntime's comparators order them; the first k kept. NaN compares as neither larger nor smaller. */
+typedef struct {
+    float v;
+    int64_t i;
+} topk_item;
+
+static int topk_desc(const void *pa, const void *pb)
+{
+    const topk_item *a = pa, *b = pb;
+    if (a->v > b->v)
+        return -1;
+    if (a->v < b->v)
+        return 1;
+    return a->i < b->i ? -1 : a->i > b->i;
+}
+
+static int topk_asc(const void *pa, const void *pb)
+{
+    const topk_item *a = pa, *b = pb;
+    if (a->v < b->v)
+        return -1;
+    if (a->v > b->v)
+        return 1;
+    return a->i < b->i ? -1 : a->i > b->i;
+}
+
+REF_KERNEL(ref_topk)
+{
+    const mera_type *xt = a->in_types[0];
+    int64_t axis = mera_attr_int(a->node, "axis"), k = mera_attr_int(a->node, "k");
+    if (axis < 0)
+        axis += xt->rank;
+    int largest = mera_attr_int(a->node, "largest") != 0, want_idx = ref_is(a->node, "output", "indices");
+    int64_t outer = 1, inner = 1, n = xt->shape[axis];
+    for (int d = 0; d < axis; d++)
+        outer *= xt->shape[d];
+    for (int d = (int)axis + 1; d < xt->rank; d++)
+        inner *= xt->shape[d];
+    topk_item *buf = ref_alloc(n, sizeof(topk_item));
+    if (!buf)
+        return ref_nomem(err, a->node);
+    const float *x = a->in[0];
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t in = 0; in < inner; in++) {
+            for (int64_t j = 0; j < n; j++) {
+                buf[j].v = x[(o * n + j) * inner + in];
+                buf[j].i = j;
+            }
+            qsort(buf, (size_t)n, sizeof *buf, largest ? topk_desc : topk_asc);
+            for (int64_t j = 0; j < k; j++) {
+                int64_t at = (o * k + j) * inner + in;
+                if (want_idx)
+                    ((int64_t *)a->out[0])[at] = buf[j].i;
+                else
+                    ((float *)a->out[0])[at] = buf[j].v;
+            }
+        }
+    free(buf);
     return MERA_OK;
 }

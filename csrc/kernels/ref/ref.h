@@ -45,6 +45,7 @@ REF_KERNEL(ref_conv_integer);
 REF_KERNEL(ref_cast);
 REF_KERNEL(ref_gru_f32);
 REF_KERNEL(ref_dynamic_quantize_lstm);
+REF_KERNEL(ref_topk);
 
 /* elementwise.c */
 REF_KERNEL(ref_add_f32);
