@@ -64,9 +64,12 @@ def _dql_data(rng, kind, shape):
         x = np.zeros(shape, np.float32)
     elif kind == "constant":
         x = np.full(shape, 3.25, np.float32)
-    elif kind == "ties":  # values on k + 0.5 steps of the scale: x / scale rounds half to even
-        x = (rng.integers(-100, 155, shape).astype(np.float32) + 0.5) * np.float32(0.25)
-        x.reshape(-1)[:2] = [-25.0, 38.75]
+    elif kind == "ties":  # scale 0.5 exactly, x on quarter steps: x / scale = k + 0.5 rounds half to even
+        lo = -63.75 if rng.integers(2) else 0.0  # (-63.75: the zero point 127.5 is a tie too)
+        x = np.float32(lo) + rng.integers(0, 511, shape).astype(np.float32) * np.float32(0.25)
+        x.reshape(-1)[0] = lo
+        if x.size > 1:
+            x.reshape(-1)[1] = lo + 127.5
     return x
 
 
@@ -84,6 +87,8 @@ def test_dynamic_quantize_linear_vs_onnxruntime(kind):
         for o, r in zip(outs, ref):
             assert o.dtype == r.dtype and o.shape == r.shape, (o.dtype, r.dtype, o.shape, r.shape)
             assert np.array_equal(o, r), (kind, seed, o, r)
+        if kind == "ties" and x.size > 1:
+            assert float(ref[1]) == 0.5 and np.any(x / np.float32(0.5) % 1 == 0.5)
 
 
 # -- MatMulInteger, ConvInteger ---------------------------------------------------------------------
@@ -257,6 +262,23 @@ def test_quantize_dynamic_cnn_lstm_vs_onnxruntime(bidirectional, weight_type, tm
                 np.testing.assert_allclose(o, e, rtol=1e-5, atol=1e-5 * np.abs(e).max(), err_msg=layout)
 
 
+def test_dynamic_quantize_lstm_refuses_what_it_does_not_support(tmp_path):
+    torch.manual_seed(0)
+
+    class Full(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(6, 4)
+
+        def forward(self, x):
+            y, (h, c) = self.lstm(x)
+            return y, c  # Y_c used
+
+    q = _quantized(tmp_path, Full(), torch.randn(5, 1, 6), "QInt8", "lstm_c")
+    with pytest.raises(mera.UnsupportedError, match="DynamicQuantizeLSTM.*Y_c"):
+        from_onnx(str(q))
+
+
 # -- errors ----------------------------------------------------------------------------------------
 
 def test_integer_ops_refuse_what_they_do_not_support():
@@ -420,3 +442,36 @@ def test_topk_refuses_a_run_time_k():
                      [vi("x", f, [9])], [vi("v", f)], [numpy_helper.from_array(np.array([1], np.int64), "one")])
     with pytest.raises(mera.UnsupportedError, match="'tk'.*TopK K must be a constant"):
         from_onnx(model)
+
+
+# -- mera.Quantizer on a float model with these ops ---------------------------------------------------
+
+def test_quantizer_keeps_host_ops_float_and_indices_plain():
+    """A float graph with a GRU and a TopK quantized by mera.Quantizer: the gru and topk stay float between a
+    dequantize and a quantize, and TopK's int64 indices stay plain integers (no observer, no quantize)."""
+    f = TensorProto.FLOAT
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("w", (4, 3, 3, 3)), ("gw", (1, 15, 4)), ("gr", (1, 15, 5)))]
+    inits += [numpy_helper.from_array(np.array([3], np.int64), "k"),
+              numpy_helper.from_array(np.array([36, 1, 4], np.int64), "shp")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[2, 3, 0, 1]),
+             helper.make_node("Reshape", ["t", "shp"], ["seq"]),
+             helper.make_node("GRU", ["seq", "gw", "gr"], ["y", "yh"], hidden_size=5),
+             helper.make_node("TopK", ["yh", "k"], ["v", "i"], axis=-1),
+             helper.make_node("Relu", ["v"], ["vr"])]
+    model = model_of(nodes, [vi("x", f, [1, 3, 6, 6])], [vi("vr", f), vi("i", TensorProto.INT64)], inits)
+    mod, params = from_onnx(model, layout="NHWC")
+    q = mera.Quantizer((mod, params))
+    q.calibrate([np.random.default_rng(i).standard_normal((1, 6, 6, 3)).astype(np.float32) for i in range(4)])
+    qmod, qparams = q.quantize()
+    ops = [n["op"] for n in qmod.nodes()]
+    assert "gru" in ops and ops.count("topk") == 2 and "conv2d" in ops
+    x = np.random.default_rng(9).standard_normal((1, 6, 6, 3)).astype(np.float32)
+    ref = mera.compile(mod, params, target="Interpreter")(x)
+    for target in ("Interpreter", "InterpreterHw"):
+        v, i = mera.compile(qmod, qparams, target=target)(x)
+        assert i.dtype == np.int64 and np.array_equal(i, ref[1]), target
+        np.testing.assert_allclose(v, ref[0], atol=0.1 * np.abs(ref[0]).max())  # int8 error (measured 6%)
