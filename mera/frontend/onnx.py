@@ -580,7 +580,6 @@ def _gru(ctx: Context, node, a, x, w, r, b=None, seq_lens=None, h0=None):
                                    f"length {seq}")
     direction = s(a.get("direction", "forward"))
     hidden = int(a["hidden_size"])
-    dirs = 2 if direction == "bidirectional" else 1
     ins = [t.value, ctx.param(_const_input(ctx, w, "the GRU W"), node.input[1]),
            ctx.param(_const_input(ctx, r, "the GRU R"), node.input[2])]
     if b is not None:

@@ -103,10 +103,12 @@ REF_KERNEL(ref_matmul_integer)
         int32_t *zo = z + bi * M * N;
         for (int64_t m = 0; m < M; m++)
             for (int64_t nn = 0; nn < N; nn++) {
-                int32_t bzp = zero_point_at(a, 3, nn), s = 0;
+                int32_t bzp = zero_point_at(a, 3, nn);
+                uint32_t s = 0; /* int32 arithmetic that wraps (as MLAS's) instead of overflowing */
                 for (int64_t k = 0; k < K; k++)
-                    s += (int8_at(at, a->in[0], oa + m * K + k) - azp) * (int8_at(bt, a->in[1], ob + k * N + nn) - bzp);
-                zo[m * N + nn] = s;
+                    s += (uint32_t)((int8_at(at, a->in[0], oa + m * K + k) - azp) *
+                                    (int8_at(bt, a->in[1], ob + k * N + nn) - bzp));
+                zo[m * N + nn] = (int32_t)s;
             }
         for (int d = r - 3; d >= 0; d--) {
             ma += sa[d];
@@ -140,7 +142,7 @@ REF_KERNEL(ref_conv_integer)
             int32_t wzp = zero_point_at(a, 3, m);
             for (int64_t oh = 0; oh < OH; oh++)
                 for (int64_t ow = 0; ow < OW; ow++) {
-                    int32_t s = 0;
+                    uint32_t s = 0; /* int32 arithmetic that wraps (as MLAS's) instead of overflowing */
                     for (int64_t ci = 0; ci < CG; ci++) {
                         int64_t c = g * CG + ci;
                         for (int64_t kh = 0; kh < KH; kh++) {
@@ -153,11 +155,11 @@ REF_KERNEL(ref_conv_integer)
                                     continue;
                                 int32_t xv = int8_at(xt, a->in[0], ((n * C + c) * H + ih) * W + iw) - xzp;
                                 int32_t wv = int8_at(wt, a->in[1], ((m * CG + ci) * KH + kh) * KW + kw) - wzp;
-                                s += xv * wv;
+                                s += (uint32_t)(xv * wv);
                             }
                         }
                     }
-                    y[((n * M + m) * OH + oh) * OW + ow] = s;
+                    y[((n * M + m) * OH + oh) * OW + ow] = (int32_t)s;
                 }
         }
     return MERA_OK;
@@ -263,9 +265,10 @@ static void dq_gemm(const float *a, int64_t M, int64_t K, const mera_type *wt, c
     }
     for (int64_t m = 0; m < M; m++)
         for (int64_t n = 0; n < N; n++) {
-            int32_t acc = 0;
+            uint32_t sum = 0; /* int32 arithmetic that wraps instead of overflowing */
             for (int64_t k = 0; k < K; k++)
-                acc += ((int32_t)aq[m * K + k] - az) * (int8_at(wt, w, woff + k * N + n) - wzp);
+                sum += (uint32_t)(((int32_t)aq[m * K + k] - az) * (int8_at(wt, w, woff + k * N + n) - wzp));
+            int32_t acc = (int32_t)sum;
             float s = as * wscale[per_column ? n : 0];
             y[m * N + n] = accumulate ? y[m * N + n] + (float)acc * s : (float)acc * s;
         }
