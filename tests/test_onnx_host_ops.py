@@ -475,3 +475,30 @@ def test_quantizer_keeps_host_ops_float_and_indices_plain():
         v, i = mera.compile(qmod, qparams, target=target)(x)
         assert i.dtype == np.int64 and np.array_equal(i, ref[1]), target
         np.testing.assert_allclose(v, ref[0], atol=0.1 * np.abs(ref[0]).max())  # int8 error (measured 6%)
+
+
+@pytest.mark.parametrize("bdt", [np.int8, np.uint8])
+def test_dynamic_quantize_matmul_vs_onnxruntime(bdt):
+    """com.microsoft DynamicQuantizeMatMul (onnxruntime's fused form): per-tensor and per-column B scales and zero
+    points, with and without bias, A of rank 2 and 3."""
+    f = TensorProto.FLOAT
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        k, n = (int(v) for v in rng.integers(1, 30, 2))
+        shape = [int(v) for v in rng.integers(1, 6, 1 + seed % 2)] + [k]
+        x = (rng.standard_normal(shape) * rng.uniform(0.1, 10)).astype(np.float32)
+        b = _ints(rng, bdt, [k, n])
+        per = [n] if seed % 2 else []
+        scale = rng.uniform(0.001, 0.1, per).astype(np.float32)
+        zp = _ints(rng, bdt, per) if seed % 3 else np.zeros(per, bdt)
+        names = ["x", "b", "s", "z"] + (["bias"] if seed % 3 != 1 else [])
+        inits = [numpy_helper.from_array(v, nm) for v, nm in ((b, "b"), (scale, "s"), (zp, "z"))]
+        inits.append(numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), "bias"))
+        node = helper.make_node("DynamicQuantizeMatMul", names, ["y"], domain="com.microsoft")
+        graph = helper.make_graph([node], "g", [vi("x", f, shape)], [vi("y", f)], initializer=inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                        helper.make_opsetid("com.microsoft", 1)])
+        ref = run_ort(model, [x])[0]
+        (out,), mod = run_mera(model, [x])
+        assert "matmul_integer" in [nd["op"] for nd in mod.nodes()]
+        np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max(), err_msg=f"seed {seed}")

@@ -614,6 +614,34 @@ def _rnn_y_h(ctx: Context, y: ir.Value, direction: str, seq: int, batch: int, hi
     return ctx.emit("reshape", yh, shape=[dirs, batch, hidden])
 
 
+def _dynamic_quantize_matmul(ctx: Context, node, a, x, b, b_scale, b_zp=None, bias=None):
+    """com.microsoft DynamicQuantizeMatMul (onnxruntime's fusion of DynamicQuantizeLinear, MatMulInteger and the
+    scaling): A quantized as DynamicQuantizeLinear does, the exact integer product by the int8/uint8 B, then
+    acc * (a_scale * b_scale) (+ bias) in float32."""
+    t = ctx.to_nchw(ctx.tensor(x, "DynamicQuantizeMatMul A"))
+    bt = ctx.to_nchw(_int_operand(ctx, b, "DynamicQuantizeMatMul B"))
+    if t.rank < 2 or bt.rank != 2:
+        raise UnsupportedError(f"DynamicQuantizeMatMul of a {t.rank}-D A by a {bt.rank}-D B (mera takes A of rank "
+                               ">= 2 and a 2-D B)")
+    n = bt.shape[-1]
+    scale = _const_input(ctx, b_scale, "the DynamicQuantizeMatMul b_scale").astype(np.float32)
+    if scale.size not in (1, n):
+        raise UnsupportedError(f"DynamicQuantizeMatMul b_scale of shape {list(scale.shape)} (one value or {n})")
+    aq = ctx.emit("dynamic_quantize_linear", t.value, output="y")
+    ins = [aq, bt.value, ctx.emit("dynamic_quantize_linear", t.value, output="zero_point"),
+           _zero_point(ctx, b_zp, bt, "DynamicQuantizeMatMul b_zero_point", n)]
+    acc = ctx.emit("cast", ctx.emit("matmul_integer", *[v for v in ins if v is not None]), to="float32")
+    a_scale = ctx.emit("dynamic_quantize_linear", t.value, output="scale")
+    s = ctx.emit("mul", a_scale, ctx.const(np.ascontiguousarray(scale.reshape(-1) if scale.size == n and n > 1
+                                                                else scale.reshape(())), "b_scale"))
+    y = ctx.emit("mul", acc, s)
+    if bias is not None:
+        bv = ctx.const(_const_input(ctx, bias, "the DynamicQuantizeMatMul bias").astype(np.float32), "bias") \
+            if isinstance(bias, np.ndarray) else ctx.to_nchw(ctx.tensor(bias)).value
+        y = ctx.emit("add", y, bv)
+    return Tensor(y, False)
+
+
 def _dynamic_quantize_lstm(ctx: Context, node, a, x, w, r, b=None, seq_lens=None, h0=None, c0=None, p=None,
                            w_scale=None, w_zp=None, r_scale=None, r_zp=None):
     """com.microsoft DynamicQuantizeLSTM (quantize_dynamic's LSTM): int8/uint8 weights [dirs, in, 4H] with their
@@ -2027,3 +2055,4 @@ from . import _onnx_quant  # noqa: E402  (registers the quantized converters; ne
 __all__ = ["from_onnx", "MIN_OPSET", "MAX_OPSET", "CONVERTERS", "FOLDERS"]
 
 _onnx_quant.DOMAIN_CONVERTERS[("com.microsoft", "DynamicQuantizeLSTM")] = _dynamic_quantize_lstm
+_onnx_quant.DOMAIN_CONVERTERS[("com.microsoft", "DynamicQuantizeMatMul")] = _dynamic_quantize_matmul
