@@ -502,3 +502,20 @@ def test_dynamic_quantize_matmul_vs_onnxruntime(bdt):
         (out,), mod = run_mera(model, [x])
         assert "matmul_integer" in [nd["op"] for nd in mod.nodes()]
         np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max(), err_msg=f"seed {seed}")
+
+
+@pytest.mark.parametrize("target", ["InterpreterHw", "Simulator", "IP"])
+def test_gru_and_dynamic_quantize_lstm_on_every_target(target, tmp_path):
+    """The recurrent host ops fall back to the host on the DNA targets and in the deployed runtime."""
+    torch.manual_seed(3)
+    x = torch.randn(1, 1, 16, 9)
+    path = tmp_path / "crnn_gru.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_CnnGru().eval(), (x,), str(path), opset_version=14, dynamo=False)
+    q = _quantized(tmp_path, _CnnLstm(True), x, "QInt8", "crnn_lstm")
+    for model in (path, q):
+        ref = run_ort(model, [x.numpy()])
+        outs, _ = run_mera(model, [x.numpy()], "NHWC", target=target)
+        for o, e in zip(outs, ref):
+            np.testing.assert_allclose(o, e, rtol=1e-5, atol=1e-5 * np.abs(e).max())
