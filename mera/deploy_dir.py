@@ -28,7 +28,7 @@ SECTION_GRAPH, SECTION_PARAMS, SECTION_PROGRAM = 1, 2, 3
 #: ELF e_machine values of the host archs mera.build targets.
 ELF_MACHINES = {62: "x86_64", 183: "aarch64"}
 
-_DTYPES = {"float32": np.float32, "int8": np.int8, "uint8": np.uint8, "int32": np.int32}
+_DTYPES = {"float32": np.float32, "int8": np.int8, "uint8": np.uint8, "int32": np.int32, "int64": np.int64}
 
 
 def _read(path: str) -> bytes:

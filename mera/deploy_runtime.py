@@ -41,7 +41,8 @@ ERR_LEN = 1024
 #: The largest deploy.so the loader accepts (a real one is a few MiB).
 DEPLOY_SO_MAX_BYTES = 256 << 20
 
-_DTYPES = {0: np.dtype(np.float32), 1: np.dtype(np.int8), 2: np.dtype(np.uint8), 3: np.dtype(np.int32)}
+_DTYPES = {0: np.dtype(np.float32), 1: np.dtype(np.int8), 2: np.dtype(np.uint8), 3: np.dtype(np.int32),
+           4: np.dtype(np.int64)}
 
 
 class _TensorInfo(ctypes.Structure):

@@ -200,13 +200,14 @@ static const char *dtype_name(int dt)
     case MERA_DEPLOY_INT8: return "int8";
     case MERA_DEPLOY_UINT8: return "uint8";
     case MERA_DEPLOY_INT32: return "int32";
+    case MERA_DEPLOY_INT64: return "int64";
     default: return "?";
     }
 }
 
 static size_t dtype_size(int dt)
 {
-    return dt == MERA_DEPLOY_FLOAT32 || dt == MERA_DEPLOY_INT32 ? 4 : 1;
+    return dt == MERA_DEPLOY_INT64 ? 8 : dt == MERA_DEPLOY_FLOAT32 || dt == MERA_DEPLOY_INT32 ? 4 : 1;
 }
 
 static double element(const void *p, int dt, size_t i)
@@ -215,6 +216,7 @@ static double element(const void *p, int dt, size_t i)
     case MERA_DEPLOY_FLOAT32: return ((const float *)p)[i];
     case MERA_DEPLOY_INT8: return ((const int8_t *)p)[i];
     case MERA_DEPLOY_UINT8: return ((const uint8_t *)p)[i];
+    case MERA_DEPLOY_INT64: return (double)((const int64_t *)p)[i];
     default: return ((const int32_t *)p)[i];
     }
 }

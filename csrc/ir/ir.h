@@ -27,6 +27,7 @@ typedef enum {
     MERA_DTYPE_UINT8,   /* u8  */
     MERA_DTYPE_INT32,   /* i32 */
     MERA_DTYPE_BFLOAT16,/* bf16: reserved, no kernels yet */
+    MERA_DTYPE_INT64,   /* i64: indices (topk) */
     MERA_DTYPE_COUNT
 } mera_dtype;
 

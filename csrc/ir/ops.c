@@ -14,7 +14,7 @@
 static const char *input_role(const mera_infer_ctx *ctx, int i)
 {
     const mera_op_info *info = &mera_op_table[ctx->op];
-    int n = info->max_inputs <= 3 ? info->max_inputs : 1; /* variadic ops have one name */
+    int n = info->max_inputs <= 10 ? info->max_inputs : 1; /* variadic ops (concat) have one name */
     if (i < n)
         return info->input_names[i];
     return info->input_names[0];
@@ -1211,6 +1211,338 @@ static mera_status infer_lstm(mera_infer_ctx *ctx)
     out->shape[1] = dirs;
     out->shape[2] = B;
     out->shape[3] = H;
+    return MERA_OK;
+}
+
+/* ---- onnxruntime's dynamic quantization, gru ------------------------------ */
+
+/* Input i must be a plain (unquantized) int8 or uint8 tensor. */
+static mera_status require_plain_int8(mera_infer_ctx *ctx, int i)
+{
+    char d[160];
+    const mera_type *t = ctx->in[i];
+    if (!mera_dtype_is_quantized_int(t->dtype) || t->q.kind != MERA_QUANT_NONE)
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be a plain int8/uint8 tensor (no quantization parameters), got %s%s",
+                    in_desc(ctx, i, d, sizeof d), mera_dtype_name(t->dtype),
+                    t->q.kind != MERA_QUANT_NONE ? " with quantization parameters" : "");
+    return MERA_OK;
+}
+
+/* Zero point input zp of operand op: its dtype, and one value or `per` values (0: one only). */
+static mera_status check_zero_point_input(mera_infer_ctx *ctx, int zp, int op, int64_t per)
+{
+    char d[160], s[128];
+    if (zp >= ctx->n_inputs || !ctx->in[zp])
+        return MERA_OK;
+    const mera_type *t = ctx->in[zp];
+    mera_status st = require_plain_int8(ctx, zp);
+    if (st)
+        return st;
+    if (t->dtype != ctx->in[op]->dtype)
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s is %s but the operand it belongs to is %s", in_desc(ctx, zp, d, sizeof d),
+                    mera_dtype_name(t->dtype), mera_dtype_name(ctx->in[op]->dtype));
+    int64_t n = mera_type_numel(t);
+    if (n == 1 && t->rank <= 1)
+        return MERA_OK;
+    if (per > 1 && t->rank == 1 && n == per)
+        return MERA_OK;
+    mera_shape_format(t->shape, t->rank, s, sizeof s);
+    if (per > 1)
+        return FAIL(ctx, MERA_ERR_SHAPE, "%s has shape %s: one value or %lld (one per output column/channel)",
+                    in_desc(ctx, zp, d, sizeof d), s, (long long)per);
+    return FAIL(ctx, MERA_ERR_SHAPE, "%s has shape %s: one value (a scalar or [1])", in_desc(ctx, zp, d, sizeof d), s);
+}
+
+/* dynamic_quantize_linear: onnxruntime's formula (docs/numerics.md); output y [same shape] uint8, scale [] float32
+ * or zero_point [] uint8. */
+static const char *const inputs_dynamic_quantize_linear[] = {"data"};
+static const mera_attr_spec attrs_dynamic_quantize_linear[] = {
+    {"output", MERA_ATTR_STRING, 0, 0, "y|scale|zero_point", "y", "which of DynamicQuantizeLinear's outputs"},
+    END_ATTRS,
+};
+static mera_status infer_dynamic_quantize_linear(mera_infer_ctx *ctx)
+{
+    mera_status st = require_float(ctx, 0);
+    if (st)
+        return st;
+    const char *which = attr_s(ctx, "output");
+    mera_type *out = &ctx->out[0];
+    *out = *ctx->in[0];
+    out->q.kind = MERA_QUANT_NONE;
+    if (strcmp(which, "y") == 0) {
+        out->dtype = MERA_DTYPE_UINT8;
+        return MERA_OK;
+    }
+    out->rank = 0;
+    out->layout = MERA_LAYOUT_ANY;
+    out->dtype = strcmp(which, "scale") == 0 ? MERA_DTYPE_FLOAT32 : MERA_DTYPE_UINT8;
+    return MERA_OK;
+}
+
+/* matmul_integer: numpy matmul of int8/uint8 [..., M, K] by [..., K, N] minus their zero points, int32 out.
+ * a_zero_point one value; b_zero_point one value or N (per column, B of rank 2). */
+static const char *const inputs_matmul_integer[] = {"a", "b", "a_zero_point", "b_zero_point"};
+static const mera_attr_spec attrs_matmul_integer[] = {END_ATTRS};
+static mera_status infer_matmul_integer(mera_infer_ctx *ctx)
+{
+    mera_status st;
+    if ((st = require_plain_int8(ctx, 0)) || (st = require_plain_int8(ctx, 1)))
+        return st;
+    const mera_type *a = ctx->in[0], *b = ctx->in[1];
+    char s[128], s2[128];
+    mera_shape_format(a->shape, a->rank, s, sizeof s);
+    mera_shape_format(b->shape, b->rank, s2, sizeof s2);
+    if (a->rank < 2 || b->rank < 2)
+        return FAIL(ctx, MERA_ERR_SHAPE, "matmul_integer needs two operands of rank >= 2, got %s and %s", s, s2);
+    if (a->shape[a->rank - 1] != b->shape[b->rank - 2])
+        return FAIL(ctx, MERA_ERR_SHAPE, "matmul_integer of %s by %s: %lld columns against %lld rows", s, s2,
+                    (long long)a->shape[a->rank - 1], (long long)b->shape[b->rank - 2]);
+    if ((st = check_zero_point_input(ctx, 2, 0, 0)) ||
+        (st = check_zero_point_input(ctx, 3, 1, b->rank == 2 ? b->shape[1] : 0)))
+        return st;
+    mera_type *out = &ctx->out[0];
+    int rank = a->rank > b->rank ? a->rank : b->rank;
+    *out = *a;
+    out->dtype = MERA_DTYPE_INT32;
+    out->rank = rank;
+    out->layout = MERA_LAYOUT_ANY;
+    for (int i = 0; i < rank - 2; i++) {
+        int ia = i - (rank - a->rank), ib = i - (rank - b->rank);
+        int64_t da = ia >= 0 ? a->shape[ia] : 1, db = ib >= 0 ? b->shape[ib] : 1;
+        if (da != db && da != 1 && db != 1)
+            return FAIL(ctx, MERA_ERR_SHAPE, "matmul_integer of %s by %s: batch axes do not broadcast (axis %d: %lld "
+                        "vs %lld)", s, s2, i, (long long)da, (long long)db);
+        out->shape[i] = da == 1 ? db : da;
+    }
+    out->shape[rank - 2] = a->shape[a->rank - 2];
+    out->shape[rank - 1] = b->shape[b->rank - 1];
+    return MERA_OK;
+}
+
+/* conv_integer: x [N, C, H, W] by w [M, C/groups, KH, KW] (NCHW; int8/uint8), the padding filled with x_zero_point
+ * (so it adds nothing), int32 out. x_zero_point one value, w_zero_point one value or M. */
+static const char *const inputs_conv_integer[] = {"data", "kernel", "x_zero_point", "w_zero_point"};
+static const mera_attr_spec attrs_conv_integer[] = {
+    {"strides", MERA_ATTR_INTS, 0, 2, NULL, "[1,1]", "stride (h, w)"},
+    {"padding", MERA_ATTR_INTS, 0, 4, NULL, "[0,0,0,0]", "padding (top, left, bottom, right)"},
+    {"dilation", MERA_ATTR_INTS, 0, 2, NULL, "[1,1]", "dilation (h, w)"},
+    {"groups", MERA_ATTR_INT, 0, 0, NULL, "1", "number of groups"},
+    END_ATTRS,
+};
+static mera_status infer_conv_integer(mera_infer_ctx *ctx)
+{
+    mera_status st;
+    char s[128], s2[128];
+    if ((st = require_plain_int8(ctx, 0)) || (st = require_plain_int8(ctx, 1)) || (st = require_rank(ctx, 0, 4)) ||
+        (st = require_rank(ctx, 1, 4)))
+        return st;
+    const mera_type *x = ctx->in[0], *w = ctx->in[1];
+    if (x->layout == MERA_LAYOUT_NHWC)
+        return FAIL(ctx, MERA_ERR_SHAPE, "conv_integer takes NCHW data, input 0 '%s' is NHWC", ctx->in_names[0]);
+    int n = 0;
+    const int64_t *strides = attr_is(ctx, "strides", &n), *pad = attr_is(ctx, "padding", &n);
+    const int64_t *dil = attr_is(ctx, "dilation", &n);
+    int64_t groups = attr_i(ctx, "groups");
+    for (int i = 0; i < 2; i++)
+        if (strides[i] < 1 || dil[i] < 1)
+            return FAIL(ctx, MERA_ERR_ATTR, "strides %lld and dilation %lld (axis %d) must be >= 1",
+                        (long long)strides[i], (long long)dil[i], i);
+    for (int i = 0; i < 4; i++)
+        if (pad[i] < 0)
+            return FAIL(ctx, MERA_ERR_ATTR, "padding[%d] = %lld is negative", i, (long long)pad[i]);
+    mera_shape_format(x->shape, 4, s, sizeof s);
+    mera_shape_format(w->shape, 4, s2, sizeof s2);
+    if (groups < 1 || x->shape[1] % groups || w->shape[0] % groups || w->shape[1] * groups != x->shape[1])
+        return FAIL(ctx, MERA_ERR_SHAPE, "kernel %s [M, C/groups, KH, KW] does not fit data %s in %lld groups", s2, s,
+                    (long long)groups);
+    if ((st = check_zero_point_input(ctx, 2, 0, 0)) || (st = check_zero_point_input(ctx, 3, 1, w->shape[0])))
+        return st;
+    int64_t oh = (x->shape[2] + pad[0] + pad[2] - dil[0] * (w->shape[2] - 1) - 1) / strides[0] + 1;
+    int64_t ow = (x->shape[3] + pad[1] + pad[3] - dil[1] * (w->shape[3] - 1) - 1) / strides[1] + 1;
+    if (x->shape[2] + pad[0] + pad[2] < dil[0] * (w->shape[2] - 1) + 1 ||
+        x->shape[3] + pad[1] + pad[3] < dil[1] * (w->shape[3] - 1) + 1)
+        return FAIL(ctx, MERA_ERR_SHAPE, "kernel %s is larger than the padded data %s", s2, s);
+    mera_type *out = &ctx->out[0];
+    *out = *x;
+    out->dtype = MERA_DTYPE_INT32;
+    out->layout = x->layout;
+    out->shape[1] = w->shape[0];
+    out->shape[2] = oh;
+    out->shape[3] = ow;
+    return MERA_OK;
+}
+
+/* cast: a plain int8/uint8/int32 or float32 tensor to float32 (exact: every int32 rounds to nearest). */
+static const char *const inputs_cast[] = {"data"};
+static const mera_attr_spec attrs_cast[] = {
+    {"to", MERA_ATTR_STRING, 0, 0, "float32", "float32", "the output dtype"},
+    END_ATTRS,
+};
+static mera_status infer_cast(mera_infer_ctx *ctx)
+{
+    char d[160];
+    const mera_type *t = ctx->in[0];
+    if (t->q.kind != MERA_QUANT_NONE || t->dtype == MERA_DTYPE_BFLOAT16)
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be a plain float32, int8, uint8 or int32 tensor, got %s%s",
+                    in_desc(ctx, 0, d, sizeof d), mera_dtype_name(t->dtype),
+                    t->q.kind != MERA_QUANT_NONE ? " with quantization parameters (dequantize it)" : "");
+    ctx->out[0] = *t;
+    ctx->out[0].dtype = MERA_DTYPE_FLOAT32;
+    return MERA_OK;
+}
+
+/* gru: ONNX's GRU with its default activations, all sequences full length.
+ * data [seq, batch, input], w [dirs, 3H, input], r [dirs, 3H, H] (gates z, r, h), b [dirs, 6H] (Wb then Rb),
+ * initial_h [dirs, batch, H]; output Y [seq, dirs, batch, H]. */
+static const char *const inputs_gru[] = {"data", "w", "r", "b", "initial_h"};
+static const mera_attr_spec attrs_gru[] = {
+    {"hidden_size", MERA_ATTR_INT, 1, 0, NULL, NULL, "H"},
+    {"direction", MERA_ATTR_STRING, 0, 0, "forward|reverse|bidirectional", "forward", "direction"},
+    {"linear_before_reset", MERA_ATTR_INT, 0, 0, NULL, "0", "1: r scales (R h + Rb_h) rather than h"},
+    END_ATTRS,
+};
+static mera_status infer_gru(mera_infer_ctx *ctx)
+{
+    mera_status st;
+    for (int i = 0; i < ctx->n_inputs; i++)
+        if (ctx->in[i] && (st = require_float(ctx, i)))
+            return st;
+    if ((st = require_rank(ctx, 0, 3)) || (st = require_rank(ctx, 1, 3)) || (st = require_rank(ctx, 2, 3)))
+        return st;
+    int64_t H = attr_i(ctx, "hidden_size"), dirs = strcmp(attr_s(ctx, "direction"), "bidirectional") ? 1 : 2;
+    int64_t lbr = attr_i(ctx, "linear_before_reset");
+    const mera_type *x = ctx->in[0], *w = ctx->in[1], *r = ctx->in[2];
+    int64_t S = x->shape[0], B = x->shape[1], I = x->shape[2];
+    if (H < 1)
+        return FAIL(ctx, MERA_ERR_ATTR, "hidden_size = %lld must be >= 1", (long long)H);
+    if (lbr != 0 && lbr != 1)
+        return FAIL(ctx, MERA_ERR_ATTR, "linear_before_reset = %lld must be 0 or 1", (long long)lbr);
+    if (w->shape[0] != dirs || w->shape[1] != 3 * H || w->shape[2] != I || r->shape[0] != dirs ||
+        r->shape[1] != 3 * H || r->shape[2] != H)
+        return FAIL(ctx, MERA_ERR_SHAPE, "w must be [%lld, %lld, %lld] and r [%lld, %lld, %lld] for %s, hidden_size %lld "
+                    "and %lld input features", (long long)dirs, (long long)(3 * H), (long long)I, (long long)dirs,
+                    (long long)(3 * H), (long long)H, attr_s(ctx, "direction"), (long long)H, (long long)I);
+    if (ctx->n_inputs > 3 && ctx->in[3] && (ctx->in[3]->rank != 2 || ctx->in[3]->shape[0] != dirs ||
+                                            ctx->in[3]->shape[1] != 6 * H))
+        return FAIL(ctx, MERA_ERR_SHAPE, "b must be [%lld, %lld]", (long long)dirs, (long long)(6 * H));
+    if (ctx->n_inputs > 4 && ctx->in[4] && (ctx->in[4]->rank != 3 || ctx->in[4]->shape[0] != dirs ||
+                                            ctx->in[4]->shape[1] != B || ctx->in[4]->shape[2] != H))
+        return FAIL(ctx, MERA_ERR_SHAPE, "initial_h must be [%lld, %lld, %lld]", (long long)dirs, (long long)B,
+                    (long long)H);
+    mera_type *out = &ctx->out[0];
+    *out = *x;
+    out->rank = 4;
+    out->layout = MERA_LAYOUT_ANY;
+    out->shape[0] = S;
+    out->shape[1] = dirs;
+    out->shape[2] = B;
+    out->shape[3] = H;
+    return MERA_OK;
+}
+
+/* dynamic_quantize_lstm: onnxruntime's DynamicQuantizeLSTM. data [seq, batch, input] float32; w [dirs, input, 4H]
+ * and r [dirs, H, 4H] plain int8/uint8 (gates i, o, f, c; transposed against lstm's); b [dirs, 8H], initial_h and
+ * initial_c [dirs, batch, H] float32 or omitted; w_scale/r_scale float32 [dirs] or [dirs, 4H]; w_zero_point and
+ * r_zero_point of the weights' dtype, one value per direction ([dirs], or [dirs, 4H] all equal: onnxruntime reads
+ * the first). Output Y [seq, dirs, batch, H]. */
+static const char *const inputs_dynamic_quantize_lstm[] = {"data", "w", "r", "b", "initial_h", "initial_c",
+                                                           "w_scale", "w_zero_point", "r_scale", "r_zero_point"};
+static const mera_attr_spec attrs_dynamic_quantize_lstm[] = {
+    {"hidden_size", MERA_ATTR_INT, 1, 0, NULL, NULL, "H"},
+    {"direction", MERA_ATTR_STRING, 0, 0, "forward|reverse|bidirectional", "forward", "direction"},
+    END_ATTRS,
+};
+static mera_status infer_dynamic_quantize_lstm(mera_infer_ctx *ctx)
+{
+    mera_status st;
+    char d[160];
+    if ((st = require_float(ctx, 0)) || (st = require_plain_int8(ctx, 1)) || (st = require_plain_int8(ctx, 2)) ||
+        (st = require_rank(ctx, 0, 3)) || (st = require_rank(ctx, 1, 3)) || (st = require_rank(ctx, 2, 3)))
+        return st;
+    for (int i = 3; i < 10; i++) {
+        if (!ctx->in[i]) {
+            if (i >= 6)
+                return FAIL(ctx, MERA_ERR_INVALID, "input %d (%s) is required", i, inputs_dynamic_quantize_lstm[i]);
+            continue;
+        }
+        if (i == 7 || i == 9) {
+            if ((st = require_plain_int8(ctx, i)))
+                return st;
+            const mera_type *wgt = ctx->in[i == 7 ? 1 : 2];
+            if (ctx->in[i]->dtype != wgt->dtype)
+                return FAIL(ctx, MERA_ERR_DTYPE, "%s is %s but its weight is %s", in_desc(ctx, i, d, sizeof d),
+                            mera_dtype_name(ctx->in[i]->dtype), mera_dtype_name(wgt->dtype));
+        } else if ((st = require_float(ctx, i))) {
+            return st;
+        }
+    }
+    int64_t H = attr_i(ctx, "hidden_size"), dirs = strcmp(attr_s(ctx, "direction"), "bidirectional") ? 1 : 2;
+    const mera_type *x = ctx->in[0], *w = ctx->in[1], *r = ctx->in[2];
+    int64_t S = x->shape[0], B = x->shape[1], I = x->shape[2];
+    if (H < 1)
+        return FAIL(ctx, MERA_ERR_ATTR, "hidden_size = %lld must be >= 1", (long long)H);
+    if (w->shape[0] != dirs || w->shape[1] != I || w->shape[2] != 4 * H || r->shape[0] != dirs ||
+        r->shape[1] != H || r->shape[2] != 4 * H)
+        return FAIL(ctx, MERA_ERR_SHAPE, "w must be [%lld, %lld, %lld] and r [%lld, %lld, %lld] for %s, hidden_size %lld "
+                    "and %lld input features", (long long)dirs, (long long)I, (long long)(4 * H), (long long)dirs,
+                    (long long)H, (long long)(4 * H), attr_s(ctx, "direction"), (long long)H, (long long)I);
+    if (ctx->in[3] && (ctx->in[3]->rank != 2 || ctx->in[3]->shape[0] != dirs || ctx->in[3]->shape[1] != 8 * H))
+        return FAIL(ctx, MERA_ERR_SHAPE, "b must be [%lld, %lld]", (long long)dirs, (long long)(8 * H));
+    for (int i = 4; i < 6; i++)
+        if (ctx->in[i] && (ctx->in[i]->rank != 3 || ctx->in[i]->shape[0] != dirs || ctx->in[i]->shape[1] != B ||
+                           ctx->in[i]->shape[2] != H))
+            return FAIL(ctx, MERA_ERR_SHAPE, "%s must be [%lld, %lld, %lld]", in_desc(ctx, i, d, sizeof d),
+                        (long long)dirs, (long long)B, (long long)H);
+    for (int i = 6; i < 10; i++) {
+        const mera_type *t = ctx->in[i];
+        int ok = (t->rank == 1 && t->shape[0] == dirs) || (t->rank == 2 && t->shape[0] == dirs && t->shape[1] == 4 * H);
+        if (!ok)
+            return FAIL(ctx, MERA_ERR_SHAPE, "%s must be [%lld] or [%lld, %lld]", in_desc(ctx, i, d, sizeof d),
+                        (long long)dirs, (long long)dirs, (long long)(4 * H));
+    }
+    mera_type *out = &ctx->out[0];
+    *out = *x;
+    out->rank = 4;
+    out->layout = MERA_LAYOUT_ANY;
+    out->shape[0] = S;
+    out->shape[1] = dirs;
+    out->shape[2] = B;
+    out->shape[3] = H;
+    return MERA_OK;
+}
+
+/* topk: the k largest (smallest) of each slice along `axis`, in order (ties: the lower index first); output
+ * `values` (float32) or `indices` (int64), the input's shape with k on the axis. */
+static const char *const inputs_topk[] = {"data"};
+static const mera_attr_spec attrs_topk[] = {
+    {"k", MERA_ATTR_INT, 1, 0, NULL, NULL, "how many"},
+    {"axis", MERA_ATTR_INT, 0, 0, NULL, "-1", "the axis (negative: from the end)"},
+    {"largest", MERA_ATTR_INT, 0, 0, NULL, "1", "1: the largest, 0: the smallest"},
+    {"output", MERA_ATTR_STRING, 0, 0, "values|indices", "values", "which of TopK's outputs"},
+    END_ATTRS,
+};
+static mera_status infer_topk(mera_infer_ctx *ctx)
+{
+    mera_status st = require_float(ctx, 0);
+    if (st)
+        return st;
+    const mera_type *x = ctx->in[0];
+    int64_t k = attr_i(ctx, "k"), axis = attr_i(ctx, "axis"), largest = attr_i(ctx, "largest");
+    if (axis < -x->rank || axis >= x->rank || x->rank == 0)
+        return FAIL(ctx, MERA_ERR_ATTR, "axis %lld is out of range for rank %d", (long long)axis, x->rank);
+    if (axis < 0)
+        axis += x->rank;
+    if (k < 1 || k > x->shape[axis])
+        return FAIL(ctx, MERA_ERR_ATTR, "k = %lld must be in 1..%lld (the size of axis %lld)", (long long)k,
+                    (long long)x->shape[axis], (long long)axis);
+    if (largest != 0 && largest != 1)
+        return FAIL(ctx, MERA_ERR_ATTR, "largest = %lld must be 0 or 1", (long long)largest);
+    mera_type *out = &ctx->out[0];
+    *out = *x;
+    out->layout = MERA_LAYOUT_ANY;
+    out->shape[axis] = k;
+    if (strcmp(attr_s(ctx, "output"), "indices") == 0)
+        out->dtype = MERA_DTYPE_INT64;
     return MERA_OK;
 }
 

@@ -14,6 +14,7 @@ static const struct {
     [MERA_DTYPE_UINT8] = {"uint8", "u8", 1},
     [MERA_DTYPE_INT32] = {"int32", "i32", 4},
     [MERA_DTYPE_BFLOAT16] = {"bfloat16", "bf16", 2},
+    [MERA_DTYPE_INT64] = {"int64", "i64", 8},
 };
 
 const char *mera_dtype_name(mera_dtype t)

@@ -53,6 +53,13 @@ static const mera_kernel_fn ref_table[MERA_OP_COUNT][MERA_NUMERICS_COUNT] = {
     [MERA_OP_MATMUL]              = BOTH(ref_matmul_f32, NULL),
     [MERA_OP_CONV_TRANSPOSE2D]    = BOTH(ref_conv_transpose2d_f32, ref_conv_transpose2d_q),
     [MERA_OP_LSTM]                = BOTH(ref_lstm_f32, NULL),
+    [MERA_OP_DYNAMIC_QUANTIZE_LINEAR] = BOTH(ref_dynamic_quantize_linear, NULL),
+    [MERA_OP_MATMUL_INTEGER]      = BOTH(ref_matmul_integer, NULL),
+    [MERA_OP_CONV_INTEGER]        = BOTH(ref_conv_integer, NULL),
+    [MERA_OP_CAST]                = BOTH(ref_cast, NULL),
+    [MERA_OP_GRU]                 = BOTH(ref_gru_f32, NULL),
+    [MERA_OP_DYNAMIC_QUANTIZE_LSTM] = BOTH(ref_dynamic_quantize_lstm, NULL),
+    [MERA_OP_TOPK]                = BOTH(ref_topk, NULL),
 };
 
 mera_kernel_fn mera_kernel_ref(int op, mera_numerics num)

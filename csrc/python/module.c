@@ -95,6 +95,7 @@ int pymera_dtype_to_npy(mera_dtype t)
     case MERA_DTYPE_UINT8: return NPY_UINT8;
     case MERA_DTYPE_INT32: return NPY_INT32;
     case MERA_DTYPE_BFLOAT16: return NPY_UINT16; /* raw bits */
+    case MERA_DTYPE_INT64: return NPY_INT64;
     default: break;
     }
     MERA_BUG("dtype without a NumPy counterpart");
@@ -108,6 +109,7 @@ int pymera_npy_to_dtype(int npy, mera_dtype *out)
     case NPY_INT8: *out = MERA_DTYPE_INT8; return 0;
     case NPY_UINT8: *out = MERA_DTYPE_UINT8; return 0;
     case NPY_INT32: *out = MERA_DTYPE_INT32; return 0;
+    case NPY_INT64: *out = MERA_DTYPE_INT64; return 0;
     default: return -1;
     }
 }

@@ -557,7 +557,8 @@ static int quant_input(quant_ctx *c, const mera_node *node, int i)
 
 /* An op with no quantized form (ops.def: FLOAT_IN) stays float: its activation inputs are
  * dequantized, its constants stay float, and its output is quantized with its observer's
- * parameters, so the ops after it see an activation like any other. */
+ * parameters, so the ops after it see an activation like any other. An output of plain
+ * integers (topk's indices, matmul_integer's sums) is not an activation: it stays as it is. */
 static mera_status quant_float_node(quant_ctx *c, const mera_node *node)
 {
     const mera_graph *g = c->q->g;
@@ -597,6 +598,10 @@ static mera_status quant_float_node(quant_ctx *c, const mera_node *node)
                             c->err) < 0 ||
         note_float(c, fout, node->outputs[0]) < 0)
         return c->err->code;
+    if (mera_graph_value(c->dst, fout)->type.dtype != MERA_DTYPE_FLOAT32) {
+        c->qv[node->outputs[0]] = fout; /* plain integers (topk's indices, matmul_integer's sums) stay as they are */
+        return MERA_OK;
+    }
     double scale;
     int32_t zp;
     mera_status st = act_qparams(c, node->outputs[0], &scale, &zp);

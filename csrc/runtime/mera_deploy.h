@@ -41,12 +41,13 @@ typedef enum {
     MERA_DEPLOY_ERR_UNSUPPORTED = 6,
 } mera_deploy_status;
 
-/* Element types, as in deploy.json ("float32", "int8", "uint8", "int32"). */
+/* Element types, as in deploy.json ("float32", "int8", "uint8", "int32", "int64"). */
 typedef enum {
     MERA_DEPLOY_FLOAT32 = 0,
     MERA_DEPLOY_INT8 = 1,
     MERA_DEPLOY_UINT8 = 2,
     MERA_DEPLOY_INT32 = 3,
+    MERA_DEPLOY_INT64 = 4,
 } mera_deploy_dtype;
 
 #define MERA_DEPLOY_MAX_RANK 6

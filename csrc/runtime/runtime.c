@@ -804,6 +804,7 @@ static int fill_info(mera_deploy *d)
             info->dtype = v->type.dtype == MERA_DTYPE_FLOAT32 ? MERA_DEPLOY_FLOAT32
                           : v->type.dtype == MERA_DTYPE_INT8  ? MERA_DEPLOY_INT8
                           : v->type.dtype == MERA_DTYPE_UINT8 ? MERA_DEPLOY_UINT8
+                          : v->type.dtype == MERA_DTYPE_INT64 ? MERA_DEPLOY_INT64
                                                               : MERA_DEPLOY_INT32;
             info->rank = v->type.rank;
             for (int r = 0; r < v->type.rank && r < MERA_DEPLOY_MAX_RANK; r++)

@@ -447,6 +447,276 @@ def _lstm(ctx: Context, node, a, x, w, r, b=None, seq_lens=None, h0=None, c0=Non
     return Tensor(y, False)
 
 
+# -- onnxruntime's dynamic quantization (quantize_dynamic): plain integer tensors ------------------
+
+#: ops that read uint8/int8 tensors as plain integers (with their zero points beside them)
+_INTEGER_OPS = frozenset({"ConvInteger", "MatMulInteger"})
+
+
+def _plain_int_input(ctx: Context, name: str) -> bool:
+    """Whether a uint8/int8 graph input is only read by ops of plain integers (ConvInteger, MatMulInteger)."""
+    readers = ctx.consumers.get(name, [])
+    return bool(readers) and all(c.op_type in _INTEGER_OPS and (c.domain or "") in ("", "ai.onnx") for c in readers)
+
+
+def _int_operand(ctx: Context, x: Any, what: str) -> Tensor:
+    """A uint8/int8 operand of an integer op as a plain (unquantized) tensor; constants keep their dtype."""
+    if isinstance(x, np.ndarray):
+        if x.dtype not in (np.uint8, np.int8):
+            raise UnsupportedError(f"{what} has element type {x.dtype}; mera's integer ops take uint8 and int8")
+        return Tensor(ctx.const(np.ascontiguousarray(x), what), False)
+    if isinstance(x, Tensor) and x.value.qparams is None and x.value.dtype in ("uint8", "int8"):
+        return x
+    got = x.value.dtype + (" (quantized)" if x.value.qparams is not None else "") if isinstance(x, Tensor) \
+        else type(x).__name__
+    raise UnsupportedError(f"{what} must be a uint8/int8 tensor of plain integers, got {got}")
+
+
+def _zero_point(ctx: Context, zp: Any, operand: Tensor, what: str, per: int = 0) -> Optional[ir.Value]:
+    """A zero point input: None when omitted or all 0, else a tensor of the operand's dtype (one value, or
+    ``per`` values when per > 1)."""
+    if zp is None:
+        return None
+    if isinstance(zp, np.ndarray):
+        if zp.dtype != np.dtype(operand.value.dtype):
+            raise UnsupportedError(f"{what} is {zp.dtype} but its operand is {operand.value.dtype}")
+        if zp.size == 1:
+            if int(zp.reshape(-1)[0]) == 0:
+                return None
+            return ctx.const(zp.reshape(()), what)
+        if per > 1 and zp.size == per:
+            if not zp.any():
+                return None
+            return ctx.const(np.ascontiguousarray(zp.reshape(per)), what)
+        raise UnsupportedError(f"{what} of shape {list(zp.shape)}: mera takes one value"
+                               + (f" or {per} (one per output column/channel)" if per > 1 else ""))
+    t = _int_operand(ctx, zp, what)
+    if t.value.dtype != operand.value.dtype:
+        raise UnsupportedError(f"{what} is {t.value.dtype} but its operand is {operand.value.dtype}")
+    return t.value
+
+
+def _used(ctx: Context, name: str) -> bool:
+    return bool(name) and bool(ctx.consumers.get(name) or name in ctx.graph_outputs)
+
+
+@converts("DynamicQuantizeLinear")
+def _dynamic_quantize_linear(ctx: Context, node, a, x):
+    t = ctx.tensor(x, "DynamicQuantizeLinear x")
+    if t.rank == 4:
+        t = ctx.to_nchw(t)  # ConvInteger reads NCHW
+    outs = list(node.output) + ["", ""]
+    for name, which in ((outs[1], "scale"), (outs[2], "zero_point")):
+        if _used(ctx, name):
+            ctx.env[name] = Tensor(ctx.emit("dynamic_quantize_linear", t.value, output=which), False)
+    return Tensor(ctx.emit("dynamic_quantize_linear", t.value, output="y"), t.nhwc)
+
+
+@converts("MatMulInteger")
+def _matmul_integer(ctx: Context, node, a, x, w, x_zp=None, w_zp=None):
+    at = ctx.to_nchw(_int_operand(ctx, x, "MatMulInteger A"))
+    bt = ctx.to_nchw(_int_operand(ctx, w, "MatMulInteger B"))
+    if at.rank < 2 or bt.rank < 2:
+        raise UnsupportedError(f"MatMulInteger of a {at.rank}-D by a {bt.rank}-D operand (mera's matmul_integer "
+                               "takes rank >= 2)")
+    ins = [at.value, bt.value, _zero_point(ctx, x_zp, at, "MatMulInteger a_zero_point"),
+           _zero_point(ctx, w_zp, bt, "MatMulInteger b_zero_point", bt.shape[-1] if bt.rank == 2 else 0)]
+    while ins[-1] is None:
+        ins.pop()
+    return Tensor(ctx.emit("matmul_integer", *ins), False)
+
+
+@converts("ConvInteger")
+def _conv_integer(ctx: Context, node, a, x, w, x_zp=None, w_zp=None):
+    t = ctx.to_nchw(_int_operand(ctx, x, "ConvInteger x"))
+    wt = ctx.to_nchw(_int_operand(ctx, w, "ConvInteger w"))
+    if t.rank != 4 or wt.rank != 4:
+        raise UnsupportedError(f"a {t.rank - 2}-D ConvInteger: mera's conv_integer is 2-D")
+    st, dil, groups, p = _conv_geometry(a, t, wt.shape)
+    ins = [t.value, wt.value, _zero_point(ctx, x_zp, t, "ConvInteger x_zero_point"),
+           _zero_point(ctx, w_zp, wt, "ConvInteger w_zero_point", wt.shape[0])]
+    while ins[-1] is None:
+        ins.pop()
+    return Tensor(ctx.emit("conv_integer", *ins, strides=st, padding=[p[0], p[1], p[2], p[3]], dilation=dil,
+                           groups=groups), False)
+
+
+def _cast_runtime(ctx: Context, node, a, x):
+    """Cast of a run-time tensor: plain integers (ConvInteger's, MatMulInteger's, ...) to float32."""
+    onnx = _onnx()
+    to = int(a["to"])
+    if not isinstance(x, Tensor):
+        raise UnsupportedError(f"Cast of a {type(x).__name__}")
+    if to != onnx.TensorProto.FLOAT:
+        raise UnsupportedError(f"Cast of a run-time tensor to {_dtype_name(to)}: mera casts run-time tensors to "
+                               "float32 only")
+    if x.value.dtype == "float32" and x.value.qparams is None:
+        return x
+    if x.value.qparams is not None:
+        raise UnsupportedError(f"Cast of a quantized {x.value.dtype} tensor (ONNX casts the stored integers)")
+    return Tensor(ctx.emit("cast", x.value, to="float32"), x.nhwc)
+
+
+CONVERTERS["Cast"] = _cast_runtime
+
+
+@converts("GRU")
+def _gru(ctx: Context, node, a, x, w, r, b=None, seq_lens=None, h0=None):
+    def s(v):
+        return v.decode() if isinstance(v, bytes) else v
+    acts = [s(v) for v in a.get("activations", [])]
+    if acts and any(v != d for v, d in zip(acts, ["Sigmoid", "Tanh"] * 2)):
+        raise UnsupportedError(f"GRU activations {acts} (mera's gru is Sigmoid, Tanh)")
+    if "clip" in a:
+        raise UnsupportedError("GRU with clip")
+    batchwise = int(a.get("layout", 0)) == 1
+    t = ctx.to_nchw(ctx.tensor(x))
+    if t.rank != 3:
+        raise UnsupportedError(f"GRU input of rank {t.rank} (expected [seq, batch, input])")
+    if batchwise:  # [batch, seq, input] -> [seq, batch, input]
+        t = Tensor(ctx.emit("transpose", t.value, axes=[1, 0, 2]), False)
+    seq, batch = t.value.shape[0], t.value.shape[1]
+    if seq_lens is not None:
+        lens = _const_input(ctx, seq_lens, "the GRU sequence_lens")
+        if np.any(lens != seq):
+            raise UnsupportedError(f"GRU sequence_lens {lens.tolist()}: mera runs every sequence to its full "
+                                   f"length {seq}")
+    direction = s(a.get("direction", "forward"))
+    hidden = int(a["hidden_size"])
+    ins = [t.value, ctx.param(_const_input(ctx, w, "the GRU W"), node.input[1]),
+           ctx.param(_const_input(ctx, r, "the GRU R"), node.input[2])]
+    if b is not None:
+        ins.append(ctx.const(b.astype(np.float32), "B") if isinstance(b, np.ndarray)
+                   else ctx.to_nchw(ctx.tensor(b)).value)
+    if h0 is not None:
+        ins += [None] * (4 - len(ins))
+        if isinstance(h0, np.ndarray):
+            hv = ctx.const(h0.astype(np.float32), "initial_h")
+        else:
+            hv = ctx.to_nchw(ctx.tensor(h0)).value
+        ins.append(ctx.emit("transpose", hv, axes=[1, 0, 2]) if batchwise else hv)
+    y = ctx.emit("gru", *ins, hidden_size=hidden, direction=direction,
+                 linear_before_reset=int(a.get("linear_before_reset", 0)))
+    outs = list(node.output) + [""]
+    if _used(ctx, outs[1]):
+        yh = _rnn_y_h(ctx, y, direction, seq, batch, hidden)
+        ctx.env[outs[1]] = Tensor(ctx.emit("transpose", yh, axes=[1, 0, 2]) if batchwise else yh, False)
+    # Y [seq, dirs, batch, H]; layout 1: [batch, seq, dirs, H]
+    return Tensor(ctx.emit("transpose", y, axes=[2, 0, 1, 3]) if batchwise else y, False)
+
+
+def _rnn_y_h(ctx: Context, y: ir.Value, direction: str, seq: int, batch: int, hidden: int) -> ir.Value:
+    """Y_h of a recurrent op's Y [seq, dirs, batch, H]: the last step of each direction, [dirs, batch, H]."""
+    dirs = 2 if direction == "bidirectional" else 1
+    parts = []
+    for d in range(dirs):
+        last = 0 if direction == "reverse" or d == 1 else seq - 1
+        v = ctx.emit("slice", y, axis=0, begin=last, end=last + 1)
+        parts.append(ctx.emit("slice", v, axis=1, begin=d, end=d + 1) if dirs > 1 else v)
+    yh = parts[0] if dirs == 1 else ctx.emit("concat", *parts, axis=1)
+    return ctx.emit("reshape", yh, shape=[dirs, batch, hidden])
+
+
+def _dynamic_quantize_matmul(ctx: Context, node, a, x, b, b_scale, b_zp=None, bias=None):
+    """com.microsoft DynamicQuantizeMatMul (onnxruntime's fusion of DynamicQuantizeLinear, MatMulInteger and the
+    scaling): A quantized as DynamicQuantizeLinear does, the exact integer product by the int8/uint8 B, then
+    acc * (a_scale * b_scale) (+ bias) in float32."""
+    t = ctx.to_nchw(ctx.tensor(x, "DynamicQuantizeMatMul A"))
+    bt = ctx.to_nchw(_int_operand(ctx, b, "DynamicQuantizeMatMul B"))
+    if t.rank < 2 or bt.rank != 2:
+        raise UnsupportedError(f"DynamicQuantizeMatMul of a {t.rank}-D A by a {bt.rank}-D B (mera takes A of rank "
+                               ">= 2 and a 2-D B)")
+    n = bt.shape[-1]
+    scale = _const_input(ctx, b_scale, "the DynamicQuantizeMatMul b_scale").astype(np.float32)
+    if scale.size not in (1, n):
+        raise UnsupportedError(f"DynamicQuantizeMatMul b_scale of shape {list(scale.shape)} (one value or {n})")
+    aq = ctx.emit("dynamic_quantize_linear", t.value, output="y")
+    ins = [aq, bt.value, ctx.emit("dynamic_quantize_linear", t.value, output="zero_point"),
+           _zero_point(ctx, b_zp, bt, "DynamicQuantizeMatMul b_zero_point", n)]
+    acc = ctx.emit("cast", ctx.emit("matmul_integer", *[v for v in ins if v is not None]), to="float32")
+    a_scale = ctx.emit("dynamic_quantize_linear", t.value, output="scale")
+    s = ctx.emit("mul", a_scale, ctx.const(np.ascontiguousarray(scale.reshape(-1) if scale.size == n and n > 1
+                                                                else scale.reshape(())), "b_scale"))
+    y = ctx.emit("mul", acc, s)
+    if bias is not None:
+        bv = ctx.const(_const_input(ctx, bias, "the DynamicQuantizeMatMul bias").astype(np.float32), "bias") \
+            if isinstance(bias, np.ndarray) else ctx.to_nchw(ctx.tensor(bias)).value
+        y = ctx.emit("add", y, bv)
+    return Tensor(y, False)
+
+
+def _dynamic_quantize_lstm(ctx: Context, node, a, x, w, r, b=None, seq_lens=None, h0=None, c0=None, p=None,
+                           w_scale=None, w_zp=None, r_scale=None, r_zp=None):
+    """com.microsoft DynamicQuantizeLSTM (quantize_dynamic's LSTM): int8/uint8 weights [dirs, in, 4H] with their
+    scales and zero points; onnxruntime quantizes X and the hidden state at run time."""
+    def s(v):
+        return v.decode() if isinstance(v, bytes) else v
+    acts = [s(v) for v in a.get("activations", [])]
+    if acts and any(v != d for v, d in zip(acts, ["Sigmoid", "Tanh", "Tanh"] * 2)):
+        raise UnsupportedError(f"DynamicQuantizeLSTM activations {acts} (mera's is Sigmoid, Tanh, Tanh)")
+    if "clip" in a or int(a.get("input_forget", 0)):
+        raise UnsupportedError("DynamicQuantizeLSTM with clip or input_forget")
+    if p is not None:
+        raise UnsupportedError("DynamicQuantizeLSTM with peepholes (input P)")
+    t = ctx.to_nchw(ctx.tensor(x))
+    if t.rank != 3:
+        raise UnsupportedError(f"DynamicQuantizeLSTM input of rank {t.rank} (expected [seq, batch, input])")
+    seq, batch = t.value.shape[0], t.value.shape[1]
+    if seq_lens is not None:
+        lens = _const_input(ctx, seq_lens, "the DynamicQuantizeLSTM sequence_lens")
+        if np.any(lens != seq):
+            raise UnsupportedError(f"DynamicQuantizeLSTM sequence_lens {lens.tolist()}: mera runs every sequence to "
+                                   f"its full length {seq}")
+    direction = s(a.get("direction", "forward"))
+    hidden = int(a["hidden_size"])
+    ins = []
+    for v, what in ((w, "W"), (r, "R")):
+        arr = _const_input(ctx, v, f"the DynamicQuantizeLSTM {what}")
+        if arr.dtype not in (np.int8, np.uint8):
+            raise UnsupportedError(f"DynamicQuantizeLSTM {what} of element type {arr.dtype} (expected int8/uint8)")
+        ins.append(ctx.const(np.ascontiguousarray(arr), what))
+    for v, what in ((b, "B"), (h0, "initial_h"), (c0, "initial_c")):
+        if v is None:
+            ins.append(None)
+        elif isinstance(v, np.ndarray):
+            ins.append(ctx.const(v.astype(np.float32), what))
+        else:
+            ins.append(ctx.to_nchw(ctx.tensor(v)).value)
+    for sc, zp, what in ((w_scale, w_zp, "W"), (r_scale, r_zp, "R")):
+        sc = _const_input(ctx, sc, f"the DynamicQuantizeLSTM {what}_scale").astype(np.float32)
+        zp = _const_input(ctx, zp, f"the DynamicQuantizeLSTM {what}_zero_point")
+        if zp.ndim == 2 and np.any(zp != zp[:, :1]):
+            raise UnsupportedError(f"DynamicQuantizeLSTM {what}_zero_point differs between columns (onnxruntime "
+                                   "reads one zero point per direction)")
+        ins += [ctx.const(np.ascontiguousarray(sc), f"{what}_scale"), ctx.const(np.ascontiguousarray(zp),
+                                                                                 f"{what}_zero_point")]
+    y = ctx.emit("dynamic_quantize_lstm", t.value, *ins, hidden_size=hidden,
+                 direction=direction)
+    outs = list(node.output) + ["", ""]
+    if _used(ctx, outs[2]):
+        raise UnsupportedError("DynamicQuantizeLSTM whose Y_c output is used (mera's gives Y)")
+    if _used(ctx, outs[1]):
+        ctx.env[outs[1]] = Tensor(_rnn_y_h(ctx, y, direction, seq, batch, hidden), False)
+    return Tensor(y, False)
+
+
+
+@converts("TopK")
+def _topk(ctx: Context, node, a, x, k=None):
+    """TopK with a constant K: values (float32) and indices (int64), each a topk node. sorted=0 leaves the order to
+    the implementation; mera's is the sorted one."""
+    kk = _ints(_const_input(ctx, k, "the TopK K")) if k is not None else [int(a.get("k", 0))]
+    if len(kk) != 1:
+        raise UnsupportedError(f"TopK K {kk} (expected one value)")
+    t = ctx.tensor(x, "TopK X")
+    axis = ctx.axis(t, int(a.get("axis", -1)))
+    largest = int(a.get("largest", 1))
+    outs = list(node.output) + [""]
+    if _used(ctx, outs[1]):
+        ctx.env[outs[1]] = Tensor(ctx.emit("topk", t.value, k=kk[0], axis=axis, largest=largest, output="indices"),
+                                  t.nhwc)
+    return Tensor(ctx.emit("topk", t.value, k=kk[0], axis=axis, largest=largest, output="values"), t.nhwc)
+
 @converts("BatchNormalization")
 def _batchnorm(ctx: Context, node, a, x, gamma, beta, mean, var):
     if a.get("training_mode", 0) or len([o for o in node.output if o]) > 1:
@@ -1656,7 +1926,8 @@ class _Importer:
             if tt.elem_type in (onnx.TensorProto.UINT8, onnx.TensorProto.INT8):
                 # a quantized input: its readers (DequantizeLinear, QLinear ops) give its parameters
                 dtype = "uint8" if tt.elem_type == onnx.TensorProto.UINT8 else "int8"
-                qparams = _onnx_quant.input_qparams(self.ctx, vi.name, dtype)
+                if not _plain_int_input(self.ctx, vi.name):  # (plain integers for ConvInteger, MatMulInteger)
+                    qparams = _onnx_quant.input_qparams(self.ctx, vi.name, dtype)
             elif tt.elem_type != onnx.TensorProto.FLOAT:
                 raise UnsupportedError(f"input '{vi.name}' has element type "
                                        f"{_dtype_name(tt.elem_type)}; mera imports float32 "
@@ -1926,3 +2197,6 @@ def from_onnx(path_or_model: Any, input_shapes: Any = None, layout: str = "NHWC"
 from . import _onnx_quant  # noqa: E402  (registers the quantized converters; needs the names above)
 
 __all__ = ["from_onnx", "MIN_OPSET", "MAX_OPSET", "CONVERTERS", "FOLDERS"]
+
+_onnx_quant.DOMAIN_CONVERTERS[("com.microsoft", "DynamicQuantizeLSTM")] = _dynamic_quantize_lstm
+_onnx_quant.DOMAIN_CONVERTERS[("com.microsoft", "DynamicQuantizeMatMul")] = _dynamic_quantize_matmul

@@ -40,6 +40,13 @@ REF_KERNEL(ref_matmul_f32);
 REF_KERNEL(ref_conv_transpose2d_f32);
 REF_KERNEL(ref_conv_transpose2d_q);
 REF_KERNEL(ref_lstm_f32);
+REF_KERNEL(ref_dynamic_quantize_linear);
+REF_KERNEL(ref_matmul_integer);
+REF_KERNEL(ref_conv_integer);
+REF_KERNEL(ref_cast);
+REF_KERNEL(ref_gru_f32);
+REF_KERNEL(ref_dynamic_quantize_lstm);
+REF_KERNEL(ref_topk);
 
 /* elementwise.c */
 REF_KERNEL(ref_add_f32);
