@@ -76,8 +76,8 @@ def test_dump_ir_example(tmp_path):
                        text=True, timeout=900, env=dict(os.environ, PYTHONWARNINGS="ignore"))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     files = sorted(os.listdir(tmp_path / "dumps"))
-    assert files == ["00-input.ir", "01-fold_bn.ir", "02-fold_const.ir", "03-layout.ir", "04-dce.ir",
-                     "05-partition.txt", "06-schedule.txt", "07-program.txt"], files
+    assert files == ["00-input.ir", "01-fold_bn.ir", "02-fold_const.ir", "03-layout.ir", "04-subpixel.ir",
+                     "05-dce.ir", "06-partition.txt", "07-schedule.txt", "08-program.txt"], files
     layout = (tmp_path / "dumps" / "03-layout.ir").read_text()
     assert 'layout="NCHW"' not in layout and "= transpose(" in layout
     assert "Simulator on DNA-F100" in r.stdout
