@@ -904,7 +904,14 @@ static const mera_attr_spec attrs_upsample[] = {
     {"method", MERA_ATTR_STRING, 0, 0, "nearest|bilinear", "nearest", "interpolation"},
     {"size", MERA_ATTR_INTS, 0, 2, NULL, NULL, "output (h, w); give size or scales"},
     {"scales", MERA_ATTR_FLOATS, 0, 2, NULL, NULL, "scale factors (h, w); give size or scales"},
-    {"align_corners", MERA_ATTR_INT, 0, 0, NULL, "0", "bilinear: align corner pixels"},
+    {"align_corners", MERA_ATTR_INT, 0, 0, NULL, "0", "bilinear: align corner pixels (coordinate_mode torch)"},
+    {"coordinate_mode", MERA_ATTR_STRING, 0, 0,
+     "torch|half_pixel|pytorch_half_pixel|align_corners|asymmetric|half_pixel_symmetric|tf_crop_and_resize", "torch",
+     "source coordinates: PyTorch's arithmetic, or an ONNX Resize coordinate_transformation_mode (onnxruntime's)"},
+    {"nearest_mode", MERA_ATTR_STRING, 0, 0, "floor|ceil|round_prefer_floor|round_prefer_ceil", "floor",
+     "nearest, ONNX modes: how a source coordinate becomes a pixel"},
+    {"roi", MERA_ATTR_FLOATS, 0, 4, NULL, NULL, "tf_crop_and_resize: (h_start, w_start, h_end, w_end), normalized"},
+    {"extrapolation_value", MERA_ATTR_FLOAT, 0, 0, NULL, "0", "tf_crop_and_resize: value outside the input"},
     LAYOUT_ATTR,
     TORCH_MEMORY_FORMAT_ATTR,
     QOUT_ATTRS,
@@ -935,6 +942,9 @@ static mera_status infer_upsample(mera_infer_ctx *ctx)
             return FAIL(ctx, MERA_ERR_ATTR, "scales [%g,%g] shrink the %lldx%lld input to nothing",
                         scales->floats[0], scales->floats[1], (long long)x[2], (long long)x[3]);
     }
+    const char *cm = attr_s(ctx, "coordinate_mode");
+    if (cm && strcmp(cm, "tf_crop_and_resize") == 0 && !mera_attr_find(ctx->attrs, ctx->n_attrs, "roi"))
+        return FAIL(ctx, MERA_ERR_ATTR, "coordinate_mode tf_crop_and_resize needs roi");
     spatial_output(ctx, &ctx->out[0], x[0], x[1], oh, ow);
     return set_output_quant(ctx, &ctx->out[0]);
 }
