@@ -276,6 +276,27 @@ CLAIMED = {
     "Slice": ["test_slice", "test_slice_neg", "test_slice_end_out_of_bounds", "test_slice_default_axes",
               "test_slice_default_steps", "test_slice_negative_axes"],
     "Identity": ["test_identity", "test_clip_default_inbounds_expanded"],
+    **{op: [f"test_reduce_{k}_{t}" for t in ("do_not_keepdims_example", "do_not_keepdims_random", "keepdims_example",
+                                             "keepdims_random", "default_axes_keepdims_example",
+                                             "default_axes_keepdims_random", "negative_axes_keepdims_example",
+                                             "negative_axes_keepdims_random")]
+       for op, k in (("ReduceProd", "prod"), ("ReduceMin", "min"), ("ReduceSumSquare", "sum_square"))},
+    "ReduceSum": [f"test_reduce_sum_{t}" for t in (
+        "do_not_keepdims_example", "do_not_keepdims_random", "keepdims_example", "keepdims_random",
+        "default_axes_keepdims_example", "default_axes_keepdims_random", "negative_axes_keepdims_example",
+        "negative_axes_keepdims_random", "empty_axes_input_noop_example", "empty_axes_input_noop")],
+    "ReduceMax": [f"test_reduce_max_{t}" for t in (
+        "do_not_keepdims_example", "do_not_keepdims_random", "keepdims_example", "keepdims_random",
+        "default_axes_keepdim_example", "default_axes_keepdims_random", "negative_axes_keepdims_example",
+        "negative_axes_keepdims_random")],
+    **{op: [f"test_reduce_{k}_{t}" for t in (
+        "do_not_keepdims_example", "do_not_keepdims_random", "keep_dims_example", "keep_dims_random",
+        "default_axes_keepdims_example", "default_axes_keepdims_random", "negative_axes_keep_dims_example",
+        "negative_axes_keep_dims_random")] for op, k in (("ReduceL1", "l1"), ("ReduceL2", "l2"))},
+    "ReduceLogSum": ["test_reduce_log_sum_desc_axes", "test_reduce_log_sum_asc_axes", "test_reduce_log_sum_default",
+                     "test_reduce_log_sum_negative_axes"],
+    # every ReduceLogSumExp node test is float64: tests/test_onnx_reduce.py runs it in float32
+    "ReduceLogSumExp": [],
 }
 
 _INT_TYPES = "an integer input type: mera imports float32 models"
@@ -336,6 +357,15 @@ EXCLUDED = {
     **{f"test_resize_{t}": _KEEP for t in ("upsample_sizes_nearest_not_larger", "upsample_sizes_nearest_not_smaller",
                                            "downsample_sizes_nearest_not_larger",
                                            "downsample_sizes_nearest_not_smaller")},
+    **{f"test_reduce_{k}_empty_set": "a zero-sized input: mera tensors have no empty axes"
+       for k in ("sum", "max", "min", "prod", "l1", "l2", "log_sum", "log_sum_exp", "sum_square")},
+    "test_reduce_sum_empty_set_non_reduced_axis_zero": "a zero-sized input: mera tensors have no empty axes",
+    **{f"test_reduce_{k}": "bool data: mera imports float32 models"
+       for k in ("max_bool_inputs", "min_bool_inputs", "max_empty_set_bool")},
+    **{f"test_reduce_log_sum_exp_{t}": "float64 data: mera imports float32 models" for t in (
+        "do_not_keepdims_example", "do_not_keepdims_random", "keepdims_example", "keepdims_random",
+        "default_axes_keepdims_example", "default_axes_keepdims_random", "negative_axes_keepdims_example",
+        "negative_axes_keepdims_random")},
     "test_resize_downsample_scales_linear_antialias": "antialias=1",
     "test_resize_downsample_sizes_linear_antialias": "antialias=1",
 }
@@ -347,7 +377,9 @@ _CASE_MODULES = {
     "MaxPool": "maxpool", "AveragePool": "averagepool", "GlobalAveragePool": "globalaveragepool",
     "Concat": "concat", "Reshape": "reshape", "Flatten": "flatten", "Transpose": "transpose", "Pad": "pad",
     "Resize": "resize", "BatchNormalization": "batch_normalization", "Softmax": "softmax",
-    "ReduceMean": "reducemean", "Slice": "slice", "Identity": "identity", "Sub": "sub", "Pow": "pow",
+    "ReduceMean": "reducemean", "ReduceSum": "reducesum", "ReduceMax": "reducemax", "ReduceMin": "reducemin",
+    "ReduceProd": "reduceprod", "ReduceL1": "reducel1", "ReduceL2": "reducel2", "ReduceLogSum": "reduce_log_sum",
+    "ReduceLogSumExp": "reduce_log_sum_exp", "ReduceSumSquare": "reducesumsquare", "Slice": "slice", "Identity": "identity", "Sub": "sub", "Pow": "pow",
     "Expand": "expand", "Tile": "tile", "Squeeze": "squeeze", "Unsqueeze": "unsqueeze", "Div": "div",
     "Max": "max", "Min": "min", "Sqrt": "sqrt", "Exp": "exp", "Log": "log", "Tanh": "tanh", "Erf": "erf",
     "Abs": "abs", "ConvTranspose": "convtranspose", "LSTM": "lstm",
@@ -360,7 +392,9 @@ _CASE_MODULES = {
 # so they become initializers (the node tests declare every input as a graph input)
 _FREEZE = {"Conv": {1, 2}, "ConvTranspose": {1, 2}, "LSTM": {1, 2, 3, 4, 5, 6, 7}, "Split": {1}, "Gather": {1},
            "PRelu": {1}, "InstanceNormalization": {1, 2}, "GroupNormalization": {1, 2}, "Gemm": {1, 2}, "MatMul": {1}, "BatchNormalization": {1, 2, 3, 4}, "Clip": {1, 2},
-           "Reshape": {1}, "Pad": {1, 2, 3}, "Resize": {1, 2, 3}, "ReduceMean": {1}, "Slice": {1, 2, 3, 4},
+           "Reshape": {1}, "Pad": {1, 2, 3}, "Resize": {1, 2, 3}, "ReduceMean": {1},
+           **{op: {1} for op in ("ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+                                 "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")}, "Slice": {1, 2, 3, 4},
            "Expand": {1}, "Tile": {1}, "Squeeze": {1}, "Unsqueeze": {1}}
 
 # the expected output is written with 4 decimals in the test

@@ -1207,6 +1207,49 @@ static mera_status infer_lstm(mera_infer_ctx *ctx)
     return MERA_OK;
 }
 
+/* reduce: ONNX's Reduce* ops in float, over a set of axes. */
+static const char *const inputs_reduce[] = {"data"};
+static const mera_attr_spec attrs_reduce[] = {
+    {"kind", MERA_ATTR_STRING, 1, 0, "sum|max|min|prod|l1|l2|log_sum|log_sum_exp|sum_square|mean", NULL, "the reduction"},
+    {"axes", MERA_ATTR_INTS, 1, 0, NULL, NULL, "axes to reduce"},
+    {"keepdims", MERA_ATTR_INT, 0, 0, NULL, "1", "keep reduced axes with size 1"},
+    END_ATTRS,
+};
+static mera_status infer_reduce(mera_infer_ctx *ctx)
+{
+    mera_status st = require_float(ctx, 0);
+    if (st)
+        return st;
+    const mera_type *x = ctx->in[0];
+    int n = 0;
+    const int64_t *axes = attr_is(ctx, "axes", &n);
+    int reduce[MERA_MAX_RANK] = {0};
+    if (n < 1)
+        return FAIL(ctx, MERA_ERR_ATTR, "axes must name at least one axis");
+    for (int i = 0; i < n; i++) {
+        int64_t a;
+        if (!normalize_axis(axes[i], x->rank, &a))
+            return FAIL(ctx, MERA_ERR_ATTR, "axes[%d] = %lld is out of range for rank %d", i,
+                        (long long)axes[i], x->rank);
+        if (reduce[a])
+            return FAIL(ctx, MERA_ERR_ATTR, "axes names axis %lld twice", (long long)a);
+        reduce[a] = 1;
+    }
+    int keep = attr_i(ctx, "keepdims") != 0;
+    mera_type *out = &ctx->out[0];
+    *out = *x;
+    out->rank = 0;
+    for (int i = 0; i < x->rank; i++) {
+        if (!reduce[i])
+            out->shape[out->rank++] = x->shape[i];
+        else if (keep)
+            out->shape[out->rank++] = 1;
+    }
+    if (!keep)
+        out->layout = MERA_LAYOUT_ANY;
+    return MERA_OK;
+}
+
 /* ---- the table ---------------------------------------------------------- */
 
 const mera_op_info mera_op_table[MERA_OP_COUNT] = {

@@ -53,6 +53,7 @@ static const mera_kernel_fn ref_table[MERA_OP_COUNT][MERA_NUMERICS_COUNT] = {
     [MERA_OP_MATMUL]              = BOTH(ref_matmul_f32, NULL),
     [MERA_OP_CONV_TRANSPOSE2D]    = BOTH(ref_conv_transpose2d_f32, NULL),
     [MERA_OP_LSTM]                = BOTH(ref_lstm_f32, NULL),
+    [MERA_OP_REDUCE]              = BOTH(ref_reduce_f32, NULL),
 };
 
 mera_kernel_fn mera_kernel_ref(int op, mera_numerics num)

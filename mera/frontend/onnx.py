@@ -938,6 +938,32 @@ def _reduce_mean(ctx, node, a, x, axes_in=None):
     return Tensor(v, t.nhwc and bool(keep))
 
 
+_REDUCE_KINDS = {"ReduceSum": "sum", "ReduceMax": "max", "ReduceMin": "min", "ReduceProd": "prod",
+                 "ReduceL1": "l1", "ReduceL2": "l2", "ReduceLogSum": "log_sum", "ReduceLogSumExp": "log_sum_exp",
+                 "ReduceSumSquare": "sum_square"}
+
+
+@converts(*_REDUCE_KINDS)
+def _reduce(ctx, node, a, x, axes_in=None):
+    """Run-time reductions: mera's float reduce op on the host (ReduceMean keeps its quantizable mean)."""
+    t = ctx.tensor(x)
+    keep = int(a.get("keepdims", 1))
+    # axes became an input in opset 13 (ReduceSum) or 18 (the others)
+    if axes_in is not None or ctx.opset >= (13 if node.op_type == "ReduceSum" else 18):
+        axes = [] if axes_in is None else _ints(_const_input(ctx, axes_in, f"the {node.op_type} axes"))
+    else:
+        axes = [int(v) for v in a.get("axes", [])]
+    if not axes:
+        if a.get("noop_with_empty_axes", 0):
+            return t
+        axes = list(range(t.rank))
+    if t.nhwc and not keep:  # dropping axes of NHWC data would leave them in another order than ONNX's
+        t = ctx.to_nchw(t)
+    data_axes = sorted(ctx.axis(t, v) for v in axes)
+    v = ctx.emit("reduce", t.value, kind=_REDUCE_KINDS[node.op_type], axes=data_axes, keepdims=keep)
+    return Tensor(v, t.nhwc and bool(keep))
+
+
 @converts("Slice")
 def _slice(ctx, node, a, x, starts=None, ends=None, axes=None, steps=None):
     t = ctx.tensor(x)

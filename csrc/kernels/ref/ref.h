@@ -39,6 +39,7 @@ REF_KERNEL(ref_abs_f32);
 REF_KERNEL(ref_matmul_f32);
 REF_KERNEL(ref_conv_transpose2d_f32);
 REF_KERNEL(ref_lstm_f32);
+REF_KERNEL(ref_reduce_f32); /* reduce.c */
 
 /* elementwise.c */
 REF_KERNEL(ref_add_f32);
