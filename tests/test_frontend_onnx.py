@@ -264,7 +264,12 @@ CLAIMED = {
                "test_resize_upsample_sizes_nearest_floor_align_corners",
                "test_resize_upsample_sizes_nearest_round_prefer_ceil_asymmetric", "test_resize_tf_crop_and_resize",
                "test_resize_tf_crop_and_resize_axes_2_3", "test_resize_tf_crop_and_resize_axes_3_2",
-               "test_resize_tf_crop_and_resize_extrapolation_value"],
+               "test_resize_tf_crop_and_resize_extrapolation_value", "test_resize_downsample_scales_cubic",
+               "test_resize_downsample_scales_cubic_A_n0p5_exclude_outside",
+               "test_resize_downsample_scales_cubic_align_corners", "test_resize_downsample_sizes_cubic",
+               "test_resize_upsample_scales_cubic", "test_resize_upsample_scales_cubic_A_n0p5_exclude_outside",
+               "test_resize_upsample_scales_cubic_align_corners", "test_resize_upsample_scales_cubic_asymmetric",
+               "test_resize_upsample_sizes_cubic"],
     "BatchNormalization": ["test_batchnorm_example", "test_batchnorm_epsilon"],
     "Softmax": ["test_softmax_example", "test_softmax_large_number", "test_softmax_axis_0", "test_softmax_axis_1",
                 "test_softmax_axis_2", "test_softmax_negative_axis", "test_softmax_default_axis"],
@@ -301,7 +306,6 @@ CLAIMED = {
 
 _INT_TYPES = "an integer input type: mera imports float32 models"
 _ND = "a 1-D or 3-D pooling: mera's pools are 2-D"
-_CUBIC = "cubic interpolation: mera's upsample is nearest or bilinear"
 _KEEP = "keep_aspect_ratio_policy other than stretch"
 _PAD_HALF = "padding larger than half the kernel: mera's pools reject it (as PyTorch does)"
 
@@ -349,11 +353,8 @@ EXCLUDED = {
     "test_slice_neg_steps": "negative steps: mera's slice takes steps >= 1",
     "test_identity_sequence": "a sequence input", "test_identity_opt": "an optional input",
     "test_batchnorm_example_training_mode": "training mode", "test_batchnorm_epsilon_training_mode": "training mode",
-    **{f"test_resize_{t}": _CUBIC for t in (
-        "upsample_scales_cubic", "upsample_scales_cubic_align_corners", "downsample_scales_cubic",
-        "downsample_scales_cubic_align_corners", "upsample_sizes_cubic", "downsample_sizes_cubic",
-        "upsample_scales_cubic_A_n0p5_exclude_outside", "downsample_scales_cubic_A_n0p5_exclude_outside",
-        "upsample_scales_cubic_asymmetric", "downsample_scales_cubic_antialias", "downsample_sizes_cubic_antialias")},
+    **{f"test_resize_{t}": "cubic with antialias=1" for t in ("downsample_scales_cubic_antialias",
+                                                              "downsample_sizes_cubic_antialias")},
     **{f"test_resize_{t}": _KEEP for t in ("upsample_sizes_nearest_not_larger", "upsample_sizes_nearest_not_smaller",
                                            "downsample_sizes_nearest_not_larger",
                                            "downsample_sizes_nearest_not_smaller")},
@@ -406,6 +407,7 @@ _AGAINST_ORT = {
     # the ONNX reference takes the unfloored output length (2.4) in align_corners' (in-1)/(out-1);
     # onnxruntime takes the output size, 2
     "test_resize_downsample_scales_linear_align_corners": "onnxruntime's align_corners uses the output size",
+    "test_resize_downsample_scales_cubic_align_corners": "onnxruntime's align_corners uses the output size",
 }
 
 

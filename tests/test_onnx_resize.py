@@ -1,5 +1,5 @@
-"""ONNX Resize / Upsample against onnxruntime: every coordinate_transformation_mode and
-nearest_mode, scales and sizes, random seeded shapes; float to 1e-5, the QDQ form
+"""ONNX Resize / Upsample against onnxruntime: nearest, linear and cubic (with
+cubic_coeff_a and exclude_outside), every coordinate_transformation_mode and nearest_mode, scales and sizes, random seeded shapes; float to 1e-5, the QDQ form
 (lowered to mera's quantized upsample) against onnxruntime with graph optimizations
 off, and the Simulator against InterpreterHw."""
 
@@ -49,7 +49,8 @@ def init(name, value, dtype=np.float32):
     return numpy_helper.from_array(np.asarray(value, dtype), name)
 
 
-def resize_model(shape, mode, ctm, nearest, scales=None, sizes=None, roi=None, qdq=None, opset=19, extrap=0.0):
+def resize_model(shape, mode, ctm, nearest, scales=None, sizes=None, roi=None, qdq=None, opset=19, extrap=0.0,
+                 cubic_a=-0.75, exclude=0):
     """x -> [Q -> DQ ->] Resize -> [Q -> DQ] -> y"""
     inits, nodes, src = [], [], "x"
     if qdq:
@@ -71,6 +72,8 @@ def resize_model(shape, mode, ctm, nearest, scales=None, sizes=None, roi=None, q
         attrs["nearest_mode"] = nearest
     if ctm == "tf_crop_and_resize":
         attrs["extrapolation_value"] = float(extrap)
+    if mode == "cubic":
+        attrs["cubic_coeff_a"], attrs["exclude_outside"] = float(cubic_a), int(exclude)
     out = "yf" if qdq else "y"
     nodes.append(helper.make_node("Resize", ins, [out], **attrs))
     if qdq:
@@ -82,6 +85,13 @@ def resize_model(shape, mode, ctm, nearest, scales=None, sizes=None, roi=None, q
 
 
 def random_case(rng, mode, ctm, nearest):
+    kw = random_geometry(rng, ctm)
+    if mode == "cubic":
+        kw[1].update(cubic_a=float(rng.choice([-0.75, -0.5])), exclude=int(rng.integers(0, 2)))
+    return kw
+
+
+def random_geometry(rng, ctm):
     shape = (int(rng.integers(1, 3)), int(rng.integers(1, 5)), int(rng.integers(1, 9)), int(rng.integers(1, 9)))
     roi = None
     if ctm == "tf_crop_and_resize":
@@ -96,7 +106,7 @@ def random_case(rng, mode, ctm, nearest):
 
 
 TRIALS = int(os.environ.get("MERA_RESIZE_TRIALS", "12"))
-FLOAT_CASES = [(m, c, n) for m, c in itertools.product(("nearest", "linear"), COORDS)
+FLOAT_CASES = [(m, c, n) for m, c in itertools.product(("nearest", "linear", "cubic"), COORDS)
                for n in (NEAREST if m == "nearest" else ("floor",))]
 
 
@@ -128,7 +138,7 @@ def test_resize_float_vs_onnxruntime(mode, ctm, nearest):
 
 
 QDQ_CASES = [("nearest", c, n) for c in COORDS for n in ("round_prefer_floor", "floor")] + \
-            [("linear", c, "floor") for c in COORDS]
+            [("linear", c, "floor") for c in COORDS] + [("cubic", c, "floor") for c in COORDS]
 
 
 @pytest.mark.parametrize("mode,ctm,nearest", QDQ_CASES)
@@ -174,7 +184,7 @@ def test_resize_simulator_matches_interpreter_hw(mode, ctm):
 
 
 @pytest.mark.parametrize("attrs,msg", [
-    (dict(mode="cubic"), "cubic"),
+    (dict(mode="cubic", antialias=1), "antialias"),
     (dict(mode="linear", antialias=1), "antialias"),
     (dict(mode="nearest", keep_aspect_ratio_policy="not_larger"), "keep_aspect_ratio_policy"),
     (dict(mode="nearest", coordinate_transformation_mode="tf_half_pixel_for_nn"), "tf_half_pixel_for_nn"),

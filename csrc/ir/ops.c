@@ -901,7 +901,9 @@ static mera_status infer_pad(mera_infer_ctx *ctx)
 
 static const char *const inputs_upsample[] = {"data"};
 static const mera_attr_spec attrs_upsample[] = {
-    {"method", MERA_ATTR_STRING, 0, 0, "nearest|bilinear", "nearest", "interpolation"},
+    {"method", MERA_ATTR_STRING, 0, 0, "nearest|bilinear|cubic", "nearest", "interpolation (cubic: ONNX coordinate modes only)"},
+    {"cubic_coeff_a", MERA_ATTR_FLOAT, 0, 0, NULL, "-0.75", "cubic: Keys' coefficient A"},
+    {"exclude_outside", MERA_ATTR_INT, 0, 0, NULL, "0", "cubic: drop taps outside the input, renormalize"},
     {"size", MERA_ATTR_INTS, 0, 2, NULL, NULL, "output (h, w); give size or scales"},
     {"scales", MERA_ATTR_FLOATS, 0, 2, NULL, NULL, "scale factors (h, w); give size or scales"},
     {"align_corners", MERA_ATTR_INT, 0, 0, NULL, "0", "bilinear: align corner pixels (coordinate_mode torch)"},
@@ -943,6 +945,9 @@ static mera_status infer_upsample(mera_infer_ctx *ctx)
                         scales->floats[0], scales->floats[1], (long long)x[2], (long long)x[3]);
     }
     const char *cm = attr_s(ctx, "coordinate_mode");
+    const char *method = attr_s(ctx, "method");
+    if (method && strcmp(method, "cubic") == 0 && (!cm || strcmp(cm, "torch") == 0))
+        return FAIL(ctx, MERA_ERR_ATTR, "method cubic needs an ONNX coordinate_mode (PyTorch's bicubic is not implemented)");
     if (cm && strcmp(cm, "tf_crop_and_resize") == 0 && !mera_attr_find(ctx->attrs, ctx->n_attrs, "roi"))
         return FAIL(ctx, MERA_ERR_ATTR, "coordinate_mode tf_crop_and_resize needs roi");
     spatial_output(ctx, &ctx->out[0], x[0], x[1], oh, ow);

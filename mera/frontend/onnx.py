@@ -851,8 +851,8 @@ def _resize(ctx, node, a, x, *rest):
     mode = a.get("mode", "nearest")
     if mode == "bilinear":
         mode = "linear"
-    if mode not in ("nearest", "linear"):
-        raise UnsupportedError(f"Resize mode '{mode}' (mera's upsample is nearest or bilinear; no cubic)")
+    if mode not in ("nearest", "linear", "cubic"):
+        raise UnsupportedError(f"Resize mode '{mode}'")
     if a.get("antialias", 0):
         raise UnsupportedError("Resize with antialias=1")
     if a.get("keep_aspect_ratio_policy", "stretch") != "stretch":
@@ -886,7 +886,10 @@ def _resize(ctx, node, a, x, *rest):
     else:
         raise UnsupportedError("Resize needs constant scales or sizes")
     attrs: Dict[str, Any] = {"layout": ctx.spatial(), "coordinate_mode": ctm,
-                             "method": "nearest" if mode == "nearest" else "bilinear"}
+                             "method": {"nearest": "nearest", "linear": "bilinear", "cubic": "cubic"}[mode]}
+    if mode == "cubic":
+        attrs["cubic_coeff_a"] = float(a.get("cubic_coeff_a", -0.75))
+        attrs["exclude_outside"] = int(a.get("exclude_outside", 0))
     if mode == "nearest":
         attrs["nearest_mode"] = nearest_mode
     if ctm == "tf_crop_and_resize":

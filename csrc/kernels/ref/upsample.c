@@ -327,8 +327,87 @@ static float onnx_load(const mera_kernel_args *a, int quantized, int64_t i)
     return dequant_val(q_load(a->in[0], xt->dtype, i), ref_scale_f(xt), ref_zp(xt));
 }
 
+/* cubic (onnxruntime's ResizeBiCubic): taps floor(c) - 1 .. floor(c) + 2,
+ * clamped to the input, weighted by Keys' kernel with coefficient A at the
+ * distances 1 + r, r, 1 - r, 2 - r (r = c - floor(c)); with exclude_outside
+ * the taps outside the input get 0 and the weights are renormalized. */
+typedef struct {
+    int64_t i[4];
+    float w[4];
+    int outside;
+} cubic_tap;
+
+static cubic_tap onnx_cubic_tap(const mera_node *node, int axis, int64_t x, int64_t in, int64_t out)
+{
+    const char *m = mera_attr_string(node, "coordinate_mode");
+    const mera_attr *scales = mera_node_attr(node, "scales"), *roi = mera_node_attr(node, "roi");
+    float s = onnx_scale(scales, axis, in, out), A = (float)mera_attr_float(node, "cubic_coeff_a");
+    float r0 = roi ? (float)roi->floats[axis] : 0.0f, r1 = roi ? (float)roi->floats[axis + 2] : 1.0f;
+    float c = s == 1.0f ? (float)x : onnx_coord(m, (float)x, s, in, out, r0, r1);
+    cubic_tap t;
+    t.outside = !strcmp(m, "tf_crop_and_resize") && (c < 0 || c > (float)(in - 1));
+    float f = floorf(c), r = c - f;
+    t.w[0] = ((A * (r + 1) - 5 * A) * (r + 1) + 8 * A) * (r + 1) - 4 * A;
+    t.w[1] = ((A + 2) * r - (A + 3)) * r * r + 1;
+    t.w[2] = ((A + 2) * (1 - r) - (A + 3)) * (1 - r) * (1 - r) + 1;
+    t.w[3] = ((A * (2 - r) - 5 * A) * (2 - r) + 8 * A) * (2 - r) - 4 * A;
+    int exclude = mera_attr_int(node, "exclude_outside") != 0;
+    float sum = 0.0f;
+    for (int k = 0; k < 4; k++) {
+        int64_t i = (int64_t)f - 1 + k;
+        if (exclude && (i < 0 || i > in - 1))
+            t.w[k] = 0.0f;
+        sum += t.w[k];
+        t.i[k] = i < 0 ? 0 : i > in - 1 ? in - 1 : i;
+    }
+    if (exclude)
+        for (int k = 0; k < 4; k++)
+            t.w[k] /= sum;
+    return t;
+}
+
+static mera_status onnx_upsample_cubic(const mera_kernel_args *a, int quantized)
+{
+    up_geom g = up_geometry(a);
+    float extrapolation = (float)mera_attr_float(a->node, "extrapolation_value");
+    const mera_type *yt = a->out_types[0];
+    int copy = g.x.h == g.y.h && g.x.w == g.y.w;
+    for (int64_t oh = 0; oh < g.y.h; oh++) {
+        cubic_tap th = onnx_cubic_tap(a->node, 0, oh, g.x.h, g.y.h);
+        for (int64_t ow = 0; ow < g.y.w; ow++) {
+            cubic_tap tw = onnx_cubic_tap(a->node, 1, ow, g.x.w, g.y.w);
+            for (int64_t n = 0; n < g.y.n; n++)
+                for (int64_t c = 0; c < g.y.c; c++) {
+                    int64_t o = ref_at(&g.y, n, c, oh, ow);
+                    float v = 0.0f;
+                    if (copy) {
+                        v = onnx_load(a, quantized, ref_at(&g.x, n, c, oh, ow));
+                    } else if (th.outside || tw.outside) {
+                        v = extrapolation;
+                    } else {
+                        for (int ky = 0; ky < 4; ky++) {
+                            float row = 0.0f;
+                            for (int kx = 0; kx < 4; kx++)
+                                row += tw.w[kx] * onnx_load(a, quantized, ref_at(&g.x, n, c, th.i[ky], tw.i[kx]));
+                            v += th.w[ky] * row;
+                        }
+                    }
+                    if (!quantized)
+                        ((float *)a->out[0])[o] = v;
+                    else
+                        q_store(a->out[0], yt->dtype, o,
+                                quantize_val(v, ref_scale_f(yt), ref_zp(yt), q_lo(yt->dtype), q_hi(yt->dtype),
+                                             a->rounding));
+                }
+        }
+    }
+    return MERA_OK;
+}
+
 static mera_status onnx_upsample(const mera_kernel_args *a, int quantized)
 {
+    if (ref_is(a->node, "method", "cubic"))
+        return onnx_upsample_cubic(a, quantized);
     up_geom g = up_geometry(a);
     const mera_node *node = a->node;
     int linear = g.bilinear;
