@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 F32 = TensorProto.FLOAT
 COORDS = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "half_pixel_symmetric",
-          "tf_crop_and_resize")
+          "tf_half_pixel_for_nn", "tf_crop_and_resize")
 NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
 
@@ -187,7 +187,7 @@ def test_resize_simulator_matches_interpreter_hw(mode, ctm):
     (dict(mode="cubic", antialias=1), "antialias"),
     (dict(mode="linear", antialias=1), "antialias"),
     (dict(mode="nearest", keep_aspect_ratio_policy="not_larger"), "keep_aspect_ratio_policy"),
-    (dict(mode="nearest", coordinate_transformation_mode="tf_half_pixel_for_nn"), "tf_half_pixel_for_nn"),
+    (dict(mode="nearest", coordinate_transformation_mode="tf_half_pixel"), "tf_half_pixel"),
 ])
 def test_resize_unsupported_forms_raise(attrs, msg):
     node = helper.make_node("Resize", ["x", "", "scales"], ["y"], **attrs)

@@ -908,7 +908,8 @@ static const mera_attr_spec attrs_upsample[] = {
     {"scales", MERA_ATTR_FLOATS, 0, 2, NULL, NULL, "scale factors (h, w); give size or scales"},
     {"align_corners", MERA_ATTR_INT, 0, 0, NULL, "0", "bilinear: align corner pixels (coordinate_mode torch)"},
     {"coordinate_mode", MERA_ATTR_STRING, 0, 0,
-     "torch|half_pixel|pytorch_half_pixel|align_corners|asymmetric|half_pixel_symmetric|tf_crop_and_resize", "torch",
+     "torch|half_pixel|pytorch_half_pixel|align_corners|asymmetric|half_pixel_symmetric|tf_half_pixel_for_nn|"
+     "tf_crop_and_resize", "torch",
      "source coordinates: PyTorch's arithmetic, or an ONNX Resize coordinate_transformation_mode (onnxruntime's)"},
     {"nearest_mode", MERA_ATTR_STRING, 0, 0, "floor|ceil|round_prefer_floor|round_prefer_ceil", "floor",
      "nearest, ONNX modes: how a source coordinate becomes a pixel"},

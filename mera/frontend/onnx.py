@@ -828,7 +828,7 @@ def _pad(ctx, node, a, x, pads=None, value=None, axes=None):
 
 
 _RESIZE_COORDS = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "half_pixel_symmetric",
-                  "tf_crop_and_resize")
+                  "tf_half_pixel_for_nn", "tf_crop_and_resize")
 _RESIZE_NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
 

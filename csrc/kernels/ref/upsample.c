@@ -231,6 +231,7 @@ REF_KERNEL(ref_upsample_q)
  *   pytorch_half_pixel    the same, 0 when out == 1
  *   half_pixel_symmetric  in/2 * (1 - out / (s * in)) + (x + 0.5) / s - 0.5
  *   asymmetric            x / s
+ *   tf_half_pixel_for_nn  (x + 0.5) / s
  *   align_corners         x * (in - 1) / (out - 1), 0 when out == 1
  *   tf_crop_and_resize    roi_start * (in - 1) + x * (roi_end - roi_start) * (in - 1) / (out - 1),
  *                         0.5 * (roi_start + roi_end) * (in - 1) when out == 1; a
@@ -275,6 +276,8 @@ static float onnx_coord(const char *m, float x, float s, int64_t in_, int64_t ou
     }
     if (!strcmp(m, "asymmetric"))
         return x / s;
+    if (!strcmp(m, "tf_half_pixel_for_nn"))
+        return (x + 0.5f) / s;
     if (!strcmp(m, "align_corners"))
         return out_ == 1 ? 0.0f : x * (in - 1) / (out - 1);
     /* tf_crop_and_resize */
