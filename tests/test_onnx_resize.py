@@ -51,7 +51,8 @@ def init(name, value, dtype=np.float32):
 
 def resize_model(shape, mode, ctm, nearest, scales=None, sizes=None, roi=None, qdq=None, opset=19, extrap=0.0,
                  cubic_a=-0.75, exclude=0):
-    """x -> [Q -> DQ ->] Resize -> [Q -> DQ] -> y"""
+    """x -> [Q -> DQ ->] Resize -> [Q -> DQ] -> y (onnxruntime warns that tf_half_pixel_for_nn is deprecated
+    from opset 13, and runs it)"""
     inits, nodes, src = [], [], "x"
     if qdq:
         s, z = qdq
