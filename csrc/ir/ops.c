@@ -901,10 +901,20 @@ static mera_status infer_pad(mera_infer_ctx *ctx)
 
 static const char *const inputs_upsample[] = {"data"};
 static const mera_attr_spec attrs_upsample[] = {
-    {"method", MERA_ATTR_STRING, 0, 0, "nearest|bilinear", "nearest", "interpolation"},
+    {"method", MERA_ATTR_STRING, 0, 0, "nearest|bilinear|cubic", "nearest", "interpolation (cubic: ONNX coordinate modes only)"},
+    {"cubic_coeff_a", MERA_ATTR_FLOAT, 0, 0, NULL, "-0.75", "cubic: Keys' coefficient A"},
+    {"exclude_outside", MERA_ATTR_INT, 0, 0, NULL, "0", "cubic: drop taps outside the input, renormalize"},
     {"size", MERA_ATTR_INTS, 0, 2, NULL, NULL, "output (h, w); give size or scales"},
     {"scales", MERA_ATTR_FLOATS, 0, 2, NULL, NULL, "scale factors (h, w); give size or scales"},
-    {"align_corners", MERA_ATTR_INT, 0, 0, NULL, "0", "bilinear: align corner pixels"},
+    {"align_corners", MERA_ATTR_INT, 0, 0, NULL, "0", "bilinear: align corner pixels (coordinate_mode torch)"},
+    {"coordinate_mode", MERA_ATTR_STRING, 0, 0,
+     "torch|half_pixel|pytorch_half_pixel|align_corners|asymmetric|half_pixel_symmetric|tf_half_pixel_for_nn|"
+     "tf_crop_and_resize", "torch",
+     "source coordinates: PyTorch's arithmetic, or an ONNX Resize coordinate_transformation_mode (onnxruntime's)"},
+    {"nearest_mode", MERA_ATTR_STRING, 0, 0, "floor|ceil|round_prefer_floor|round_prefer_ceil", "floor",
+     "nearest, ONNX modes: how a source coordinate becomes a pixel"},
+    {"roi", MERA_ATTR_FLOATS, 0, 4, NULL, NULL, "tf_crop_and_resize: (h_start, w_start, h_end, w_end), normalized"},
+    {"extrapolation_value", MERA_ATTR_FLOAT, 0, 0, NULL, "0", "tf_crop_and_resize: value outside the input"},
     LAYOUT_ATTR,
     TORCH_MEMORY_FORMAT_ATTR,
     QOUT_ATTRS,
@@ -935,6 +945,12 @@ static mera_status infer_upsample(mera_infer_ctx *ctx)
             return FAIL(ctx, MERA_ERR_ATTR, "scales [%g,%g] shrink the %lldx%lld input to nothing",
                         scales->floats[0], scales->floats[1], (long long)x[2], (long long)x[3]);
     }
+    const char *cm = attr_s(ctx, "coordinate_mode");
+    const char *method = attr_s(ctx, "method");
+    if (method && strcmp(method, "cubic") == 0 && (!cm || strcmp(cm, "torch") == 0))
+        return FAIL(ctx, MERA_ERR_ATTR, "method cubic needs an ONNX coordinate_mode (PyTorch's bicubic is not implemented)");
+    if (cm && strcmp(cm, "tf_crop_and_resize") == 0 && !mera_attr_find(ctx->attrs, ctx->n_attrs, "roi"))
+        return FAIL(ctx, MERA_ERR_ATTR, "coordinate_mode tf_crop_and_resize needs roi");
     spatial_output(ctx, &ctx->out[0], x[0], x[1], oh, ow);
     return set_output_quant(ctx, &ctx->out[0]);
 }
@@ -1522,6 +1538,15 @@ static const mera_attr_spec attrs_topk[] = {
     END_ATTRS,
 };
 static mera_status infer_topk(mera_infer_ctx *ctx)
+/* reduce: ONNX's Reduce* ops in float, over a set of axes. */
+static const char *const inputs_reduce[] = {"data"};
+static const mera_attr_spec attrs_reduce[] = {
+    {"kind", MERA_ATTR_STRING, 1, 0, "sum|max|min|prod|l1|l2|log_sum|log_sum_exp|sum_square|mean", NULL, "the reduction"},
+    {"axes", MERA_ATTR_INTS, 1, 0, NULL, NULL, "axes to reduce"},
+    {"keepdims", MERA_ATTR_INT, 0, 0, NULL, "1", "keep reduced axes with size 1"},
+    END_ATTRS,
+};
+static mera_status infer_reduce(mera_infer_ctx *ctx)
 {
     mera_status st = require_float(ctx, 0);
     if (st)
@@ -1543,6 +1568,32 @@ static mera_status infer_topk(mera_infer_ctx *ctx)
     out->shape[axis] = k;
     if (strcmp(attr_s(ctx, "output"), "indices") == 0)
         out->dtype = MERA_DTYPE_INT64;
+    int n = 0;
+    const int64_t *axes = attr_is(ctx, "axes", &n);
+    int reduce[MERA_MAX_RANK] = {0};
+    if (n < 1)
+        return FAIL(ctx, MERA_ERR_ATTR, "axes must name at least one axis");
+    for (int i = 0; i < n; i++) {
+        int64_t a;
+        if (!normalize_axis(axes[i], x->rank, &a))
+            return FAIL(ctx, MERA_ERR_ATTR, "axes[%d] = %lld is out of range for rank %d", i,
+                        (long long)axes[i], x->rank);
+        if (reduce[a])
+            return FAIL(ctx, MERA_ERR_ATTR, "axes names axis %lld twice", (long long)a);
+        reduce[a] = 1;
+    }
+    int keep = attr_i(ctx, "keepdims") != 0;
+    mera_type *out = &ctx->out[0];
+    *out = *x;
+    out->rank = 0;
+    for (int i = 0; i < x->rank; i++) {
+        if (!reduce[i])
+            out->shape[out->rank++] = x->shape[i];
+        else if (keep)
+            out->shape[out->rank++] = 1;
+    }
+    if (!keep)
+        out->layout = MERA_LAYOUT_ANY;
     return MERA_OK;
 }
 

@@ -60,6 +60,7 @@ static const mera_kernel_fn ref_table[MERA_OP_COUNT][MERA_NUMERICS_COUNT] = {
     [MERA_OP_GRU]                 = BOTH(ref_gru_f32, NULL),
     [MERA_OP_DYNAMIC_QUANTIZE_LSTM] = BOTH(ref_dynamic_quantize_lstm, NULL),
     [MERA_OP_TOPK]                = BOTH(ref_topk, NULL),
+    [MERA_OP_REDUCE]              = BOTH(ref_reduce_f32, NULL),
 };
 
 mera_kernel_fn mera_kernel_ref(int op, mera_numerics num)

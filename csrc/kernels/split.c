@@ -268,7 +268,8 @@ static mera_split_rule rule_upsample(const mera_node *node, const mera_type *con
     if (!spatial)
         return NO_SPLIT;
     const mera_type *x = in[0];
-    if (!ref_is(node, "method", "bilinear"))
+    /* nearest, and the ONNX coordinate modes: every channel alike */
+    if (!ref_is(node, "method", "bilinear") || !ref_is(node, "coordinate_mode", "torch"))
         return rule(MERA_SPLIT_CHANNELS, 1);
     int64_t c = out->shape[3], h = x->shape[1], w = x->shape[2];
     if (ref_torch_cl(node, 1) || (h == 1 && w == 1))

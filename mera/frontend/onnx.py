@@ -1153,15 +1153,23 @@ def _pad(ctx, node, a, x, pads=None, value=None, axes=None):
     return Tensor(ctx.emit("pad", t.value, pads=before + after, value=fill), t.nhwc)
 
 
+_RESIZE_COORDS = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "half_pixel_symmetric",
+                  "tf_half_pixel_for_nn", "tf_crop_and_resize")
+_RESIZE_NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+
+
 @converts("Resize", "Upsample")
 def _resize(ctx, node, a, x, *rest):
+    """Resize / Upsample of the two spatial axes, as onnxruntime computes it (upsample's ONNX coordinate
+    modes, csrc/kernels/ref/upsample.c)."""
     t = ctx.tensor(x)
-    _check_4d(t, "Resize")
-    if node.op_type == "Upsample":
+    _check_4d(t, node.op_type)
+    roi_in = None
+    if node.op_type == "Upsample":  # scales of at least 1: asymmetric coordinates, nearest truncates
         scales_in, sizes_in = (rest[0] if rest else np.array(a.get("scales", []), np.float32)), None
-        ctm = "asymmetric"
-        nearest_mode = "floor"
+        ctm, nearest_mode = "asymmetric", "floor"
     else:
+        roi_in = rest[0] if rest else None
         scales_in = rest[1] if len(rest) > 1 else None
         sizes_in = rest[2] if len(rest) > 2 else None
         ctm = a.get("coordinate_transformation_mode", "half_pixel")
@@ -1169,17 +1177,21 @@ def _resize(ctx, node, a, x, *rest):
     mode = a.get("mode", "nearest")
     if mode == "bilinear":
         mode = "linear"
-    if mode not in ("nearest", "linear"):
-        raise UnsupportedError(f"Resize mode '{mode}' (mera's upsample is nearest or bilinear)")
+    if mode not in ("nearest", "linear", "cubic"):
+        raise UnsupportedError(f"Resize mode '{mode}'")
     if a.get("antialias", 0):
         raise UnsupportedError("Resize with antialias=1")
     if a.get("keep_aspect_ratio_policy", "stretch") != "stretch":
         raise UnsupportedError(f"Resize keep_aspect_ratio_policy '{a['keep_aspect_ratio_policy']}'")
+    if ctm not in _RESIZE_COORDS:
+        raise UnsupportedError(f"Resize coordinate_transformation_mode '{ctm}'")
+    if mode == "nearest" and nearest_mode not in _RESIZE_NEAREST:
+        raise UnsupportedError(f"Resize nearest_mode '{nearest_mode}'")
     axes = [int(v) % 4 for v in a.get("axes", [0, 1, 2, 3])]
     in_shape = t.shape
     scales = sizes = None
     if scales_in is not None and np.asarray(_const_input(ctx, scales_in, "the Resize scales")).size:
-        sc = np.asarray(scales_in, np.float64).reshape(-1)
+        sc = np.asarray(scales_in, np.float32).reshape(-1)
         full = [1.0] * 4
         for d, v in zip(axes, sc):
             full[d] = float(v)
@@ -1187,6 +1199,8 @@ def _resize(ctx, node, a, x, *rest):
             raise UnsupportedError(f"Resize of the batch or channel axis (scales {full})")
         scales = full[2:]
         out_hw = [int(math.floor(in_shape[2] * scales[0])), int(math.floor(in_shape[3] * scales[1]))]
+        if min(out_hw) < 1:
+            raise UnsupportedError(f"Resize scales {scales} shrink {tuple(in_shape[2:])} to nothing")
     elif sizes_in is not None:
         sz = _ints(_const_input(ctx, sizes_in, "the Resize sizes"))
         full = list(in_shape)
@@ -1195,33 +1209,27 @@ def _resize(ctx, node, a, x, *rest):
         if full[0] != in_shape[0] or full[1] != in_shape[1]:
             raise UnsupportedError(f"Resize of the batch or channel axis (sizes {full})")
         sizes = full[2:]
-        out_hw = sizes
     else:
         raise UnsupportedError("Resize needs constant scales or sizes")
-    attrs: Dict[str, Any] = {"layout": ctx.spatial()}
+    attrs: Dict[str, Any] = {"layout": ctx.spatial(), "coordinate_mode": ctm,
+                             "method": {"nearest": "nearest", "linear": "bilinear", "cubic": "cubic"}[mode]}
+    if mode == "cubic":
+        attrs["cubic_coeff_a"] = float(a.get("cubic_coeff_a", -0.75))
+        attrs["exclude_outside"] = int(a.get("exclude_outside", 0))
     if mode == "nearest":
-        integer_up = all(o % i == 0 and o >= i for o, i in zip(out_hw, in_shape[2:])) and \
-            (scales is None or all(float(s).is_integer() for s in scales))
-        ok = (ctm == "asymmetric" and nearest_mode == "floor") or \
-            (integer_up and ctm in ("half_pixel", "pytorch_half_pixel") and
-             nearest_mode in ("round_prefer_floor", "round_prefer_ceil"))
-        if not ok:
-            raise UnsupportedError(f"Resize nearest with coordinate_transformation_mode '{ctm}' and nearest_mode "
-                                   f"'{nearest_mode}' from {tuple(in_shape[2:])} to {tuple(out_hw)} (mera's "
-                                   "nearest upsample is floor(dst/scale); integer upscales are supported "
-                                   "with half_pixel and rounding too)")
-        attrs["method"] = "nearest"
-    else:
-        if 1 in out_hw:
-            raise UnsupportedError(f"Resize linear to an output size of 1 ({tuple(out_hw)}): ONNX and mera's "
-                                   "(PyTorch's) bilinear pick different source points there")
-        if ctm in ("half_pixel", "pytorch_half_pixel"):
-            attrs["align_corners"] = 0
-        elif ctm == "align_corners":
-            attrs["align_corners"] = 1
-        else:
-            raise UnsupportedError(f"Resize linear with coordinate_transformation_mode '{ctm}'")
-        attrs["method"] = "bilinear"
+        attrs["nearest_mode"] = nearest_mode
+    if ctm == "tf_crop_and_resize":
+        roi = np.asarray(_const_input(ctx, roi_in, "the Resize roi") if roi_in is not None else [],
+                         np.float32).reshape(-1)
+        if roi.size != 2 * len(axes):
+            raise UnsupportedError(f"Resize tf_crop_and_resize with a roi of {roi.size} values for {len(axes)} axes")
+        start, end = [0.0] * 4, [1.0] * 4
+        for i, d in enumerate(axes):
+            start[d], end[d] = float(roi[i]), float(roi[i + len(axes)])
+        if start[:2] != [0.0, 0.0] or end[:2] != [1.0, 1.0]:
+            raise UnsupportedError(f"Resize tf_crop_and_resize cropping the batch or channel axis (roi {roi})")
+        attrs["roi"] = start[2:] + end[2:]
+        attrs["extrapolation_value"] = float(a.get("extrapolation_value", 0.0))
     if scales is not None:
         attrs["scales"] = [float(s) for s in scales]
     else:
@@ -1256,6 +1264,32 @@ def _reduce_mean(ctx, node, a, x, axes_in=None):
     axes = list(range(t.rank)) if axes is None else [int(v) for v in axes]
     data_axes = sorted(ctx.axis(t, v) for v in axes)
     v = ctx.emit("mean", t.value, axes=data_axes, keepdims=keep)
+    return Tensor(v, t.nhwc and bool(keep))
+
+
+_REDUCE_KINDS = {"ReduceSum": "sum", "ReduceMax": "max", "ReduceMin": "min", "ReduceProd": "prod",
+                 "ReduceL1": "l1", "ReduceL2": "l2", "ReduceLogSum": "log_sum", "ReduceLogSumExp": "log_sum_exp",
+                 "ReduceSumSquare": "sum_square"}
+
+
+@converts(*_REDUCE_KINDS)
+def _reduce(ctx, node, a, x, axes_in=None):
+    """Run-time reductions: mera's float reduce op on the host (ReduceMean keeps its quantizable mean)."""
+    t = ctx.tensor(x)
+    keep = int(a.get("keepdims", 1))
+    # axes became an input in opset 13 (ReduceSum) or 18 (the others)
+    if axes_in is not None or ctx.opset >= (13 if node.op_type == "ReduceSum" else 18):
+        axes = [] if axes_in is None else _ints(_const_input(ctx, axes_in, f"the {node.op_type} axes"))
+    else:
+        axes = [int(v) for v in a.get("axes", [])]
+    if not axes:
+        if a.get("noop_with_empty_axes", 0):
+            return t
+        axes = list(range(t.rank))
+    if t.nhwc and not keep:  # dropping axes of NHWC data would leave them in another order than ONNX's
+        t = ctx.to_nchw(t)
+    data_axes = sorted(ctx.axis(t, v) for v in axes)
+    v = ctx.emit("reduce", t.value, kind=_REDUCE_KINDS[node.op_type], axes=data_axes, keepdims=keep)
     return Tensor(v, t.nhwc and bool(keep))
 
 

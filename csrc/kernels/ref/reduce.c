@@ -587,3 +587,76 @@ REF_KERNEL(ref_softmax_q)
     free(y);
     return st;
 }
+
+/* ---- reduce (ONNX Reduce*) ---------------------------------------------
+ *
+ * Float, one output per combination of the kept axes; each accumulates its
+ * inputs in row-major order of the input, in float:
+ *   sum, mean (sum / count), log_sum (logf of the sum), sum_square (x*x), l1 (|x|), l2 (sqrtf of the sum
+ *   of squares), prod, max, min (NaN propagates), log_sum_exp (the
+ *   max-shifted form: m + logf(sum expf(x - m)); m is the max, or 0 when it
+ *   is not finite). */
+REF_KERNEL(ref_reduce_f32)
+{
+    const mera_type *t = a->in_types[0];
+    const mera_attr *axes = mera_node_attr(a->node, "axes");
+    const char *kind = mera_attr_string(a->node, "kind");
+    mean_geom g;
+    g.rank = t->rank;
+    g.count = 1;
+    for (int i = 0; i < t->rank; i++) {
+        g.shape[i] = t->shape[i];
+        g.reduce[i] = 0;
+    }
+    for (int i = 0; i < axes->count; i++)
+        g.reduce[axes->ints[i] < 0 ? axes->ints[i] + t->rank : axes->ints[i]] = 1;
+    for (int i = 0; i < t->rank; i++)
+        if (g.reduce[i])
+            g.count *= g.shape[i];
+    int64_t n_in = mera_type_numel(t), n_out = mera_type_numel(a->out_types[0]);
+    const float *x = a->in[0];
+    float *y = a->out[0];
+    enum { SUM, MEAN, LOGSUM, SUMSQ, L1, L2, PROD, MAX, MIN, LSE } k =
+        !strcmp(kind, "sum") ? SUM : !strcmp(kind, "log_sum") ? LOGSUM : !strcmp(kind, "mean") ? MEAN : !strcmp(kind, "sum_square") ? SUMSQ
+        : !strcmp(kind, "l1") ? L1 : !strcmp(kind, "l2") ? L2 : !strcmp(kind, "prod") ? PROD
+        : !strcmp(kind, "max") ? MAX : !strcmp(kind, "min") ? MIN : LSE;
+    float init = k == PROD ? 1.0f : k == MAX || k == LSE ? -INFINITY : k == MIN ? INFINITY : 0.0f;
+    for (int64_t o = 0; o < n_out; o++)
+        y[o] = init;
+    for (int64_t i = 0; i < n_in; i++) {
+        float v = x[i], *acc = &y[mean_slot(&g, i)];
+        switch (k) {
+        case SUM: case MEAN: case LOGSUM: *acc += v; break;
+        case SUMSQ: case L2: *acc += v * v; break;
+        case L1: *acc += fabsf(v); break;
+        case PROD: *acc *= v; break;
+        case MAX: case LSE: if (!isnan(*acc) && (isnan(v) || v > *acc)) *acc = v; break;
+        case MIN: if (!isnan(*acc) && (isnan(v) || v < *acc)) *acc = v; break;
+        }
+    }
+    if (k == MEAN)
+        for (int64_t o = 0; o < n_out; o++)
+            y[o] /= (float)g.count;
+    else if (k == L2)
+        for (int64_t o = 0; o < n_out; o++)
+            y[o] = sqrtf(y[o]);
+    else if (k == LOGSUM)
+        for (int64_t o = 0; o < n_out; o++)
+            y[o] = logf(y[o]);
+    else if (k == LSE) {
+        float *s = ref_alloc(n_out, sizeof(float));
+        if (!s)
+            return ref_nomem(err, a->node);
+        for (int64_t i = 0; i < n_in; i++) {
+            int64_t o = mean_slot(&g, i);
+            float m = isfinite(y[o]) ? y[o] : 0.0f;
+            s[o] += expf(x[i] - m);
+        }
+        for (int64_t o = 0; o < n_out; o++) {
+            float m = isfinite(y[o]) ? y[o] : 0.0f;
+            y[o] = m + logf(s[o]);
+        }
+        free(s);
+    }
+    return MERA_OK;
+}

@@ -47,6 +47,7 @@ REF_KERNEL(ref_cast);
 REF_KERNEL(ref_gru_f32);
 REF_KERNEL(ref_dynamic_quantize_lstm);
 REF_KERNEL(ref_topk);
+REF_KERNEL(ref_reduce_f32); /* reduce.c */
 
 /* elementwise.c */
 REF_KERNEL(ref_add_f32);
