@@ -242,6 +242,8 @@ static void run_gemm_items(void *ctx, int64_t i0, int64_t i1)
     int32_t acc[QCONV_MAX_PX * QCONV_ACC_STRIDE], xsum[QCONV_BLOCK_PX];
     uint8_t tmp[QCONV_ACC_STRIDE];
     const void *px[QCONV_MAX_PX];
+    /* NHWC output without weight zero points: requantized in the tile */
+    const int fused = isa->gemm_tile_rq && p->g.y_nhwc && !p->zw;
     for (int64_t item = i0; item < i1; item++) {
         int64_t g = item / (j->tiles * j->blocks), t0 = item / j->blocks % j->tiles * T;
         int64_t b0 = item % j->blocks * QCONV_BLOCK_PX, b1 = b0 + QCONV_BLOCK_PX < P ? b0 + QCONV_BLOCK_PX : P;
@@ -259,6 +261,10 @@ static void run_gemm_items(void *ctx, int64_t i0, int64_t i1)
                 if (pix0 + m > b0)
                     walk_next(&walk); /* never past the block's last pixel */
                 px[m] = walk.at;
+            }
+            if (fused) {
+                isa->gemm_tile_rq(p, npx, nv, px, w, o0, nvalid, j->y + pix0 * p->g.o + o0, p->g.o);
+                continue;
             }
             isa->gemm_tile(npx, nv, px, p->seg_off, (int)p->nseg, p->nk, w, acc);
             for (int m = 0; m < npx; m++)

@@ -29,8 +29,32 @@ static inline int32_t load_i32(const void *p)
     return v;
 }
 
-/* npx pixels by nv vectors of 16 output channels. Packed weights:
- * [nseg][nk / 4][nv * 16][4]. */
+/* Adds the dot products of npx pixels by nv vectors of 16 output channels
+ * to the accumulators c[m][v] (a macro so that c stays in registers).
+ * Packed weights: [nseg][nk / 4][nv * 16][4]. */
+#define TILE_ACCUMULATE(npx, nv, px, seg_off, nseg, nk, w0, c)                                     \
+    do {                                                                                          \
+        const int8_t *w_ = (w0);                                                                  \
+        const int64_t nq_ = (nk) / 4;                                                             \
+        for (int s_ = 0; s_ < (nseg); s_++) {                                                     \
+            const uint8_t *p_[QCONV_MAX_PX];                                                      \
+            _Pragma("GCC unroll 12") for (int m = 0; m < (npx); m++) p_[m] =                      \
+                (const uint8_t *)(px)[m] + (seg_off)[s_];                                         \
+            for (int64_t q = 0; q < nq_; q++, w_ += (nv) * 64) {                                  \
+                __m512i wv[QCONV_MAX_NV];                                                         \
+                _Pragma("GCC unroll 4") for (int v = 0; v < (nv); v++) wv[v] =                    \
+                    _mm512_loadu_si512(w_ + v * 64);                                              \
+                _Pragma("GCC unroll 12") for (int m = 0; m < (npx); m++)                          \
+                {                                                                                 \
+                    __m512i xb = _mm512_set1_epi32(load_i32(p_[m] + 4 * q));                      \
+                    _Pragma("GCC unroll 4") for (int v = 0; v < (nv); v++) c[m][v] =              \
+                        _mm512_dpbusd_epi32(c[m][v], xb, wv[v]);                                  \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+    } while (0)
+
+/* The raw dot products into acc. */
 INLINE void tile(const int npx, const int nv, const void *const *px, const int64_t *seg_off, int nseg, int64_t nk,
                  const int8_t *w, int32_t *acc)
 {
@@ -40,26 +64,7 @@ INLINE void tile(const int npx, const int nv, const void *const *px, const int64
 #pragma GCC unroll 4
         for (int v = 0; v < nv; v++)
             c[m][v] = _mm512_setzero_si512();
-    const int64_t nq = nk / 4;
-    for (int s = 0; s < nseg; s++) {
-        const uint8_t *p[QCONV_MAX_PX];
-#pragma GCC unroll 12
-        for (int m = 0; m < npx; m++)
-            p[m] = (const uint8_t *)px[m] + seg_off[s];
-        for (int64_t q = 0; q < nq; q++, w += nv * 64) {
-            __m512i wv[QCONV_MAX_NV];
-#pragma GCC unroll 4
-            for (int v = 0; v < nv; v++)
-                wv[v] = _mm512_loadu_si512(w + v * 64);
-#pragma GCC unroll 12
-            for (int m = 0; m < npx; m++) {
-                __m512i xb = _mm512_set1_epi32(load_i32(p[m] + 4 * q));
-#pragma GCC unroll 4
-                for (int v = 0; v < nv; v++)
-                    c[m][v] = _mm512_dpbusd_epi32(c[m][v], xb, wv[v]);
-            }
-        }
-    }
+    TILE_ACCUMULATE(npx, nv, px, seg_off, nseg, nk, w, c);
 #pragma GCC unroll 12
     for (int m = 0; m < npx; m++)
 #pragma GCC unroll 4
@@ -67,14 +72,62 @@ INLINE void tile(const int npx, const int nv, const void *const *px, const int64
             _mm512_storeu_si512(acc + m * QCONV_ACC_STRIDE + v * 16, c[m][v]);
 }
 
+/* The tile with the accumulators started at off[o] (for a plan without
+ * weight zero points, requant16's whole offset) and requantized in
+ * registers: requant16's steps with the bias as one fmadd (qconv.h:
+ * fma_bias, fma_rcp). */
+INLINE void tile_rq(const int npx, const int nv, const qconv_plan *p, const void *const *px, const int8_t *w,
+                    int64_t o0, int64_t nvalid, uint8_t *dst, int64_t ds)
+{
+    __m512i c[QCONV_MAX_PX][QCONV_MAX_NV];
+    const int32_t *off = p->off + o0;
+#pragma GCC unroll 12
+    for (int m = 0; m < npx; m++)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            c[m][v] = _mm512_loadu_si512(off + v * 16);
+    TILE_ACCUMULATE(npx, nv, px, p->seg_off, (int)p->nseg, p->nk, w, c);
+    /* through an L1 buffer: requantizing straight from c makes GCC keep
+     * the accumulators in memory during the loop */
+    int32_t acc[QCONV_MAX_PX * QCONV_MAX_NV * 16] __attribute__((aligned(64)));
+#pragma GCC unroll 12
+    for (int m = 0; m < npx; m++)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            _mm512_store_si512(acc + (m * QCONV_MAX_NV + v) * 16, c[m][v]);
+    const __m512i lo = _mm512_set1_epi32(p->lo - p->zy), hi = _mm512_set1_epi32(p->hi - p->zy);
+    const __m512i zy = _mm512_set1_epi32(p->zy);
+    for (int v = 0; v < nv; v++) {
+        const int64_t o = o0 + 16 * v, left = nvalid - 16 * v;
+        const __mmask16 mask = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+        const __m512 b = _mm512_loadu_ps(p->fma_bias + o), r = _mm512_loadu_ps(p->fma_rcp + o);
+        const __m512 mult = _mm512_loadu_ps(p->mult + o);
+        for (int m = 0; m < npx; m++) {
+            __m512 y = _mm512_cvtepi32_ps(_mm512_load_si512(acc + (m * QCONV_MAX_NV + v) * 16));
+            y = _mm512_mul_ps(_mm512_fmadd_ps(b, r, y), mult);
+            __m512i q = _mm512_cvtps_epi32(y);
+            q = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(q, lo), hi), zy);
+            _mm512_mask_cvtepi32_storeu_epi8(dst + m * ds + v * 16, mask, q);
+        }
+    }
+}
+
 typedef void (*tile_fn)(const void *const *px, const int64_t *seg_off, int nseg, int64_t nk, const int8_t *w,
                         int32_t *acc);
+
+typedef void (*tile_rq_fn)(const qconv_plan *p, const void *const *px, const int8_t *w, int64_t o0,
+                           int64_t nvalid, uint8_t *dst, int64_t ds);
 
 #define TILE(M, NV)                                                                                          \
     TARGET static void tile_##M##_##NV(const void *const *px, const int64_t *seg_off, int nseg, int64_t nk, \
                                        const int8_t *w, int32_t *acc)                                        \
     {                                                                                                        \
         tile(M, NV, px, seg_off, nseg, nk, w, acc);                                                          \
+    }                                                                                                        \
+    TARGET static void tile_rq_##M##_##NV(const qconv_plan *p, const void *const *px, const int8_t *w,       \
+                                          int64_t o0, int64_t nvalid, uint8_t *dst, int64_t ds)              \
+    {                                                                                                        \
+        tile_rq(M, NV, p, px, w, o0, nvalid, dst, ds);                                                       \
     }
 #define TILES_UP_TO_6(NV) TILE(1, NV) TILE(2, NV) TILE(3, NV) TILE(4, NV) TILE(5, NV) TILE(6, NV)
 #define TILES_7_TO_8(NV) TILE(7, NV) TILE(8, NV)
@@ -94,11 +147,26 @@ static const tile_fn tiles[QCONV_MAX_NV][QCONV_MAX_PX] = {
     {ROW6(4)},
 };
 
+#define ROW6_RQ(NV) tile_rq_1_##NV, tile_rq_2_##NV, tile_rq_3_##NV, tile_rq_4_##NV, tile_rq_5_##NV, tile_rq_6_##NV
+static const tile_rq_fn tiles_rq[QCONV_MAX_NV][QCONV_MAX_PX] = {
+    {ROW6_RQ(1), tile_rq_7_1, tile_rq_8_1, tile_rq_9_1, tile_rq_10_1, tile_rq_11_1, tile_rq_12_1},
+    {ROW6_RQ(2), tile_rq_7_2, tile_rq_8_2, tile_rq_9_2, tile_rq_10_2, tile_rq_11_2, tile_rq_12_2},
+    {ROW6_RQ(3), tile_rq_7_3, tile_rq_8_3},
+    {ROW6_RQ(4)},
+};
+
 static void gemm_tile(int npx, int nv, const void *const *px, const int64_t *seg_off, int nseg, int64_t nk,
                       const void *w, int32_t *acc)
 {
     MERA_ASSERT(nv >= 1 && nv <= QCONV_MAX_NV && npx >= 1 && npx <= QCONV_MAX_PX && tiles[nv - 1][npx - 1]);
     tiles[nv - 1][npx - 1](px, seg_off, nseg, nk, w, acc);
+}
+
+static void gemm_tile_rq(const qconv_plan *p, int npx, int nv, const void *const *px, const void *w, int64_t o0,
+                         int64_t nvalid, uint8_t *dst, int64_t dst_stride)
+{
+    MERA_ASSERT(nv >= 1 && nv <= QCONV_MAX_NV && npx >= 1 && npx <= QCONV_MAX_PX && tiles_rq[nv - 1][npx - 1]);
+    tiles_rq[nv - 1][npx - 1](p, px, w, o0, nvalid, dst, dst_stride);
 }
 
 /* requant_acc (qmath.h) on 16 channels from o, after adding off[o] and,
@@ -209,6 +277,7 @@ const qconv_isa qconv_isa_avx512 = {
     .xbytes = 1,
     .px_max = {0, 12, 12, 8, 6},
     .gemm_tile = gemm_tile,
+    .gemm_tile_rq = gemm_tile_rq,
     .requant = requant,
     .dw_row = dw_row,
 };

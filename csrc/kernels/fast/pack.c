@@ -40,6 +40,8 @@ void qconv_plan_free(qconv_plan *p)
         free(p->mult);
         free(p->bias);
         free(p->rcp);
+        free(p->fma_bias);
+        free(p->fma_rcp);
     }
     free(p);
 }
@@ -171,8 +173,10 @@ static mera_status channel_constants(qconv_plan *p, const mera_kernel_args *a, c
     p->mult = alloc_zero(nch, sizeof *p->mult);
     p->bias = alloc_zero(nch, sizeof *p->bias);
     p->rcp = alloc_zero(nch, sizeof *p->rcp);
+    p->fma_bias = alloc_zero(nch, sizeof *p->fma_bias);
+    p->fma_rcp = alloc_zero(nch, sizeof *p->fma_rcp);
     requant_ch *rq = malloc((size_t)p->g.o * sizeof *rq + 1);
-    if (!p->off || !p->mult || !p->bias || !p->rcp || !rq) {
+    if (!p->off || !p->mult || !p->bias || !p->rcp || !p->fma_bias || !p->fma_rcp || !rq) {
         free(rq);
         return MERA_ERR_NOMEM;
     }
@@ -191,7 +195,11 @@ static mera_status channel_constants(qconv_plan *p, const mera_kernel_args *a, c
         p->mult[o] = rq[o].multiplier;
         p->bias[o] = rq[o].bias;
         p->rcp[o] = rq[o].rcp;
+        p->fma_bias[o] = bias ? rq[o].bias : 0.0f;
+        p->fma_rcp[o] = bias && !per_axis ? rq[o].rcp : 1.0f;
     }
+    for (int64_t o = p->g.o; o < nch; o++)
+        p->fma_rcp[o] = 1.0f;
     p->has_bias = bias != NULL;
     p->per_tensor = !per_axis;
     free(rq);
@@ -265,6 +273,8 @@ mera_status qconv_plan_new_like(const mera_kernel_args *a, const qconv_plan *lik
     p->mult = like->mult;
     p->bias = like->bias;
     p->rcp = like->rcp;
+    p->fma_bias = like->fma_bias;
+    p->fma_rcp = like->fma_rcp;
     p->has_bias = like->has_bias;
     p->per_tensor = like->per_tensor;
     p->zx_raw = like->zx_raw;

@@ -59,6 +59,12 @@ typedef struct {
      * and holds nk elements (a multiple of kstep). */
     void (*gemm_tile)(int npx, int nv, const void *const *px, const int64_t *seg_off, int nseg, int64_t nk,
                       const void *w, int32_t *acc);
+    /* Optional (NULL: gemm_tile then requant): the same tile with the
+     * accumulators started at off[o] and requantized in registers, for a
+     * plan without weight zero points; pixel m's nvalid bytes of output
+     * channels o0.. go to dst + m * dst_stride. */
+    void (*gemm_tile_rq)(const qconv_plan *p, int npx, int nv, const void *const *px, const void *w, int64_t o0,
+                         int64_t nvalid, uint8_t *dst, int64_t dst_stride);
     /* Add the channel offsets (off[o] - zw[o] * xsum) to n accumulators of
      * output channels o0.., requantize them and store n bytes at dst. */
     void (*requant)(const qconv_plan *p, int64_t o0, int64_t n, const int32_t *acc, int32_t xsum, uint8_t *dst);
@@ -100,6 +106,11 @@ struct qconv_plan {
     int32_t *off;              /* zx * (zw * K - sum(w)) */
     int32_t *zw;               /* weight zero points; NULL when all are zero */
     float *mult, *bias, *rcp;  /* requant_ch of qmath.h, as arrays */
+    /* The bias step of requant_acc as one fmadd(fma_bias, fma_rcp, y):
+     * (bias, rcp) per tensor, (bias, 1) per channel, (0, 1) without bias;
+     * fma(b, 1, y) rounds as y + b does and fma(0, 1, y) is y (or +0 for
+     * -0, which converts to the same integer). */
+    float *fma_bias, *fma_rcp;
     int has_bias, per_tensor;
     int32_t zx_raw;            /* input zero point as the type has it */
     int32_t zy, lo, hi;        /* output zero point and clamp bounds (relu: lo = zy) */
