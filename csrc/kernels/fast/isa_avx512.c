@@ -259,9 +259,96 @@ INLINE void dw_row_as(const qconv_plan *p, const uint8_t *in, uint8_t *dst, cons
         }
 }
 
+/* The byte-pair depthwise loop (qconv.h, dw_wide) for fbgemm's saturating
+ * path without weight zero points, 64 channels at a time: vpunpck{l,h}bw
+ * of two taps' input bytes and vpmaddubsw with the pair's weights give
+ * fbgemm's int16-saturated pair sums, exactly as its depthwise kernel forms
+ * them; vpunpck{l,h}wd of two pairs' sums and vpdpwssd with ones add both
+ * to the int32 accumulators. The accumulators then hold the channels in
+ * the unpacks' order (vector j, lane L: channels 16L + 4j .. 16L + 4j + 3),
+ * which a 4x4 transpose of 128-bit lanes puts back. Needs AVX512BW. */
+#define TARGET_BW __attribute__((target("avx512f,avx512vnni,avx512bw")))
+
+static inline __attribute__((always_inline)) TARGET_BW void dw_wide_block(const qconv_plan *p, const uint8_t *x,
+                                                                         const int8_t *w, __m512i acc[4])
+{
+    const int64_t *so = p->seg_off, taps = p->nseg, npairs = p->dw_wide_pairs;
+    const __m512i ones = _mm512_set1_epi16(1);
+    for (int k = 0; k < 4; k++)
+        acc[k] = _mm512_setzero_si512();
+    for (int64_t i = 0; i < npairs; i += 2, w += 4 * 64) {
+        /* taps 2i .. 2i + 3; missing ones read tap 0 and have zero weights */
+        int64_t t0 = 2 * i, t1 = t0 + 1 < taps ? t0 + 1 : 0, t2 = t0 + 2 < taps ? t0 + 2 : 0,
+                t3 = t0 + 3 < taps ? t0 + 3 : 0;
+        __m512i x0 = _mm512_loadu_si512(x + so[t0]), x1 = _mm512_loadu_si512(x + so[t1]);
+        __m512i x2 = _mm512_loadu_si512(x + so[t2]), x3 = _mm512_loadu_si512(x + so[t3]);
+        __m512i alo = _mm512_maddubs_epi16(_mm512_unpacklo_epi8(x0, x1), _mm512_loadu_si512(w));
+        __m512i ahi = _mm512_maddubs_epi16(_mm512_unpackhi_epi8(x0, x1), _mm512_loadu_si512(w + 64));
+        __m512i blo = _mm512_maddubs_epi16(_mm512_unpacklo_epi8(x2, x3), _mm512_loadu_si512(w + 128));
+        __m512i bhi = _mm512_maddubs_epi16(_mm512_unpackhi_epi8(x2, x3), _mm512_loadu_si512(w + 192));
+        acc[0] = _mm512_dpwssd_epi32(acc[0], _mm512_unpacklo_epi16(alo, blo), ones);
+        acc[1] = _mm512_dpwssd_epi32(acc[1], _mm512_unpackhi_epi16(alo, blo), ones);
+        acc[2] = _mm512_dpwssd_epi32(acc[2], _mm512_unpacklo_epi16(ahi, bhi), ones);
+        acc[3] = _mm512_dpwssd_epi32(acc[3], _mm512_unpackhi_epi16(ahi, bhi), ones);
+    }
+    /* acc[j] lane L holds channels 16L + 4j..: transpose the 4x4 lanes */
+    __m512i t0 = _mm512_shuffle_i32x4(acc[0], acc[1], 0x44), t1 = _mm512_shuffle_i32x4(acc[2], acc[3], 0x44);
+    __m512i t2 = _mm512_shuffle_i32x4(acc[0], acc[1], 0xEE), t3 = _mm512_shuffle_i32x4(acc[2], acc[3], 0xEE);
+    acc[0] = _mm512_shuffle_i32x4(t0, t1, 0x88);
+    acc[1] = _mm512_shuffle_i32x4(t0, t1, 0xDD);
+    acc[2] = _mm512_shuffle_i32x4(t2, t3, 0x88);
+    acc[3] = _mm512_shuffle_i32x4(t2, t3, 0xDD);
+}
+
+/* requant16 without weight zero points, the bias as one fmadd (qconv.h:
+ * fma_bias, fma_rcp), stored as the bytes of the mask's lanes. */
+static inline __attribute__((always_inline)) TARGET_BW void requant_store(const qconv_plan *p, int64_t o, __m512i a,
+                                                                         __mmask16 mask, uint8_t *dst, __m512i lo,
+                                                                         __m512i hi, __m512i zy)
+{
+    a = _mm512_add_epi32(a, _mm512_loadu_si512(p->off + o));
+    __m512 y = _mm512_fmadd_ps(_mm512_loadu_ps(p->fma_bias + o), _mm512_loadu_ps(p->fma_rcp + o), _mm512_cvtepi32_ps(a));
+    __m512i r = _mm512_cvtps_epi32(_mm512_mul_ps(y, _mm512_loadu_ps(p->mult + o)));
+    r = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(r, lo), hi), zy);
+    _mm512_mask_cvtepi32_storeu_epi8(dst, mask, r);
+}
+
+static inline __mmask16 lanes_mask(int64_t left)
+{
+    return left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+}
+
+TARGET_BW static void dw_row_wide(const qconv_plan *p, const uint8_t *in, uint8_t *dst)
+{
+    const int64_t step = p->g.sw * p->cp, B = QCONV_DW_WIDE_BLOCK, o = p->g.o, ow = p->g.ow;
+    const __m512i lo = _mm512_set1_epi32(p->lo - p->zy), hi = _mm512_set1_epi32(p->hi - p->zy);
+    const __m512i zy = _mm512_set1_epi32(p->zy);
+    for (int64_t c0 = 0; c0 < o; c0 += B) {
+        const int8_t *w = p->dw_wide + c0 / B * p->dw_wide_pairs * 2 * B;
+        const __mmask16 m0 = lanes_mask(o - c0), m1 = lanes_mask(o - c0 - 16), m2 = lanes_mask(o - c0 - 32),
+                        m3 = lanes_mask(o - c0 - 48);
+        for (int64_t ox = 0; ox < ow; ox++) {
+            __m512i acc[4];
+            dw_wide_block(p, in + ox * step + c0, w, acc);
+            uint8_t *d = dst + ox * o + c0;
+            requant_store(p, c0, acc[0], m0, d, lo, hi, zy);
+            requant_store(p, c0 + 16, acc[1], m1, d + 16, lo, hi, zy);
+            requant_store(p, c0 + 32, acc[2], m2, d + 32, lo, hi, zy);
+            requant_store(p, c0 + 48, acc[3], m3, d + 48, lo, hi, zy);
+        }
+    }
+}
+
+static int dw_wide_supported(void)
+{
+    return __builtin_cpu_supports("avx512bw") != 0;
+}
+
 TARGET static void dw_row(const qconv_plan *p, const uint8_t *in, uint8_t *dst)
 {
-    if (p->zw)
+    if (p->dw_wide)
+        dw_row_wide(p, in, dst);
+    else if (p->zw)
         dw_row_as(p, in, dst, p->dw_sat, 1);
     else if (p->dw_sat)
         dw_row_as(p, in, dst, 1, 0);
@@ -280,6 +367,7 @@ const qconv_isa qconv_isa_avx512 = {
     .gemm_tile_rq = gemm_tile_rq,
     .requant = requant,
     .dw_row = dw_row,
+    .dw_wide_supported = dw_wide_supported,
 };
 
 #endif

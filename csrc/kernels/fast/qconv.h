@@ -73,7 +73,18 @@ typedef struct {
      * input, whose pixels hold p->cp channels; tap t of output column ox
      * is at in + ox * sw * cp + seg_off[t]. */
     void (*dw_row)(const qconv_plan *p, const uint8_t *in, uint8_t *dst);
+    /* Optional (NULL: never): whether this CPU can run the byte-pair
+     * depthwise loop that dw_row takes for plans with dw_wide weights. */
+    int (*dw_wide_supported)(void);
 } qconv_isa;
+
+/* The byte-pair depthwise layout (dw_wide): for fbgemm's saturating path
+ * without weight zero points, weights as int8 pairs of taps in blocks of
+ * 64 channels, [blocks][dw_wide_pairs][2][32][2]: pair i holds taps 2i
+ * and 2i+1 (zero past the last tap; dw_wide_pairs is even), and its two
+ * halves the 32 channels of vpunpcklbw and of vpunpckhbw of two 64-byte
+ * input vectors (in 128-bit lane L, channels 16L..16L+7 and 16L+8..16L+15). */
+#define QCONV_DW_WIDE_BLOCK 64
 
 extern const qconv_isa qconv_isa_c;
 #if defined(__x86_64__)
@@ -89,6 +100,8 @@ struct qconv_plan {
     int depthwise;
     int dw_sat;                /* fbgemm's depthwise fast path: int16 pair saturation */
     int64_t dw_pairs;          /* (taps + 1) / 2 */
+    int8_t *dw_wide;           /* the byte-pair weights (above), or NULL */
+    int64_t dw_wide_pairs;
     /* the padded input: [n][hp][wp][cp] elements of xbytes */
     int64_t hp, wp, cp, cgp;   /* rows, columns, channels per pixel, channels per group */
     int xbytes;                /* isa->xbytes; 1 (uint8) for depthwise */
