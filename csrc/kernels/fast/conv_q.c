@@ -219,6 +219,10 @@ static void window_sums(const qconv_plan *p, const unsigned char *xb, int64_t g,
     }
 }
 
+/* Multiply-adds below which another thread is not worth waking (about the
+ * time a wake-up takes with the pool spinning). */
+#define QCONV_MIN_THREAD_MACS 262144
+
 /* Pixels per work item: a few tiles, so each item reuses its weights. */
 #define QCONV_BLOCK_PX (4 * QCONV_MAX_PX)
 
@@ -278,7 +282,13 @@ static void run_gemm(const qconv_plan *p, const unsigned char *xb, uint8_t *y, i
 {
     const int64_t P = p->g.n * p->g.oh * p->g.ow, T = (int64_t)p->isa->lanes * p->isa->nv_max;
     gemm_job j = {p, xb, y, (p->ogp + T - 1) / T, (P + QCONV_BLOCK_PX - 1) / QCONV_BLOCK_PX};
-    mera_parallel_for(threads, p->g.groups * j.tiles * j.blocks, 1, run_gemm_items, &j);
+    /* every thread gets at least QCONV_MIN_THREAD_MACS of work, so a small
+     * layer does not pay more to start threads than it gains */
+    int64_t macs = P * p->g.o * p->kreal, most = macs / QCONV_MIN_THREAD_MACS;
+    int t = mera_threads_resolve(threads);
+    if (t > most)
+        t = most > 1 ? (int)most : 1;
+    mera_parallel_for(t, p->g.groups * j.tiles * j.blocks, 1, run_gemm_items, &j);
 }
 
 /* Depthwise: output rows (n, oy) split across threads; NCHW output goes
