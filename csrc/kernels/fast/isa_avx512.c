@@ -300,6 +300,42 @@ static inline __attribute__((always_inline)) TARGET_BW void dw_wide_block(const 
     acc[3] = _mm512_shuffle_i32x4(t2, t3, 0xDD);
 }
 
+/* dw_wide_block on the first 32 channels of a block (a last block of 32 or
+ * fewer): 256-bit vectors, whose lanes 0 and 1 are the 512-bit ones'. */
+#define TARGET_BW_VL __attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl")))
+
+static inline __attribute__((always_inline)) TARGET_BW_VL void dw_wide_half(const qconv_plan *p, const uint8_t *x,
+                                                                           const int8_t *w, __m512i acc[2])
+{
+    const int64_t *so = p->seg_off, taps = p->nseg, npairs = p->dw_wide_pairs;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t i = 0; i < npairs; i += 2, w += 4 * 64) {
+        int64_t t0 = 2 * i, t1 = t0 + 1 < taps ? t0 + 1 : 0, t2 = t0 + 2 < taps ? t0 + 2 : 0,
+                t3 = t0 + 3 < taps ? t0 + 3 : 0;
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)(x + so[t0]));
+        __m256i x1 = _mm256_loadu_si256((const __m256i *)(x + so[t1]));
+        __m256i x2 = _mm256_loadu_si256((const __m256i *)(x + so[t2]));
+        __m256i x3 = _mm256_loadu_si256((const __m256i *)(x + so[t3]));
+        __m256i alo = _mm256_maddubs_epi16(_mm256_unpacklo_epi8(x0, x1), _mm256_loadu_si256((const __m256i *)w));
+        __m256i ahi =
+            _mm256_maddubs_epi16(_mm256_unpackhi_epi8(x0, x1), _mm256_loadu_si256((const __m256i *)(w + 64)));
+        __m256i blo =
+            _mm256_maddubs_epi16(_mm256_unpacklo_epi8(x2, x3), _mm256_loadu_si256((const __m256i *)(w + 128)));
+        __m256i bhi =
+            _mm256_maddubs_epi16(_mm256_unpackhi_epi8(x2, x3), _mm256_loadu_si256((const __m256i *)(w + 192)));
+        a0 = _mm256_dpwssd_epi32(a0, _mm256_unpacklo_epi16(alo, blo), ones);
+        a1 = _mm256_dpwssd_epi32(a1, _mm256_unpackhi_epi16(alo, blo), ones);
+        a2 = _mm256_dpwssd_epi32(a2, _mm256_unpacklo_epi16(ahi, bhi), ones);
+        a3 = _mm256_dpwssd_epi32(a3, _mm256_unpackhi_epi16(ahi, bhi), ones);
+    }
+    /* a[j] lane L holds channels 16L + 4j..; t0 = lanes of a0, a1, t1 of a2, a3 */
+    __m512i t0 = _mm512_inserti64x4(_mm512_castsi256_si512(a0), a1, 1);
+    __m512i t1 = _mm512_inserti64x4(_mm512_castsi256_si512(a2), a3, 1);
+    acc[0] = _mm512_shuffle_i32x4(t0, t1, 0x88);
+    acc[1] = _mm512_shuffle_i32x4(t0, t1, 0xDD);
+}
+
 /* requant16 without weight zero points, the bias as one fmadd (qconv.h:
  * fma_bias, fma_rcp), stored as the bytes of the mask's lanes. */
 static inline __attribute__((always_inline)) TARGET_BW void requant_store(const qconv_plan *p, int64_t o, __m512i a,
@@ -318,7 +354,7 @@ static inline __mmask16 lanes_mask(int64_t left)
     return left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
 }
 
-TARGET_BW static void dw_row_wide(const qconv_plan *p, const uint8_t *in, uint8_t *dst)
+TARGET_BW_VL static void dw_row_wide(const qconv_plan *p, const uint8_t *in, uint8_t *dst)
 {
     const int64_t step = p->g.sw * p->cp, B = QCONV_DW_WIDE_BLOCK, o = p->g.o, ow = p->g.ow;
     const __m512i lo = _mm512_set1_epi32(p->lo - p->zy), hi = _mm512_set1_epi32(p->hi - p->zy);
@@ -327,6 +363,16 @@ TARGET_BW static void dw_row_wide(const qconv_plan *p, const uint8_t *in, uint8_
         const int8_t *w = p->dw_wide + c0 / B * p->dw_wide_pairs * 2 * B;
         const __mmask16 m0 = lanes_mask(o - c0), m1 = lanes_mask(o - c0 - 16), m2 = lanes_mask(o - c0 - 32),
                         m3 = lanes_mask(o - c0 - 48);
+        if (o - c0 <= 32) { /* a last block of 32 or fewer channels */
+            for (int64_t ox = 0; ox < ow; ox++) {
+                __m512i acc[2];
+                dw_wide_half(p, in + ox * step + c0, w, acc);
+                uint8_t *d = dst + ox * o + c0;
+                requant_store(p, c0, acc[0], m0, d, lo, hi, zy);
+                requant_store(p, c0 + 16, acc[1], m1, d + 16, lo, hi, zy);
+            }
+            break;
+        }
         for (int64_t ox = 0; ox < ow; ox++) {
             __m512i acc[4];
             dw_wide_block(p, in + ox * step + c0, w, acc);
@@ -341,7 +387,7 @@ TARGET_BW static void dw_row_wide(const qconv_plan *p, const uint8_t *in, uint8_
 
 static int dw_wide_supported(void)
 {
-    return __builtin_cpu_supports("avx512bw") != 0;
+    return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
 }
 
 TARGET static void dw_row(const qconv_plan *p, const uint8_t *in, uint8_t *dst)
