@@ -371,6 +371,54 @@ def test_large_layers_equal_reference(monkeypatch):
     tally.done(len(layers) + 1)
 
 
+def test_wide_channel_layers_equal_reference(monkeypatch):
+    """Many channels: the AVX-512 depthwise loop over 64-channel blocks of
+    byte pairs (fbgemm's saturating path: uint8, pair sums saturated to
+    int16; forced with depthwise_saturate="yes" where PyTorch's geometry
+    rule would not take it) and the conv tiles that requantize in
+    registers, with odd channel counts, odd sizes, strides, paddings,
+    channel multipliers, both layouts and rounding modes, extreme weights
+    and biases, on every path and 1, 2 and 7 threads."""
+    rng = np.random.default_rng(14)
+    tally = Tally("wide")
+    n_cases = 90 * MORE
+    for i in range(n_cases):
+        pointwise = i % 3 == 2
+        if pointwise:  # dense-like 1x1 and small-K 3x3 convs with many output channels
+            g, c = 1, int(rng.integers(1, 70))
+            o, kk = int(rng.integers(60, 300)), int(rng.choice([1, 1, 3]))
+        else:
+            g = int(rng.integers(1, 40)) * (8 if i % 2 else 1) + (0 if i % 2 else int(rng.integers(60, 200)))
+            c, o, kk = g, g * int(rng.choice([1, 1, 1, 2])), int(rng.choice([3, 3, 5, 7]))
+        s = int(rng.choice([1, 2]))
+        pad = [(kk - 1) // 2] * 4 if rng.random() < 0.8 else [int(v) for v in rng.integers(0, kk, size=4)]
+        h = int(rng.integers(max(1, kk - pad[0] - pad[2]), 13))
+        w = int(rng.integers(max(1, kk - pad[1] - pad[3]), 13))
+        nhwc = bool(rng.random() < 0.7)
+        sat = "auto" if pointwise or rng.random() < 0.5 else "yes"
+        rounding = str(rng.choice(ir.ROUNDINGS))
+        wq = rand_weights(rng, (o, c // g, kk, kk))
+        wqp = weight_qparams(rng, o, 0)
+        if rng.random() < 0.7:  # mostly the zero weight zero points of real models
+            wqp = (wqp[0], np.zeros(o, np.int32), 0) if len(wqp) == 3 else (wqp[0], 0)
+        sx, zx = rand_scale(rng, 5e-3, 0.1), rand_zp(rng, "uint8")
+        so, zo = out_params(rng, i, "uint8")
+        bias = rand_bias(rng, o) if rng.random() < 0.8 else None
+        relu = bool(rng.random() < 0.3)
+        shape = (1, h, w, c) if nhwc else (1, c, h, w)
+        x = rand_data(rng, shape, "uint8")
+        b = ir.Builder("wide", rounding=rounding)
+        xv = b.input("x", shape, "uint8", qparams=(sx, zx), layout="NHWC" if nhwc else "NCHW")
+        wv = b.const(wq, qparams=wqp)
+        y = b.conv2d(xv, wv, bias, strides=[s, s], padding=pad, groups=g, layout="NHWC" if nhwc else "NCHW",
+                     activation="relu" if relu else "none", out_scale=so, out_zero_point=zo,
+                     depthwise_saturate=sat)
+        run_all(monkeypatch, tally, b.finish(y), {}, [x],
+                f"{h}x{w}x{c}->{o} k{kk} s{s} pad={pad} g{g} nhwc={nhwc} sat={sat} {rounding} "
+                f"{'per-channel' if len(wqp) == 3 else 'per-tensor'} bias={bias is not None} relu={relu}")
+    tally.done(n_cases)
+
+
 def test_compiled_graph_is_shared_by_threads(monkeypatch):
     """Prepared (packed) weights are read-only: concurrent runs agree."""
     import threading

@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef MERA_SERIAL_THREADS
@@ -16,6 +17,7 @@ typedef struct {
     pthread_cond_t done;    /* the last range of a job finished */
     pthread_mutex_t submit; /* held by the one caller whose job runs */
     int n_workers;
+    unsigned seq;           /* jobs posted; read without the lock by spinning threads */
     /* the job; valid while busy */
     int busy;
     mera_parallel_fn fn;
@@ -74,9 +76,51 @@ static void run_ranges(void)
         pthread_mutex_unlock(&pool.lock);
         fn(ctx, b, e);
         pthread_mutex_lock(&pool.lock);
-        if (--pool.remaining == 0)
+        __atomic_store_n(&pool.remaining, pool.remaining - 1, __ATOMIC_RELEASE);
+        if (pool.remaining == 0)
             pthread_cond_broadcast(&pool.done);
     }
+}
+
+/* A layer's job follows the last one within microseconds, while waking a
+ * thread blocked on a condition variable takes tens of them: a worker
+ * without work, and a caller waiting for its workers, first watch the
+ * pool's counters for a while without the lock (MERA_SPIN_US), then block
+ * as before. Only waiting changes; which thread runs which range does not. */
+#define MERA_SPIN_US 50
+
+static double spin_clock_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
+}
+
+static inline void spin_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#else
+    __asm__ volatile("" ::: "memory");
+#endif
+}
+
+/* Spins (lock released) until a job is posted after the one numbered seen
+ * (want_done 0), or until the current job's ranges are all done
+ * (want_done 1), or the time is up; called and returns with the lock held. */
+static void spin_wait(unsigned seen, int want_done)
+{
+    pthread_mutex_unlock(&pool.lock);
+    double end = spin_clock_us() + MERA_SPIN_US;
+    for (int i = 0;; i++) {
+        if (want_done ? __atomic_load_n(&pool.remaining, __ATOMIC_ACQUIRE) == 0
+                      : __atomic_load_n(&pool.seq, __ATOMIC_ACQUIRE) != seen)
+            break;
+        if ((i & 63) == 63 && spin_clock_us() > end)
+            break;
+        spin_pause();
+    }
+    pthread_mutex_lock(&pool.lock);
 }
 
 static void *worker_main(void *arg)
@@ -84,6 +128,8 @@ static void *worker_main(void *arg)
     (void)arg;
     pthread_mutex_lock(&pool.lock);
     for (;;) {
+        if (!(pool.busy && pool.next < pool.ranges))
+            spin_wait(pool.seq, 0);
         while (!(pool.busy && pool.next < pool.ranges))
             pthread_cond_wait(&pool.wake, &pool.lock);
         run_ranges();
@@ -169,9 +215,12 @@ void mera_parallel_for(int threads, int64_t n, int64_t min_chunk, mera_parallel_
     pool.next = 0;
     pool.remaining = (int)t;
     pool.busy = 1;
+    __atomic_store_n(&pool.seq, pool.seq + 1, __ATOMIC_RELEASE);
     if (t > 1)
         pthread_cond_broadcast(&pool.wake);
     run_ranges(); /* the caller works too */
+    if (pool.remaining > 0)
+        spin_wait(0, 1);
     while (pool.remaining > 0)
         pthread_cond_wait(&pool.done, &pool.lock);
     pool.busy = 0;

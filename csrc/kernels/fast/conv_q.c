@@ -219,6 +219,10 @@ static void window_sums(const qconv_plan *p, const unsigned char *xb, int64_t g,
     }
 }
 
+/* Multiply-adds below which another thread is not worth waking (about the
+ * time a wake-up takes with the pool spinning). */
+#define QCONV_MIN_THREAD_MACS 262144
+
 /* Pixels per work item: a few tiles, so each item reuses its weights. */
 #define QCONV_BLOCK_PX (4 * QCONV_MAX_PX)
 
@@ -242,6 +246,8 @@ static void run_gemm_items(void *ctx, int64_t i0, int64_t i1)
     int32_t acc[QCONV_MAX_PX * QCONV_ACC_STRIDE], xsum[QCONV_BLOCK_PX];
     uint8_t tmp[QCONV_ACC_STRIDE];
     const void *px[QCONV_MAX_PX];
+    /* NHWC output without weight zero points: requantized in the tile */
+    const int fused = isa->gemm_tile_rq && p->g.y_nhwc && !p->zw;
     for (int64_t item = i0; item < i1; item++) {
         int64_t g = item / (j->tiles * j->blocks), t0 = item / j->blocks % j->tiles * T;
         int64_t b0 = item % j->blocks * QCONV_BLOCK_PX, b1 = b0 + QCONV_BLOCK_PX < P ? b0 + QCONV_BLOCK_PX : P;
@@ -260,6 +266,10 @@ static void run_gemm_items(void *ctx, int64_t i0, int64_t i1)
                     walk_next(&walk); /* never past the block's last pixel */
                 px[m] = walk.at;
             }
+            if (fused) {
+                isa->gemm_tile_rq(p, npx, nv, px, w, o0, nvalid, j->y + pix0 * p->g.o + o0, p->g.o);
+                continue;
+            }
             isa->gemm_tile(npx, nv, px, p->seg_off, (int)p->nseg, p->nk, w, acc);
             for (int m = 0; m < npx; m++)
                 store_channels(p, j->y, pix0 + m, o0, nvalid, acc + m * QCONV_ACC_STRIDE,
@@ -272,7 +282,13 @@ static void run_gemm(const qconv_plan *p, const unsigned char *xb, uint8_t *y, i
 {
     const int64_t P = p->g.n * p->g.oh * p->g.ow, T = (int64_t)p->isa->lanes * p->isa->nv_max;
     gemm_job j = {p, xb, y, (p->ogp + T - 1) / T, (P + QCONV_BLOCK_PX - 1) / QCONV_BLOCK_PX};
-    mera_parallel_for(threads, p->g.groups * j.tiles * j.blocks, 1, run_gemm_items, &j);
+    /* every thread gets at least QCONV_MIN_THREAD_MACS of work, so a small
+     * layer does not pay more to start threads than it gains */
+    int64_t macs = P * p->g.o * p->kreal, most = macs / QCONV_MIN_THREAD_MACS;
+    int t = mera_threads_resolve(threads);
+    if (t > most)
+        t = most > 1 ? (int)most : 1;
+    mera_parallel_for(t, p->g.groups * j.tiles * j.blocks, 1, run_gemm_items, &j);
 }
 
 /* Depthwise: output rows (n, oy) split across threads; NCHW output goes

@@ -29,8 +29,32 @@ static inline int32_t load_i32(const void *p)
     return v;
 }
 
-/* npx pixels by nv vectors of 16 output channels. Packed weights:
- * [nseg][nk / 4][nv * 16][4]. */
+/* Adds the dot products of npx pixels by nv vectors of 16 output channels
+ * to the accumulators c[m][v] (a macro so that c stays in registers).
+ * Packed weights: [nseg][nk / 4][nv * 16][4]. */
+#define TILE_ACCUMULATE(npx, nv, px, seg_off, nseg, nk, w0, c)                                     \
+    do {                                                                                          \
+        const int8_t *w_ = (w0);                                                                  \
+        const int64_t nq_ = (nk) / 4;                                                             \
+        for (int s_ = 0; s_ < (nseg); s_++) {                                                     \
+            const uint8_t *p_[QCONV_MAX_PX];                                                      \
+            _Pragma("GCC unroll 12") for (int m = 0; m < (npx); m++) p_[m] =                      \
+                (const uint8_t *)(px)[m] + (seg_off)[s_];                                         \
+            for (int64_t q = 0; q < nq_; q++, w_ += (nv) * 64) {                                  \
+                __m512i wv[QCONV_MAX_NV];                                                         \
+                _Pragma("GCC unroll 4") for (int v = 0; v < (nv); v++) wv[v] =                    \
+                    _mm512_loadu_si512(w_ + v * 64);                                              \
+                _Pragma("GCC unroll 12") for (int m = 0; m < (npx); m++)                          \
+                {                                                                                 \
+                    __m512i xb = _mm512_set1_epi32(load_i32(p_[m] + 4 * q));                      \
+                    _Pragma("GCC unroll 4") for (int v = 0; v < (nv); v++) c[m][v] =              \
+                        _mm512_dpbusd_epi32(c[m][v], xb, wv[v]);                                  \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+    } while (0)
+
+/* The raw dot products into acc. */
 INLINE void tile(const int npx, const int nv, const void *const *px, const int64_t *seg_off, int nseg, int64_t nk,
                  const int8_t *w, int32_t *acc)
 {
@@ -40,26 +64,7 @@ INLINE void tile(const int npx, const int nv, const void *const *px, const int64
 #pragma GCC unroll 4
         for (int v = 0; v < nv; v++)
             c[m][v] = _mm512_setzero_si512();
-    const int64_t nq = nk / 4;
-    for (int s = 0; s < nseg; s++) {
-        const uint8_t *p[QCONV_MAX_PX];
-#pragma GCC unroll 12
-        for (int m = 0; m < npx; m++)
-            p[m] = (const uint8_t *)px[m] + seg_off[s];
-        for (int64_t q = 0; q < nq; q++, w += nv * 64) {
-            __m512i wv[QCONV_MAX_NV];
-#pragma GCC unroll 4
-            for (int v = 0; v < nv; v++)
-                wv[v] = _mm512_loadu_si512(w + v * 64);
-#pragma GCC unroll 12
-            for (int m = 0; m < npx; m++) {
-                __m512i xb = _mm512_set1_epi32(load_i32(p[m] + 4 * q));
-#pragma GCC unroll 4
-                for (int v = 0; v < nv; v++)
-                    c[m][v] = _mm512_dpbusd_epi32(c[m][v], xb, wv[v]);
-            }
-        }
-    }
+    TILE_ACCUMULATE(npx, nv, px, seg_off, nseg, nk, w, c);
 #pragma GCC unroll 12
     for (int m = 0; m < npx; m++)
 #pragma GCC unroll 4
@@ -67,14 +72,62 @@ INLINE void tile(const int npx, const int nv, const void *const *px, const int64
             _mm512_storeu_si512(acc + m * QCONV_ACC_STRIDE + v * 16, c[m][v]);
 }
 
+/* The tile with the accumulators started at off[o] (for a plan without
+ * weight zero points, requant16's whole offset) and requantized in
+ * registers: requant16's steps with the bias as one fmadd (qconv.h:
+ * fma_bias, fma_rcp). */
+INLINE void tile_rq(const int npx, const int nv, const qconv_plan *p, const void *const *px, const int8_t *w,
+                    int64_t o0, int64_t nvalid, uint8_t *dst, int64_t ds)
+{
+    __m512i c[QCONV_MAX_PX][QCONV_MAX_NV];
+    const int32_t *off = p->off + o0;
+#pragma GCC unroll 12
+    for (int m = 0; m < npx; m++)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            c[m][v] = _mm512_loadu_si512(off + v * 16);
+    TILE_ACCUMULATE(npx, nv, px, p->seg_off, (int)p->nseg, p->nk, w, c);
+    /* through an L1 buffer: requantizing straight from c makes GCC keep
+     * the accumulators in memory during the loop */
+    int32_t acc[QCONV_MAX_PX * QCONV_MAX_NV * 16] __attribute__((aligned(64)));
+#pragma GCC unroll 12
+    for (int m = 0; m < npx; m++)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            _mm512_store_si512(acc + (m * QCONV_MAX_NV + v) * 16, c[m][v]);
+    const __m512i lo = _mm512_set1_epi32(p->lo - p->zy), hi = _mm512_set1_epi32(p->hi - p->zy);
+    const __m512i zy = _mm512_set1_epi32(p->zy);
+    for (int v = 0; v < nv; v++) {
+        const int64_t o = o0 + 16 * v, left = nvalid - 16 * v;
+        const __mmask16 mask = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+        const __m512 b = _mm512_loadu_ps(p->fma_bias + o), r = _mm512_loadu_ps(p->fma_rcp + o);
+        const __m512 mult = _mm512_loadu_ps(p->mult + o);
+        for (int m = 0; m < npx; m++) {
+            __m512 y = _mm512_cvtepi32_ps(_mm512_load_si512(acc + (m * QCONV_MAX_NV + v) * 16));
+            y = _mm512_mul_ps(_mm512_fmadd_ps(b, r, y), mult);
+            __m512i q = _mm512_cvtps_epi32(y);
+            q = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(q, lo), hi), zy);
+            _mm512_mask_cvtepi32_storeu_epi8(dst + m * ds + v * 16, mask, q);
+        }
+    }
+}
+
 typedef void (*tile_fn)(const void *const *px, const int64_t *seg_off, int nseg, int64_t nk, const int8_t *w,
                         int32_t *acc);
+
+typedef void (*tile_rq_fn)(const qconv_plan *p, const void *const *px, const int8_t *w, int64_t o0,
+                           int64_t nvalid, uint8_t *dst, int64_t ds);
 
 #define TILE(M, NV)                                                                                          \
     TARGET static void tile_##M##_##NV(const void *const *px, const int64_t *seg_off, int nseg, int64_t nk, \
                                        const int8_t *w, int32_t *acc)                                        \
     {                                                                                                        \
         tile(M, NV, px, seg_off, nseg, nk, w, acc);                                                          \
+    }                                                                                                        \
+    TARGET static void tile_rq_##M##_##NV(const qconv_plan *p, const void *const *px, const int8_t *w,       \
+                                          int64_t o0, int64_t nvalid, uint8_t *dst, int64_t ds)              \
+    {                                                                                                        \
+        tile_rq(M, NV, p, px, w, o0, nvalid, dst, ds);                                                       \
     }
 #define TILES_UP_TO_6(NV) TILE(1, NV) TILE(2, NV) TILE(3, NV) TILE(4, NV) TILE(5, NV) TILE(6, NV)
 #define TILES_7_TO_8(NV) TILE(7, NV) TILE(8, NV)
@@ -94,11 +147,26 @@ static const tile_fn tiles[QCONV_MAX_NV][QCONV_MAX_PX] = {
     {ROW6(4)},
 };
 
+#define ROW6_RQ(NV) tile_rq_1_##NV, tile_rq_2_##NV, tile_rq_3_##NV, tile_rq_4_##NV, tile_rq_5_##NV, tile_rq_6_##NV
+static const tile_rq_fn tiles_rq[QCONV_MAX_NV][QCONV_MAX_PX] = {
+    {ROW6_RQ(1), tile_rq_7_1, tile_rq_8_1, tile_rq_9_1, tile_rq_10_1, tile_rq_11_1, tile_rq_12_1},
+    {ROW6_RQ(2), tile_rq_7_2, tile_rq_8_2, tile_rq_9_2, tile_rq_10_2, tile_rq_11_2, tile_rq_12_2},
+    {ROW6_RQ(3), tile_rq_7_3, tile_rq_8_3},
+    {ROW6_RQ(4)},
+};
+
 static void gemm_tile(int npx, int nv, const void *const *px, const int64_t *seg_off, int nseg, int64_t nk,
                       const void *w, int32_t *acc)
 {
     MERA_ASSERT(nv >= 1 && nv <= QCONV_MAX_NV && npx >= 1 && npx <= QCONV_MAX_PX && tiles[nv - 1][npx - 1]);
     tiles[nv - 1][npx - 1](px, seg_off, nseg, nk, w, acc);
+}
+
+static void gemm_tile_rq(const qconv_plan *p, int npx, int nv, const void *const *px, const void *w, int64_t o0,
+                         int64_t nvalid, uint8_t *dst, int64_t dst_stride)
+{
+    MERA_ASSERT(nv >= 1 && nv <= QCONV_MAX_NV && npx >= 1 && npx <= QCONV_MAX_PX && tiles_rq[nv - 1][npx - 1]);
+    tiles_rq[nv - 1][npx - 1](p, px, w, o0, nvalid, dst, dst_stride);
 }
 
 /* requant_acc (qmath.h) on 16 channels from o, after adding off[o] and,
@@ -191,9 +259,142 @@ INLINE void dw_row_as(const qconv_plan *p, const uint8_t *in, uint8_t *dst, cons
         }
 }
 
+/* The byte-pair depthwise loop (qconv.h, dw_wide) for fbgemm's saturating
+ * path without weight zero points, 64 channels at a time: vpunpck{l,h}bw
+ * of two taps' input bytes and vpmaddubsw with the pair's weights give
+ * fbgemm's int16-saturated pair sums, exactly as its depthwise kernel forms
+ * them; vpunpck{l,h}wd of two pairs' sums and vpdpwssd with ones add both
+ * to the int32 accumulators. The accumulators then hold the channels in
+ * the unpacks' order (vector j, lane L: channels 16L + 4j .. 16L + 4j + 3),
+ * which a 4x4 transpose of 128-bit lanes puts back. Needs AVX512BW. */
+#define TARGET_BW __attribute__((target("avx512f,avx512vnni,avx512bw")))
+
+static inline __attribute__((always_inline)) TARGET_BW void dw_wide_block(const qconv_plan *p, const uint8_t *x,
+                                                                         const int8_t *w, __m512i acc[4])
+{
+    const int64_t *so = p->seg_off, taps = p->nseg, npairs = p->dw_wide_pairs;
+    const __m512i ones = _mm512_set1_epi16(1);
+    for (int k = 0; k < 4; k++)
+        acc[k] = _mm512_setzero_si512();
+    for (int64_t i = 0; i < npairs; i += 2, w += 4 * 64) {
+        /* taps 2i .. 2i + 3; missing ones read tap 0 and have zero weights */
+        int64_t t0 = 2 * i, t1 = t0 + 1 < taps ? t0 + 1 : 0, t2 = t0 + 2 < taps ? t0 + 2 : 0,
+                t3 = t0 + 3 < taps ? t0 + 3 : 0;
+        __m512i x0 = _mm512_loadu_si512(x + so[t0]), x1 = _mm512_loadu_si512(x + so[t1]);
+        __m512i x2 = _mm512_loadu_si512(x + so[t2]), x3 = _mm512_loadu_si512(x + so[t3]);
+        __m512i alo = _mm512_maddubs_epi16(_mm512_unpacklo_epi8(x0, x1), _mm512_loadu_si512(w));
+        __m512i ahi = _mm512_maddubs_epi16(_mm512_unpackhi_epi8(x0, x1), _mm512_loadu_si512(w + 64));
+        __m512i blo = _mm512_maddubs_epi16(_mm512_unpacklo_epi8(x2, x3), _mm512_loadu_si512(w + 128));
+        __m512i bhi = _mm512_maddubs_epi16(_mm512_unpackhi_epi8(x2, x3), _mm512_loadu_si512(w + 192));
+        acc[0] = _mm512_dpwssd_epi32(acc[0], _mm512_unpacklo_epi16(alo, blo), ones);
+        acc[1] = _mm512_dpwssd_epi32(acc[1], _mm512_unpackhi_epi16(alo, blo), ones);
+        acc[2] = _mm512_dpwssd_epi32(acc[2], _mm512_unpacklo_epi16(ahi, bhi), ones);
+        acc[3] = _mm512_dpwssd_epi32(acc[3], _mm512_unpackhi_epi16(ahi, bhi), ones);
+    }
+    /* acc[j] lane L holds channels 16L + 4j..: transpose the 4x4 lanes */
+    __m512i t0 = _mm512_shuffle_i32x4(acc[0], acc[1], 0x44), t1 = _mm512_shuffle_i32x4(acc[2], acc[3], 0x44);
+    __m512i t2 = _mm512_shuffle_i32x4(acc[0], acc[1], 0xEE), t3 = _mm512_shuffle_i32x4(acc[2], acc[3], 0xEE);
+    acc[0] = _mm512_shuffle_i32x4(t0, t1, 0x88);
+    acc[1] = _mm512_shuffle_i32x4(t0, t1, 0xDD);
+    acc[2] = _mm512_shuffle_i32x4(t2, t3, 0x88);
+    acc[3] = _mm512_shuffle_i32x4(t2, t3, 0xDD);
+}
+
+/* dw_wide_block on the first 32 channels of a block (a last block of 32 or
+ * fewer): 256-bit vectors, whose lanes 0 and 1 are the 512-bit ones'. */
+#define TARGET_BW_VL __attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl")))
+
+static inline __attribute__((always_inline)) TARGET_BW_VL void dw_wide_half(const qconv_plan *p, const uint8_t *x,
+                                                                           const int8_t *w, __m512i acc[2])
+{
+    const int64_t *so = p->seg_off, taps = p->nseg, npairs = p->dw_wide_pairs;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t i = 0; i < npairs; i += 2, w += 4 * 64) {
+        int64_t t0 = 2 * i, t1 = t0 + 1 < taps ? t0 + 1 : 0, t2 = t0 + 2 < taps ? t0 + 2 : 0,
+                t3 = t0 + 3 < taps ? t0 + 3 : 0;
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)(x + so[t0]));
+        __m256i x1 = _mm256_loadu_si256((const __m256i *)(x + so[t1]));
+        __m256i x2 = _mm256_loadu_si256((const __m256i *)(x + so[t2]));
+        __m256i x3 = _mm256_loadu_si256((const __m256i *)(x + so[t3]));
+        __m256i alo = _mm256_maddubs_epi16(_mm256_unpacklo_epi8(x0, x1), _mm256_loadu_si256((const __m256i *)w));
+        __m256i ahi =
+            _mm256_maddubs_epi16(_mm256_unpackhi_epi8(x0, x1), _mm256_loadu_si256((const __m256i *)(w + 64)));
+        __m256i blo =
+            _mm256_maddubs_epi16(_mm256_unpacklo_epi8(x2, x3), _mm256_loadu_si256((const __m256i *)(w + 128)));
+        __m256i bhi =
+            _mm256_maddubs_epi16(_mm256_unpackhi_epi8(x2, x3), _mm256_loadu_si256((const __m256i *)(w + 192)));
+        a0 = _mm256_dpwssd_epi32(a0, _mm256_unpacklo_epi16(alo, blo), ones);
+        a1 = _mm256_dpwssd_epi32(a1, _mm256_unpackhi_epi16(alo, blo), ones);
+        a2 = _mm256_dpwssd_epi32(a2, _mm256_unpacklo_epi16(ahi, bhi), ones);
+        a3 = _mm256_dpwssd_epi32(a3, _mm256_unpackhi_epi16(ahi, bhi), ones);
+    }
+    /* a[j] lane L holds channels 16L + 4j..; t0 = lanes of a0, a1, t1 of a2, a3 */
+    __m512i t0 = _mm512_inserti64x4(_mm512_castsi256_si512(a0), a1, 1);
+    __m512i t1 = _mm512_inserti64x4(_mm512_castsi256_si512(a2), a3, 1);
+    acc[0] = _mm512_shuffle_i32x4(t0, t1, 0x88);
+    acc[1] = _mm512_shuffle_i32x4(t0, t1, 0xDD);
+}
+
+/* requant16 without weight zero points, the bias as one fmadd (qconv.h:
+ * fma_bias, fma_rcp), stored as the bytes of the mask's lanes. */
+static inline __attribute__((always_inline)) TARGET_BW void requant_store(const qconv_plan *p, int64_t o, __m512i a,
+                                                                         __mmask16 mask, uint8_t *dst, __m512i lo,
+                                                                         __m512i hi, __m512i zy)
+{
+    a = _mm512_add_epi32(a, _mm512_loadu_si512(p->off + o));
+    __m512 y = _mm512_fmadd_ps(_mm512_loadu_ps(p->fma_bias + o), _mm512_loadu_ps(p->fma_rcp + o), _mm512_cvtepi32_ps(a));
+    __m512i r = _mm512_cvtps_epi32(_mm512_mul_ps(y, _mm512_loadu_ps(p->mult + o)));
+    r = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(r, lo), hi), zy);
+    _mm512_mask_cvtepi32_storeu_epi8(dst, mask, r);
+}
+
+static inline __mmask16 lanes_mask(int64_t left)
+{
+    return left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+}
+
+TARGET_BW_VL static void dw_row_wide(const qconv_plan *p, const uint8_t *in, uint8_t *dst)
+{
+    const int64_t step = p->g.sw * p->cp, B = QCONV_DW_WIDE_BLOCK, o = p->g.o, ow = p->g.ow;
+    const __m512i lo = _mm512_set1_epi32(p->lo - p->zy), hi = _mm512_set1_epi32(p->hi - p->zy);
+    const __m512i zy = _mm512_set1_epi32(p->zy);
+    for (int64_t c0 = 0; c0 < o; c0 += B) {
+        const int8_t *w = p->dw_wide + c0 / B * p->dw_wide_pairs * 2 * B;
+        const __mmask16 m0 = lanes_mask(o - c0), m1 = lanes_mask(o - c0 - 16), m2 = lanes_mask(o - c0 - 32),
+                        m3 = lanes_mask(o - c0 - 48);
+        if (o - c0 <= 32) { /* a last block of 32 or fewer channels */
+            for (int64_t ox = 0; ox < ow; ox++) {
+                __m512i acc[2];
+                dw_wide_half(p, in + ox * step + c0, w, acc);
+                uint8_t *d = dst + ox * o + c0;
+                requant_store(p, c0, acc[0], m0, d, lo, hi, zy);
+                requant_store(p, c0 + 16, acc[1], m1, d + 16, lo, hi, zy);
+            }
+            break;
+        }
+        for (int64_t ox = 0; ox < ow; ox++) {
+            __m512i acc[4];
+            dw_wide_block(p, in + ox * step + c0, w, acc);
+            uint8_t *d = dst + ox * o + c0;
+            requant_store(p, c0, acc[0], m0, d, lo, hi, zy);
+            requant_store(p, c0 + 16, acc[1], m1, d + 16, lo, hi, zy);
+            requant_store(p, c0 + 32, acc[2], m2, d + 32, lo, hi, zy);
+            requant_store(p, c0 + 48, acc[3], m3, d + 48, lo, hi, zy);
+        }
+    }
+}
+
+static int dw_wide_supported(void)
+{
+    return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+}
+
 TARGET static void dw_row(const qconv_plan *p, const uint8_t *in, uint8_t *dst)
 {
-    if (p->zw)
+    if (p->dw_wide)
+        dw_row_wide(p, in, dst);
+    else if (p->zw)
         dw_row_as(p, in, dst, p->dw_sat, 1);
     else if (p->dw_sat)
         dw_row_as(p, in, dst, 1, 0);
@@ -209,8 +410,10 @@ const qconv_isa qconv_isa_avx512 = {
     .xbytes = 1,
     .px_max = {0, 12, 12, 8, 6},
     .gemm_tile = gemm_tile,
+    .gemm_tile_rq = gemm_tile_rq,
     .requant = requant,
     .dw_row = dw_row,
+    .dw_wide_supported = dw_wide_supported,
 };
 
 #endif

@@ -40,6 +40,9 @@ void qconv_plan_free(qconv_plan *p)
         free(p->mult);
         free(p->bias);
         free(p->rcp);
+        free(p->fma_bias);
+        free(p->fma_rcp);
+        free(p->dw_wide);
     }
     free(p);
 }
@@ -160,6 +163,31 @@ static mera_status pack_weights(qconv_plan *p, const int8_t *w, const int64_t ws
     return MERA_OK;
 }
 
+/* The byte-pair depthwise weights (qconv.h), when the instruction set has
+ * that loop and the plan takes fbgemm's saturating path without weight
+ * zero points. */
+static mera_status pack_dw_wide(qconv_plan *p, const int8_t *w, const int64_t ws[4])
+{
+    const qconv_isa *isa = p->isa;
+    if (!p->depthwise || !p->dw_sat || p->zw || !isa->dw_wide_supported || !isa->dw_wide_supported())
+        return MERA_OK;
+    const int64_t B = QCONV_DW_WIDE_BLOCK, taps = p->g.kh * p->g.kw, blocks = round_up(p->g.o, B) / B;
+    p->dw_wide_pairs = round_up((taps + 1) / 2, 2);
+    int8_t *d = alloc_zero(blocks * p->dw_wide_pairs * 2 * B, 1);
+    if (!(p->dw_wide = d))
+        return MERA_ERR_NOMEM;
+    for (int64_t o = 0; o < p->g.o; o++) {
+        /* channel o's byte in a half: lane L = (o % 64) / 16, half h = (o % 16) / 8, k = o % 8 */
+        int64_t b = o / B, r = o % B, lane = r / 16, h = r % 16 / 8, k = r % 8;
+        for (int64_t t = 0; t < taps; t++) {
+            int64_t pi = t / 2;
+            int8_t *half = d + ((b * p->dw_wide_pairs + pi) * 2 + h) * B;
+            half[lane * 16 + 2 * k + t % 2] = (int8_t)weight_at(w, ws, o, 0, t / p->g.kw, t % p->g.kw);
+        }
+    }
+    return MERA_OK;
+}
+
 /* off[o] = zx * (zw * K - sum(w)) and the requantization constants of
  * ref_requant_params, as arrays. */
 static mera_status channel_constants(qconv_plan *p, const mera_kernel_args *a, const int8_t *w, const int64_t ws[4])
@@ -171,8 +199,10 @@ static mera_status channel_constants(qconv_plan *p, const mera_kernel_args *a, c
     p->mult = alloc_zero(nch, sizeof *p->mult);
     p->bias = alloc_zero(nch, sizeof *p->bias);
     p->rcp = alloc_zero(nch, sizeof *p->rcp);
+    p->fma_bias = alloc_zero(nch, sizeof *p->fma_bias);
+    p->fma_rcp = alloc_zero(nch, sizeof *p->fma_rcp);
     requant_ch *rq = malloc((size_t)p->g.o * sizeof *rq + 1);
-    if (!p->off || !p->mult || !p->bias || !p->rcp || !rq) {
+    if (!p->off || !p->mult || !p->bias || !p->rcp || !p->fma_bias || !p->fma_rcp || !rq) {
         free(rq);
         return MERA_ERR_NOMEM;
     }
@@ -191,7 +221,11 @@ static mera_status channel_constants(qconv_plan *p, const mera_kernel_args *a, c
         p->mult[o] = rq[o].multiplier;
         p->bias[o] = rq[o].bias;
         p->rcp[o] = rq[o].rcp;
+        p->fma_bias[o] = bias ? rq[o].bias : 0.0f;
+        p->fma_rcp[o] = bias && !per_axis ? rq[o].rcp : 1.0f;
     }
+    for (int64_t o = p->g.o; o < nch; o++)
+        p->fma_rcp[o] = 1.0f;
     p->has_bias = bias != NULL;
     p->per_tensor = !per_axis;
     free(rq);
@@ -218,7 +252,8 @@ mera_status qconv_plan_new(const mera_kernel_args *a, const qconv_isa *isa, int 
     p->isa = isa;
     int64_t ws[4];
     geometry(p, a, dense, ws);
-    if (layout_input(p) || pack_weights(p, a->in[1], ws) || channel_constants(p, a, a->in[1], ws)) {
+    if (layout_input(p) || pack_weights(p, a->in[1], ws) || channel_constants(p, a, a->in[1], ws) ||
+        pack_dw_wide(p, a->in[1], ws)) {
         qconv_plan_free(p);
         return ref_nomem(err, a->node);
     }
@@ -258,6 +293,8 @@ mera_status qconv_plan_new_like(const mera_kernel_args *a, const qconv_plan *lik
     }
     p->shared = 1;
     p->dw_pairs = like->dw_pairs;
+    p->dw_wide = like->dw_wide;
+    p->dw_wide_pairs = like->dw_wide_pairs;
     p->ogp = like->ogp;
     p->wpack = like->wpack;
     p->off = like->off;
@@ -265,6 +302,8 @@ mera_status qconv_plan_new_like(const mera_kernel_args *a, const qconv_plan *lik
     p->mult = like->mult;
     p->bias = like->bias;
     p->rcp = like->rcp;
+    p->fma_bias = like->fma_bias;
+    p->fma_rcp = like->fma_rcp;
     p->has_bias = like->has_bias;
     p->per_tensor = like->per_tensor;
     p->zx_raw = like->zx_raw;

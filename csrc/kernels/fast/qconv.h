@@ -59,6 +59,12 @@ typedef struct {
      * and holds nk elements (a multiple of kstep). */
     void (*gemm_tile)(int npx, int nv, const void *const *px, const int64_t *seg_off, int nseg, int64_t nk,
                       const void *w, int32_t *acc);
+    /* Optional (NULL: gemm_tile then requant): the same tile with the
+     * accumulators started at off[o] and requantized in registers, for a
+     * plan without weight zero points; pixel m's nvalid bytes of output
+     * channels o0.. go to dst + m * dst_stride. */
+    void (*gemm_tile_rq)(const qconv_plan *p, int npx, int nv, const void *const *px, const void *w, int64_t o0,
+                         int64_t nvalid, uint8_t *dst, int64_t dst_stride);
     /* Add the channel offsets (off[o] - zw[o] * xsum) to n accumulators of
      * output channels o0.., requantize them and store n bytes at dst. */
     void (*requant)(const qconv_plan *p, int64_t o0, int64_t n, const int32_t *acc, int32_t xsum, uint8_t *dst);
@@ -67,7 +73,18 @@ typedef struct {
      * input, whose pixels hold p->cp channels; tap t of output column ox
      * is at in + ox * sw * cp + seg_off[t]. */
     void (*dw_row)(const qconv_plan *p, const uint8_t *in, uint8_t *dst);
+    /* Optional (NULL: never): whether this CPU can run the byte-pair
+     * depthwise loop that dw_row takes for plans with dw_wide weights. */
+    int (*dw_wide_supported)(void);
 } qconv_isa;
+
+/* The byte-pair depthwise layout (dw_wide): for fbgemm's saturating path
+ * without weight zero points, weights as int8 pairs of taps in blocks of
+ * 64 channels, [blocks][dw_wide_pairs][2][32][2]: pair i holds taps 2i
+ * and 2i+1 (zero past the last tap; dw_wide_pairs is even), and its two
+ * halves the 32 channels of vpunpcklbw and of vpunpckhbw of two 64-byte
+ * input vectors (in 128-bit lane L, channels 16L..16L+7 and 16L+8..16L+15). */
+#define QCONV_DW_WIDE_BLOCK 64
 
 extern const qconv_isa qconv_isa_c;
 #if defined(__x86_64__)
@@ -83,6 +100,8 @@ struct qconv_plan {
     int depthwise;
     int dw_sat;                /* fbgemm's depthwise fast path: int16 pair saturation */
     int64_t dw_pairs;          /* (taps + 1) / 2 */
+    int8_t *dw_wide;           /* the byte-pair weights (above), or NULL */
+    int64_t dw_wide_pairs;
     /* the padded input: [n][hp][wp][cp] elements of xbytes */
     int64_t hp, wp, cp, cgp;   /* rows, columns, channels per pixel, channels per group */
     int xbytes;                /* isa->xbytes; 1 (uint8) for depthwise */
@@ -100,6 +119,11 @@ struct qconv_plan {
     int32_t *off;              /* zx * (zw * K - sum(w)) */
     int32_t *zw;               /* weight zero points; NULL when all are zero */
     float *mult, *bias, *rcp;  /* requant_ch of qmath.h, as arrays */
+    /* The bias step of requant_acc as one fmadd(fma_bias, fma_rcp, y):
+     * (bias, rcp) per tensor, (bias, 1) per channel, (0, 1) without bias;
+     * fma(b, 1, y) rounds as y + b does and fma(0, 1, y) is y (or +0 for
+     * -0, which converts to the same integer). */
+    float *fma_bias, *fma_rcp;
     int has_bias, per_tensor;
     int32_t zx_raw;            /* input zero point as the type has it */
     int32_t zy, lo, hi;        /* output zero point and clamp bounds (relu: lo = zy) */
