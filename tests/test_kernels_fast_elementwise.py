@@ -1,8 +1,10 @@
 """Fast quantized elementwise, conversion and pooling kernels against the reference kernels, byte for byte.
 
 Covers add, mul, the tabulated activations (leaky_relu, hardswish,
-hardsigmoid, sigmoid), quantize, dequantize, requantize and max_pool2d
-(csrc/kernels/fast/elementwise_q.c, pool_q.c). Every case is compiled with
+hardsigmoid, sigmoid), quantize, dequantize, requantize, max_pool2d,
+avg_pool2d, adaptive_avg_pool2d, concat and upsample
+(csrc/kernels/fast/elementwise_q.c, pool_q.c, concat_q.c, upsample_q.c),
+each under both rounding modes (zero point before and after rounding). Every case is compiled with
 ``MERA_REFERENCE_KERNELS=1`` and once per fast path this CPU can run
 (AVX-512, AVX2, portable C), each run with 1, 2 and 7 worker threads;
 every output must equal the reference's bytes. Shapes are random with odd
@@ -243,8 +245,8 @@ def test_fast_kernels_serve_both_roundings():
 
     for op, quantized in [("add", True), ("mul", True), ("leaky_relu", True), ("hardswish", True),
                           ("hardsigmoid", True), ("sigmoid", True), ("quantize", False), ("dequantize", True),
-                          ("requantize", True), ("max_pool2d", True), ("avg_pool2d", True), ("adaptive_avg_pool2d", True),
-                          ("concat", True)]:
+                          ("requantize", True), ("max_pool2d", True), ("avg_pool2d", True),
+                          ("adaptive_avg_pool2d", True), ("upsample", True), ("concat", True)]:
         for r in ROUNDINGS:
             assert _core.kernel_name(op, quantized, r) != "ref", (op, r)
 
@@ -274,6 +276,37 @@ def test_avg_pool2d_fast_equals_reference(monkeypatch):
                      divisor_override=dov, layout="NHWC" if nhwc else "NCHW", torch_memory_format=mf,
                      out_scale=so, out_zero_point=zo)
         run_everywhere(monkeypatch, tally, lambda b, v: b.op("avg_pool2d", v[0], **attrs),
+                       [(rand_q(rng, shape, dt), (s, z), "NHWC" if nhwc else None)],
+                       f"{shape} {attrs}", rounding=ROUNDINGS[i // 4 % 2])
+    tally.done(24 * MORE * len(THREADS))
+
+
+def test_upsample_fast_equals_reference(monkeypatch):
+    """nearest and bilinear, sizes and scale factors (1.3 leaves small sizes unchanged), align_corners,
+    NHWC and NCHW data, both PyTorch kernels, the same or other output parameters, odd channel counts
+    around the 8-channel vector block."""
+    rng = np.random.default_rng(170)
+    tally = Tally("upsample")
+    for i in range(24 * MORE):
+        dt = str(rng.choice(["uint8", "int8"]))
+        n, c = int(rng.integers(1, 3)), int(rng.choice([1, 3, 7, 8, 9, 17, 64, 100]))
+        h, w = [int(v) for v in rng.integers(1, 12, size=2)]
+        method = "nearest" if i % 2 else "bilinear"
+        if rng.random() < 0.5:
+            attrs = {"size": [int(rng.integers(1, 30)), int(rng.integers(1, 30))]}
+        else:
+            attrs = {"scales": [float(rng.choice([0.5, 1.0, 1.3, 1.5, 2.0, 2.5, 3.0])) for _ in range(2)]}
+            if int(h * attrs["scales"][0]) < 1 or int(w * attrs["scales"][1]) < 1:
+                attrs = {"size": [h, w]}  # the same size: the copy paths
+        nhwc = i % 3 != 2
+        mf = str(rng.choice(["auto", "contiguous", "channels_last"]))
+        s, z = rand_qparams(rng, dt)
+        z |= 1  # odd zero points: the two roundings differ on ties
+        so, zo = (s, z) if i % 4 < 2 else ((s * 2, z) if i % 4 == 2 else rand_qparams(rng, dt))
+        attrs.update(method=method, align_corners=int(method == "bilinear" and rng.random() < 0.5),
+                     layout="NHWC" if nhwc else "NCHW", torch_memory_format=mf, out_scale=so, out_zero_point=zo)
+        shape = (n, h, w, c) if nhwc else (n, c, h, w)
+        run_everywhere(monkeypatch, tally, lambda b, v: b.op("upsample", v[0], **attrs),
                        [(rand_q(rng, shape, dt), (s, z), "NHWC" if nhwc else None)],
                        f"{shape} {attrs}", rounding=ROUNDINGS[i // 4 % 2])
     tally.done(24 * MORE * len(THREADS))

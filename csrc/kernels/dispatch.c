@@ -68,7 +68,7 @@ mera_kernel_fn mera_kernel_ref(int op, mera_numerics num)
  * float additions (tests/test_kernels_fast.py checks both). */
 typedef enum {
     FAST_CONV,        /* conv2d, dense (qconv.h, fconv.h) */
-    FAST_ELEMENTWISE, /* add, mul, the tabulated activations (elementwise_q.c) */
+    FAST_ELEMENTWISE, /* add, mul, the tabulated activations (elementwise_q.c), concat, upsample */
     FAST_CONVERT,     /* quantize, dequantize, requantize (elementwise_q.c) */
     FAST_POOL,        /* max_pool2d, avg_pool2d, adaptive_avg_pool2d (pool_q.c) */
 } fast_family;
@@ -181,6 +181,8 @@ static const fast_kernel fast_table[MERA_OP_COUNT][MERA_NUMERICS_COUNT][FAST_MAX
         {{{fast_avg_pool2d_q, NULL, NULL, "c", NULL}, any_cpu, FAST_POOL, ROUNDINGS_EW}},
     [MERA_OP_ADAPTIVE_AVG_POOL2D][MERA_NUMERICS_QUANT] =
         {{{fast_adaptive_avg_pool2d_q, NULL, NULL, "c", NULL}, any_cpu, FAST_POOL, ROUNDINGS_EW}},
+    [MERA_OP_UPSAMPLE][MERA_NUMERICS_QUANT] =
+        {{{fast_upsample_q, NULL, NULL, "c", NULL}, any_cpu, FAST_ELEMENTWISE, ROUNDINGS_EW}},
     [MERA_OP_CONCAT][MERA_NUMERICS_QUANT]      = {{{fast_concat_q, fast_concat_q_prepare, fast_ew_release, "table", NULL},
                                                    any_cpu, FAST_ELEMENTWISE, ROUNDINGS_EW}},
 };

@@ -79,6 +79,8 @@ mera_status fast_act_q_prepare(const mera_kernel_args *a, void **state, mera_err
 mera_status fast_adaptive_avg_pool2d_q(const mera_kernel_args *a, mera_error *err);
 /* pool_q.c: avg_pool2d of NHWC or NCHW data (either of PyTorch's paths) in plain C, every CPU. */
 mera_status fast_avg_pool2d_q(const mera_kernel_args *a, mera_error *err);
+/* upsample_q.c: nearest and bilinear upsample of NHWC or NCHW data in plain C, every CPU. */
+mera_status fast_upsample_q(const mera_kernel_args *a, mera_error *err);
 /* concat_q.c: table lookups and copies, every CPU. */
 mera_status fast_concat_q(const mera_kernel_args *a, mera_error *err);
 mera_status fast_concat_q_prepare(const mera_kernel_args *a, void **state, mera_error *err); /* fast_ew_release */
