@@ -147,6 +147,7 @@ mera_status fast_adaptive_avg_pool2d_q(const mera_kernel_args *a, mera_error *er
 #define AVG_QVEC_CH 16 /* ref/pool.c: the vector block of the channels-last kernel */
 
 typedef struct {
+    const ew_isa *isa; /* the channels-last vector block's quantize (quantize_lane) */
     const uint8_t *x;
     uint8_t *y;
     ref_dims4 xd, yd;
@@ -202,7 +203,10 @@ static void avg_rows_nhwc(void *ctx, int64_t r0, int64_t r1)
 {
     const avg_job *j = ctx;
     int32_t acc[AVG_CHUNK];
+    float accf[AVG_CHUNK];
     const int64_t C = j->xd.c;
+    ew_convert_params qp = {.zo = j->zy, .lo = j->lo, .hi = j->hi, .y_int8 = j->lo < 0,
+                            .rounding = MERA_ROUNDING_ZP_AFTER_ROUNDING}; /* quantize_lane in either mode */
     for (int64_t r = r0; r < r1; r++) {
         int64_t n = r / j->yd.h, oh = r % j->yd.h;
         for (int64_t ow = 0; ow < j->yd.w; ow++) {
@@ -222,7 +226,17 @@ static void avg_rows_nhwc(void *ctx, int64_t r0, int64_t r1)
                             for (int64_t k = 0; k < nc; k++)
                                 acc[k] += x[k];
                     }
-                for (int64_t k = 0; k < nc; k++)
+                /* the vector block of the channels-last kernel: quantize_lane with the
+                 * multiplier as inverse scale, in SIMD (ew.h) */
+                int64_t nv = 0;
+                if (j->torch_cl && v.divisor != 0 && c0 < j->cvec) {
+                    nv = j->cvec - c0 < nc ? j->cvec - c0 : nc;
+                    qp.inv = j->ratio / (float)v.divisor;
+                    for (int64_t k = 0; k < nv; k++)
+                        accf[k] = (float)acc[k];
+                    j->isa->quantize(&qp, accf, y + c0, nv);
+                }
+                for (int64_t k = nv; k < nc; k++)
                     y[c0 + k] = (uint8_t)avg_quantize(j, c0 + k, acc[k], v.divisor);
             }
         }
@@ -254,14 +268,14 @@ static void avg_rows_nchw(void *ctx, int64_t r0, int64_t r1)
     }
 }
 
-mera_status fast_avg_pool2d_q(const mera_kernel_args *a, mera_error *err)
+static mera_status avg_pool2d_q(const mera_kernel_args *a, const ew_isa *isa, mera_error *err)
 {
     (void)err;
     const mera_node *node = a->node;
     const mera_type *xt = a->in_types[0], *yt = a->out_types[0];
     const int64_t *k = ref_ints(node, "kernel"), *s = ref_ints(node, "strides"), *p = ref_ints(node, "padding");
     int nhwc = ref_nhwc(node);
-    avg_job j = {.x = a->in[0], .y = a->out[0], .xd = ref_dims(xt, nhwc), .yd = ref_dims(yt, nhwc),
+    avg_job j = {.isa = isa, .x = a->in[0], .y = a->out[0], .xd = ref_dims(xt, nhwc), .yd = ref_dims(yt, nhwc),
                  .kh = k[0], .kw = k[1], .sh = s[0], .sw = s[1], .pt = p[0], .pl = p[1], .pb = p[2], .pr = p[3],
                  .dov = mera_attr_int(node, "divisor_override"), .zx = ref_zp(xt), .zy = ref_zp(yt),
                  .lo = q_lo(yt->dtype), .hi = q_hi(yt->dtype), .ratio = ref_scale_f(xt) / ref_scale_f(yt),
@@ -281,6 +295,10 @@ mera_status fast_avg_pool2d_q(const mera_kernel_args *a, mera_error *err)
     mera_status fast_max_pool2d_q_##suffix(const mera_kernel_args *a, mera_error *err)              \
     {                                                                                               \
         return max_pool2d_q(a, &(isa), err);                                                        \
+    }                                                                                               \
+    mera_status fast_avg_pool2d_q_##suffix(const mera_kernel_args *a, mera_error *err)              \
+    {                                                                                               \
+        return avg_pool2d_q(a, &(isa), err);                                                        \
     }
 
 POOL_ENTRIES(c, ew_isa_c)
