@@ -1,8 +1,10 @@
 """Fast quantized elementwise, conversion and pooling kernels against the reference kernels, byte for byte.
 
 Covers add, mul, the tabulated activations (leaky_relu, hardswish,
-hardsigmoid, sigmoid), quantize, dequantize, requantize and max_pool2d
-(csrc/kernels/fast/elementwise_q.c, pool_q.c). Every case is compiled with
+hardsigmoid, sigmoid), quantize, dequantize, requantize, max_pool2d,
+avg_pool2d, adaptive_avg_pool2d, concat and upsample
+(csrc/kernels/fast/elementwise_q.c, pool_q.c, concat_q.c, upsample_q.c),
+each under both rounding modes (zero point before and after rounding). Every case is compiled with
 ``MERA_REFERENCE_KERNELS=1`` and once per fast path this CPU can run
 (AVX-512, AVX2, portable C), each run with 1, 2 and 7 worker threads;
 every output must equal the reference's bytes. Shapes are random with odd
@@ -23,11 +25,13 @@ from mera import ir
 from test_kernels_fast import MORE, PATHS, Tally, compile_with
 
 THREADS = (1, 2, 7)
+ROUNDINGS = (ir.ROUNDING_ZP_BEFORE, ir.ROUNDING_ZP_AFTER)
 
 
-def run_everywhere(monkeypatch, tally, build, inputs, what):
-    """Build a graph with build(b, [input values]); compare every fast path and thread count to the reference."""
-    b = ir.Builder("t")
+def run_everywhere(monkeypatch, tally, build, inputs, what, rounding=ir.DEFAULT_ROUNDING):
+    """Build a graph of that rounding with build(b, [input values]); compare every fast path and thread
+    count to the reference."""
+    b = ir.Builder("t", rounding=rounding)
     vals = [b.input(f"x{i}", a.shape, str(a.dtype), qparams=q, layout=lay) for i, (a, q, lay) in enumerate(inputs)]
     mod = b.finish(build(b, vals))
     arrays = [a for a, _, _ in inputs]
@@ -36,7 +40,7 @@ def run_everywhere(monkeypatch, tally, build, inputs, what):
         rt = compile_with(monkeypatch, mod, {}, mask=mask)
         for t in THREADS:
             monkeypatch.setenv("MERA_NUM_THREADS", str(t))
-            tally.check(path, ref, rt(*arrays)[0], f"{what} threads={t}")
+            tally.check(path, ref, rt(*arrays)[0], f"{what} {rounding} threads={t}")
         monkeypatch.delenv("MERA_NUM_THREADS")
 
 
@@ -101,7 +105,7 @@ def test_binary_fast_equals_reference(monkeypatch, op):
         run_everywhere(monkeypatch, tally,
                        lambda b, v: b.op(op, v[0], v[1], activation=relu, torch_memory_format=mf, out_scale=so,
                                          out_zero_point=zo, out_dtype=odt),
-                       ins, f"{shape} {bshape} {dt}->{odt} {lay} {mf} relu={relu}")
+                       ins, f"{shape} {bshape} {dt}->{odt} {lay} {mf} relu={relu}", rounding=ROUNDINGS[i % 2])
     tally.done(12 * MORE * len(THREADS))
 
 
@@ -119,7 +123,7 @@ def test_activation_fast_equals_reference(monkeypatch, op):
             so, zo = rand_qparams(rng, dt)
             attrs.update(out_scale=so, out_zero_point=zo, torch_memory_format=mf)
         run_everywhere(monkeypatch, tally, lambda b, v: b.op(op, v[0], **attrs),
-                       [(rand_q(rng, shape, dt), (s, z), lay)], f"{shape} {dt} {lay} {mf}")
+                       [(rand_q(rng, shape, dt), (s, z), lay)], f"{shape} {dt} {lay} {mf}", rounding=ROUNDINGS[i % 2])
     tally.done(6 * MORE * len(THREADS))
 
 
@@ -136,13 +140,13 @@ def test_conversions_fast_equal_reference(monkeypatch):
         if i % 3 == 0:  # exact ties: x / scale = k + 0.5
             x = ((rng.integers(-300, 300, size=shape) + 0.5) * np.float32(so)).astype(np.float32)
         run_everywhere(monkeypatch, tally, lambda b, v: b.quantize(v[0], scale=so, zero_point=zo, dtype=odt),
-                       [(x, None, None)], f"quantize {shape} {odt}")
+                       [(x, None, None)], f"quantize {shape} {odt}", rounding=ROUNDINGS[i % 2])
         q = rand_q(rng, shape, dt)
         run_everywhere(monkeypatch, tally, lambda b, v: b.dequantize(v[0]), [(q, (s, z), None)],
-                       f"dequantize {shape} {dt}")
+                       f"dequantize {shape} {dt}", rounding=ROUNDINGS[i % 2])
         run_everywhere(monkeypatch, tally,
                        lambda b, v: b.requantize(v[0], out_scale=so, out_zero_point=zo, out_dtype=odt),
-                       [(q, (s, z), None)], f"requantize {shape} {dt}->{odt}")
+                       [(q, (s, z), None)], f"requantize {shape} {dt}->{odt}", rounding=ROUNDINGS[i % 2])
     tally.done(18 * MORE * len(THREADS) // 3)
 
 
@@ -166,7 +170,7 @@ def test_max_pool2d_fast_equals_reference(monkeypatch):
                        lambda b, v: b.max_pool2d(v[0], kernel=[kh, kw], strides=[sh, sw], padding=pad,
                                                  dilation=[dh, dw], layout="NHWC" if nhwc else "NCHW"),
                        [(q, rand_qparams(rng, dt), "NHWC" if nhwc else None)],
-                       f"{shape} k={kh}x{kw} s={sh},{sw} d={dh},{dw} pad={pad} {dt}")
+                       f"{shape} k={kh}x{kw} s={sh},{sw} d={dh},{dw} pad={pad} {dt}", rounding=ROUNDINGS[i % 2])
     tally.done(6 * MORE * len(THREADS))
 
 
@@ -188,7 +192,7 @@ def test_concat_fast_equals_reference(monkeypatch):
         so, zo = (0.05, 7 if dt == "uint8" else -3) if i % 3 == 0 else rand_qparams(rng, dt)
         run_everywhere(monkeypatch, tally,
                        lambda b, v: b.concat(*v, axis=axis, out_scale=so, out_zero_point=zo, torch_memory_format=mf),
-                       ins, f"{[x[0].shape for x in ins]} axis={axis} {dt} {lay} {mf}")
+                       ins, f"{[x[0].shape for x in ins]} axis={axis} {dt} {lay} {mf}", rounding=ROUNDINGS[i % 2])
     tally.done(10 * MORE * len(THREADS))
 
 
@@ -211,7 +215,7 @@ def test_adaptive_avg_pool2d_fast_equals_reference(monkeypatch):
                        lambda b, v: b.adaptive_avg_pool2d(v[0], output_size=[oh, ow], layout="NHWC" if nhwc else "NCHW",
                                                           torch_memory_format=mf, out_scale=so, out_zero_point=zo),
                        [(rand_q(rng, shape, dt), (s, z), "NHWC" if nhwc else None)],
-                       f"{shape} -> {oh}x{ow} {dt} {mf} same_q={i % 3 == 0}")
+                       f"{shape} -> {oh}x{ow} {dt} {mf} same_q={i % 3 == 0}", rounding=ROUNDINGS[i % 2])
     tally.done(10 * MORE * len(THREADS))
 
 
@@ -232,3 +236,77 @@ def test_worker_pool_survives_fork():
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     assert np.array_equal(runner(data)[0], want)
+
+
+def test_fast_kernels_serve_both_roundings():
+    """Every quantized elementwise, convert and pool fast kernel is selected under both rounding modes
+    (ONNX and TFLite imports and torch >= 2.14 carry zero_point_after_rounding)."""
+    from mera import _core
+
+    for op, quantized in [("add", True), ("mul", True), ("leaky_relu", True), ("hardswish", True),
+                          ("hardsigmoid", True), ("sigmoid", True), ("quantize", False), ("dequantize", True),
+                          ("requantize", True), ("max_pool2d", True), ("avg_pool2d", True),
+                          ("adaptive_avg_pool2d", True), ("upsample", True), ("concat", True)]:
+        for r in ROUNDINGS:
+            assert _core.kernel_name(op, quantized, r) != "ref", (op, r)
+
+
+def test_avg_pool2d_fast_equals_reference(monkeypatch):
+    """NHWC and NCHW data, both of PyTorch's paths (channels-last and contiguous), count_include_pad both
+    ways, divisor_override, ceil_mode, odd channel counts around the 16-channel vector block."""
+    rng = np.random.default_rng(160)
+    tally = Tally("avg_pool2d")
+    for i in range(24 * MORE):
+        dt = str(rng.choice(["uint8", "int8"]))
+        n, c = int(rng.integers(1, 3)), int(rng.choice([1, 3, 12, 15, 16, 17, 27, 33, 100, 300]))
+        h, w = [int(v) for v in rng.integers(1, 24, size=2)]
+        k = [int(rng.integers(1, min(h, 5) + 1)), int(rng.integers(1, min(w, 5) + 1))]
+        st = [int(v) for v in rng.integers(1, 4, size=2)]
+        pd = [int(rng.integers(0, k[0] // 2 + 1)), int(rng.integers(0, k[1] // 2 + 1))]
+        ceil, cip = int(rng.random() < 0.4), int(rng.random() < 0.5)
+        dov = int(rng.integers(1, 20)) if rng.random() < 0.2 else 0
+        nhwc = i % 3 != 2
+        mf = str(rng.choice(["auto", "contiguous", "channels_last"]))
+        s, z = rand_qparams(rng, dt)
+        z |= 1  # odd zero points: the two roundings differ on ties
+        # equal or power-of-two scales make exact ties acc * m = k + 1/2 frequent
+        so, zo = [(s, z), (s * 2, z), (s / 4, z - 2 if z > 0 else z + 2)][i % 4] if i % 4 < 3 else rand_qparams(rng, dt)
+        shape = (n, h, w, c) if nhwc else (n, c, h, w)
+        attrs = dict(kernel=k, strides=st, padding=pd + pd, ceil_mode=ceil, count_include_pad=cip,
+                     divisor_override=dov, layout="NHWC" if nhwc else "NCHW", torch_memory_format=mf,
+                     out_scale=so, out_zero_point=zo)
+        run_everywhere(monkeypatch, tally, lambda b, v: b.op("avg_pool2d", v[0], **attrs),
+                       [(rand_q(rng, shape, dt), (s, z), "NHWC" if nhwc else None)],
+                       f"{shape} {attrs}", rounding=ROUNDINGS[i // 4 % 2])
+    tally.done(24 * MORE * len(THREADS))
+
+
+def test_upsample_fast_equals_reference(monkeypatch):
+    """nearest and bilinear, sizes and scale factors (1.3 leaves small sizes unchanged), align_corners,
+    NHWC and NCHW data, both PyTorch kernels, the same or other output parameters, odd channel counts
+    around the 8-channel vector block."""
+    rng = np.random.default_rng(170)
+    tally = Tally("upsample")
+    for i in range(24 * MORE):
+        dt = str(rng.choice(["uint8", "int8"]))
+        n, c = int(rng.integers(1, 3)), int(rng.choice([1, 3, 7, 8, 9, 17, 64, 100]))
+        h, w = [int(v) for v in rng.integers(1, 12, size=2)]
+        method = "nearest" if i % 2 else "bilinear"
+        if rng.random() < 0.5:
+            attrs = {"size": [int(rng.integers(1, 30)), int(rng.integers(1, 30))]}
+        else:
+            attrs = {"scales": [float(rng.choice([0.5, 1.0, 1.3, 1.5, 2.0, 2.5, 3.0])) for _ in range(2)]}
+            if int(h * attrs["scales"][0]) < 1 or int(w * attrs["scales"][1]) < 1:
+                attrs = {"size": [h, w]}  # the same size: the copy paths
+        nhwc = i % 3 != 2
+        mf = str(rng.choice(["auto", "contiguous", "channels_last"]))
+        s, z = rand_qparams(rng, dt)
+        z |= 1  # odd zero points: the two roundings differ on ties
+        so, zo = (s, z) if i % 4 < 2 else ((s * 2, z) if i % 4 == 2 else rand_qparams(rng, dt))
+        attrs.update(method=method, align_corners=int(method == "bilinear" and rng.random() < 0.5),
+                     layout="NHWC" if nhwc else "NCHW", torch_memory_format=mf, out_scale=so, out_zero_point=zo)
+        shape = (n, h, w, c) if nhwc else (n, c, h, w)
+        run_everywhere(monkeypatch, tally, lambda b, v: b.op("upsample", v[0], **attrs),
+                       [(rand_q(rng, shape, dt), (s, z), "NHWC" if nhwc else None)],
+                       f"{shape} {attrs}", rounding=ROUNDINGS[i // 4 % 2])
+    tally.done(24 * MORE * len(THREADS))

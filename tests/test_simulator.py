@@ -502,6 +502,24 @@ def test_threads_share_one_simulator():
     assert not errors and not bad, (errors, bad)
 
 
+def test_threaded_simulator_gives_the_serial_bytes_and_cycles():
+    """num_threads splits each tile's kernel and the rows of large LOADs and STOREs across the worker
+    pool: 1, 2 and 7 threads give InterpreterHw's bytes and the same timing, cycle for cycle."""
+    cases = [big_conv_model()]
+    for seed in (21, 22, 23):
+        gen = GraphGen(seed)
+        cases.append(gen.build(n_layers=6))
+    for k, (mod, x) in enumerate(cases):
+        ref = compile_for(mod, {}, "InterpreterHw")(x)
+        seen = []
+        for threads in (1, 2, 7):
+            sim = compile_for(mod, {}, "Simulator", arch=100, num_threads=threads)
+            assert_same_bytes(ref, sim(x), f"case {k} threads={threads}")
+            assert_same_bytes(ref, sim(x), f"case {k} threads={threads}, second run")
+            seen.append((sim.get_runtime_metrics()[0], sim.timing()))
+        assert all(s == seen[0] for s in seen), f"case {k}: the timing depends on the thread count: {seen}"
+
+
 def test_simulator_config_errors():
     mod, _ = small_model()
     with pytest.raises(mera.ConfigError, match="'max_tile_width' must be a positive int"):

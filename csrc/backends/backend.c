@@ -94,7 +94,7 @@ static void *sim_load(const mera_backend_load_args *a, mera_error *err)
     s->arena_bytes = a->prog->dram_bytes - a->prog->params_bytes;
     /* A mapped deploy.params (the deploy runtime): the weights are packed at
      * load and the image's pages released, so they are resident once. */
-    dna_machine_options mo = {.release_const_pages = a->params_mapped};
+    dna_machine_options mo = {.release_const_pages = a->params_mapped, .threads = a->num_threads};
     if (!(s->m = dna_machine_new_opts(a->g, a->prog, a->platform, a->param_data, &mo, err))) {
         mera_error_prefix(err, "loading the DNA program: ");
         free(s);

@@ -37,7 +37,7 @@ typedef struct {
     const char *device;               /* IP: the HAL driver name; NULL: the default */
     int params_mapped;                /* 1: param_data and the program's constant image are a
                                        * read-only file mapping (MAP_PRIVATE) */
-    int num_threads;                  /* the interpreters: worker threads per run; 0 the default
+    int num_threads;                  /* the interpreters and the Simulator: worker threads per run; 0 the default
                                        * (MERA_NUM_THREADS or every CPU) */
 } mera_backend_load_args;
 

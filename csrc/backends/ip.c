@@ -97,6 +97,7 @@ void *mera_ip_load(const mera_backend_load_args *a, mera_error *err)
     dna_machine_options mo;
     memset(&mo, 0, sizeof mo);
     mo.pack_at_run = 1; /* the host side runs host nodes only: keep no packed weights */
+    mo.threads = a->num_threads;
     if (!(ip->m = dna_machine_new_opts(a->g, prog, a->platform, a->param_data, &mo, err))) {
         mera_error_prefix(err, "loading the DNA program: ");
         goto fail;

@@ -76,9 +76,9 @@ mera_kernel_fn mera_kernel_ref(int op, mera_numerics num)
  * float additions (tests/test_kernels_fast.py checks both). */
 typedef enum {
     FAST_CONV,        /* conv2d, dense (qconv.h, fconv.h) */
-    FAST_ELEMENTWISE, /* add, mul, the tabulated activations (elementwise_q.c) */
+    FAST_ELEMENTWISE, /* add, mul, the tabulated activations (elementwise_q.c), concat, upsample */
     FAST_CONVERT,     /* quantize, dequantize, requantize (elementwise_q.c) */
-    FAST_POOL,        /* max_pool2d (pool_q.c) */
+    FAST_POOL,        /* max_pool2d, avg_pool2d, adaptive_avg_pool2d (pool_q.c) */
 } fast_family;
 
 typedef struct {
@@ -165,30 +165,33 @@ static int has_avx512f(const mera_cpu_features *f)
 #define FAST_ACT(kernel, roundings) \
     {{{kernel, fast_act_q_prepare, fast_ew_release, "table"}, any_cpu, FAST_ELEMENTWISE, roundings}}
 
-/* The elementwise, convert and pool kernels were written to (and tested against) the zero point
- * before rounding of torch <= 2.13 where their quantize step depends on it; under the other
- * mode those nodes run the reference kernels. mul, dequantize and max pool do not depend on it. */
-#define ROUNDINGS_BEFORE (1u << MERA_ROUNDING_ZP_BEFORE_ROUNDING)
+/* The elementwise, convert and pool kernels follow a->rounding wherever their quantize step
+ * depends on it (ew.h; the table kernels build their tables with the reference's own
+ * rounding-aware primitives), so each implements every mode. */
+#define ROUNDINGS_EW MERA_ROUNDINGS_ALL
 
 static const fast_kernel fast_table[MERA_OP_COUNT][MERA_NUMERICS_COUNT][FAST_MAX] = {
     [MERA_OP_CONV2D][MERA_NUMERICS_QUANT] = FAST_QCONV(conv2d),
     [MERA_OP_DENSE][MERA_NUMERICS_QUANT]  = FAST_QCONV(dense),
     [MERA_OP_CONV2D][MERA_NUMERICS_FLOAT] = FAST_FCONV(conv2d),
     [MERA_OP_DENSE][MERA_NUMERICS_FLOAT]  = FAST_FCONV(dense),
-    [MERA_OP_ADD][MERA_NUMERICS_QUANT]         = FAST_EW(fast_add_q, FAST_ELEMENTWISE, ROUNDINGS_BEFORE),
+    [MERA_OP_ADD][MERA_NUMERICS_QUANT]         = FAST_EW(fast_add_q, FAST_ELEMENTWISE, ROUNDINGS_EW),
     [MERA_OP_MUL][MERA_NUMERICS_QUANT]         = FAST_EW(fast_mul_q, FAST_ELEMENTWISE, MERA_ROUNDINGS_ALL),
-    [MERA_OP_LEAKY_RELU][MERA_NUMERICS_QUANT]  = FAST_ACT(fast_leaky_relu_q, ROUNDINGS_BEFORE),
-    [MERA_OP_HARDSWISH][MERA_NUMERICS_QUANT]   = FAST_ACT(fast_hardswish_q, ROUNDINGS_BEFORE),
-    [MERA_OP_HARDSIGMOID][MERA_NUMERICS_QUANT] = FAST_ACT(fast_hardsigmoid_q, ROUNDINGS_BEFORE),
-    [MERA_OP_SIGMOID][MERA_NUMERICS_QUANT]     = FAST_ACT(fast_sigmoid_q, ROUNDINGS_BEFORE),
-    [MERA_OP_QUANTIZE][MERA_NUMERICS_FLOAT]    = FAST_EW(fast_quantize, FAST_CONVERT, ROUNDINGS_BEFORE),
+    [MERA_OP_LEAKY_RELU][MERA_NUMERICS_QUANT]  = FAST_ACT(fast_leaky_relu_q, ROUNDINGS_EW),
+    [MERA_OP_HARDSWISH][MERA_NUMERICS_QUANT]   = FAST_ACT(fast_hardswish_q, ROUNDINGS_EW),
+    [MERA_OP_HARDSIGMOID][MERA_NUMERICS_QUANT] = FAST_ACT(fast_hardsigmoid_q, ROUNDINGS_EW),
+    [MERA_OP_SIGMOID][MERA_NUMERICS_QUANT]     = FAST_ACT(fast_sigmoid_q, ROUNDINGS_EW),
+    [MERA_OP_QUANTIZE][MERA_NUMERICS_FLOAT]    = FAST_EW(fast_quantize, FAST_CONVERT, ROUNDINGS_EW),
     [MERA_OP_DEQUANTIZE][MERA_NUMERICS_QUANT]  = FAST_EW(fast_dequantize, FAST_CONVERT, MERA_ROUNDINGS_ALL),
-    [MERA_OP_REQUANTIZE][MERA_NUMERICS_QUANT]  = FAST_EW(fast_requantize, FAST_CONVERT, ROUNDINGS_BEFORE),
+    [MERA_OP_REQUANTIZE][MERA_NUMERICS_QUANT]  = FAST_EW(fast_requantize, FAST_CONVERT, ROUNDINGS_EW),
     [MERA_OP_MAX_POOL2D][MERA_NUMERICS_QUANT]  = FAST_EW(fast_max_pool2d_q, FAST_POOL, MERA_ROUNDINGS_ALL),
+    [MERA_OP_AVG_POOL2D][MERA_NUMERICS_QUANT]  = FAST_EW(fast_avg_pool2d_q, FAST_POOL, ROUNDINGS_EW),
     [MERA_OP_ADAPTIVE_AVG_POOL2D][MERA_NUMERICS_QUANT] =
-        {{{fast_adaptive_avg_pool2d_q, NULL, NULL, "c", NULL}, any_cpu, FAST_POOL, ROUNDINGS_BEFORE}},
+        {{{fast_adaptive_avg_pool2d_q, NULL, NULL, "c", NULL}, any_cpu, FAST_POOL, ROUNDINGS_EW}},
+    [MERA_OP_UPSAMPLE][MERA_NUMERICS_QUANT] =
+        {{{fast_upsample_q, NULL, NULL, "c", NULL}, any_cpu, FAST_ELEMENTWISE, ROUNDINGS_EW}},
     [MERA_OP_CONCAT][MERA_NUMERICS_QUANT]      = {{{fast_concat_q, fast_concat_q_prepare, fast_ew_release, "table", NULL},
-                                                   any_cpu, FAST_ELEMENTWISE, ROUNDINGS_BEFORE}},
+                                                   any_cpu, FAST_ELEMENTWISE, ROUNDINGS_EW}},
 };
 
 /* May a kernel of family replace the reference of (op, num)? One predicate

@@ -22,6 +22,7 @@
 
 #include "kernels/kernels.h"
 #include "sim/machine_internal.h"
+#include "util/threadpool.h"
 
 #define BUF_ALIGN 64
 
@@ -921,6 +922,116 @@ static void release_const(const dna_machine *m, const dna_dma *d)
 #endif
 }
 
+/* ---- LOAD and STORE rows across the worker pool ----------------------------
+ *
+ * A box's rows go to the workers only when they write disjoint bytes: the
+ * row stride on the written side is at least one row's extent (so the
+ * serial order of the writes cannot matter), and the box is large enough
+ * to pay for the split. Reads are of the other memory (DRAM or SRAM), which
+ * no row writes. */
+
+#define DMA_MIN_CHUNK 16384 /* bytes per range of the worker pool */
+
+typedef struct {
+    const run_ctx *r;
+    const dna_dma *d;
+    uint8_t *buf; /* LOAD: the destination buffer */
+    int padded;
+} dma_job;
+
+/* Do the box's rows write disjoint bytes on the side with these strides? */
+static int dma_rows_disjoint(const dna_dma *d, int64_t row_stride, int64_t col_stride)
+{
+    int64_t extent = (int64_t)(d->cols - 1) * col_stride + d->run_bytes;
+    return d->rows > 1 && d->cols >= 1 && col_stride >= 0 && row_stride >= extent;
+}
+
+static void dma_split(const run_ctx *r, const dna_dma *d, int disjoint, mera_parallel_fn fn, dma_job *j)
+{
+    int64_t row_bytes = (int64_t)d->cols * d->run_bytes;
+    if (disjoint && row_bytes * d->rows >= 2 * DMA_MIN_CHUNK)
+        mera_parallel_for(r->m->opt.threads, d->rows, 1 + DMA_MIN_CHUNK / (row_bytes + 1), fn, j);
+    else
+        fn(j, 0, d->rows);
+}
+
+/* DRAM [addr, addr + n) as one pointer, or NULL when the range straddles
+ * the constant image's end (then the bytes are read one run at a time). */
+static const uint8_t *dram_span(const run_ctx *r, int64_t addr, int64_t n)
+{
+    int64_t pb = r->m->prog->params_bytes;
+    return (addr < pb) == (addr + n - 1 < pb) ? dram_r(r, addr) : NULL;
+}
+
+static void load_rows(void *ctx, int64_t row0, int64_t row1)
+{
+    const dma_job *j = ctx;
+    const run_ctx *r = j->r;
+    const dna_dma *d = j->d;
+    uint8_t *buf = j->buf;
+    const int64_t rb = d->run_bytes;
+    /* runs that follow each other on both sides: a row's columns are one block */
+    const int sram_dense = d->sram_col_stride == (uint32_t)rb, both_dense = sram_dense && d->dram_col_stride == rb;
+    for (int64_t row = row0; row < row1 && rb == 1 && !j->padded && !both_dense; row++) {
+        /* a transposing scatter: bytes, no memcpy per byte */
+        uint8_t *dst = buf + d->sram + row * d->sram_row_stride;
+        int64_t src = d->dram + row * d->dram_row_stride;
+        for (int64_t col = 0; col < d->cols; col++)
+            dst[col * d->sram_col_stride] = *dram_r(r, src + col * d->dram_col_stride);
+    }
+    for (int64_t row = row0; row < row1 && (rb != 1 || j->padded || both_dense); row++) {
+        uint8_t *dst_row = buf + d->sram + row * d->sram_row_stride;
+        int pad_row = row < d->pad_top || row >= d->rows - d->pad_bottom;
+        int64_t c0 = pad_row ? d->cols : d->pad_left, c1 = pad_row ? d->cols : d->cols - d->pad_right;
+        const uint8_t *src = both_dense && c1 > c0
+                                 ? dram_span(r, d->dram + row * d->dram_row_stride + c0 * rb, (c1 - c0) * rb)
+                                 : NULL;
+        if (sram_dense) { /* the padding columns as two blocks */
+            memset(dst_row, d->pad_value, (size_t)(c0 * rb));
+            memset(dst_row + c1 * rb, d->pad_value, (size_t)((d->cols - c1) * rb));
+        }
+        if (src)
+            memcpy(dst_row + c0 * rb, src, (size_t)((c1 - c0) * rb));
+        for (int64_t col = 0; col < d->cols; col++) {
+            int inside = col >= c0 && col < c1;
+            if ((inside && src) || (!inside && sram_dense))
+                continue; /* copied or padded above */
+            uint8_t *dst = dst_row + col * d->sram_col_stride;
+            if (!inside)
+                memset(dst, d->pad_value, (size_t)rb);
+            else
+                memcpy(dst, dram_r(r, d->dram + row * d->dram_row_stride + col * d->dram_col_stride), (size_t)rb);
+        }
+    }
+}
+
+static void store_rows(void *ctx, int64_t row0, int64_t row1)
+{
+    const dma_job *j = ctx;
+    const run_ctx *r = j->r;
+    const dna_dma *d = j->d;
+    const int64_t rb = d->run_bytes;
+    if (d->sram_col_stride == (uint32_t)rb && d->dram_col_stride == rb) { /* a row is one block */
+        for (int64_t row = row0; row < row1; row++)
+            memcpy(dram_w(r, d->dram + row * d->dram_row_stride), r->act + d->sram + row * d->sram_row_stride,
+                   (size_t)(d->cols * rb));
+        return;
+    }
+    if (rb == 1) { /* a transposing gather: bytes, no memcpy per byte */
+        for (int64_t row = row0; row < row1; row++) {
+            uint8_t *dst = dram_w(r, d->dram + row * d->dram_row_stride);
+            const uint8_t *src = r->act + d->sram + row * d->sram_row_stride;
+            for (int64_t col = 0; col < d->cols; col++)
+                dst[col * d->dram_col_stride] = src[col * d->sram_col_stride];
+        }
+        return;
+    }
+    for (int64_t row = row0; row < row1; row++)
+        for (int64_t col = 0; col < d->cols; col++)
+            memcpy(dram_w(r, d->dram + row * d->dram_row_stride + col * d->dram_col_stride),
+                   r->act + d->sram + row * d->sram_row_stride + col * d->sram_col_stride, (size_t)rb);
+}
+
 static mera_status exec_load(run_ctx *r, int i, mera_error *err)
 {
     const dna_dma *d = &r->m->prog->insns[i].u.dma;
@@ -928,23 +1039,10 @@ static mera_status exec_load(run_ctx *r, int i, mera_error *err)
     int padded = d->pad_top || d->pad_bottom || d->pad_left || d->pad_right;
     /* the prepared kernels hold the weights: only the tags below matter */
     int copy = !(d->mem == DNA_MEM_WGT && r->m->wgt_unread);
-    for (int64_t row = 0; copy && row < d->rows && d->run_bytes == 1 && !padded; row++) {
-        /* a transposing scatter: bytes, no memcpy per byte */
-        uint8_t *dst = buf + d->sram + row * d->sram_row_stride;
-        int64_t src = d->dram + row * d->dram_row_stride;
-        for (int64_t col = 0; col < d->cols; col++)
-            dst[col * d->sram_col_stride] = *dram_r(r, src + col * d->dram_col_stride);
+    if (copy) {
+        dma_job j = {r, d, buf, padded};
+        dma_split(r, d, dma_rows_disjoint(d, d->sram_row_stride, d->sram_col_stride), load_rows, &j);
     }
-    for (int64_t row = 0; copy && row < d->rows && (d->run_bytes != 1 || padded); row++)
-        for (int64_t col = 0; col < d->cols; col++) {
-            uint8_t *dst = buf + d->sram + row * d->sram_row_stride + col * d->sram_col_stride;
-            if (row < d->pad_top || row >= d->rows - d->pad_bottom || col < d->pad_left ||
-                col >= d->cols - d->pad_right)
-                memset(dst, d->pad_value, (size_t)d->run_bytes);
-            else
-                memcpy(dst, dram_r(r, d->dram + row * d->dram_row_stride + col * d->dram_col_stride),
-                       (size_t)d->run_bytes);
-        }
     if (copy && r->m->opt.release_const_pages)
         release_const(r->m, d);
     if (d->mem != DNA_MEM_WGT)
@@ -976,19 +1074,8 @@ static mera_status exec_load(run_ctx *r, int i, mera_error *err)
 static void exec_store(run_ctx *r, int i)
 {
     const dna_dma *d = &r->m->prog->insns[i].u.dma;
-    if (d->run_bytes == 1) { /* a transposing gather: bytes, no memcpy per byte */
-        for (int64_t row = 0; row < d->rows; row++) {
-            uint8_t *dst = dram_w(r, d->dram + row * d->dram_row_stride);
-            const uint8_t *src = r->act + d->sram + row * d->sram_row_stride;
-            for (int64_t col = 0; col < d->cols; col++)
-                dst[col * d->dram_col_stride] = src[col * d->sram_col_stride];
-        }
-        return;
-    }
-    for (int64_t row = 0; row < d->rows; row++)
-        for (int64_t col = 0; col < d->cols; col++)
-            memcpy(dram_w(r, d->dram + row * d->dram_row_stride + col * d->dram_col_stride),
-                   r->act + d->sram + row * d->sram_row_stride + col * d->sram_col_stride, (size_t)d->run_bytes);
+    dma_job j = {r, d, NULL, 0};
+    dma_split(r, d, dma_rows_disjoint(d, d->dram_row_stride, d->dram_col_stride), store_rows, &j);
 }
 
 static mera_status exec_conv(run_ctx *r, int i, mera_error *err)
@@ -1004,6 +1091,7 @@ static mera_status exec_conv(run_ctx *r, int i, mera_error *err)
                          k->wgt_addr, (long long)(k->wgt_addr + blk), (long long)k->wgt_dram);
     mera_kernel_args a;
     conv_args(c, &a);
+    a.threads = m->opt.threads;
     a.in[0] = r->act + k->in_addr;
     a.in[1] = r->wgt + k->wgt_addr;
     if (c->has_bias && !c->state) { /* a prepared kernel holds its bias */
@@ -1023,6 +1111,7 @@ static mera_status exec_vec(run_ctx *r, int i, mera_error *err)
     const vec_prep *v = r->m->insn_prep[i];
     mera_kernel_args a;
     vec_args(v, &a);
+    a.threads = r->m->opt.threads;
     for (int s = 0; s < k->n_src; s++)
         a.in[s] = r->act + k->src[s].addr;
     a.out[0] = r->act + k->dst.addr;
@@ -1052,6 +1141,7 @@ mera_status dna_machine_run_host_node(const dna_machine *m, int n, const void *c
     for (int o = 0; o < node->n_outputs; o++)
         a.out[o] = out[o];
     a.state = m->host_state[n];
+    a.threads = m->opt.threads;
     mera_status st = m->host_k[n].run(&a, err);
     if (st)
         mera_error_prefix(err, "node '%s' (%s): ", node->name, mera_op_table[node->op].name);

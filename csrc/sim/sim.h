@@ -78,6 +78,12 @@ typedef struct {
      * DRAM. Never set it for anonymous memory: released pages would read
      * back as zeros. */
     int release_const_pages;
+    /* Worker threads (util/threadpool.h) a run splits its work across: the
+     * kernel of each CONV and VEC tile, and the rows of a LOAD or STORE
+     * whose rows are disjoint. 0: the default (MERA_NUM_THREADS or every
+     * CPU), 1 serial. Changes no byte and no cycle: the timing model does
+     * not depend on the host's threads. */
+    int threads;
 } dna_machine_options;
 
 /* dna_machine_new with options (NULL: the defaults, all 0). */

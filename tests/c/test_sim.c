@@ -327,6 +327,19 @@ static void test_bit_exact(void)
             CHECK(jobs[k].ok);
         }
         const dna_timing *t = dna_machine_timing(m);
+        /* a thread count changes no byte and no cycle */
+        for (int threads = 1; threads <= 7; threads += 3) {
+            dna_machine_options mo = {.threads = threads};
+            dna_machine *mt = dna_machine_new_opts(g, &tp.p, p, params, &mo, &err);
+            CHECK(mt != NULL);
+            if (!mt)
+                continue;
+            memset(got, 0, sizeof got);
+            CHECK(dna_machine_run(mt, inputs, outputs, &err) == MERA_OK && memcmp(got, want, sizeof got) == 0);
+            const dna_timing *tt = dna_machine_timing(mt);
+            CHECK(tt->device_cycles == t->device_cycles && tt->total_us == t->total_us);
+            dna_machine_free(mt);
+        }
         CHECK(t->n_layers == 2 && t->device_cycles > 0);
         CHECK(t->layers[nc].on_dna && t->layers[nc].macs == (int64_t)H * W * O * C * 9);
         CHECK(t->layers[na].on_dna == !host);

@@ -133,6 +133,7 @@ typedef struct {
     ew_add_params p;
     float so;
     int32_t z1, z2;
+    mera_rounding rounding; /* the scalar body's quantize_val */
     const uint8_t *a, *b;
     uint8_t *y;
     int step[2];
@@ -152,7 +153,7 @@ static void add_span(const void *ctx, int64_t i, int64_t len, int vector, const 
         float c = dequant_val(q1, j->p.s1, j->z1) + dequant_val(q2, j->p.s2, j->z2);
         if (j->p.relu && c < 0.0f)
             c = 0.0f;
-        j->y[i + k] = (uint8_t)quantize_val(c, j->so, j->p.zo, j->p.lo, j->p.hi, FAST_EW_ROUNDING);
+        j->y[i + k] = (uint8_t)quantize_val(c, j->so, j->p.zo, j->p.lo, j->p.hi, j->rounding);
     }
 }
 
@@ -167,7 +168,7 @@ static mera_status add_q(const mera_kernel_args *a, const ew_isa *isa, mera_erro
     ew_walk w;
     if (!walk_setup(a, bt, &w))
         return ref_add_q(a, err);
-    add_job j = {.isa = isa, .so = ref_scale_f(ot), .z1 = ref_zp(at), .z2 = ref_zp(bt), .a = a->in[0],
+    add_job j = {.isa = isa, .so = ref_scale_f(ot), .z1 = ref_zp(at), .z2 = ref_zp(bt), .rounding = a->rounding, .a = a->in[0],
                  .b = a->in[1], .y = a->out[0], .step = {w.kind[0] != OPND_SCALAR, w.kind[1] != OPND_SCALAR}};
     j.p.s1 = ref_scale_f(at);
     j.p.s2 = ref_scale_f(bt);
@@ -313,7 +314,7 @@ static mera_status convert(const mera_kernel_args *a, const ew_isa *isa, int op,
     const mera_type *it = a->in_types[0], *ot = a->out_types[0];
     if (op != MERA_OP_QUANTIZE && it->q.kind == MERA_QUANT_PER_AXIS)
         return op == MERA_OP_DEQUANTIZE ? ref_dequantize(a, err) : ref_requantize(a, err);
-    convert_job j = {.isa = isa, .op = op, .x = a->in[0], .y = a->out[0]};
+    convert_job j = {.isa = isa, .op = op, .x = a->in[0], .y = a->out[0], .p.rounding = a->rounding};
     if (op != MERA_OP_QUANTIZE) { /* as ref_dequantize and ref_requantize */
         j.p.scale = (float)it->q.scale;
         j.p.zi = it->q.zero_point;

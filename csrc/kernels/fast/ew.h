@@ -15,12 +15,9 @@
 #ifndef MERA_KERNELS_FAST_EW_H
 #define MERA_KERNELS_FAST_EW_H
 
-/* The rounding mode (ir.h) the rounding-dependent kernels here implement: the zero point added
- * before rounding, torch <= 2.13's quantize. dispatch.c lists them for that mode only, so a
- * graph of the other mode runs the reference kernels. */
-#define FAST_EW_ROUNDING MERA_ROUNDING_ZP_BEFORE_ROUNDING
-
 #include <stdint.h>
+
+#include "ir/ir.h"
 
 /* Quantized add, vector body: fmaf(s, q, s * -z) per input, summed, relu,
  * quantize_lane. */
@@ -40,11 +37,14 @@ typedef struct {
 } ew_mul_params;
 
 /* quantize (quantize_fbgemm), dequantize (dequant_val) and requantize
- * (the two in sequence). */
+ * (the two in sequence). The quantize step follows the graph's rounding
+ * (ir.h, qmath.h): ZP_BEFORE_ROUNDING fma(x, inv, zo), min, cvtps2dq;
+ * ZP_AFTER_ROUNDING x * inv, min, cvtps2dq, + zo wrapping (quantize_lane). */
 typedef struct {
     float scale, inv;   /* input scale (dequantize), reciprocal output scale (quantize) */
     int32_t zi, zo, lo, hi;
     int x_int8, y_int8;
+    mera_rounding rounding;
 } ew_convert_params;
 
 typedef struct {

@@ -70,6 +70,10 @@ TARGET static void mul_avx2(const ew_mul_params *p, const uint8_t *a, int sa, co
 
 INLINE __m256i quantize8(const ew_convert_params *p, __m256 x)
 {
+    if (p->rounding == MERA_ROUNDING_ZP_AFTER_ROUNDING) { /* quantize_lane */
+        __m256 t = _mm256_min_ps(_mm256_mul_ps(x, _mm256_set1_ps(p->inv)), _mm256_set1_ps(MAXF));
+        return clamp8(_mm256_add_epi32(_mm256_cvtps_epi32(t), _mm256_set1_epi32(p->zo)), p->lo, p->hi);
+    }
     __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(p->inv), _mm256_set1_ps((float)p->zo));
     t = _mm256_min_ps(t, _mm256_set1_ps(MAXF));
     return clamp8(_mm256_cvtps_epi32(t), p->lo, p->hi);

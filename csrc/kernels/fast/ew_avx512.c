@@ -69,6 +69,10 @@ TARGET static void mul_avx512(const ew_mul_params *p, const uint8_t *a, int sa, 
 
 INLINE __m512i quantize16(const ew_convert_params *p, __m512 x)
 {
+    if (p->rounding == MERA_ROUNDING_ZP_AFTER_ROUNDING) { /* quantize_lane */
+        __m512 t = _mm512_min_ps(_mm512_mul_ps(x, _mm512_set1_ps(p->inv)), _mm512_set1_ps(MAXF));
+        return clamp16(_mm512_add_epi32(_mm512_cvtps_epi32(t), _mm512_set1_epi32(p->zo)), p->lo, p->hi);
+    }
     __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(p->inv), _mm512_set1_ps((float)p->zo));
     t = _mm512_min_ps(t, _mm512_set1_ps(MAXF));
     return clamp16(_mm512_cvtps_epi32(t), p->lo, p->hi);

@@ -25,7 +25,7 @@ uint8_t ew_mul_one(const ew_mul_params *p, uint8_t a, uint8_t b)
 
 uint8_t ew_quantize_one(const ew_convert_params *p, float x)
 {
-    return (uint8_t)quantize_fbgemm(x, p->inv, p->zo, p->lo, p->hi, FAST_EW_ROUNDING);
+    return (uint8_t)quantize_fbgemm(x, p->inv, p->zo, p->lo, p->hi, p->rounding);
 }
 
 float ew_dequantize_one(const ew_convert_params *p, uint8_t x)

@@ -3,7 +3,12 @@
  * output rows split across the worker pool. The window is the
  * reference's (ref/pool.c: max_window); NCHW data goes to the reference
  * kernel. The maximum of integers has no rounding, so PyTorch's memory
- * format does not matter. */
+ * format does not matter.
+ *
+ * Average pools (avg_pool2d, NHWC adaptive_avg_pool2d): the window's integer
+ * sums without the reference's index arithmetic, then exactly the
+ * reference's quantize formula per channel (ref/pool.c), which depends on
+ * PyTorch's memory format and the graph's rounding. */
 #include <string.h>
 
 #include "kernels/fast/ew.h"
@@ -77,6 +82,7 @@ typedef struct {
     int32_t zx, zy, lo, hi;
     float ratio; /* (float)in_s / (float)out_s */
     int x_int8;
+    mera_rounding rounding;
 } ada_job;
 
 /* PyTorch's adaptive windows, as ref/pool.c's ada_start and ada_end */
@@ -112,8 +118,8 @@ static void ada_rows(void *ctx, int64_t r0, int64_t r1)
                                 acc[k] += x[k];
                     }
                 for (int64_t k = 0; k < nc; k++) /* as ref_adaptive_avg_pool2d_q's NHWC formula */
-                    y[c0 + k] = (uint8_t)(c0 + k < cvec ? quantize_fbgemm((float)acc[k], inv_vec, j->zy, j->lo, j->hi, FAST_EW_ROUNDING)
-                                                        : quantize_val((float)acc[k], inv_rest, j->zy, j->lo, j->hi, FAST_EW_ROUNDING));
+                    y[c0 + k] = (uint8_t)(c0 + k < cvec ? quantize_fbgemm((float)acc[k], inv_vec, j->zy, j->lo, j->hi, j->rounding)
+                                                        : quantize_val((float)acc[k], inv_rest, j->zy, j->lo, j->hi, j->rounding));
             }
         }
     }
@@ -130,8 +136,158 @@ mera_status fast_adaptive_avg_pool2d_q(const mera_kernel_args *a, mera_error *er
         return ref_adaptive_avg_pool2d_q(a, err); /* PyTorch's contiguous path: the reference */
     ada_job j = {a->in[0], a->out[0], xt->shape[0], xt->shape[1], xt->shape[2], xt->shape[3], yt->shape[1],
                  yt->shape[2], ref_zp(xt), ref_zp(yt), q_lo(yt->dtype), q_hi(yt->dtype),
-                 ref_scale_f(xt) / ref_scale_f(yt), xt->dtype == MERA_DTYPE_INT8};
+                 ref_scale_f(xt) / ref_scale_f(yt), xt->dtype == MERA_DTYPE_INT8, a->rounding};
     mera_parallel_for(a->threads, j.n * j.oh, 1, ada_rows, &j);
+    return MERA_OK;
+}
+
+/* ---- avg_pool2d: NHWC or NCHW data, either PyTorch path ---------------- */
+
+#define AVG_CHUNK 256  /* channels summed at a time (NHWC data) */
+#define AVG_QVEC_CH 16 /* ref/pool.c: the vector block of the channels-last kernel */
+
+typedef struct {
+    const ew_isa *isa; /* the channels-last vector block's quantize (quantize_lane) */
+    const uint8_t *x;
+    uint8_t *y;
+    ref_dims4 xd, yd;
+    int64_t kh, kw, sh, sw, pt, pl, pb, pr, cvec, dov;
+    int32_t zx, zy, lo, hi;
+    float ratio;   /* channels-last path: (float)in_s / (float)out_s */
+    double dratio; /* contiguous path: in_s / out_s in double */
+    int cip, torch_cl, x_int8;
+    mera_rounding rounding;
+} avg_job;
+
+typedef struct {
+    int64_t h0, h1, w0, w1, size, divisor;
+} avg_win;
+
+/* as ref/pool.c's avg_window_at */
+static avg_win avg_window(const avg_job *j, int64_t oh, int64_t ow)
+{
+    avg_win v;
+    int64_t h0 = oh * j->sh - j->pt, w0 = ow * j->sw - j->pl;
+    int64_t h1 = h0 + j->kh < j->xd.h + j->pb ? h0 + j->kh : j->xd.h + j->pb;
+    int64_t w1 = w0 + j->kw < j->xd.w + j->pr ? w0 + j->kw : j->xd.w + j->pr;
+    int64_t pool_size = (h1 - h0) * (w1 - w0);
+    v.h0 = h0 > 0 ? h0 : 0;
+    v.w0 = w0 > 0 ? w0 : 0;
+    v.h1 = h1 < j->xd.h ? h1 : j->xd.h;
+    v.w1 = w1 < j->xd.w ? w1 : j->xd.w;
+    v.size = (v.h1 - v.h0) * (v.w1 - v.w0);
+    if (v.h0 >= v.h1 || v.w0 >= v.w1)
+        v.size = 0;
+    v.divisor = j->dov ? j->dov : j->cip ? pool_size : v.size;
+    return v;
+}
+
+/* The quantized mean of channel c from its accumulator, as ref_avg_pool2d_q: the channels-last
+ * kernel's vector block or scalar tail, or the contiguous kernel's formula. */
+static inline int32_t avg_quantize(const avg_job *j, int64_t c, int32_t acc, int64_t divisor)
+{
+    if (divisor == 0)
+        return j->zy;
+    if (j->torch_cl) {
+        float m = j->ratio / (float)divisor;
+        return c < j->cvec ? quantize_lane((float)acc, m, j->zy, j->lo, j->hi)
+                           : quantize_val((float)acc, 1.0f / m, j->zy, j->lo, j->hi, j->rounding);
+    }
+    float m = (float)(j->dratio / (double)divisor);
+    float t = nearbyintf((float)acc * m + (float)j->zy);
+    return t < (float)j->lo ? j->lo : t > (float)j->hi ? j->hi : (int32_t)t;
+}
+
+/* NHWC data: rows (n, oh); a window's pixels summed a chunk of channels at a time. */
+static void avg_rows_nhwc(void *ctx, int64_t r0, int64_t r1)
+{
+    const avg_job *j = ctx;
+    int32_t acc[AVG_CHUNK];
+    float accf[AVG_CHUNK];
+    const int64_t C = j->xd.c;
+    ew_convert_params qp = {.zo = j->zy, .lo = j->lo, .hi = j->hi, .y_int8 = j->lo < 0,
+                            .rounding = MERA_ROUNDING_ZP_AFTER_ROUNDING}; /* quantize_lane in either mode */
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t n = r / j->yd.h, oh = r % j->yd.h;
+        for (int64_t ow = 0; ow < j->yd.w; ow++) {
+            avg_win v = avg_window(j, oh, ow);
+            uint8_t *y = j->y + (r * j->yd.w + ow) * C;
+            for (int64_t c0 = 0; c0 < C; c0 += AVG_CHUNK) {
+                int64_t nc = C - c0 < AVG_CHUNK ? C - c0 : AVG_CHUNK;
+                for (int64_t k = 0; k < nc; k++)
+                    acc[k] = -j->zx * (int32_t)v.size;
+                for (int64_t ih = v.h0; ih < v.h1 && v.size; ih++)
+                    for (int64_t iw = v.w0; iw < v.w1; iw++) {
+                        const uint8_t *x = j->x + ((n * j->xd.h + ih) * j->xd.w + iw) * C + c0;
+                        if (j->x_int8)
+                            for (int64_t k = 0; k < nc; k++)
+                                acc[k] += (int8_t)x[k];
+                        else
+                            for (int64_t k = 0; k < nc; k++)
+                                acc[k] += x[k];
+                    }
+                /* the vector block of the channels-last kernel: quantize_lane with the
+                 * multiplier as inverse scale, in SIMD (ew.h) */
+                int64_t nv = 0;
+                if (j->torch_cl && v.divisor != 0 && c0 < j->cvec) {
+                    nv = j->cvec - c0 < nc ? j->cvec - c0 : nc;
+                    qp.inv = j->ratio / (float)v.divisor;
+                    for (int64_t k = 0; k < nv; k++)
+                        accf[k] = (float)acc[k];
+                    j->isa->quantize(&qp, accf, y + c0, nv);
+                }
+                for (int64_t k = nv; k < nc; k++)
+                    y[c0 + k] = (uint8_t)avg_quantize(j, c0 + k, acc[k], v.divisor);
+            }
+        }
+    }
+}
+
+/* NCHW data: rows (n, c, oh) of one plane; a window summed row by row. */
+static void avg_rows_nchw(void *ctx, int64_t r0, int64_t r1)
+{
+    const avg_job *j = ctx;
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t plane = r / j->yd.h, oh = r % j->yd.h, c = plane % j->xd.c;
+        const uint8_t *xp = j->x + plane * j->xd.h * j->xd.w;
+        uint8_t *y = j->y + r * j->yd.w;
+        for (int64_t ow = 0; ow < j->yd.w; ow++) {
+            avg_win v = avg_window(j, oh, ow);
+            int32_t acc = -j->zx * (int32_t)v.size;
+            for (int64_t ih = v.h0; ih < v.h1 && v.size; ih++) {
+                const uint8_t *x = xp + ih * j->xd.w;
+                if (j->x_int8)
+                    for (int64_t iw = v.w0; iw < v.w1; iw++)
+                        acc += (int8_t)x[iw];
+                else
+                    for (int64_t iw = v.w0; iw < v.w1; iw++)
+                        acc += x[iw];
+            }
+            y[ow] = (uint8_t)avg_quantize(j, c, acc, v.divisor);
+        }
+    }
+}
+
+static mera_status avg_pool2d_q(const mera_kernel_args *a, const ew_isa *isa, mera_error *err)
+{
+    (void)err;
+    const mera_node *node = a->node;
+    const mera_type *xt = a->in_types[0], *yt = a->out_types[0];
+    const int64_t *k = ref_ints(node, "kernel"), *s = ref_ints(node, "strides"), *p = ref_ints(node, "padding");
+    int nhwc = ref_nhwc(node);
+    avg_job j = {.isa = isa, .x = a->in[0], .y = a->out[0], .xd = ref_dims(xt, nhwc), .yd = ref_dims(yt, nhwc),
+                 .kh = k[0], .kw = k[1], .sh = s[0], .sw = s[1], .pt = p[0], .pl = p[1], .pb = p[2], .pr = p[3],
+                 .dov = mera_attr_int(node, "divisor_override"), .zx = ref_zp(xt), .zy = ref_zp(yt),
+                 .lo = q_lo(yt->dtype), .hi = q_hi(yt->dtype), .ratio = ref_scale_f(xt) / ref_scale_f(yt),
+                 .dratio = xt->q.scale / yt->q.scale, .cip = mera_attr_int(node, "count_include_pad") != 0,
+                 .x_int8 = xt->dtype == MERA_DTYPE_INT8, .rounding = a->rounding};
+    j.cvec = j.yd.c / AVG_QVEC_CH * AVG_QVEC_CH;
+    j.torch_cl = ref_torch_channels_last(&j.xd, ref_torch_cl(node, nhwc));
+    int64_t per_row = j.yd.w * (nhwc ? j.yd.c : 1) * j.kh * j.kw;
+    if (nhwc)
+        mera_parallel_for(a->threads, j.yd.n * j.yd.h, 1 + 65536 / (per_row + 1), avg_rows_nhwc, &j);
+    else
+        mera_parallel_for(a->threads, j.yd.n * j.yd.c * j.yd.h, 1 + 65536 / (per_row + 1), avg_rows_nchw, &j);
     return MERA_OK;
 }
 
@@ -139,6 +295,10 @@ mera_status fast_adaptive_avg_pool2d_q(const mera_kernel_args *a, mera_error *er
     mera_status fast_max_pool2d_q_##suffix(const mera_kernel_args *a, mera_error *err)              \
     {                                                                                               \
         return max_pool2d_q(a, &(isa), err);                                                        \
+    }                                                                                               \
+    mera_status fast_avg_pool2d_q_##suffix(const mera_kernel_args *a, mera_error *err)              \
+    {                                                                                               \
+        return avg_pool2d_q(a, &(isa), err);                                                        \
     }
 
 POOL_ENTRIES(c, ew_isa_c)

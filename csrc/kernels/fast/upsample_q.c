@@ -1,0 +1,171 @@
+/* Fast quantized upsample (nearest and bilinear): byte for byte
+ * ref_upsample_q, with the source index and weights of each output column
+ * computed once per run instead of per element (ref/upsample.h holds the
+ * formulas both use), whole pixels of channels copied where nearest keeps
+ * the parameters, a 256-byte table where it changes them, and output rows
+ * split across the worker pool. NHWC and NCHW data, both of PyTorch's
+ * kernels (channels-last or contiguous), both rounding modes. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/fast/fast.h"
+#include "kernels/ref/ref.h"
+#include "kernels/ref/refutil.h"
+#include "kernels/ref/upsample.h"
+#include "util/threadpool.h"
+
+typedef struct {
+    const uint8_t *x;
+    uint8_t *y;
+    ref_dims4 xd, yd;
+    int nhwc_data;  /* our buffer's layout */
+    int torch_cl;   /* PyTorch's channels-last kernel (fused source index, vector block) */
+    int nearest;    /* the byte-copy path of ref_upsample_q */
+    int copy;       /* equal sizes: output index = input index */
+    int identity;   /* the table is the identity (same parameters) */
+    int align_corners, x_int8;
+    float sh, rs;
+    int32_t zx, zy, lo, hi;
+    int64_t cvec;
+    mera_rounding rounding;
+    const int64_t *iw; /* nearest: the source column of each output column */
+    const lin_tap *tw; /* bilinear: the taps of each output column */
+    uint8_t table[256];
+} up_job;
+
+static inline float load_f(const up_job *j, const uint8_t *p)
+{
+    return j->x_int8 ? (float)(int8_t)*p : (float)*p;
+}
+
+/* One output of the bilinear path: channel c from the four source pixels p*. */
+static inline uint8_t bilinear_one(const up_job *j, const lin_tap *th, const lin_tap *tw, int64_t c,
+                                   const uint8_t *p00, const uint8_t *p01, const uint8_t *p10, const uint8_t *p11)
+{
+    int form = !j->torch_cl ? 0 : c < j->cvec ? 1 : 2;
+    float r = bilinear_q(form, th, tw, load_f(j, p00), load_f(j, p01), load_f(j, p10), load_f(j, p11)) - (float)j->zx;
+    float inv = 1.0f / j->rs;
+    return (uint8_t)(form == 1 ? quantize_fbgemm(r, inv, j->zy, j->lo, j->hi, j->rounding)
+                               : quantize_val(r, j->rs, j->zy, j->lo, j->hi, j->rounding));
+}
+
+static int64_t source_row(const up_job *j, int64_t oh)
+{
+    return j->copy ? oh : nearest_source(oh, j->xd.h, j->sh);
+}
+
+/* NHWC data: rows (n, oh), a pixel of C channels at a time. */
+static void up_rows_nhwc(void *ctx, int64_t r0, int64_t r1)
+{
+    const up_job *j = ctx;
+    const int64_t C = j->xd.c;
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t n = r / j->yd.h, oh = r % j->yd.h;
+        const uint8_t *xn = j->x + n * j->xd.h * j->xd.w * C;
+        uint8_t *y = j->y + r * j->yd.w * C;
+        if (j->nearest) {
+            const uint8_t *xr = xn + source_row(j, oh) * j->xd.w * C;
+            for (int64_t ow = 0; ow < j->yd.w; ow++, y += C) {
+                const uint8_t *x = xr + j->iw[ow] * C;
+                if (j->identity)
+                    memcpy(y, x, (size_t)C);
+                else
+                    for (int64_t c = 0; c < C; c++)
+                        y[c] = j->table[x[c]];
+            }
+            continue;
+        }
+        lin_tap th = linear_tap(j->sh, oh, j->xd.h, j->align_corners, j->torch_cl);
+        const uint8_t *x0 = xn + th.i * j->xd.w * C, *x1 = xn + (th.i + th.step) * j->xd.w * C;
+        for (int64_t ow = 0; ow < j->yd.w; ow++, y += C) {
+            const lin_tap *tw = &j->tw[ow];
+            int64_t a = tw->i * C, b = (tw->i + tw->step) * C;
+            for (int64_t c = 0; c < C; c++)
+                y[c] = bilinear_one(j, &th, tw, c, x0 + a + c, x0 + b + c, x1 + a + c, x1 + b + c);
+        }
+    }
+}
+
+/* NCHW data: rows (n, c, oh) of one plane. */
+static void up_rows_nchw(void *ctx, int64_t r0, int64_t r1)
+{
+    const up_job *j = ctx;
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t plane = r / j->yd.h, oh = r % j->yd.h, c = plane % j->xd.c;
+        const uint8_t *xp = j->x + plane * j->xd.h * j->xd.w;
+        uint8_t *y = j->y + r * j->yd.w;
+        if (j->nearest) {
+            const uint8_t *xr = xp + source_row(j, oh) * j->xd.w;
+            for (int64_t ow = 0; ow < j->yd.w; ow++)
+                y[ow] = j->table[xr[j->iw[ow]]];
+            continue;
+        }
+        lin_tap th = linear_tap(j->sh, oh, j->xd.h, j->align_corners, j->torch_cl);
+        const uint8_t *x0 = xp + th.i * j->xd.w, *x1 = xp + (th.i + th.step) * j->xd.w;
+        for (int64_t ow = 0; ow < j->yd.w; ow++) {
+            const lin_tap *tw = &j->tw[ow];
+            int64_t a = tw->i, b = tw->i + tw->step;
+            y[ow] = bilinear_one(j, &th, tw, c, x0 + a, x0 + b, x1 + a, x1 + b);
+        }
+    }
+}
+
+mera_status fast_upsample_q(const mera_kernel_args *a, mera_error *err)
+{
+    const mera_node *node = a->node;
+    const mera_type *xt = a->in_types[0], *yt = a->out_types[0];
+    up_job j;
+    memset(&j, 0, sizeof j);
+    j.x = a->in[0];
+    j.y = a->out[0];
+    j.nhwc_data = ref_nhwc(node);
+    j.xd = ref_dims(xt, j.nhwc_data);
+    j.yd = ref_dims(yt, j.nhwc_data);
+    int bilinear = ref_is(node, "method", "bilinear");
+    j.align_corners = mera_attr_int(node, "align_corners") != 0;
+    const mera_attr *scales = mera_node_attr(node, "scales");
+    int same_q = xt->q.scale == yt->q.scale && ref_zp(xt) == ref_zp(yt) && xt->dtype == yt->dtype;
+    j.copy = j.xd.h == j.yd.h && j.xd.w == j.yd.w;
+    j.torch_cl = ref_torch_channels_last(&j.xd, ref_torch_cl(node, j.nhwc_data));
+    j.nearest = !bilinear || (j.copy && same_q && !j.torch_cl); /* as ref_upsample_q */
+    j.x_int8 = xt->dtype == MERA_DTYPE_INT8;
+    j.zx = ref_zp(xt);
+    j.zy = ref_zp(yt);
+    j.lo = q_lo(yt->dtype);
+    j.hi = q_hi(yt->dtype);
+    j.rs = (float)(yt->q.scale / xt->q.scale);
+    j.cvec = j.torch_cl ? j.yd.c / UP_QVEC_CH * UP_QVEC_CH : 0;
+    j.rounding = a->rounding;
+    j.sh = bilinear ? linear_scale(scales, 0, j.xd.h, j.yd.h, j.align_corners) : scales_value(scales, 0, j.xd.h, j.yd.h);
+    float sw = bilinear ? linear_scale(scales, 1, j.xd.w, j.yd.w, j.align_corners) : scales_value(scales, 1, j.xd.w, j.yd.w);
+    void *cols = malloc((size_t)j.yd.w * (j.nearest ? sizeof(int64_t) : sizeof(lin_tap)));
+    if (!cols)
+        return ref_upsample_q(a, err);
+    if (j.nearest) {
+        int64_t *iw = cols;
+        for (int64_t ow = 0; ow < j.yd.w; ow++)
+            iw[ow] = j.copy ? ow : nearest_source(ow, j.xd.w, sw);
+        j.iw = iw;
+        /* as ref_upsample_q: the byte itself, or requantized like quantize_val when the
+         * parameters change (not reachable from PyTorch) */
+        for (int b = 0; b < 256; b++) {
+            int32_t q = j.x_int8 ? (int8_t)b : b;
+            j.table[b] = (uint8_t)(same_q ? q
+                                          : quantize_val(dequant_val(q, ref_scale_f(xt), j.zx), ref_scale_f(yt), j.zy,
+                                                         j.lo, j.hi, a->rounding));
+        }
+        j.identity = same_q;
+    } else {
+        lin_tap *tw = cols;
+        for (int64_t ow = 0; ow < j.yd.w; ow++)
+            tw[ow] = linear_tap(sw, ow, j.xd.w, j.align_corners, j.torch_cl);
+        j.tw = tw;
+    }
+    int64_t per_row = j.yd.w * (j.nhwc_data ? j.yd.c : 1);
+    if (j.nhwc_data)
+        mera_parallel_for(a->threads, j.yd.n * j.yd.h, 1 + 32768 / (per_row + 1), up_rows_nhwc, &j);
+    else
+        mera_parallel_for(a->threads, j.yd.n * j.yd.c * j.yd.h, 1 + 32768 / (per_row + 1), up_rows_nchw, &j);
+    free(cols);
+    return MERA_OK;
+}
