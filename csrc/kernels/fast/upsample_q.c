@@ -114,6 +114,8 @@ mera_status fast_upsample_q(const mera_kernel_args *a, mera_error *err)
 {
     const mera_node *node = a->node;
     const mera_type *xt = a->in_types[0], *yt = a->out_types[0];
+    if (!ref_is(node, "coordinate_mode", "torch")) /* ONNX Resize's coordinate modes: the reference */
+        return ref_upsample_q(a, err);
     up_job j;
     memset(&j, 0, sizeof j);
     j.x = a->in[0];
