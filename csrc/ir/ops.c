@@ -1538,15 +1538,6 @@ static const mera_attr_spec attrs_topk[] = {
     END_ATTRS,
 };
 static mera_status infer_topk(mera_infer_ctx *ctx)
-/* reduce: ONNX's Reduce* ops in float, over a set of axes. */
-static const char *const inputs_reduce[] = {"data"};
-static const mera_attr_spec attrs_reduce[] = {
-    {"kind", MERA_ATTR_STRING, 1, 0, "sum|max|min|prod|l1|l2|log_sum|log_sum_exp|sum_square|mean", NULL, "the reduction"},
-    {"axes", MERA_ATTR_INTS, 1, 0, NULL, NULL, "axes to reduce"},
-    {"keepdims", MERA_ATTR_INT, 0, 0, NULL, "1", "keep reduced axes with size 1"},
-    END_ATTRS,
-};
-static mera_status infer_reduce(mera_infer_ctx *ctx)
 {
     mera_status st = require_float(ctx, 0);
     if (st)
@@ -1568,6 +1559,23 @@ static mera_status infer_reduce(mera_infer_ctx *ctx)
     out->shape[axis] = k;
     if (strcmp(attr_s(ctx, "output"), "indices") == 0)
         out->dtype = MERA_DTYPE_INT64;
+    return MERA_OK;
+}
+
+/* reduce: ONNX's Reduce* ops in float, over a set of axes. */
+static const char *const inputs_reduce[] = {"data"};
+static const mera_attr_spec attrs_reduce[] = {
+    {"kind", MERA_ATTR_STRING, 1, 0, "sum|max|min|prod|l1|l2|log_sum|log_sum_exp|sum_square|mean", NULL, "the reduction"},
+    {"axes", MERA_ATTR_INTS, 1, 0, NULL, NULL, "axes to reduce"},
+    {"keepdims", MERA_ATTR_INT, 0, 0, NULL, "1", "keep reduced axes with size 1"},
+    END_ATTRS,
+};
+static mera_status infer_reduce(mera_infer_ctx *ctx)
+{
+    mera_status st = require_float(ctx, 0);
+    if (st)
+        return st;
+    const mera_type *x = ctx->in[0];
     int n = 0;
     const int64_t *axes = attr_is(ctx, "axes", &n);
     int reduce[MERA_MAX_RANK] = {0};
