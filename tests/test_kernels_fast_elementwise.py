@@ -10,9 +10,10 @@ each under both rounding modes (zero point before and after rounding). Every cas
 every output must equal the reference's bytes. Shapes are random with odd
 sizes, rows longer and shorter than ATen's 64-element vector step (so both
 of its bodies occur), per-channel broadcasts over the innermost axis,
-scalars, general broadcasts and channels-last walks (which take the
-reference path inside the fast kernel), and tensors large enough to be
-split across threads.
+scalars, general broadcasts and walks in the other memory order (PyTorch's
+channels-last tensors imported NCHW, and the reverse: the fast kernels run
+the vector body everywhere and redo the tails of PyTorch's rows with the
+scalar body), and tensors large enough to be split across threads.
 """
 
 import os
@@ -107,6 +108,36 @@ def test_binary_fast_equals_reference(monkeypatch, op):
                                          out_zero_point=zo, out_dtype=odt),
                        ins, f"{shape} {bshape} {dt}->{odt} {lay} {mf} relu={relu}", rounding=ROUNDINGS[i % 2])
     tally.done(12 * MORE * len(THREADS))
+
+
+@pytest.mark.parametrize("op", ["add", "mul", "hardswish"])
+def test_other_memory_order_fast_equals_reference(monkeypatch, op):
+    """A channels-last PyTorch tensor held NCHW (ResNet's adds imported with layout NCHW), and an NCHW one
+    held NHWC: which elements take ATen's scalar body follows PyTorch's order. Power-of-two scales and odd
+    zero points make exact ties, where the two bodies round apart under zero_point_before_rounding, so an
+    element given the wrong body shows."""
+    rng = np.random.default_rng(130 + ["add", "mul", "hardswish"].index(op))
+    tally = Tally(op + " other order")
+    cases = 0
+    for i in range(8 * MORE):
+        n, c, h, w = int(rng.integers(1, 3)), int(rng.integers(1, 150)), int(rng.integers(1, 9)), int(rng.integers(1, 9))
+        lay, mf = [("NHWC", "contiguous"), (None, "channels_last")][i % 2]
+        shape = (n, h, w, c) if lay == "NHWC" else (n, c, h, w)
+        dt = str(rng.choice(["uint8", "int8"]))
+        z = lambda: int(rng.integers(0, 128)) * 2 + 1 if dt == "uint8" else int(rng.integers(-64, 64)) * 2 + 1  # noqa: E731
+        so = float(2.0 ** int(rng.integers(-3, 1)))
+        if op == "hardswish":
+            ins = [(rand_q(rng, shape, dt), (so / 2, z()), lay)]
+            build = lambda b, v: b.op(op, v[0], out_scale=so, out_zero_point=z(), torch_memory_format=mf)  # noqa: E731
+        else:
+            bshape = shape if rng.random() < 0.7 else (1,)
+            ins = [(rand_q(rng, shape, dt), (so / 2, z()), lay),
+                   (rand_q(rng, bshape, dt), (so / 2 if op == "add" else 1.0, z()), lay if len(bshape) == 4 else None)]
+            build = lambda b, v: b.op(op, v[0], v[1], torch_memory_format=mf, out_scale=so,  # noqa: E731
+                                      out_zero_point=z(), out_dtype=dt)
+        run_everywhere(monkeypatch, tally, build, ins, f"{shape} {dt} {lay} {mf}", rounding=ROUNDINGS[0])
+        cases += 1
+    tally.done(cases * len(THREADS))
 
 
 @pytest.mark.parametrize("op", ["leaky_relu", "hardswish", "hardsigmoid", "sigmoid"])

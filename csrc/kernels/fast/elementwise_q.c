@@ -35,6 +35,15 @@ typedef struct {
     int64_t inner;   /* the output's innermost size: the period of OPND_INNER operands */
     int n_opnd;
     operand_kind kind[2];
+    /* PyTorch walks another memory order than our data's (a channels-last
+     * tensor imported NCHW): every element first takes the vector body,
+     * then the elements at the tails of PyTorch's rows are redone with the
+     * scalar body (walk_parallel). Operands are then FULL or SCALAR only. */
+    int permuted;
+    int perm[MERA_MAX_RANK];         /* our axis that is k-th in PyTorch's memory order */
+    int64_t pshape[MERA_MAX_RANK];   /* the output's shape in that order */
+    int64_t ostride[MERA_MAX_RANK];  /* our output's strides */
+    int64_t trow, tvec;              /* PyTorch's row length and its vector part */
 } ew_walk;
 
 /* What operand t is, seen through the output ot; -1 when none of the kinds. */
@@ -58,20 +67,45 @@ static int operand_kind_of(const mera_type *t, const mera_type *ot, const int64_
 static int walk_setup(const mera_kernel_args *a, const mera_type *b, ew_walk *w)
 {
     const mera_type *ot = a->out_types[0];
-    int data_nhwc = ot->rank == 4 && ot->layout == MERA_LAYOUT_NHWC, perm[MERA_MAX_RANK];
-    if (ref_torch_order(ot->rank, data_nhwc, ref_torch_cl(a->node, data_nhwc), perm))
-        return 0; /* PyTorch walks another order: the reference knows it */
+    int data_nhwc = ot->rank == 4 && ot->layout == MERA_LAYOUT_NHWC;
+    w->permuted = ref_torch_order(ot->rank, data_nhwc, ref_torch_cl(a->node, data_nhwc), w->perm);
     int64_t st[2][MERA_MAX_RANK];
     const mera_type *in[2] = {a->in_types[0], b};
     w->n_opnd = b ? 2 : 1;
     for (int k = 0; k < w->n_opnd; k++) {
         ref_bcast_strides(in[k], ot, st[k]);
         int kind = operand_kind_of(in[k], ot, st[k]);
-        if (kind < 0)
-            return 0;
+        if (kind < 0 || (w->permuted && kind == OPND_INNER))
+            return 0; /* the reference walks it */
         w->kind[k] = (operand_kind)kind;
     }
     w->n = mera_type_numel(ot);
+    if (w->permuted) {
+        /* PyTorch's view: the output (and every FULL operand) contiguous in its
+         * order, SCALAR operands broadcast, as the reference's ti_setup */
+        mera_type po = *ot, ps[2];
+        int64_t sp[2][MERA_MAX_RANK], s = 1;
+        for (int k = 0; k < ot->rank; k++)
+            po.shape[k] = w->pshape[k] = ot->shape[w->perm[k]];
+        for (int k = 0; k < w->n_opnd; k++) {
+            ps[k] = po;
+            if (w->kind[k] == OPND_SCALAR)
+                for (int d = 0; d < po.rank; d++)
+                    ps[k].shape[d] = 1;
+            ref_bcast_strides(&ps[k], &po, sp[k]);
+        }
+        w->trow = ref_ti_row_len(&po, sp[0], w->n_opnd > 1 ? sp[1] : NULL);
+        if (w->trow < 1)
+            return 0;
+        w->tvec = w->trow - w->trow % REF_TI_QVEC_STEP;
+        for (int d = ot->rank - 1; d >= 0; d--) {
+            w->ostride[d] = s;
+            s *= ot->shape[d];
+        }
+        w->row = w->vec_len = w->n; /* the first pass: the vector body everywhere */
+        w->inner = ot->rank ? ot->shape[ot->rank - 1] : 1;
+        return w->inner >= 1;
+    }
     w->row = ref_ti_row_len(ot, st[0], b ? st[1] : NULL);
     w->vec_len = w->row - w->row % REF_TI_QVEC_STEP;
     w->inner = ot->rank ? ot->shape[ot->rank - 1] : 1;
@@ -124,6 +158,21 @@ static void walk_parallel(const mera_kernel_args *a, const ew_walk *w, span_fn s
 {
     walk_job j = {w, span, ctx};
     mera_parallel_for(a->threads, w->n, EW_MIN_CHUNK, walk_job_run, &j);
+    if (!w->permuted)
+        return;
+    /* the tail of each of PyTorch's rows takes the scalar body: at most 63
+     * elements a row, found in its order and redone at our index */
+    for (int64_t r0 = 0; r0 < w->n; r0 += w->trow)
+        for (int64_t p = r0 + w->tvec; p < r0 + w->trow && p < w->n; p++) {
+            int64_t rem = p, i = 0, off[2];
+            for (int k = a->out_types[0]->rank - 1; k >= 0; k--) {
+                i += rem % w->pshape[k] * w->ostride[w->perm[k]];
+                rem /= w->pshape[k];
+            }
+            for (int k = 0; k < w->n_opnd; k++)
+                off[k] = w->kind[k] == OPND_FULL ? i : 0;
+            span(ctx, i, 1, 0, off);
+        }
 }
 
 /* ---- add ---------------------------------------------------------------- */
