@@ -103,7 +103,8 @@ def main() -> None:
 
     print()
     print(f"Simulator estimates per inference (batch 1), scheduler mode {args.mode}; "
-          f"wall times best of {args.repeat} in this process (mera's C core is serial)")
+          f"wall times best of {args.repeat} in this process, Simulator and InterpreterHw on mera's "
+          f"default thread count (every core, or MERA_NUM_THREADS)")
     print(table(["model", "arch", "total ms", "device ms", "host ms", "MAC util %", "DNA/host nodes", "build s",
                  "sim wall ms", "interp wall ms", "sim/interp", "identical"], rows, "llrrrrrrrrrl"))
     for n in notes:
