@@ -396,28 +396,38 @@ def _conv_transpose(ctx: Context, node, a, x, w, b=None):
     return Tensor(v, ctx.layout == "NHWC")
 
 
-@converts("LSTM")
-def _lstm(ctx: Context, node, a, x, w, r, b=None, seq_lens=None, h0=None, c0=None, p=None):
+def _rnn_input(ctx: Context, op: str, a, x, seq_lens, activations: List[str],
+               batchwise: bool = False) -> Tuple[Tensor, str, int]:
+    """What LSTM, GRU and DynamicQuantizeLSTM share: their default activations only, X as [seq, batch, input]
+    (``batchwise``: from layout 1's [batch, seq, input]), every sequence full length. Returns X, the direction
+    and the hidden size."""
     def s(v):
         return v.decode() if isinstance(v, bytes) else v
     acts = [s(v) for v in a.get("activations", [])]
-    if acts and any(v != d for v, d in zip(acts, ["Sigmoid", "Tanh", "Tanh"] * 2)):
-        raise UnsupportedError(f"LSTM activations {acts} (mera's lstm is Sigmoid, Tanh, Tanh)")
+    if acts and any(v != d for v, d in zip(acts, activations * 2)):
+        raise UnsupportedError(f"{op} activations {acts} (mera's is {', '.join(activations)})")
+    t = ctx.to_nchw(ctx.tensor(x))
+    if t.rank != 3:
+        raise UnsupportedError(f"{op} input of rank {t.rank} (expected [seq, batch, input])")
+    if batchwise:
+        t = Tensor(ctx.emit("transpose", t.value, axes=[1, 0, 2]), False)
+    seq = t.value.shape[0]
+    if seq_lens is not None:
+        lens = _const_input(ctx, seq_lens, f"the {op} sequence_lens")
+        if np.any(lens != seq):
+            raise UnsupportedError(f"{op} sequence_lens {lens.tolist()}: mera runs every sequence to its full "
+                                   f"length {seq}")
+    return t, s(a.get("direction", "forward")), int(a["hidden_size"])
+
+
+@converts("LSTM")
+def _lstm(ctx: Context, node, a, x, w, r, b=None, seq_lens=None, h0=None, c0=None, p=None):
     if "clip" in a or int(a.get("input_forget", 0)) or int(a.get("layout", 0)):
         raise UnsupportedError("LSTM with clip, input_forget or layout=1")
     if p is not None:
         raise UnsupportedError("LSTM with peepholes (input P)")
-    t = ctx.to_nchw(ctx.tensor(x))
-    if t.rank != 3:
-        raise UnsupportedError(f"LSTM input of rank {t.rank} (expected [seq, batch, input])")
-    seq = t.value.shape[0]
-    if seq_lens is not None:
-        lens = _const_input(ctx, seq_lens, "the LSTM sequence_lens")
-        if np.any(lens != seq):
-            raise UnsupportedError(f"LSTM sequence_lens {lens.tolist()}: mera runs every sequence to its full "
-                                   f"length {seq}")
-    direction = s(a.get("direction", "forward"))
-    hidden = int(a["hidden_size"])
+    t, direction, hidden = _rnn_input(ctx, "LSTM", a, x, seq_lens, ["Sigmoid", "Tanh", "Tanh"])
+    seq, batch = t.value.shape[0], t.value.shape[1]
     ins = [t.value, ctx.param(_const_input(ctx, w, "the LSTM W"), node.input[1]),
            ctx.param(_const_input(ctx, r, "the LSTM R"), node.input[2])]
     opt = [b, h0, c0]
@@ -435,15 +445,7 @@ def _lstm(ctx: Context, node, a, x, w, r, b=None, seq_lens=None, h0=None, c0=Non
     if outs[2] and (ctx.consumers.get(outs[2]) or outs[2] in ctx.graph_outputs):
         raise UnsupportedError("LSTM whose Y_c output is used (mera's lstm gives Y)")
     if outs[1] and (ctx.consumers.get(outs[1]) or outs[1] in ctx.graph_outputs):
-        # Y_h: the last step of each direction, [dirs, batch, H]
-        dirs = 2 if direction == "bidirectional" else 1
-        parts = []
-        for d in range(dirs):
-            last = 0 if direction == "reverse" or d == 1 else seq - 1
-            v = ctx.emit("slice", y, axis=0, begin=last, end=last + 1)
-            parts.append(ctx.emit("slice", v, axis=1, begin=d, end=d + 1) if dirs > 1 else v)
-        yh = parts[0] if dirs == 1 else ctx.emit("concat", *parts, axis=1)
-        ctx.env[outs[1]] = Tensor(ctx.emit("reshape", yh, shape=[dirs, t.value.shape[1], hidden]), False)
+        ctx.env[outs[1]] = Tensor(_rnn_y_h(ctx, y, direction, seq, batch, hidden), False)
     return Tensor(y, False)
 
 
@@ -562,27 +564,11 @@ CONVERTERS["Cast"] = _cast_runtime
 
 @converts("GRU")
 def _gru(ctx: Context, node, a, x, w, r, b=None, seq_lens=None, h0=None):
-    def s(v):
-        return v.decode() if isinstance(v, bytes) else v
-    acts = [s(v) for v in a.get("activations", [])]
-    if acts and any(v != d for v, d in zip(acts, ["Sigmoid", "Tanh"] * 2)):
-        raise UnsupportedError(f"GRU activations {acts} (mera's gru is Sigmoid, Tanh)")
     if "clip" in a:
         raise UnsupportedError("GRU with clip")
     batchwise = int(a.get("layout", 0)) == 1
-    t = ctx.to_nchw(ctx.tensor(x))
-    if t.rank != 3:
-        raise UnsupportedError(f"GRU input of rank {t.rank} (expected [seq, batch, input])")
-    if batchwise:  # [batch, seq, input] -> [seq, batch, input]
-        t = Tensor(ctx.emit("transpose", t.value, axes=[1, 0, 2]), False)
+    t, direction, hidden = _rnn_input(ctx, "GRU", a, x, seq_lens, ["Sigmoid", "Tanh"], batchwise)
     seq, batch = t.value.shape[0], t.value.shape[1]
-    if seq_lens is not None:
-        lens = _const_input(ctx, seq_lens, "the GRU sequence_lens")
-        if np.any(lens != seq):
-            raise UnsupportedError(f"GRU sequence_lens {lens.tolist()}: mera runs every sequence to its full "
-                                   f"length {seq}")
-    direction = s(a.get("direction", "forward"))
-    hidden = int(a["hidden_size"])
     ins = [t.value, ctx.param(_const_input(ctx, w, "the GRU W"), node.input[1]),
            ctx.param(_const_input(ctx, r, "the GRU R"), node.input[2])]
     if b is not None:
@@ -649,26 +635,12 @@ def _dynamic_quantize_lstm(ctx: Context, node, a, x, w, r, b=None, seq_lens=None
                            w_scale=None, w_zp=None, r_scale=None, r_zp=None):
     """com.microsoft DynamicQuantizeLSTM (quantize_dynamic's LSTM): int8/uint8 weights [dirs, in, 4H] with their
     scales and zero points; onnxruntime quantizes X and the hidden state at run time."""
-    def s(v):
-        return v.decode() if isinstance(v, bytes) else v
-    acts = [s(v) for v in a.get("activations", [])]
-    if acts and any(v != d for v, d in zip(acts, ["Sigmoid", "Tanh", "Tanh"] * 2)):
-        raise UnsupportedError(f"DynamicQuantizeLSTM activations {acts} (mera's is Sigmoid, Tanh, Tanh)")
     if "clip" in a or int(a.get("input_forget", 0)):
         raise UnsupportedError("DynamicQuantizeLSTM with clip or input_forget")
     if p is not None:
         raise UnsupportedError("DynamicQuantizeLSTM with peepholes (input P)")
-    t = ctx.to_nchw(ctx.tensor(x))
-    if t.rank != 3:
-        raise UnsupportedError(f"DynamicQuantizeLSTM input of rank {t.rank} (expected [seq, batch, input])")
+    t, direction, hidden = _rnn_input(ctx, "DynamicQuantizeLSTM", a, x, seq_lens, ["Sigmoid", "Tanh", "Tanh"])
     seq, batch = t.value.shape[0], t.value.shape[1]
-    if seq_lens is not None:
-        lens = _const_input(ctx, seq_lens, "the DynamicQuantizeLSTM sequence_lens")
-        if np.any(lens != seq):
-            raise UnsupportedError(f"DynamicQuantizeLSTM sequence_lens {lens.tolist()}: mera runs every sequence to "
-                                   f"its full length {seq}")
-    direction = s(a.get("direction", "forward"))
-    hidden = int(a["hidden_size"])
     ins = []
     for v, what in ((w, "W"), (r, "R")):
         arr = _const_input(ctx, v, f"the DynamicQuantizeLSTM {what}")
