@@ -694,11 +694,10 @@ static const mera_attr_spec attrs_mean[] = {
     QOUT_ATTRS,
     END_ATTRS,
 };
-static mera_status infer_mean(mera_infer_ctx *ctx)
+/* The output of a reduction of input 0 over attribute `axes` (each once, in range), with `keepdims`:
+ * out[0] is the input's type with those axes removed or of size 1. mean and reduce share it. */
+static mera_status infer_reduced_axes(mera_infer_ctx *ctx)
 {
-    mera_status st = check_activation(ctx, 0);
-    if (st)
-        return st;
     const mera_type *x = ctx->in[0];
     int n = 0;
     const int64_t *axes = attr_is(ctx, "axes", &n);
@@ -726,7 +725,15 @@ static mera_status infer_mean(mera_infer_ctx *ctx)
     }
     if (!keep)
         out->layout = MERA_LAYOUT_ANY;
-    return set_output_quant(ctx, out);
+    return MERA_OK;
+}
+
+static mera_status infer_mean(mera_infer_ctx *ctx)
+{
+    mera_status st = check_activation(ctx, 0);
+    if (st || (st = infer_reduced_axes(ctx)))
+        return st;
+    return set_output_quant(ctx, &ctx->out[0]);
 }
 
 /* ---- shape ops ---------------------------------------------------------- */
@@ -1573,36 +1580,7 @@ static const mera_attr_spec attrs_reduce[] = {
 static mera_status infer_reduce(mera_infer_ctx *ctx)
 {
     mera_status st = require_float(ctx, 0);
-    if (st)
-        return st;
-    const mera_type *x = ctx->in[0];
-    int n = 0;
-    const int64_t *axes = attr_is(ctx, "axes", &n);
-    int reduce[MERA_MAX_RANK] = {0};
-    if (n < 1)
-        return FAIL(ctx, MERA_ERR_ATTR, "axes must name at least one axis");
-    for (int i = 0; i < n; i++) {
-        int64_t a;
-        if (!normalize_axis(axes[i], x->rank, &a))
-            return FAIL(ctx, MERA_ERR_ATTR, "axes[%d] = %lld is out of range for rank %d", i,
-                        (long long)axes[i], x->rank);
-        if (reduce[a])
-            return FAIL(ctx, MERA_ERR_ATTR, "axes names axis %lld twice", (long long)a);
-        reduce[a] = 1;
-    }
-    int keep = attr_i(ctx, "keepdims") != 0;
-    mera_type *out = &ctx->out[0];
-    *out = *x;
-    out->rank = 0;
-    for (int i = 0; i < x->rank; i++) {
-        if (!reduce[i])
-            out->shape[out->rank++] = x->shape[i];
-        else if (keep)
-            out->shape[out->rank++] = 1;
-    }
-    if (!keep)
-        out->layout = MERA_LAYOUT_ANY;
-    return MERA_OK;
+    return st ? st : infer_reduced_axes(ctx);
 }
 
 /* ---- the table ---------------------------------------------------------- */
