@@ -287,6 +287,30 @@ def test_constants_used_as_activations_and_multi_input():
             q.measure_quantization_quality(data, target=bad)
 
 
+@pytest.mark.parametrize("magnitude", [1e-3, 1e-7, 1e-12])
+def test_tiny_activations_keep_their_levels(magnitude):
+    """Activations far below PyTorch's eps floor times 255 (3e-5) -- a randomly
+    initialised network's vanishing logits, a detector's empty probability map --
+    keep 256 levels: the quantizer floors scales at 1e-18, not at float32 eps
+    as torch's observers do, so the PSNR does not depend on the magnitude."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.Sigmoid(),
+                        nn.Conv2d(8, 4, 1)).eval()
+    with torch.no_grad():
+        for conv in (net[2], net[4]):
+            conv.weight.mul_(magnitude)
+            conv.bias.mul_(magnitude)
+    q = mera.Quantizer(net, input_shape=(1, 3, 12, 12), layout="NCHW")
+    q.calibrate([np.random.default_rng(i).normal(0, 1, (1, 3, 12, 12)).astype(np.float32) for i in range(3)])
+    q.quantize()
+    x = np.random.default_rng(9).normal(0, 1, (1, 3, 12, 12)).astype(np.float32)
+    with torch.no_grad():
+        peak = float(net(torch.from_numpy(x)).abs().max())
+    assert peak < 10 * magnitude
+    rep = q.measure_quantization_quality([x])
+    assert rep.psnr > 30, str(rep)
+
+
 def test_stacked_batches_are_split_and_calibration_accumulates():
     mod, params = small_graph()
     q = mera.Quantizer((mod, params))

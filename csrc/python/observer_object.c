@@ -135,7 +135,7 @@ static PyObject *observer_qparams(PyMeraObserver *self, PyObject *Py_UNUSED(unus
         return NULL;
     double scale;
     int32_t zp;
-    mera_qparams_from_range(lo, hi, self->c.qmin, self->c.qmax, &scale, &zp);
+    mera_qparams_from_range(lo, hi, self->c.qmin, self->c.qmax, MERA_TORCH_MIN_SCALE, &scale, &zp);
     return Py_BuildValue("(di)", scale, (int)zp);
 }
 
@@ -159,7 +159,8 @@ static PyMethodDef observer_methods[] = {
     {"range", (PyCFunction)observer_range, METH_NOARGS,
      "range() -> (lo, hi): the clipping range the observer chose, lo <= 0 <= hi"},
     {"qparams", (PyCFunction)observer_qparams, METH_NOARGS,
-     "qparams() -> (scale, zero_point) of range() on [qmin, qmax], by PyTorch's per-tensor affine formula"},
+     "qparams() -> (scale, zero_point) of range() on [qmin, qmax], by PyTorch's per-tensor affine formula "
+     "(scale at least float32 eps, as torch; mera.Quantizer itself goes down to 1e-18)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -896,7 +896,7 @@ static double expected_sq_error(const piece *p, int n, float lo, float hi, int q
 {
     double scale;
     int32_t zp;
-    mera_qparams_from_range(lo, hi, qmin, qmax, &scale, &zp);
+    mera_qparams_from_range(lo, hi, qmin, qmax, MERA_QUANT_MIN_SCALE, &scale, &zp);
     double a = (double)(qmin - zp) * scale, b = (double)(qmax - zp) * scale, steps = qmax - qmin;
     double sum = 0.0;
     for (int i = 0; i < n; i++)
@@ -993,12 +993,15 @@ mera_status mera_observer_range(const mera_observer *o, float *lo, float *hi, me
     return MERA_OK;
 }
 
-void mera_qparams_from_range(float lo, float hi, int qmin, int qmax, double *scale, int32_t *zero_point)
+void mera_qparams_from_range(float lo, float hi, int qmin, int qmax, float min_scale, double *scale,
+                             int32_t *zero_point)
 {
     float min_neg = lo < 0.0f ? lo : 0.0f, max_pos = hi > 0.0f ? hi : 0.0f;
     float s = (max_pos - min_neg) / (float)(qmax - qmin);
-    if (s < FLT_EPSILON) /* torch.max(scale, eps) */
-        s = FLT_EPSILON;
+    if (s == 0.0f)
+        s = MERA_TORCH_MIN_SCALE;
+    else if (s < min_scale) /* torch.max(scale, eps) */
+        s = min_scale;
     int64_t zp = (int64_t)qmin - (int64_t)rintf(min_neg / s); /* torch.round: half to even */
     *zero_point = (int32_t)(zp < qmin ? qmin : zp > qmax ? qmax : zp);
     *scale = s;

@@ -78,11 +78,25 @@ void mera_observer_minmax(const mera_observer *o, float *min, float *max);
  * a MERA_ERR_INVALID ("no values observed"). */
 mera_status mera_observer_range(const mera_observer *o, float *lo, float *hi, mera_error *err);
 
-/* PyTorch's affine parameters for [lo, hi] on [qmin, qmax]
+/* The affine parameters for [lo, hi] on [qmin, qmax] by PyTorch's formula
  * (UniformQuantizationObserverBase._calculate_qparams, per_tensor_affine):
  * the range is widened to contain 0, scale = (hi - lo) / (qmax - qmin) in
- * float32, at least float32 eps, zero_point = qmin - round(lo / scale)
- * (float32 division, ties to even as torch.round), clamped to [qmin, qmax]. */
-void mera_qparams_from_range(float lo, float hi, int qmin, int qmax, double *scale, int32_t *zero_point);
+ * float32, at least min_scale, zero_point = qmin - round(lo / scale)
+ * (float32 division, ties to even as torch.round), clamped to [qmin, qmax].
+ * An empty range (lo == hi == 0) gets MERA_TORCH_MIN_SCALE whatever
+ * min_scale says. */
+void mera_qparams_from_range(float lo, float hi, int qmin, int qmax, float min_scale, double *scale,
+                             int32_t *zero_point);
+
+/* torch.finfo(torch.float32).eps: PyTorch's observers never go below it,
+ * so a tensor whose range is under 255 eps (3e-5) keeps few levels. */
+#define MERA_TORCH_MIN_SCALE 1.1920928955078125e-07f
+/* What mera.Quantizer goes down to instead, as onnxruntime's quantize_static
+ * does (it floors only at float32's smallest normal): tiny activations
+ * (a detector's near-zero probability map on an empty image, a randomly
+ * initialised network's vanishing logits) keep their 256 levels. The
+ * products of two scales in a requantization multiplier stay normal
+ * float32 numbers. */
+#define MERA_QUANT_MIN_SCALE 1e-18f
 
 #endif

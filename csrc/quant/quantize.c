@@ -413,7 +413,7 @@ static mera_status act_qparams(const quant_ctx *c, int v, double *scale, int32_t
         return st;
     }
     const mera_observer_config *oc = &c->q->cfg.activations;
-    mera_qparams_from_range(lo, hi, oc->qmin, oc->qmax, scale, zp);
+    mera_qparams_from_range(lo, hi, oc->qmin, oc->qmax, MERA_QUANT_MIN_SCALE, scale, zp);
     return MERA_OK;
 }
 
@@ -444,7 +444,7 @@ static int quant_const_activation(quant_ctx *c, int v)
     t.dtype = MERA_DTYPE_UINT8;
     t.q.kind = MERA_QUANT_PER_TENSOR;
     t.q.count = 1;
-    mera_qparams_from_range(lo, hi, 0, 255, &t.q.scale, &t.q.zero_point);
+    mera_qparams_from_range(lo, hi, 0, 255, MERA_QUANT_MIN_SCALE, &t.q.scale, &t.q.zero_point);
     uint8_t *qd = malloc(n > 0 ? (size_t)n : 1);
     if (!qd) {
         mera_fail(c->err, MERA_ERR_NOMEM, "out of memory");

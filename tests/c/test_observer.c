@@ -75,22 +75,31 @@ static void test_qparams(void)
     double s;
     int32_t zp;
     /* [-1, 1]: scale 2/255 in float32, and -1/scale = -127.49999 in float32 */
-    mera_qparams_from_range(-1.0f, 1.0f, 0, 255, &s, &zp);
+    mera_qparams_from_range(-1.0f, 1.0f, 0, 255, MERA_TORCH_MIN_SCALE, &s, &zp);
     CHECK(s == (double)(2.0f / 255.0f) && zp == 127);
     /* -0.5/1 = -0.5 rounds to even: 0, not -1 */
-    mera_qparams_from_range(-0.5f, 254.5f, 0, 255, &s, &zp);
+    mera_qparams_from_range(-0.5f, 254.5f, 0, 255, MERA_TORCH_MIN_SCALE, &s, &zp);
     CHECK(s == 1.0 && zp == 0);
     /* one-sided ranges are widened to 0 */
-    mera_qparams_from_range(2.0f, 6.0f, 0, 255, &s, &zp);
+    mera_qparams_from_range(2.0f, 6.0f, 0, 255, MERA_TORCH_MIN_SCALE, &s, &zp);
     CHECK(s == (double)(6.0f / 255.0f) && zp == 0);
-    mera_qparams_from_range(-6.0f, -2.0f, 0, 255, &s, &zp);
+    mera_qparams_from_range(-6.0f, -2.0f, 0, 255, MERA_TORCH_MIN_SCALE, &s, &zp);
     CHECK(s == (double)(6.0f / 255.0f) && zp == 255);
     /* an empty range: scale is float32 eps */
-    mera_qparams_from_range(0.0f, 0.0f, 0, 255, &s, &zp);
+    mera_qparams_from_range(0.0f, 0.0f, 0, 255, MERA_TORCH_MIN_SCALE, &s, &zp);
     CHECK(s == (double)FLT_EPSILON && zp == 0);
     /* signed int8 */
-    mera_qparams_from_range(-1.0f, 3.0f, -128, 127, &s, &zp);
+    mera_qparams_from_range(-1.0f, 3.0f, -128, 127, MERA_TORCH_MIN_SCALE, &s, &zp);
     CHECK(s == (double)(4.0f / 255.0f) && zp == -128 + 64);
+    /* under 255 eps: torch's floor keeps eps, the quantizer's keeps the range */
+    mera_qparams_from_range(0.0f, 2.55e-10f, 0, 255, MERA_TORCH_MIN_SCALE, &s, &zp);
+    CHECK(s == (double)FLT_EPSILON && zp == 0);
+    mera_qparams_from_range(0.0f, 2.55e-10f, 0, 255, MERA_QUANT_MIN_SCALE, &s, &zp);
+    CHECK(s == (double)(2.55e-10f / 255.0f) && zp == 0);
+    mera_qparams_from_range(0.0f, 0.0f, 0, 255, MERA_QUANT_MIN_SCALE, &s, &zp);
+    CHECK(s == (double)FLT_EPSILON && zp == 0);
+    mera_qparams_from_range(-1e-30f, 1e-30f, 0, 255, MERA_QUANT_MIN_SCALE, &s, &zp);
+    CHECK(s == (double)MERA_QUANT_MIN_SCALE);
 }
 
 static void test_bad_values(void)
@@ -143,7 +152,7 @@ static void test_constant_data(void)
             CHECK(lo <= 0.0f && hi >= 0.0f && lo <= values[v] && values[v] <= hi);
             double s;
             int32_t zp;
-            mera_qparams_from_range(lo, hi, 0, 255, &s, &zp);
+            mera_qparams_from_range(lo, hi, 0, 255, MERA_TORCH_MIN_SCALE, &s, &zp);
             CHECK(s >= FLT_EPSILON && zp >= 0 && zp <= 255);
             mera_observer_free(o);
         }
