@@ -8,7 +8,7 @@ For each model found in the installed packages it reports:
 - import: does ``from_onnx`` take the file as shipped, with only the input shapes given
   (or the one error listing every node it cannot import);
 - interp: the Interpreter's largest difference from onnxruntime, absolute and relative to the output's range;
-- mera-q: mera.Quantizer (histogram observers, per-channel weights) calibrated on N inputs: PSNR of
+- mera-q: mera.Quantizer (its default "auto" observer, per-channel weights) calibrated on N inputs: PSNR of
   the int8 model's output against the float model's on held-out inputs, and the task agreement
   (argmax over the last axis: classes, or characters per time step for the recognisers; for the DB
   text detectors, the IoU of the probability map's pixels above 0.3);
@@ -189,7 +189,7 @@ def ort_session(path: str, optimize: bool = True):
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
-def run(m: Model, path: str, n_calib: int, n_test: int, observer: str = "histogram",
+def run(m: Model, path: str, n_calib: int, n_test: int, observer: str = "auto",
         inputs: str = "text") -> List[str]:
     (iname, shape), = m.inputs.items()
     data = model_inputs(m, n_calib + n_test, inputs)
@@ -218,7 +218,8 @@ def run(m: Model, path: str, n_calib: int, n_test: int, observer: str = "histogr
     hw = mera.compile(qmod, qparams, target="InterpreterHw")
     outs = [hw(x)[0] for x in test]
     what = TASK_NAMES[m.task]
-    row.append(f"{min(psnr(r, o) for r, o in zip(refs, outs)):.1f} dB, "
+    chose = f" ({q.auto_choice['ranges']} ranges)" if q.auto_choice else ""
+    row.append(f"{min(psnr(r, o) for r, o in zip(refs, outs)):.1f} dB{chose}, "
                f"{what} {np.mean([agree(r, o, m.task) for r, o in zip(refs, outs)]):.2f}")
 
     row.append(ort_quantized(path, iname, calib, test, refs, m))
@@ -276,7 +277,7 @@ def main(argv=None) -> int:
     ap.add_argument("--calib", type=int, default=8, help="calibration inputs (default 8)")
     ap.add_argument("--test", type=int, default=2, help="held-out inputs (default 2)")
     ap.add_argument("--only", help="run the models whose name contains this text")
-    ap.add_argument("--observer", default="histogram", help="mera.Quantizer's observer (default histogram)")
+    ap.add_argument("--observer", default="auto", help="mera.Quantizer's observer (default auto, as the Quantizer's)")
     ap.add_argument("--inputs", choices=("text", "noise"), default="text",
                     help="text (default): rendered text for the OCR and document models, noise for the rest; "
                          "noise: uniform noise for every model")

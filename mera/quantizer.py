@@ -32,13 +32,16 @@ from .runner import _as_array, _params_list
 
 #: Keys of the ``config`` dict and their defaults (C: mera_quant_config_default).
 DEFAULT_CONFIG: Dict[str, Any] = {
-    "observer": "histogram",     # minmax | percentile | histogram | entropy | mse
+    "observer": "auto",          # auto | histogram | minmax | percentile | entropy | mse
     "bins": 2048,                # histogram bins of the histogram-based observers
     "percentile": 99.99,         # the percentile observer's upper percentile
     "weight": "per_channel",     # per_channel | per_tensor (int8, symmetric)
     "fold_batch_norm": True,     # fold per-channel mul/add after conv/dense
     "fuse_relu": True,           # conv/dense/add + relu -> one quantized node
 }
+
+#: How many calibration batches the "auto" observer keeps to compare its two candidates on.
+AUTO_HELD_BATCHES = 4
 
 #: MERA's guidance for PSNR (dB): below 20 poor, 20-25 acceptable, 25-30 good, above 30 very good.
 PSNR_GRADES = ((30.0, "very good"), (25.0, "good"), (20.0, "acceptable"), (-math.inf, "poor"))
@@ -225,8 +228,10 @@ class Quantizer:
         Needed for PyTorch modules; ONNX models carry their own.
     layout : {"NHWC", "NCHW"}
     config : dict, optional
-        ``observer`` ("histogram" (default, PyTorch's HistogramObserver),
-        "minmax", "percentile", "entropy", "mse"), ``bins``, ``percentile``,
+        ``observer`` ("auto" (default): PyTorch's HistogramObserver ranges or
+        the plain min/max ranges, whichever gives outputs closer to float on
+        the first calibration batches; "histogram", "minmax", "percentile",
+        "entropy", "mse"), ``bins``, ``percentile``,
         ``weight`` ("per_channel" | "per_tensor"), ``fold_batch_norm``,
         ``fuse_relu``. Unknown keys are an error.
     """
@@ -239,7 +244,13 @@ class Quantizer:
         self.layout = layout
         mod, params = _import(model_or_mod_params, input_shape, layout)
         self._float_mod_in = mod
-        self._core = _core.Quantizer(mod._graph, _params_list(mod, params), self.config)
+        self._auto = self.config["observer"] == "auto"
+        core_config = dict(self.config, observer="histogram") if self._auto else self.config
+        self._core = _core.Quantizer(mod._graph, _params_list(mod, params), core_config)
+        #: calibration batches kept to choose between the "auto" observer's candidates
+        self._held: List[List[np.ndarray]] = []
+        #: what "auto" chose: {"ranges": "histogram" | "minmax", "psnr": {candidate: dB}}; None otherwise
+        self.auto_choice: Optional[Dict[str, Any]] = None
         graph, fparams = self._core.float_graph()
         #: the float model the quantizer works on (batch norms folded) and its params
         self.float_mod = Module(graph)
@@ -330,6 +341,8 @@ class Quantizer:
             for i, item in enumerate(items):
                 for batch in self._batches(item, i):
                     self._core.calibrate(batch)
+                    if self._auto and len(self._held) < AUTO_HELD_BATCHES:
+                        self._held.append([np.array(a, copy=True) for a in batch])
                 bar.update()
         self._quantized = None
         return self
@@ -340,7 +353,10 @@ class Quantizer:
         """The quantized ``(mod, params)``: uint8 activations, int8 weights,
         float inputs and outputs. Builds with :func:`mera.build` and runs on
         every target."""
-        graph, float_of = self._core.quantize()
+        if self._auto and self._held:
+            graph, float_of = self._auto_quantize()
+        else:
+            graph, float_of = self._core.quantize()
         mod = Module(graph)
         params = {}
         for vid in graph.inputs():
@@ -350,12 +366,44 @@ class Quantizer:
         self._quantized = (mod, params, float_of)
         return mod, params
 
+    def _auto_quantize(self) -> Tuple[Any, List[int]]:
+        """The "auto" observer: quantize with the histogram ranges and with the
+        min/max ranges, run both on InterpreterHw over the held calibration
+        batches, and keep the one whose worst output PSNR against float is
+        higher (the histogram one on a tie). Neither is better everywhere:
+        the histogram search clips outliers, which helps most CNNs and hurts
+        networks whose outliers carry the signal (squeeze-excitation gates,
+        GELU blocks, DB text detectors' heads)."""
+        fg = self.float_mod._graph
+        f_rt = _core.Interp(fg, Target.Interpreter.value, _params_list(self.float_mod, self.float_params))
+        refs = [f_rt.run(batch) for batch in self._held]
+        best = None
+        scores: Dict[str, float] = {}
+        for name, minmax in (("histogram", False), ("minmax", True)):
+            graph, float_of = self._core.quantize(minmax=minmax)
+            mod = Module(graph)
+            params = {graph.value(v)["name"]: np.array(graph.const_data(v)) for v in graph.inputs()
+                      if graph.value(v)["kind"] == "param"}
+            q_rt = _core.Interp(graph, Target.InterpreterHw.value, _params_list(mod, params))
+            acc = [_Accum() for _ in refs[0]]
+            for batch, ref in zip(self._held, refs):
+                for a, r, got in zip(acc, ref, q_rt.run(batch)):
+                    a.add(r, got)
+            scores[name] = min(a.result("", "output").psnr for a in acc)
+            if best is None or scores[name] > scores[best[0]]:
+                best = (name, graph, float_of)
+        self.auto_choice = {"ranges": best[0], "psnr": scores}
+        return best[1], best[2]
+
     def ranges(self) -> Dict[str, Dict[str, float]]:
-        """Per observed float value: count, min, max and the chosen range (lo, hi)."""
+        """Per observed float value: count, min, max and the chosen range (lo, hi)
+        (under "auto", the range of the candidate it kept)."""
         g = self.float_mod._graph
         out = {}
         for vid in range(g.num_values()):
             st = self._core.observer_stats(vid)
+            if st is not None and self.auto_choice and self.auto_choice["ranges"] == "minmax":
+                st = dict(st, lo=min(st["min"], 0.0), hi=max(st["max"], 0.0))
             if st is not None:
                 out[g.value(vid)["name"]] = st
         return out

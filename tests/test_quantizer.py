@@ -198,6 +198,38 @@ def test_batch_norm_folding_keeps_the_float_function():
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * np.abs(a).max())
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("groups,bias", [(1, True), (1, False), (2, True), (4, False)])
+def test_batch_norm_after_conv_transpose_is_folded(layout, groups, bias):
+    """A DB text detector's head: ConvTranspose2d -> BatchNorm -> ReLU. The batch
+    norm folds into the transposed conv's weight (along its output axis 1, per
+    group) and bias, so the int8 graph has one rounding there instead of three."""
+    torch.manual_seed(groups)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                        nn.ConvTranspose2d(8, 12, 2, stride=2, groups=groups, bias=bias),
+                        nn.BatchNorm2d(12), nn.ReLU(), nn.ConvTranspose2d(12, 1, 2, stride=2)).eval()
+    with torch.no_grad():
+        bn = net[3]
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2)
+        bn.weight.uniform_(-2, 2), bn.bias.uniform_(-1, 1)
+    shape = (1, 3, 10, 9) if layout == "NCHW" else (1, 10, 9, 3)
+    q = mera.Quantizer(net, input_shape=shape, layout=layout)
+    ops = ops_of(q.float_mod)
+    assert ops.count("conv_transpose2d") == 2 and "mul" not in ops and "add" not in ops, ops
+    x = np.random.default_rng(0).normal(0, 1, (1, 3, 10, 9)).astype(np.float32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    xin = x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    got = np.asarray(mera.compile(q.float_mod, q.float_params, target="Interpreter")(xin)[0])
+    if layout == "NHWC":
+        got = got.transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    q.calibrate([np.random.default_rng(i).normal(0, 1, shape).astype(np.float32) for i in range(3)])
+    qmod, qparams = q.quantize()
+    assert ops_of(qmod).count("mul") == 0
+    assert q.measure_quantization_quality([xin]).psnr > 30
+
+
 def test_no_folding_when_disabled_or_when_the_conv_output_is_shared():
     mod, params = small_graph()
     q = mera.Quantizer((mod, params), config={"fold_batch_norm": False})
@@ -309,6 +341,46 @@ def test_tiny_activations_keep_their_levels(magnitude):
     assert peak < 10 * magnitude
     rep = q.measure_quantization_quality([x])
     assert rep.psnr > 30, str(rep)
+
+
+@pytest.mark.parametrize("kind", ["gauss", "spiky", "uniform"])
+def test_auto_observer_keeps_the_better_candidate(kind):
+    """The default "auto" observer quantizes with the histogram ranges and with
+    the plain min/max ranges, and keeps the one whose outputs are closer to float
+    on the first calibration batches; the graph it keeps is the one the explicit
+    observer of that name gives, byte for byte."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1)).eval()
+    rng = np.random.default_rng(1)
+
+    def sample():
+        if kind == "gauss":
+            return rng.normal(0, 1, (1, 3, 16, 16)).astype(np.float32)
+        if kind == "uniform":
+            return rng.uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32)
+        x = rng.normal(0, 0.1, (1, 3, 16, 16))
+        hit = rng.random(x.shape) < 0.002
+        x[hit] = rng.normal(0, 20, hit.sum())
+        return x.astype(np.float32)
+
+    cal = [sample() for _ in range(6)]
+    q = mera.Quantizer(net, input_shape=(1, 3, 16, 16), layout="NCHW")
+    assert q.config["observer"] == "auto"
+    q.calibrate(cal)
+    mod, params = q.quantize()
+    choice = q.auto_choice
+    assert set(choice["psnr"]) == {"histogram", "minmax"}
+    assert choice["ranges"] == max(choice["psnr"], key=lambda k: (choice["psnr"][k], k == "histogram"))
+    same = mera.Quantizer(net, input_shape=(1, 3, 16, 16), layout="NCHW", config={"observer": choice["ranges"]})
+    same.calibrate(cal)
+    mod2, params2 = same.quantize()
+    assert same.auto_choice is None
+    x = sample()
+    a = mera.compile(mod, params, target="InterpreterHw")(x)[0]
+    b = mera.compile(mod2, params2, target="InterpreterHw")(x)[0]
+    assert np.array_equal(a, b)
+    rg, rg2 = q.ranges(), same.ranges()
+    assert all((rg[k]["lo"], rg[k]["hi"]) == (rg2[k]["lo"], rg2[k]["hi"]) for k in rg2)
 
 
 def test_stacked_batches_are_split_and_calibration_accumulates():

@@ -1,4 +1,5 @@
-/* fold_bn: batch norms folded into the conv or dense before them.
+/* fold_bn: batch norms folded into the conv, transposed conv or dense
+ * before them.
  *
  * The frontends lower an inference BatchNorm to a per-channel mul by
  * gamma/sqrt(var+eps) and an add of beta-mean*scale. A chain of such
@@ -103,7 +104,7 @@ static const float *float_data(const mera_graph *g, int v)
 /* The axis of a conv/dense output that holds its channels. */
 static int out_channel_axis(const mera_graph *g, const mera_node *node)
 {
-    if (node->op == MERA_OP_CONV2D)
+    if (node->op == MERA_OP_CONV2D || node->op == MERA_OP_CONV_TRANSPOSE2D)
         return strcmp(mera_attr_string(node, "layout"), "NHWC") ? 1 : 3;
     return mera_graph_value(g, node->outputs[0])->type.rank - 1;
 }
@@ -114,6 +115,23 @@ static int weight_out_axis(const mera_node *node)
     if (node->op == MERA_OP_CONV2D && !strcmp(mera_attr_string(node, "kernel_layout"), "HWIO"))
         return 3;
     return 0;
+}
+
+/* The output channel weight element i (flat index) belongs to. conv2d and
+ * dense: the weight's output axis; conv_transpose2d's weight is [C_in,
+ * C_out/groups, KH, KW], so group (ci / (C_in/groups)), column j. */
+static int64_t weight_channel(const mera_node *node, const mera_type *wt, int64_t i, int64_t c)
+{
+    if (node->op == MERA_OP_CONV_TRANSPOSE2D) {
+        int64_t groups = mera_attr_int(node, "groups"), cout_g = wt->shape[1];
+        int64_t khw = wt->shape[2] * wt->shape[3];
+        int64_t ci = i / (cout_g * khw), j = (i / khw) % cout_g;
+        return (ci / (wt->shape[0] / groups)) * cout_g + j;
+    }
+    int64_t inner = 1;
+    for (int k = weight_out_axis(node) + 1; k < wt->rank; k++)
+        inner *= wt->shape[k];
+    return (i / inner) % c;
 }
 
 /* If the constant (type ct, data d) broadcasts against out_t varying only
@@ -154,7 +172,7 @@ static int plan_chain(const mera_graph *g, const uses_t *u, int n, char *skip, f
     const float *ow = float_data(g, wv), *ob = float_data(g, bv);
     p->last = -1;
     if (!ow || (bv >= 0 && !ob) || mera_graph_value(g, node->inputs[0])->type.dtype != MERA_DTYPE_FLOAT32 ||
-        strcmp(mera_attr_string(node, "activation"), "none"))
+        (node->op != MERA_OP_CONV_TRANSPOSE2D && strcmp(mera_attr_string(node, "activation"), "none")))
         return 0;
     const mera_type *out_t = &mera_graph_value(g, node->outputs[0])->type;
     int caxis = out_channel_axis(g, node);
@@ -191,15 +209,13 @@ static int plan_chain(const mera_graph *g, const uses_t *u, int n, char *skip, f
     if (cur == node->outputs[0])
         goto out;
     const mera_type *wt = &mera_graph_value(g, wv)->type;
-    int64_t wn = mera_type_numel(wt), inner = 1;
-    for (int i = weight_out_axis(node) + 1; i < wt->rank; i++)
-        inner *= wt->shape[i];
+    int64_t wn = mera_type_numel(wt);
     p->w = malloc((size_t)(wn > 0 ? wn : 1) * sizeof *p->w);
     p->b = malloc((size_t)c * sizeof *p->b);
     if (!p->w || !p->b)
         goto nomem;
     for (int64_t i = 0; i < wn; i++)
-        p->w[i] = (float)((double)ow[i] * scale[(i / inner) % c]);
+        p->w[i] = (float)((double)ow[i] * scale[weight_channel(node, wt, i, c)]);
     for (int64_t k = 0; k < c; k++)
         p->b[k] = (float)((ob ? (double)ob[k] : 0.0) * scale[k] + shift[k]);
     p->last = cur;
@@ -297,7 +313,7 @@ mera_graph *mera_pass_fold_bn(const mera_graph *g, mera_error *err)
     for (int n = 0; n < nn; n++) {
         plan[n].last = -1;
         int op = mera_graph_node(g, n)->op;
-        if (quantized || skip[n] || (op != MERA_OP_CONV2D && op != MERA_OP_DENSE))
+        if (quantized || skip[n] || (op != MERA_OP_CONV2D && op != MERA_OP_DENSE && op != MERA_OP_CONV_TRANSPOSE2D))
             continue;
         if (plan_chain(g, &u, n, skip, &plan[n], err))
             goto done;

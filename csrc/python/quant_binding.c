@@ -170,15 +170,20 @@ static PyObject *quantizer_num_batches(PyMeraQuantizer *self, PyObject *Py_UNUSE
     return PyLong_FromLongLong((long long)mera_quantizer_num_batches(self->q));
 }
 
-static PyObject *quantizer_quantize(PyMeraQuantizer *self, PyObject *Py_UNUSED(unused))
+static PyObject *quantizer_quantize(PyMeraQuantizer *self, PyObject *args, PyObject *kwds)
 {
+    static char *kwlist[] = {"minmax", NULL};
+    int minmax = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|p:quantize", kwlist, &minmax))
+        return NULL;
     if (self->busy)
         return pymera_raise_code(MERA_ERR_INVALID, "quantize: another thread is calibrating this quantizer");
     mera_error err;
     int *float_of = NULL;
     mera_graph *g;
     Py_BEGIN_ALLOW_THREADS
-    g = mera_quantizer_quantize(self->q, &float_of, &err);
+    g = mera_quantizer_quantize_ranges(self->q, minmax ? MERA_QUANT_RANGES_MINMAX : MERA_QUANT_RANGES_OBSERVER,
+                                       &float_of, &err);
     Py_END_ALLOW_THREADS
     if (!g)
         return pymera_raise(&err);
@@ -256,8 +261,9 @@ static PyMethodDef quantizer_methods[] = {
     {"calibrate", (PyCFunction)quantizer_calibrate, METH_O,
      "calibrate(list of input arrays): one batch through the observers (GIL released)"},
     {"num_batches", (PyCFunction)quantizer_num_batches, METH_NOARGS, "calibration batches seen"},
-    {"quantize", (PyCFunction)quantizer_quantize, METH_NOARGS,
-     "quantize() -> (Graph, float_of): the quantized graph and, per value, the prepared-graph value it stands for"},
+    {"quantize", (PyCFunction)(void (*)(void))quantizer_quantize, METH_VARARGS | METH_KEYWORDS,
+     "quantize(minmax=False) -> (Graph, float_of): the quantized graph (activation ranges from the observers, or "
+     "their plain [min, max]) and, per value, the prepared-graph value it stands for"},
     {"float_graph", (PyCFunction)quantizer_float_graph, METH_NOARGS,
      "float_graph() -> (Graph, params): a copy of the prepared float graph (batch norms folded)"},
     {"observer_stats", (PyCFunction)quantizer_observer_stats, METH_O,

@@ -72,4 +72,13 @@ const mera_observer *mera_quantizer_observer(const mera_quantizer *q, int v);
  * value it stands for, or -1. Needs at least one calibration batch. */
 mera_graph *mera_quantizer_quantize(const mera_quantizer *q, int **float_of, mera_error *err);
 
+/* Where the activation ranges come from: the observer's choice (as
+ * mera_quantizer_quantize), or the plain [min, max] every observer also
+ * tracks (MinMaxObserver's range, widened to contain 0). mera.Quantizer's
+ * "auto" observer quantizes both ways and keeps the graph whose outputs
+ * are closer to float on the calibration data. */
+typedef enum { MERA_QUANT_RANGES_OBSERVER, MERA_QUANT_RANGES_MINMAX } mera_quant_ranges;
+mera_graph *mera_quantizer_quantize_ranges(const mera_quantizer *q, mera_quant_ranges ranges, int **float_of,
+                                           mera_error *err);
+
 #endif

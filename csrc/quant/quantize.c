@@ -366,6 +366,7 @@ typedef struct {
     int *qv;       /* prepared value -> quantized-graph value, -1 until made */
     int *float_of; /* quantized-graph value -> prepared value (grows) */
     int cap_float_of;
+    mera_quant_ranges ranges;
     mera_error *err;
 } quant_ctx;
 
@@ -411,6 +412,11 @@ static mera_status act_qparams(const quant_ctx *c, int v, double *scale, int32_t
     if (st) {
         mera_error_prefix(c->err, "value '%s': ", mera_graph_value(c->q->g, v)->name);
         return st;
+    }
+    if (c->ranges == MERA_QUANT_RANGES_MINMAX) {
+        mera_observer_minmax(o, &lo, &hi);
+        lo = lo < 0.0f ? lo : 0.0f;
+        hi = hi > 0.0f ? hi : 0.0f;
     }
     const mera_observer_config *oc = &c->q->cfg.activations;
     mera_qparams_from_range(lo, hi, oc->qmin, oc->qmax, MERA_QUANT_MIN_SCALE, scale, zp);
@@ -673,6 +679,12 @@ static mera_status quant_node(quant_ctx *c, const use_info *u, int n, char *fuse
 
 mera_graph *mera_quantizer_quantize(const mera_quantizer *q, int **float_of, mera_error *err)
 {
+    return mera_quantizer_quantize_ranges(q, MERA_QUANT_RANGES_OBSERVER, float_of, err);
+}
+
+mera_graph *mera_quantizer_quantize_ranges(const mera_quantizer *q, mera_quant_ranges ranges, int **float_of,
+                                           mera_error *err)
+{
     if (float_of)
         *float_of = NULL;
     if (!q->batches) {
@@ -681,7 +693,7 @@ mera_graph *mera_quantizer_quantize(const mera_quantizer *q, int **float_of, mer
     }
     const mera_graph *g = q->g;
     int nv = mera_graph_num_values(g), nn = mera_graph_num_nodes(g);
-    quant_ctx c = {q, mera_graph_new(mera_graph_name(g)), malloc((size_t)nv * sizeof(int)), NULL, 0, err};
+    quant_ctx c = {q, mera_graph_new(mera_graph_name(g)), malloc((size_t)nv * sizeof(int)), NULL, 0, ranges, err};
     char *fused = calloc((size_t)nn + 1, 1);
     use_info u = {0};
     if (!c.dst || !c.qv || !fused) {
