@@ -235,3 +235,16 @@ def test_float_convs_are_left_to_the_host():
     sim_rt = run(mod, "Simulator")
     np.testing.assert_array_equal(sim_rt(xv)[0], run(mod, "Interpreter")(xv)[0])
     assert not any(e["on_dna"] for e in sim_rt.partition_report() if e["op"] == "conv2d")
+
+
+def test_dilated_conv_whose_taps_all_read_data_stays_on_the_host_with_its_reason():
+    """DeepLabV3's dilation-24 ASPP conv on a 33x33 map (a 520x520 input): every tap reads data for some
+    output, so nothing is trimmed, and its 49x49-pixel window of 960 channels does not fit ACT. It stays on
+    the host, the report says why, and the bytes are fbgemm's."""
+    p = dict(kind="aspp", c=960, o=8, g=1, k=(3, 3), stride=(1, 1), pad=[24, 24, 24, 24], dil=(24, 24), h=33, w=33)
+    d = draw(np.random.default_rng(1305), p)
+    rt = run(module(p, d, ROUNDINGS[0]), "Simulator")
+    np.testing.assert_array_equal(rt(nhwc(d["xq"]))[0], nhwc(torch_ref(p, d)))
+    conv = [e for e in rt.partition_report() if e["op"] == "conv2d"]
+    assert len(conv) == 1 and not conv[0]["on_dna"], conv
+    assert "dilation 24x24" in conv[0]["reason"] and "49x49 input pixels" in conv[0]["reason"], conv
