@@ -116,7 +116,7 @@ static int applies(const mera_graph *g, const mera_node *node, axis_trim *th, ax
 }
 
 static int slice(mera_rewriter *rw, const mera_node *node, int v, int axis, int64_t begin, int64_t end,
-                 int64_t size)
+                 int64_t size, const char *what)
 {
     if (begin == 0 && end == size)
         return v;
@@ -130,7 +130,7 @@ static int slice(mera_rewriter *rw, const mera_node *node, int v, int axis, int6
         at[i].i = vals[i];
     }
     char base[512];
-    snprintf(base, sizeof base, "%.400s.%s", node->name, axis == 1 || axis == 2 ? "rows" : "cols");
+    snprintf(base, sizeof base, "%.400s.%s", node->name, what);
     return mera_rewriter_add(rw, MERA_OP_SLICE, base, &v, 1, at, 3, node->source);
 }
 
@@ -176,8 +176,8 @@ static int trim_one(mera_rewriter *rw, int n, const axis_trim *th, const axis_tr
     if (x < 0 || (node->n_inputs > 2 && node->inputs[2] >= 0 && b < 0))
         return -1;
     int ah = nhwc ? 1 : 2;
-    if ((x = slice(rw, node, x, ah, th->begin, th->end, xt->shape[ah])) < 0 ||
-        (x = slice(rw, node, x, ah + 1, tw->begin, tw->end, xt->shape[ah + 1])) < 0)
+    if ((x = slice(rw, node, x, ah, th->begin, th->end, xt->shape[ah], "rows")) < 0 ||
+        (x = slice(rw, node, x, ah + 1, tw->begin, tw->end, xt->shape[ah + 1], "cols")) < 0)
         return -1;
 
     /* the node's attributes with the new padding, dilation, saturation */
