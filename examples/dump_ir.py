@@ -5,8 +5,9 @@
 # Quantizes a zoo model (seeded random weights, fbgemm PTQ), traces it, imports it with
 # layout="NCHW", compiles it for the Simulator on DNA-F100 with build_config(dump_ir=folder)
 # and lists what was written: NN-<stage>.ir after each graph stage (input, fold_bn,
-# fold_const, layout, dce), NN-partition.txt, NN-schedule.txt and NN-program.txt (the DNA
-# program disassembled). docs/architecture.md shows excerpts of this output.
+# fold_const, layout, subpixel, trim_taps, dce), NN-partition.txt, NN-schedule.txt and
+# NN-program.txt (the DNA program disassembled). docs/architecture.md shows excerpts of
+# this output.
 import os
 import sys
 

@@ -2,8 +2,8 @@
 
 Covers add, mul, the tabulated activations (leaky_relu, hardswish,
 hardsigmoid, sigmoid), quantize, dequantize, requantize, max_pool2d,
-avg_pool2d, adaptive_avg_pool2d, concat and upsample
-(csrc/kernels/fast/elementwise_q.c, pool_q.c, concat_q.c, upsample_q.c),
+avg_pool2d, adaptive_avg_pool2d, mean, concat and upsample
+(csrc/kernels/fast/elementwise_q.c, pool_q.c, mean_q.c, concat_q.c, upsample_q.c),
 each under both rounding modes (zero point before and after rounding). Every case is compiled with
 ``MERA_REFERENCE_KERNELS=1`` and once per fast path this CPU can run
 (AVX-512, AVX2, portable C), each run with 1, 2 and 7 worker threads;
@@ -277,7 +277,7 @@ def test_fast_kernels_serve_both_roundings():
     for op, quantized in [("add", True), ("mul", True), ("leaky_relu", True), ("hardswish", True),
                           ("hardsigmoid", True), ("sigmoid", True), ("quantize", False), ("dequantize", True),
                           ("requantize", True), ("max_pool2d", True), ("avg_pool2d", True),
-                          ("adaptive_avg_pool2d", True), ("upsample", True), ("concat", True)]:
+                          ("adaptive_avg_pool2d", True), ("upsample", True), ("concat", True), ("mean", True)]:
         for r in ROUNDINGS:
             assert _core.kernel_name(op, quantized, r) != "ref", (op, r)
 
@@ -341,3 +341,62 @@ def test_upsample_fast_equals_reference(monkeypatch):
                        [(rand_q(rng, shape, dt), (s, z), "NHWC" if nhwc else None)],
                        f"{shape} {attrs}", rounding=ROUNDINGS[i // 4 % 2])
     tally.done(24 * MORE * len(THREADS))
+
+
+def test_mean_fast_equals_reference(monkeypatch):
+    """The global spatial mean (ShuffleNet's x.mean([2, 3])): NHWC and NCHW data held channels-last or
+    contiguous in PyTorch (the float cascade_sum path and the integer inner-dim path), the same or other
+    output parameters, keepdims, axes in any order and negative, channel counts around the 4- and 32-column
+    blocks of cascade_sum, maps large enough for its cascade levels; and means over other axes, which the
+    fast kernel leaves to the reference."""
+    rng = np.random.default_rng(180)
+    tally = Tally("mean")
+    for i in range(30 * MORE):
+        dt = str(rng.choice(["uint8", "int8"]))
+        n, c = int(rng.integers(1, 4)), int(rng.choice([1, 2, 3, 4, 5, 7, 8, 9, 31, 32, 33, 65, 100, 1024]))
+        h, w = [int(v) for v in rng.integers(1, 12, size=2)]
+        if i % 5 == 0:  # cascade levels: 16 rows a step, 4 levels
+            h, w = int(rng.integers(16, 80)), int(rng.integers(16, 80))
+            c = int(rng.choice([3, 8, 40]))
+        nhwc = i % 2 == 0
+        mf = str(rng.choice(["auto", "contiguous", "channels_last"]))
+        s, z = rand_qparams(rng, dt)
+        z |= 1  # odd zero points: the two roundings differ on ties
+        so, zo = (s, z) if i % 3 else rand_qparams(rng, dt)
+        spatial = [1, 2] if nhwc else [2, 3]
+        if i % 7 == 6:  # not a spatial mean: the reference's other geometries
+            axes = [int(v) for v in rng.choice(4, size=int(rng.integers(1, 4)), replace=False)]
+        else:
+            axes = [a - 4 if rng.random() < 0.3 else a for a in spatial[::int(rng.choice([1, -1]))]]
+        shape = (n, h, w, c) if nhwc else (n, c, h, w)
+        attrs = dict(axes=axes, keepdims=int(rng.random() < 0.5), torch_memory_format=mf, out_scale=so,
+                     out_zero_point=zo)
+        run_everywhere(monkeypatch, tally, lambda b, v: b.op("mean", v[0], **attrs),
+                       [(rand_q(rng, shape, dt), (s, z), "NHWC" if nhwc else None)],
+                       f"{shape} {attrs} {dt}", rounding=ROUNDINGS[i // 2 % 2])
+    tally.done(30 * MORE * len(THREADS))
+
+
+def test_mean_fast_sums_in_pytorch_order(monkeypatch):
+    """Ties decided by the float sum's last bit: scale 0.1 (no dequantized value is exact) and every
+    channel's integer sum an odd multiple of half the pixel count, so each exact mean lies halfway between
+    two output levels and the order of the float additions decides each byte. C = 40 and 5 give whole
+    column blocks (multi_row_sum) and the rest (row_sum): summing any column in the other order shows."""
+    rng = np.random.default_rng(181)
+    tally = Tally("mean ties")
+    for i, (c, nhwc) in enumerate([(40, True), (40, False), (5, True), (13, False), (100, True), (37, True)]):
+        h, w = [(4, 6), (8, 8), (6, 11), (16, 20), (5, 9), (7, 7)][i]
+        hw = h * w
+        q = rng.integers(60, 200, size=(2, hw, c))
+        for n in range(2):  # make each channel's sum of (q - z) an odd multiple of hw / 2
+            for k in range(c):
+                want = (q[n, :, k].sum() // hw) * hw + hw // 2 if hw % 2 == 0 else q[n, :, k].sum()
+                q[n, 0, k] += want - q[n, :, k].sum()
+        q = np.clip(q, 0, 255).astype(np.uint8).reshape(2, h, w, c)
+        data = q if nhwc else np.ascontiguousarray(q.transpose(0, 3, 1, 2))
+        attrs = dict(axes=[1, 2] if nhwc else [2, 3], keepdims=1, torch_memory_format="channels_last",
+                     out_scale=0.1, out_zero_point=0)
+        run_everywhere(monkeypatch, tally, lambda b, v: b.op("mean", v[0], **attrs),
+                       [(data, (0.1, 0), "NHWC" if nhwc else None)], f"{data.shape} {attrs}",
+                       rounding=ROUNDINGS[i % 2])
+    tally.done(6 * len(THREADS))

@@ -194,6 +194,24 @@ def test_simulator_matches_interpreter_hw(name, layout, arch):
     assert sim.timing()["total_us"] > 0 and 0 < sim.layer_report().mac_utilization <= 1
 
 
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_deeplabv3_aspp_runs_on_the_dna(layout):
+    """The ASPP's 3x3 convs with dilation 12, 24, 36 on the 8x8 map read data only through their centre tap
+    (passes/trim_taps.c): on the Simulator they are 1x1 convs on the DNA, every conv is, and the bytes are
+    fbgemm's."""
+    z = built("deeplabv3_mobilenet_v3_large")
+    x = to_layout(z.inputs[0], layout)
+    sim = compile_traced(z.traced, x.shape, layout, "Simulator", arch=100)
+    np.testing.assert_array_equal(from_layout(sim(x)[0], layout), z.y_traced[:1].numpy())
+    rep = sim.partition_report()
+    aspp = [e for e in rep if e["node"] in ("classifier.0.convs.1.0", "classifier.0.convs.2.0",
+                                             "classifier.0.convs.3.0")]
+    assert len(aspp) == 3 and all(e["on_dna"] and e["op"] == "conv2d" for e in aspp), aspp
+    assert all(e["on_dna"] for e in rep if e["op"] == "conv2d"), [e for e in rep if not e["on_dna"]]
+    macs = {e["node"]: e["macs"] for e in sim.timing()["layers"]}
+    assert macs["classifier.0.convs.1.0"] == 8 * 8 * 960 * 256  # one tap
+
+
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("name", SEGMENTERS)
 def test_float_segmenter_matches_torch_on_interpreter(name, layout):

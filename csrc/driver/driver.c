@@ -258,6 +258,7 @@ static const pass_step passes[] = {
     {MERA_STAGE_FOLD_CONST, mera_pass_fold_const, 0},
     {MERA_STAGE_LAYOUT, mera_pass_layout_nhwc, 1},
     {MERA_STAGE_SUBPIXEL, mera_pass_subpixel, 1},
+    {MERA_STAGE_TRIM_TAPS, mera_pass_trim_taps, 1},
     {MERA_STAGE_DCE, mera_pass_dce, 0},
 };
 

@@ -36,6 +36,7 @@ typedef struct {
     X(FOLD_CONST, fold_const, "constant subgraphs evaluated")                   \
     X(LAYOUT, layout, "NCHW converted to NHWC (DNA targets)")                   \
     X(SUBPIXEL, subpixel, "transposed convs as sub-pixel convs (DNA targets)")  \
+    X(TRIM_TAPS, trim_taps, "conv taps that read only padding removed (DNA targets)") \
     X(DCE, dce, "dead nodes removed")                                           \
     X(PARTITION, partition, "which nodes run on the DNA, which on the host")    \
     X(SCHEDULE, schedule, "the DNA program: segments, layers, DRAM plan")        \

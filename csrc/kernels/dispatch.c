@@ -78,7 +78,7 @@ typedef enum {
     FAST_CONV,        /* conv2d, dense (qconv.h, fconv.h) */
     FAST_ELEMENTWISE, /* add, mul, the tabulated activations (elementwise_q.c), concat, upsample */
     FAST_CONVERT,     /* quantize, dequantize, requantize (elementwise_q.c) */
-    FAST_POOL,        /* max_pool2d, avg_pool2d, adaptive_avg_pool2d (pool_q.c) */
+    FAST_POOL,        /* max_pool2d, avg_pool2d, adaptive_avg_pool2d (pool_q.c), mean (mean_q.c) */
 } fast_family;
 
 typedef struct {
@@ -188,8 +188,10 @@ static const fast_kernel fast_table[MERA_OP_COUNT][MERA_NUMERICS_COUNT][FAST_MAX
     [MERA_OP_AVG_POOL2D][MERA_NUMERICS_QUANT]  = FAST_EW(fast_avg_pool2d_q, FAST_POOL, ROUNDINGS_EW),
     [MERA_OP_ADAPTIVE_AVG_POOL2D][MERA_NUMERICS_QUANT] =
         {{{fast_adaptive_avg_pool2d_q, NULL, NULL, "c", NULL}, any_cpu, FAST_POOL, ROUNDINGS_EW}},
+    [MERA_OP_MEAN][MERA_NUMERICS_QUANT] = {{{fast_mean_q, NULL, NULL, "c", NULL}, any_cpu, FAST_POOL, ROUNDINGS_EW}},
     [MERA_OP_UPSAMPLE][MERA_NUMERICS_QUANT] =
-        {{{fast_upsample_q, NULL, NULL, "c", NULL}, any_cpu, FAST_ELEMENTWISE, ROUNDINGS_EW}},
+        {{{fast_upsample_q, fast_upsample_q_prepare, fast_upsample_q_release, "c", NULL}, any_cpu, FAST_ELEMENTWISE,
+          ROUNDINGS_EW}},
     [MERA_OP_CONCAT][MERA_NUMERICS_QUANT]      = {{{fast_concat_q, fast_concat_q_prepare, fast_ew_release, "table", NULL},
                                                    any_cpu, FAST_ELEMENTWISE, ROUNDINGS_EW}},
 };

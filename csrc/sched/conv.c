@@ -239,6 +239,15 @@ int sched_conv_plan(const sched_ctx *c, sched_plan *pl, char *reason, size_t rea
         return 1;
     }
     footprint f = tile_footprint(g, 1, 1, nbk ? blocks[nbk - 1] : g->oc);
+    if ((g->dh > 1 || g->dw > 1) && 2 * (f.in + f.out) > c->act_bytes) {
+        /* taps that read only padding are gone already (passes/trim_taps.c) */
+        snprintf(reason, reason_len,
+                 "does not fit: dilation %lldx%lld spreads one output pixel's window over %lldx%lld input pixels, "
+                 "%lld B (x2) with its output; ACT holds %lld B",
+                 (long long)g->dh, (long long)g->dw, (long long)in_rows(g, 1), (long long)in_cols(g, 1),
+                 (long long)(f.in + f.out), (long long)c->act_bytes);
+        return 0;
+    }
     snprintf(reason, reason_len,
              "does not fit: one output pixel needs %lld B of activations (x2), %lld B of accumulators, %lld B of "
              "weights (x2); buffers are %lld / %lld / %lld B",

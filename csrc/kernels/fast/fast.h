@@ -78,8 +78,13 @@ mera_status fast_sigmoid_q(const mera_kernel_args *a, mera_error *err);
 mera_status fast_act_q_prepare(const mera_kernel_args *a, void **state, mera_error *err);
 /* pool_q.c: NHWC adaptive average pooling in plain C, every CPU. */
 mera_status fast_adaptive_avg_pool2d_q(const mera_kernel_args *a, mera_error *err);
-/* upsample_q.c: nearest and bilinear upsample of NHWC or NCHW data in plain C, every CPU. */
+/* upsample_q.c: nearest and bilinear upsample of NHWC or NCHW data in plain C, every CPU; prepare
+ * computes the source columns once (no allocation per run). */
 mera_status fast_upsample_q(const mera_kernel_args *a, mera_error *err);
+mera_status fast_upsample_q_prepare(const mera_kernel_args *a, void **state, mera_error *err);
+void fast_upsample_q_release(void *state);
+/* mean_q.c: the global spatial mean of NHWC or NCHW data in plain C, every CPU. */
+mera_status fast_mean_q(const mera_kernel_args *a, mera_error *err);
 /* concat_q.c: table lookups and copies, every CPU. */
 mera_status fast_concat_q(const mera_kernel_args *a, mera_error *err);
 mera_status fast_concat_q_prepare(const mera_kernel_args *a, void **state, mera_error *err); /* fast_ew_release */

@@ -1,7 +1,8 @@
 /* Fast quantized upsample (nearest and bilinear): byte for byte
  * ref_upsample_q, with the source index and weights of each output column
- * computed once per run instead of per element (ref/upsample.h holds the
- * formulas both use), whole pixels of channels copied where nearest keeps
+ * computed once when the graph is compiled instead of per element
+ * (prepare; ref/upsample.h holds the formulas both use), so a run allocates
+ * nothing, whole pixels of channels copied where nearest keeps
  * the parameters, a 256-byte table where it changes them, and output rows
  * split across the worker pool. NHWC and NCHW data, both of PyTorch's
  * kernels (channels-last or contiguous), both rounding modes. */
@@ -110,64 +111,140 @@ static void up_rows_nchw(void *ctx, int64_t r0, int64_t r1)
     }
 }
 
-mera_status fast_upsample_q(const mera_kernel_args *a, mera_error *err)
+/* The source columns of every output column: nearest's indices or
+ * bilinear's taps, for one geometry. Made by prepare, so a run allocates
+ * nothing; a run whose state is missing or was made for another geometry
+ * (a kernel called without prepare) makes its own. */
+typedef struct {
+    int64_t xw, yw;
+    int nearest, copy, align_corners, torch_cl;
+    float sw;
+    void *cols; /* int64_t[yw] (nearest) or lin_tap[yw] */
+} up_cols;
+
+/* Fills j (all but its columns) from the node and the types, and *sw with
+ * the horizontal scale; 0 when not torch's coordinate mode (the reference
+ * runs those). */
+static int up_setup(const mera_kernel_args *a, up_job *j, float *sw)
 {
     const mera_node *node = a->node;
     const mera_type *xt = a->in_types[0], *yt = a->out_types[0];
     if (!ref_is(node, "coordinate_mode", "torch")) /* ONNX Resize's coordinate modes: the reference */
-        return ref_upsample_q(a, err);
-    up_job j;
-    memset(&j, 0, sizeof j);
-    j.x = a->in[0];
-    j.y = a->out[0];
-    j.nhwc_data = ref_nhwc(node);
-    j.xd = ref_dims(xt, j.nhwc_data);
-    j.yd = ref_dims(yt, j.nhwc_data);
+        return 0;
+    memset(j, 0, sizeof *j);
+    j->x = a->in[0];
+    j->y = a->out[0];
+    j->nhwc_data = ref_nhwc(node);
+    j->xd = ref_dims(xt, j->nhwc_data);
+    j->yd = ref_dims(yt, j->nhwc_data);
     int bilinear = ref_is(node, "method", "bilinear");
-    j.align_corners = mera_attr_int(node, "align_corners") != 0;
+    j->align_corners = mera_attr_int(node, "align_corners") != 0;
     const mera_attr *scales = mera_node_attr(node, "scales");
     int same_q = xt->q.scale == yt->q.scale && ref_zp(xt) == ref_zp(yt) && xt->dtype == yt->dtype;
-    j.copy = j.xd.h == j.yd.h && j.xd.w == j.yd.w;
-    j.torch_cl = ref_torch_channels_last(&j.xd, ref_torch_cl(node, j.nhwc_data));
-    j.nearest = !bilinear || (j.copy && same_q && !j.torch_cl); /* as ref_upsample_q */
-    j.x_int8 = xt->dtype == MERA_DTYPE_INT8;
-    j.zx = ref_zp(xt);
-    j.zy = ref_zp(yt);
-    j.lo = q_lo(yt->dtype);
-    j.hi = q_hi(yt->dtype);
-    j.rs = (float)(yt->q.scale / xt->q.scale);
-    j.cvec = j.torch_cl ? j.yd.c / UP_QVEC_CH * UP_QVEC_CH : 0;
-    j.rounding = a->rounding;
-    j.sh = bilinear ? linear_scale(scales, 0, j.xd.h, j.yd.h, j.align_corners) : scales_value(scales, 0, j.xd.h, j.yd.h);
-    float sw = bilinear ? linear_scale(scales, 1, j.xd.w, j.yd.w, j.align_corners) : scales_value(scales, 1, j.xd.w, j.yd.w);
-    void *cols = malloc((size_t)j.yd.w * (j.nearest ? sizeof(int64_t) : sizeof(lin_tap)));
-    if (!cols)
-        return ref_upsample_q(a, err);
-    if (j.nearest) {
-        int64_t *iw = cols;
-        for (int64_t ow = 0; ow < j.yd.w; ow++)
-            iw[ow] = j.copy ? ow : nearest_source(ow, j.xd.w, sw);
-        j.iw = iw;
-        /* as ref_upsample_q: the byte itself, or requantized like quantize_val when the
-         * parameters change (not reachable from PyTorch) */
+    j->copy = j->xd.h == j->yd.h && j->xd.w == j->yd.w;
+    j->torch_cl = ref_torch_channels_last(&j->xd, ref_torch_cl(node, j->nhwc_data));
+    j->nearest = !bilinear || (j->copy && same_q && !j->torch_cl); /* as ref_upsample_q */
+    j->x_int8 = xt->dtype == MERA_DTYPE_INT8;
+    j->zx = ref_zp(xt);
+    j->zy = ref_zp(yt);
+    j->lo = q_lo(yt->dtype);
+    j->hi = q_hi(yt->dtype);
+    j->rs = (float)(yt->q.scale / xt->q.scale);
+    j->cvec = j->torch_cl ? j->yd.c / UP_QVEC_CH * UP_QVEC_CH : 0;
+    j->rounding = a->rounding;
+    j->sh = bilinear ? linear_scale(scales, 0, j->xd.h, j->yd.h, j->align_corners)
+                     : scales_value(scales, 0, j->xd.h, j->yd.h);
+    *sw = bilinear ? linear_scale(scales, 1, j->xd.w, j->yd.w, j->align_corners)
+                   : scales_value(scales, 1, j->xd.w, j->yd.w);
+    /* as ref_upsample_q: the byte itself, or requantized like quantize_val when the
+     * parameters change (not reachable from PyTorch) */
+    j->identity = same_q;
+    if (j->nearest)
         for (int b = 0; b < 256; b++) {
-            int32_t q = j.x_int8 ? (int8_t)b : b;
-            j.table[b] = (uint8_t)(same_q ? q
-                                          : quantize_val(dequant_val(q, ref_scale_f(xt), j.zx), ref_scale_f(yt), j.zy,
-                                                         j.lo, j.hi, a->rounding));
+            int32_t q = j->x_int8 ? (int8_t)b : b;
+            j->table[b] = (uint8_t)(same_q ? q
+                                           : quantize_val(dequant_val(q, ref_scale_f(xt), j->zx), ref_scale_f(yt),
+                                                          j->zy, j->lo, j->hi, a->rounding));
         }
-        j.identity = same_q;
-    } else {
-        lin_tap *tw = cols;
-        for (int64_t ow = 0; ow < j.yd.w; ow++)
-            tw[ow] = linear_tap(sw, ow, j.xd.w, j.align_corners, j.torch_cl);
-        j.tw = tw;
+    return 1;
+}
+
+static int up_cols_fit(const up_cols *c, const up_job *j, float sw)
+{
+    return c && c->xw == j->xd.w && c->yw == j->yd.w && c->nearest == j->nearest && c->copy == j->copy &&
+           c->align_corners == j->align_corners && c->torch_cl == j->torch_cl && c->sw == sw;
+}
+
+/* NULL when out of memory */
+static up_cols *up_cols_new(const up_job *j, float sw)
+{
+    up_cols *c = malloc(sizeof *c);
+    if (!c)
+        return NULL;
+    c->xw = j->xd.w;
+    c->yw = j->yd.w;
+    c->nearest = j->nearest;
+    c->copy = j->copy;
+    c->align_corners = j->align_corners;
+    c->torch_cl = j->torch_cl;
+    c->sw = sw;
+    c->cols = malloc((size_t)(c->yw > 0 ? c->yw : 1) * (j->nearest ? sizeof(int64_t) : sizeof(lin_tap)));
+    if (!c->cols) {
+        free(c);
+        return NULL;
     }
+    if (j->nearest) {
+        int64_t *iw = c->cols;
+        for (int64_t ow = 0; ow < c->yw; ow++)
+            iw[ow] = j->copy ? ow : nearest_source(ow, c->xw, sw);
+    } else {
+        lin_tap *tw = c->cols;
+        for (int64_t ow = 0; ow < c->yw; ow++)
+            tw[ow] = linear_tap(sw, ow, c->xw, j->align_corners, j->torch_cl);
+    }
+    return c;
+}
+
+void fast_upsample_q_release(void *state)
+{
+    up_cols *c = state;
+    if (c)
+        free(c->cols);
+    free(c);
+}
+
+mera_status fast_upsample_q_prepare(const mera_kernel_args *a, void **state, mera_error *err)
+{
+    up_job j;
+    float sw;
+    *state = NULL;
+    if (!up_setup(a, &j, &sw))
+        return MERA_OK;
+    if (!(*state = up_cols_new(&j, sw)))
+        return mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+    return MERA_OK;
+}
+
+mera_status fast_upsample_q(const mera_kernel_args *a, mera_error *err)
+{
+    up_job j;
+    float sw;
+    if (!up_setup(a, &j, &sw))
+        return ref_upsample_q(a, err);
+    const up_cols *c = a->state, *own = NULL;
+    if (!up_cols_fit(c, &j, sw)) {
+        if (!(c = own = up_cols_new(&j, sw)))
+            return ref_upsample_q(a, err);
+    }
+    if (j.nearest)
+        j.iw = c->cols;
+    else
+        j.tw = c->cols;
     int64_t per_row = j.yd.w * (j.nhwc_data ? j.yd.c : 1);
     if (j.nhwc_data)
         mera_parallel_for(a->threads, j.yd.n * j.yd.h, 1 + 32768 / (per_row + 1), up_rows_nhwc, &j);
     else
         mera_parallel_for(a->threads, j.yd.n * j.yd.c * j.yd.h, 1 + 32768 / (per_row + 1), up_rows_nchw, &j);
-    free(cols);
+    fast_upsample_q_release((void *)own);
     return MERA_OK;
 }
