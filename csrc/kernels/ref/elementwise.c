@@ -14,7 +14,6 @@
  * scalar body uses dequantize_val and quantize_val. To be bit-exact the
  * kernels below work out, for each element, which body PyTorch runs it
  * through (ref_ti_row_len). */
-#include <math.h>
 #include <string.h>
 
 #include "kernels/ref/qmath.h"
@@ -489,27 +488,6 @@ REF_KERNEL(ref_hardswish_f32) { (void)err; return act_f32(a, ACT_HARDSWISH, 0.0f
 REF_KERNEL(ref_hardswish_q) { (void)err; return act_q(a); }
 REF_KERNEL(ref_hardsigmoid_f32) { (void)err; return act_f32(a, ACT_HARDSIGMOID, 0.0f); }
 REF_KERNEL(ref_hardsigmoid_q) { (void)err; return act_q(a); }
-/* onnxruntime's Sigmoid: MlasLogisticKernelFma3, the x86-64 kernel of MlasComputeLogistic (Eigen's rational
- * approximation). x clamped to [-18, 18]; p = x (a1 + x2 (a3 + x2 (a5 + x2 (a7 + x2 a9)))) and
- * q = b0 + x2 (b2 + ... + x2 b10), each step one FMA; p / q + 0.5, then max with 0. */
-static float sigmoid_mlas(float x)
-{
-    float v = x < -18.0f ? -18.0f : x; /* vmaxps(lower, x), vminps(upper, x): a NaN x passes through */
-    v = v > 18.0f ? 18.0f : v;
-    float x2 = v * v;
-    float p = fmaf(x2, 4.37031012579801e-11f, 1.15627324459942e-07f);
-    p = fmaf(x2, p, 6.08574864600143e-05f);
-    p = fmaf(x2, p, 8.51377133304701e-03f);
-    p = fmaf(x2, p, 2.48287947061529e-01f);
-    float q = fmaf(x2, 6.10247389755681e-13f, 5.76102136993427e-09f);
-    q = fmaf(x2, q, 6.29106785017040e-06f);
-    q = fmaf(x2, q, 1.70198817374094e-03f);
-    q = fmaf(x2, q, 1.16817656904453e-01f);
-    q = fmaf(x2, q, 9.93151921023180e-01f);
-    float r = (v * p) / q + 0.5f;
-    return 0.0f > r ? 0.0f : r; /* vmaxps(0, r): NaN stays NaN */
-}
-
 REF_KERNEL(ref_sigmoid_f32)
 {
     (void)err;
@@ -519,7 +497,7 @@ REF_KERNEL(ref_sigmoid_f32)
     const float *x = a->in[0];
     float *y = a->out[0];
     for (int64_t i = 0; i < n; i++)
-        y[i] = sigmoid_mlas(x[i]);
+        y[i] = ref_mlas_logistic(x[i]);
     return MERA_OK;
 }
 REF_KERNEL(ref_sigmoid_q) { (void)err; return act_q(a); }

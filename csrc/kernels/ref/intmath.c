@@ -411,11 +411,11 @@ REF_KERNEL(ref_dynamic_quantize_lstm)
                 if (bias)
                     for (int64_t j = 0; j < G; j++)
                         gb[j] += bias[d * 2 * G + j] + bias[d * 2 * G + G + j];
-                for (int64_t k = 0; k < H; k++) {
-                    float ig = sigmoidf_(gb[k]), og = sigmoidf_(gb[H + k]), fg = sigmoidf_(gb[2 * H + k]);
-                    float cc = tanhf(gb[3 * H + k]);
-                    c[b * H + k] = fg * c[b * H + k] + ig * cc;
-                    h[b * H + k] = og * tanhf(c[b * H + k]);
+                for (int64_t k = 0; k < H; k++) { /* onnxruntime's activations: its own op, its numerics */
+                    float ig = ref_mlas_logistic(gb[k]), og = ref_mlas_logistic(gb[H + k]);
+                    float fg = ref_mlas_logistic(gb[2 * H + k]), cc = ref_mlas_tanh(gb[3 * H + k]);
+                    c[b * H + k] = c[b * H + k] * fg + ig * cc;
+                    h[b * H + k] = ref_mlas_tanh(c[b * H + k]) * og;
                     y[((t * dirs + d) * B + b) * H + k] = h[b * H + k];
                 }
             }
