@@ -216,3 +216,20 @@ def test_unsupported_integer_forms_raise(case):
     m = model(nodes, [("x", x.shape)], [("y", TensorProto.UNDEFINED)], inits)
     with pytest.raises(mera.UnsupportedError):
         from_onnx(m, layout="NCHW")
+
+
+@pytest.mark.parametrize("target", ["Simulator", "IP"])
+def test_old_quantize_dynamic_conv_stack_on_the_dna_targets(target):
+    """floor, cast and int_arith fall back to the host on the DNA targets and in the deployed runtime."""
+    rng = np.random.default_rng(7)
+    nodes, inits = [], []
+    for i, (ci, co) in enumerate([(1, 8), (8, 6)]):
+        blk, ini = _old_dynamic_conv_block(rng, ci, co, 3, 1, f"l{i}")
+        nodes += [helper.make_node("Identity", ["x" if i == 0 else "l0_out"], [f"l{i}_in"])] + blk
+        inits += ini
+    m = model(nodes, [("x", (1, 1, 9, 11))], [("l1_out", TensorProto.FLOAT)], inits, opset=13)
+    x = rng.uniform(-1, 1, (1, 1, 9, 11)).astype(np.float32)
+    ref, = ort_run(m, {"x": x})
+    mod, params = from_onnx(m, layout="NCHW")
+    out = np.asarray(mera.compile(mod, params, target=target)(x)[0])
+    assert same_bits(out, ref), np.abs(out - ref).max()
