@@ -233,3 +233,29 @@ def test_old_quantize_dynamic_conv_stack_on_the_dna_targets(target):
     mod, params = from_onnx(m, layout="NCHW")
     out = np.asarray(mera.compile(mod, params, target=target)(x)[0])
     assert same_bits(out, ref), np.abs(out - ref).max()
+
+
+def test_old_quantize_dynamic_conv_stack_through_mera_quantizer():
+    """mera.Quantizer keeps the integer ops float-side on the host (their plain integers stay as they are):
+    the int8 model is close to the float one, and the Simulator gives InterpreterHw's bytes."""
+    rng = np.random.default_rng(11)
+    nodes, inits = [], []
+    for i, (ci, co) in enumerate([(1, 8), (8, 8)]):
+        blk, ini = _old_dynamic_conv_block(rng, ci, co, 3, 1, f"l{i}")
+        nodes += [helper.make_node("Identity", ["x" if i == 0 else "l0_out"], [f"l{i}_in"])] + blk
+        inits += ini
+    m = model(nodes, [("x", (1, 1, 12, 12))], [("l1_out", TensorProto.FLOAT)], inits, opset=13)
+    xs = [rng.uniform(-1, 1, (1, 1, 12, 12)).astype(np.float32) for _ in range(6)]
+    mod, params = from_onnx(m, layout="NCHW")
+    q = mera.Quantizer((mod, params), layout="NCHW")
+    q.calibrate(xs[:4])
+    qmod, qparams = q.quantize()
+    hw = mera.compile(qmod, qparams, target="InterpreterHw")
+    with mera.build_config(target="Simulator", arch=100):
+        sim = mera.compile(qmod, qparams)
+    for x in xs[4:]:
+        ref, = ort_run(m, {"x": x})
+        out = np.asarray(hw(x)[0])
+        assert np.array_equal(np.asarray(sim(x)[0]), out)
+        psnr = 10 * np.log10(np.abs(ref).max() ** 2 / np.mean((out.astype(np.float64) - ref) ** 2))
+        assert psnr > 20, psnr

@@ -578,8 +578,8 @@ def _cast_runtime(ctx: Context, node, a, x):
 CONVERTERS["Cast"] = _cast_runtime
 
 
-
 def _rounding(op: str):
+    """Floor, Ceil, Round of a run-time float32 tensor (Round: halves to even)."""
     def conv(ctx, node, a, x):
         t = ctx.tensor(x)
         if t.value.dtype != "float32" or t.value.qparams is not None:
@@ -590,6 +590,7 @@ def _rounding(op: str):
 
 for _onnx_op, _mera_op in (("Floor", "floor"), ("Ceil", "ceil"), ("Round", "round")):
     CONVERTERS[_onnx_op] = _rounding(_mera_op)
+
 
 _INT_DTYPES = {"int32": np.int32, "int64": np.int64}
 
