@@ -259,3 +259,41 @@ def test_old_quantize_dynamic_conv_stack_through_mera_quantizer():
         assert np.array_equal(np.asarray(sim(x)[0]), out)
         psnr = 10 * np.log10(np.abs(ref).max() ** 2 / np.mean((out.astype(np.float64) - ref) ** 2))
         assert psnr > 20, psnr
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_quantize_linear_with_run_time_parameters(seed):
+    """QuantizeLinear whose scale and zero point are computed in the graph (ReduceMin/ReduceMax, Sub, Div, Round,
+    Clip, Cast, as the oldest quantize_dynamic writes them), feeding a ConvInteger: onnxruntime's bytes."""
+    rng = np.random.default_rng(50 + seed)
+    c, h, w = int(rng.integers(1, 5)), int(rng.integers(4, 12)), int(rng.integers(4, 12))
+    wt = rng.integers(-127, 128, (3, c, 3, 3)).astype(np.int8)
+    inits = [("w", wt), ("zero", np.array(0.0, np.float32)), ("qmax", np.array(255.0, np.float32)),
+             ("w_zp", np.array(0, np.int8))]
+    nodes = [
+        helper.make_node("ReduceMin", ["x"], ["mn0"], keepdims=0),
+        helper.make_node("ReduceMax", ["x"], ["mx0"], keepdims=0),
+        helper.make_node("Min", ["mn0", "zero"], ["mn"]),
+        helper.make_node("Max", ["mx0", "zero"], ["mx"]),
+        helper.make_node("Sub", ["mx", "mn"], ["rng"]),
+        helper.make_node("Div", ["rng", "qmax"], ["scale"]),
+        helper.make_node("Div", ["mn", "scale"], ["mn_s"]),
+        helper.make_node("Sub", ["zero", "mn_s"], ["zpf"]),
+        helper.make_node("Round", ["zpf"], ["zpr"]),
+        helper.make_node("Clip", ["zpr", "zero", "qmax"], ["zpc"]),
+        helper.make_node("Cast", ["zpc"], ["zp"], to=TensorProto.UINT8),
+        helper.make_node("QuantizeLinear", ["x", "scale", "zp"], ["xq"]),
+        helper.make_node("ConvInteger", ["xq", "w", "zp", "w_zp"], ["acc"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Cast", ["acc"], ["y"], to=TensorProto.FLOAT),
+    ]
+    m = model(nodes, [("x", (1, c, h, w))], [("xq", TensorProto.UINT8), ("y", TensorProto.FLOAT),
+                                             ("scale", TensorProto.FLOAT), ("zp", TensorProto.UINT8)], inits, opset=13)
+    for i in range(3):
+        x = rng.normal(0.3 * i, 1 + i, (1, c, h, w)).astype(np.float32)
+        if i == 2:
+            x = np.abs(x)  # one-signed data: the zero point clamps
+        ref = ort_run(m, {"x": x})
+        for t in TARGETS:
+            out = run_mera(m, {"x": x}, t)
+            # the scale and zero point are one-element values (mera gives the reduction's 0-d result as [1])
+            assert all(same_bits(o.reshape(r.shape), r) for o, r in zip(out, ref)), (t, i)

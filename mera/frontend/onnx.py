@@ -953,9 +953,12 @@ def _pow(ctx, node, a, x, y):
 
 @converts("Div")
 def _div(ctx, node, a, x, y):
-    if isinstance(y, np.ndarray):
+    scalar = isinstance(x, Tensor) and int(np.prod(x.shape)) == 1
+    if isinstance(y, np.ndarray) and not scalar:
         # by a constant: a mul by the reciprocal, which the DNA runs (within 1 ulp of the division)
         return _binary(ctx, "mul", x, (1.0 / y.astype(np.float64)).astype(np.float32))
+    # two run-time tensors, or a one-element dividend (a quantization scale computed in the graph, which
+    # must be onnxruntime's to the bit): the host's float div
     return _binary(ctx, "div", x, y)
 
 
