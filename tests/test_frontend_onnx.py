@@ -315,12 +315,32 @@ CLAIMED = {
                      "test_reduce_log_sum_negative_axes"],
     # every ReduceLogSumExp node test is float64: tests/test_onnx_reduce.py runs it in float32
     "ReduceLogSumExp": [],
+    "Floor": ["test_floor_example", "test_floor"],
+    "Ceil": ["test_ceil_example", "test_ceil"],
+    "Round": ["test_round"],
+    # every Cast node test reads or writes a type mera does not import (float16, double, bfloat16, float8,
+    # int4/int2): tests/test_onnx_int_ops.py runs Cast between float32, int32, int64, uint8 and int8
+    "Cast": [],
 }
 
 _INT_TYPES = "an integer input type: mera imports float32 models"
 _ND = "a 1-D or 3-D pooling: mera's pools are 2-D"
 _KEEP = "keep_aspect_ratio_policy other than stretch"
 _PAD_HALF = "padding larger than half the kernel: mera's pools reject it (as PyTorch does)"
+
+# Cast's node tests: each converts from or to float16, double, bfloat16, a float8, int4 or int2
+_CAST_NODE_TESTS = [f"test_cast_{t}" for t in (
+    "FLOAT_to_FLOAT16", "FLOAT_to_DOUBLE", "FLOAT16_to_FLOAT", "FLOAT16_to_DOUBLE", "DOUBLE_to_FLOAT",
+    "DOUBLE_to_FLOAT16", "FLOAT_to_BFLOAT16", "BFLOAT16_to_FLOAT",
+    *[f"{a}_to_{b}" for f8 in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ")
+      for a, b in (("FLOAT", f8), ("FLOAT16", f8), (f8, "FLOAT"), (f8, "FLOAT16"))],
+    *[f"{a}_to_{b}" for small, wide in (("UINT4", "UINT8"), ("INT4", "INT8"), ("UINT2", "UINT8"), ("INT2", "INT8"))
+      for a, b in (("FLOAT", small), ("FLOAT16", small), (small, "FLOAT"), (small, "FLOAT16"), (small, wide))],
+    "FLOAT4E2M1_to_FLOAT", "FLOAT4E2M1_to_FLOAT16", "FLOAT_to_FLOAT4E2M1", "FLOAT16_to_FLOAT4E2M1",
+    *[f"no_saturate_{a}_to_{f8}" for a in ("FLOAT", "FLOAT16")
+      for f8 in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ")],
+    "e8m0_FLOAT_to_FLOAT8E8M0", "e8m0_FLOAT16_to_FLOAT8E8M0", "e8m0_FLOAT8E8M0_to_FLOAT",
+    "e8m0_FLOAT8E8M0_to_FLOAT16")]
 
 # node test -> why it is left out; each must raise mera.UnsupportedError
 EXCLUDED = {
@@ -388,6 +408,8 @@ EXCLUDED = {
         "negative_axes_keepdims_random")},
     "test_resize_downsample_scales_linear_antialias": "antialias=1",
     "test_resize_downsample_sizes_linear_antialias": "antialias=1",
+    **{name: f"{name[10:].replace('no_saturate_', '').replace('e8m0_', '')}: mera casts float32, int32, int64, "
+       "uint8 and int8" for name in _CAST_NODE_TESTS},
 }
 
 # node-test modules of onnx.backend.test.case.node, one per claimed op
@@ -409,6 +431,7 @@ _CASE_MODULES = {
     "PRelu": "prelu", "Softplus": "softplus", "Mish": "mish", "InstanceNormalization": "instance_normalization",
     "GroupNormalization": "groupnormalization", "Gelu": "gelu", "Reciprocal": "reciprocal", "Neg": "neg",
     "LayerNormalization": "layernormalization", "Einsum": "einsum",
+    "Floor": "floor", "Ceil": "ceil", "Round": "round", "Cast": "cast",
 }
 
 # inputs (by position) that are weights or shape arguments: mera needs them constant,
@@ -608,7 +631,7 @@ def test_unsupported_ops_listed_together():
         helper.make_node("Relu", ["e1"], ["r"], name="relu"),
         helper.make_node("Sin", ["r"], ["e2"], name="sin_b"),
         helper.make_node("Reshape", ["e2", "shape"], ["seq"], name="to_seq"),
-        helper.make_node("Round", ["seq"], ["h"], name="round"),
+        helper.make_node("Asin", ["seq"], ["h"], name="asin"),
         helper.make_node("Slice", ["c", "zero", "eight", "three", "two"], ["hs"], name="slice_step2"),
         helper.make_node("Cos", ["hs"], ["t"], name="cos"),
     ]
@@ -622,9 +645,9 @@ def test_unsupported_ops_listed_together():
     with pytest.raises(mera.UnsupportedError) as ei:
         from_onnx(model)
     msg = str(ei.value)
-    for name in ("sin_a", "sin_b", "round", "slice_step2", "cos"):
+    for name in ("sin_a", "sin_b", "asin", "slice_step2", "cos"):
         assert f"'{name}'" in msg, msg
-    assert "Sin (2 nodes)" in msg and "Round (1 node)" in msg and "Cos (1 node)" in msg
+    assert "Sin (2 nodes)" in msg and "Asin (1 node)" in msg and "Cos (1 node)" in msg
     assert "Slice (1 node)" in msg and "steps [-1]" in msg
     assert "5 nodes of 4 op types" in msg
     assert "'relu'" not in msg and "'conv'" not in msg

@@ -247,7 +247,8 @@ class _CnnLstm(torch.nn.Module):
 def test_quantize_dynamic_cnn_lstm_vs_onnxruntime(bidirectional, weight_type, tmp_path):
     """quantize_dynamic writes com.microsoft DynamicQuantizeLSTM for an LSTM: X and each step's hidden state are
     quantized at run time. Batch 3 with onnxruntime on one thread: with more, onnxruntime quantizes the hidden state
-    per thread's block of batch rows (docs/frontends.md)."""
+    per thread's block of batch rows (docs/frontends.md). The gates use onnxruntime's MLAS logistic and tanh, so
+    every output is onnxruntime's, bit for bit."""
     for seed, (batch, threads) in enumerate([(1, 0), (3, 1)]):
         torch.manual_seed(seed)
         x = torch.randn(batch, 1, 16, int(np.random.default_rng(seed).integers(6, 20)))
@@ -258,8 +259,8 @@ def test_quantize_dynamic_cnn_lstm_vs_onnxruntime(bidirectional, weight_type, tm
             outs, mod = run_mera(q, [x.numpy()], layout)
             assert "dynamic_quantize_lstm" in [nd["op"] for nd in mod.nodes()]
             for o, e in zip(outs, ref):
-                assert o.shape == e.shape
-                np.testing.assert_allclose(o, e, rtol=1e-5, atol=1e-5 * np.abs(e).max(), err_msg=layout)
+                assert o.dtype == e.dtype and o.shape == e.shape
+                assert np.array_equal(o, e), (layout, seed, np.abs(o - e).max())
 
 
 def test_dynamic_quantize_lstm_refuses_what_it_does_not_support(tmp_path):
@@ -294,9 +295,9 @@ def test_integer_ops_refuse_what_they_do_not_support():
     with pytest.raises(mera.UnsupportedError, match="'mmi'.*b_zero_point of shape \\[2, 3\\]"):
         from_onnx(mm)
     cast = model_of([helper.make_node("MatMulInteger", ["a", "b"], ["i"]),
-                     helper.make_node("Cast", ["i"], ["y"], name="to_i64", to=TensorProto.INT64)],
-                    [vi("a", u8, [2, 4]), vi("b", u8, [4, 3])], [vi("y", TensorProto.INT64)])
-    with pytest.raises(mera.UnsupportedError, match="'to_i64'.*to INT64"):
+                     helper.make_node("Cast", ["i"], ["y"], name="to_f16", to=TensorProto.FLOAT16)],
+                    [vi("a", u8, [2, 4]), vi("b", u8, [4, 3])], [vi("y", TensorProto.FLOAT16)])
+    with pytest.raises(mera.UnsupportedError, match="'to_f16'.*to FLOAT16"):
         from_onnx(cast)
     # a quantized (QDQ) tensor is not a plain integer operand
     f = TensorProto.FLOAT

@@ -577,7 +577,14 @@ static const mera_attr_spec attrs_hardsigmoid[] = {TORCH_MEMORY_FORMAT_ATTR, QOU
 static mera_status infer_hardsigmoid(mera_infer_ctx *ctx) { return infer_unary_qout(ctx); }
 
 static const char *const inputs_sigmoid[] = {"data"};
-static const mera_attr_spec attrs_sigmoid[] = {TORCH_MEMORY_FORMAT_ATTR, QOUT_ATTRS, END_ATTRS};
+static const mera_attr_spec attrs_sigmoid[] = {
+    TORCH_MEMORY_FORMAT_ATTR,
+    {"float_form", MERA_ATTR_STRING, 0, 0, "torch|onnxruntime", "torch",
+     "the float32 kernel: PyTorch's (Sleef exp) or onnxruntime's (MLAS's rational approximation, FMA); "
+     "the quantized kernel is fbgemm's either way"},
+    QOUT_ATTRS,
+    END_ATTRS,
+};
 static mera_status infer_sigmoid(mera_infer_ctx *ctx) { return infer_unary_qout(ctx); }
 
 /* ---- pooling ----------------------------------------------------------- */
@@ -1395,23 +1402,65 @@ static mera_status infer_conv_integer(mera_infer_ctx *ctx)
     return MERA_OK;
 }
 
-/* cast: a plain int8/uint8/int32 or float32 tensor to float32 (exact: every int32 rounds to nearest). */
+/* cast (ONNX Cast): a plain float32/int8/uint8/int32/int64 tensor to another of these types. Float to integer
+ * truncates toward zero and saturates (NaN -> 0; ONNX leaves out-of-range values undefined), integer to integer
+ * wraps (two's complement, as onnxruntime's static_cast), integer to float32 rounds to nearest. */
 static const char *const inputs_cast[] = {"data"};
 static const mera_attr_spec attrs_cast[] = {
-    {"to", MERA_ATTR_STRING, 0, 0, "float32", "float32", "the output dtype"},
+    {"to", MERA_ATTR_STRING, 0, 0, "float32|int32|int64|uint8|int8", "float32", "the output dtype"},
     END_ATTRS,
 };
+static int plain_numeric(const mera_type *t)
+{
+    return t->q.kind == MERA_QUANT_NONE && t->dtype != MERA_DTYPE_BFLOAT16;
+}
 static mera_status infer_cast(mera_infer_ctx *ctx)
 {
     char d[160];
     const mera_type *t = ctx->in[0];
-    if (t->q.kind != MERA_QUANT_NONE || t->dtype == MERA_DTYPE_BFLOAT16)
-        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be a plain float32, int8, uint8 or int32 tensor, got %s%s",
+    if (!plain_numeric(t))
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be a plain float32, int8, uint8, int32 or int64 tensor, got %s%s",
                     in_desc(ctx, 0, d, sizeof d), mera_dtype_name(t->dtype),
                     t->q.kind != MERA_QUANT_NONE ? " with quantization parameters (dequantize it)" : "");
+    mera_dtype to;
+    if (mera_dtype_parse(attr_s(ctx, "to"), &to) != 0)
+        return FAIL(ctx, MERA_ERR_ATTR, "cast to '%s': not a dtype", attr_s(ctx, "to"));
     ctx->out[0] = *t;
-    ctx->out[0].dtype = MERA_DTYPE_FLOAT32;
+    ctx->out[0].dtype = to;
     return MERA_OK;
+}
+
+/* floor, ceil, round: float32 elementwise (round: halves to even) */
+static const char *const inputs_floor[] = {"data"};
+static const mera_attr_spec attrs_floor[] = {END_ATTRS};
+static mera_status infer_floor(mera_infer_ctx *ctx) { return infer_float_unary(ctx); }
+static const char *const inputs_ceil[] = {"data"};
+static const mera_attr_spec attrs_ceil[] = {END_ATTRS};
+static mera_status infer_ceil(mera_infer_ctx *ctx) { return infer_float_unary(ctx); }
+static const char *const inputs_round[] = {"data"};
+static const mera_attr_spec attrs_round[] = {END_ATTRS};
+static mera_status infer_round(mera_infer_ctx *ctx) { return infer_float_unary(ctx); }
+
+/* int_arith: lhs (+|-|*) rhs of two plain int32 tensors, or two int64 ones, numpy broadcasting; the result wraps */
+static const char *const inputs_int_arith[] = {"lhs", "rhs"};
+static const mera_attr_spec attrs_int_arith[] = {
+    {"kind", MERA_ATTR_STRING, 1, 0, "add|sub|mul", NULL, "the operation"},
+    END_ATTRS,
+};
+static mera_status infer_int_arith(mera_infer_ctx *ctx)
+{
+    char d[160];
+    for (int i = 0; i < 2; i++) {
+        const mera_type *t = ctx->in[i];
+        if (!plain_numeric(t) || (t->dtype != MERA_DTYPE_INT32 && t->dtype != MERA_DTYPE_INT64))
+            return FAIL(ctx, MERA_ERR_DTYPE, "%s must be a plain int32 or int64 tensor, got %s%s",
+                        in_desc(ctx, i, d, sizeof d), mera_dtype_name(t->dtype),
+                        t->q.kind != MERA_QUANT_NONE ? " with quantization parameters" : "");
+    }
+    if (ctx->in[0]->dtype != ctx->in[1]->dtype)
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s is %s but input 0 is %s", in_desc(ctx, 1, d, sizeof d),
+                    mera_dtype_name(ctx->in[1]->dtype), mera_dtype_name(ctx->in[0]->dtype));
+    return broadcast(ctx, &ctx->out[0]);
 }
 
 /* gru: ONNX's GRU with its default activations, all sequences full length.

@@ -354,9 +354,40 @@ def _quantize_linear(ctx: Context, node, a, x, scale, zp=None):
     t = ctx.tensor(x)
     if t.value.qparams is not None:
         raise UnsupportedError(f"QuantizeLinear of a {t.value.dtype} tensor")
+    if isinstance(scale, Tensor) or isinstance(zp, Tensor):
+        if isinstance(zp, Tensor) and zp.value.dtype in _RANGE:
+            dtype = zp.value.dtype
+        return _quantize_linear_runtime(ctx, t, scale, zp, dtype)
     qp = qparams(ctx, node, scale, zp, "y", shape=t.shape, axis=axis, dtype=dtype, per_tensor=True)
     return Tensor(ctx.emit("quantize", t.value, scale=float(qp.scale[0]), zero_point=int(qp.zero_point[0]),
                            dtype=dtype), t.nhwc)
+
+
+def _quantize_linear_runtime(ctx: Context, t: Tensor, scale: Any, zp: Any, dtype: str) -> Tensor:
+    """QuantizeLinear with a scale or zero point computed at run time (older quantize_dynamic graphs compute them
+    with float ops): plain integers, as DynamicQuantizeLinear's, for ConvInteger/MatMulInteger. onnxruntime's
+    clamp(x / scale, lo - zp, hi - zp), rne, + zp is rne(x / scale) + zp clamped to [lo, hi], exactly: div, round,
+    add, maximum, minimum and a cast on the host."""
+    lo, hi = _RANGE[dtype]
+    for v, what in ((scale, "y_scale"), (zp, "y_zero_point")):
+        if v is not None and int(np.prod(ctx.tensor(v).shape if isinstance(v, Tensor) else np.shape(v))) != 1:
+            raise UnsupportedError(f"a per-axis {what} computed at run time: mera quantizes at run time per tensor")
+    if isinstance(scale, Tensor):
+        if scale.value.dtype != "float32" or scale.value.qparams is not None:
+            raise UnsupportedError(f"a run-time y_scale of type {scale.value.dtype}")
+        s = ctx.emit("reshape", scale.value, shape=[1])
+    else:
+        s = ctx.const(np.asarray(scale, np.float32).reshape(1), "y_scale")
+    y = ctx.emit("round", ctx.emit("div", ctx.to_nchw(t).value, s))
+    if isinstance(zp, Tensor):
+        if zp.value.dtype != dtype or zp.value.qparams is not None:
+            raise FormatError(f"QuantizeLinear: y_zero_point is {zp.value.dtype}, the output is {dtype}")
+        y = ctx.emit("add", y, ctx.emit("cast", ctx.emit("reshape", zp.value, shape=[1]), to="float32"))
+    elif zp is not None and int(np.asarray(zp).reshape(-1)[0]) != 0:
+        y = ctx.emit("add", y, ctx.const(np.asarray(zp, np.float32).reshape(1), "y_zero_point"))
+    y = ctx.emit("minimum", ctx.emit("maximum", y, ctx.const(np.array([lo], np.float32), "lo")),
+                 ctx.const(np.array([hi], np.float32), "hi"))
+    return Tensor(ctx.emit("cast", y, to=dtype), False)
 
 
 @converts("DequantizeLinear")

@@ -543,23 +543,81 @@ def _conv_integer(ctx: Context, node, a, x, w, x_zp=None, w_zp=None):
                            groups=groups), False)
 
 
+# -- run-time integer and rounding ops (old quantize_dynamic graphs quantize the bias in the graph:
+#    Floor(bias / (x_scale * w_scale)), Cast to int32, an int32 Add to ConvInteger's sums, Cast to float)
+
+#: ONNX tensor types a run-time Cast converts between, as mera dtypes
+_CAST_TYPES = {1: "float32", 6: "int32", 7: "int64", 2: "uint8", 3: "int8"}
+
+
+def _onnx_type_name(to: int) -> str:
+    try:
+        return _onnx().TensorProto.DataType.Name(to)
+    except ValueError:
+        return f"type {to}"
+
+
 def _cast_runtime(ctx: Context, node, a, x):
-    """Cast of a run-time tensor: plain integers (ConvInteger's, MatMulInteger's, ...) to float32."""
-    onnx = _onnx()
+    """Cast of a run-time tensor between float32, int32, int64, uint8 and int8 (ops.def's cast: float to integer
+    truncates toward zero and saturates, integer to integer wraps)."""
     to = int(a["to"])
     if not isinstance(x, Tensor):
         raise UnsupportedError(f"Cast of a {type(x).__name__}")
-    if to != onnx.TensorProto.FLOAT:
-        raise UnsupportedError(f"Cast of a run-time tensor to {_dtype_name(to)}: mera casts run-time tensors to "
-                               "float32 only")
-    if x.value.dtype == "float32" and x.value.qparams is None:
-        return x
+    if to not in _CAST_TYPES:
+        raise UnsupportedError(f"Cast of a run-time tensor to {_onnx_type_name(to)}: mera casts run-time tensors "
+                               "between float32, int32, int64, uint8 and int8")
     if x.value.qparams is not None:
         raise UnsupportedError(f"Cast of a quantized {x.value.dtype} tensor (ONNX casts the stored integers)")
-    return Tensor(ctx.emit("cast", x.value, to="float32"), x.nhwc)
+    if x.value.dtype == _CAST_TYPES[to]:
+        return x
+    if x.value.dtype not in _CAST_TYPES.values():
+        raise UnsupportedError(f"Cast of a run-time {x.value.dtype} tensor")
+    return Tensor(ctx.emit("cast", x.value, to=_CAST_TYPES[to]), x.nhwc)
 
 
 CONVERTERS["Cast"] = _cast_runtime
+
+
+def _rounding(op: str):
+    """Floor, Ceil, Round of a run-time float32 tensor (Round: halves to even)."""
+    def conv(ctx, node, a, x):
+        t = ctx.tensor(x)
+        if t.value.dtype != "float32" or t.value.qparams is not None:
+            raise UnsupportedError(f"{node.op_type} of a run-time {t.value.dtype} tensor: mera rounds float32")
+        return Tensor(ctx.emit(op, t.value), t.nhwc)
+    return conv
+
+
+for _onnx_op, _mera_op in (("Floor", "floor"), ("Ceil", "ceil"), ("Round", "round")):
+    CONVERTERS[_onnx_op] = _rounding(_mera_op)
+
+
+_INT_DTYPES = {"int32": np.int32, "int64": np.int64}
+
+
+def _int_runtime(*xs) -> bool:
+    """Is one of the operands a run-time integer tensor (ConvInteger's sums, a Cast to int32, ...)?"""
+    return any(isinstance(x, Tensor) and x.value.qparams is None and x.value.dtype in ("int32", "int64", "uint8",
+                                                                                       "int8") for x in xs)
+
+
+def _int_arith(ctx: Context, kind: str, x, y) -> Tensor:
+    """Add/Sub/Mul where an operand is a run-time integer tensor: ``int_arith`` on int32 or int64 (wrapping)."""
+    ts = [v for v in (x, y) if isinstance(v, Tensor)]
+    dt = ts[0].value.dtype
+    if dt not in _INT_DTYPES or any(t.value.dtype != dt for t in ts):
+        raise UnsupportedError(f"{kind} of run-time {' and '.join(t.value.dtype for t in ts)} tensors: mera's "
+                               "integer arithmetic takes two int32 or two int64 operands")
+    vals = []
+    for v in (x, y):
+        if isinstance(v, Tensor):
+            vals.append(ctx.to_nchw(v).value)
+            continue
+        c = np.asarray(_onnx_quant.resolve(ctx, v))
+        if not np.issubdtype(c.dtype, np.integer):
+            raise UnsupportedError(f"{kind} of a run-time {dt} tensor and a {c.dtype} constant")
+        vals.append(ctx.const(c.astype(_INT_DTYPES[dt]), "int_operand"))
+    return Tensor(ctx.emit("int_arith", vals[0], vals[1], kind=kind), False)
 
 
 @converts("GRU")
@@ -863,16 +921,22 @@ def _binary(ctx: Context, op: str, x, y):
 
 @converts("Add")
 def _add(ctx, node, a, x, y):
+    if _int_runtime(x, y):
+        return _int_arith(ctx, "add", x, y)
     return _binary(ctx, "add", x, y)
 
 
 @converts("Mul")
 def _mul(ctx, node, a, x, y):
+    if _int_runtime(x, y):
+        return _int_arith(ctx, "mul", x, y)
     return _binary(ctx, "mul", x, y)
 
 
 @converts("Sub")
 def _sub(ctx, node, a, x, y):
+    if _int_runtime(x, y):
+        return _int_arith(ctx, "sub", x, y)
     if isinstance(y, np.ndarray):
         return _binary(ctx, "add", x, -y.astype(np.float32))
     return _binary(ctx, "sub", x, y)  # two run-time tensors (or a constant minuend): the host's float sub
@@ -889,9 +953,12 @@ def _pow(ctx, node, a, x, y):
 
 @converts("Div")
 def _div(ctx, node, a, x, y):
-    if isinstance(y, np.ndarray):
+    scalar = isinstance(x, Tensor) and int(np.prod(x.shape)) == 1
+    if isinstance(y, np.ndarray) and not scalar:
         # by a constant: a mul by the reciprocal, which the DNA runs (within 1 ulp of the division)
         return _binary(ctx, "mul", x, (1.0 / y.astype(np.float64)).astype(np.float32))
+    # two run-time tensors, or a one-element dividend (a quantization scale computed in the graph, which
+    # must be onnxruntime's to the bit): the host's float div
     return _binary(ctx, "div", x, y)
 
 
@@ -935,7 +1002,9 @@ def _relu(ctx, node, a, x):
 
 @converts("Sigmoid")
 def _sigmoid(ctx, node, a, x):
-    return _unary(ctx, "sigmoid", x)
+    # float: onnxruntime's MLAS kernel, which graphs that quantize activations at run time
+    # (DynamicQuantizeLinear) need bit for bit; quantized: fbgemm's, as every quantized sigmoid
+    return _unary(ctx, "sigmoid", x, float_form="onnxruntime")
 
 
 @converts("HardSwish")
@@ -1625,6 +1694,7 @@ FOLDERS.update({
     "Reshape": lambda a, x, s: x.reshape(_reshape_shape(x.shape, _ints(s), int(a.get("allowzero", 0)))),
     "Transpose": lambda a, x: np.transpose(x, a.get("perm")),
     "Floor": lambda a, x: np.floor(x),
+    "Round": lambda a, x: np.round(x),  # halves to even, as ONNX
     "Sqrt": lambda a, x: np.sqrt(x),
     "Neg": lambda a, x: -x,
     "Relu": lambda a, x: np.maximum(x, 0),

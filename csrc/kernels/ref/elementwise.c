@@ -14,6 +14,8 @@
  * scalar body uses dequantize_val and quantize_val. To be bit-exact the
  * kernels below work out, for each element, which body PyTorch runs it
  * through (ref_ti_row_len). */
+#include <string.h>
+
 #include "kernels/ref/qmath.h"
 #include "kernels/ref/ref.h"
 #include "kernels/ref/refutil.h"
@@ -486,5 +488,16 @@ REF_KERNEL(ref_hardswish_f32) { (void)err; return act_f32(a, ACT_HARDSWISH, 0.0f
 REF_KERNEL(ref_hardswish_q) { (void)err; return act_q(a); }
 REF_KERNEL(ref_hardsigmoid_f32) { (void)err; return act_f32(a, ACT_HARDSIGMOID, 0.0f); }
 REF_KERNEL(ref_hardsigmoid_q) { (void)err; return act_q(a); }
-REF_KERNEL(ref_sigmoid_f32) { (void)err; return act_f32(a, ACT_SIGMOID, 0.0f); }
+REF_KERNEL(ref_sigmoid_f32)
+{
+    (void)err;
+    if (strcmp(mera_attr_string(a->node, "float_form"), "onnxruntime") != 0)
+        return act_f32(a, ACT_SIGMOID, 0.0f);
+    int64_t n = mera_type_numel(a->out_types[0]);
+    const float *x = a->in[0];
+    float *y = a->out[0];
+    for (int64_t i = 0; i < n; i++)
+        y[i] = ref_mlas_logistic(x[i]);
+    return MERA_OK;
+}
 REF_KERNEL(ref_sigmoid_q) { (void)err; return act_q(a); }

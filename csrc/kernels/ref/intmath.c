@@ -1,5 +1,6 @@
 /* onnxruntime's dynamic quantization on the host: dynamic_quantize_linear,
- * matmul_integer, conv_integer, cast and dynamic_quantize_lstm; gru and topk.
+ * matmul_integer, conv_integer, cast and dynamic_quantize_lstm; gru and topk;
+ * the run-time integer and rounding ops floor, ceil, round and int_arith.
  *
  * The integer ops are exact: products of (value - zero point) summed in
  * int32, as onnxruntime's MLAS computes them. dynamic_quantize_linear is
@@ -165,19 +166,116 @@ REF_KERNEL(ref_conv_integer)
     return MERA_OK;
 }
 
+/* Element i of a plain tensor as int64 (integer dtypes) or double (float32). */
+static int64_t int_at(mera_dtype dt, const void *p, int64_t i)
+{
+    switch (dt) {
+    case MERA_DTYPE_INT8: return ((const int8_t *)p)[i];
+    case MERA_DTYPE_UINT8: return ((const uint8_t *)p)[i];
+    case MERA_DTYPE_INT32: return ((const int32_t *)p)[i];
+    default: return ((const int64_t *)p)[i];
+    }
+}
+
+/* Store v (an integer, in range or wrapped by the caller's choice) as dtype dt: the low bits, two's complement. */
+static void int_put(mera_dtype dt, void *p, int64_t i, int64_t v)
+{
+    switch (dt) {
+    case MERA_DTYPE_INT8: ((int8_t *)p)[i] = (int8_t)(uint8_t)(uint64_t)v; break;
+    case MERA_DTYPE_UINT8: ((uint8_t *)p)[i] = (uint8_t)(uint64_t)v; break;
+    case MERA_DTYPE_INT32: ((int32_t *)p)[i] = (int32_t)(uint32_t)(uint64_t)v; break;
+    default: ((int64_t *)p)[i] = v; break;
+    }
+}
+
+static void int_range(mera_dtype dt, double *lo, double *hi)
+{
+    switch (dt) {
+    case MERA_DTYPE_INT8: *lo = -128.0, *hi = 127.0; break;
+    case MERA_DTYPE_UINT8: *lo = 0.0, *hi = 255.0; break;
+    case MERA_DTYPE_INT32: *lo = -2147483648.0, *hi = 2147483647.0; break;
+    default: *lo = -9223372036854775808.0, *hi = 9223372036854775807.0; break;
+    }
+}
+
+/* ONNX Cast between float32, int8, uint8, int32 and int64 (ops.c says how each pair converts) */
 REF_KERNEL(ref_cast)
 {
-    (void)err;
     const mera_type *t = a->in_types[0];
+    mera_dtype to = a->out_types[0]->dtype, from = t->dtype;
     int64_t n = mera_type_numel(t);
-    float *y = a->out[0];
-    switch (t->dtype) {
-    case MERA_DTYPE_FLOAT32: memcpy(y, a->in[0], (size_t)n * sizeof(float)); break;
-    case MERA_DTYPE_INT8: for (int64_t i = 0; i < n; i++) y[i] = (float)((const int8_t *)a->in[0])[i]; break;
-    case MERA_DTYPE_UINT8: for (int64_t i = 0; i < n; i++) y[i] = (float)((const uint8_t *)a->in[0])[i]; break;
-    case MERA_DTYPE_INT32: for (int64_t i = 0; i < n; i++) y[i] = (float)((const int32_t *)a->in[0])[i]; break;
-    default: return mera_fail(err, MERA_ERR_DTYPE, "cast '%s': no conversion from %s", a->node->name,
-                              mera_dtype_name(t->dtype));
+    const void *x = a->in[0];
+    void *y = a->out[0];
+    if (from != MERA_DTYPE_FLOAT32 && from != MERA_DTYPE_INT8 && from != MERA_DTYPE_UINT8 &&
+        from != MERA_DTYPE_INT32 && from != MERA_DTYPE_INT64)
+        return mera_fail(err, MERA_ERR_DTYPE, "cast '%s': no conversion from %s", a->node->name,
+                         mera_dtype_name(from));
+    if (from == to) {
+        memcpy(y, x, (size_t)n * mera_dtype_size(to));
+    } else if (to == MERA_DTYPE_FLOAT32) {
+        for (int64_t i = 0; i < n; i++)
+            ((float *)y)[i] = (float)int_at(from, x, i); /* int64 -> float rounds to nearest */
+    } else if (from == MERA_DTYPE_FLOAT32) {
+        double lo, hi;
+        int_range(to, &lo, &hi);
+        for (int64_t i = 0; i < n; i++) {
+            double v = ((const float *)x)[i];
+            v = v != v ? 0.0 : trunc(v);
+            /* hi of int64 is 2^63 as a double: saturate before converting */
+            int64_t r = v <= lo ? (int64_t)lo : v >= hi ? (to == MERA_DTYPE_INT64 ? INT64_MAX : (int64_t)hi)
+                                                        : (int64_t)v;
+            int_put(to, y, i, r);
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            int_put(to, y, i, int_at(from, x, i));
+    }
+    return MERA_OK;
+}
+
+/* floor, ceil, round (halves to even: rintf in the default rounding mode, which mera never changes) */
+#define ROUNDING_KERNEL(name, fn)                             \
+    REF_KERNEL(ref_##name##_f32)                              \
+    {                                                         \
+        (void)err;                                            \
+        int64_t n = mera_type_numel(a->out_types[0]);         \
+        const float *x = a->in[0];                            \
+        float *y = a->out[0];                                 \
+        for (int64_t i = 0; i < n; i++)                       \
+            y[i] = fn(x[i]);                                  \
+        return MERA_OK;                                       \
+    }
+ROUNDING_KERNEL(floor, floorf)
+ROUNDING_KERNEL(ceil, ceilf)
+ROUNDING_KERNEL(round, rintf)
+#undef ROUNDING_KERNEL
+
+/* int_arith: lhs op rhs of int32 or int64 tensors, numpy broadcasting, in unsigned arithmetic (wraps) */
+REF_KERNEL(ref_int_arith)
+{
+    const mera_type *ot = a->out_types[0];
+    const char *kind = mera_attr_string(a->node, "kind");
+    int k = strcmp(kind, "add") == 0 ? 0 : strcmp(kind, "sub") == 0 ? 1 : strcmp(kind, "mul") == 0 ? 2 : -1;
+    if (k < 0)
+        return mera_fail(err, MERA_ERR_ATTR, "int_arith '%s': kind '%s'", a->node->name, kind);
+    int r = ot->rank;
+    int64_t sa[MERA_MAX_RANK], sb[MERA_MAX_RANK], idx[MERA_MAX_RANK] = {0}, n = mera_type_numel(ot), oa = 0, ob = 0;
+    ref_bcast_strides(a->in_types[0], ot, sa);
+    ref_bcast_strides(a->in_types[1], ot, sb);
+    mera_dtype dt = ot->dtype;
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t x = (uint64_t)int_at(dt, a->in[0], oa), v = (uint64_t)int_at(dt, a->in[1], ob);
+        uint64_t z = k == 0 ? x + v : k == 1 ? x - v : x * v;
+        int_put(dt, a->out[0], i, (int64_t)z);
+        for (int d = r - 1; d >= 0; d--) { /* next index, last axis fastest */
+            oa += sa[d];
+            ob += sb[d];
+            if (++idx[d] < ot->shape[d])
+                break;
+            oa -= sa[d] * ot->shape[d];
+            ob -= sb[d] * ot->shape[d];
+            idx[d] = 0;
+        }
     }
     return MERA_OK;
 }
@@ -313,11 +411,11 @@ REF_KERNEL(ref_dynamic_quantize_lstm)
                 if (bias)
                     for (int64_t j = 0; j < G; j++)
                         gb[j] += bias[d * 2 * G + j] + bias[d * 2 * G + G + j];
-                for (int64_t k = 0; k < H; k++) {
-                    float ig = sigmoidf_(gb[k]), og = sigmoidf_(gb[H + k]), fg = sigmoidf_(gb[2 * H + k]);
-                    float cc = tanhf(gb[3 * H + k]);
-                    c[b * H + k] = fg * c[b * H + k] + ig * cc;
-                    h[b * H + k] = og * tanhf(c[b * H + k]);
+                for (int64_t k = 0; k < H; k++) { /* onnxruntime's activations: its own op, its numerics */
+                    float ig = ref_mlas_logistic(gb[k]), og = ref_mlas_logistic(gb[H + k]);
+                    float fg = ref_mlas_logistic(gb[2 * H + k]), cc = ref_mlas_tanh(gb[3 * H + k]);
+                    c[b * H + k] = c[b * H + k] * fg + ig * cc;
+                    h[b * H + k] = ref_mlas_tanh(c[b * H + k]) * og;
                     y[((t * dirs + d) * B + b) * H + k] = h[b * H + k];
                 }
             }

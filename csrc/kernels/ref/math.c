@@ -86,6 +86,46 @@ UNARY_KERNEL(tanh, tanhf(v))
 UNARY_KERNEL(erf, erff(v))
 UNARY_KERNEL(abs, fabsf(v))
 
+/* onnxruntime's logistic: x clamped to [-18, 18] (vmaxps/vminps: a NaN passes through),
+ * p = x (a1 + x2 (a3 + x2 (a5 + x2 (a7 + x2 a9)))), q = b0 + x2 (b2 + ... + x2 b10), each step one FMA;
+ * max(0, p / q + 0.5) (vmaxps(0, r): NaN stays NaN). Constants: MLAS's MlasLogisticConstants. */
+float ref_mlas_logistic(float x)
+{
+    float v = x < -18.0f ? -18.0f : x;
+    v = v > 18.0f ? 18.0f : v;
+    float x2 = v * v;
+    float p = fmaf(x2, 4.37031012579801e-11f, 1.15627324459942e-07f);
+    p = fmaf(x2, p, 6.08574864600143e-05f);
+    p = fmaf(x2, p, 8.51377133304701e-03f);
+    p = fmaf(x2, p, 2.48287947061529e-01f);
+    float q = fmaf(x2, 6.10247389755681e-13f, 5.76102136993427e-09f);
+    q = fmaf(x2, q, 6.29106785017040e-06f);
+    q = fmaf(x2, q, 1.70198817374094e-03f);
+    q = fmaf(x2, q, 1.16817656904453e-01f);
+    q = fmaf(x2, q, 9.93151921023180e-01f);
+    float r = (v * p) / q + 0.5f;
+    return 0.0f > r ? 0.0f : r;
+}
+
+/* onnxruntime's tanh: x clamped to [-9, 9], p = x (a1 + x2 (a3 + ... + x2 a13)), q = b0 + x2 (b2 + x2 (b4 +
+ * x2 b6)), each step one FMA; p / q. Constants: MLAS's MlasTanhConstants (onnxruntime 1.32). */
+float ref_mlas_tanh(float x)
+{
+    float v = x < -9.0f ? -9.0f : x;
+    v = v > 9.0f ? 9.0f : v;
+    float x2 = v * v;
+    float p = fmaf(x2, -2.76076847742355e-16f, 2.00018790482477e-13f);
+    p = fmaf(x2, p, -8.60467152213735e-11f);
+    p = fmaf(x2, p, 5.12229709037114e-08f);
+    p = fmaf(x2, p, 1.48572235717979e-05f);
+    p = fmaf(x2, p, 6.37261928875436e-04f);
+    p = fmaf(x2, p, 4.89352455891786e-03f);
+    float q = fmaf(x2, 1.19825839466702e-06f, 1.18534705686654e-04f);
+    q = fmaf(x2, q, 2.26843463243900e-03f);
+    q = fmaf(x2, q, 4.89352518554385e-03f);
+    return (v * p) / q;
+}
+
 /* [..., M, K] @ [..., K, N]: batch offsets by broadcast strides over the output's batch axes */
 REF_KERNEL(ref_matmul_f32)
 {

@@ -148,4 +148,12 @@ void ref_act_q_tables(const mera_kernel_args *a, uint8_t vec[256], uint8_t scala
  * and as the rest does (rest[]). */
 void ref_concat_q_tables(const mera_kernel_args *a, int i, uint8_t vec[256], uint8_t rest[256], int64_t *nvec);
 
+/* ---- onnxruntime's float activations (math.c) ---- */
+
+/* MLAS's logistic and tanh as onnxruntime computes them on x86-64 (MlasLogisticKernelFma3,
+ * MlasComputeTanh's FMA3 kernel: Eigen's rational approximations, one FMA per step), bit for bit:
+ * ONNX Sigmoid with float_form=onnxruntime and the gates of com.microsoft DynamicQuantizeLSTM. */
+float ref_mlas_logistic(float x);
+float ref_mlas_tanh(float x);
+
 #endif
