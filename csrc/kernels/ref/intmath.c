@@ -176,6 +176,7 @@ REF_KERNEL(ref_cast)
     case MERA_DTYPE_INT8: for (int64_t i = 0; i < n; i++) y[i] = (float)((const int8_t *)a->in[0])[i]; break;
     case MERA_DTYPE_UINT8: for (int64_t i = 0; i < n; i++) y[i] = (float)((const uint8_t *)a->in[0])[i]; break;
     case MERA_DTYPE_INT32: for (int64_t i = 0; i < n; i++) y[i] = (float)((const int32_t *)a->in[0])[i]; break;
+    case MERA_DTYPE_INT64: for (int64_t i = 0; i < n; i++) y[i] = (float)((const int64_t *)a->in[0])[i]; break;
     default: return mera_fail(err, MERA_ERR_DTYPE, "cast '%s': no conversion from %s", a->node->name,
                               mera_dtype_name(t->dtype));
     }
