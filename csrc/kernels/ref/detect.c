@@ -8,19 +8,26 @@
 
 /* ---- non_max_suppression -------------------------------------------------
  *
- * onnxruntime (core/providers/cpu/object_detection/non_max_suppression.cc) keeps each class's candidates in a
- * std::priority_queue ordered by score alone and pops the best one at a time, so among equal scores the order is
- * whatever that binary heap gives. The heap below does the same moves as libstdc++'s push_heap / pop_heap (the
- * library onnxruntime's Linux builds use), so equal scores come out in onnxruntime's order. */
+ * As onnxruntime's CPU kernel (core/providers/cpu/object_detection/non_max_suppression.cc): per batch and class,
+ * the candidates (score above score_threshold when it is given) go into a max-heap and come out best first; a
+ * candidate is kept unless its IoU with one already kept is above iou_threshold, until max_output_boxes_per_class
+ * are kept. Equal scores come out lowest box index first, as onnxruntime 1.32 gives them (measured on tied scores:
+ * tests/test_onnx_nms.py). The heap moves are libstdc++'s push_heap / pop_heap. */
 typedef struct {
     float score;
     int64_t index;
 } nms_item;
 
+/* does a come out after b? */
+static int nms_after(nms_item a, nms_item b)
+{
+    return a.score < b.score || (a.score == b.score && a.index > b.index);
+}
+
 static void heap_sift_up(nms_item *h, int64_t hole, int64_t top, nms_item v)
 {
     int64_t parent = (hole - 1) / 2;
-    while (hole > top && h[parent].score < v.score) {
+    while (hole > top && nms_after(h[parent], v)) {
         h[hole] = h[parent];
         hole = parent;
         parent = (hole - 1) / 2;
@@ -43,7 +50,7 @@ static nms_item heap_pop(nms_item *h, int64_t *len)
     int64_t hole = 0, child = 0;
     while (child < (n - 1) / 2) {
         child = 2 * (child + 1);
-        if (h[child].score < h[child - 1].score)
+        if (nms_after(h[child], h[child - 1]))
             child--;
         h[hole] = h[child];
         hole = child;
