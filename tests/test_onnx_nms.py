@@ -380,3 +380,33 @@ def test_deploy_json_says_which_output_holds_the_count(tmp_path):
     assert [g.shape for g in got] == [w.shape for w in want]
     got2 = rt.set_input(x).run().get_outputs()
     assert all(np.array_equal(a, b) for a, b in zip(got, got2))
+
+
+# -- torch.argmax / torch.argmin (TorchScript frontend) --------------------------------------------------------
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_torch_argmax_argmin(layout):
+    """aten::argmax / aten::argmin on float data with ties (PyTorch gives the first of equal values); a dim=None
+    call (a 0-d result) is refused by name. (PyTorch has no argmax of quantized tensors.)"""
+    torch = pytest.importorskip("torch")
+    from mera.frontend import from_pytorch
+
+    class M(torch.nn.Module):
+        def forward(self, x):
+            return torch.argmax(torch.relu(x), dim=1), torch.argmin(x, dim=-1, keepdim=True)
+
+    x = torch.randint(-2, 3, (2, 5, 4, 3)).float()
+    sm = torch.jit.trace(M().eval(), x)
+    xi = x.permute(0, 2, 3, 1).contiguous().numpy() if layout == "NHWC" else x.numpy()
+    mod, params = from_pytorch(sm, [("input0", xi.shape)], layout=layout)
+    out = mera.compile(mod, params, target="Interpreter")(xi)
+    ref = sm(x)
+    np.testing.assert_array_equal(out[0], ref[0].numpy())
+    np.testing.assert_array_equal(out[1] if layout == "NCHW" else out[1].transpose(0, 3, 1, 2), ref[1].numpy())
+
+    class All(torch.nn.Module):
+        def forward(self, x):
+            return torch.argmax(x)
+
+    with pytest.raises(mera.UnsupportedError, match="dim=None"):
+        from_pytorch(torch.jit.trace(All().eval(), x), [("input0", tuple(x.shape))], layout="NCHW")
