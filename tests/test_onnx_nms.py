@@ -134,6 +134,8 @@ def post_nms_nodes():
         helper.make_node("Gather", ["scores", "box_idx"], ["det_scores"], axis=2),  # [1, C, K]
         helper.make_node("Unsqueeze", ["cls_f", "one"], ["cls_u"]),                 # [K, 1]
         helper.make_node("Concat", ["det_boxes", "cls_u"], ["det"], axis=1),        # [K, 5]
+        helper.make_node("Unsqueeze", ["box_idx", "one"], ["box_u"]),               # [K, 1] int64
+        helper.make_node("Concat", ["cls_col", "box_u"], ["pairs"], axis=1),        # [K, 2] int64
     ]
 
 
@@ -153,7 +155,8 @@ def test_rows_through_gather_slice_squeeze_concat(seed):
     scores = rng.choice(np.array([0.2, 0.4, 0.4, 0.8], np.float32), size=(1, c, n))
     nodes = post_nms_nodes()
     nodes[2].input[2] = "two1"
-    outs = [vi("sel", I64), vi("det_boxes", F), vi("det_scores", F), vi("det", F), vi("cls", I64)]
+    outs = [vi("sel", I64), vi("det_boxes", F), vi("det_scores", F), vi("det", F), vi("cls", I64),
+            vi("pairs", I64)]
     model = model_of(nodes, [vi("boxes", F, [1, n, 4]), vi("scores", F, [1, c, n])], outs,
                      post_nms_inits(int(rng.integers(1, 6)), 0.4, 0.3))
     want = run_ort(model, [boxes, scores])
@@ -335,8 +338,12 @@ def test_yolo_style_float_on_every_target_matches_onnxruntime():
 def test_yolo_style_quantized_same_on_every_target_and_nms_exact_on_its_boxes(tmp_path):
     """mera.Quantizer: the head is int8, NonMaxSuppression and the gathers stay on the host in float. InterpreterHw,
     Simulator and IP give the same bytes; the rows selected are onnxruntime's NonMaxSuppression of the quantized
-    model's own boxes and scores (its last two outputs)."""
+    model's own boxes and scores; an int64 Concat of the class and box columns stays plain integers."""
     model = yolo_model()
+    model.graph.node.extend([helper.make_node("Unsqueeze", ["cls_idx", "ax1"], ["cu"]),
+                             helper.make_node("Unsqueeze", ["box_idx", "ax1"], ["bu"]),
+                             helper.make_node("Concat", ["cu", "bu"], ["pairs"], axis=1)])
+    model.graph.output.append(vi("pairs", I64))
     mod, params = from_onnx(model, layout="NHWC")
     q = mera.Quantizer((mod, params))
     q.calibrate([np.ascontiguousarray(x.transpose(0, 2, 3, 1)) for x in images(6, seed=2)])
@@ -354,10 +361,11 @@ def test_yolo_style_quantized_same_on_every_target_and_nms_exact_on_its_boxes(tm
         for target in TARGETS[2:]:
             for g, b in zip(results[target], base):
                 assert g.shape == b.shape and g.tobytes() == b.tobytes(), target
-        det_boxes, cls_idx, cand, boxes, scores = base
+        det_boxes, cls_idx, cand, boxes, scores, pairs = base
         sel = run_ort(nms_only, [boxes, scores])[0]
         assert sel.shape[0] > 0
         np.testing.assert_array_equal(cls_idx, sel[:, 1])
+        np.testing.assert_array_equal(pairs, sel[:, 1:])
         np.testing.assert_array_equal(det_boxes, boxes[0][sel[:, 2]])
         np.testing.assert_array_equal(cand, scores[:, :, sel[:, 2]])
 

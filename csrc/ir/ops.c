@@ -493,7 +493,14 @@ static const mera_attr_spec attrs_concat[] = {
 static mera_status infer_concat(mera_infer_ctx *ctx)
 {
     mera_status st;
-    if ((st = check_same_activation_dtype(ctx, 0, ctx->n_inputs - 1)))
+    int indices = ctx->in[0]->dtype == MERA_DTYPE_INT64; /* plain int64 (indices, NonMaxSuppression's rows) */
+    for (int i = 1; indices && i < ctx->n_inputs; i++)
+        if (ctx->in[i]->dtype != MERA_DTYPE_INT64) {
+            char d[160];
+            return FAIL(ctx, MERA_ERR_DTYPE, "%s is %s but input 0 is int64", in_desc(ctx, i, d, sizeof d),
+                        mera_dtype_name(ctx->in[i]->dtype));
+        }
+    if (!indices && (st = check_same_activation_dtype(ctx, 0, ctx->n_inputs - 1)))
         return st;
     const mera_type *a = ctx->in[0];
     int64_t axis;
@@ -517,6 +524,12 @@ static mera_status infer_concat(mera_infer_ctx *ctx)
         out->shape[axis] += b->shape[axis];
         if (b->layout != a->layout)
             out->layout = MERA_LAYOUT_ANY;
+    }
+    if (indices) {
+        if (mera_attr_find(ctx->attrs, ctx->n_attrs, "out_scale") || attr_s(ctx, "out_dtype"))
+            return FAIL(ctx, MERA_ERR_ATTR, "out_scale/out_zero_point/out_dtype apply to quantized inputs, but "
+                        "input 0 '%s' is int64", ctx->in_names[0]);
+        return MERA_OK;
     }
     return set_output_quant(ctx, out);
 }

@@ -180,8 +180,8 @@ REF_KERNEL(ref_non_max_suppression)
                     if (count >= rows) { /* cannot happen: rows = B * C * min(mpc, N) */
                         free(heap);
                         free(kept);
-                        return mera_fail(err, MERA_ERR_INVALID, "internal: non_max_suppression '%s' selected more "
-                                         "than its %lld rows", n->name, (long long)rows);
+                        return mera_fail(err, MERA_ERR_INVALID, "internal: more rows selected than the %lld of the "
+                                         "output", (long long)rows);
                     }
                     out[3 * count] = b;
                     out[3 * count + 1] = c;
@@ -214,10 +214,9 @@ REF_KERNEL(ref_gather)
     const int64_t *idx = a->in[1];
     for (int64_t j = 0; j < ni; j++)
         if (idx[j] < -n || idx[j] >= n)
-            return mera_fail(err, MERA_ERR_RUNTIME, "gather '%s': index %lld (element %lld of input '%s') is out of "
-                             "range for axis %lld of size %lld (valid: %lld..%lld)", a->node->name,
-                             (long long)idx[j], (long long)j, "indices", (long long)axis, (long long)n,
-                             (long long)-n, (long long)(n - 1));
+            return mera_fail(err, MERA_ERR_RUNTIME, "index %lld (element %lld of the indices) is out of range for "
+                             "axis %lld of size %lld (valid: %lld..%lld)", (long long)idx[j], (long long)j,
+                             (long long)axis, (long long)n, (long long)-n, (long long)(n - 1));
     const unsigned char *src = a->in[0];
     unsigned char *dst = a->out[0];
     size_t run = (size_t)inner * elem;
@@ -283,8 +282,8 @@ REF_KERNEL(ref_rows_valid)
     if (axis < 0)
         axis += x->rank;
     if (count < 0 || count > x->shape[axis])
-        return mera_fail(err, MERA_ERR_RUNTIME, "rows_valid '%s': count %lld is outside 0..%lld", a->node->name,
-                         (long long)count, (long long)x->shape[axis]);
+        return mera_fail(err, MERA_ERR_RUNTIME, "the count %lld is outside 0..%lld", (long long)count,
+                         (long long)x->shape[axis]);
     memcpy(a->out[0], a->in[0], mera_type_nbytes(x));
     return MERA_OK;
 }
