@@ -136,6 +136,7 @@ def post_nms_nodes():
         helper.make_node("Concat", ["det_boxes", "cls_u"], ["det"], axis=1),        # [K, 5]
         helper.make_node("Unsqueeze", ["box_idx", "one"], ["box_u"]),               # [K, 1] int64
         helper.make_node("Concat", ["cls_col", "box_u"], ["pairs"], axis=1),        # [K, 2] int64
+        helper.make_node("ArgMax", ["det_scores"], ["best"], axis=1, keepdims=0),   # [1, K]
     ]
 
 
@@ -156,7 +157,7 @@ def test_rows_through_gather_slice_squeeze_concat(seed):
     nodes = post_nms_nodes()
     nodes[2].input[2] = "two1"
     outs = [vi("sel", I64), vi("det_boxes", F), vi("det_scores", F), vi("det", F), vi("cls", I64),
-            vi("pairs", I64)]
+            vi("pairs", I64), vi("best", I64)]
     model = model_of(nodes, [vi("boxes", F, [1, n, 4]), vi("scores", F, [1, c, n])], outs,
                      post_nms_inits(int(rng.integers(1, 6)), 0.4, 0.3))
     want = run_ort(model, [boxes, scores])

@@ -747,6 +747,14 @@ def _norm_axis(axis: int, rank: int) -> int:
     return axis + rank if axis < 0 else axis
 
 
+def _one_tag(node, tags) -> Tuple[int, int]:
+    """(input position, rows axis) of the one input with rows."""
+    if len(tags) != 1:
+        raise UnsupportedError(f"{node.op_type} with NonMaxSuppression's rows in {len(tags)} of its inputs")
+    (i, (r, _)), = tags.items()
+    return i, r
+
+
 def _rows_same_block(node, a, ins, out: Tensor, r: int, src: Tensor) -> int:
     """Where the rows axis r of ``src`` is in ``out`` when ``out`` holds the same elements in the same order
     (Reshape, Squeeze, Unsqueeze, Flatten): the axis whose size is the rows' and before which as many elements lie."""
@@ -773,7 +781,7 @@ def _rows_elementwise(node, a, ins, out: Tensor, tags) -> int:
 def _rows_gather(node, a, ins, out: Tensor, tags) -> int:
     if len(tags) != 1:
         raise UnsupportedError("Gather of NonMaxSuppression's rows by indices computed from them")
-    (i, (r, _)), = tags.items()
+    i, r = _one_tag(node, tags)
     d = _norm_axis(int(a.get("axis", 0)), ins[0].rank if isinstance(ins[0], Tensor) else np.ndim(ins[0]))
     if i == 1:  # the indices are the rows: they take the place of the data's axis d
         return d + r
@@ -783,7 +791,7 @@ def _rows_gather(node, a, ins, out: Tensor, tags) -> int:
 
 
 def _rows_slice(node, a, ins, out: Tensor, tags) -> int:
-    (i, (r, _)), = tags.items()
+    i, r = _one_tag(node, tags)
     if i != 0 or out.rank != ins[0].rank or out.shape[r] != ins[0].shape[r]:
         raise UnsupportedError("Slice of NonMaxSuppression's rows themselves (their valid count is known only at "
                                "run time)")
@@ -791,12 +799,12 @@ def _rows_slice(node, a, ins, out: Tensor, tags) -> int:
 
 
 def _rows_reshape(node, a, ins, out: Tensor, tags) -> int:
-    (i, (r, _)), = tags.items()
+    _, r = _one_tag(node, tags)
     return _rows_same_block(node, a, ins, out, r, ins[0])
 
 
 def _rows_transpose(node, a, ins, out: Tensor, tags) -> int:
-    (_, (r, _)), = tags.items()
+    _, r = _one_tag(node, tags)
     perm = [int(p) for p in a.get("perm", list(range(ins[0].rank))[::-1])]
     return perm.index(r)
 
@@ -809,15 +817,23 @@ def _rows_concat(node, a, ins, out: Tensor, tags) -> int:
     return axes.pop()
 
 
+def _rows_arg(node, a, ins, out: Tensor, tags) -> int:
+    _, r = _one_tag(node, tags)
+    d = _norm_axis(int(a.get("axis", 0)), ins[0].rank)
+    if d == r:
+        raise UnsupportedError(f"{node.op_type} along NonMaxSuppression's rows (their valid count is known only at "
+                               "run time)")
+    return r if r < d or int(a.get("keepdims", 1)) else r - 1
+
+
 def _rows_keep(node, a, ins, out: Tensor, tags) -> int:
-    (_, (r, _)), = tags.items()
-    return r
+    return _one_tag(node, tags)[1]
 
 
 _ROW_RULES = {
     "Gather": _rows_gather, "Slice": _rows_slice, "Reshape": _rows_reshape, "Squeeze": _rows_reshape,
     "Unsqueeze": _rows_reshape, "Flatten": _rows_reshape, "Transpose": _rows_transpose, "Concat": _rows_concat,
-    "Cast": _rows_keep, "Identity": _rows_keep,
+    "ArgMax": _rows_arg, "ArgMin": _rows_arg, "Cast": _rows_keep, "Identity": _rows_keep,
     **{op: _rows_elementwise for op in ("Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Neg", "Abs", "Sqrt", "Exp",
                                         "Log")},
 }
