@@ -419,3 +419,35 @@ def test_torch_argmax_argmin(layout):
 
     with pytest.raises(mera.UnsupportedError, match="dim=None"):
         from_pytorch(torch.jit.trace(All().eval(), x), [("input0", tuple(x.shape))], layout="NCHW")
+
+
+def test_torchvision_style_nms_export():
+    """The graph torchvision's ONNX export of ``boxes[nms(boxes, scores, iou)]`` writes: Unsqueeze, Cast,
+    NonMaxSuppression with max_output_boxes_per_class = sys.maxsize, Gather of column [2], Squeeze, Gather of the
+    boxes: onnxruntime's shapes and values on every target."""
+    nodes = [helper.make_node("Unsqueeze", ["boxes", "zero"], ["b3"]),
+             helper.make_node("Unsqueeze", ["scores", "zero"], ["s2"]),
+             helper.make_node("Unsqueeze", ["s2", "zero"], ["s3"]),
+             helper.make_node("Cast", ["b3"], ["b3f"], to=F),
+             helper.make_node("Cast", ["s3"], ["s3f"], to=F),
+             helper.make_node("NonMaxSuppression", ["b3f", "s3f", "maxsize", "iou"], ["nms_out"]),
+             helper.make_node("Gather", ["nms_out", "two"], ["col"], axis=1),
+             helper.make_node("Squeeze", ["col", "one"], ["keep"]),
+             helper.make_node("Gather", ["boxes", "keep"], ["kept"], axis=0)]
+    inits = [numpy_helper.from_array(np.array(v, dt), nm) for v, nm, dt in (
+        ([0], "zero", np.int64), ([1], "one", np.int64), ([2], "two", np.int64),
+        ([np.iinfo(np.int64).max], "maxsize", np.int64), ([0.5], "iou", np.float32))]
+    n = 30
+    model = model_of(nodes, [vi("boxes", F, [n, 4]), vi("scores", F, [n])], [vi("keep", I64), vi("kept", F)], inits)
+    rng = np.random.default_rng(7)
+    xy = rng.random((n, 2)).astype(np.float32) * 10
+    corners = np.concatenate([xy, xy + rng.random((n, 2)).astype(np.float32) * 4 + 0.5], axis=1)
+    boxes = np.ascontiguousarray(corners[:, [1, 0, 3, 2]])  # [y1, x1, y2, x2]
+    scores = rng.random(n).astype(np.float32)
+    want = run_ort(model, [boxes, scores])
+    assert 0 < want[0].shape[0] < n
+    for target in TARGETS:
+        got = run_mera(model, [boxes, scores], target)
+        assert [g.shape for g in got] == [w.shape for w in want], target
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w, err_msg=target)
