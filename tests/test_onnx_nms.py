@@ -451,3 +451,23 @@ def test_torchvision_style_nms_export():
         assert [g.shape for g in got] == [w.shape for w in want], target
         for g, w in zip(got, want):
             np.testing.assert_array_equal(g, w, err_msg=target)
+
+
+def test_cli_run_compares_cut_outputs(tmp_path, monkeypatch, capsys):
+    """``mera run`` on a deploy directory of the YOLO-style graph: the outputs it saves and compares have the
+    cut shapes (the references of a cut output are this run's shape)."""
+    from mera.cli import main
+    model = yolo_model()
+    mod, params = from_onnx(model, layout="NCHW")
+    with mera.build_config(target="InterpreterHw"):
+        mera.build(mod, params, output_dir=str(tmp_path / "d"), host_arch="x86", layout="NCHW")
+    x = images(1, seed=1)[0]
+    x.tofile(tmp_path / "input0.bin")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "d", "--input", "input0.bin", "--save-outputs", "out", "-q"]) == 0
+    want = run_ort(model, [x])
+    assert os.path.getsize(tmp_path / "out" / "output_0.bin") == want[0].nbytes
+    refs = [f"out/output_{k}.bin" for k in range(len(want))]
+    capsys.readouterr()
+    assert main(["run", "d", "--input", "input0.bin", *[a for r in refs for a in ("--reference", r)]]) == 0
+    assert capsys.readouterr().out.count("correct ratio: 1") == len(want)
