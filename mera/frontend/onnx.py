@@ -234,8 +234,11 @@ def _attrs(node) -> Dict[str, Any]:
 def _const_input(ctx: Context, x: Any, what: str) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
+    source = ""
+    if isinstance(x, Tensor) and x.value.kind == "input":  # (an int64 graph input, say)
+        source = f": it is the graph's input '{x.value.name}'"
     raise UnsupportedError(f"{what} must be a constant (an initializer or computable at import), "
-                           "but it is computed at run time")
+                           f"but it is computed at run time{source}")
 
 
 def _ints(x: Any) -> List[int]:
