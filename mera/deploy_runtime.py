@@ -21,6 +21,7 @@ loaded, this loader checks that it is a regular file of at most
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import platform
 import shutil
@@ -32,7 +33,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from . import _core
+from . import _core, _valid_rows
 from .errors import FormatError, MeraError, MeraIOError, MeraMemoryError, RuntimeInputError, UnsupportedError
 from .runner import _as_array
 
@@ -301,6 +302,8 @@ class DeployModule:
                         for i in range(self._lib.mera_deploy_num_inputs(self._h))]
         self._outputs = [self._info(self._lib.mera_deploy_output_info, i)
                          for i in range(self._lib.mera_deploy_num_outputs(self._h))]
+        self._plan = self._valid_rows_plan()
+        self._visible = _valid_rows.visible(self._plan)
         self._set = [False] * len(self._inputs)
         self._ran = False
         self._pool = threading.Condition()
@@ -310,6 +313,23 @@ class DeployModule:
         self._waitable = True
         #: The most inferences rt(x) runs at once (the module's handle and extra ones).
         self.max_contexts = max(1, os.cpu_count() or 1)
+
+    def _valid_rows_plan(self) -> "_valid_rows.Plan":
+        """Which outputs are cut to a count output's valid rows (deploy.json's ``valid_rows``; mera/_valid_rows.py)."""
+        path = os.path.join(self.deploy_dir, "deploy.json")
+        try:
+            with open(path, "rb") as f:
+                outs = json.loads(f.read().decode("utf-8"))["outputs"]
+            plan = _valid_rows.plan_from_json(outs)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise FormatError(f"'{path}': cannot read its outputs' valid_rows ({type(e).__name__}: {e})") from None
+        n = len(self._outputs)
+        if len(plan) != n or any(p is not None and not (0 <= p[1] < n and self._outputs[p[1]].dtype == np.int64
+                                                        and -len(self._outputs[k].shape) <= p[0]
+                                                        < len(self._outputs[k].shape))
+                                 for k, p in enumerate(plan)):
+            raise FormatError(f"'{path}': outputs[].valid_rows does not fit the outputs")
+        return plan
 
     def _unload(self) -> None:
         h = getattr(self, "_dl_handle", None)
@@ -380,14 +400,15 @@ class DeployModule:
 
     @property
     def outputs(self) -> List[Dict[str, Any]]:
-        """Name, shape and dtype of every output, in order."""
-        return [t.as_dict() for t in self._outputs]
+        """Name, shape and dtype of every output, in order (the count outputs that others are cut by left out;
+        a cut output's shape is its largest)."""
+        return [self._outputs[k].as_dict() for k in self._visible]
 
     def get_num_inputs(self) -> int:
         return len(self._inputs)
 
     def get_num_outputs(self) -> int:
-        return len(self._outputs)
+        return len(self._visible)
 
     # ---- running ------------------------------------------------------------------------------
 
@@ -441,7 +462,7 @@ class DeployModule:
             if st:
                 _raise(st, err, f"get_output {i}")
             outs.append(out)
-        return outs
+        return _valid_rows.trim(self._plan, outs)
 
     # ---- execution contexts for rt(x) from many threads -----------------------------------------
 
@@ -527,11 +548,15 @@ class DeployModule:
         return self
 
     def get_output(self, i: int) -> np.ndarray:
-        """Output ``i`` of the last run, as a new array."""
-        n = len(self._outputs)
+        """Output ``i`` of the last run, as a new array (cut to its valid rows: mera/_valid_rows.py)."""
+        n = len(self._visible)
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -n <= int(i) < n:
             raise RuntimeInputError(f"output index {i!r} is out of range: the model has {n} output(s)")
-        i = int(i) % n
+        k = self._visible[int(i) % n]
+        return _valid_rows.trim_one(self._plan, k, self._raw_output(k), self._raw_output)
+
+    def _raw_output(self, i: int) -> np.ndarray:
+        """Output ``i`` of the deploy runtime at its full size."""
         with self._lock:
             self._live()
             if not self._ran:
@@ -546,7 +571,7 @@ class DeployModule:
 
     def get_outputs(self) -> List[np.ndarray]:
         with self._lock:
-            return [self.get_output(i) for i in range(len(self._outputs))]
+            return [self.get_output(i) for i in range(len(self._visible))]
 
     def __call__(self, *inputs: Any) -> List[np.ndarray]:
         """Run on ``inputs`` (one array per input) and return the outputs. One call from setting

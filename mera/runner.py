@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from . import _core, _progress
+from . import _core, _progress, _valid_rows
 from .config import Target, current_build_config, dump_options, simulator_options
 from .errors import ConfigError, RuntimeInputError
 from .ir import Module
@@ -74,6 +74,8 @@ class Runner:
         self.target = target
         self._inputs = mod.inputs
         self._state = threading.local()
+        # outputs cut to their valid rows (NonMaxSuppression's; mera/_valid_rows.py)
+        self._plan = _valid_rows.plan_from_graph(mod._graph)
         #: what the last :meth:`evaluate` measured (None before the first)
         self.evaluate_metrics: Optional[Dict[str, float]] = None
 
@@ -85,7 +87,11 @@ class Runner:
         return len(self._inputs)
 
     def get_num_outputs(self) -> int:
-        return len(self._mod.outputs)
+        return len(_valid_rows.visible(self._plan))
+
+    def _run_core(self, arrays: List[np.ndarray]) -> List[np.ndarray]:
+        """One run; outputs computed from NonMaxSuppression's rows cut to the valid rows, their counts left out."""
+        return _valid_rows.trim(self._plan, self._core.run(arrays))
 
     def _arrays(self, data: Union[ArrayLike, Sequence[ArrayLike], Mapping[str, ArrayLike]]) -> List[np.ndarray]:
         names = self.input_names
@@ -110,7 +116,7 @@ class Runner:
 
     def __call__(self, *inputs: ArrayLike) -> List[np.ndarray]:
         """Run on ``inputs`` (one array per model input) and return the outputs."""
-        return self._core.run(self._arrays(list(inputs)))
+        return self._run_core(self._arrays(list(inputs)))
 
     def set_input(self, data: Union[ArrayLike, Sequence[ArrayLike], Mapping[str, ArrayLike]]) -> "Runner":
         """Set the inputs: one array, a list in input order, or a dict by name."""
@@ -121,7 +127,7 @@ class Runner:
         inputs = getattr(self._state, "inputs", None)
         if inputs is None:
             raise RuntimeInputError("run() before set_input(): no inputs are set")
-        self._state.outputs = self._core.run(inputs)
+        self._state.outputs = self._run_core(inputs)
         return self
 
     def get_outputs(self) -> List[np.ndarray]:
@@ -171,7 +177,7 @@ class Runner:
         outputs: List[List[np.ndarray]] = []
         t0 = time.perf_counter()
         for arrays in runs:
-            outputs.append(self._core.run(arrays))
+            outputs.append(self._run_core(arrays))
         seconds = time.perf_counter() - t0
         shape = self._inputs[0]["shape"] if self._inputs else ()
         images = len(runs) * (int(shape[0]) if len(shape) else 1)

@@ -229,6 +229,17 @@ CLAIMED = {
     "ConvInteger": ["test_convinteger_without_padding", "test_convinteger_with_padding"],
     "MatMulInteger": ["test_matmulinteger"],
     "TopK": ["test_top_k", "test_top_k_smallest", "test_top_k_negative_axis"],
+    "NonMaxSuppression": [f"test_nonmaxsuppression_{t}" for t in (
+        "suppress_by_IOU", "suppress_by_IOU_and_scores", "flipped_coordinates", "limit_output_size", "single_box",
+        "identical_boxes", "center_point_box_format", "two_classes", "two_batches", "iou_threshold_boundary")],
+    "ArgMax": [f"test_argmax_{t}{last}" for t in (
+        "no_keepdims_example", "no_keepdims_random", "keepdims_example", "keepdims_random", "default_axis_example",
+        "default_axis_random", "negative_axis_keepdims_example", "negative_axis_keepdims_random")
+        for last in ("", "_select_last_index")],
+    "ArgMin": [f"test_argmin_{t}{last}" for t in (
+        "no_keepdims_example", "no_keepdims_random", "keepdims_example", "keepdims_random", "default_axis_example",
+        "default_axis_random", "negative_axis_keepdims_example", "negative_axis_keepdims_random")
+        for last in ("", "_select_last_index")],
     "ConvTranspose": ["test_convtranspose", "test_convtranspose_autopad_same", "test_convtranspose_dilations",
                       "test_convtranspose_group_2", "test_convtranspose_group_2_image_3",
                       "test_convtranspose_kernel_shape", "test_convtranspose_output_shape", "test_convtranspose_pad",
@@ -426,7 +437,7 @@ _CASE_MODULES = {
     "Max": "max", "Min": "min", "Sqrt": "sqrt", "Exp": "exp", "Log": "log", "Tanh": "tanh", "Erf": "erf",
     "Abs": "abs", "ConvTranspose": "convtranspose", "LSTM": "lstm", "GRU": "gru",
     "DynamicQuantizeLinear": "dynamicquantizelinear", "ConvInteger": "convinteger", "MatMulInteger": "matmulinteger",
-    "TopK": "topk",
+    "TopK": "topk", "NonMaxSuppression": "nonmaxsuppression", "ArgMax": "argmax", "ArgMin": "argmin",
     "Split": "split", "Gather": "gather", "DepthToSpace": "depthtospace", "SpaceToDepth": "spacetodepth",
     "PRelu": "prelu", "Softplus": "softplus", "Mish": "mish", "InstanceNormalization": "instance_normalization",
     "GroupNormalization": "groupnormalization", "Gelu": "gelu", "Reciprocal": "reciprocal", "Neg": "neg",
@@ -438,6 +449,7 @@ _CASE_MODULES = {
 # so they become initializers (the node tests declare every input as a graph input)
 _FREEZE = {"LayerNormalization": {1, 2}, "Conv": {1, 2}, "ConvTranspose": {1, 2}, "LSTM": {1, 2, 3, 4, 5, 6, 7}, "GRU": {1, 2, 3, 4, 5},
            "ConvInteger": {1, 2, 3}, "MatMulInteger": {2, 3}, "TopK": {1}, "Split": {1}, "Gather": {1},
+           "NonMaxSuppression": {2, 3, 4},
            "PRelu": {1}, "InstanceNormalization": {1, 2}, "GroupNormalization": {1, 2}, "Gemm": {1, 2}, "MatMul": {1}, "BatchNormalization": {1, 2, 3, 4}, "Clip": {1, 2},
            "Reshape": {1}, "Pad": {1, 2, 3}, "Resize": {1, 2, 3}, "ReduceMean": {1},
            **{op: {1} for op in ("ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
@@ -519,6 +531,22 @@ def test_onnx_node(op, name):
         for o, e in zip(outs, expected):
             assert o.shape == e.shape, (layout, o.shape, e.shape)
             np.testing.assert_allclose(o, e, rtol=rtol, atol=atol, err_msg=f"{name} {layout}")
+
+
+@pytest.mark.parametrize("name", CLAIMED["Gather"])
+def test_onnx_node_gather_run_time_indices(name):
+    """Gather's node tests with the indices a graph input (computed at run time): mera's gather op."""
+    model, feeds, expected = frozen(node_cases()[name])
+    g = model.graph
+    idx = next(t for t in g.initializer if t.name == g.node[0].input[1])
+    g.input.append(helper.make_tensor_value_info(idx.name, TensorProto.INT64, list(idx.dims)))
+    feeds = feeds + [numpy_helper.to_array(idx).astype(np.int64)]
+    g.initializer.remove(idx)
+    for layout in LAYOUTS:
+        outs, mod = run_mera(model, feeds, layout)
+        assert "gather" in [n["op"] for n in mod.nodes()]
+        assert outs[0].shape == expected[0].shape
+        np.testing.assert_array_equal(outs[0], expected[0], err_msg=f"{name} {layout}")
 
 
 _EXCLUDED_TESTS = sorted(EXCLUDED)

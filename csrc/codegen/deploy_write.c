@@ -87,7 +87,16 @@ static mera_status write_params_section(const mera_graph *g, const dna_program *
     return MERA_OK;
 }
 
-static void write_tensor(mj_writer *j, const mera_value *v)
+/* The graph output whose value is v, or -1. */
+static int output_index_of(const mera_graph *g, int v)
+{
+    for (int k = 0; k < mera_graph_num_outputs(g); k++)
+        if (mera_graph_output(g, k) == v)
+            return k;
+    return -1;
+}
+
+static void write_tensor(mj_writer *j, const mera_graph *g, const mera_value *v)
 {
     mjw_begin_object(j);
     mjw_key(j, "name");
@@ -111,6 +120,19 @@ static void write_tensor(mj_writer *j, const mera_value *v)
         mjw_int(j, v->type.q.zero_point);
     else
         mjw_null(j);
+    /* an output made by rows_valid whose count is a graph output too: only the first count entries of its axis
+     * are valid (docs/frontends.md, "NonMaxSuppression"); the Python runtime trims it */
+    const mera_node *n = v->kind == MERA_VALUE_NODE ? mera_graph_node(g, v->producer) : NULL;
+    int count_out = n && n->op == MERA_OP_ROWS_VALID ? output_index_of(g, n->inputs[1]) : -1;
+    if (count_out >= 0) {
+        mjw_key(j, "valid_rows");
+        mjw_begin_object(j);
+        mjw_key(j, "count_output");
+        mjw_int(j, count_out);
+        mjw_key(j, "axis");
+        mjw_int(j, mera_attr_int(n, "axis"));
+        mjw_end_object(j);
+    }
     mjw_end_object(j);
 }
 
@@ -264,13 +286,13 @@ mera_status mera_deploy_write(const mera_deploy_spec *spec, mera_deploy_files *o
     for (int k = 0; k < mera_graph_num_inputs(g); k++) {
         const mera_value *v = mera_graph_value(g, mera_graph_input(g, k));
         if (v->kind == MERA_VALUE_INPUT)
-            write_tensor(&j, v);
+            write_tensor(&j, g, v);
     }
     mjw_end_array(&j);
     mjw_key(&j, "outputs");
     mjw_begin_array(&j, 0);
     for (int k = 0; k < mera_graph_num_outputs(g); k++)
-        write_tensor(&j, mera_graph_value(g, mera_graph_output(g, k)));
+        write_tensor(&j, g, mera_graph_value(g, mera_graph_output(g, k)));
     mjw_end_array(&j);
     mjw_key(&j, "params_file");
     mjw_begin_object(&j);

@@ -493,7 +493,14 @@ static const mera_attr_spec attrs_concat[] = {
 static mera_status infer_concat(mera_infer_ctx *ctx)
 {
     mera_status st;
-    if ((st = check_same_activation_dtype(ctx, 0, ctx->n_inputs - 1)))
+    int indices = ctx->in[0]->dtype == MERA_DTYPE_INT64; /* plain int64 (indices, NonMaxSuppression's rows) */
+    for (int i = 1; indices && i < ctx->n_inputs; i++)
+        if (ctx->in[i]->dtype != MERA_DTYPE_INT64) {
+            char d[160];
+            return FAIL(ctx, MERA_ERR_DTYPE, "%s is %s but input 0 is int64", in_desc(ctx, i, d, sizeof d),
+                        mera_dtype_name(ctx->in[i]->dtype));
+        }
+    if (!indices && (st = check_same_activation_dtype(ctx, 0, ctx->n_inputs - 1)))
         return st;
     const mera_type *a = ctx->in[0];
     int64_t axis;
@@ -517,6 +524,12 @@ static mera_status infer_concat(mera_infer_ctx *ctx)
         out->shape[axis] += b->shape[axis];
         if (b->layout != a->layout)
             out->layout = MERA_LAYOUT_ANY;
+    }
+    if (indices) {
+        if (mera_attr_find(ctx->attrs, ctx->n_attrs, "out_scale") || attr_s(ctx, "out_dtype"))
+            return FAIL(ctx, MERA_ERR_ATTR, "out_scale/out_zero_point/out_dtype apply to quantized inputs, but "
+                        "input 0 '%s' is int64", ctx->in_names[0]);
+        return MERA_OK;
     }
     return set_output_quant(ctx, out);
 }
@@ -1630,6 +1643,162 @@ static mera_status infer_reduce(mera_infer_ctx *ctx)
 {
     mera_status st = require_float(ctx, 0);
     return st ? st : infer_reduced_axes(ctx);
+}
+
+/* ---- detection post-processing (host) ----------------------------------- */
+
+/* non_max_suppression: boxes [batches, boxes, 4] and scores [batches, classes, boxes], float32. Output `selected`:
+ * int64 [rows, 3] with rows = batches * classes * min(max_output_boxes_per_class, boxes) (at least 1), the selected
+ * [batch, class, box] triples first and 0 after them; output `count`: int64 [1], how many rows are selected. */
+static const char *const inputs_non_max_suppression[] = {"boxes", "scores"};
+static const mera_attr_spec attrs_non_max_suppression[] = {
+    {"max_output_boxes_per_class", MERA_ATTR_INT, 1, 0, NULL, NULL, "at most this many boxes per batch and class (>= 0)"},
+    {"iou_threshold", MERA_ATTR_FLOAT, 0, 0, NULL, "0", "a box whose IoU with a selected one is above it is dropped, in [0, 1]"},
+    {"score_threshold", MERA_ATTR_FLOAT, 0, 0, NULL, "0", "with use_score_threshold: boxes scoring at most this are dropped"},
+    {"use_score_threshold", MERA_ATTR_INT, 0, 0, NULL, "0", "1: apply score_threshold (ONNX: the input is given)"},
+    {"center_point_box", MERA_ATTR_INT, 0, 0, NULL, "0", "0: [y1, x1, y2, x2] corners, 1: [x_center, y_center, width, height]"},
+    {"output", MERA_ATTR_STRING, 0, 0, "selected|count", "selected", "the selected rows or their count"},
+    END_ATTRS,
+};
+static mera_status infer_non_max_suppression(mera_infer_ctx *ctx)
+{
+    mera_status st;
+    if ((st = require_float(ctx, 0)) || (st = require_float(ctx, 1)) || (st = require_rank(ctx, 0, 3)) ||
+        (st = require_rank(ctx, 1, 3)))
+        return st;
+    const mera_type *b = ctx->in[0], *s = ctx->in[1];
+    if (b->shape[2] != 4 || s->shape[0] != b->shape[0] || s->shape[2] != b->shape[1]) {
+        char bs[128], ss[128];
+        mera_shape_format(b->shape, b->rank, bs, sizeof bs);
+        mera_shape_format(s->shape, s->rank, ss, sizeof ss);
+        return FAIL(ctx, MERA_ERR_SHAPE, "boxes %s and scores %s must be [batches, boxes, 4] and "
+                    "[batches, classes, boxes]", bs, ss);
+    }
+    int64_t mpc = attr_i(ctx, "max_output_boxes_per_class"), cpb = attr_i(ctx, "center_point_box");
+    double iou = attr_f(ctx, "iou_threshold");
+    if (mpc < 0)
+        return FAIL(ctx, MERA_ERR_ATTR, "max_output_boxes_per_class = %lld must be >= 0", (long long)mpc);
+    if (!(iou >= 0.0 && iou <= 1.0))
+        return FAIL(ctx, MERA_ERR_ATTR, "iou_threshold = %g must be in [0, 1]", iou);
+    if (cpb != 0 && cpb != 1)
+        return FAIL(ctx, MERA_ERR_ATTR, "center_point_box = %lld must be 0 or 1", (long long)cpb);
+    int64_t use = attr_i(ctx, "use_score_threshold");
+    if (use != 0 && use != 1)
+        return FAIL(ctx, MERA_ERR_ATTR, "use_score_threshold = %lld must be 0 or 1", (long long)use);
+    mera_type *out = &ctx->out[0];
+    memset(out, 0, sizeof *out);
+    out->dtype = MERA_DTYPE_INT64;
+    out->layout = MERA_LAYOUT_ANY;
+    if (strcmp(attr_s(ctx, "output"), "count") == 0) {
+        out->rank = 1;
+        out->shape[0] = 1;
+        return MERA_OK;
+    }
+    int64_t rows = b->shape[0] * s->shape[1] * (mpc < b->shape[1] ? mpc : b->shape[1]);
+    out->rank = 2;
+    out->shape[0] = rows > 0 ? rows : 1;
+    out->shape[1] = 3;
+    return MERA_OK;
+}
+
+/* gather: data (any dtype, quantization parameters kept) and int64 indices of any shape; the output is
+ * data.shape[:axis] + indices.shape + data.shape[axis + 1:]. */
+static const char *const inputs_gather[] = {"data", "indices"};
+static const mera_attr_spec attrs_gather[] = {
+    {"axis", MERA_ATTR_INT, 0, 0, NULL, "0", "the axis indexed (negative: from the end)"},
+    END_ATTRS,
+};
+static mera_status infer_gather(mera_infer_ctx *ctx)
+{
+    const mera_type *x = ctx->in[0], *ix = ctx->in[1];
+    char d[160];
+    if (ix->dtype != MERA_DTYPE_INT64)
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be int64, got %s", in_desc(ctx, 1, d, sizeof d),
+                    mera_dtype_name(ix->dtype));
+    if (x->q.kind == MERA_QUANT_PER_AXIS)
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s is quantized per axis: gather takes per-tensor parameters",
+                    in_desc(ctx, 0, d, sizeof d));
+    int64_t axis;
+    if (!normalize_axis(attr_i(ctx, "axis"), x->rank, &axis))
+        return FAIL(ctx, MERA_ERR_ATTR, "axis %lld is out of range for rank %d", (long long)attr_i(ctx, "axis"),
+                    x->rank);
+    if (x->rank - 1 + ix->rank > MERA_MAX_RANK)
+        return FAIL(ctx, MERA_ERR_SHAPE, "the output would have rank %d (at most %d)", x->rank - 1 + ix->rank,
+                    MERA_MAX_RANK);
+    mera_type *out = &ctx->out[0];
+    *out = *x;
+    out->layout = MERA_LAYOUT_ANY;
+    out->rank = 0;
+    for (int i = 0; i < x->rank; i++) {
+        if (i != axis) {
+            out->shape[out->rank++] = x->shape[i];
+            continue;
+        }
+        for (int k = 0; k < ix->rank; k++)
+            out->shape[out->rank++] = ix->shape[k];
+    }
+    if (out->rank == 0) { /* a 0-d index into a 1-d tensor: mera tensors have at least one axis */
+        out->rank = 1;
+        out->shape[0] = 1;
+    }
+    return MERA_OK;
+}
+
+/* argmax / argmin: int64 indices along `axis` of float32 or per-tensor quantized data. */
+static const char *const inputs_argmax[] = {"data"};
+static const mera_attr_spec attrs_argmax[] = {
+    {"axis", MERA_ATTR_INT, 0, 0, NULL, "0", "the axis (negative: from the end)"},
+    {"keepdims", MERA_ATTR_INT, 0, 0, NULL, "1", "keep the axis with size 1"},
+    {"select_last_index", MERA_ATTR_INT, 0, 0, NULL, "0", "1: the last of equal values, 0: the first"},
+    END_ATTRS,
+};
+#define inputs_argmin inputs_argmax
+#define attrs_argmin attrs_argmax
+static mera_status infer_argmax(mera_infer_ctx *ctx)
+{
+    mera_status st = check_activation(ctx, 0);
+    if (st)
+        return st;
+    const mera_type *x = ctx->in[0];
+    int64_t axis, keep = attr_i(ctx, "keepdims"), last = attr_i(ctx, "select_last_index");
+    if (!normalize_axis(attr_i(ctx, "axis"), x->rank, &axis))
+        return FAIL(ctx, MERA_ERR_ATTR, "axis %lld is out of range for rank %d", (long long)attr_i(ctx, "axis"),
+                    x->rank);
+    if ((keep != 0 && keep != 1) || (last != 0 && last != 1))
+        return FAIL(ctx, MERA_ERR_ATTR, "keepdims = %lld and select_last_index = %lld must be 0 or 1",
+                    (long long)keep, (long long)last);
+    if (!keep && x->rank == 1)
+        return FAIL(ctx, MERA_ERR_SHAPE, "keepdims = 0 of a 1-D tensor gives a 0-d tensor; mera tensors have at "
+                    "least one axis");
+    mera_type *out = &ctx->out[0];
+    memset(out, 0, sizeof *out);
+    out->dtype = MERA_DTYPE_INT64;
+    out->layout = MERA_LAYOUT_ANY;
+    for (int i = 0; i < x->rank; i++)
+        if (i != axis || keep)
+            out->shape[out->rank++] = i == axis ? 1 : x->shape[i];
+    return MERA_OK;
+}
+#define infer_argmin infer_argmax
+
+/* rows_valid: data unchanged; count (int64 [1]) says how many entries of `axis` are valid. */
+static const char *const inputs_rows_valid[] = {"data", "count"};
+static const mera_attr_spec attrs_rows_valid[] = {
+    {"axis", MERA_ATTR_INT, 0, 0, NULL, "0", "the axis whose first `count` entries are valid"},
+    END_ATTRS,
+};
+static mera_status infer_rows_valid(mera_infer_ctx *ctx)
+{
+    const mera_type *x = ctx->in[0], *c = ctx->in[1];
+    char d[160];
+    if (c->dtype != MERA_DTYPE_INT64 || c->rank != 1 || c->shape[0] != 1)
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be an int64 tensor of shape [1]", in_desc(ctx, 1, d, sizeof d));
+    int64_t axis;
+    if (!normalize_axis(attr_i(ctx, "axis"), x->rank, &axis))
+        return FAIL(ctx, MERA_ERR_ATTR, "axis %lld is out of range for rank %d", (long long)attr_i(ctx, "axis"),
+                    x->rank);
+    ctx->out[0] = *x;
+    return MERA_OK;
 }
 
 /* ---- the table ---------------------------------------------------------- */

@@ -65,6 +65,11 @@ static const mera_kernel_fn ref_table[MERA_OP_COUNT][MERA_NUMERICS_COUNT] = {
     [MERA_OP_DYNAMIC_QUANTIZE_LSTM] = BOTH(ref_dynamic_quantize_lstm, NULL),
     [MERA_OP_TOPK]                = BOTH(ref_topk, NULL),
     [MERA_OP_REDUCE]              = BOTH(ref_reduce_f32, NULL),
+    [MERA_OP_NON_MAX_SUPPRESSION] = BOTH(ref_non_max_suppression, NULL),
+    [MERA_OP_GATHER]              = BOTH(ref_gather, ref_gather),
+    [MERA_OP_ARGMAX]              = BOTH(ref_argmax, ref_argmax),
+    [MERA_OP_ARGMIN]              = BOTH(ref_argmax, ref_argmax),
+    [MERA_OP_ROWS_VALID]          = BOTH(ref_rows_valid, ref_rows_valid),
 };
 
 mera_kernel_fn mera_kernel_ref(int op, mera_numerics num)

@@ -640,7 +640,8 @@ static mera_status quant_node(quant_ctx *c, const use_info *u, int n, char *fuse
     attr_list al;
     attrs_copy(&al, node);
     int out = node->outputs[0], stands_for = out, range_of = out;
-    if (info->flags & MERA_OPF_QOUT) {
+    /* (a concat of int64 indices is no activation: it has no output parameters) */
+    if ((info->flags & MERA_OPF_QOUT) && mera_graph_value(g, out)->type.dtype != MERA_DTYPE_INT64) {
         int m = sole_user(u, out);
         const mera_node *mn = m >= 0 ? mera_graph_node(g, m) : NULL;
         if (mn && c->q->cfg.fuse_relu && mn->op == MERA_OP_RELU && (info->flags & MERA_OPF_ACTIVATION) &&

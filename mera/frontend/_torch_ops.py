@@ -514,6 +514,21 @@ def _softmax(ctx, x, dim, dtype_or_half=None):
     return Tensor(ctx.emit("softmax", t.value, axis=ctx.axis(t, int(dim))), t.nhwc, t.torch_cl)
 
 
+def _arg_reduce(op: str):
+    def convert(ctx, x, dim=None, keepdim=False):
+        """torch.argmax / argmin along one dim: int64 indices, the first of equal values (as PyTorch)."""
+        t = ctx.to_nchw(ctx.tensor(x, op))
+        if dim is None:
+            raise UnsupportedError(f"torch.{op} over all elements (dim=None) gives a 0-d tensor; mera tensors have "
+                                   f"at least one axis: give a dim{ctx.where()}")
+        return Tensor(ctx.emit(op, t.value, axis=int(dim), keepdims=int(bool(keepdim)), select_last_index=0), False)
+    return convert
+
+
+converts("aten::argmax")(_arg_reduce("argmax"))
+converts("aten::argmin")(_arg_reduce("argmin"))
+
+
 # -- concat / split -------------------------------------------------------------
 
 def _cat(ctx: Context, xs, dim, qout=None):

@@ -50,6 +50,8 @@ class Tensor:
 
     value: ir.Value
     nhwc: bool = False
+    #: computed from NonMaxSuppression's selected rows: (ONNX axis of the rows, the int64 [1] count of valid ones)
+    rows: Optional[Tuple[int, ir.Value]] = None
 
     @property
     def shape(self) -> Tuple[int, ...]:
@@ -232,8 +234,11 @@ def _attrs(node) -> Dict[str, Any]:
 def _const_input(ctx: Context, x: Any, what: str) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
+    source = ""
+    if isinstance(x, Tensor) and x.value.kind == "input":  # (an int64 graph input, say)
+        source = f": it is the graph's input '{x.value.name}'"
     raise UnsupportedError(f"{what} must be a constant (an initializer or computable at import), "
-                           "but it is computed at run time")
+                           f"but it is computed at run time{source}")
 
 
 def _ints(x: Any) -> List[int]:
@@ -746,6 +751,176 @@ def _topk(ctx: Context, node, a, x, k=None):
         ctx.env[outs[1]] = Tensor(ctx.emit("topk", t.value, k=kk[0], axis=axis, largest=largest, output="indices"),
                                   t.nhwc)
     return Tensor(ctx.emit("topk", t.value, k=kk[0], axis=axis, largest=largest, output="values"), t.nhwc)
+
+
+# -- NonMaxSuppression and the ops on its rows -------------------------------------------------------------
+#
+# mera's tensors have static shapes. non_max_suppression returns its largest possible row count
+# (batches * classes * min(max_output_boxes_per_class, boxes)) with the selected rows first and zeros after them
+# (valid indices, so the gathers that follow never fail on them), and a second node gives the count of selected
+# rows. A Tensor computed from those rows carries ``rows = (axis, count)``; _ROW_RULES says where the rows go
+# through each op that keeps them apart, and every graph output with rows is a rows_valid node whose count is an
+# extra graph output: the runners cut the output to the valid rows (mera/_valid_rows.py).
+
+@converts("NonMaxSuppression")
+def _non_max_suppression(ctx: Context, node, a, boxes, scores, max_out=None, iou=None, score=None):
+    """onnxruntime's NonMaxSuppression; max_output_boxes_per_class, iou_threshold and score_threshold must be
+    constants (the first sets the static row count)."""
+    def scalar(v, what, dtype):
+        arr = np.asarray(_const_input(ctx, v, f"the NonMaxSuppression {what}"))
+        if arr.size != 1:
+            raise UnsupportedError(f"NonMaxSuppression {what} of shape {arr.shape} (expected one value)")
+        return dtype(arr.reshape(-1)[0])
+    mpc = max(scalar(max_out, "max_output_boxes_per_class", int), 0) if max_out is not None else 0
+    iou_thr = scalar(iou, "iou_threshold", float) if iou is not None else 0.0
+    if not 0.0 <= iou_thr <= 1.0:
+        raise UnsupportedError(f"NonMaxSuppression iou_threshold {iou_thr} (onnxruntime requires it in [0, 1])")
+    attrs = dict(max_output_boxes_per_class=mpc, iou_threshold=np.float32(iou_thr).item(),
+                 center_point_box=int(a.get("center_point_box", 0)))
+    if score is not None:
+        attrs.update(use_score_threshold=1,
+                     score_threshold=np.float32(scalar(score, "score_threshold", float)).item())
+    b, s = (ctx.to_nchw(ctx.tensor(v, f"NonMaxSuppression {w}")) for v, w in ((boxes, "boxes"), (scores, "scores")))
+    sel = ctx.emit("non_max_suppression", b.value, s.value, output="selected", **attrs)
+    count = ctx.emit("non_max_suppression", b.value, s.value, output="count", **attrs)
+    return Tensor(sel, False, rows=(0, count))
+
+
+def _arg_reduce(op: str):
+    def convert(ctx: Context, node, a, x):
+        t = ctx.to_nchw(ctx.tensor(x, f"{node.op_type} data"))
+        axis = int(a.get("axis", 0))
+        d = axis + t.rank if axis < 0 else axis
+        if not 0 <= d < t.rank:
+            raise UnsupportedError(f"{node.op_type} axis {axis} of a rank-{t.rank} tensor")
+        return Tensor(ctx.emit(op, t.value, axis=d, keepdims=int(a.get("keepdims", 1)),
+                               select_last_index=int(a.get("select_last_index", 0))), False)
+    return convert
+
+
+CONVERTERS["ArgMax"] = _arg_reduce("argmax")
+CONVERTERS["ArgMin"] = _arg_reduce("argmin")
+
+
+def _norm_axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+def _one_tag(node, tags) -> Tuple[int, int]:
+    """(input position, rows axis) of the one input with rows."""
+    if len(tags) != 1:
+        raise UnsupportedError(f"{node.op_type} with NonMaxSuppression's rows in {len(tags)} of its inputs")
+    (i, (r, _)), = tags.items()
+    return i, r
+
+
+def _rows_same_block(node, a, ins, out: Tensor, r: int, src: Tensor) -> int:
+    """Where the rows axis r of ``src`` is in ``out`` when ``out`` holds the same elements in the same order
+    (Reshape, Squeeze, Unsqueeze, Flatten): the axis whose size is the rows' and before which as many elements lie."""
+    before = int(np.prod(src.shape[:r]))
+    for k in range(out.rank):
+        if int(np.prod(out.shape[:k])) == before and out.shape[k] == src.shape[r]:
+            return k
+    raise UnsupportedError(f"{node.op_type} of {src.shape} to {out.shape} merges or splits NonMaxSuppression's "
+                           f"rows (axis {r}), whose valid count is known only at run time")
+
+
+def _rows_elementwise(node, a, ins, out: Tensor, tags) -> int:
+    axes = set()
+    for i, (r, _) in tags.items():
+        k = r + out.rank - ins[i].rank
+        if out.shape[k] != ins[i].shape[r]:
+            raise UnsupportedError(f"{node.op_type} broadcasts NonMaxSuppression's rows")
+        axes.add(k)
+    if len(axes) != 1:
+        raise UnsupportedError(f"{node.op_type} of NonMaxSuppression's rows on different axes")
+    return axes.pop()
+
+
+def _rows_gather(node, a, ins, out: Tensor, tags) -> int:
+    if len(tags) != 1:
+        raise UnsupportedError("Gather of NonMaxSuppression's rows by indices computed from them")
+    i, r = _one_tag(node, tags)
+    d = _norm_axis(int(a.get("axis", 0)), ins[0].rank if isinstance(ins[0], Tensor) else np.ndim(ins[0]))
+    if i == 1:  # the indices are the rows: they take the place of the data's axis d
+        return d + r
+    if d == r:
+        raise UnsupportedError("Gather along NonMaxSuppression's rows (their valid count is known only at run time)")
+    return r if r < d else r - 1 + int(np.ndim(ins[1]) if not isinstance(ins[1], Tensor) else ins[1].rank)
+
+
+def _rows_slice(node, a, ins, out: Tensor, tags) -> int:
+    i, r = _one_tag(node, tags)
+    if i != 0 or out.rank != ins[0].rank or out.shape[r] != ins[0].shape[r]:
+        raise UnsupportedError("Slice of NonMaxSuppression's rows themselves (their valid count is known only at "
+                               "run time)")
+    return r
+
+
+def _rows_reshape(node, a, ins, out: Tensor, tags) -> int:
+    _, r = _one_tag(node, tags)
+    return _rows_same_block(node, a, ins, out, r, ins[0])
+
+
+def _rows_transpose(node, a, ins, out: Tensor, tags) -> int:
+    _, r = _one_tag(node, tags)
+    perm = [int(p) for p in a.get("perm", list(range(ins[0].rank))[::-1])]
+    return perm.index(r)
+
+
+def _rows_concat(node, a, ins, out: Tensor, tags) -> int:
+    axes = {r for r, _ in tags.values()}
+    d = _norm_axis(int(a["axis"]), out.rank)
+    if len(axes) != 1 or d in axes:
+        raise UnsupportedError("Concat along NonMaxSuppression's rows, or of rows on different axes")
+    return axes.pop()
+
+
+def _rows_arg(node, a, ins, out: Tensor, tags) -> int:
+    _, r = _one_tag(node, tags)
+    d = _norm_axis(int(a.get("axis", 0)), ins[0].rank)
+    if d == r:
+        raise UnsupportedError(f"{node.op_type} along NonMaxSuppression's rows (their valid count is known only at "
+                               "run time)")
+    return r if r < d or int(a.get("keepdims", 1)) else r - 1
+
+
+def _rows_keep(node, a, ins, out: Tensor, tags) -> int:
+    return _one_tag(node, tags)[1]
+
+
+_ROW_RULES = {
+    "Gather": _rows_gather, "Slice": _rows_slice, "Reshape": _rows_reshape, "Squeeze": _rows_reshape,
+    "Unsqueeze": _rows_reshape, "Flatten": _rows_reshape, "Transpose": _rows_transpose, "Concat": _rows_concat,
+    "ArgMax": _rows_arg, "ArgMin": _rows_arg, "Cast": _rows_keep, "Identity": _rows_keep,
+    **{op: _rows_elementwise for op in ("Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Neg", "Abs", "Sqrt", "Exp",
+                                        "Log")},
+}
+
+
+def _row_tags(ins: List[Any]) -> Dict[int, Tuple[int, ir.Value]]:
+    return {i: v.rows for i, v in enumerate(ins) if isinstance(v, Tensor) and v.rows is not None}
+
+
+def _check_row_op(node, tags) -> None:
+    """Refuse an op that would mix NonMaxSuppression's valid rows with the unused ones."""
+    if node.op_type not in _ROW_RULES:
+        raise UnsupportedError(
+            f"{node.op_type} of NonMaxSuppression's selected rows: their count is known only at run time, and mera "
+            f"follows them through {', '.join(sorted(_ROW_RULES))} only")
+    if len({c.id for _, c in tags.values()}) > 1:
+        raise UnsupportedError(f"{node.op_type} of the rows of two NonMaxSuppression nodes")
+
+
+def _with_rows(node, a, ins, out: Any, tags) -> Any:
+    """``out`` tagged with where the rows of its inputs went."""
+    if not isinstance(out, Tensor):
+        raise UnsupportedError(f"{node.op_type} of NonMaxSuppression's rows to a constant")
+    if out.nhwc:
+        raise UnsupportedError(f"{node.op_type} of NonMaxSuppression's rows to a channels-last tensor")
+    axis = _ROW_RULES[node.op_type](node, a, ins, out, tags)
+    count = next(iter(tags.values()))[1]
+    return Tensor(out.value, out.nhwc, rows=(axis, count))
 
 @converts("BatchNormalization")
 def _batchnorm(ctx: Context, node, a, x, gamma, beta, mean, var):
@@ -1487,6 +1662,8 @@ def _take(ctx: Context, v: ir.Value, ax: int, n: int, idx: List[int]) -> ir.Valu
 @converts("Gather")
 def _gather(ctx, node, a, x, idx):
     t = ctx.tensor(x)
+    if isinstance(idx, Tensor):
+        return _gather_runtime(ctx, a, t, idx)
     ind = _const_input(ctx, idx, "the Gather indices")
     axis = int(a.get("axis", 0))
     d = axis + t.rank if axis < 0 else axis
@@ -1503,6 +1680,19 @@ def _gather(ctx, node, a, x, idx):
     if not shape:
         raise UnsupportedError("Gather to a 0-d tensor: mera tensors have at least one axis")
     return _reshape_to(ctx, g, shape)
+
+
+def _gather_runtime(ctx: Context, a, t: Tensor, idx: Tensor) -> Tensor:
+    """Gather by indices computed at run time (NonMaxSuppression's, say): the gather op, int64 indices; an index out
+    of range is an error when the graph runs."""
+    if idx.value.dtype != "int64":
+        raise UnsupportedError(f"Gather by run-time {idx.value.dtype} indices (mera's gather takes int64 ones)")
+    t, idx = ctx.to_nchw(t), ctx.to_nchw(idx)
+    axis = int(a.get("axis", 0))
+    d = axis + t.rank if axis < 0 else axis
+    if not 0 <= d < t.rank:
+        raise UnsupportedError(f"Gather axis {axis} of a rank-{t.rank} tensor")
+    return Tensor(ctx.emit("gather", t.value, idx.value, axis=d), False)
 
 
 def _space_depth(ctx: Context, t: Tensor, b: int, to_depth: bool, mode: str = "DCR") -> Tensor:
@@ -2004,9 +2194,11 @@ class _Importer:
                 dtype = "uint8" if tt.elem_type == onnx.TensorProto.UINT8 else "int8"
                 if not _plain_int_input(self.ctx, vi.name):  # (plain integers for ConvInteger, MatMulInteger)
                     qparams = _onnx_quant.input_qparams(self.ctx, vi.name, dtype)
+            elif tt.elem_type == onnx.TensorProto.INT64:
+                dtype = "int64"  # plain integers: indices (Gather's, say)
             elif tt.elem_type != onnx.TensorProto.FLOAT:
                 raise UnsupportedError(f"input '{vi.name}' has element type "
-                                       f"{_dtype_name(tt.elem_type)}; mera imports float32 "
+                                       f"{_dtype_name(tt.elem_type)}; mera imports float32 and int64 "
                                        "inputs, and uint8/int8 inputs that DequantizeLinear or QLinear nodes read")
             # a dim_param, no value, or a negative value (some exporters write -1) is dynamic:
             # input_shapes gives it
@@ -2071,7 +2263,12 @@ class _Importer:
             ctx.node, ctx.node_label = node, label
             try:
                 a = _attrs(node)
+                tags = _row_tags(ins)
+                if tags:
+                    _check_row_op(node, tags)
                 out = self._convert(node, domain, a, ins)
+                if tags:
+                    out = _with_rows(node, a, ins, out, tags)
             except UnsupportedError as e:
                 where = "; downstream of an unsupported node" if downstream else ""
                 found.setdefault(f"{domain}.{node.op_type}" if domain else node.op_type, []).append(
@@ -2102,7 +2299,7 @@ class _Importer:
                 f"'{self.path}': {n_nodes} node{'s' if n_nodes != 1 else ''} of {len(found)} op type"
                 f"{'s' if len(found) != 1 else ''} cannot be imported:\n"
                 + "\n".join(_describe(k, v) for k, v in found.items()))
-        outs = []
+        outs, counts = [], []
         for o in self.m.graph.output:
             if o.name not in self.env:
                 raise FormatError(f"'{self.path}': graph output '{o.name}' is neither an input nor computed by a node")
@@ -2110,12 +2307,19 @@ class _Importer:
             if not isinstance(v, Tensor):
                 raise UnsupportedError(f"'{self.path}': output '{o.name}' is a constant; mera graphs compute "
                                        "their outputs from their inputs")
+            if v.rows is not None:  # cut to its valid rows by the runners (mera/_valid_rows.py)
+                v = ctx.to_nchw(v)
+                ctx.node_label = o.name
+                outs.append(ctx.emit("rows_valid", v.value, v.rows[1], axis=v.rows[0]))
+                if v.rows[1].id not in [c.id for c in counts]:
+                    counts.append(v.rows[1])
+                continue
             if v.rank == 4:
                 v = ctx.to_layout(v)
             else:
                 v = ctx.to_nchw(v)
             outs.append(v.value)
-        return ctx.b.finish(outs), dict(ctx.b.params)
+        return ctx.b.finish(outs + counts), dict(ctx.b.params)
 
     def _convert(self, node, domain: str, a: Dict[str, Any], ins: List[Any]) -> Any:
         ctx = self.ctx

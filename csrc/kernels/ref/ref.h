@@ -53,6 +53,12 @@ REF_KERNEL(ref_dynamic_quantize_lstm);
 REF_KERNEL(ref_topk);
 REF_KERNEL(ref_reduce_f32); /* reduce.c */
 
+/* detect.c: detection post-processing on the host */
+REF_KERNEL(ref_non_max_suppression);
+REF_KERNEL(ref_gather);
+REF_KERNEL(ref_argmax); /* argmax and argmin */
+REF_KERNEL(ref_rows_valid);
+
 /* elementwise.c */
 REF_KERNEL(ref_add_f32);
 REF_KERNEL(ref_add_q);

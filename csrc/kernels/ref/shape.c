@@ -30,13 +30,15 @@ REF_KERNEL(ref_concat_f32)
     int64_t axis, outer, inner;
     concat_shape(a, &axis, &outer, &inner);
     int64_t out_len = a->out_types[0]->shape[axis];
-    float *y = a->out[0];
+    size_t elem = mera_dtype_size(a->out_types[0]->dtype); /* float32, or int64 indices */
+    unsigned char *y = a->out[0];
     int64_t at = 0; /* offset of input i along the axis */
     for (int i = 0; i < a->n_inputs; i++) {
         int64_t len = a->in_types[i]->shape[axis];
-        const float *x = a->in[i];
+        const unsigned char *x = a->in[i];
         for (int64_t o = 0; o < outer; o++)
-            memcpy(y + (o * out_len + at) * inner, x + o * len * inner, (size_t)(len * inner) * sizeof *x);
+            memcpy(y + (size_t)((o * out_len + at) * inner) * elem, x + (size_t)(o * len * inner) * elem,
+                   (size_t)(len * inner) * elem);
         at += len;
     }
     return MERA_OK;
