@@ -341,6 +341,91 @@ def _qmul_relu(ctx, a, b, scale, zp):
     return _binary(ctx, "mul", a, b, relu=True, qout=_qout(scale, zp))
 
 
+# -- PyTorch quantized kernels with formulas of their own (docs/numerics.md 5a) ------------
+
+def _scalar_value(ctx: Context, b, what: str) -> float:
+    if isinstance(b, torch.Tensor) and b.numel() == 1:
+        return float(b.item())  # torch.jit.trace records a Scalar as a tensor
+    if isinstance(b, (int, float)) and not isinstance(b, bool):
+        return float(b)
+    raise UnsupportedError(f"{what} of a run-time tensor operand (mera takes a constant scalar){ctx.where()}")
+
+
+def _scalar_op(ctx: Context, op: str, x, b, relu: bool):
+    t = ctx.tensor(x, f"quantized::{op}")
+    if not t.quantized:
+        raise UnsupportedError(f"quantized::{op} of a float tensor{ctx.where()}")
+    v = ctx.emit(op, t.value, value=_scalar_value(ctx, b, f"quantized::{op}"), relu=int(relu))
+    return Tensor(v, t.nhwc, t.torch_cl)
+
+
+@converts("quantized::add_scalar", "quantized::add_scalar.Tensor")
+def _qadd_scalar(ctx, x, b):
+    return _scalar_op(ctx, "add_scalar", x, b, False)
+
+
+@converts("quantized::add_scalar_relu", "quantized::add_scalar_relu.Tensor")
+def _qadd_scalar_relu(ctx, x, b):
+    return _scalar_op(ctx, "add_scalar", x, b, True)
+
+
+@converts("quantized::mul_scalar", "quantized::mul_scalar.Tensor")
+def _qmul_scalar(ctx, x, b):
+    return _scalar_op(ctx, "mul_scalar", x, b, False)
+
+
+@converts("quantized::mul_scalar_relu", "quantized::mul_scalar_relu.Tensor")
+def _qmul_scalar_relu(ctx, x, b):
+    return _scalar_op(ctx, "mul_scalar", x, b, True)
+
+
+def _bn_scale_shift(weight, bias, mean, var, eps: float):
+    """qbatch_norm.cpp compute_fused_params in float32: scale = f32(inv_sigma * weight) and
+    shift = f32(bias - f32(f32(mean * inv_sigma) * weight)), inv_sigma = f32(1.0 / sqrtf(var + f32(eps)))."""
+    f32 = np.float32
+    m = mean.detach().float().numpy().astype(f32)
+    v = var.detach().float().numpy().astype(f32)
+    w = np.ones_like(m) if weight is None else weight.detach().float().numpy().astype(f32)
+    b = np.zeros_like(m) if bias is None else bias.detach().float().numpy().astype(f32)
+    inv_sigma = (1.0 / np.sqrt(v + f32(eps)).astype(np.float64)).astype(f32)
+    scale = (inv_sigma * w).astype(f32)
+    shift = (b - ((m * inv_sigma).astype(f32) * w).astype(f32)).astype(f32)
+    return scale, shift
+
+
+def _qbatch_norm(ctx: Context, x, weight, bias, mean, var, eps, scale, zp, relu: bool, rank: int):
+    what = f"quantized::batch_norm{rank - 2}d" if rank != 4 else "quantized::batch_norm2d"
+    t = ctx.tensor(x, what)
+    if len(t.shape) != rank:
+        raise UnsupportedError(f"{what} of a rank-{len(t.shape)} tensor (PyTorch takes rank {rank}){ctx.where()}")
+    if not all(isinstance(p, torch.Tensor) or p is None for p in (weight, bias, mean, var)) or mean is None:
+        raise UnsupportedError(f"{what} with computed statistics is not supported{ctx.where()}")
+    sc, sh = _bn_scale_shift(weight, bias, mean, var, float(eps))
+    base = ctx.scope or "bn"
+    sv = ctx.b.const(sc, name=ctx.b._fresh(base + ".scale"))
+    hv = ctx.b.const(sh, name=ctx.b._fresh(base + ".shift"))
+    v = ctx.emit("batch_norm", t.value, sv, hv, axis=ctx.axis(t, 1), activation="relu" if relu else "none",
+                 **_qout(scale, zp))
+    return Tensor(v, t.nhwc, rank == 4 or t.torch_cl)  # PyTorch writes 2-D/3-D batch norm channels-last
+
+
+def _qbn_converter(rank: int, relu: bool):
+    def conv(ctx, x, weight, bias, mean, var, eps, scale, zp):
+        return _qbatch_norm(ctx, x, weight, bias, mean, var, eps, scale, zp, relu, rank)
+    return conv
+
+
+for _rank, _name in ((3, "batch_norm1d"), (4, "batch_norm2d"), (5, "batch_norm3d")):
+    converts(f"quantized::{_name}")(_qbn_converter(_rank, False))
+    converts(f"quantized::{_name}_relu")(_qbn_converter(_rank, True))
+
+
+@converts("quantized::batch_norm")
+def _qbatch_norm_any(ctx, x, weight, bias, mean, var, eps, scale, zp):
+    rank = len(ctx.tensor(x, "quantized::batch_norm").shape)
+    return _qbatch_norm(ctx, x, weight, bias, mean, var, eps, scale, zp, False, rank)
+
+
 @converts("aten::add", "aten::add_")
 def _add(ctx, a, b, alpha=1):
     if not isinstance(a, Tensor) and not isinstance(a, torch.Tensor):
@@ -419,6 +504,7 @@ def _matmul(ctx, a, b):
 def _gelu(ctx, x, approximate="none"):
     if approximate != "none":
         raise UnsupportedError(f"gelu with approximate={approximate!r}{ctx.where()}")
+    _float_input(ctx, x, "gelu")
     # torch's formula: x * 0.5 * (1 + erf(x * M_SQRT1_2))
     e = _unary(ctx, "erf", _binary(ctx, "mul", x, 0.7071067811865476))
     return _binary(ctx, "mul", x, _binary(ctx, "mul", _binary(ctx, "add", e, 1.0), 0.5))
@@ -429,8 +515,21 @@ def _silu(ctx, x):
     return _binary(ctx, "mul", x, _unary(ctx, "sigmoid", x))
 
 
+# IR ops with a float kernel only (ops.def FLOAT_IN): PyTorch runs tanh, gelu, ... on a quantized
+# tensor with quantized kernels of their own, which mera does not reproduce
+_FLOAT_ONLY = {"sqrt", "exp", "log", "tanh", "erf", "abs"}
+
+
+def _float_input(ctx: Context, x, what: str) -> None:
+    if isinstance(x, Tensor) and x.quantized:
+        raise UnsupportedError(f"{what} of a quantized tensor (PyTorch's quantized {what} kernel) is not supported"
+                               f"{ctx.where()}{' in ' + ctx.scope if ctx.scope else ''}")
+
+
 def _unary(ctx: Context, op: str, x, **attrs):
     t = ctx.tensor(x, op)
+    if op in _FLOAT_ONLY:
+        _float_input(ctx, t, op)
     if "torch_memory_format" in _op_info(op)["attr_names"]:
         attrs.update(_memory_format(t))
     return Tensor(ctx.emit(op, t.value, **attrs), t.nhwc, t.torch_cl)

@@ -67,6 +67,14 @@ REF_KERNEL(ref_hardsigmoid_q);
 REF_KERNEL(ref_sigmoid_f32);
 REF_KERNEL(ref_sigmoid_q);
 
+/* torch_q.c: PyTorch's quantized kernels with formulas of their own */
+REF_KERNEL(ref_batch_norm_f32);
+REF_KERNEL(ref_batch_norm_q);
+REF_KERNEL(ref_add_scalar_f32);
+REF_KERNEL(ref_add_scalar_q);
+REF_KERNEL(ref_mul_scalar_f32);
+REF_KERNEL(ref_mul_scalar_q);
+
 /* pool.c */
 REF_KERNEL(ref_max_pool2d_f32);
 REF_KERNEL(ref_max_pool2d_q);

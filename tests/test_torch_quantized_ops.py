@@ -1,0 +1,275 @@
+"""PyTorch quantized kernels that mera maps to ops of their own (docs/numerics.md 5a):
+quantized::batch_norm{1,2,3}d[_relu], add_scalar[_relu], mul_scalar[_relu]. Randomized,
+seeded differential tests against the real quantized PyTorch ops (fbgemm engine) on
+InterpreterHw and the Simulator, in both layouts, and an eager-PTQ model that uses them."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import mera
+from mera import relay
+
+torch.backends.quantized.engine = "fbgemm"
+
+_QDT = {"uint8": torch.quint8, "int8": torch.qint8}
+
+
+def _nhwc(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)) if a.ndim == 4 else a
+
+
+def _run(traced, x: torch.Tensor, layout: str):
+    """(InterpreterHw output, Simulator output) in PyTorch's NCHW order."""
+    xin = _nhwc(x.numpy()) if layout == "NHWC" else x.numpy()
+    mod, params = relay.frontend.from_pytorch(traced, [("input0", xin.shape)], layout=layout)
+    hw = mera.compile(mod, params, target="InterpreterHw")(xin)[0]
+    with mera.build_config(target="Simulator"):
+        sim = mera.compile(mod, params)(xin)[0]
+    if layout == "NHWC" and hw.ndim == 4:
+        hw, sim = hw.transpose(0, 3, 1, 2), sim.transpose(0, 3, 1, 2)
+    return hw, sim
+
+
+def _input_qparams(rng):
+    """A random input scale and zero point, sometimes a 'nice' scale that makes exact ties common."""
+    s = float(rng.choice([0.25, 0.125, 1 / 64])) if rng.random() < 0.3 else float(rng.uniform(0.004, 0.2))
+    return s, int(rng.integers(0, 256))
+
+
+class QuantOp(nn.Module):
+    """quantize_per_tensor -> op -> dequantize; the op is a callable on the quantized tensor."""
+
+    def __init__(self, op, scale, zp, dtype, keep=None):
+        super().__init__()
+        self.op, self.scale, self.zp, self.dtype = op, scale, zp, dtype
+        self.keep = keep  # an nn.Module the op uses, registered so trace sees its tensors
+
+    def forward(self, x):
+        return self.op(torch.quantize_per_tensor(x, self.scale, self.zp, self.dtype)).dequantize()
+
+
+def _random_bn(rng, c: int, rank: int, relu: bool, out_scale: float, out_zp: int):
+    import torch.ao.nn.quantized as nnq
+    import torch.ao.nn.intrinsic.quantized as nniq
+    cls = {(3, False): nnq.BatchNorm2d, (4, False): nnq.BatchNorm2d, (5, False): nnq.BatchNorm3d,
+           (4, True): nniq.BNReLU2d, (5, True): nniq.BNReLU3d}[(rank, relu)]
+    bn = cls(c)
+    g = torch.Generator().manual_seed(int(rng.integers(1 << 30)))
+    with torch.no_grad():
+        bn.weight.copy_(torch.randn(c, generator=g) * 1.5)
+        bn.bias.copy_(torch.randn(c, generator=g))
+        bn.running_mean.copy_(torch.randn(c, generator=g) * 2)
+        bn.running_var.copy_(torch.rand(c, generator=g) * 3 + 0.01)
+    bn.eps = float(rng.choice([1e-5, 1e-3]))
+    bn.scale, bn.zero_point = torch.tensor(out_scale), torch.tensor(out_zp)
+    return bn.eval()
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("seed", range(8))
+def test_batch_norm2d_matches_fbgemm(seed, layout):
+    rng = np.random.default_rng(seed)
+    relu = bool(seed % 2)
+    dtype = "int8" if seed % 4 == 3 else "uint8"
+    c = int(rng.choice([1, 3, 7, 8, 13, 32, 40, 45]))
+    shape = (int(rng.integers(1, 3)), c, int(rng.integers(1, 10)), int(rng.integers(1, 10)))
+    s, z = _input_qparams(rng)
+    if dtype == "int8":
+        z -= 128
+    bn = _random_bn(rng, c, 4, relu, float(rng.uniform(0.01, 0.1)), int(rng.integers(0, 256)) - (128 if dtype == "int8" else 0))
+    m = QuantOp(bn, s, z, _QDT[dtype], bn).eval()
+    x = torch.randn(shape) * 3
+    with torch.no_grad():
+        traced = torch.jit.trace(m, x)
+        ref = m(x).numpy()
+    assert any(n.kind().startswith("quantized::batch_norm2d") for n in traced.inlined_graph.nodes())
+    hw, sim = _run(traced, x, layout)
+    np.testing.assert_array_equal(hw, ref)
+    np.testing.assert_array_equal(sim, hw)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_batch_norm3d_matches_fbgemm(seed):
+    rng = np.random.default_rng(100 + seed)
+    c = int(rng.choice([3, 8, 33]))
+    shape = (1, c, int(rng.integers(1, 4)), int(rng.integers(1, 6)), int(rng.integers(1, 6)))
+    s, z = _input_qparams(rng)
+    bn = _random_bn(rng, c, 5, bool(seed % 2), float(rng.uniform(0.01, 0.1)), int(rng.integers(0, 256)))
+    m = QuantOp(bn, s, z, torch.quint8, bn).eval()
+    x = torch.randn(shape) * 3
+    with torch.no_grad():
+        traced = torch.jit.trace(m, x)
+        ref = m(x).numpy()
+    hw, sim = _run(traced, x, "NCHW")
+    np.testing.assert_array_equal(hw, ref)
+    np.testing.assert_array_equal(sim, hw)
+
+
+# values that hit each branch of PyTorch's rules: add_scalar's in-range shift and both clamped
+# sides (|value| / scale beyond the zero point's room), mul_scalar's positive, zero and negative
+_SCALARS = [0.7, -0.3, 3.0, -4.5, 100.0, -100.0, 0.0, 1.0, 2.5e-3, 1e4]
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("op", ["add_scalar", "add_scalar_relu", "mul_scalar", "mul_scalar_relu"])
+@pytest.mark.parametrize("seed", range(5))
+def test_scalar_ops_match_fbgemm(op, seed, layout):
+    rng = np.random.default_rng(1000 + seed)
+    dtype = "int8" if seed % 3 == 2 else "uint8"
+    shape = (1, int(rng.integers(1, 20)), int(rng.integers(1, 12)), int(rng.integers(1, 70)))
+    s, z = _input_qparams(rng)
+    if dtype == "int8":
+        z -= 128
+    x = torch.randn(shape) * 4
+    fn = getattr(torch.ops.quantized, op)
+    for value in _SCALARS[seed::5] + [float(rng.uniform(-5, 5))]:
+        m = QuantOp(lambda q, v=value: fn(q, v), s, z, _QDT[dtype]).eval()
+        with torch.no_grad():
+            traced = torch.jit.trace(m, x)
+            ref = m(x).numpy()
+        hw, sim = _run(traced, x, layout)
+        np.testing.assert_array_equal(hw, ref, err_msg=f"{op}({value}) s={s} z={z} {dtype}")
+        np.testing.assert_array_equal(sim, hw)
+
+
+class EagerModel(nn.Module):
+    """The eager-PTQ recipe with the ops of this file: a conv, a batch norm PyTorch keeps
+    (not after a conv, so not fused), FloatFunctional add_scalar and mul_scalar."""
+
+    def __init__(self):
+        super().__init__()
+        q = torch.ao.quantization
+        self.quant, self.dequant = q.QuantStub(), q.DeQuantStub()
+        self.conv = nn.Conv2d(3, 12, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.bn = nn.BatchNorm2d(12)
+        self.conv2 = nn.Conv2d(12, 10, 3, stride=2)
+        self.bn2 = nn.BatchNorm2d(10)
+        self.ff1 = torch.ao.nn.quantized.FloatFunctional()
+        self.ff2 = torch.ao.nn.quantized.FloatFunctional()
+        self.ff3 = torch.ao.nn.quantized.FloatFunctional()
+
+    def forward(self, x):
+        x = self.quant(x)
+        y = self.bn(self.relu(self.conv(x)))
+        y = self.ff1.add_scalar(y, 0.5)
+        y = self.ff2.mul_scalar(self.conv2(y), -1.5)
+        y = self.ff3.add_scalar(self.bn2(y), -2.0)
+        return self.dequant(y)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_eager_ptq_model(layout):
+    from torch.ao.quantization import convert, get_default_qconfig, prepare
+    torch.manual_seed(0)
+    m = EagerModel().eval()
+    with torch.no_grad():
+        for bn in (m.bn, m.bn2):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.qconfig = get_default_qconfig("fbgemm")
+        prepare(m, inplace=True)
+        for _ in range(4):
+            m(torch.randn(2, 3, 17, 19))
+        convert(m, inplace=True)
+    x = torch.randn(1, 3, 17, 19)
+    with torch.no_grad():
+        traced = torch.jit.trace(m, x)
+        ref = m(x).numpy()
+    kinds = {n.kind() for n in traced.inlined_graph.nodes()}
+    assert {"quantized::batch_norm2d", "quantized::add_scalar", "quantized::mul_scalar"} <= kinds, kinds
+    hw, sim = _run(traced, x, layout)
+    np.testing.assert_array_equal(hw, ref)
+    np.testing.assert_array_equal(sim, hw)
+
+
+def test_batch_norm_every_input_byte_of_many_channels():
+    """All 256 input bytes through 4096 channels of random statistics: PyTorch's fused
+    multiply-add (the AVX2 kernel's fmadd, and its scalar tail's contracted a*x+b) differs
+    from a rounded product then a sum on a few of these million elements."""
+    import torch.ao.nn.quantized as nnq
+    rng = np.random.default_rng(2)  # its statistics give 4 bytes where the two differ
+    c, s, z = 4096, 0.0625, 131
+    bn = _random_bn(rng, c, 4, False, 0.1, 128)
+    with torch.no_grad():
+        bn.running_var.copy_(torch.from_numpy(rng.uniform(0.01, 4, c).astype(np.float32)))
+        bn.bias.copy_(torch.from_numpy(rng.uniform(-3, 3, c).astype(np.float32)))
+    q = (np.arange(256)[None, :] + np.arange(c)[:, None]) % 256  # every byte in every channel
+    x = torch.from_numpy(((q - z) * s).astype(np.float32).reshape(1, c, 16, 16))
+    m = QuantOp(bn, s, z, torch.quint8, bn).eval()
+    with torch.no_grad():
+        assert torch.equal(torch.quantize_per_tensor(x, s, z, torch.quint8).int_repr().long(),
+                           torch.from_numpy(q.reshape(1, c, 16, 16)))
+        traced = torch.jit.trace(m, x)
+        ref = m(x).numpy()
+    xin = x.numpy()
+    mod, params = relay.frontend.from_pytorch(traced, [("input0", xin.shape)])
+    np.testing.assert_array_equal(mera.compile(mod, params, target="InterpreterHw")(xin)[0], ref)
+
+
+class Unmapped(nn.Module):
+    """Quantized ops mera does not import yet: each must be named in the one error."""
+
+    def __init__(self):
+        super().__init__()
+        q = torch.ao.quantization
+        self.quant, self.dequant = q.QuantStub(), q.DeQuantStub()
+        self.ln = nn.LayerNorm([6])
+        self.elu = nn.ELU()
+        self.ff = torch.ao.nn.quantized.FloatFunctional()
+
+    def forward(self, x):
+        x = self.quant(x)
+        y = self.elu(self.ln(x))
+        return self.dequant(self.ff.matmul(y, y.transpose(-1, -2)))
+
+
+def test_unmapped_quantized_ops_are_all_named():
+    from torch.ao.quantization import convert, get_default_qconfig, prepare
+    m = Unmapped().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.qconfig = get_default_qconfig("fbgemm")
+        prepare(m, inplace=True)
+        m(torch.randn(1, 4, 5, 6))
+        convert(m, inplace=True)
+        traced = torch.jit.trace(m, torch.randn(1, 4, 5, 6))
+    with pytest.raises(mera.UnsupportedError) as e:
+        relay.frontend.from_pytorch(traced, [("input0", (1, 4, 5, 6))])
+    msg = str(e.value)
+    for kind, where in (("quantized::layer_norm", "in ln"), ("quantized::elu", "in elu"), ("quantized::matmul", "")):
+        line = next((ln for ln in msg.splitlines() if kind in ln), None)
+        assert line is not None and where in line and "test_torch_quantized_ops.py" in line, msg
+
+
+class QuantizedTanh(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.quant, self.dequant = torch.ao.quantization.QuantStub(), torch.ao.quantization.DeQuantStub()
+        self.act = nn.Tanh()
+
+    def forward(self, x):
+        return self.dequant(self.act(self.quant(x)))
+
+
+def test_float_op_on_a_quantized_tensor_is_unsupported():
+    """aten::tanh of a quantized tensor runs PyTorch's quantized tanh; mera names it, not a dtype clash."""
+    from torch.ao.quantization import convert, get_default_qconfig, prepare
+    m = QuantizedTanh().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.qconfig = get_default_qconfig("fbgemm")
+        prepare(m, inplace=True)
+        m(torch.randn(1, 3, 4, 4))
+        convert(m, inplace=True)
+        traced = torch.jit.trace(m, torch.randn(1, 3, 4, 4))
+    with pytest.raises(mera.UnsupportedError, match=r"aten::tanh: tanh of a quantized tensor .* in act"):
+        relay.frontend.from_pytorch(traced, [("input0", (1, 3, 4, 4))])
