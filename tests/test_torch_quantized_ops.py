@@ -273,3 +273,88 @@ def test_float_op_on_a_quantized_tensor_is_unsupported():
         traced = torch.jit.trace(m, torch.randn(1, 3, 4, 4))
     with pytest.raises(mera.UnsupportedError, match=r"aten::tanh: tanh of a quantized tensor .* in act"):
         relay.frontend.from_pytorch(traced, [("input0", (1, 3, 4, 4))])
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("seed", range(6))
+def test_softmax_matches_fbgemm(seed, layout):
+    """quantized::softmax (what FX makes of nn.Softmax): dequantize, float softmax, quantize."""
+    rng = np.random.default_rng(2000 + seed)
+    shape = (int(rng.integers(1, 3)), int(rng.integers(1, 40)), int(rng.integers(1, 9)), int(rng.integers(1, 21)))
+    dim = int(rng.integers(-4, 4))
+    s, z = _input_qparams(rng)
+    out_zp = int(rng.choice([0, 0, 17]))
+    m = QuantOp(lambda q, d=dim, zo=out_zp: torch.ops.quantized.softmax(q, d, 1.0 / 256, zo), s, z, torch.quint8)
+    x = torch.randn(shape) * 3
+    with torch.no_grad():
+        traced = torch.jit.trace(m.eval(), x)
+        ref = m(x).numpy()
+    hw, sim = _run(traced, x, layout)
+    np.testing.assert_array_equal(hw, ref, err_msg=f"dim {dim} shape {shape}")
+    np.testing.assert_array_equal(sim, hw)
+
+
+class FxModel(nn.Module):
+    """What FX convert makes of scalar arithmetic and softmax: quantized::add/mul/add_relu with a
+    Scalar operand (PyTorch's add_scalar/mul_scalar kernels) and quantized::softmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.bn = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(16, 8, 1)
+        self.softmax = nn.Softmax(dim=1)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x) + 0.25)
+        y = self.bn(y * -0.75)  # a batch norm FX keeps (not after a conv)
+        y = self.conv2(y) * 2.0 + -1.0
+        return self.softmax(y)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_fx_quantized_model(layout):
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    torch.manual_seed(1)
+    m = FxModel().eval()
+    x = torch.randn(1, 3, 13, 11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = prepare_fx(m, get_default_qconfig_mapping("fbgemm"), (x,))
+        for _ in range(4):
+            p(torch.randn(2, 3, 13, 11))
+        c = convert_fx(p)
+        with torch.no_grad():
+            traced = torch.jit.trace(c, x)
+            ref = c(x).numpy()
+    kinds = [n.kind() for n in traced.inlined_graph.nodes()]
+    for k in ("quantized::add_relu", "quantized::mul", "quantized::add", "quantized::batch_norm2d",
+              "quantized::softmax"):
+        assert k in kinds, kinds
+    hw, sim = _run(traced, x, layout)
+    np.testing.assert_array_equal(hw, ref)
+    np.testing.assert_array_equal(sim, hw)
+
+
+# (input scale, zero point, value) where add_scalar's output scale is clamped and the multiplier's
+# last bit decides ties: f32(s_x) * (1 / f32(s_y)) gives PyTorch's bytes, f32(s_x / s_y) does not
+_ADD_SCALAR_TIES = [(0.125, 255, -3.403239210717071), (0.05, 107, 11.786785510707112),
+                    (0.3, 88, -86.94558727056632), (0.3, 117, 88.2751804898607)]
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_add_scalar_every_byte_on_multiplier_ties(relu):
+    q = np.arange(256)
+    fn = torch.ops.quantized.add_scalar_relu if relu else torch.ops.quantized.add_scalar
+    for s, z, value in _ADD_SCALAR_TIES:
+        x = torch.from_numpy(((q - z) * s).astype(np.float32).reshape(1, 1, 16, 16))
+        assert torch.equal(torch.quantize_per_tensor(x, s, z, torch.quint8).int_repr().reshape(-1).long(),
+                           torch.from_numpy(q))
+        m = QuantOp(lambda t, v=value: fn(t, v), s, z, torch.quint8).eval()
+        with torch.no_grad():
+            traced = torch.jit.trace(m, x)
+            ref = m(x).numpy()
+        hw, sim = _run(traced, x, "NCHW")
+        np.testing.assert_array_equal(hw, ref, err_msg=f"s={s} z={z} value={value}")
+        np.testing.assert_array_equal(sim, hw)

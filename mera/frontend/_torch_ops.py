@@ -321,23 +321,33 @@ def _binary(ctx: Context, op: str, a, b, relu=False, qout=None):
     return Tensor(ctx.emit(op, ta.value, tb.value, **attrs), ta.nhwc or tb.nhwc, first.torch_cl)
 
 
+# quantized::add.Scalar and the other .Scalar overloads (what FX convert makes of x + 0.5) are PyTorch's
+# add_scalar / mul_scalar kernels: no output parameters of their own
 @converts("quantized::add")
-def _qadd(ctx, a, b, scale, zp):
+def _qadd(ctx, a, b, scale=None, zp=None):
+    if scale is None:
+        return _scalar_op(ctx, "add_scalar", a, b, False)
     return _binary(ctx, "add", a, b, qout=_qout(scale, zp))
 
 
 @converts("quantized::add_relu")
-def _qadd_relu(ctx, a, b, scale, zp):
+def _qadd_relu(ctx, a, b, scale=None, zp=None):
+    if scale is None:
+        return _scalar_op(ctx, "add_scalar", a, b, True)
     return _binary(ctx, "add", a, b, relu=True, qout=_qout(scale, zp))
 
 
 @converts("quantized::mul")
-def _qmul(ctx, a, b, scale, zp):
+def _qmul(ctx, a, b, scale=None, zp=None):
+    if scale is None:
+        return _scalar_op(ctx, "mul_scalar", a, b, False)
     return _binary(ctx, "mul", a, b, qout=_qout(scale, zp))
 
 
 @converts("quantized::mul_relu")
-def _qmul_relu(ctx, a, b, scale, zp):
+def _qmul_relu(ctx, a, b, scale=None, zp=None):
+    if scale is None:
+        return _scalar_op(ctx, "mul_scalar", a, b, True)
     return _binary(ctx, "mul", a, b, relu=True, qout=_qout(scale, zp))
 
 
@@ -605,6 +615,14 @@ def _hardsigmoid(ctx, x):
 @converts("aten::sigmoid", "aten::sigmoid_")
 def _sigmoid(ctx, x):
     return _fixed_qparams_unary(ctx, "sigmoid", x)
+
+
+@converts("quantized::softmax")
+def _qsoftmax(ctx, x, dim, scale, zp):
+    """PyTorch's quantized softmax (fbgemm engine): dequantize, float softmax, quantize_per_tensor; the IR's
+    quantized softmax has that contract (docs/numerics.md section 8)."""
+    t = ctx.tensor(x, "quantized::softmax")
+    return Tensor(ctx.emit("softmax", t.value, axis=ctx.axis(t, int(dim)), **_qout(scale, zp)), t.nhwc, t.torch_cl)
 
 
 @converts("aten::softmax", "aten::_softmax")
