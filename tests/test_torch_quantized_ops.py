@@ -358,3 +358,43 @@ def test_add_scalar_every_byte_on_multiplier_ties(relu):
         hw, sim = _run(traced, x, "NCHW")
         np.testing.assert_array_equal(hw, ref, err_msg=f"s={s} z={z} value={value}")
         np.testing.assert_array_equal(sim, hw)
+
+
+class QConv1d(nn.Module):
+    def __init__(self, conv, scale, zp):
+        super().__init__()
+        self.conv, self.scale, self.zp = conv, scale, zp
+
+    def forward(self, x):
+        return self.conv(torch.quantize_per_tensor(x, self.scale, self.zp, torch.quint8)).dequantize()
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("seed", range(6))
+def test_conv1d_matches_fbgemm(seed, layout):
+    """quantized::conv1d[_relu] (fbgemm: conv2d on [N, C, 1, L]) as conv2d between reshapes."""
+    import torch.ao.nn.quantized as nnq
+    import torch.ao.nn.intrinsic.quantized as nniq
+    rng = np.random.default_rng(3000 + seed)
+    groups = int(rng.choice([1, 1, 2]))
+    c_in, c_out = groups * int(rng.integers(1, 9)), groups * int(rng.integers(1, 9))
+    k, stride, pad, dil = int(rng.integers(1, 6)), int(rng.integers(1, 3)), int(rng.integers(0, 3)), int(rng.integers(1, 3))
+    length = int(rng.integers((k - 1) * dil + 1, 40))
+    cls = nniq.ConvReLU1d if seed % 2 else nnq.Conv1d
+    conv = cls(c_in, c_out, k, stride=stride, padding=pad, dilation=dil, groups=groups)
+    g = torch.Generator().manual_seed(seed)
+    w = torch.quantize_per_channel(torch.randn(c_out, c_in // groups, k, generator=g) * 0.3,
+                                   torch.rand(c_out, generator=g).double() * 0.01 + 0.002,
+                                   torch.zeros(c_out, dtype=torch.long), 0, torch.qint8)
+    conv.set_weight_bias(w, torch.randn(c_out, generator=g))
+    conv.scale, conv.zero_point = float(rng.uniform(0.02, 0.2)), int(rng.integers(0, 256))
+    s, z = _input_qparams(rng)
+    m = QConv1d(conv, s, z).eval()
+    x = torch.randn(int(rng.integers(1, 3)), c_in, length) * 2
+    with torch.no_grad():
+        traced = torch.jit.trace(m, x)
+        ref = m(x).numpy()
+    assert any(n.kind().startswith("quantized::conv1d") for n in traced.inlined_graph.nodes())
+    hw, sim = _run(traced, x, layout)
+    np.testing.assert_array_equal(hw, ref)
+    np.testing.assert_array_equal(sim, hw)

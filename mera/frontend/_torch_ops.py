@@ -262,6 +262,30 @@ def _quantized_conv2d(ctx, x, packed, scale, zp):
     return _qconv(ctx, x, packed, scale, zp, False)
 
 
+def _qconv1d(ctx: Context, x, packed, scale, zp, relu: bool):
+    """fbgemm runs a quantized conv1d as conv2d on [N, C, 1, L] (its packed params are conv2d's, with a
+    unit first spatial axis): the same here, between two reshapes."""
+    t = ctx.to_nchw(ctx.tensor(x, "quantized::conv1d"))
+    if len(t.shape) != 3:
+        raise UnsupportedError(f"quantized::conv1d of a rank-{len(t.shape)} tensor (PyTorch takes [N, C, L])"
+                               f"{ctx.where()}")
+    n, c, length = t.shape
+    x4 = Tensor(ctx.emit("reshape", t.value, shape=[n, c, 1, length]))
+    y = ctx.to_nchw(_qconv(ctx, x4, packed, scale, zp, relu))
+    n, o, _, out_len = y.shape
+    return Tensor(ctx.emit("reshape", y.value, shape=[n, o, out_len]))
+
+
+@converts("quantized::conv1d")
+def _quantized_conv1d(ctx, x, packed, scale, zp):
+    return _qconv1d(ctx, x, packed, scale, zp, False)
+
+
+@converts("quantized::conv1d_relu")
+def _quantized_conv1d_relu(ctx, x, packed, scale, zp):
+    return _qconv1d(ctx, x, packed, scale, zp, True)
+
+
 @converts("quantized::conv2d_relu", "quantized::conv2d_relu.new")
 def _quantized_conv2d_relu(ctx, x, packed, scale, zp):
     return _qconv(ctx, x, packed, scale, zp, True)
