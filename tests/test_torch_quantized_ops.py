@@ -295,8 +295,8 @@ def test_softmax_matches_fbgemm(seed, layout):
 
 
 class FxModel(nn.Module):
-    """What FX convert makes of scalar arithmetic and softmax: quantized::add/mul/add_relu with a
-    Scalar operand (PyTorch's add_scalar/mul_scalar kernels) and quantized::softmax."""
+    """What FX convert makes of scalar arithmetic, PReLU and softmax: quantized::add/mul/add_relu with a
+    Scalar operand (PyTorch's add_scalar/mul_scalar kernels), quantized::prelu and quantized::softmax."""
 
     def __init__(self):
         super().__init__()
@@ -304,10 +304,11 @@ class FxModel(nn.Module):
         self.bn = nn.BatchNorm2d(16)
         self.conv2 = nn.Conv2d(16, 8, 1)
         self.softmax = nn.Softmax(dim=1)
+        self.prelu = nn.PReLU(16)
 
     def forward(self, x):
         y = torch.relu(self.conv(x) + 0.25)
-        y = self.bn(y * -0.75)  # a batch norm FX keeps (not after a conv)
+        y = self.prelu(self.bn(y * -0.75))  # a batch norm FX keeps (not after a conv)
         y = self.conv2(y) * 2.0 + -1.0
         return self.softmax(y)
 
@@ -330,7 +331,7 @@ def test_fx_quantized_model(layout):
             ref = c(x).numpy()
     kinds = [n.kind() for n in traced.inlined_graph.nodes()]
     for k in ("quantized::add_relu", "quantized::mul", "quantized::add", "quantized::batch_norm2d",
-              "quantized::softmax"):
+              "quantized::softmax", "quantized::prelu"):
         assert k in kinds, kinds
     hw, sim = _run(traced, x, layout)
     np.testing.assert_array_equal(hw, ref)
@@ -395,6 +396,38 @@ def test_conv1d_matches_fbgemm(seed, layout):
         traced = torch.jit.trace(m, x)
         ref = m(x).numpy()
     assert any(n.kind().startswith("quantized::conv1d") for n in traced.inlined_graph.nodes())
+    hw, sim = _run(traced, x, layout)
+    np.testing.assert_array_equal(hw, ref)
+    np.testing.assert_array_equal(sim, hw)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("seed", range(6))
+def test_prelu_matches_fbgemm(seed, layout):
+    """quantized::prelu (what FX makes of nn.PReLU): integer products with the quantized slopes, then
+    requantize_from_int; one slope or one per channel, both dtypes."""
+    import torch.ao.nn.quantized as nnq
+    rng = np.random.default_rng(4000 + seed)
+    dtype = "int8" if seed % 3 == 2 else "uint8"
+    c = int(rng.choice([1, 5, 16, 33]))
+    n_slopes = 1 if seed % 2 else c
+    shape = (int(rng.integers(1, 3)), c, int(rng.integers(1, 8)), int(rng.integers(1, 70)))
+    s, z = _input_qparams(rng)
+    if dtype == "int8":
+        z -= 128
+    g = torch.Generator().manual_seed(seed)
+    slopes = torch.randn(n_slopes, generator=g) * 0.5
+    w_scale = float(slopes.abs().max()) / 127 + 1e-3
+    prelu = nnq.PReLU(float(rng.uniform(0.01, 0.1)), int(rng.integers(0, 256)) - (128 if dtype == "int8" else 0),
+                      n_slopes)
+    w_zp = int(rng.integers(100, 156)) - (128 if dtype == "int8" else 0)
+    prelu.set_weight(torch.quantize_per_tensor(slopes, w_scale, w_zp, _QDT[dtype]))  # PyTorch: the input's dtype
+    m = QuantOp(prelu, s, z, _QDT[dtype], prelu).eval()
+    x = torch.randn(shape) * 3
+    with torch.no_grad():
+        traced = torch.jit.trace(m, x)
+        ref = m(x).numpy()
+    assert any(n.kind() == "quantized::prelu" for n in traced.inlined_graph.nodes())
     hw, sim = _run(traced, x, layout)
     np.testing.assert_array_equal(hw, ref)
     np.testing.assert_array_equal(sim, hw)

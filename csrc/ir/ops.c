@@ -1622,6 +1622,40 @@ static mera_status infer_batch_norm(mera_infer_ctx *ctx)
     return set_output_quant(ctx, &ctx->out[0]);
 }
 
+/* prelu: slope[c] on `axis`, or one slope for every element. A quantized
+ * input takes a per-tensor quantized slope (PyTorch's quint8 weight). */
+static const char *const inputs_prelu[] = {"data", "slope"};
+static const mera_attr_spec attrs_prelu[] = {
+    {"axis", MERA_ATTR_INT, 0, 0, NULL, "1", "the channel axis the slopes run along"},
+    QOUT_ATTRS,
+    END_ATTRS,
+};
+static mera_status infer_prelu(mera_infer_ctx *ctx)
+{
+    mera_status st = check_activation(ctx, 0);
+    if (st)
+        return st;
+    const mera_type *x = ctx->in[0], *w = ctx->in[1];
+    char d[160], sh[128];
+    int64_t axis;
+    if (!normalize_axis(attr_i(ctx, "axis"), x->rank, &axis))
+        return FAIL(ctx, MERA_ERR_ATTR, "axis %lld is out of range for rank %d", (long long)attr_i(ctx, "axis"),
+                    x->rank);
+    if (is_float(x) ? !is_float(w)
+                    : !(mera_dtype_is_quantized_int(w->dtype) && w->q.kind == MERA_QUANT_PER_TENSOR))
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be %s like input 0, got %s%s", in_desc(ctx, 1, d, sizeof d),
+                    is_float(x) ? "float32" : "a per-tensor quantized int8/uint8 tensor", mera_dtype_name(w->dtype),
+                    w->q.kind == MERA_QUANT_PER_AXIS ? " with per-axis quantization" : "");
+    int64_t nw = mera_type_numel(w);
+    if (w->rank != 1 || (nw != 1 && nw != x->shape[axis])) {
+        mera_shape_format(w->shape, w->rank, sh, sizeof sh);
+        return FAIL(ctx, MERA_ERR_SHAPE, "%s must have shape [1] or [%lld] (the channels on axis %lld), got %s",
+                    in_desc(ctx, 1, d, sizeof d), (long long)x->shape[axis], (long long)axis, sh);
+    }
+    ctx->out[0] = *x;
+    return set_output_quant(ctx, &ctx->out[0]);
+}
+
 /* add_scalar / mul_scalar: a quantized input's output parameters follow
  * from its own and the value, by PyTorch's rules (qadd.cpp _add_scalar_out,
  * qmul.cpp _mul_scalar_out); mera_scalar_op_qparams is shared with the

@@ -794,6 +794,26 @@ def _layer_norm(ctx, x, shape, weight=None, bias=None, eps=1e-5, cudnn_enable=Tr
     return y
 
 
+@converts("quantized::prelu")
+def _qprelu(ctx, x, weight, scale, zp):
+    """PyTorch's quantized prelu (integer products, one requantize; docs/numerics.md 5a): the IR's prelu with
+    the quantized slopes as they are."""
+    t = ctx.tensor(x, "quantized::prelu")
+    if not isinstance(weight, torch.Tensor) or not weight.is_quantized:
+        raise UnsupportedError(f"quantized::prelu with a computed or float weight is not supported{ctx.where()}")
+    if weight.qscheme() not in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        raise UnsupportedError(f"quantized::prelu with a {weight.qscheme()} weight (PyTorch quantizes it per tensor)"
+                               f"{ctx.where()}")
+    if len(t.shape) < 2 and weight.numel() != 1:
+        raise UnsupportedError(f"quantized::prelu of a rank-{len(t.shape)} tensor with {weight.numel()} slopes"
+                               f"{ctx.where()}")
+    wv = ctx.b.param(ctx.b._fresh((ctx.scope or "prelu") + ".weight"),
+                     np.ascontiguousarray(weight.int_repr().reshape(-1).numpy()),
+                     qparams=(float(weight.q_scale()), int(weight.q_zero_point())))
+    axis = ctx.axis(t, 1) if len(t.shape) >= 2 else 0
+    return Tensor(ctx.emit("prelu", t.value, wv, axis=axis, **_qout(scale, zp)), t.nhwc, t.torch_cl)
+
+
 @converts("aten::prelu")
 def _prelu(ctx, x, slope):
     # relu(x) + (-slope) * relu(-x) == slope * min(x, 0) exactly; slope per channel (dim 1)

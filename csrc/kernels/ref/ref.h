@@ -70,6 +70,8 @@ REF_KERNEL(ref_sigmoid_q);
 /* torch_q.c: PyTorch's quantized kernels with formulas of their own */
 REF_KERNEL(ref_batch_norm_f32);
 REF_KERNEL(ref_batch_norm_q);
+REF_KERNEL(ref_prelu_f32);
+REF_KERNEL(ref_prelu_q);
 REF_KERNEL(ref_add_scalar_f32);
 REF_KERNEL(ref_add_scalar_q);
 REF_KERNEL(ref_mul_scalar_f32);

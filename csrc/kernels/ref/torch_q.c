@@ -81,6 +81,48 @@ REF_KERNEL(ref_batch_norm_q)
     return MERA_OK;
 }
 
+/* ---- prelu -------------------------------------------------------------- */
+
+/* Slope index of element i: its channel, or 0 for a single slope. */
+static int64_t slope_of(int64_t i, int64_t inner, int64_t C, int64_t n_slopes)
+{
+    return n_slopes == 1 ? 0 : (i / inner) % C;
+}
+
+REF_KERNEL(ref_prelu_f32)
+{
+    (void)err;
+    int64_t inner, C, n = mera_type_numel(a->out_types[0]), nw = mera_type_numel(a->in_types[1]);
+    channel_walk(a, &inner, &C);
+    const float *x = a->in[0], *w = a->in[1];
+    float *y = a->out[0];
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i] > 0.0f ? x[i] : w[slope_of(i, inner, C, nw)] * x[i];
+    return MERA_OK;
+}
+
+/* qprelu_out_kernel (QuantizedOpKernels.cpp), in integers then one
+ * requantize_from_int:
+ *   one = quantize_val(1.0f) with the slope's parameters (the graph's rounding)
+ *   acc = max(q - z_x, 0) * (one - z_w) + min(q - z_x, 0) * (w[c] - z_w)
+ *   q_y = clamp(z_y + rne(f32(acc) * m)),  m = f32(s_x) * f32(s_w) * (1.0f / f32(s_y)) */
+REF_KERNEL(ref_prelu_q)
+{
+    (void)err;
+    const mera_type *it = a->in_types[0], *wt = a->in_types[1], *ot = a->out_types[0];
+    int64_t inner, C, n = mera_type_numel(ot), nw = mera_type_numel(wt);
+    channel_walk(a, &inner, &C);
+    int32_t zx = ref_zp(it), zw = ref_zp(wt), zy = ref_zp(ot), lo = q_lo(ot->dtype), hi = q_hi(ot->dtype);
+    int32_t one = quantize_val(1.0f, ref_scale_f(wt), zw, q_lo(wt->dtype), q_hi(wt->dtype), a->rounding) - zw;
+    float m = ref_scale_f(it) * ref_scale_f(wt) * (1.0f / ref_scale_f(ot));
+    for (int64_t i = 0; i < n; i++) {
+        int32_t d = q_load(a->in[0], it->dtype, i) - zx;
+        int32_t acc = d > 0 ? d * one : d * (q_load(a->in[1], wt->dtype, slope_of(i, inner, C, nw)) - zw);
+        q_store(a->out[0], ot->dtype, i, clamp_i64(cvt_rne_i64((float)acc * m) + zy, lo, hi));
+    }
+    return MERA_OK;
+}
+
 /* ---- add_scalar / mul_scalar ------------------------------------------- */
 
 REF_KERNEL(ref_add_scalar_f32)
