@@ -223,12 +223,12 @@ class Unmapped(nn.Module):
         q = torch.ao.quantization
         self.quant, self.dequant = q.QuantStub(), q.DeQuantStub()
         self.ln = nn.LayerNorm([6])
-        self.elu = nn.ELU()
+        self.inorm = nn.InstanceNorm2d(4, affine=True)
         self.ff = torch.ao.nn.quantized.FloatFunctional()
 
     def forward(self, x):
         x = self.quant(x)
-        y = self.elu(self.ln(x))
+        y = self.inorm(self.ln(x))
         return self.dequant(self.ff.matmul(y, y.transpose(-1, -2)))
 
 
@@ -245,7 +245,7 @@ def test_unmapped_quantized_ops_are_all_named():
     with pytest.raises(mera.UnsupportedError) as e:
         relay.frontend.from_pytorch(traced, [("input0", (1, 4, 5, 6))])
     msg = str(e.value)
-    for kind, where in (("quantized::layer_norm", "in ln"), ("quantized::elu", "in elu"), ("quantized::matmul", "")):
+    for kind, where in (("quantized::layer_norm", "in ln"), ("quantized::instance_norm", "in inorm"), ("quantized::matmul", "")):
         line = next((ln for ln in msg.splitlines() if kind in ln), None)
         assert line is not None and where in line and "test_torch_quantized_ops.py" in line, msg
 
@@ -428,6 +428,31 @@ def test_prelu_matches_fbgemm(seed, layout):
         traced = torch.jit.trace(m, x)
         ref = m(x).numpy()
     assert any(n.kind() == "quantized::prelu" for n in traced.inlined_graph.nodes())
+    hw, sim = _run(traced, x, layout)
+    np.testing.assert_array_equal(hw, ref)
+    np.testing.assert_array_equal(sim, hw)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("seed", range(6))
+def test_elu_matches_fbgemm(seed, layout):
+    """quantized::elu (nn.ELU in eager PTQ and FX): a table per body, the vector one with Sleef's exp and the
+    FMA dequantize, the scalar tail with libm's expf; the row split decides which element gets which."""
+    import torch.ao.nn.quantized as nnq
+    rng = np.random.default_rng(5000 + seed)
+    dtype = "int8" if seed % 3 == 2 else "uint8"
+    shape = (int(rng.integers(1, 3)), int(rng.integers(1, 20)), int(rng.integers(1, 9)), int(rng.integers(1, 70)))
+    s, z = _input_qparams(rng)
+    if dtype == "int8":
+        z -= 128
+    alpha = float(rng.choice([1.0, 0.5, 1.7]))
+    elu = nnq.ELU(float(rng.uniform(0.005, 0.05)), int(rng.integers(0, 256)) - (128 if dtype == "int8" else 0), alpha)
+    m = QuantOp(elu, s, z, _QDT[dtype], elu).eval()
+    x = torch.randn(shape) * 3
+    with torch.no_grad():
+        traced = torch.jit.trace(m, x)
+        ref = m(x).numpy()
+    assert any(n.kind() == "quantized::elu" for n in traced.inlined_graph.nodes())
     hw, sim = _run(traced, x, layout)
     np.testing.assert_array_equal(hw, ref)
     np.testing.assert_array_equal(sim, hw)

@@ -1656,6 +1656,21 @@ static mera_status infer_prelu(mera_infer_ctx *ctx)
     return set_output_quant(ctx, &ctx->out[0]);
 }
 
+/* elu: tabulated like the activations above (kernels/ref/elementwise.c). */
+static const char *const inputs_elu[] = {"data"};
+static const mera_attr_spec attrs_elu[] = {
+    {"alpha", MERA_ATTR_FLOAT, 0, 0, NULL, "1", "scale of the negative part"},
+    TORCH_MEMORY_FORMAT_ATTR,
+    QOUT_ATTRS,
+    END_ATTRS,
+};
+static mera_status infer_elu(mera_infer_ctx *ctx)
+{
+    if (!isfinite(attr_f(ctx, "alpha")))
+        return FAIL(ctx, MERA_ERR_ATTR, "alpha %g is not finite", attr_f(ctx, "alpha"));
+    return infer_unary_qout(ctx);
+}
+
 /* add_scalar / mul_scalar: a quantized input's output parameters follow
  * from its own and the value, by PyTorch's rules (qadd.cpp _add_scalar_out,
  * qmul.cpp _mul_scalar_out); mera_scalar_op_qparams is shared with the

@@ -620,6 +620,14 @@ def _qhardswish(ctx, x, scale, zp):
     return _unary(ctx, "hardswish", x, **_qout(scale, zp))
 
 
+@converts("quantized::elu")
+def _qelu(ctx, x, scale, zp, alpha=1.0, coef=1.0, input_scale=1.0):
+    if float(coef) != 1.0 or float(input_scale) != 1.0:
+        raise UnsupportedError(f"quantized::elu with scale={coef}, input_scale={input_scale} (mera takes ELU's "
+                               f"1 and 1){ctx.where()}")
+    return _unary(ctx, "elu", x, alpha=float(alpha), **_qout(scale, zp))
+
+
 def _fixed_qparams_unary(ctx: Context, op: str, x):
     t = ctx.tensor(x, op)
     if t.quantized:

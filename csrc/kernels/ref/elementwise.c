@@ -366,7 +366,7 @@ REF_KERNEL(ref_clip_q)
 
 /* ---- activations computed in float ------------------------------------ */
 
-typedef enum { ACT_LEAKY_RELU, ACT_HARDSWISH, ACT_HARDSIGMOID, ACT_SIGMOID } act_kind;
+typedef enum { ACT_LEAKY_RELU, ACT_HARDSWISH, ACT_HARDSIGMOID, ACT_SIGMOID, ACT_ELU } act_kind;
 
 static float relu6_plus3(float x) /* min(max(x + 3, 0), 6) */
 {
@@ -387,6 +387,8 @@ static float act_vec(act_kind k, float x, float alpha)
         return relu6_plus3(x) / 6.0f;
     case ACT_SIGMOID: /* (1 + exp(-x)).reciprocal() */
         return 1.0f / (1.0f + sleef_expf_u10(-x));
+    case ACT_ELU: /* qelu_kernel (scale = input_scale = 1): blendv((exp(x) - 1) * alpha, x, x > 0) */
+        return x > 0.0f ? x : (sleef_expf_u10(x) - 1.0f) * alpha;
     }
     return x;
 }
@@ -403,6 +405,8 @@ static float act_scalar(act_kind k, float x, float alpha)
         return relu6_plus3(x) / 6.0f;
     case ACT_SIGMOID: /* 1.0f / (1.0 + std::exp(-x)): libm expf, the rest in double */
         return (float)(1.0 / (1.0 + (double)expf(-x)));
+    case ACT_ELU: /* x >= 0 ? x : (std::exp(x) - 1) * alpha, libm expf */
+        return x >= 0.0f ? x : (expf(x) - 1.0f) * alpha;
     }
     return x;
 }
@@ -414,6 +418,8 @@ static float act_inv_scale(act_kind k, double out_scale)
 {
     if (k == ACT_LEAKY_RELU)
         return 1.0f / (float)out_scale;
+    if (k == ACT_ELU) /* qelu_kernel: static_cast<float>(1.0 / o_scale) of the float o_scale */
+        return (float)(1.0 / (double)(float)out_scale);
     return (float)(1.0 / out_scale);
 }
 
@@ -450,6 +456,7 @@ void ref_act_q_tables(const mera_kernel_args *a, uint8_t vec[256], uint8_t scala
     case MERA_OP_HARDSWISH: act_q_tables(a, ACT_HARDSWISH, 0.0f, vec, scalar); return;
     case MERA_OP_HARDSIGMOID: act_q_tables(a, ACT_HARDSIGMOID, 0.0f, vec, scalar); return;
     case MERA_OP_SIGMOID: act_q_tables(a, ACT_SIGMOID, 0.0f, vec, scalar); return;
+    case MERA_OP_ELU: act_q_tables(a, ACT_ELU, (float)mera_attr_float(a->node, "alpha"), vec, scalar); return;
     default: MERA_BUG("ref_act_q_tables: not a tabulated activation");
     }
 }
@@ -488,3 +495,5 @@ REF_KERNEL(ref_hardsigmoid_f32) { (void)err; return act_f32(a, ACT_HARDSIGMOID, 
 REF_KERNEL(ref_hardsigmoid_q) { (void)err; return act_q(a); }
 REF_KERNEL(ref_sigmoid_f32) { (void)err; return act_f32(a, ACT_SIGMOID, 0.0f); }
 REF_KERNEL(ref_sigmoid_q) { (void)err; return act_q(a); }
+REF_KERNEL(ref_elu_f32) { (void)err; return act_f32(a, ACT_ELU, (float)mera_attr_float(a->node, "alpha")); }
+REF_KERNEL(ref_elu_q) { (void)err; return act_q(a); }
