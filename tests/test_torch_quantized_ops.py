@@ -456,3 +456,39 @@ def test_elu_matches_fbgemm(seed, layout):
     hw, sim = _run(traced, x, layout)
     np.testing.assert_array_equal(hw, ref)
     np.testing.assert_array_equal(sim, hw)
+
+
+def test_float_graph_with_the_new_ops_quantizes():
+    """The IR ops are ordinary ops too: a float graph built with them runs on the Interpreter, and
+    mera.Quantizer makes an int8 graph of it (batch_norm's scale and shift stay float, prelu's slopes are
+    quantized as PyTorch's are) that InterpreterHw and the Simulator run to the same bytes."""
+    from mera import ir
+    rng = np.random.default_rng(9)
+    scale, shift = rng.uniform(0.5, 2, 6).astype(np.float32), rng.normal(0, 1, 6).astype(np.float32)
+    slopes = rng.uniform(0, 0.5, 6).astype(np.float32)
+    b = ir.Builder("new_ops")
+    x = b.input("x", (1, 6, 5, 7))
+    y = b.op("batch_norm", x, b.const(scale, name="bn.scale"), b.const(shift, name="bn.shift"), axis=1, name="bn")
+    y = b.op("prelu", y, b.const(slopes, name="slopes"), axis=1, name="prelu")
+    y = b.op("elu", y, alpha=0.7, name="elu")
+    y = b.op("add_scalar", y, value=0.3, name="adds")
+    y = b.op("mul_scalar", y, value=-1.25, relu=1, name="muls")
+    mod, params = b.finish(y), b.params
+    xs = [rng.normal(0, 1, (1, 6, 5, 7)).astype(np.float32) for _ in range(4)]
+    xv = xs[0]
+    e = xv * scale[:, None, None] + shift[:, None, None]
+    e = np.where(e > 0, e, slopes[:, None, None] * e)
+    e = np.where(e > 0, e, (np.exp(e) - 1) * 0.7)
+    e = np.maximum((e + np.float32(0.3)) * np.float32(-1.25), 0)
+    ref = mera.compile(mod, params, target="Interpreter")(xv)[0]
+    np.testing.assert_allclose(ref, e, rtol=1e-5, atol=1e-6)
+    q = mera.Quantizer((mod, params))
+    q.calibrate(xs)
+    qmod, qparams = q.quantize()
+    ops = {n["op"] for n in qmod.nodes()}
+    assert {"batch_norm", "prelu", "elu", "add_scalar", "mul_scalar"} <= ops, ops
+    hw = mera.compile(qmod, qparams, target="InterpreterHw")(xv)[0]
+    with mera.build_config(target="Simulator"):
+        sim = mera.compile(qmod, qparams)(xv)[0]
+    np.testing.assert_array_equal(sim, hw)
+    assert np.abs(hw - ref).max() < 0.05 * np.abs(ref).max() + 0.02
