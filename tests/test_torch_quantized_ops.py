@@ -138,7 +138,7 @@ def test_scalar_ops_match_fbgemm(op, seed, layout):
 
 class EagerModel(nn.Module):
     """The eager-PTQ recipe with the ops of this file: a conv, a batch norm PyTorch keeps
-    (not after a conv, so not fused), FloatFunctional add_scalar and mul_scalar."""
+    (not after a conv, so not fused), FloatFunctional add_scalar and mul_scalar, ELU."""
 
     def __init__(self):
         super().__init__()
@@ -149,6 +149,7 @@ class EagerModel(nn.Module):
         self.bn = nn.BatchNorm2d(12)
         self.conv2 = nn.Conv2d(12, 10, 3, stride=2)
         self.bn2 = nn.BatchNorm2d(10)
+        self.elu = nn.ELU(0.8)
         self.ff1 = torch.ao.nn.quantized.FloatFunctional()
         self.ff2 = torch.ao.nn.quantized.FloatFunctional()
         self.ff3 = torch.ao.nn.quantized.FloatFunctional()
@@ -158,7 +159,7 @@ class EagerModel(nn.Module):
         y = self.bn(self.relu(self.conv(x)))
         y = self.ff1.add_scalar(y, 0.5)
         y = self.ff2.mul_scalar(self.conv2(y), -1.5)
-        y = self.ff3.add_scalar(self.bn2(y), -2.0)
+        y = self.ff3.add_scalar(self.elu(self.bn2(y)), -2.0)
         return self.dequant(y)
 
 
@@ -185,7 +186,8 @@ def test_eager_ptq_model(layout):
         traced = torch.jit.trace(m, x)
         ref = m(x).numpy()
     kinds = {n.kind() for n in traced.inlined_graph.nodes()}
-    assert {"quantized::batch_norm2d", "quantized::add_scalar", "quantized::mul_scalar"} <= kinds, kinds
+    assert {"quantized::batch_norm2d", "quantized::add_scalar", "quantized::mul_scalar",
+            "quantized::elu"} <= kinds, kinds
     hw, sim = _run(traced, x, layout)
     np.testing.assert_array_equal(hw, ref)
     np.testing.assert_array_equal(sim, hw)
