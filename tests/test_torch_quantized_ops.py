@@ -494,3 +494,42 @@ def test_float_graph_with_the_new_ops_quantizes():
         sim = mera.compile(qmod, qparams)(xv)[0]
     np.testing.assert_array_equal(sim, hw)
     assert np.abs(hw - ref).max() < 0.05 * np.abs(ref).max() + 0.02
+
+
+class Conv1dBlock(nn.Module):
+    """Eager PTQ of a 1-D block (keyword spotting style): two conv1d, add, hardswish, cat."""
+
+    def __init__(self):
+        super().__init__()
+        q = torch.ao.quantization
+        self.quant, self.dequant = q.QuantStub(), q.DeQuantStub()
+        self.c1, self.c2 = nn.Conv1d(8, 24, 3, padding=1), nn.Conv1d(8, 24, 5, padding=2)
+        self.hs = nn.Hardswish()
+        self.ff, self.ff2 = torch.ao.nn.quantized.FloatFunctional(), torch.ao.nn.quantized.FloatFunctional()
+
+    def forward(self, x):
+        x = self.quant(x)
+        y = self.hs(self.ff.add(self.c1(x), self.c2(x)))
+        return self.dequant(self.ff2.cat([y, self.c1(x)], 1))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_conv1d_block_eager_ptq(seed):
+    from torch.ao.quantization import convert, get_default_qconfig, prepare
+    torch.manual_seed(seed)
+    m = Conv1dBlock().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.qconfig = get_default_qconfig("fbgemm")
+        prepare(m, inplace=True)
+        for _ in range(3):
+            m(torch.randn(2, 8, 77))
+        convert(m, inplace=True)
+    x = torch.randn(1, 8, 77)
+    with torch.no_grad():
+        traced = torch.jit.trace(m, x)
+        ref = m(x).numpy()
+    for layout in ("NCHW", "NHWC"):
+        hw, sim = _run(traced, x, layout)
+        np.testing.assert_array_equal(hw, ref, err_msg=layout)
+        np.testing.assert_array_equal(sim, hw)
