@@ -533,3 +533,23 @@ def test_conv1d_block_eager_ptq(seed):
         hw, sim = _run(traced, x, layout)
         np.testing.assert_array_equal(hw, ref, err_msg=layout)
         np.testing.assert_array_equal(sim, hw)
+
+
+def test_bad_new_op_graphs_are_errors_naming_the_node():
+    from mera import ir
+    b = ir.Builder("bad")
+    x = b.input("x", (1, 4, 3, 3))
+    with pytest.raises(mera.ShapeError, match=r"'bn'.*scale.*\[4\]"):
+        b.op("batch_norm", x, b.const(np.ones(3, np.float32)), b.const(np.zeros(4, np.float32)), name="bn")
+    with pytest.raises(mera.AttrError, match=r"'bn2'.*axis 4 is out of range"):
+        b.op("batch_norm", x, b.const(np.ones(4, np.float32)), b.const(np.zeros(4, np.float32)), axis=4, name="bn2")
+    with pytest.raises(mera.ShapeError, match=r"'pr'.*slope.*\[1\] or \[4\]"):
+        b.op("prelu", x, b.const(np.ones(2, np.float32)), name="pr")
+    with pytest.raises(mera.AttrError, match=r"'adds'.*not finite"):
+        b.op("add_scalar", x, value=float("inf"), name="adds")
+    q = b.op("quantize", x, scale=0.1, zero_point=3, dtype="uint8", name="q")
+    with pytest.raises(mera.DtypeError, match=r"'pr2'.*slope.*per-tensor quantized"):
+        b.op("prelu", q, b.const(np.ones(4, np.float32)), name="pr2")
+    with pytest.raises(mera.AttrError, match=r"'adds2'.*no valid output scale"):
+        b.op("add_scalar", q, value=1e300, name="adds2")
+
