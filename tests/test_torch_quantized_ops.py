@@ -553,3 +553,22 @@ def test_bad_new_op_graphs_are_errors_naming_the_node():
     with pytest.raises(mera.AttrError, match=r"'adds2'.*no valid output scale"):
         b.op("add_scalar", q, value=1e300, name="adds2")
 
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_batch_norm1d_matches_fbgemm(relu):
+    """quantized::batch_norm1d[_relu] on [N, C, L] (called directly: eager convert cannot reach it)."""
+    rng = np.random.default_rng(77 + relu)
+    c, length = 37, 29
+    bn = _random_bn(rng, c, 4, False, 0.05, 100)
+    fn = torch.ops.quantized.batch_norm1d_relu if relu else torch.ops.quantized.batch_norm1d
+    op = (lambda q: fn(q, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps, 0.05, 100))
+    m = QuantOp(op, 0.03, 120, torch.quint8, bn).eval()
+    x = torch.randn(2, c, length) * 3
+    with torch.no_grad():
+        traced = torch.jit.trace(m, x)
+        ref = m(x).numpy()
+    assert any(n.kind().startswith("quantized::batch_norm1d") for n in traced.inlined_graph.nodes())
+    hw, sim = _run(traced, x, "NHWC")
+    np.testing.assert_array_equal(hw, ref)
+    np.testing.assert_array_equal(sim, hw)
