@@ -572,3 +572,34 @@ def test_batch_norm1d_matches_fbgemm(relu):
     hw, sim = _run(traced, x, "NHWC")
     np.testing.assert_array_equal(hw, ref)
     np.testing.assert_array_equal(sim, hw)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("seed", range(4))
+def test_conv_transpose1d_matches_fbgemm(seed, layout):
+    """quantized::conv_transpose1d (fbgemm: conv_transpose2d on [N, C, 1, L]; its direct path needs two kernel
+    rows, so never here)."""
+    import torch.ao.nn.quantized as nnq
+    rng = np.random.default_rng(6000 + seed)
+    groups = int(rng.choice([1, 2]))
+    c_in, c_out = groups * int(rng.integers(1, 9)), groups * int(rng.integers(1, 9))
+    k, stride, dil = int(rng.integers(1, 5)), int(rng.integers(1, 4)), int(rng.integers(1, 3))
+    pad = int(rng.integers(0, k))
+    out_pad = int(rng.integers(0, max(stride, dil)))
+    conv = nnq.ConvTranspose1d(c_in, c_out, k, stride=stride, padding=pad, output_padding=out_pad, groups=groups,
+                               dilation=dil)
+    g = torch.Generator().manual_seed(seed)
+    w = torch.quantize_per_tensor(torch.randn(c_in, c_out // groups, k, generator=g) * 0.3, 0.01,
+                                  int(rng.integers(-3, 4)), torch.qint8)
+    conv.set_weight_bias(w, torch.randn(c_out, generator=g))
+    conv.scale, conv.zero_point = float(rng.uniform(0.02, 0.2)), int(rng.integers(0, 256))
+    s, z = _input_qparams(rng)
+    m = QConv1d(conv, s, z).eval()
+    x = torch.randn(int(rng.integers(1, 3)), c_in, int(rng.integers(1, 30))) * 2
+    with torch.no_grad():
+        traced = torch.jit.trace(m, x)
+        ref = m(x).numpy()
+    assert any(n.kind() == "quantized::conv_transpose1d" for n in traced.inlined_graph.nodes())
+    hw, sim = _run(traced, x, layout)
+    np.testing.assert_array_equal(hw, ref)
+    np.testing.assert_array_equal(sim, hw)

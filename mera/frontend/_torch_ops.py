@@ -257,6 +257,20 @@ def _quantized_conv_transpose2d(ctx, x, packed, scale, zp):
     return Tensor(v, ctx.layout == "NHWC", True)  # fbgemm's output is channels-last
 
 
+@converts("quantized::conv_transpose1d")
+def _quantized_conv_transpose1d(ctx, x, packed, scale, zp):
+    """Like conv1d: fbgemm's packed params are conv_transpose2d's with a unit first spatial axis."""
+    t = ctx.to_nchw(ctx.tensor(x, "quantized::conv_transpose1d"))
+    if len(t.shape) != 3:
+        raise UnsupportedError(f"quantized::conv_transpose1d of a rank-{len(t.shape)} tensor (PyTorch takes "
+                               f"[N, C, L]){ctx.where()}")
+    n, c, length = t.shape
+    x4 = Tensor(ctx.emit("reshape", t.value, shape=[n, c, 1, length]))
+    y = ctx.to_nchw(_quantized_conv_transpose2d(ctx, x4, packed, scale, zp))
+    n, o, _, out_len = y.shape
+    return Tensor(ctx.emit("reshape", y.value, shape=[n, o, out_len]))
+
+
 @converts("quantized::conv2d", "quantized::conv2d.new")
 def _quantized_conv2d(ctx, x, packed, scale, zp):
     return _qconv(ctx, x, packed, scale, zp, False)
