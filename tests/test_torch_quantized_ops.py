@@ -191,6 +191,15 @@ def test_eager_ptq_model(layout):
     hw, sim = _run(traced, x, layout)
     np.testing.assert_array_equal(hw, ref)
     np.testing.assert_array_equal(sim, hw)
+    # the partition report says which layers fall back to the host, and why
+    xin = _nhwc(x.numpy()) if layout == "NHWC" else x.numpy()
+    mod, params = relay.frontend.from_pytorch(traced, [("input0", xin.shape)], layout=layout)
+    with mera.build_config(target="Simulator"):
+        rep = mera.compile(mod, params).partition_report()
+    host = {e["op"]: e["reason"] for e in rep if not e["on_dna"]}
+    for op in ("batch_norm", "add_scalar", "mul_scalar", "elu"):
+        assert "not in the DNA's op set" in host.get(op, ""), rep
+    assert all(e["on_dna"] for e in rep if e["op"] == "conv2d"), rep
 
 
 def test_batch_norm_every_input_byte_of_many_channels():
