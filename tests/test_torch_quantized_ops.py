@@ -80,7 +80,8 @@ def test_batch_norm2d_matches_fbgemm(seed, layout):
     s, z = _input_qparams(rng)
     if dtype == "int8":
         z -= 128
-    bn = _random_bn(rng, c, 4, relu, float(rng.uniform(0.01, 0.1)), int(rng.integers(0, 256)) - (128 if dtype == "int8" else 0))
+    out_zp = int(rng.integers(0, 256)) - (128 if dtype == "int8" else 0)
+    bn = _random_bn(rng, c, 4, relu, float(rng.uniform(0.01, 0.1)), out_zp)
     m = QuantOp(bn, s, z, _QDT[dtype], bn).eval()
     x = torch.randn(shape) * 3
     with torch.no_grad():
@@ -256,7 +257,8 @@ def test_unmapped_quantized_ops_are_all_named():
     with pytest.raises(mera.UnsupportedError) as e:
         relay.frontend.from_pytorch(traced, [("input0", (1, 4, 5, 6))])
     msg = str(e.value)
-    for kind, where in (("quantized::layer_norm", "in ln"), ("quantized::instance_norm", "in inorm"), ("quantized::matmul", "")):
+    for kind, where in (("quantized::layer_norm", "in ln"), ("quantized::instance_norm", "in inorm"),
+                        ("quantized::matmul", "")):
         line = next((ln for ln in msg.splitlines() if kind in ln), None)
         assert line is not None and where in line and "test_torch_quantized_ops.py" in line, msg
 
@@ -390,7 +392,8 @@ def test_conv1d_matches_fbgemm(seed, layout):
     rng = np.random.default_rng(3000 + seed)
     groups = int(rng.choice([1, 1, 2]))
     c_in, c_out = groups * int(rng.integers(1, 9)), groups * int(rng.integers(1, 9))
-    k, stride, pad, dil = int(rng.integers(1, 6)), int(rng.integers(1, 3)), int(rng.integers(0, 3)), int(rng.integers(1, 3))
+    k, stride = int(rng.integers(1, 6)), int(rng.integers(1, 3))
+    pad, dil = int(rng.integers(0, 3)), int(rng.integers(1, 3))
     length = int(rng.integers((k - 1) * dil + 1, 40))
     cls = nniq.ConvReLU1d if seed % 2 else nnq.Conv1d
     conv = cls(c_in, c_out, k, stride=stride, padding=pad, dilation=dil, groups=groups)
