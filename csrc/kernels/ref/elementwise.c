@@ -1,5 +1,5 @@
 /* Elementwise ops: add and mul (broadcasting), relu, clip, leaky_relu,
- * hardswish, hardsigmoid, sigmoid.
+ * hardswish, hardsigmoid, sigmoid, elu.
  *
  * Quantized add and the quantized unary activations go through float the
  * way ATen's kernels do: dequantize, compute in float32, quantize with the

@@ -1,8 +1,9 @@
-/* PyTorch's quantized kernels that are ops of their own: batch_norm,
+/* PyTorch's quantized kernels that are ops of their own: batch_norm, prelu,
  * add_scalar, mul_scalar (docs/numerics.md section 5a). Each formula is the
  * one ATen's CPU kernel computes; the comments name the routine. None of
- * them depends on the graph's rounding: they round with cvtps2dq / lrintf
- * and add the zero point after rounding under both modes. */
+ * them but prelu's quantized 1.0 depends on the graph's rounding: they round
+ * with cvtps2dq / lrintf and add the zero point after rounding under both
+ * modes. */
 #include <math.h>
 #include <stdlib.h>
 
