@@ -1671,6 +1671,12 @@ static mera_status infer_elu(mera_infer_ctx *ctx)
     return infer_unary_qout(ctx);
 }
 
+/* gelu (exact form): tabulated like elu; PyTorch's quantized gelu keeps the
+ * input's parameters. */
+static const char *const inputs_gelu[] = {"data"};
+static const mera_attr_spec attrs_gelu[] = {TORCH_MEMORY_FORMAT_ATTR, END_ATTRS};
+static mera_status infer_gelu(mera_infer_ctx *ctx) { return infer_unary_keep(ctx); }
+
 /* add_scalar / mul_scalar: a quantized input's output parameters follow
  * from its own and the value, by PyTorch's rules (qadd.cpp _add_scalar_out,
  * qmul.cpp _mul_scalar_out); mera_scalar_op_qparams is shared with the

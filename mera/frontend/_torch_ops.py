@@ -552,7 +552,8 @@ def _matmul(ctx, a, b):
 def _gelu(ctx, x, approximate="none"):
     if approximate != "none":
         raise UnsupportedError(f"gelu with approximate={approximate!r}{ctx.where()}")
-    _float_input(ctx, x, "gelu")
+    if isinstance(x, Tensor) and x.quantized:
+        return _unary(ctx, "gelu", x)  # PyTorch's qgelu: the IR's gelu, output parameters = the input's
     # torch's formula: x * 0.5 * (1 + erf(x * M_SQRT1_2))
     e = _unary(ctx, "erf", _binary(ctx, "mul", x, 0.7071067811865476))
     return _binary(ctx, "mul", x, _binary(ctx, "mul", _binary(ctx, "add", e, 1.0), 0.5))

@@ -74,6 +74,8 @@ REF_KERNEL(ref_prelu_f32);
 REF_KERNEL(ref_prelu_q);
 REF_KERNEL(ref_elu_f32); /* elementwise.c */
 REF_KERNEL(ref_elu_q);
+REF_KERNEL(ref_gelu_f32);
+REF_KERNEL(ref_gelu_q);
 REF_KERNEL(ref_add_scalar_f32);
 REF_KERNEL(ref_add_scalar_q);
 REF_KERNEL(ref_mul_scalar_f32);
