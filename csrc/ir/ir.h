@@ -351,6 +351,11 @@ struct mera_infer_ctx {
     mera_error *err;
 };
 
+/* The output parameters PyTorch gives quantized::add_scalar / mul_scalar
+ * (op MERA_OP_ADD_SCALAR or MERA_OP_MUL_SCALAR) of a quantized x, and
+ * add_scalar's c_q = nearbyint(value / scale); 0 when there are none. */
+int mera_scalar_op_qparams(mera_op op, double value, const mera_type *x, double *scale, int32_t *zp, int64_t *c_q);
+
 const mera_attr *mera_attr_find(const mera_attr *attrs, int n, const char *key);
 int64_t mera_attr_int(const mera_node *n, const char *key);
 double mera_attr_float(const mera_node *n, const char *key);

@@ -1801,6 +1801,170 @@ static mera_status infer_rows_valid(mera_infer_ctx *ctx)
     return MERA_OK;
 }
 
+/* ---- PyTorch's own quantized kernels: batch_norm, add_scalar, mul_scalar ---- */
+
+/* batch_norm: y = x * scale[c] + shift[c], c the index on `axis`. scale and
+ * shift are float32 [C] tensors (the frontend computes them as PyTorch's
+ * compute_fused_params does); the quantized kernel derives PyTorch's
+ * multiplier and offset from them and the scales (docs/numerics.md 5a). */
+static const char *const inputs_batch_norm[] = {"data", "scale", "shift"};
+static const mera_attr_spec attrs_batch_norm[] = {
+    {"axis", MERA_ATTR_INT, 0, 0, NULL, "1", "the channel axis"},
+    ACTIVATION_ATTR,
+    QOUT_ATTRS,
+    END_ATTRS,
+};
+static mera_status infer_batch_norm(mera_infer_ctx *ctx)
+{
+    mera_status st = check_activation(ctx, 0);
+    if (st)
+        return st;
+    const mera_type *x = ctx->in[0];
+    int64_t axis;
+    if (!normalize_axis(attr_i(ctx, "axis"), x->rank, &axis))
+        return FAIL(ctx, MERA_ERR_ATTR, "axis %lld is out of range for rank %d", (long long)attr_i(ctx, "axis"),
+                    x->rank);
+    for (int i = 1; i <= 2; i++) {
+        char d[160], sh[128];
+        const mera_type *p = ctx->in[i];
+        if (p->dtype != MERA_DTYPE_FLOAT32)
+            return FAIL(ctx, MERA_ERR_DTYPE, "%s must be float32, got %s", in_desc(ctx, i, d, sizeof d),
+                        mera_dtype_name(p->dtype));
+        if (p->rank != 1 || p->shape[0] != x->shape[axis]) {
+            mera_shape_format(p->shape, p->rank, sh, sizeof sh);
+            return FAIL(ctx, MERA_ERR_SHAPE, "%s must have shape [%lld] (the channels on axis %lld), got %s",
+                        in_desc(ctx, i, d, sizeof d), (long long)x->shape[axis], (long long)axis, sh);
+        }
+    }
+    ctx->out[0] = *x;
+    return set_output_quant(ctx, &ctx->out[0]);
+}
+
+/* prelu: slope[c] on `axis`, or one slope for every element. A quantized
+ * input takes a per-tensor quantized slope (PyTorch's quint8 weight). */
+static const char *const inputs_prelu[] = {"data", "slope"};
+static const mera_attr_spec attrs_prelu[] = {
+    {"axis", MERA_ATTR_INT, 0, 0, NULL, "1", "the channel axis the slopes run along"},
+    QOUT_ATTRS,
+    END_ATTRS,
+};
+static mera_status infer_prelu(mera_infer_ctx *ctx)
+{
+    mera_status st = check_activation(ctx, 0);
+    if (st)
+        return st;
+    const mera_type *x = ctx->in[0], *w = ctx->in[1];
+    char d[160], sh[128];
+    int64_t axis;
+    if (!normalize_axis(attr_i(ctx, "axis"), x->rank, &axis))
+        return FAIL(ctx, MERA_ERR_ATTR, "axis %lld is out of range for rank %d", (long long)attr_i(ctx, "axis"),
+                    x->rank);
+    if (is_float(x) ? !is_float(w)
+                    : !(mera_dtype_is_quantized_int(w->dtype) && w->q.kind == MERA_QUANT_PER_TENSOR))
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be %s like input 0, got %s%s", in_desc(ctx, 1, d, sizeof d),
+                    is_float(x) ? "float32" : "a per-tensor quantized int8/uint8 tensor", mera_dtype_name(w->dtype),
+                    w->q.kind == MERA_QUANT_PER_AXIS ? " with per-axis quantization" : "");
+    int64_t nw = mera_type_numel(w);
+    if (w->rank != 1 || (nw != 1 && nw != x->shape[axis])) {
+        mera_shape_format(w->shape, w->rank, sh, sizeof sh);
+        return FAIL(ctx, MERA_ERR_SHAPE, "%s must have shape [1] or [%lld] (the channels on axis %lld), got %s",
+                    in_desc(ctx, 1, d, sizeof d), (long long)x->shape[axis], (long long)axis, sh);
+    }
+    ctx->out[0] = *x;
+    return set_output_quant(ctx, &ctx->out[0]);
+}
+
+/* elu: tabulated like the activations above (kernels/ref/elementwise.c). */
+static const char *const inputs_elu[] = {"data"};
+static const mera_attr_spec attrs_elu[] = {
+    {"alpha", MERA_ATTR_FLOAT, 0, 0, NULL, "1", "scale of the negative part"},
+    TORCH_MEMORY_FORMAT_ATTR,
+    QOUT_ATTRS,
+    END_ATTRS,
+};
+static mera_status infer_elu(mera_infer_ctx *ctx)
+{
+    if (!isfinite(attr_f(ctx, "alpha")))
+        return FAIL(ctx, MERA_ERR_ATTR, "alpha %g is not finite", attr_f(ctx, "alpha"));
+    return infer_unary_qout(ctx);
+}
+
+/* gelu (exact form): tabulated like elu; PyTorch's quantized gelu keeps the
+ * input's parameters. */
+static const char *const inputs_gelu[] = {"data"};
+static const mera_attr_spec attrs_gelu[] = {TORCH_MEMORY_FORMAT_ATTR, END_ATTRS};
+static mera_status infer_gelu(mera_infer_ctx *ctx) { return infer_unary_keep(ctx); }
+
+/* add_scalar / mul_scalar: a quantized input's output parameters follow
+ * from its own and the value, by PyTorch's rules (qadd.cpp _add_scalar_out,
+ * qmul.cpp _mul_scalar_out); mera_scalar_op_qparams is shared with the
+ * kernels. */
+static const mera_attr_spec attrs_scalar_op[] = {
+    {"value", MERA_ATTR_FLOAT, 1, 0, NULL, NULL, "the scalar operand"},
+    {"relu", MERA_ATTR_INT, 0, 0, NULL, "0", "1: max(y, 0) after the op (PyTorch's add_scalar_relu/mul_scalar_relu)"},
+    END_ATTRS,
+};
+static const char *const inputs_add_scalar[] = {"data"};
+#define attrs_add_scalar attrs_scalar_op
+static const char *const inputs_mul_scalar[] = {"data"};
+#define attrs_mul_scalar attrs_scalar_op
+
+int mera_scalar_op_qparams(mera_op op, double value, const mera_type *x, double *scale, int32_t *zp, int64_t *c_q)
+{
+    double s = x->q.scale;
+    int64_t z = x->q.zero_point, lo = x->dtype == MERA_DTYPE_UINT8 ? 0 : -128, hi = lo + 255;
+    *c_q = 0;
+    if (op == MERA_OP_MUL_SCALAR) {
+        if (value > 0.0) {
+            *scale = value * s, *zp = (int32_t)z;
+        } else if (value == 0.0) {
+            *scale = 1.0, *zp = 0;
+        } else {
+            *scale = fabs(value) * s, *zp = (int32_t)(hi - (z - lo));
+        }
+        return isfinite(*scale) && *scale > 0.0;
+    }
+    double cq = nearbyint(value / s);
+    if (!(fabs(cq) < 1e15))
+        return 0;
+    *c_q = (int64_t)cq;
+    int64_t shifted = z - *c_q;
+    if (lo > shifted)
+        *scale = ((double)hi - (double)shifted) / ((double)hi - (double)lo) * s, *zp = (int32_t)lo;
+    else if (hi < shifted)
+        *scale = ((double)shifted - (double)lo) / ((double)hi - (double)lo) * s, *zp = (int32_t)hi;
+    else
+        *scale = s, *zp = (int32_t)shifted;
+    return isfinite(*scale) && *scale > 0.0;
+}
+
+static mera_status infer_scalar_op(mera_infer_ctx *ctx)
+{
+    mera_status st = check_activation(ctx, 0);
+    if (st)
+        return st;
+    double v = attr_f(ctx, "value");
+    int64_t relu = attr_i(ctx, "relu");
+    if (!isfinite(v))
+        return FAIL(ctx, MERA_ERR_ATTR, "value %g is not finite", v);
+    if (relu != 0 && relu != 1)
+        return FAIL(ctx, MERA_ERR_ATTR, "relu = %lld must be 0 or 1", (long long)relu);
+    ctx->out[0] = *ctx->in[0];
+    if (is_float(ctx->in[0]))
+        return MERA_OK;
+    double s;
+    int32_t z;
+    int64_t c_q;
+    if (!mera_scalar_op_qparams(ctx->op, v, ctx->in[0], &s, &z, &c_q))
+        return FAIL(ctx, MERA_ERR_ATTR, "value %g with the input's scale %g gives no valid output scale", v,
+                    ctx->in[0]->q.scale);
+    ctx->out[0].q.scale = s;
+    ctx->out[0].q.zero_point = z;
+    return MERA_OK;
+}
+static mera_status infer_add_scalar(mera_infer_ctx *ctx) { return infer_scalar_op(ctx); }
+static mera_status infer_mul_scalar(mera_infer_ctx *ctx) { return infer_scalar_op(ctx); }
+
 /* ---- the table ---------------------------------------------------------- */
 
 const mera_op_info mera_op_table[MERA_OP_COUNT] = {

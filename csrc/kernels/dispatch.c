@@ -70,6 +70,12 @@ static const mera_kernel_fn ref_table[MERA_OP_COUNT][MERA_NUMERICS_COUNT] = {
     [MERA_OP_ARGMAX]              = BOTH(ref_argmax, ref_argmax),
     [MERA_OP_ARGMIN]              = BOTH(ref_argmax, ref_argmax),
     [MERA_OP_ROWS_VALID]          = BOTH(ref_rows_valid, ref_rows_valid),
+    [MERA_OP_BATCH_NORM]          = BOTH(ref_batch_norm_f32, ref_batch_norm_q),
+    [MERA_OP_PRELU]               = BOTH(ref_prelu_f32, ref_prelu_q),
+    [MERA_OP_ELU]                 = BOTH(ref_elu_f32, ref_elu_q),
+    [MERA_OP_GELU]                = BOTH(ref_gelu_f32, ref_gelu_q),
+    [MERA_OP_ADD_SCALAR]          = BOTH(ref_add_scalar_f32, ref_add_scalar_q),
+    [MERA_OP_MUL_SCALAR]          = BOTH(ref_mul_scalar_f32, ref_mul_scalar_q),
 };
 
 mera_kernel_fn mera_kernel_ref(int op, mera_numerics num)

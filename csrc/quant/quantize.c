@@ -542,7 +542,7 @@ static int quant_input(quant_ctx *c, const mera_node *node, int i)
     int id;
     if (conv_like && i == 1)
         id = quant_weight(c, node, v);
-    else if (conv_like && i == 2)
+    else if ((conv_like && i == 2) || (node->op == MERA_OP_BATCH_NORM && i >= 1)) /* float bias; bn scale, shift */
         id = note_float(c, sv->kind == MERA_VALUE_PARAM
                                ? mera_graph_add_param_data(c->dst, sv->name, &sv->type, sv->data, c->err)
                                : mera_graph_add_const(c->dst, sv->name, &sv->type, sv->data, 1, c->err),

@@ -257,9 +257,47 @@ def _quantized_conv_transpose2d(ctx, x, packed, scale, zp):
     return Tensor(v, ctx.layout == "NHWC", True)  # fbgemm's output is channels-last
 
 
+@converts("quantized::conv_transpose1d")
+def _quantized_conv_transpose1d(ctx, x, packed, scale, zp):
+    """Like conv1d: fbgemm's packed params are conv_transpose2d's with a unit first spatial axis."""
+    t = ctx.to_nchw(ctx.tensor(x, "quantized::conv_transpose1d"))
+    if len(t.shape) != 3:
+        raise UnsupportedError(f"quantized::conv_transpose1d of a rank-{len(t.shape)} tensor (PyTorch takes "
+                               f"[N, C, L]){ctx.where()}")
+    n, c, length = t.shape
+    x4 = Tensor(ctx.emit("reshape", t.value, shape=[n, c, 1, length]))
+    y = ctx.to_nchw(_quantized_conv_transpose2d(ctx, x4, packed, scale, zp))
+    n, o, _, out_len = y.shape
+    return Tensor(ctx.emit("reshape", y.value, shape=[n, o, out_len]))
+
+
 @converts("quantized::conv2d", "quantized::conv2d.new")
 def _quantized_conv2d(ctx, x, packed, scale, zp):
     return _qconv(ctx, x, packed, scale, zp, False)
+
+
+def _qconv1d(ctx: Context, x, packed, scale, zp, relu: bool):
+    """fbgemm runs a quantized conv1d as conv2d on [N, C, 1, L] (its packed params are conv2d's, with a
+    unit first spatial axis): the same here, between two reshapes."""
+    t = ctx.to_nchw(ctx.tensor(x, "quantized::conv1d"))
+    if len(t.shape) != 3:
+        raise UnsupportedError(f"quantized::conv1d of a rank-{len(t.shape)} tensor (PyTorch takes [N, C, L])"
+                               f"{ctx.where()}")
+    n, c, length = t.shape
+    x4 = Tensor(ctx.emit("reshape", t.value, shape=[n, c, 1, length]))
+    y = ctx.to_nchw(_qconv(ctx, x4, packed, scale, zp, relu))
+    n, o, _, out_len = y.shape
+    return Tensor(ctx.emit("reshape", y.value, shape=[n, o, out_len]))
+
+
+@converts("quantized::conv1d")
+def _quantized_conv1d(ctx, x, packed, scale, zp):
+    return _qconv1d(ctx, x, packed, scale, zp, False)
+
+
+@converts("quantized::conv1d_relu")
+def _quantized_conv1d_relu(ctx, x, packed, scale, zp):
+    return _qconv1d(ctx, x, packed, scale, zp, True)
 
 
 @converts("quantized::conv2d_relu", "quantized::conv2d_relu.new")
@@ -321,24 +359,119 @@ def _binary(ctx: Context, op: str, a, b, relu=False, qout=None):
     return Tensor(ctx.emit(op, ta.value, tb.value, **attrs), ta.nhwc or tb.nhwc, first.torch_cl)
 
 
+# quantized::add.Scalar and the other .Scalar overloads (what FX convert makes of x + 0.5) are PyTorch's
+# add_scalar / mul_scalar kernels: no output parameters of their own
 @converts("quantized::add")
-def _qadd(ctx, a, b, scale, zp):
+def _qadd(ctx, a, b, scale=None, zp=None):
+    if scale is None:
+        return _scalar_op(ctx, "add_scalar", a, b, False)
     return _binary(ctx, "add", a, b, qout=_qout(scale, zp))
 
 
 @converts("quantized::add_relu")
-def _qadd_relu(ctx, a, b, scale, zp):
+def _qadd_relu(ctx, a, b, scale=None, zp=None):
+    if scale is None:
+        return _scalar_op(ctx, "add_scalar", a, b, True)
     return _binary(ctx, "add", a, b, relu=True, qout=_qout(scale, zp))
 
 
 @converts("quantized::mul")
-def _qmul(ctx, a, b, scale, zp):
+def _qmul(ctx, a, b, scale=None, zp=None):
+    if scale is None:
+        return _scalar_op(ctx, "mul_scalar", a, b, False)
     return _binary(ctx, "mul", a, b, qout=_qout(scale, zp))
 
 
 @converts("quantized::mul_relu")
-def _qmul_relu(ctx, a, b, scale, zp):
+def _qmul_relu(ctx, a, b, scale=None, zp=None):
+    if scale is None:
+        return _scalar_op(ctx, "mul_scalar", a, b, True)
     return _binary(ctx, "mul", a, b, relu=True, qout=_qout(scale, zp))
+
+
+# -- PyTorch quantized kernels with formulas of their own (docs/numerics.md 5a) ------------
+
+def _scalar_value(ctx: Context, b, what: str) -> float:
+    if isinstance(b, torch.Tensor) and b.numel() == 1:
+        return float(b.item())  # torch.jit.trace records a Scalar as a tensor
+    if isinstance(b, (int, float)) and not isinstance(b, bool):
+        return float(b)
+    raise UnsupportedError(f"{what} of a run-time tensor operand (mera takes a constant scalar){ctx.where()}")
+
+
+def _scalar_op(ctx: Context, op: str, x, b, relu: bool):
+    t = ctx.tensor(x, f"quantized::{op}")
+    if not t.quantized:
+        raise UnsupportedError(f"quantized::{op} of a float tensor{ctx.where()}")
+    v = ctx.emit(op, t.value, value=_scalar_value(ctx, b, f"quantized::{op}"), relu=int(relu))
+    return Tensor(v, t.nhwc, t.torch_cl)
+
+
+@converts("quantized::add_scalar", "quantized::add_scalar.Tensor")
+def _qadd_scalar(ctx, x, b):
+    return _scalar_op(ctx, "add_scalar", x, b, False)
+
+
+@converts("quantized::add_scalar_relu", "quantized::add_scalar_relu.Tensor")
+def _qadd_scalar_relu(ctx, x, b):
+    return _scalar_op(ctx, "add_scalar", x, b, True)
+
+
+@converts("quantized::mul_scalar", "quantized::mul_scalar.Tensor")
+def _qmul_scalar(ctx, x, b):
+    return _scalar_op(ctx, "mul_scalar", x, b, False)
+
+
+@converts("quantized::mul_scalar_relu", "quantized::mul_scalar_relu.Tensor")
+def _qmul_scalar_relu(ctx, x, b):
+    return _scalar_op(ctx, "mul_scalar", x, b, True)
+
+
+def _bn_scale_shift(weight, bias, mean, var, eps: float):
+    """qbatch_norm.cpp compute_fused_params in float32: scale = f32(inv_sigma * weight) and
+    shift = f32(bias - f32(f32(mean * inv_sigma) * weight)), inv_sigma = f32(1.0 / sqrtf(var + f32(eps)))."""
+    f32 = np.float32
+    m = mean.detach().float().numpy().astype(f32)
+    v = var.detach().float().numpy().astype(f32)
+    w = np.ones_like(m) if weight is None else weight.detach().float().numpy().astype(f32)
+    b = np.zeros_like(m) if bias is None else bias.detach().float().numpy().astype(f32)
+    inv_sigma = (1.0 / np.sqrt(v + f32(eps)).astype(np.float64)).astype(f32)
+    scale = (inv_sigma * w).astype(f32)
+    shift = (b - ((m * inv_sigma).astype(f32) * w).astype(f32)).astype(f32)
+    return scale, shift
+
+
+def _qbatch_norm(ctx: Context, x, weight, bias, mean, var, eps, scale, zp, relu: bool, rank: int):
+    what = f"quantized::batch_norm{rank - 2}d" if rank != 4 else "quantized::batch_norm2d"
+    t = ctx.tensor(x, what)
+    if len(t.shape) != rank:
+        raise UnsupportedError(f"{what} of a rank-{len(t.shape)} tensor (PyTorch takes rank {rank}){ctx.where()}")
+    if not all(isinstance(p, torch.Tensor) or p is None for p in (weight, bias, mean, var)) or mean is None:
+        raise UnsupportedError(f"{what} with computed statistics is not supported{ctx.where()}")
+    sc, sh = _bn_scale_shift(weight, bias, mean, var, float(eps))
+    base = ctx.scope or "bn"
+    sv = ctx.b.const(sc, name=ctx.b._fresh(base + ".scale"))
+    hv = ctx.b.const(sh, name=ctx.b._fresh(base + ".shift"))
+    v = ctx.emit("batch_norm", t.value, sv, hv, axis=ctx.axis(t, 1), activation="relu" if relu else "none",
+                 **_qout(scale, zp))
+    return Tensor(v, t.nhwc, rank == 4 or t.torch_cl)  # PyTorch writes 2-D/3-D batch norm channels-last
+
+
+def _qbn_converter(rank: int, relu: bool):
+    def conv(ctx, x, weight, bias, mean, var, eps, scale, zp):
+        return _qbatch_norm(ctx, x, weight, bias, mean, var, eps, scale, zp, relu, rank)
+    return conv
+
+
+for _rank, _name in ((3, "batch_norm1d"), (4, "batch_norm2d"), (5, "batch_norm3d")):
+    converts(f"quantized::{_name}")(_qbn_converter(_rank, False))
+    converts(f"quantized::{_name}_relu")(_qbn_converter(_rank, True))
+
+
+@converts("quantized::batch_norm")
+def _qbatch_norm_any(ctx, x, weight, bias, mean, var, eps, scale, zp):
+    rank = len(ctx.tensor(x, "quantized::batch_norm").shape)
+    return _qbatch_norm(ctx, x, weight, bias, mean, var, eps, scale, zp, False, rank)
 
 
 @converts("aten::add", "aten::add_")
@@ -419,6 +552,8 @@ def _matmul(ctx, a, b):
 def _gelu(ctx, x, approximate="none"):
     if approximate != "none":
         raise UnsupportedError(f"gelu with approximate={approximate!r}{ctx.where()}")
+    if isinstance(x, Tensor) and x.quantized:
+        return _unary(ctx, "gelu", x)  # PyTorch's qgelu: the IR's gelu, output parameters = the input's
     # torch's formula: x * 0.5 * (1 + erf(x * M_SQRT1_2))
     e = _unary(ctx, "erf", _binary(ctx, "mul", x, 0.7071067811865476))
     return _binary(ctx, "mul", x, _binary(ctx, "mul", _binary(ctx, "add", e, 1.0), 0.5))
@@ -429,8 +564,21 @@ def _silu(ctx, x):
     return _binary(ctx, "mul", x, _unary(ctx, "sigmoid", x))
 
 
+# IR ops with a float kernel only (ops.def FLOAT_IN): PyTorch runs tanh, gelu, ... on a quantized
+# tensor with quantized kernels of their own, which mera does not reproduce
+_FLOAT_ONLY = {"sqrt", "exp", "log", "tanh", "erf", "abs"}
+
+
+def _float_input(ctx: Context, x, what: str) -> None:
+    if isinstance(x, Tensor) and x.quantized:
+        raise UnsupportedError(f"{what} of a quantized tensor (PyTorch's quantized {what} kernel) is not supported"
+                               f"{ctx.where()}{' in ' + ctx.scope if ctx.scope else ''}")
+
+
 def _unary(ctx: Context, op: str, x, **attrs):
     t = ctx.tensor(x, op)
+    if op in _FLOAT_ONLY:
+        _float_input(ctx, t, op)
     if "torch_memory_format" in _op_info(op)["attr_names"]:
         attrs.update(_memory_format(t))
     return Tensor(ctx.emit(op, t.value, **attrs), t.nhwc, t.torch_cl)
@@ -487,6 +635,14 @@ def _qhardswish(ctx, x, scale, zp):
     return _unary(ctx, "hardswish", x, **_qout(scale, zp))
 
 
+@converts("quantized::elu")
+def _qelu(ctx, x, scale, zp, alpha=1.0, coef=1.0, input_scale=1.0):
+    if float(coef) != 1.0 or float(input_scale) != 1.0:
+        raise UnsupportedError(f"quantized::elu with scale={coef}, input_scale={input_scale} (mera takes ELU's "
+                               f"1 and 1){ctx.where()}")
+    return _unary(ctx, "elu", x, alpha=float(alpha), **_qout(scale, zp))
+
+
 def _fixed_qparams_unary(ctx: Context, op: str, x):
     t = ctx.tensor(x, op)
     if t.quantized:
@@ -506,6 +662,14 @@ def _hardsigmoid(ctx, x):
 @converts("aten::sigmoid", "aten::sigmoid_")
 def _sigmoid(ctx, x):
     return _fixed_qparams_unary(ctx, "sigmoid", x)
+
+
+@converts("quantized::softmax")
+def _qsoftmax(ctx, x, dim, scale, zp):
+    """PyTorch's quantized softmax (fbgemm engine): dequantize, float softmax, quantize_per_tensor; the IR's
+    quantized softmax has that contract (docs/numerics.md section 8)."""
+    t = ctx.tensor(x, "quantized::softmax")
+    return Tensor(ctx.emit("softmax", t.value, axis=ctx.axis(t, int(dim)), **_qout(scale, zp)), t.nhwc, t.torch_cl)
 
 
 @converts("aten::softmax", "aten::_softmax")
@@ -666,6 +830,26 @@ def _layer_norm(ctx, x, shape, weight=None, bias=None, eps=1e-5, cudnn_enable=Tr
     if bias is not None:
         y = _binary(ctx, "add", y, bias)
     return y
+
+
+@converts("quantized::prelu")
+def _qprelu(ctx, x, weight, scale, zp):
+    """PyTorch's quantized prelu (integer products, one requantize; docs/numerics.md 5a): the IR's prelu with
+    the quantized slopes as they are."""
+    t = ctx.tensor(x, "quantized::prelu")
+    if not isinstance(weight, torch.Tensor) or not weight.is_quantized:
+        raise UnsupportedError(f"quantized::prelu with a computed or float weight is not supported{ctx.where()}")
+    if weight.qscheme() not in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        raise UnsupportedError(f"quantized::prelu with a {weight.qscheme()} weight (PyTorch quantizes it per tensor)"
+                               f"{ctx.where()}")
+    if len(t.shape) < 2 and weight.numel() != 1:
+        raise UnsupportedError(f"quantized::prelu of a rank-{len(t.shape)} tensor with {weight.numel()} slopes"
+                               f"{ctx.where()}")
+    wv = ctx.b.param(ctx.b._fresh((ctx.scope or "prelu") + ".weight"),
+                     np.ascontiguousarray(weight.int_repr().reshape(-1).numpy()),
+                     qparams=(float(weight.q_scale()), int(weight.q_zero_point())))
+    axis = ctx.axis(t, 1) if len(t.shape) >= 2 else 0
+    return Tensor(ctx.emit("prelu", t.value, wv, axis=axis, **_qout(scale, zp)), t.nhwc, t.torch_cl)
 
 
 @converts("aten::prelu")

@@ -1,5 +1,5 @@
 /* Elementwise ops: add and mul (broadcasting), relu, clip, leaky_relu,
- * hardswish, hardsigmoid, sigmoid.
+ * hardswish, hardsigmoid, sigmoid, elu.
  *
  * Quantized add and the quantized unary activations go through float the
  * way ATen's kernels do: dequantize, compute in float32, quantize with the
@@ -368,7 +368,22 @@ REF_KERNEL(ref_clip_q)
 
 /* ---- activations computed in float ------------------------------------ */
 
-typedef enum { ACT_LEAKY_RELU, ACT_HARDSWISH, ACT_HARDSIGMOID, ACT_SIGMOID } act_kind;
+typedef enum { ACT_LEAKY_RELU, ACT_HARDSWISH, ACT_HARDSIGMOID, ACT_SIGMOID, ACT_ELU, ACT_GELU } act_kind;
+
+#define GELU_SQRT1_2 0.70710678118654752440 /* M_SQRT1_2 */
+
+/* Vectorized<float>::erf (vec256_float.h): Abramowitz-Stegun 7.1.26 with
+ * FMAs and Sleef's expf_u10, sign restored at the end. */
+static float erf_vec(float x)
+{
+    float a = fabsf(x);
+    float t = 1.0f / fmaf(0.3275911f, a, 1.0f);
+    float r = fmaf(fmaf(fmaf(fmaf(1.061405429f, t, -1.453152027f), t, 1.421413741f), t, -0.284496736f), t,
+                   0.254829592f);
+    float e = -sleef_expf_u10(-(x * x));
+    float y = fmaf(e * t, r, 1.0f);
+    return copysignf(1.0f, x) * y;
+}
 
 static float relu6_plus3(float x) /* min(max(x + 3, 0), 6) */
 {
@@ -389,6 +404,10 @@ static float act_vec(act_kind k, float x, float alpha)
         return relu6_plus3(x) / 6.0f;
     case ACT_SIGMOID: /* (1 + exp(-x)).reciprocal() */
         return 1.0f / (1.0f + sleef_expf_u10(-x));
+    case ACT_ELU: /* qelu_kernel (scale = input_scale = 1): blendv((exp(x) - 1) * alpha, x, x > 0) */
+        return x > 0.0f ? x : (sleef_expf_u10(x) - 1.0f) * alpha;
+    case ACT_GELU: /* qgelu_kernel: x * 0.5 * (1 + (x * f32(M_SQRT1_2)).erf()) */
+        return x * 0.5f * (1.0f + erf_vec(x * (float)GELU_SQRT1_2));
     }
     return x;
 }
@@ -405,6 +424,10 @@ static float act_scalar(act_kind k, float x, float alpha)
         return relu6_plus3(x) / 6.0f;
     case ACT_SIGMOID: /* 1.0f / (1.0 + std::exp(-x)): libm expf, the rest in double */
         return (float)(1.0 / (1.0 + (double)expf(-x)));
+    case ACT_ELU: /* x >= 0 ? x : (std::exp(x) - 1) * alpha, libm expf */
+        return x >= 0.0f ? x : (expf(x) - 1.0f) * alpha;
+    case ACT_GELU: /* x * 0.5 * (1 + std::erf(x * M_SQRT1_2)) in double */
+        return (float)((double)x * 0.5 * (1.0 + erf((double)x * GELU_SQRT1_2)));
     }
     return x;
 }
@@ -416,6 +439,8 @@ static float act_inv_scale(act_kind k, double out_scale)
 {
     if (k == ACT_LEAKY_RELU)
         return 1.0f / (float)out_scale;
+    if (k == ACT_ELU || k == ACT_GELU) /* qelu_kernel, qgelu_kernel: (float)(1.0 / o_scale) of the float o_scale */
+        return (float)(1.0 / (double)(float)out_scale);
     return (float)(1.0 / out_scale);
 }
 
@@ -452,6 +477,8 @@ void ref_act_q_tables(const mera_kernel_args *a, uint8_t vec[256], uint8_t scala
     case MERA_OP_HARDSWISH: act_q_tables(a, ACT_HARDSWISH, 0.0f, vec, scalar); return;
     case MERA_OP_HARDSIGMOID: act_q_tables(a, ACT_HARDSIGMOID, 0.0f, vec, scalar); return;
     case MERA_OP_SIGMOID: act_q_tables(a, ACT_SIGMOID, 0.0f, vec, scalar); return;
+    case MERA_OP_ELU: act_q_tables(a, ACT_ELU, (float)mera_attr_float(a->node, "alpha"), vec, scalar); return;
+    case MERA_OP_GELU: act_q_tables(a, ACT_GELU, 0.0f, vec, scalar); return;
     default: MERA_BUG("ref_act_q_tables: not a tabulated activation");
     }
 }
@@ -501,3 +528,7 @@ REF_KERNEL(ref_sigmoid_f32)
     return MERA_OK;
 }
 REF_KERNEL(ref_sigmoid_q) { (void)err; return act_q(a); }
+REF_KERNEL(ref_elu_f32) { (void)err; return act_f32(a, ACT_ELU, (float)mera_attr_float(a->node, "alpha")); }
+REF_KERNEL(ref_elu_q) { (void)err; return act_q(a); }
+REF_KERNEL(ref_gelu_f32) { (void)err; return act_f32(a, ACT_GELU, 0.0f); }
+REF_KERNEL(ref_gelu_q) { (void)err; return act_q(a); }

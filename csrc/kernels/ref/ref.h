@@ -77,6 +77,20 @@ REF_KERNEL(ref_hardsigmoid_q);
 REF_KERNEL(ref_sigmoid_f32);
 REF_KERNEL(ref_sigmoid_q);
 
+/* torch_q.c: PyTorch's quantized kernels with formulas of their own */
+REF_KERNEL(ref_batch_norm_f32);
+REF_KERNEL(ref_batch_norm_q);
+REF_KERNEL(ref_prelu_f32);
+REF_KERNEL(ref_prelu_q);
+REF_KERNEL(ref_elu_f32); /* elementwise.c */
+REF_KERNEL(ref_elu_q);
+REF_KERNEL(ref_gelu_f32);
+REF_KERNEL(ref_gelu_q);
+REF_KERNEL(ref_add_scalar_f32);
+REF_KERNEL(ref_add_scalar_q);
+REF_KERNEL(ref_mul_scalar_f32);
+REF_KERNEL(ref_mul_scalar_q);
+
 /* pool.c */
 REF_KERNEL(ref_max_pool2d_f32);
 REF_KERNEL(ref_max_pool2d_q);

@@ -1,0 +1,210 @@
+/* PyTorch's quantized kernels that are ops of their own: batch_norm, prelu,
+ * add_scalar, mul_scalar (docs/numerics.md section 5a). Each formula is the
+ * one ATen's CPU kernel computes; the comments name the routine. None of
+ * them but prelu's quantized 1.0 depends on the graph's rounding: they round
+ * with cvtps2dq / lrintf and add the zero point after rounding under both
+ * modes. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "kernels/ref/qmath.h"
+#include "kernels/ref/ref.h"
+#include "kernels/ref/refutil.h"
+
+/* Elements per channel step (the product of the axes after `axis`) and the
+ * channel count, for a per-channel parameter on `axis`. */
+static void channel_walk(const mera_kernel_args *a, int64_t *inner, int64_t *channels)
+{
+    const mera_type *t = a->in_types[0];
+    int64_t axis = mera_attr_int(a->node, "axis");
+    if (axis < 0)
+        axis += t->rank;
+    *inner = 1;
+    for (int d = (int)axis + 1; d < t->rank; d++)
+        *inner *= t->shape[d];
+    *channels = t->shape[axis];
+}
+
+/* ---- batch_norm --------------------------------------------------------- */
+
+REF_KERNEL(ref_batch_norm_f32)
+{
+    (void)err;
+    const float *sc = a->in[1], *sh = a->in[2];
+    int64_t inner, C, n = mera_type_numel(a->out_types[0]);
+    channel_walk(a, &inner, &C);
+    int relu = ref_relu(a->node);
+    const float *x = a->in[0];
+    float *y = a->out[0];
+    for (int64_t i = 0; i < n; i++) {
+        int64_t c = (i / inner) % C;
+        float v = x[i] * sc[c] + sh[c];
+        y[i] = relu && v < 0.0f ? 0.0f : v;
+    }
+    return MERA_OK;
+}
+
+/* qbatch_norm.cpp compute_fused_params, then q_batch_norm_kernel
+ * (QuantizedOpKernels.cpp):
+ *   alpha = f32(scale[c] * (s_x / s_y))       (float times a double ratio)
+ *   beta  = f32(shift[c] / s_y)
+ *   y     = fma(alpha, f32(q - z_x), beta)     (the vector body's fmadd; the scalar
+ *                                               tail's a*x+b, contracted in the AVX2 build)
+ *   q_y   = quantize_lane(y, 1.0f, z_y)        (Vec::quantize with scale 1)
+ * relu: max(q_y, z_y). scale[c] = f32(inv_sigma * weight), shift[c] =
+ * f32(bias - mean * inv_sigma * weight) come from the frontend. */
+REF_KERNEL(ref_batch_norm_q)
+{
+    const mera_type *it = a->in_types[0], *ot = a->out_types[0];
+    const float *sc = a->in[1], *sh = a->in[2];
+    int64_t inner, C, n = mera_type_numel(ot);
+    channel_walk(a, &inner, &C);
+    float *alpha = ref_alloc(2 * C, sizeof(float));
+    if (!alpha)
+        return ref_nomem(err, a->node);
+    float *beta = alpha + C;
+    double ratio = it->q.scale / ot->q.scale;
+    for (int64_t c = 0; c < C; c++) {
+        alpha[c] = (float)((double)sc[c] * ratio);
+        beta[c] = (float)((double)sh[c] / ot->q.scale);
+    }
+    int32_t zx = ref_zp(it), zy = ref_zp(ot);
+    int32_t lo = ref_relu(a->node) ? zy : q_lo(ot->dtype), hi = q_hi(ot->dtype);
+    if (lo < q_lo(ot->dtype))
+        lo = q_lo(ot->dtype);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t c = (i / inner) % C;
+        float y = fmaf(alpha[c], (float)(q_load(a->in[0], it->dtype, i) - zx), beta[c]);
+        int32_t q = quantize_lane(y, 1.0f, zy, q_lo(ot->dtype), hi);
+        q_store(a->out[0], ot->dtype, i, q < lo ? lo : q);
+    }
+    free(alpha);
+    return MERA_OK;
+}
+
+/* ---- prelu -------------------------------------------------------------- */
+
+/* Slope index of element i: its channel, or 0 for a single slope. */
+static int64_t slope_of(int64_t i, int64_t inner, int64_t C, int64_t n_slopes)
+{
+    return n_slopes == 1 ? 0 : (i / inner) % C;
+}
+
+REF_KERNEL(ref_prelu_f32)
+{
+    (void)err;
+    int64_t inner, C, n = mera_type_numel(a->out_types[0]), nw = mera_type_numel(a->in_types[1]);
+    channel_walk(a, &inner, &C);
+    const float *x = a->in[0], *w = a->in[1];
+    float *y = a->out[0];
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i] > 0.0f ? x[i] : w[slope_of(i, inner, C, nw)] * x[i];
+    return MERA_OK;
+}
+
+/* qprelu_out_kernel (QuantizedOpKernels.cpp), in integers then one
+ * requantize_from_int:
+ *   one = quantize_val(1.0f) with the slope's parameters (the graph's rounding)
+ *   acc = max(q - z_x, 0) * (one - z_w) + min(q - z_x, 0) * (w[c] - z_w)
+ *   q_y = clamp(z_y + rne(f32(acc) * m)),  m = f32(s_x) * f32(s_w) * (1.0f / f32(s_y)) */
+REF_KERNEL(ref_prelu_q)
+{
+    (void)err;
+    const mera_type *it = a->in_types[0], *wt = a->in_types[1], *ot = a->out_types[0];
+    int64_t inner, C, n = mera_type_numel(ot), nw = mera_type_numel(wt);
+    channel_walk(a, &inner, &C);
+    int32_t zx = ref_zp(it), zw = ref_zp(wt), zy = ref_zp(ot), lo = q_lo(ot->dtype), hi = q_hi(ot->dtype);
+    int32_t one = quantize_val(1.0f, ref_scale_f(wt), zw, q_lo(wt->dtype), q_hi(wt->dtype), a->rounding) - zw;
+    float m = ref_scale_f(it) * ref_scale_f(wt) * (1.0f / ref_scale_f(ot));
+    for (int64_t i = 0; i < n; i++) {
+        int32_t d = q_load(a->in[0], it->dtype, i) - zx;
+        int32_t acc = d > 0 ? d * one : d * (q_load(a->in[1], wt->dtype, slope_of(i, inner, C, nw)) - zw);
+        q_store(a->out[0], ot->dtype, i, clamp_i64(cvt_rne_i64((float)acc * m) + zy, lo, hi));
+    }
+    return MERA_OK;
+}
+
+/* ---- add_scalar / mul_scalar ------------------------------------------- */
+
+REF_KERNEL(ref_add_scalar_f32)
+{
+    (void)err;
+    int64_t n = mera_type_numel(a->out_types[0]);
+    float v = (float)mera_attr_float(a->node, "value");
+    int relu = (int)mera_attr_int(a->node, "relu");
+    const float *x = a->in[0];
+    float *y = a->out[0];
+    for (int64_t i = 0; i < n; i++) {
+        float r = x[i] + v;
+        y[i] = relu && r < 0.0f ? 0.0f : r;
+    }
+    return MERA_OK;
+}
+
+REF_KERNEL(ref_mul_scalar_f32)
+{
+    (void)err;
+    int64_t n = mera_type_numel(a->out_types[0]);
+    float v = (float)mera_attr_float(a->node, "value");
+    int relu = (int)mera_attr_int(a->node, "relu");
+    const float *x = a->in[0];
+    float *y = a->out[0];
+    for (int64_t i = 0; i < n; i++) {
+        float r = x[i] * v;
+        y[i] = relu && r < 0.0f ? 0.0f : r;
+    }
+    return MERA_OK;
+}
+
+/* qadd_scalar_kernel: c_q = nearbyint(value / s_x) and the output's
+ * parameters from _add_scalar_out (ops.c, mera_scalar_op_qparams); then
+ * requantize_from_int of q - z_x + c_q with m = f32(s_x) * (1 / f32(s_y)):
+ * clamp(z_y + rne(f32(q - z_x + c_q) * m)), relu max(., z_y). Where PyTorch
+ * only copies the bytes (z_x - c_q in range), s_y = s_x, m is within an ulp
+ * of 1, and the formula gives the input bytes back. */
+REF_KERNEL(ref_add_scalar_q)
+{
+    (void)err;
+    const mera_type *it = a->in_types[0], *ot = a->out_types[0];
+    double s;
+    int32_t z;
+    int64_t c_q;
+    if (!mera_scalar_op_qparams(MERA_OP_ADD_SCALAR, mera_attr_float(a->node, "value"), it, &s, &z, &c_q))
+        MERA_BUG("add_scalar: infer accepted parameters the kernel cannot derive");
+    float m = ref_scale_f(it) * (1.0f / ref_scale_f(ot));
+    int32_t zx = ref_zp(it), zy = ref_zp(ot);
+    int32_t lo = mera_attr_int(a->node, "relu") ? zy : q_lo(ot->dtype), hi = q_hi(ot->dtype);
+    int64_t n = mera_type_numel(ot);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t c = (int64_t)q_load(a->in[0], it->dtype, i) - zx + c_q;
+        int64_t r = cvt_rne_i64((float)c * m);
+        q_store(a->out[0], ot->dtype, i, r == INT64_MIN ? (c < 0 ? lo : hi) : clamp_i64(r + zy, lo, hi));
+    }
+    return MERA_OK;
+}
+
+/* _mul_scalar_out (qmul.cpp) moves bytes: value > 0 keeps them (relu:
+ * max(q, z_x)), 0 writes zeros, value < 0 reflects them, q_max + q_min - q
+ * (relu: max(., z_y)); only the parameters change. */
+REF_KERNEL(ref_mul_scalar_q)
+{
+    (void)err;
+    const mera_type *it = a->in_types[0], *ot = a->out_types[0];
+    double v = mera_attr_float(a->node, "value");
+    int relu = (int)mera_attr_int(a->node, "relu");
+    int32_t lo = q_lo(it->dtype), hi = q_hi(it->dtype), zx = ref_zp(it), zy = ref_zp(ot);
+    int64_t n = mera_type_numel(ot);
+    for (int64_t i = 0; i < n; i++) {
+        int32_t q = q_load(a->in[0], it->dtype, i);
+        if (v > 0.0)
+            q = relu && q < zx ? zx : q;
+        else if (v == 0.0)
+            q = 0;
+        else {
+            q = hi + lo - q;
+            q = relu && q < zy ? zy : q;
+        }
+        q_store(a->out[0], ot->dtype, i, q);
+    }
+    return MERA_OK;
+}
