@@ -1073,21 +1073,67 @@ static int dma_rows_disjoint(const dna_dma *d, int64_t row_stride, int64_t col_s
     return d->rows > 1 && d->cols >= 1 && col_stride >= 0 && row_stride >= extent;
 }
 
-static void dma_split(const run_ctx *r, const dna_dma *d, int disjoint, mera_parallel_fn fn, dma_job *j)
-{
-    int64_t row_bytes = (int64_t)d->cols * d->run_bytes;
-    if (disjoint && row_bytes * d->rows >= 2 * DMA_MIN_CHUNK)
-        mera_parallel_for(r->m->opt.threads, d->rows, 1 + DMA_MIN_CHUNK / (row_bytes + 1), fn, j);
-    else
-        fn(j, 0, d->rows);
-}
-
 /* DRAM [addr, addr + n) as one pointer, or NULL when the range straddles
  * the constant image's end (then the bytes are read one run at a time). */
 static const uint8_t *dram_span(const run_ctx *r, int64_t addr, int64_t n)
 {
     int64_t pb = r->m->prog->params_bytes;
     return (addr < pb) == (addr + n - 1 < pb) ? dram_r(r, addr) : NULL;
+}
+
+/* A box that is one block of bytes on both sides (no padding; one run, or
+ * runs and rows that follow each other on both sides): its byte count,
+ * else 0. */
+static int64_t dma_block_bytes(const dna_dma *d)
+{
+    const int64_t rb = d->run_bytes, row = (int64_t)d->cols * rb;
+    if (d->pad_top || d->pad_bottom || d->pad_left || d->pad_right)
+        return 0;
+    int cols_follow = d->cols == 1 || (d->sram_col_stride == (uint32_t)rb && d->dram_col_stride == rb);
+    int rows_follow = d->rows == 1 || ((int64_t)d->sram_row_stride == row && d->dram_row_stride == row);
+    return cols_follow && rows_follow ? row * d->rows : 0;
+}
+
+typedef struct {
+    uint8_t *dst;
+    const uint8_t *src;
+} copy_job;
+
+static void copy_range(void *ctx, int64_t b0, int64_t b1)
+{
+    const copy_job *j = ctx;
+    memcpy(j->dst + b0 * DMA_MIN_CHUNK, j->src + b0 * DMA_MIN_CHUNK, (size_t)((b1 - b0) * DMA_MIN_CHUNK));
+}
+
+/* memcpy of n bytes, its DMA_MIN_CHUNK pieces across the worker pool. */
+static void dma_copy(const run_ctx *r, uint8_t *dst, const uint8_t *src, int64_t n)
+{
+    int64_t pieces = n / DMA_MIN_CHUNK, done = pieces * DMA_MIN_CHUNK;
+    if (pieces >= 2) {
+        copy_job j = {dst, src};
+        mera_parallel_for(r->m->opt.threads, pieces, 1, copy_range, &j);
+    } else {
+        done = 0;
+    }
+    memcpy(dst + done, src + done, (size_t)(n - done));
+}
+
+static void dma_split(const run_ctx *r, const dna_dma *d, int disjoint, mera_parallel_fn fn, dma_job *j)
+{
+    int64_t block = dma_block_bytes(d);
+    if (block > 0) { /* one memcpy, or its pieces on the workers */
+        const uint8_t *src = j->buf ? dram_span(r, d->dram, block) : r->act + d->sram;
+        uint8_t *dst = j->buf ? j->buf + d->sram : dram_w(r, d->dram);
+        if (src) {
+            dma_copy(r, dst, src, block);
+            return;
+        }
+    }
+    int64_t row_bytes = (int64_t)d->cols * d->run_bytes;
+    if (disjoint && row_bytes * d->rows >= 2 * DMA_MIN_CHUNK)
+        mera_parallel_for(r->m->opt.threads, d->rows, 1 + DMA_MIN_CHUNK / (row_bytes + 1), fn, j);
+    else
+        fn(j, 0, d->rows);
 }
 
 static void load_rows(void *ctx, int64_t row0, int64_t row1)
