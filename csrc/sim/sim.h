@@ -83,7 +83,7 @@ typedef struct {
     /* Worker threads (util/threadpool.h) a run splits its work across: the
      * kernel of each CONV and VEC tile, and the rows of a LOAD or STORE
      * whose rows are disjoint. 0: the default (MERA_NUM_THREADS or every
-     * CPU), 1 serial. Changes no byte and no cycle: the timing model does
+     * CPU, read when the machine is loaded), 1 serial. Changes no byte and no cycle: the timing model does
      * not depend on the host's threads. */
     int threads;
 } dna_machine_options;
