@@ -520,6 +520,25 @@ def test_threaded_simulator_gives_the_serial_bytes_and_cycles():
         assert all(s == seen[0] for s in seen), f"case {k}: the timing depends on the thread count: {seen}"
 
 
+def test_runs_reuse_the_machines_buffers_and_give_each_inputs_own_bytes():
+    """A Simulator keeps the DRAM, buffers and kernel scratch of its last run for the next (zeroing
+    what that run wrote): runs on different inputs, one after another, on 1, 2 and 7 threads and
+    under tilings with many tiles, each give InterpreterHw's bytes for their own input, and the same
+    input again gives the first run's bytes."""
+    for seed in (31, 32, 33):
+        gen = GraphGen(seed)
+        mod, x0 = gen.build(n_layers=6)
+        rng = np.random.default_rng(seed)
+        xs = [x0] + [rng.integers(0, 256, x0.shape, dtype=x0.dtype) for _ in range(2)]
+        interp = compile_for(mod, {}, "InterpreterHw")
+        refs = [interp(x) for x in xs]
+        for cfg in CONFIGS[:3]:
+            for threads in (1, 2, 7):
+                sim = compile_for(mod, {}, "Simulator", num_threads=threads, **cfg)
+                for k in (0, 1, 2, 1, 0, 2):
+                    assert_same_bytes(refs[k], sim(xs[k]), f"seed {seed} {cfg} threads={threads} input {k}")
+
+
 def test_simulator_config_errors():
     mod, _ = small_model()
     with pytest.raises(mera.ConfigError, match="'max_tile_width' must be a positive int"):

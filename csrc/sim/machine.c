@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kernels/kernels.h"
@@ -570,6 +571,7 @@ void dna_machine_free(dna_machine *m)
         conv_prep_free(m->convs[k]);
     for (int k = 0; k < m->n_vecs; k++)
         vec_prep_free(m->vecs[k]);
+    dna_run_free(m->spare);
     free(m->convs);
     free(m->vecs);
     if (m->host_state)
@@ -689,6 +691,110 @@ static mera_status prepare_insns(dna_machine *m, mera_error *err)
     return st;
 }
 
+/* ---- what a run writes --------------------------------------------------- */
+
+enum { BUF_ACT, BUF_WGT, BUF_DRAM };
+
+static void hull_add(dna_machine *m, int buf, int64_t lo, int64_t hi)
+{
+    int64_t *w = m->written[buf];
+    if (hi <= lo)
+        return;
+    if (w[0] >= w[1]) {
+        w[0] = lo;
+        w[1] = hi;
+        return;
+    }
+    w[0] = lo < w[0] ? lo : w[0];
+    w[1] = hi > w[1] ? hi : w[1];
+}
+
+/* [lo, hi) spanned by a box's rows x cols runs at base with these strides
+ * (the extreme corners: strides may be negative on the DRAM side). */
+static void box_span(const dna_dma *d, int64_t base, int64_t row_stride, int64_t col_stride, int64_t *lo, int64_t *hi)
+{
+    *lo = INT64_MAX;
+    *hi = INT64_MIN;
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 2; b++) {
+            int64_t x = base + (a ? (int64_t)(d->rows - 1) * row_stride : 0) + (b ? (int64_t)(d->cols - 1) * col_stride : 0);
+            *lo = x < *lo ? x : *lo;
+            *hi = x + d->run_bytes > *hi ? x + d->run_bytes : *hi;
+        }
+}
+
+/* The hulls of what a run writes in ACT, WGT and the activation DRAM
+ * (dna_machine.written), clamped to the buffers: a reused run zeroes just
+ * these bytes, so every run starts from the zeroed buffers of a new one
+ * without touching pages no run uses. */
+static void plan_written(dna_machine *m)
+{
+    const dna_program *prog = m->prog;
+    const int64_t base = dna_act_base(prog);
+    for (int b = 0; b < 3; b++)
+        m->written[b][0] = m->written[b][1] = 0;
+    for (int i = 0; i < prog->n_insns; i++) {
+        const dna_insn *in = &prog->insns[i];
+        int64_t lo, hi;
+        switch (in->opcode) {
+        case DNA_LOAD:
+            box_span(&in->u.dma, in->u.dma.sram, in->u.dma.sram_row_stride, in->u.dma.sram_col_stride, &lo, &hi);
+            hull_add(m, in->u.dma.mem == DNA_MEM_WGT ? BUF_WGT : BUF_ACT, lo, hi);
+            break;
+        case DNA_STORE:
+            box_span(&in->u.dma, in->u.dma.dram, in->u.dma.dram_row_stride, in->u.dma.dram_col_stride, &lo, &hi);
+            hull_add(m, BUF_DRAM, lo - base, hi - base);
+            break;
+        case DNA_CONV: {
+            const conv_prep *c = m->insn_prep[i];
+            hull_add(m, BUF_ACT, in->u.conv.out_addr, in->u.conv.out_addr + (int64_t)mera_type_nbytes(&c->out_t));
+            break;
+        }
+        case DNA_VEC: {
+            const vec_prep *v = m->insn_prep[i];
+            hull_add(m, BUF_ACT, in->u.vec.dst.addr, in->u.vec.dst.addr + (int64_t)mera_type_nbytes(&v->out_t));
+            break;
+        }
+        }
+    }
+    for (int v = 0; v < m->n_values; v++) /* graph inputs and host nodes' outputs */
+        if (prog->value_dram[v] >= prog->params_bytes)
+            hull_add(m, BUF_DRAM, prog->value_dram[v] - base,
+                     prog->value_dram[v] - base + (int64_t)mera_type_nbytes(&mera_graph_value(m->g, v)->type));
+    const int64_t size[3] = {prog->act_bytes, prog->wgt_bytes, prog->dram_bytes - base};
+    for (int b = 0; b < 3; b++) {
+        int64_t *w = m->written[b];
+        w[0] = w[0] < 0 ? 0 : w[0];
+        w[1] = w[1] > size[b] ? size[b] : w[1];
+    }
+}
+
+/* The scratch a run gives its tiles' kernels (a padded copy of a tile's
+ * input, as InterpreterHw plans it in its arena): the largest any prepared
+ * kernel asks for, so no tile allocates. */
+static void plan_scratch(dna_machine *m)
+{
+    size_t most = 0;
+    mera_kernel_args a;
+    for (int k = 0; k < m->n_convs; k++) {
+        const conv_prep *c = m->convs[k];
+        if (!c->state || !c->k.scratch)
+            continue;
+        conv_args(c, &a);
+        size_t s = c->k.scratch(&a);
+        most = s > most ? s : most;
+    }
+    for (int k = 0; k < m->n_vecs; k++) {
+        const vec_prep *v = m->vecs[k];
+        if (!v->state || !v->k.scratch)
+            continue;
+        vec_args(v, &a);
+        size_t s = v->k.scratch(&a);
+        most = s > most ? s : most;
+    }
+    m->scratch_bytes = most;
+}
+
 dna_machine *dna_machine_new(const mera_graph *g, const dna_program *prog, const mera_platform *p,
                              const void *const *param_data, mera_error *err)
 {
@@ -712,8 +818,14 @@ dna_machine *dna_machine_new_opts(const mera_graph *g, const dna_program *prog, 
     m->p = p;
     if (opt)
         m->opt = *opt;
+    /* The default thread count once, here: resolving it per tile costs a
+     * sysconf (a read of /sys) per kernel call, about 1 ms per MobileNetV2
+     * run of the IP. */
+    m->opt.threads = mera_threads_resolve(m->opt.threads);
     long page = sysconf(_SC_PAGESIZE);
     m->page_size = page > 0 && (page & (page - 1)) == 0 ? page : 4096;
+    const char *prof = getenv("MERA_SIM_PROFILE");
+    m->profile = !prof || !*prof || strcmp(prof, "0") == 0 ? 0 : strcmp(prof, "cpu") == 0 ? 2 : 1;
     m->n_nodes = mera_graph_num_nodes(g);
     m->n_values = mera_graph_num_values(g);
     size_t nv = (size_t)m->n_values + 1, nn = (size_t)m->n_nodes + 1, ni = (size_t)(prog->n_insns > 0 ? prog->n_insns : 1);
@@ -765,6 +877,8 @@ dna_machine *dna_machine_new_opts(const mera_graph *g, const dna_program *prog, 
     m->wgt_unread = !m->opt.pack_at_run;
     for (int k = 0; k < m->n_convs; k++)
         m->wgt_unread &= m->convs[k]->state != NULL;
+    plan_scratch(m);
+    plan_written(m);
     if (m->opt.release_const_pages && !m->opt.pack_at_run)
         release_image(m, 0, m->prog->params_bytes); /* the rest: runs read only what VEC layers load */
     if (dna_timing_model(g, prog, p, &m->timing, &m->times, err))
@@ -794,14 +908,33 @@ typedef struct {
     int64_t lo, hi, dram; /* WGT [lo, hi) holds DRAM [dram, dram + hi - lo) */
 } wgt_tag;
 
+/* MERA_SIM_PROFILE: host time of a run by kind of work (wall time, or with
+ * MERA_SIM_PROFILE=cpu the calling thread's CPU time), printed to stderr
+ * after each dna_machine_run, and for a run driven segment by segment (the
+ * IP's emulated device) the totals of all its segments when it is freed.
+ * The clock reads cost about 1 us per instruction. */
+enum { PROF_LOAD, PROF_STORE, PROF_CONV, PROF_VEC, PROF_HOST, PROF_SETUP, PROF_N };
+static const char *const prof_names[PROF_N] = {"LOAD", "STORE", "CONV", "VEC", "host nodes", "setup/io"};
+
+static double now_ns(int cpu)
+{
+    struct timespec ts;
+    clock_gettime(cpu ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
 struct dna_run {
     const dna_machine *m;
     uint8_t *act_dram; /* DRAM [dna_act_base, dram_bytes) */
     int own_dram;      /* act_dram allocated by dna_run_new */
     uint8_t *act, *wgt;
     float *bias;       /* aligned scratch for a CONV's bias */
+    void *scratch;     /* the kernels' scratch (dna_machine.scratch_bytes), or NULL */
     wgt_tag *tags;
     int n_tags, cap_tags;
+    double prof_ns[PROF_N]; /* MERA_SIM_PROFILE */
+    int64_t prof_count[PROF_N];
+    int prof_by_caller;     /* dna_machine_run prints the profile itself (after the free) */
 };
 
 typedef struct dna_run run_ctx;
@@ -946,21 +1079,67 @@ static int dma_rows_disjoint(const dna_dma *d, int64_t row_stride, int64_t col_s
     return d->rows > 1 && d->cols >= 1 && col_stride >= 0 && row_stride >= extent;
 }
 
-static void dma_split(const run_ctx *r, const dna_dma *d, int disjoint, mera_parallel_fn fn, dma_job *j)
-{
-    int64_t row_bytes = (int64_t)d->cols * d->run_bytes;
-    if (disjoint && row_bytes * d->rows >= 2 * DMA_MIN_CHUNK)
-        mera_parallel_for(r->m->opt.threads, d->rows, 1 + DMA_MIN_CHUNK / (row_bytes + 1), fn, j);
-    else
-        fn(j, 0, d->rows);
-}
-
 /* DRAM [addr, addr + n) as one pointer, or NULL when the range straddles
  * the constant image's end (then the bytes are read one run at a time). */
 static const uint8_t *dram_span(const run_ctx *r, int64_t addr, int64_t n)
 {
     int64_t pb = r->m->prog->params_bytes;
     return (addr < pb) == (addr + n - 1 < pb) ? dram_r(r, addr) : NULL;
+}
+
+/* A box that is one block of bytes on both sides (no padding; one run, or
+ * runs and rows that follow each other on both sides): its byte count,
+ * else 0. */
+static int64_t dma_block_bytes(const dna_dma *d)
+{
+    const int64_t rb = d->run_bytes, row = (int64_t)d->cols * rb;
+    if (d->pad_top || d->pad_bottom || d->pad_left || d->pad_right)
+        return 0;
+    int cols_follow = d->cols == 1 || (d->sram_col_stride == (uint32_t)rb && d->dram_col_stride == rb);
+    int rows_follow = d->rows == 1 || ((int64_t)d->sram_row_stride == row && d->dram_row_stride == row);
+    return cols_follow && rows_follow ? row * d->rows : 0;
+}
+
+typedef struct {
+    uint8_t *dst;
+    const uint8_t *src;
+} copy_job;
+
+static void copy_range(void *ctx, int64_t b0, int64_t b1)
+{
+    const copy_job *j = ctx;
+    memcpy(j->dst + b0 * DMA_MIN_CHUNK, j->src + b0 * DMA_MIN_CHUNK, (size_t)((b1 - b0) * DMA_MIN_CHUNK));
+}
+
+/* memcpy of n bytes, its DMA_MIN_CHUNK pieces across the worker pool. */
+static void dma_copy(const run_ctx *r, uint8_t *dst, const uint8_t *src, int64_t n)
+{
+    int64_t pieces = n / DMA_MIN_CHUNK, done = pieces * DMA_MIN_CHUNK;
+    if (pieces >= 2) {
+        copy_job j = {dst, src};
+        mera_parallel_for(r->m->opt.threads, pieces, 1, copy_range, &j);
+    } else {
+        done = 0;
+    }
+    memcpy(dst + done, src + done, (size_t)(n - done));
+}
+
+static void dma_split(const run_ctx *r, const dna_dma *d, int disjoint, mera_parallel_fn fn, dma_job *j)
+{
+    int64_t block = dma_block_bytes(d);
+    if (block > 0) { /* one memcpy, or its pieces on the workers */
+        const uint8_t *src = j->buf ? dram_span(r, d->dram, block) : r->act + d->sram;
+        uint8_t *dst = j->buf ? j->buf + d->sram : dram_w(r, d->dram);
+        if (src) {
+            dma_copy(r, dst, src, block);
+            return;
+        }
+    }
+    int64_t row_bytes = (int64_t)d->cols * d->run_bytes;
+    if (disjoint && row_bytes * d->rows >= 2 * DMA_MIN_CHUNK)
+        mera_parallel_for(r->m->opt.threads, d->rows, 1 + DMA_MIN_CHUNK / (row_bytes + 1), fn, j);
+    else
+        fn(j, 0, d->rows);
 }
 
 static void load_rows(void *ctx, int64_t row0, int64_t row1)
@@ -1099,6 +1278,8 @@ static mera_status exec_conv(run_ctx *r, int i, mera_error *err)
         a.in[2] = r->bias;
     }
     a.out[0] = r->act + k->out_addr;
+    a.scratch = r->scratch;
+    a.scratch_bytes = r->scratch ? m->scratch_bytes : 0;
     mera_status st = c->k.run(&a, err);
     if (st)
         mera_error_prefix(err, "insn %d (CONV, node '%s'): ", i, c->node.name);
@@ -1115,6 +1296,8 @@ static mera_status exec_vec(run_ctx *r, int i, mera_error *err)
     for (int s = 0; s < k->n_src; s++)
         a.in[s] = r->act + k->src[s].addr;
     a.out[0] = r->act + k->dst.addr;
+    a.scratch = r->scratch;
+    a.scratch_bytes = r->scratch ? r->m->scratch_bytes : 0;
     mera_status st = v->k.run(&a, err);
     if (st)
         mera_error_prefix(err, "insn %d (VEC, node '%s'): ", i, v->node->name);
@@ -1205,7 +1388,8 @@ dna_run *dna_run_new(const dna_machine *m, uint8_t *act_dram, mera_error *err)
     r->act = alloc_buf(prog->act_bytes);
     r->wgt = alloc_buf(prog->wgt_bytes);
     r->bias = alloc_buf((int64_t)max_oc * 4);
-    if (!r->act_dram || !r->act || !r->wgt || !r->bias) {
+    r->scratch = m->scratch_bytes ? alloc_buf((int64_t)m->scratch_bytes) : NULL;
+    if (!r->act_dram || !r->act || !r->wgt || !r->bias || (m->scratch_bytes && !r->scratch)) {
         dna_run_free(r);
         mera_fail(err, MERA_ERR_NOMEM, "out of memory allocating the DNA machine's DRAM and buffers");
         return NULL;
@@ -1213,15 +1397,30 @@ dna_run *dna_run_new(const dna_machine *m, uint8_t *act_dram, mera_error *err)
     return r;
 }
 
+static void prof_print(const double *ns, const int64_t *count)
+{
+    double total = 0;
+    for (int k = 0; k < PROF_N; k++)
+        total += ns[k];
+    fprintf(stderr, "mera sim profile: %.3f ms", total / 1e6);
+    for (int k = 0; k < PROF_N; k++)
+        if (count[k])
+            fprintf(stderr, ", %s %.3f ms (%lld)", prof_names[k], ns[k] / 1e6, (long long)count[k]);
+    fputc('\n', stderr);
+}
+
 void dna_run_free(dna_run *r)
 {
     if (!r)
         return;
+    if (r->m->profile && !r->prof_by_caller)
+        prof_print(r->prof_ns, r->prof_count);
     if (r->own_dram)
         free_buf(r->act_dram);
     free_buf(r->act);
     free_buf(r->wgt);
     free_buf(r->bias);
+    free_buf(r->scratch);
     free(r->tags);
     free(r);
 }
@@ -1244,19 +1443,31 @@ mera_status dna_run_segment(dna_run *r, int s, int64_t *cycles, mera_error *err)
         if (m->opt.dna_only)
             return mera_fail(err, MERA_ERR_INVALID, "segment %d is a host segment; this machine runs DNA segments only",
                              s);
-        return exec_host(r, seg->node, err);
+        double t0 = m->profile ? now_ns(m->profile == 2) : 0;
+        mera_status hs = exec_host(r, seg->node, err);
+        if (m->profile) {
+            r->prof_ns[PROF_HOST] += now_ns(m->profile == 2) - t0;
+            r->prof_count[PROF_HOST]++;
+        }
+        return hs;
     }
     mera_status st = MERA_OK;
     int64_t span = 0;
     for (int k = 0; k < seg->count && !st; k++) {
         int i = m->order[seg->first + k];
+        double t0 = m->profile ? now_ns(m->profile == 2) : 0;
+        int kind = -1;
         switch (prog->insns[i].opcode) {
-        case DNA_LOAD: st = exec_load(r, i, err); break;
-        case DNA_STORE: exec_store(r, i); break;
-        case DNA_CONV: st = exec_conv(r, i, err); break;
-        case DNA_VEC: st = exec_vec(r, i, err); break;
+        case DNA_LOAD: st = exec_load(r, i, err); kind = PROF_LOAD; break;
+        case DNA_STORE: exec_store(r, i); kind = PROF_STORE; break;
+        case DNA_CONV: st = exec_conv(r, i, err); kind = PROF_CONV; break;
+        case DNA_VEC: st = exec_vec(r, i, err); kind = PROF_VEC; break;
         case DNA_NOP: break;
         default: MERA_BUG("unvalidated opcode");
+        }
+        if (m->profile && kind >= 0) {
+            r->prof_ns[kind] += now_ns(m->profile == 2) - t0;
+            r->prof_count[kind]++;
         }
         if (m->times.end[i] > span)
             span = m->times.end[i];
@@ -1266,11 +1477,38 @@ mera_status dna_run_segment(dna_run *r, int s, int64_t *cycles, mera_error *err)
     return st;
 }
 
+/* A run of dna_machine_run: the machine's spare one, reset to the state
+ * of a new run (the bytes earlier runs wrote zeroed again, no WGT tags), or
+ * a new one when the spare is in use by another thread. Reusing the
+ * buffers saves allocating, and faulting in, DRAM and buffers every run. */
+static dna_run *take_run(const dna_machine *m, mera_error *err)
+{
+    dna_run *r = __atomic_exchange_n(&((dna_machine *)m)->spare, NULL, __ATOMIC_ACQ_REL);
+    if (!r)
+        return dna_run_new(m, NULL, err);
+    uint8_t *buf[3] = {r->act, r->wgt, r->act_dram};
+    for (int b = 0; b < 3; b++)
+        if (m->written[b][1] > m->written[b][0])
+            memset(buf[b] + m->written[b][0], 0, (size_t)(m->written[b][1] - m->written[b][0]));
+    r->n_tags = 0;
+    memset(r->prof_ns, 0, sizeof r->prof_ns);
+    memset(r->prof_count, 0, sizeof r->prof_count);
+    return r;
+}
+
+static void give_back_run(const dna_machine *m, dna_run *r)
+{
+    dna_run *none = NULL;
+    if (!__atomic_compare_exchange_n(&((dna_machine *)m)->spare, &none, r, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        dna_run_free(r);
+}
+
 mera_status dna_machine_run(const dna_machine *m, const void *const *inputs, void *const *outputs, mera_error *err)
 {
     const dna_program *prog = m->prog;
     const mera_graph *g = m->g;
-    dna_run *r = dna_run_new(m, NULL, err);
+    double t0 = m->profile ? now_ns(m->profile == 2) : 0, setup = 0;
+    dna_run *r = take_run(m, err);
     if (!r)
         return err ? err->code : MERA_ERR_NOMEM;
     for (int k = 0; k < mera_graph_num_inputs(g); k++) {
@@ -1279,13 +1517,26 @@ mera_status dna_machine_run(const dna_machine *m, const void *const *inputs, voi
             memcpy(dram_w(r, prog->value_dram[v]), inputs[m->input_slot[v]],
                    mera_type_nbytes(&mera_graph_value(g, v)->type));
     }
+    if (m->profile)
+        setup = now_ns(m->profile == 2) - t0;
     mera_status st = MERA_OK;
     for (int s = 0; s < prog->n_segments && !st; s++)
         st = dna_run_segment(r, s, NULL, err);
+    t0 = m->profile ? now_ns(m->profile == 2) : 0;
     for (int k = 0; k < mera_graph_num_outputs(g) && !st; k++) {
         int v = mera_graph_output(g, k);
         memcpy(outputs[k], value_read(r, v), mera_type_nbytes(&mera_graph_value(g, v)->type));
     }
-    dna_run_free(r);
+    double ns[PROF_N];
+    int64_t count[PROF_N];
+    memcpy(ns, r->prof_ns, sizeof ns);
+    memcpy(count, r->prof_count, sizeof count);
+    r->prof_by_caller = 1;
+    give_back_run(m, r);
+    if (m->profile) {
+        ns[PROF_SETUP] = setup + now_ns(m->profile == 2) - t0;
+        count[PROF_SETUP] = 1;
+        prof_print(ns, count);
+    }
     return st;
 }

@@ -57,6 +57,12 @@ struct dna_machine {
     unsigned char *host_ready;
     dna_timing timing;
     dna_insn_times times;
+    int64_t written[3][2];   /* per buffer (ACT, WGT, activation DRAM from dna_act_base): the hull
+                              * [lo, hi) of every byte a run may write (lo >= hi: none) */
+    dna_run *spare;          /* a finished run of dna_machine_run kept for the next (atomic
+                              * exchange: the one field a run changes; NULL when none or in use) */
+    size_t scratch_bytes;    /* the largest scratch of a prepared CONV/VEC kernel (tiles run one at a time) */
+    int profile;             /* MERA_SIM_PROFILE at load: 0 off, 1 wall time, 2 ("cpu") thread CPU time */
 };
 
 #endif

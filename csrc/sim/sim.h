@@ -5,9 +5,11 @@
  * target's emulated device). Loading a program checks it against the graph
  * and the platform's buffers, prepares each CONV block's kernel once (the
  * host-side translation of the DNA weight format), and runs the timing
- * model, which does not depend on the data. A loaded machine is immutable:
- * every run gets its own activation DRAM and on-chip buffers, so threads
- * may run one machine at once. */
+ * model, which does not depend on the data. A loaded machine is immutable
+ * but for one spare run (dna_machine_run keeps its last run's DRAM and
+ * buffers for the next, taken and given back atomically): every run has
+ * its own activation DRAM and on-chip buffers, so threads may run one
+ * machine at once. */
 #ifndef MERA_SIM_SIM_H
 #define MERA_SIM_SIM_H
 
@@ -81,7 +83,7 @@ typedef struct {
     /* Worker threads (util/threadpool.h) a run splits its work across: the
      * kernel of each CONV and VEC tile, and the rows of a LOAD or STORE
      * whose rows are disjoint. 0: the default (MERA_NUM_THREADS or every
-     * CPU), 1 serial. Changes no byte and no cycle: the timing model does
+     * CPU, read when the machine is loaded), 1 serial. Changes no byte and no cycle: the timing model does
      * not depend on the host's threads. */
     int threads;
 } dna_machine_options;
