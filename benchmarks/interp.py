@@ -8,9 +8,19 @@ With --onnxruntime it also times onnxruntime on the same network quantized
 by onnxruntime's own quantize_static (QDQ, per-channel weights; other
 scales, so not the same bytes) and prints mera / onnxruntime.
 
-    python benchmarks/interp.py [--repeat N] [--layers-only | --networks-only] [--threads N]
+    python benchmarks/interp.py [--repeat N] [--layers-only | --networks-only | --per-layer] [--threads N]
                                 [--models resnet50,mobilenet_v2] [--onnxruntime]
                                 [--reference | --cpu-mask FEATURES]
+
+--per-layer profiles the networks instead: every conv/dense node of the
+compiled graph with its time (best of --repeat runs, timed node by node),
+GMAC/s against the VNNI peak of one core (--peak: 228 GMAC/s, one 512-bit
+vpdpbusd of 64 int8 MACs a cycle at about 3.55 GHz, the Zen 4 machines here),
+and fbgemm's time for the same layer (the quantized torch module called
+alone on the input it sees in the network, best of --repeat); then the time
+per op class (conv 1x1, conv kxk, depthwise, add, pools, ...). The sum of
+node times includes the interpreter's per-node overhead; fbgemm's module
+calls include torch's per-call dispatch.
 
 --threads N sets the threads of all three (mera's build_config(num_threads),
 torch.set_num_threads, onnxruntime's intra_op_num_threads); the network
@@ -27,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import warnings
 
 import numpy as np
@@ -108,11 +119,146 @@ def bench_network(name: str, repeat: int, threads: int, with_ort: bool) -> None:
     print(line + f"; mera and torch outputs identical: {np.array_equal(out, ref)}")
 
 
+# ---- --per-layer ------------------------------------------------------------
+
+_NODE = re.compile(r"^\s*%(\S+) = (\w+)\(([^)]*)\)\s*(\{.*\})?\s*:\s*(\w+)\[([\d,]*)\]")
+_VALUE = re.compile(r"^\s*(?:input|const|param) %(\S+): (\w+)\[([\d,]*)\]")
+
+
+def _shape(text: str):
+    return tuple(int(v) for v in text.split(",")) if text else ()
+
+
+def compiled_nodes(graph_text: str):
+    """The nodes of a compiled graph's IR text, in graph order: dicts of name, op,
+    inputs (shapes), attrs (text) and output shape."""
+    shapes, nodes = {}, []
+    for line in graph_text.splitlines():
+        v = _VALUE.match(line)
+        if v:
+            shapes[v.group(1)] = _shape(v.group(3))
+            continue
+        m = _NODE.match(line)
+        if not m:
+            continue
+        name, op, args, attrs, _, out = m.groups()
+        ins = [shapes.get(a.strip().lstrip("%"), ()) for a in args.split(",") if a.strip()]
+        shapes[name] = _shape(out)
+        nodes.append({"name": name, "op": op, "inputs": ins, "attrs": attrs or "", "out": _shape(out)})
+    return nodes
+
+
+def _attr_list(attrs: str, key: str):
+    m = re.search(key + r"=\[([\d,]+)\]", attrs)
+    return [int(v) for v in m.group(1).split(",")] if m else []
+
+
+def node_class(node) -> str:
+    """The op class a node's time is added to."""
+    op = node["op"]
+    if op == "conv2d":
+        w = node["inputs"][1]
+        groups = int(re.search(r"groups=(\d+)", node["attrs"]).group(1))
+        if groups > 1 and w[1] == 1:
+            return "conv depthwise"
+        return f"conv {'1x1' if w[2] == w[3] == 1 else 'kxk'}" + ("/2" if max(_attr_list(node["attrs"], "strides")) > 1 else "")
+    return op
+
+
+def node_macs(node) -> int:
+    if node["op"] == "conv2d":
+        w, out = node["inputs"][1], node["out"]  # OIHW weights, NHWC output
+        return int(np.prod(out)) * w[1] * w[2] * w[3]
+    if node["op"] == "dense":
+        return int(np.prod(node["out"])) * node["inputs"][0][-1]
+    return 0
+
+
+def torch_conv_times(model, x, repeat: int):
+    """fbgemm's time of every quantized conv/linear module of model, called alone on the
+    input it sees in the network: a dict from (in channels, out channels, kernel, stride,
+    groups, input H) to a list of seconds in call order."""
+    import torch.ao.nn.quantized as nnq
+    seen = []
+    hooks = [mod.register_forward_hook(lambda mod, inp, out: seen.append((mod, inp[0])))
+             for mod in model.modules() if isinstance(mod, (nnq.Conv2d, nnq.Linear))]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    times = {}
+    with torch.no_grad():
+        for mod, inp in seen:
+            if isinstance(mod, nnq.Linear):
+                key = ("dense", mod.in_features, mod.out_features)
+            else:
+                key = (mod.in_channels, mod.out_channels, mod.kernel_size[0], mod.stride[0], mod.groups,
+                       inp.shape[2])
+            times.setdefault(key, []).append(best_of(lambda: mod(inp), repeat))
+    return times
+
+
+def bench_per_layer(name: str, repeat: int, threads: int, peak: float) -> None:
+    from mera import models
+    model = models.MODELS[name](quantize=True, seed=0)
+    x = models.calibration_data(name, n=1, seed=1)[0]
+    with torch.no_grad():
+        traced = torch.jit.trace(model, x)
+    x_nhwc = np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1))
+    mod, params = mera.frontend.from_pytorch(traced, [("input0", x_nhwc.shape)], layout="NHWC")
+    with mera.build_config(target="InterpreterHw", num_threads=threads):
+        runner = mera.compile(mod, params)
+    core = runner._core
+    nodes = compiled_nodes(core.graph_text())
+    runner(x_nhwc)
+    t_nodes = core.node_times([x_nhwc], repeat)
+    assert len(t_nodes) == len(nodes), (len(t_nodes), len(nodes))
+    fb = torch_conv_times(model, x, repeat)
+    print(f"\n{name}, {threads} thread(s), per layer (best of {repeat}); peak {peak:.0f} GMAC/s/thread")
+    print(f"{'node':34s} {'class':16s} {'shape out':>14s} {'MMAC':>7s} {'mera ms':>8s} {'GMAC/s':>7s} "
+          f"{'%peak':>6s} {'fbgemm ms':>9s} {'ratio':>6s}")
+    classes = {}
+    tot_mera = tot_fb = 0.0
+    for node, t in zip(nodes, t_nodes):
+        cls, macs = node_class(node), node_macs(node)
+        c = classes.setdefault(cls, [0, 0.0, 0, 0.0])
+        c[0] += 1
+        c[1] += t
+        c[2] += macs
+        if not macs:
+            continue
+        if node["op"] == "dense":
+            key = ("dense", node["inputs"][0][-1], node["out"][-1])
+        else:
+            w = node["inputs"][1]
+            groups = int(re.search(r"groups=(\d+)", node["attrs"]).group(1))
+            key = (w[1] * groups, w[0], w[2], max(_attr_list(node["attrs"], "strides")), groups,
+                   node["inputs"][0][1])
+        t_fb = fb.get(key, []).pop(0) if fb.get(key) else float("nan")
+        c[3] += t_fb
+        tot_mera += t
+        tot_fb += t_fb
+        gmacs = macs / t / 1e9
+        print(f"{node['name'][:34]:34s} {cls:16s} {'x'.join(map(str, node['out'][1:])):>14s} {macs / 1e6:7.1f} "
+              f"{t * 1e3:8.3f} {gmacs:7.1f} {100 * gmacs / (peak * threads):5.0f}% {t_fb * 1e3:9.3f} "
+              f"{t / t_fb:6.2f}")
+    print(f"\n{'class':16s} {'nodes':>5s} {'mera ms':>8s} {'share':>6s} {'GMAC':>6s} {'GMAC/s':>7s} {'fbgemm ms':>9s}")
+    total = sum(t_nodes)
+    for cls, (n, t, macs, t_fb) in sorted(classes.items(), key=lambda kv: -kv[1][1]):
+        rate = f"{macs / t / 1e9:7.1f}" if macs else f"{'':7s}"
+        fbs = f"{t_fb * 1e3:9.3f}" if macs else ""
+        print(f"{cls:16s} {n:5d} {t * 1e3:8.3f} {100 * t / total:5.1f}% {macs / 1e9:6.3f} {rate} {fbs}")
+    print(f"{'all nodes':16s} {len(nodes):5d} {total * 1e3:8.3f}   (conv/dense: mera {tot_mera * 1e3:.3f} ms, "
+          f"fbgemm modules {tot_fb * 1e3:.3f} ms)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--layers-only", action="store_true")
     ap.add_argument("--networks-only", action="store_true")
+    ap.add_argument("--per-layer", action="store_true", help="profile the networks node by node against fbgemm")
+    ap.add_argument("--peak", type=float, default=228.0, help="VNNI peak of one core, GMAC/s (--per-layer)")
     ap.add_argument("--threads", type=int, default=1, help="threads of mera, torch and onnxruntime")
     ap.add_argument("--models", default="resnet50,mobilenet_v2", help="zoo networks to time, comma-separated")
     ap.add_argument("--onnxruntime", action="store_true", help="also time onnxruntime on the network, QDQ")
@@ -128,6 +274,10 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     print(f"CPU features: {mera._core.cpu_features()}; torch threads: {torch.get_num_threads()}; "
           f"mera kernels: conv2d {mera._core.kernel_name('conv2d', True)}, dense {mera._core.kernel_name('dense', True)}")
+    if args.per_layer:
+        for name in args.models.split(","):
+            bench_per_layer(name, args.repeat, args.threads, args.peak)
+        return
     if not args.networks_only:
         bench_layers(args.repeat, args.threads)
     if not args.layers_only:

@@ -3,7 +3,8 @@
 Every case is compiled twice or more: once with ``MERA_REFERENCE_KERNELS=1``
 (the reference kernels of csrc/kernels/ref, the semantic truth) and once per
 fast path this CPU can run (the best one, and with ``MERA_CPU_FEATURES_MASK``
-hiding features, the AVX2 and the portable C kernels). The outputs must be
+hiding features, the AVX-512 kernels without their AVX512BW forms, the AVX2
+and the portable C kernels). The outputs must be
 identical. Cases are random: odd sizes, channel counts that are not
 multiples of the vector widths, depthwise (with fbgemm's saturating fast path
 and without), groups, strides 1-3, dilation, asymmetric padding, both data
@@ -38,11 +39,16 @@ MORE = int(os.environ.get("MERA_TEST_MORE", "1"))
 
 
 def _paths():
-    """(name, mask) of every fast path this CPU can run, best first."""
+    """(name, mask) of every fast path this CPU can run, best first. The name is
+    the kernel's (``kernel_name``), with the variant after a "-"."""
     f = _core.cpu_features()
     paths = []
     if f["avx512f"] and f["avx512vnni"]:
-        paths.append(("avx512vnni", ""))
+        if f["avx512bw"]:  # the packed epilogue and the byte-pair depthwise loop, then without them
+            paths.append(("avx512vnni", ""))
+            paths.append(("avx512vnni-nobw", "avx512bw"))
+        else:
+            paths.append(("avx512vnni-nobw", ""))
     if f["avx2"] and f["fma"]:
         paths.append(("avx2", "avx512f,avx512vnni"))
     paths.append(("c", "all"))
@@ -105,8 +111,8 @@ class Tally:
 
 # The fast kernels split their work across the worker pool; the thread
 # count must never change a byte, so the runs take 1, 2 and 7 threads in turn
-# (a cycle of 4 over 3 paths: every path meets every count).
-THREAD_CYCLE = itertools.cycle((1, 2, 7, 2))
+# (a cycle of 5 over 2 to 4 paths: every path meets every count).
+THREAD_CYCLE = itertools.cycle((1, 2, 7, 2, 1))
 
 
 def run_all(monkeypatch, tally, mod, params, inputs, what):
@@ -126,7 +132,7 @@ def test_selection_follows_the_environment(monkeypatch):
     for op in ("conv2d", "dense"):
         for path, mask in PATHS:
             monkeypatch.setenv("MERA_CPU_FEATURES_MASK", mask)
-            assert _core.kernel_name(op, True) == path
+            assert _core.kernel_name(op, True) == path.split("-")[0]
         monkeypatch.setenv("MERA_REFERENCE_KERNELS", "1")
         assert _core.kernel_name(op, True) == "ref"
         monkeypatch.setenv("MERA_REFERENCE_KERNELS", "0")
@@ -145,6 +151,8 @@ def test_selection_follows_the_environment(monkeypatch):
     monkeypatch.setenv("MERA_CPU_FEATURES_MASK", "avx2,avx512vnni")
     f = _core.cpu_features()
     assert not f["avx2"] and not f["avx512vnni"]
+    monkeypatch.setenv("MERA_CPU_FEATURES_MASK", "avx512f")  # the byte/word forms go with AVX512F
+    assert not _core.cpu_features()["avx512bw"]
 
 
 # ---- random cases -------------------------------------------------------------
@@ -416,6 +424,40 @@ def test_wide_channel_layers_equal_reference(monkeypatch):
         run_all(monkeypatch, tally, b.finish(y), {}, [x],
                 f"{h}x{w}x{c}->{o} k{kk} s{s} pad={pad} g{g} nhwc={nhwc} sat={sat} {rounding} "
                 f"{'per-channel' if len(wqp) == 3 else 'per-tensor'} bias={bias is not None} relu={relu}")
+    tally.done(n_cases)
+
+
+def test_pixel_tiles_equal_reference(monkeypatch):
+    """Pixel counts that leave remainders (1, prime, 49, 196, ... pixels: the
+    blocks and register tiles are cut evenly) with 1 to 4 vectors of output
+    channels and tails of them, in the tiles that requantize in registers
+    (NHWC output, no weight zero points; with AVX512BW the packed stores),
+    uint8 and int8 in and out, relu, clamps, on every path and thread count."""
+    rng = np.random.default_rng(15)
+    tally = Tally("pixel tiles")
+    n_cases = 60 * MORE
+    for i in range(n_cases):
+        hw = [(1, 1), (7, 7), (14, 14), (1, 13), (5, 19), (3, 1), (2, 25), (11, 9)][i % 8]
+        n = 1 if i % 4 else 2
+        k = 1 if i % 3 else 3
+        c = int(rng.integers(1, 80))
+        o = int(rng.choice([16, 32, 48, 64, 96, 128])) + (0 if i % 2 else int(rng.integers(-15, 16)))
+        xdt = "uint8" if rng.random() < 0.6 else "int8"
+        ydt = str(rng.choice(["uint8", "int8"]))
+        sx, zx = rand_scale(rng, 5e-3, 0.1), rand_zp(rng, xdt)
+        so, zo = out_params(rng, i, ydt)
+        wq = rand_weights(rng, (o, c, k, k))
+        wqp = weight_qparams(rng, o, 0)
+        wqp = (wqp[0], np.zeros(o, np.int32), 0) if len(wqp) == 3 else (wqp[0], 0)
+        relu = bool(rng.random() < 0.4)
+        x = rand_data(rng, (n, hw[0], hw[1], c), xdt)
+        b = ir.Builder("tiles")
+        xv = b.input("x", x.shape, xdt, qparams=(sx, zx), layout="NHWC")
+        y = b.conv2d(xv, b.const(wq, qparams=wqp), rand_bias(rng, o) if rng.random() < 0.8 else None,
+                     padding=[k // 2] * 4, layout="NHWC", activation="relu" if relu else "none",
+                     out_scale=so, out_zero_point=zo, out_dtype=ydt)
+        run_all(monkeypatch, tally, b.finish(y), {}, [x],
+                f"n={n} {hw} {c}->{o} k{k} {xdt}->{ydt} so={so:.3g} zo={zo} relu={relu}")
     tally.done(n_cases)
 
 

@@ -79,6 +79,29 @@ def test_interpreter_targets_agree_on_a_quantized_conv():
     assert np.abs(hw.astype(int) - fl.astype(int)).max() <= 1
 
 
+def test_node_times_of_a_compiled_interpreter():
+    """Compiled.node_times (benchmarks/interp.py --per-layer): one time per node of the
+    compiled graph, the nodes of its IR text; a target that runs a DNA program has none."""
+    import re
+    mod, params = quant_model()
+    x = np.random.default_rng(3).integers(0, 256, (1, 16, 16, 4), dtype=np.uint8)
+    with mera.build_config(target="InterpreterHw"):
+        runner = mera.compile(mod, params)
+    core = runner._core
+    n_nodes = sum(1 for line in core.graph_text().splitlines() if re.match(r"^\s*%\S+ = \w+\(", line))
+    times = core.node_times([x], 3)
+    assert len(times) == n_nodes >= 1
+    assert all(0.0 <= t < 10.0 for t in times)
+    with pytest.raises(mera.errors.MeraError, match="repeat must be at least 1"):
+        core.node_times([x], 0)
+    with pytest.raises(mera.errors.MeraError):
+        core.node_times([x[:, :8]], 1)  # the wrong input shape, named as for a run
+    with mera.build_config(target="Simulator"):
+        sim = mera.compile(mod, params)
+    with pytest.raises(mera.errors.MeraError, match="does not run the graph node by node"):
+        sim._core.node_times([x], 1)
+
+
 def test_threads_get_identical_results():
     mod, params = quant_model()
     rng = np.random.default_rng(3)

@@ -357,8 +357,9 @@ const mera_cpu_features *mera_cpu_features_get(void)
     f.fma = __builtin_cpu_supports("fma") != 0;
     f.avx512f = __builtin_cpu_supports("avx512f") != 0;
     f.avx512vnni = __builtin_cpu_supports("avx512vnni") != 0;
+    f.avx512bw = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
 #else
-    f.avx2 = f.fma = f.avx512f = f.avx512vnni = 0;
+    f.avx2 = f.fma = f.avx512f = f.avx512vnni = f.avx512bw = 0;
 #endif
     const char *mask = getenv("MERA_CPU_FEATURES_MASK");
     if (mask) {
@@ -366,6 +367,8 @@ const mera_cpu_features *mera_cpu_features_get(void)
         f.fma &= !masked(mask, "fma");
         f.avx512f &= !masked(mask, "avx512f");
         f.avx512vnni &= !masked(mask, "avx512vnni");
+        f.avx512bw &= !masked(mask, "avx512bw");
     }
+    f.avx512bw &= f.avx512f;
     return &f;
 }

@@ -210,6 +210,21 @@ static PyObject *compiled_run(PyMeraCompiled *self, PyObject *arg)
     return pymera_run(mera_compiled_graph(self->c), self->input_ids, self->n_inputs, arg, run_compiled, self);
 }
 
+/* Per-node wall times of a node-by-node target (the interpreters), whose
+ * instance is a mera_interp; benchmarks/interp.py --per-layer reads them. */
+static PyObject *compiled_node_times(PyMeraCompiled *self, PyObject *args)
+{
+    PyObject *inputs;
+    int repeat = 1;
+    if (!PyArg_ParseTuple(args, "O|i", &inputs, &repeat))
+        return NULL;
+    if (!self->inst || !self->b->node_by_node)
+        return pymera_raise_code(MERA_ERR_INVALID, "node_times: target %s %s", self->b->name,
+                                 self->inst ? "does not run the graph node by node" : "was compiled with load=False");
+    return pymera_node_times(self->inst, mera_compiled_graph(self->c), self->input_ids, self->n_inputs, inputs,
+                             repeat);
+}
+
 static const char *node_name(const mera_graph *g, int node)
 {
     if (node < 0 || node >= mera_graph_num_nodes(g))
@@ -430,6 +445,9 @@ static PyGetSetDef compiled_getset[] = {
 
 static PyMethodDef compiled_methods[] = {
     {"run", (PyCFunction)compiled_run, METH_O, "run(list of input arrays) -> list of output arrays (GIL released)"},
+    {"node_times", (PyCFunction)compiled_node_times, METH_VARARGS,
+     "node_times(list of input arrays, repeat=1) -> seconds per node of the compiled graph, best of repeat runs "
+     "(node-by-node targets)"},
     {"timing", (PyCFunction)compiled_timing, METH_NOARGS,
      "timing() -> dict: device_cycles, device_us, host_us, total_us, clock_mhz, layers (one dict per graph node)"},
     {"partition", (PyCFunction)compiled_partition, METH_NOARGS,

@@ -3,6 +3,9 @@
 
 #include <math.h>
 #include <string.h>
+#include <time.h>
+
+#include "backends/interp.h"
 
 static int shape_matches(PyArrayObject *a, const mera_type *t)
 {
@@ -320,4 +323,69 @@ int pymera_parse_sched(mera_sched_options *opt, PyObject *sched)
             opt->workers = (int)v;
     }
     return 0;
+}
+
+/* node_times: the wall time of every node, from the observer's calls
+ * (one after each node), best of repeat runs. */
+typedef struct {
+    const mera_interp *it;
+    int repeat;
+    double *best;   /* per node, seconds */
+    double last;    /* clock at the previous node's end */
+} timed_run;
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static mera_status time_node(void *user, int node, const void *const *outputs, mera_error *err)
+{
+    (void)outputs;
+    (void)err;
+    timed_run *r = user;
+    double t = now_seconds();
+    if (t - r->last < r->best[node])
+        r->best[node] = t - r->last;
+    r->last = now_seconds();
+    return MERA_OK;
+}
+
+static mera_status run_timed_fn(const void *compiled, const void *const *inputs, void *const *outputs,
+                                mera_error *err)
+{
+    timed_run *r = (timed_run *)compiled;
+    for (int i = 0; i < r->repeat; i++) {
+        r->last = now_seconds();
+        mera_status st = mera_interp_run_observed(r->it, inputs, outputs, time_node, r, err);
+        if (st)
+            return st;
+    }
+    return MERA_OK;
+}
+
+PyObject *pymera_node_times(const mera_interp *it, const mera_graph *g, const int *input_ids, int n_inputs,
+                            PyObject *inputs, int repeat)
+{
+    if (repeat < 1)
+        return pymera_raise_code(MERA_ERR_INVALID, "node_times: repeat must be at least 1, got %d", repeat);
+    int n_nodes = mera_graph_num_nodes(g);
+    double *best = PyMem_Malloc((size_t)(n_nodes ? n_nodes : 1) * sizeof *best);
+    if (!best)
+        return PyErr_NoMemory();
+    for (int n = 0; n < n_nodes; n++)
+        best[n] = 1e30;
+    timed_run r = {it, repeat, best, 0.0};
+    PyObject *outs = pymera_run(g, input_ids, n_inputs, inputs, run_timed_fn, &r);
+    PyObject *result = NULL;
+    if (outs) {
+        Py_DECREF(outs);
+        result = PyList_New(n_nodes);
+        for (int n = 0; result && n < n_nodes; n++)
+            PyList_SET_ITEM(result, n, PyFloat_FromDouble(best[n]));
+    }
+    PyMem_Free(best);
+    return result;
 }

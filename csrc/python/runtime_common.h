@@ -7,6 +7,7 @@
 #include "python/pymera.h"
 
 #include "arch/platform.h"
+#include "backends/interp.h"
 #include "sched/sched.h"
 
 /* Check that obj is an ndarray of exactly the declared type, C-contiguous,
@@ -36,6 +37,13 @@ typedef mera_status (*pymera_run_fn)(const void *compiled, const void *const *in
  * GIL released. Returns the list of outputs, or NULL with an exception. */
 PyObject *pymera_run(const mera_graph *g, const int *input_ids, int n_inputs, PyObject *arg, pymera_run_fn run,
                      const void *compiled);
+
+/* node_times of Interp and of Compiled (node-by-node targets): runs the
+ * interpreter it repeat times on the inputs and returns a list of the
+ * seconds of every node of g (graph order), the best of the runs, timed
+ * from the end of the node before. */
+PyObject *pymera_node_times(const mera_interp *it, const mera_graph *g, const int *input_ids, int n_inputs,
+                            PyObject *inputs, int repeat);
 
 /* A new list of the ints v[0], ..., v[n-1] (input_ids() of Interp and Sim). */
 PyObject *pymera_int_list(const int *v, int n);

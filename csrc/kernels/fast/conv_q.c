@@ -223,12 +223,17 @@ static void window_sums(const qconv_plan *p, const unsigned char *xb, int64_t g,
  * time a wake-up takes with the pool spinning). */
 #define QCONV_MIN_THREAD_MACS 262144
 
-/* Pixels per work item: a few tiles, so each item reuses its weights. */
+/* Pixels per work item, at most: a few tiles, so each item reuses its
+ * weights. */
 #define QCONV_BLOCK_PX (4 * QCONV_MAX_PX)
 
 /* The work of a conv, cut into items (group, output-channel tile, block of
  * pixels) in that order, outermost first; every item writes its own bytes,
- * so the items may run on any threads in any order. */
+ * so the items may run on any threads in any order. The P pixels are cut
+ * into blocks of nearly equal size, and a block into nearly equal tiles of
+ * at most px_max pixels: a 7x7 image (49 pixels) runs as tiles of 6 and 5
+ * pixels, not eight of 6 and one of 1 that would load every weight for a
+ * single pixel. */
 typedef struct {
     const qconv_plan *p;
     const unsigned char *xb;
@@ -249,8 +254,8 @@ static void run_gemm_items(void *ctx, int64_t i0, int64_t i1)
     /* NHWC output without weight zero points: requantized in the tile */
     const int fused = isa->gemm_tile_rq && p->g.y_nhwc && !p->zw;
     for (int64_t item = i0; item < i1; item++) {
-        int64_t g = item / (j->tiles * j->blocks), t0 = item / j->blocks % j->tiles * T;
-        int64_t b0 = item % j->blocks * QCONV_BLOCK_PX, b1 = b0 + QCONV_BLOCK_PX < P ? b0 + QCONV_BLOCK_PX : P;
+        int64_t g = item / (j->tiles * j->blocks), t0 = item / j->blocks % j->tiles * T, b = item % j->blocks;
+        int64_t b0 = b * P / j->blocks, b1 = (b + 1) * P / j->blocks;
         int64_t width = p->ogp - t0 < T ? p->ogp - t0 : T;
         int64_t nvalid = p->g.og - t0 < width ? p->g.og - t0 : width;
         int nv = (int)(width / isa->lanes), mpx = isa->px_max[nv];
@@ -259,8 +264,10 @@ static void run_gemm_items(void *ctx, int64_t i0, int64_t i1)
         if (p->zw)
             window_sums(p, j->xb, g, b0, b1 - b0, xsum);
         window_walk walk = walk_at(p, j->xb, g, b0);
-        for (int64_t pix0 = b0; pix0 < b1; pix0 += mpx) {
-            int npx = b1 - pix0 < mpx ? (int)(b1 - pix0) : mpx;
+        const int64_t ntiles = (b1 - b0 + mpx - 1) / mpx, small = (b1 - b0) / ntiles, big = (b1 - b0) % ntiles;
+        int npx;
+        for (int64_t pix0 = b0, k = 0; pix0 < b1; pix0 += npx, k++) {
+            npx = (int)(small + (k < big)); /* the first big tiles take a pixel more */
             for (int m = 0; m < npx; m++) {
                 if (pix0 + m > b0)
                     walk_next(&walk); /* never past the block's last pixel */

@@ -168,8 +168,7 @@ static mera_status pack_weights(qconv_plan *p, const int8_t *w, const int64_t ws
  * zero points. */
 static mera_status pack_dw_wide(qconv_plan *p, const int8_t *w, const int64_t ws[4])
 {
-    const qconv_isa *isa = p->isa;
-    if (!p->depthwise || !p->dw_sat || p->zw || !isa->dw_wide_supported || !isa->dw_wide_supported())
+    if (!p->depthwise || !p->dw_sat || p->zw || !p->bw)
         return MERA_OK;
     const int64_t B = QCONV_DW_WIDE_BLOCK, taps = p->g.kh * p->g.kw, blocks = round_up(p->g.o, B) / B;
     p->dw_wide_pairs = round_up((taps + 1) / 2, 2);
@@ -250,6 +249,7 @@ mera_status qconv_plan_new(const mera_kernel_args *a, const qconv_isa *isa, int 
     if (!p)
         return ref_nomem(err, a->node);
     p->isa = isa;
+    p->bw = isa->bw_supported && isa->bw_supported();
     int64_t ws[4];
     geometry(p, a, dense, ws);
     if (layout_input(p) || pack_weights(p, a->in[1], ws) || channel_constants(p, a, a->in[1], ws) ||
@@ -266,7 +266,7 @@ mera_status qconv_plan_new(const mera_kernel_args *a, const qconv_isa *isa, int 
  * the padded channel count, none of which depends on the input's size. */
 static int same_packing(const qconv_plan *p, const qconv_plan *like)
 {
-    return p->isa == like->isa && p->depthwise == like->depthwise && p->dw_sat == like->dw_sat &&
+    return p->isa == like->isa && p->bw == like->bw && p->depthwise == like->depthwise && p->dw_sat == like->dw_sat &&
            p->merged == like->merged && p->nseg == like->nseg && p->nk == like->nk && p->cp == like->cp &&
            p->cgp == like->cgp && p->g.o == like->g.o && p->g.og == like->g.og && p->g.cg == like->g.cg &&
            p->g.groups == like->g.groups && p->g.kh == like->g.kh && p->g.kw == like->g.kw &&
@@ -281,6 +281,7 @@ mera_status qconv_plan_new_like(const mera_kernel_args *a, const qconv_plan *lik
     if (!p)
         return ref_nomem(err, a->node);
     p->isa = like->isa;
+    p->bw = like->bw;
     int64_t ws[4];
     geometry(p, a, dense, ws);
     if (layout_input(p)) {

@@ -73,9 +73,11 @@ typedef struct {
      * input, whose pixels hold p->cp channels; tap t of output column ox
      * is at in + ox * sw * cp + seg_off[t]. */
     void (*dw_row)(const qconv_plan *p, const uint8_t *in, uint8_t *dst);
-    /* Optional (NULL: never): whether this CPU can run the byte-pair
-     * depthwise loop that dw_row takes for plans with dw_wide weights. */
-    int (*dw_wide_supported)(void);
+    /* Optional (NULL: never): whether this CPU (after
+     * MERA_CPU_FEATURES_MASK) can run the instruction set's AVX512BW forms:
+     * the byte-pair depthwise loop that dw_row takes for plans with dw_wide
+     * weights, and gemm_tile_rq's packed stores for plans with bw set. */
+    int (*bw_supported)(void);
 } qconv_isa;
 
 /* The byte-pair depthwise layout (dw_wide): for fbgemm's saturating path
@@ -128,6 +130,7 @@ struct qconv_plan {
     int32_t zx_raw;            /* input zero point as the type has it */
     int32_t zy, lo, hi;        /* output zero point and clamp bounds (relu: lo = zy) */
     int shared;                /* wpack and the per-channel arrays belong to another plan */
+    int bw;                    /* isa->bw_supported() when the plan was made */
 };
 
 /* Build the plan of a conv2d (dense = 0) or dense (dense = 1) node whose
