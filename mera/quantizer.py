@@ -228,9 +228,9 @@ class Quantizer:
         Needed for PyTorch modules; ONNX models carry their own.
     layout : {"NHWC", "NCHW"}
     config : dict, optional
-        ``observer`` ("auto" (default): PyTorch's HistogramObserver ranges or
-        the plain min/max ranges, whichever gives outputs closer to float on
-        the first calibration batches; "histogram", "minmax", "percentile",
+        ``observer`` ("auto" (default): PyTorch's HistogramObserver ranges,
+        the plain min/max ranges or the 99.99 percentile ranges, whichever
+        gives outputs closer to float on the first calibration batches; "histogram", "minmax", "percentile",
         "entropy", "mse"), ``bins``, ``percentile``,
         ``weight`` ("per_channel" | "per_tensor"), ``fold_batch_norm``,
         ``fuse_relu``. Unknown keys are an error.
@@ -245,11 +245,12 @@ class Quantizer:
         mod, params = _import(model_or_mod_params, input_shape, layout)
         self._float_mod_in = mod
         self._auto = self.config["observer"] == "auto"
-        core_config = dict(self.config, observer="histogram") if self._auto else self.config
-        self._core = _core.Quantizer(mod._graph, _params_list(mod, params), core_config)
+        # "auto": histogram observers plus a percentile observer per activation (one float run)
+        self._core = _core.Quantizer(mod._graph, _params_list(mod, params), self.config)
         #: calibration batches kept to choose between the "auto" observer's candidates
         self._held: List[List[np.ndarray]] = []
-        #: what "auto" chose: {"ranges": "histogram" | "minmax", "psnr": {candidate: dB}}; None otherwise
+        #: what "auto" chose: {"ranges": "histogram" | "minmax" | "percentile", "psnr": {candidate: dB}};
+        #: None otherwise
         self.auto_choice: Optional[Dict[str, Any]] = None
         graph, fparams = self._core.float_graph()
         #: the float model the quantizer works on (batch norms folded) and its params
@@ -367,20 +368,23 @@ class Quantizer:
         return mod, params
 
     def _auto_quantize(self) -> Tuple[Any, List[int]]:
-        """The "auto" observer: quantize with the histogram ranges and with the
-        min/max ranges, run both on InterpreterHw over the held calibration
-        batches, and keep the one whose worst output PSNR against float is
-        higher (the histogram one on a tie). Neither is better everywhere:
-        the histogram search clips outliers, which helps most CNNs and hurts
-        networks whose outliers carry the signal (squeeze-excitation gates,
-        GELU blocks, DB text detectors' heads)."""
+        """The "auto" observer: quantize with the histogram ranges, the
+        min/max ranges and the percentile ranges, run each on InterpreterHw
+        over the held calibration batches, and keep the one whose worst
+        output PSNR against float is highest (the earlier one in that order
+        on a tie). None is better everywhere: the histogram search clips
+        outliers to minimise each tensor's own error, which helps most CNNs
+        and hurts networks whose outliers carry the signal (squeeze-excitation
+        gates, GELU blocks, DB text detectors' heads); min/max keeps every
+        outlier and spends the levels on them; the percentile ranges clip only
+        the rarest 0.01% at each end."""
         fg = self.float_mod._graph
         f_rt = _core.Interp(fg, Target.Interpreter.value, _params_list(self.float_mod, self.float_params))
         refs = [f_rt.run(batch) for batch in self._held]
         best = None
         scores: Dict[str, float] = {}
-        for name, minmax in (("histogram", False), ("minmax", True)):
-            graph, float_of = self._core.quantize(minmax=minmax)
+        for name, ranges in (("histogram", "observer"), ("minmax", "minmax"), ("percentile", "percentile")):
+            graph, float_of = self._core.quantize(ranges=ranges)
             mod = Module(graph)
             params = {graph.value(v)["name"]: np.array(graph.const_data(v)) for v in graph.inputs()
                       if graph.value(v)["kind"] == "param"}
@@ -400,10 +404,14 @@ class Quantizer:
         (under "auto", the range of the candidate it kept)."""
         g = self.float_mod._graph
         out = {}
+        chose = self.auto_choice["ranges"] if self.auto_choice else None
         for vid in range(g.num_values()):
             st = self._core.observer_stats(vid)
-            if st is not None and self.auto_choice and self.auto_choice["ranges"] == "minmax":
+            if st is not None and chose == "minmax":
                 st = dict(st, lo=min(st["min"], 0.0), hi=max(st["max"], 0.0))
+            elif st is not None and chose == "percentile":
+                p = self._core.observer_stats(vid, True)
+                st = dict(st, lo=p["lo"], hi=p["hi"])
             if st is not None:
                 out[g.value(vid)["name"]] = st
         return out

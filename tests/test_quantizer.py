@@ -345,10 +345,10 @@ def test_tiny_activations_keep_their_levels(magnitude):
 
 @pytest.mark.parametrize("kind", ["gauss", "spiky", "uniform"])
 def test_auto_observer_keeps_the_better_candidate(kind):
-    """The default "auto" observer quantizes with the histogram ranges and with
-    the plain min/max ranges, and keeps the one whose outputs are closer to float
-    on the first calibration batches; the graph it keeps is the one the explicit
-    observer of that name gives, byte for byte."""
+    """The default "auto" observer quantizes with the histogram ranges, the
+    plain min/max ranges and the percentile ranges, and keeps the one whose
+    outputs are closer to float on the first calibration batches; the graph it
+    keeps is the one the explicit observer of that name gives, byte for byte."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1)).eval()
     rng = np.random.default_rng(1)
@@ -369,8 +369,9 @@ def test_auto_observer_keeps_the_better_candidate(kind):
     q.calibrate(cal)
     mod, params = q.quantize()
     choice = q.auto_choice
-    assert set(choice["psnr"]) == {"histogram", "minmax"}
-    assert choice["ranges"] == max(choice["psnr"], key=lambda k: (choice["psnr"][k], k == "histogram"))
+    order = ["histogram", "minmax", "percentile"]  # a tie keeps the earlier
+    assert set(choice["psnr"]) == set(order)
+    assert choice["ranges"] == max(order, key=lambda k: (choice["psnr"][k], -order.index(k)))
     same = mera.Quantizer(net, input_shape=(1, 3, 16, 16), layout="NCHW", config={"observer": choice["ranges"]})
     same.calibrate(cal)
     mod2, params2 = same.quantize()
@@ -490,3 +491,33 @@ def test_already_quantized_graph_is_refused():
     z = b.dequantize(y, name="dq")
     with pytest.raises(UnsupportedError, match="node 'qx' \\(quantize\\): the graph is already quantized"):
         mera.Quantizer((b.finish(z), {}))
+
+
+def test_dead_weight_channels_keep_their_bias():
+    """A conv output channel whose weights are so small (1e-37, left by training)
+    that max|w| / 127 is a subnormal float32 made the requantization's
+    act-times-weight scale underflow, bias / ats overflow and the channel
+    saturate at the lowest level; onnxruntime's quantize_static gives such a
+    channel scale 1. It is quantized as an all-zero channel now: its output is
+    its bias."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1)).eval()
+    with torch.no_grad():
+        net[0].weight[1] = 1e-37 * torch.sign(net[0].weight[1])
+        net[0].weight[2] = 1e-30 * torch.sign(net[0].weight[2])  # normal scale, tiny product with s_x
+        net[0].bias.copy_(torch.tensor([0.3, -0.7, 0.45, 0.1]))
+    rng = np.random.default_rng(0)
+    cal = [rng.normal(0, 1, (1, 3, 12, 12)).astype(np.float32) for _ in range(4)]
+    for obs in ("minmax", "histogram"):
+        q = mera.Quantizer(net, input_shape=(1, 3, 12, 12), layout="NCHW", config={"observer": obs})
+        q.calibrate(cal)
+        mod, params = q.quantize()
+        x = rng.normal(0, 1, (1, 3, 12, 12)).astype(np.float32)
+        ref = net(torch.from_numpy(x)).detach().numpy()
+        out = mera.compile(mod, params, target="InterpreterHw")(x)[0]
+        conv = next(n for n in mod.nodes() if n["op"] == "conv2d")
+        step = conv["attrs"]["out_scale"]
+        for ch in (1, 2):
+            assert np.abs(out[0, ch] - ref[0, ch]).max() <= step, (obs, ch)
+        err = float(np.mean((out.astype(np.float64) - ref) ** 2))
+        assert 10 * np.log10(float(np.abs(ref).max()) ** 2 / err) > 30

@@ -50,10 +50,15 @@ static int parse_config(PyObject *cfg, mera_quant_config *c)
                 pymera_raise_code(MERA_ERR_CONFIG, "quantizer config '%s' must be a string", k);
                 return -1;
             }
-            if (!strcmp(k, "observer") && mera_observer_kind_parse(s, &c->activations.kind)) {
+            /* "auto": HISTOGRAM observers plus a PERCENTILE one per activation, so that the
+             * histogram, min/max and percentile ranges can all be tried (mera.Quantizer) */
+            if (!strcmp(k, "observer") && !strcmp(s, "auto")) {
+                c->activations.kind = MERA_OBSERVER_HISTOGRAM;
+                c->percentile_too = 1;
+            } else if (!strcmp(k, "observer") && mera_observer_kind_parse(s, &c->activations.kind)) {
                 pymera_raise_code(MERA_ERR_CONFIG,
-                                  "quantizer config 'observer': unknown observer '%s' (minmax, percentile, "
-                                  "histogram, entropy, mse)", s);
+                                  "quantizer config 'observer': unknown observer '%s' (auto, minmax, "
+                                  "percentile, histogram, entropy, mse)", s);
                 return -1;
             }
             if (!strcmp(k, "weight")) {
@@ -172,18 +177,26 @@ static PyObject *quantizer_num_batches(PyMeraQuantizer *self, PyObject *Py_UNUSE
 
 static PyObject *quantizer_quantize(PyMeraQuantizer *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"minmax", NULL};
+    static char *kwlist[] = {"minmax", "ranges", NULL};
     int minmax = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|p:quantize", kwlist, &minmax))
+    const char *rs = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|pz:quantize", kwlist, &minmax, &rs))
         return NULL;
+    mera_quant_ranges ranges = minmax ? MERA_QUANT_RANGES_MINMAX : MERA_QUANT_RANGES_OBSERVER;
+    if (rs && !strcmp(rs, "minmax"))
+        ranges = MERA_QUANT_RANGES_MINMAX;
+    else if (rs && !strcmp(rs, "percentile"))
+        ranges = MERA_QUANT_RANGES_PERCENTILE;
+    else if (rs && strcmp(rs, "observer"))
+        return pymera_raise_code(MERA_ERR_CONFIG, "quantize: ranges must be 'observer', 'minmax' or 'percentile', "
+                                                  "got '%s'", rs);
     if (self->busy)
         return pymera_raise_code(MERA_ERR_INVALID, "quantize: another thread is calibrating this quantizer");
     mera_error err;
     int *float_of = NULL;
     mera_graph *g;
     Py_BEGIN_ALLOW_THREADS
-    g = mera_quantizer_quantize_ranges(self->q, minmax ? MERA_QUANT_RANGES_MINMAX : MERA_QUANT_RANGES_OBSERVER,
-                                       &float_of, &err);
+    g = mera_quantizer_quantize_ranges(self->q, ranges, &float_of, &err);
     Py_END_ALLOW_THREADS
     if (!g)
         return pymera_raise(&err);
@@ -240,12 +253,14 @@ fail:
 
 /* {"count", "min", "max", "lo", "hi"} of the observer of a prepared-graph
  * value, or None where the value is not observed. */
-static PyObject *quantizer_observer_stats(PyMeraQuantizer *self, PyObject *arg)
+static PyObject *quantizer_observer_stats(PyMeraQuantizer *self, PyObject *args)
 {
-    long v = PyLong_AsLong(arg);
-    if (v == -1 && PyErr_Occurred())
+    long v;
+    int pct = 0;
+    if (!PyArg_ParseTuple(args, "l|p:observer_stats", &v, &pct))
         return NULL;
-    const mera_observer *o = mera_quantizer_observer(self->q, (int)v);
+    const mera_observer *o = pct ? mera_quantizer_percentile_observer(self->q, (int)v)
+                                 : mera_quantizer_observer(self->q, (int)v);
     if (!o)
         Py_RETURN_NONE;
     float mn, mx, lo = 0, hi = 0;
@@ -262,12 +277,14 @@ static PyMethodDef quantizer_methods[] = {
      "calibrate(list of input arrays): one batch through the observers (GIL released)"},
     {"num_batches", (PyCFunction)quantizer_num_batches, METH_NOARGS, "calibration batches seen"},
     {"quantize", (PyCFunction)(void (*)(void))quantizer_quantize, METH_VARARGS | METH_KEYWORDS,
-     "quantize(minmax=False) -> (Graph, float_of): the quantized graph (activation ranges from the observers, or "
-     "their plain [min, max]) and, per value, the prepared-graph value it stands for"},
+     "quantize(minmax=False, ranges='observer') -> (Graph, float_of): the quantized graph (activation ranges from "
+     "the observers, their plain [min, max] (minmax=True or ranges='minmax'), or the percentile observers of an "
+     "'auto' config (ranges='percentile')) and, per value, the prepared-graph value it stands for"},
     {"float_graph", (PyCFunction)quantizer_float_graph, METH_NOARGS,
      "float_graph() -> (Graph, params): a copy of the prepared float graph (batch norms folded)"},
-    {"observer_stats", (PyCFunction)quantizer_observer_stats, METH_O,
-     "observer_stats(value id of the prepared graph) -> dict or None"},
+    {"observer_stats", (PyCFunction)quantizer_observer_stats, METH_VARARGS,
+     "observer_stats(value id of the prepared graph, percentile=False) -> dict or None (percentile: the "
+     "percentile observer of an 'auto' config)"},
     {NULL, NULL, 0, NULL},
 };
 

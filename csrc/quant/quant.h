@@ -37,6 +37,9 @@ typedef struct {
     int weight_per_channel;           /* 1: a scale per output channel; 0: per tensor */
     int fold_batch_norm;              /* 1: fold per-channel mul/add into conv/dense */
     int fuse_relu;                    /* 1: conv/dense/add + relu -> one node */
+    int percentile_too;               /* 1: every activation also gets a PERCENTILE observer (the
+                                       * bins and percentile of `activations`), for
+                                       * MERA_QUANT_RANGES_PERCENTILE (mera.Quantizer's "auto") */
 } mera_quant_config;
 
 /* HISTOGRAM observers on [0, 255], per-channel weights, folding and fusion on. */
@@ -74,10 +77,13 @@ mera_graph *mera_quantizer_quantize(const mera_quantizer *q, int **float_of, mer
 
 /* Where the activation ranges come from: the observer's choice (as
  * mera_quantizer_quantize), or the plain [min, max] every observer also
- * tracks (MinMaxObserver's range, widened to contain 0). mera.Quantizer's
- * "auto" observer quantizes both ways and keeps the graph whose outputs
- * are closer to float on the calibration data. */
-typedef enum { MERA_QUANT_RANGES_OBSERVER, MERA_QUANT_RANGES_MINMAX } mera_quant_ranges;
+ * tracks (MinMaxObserver's range, widened to contain 0), or the range of
+ * the second, PERCENTILE observer (cfg.percentile_too; an error without
+ * it). mera.Quantizer's "auto" observer quantizes the three ways and keeps
+ * the graph whose outputs are closer to float on the calibration data. */
+/* The PERCENTILE observer of value v (cfg.percentile_too), or NULL. */
+const mera_observer *mera_quantizer_percentile_observer(const mera_quantizer *q, int v);
+typedef enum { MERA_QUANT_RANGES_OBSERVER, MERA_QUANT_RANGES_MINMAX, MERA_QUANT_RANGES_PERCENTILE } mera_quant_ranges;
 mera_graph *mera_quantizer_quantize_ranges(const mera_quantizer *q, mera_quant_ranges ranges, int **float_of,
                                            mera_error *err);
 

@@ -2,6 +2,7 @@
  * the rewrite into the int8 contract. See quant.h for the rules. */
 #include "quant/quant.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@ struct mera_quantizer {
     mera_interp *interp;     /* g on the float Interpreter */
     const void **decl_data;  /* per declared value of g: its data (NULL for inputs) */
     mera_observer **obs;     /* per value of g; NULL where not observed */
+    mera_observer **pct;     /* cfg.percentile_too: a PERCENTILE observer per observed value; else NULL */
     int64_t batches;
 };
 
@@ -26,6 +28,7 @@ mera_quant_config mera_quant_config_default(void)
     c.weight_per_channel = 1;
     c.fold_batch_norm = 1;
     c.fuse_relu = 1;
+    c.percentile_too = 0;
     return c;
 }
 
@@ -246,7 +249,8 @@ mera_quantizer *mera_quantizer_new(const mera_graph *g, const void *const *param
     int nd = mera_graph_num_inputs(q->g), pv = mera_graph_num_values(q->g);
     q->decl_data = calloc((size_t)nd + 1, sizeof *q->decl_data);
     q->obs = calloc((size_t)pv, sizeof *q->obs);
-    if (!q->decl_data || !q->obs) {
+    q->pct = cfg->percentile_too ? calloc((size_t)pv, sizeof *q->pct) : NULL;
+    if (!q->decl_data || !q->obs || (cfg->percentile_too && !q->pct)) {
         mera_fail(err, MERA_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -259,6 +263,12 @@ mera_quantizer *mera_quantizer_new(const mera_graph *g, const void *const *param
         if (is_float(val) && (val->kind == MERA_VALUE_INPUT || val->kind == MERA_VALUE_NODE) &&
             !(q->obs[v] = mera_observer_new(&cfg->activations, err)))
             goto fail;
+        if (q->obs[v] && q->pct) {
+            mera_observer_config pc = cfg->activations;
+            pc.kind = MERA_OBSERVER_PERCENTILE;
+            if (!(q->pct[v] = mera_observer_new(&pc, err)))
+                goto fail;
+        }
     }
     return q;
 fail:
@@ -273,7 +283,11 @@ void mera_quantizer_free(mera_quantizer *q)
     if (q->obs)
         for (int v = 0; v < mera_graph_num_values(q->g); v++)
             mera_observer_free(q->obs[v]);
+    if (q->pct)
+        for (int v = 0; v < mera_graph_num_values(q->g); v++)
+            mera_observer_free(q->pct[v]);
     free(q->obs);
+    free(q->pct);
     mera_interp_free(q->interp);
     free(q->decl_data);
     mera_graph_free(q->g);
@@ -295,12 +309,19 @@ const mera_observer *mera_quantizer_observer(const mera_quantizer *q, int v)
     return v >= 0 && v < mera_graph_num_values(q->g) ? q->obs[v] : NULL;
 }
 
+const mera_observer *mera_quantizer_percentile_observer(const mera_quantizer *q, int v)
+{
+    return q->pct && v >= 0 && v < mera_graph_num_values(q->g) ? q->pct[v] : NULL;
+}
+
 static mera_status observe_value(const mera_quantizer *q, int v, const void *data, mera_error *err)
 {
     if (!q->obs[v])
         return MERA_OK;
     const mera_value *val = mera_graph_value(q->g, v);
     mera_status st = mera_observer_update(q->obs[v], data, mera_type_numel(&val->type), err);
+    if (!st && q->pct && q->pct[v])
+        st = mera_observer_update(q->pct[v], data, mera_type_numel(&val->type), err);
     if (st)
         mera_error_prefix(err, "value '%s': ", val->name);
     return st;
@@ -405,6 +426,8 @@ static mera_status act_qparams(const quant_ctx *c, int v, double *scale, int32_t
 {
     const mera_observer *o = c->q->obs[v];
     float lo, hi;
+    if (c->ranges == MERA_QUANT_RANGES_PERCENTILE)
+        o = c->q->pct ? c->q->pct[v] : NULL;
     if (!o)
         return mera_fail(c->err, MERA_ERR_INVALID, "internal: value '%s' has no observer",
                          mera_graph_value(c->q->g, v)->name);
@@ -502,13 +525,45 @@ static int quant_weight(quant_ctx *c, const mera_node *node, int v)
         scales[g] = a > scales[g] ? a : scales[g];
     }
     /* scale = max|w| / 127 (a float32 value, as kernels read it); all-zero
-     * channels get scale 1 */
-    for (int64_t g = 0; g < groups; g++)
-        scales[g] = scales[g] > 0 ? (double)(float)(scales[g] / 127.0) : 1.0;
+     * channels get scale 1. The requantization (numerics.md) computes
+     * ats = f32(s_x) * f32(s_w) and bias / ats in float32: a channel whose
+     * weights are so small that ats is not a normal float32 number, or that
+     * bias / ats overflows, would turn into inf/NaN (the output saturates at
+     * qmin). Its weights contribute less than 1e-30 of one output step or of
+     * its bias, so it is quantized as an all-zero channel (scale 1, q = 0). */
+    const mera_value *xv = c->qv[node->inputs[0]] >= 0 ? mera_graph_value(c->dst, c->qv[node->inputs[0]]) : NULL;
+    float s_x = xv && xv->type.q.kind == MERA_QUANT_PER_TENSOR ? (float)xv->type.q.scale : 1.0f;
+    const mera_value *bv = node->n_inputs > 2 && node->inputs[2] >= 0 ? mera_graph_value(c->q->g, node->inputs[2])
+                                                                       : NULL;
+    const float *bias = bv && is_float(bv) && bv->data ? bv->data : NULL;
+    int64_t nbias = bias ? mera_type_numel(&bv->type) : 0;
+    char *dead = calloc((size_t)groups, 1);
+    if (!dead) {
+        mera_fail(c->err, MERA_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (int64_t g = 0; g < groups; g++) {
+        if (!(scales[g] > 0)) {
+            scales[g] = 1.0;
+            continue;
+        }
+        float s_w = (float)(scales[g] / 127.0), ats = s_x * s_w;
+        double bmax = 0;
+        for (int64_t o = per_ch ? g : 0; o < nbias && o < (per_ch ? g + 1 : nbias); o++)
+            bmax = fabs((double)bias[o]) > bmax ? fabs((double)bias[o]) : bmax;
+        if (!(ats >= FLT_MIN) || bmax / ats > FLT_MAX / 2) {
+            dead[g] = 1;
+            scales[g] = 1.0;
+        } else {
+            scales[g] = (double)s_w;
+        }
+    }
     for (int64_t i = 0; i < n; i++) {
-        double r = nearbyint((double)d[i] / scales[per_ch ? (i / inner) % oc : 0]);
+        int64_t g = per_ch ? (i / inner) % oc : 0;
+        double r = dead[g] ? 0.0 : nearbyint((double)d[i] / scales[g]);
         qd[i] = (int8_t)(r < -127 ? -127 : r > 127 ? 127 : r);
     }
+    free(dead);
     mera_type t = *wt;
     t.dtype = MERA_DTYPE_INT8;
     if (per_ch) {
@@ -688,6 +743,11 @@ mera_graph *mera_quantizer_quantize_ranges(const mera_quantizer *q, mera_quant_r
 {
     if (float_of)
         *float_of = NULL;
+    if (ranges == MERA_QUANT_RANGES_PERCENTILE && !q->pct) {
+        mera_fail(err, MERA_ERR_INVALID, "percentile ranges: the quantizer keeps no percentile observers "
+                                         "(config percentile_too)");
+        return NULL;
+    }
     if (!q->batches) {
         mera_fail(err, MERA_ERR_INVALID, "no calibration data: calibrate with at least one batch first");
         return NULL;
