@@ -40,7 +40,7 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "fuse_relu": True,           # conv/dense/add + relu -> one quantized node
 }
 
-#: How many calibration batches the "auto" observer keeps to compare its two candidates on.
+#: How many calibration batches the "auto" observer keeps to compare its three candidates on.
 AUTO_HELD_BATCHES = 4
 
 #: MERA's guidance for PSNR (dB): below 20 poor, 20-25 acceptable, 25-30 good, above 30 very good.
