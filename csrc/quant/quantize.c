@@ -216,8 +216,11 @@ static mera_status check_float_graph(const mera_graph *g, mera_error *err)
             return mera_fail(err, MERA_ERR_UNSUPPORTED,
                              "value '%s' is quantized (%s); the quantizer takes float models", val->name,
                              mera_dtype_name(val->type.dtype));
-        if (val->kind == MERA_VALUE_INPUT && !is_float(val))
-            return mera_fail(err, MERA_ERR_UNSUPPORTED, "input '%s' is %s; the quantizer takes float32 inputs",
+        /* integer inputs (token, byte or index ids) feed host ops and stay as they are */
+        if (val->kind == MERA_VALUE_INPUT && !is_float(val) && val->type.dtype != MERA_DTYPE_INT64 &&
+            val->type.dtype != MERA_DTYPE_INT32)
+            return mera_fail(err, MERA_ERR_UNSUPPORTED,
+                             "input '%s' is %s; the quantizer takes float32 inputs and int32/int64 index inputs",
                              val->name, mera_dtype_name(val->type.dtype));
     }
     return MERA_OK;
@@ -320,6 +323,8 @@ static mera_status observe_node(void *user, int n, const void *const *outputs, m
 
 static mera_status check_finite(const mera_value *val, const float *d, mera_error *err)
 {
+    if (!is_float(val))
+        return MERA_OK; /* an integer index input */
     int64_t n = mera_type_numel(&val->type);
     for (int64_t i = 0; i < n; i++)
         if (!isfinite(d[i]))
@@ -715,6 +720,10 @@ mera_graph *mera_quantizer_quantize_ranges(const mera_quantizer *q, mera_quant_r
         int in = note_float(&c, mera_graph_add_input(c.dst, sv->name, &sv->type, err), v);
         if (in < 0)
             goto fail;
+        if (!is_float(sv)) { /* an integer index input: it stays as it is */
+            c.qv[v] = in;
+            continue;
+        }
         double scale;
         int32_t zp;
         if (act_qparams(&c, v, &scale, &zp))
