@@ -63,7 +63,10 @@ class Context:
         self.scope: Optional[str] = None    # module path of the op being converted
         self._tensor_names: Dict[int, str] = {}
         self._materialized: Dict[int, Tensor] = {}
-        self._derived: List[torch.Tensor] = []  # tensors made during conversion, kept alive: ids stay unique
+        # every torch tensor materialized above, kept alive: _materialized is keyed by id(), and a temporary
+        # tensor (a converter's torch.from_numpy, say) freed while the graph is built would hand its id to
+        # the next one, which would then get the first one's constant
+        self._alive: List[torch.Tensor] = []
 
     # -- naming -----------------------------------------------------------
 
@@ -100,6 +103,7 @@ class Context:
                 else:
                     v = self.b.const(arr, name=self.b._fresh(name or "const"))
                 self._materialized[key] = Tensor(v, False)
+                self._alive.append(x)
             return self._materialized[key]
         if isinstance(x, (int, float)) and not isinstance(x, bool):
             return Tensor(self.b.const(np.array(x, np.float32), name=self.b._fresh("scalar")), False)
@@ -1241,7 +1245,6 @@ def _weight_as_2d(ctx: Context, w):
     name = ctx._tensor_names.get(id(w))
     if name is not None:
         ctx.name_tensor(w4, name)
-    ctx._derived.append(w4)
     return w4
 
 
