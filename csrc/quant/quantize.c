@@ -667,6 +667,13 @@ static mera_status quant_node(quant_ctx *c, const use_info *u, int n, char *fuse
         attrs_set_string(&al, "out_dtype", "uint8");
         if (node->op == MERA_OP_CONV2D)
             attrs_set_string(&al, "depthwise_saturate", "no");
+        /* One formula whatever the import layout: PyTorch's channels-last one (the form every quantized
+         * conv output takes in PyTorch). With "auto", an NCHW import would keep the contiguous formula
+         * once the layout pass moves it to NHWC data, whose walk order the DNA's row tiles cannot follow
+         * (kernels/split.c), so large elementwise layers would fall back to the host. */
+        const char *mf = mera_attr_string(node, "torch_memory_format");
+        if (mf && !strcmp(mf, "auto"))
+            attrs_set_string(&al, "torch_memory_format", "channels_last");
     }
     const char *name = mera_graph_find_value(c->dst, node->name) < 0 ? node->name
                                                                        : mera_graph_unique_name(c->dst, node->name);

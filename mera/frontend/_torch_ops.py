@@ -353,7 +353,17 @@ def _align(ctx: Context, a: Tensor, b: Tensor):
     return (nh, fixed) if a.nhwc else (fixed, nh)
 
 
+def _scalar_beside(ctx: Context, v, other) -> Any:
+    """A Python number beside a tensor of rank >= 1, as a one-element [1] constant: it broadcasts the same
+    as a 0-d one, and the DNA takes operands of rank 1 to 4 (x * 2.0, x + 3 and the like stay on it)."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(other, Tensor) \
+            and len(other.value.shape) >= 1:
+        return Tensor(ctx.b.const(np.array([v], np.float32), name=ctx.b._fresh("scalar")), False)
+    return v
+
+
 def _binary(ctx: Context, op: str, a, b, relu=False, qout=None):
+    a, b = _scalar_beside(ctx, a, b), _scalar_beside(ctx, b, a)
     first = ctx.tensor(a, op)
     ta, tb = _align(ctx, first, ctx.tensor(b, op))
     attrs = dict(qout or {})
