@@ -284,7 +284,9 @@ class Quantizer:
         splits = None
         for info, a in zip(self._inputs, arrays):
             try:
-                a = np.ascontiguousarray(_as_array(a, info["name"]), dtype=np.float32)
+                # float32, or the int32/int64 of an index input (token or byte ids)
+                a = np.ascontiguousarray(_as_array(a, info["name"]),
+                                         dtype=info["dtype"] if info["dtype"] in ("int32", "int64") else np.float32)
             except (TypeError, ValueError) as e:
                 raise RuntimeInputError(f"calibration item {index}: input '{info['name']}' is not numeric: {e}") \
                     from None

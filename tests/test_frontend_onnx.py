@@ -240,7 +240,7 @@ CLAIMED = {
         "no_keepdims_example", "no_keepdims_random", "keepdims_example", "keepdims_random", "default_axis_example",
         "default_axis_random", "negative_axis_keepdims_example", "negative_axis_keepdims_random")
         for last in ("", "_select_last_index")],
-    "ConvTranspose": ["test_convtranspose", "test_convtranspose_autopad_same", "test_convtranspose_dilations",
+    "ConvTranspose": ["test_convtranspose_1d", "test_convtranspose", "test_convtranspose_autopad_same", "test_convtranspose_dilations",
                       "test_convtranspose_group_2", "test_convtranspose_group_2_image_3",
                       "test_convtranspose_kernel_shape", "test_convtranspose_output_shape", "test_convtranspose_pad",
                       "test_convtranspose_pads"],
@@ -251,16 +251,17 @@ CLAIMED = {
                   "test_unsqueeze_negative_axes", "test_unsqueeze_three_axes", "test_unsqueeze_two_axes",
                   "test_unsqueeze_unsorted_axes"],
     "LeakyRelu": ["test_leakyrelu_example", "test_leakyrelu", "test_leakyrelu_default"],
-    "MaxPool": ["test_maxpool_2d_precomputed_pads", "test_maxpool_2d_precomputed_strides",
+    "MaxPool": ["test_maxpool_1d_default", "test_maxpool_2d_precomputed_pads", "test_maxpool_2d_precomputed_strides",
                 "test_maxpool_2d_precomputed_same_upper", "test_maxpool_2d_default", "test_maxpool_2d_same_upper",
                 "test_maxpool_2d_same_lower", "test_maxpool_2d_strides", "test_maxpool_2d_ceil",
                 "test_maxpool_2d_ceil_output_size_reduce_by_one", "test_maxpool_2d_dilations"],
-    "AveragePool": ["test_averagepool_2d_precomputed_pads", "test_averagepool_2d_precomputed_pads_count_include_pad",
+    "AveragePool": ["test_averagepool_1d_default", "test_averagepool_2d_precomputed_pads", "test_averagepool_2d_precomputed_pads_count_include_pad",
                     "test_averagepool_2d_precomputed_strides", "test_averagepool_2d_precomputed_same_upper",
                     "test_averagepool_2d_default", "test_averagepool_2d_same_upper", "test_averagepool_2d_same_lower",
                     "test_averagepool_2d_strides", "test_averagepool_2d_ceil",
                     "test_averagepool_2d_ceil_last_window_starts_on_pad"],
     "GlobalAveragePool": ["test_globalaveragepool", "test_globalaveragepool_precomputed"],
+    "GlobalMaxPool": ["test_globalmaxpool", "test_globalmaxpool_precomputed"],
     "Concat": ["test_concat_1d_axis_0", "test_concat_1d_axis_negative_1", "test_concat_2d_axis_0",
                "test_concat_2d_axis_1", "test_concat_2d_axis_negative_2", "test_concat_2d_axis_negative_1",
                "test_concat_3d_axis_0", "test_concat_3d_axis_1", "test_concat_3d_axis_2",
@@ -335,7 +336,7 @@ CLAIMED = {
 }
 
 _INT_TYPES = "an integer input type: mera imports float32 models"
-_ND = "a 1-D or 3-D pooling: mera's pools are 2-D"
+_ND = "a 3-D pooling: mera's pools are 1-D and 2-D"
 _KEEP = "keep_aspect_ratio_policy other than stretch"
 _PAD_HALF = "padding larger than half the kernel: mera's pools reject it (as PyTorch does)"
 
@@ -379,7 +380,6 @@ EXCLUDED = {
     "test_lstm_bidirectional": "the cell-state output Y_c is a graph output (mera's lstm gives Y and Y_h)",
     "test_lstm_reverse": "the cell-state output Y_c is a graph output (mera's lstm gives Y and Y_h)",
     "test_lstm_with_peepholes": "peepholes (input P)",
-    "test_convtranspose_1d": "a 1-D transposed convolution: mera's is 2-D",
     "test_convtranspose_3d": "a 3-D transposed convolution: mera's is 2-D",
     "test_clip_default_int8_min": _INT_TYPES, "test_clip_default_int8_max": _INT_TYPES,
     "test_clip_default_int8_inbounds": _INT_TYPES, "test_clip_default_int8_inbounds_expanded": _INT_TYPES,
@@ -390,10 +390,10 @@ EXCLUDED = {
     **{f"test_matmul_{t}": "a 1-D operand: mera's matmul takes rank >= 2" for t in ("1d_3d", "4d_1d", "1d_1d")},
     "test_maxpool_with_argmax_2d_precomputed_pads": "the Indices output",
     "test_maxpool_with_argmax_2d_precomputed_strides": "the Indices output",
-    "test_maxpool_1d_default": _ND, "test_maxpool_3d_default": _ND, "test_maxpool_3d_dilations": _ND,
+    "test_maxpool_3d_default": _ND, "test_maxpool_3d_dilations": _ND,
     "test_maxpool_3d_dilations_use_ref_impl": _ND, "test_maxpool_3d_dilations_use_ref_impl_large": _ND,
     "test_maxpool_2d_pads": _PAD_HALF,
-    "test_averagepool_1d_default": _ND, "test_averagepool_3d_default": _ND, "test_averagepool_3d_dilations_small": _ND,
+    "test_averagepool_3d_default": _ND, "test_averagepool_3d_dilations_small": _ND,
     **{f"test_averagepool_3d_dilations_large_count_include_pad_is_{c}_ceil_mode_is_{m}": _ND
        for c in (0, 1) for m in ("True", "False")},
     "test_averagepool_2d_pads": _PAD_HALF, "test_averagepool_2d_pads_count_include_pad": _PAD_HALF,
@@ -428,6 +428,7 @@ _CASE_MODULES = {
     "Conv": "conv", "Gemm": "gemm", "MatMul": "matmul", "Add": "add", "Mul": "mul", "Relu": "relu", "Clip": "clip",
     "Sigmoid": "sigmoid", "HardSwish": "hardswish", "HardSigmoid": "hardsigmoid", "LeakyRelu": "leakyrelu",
     "MaxPool": "maxpool", "AveragePool": "averagepool", "GlobalAveragePool": "globalaveragepool",
+    "GlobalMaxPool": "globalmaxpool",
     "Concat": "concat", "Reshape": "reshape", "Flatten": "flatten", "Transpose": "transpose", "Pad": "pad",
     "Resize": "resize", "BatchNormalization": "batch_normalization", "Softmax": "softmax",
     "ReduceMean": "reducemean", "ReduceSum": "reducesum", "ReduceMax": "reducemax", "ReduceMin": "reducemin",

@@ -386,3 +386,39 @@ def test_pads_and_activations(source):
         out = out if out.shape == ref.shape else out.transpose(0, 3, 1, 2)
         assert out.shape == ref.shape and np.abs(out - ref).max() <= 2e-5 * np.abs(ref).max(), layout
         assert "pad" not in [n["op"] for n in mod.nodes()]
+
+
+class ManyPReLUs(nn.Module):
+    """MTCNN's pattern: conv -> PReLU -> pool, several times, each PReLU with slopes of its own (some with equal
+    channel counts), then a dense layer with a PReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.p1 = nn.Conv2d(3, 16, 3), nn.PReLU(16)
+        self.c2, self.p2 = nn.Conv2d(16, 16, 3), nn.PReLU(16)
+        self.c3, self.p3 = nn.Conv2d(16, 24, 3), nn.PReLU(24)
+        self.fc, self.p4 = nn.Linear(24 * 5 * 5, 32), nn.PReLU(32)
+
+    def forward(self, x):
+        x = F.max_pool2d(self.p1(self.c1(x)), 2, ceil_mode=True)
+        x = self.p3(self.c3(self.p2(self.c2(x))))
+        return self.p4(self.fc(x.flatten(1)))
+
+
+@pytest.mark.parametrize("source", ["trace", "export"])
+def test_each_prelu_keeps_its_own_slopes(source):
+    """Regression: the float PReLU's negated-slope constant was a temporary torch tensor, cached by id(); once
+    freed, the next PReLU's temporary could get the same id and so the first one's slopes (a ShapeError on
+    MTCNN's RNet, silently wrong slopes where the channel counts agreed)."""
+    torch.manual_seed(1)
+    m = ManyPReLUs().eval()
+    with torch.no_grad():
+        for p in (m.p1, m.p2, m.p3, m.p4):
+            p.weight.uniform_(-1.0, 1.0)
+    x = torch.randn(1, 3, 19, 19)
+    with torch.no_grad():
+        ref = m(x).numpy()
+        src = torch.jit.trace(m, x) if source == "trace" else torch.export.export(m, (x,))
+    mod, params = mera.frontend.from_pytorch(src, [("input0", (1, 3, 19, 19))])
+    out = mera.compile(mod, params, target="Interpreter")(x.numpy())[0]
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)

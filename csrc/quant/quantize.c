@@ -219,8 +219,11 @@ static mera_status check_float_graph(const mera_graph *g, mera_error *err)
             return mera_fail(err, MERA_ERR_UNSUPPORTED,
                              "value '%s' is quantized (%s); the quantizer takes float models", val->name,
                              mera_dtype_name(val->type.dtype));
-        if (val->kind == MERA_VALUE_INPUT && !is_float(val))
-            return mera_fail(err, MERA_ERR_UNSUPPORTED, "input '%s' is %s; the quantizer takes float32 inputs",
+        /* integer inputs (token, byte or index ids) feed host ops and stay as they are */
+        if (val->kind == MERA_VALUE_INPUT && !is_float(val) && val->type.dtype != MERA_DTYPE_INT64 &&
+            val->type.dtype != MERA_DTYPE_INT32)
+            return mera_fail(err, MERA_ERR_UNSUPPORTED,
+                             "input '%s' is %s; the quantizer takes float32 inputs and int32/int64 index inputs",
                              val->name, mera_dtype_name(val->type.dtype));
     }
     return MERA_OK;
@@ -341,6 +344,8 @@ static mera_status observe_node(void *user, int n, const void *const *outputs, m
 
 static mera_status check_finite(const mera_value *val, const float *d, mera_error *err)
 {
+    if (!is_float(val))
+        return MERA_OK; /* an integer index input */
     int64_t n = mera_type_numel(&val->type);
     for (int64_t i = 0; i < n; i++)
         if (!isfinite(d[i]))
@@ -717,6 +722,13 @@ static mera_status quant_node(quant_ctx *c, const use_info *u, int n, char *fuse
         attrs_set_string(&al, "out_dtype", "uint8");
         if (node->op == MERA_OP_CONV2D)
             attrs_set_string(&al, "depthwise_saturate", "no");
+        /* One formula whatever the import layout: PyTorch's channels-last one (the form every quantized
+         * conv output takes in PyTorch). With "auto", an NCHW import would keep the contiguous formula
+         * once the layout pass moves it to NHWC data, whose walk order the DNA's row tiles cannot follow
+         * (kernels/split.c), so large elementwise layers would fall back to the host. */
+        const char *mf = mera_attr_string(node, "torch_memory_format");
+        if (mf && !strcmp(mf, "auto"))
+            attrs_set_string(&al, "torch_memory_format", "channels_last");
     }
     const char *name = mera_graph_find_value(c->dst, node->name) < 0 ? node->name
                                                                        : mera_graph_unique_name(c->dst, node->name);
@@ -775,6 +787,10 @@ mera_graph *mera_quantizer_quantize_ranges(const mera_quantizer *q, mera_quant_r
         int in = note_float(&c, mera_graph_add_input(c.dst, sv->name, &sv->type, err), v);
         if (in < 0)
             goto fail;
+        if (!is_float(sv)) { /* an integer index input: it stays as it is */
+            c.qv[v] = in;
+            continue;
+        }
         double scale;
         int32_t zp;
         if (act_qparams(&c, v, &scale, &zp))

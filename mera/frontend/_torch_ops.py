@@ -63,6 +63,10 @@ class Context:
         self.scope: Optional[str] = None    # module path of the op being converted
         self._tensor_names: Dict[int, str] = {}
         self._materialized: Dict[int, Tensor] = {}
+        # every torch tensor materialized above, kept alive: _materialized is keyed by id(), and a temporary
+        # tensor (a converter's torch.from_numpy, say) freed while the graph is built would hand its id to
+        # the next one, which would then get the first one's constant
+        self._alive: List[torch.Tensor] = []
 
     # -- naming -----------------------------------------------------------
 
@@ -99,6 +103,7 @@ class Context:
                 else:
                     v = self.b.const(arr, name=self.b._fresh(name or "const"))
                 self._materialized[key] = Tensor(v, False)
+                self._alive.append(x)
             return self._materialized[key]
         if isinstance(x, (int, float)) and not isinstance(x, bool):
             return Tensor(self.b.const(np.array(x, np.float32), name=self.b._fresh("scalar")), False)
@@ -348,7 +353,17 @@ def _align(ctx: Context, a: Tensor, b: Tensor):
     return (nh, fixed) if a.nhwc else (fixed, nh)
 
 
+def _scalar_beside(ctx: Context, v, other) -> Any:
+    """A Python number beside a tensor of rank >= 1, as a one-element [1] constant: it broadcasts the same
+    as a 0-d one, and the DNA takes operands of rank 1 to 4 (x * 2.0, x + 3 and the like stay on it)."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(other, Tensor) \
+            and len(other.value.shape) >= 1:
+        return Tensor(ctx.b.const(np.array([v], np.float32), name=ctx.b._fresh("scalar")), False)
+    return v
+
+
 def _binary(ctx: Context, op: str, a, b, relu=False, qout=None):
+    a, b = _scalar_beside(ctx, a, b), _scalar_beside(ctx, b, a)
     first = ctx.tensor(a, op)
     ta, tb = _align(ctx, first, ctx.tensor(b, op))
     attrs = dict(qout or {})
@@ -804,6 +819,79 @@ def _adaptive_avg_pool2d(ctx, x, output_size):
                            **_memory_format(t)), t.nhwc, t.torch_cl)
 
 
+# -- 1-D pools: the 2-D pool on [N, C, 1, L], between two reshapes (as ATen itself runs them) ------------
+
+def _one(v, default=None) -> int:
+    v = list(v) if isinstance(v, (list, tuple)) else [v]
+    if not v and default is not None:
+        return default
+    if len(v) != 1:
+        raise UnsupportedError(f"a 1-D op with the 2-D argument {v}")
+    return int(v[0])
+
+
+def _as_2d(ctx: Context, x, what: str) -> Tensor:
+    """[N, C, L] as [N, C, 1, L], keeping PyTorch's memory format (a unit axis changes no stride order)."""
+    t = ctx.to_nchw(ctx.tensor(x, what))
+    if len(t.shape) != 3:
+        raise UnsupportedError(f"{what} of a rank-{len(t.shape)} tensor (PyTorch takes [N, C, L]){ctx.where()}")
+    n, c, length = t.shape
+    return Tensor(ctx.emit("reshape", t.value, shape=[n, c, 1, length]), False, t.torch_cl, t.dequantized)
+
+
+def _back_to_1d(ctx: Context, y: Tensor) -> Tensor:
+    y = ctx.to_nchw(y)
+    n, c, _, length = y.shape
+    return Tensor(ctx.emit("reshape", y.value, shape=[n, c, length]), False, y.torch_cl, y.dequantized)
+
+
+@converts("aten::max_pool1d")
+def _max_pool1d(ctx, x, kernel, stride=(), padding=0, dilation=1, ceil_mode=False):
+    k = _one(kernel)
+    return _back_to_1d(ctx, _max_pool2d(ctx, _as_2d(ctx, x, "max_pool1d"), [1, k], [1, _one(stride, k)],
+                                        [0, _one(padding)], [1, _one(dilation)], ceil_mode))
+
+
+@converts("aten::avg_pool1d")
+def _avg_pool1d(ctx, x, kernel, stride=(), padding=0, ceil_mode=False, count_include_pad=True):
+    k = _one(kernel)
+    return _back_to_1d(ctx, _avg_pool2d(ctx, _as_2d(ctx, x, "avg_pool1d"), [1, k], [1, _one(stride, k)],
+                                        [0, _one(padding)], ceil_mode, count_include_pad))
+
+
+@converts("aten::adaptive_avg_pool1d")
+def _adaptive_avg_pool1d(ctx, x, output_size):
+    return _back_to_1d(ctx, _adaptive_avg_pool2d(ctx, _as_2d(ctx, x, "adaptive_avg_pool1d"),
+                                                 [1, _one(output_size)]))
+
+
+class _NoIndices:
+    """The indices output of an adaptive max pool, which mera does not compute."""
+
+
+def _adaptive_max(ctx: Context, t: Tensor, out_hw: Sequence[int], what: str) -> Tensor:
+    """An adaptive max pool whose output size divides the input's: a max pool with equal windows."""
+    h, w = t.shape[2:]
+    if any(o < 1 or size % o for o, size in zip(out_hw, (h, w))):
+        raise UnsupportedError(f"{what} from {h}x{w} to {out_hw[0]}x{out_hw[1]}: only output sizes that divide "
+                               f"the input's (equal windows) are supported{ctx.where()}")
+    k = [h // out_hw[0], w // out_hw[1]]
+    return _max_pool2d(ctx, t, k, k, [0, 0], [1, 1], False)
+
+
+@converts("aten::adaptive_max_pool2d")
+def _adaptive_max_pool2d(ctx, x, output_size):
+    t = ctx.tensor(x, "adaptive_max_pool2d")
+    out = [int(v) for v in _pair(output_size)]
+    return _adaptive_max(ctx, t, out, "adaptive_max_pool2d"), _NoIndices()
+
+
+@converts("aten::adaptive_max_pool1d")
+def _adaptive_max_pool1d(ctx, x, output_size):
+    t = _as_2d(ctx, x, "adaptive_max_pool1d")
+    return _back_to_1d(ctx, _adaptive_max(ctx, t, [1, _one(output_size)], "adaptive_max_pool1d")), _NoIndices()
+
+
 @converts("aten::mean")
 def _mean(ctx, x, dims=None, keepdim=False, dtype=None):
     t = ctx.tensor(x, "mean")
@@ -1159,8 +1247,45 @@ def _conv_transpose2d(ctx, x, w, b=None, stride=1, padding=0, output_padding=0, 
     return _float_conv_transpose(ctx, x, w, b, stride, padding, output_padding, groups, dilation)
 
 
+def _weight_as_2d(ctx: Context, w):
+    """A 1-D conv's [O, I, k] weight as [O, I, 1, k], under the weight's own name."""
+    if not isinstance(w, torch.Tensor):
+        raise UnsupportedError(f"a 1-D convolution with a computed weight{ctx.where()}")
+    w4 = w.detach().unsqueeze(2)
+    name = ctx._tensor_names.get(id(w))
+    if name is not None:
+        ctx.name_tensor(w4, name)
+    return w4
+
+
+def _padding_1d(ctx: Context, padding, what: str) -> int:
+    if isinstance(padding, str):
+        if padding == "valid":
+            return 0
+        raise UnsupportedError(f"{what} padding='{padding}' is not supported{ctx.where()}")
+    return _one(padding)
+
+
+@converts("aten::conv1d")
+def _conv1d(ctx, x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    y = _float_conv(ctx, _as_2d(ctx, x, "conv1d"), _weight_as_2d(ctx, w), b, [1, _one(stride)],
+                    [0, _padding_1d(ctx, padding, "conv1d")], [1, _one(dilation)], groups)
+    return _back_to_1d(ctx, y)
+
+
+@converts("aten::conv_transpose1d")
+def _conv_transpose1d(ctx, x, w, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    y = _float_conv_transpose(ctx, _as_2d(ctx, x, "conv_transpose1d"), _weight_as_2d(ctx, w), b, [1, _one(stride)],
+                              [0, _one(padding)], [0, _one(output_padding)], groups, [1, _one(dilation)])
+    return _back_to_1d(ctx, y)
+
+
 @converts("aten::_convolution", "aten::convolution")
 def _convolution(ctx, x, w, b, stride, padding, dilation, transposed, output_padding, groups, *rest):
+    if isinstance(w, torch.Tensor) and w.dim() == 3:
+        if transposed:
+            return _conv_transpose1d(ctx, x, w, b, stride, padding, output_padding, groups, dilation)
+        return _conv1d(ctx, x, w, b, stride, padding, dilation, groups)
     if transposed:
         return _float_conv_transpose(ctx, x, w, b, stride, padding, output_padding, groups, dilation)
     return _float_conv(ctx, x, w, b, stride, padding, dilation, groups)

@@ -298,6 +298,49 @@ def _spatial_pads(a: Dict[str, Any], in_hw, k, s, d) -> List[int]:
     return [int(v) for v in p]  # ONNX: [top, left, bottom, right], as the IR
 
 
+# -- 1-D spatial ops (Conv1d, pools over [N, C, L]): the 2-D op on [N, C, 1, L], between two reshapes ----
+
+_SPATIAL_ATTRS = ("kernel_shape", "strides", "dilations", "output_padding", "output_shape")
+
+
+def _attrs_as_2d(a: Dict[str, Any]) -> Dict[str, Any]:
+    """A 1-D op's attributes as the 2-D op's on [N, C, 1, L]: a unit first spatial axis, unpadded."""
+    b = dict(a)
+    for key in _SPATIAL_ATTRS:
+        if key in b:
+            v = list(b[key])
+            if len(v) != 1:
+                raise UnsupportedError(f"{key} {v} on a 3-D [N, C, L] input (1 value expected)")
+            b[key] = [1] + [int(e) for e in v]
+    if "pads" in b:
+        p = list(b["pads"])
+        if len(p) != 2:
+            raise UnsupportedError(f"pads {p} on a 3-D [N, C, L] input (2 values expected)")
+        b["pads"] = [0, int(p[0]), 0, int(p[1])]
+    return b
+
+
+def _weight_as_2d(w: Any) -> Any:
+    """A 1-D conv's [O, I, k] weight (constant, or integers behind a DequantizeLinear) as [O, I, 1, k]."""
+    if isinstance(w, _onnx_quant.DQConst):
+        if w.data.ndim != 3:
+            return w
+        return _onnx_quant.DQConst(w.data.reshape(w.data.shape[:2] + (1,) + w.data.shape[2:]), w.qp, w.name)
+    if isinstance(w, np.ndarray) and w.ndim == 3:
+        return w.reshape(w.shape[:2] + (1,) + w.shape[2:])
+    return w
+
+
+def _as_1d(ctx: Context, fn, node, a, t: Tensor, *rest) -> Tensor:
+    """Run the 2-D converter ``fn`` on [N, C, L] data as [N, C, 1, L], and give back [N, C', L']."""
+    n, c, length = t.shape
+    t4 = _reshape_to(ctx, t, (n, c, 1, length))
+    y = ctx.to_nchw(fn(ctx, node, _attrs_as_2d(a), t4, *rest))
+    if y.shape[2] != 1:  # pragma: no cover - a 2-D op on a unit axis keeps it
+        raise AssertionError(f"1-D {node.op_type} gave {y.shape}")
+    return _reshape_to(ctx, y, (y.shape[0], y.shape[1], y.shape[3]))
+
+
 def _check_4d(t: Tensor, what: str) -> None:
     if t.rank != 4:
         raise UnsupportedError(f"only 2-D {what} (4-D NCHW input) is supported, got a {t.rank}-D input")
@@ -323,6 +366,8 @@ def _conv_geometry(a: Dict[str, Any], t: Tensor, w_shape: Sequence[int]):
 @converts("Conv")
 def _conv(ctx: Context, node, a, x, w, b=None):
     t = ctx.tensor(x)
+    if t.rank == 3:
+        return _as_1d(ctx, _conv, node, a, t, _weight_as_2d(w), b)
     _check_4d(t, "convolution")
     wq = w if isinstance(w, _onnx_quant.DQConst) else None  # a quantized weight behind a DequantizeLinear
     if wq is None:
@@ -352,6 +397,8 @@ def _bn_scale_shift(a, gamma, beta, mean, var):
 
 @converts("ConvTranspose")
 def _conv_transpose(ctx: Context, node, a, x, w, b=None):
+    if ctx.tensor(x).rank == 3:
+        return _as_1d(ctx, _conv_transpose, node, a, ctx.tensor(x), _weight_as_2d(w), b)
     t = ctx.to_layout(ctx.tensor(x))
     _check_4d(t, "transposed convolution")
     wq = w if isinstance(w, _onnx_quant.DQConst) else None  # a quantized weight behind a DequantizeLinear
@@ -1238,21 +1285,41 @@ def _pool(ctx: Context, op: str, a, x, **extra):
 def _maxpool(ctx, node, a, x):
     if len([o for o in node.output if o]) > 1:
         raise UnsupportedError("MaxPool with an Indices output")
+    if ctx.tensor(x).rank == 3:
+        return _as_1d(ctx, _maxpool, node, a, ctx.tensor(x))
     return _pool(ctx, "max_pool2d", a, x)
 
 
 @converts("AveragePool")
 def _avgpool(ctx, node, a, x):
+    if ctx.tensor(x).rank == 3:
+        return _as_1d(ctx, _avgpool, node, a, ctx.tensor(x))
     return _pool(ctx, "avg_pool2d", a, x, count_include_pad=int(a.get("count_include_pad", 0)))
 
 
 @converts("GlobalAveragePool")
 def _gap(ctx, node, a, x):
     t = ctx.tensor(x)
+    if t.rank == 3:
+        return _as_1d(ctx, _gap, node, a, t)
     _check_4d(t, "GlobalAveragePool")
     t = ctx.to_layout(t)
     return Tensor(ctx.emit("adaptive_avg_pool2d", t.value, output_size=[1, 1], layout=ctx.spatial()),
                   ctx.layout == "NHWC")
+
+
+@converts("GlobalMaxPool")
+def _gmp(ctx, node, a, x):
+    """A max pool whose window is the whole map (exact in int8, so it quantizes and runs on the DNA
+    where the window fits its buffer)."""
+    t = ctx.tensor(x)
+    if t.rank == 3:
+        return _as_1d(ctx, _gmp, node, a, t)
+    _check_4d(t, "GlobalMaxPool")
+    h, w = t.shape[2:]
+    t = ctx.to_layout(t)
+    return Tensor(ctx.emit("max_pool2d", t.value, kernel=[h, w], strides=[h, w], padding=[0, 0, 0, 0],
+                           dilation=[1, 1], ceil_mode=0, layout=ctx.spatial()), ctx.layout == "NHWC")
 
 
 @converts("Concat")
@@ -1685,6 +1752,8 @@ def _gather(ctx, node, a, x, idx):
 def _gather_runtime(ctx: Context, a, t: Tensor, idx: Tensor) -> Tensor:
     """Gather by indices computed at run time (NonMaxSuppression's, say): the gather op, int64 indices; an index out
     of range is an error when the graph runs."""
+    if idx.value.dtype == "int32":  # ONNX allows int32 indices: widened, every value kept
+        idx = Tensor(ctx.emit("cast", idx.value, to="int64"), idx.nhwc, idx.rows)
     if idx.value.dtype != "int64":
         raise UnsupportedError(f"Gather by run-time {idx.value.dtype} indices (mera's gather takes int64 ones)")
     t, idx = ctx.to_nchw(t), ctx.to_nchw(idx)
@@ -2194,8 +2263,9 @@ class _Importer:
                 dtype = "uint8" if tt.elem_type == onnx.TensorProto.UINT8 else "int8"
                 if not _plain_int_input(self.ctx, vi.name):  # (plain integers for ConvInteger, MatMulInteger)
                     qparams = _onnx_quant.input_qparams(self.ctx, vi.name, dtype)
-            elif tt.elem_type == onnx.TensorProto.INT64:
-                dtype = "int64"  # plain integers: indices (Gather's, say)
+            elif tt.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
+                # plain integers: indices (Gather's, say), token or byte ids
+                dtype = "int64" if tt.elem_type == onnx.TensorProto.INT64 else "int32"
             elif tt.elem_type != onnx.TensorProto.FLOAT:
                 raise UnsupportedError(f"input '{vi.name}' has element type "
                                        f"{_dtype_name(tt.elem_type)}; mera imports float32 and int64 "
