@@ -551,3 +551,33 @@ def test_simulator_config_errors():
         mera.build_config(target="Simulator", scheduler_config={"mode": "Medium"})
     with pytest.raises(mera.ConfigError, match="unknown target 'FPGA'"):
         mera.compile(mod, {}, target="FPGA")
+
+
+def test_simulator_and_interpreter_hw_share_the_worker_pool():
+    """A Simulator on 2 or 7 threads tells idle pool workers to stop spinning between its pooled
+    tiles (mera_parallel_rest); an InterpreterHw on another Python thread uses the same process-wide
+    pool meanwhile. Both keep giving their serial bytes, run after run."""
+    import threading
+    cases = [big_conv_model(), GraphGen(41).build(n_layers=6)]
+    for k, (mod, x) in enumerate(cases):
+        ref = compile_for(mod, {}, "InterpreterHw", num_threads=1)(x)
+        for threads in (2, 7):
+            sim = compile_for(mod, {}, "Simulator", arch=100, num_threads=threads)
+            interp = compile_for(mod, {}, "InterpreterHw", num_threads=threads)
+            bad, errors = [], []
+
+            def work(runner, name):
+                try:
+                    for r in range(8):
+                        out = runner(x)
+                        if len(out) != len(ref) or not all(np.array_equal(a, b) for a, b in zip(ref, out)):
+                            bad.append((name, r))
+                except Exception as e:  # pragma: no cover - reported below
+                    errors.append(e)
+
+            ts = [threading.Thread(target=work, args=(sim, "sim")), threading.Thread(target=work, args=(interp, "hw"))]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            assert not errors and not bad, (k, threads, errors, bad)

@@ -584,6 +584,7 @@ void dna_machine_free(dna_machine *m)
     free(m->value_data);
     free(m->input_slot);
     free(m->insn_prep);
+    free(m->insn_pool);
     free(m->order);
     free(m->geos);
     free(m->layer_convs);
@@ -795,6 +796,42 @@ static void plan_scratch(dna_machine *m)
     m->scratch_bytes = most;
 }
 
+/* The thread count of each prepared tile's kernel: num_threads, fewer
+ * when a thread would get less than SIM_MIN_THREAD_MACS multiply-adds (a
+ * CONV) or SIM_MIN_THREAD_BYTES output bytes (a VEC). A tile is a fraction
+ * of its layer, and a pool job per small tile costs more in handing work
+ * over than it gains (the thread count never changes a byte). insn_pool
+ * marks the instructions whose kernel may post pool jobs. */
+#define SIM_MIN_THREAD_MACS 262144
+#define SIM_MIN_THREAD_BYTES 32768
+
+static int prep_threads(int threads, double work, double per_thread)
+{
+    double most = work / per_thread;
+    return most >= threads ? threads : most >= 2 ? (int)most : 1;
+}
+
+static void plan_threads(dna_machine *m)
+{
+    const int t = m->opt.threads;
+    for (int k = 0; k < m->n_convs; k++) {
+        conv_prep *c = m->convs[k];
+        const dna_conv_geom *geo = &m->geos[c->layer];
+        double per_px = geo->dense ? (double)c->key.in_c : (double)geo->kh * geo->kw * geo->cg;
+        c->threads = prep_threads(t, (double)c->key.out_h * c->key.out_w * c->key.oc_n * per_px, SIM_MIN_THREAD_MACS);
+    }
+    for (int k = 0; k < m->n_vecs; k++) {
+        vec_prep *v = m->vecs[k];
+        v->threads = prep_threads(t, (double)mera_type_nbytes(&v->out_t), SIM_MIN_THREAD_BYTES);
+    }
+    for (int i = 0; i < m->prog->n_insns; i++) {
+        int op = m->prog->insns[i].opcode;
+        m->insn_pool[i] = op == DNA_CONV ? ((const conv_prep *)m->insn_prep[i])->threads > 1
+                        : op == DNA_VEC  ? ((const vec_prep *)m->insn_prep[i])->threads > 1
+                                         : 0;
+    }
+}
+
 dna_machine *dna_machine_new(const mera_graph *g, const dna_program *prog, const mera_platform *p,
                              const void *const *param_data, mera_error *err)
 {
@@ -842,7 +879,8 @@ dna_machine *dna_machine_new_opts(const mera_graph *g, const dna_program *prog, 
         goto fail;
     m->insn_prep = calloc(ni, sizeof *m->insn_prep);
     m->order = malloc(ni * sizeof *m->order);
-    if (!m->insn_prep || !m->order) {
+    m->insn_pool = calloc(ni, 1);
+    if (!m->insn_prep || !m->order || !m->insn_pool) {
         mera_fail(err, MERA_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -878,6 +916,7 @@ dna_machine *dna_machine_new_opts(const mera_graph *g, const dna_program *prog, 
     for (int k = 0; k < m->n_convs; k++)
         m->wgt_unread &= m->convs[k]->state != NULL;
     plan_scratch(m);
+    plan_threads(m);
     plan_written(m);
     if (m->opt.release_const_pages && !m->opt.pack_at_run)
         release_image(m, 0, m->prog->params_bytes); /* the rest: runs read only what VEC layers load */
@@ -935,6 +974,7 @@ struct dna_run {
     double prof_ns[PROF_N]; /* MERA_SIM_PROFILE */
     int64_t prof_count[PROF_N];
     int prof_by_caller;     /* dna_machine_run prints the profile itself (after the free) */
+    int pool_warm;          /* the last instruction posted pool jobs: idle workers still spin */
 };
 
 typedef struct dna_run run_ctx;
@@ -1063,7 +1103,7 @@ static void release_const(const dna_machine *m, const dna_dma *d)
  * to pay for the split. Reads are of the other memory (DRAM or SRAM), which
  * no row writes. */
 
-#define DMA_MIN_CHUNK 16384 /* bytes per range of the worker pool */
+#define DMA_MIN_CHUNK 65536 /* bytes per range of the worker pool */
 
 typedef struct {
     const run_ctx *r;
@@ -1111,10 +1151,12 @@ static void copy_range(void *ctx, int64_t b0, int64_t b1)
     memcpy(j->dst + b0 * DMA_MIN_CHUNK, j->src + b0 * DMA_MIN_CHUNK, (size_t)((b1 - b0) * DMA_MIN_CHUNK));
 }
 
-/* memcpy of n bytes, its DMA_MIN_CHUNK pieces across the worker pool. */
-static void dma_copy(const run_ctx *r, uint8_t *dst, const uint8_t *src, int64_t n)
+/* memcpy of n bytes, its DMA_MIN_CHUNK pieces across the worker pool.
+ * Returns whether it posted a pool job. */
+static int dma_copy(const run_ctx *r, uint8_t *dst, const uint8_t *src, int64_t n)
 {
     int64_t pieces = n / DMA_MIN_CHUNK, done = pieces * DMA_MIN_CHUNK;
+    int posted = pieces >= 2 && r->m->opt.threads > 1;
     if (pieces >= 2) {
         copy_job j = {dst, src};
         mera_parallel_for(r->m->opt.threads, pieces, 1, copy_range, &j);
@@ -1122,24 +1164,26 @@ static void dma_copy(const run_ctx *r, uint8_t *dst, const uint8_t *src, int64_t
         done = 0;
     }
     memcpy(dst + done, src + done, (size_t)(n - done));
+    return posted;
 }
 
-static void dma_split(const run_ctx *r, const dna_dma *d, int disjoint, mera_parallel_fn fn, dma_job *j)
+/* Runs a LOAD's or STORE's rows; returns whether it posted a pool job. */
+static int dma_split(const run_ctx *r, const dna_dma *d, int disjoint, mera_parallel_fn fn, dma_job *j)
 {
     int64_t block = dma_block_bytes(d);
     if (block > 0) { /* one memcpy, or its pieces on the workers */
         const uint8_t *src = j->buf ? dram_span(r, d->dram, block) : r->act + d->sram;
         uint8_t *dst = j->buf ? j->buf + d->sram : dram_w(r, d->dram);
-        if (src) {
-            dma_copy(r, dst, src, block);
-            return;
-        }
+        if (src)
+            return dma_copy(r, dst, src, block);
     }
     int64_t row_bytes = (int64_t)d->cols * d->run_bytes;
-    if (disjoint && row_bytes * d->rows >= 2 * DMA_MIN_CHUNK)
+    if (disjoint && row_bytes * d->rows >= 2 * DMA_MIN_CHUNK) {
         mera_parallel_for(r->m->opt.threads, d->rows, 1 + DMA_MIN_CHUNK / (row_bytes + 1), fn, j);
-    else
-        fn(j, 0, d->rows);
+        return r->m->opt.threads > 1;
+    }
+    fn(j, 0, d->rows);
+    return 0;
 }
 
 static void load_rows(void *ctx, int64_t row0, int64_t row1)
@@ -1220,7 +1264,7 @@ static mera_status exec_load(run_ctx *r, int i, mera_error *err)
     int copy = !(d->mem == DNA_MEM_WGT && r->m->wgt_unread);
     if (copy) {
         dma_job j = {r, d, buf, padded};
-        dma_split(r, d, dma_rows_disjoint(d, d->sram_row_stride, d->sram_col_stride), load_rows, &j);
+        r->pool_warm |= dma_split(r, d, dma_rows_disjoint(d, d->sram_row_stride, d->sram_col_stride), load_rows, &j);
     }
     if (copy && r->m->opt.release_const_pages)
         release_const(r->m, d);
@@ -1254,7 +1298,7 @@ static void exec_store(run_ctx *r, int i)
 {
     const dna_dma *d = &r->m->prog->insns[i].u.dma;
     dma_job j = {r, d, NULL, 0};
-    dma_split(r, d, dma_rows_disjoint(d, d->dram_row_stride, d->dram_col_stride), store_rows, &j);
+    r->pool_warm |= dma_split(r, d, dma_rows_disjoint(d, d->dram_row_stride, d->dram_col_stride), store_rows, &j);
 }
 
 static mera_status exec_conv(run_ctx *r, int i, mera_error *err)
@@ -1270,9 +1314,9 @@ static mera_status exec_conv(run_ctx *r, int i, mera_error *err)
                          k->wgt_addr, (long long)(k->wgt_addr + blk), (long long)k->wgt_dram);
     mera_kernel_args a;
     conv_args(c, &a);
-    a.threads = m->opt.threads;
+    a.threads = c->threads;
     a.in[0] = r->act + k->in_addr;
-    a.in[1] = r->wgt + k->wgt_addr;
+    a.in[1] = r->wgt ? r->wgt + k->wgt_addr : NULL; /* NULL: prepared, the kernel holds the weights */
     if (c->has_bias && !c->state) { /* a prepared kernel holds its bias */
         memcpy(r->bias, r->wgt + k->wgt_addr + c->w_bytes, (size_t)k->oc_n * sizeof(float));
         a.in[2] = r->bias;
@@ -1292,7 +1336,7 @@ static mera_status exec_vec(run_ctx *r, int i, mera_error *err)
     const vec_prep *v = r->m->insn_prep[i];
     mera_kernel_args a;
     vec_args(v, &a);
-    a.threads = r->m->opt.threads;
+    a.threads = v->threads;
     for (int s = 0; s < k->n_src; s++)
         a.in[s] = r->act + k->src[s].addr;
     a.out[0] = r->act + k->dst.addr;
@@ -1386,10 +1430,12 @@ dna_run *dna_run_new(const dna_machine *m, uint8_t *act_dram, mera_error *err)
         r->own_dram = 1;
     }
     r->act = alloc_buf(prog->act_bytes);
-    r->wgt = alloc_buf(prog->wgt_bytes);
+    /* WGT's bytes are never read or written when every CONV kernel holds
+     * its packed weights (wgt_unread): no buffer, only the tags */
+    r->wgt = m->wgt_unread ? NULL : alloc_buf(prog->wgt_bytes);
     r->bias = alloc_buf((int64_t)max_oc * 4);
     r->scratch = m->scratch_bytes ? alloc_buf((int64_t)m->scratch_bytes) : NULL;
-    if (!r->act_dram || !r->act || !r->wgt || !r->bias || (m->scratch_bytes && !r->scratch)) {
+    if (!r->act_dram || !r->act || (!m->wgt_unread && !r->wgt) || !r->bias || (m->scratch_bytes && !r->scratch)) {
         dna_run_free(r);
         mera_fail(err, MERA_ERR_NOMEM, "out of memory allocating the DNA machine's DRAM and buffers");
         return NULL;
@@ -1465,6 +1511,15 @@ mera_status dna_run_segment(dna_run *r, int s, int64_t *cycles, mera_error *err)
         case DNA_NOP: break;
         default: MERA_BUG("unvalidated opcode");
         }
+        /* Pool jobs come from the large tiles' kernels and DMA; between
+         * them the machine works alone (small LOADs and STOREs, tags):
+         * after the last of a run of pooled instructions the workers stop
+         * spinning, so they do not take CPU time from that serial work. */
+        r->pool_warm |= m->insn_pool[i];
+        if (r->pool_warm && (k + 1 == seg->count || !m->insn_pool[m->order[seg->first + k + 1]])) {
+            mera_parallel_rest();
+            r->pool_warm = 0;
+        }
         if (m->profile && kind >= 0) {
             r->prof_ns[kind] += now_ns(m->profile == 2) - t0;
             r->prof_count[kind]++;
@@ -1488,7 +1543,7 @@ static dna_run *take_run(const dna_machine *m, mera_error *err)
         return dna_run_new(m, NULL, err);
     uint8_t *buf[3] = {r->act, r->wgt, r->act_dram};
     for (int b = 0; b < 3; b++)
-        if (m->written[b][1] > m->written[b][0])
+        if (buf[b] && m->written[b][1] > m->written[b][0])
             memset(buf[b] + m->written[b][0], 0, (size_t)(m->written[b][1] - m->written[b][0]));
     r->n_tags = 0;
     memset(r->prof_ns, 0, sizeof r->prof_ns);

@@ -19,6 +19,7 @@ typedef struct {
     float *bias;         /* aligned copy of the block's bias for prepare */
     mera_kernel k;
     void *state;
+    int threads;         /* the kernel's thread count for this tile (prep_threads) */
 } conv_prep;
 
 /* One prepared kernel per distinct VEC tile geometry. */
@@ -31,6 +32,7 @@ typedef struct {
     mera_type in_t[DNA_MAX_SRC], out_t;
     mera_kernel k;
     void *state;
+    int threads;                     /* the kernel's thread count for this tile (prep_threads) */
 } vec_prep;
 
 struct dna_machine {
@@ -50,7 +52,8 @@ struct dna_machine {
     int *layer_convs;        /* per layer: head of its chain of preps (load-time only) */
     void **insn_prep;        /* per insn: its conv_prep / vec_prep, else NULL */
     int *order;              /* DNA segments' instructions in execution order */
-    int wgt_unread;          /* every CONV kernel was prepared (holds its packed weights and bias):
+    unsigned char *insn_pool; /* per insn: a CONV/VEC whose kernel runs on more than one thread */
+    int wgt_unread;          /* every CONV kernel was prepared (holds its packed weights and bias; a run has no WGT buffer):
                               * LOADs into WGT only record what WGT holds, its bytes are never read */
     mera_kernel *host_k;     /* per node: the host kernel (HOST segments) */
     void **host_state;

@@ -18,6 +18,7 @@ typedef struct {
     pthread_mutex_t submit; /* held by the one caller whose job runs */
     int n_workers;
     unsigned seq;           /* jobs posted; read without the lock by spinning threads */
+    int resting;            /* mera_parallel_rest since the last job was posted: idle workers do not spin */
     /* the job; valid while busy */
     int busy;
     mera_parallel_fn fn;
@@ -114,7 +115,8 @@ static void spin_wait(unsigned seen, int want_done)
     double end = spin_clock_us() + MERA_SPIN_US;
     for (int i = 0;; i++) {
         if (want_done ? __atomic_load_n(&pool.remaining, __ATOMIC_ACQUIRE) == 0
-                      : __atomic_load_n(&pool.seq, __ATOMIC_ACQUIRE) != seen)
+                      : __atomic_load_n(&pool.seq, __ATOMIC_ACQUIRE) != seen ||
+                            __atomic_load_n(&pool.resting, __ATOMIC_RELAXED))
             break;
         if ((i & 63) == 63 && spin_clock_us() > end)
             break;
@@ -190,6 +192,10 @@ void mera_parallel_for(int threads, int64_t n, int64_t min_chunk, mera_parallel_
     if (n > 0)
         fn(ctx, 0, n);
 }
+
+void mera_parallel_rest(void)
+{
+}
 #else
 void mera_parallel_for(int threads, int64_t n, int64_t min_chunk, mera_parallel_fn fn, void *ctx)
 {
@@ -215,6 +221,7 @@ void mera_parallel_for(int threads, int64_t n, int64_t min_chunk, mera_parallel_
     pool.next = 0;
     pool.remaining = (int)t;
     pool.busy = 1;
+    __atomic_store_n(&pool.resting, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&pool.seq, pool.seq + 1, __ATOMIC_RELEASE);
     if (t > 1)
         pthread_cond_broadcast(&pool.wake);
@@ -226,5 +233,11 @@ void mera_parallel_for(int threads, int64_t n, int64_t min_chunk, mera_parallel_
     pool.busy = 0;
     pthread_mutex_unlock(&pool.lock);
     pthread_mutex_unlock(&pool.submit);
+}
+
+void mera_parallel_rest(void)
+{
+    /* without the lock: a worker that misses it spins one more period */
+    __atomic_store_n(&pool.resting, 1, __ATOMIC_RELAXED);
 }
 #endif

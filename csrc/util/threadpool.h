@@ -32,4 +32,10 @@ int mera_threads_resolve(int requested);
  * least min_chunk items each (min_chunk < 1: 1). */
 void mera_parallel_for(int threads, int64_t n, int64_t min_chunk, mera_parallel_fn fn, void *ctx);
 
+/* The caller has serial work ahead (no job for a while): workers that
+ * spin waiting for the next job (MERA_SPIN_US) block now instead of
+ * taking CPU time from it, until the next job is posted. Only waiting
+ * changes; a job posted later wakes them as usual. */
+void mera_parallel_rest(void);
+
 #endif
