@@ -327,6 +327,36 @@ def _quantized_linear_relu(ctx, x, packed, scale, zp):
     return _qlinear(ctx, x, packed, scale, zp, True)
 
 
+def _qlinear_dynamic(ctx: Context, x, packed, reduce_range, relu: bool):
+    """torch.ao.nn.quantized.dynamic.Linear (fbgemm): the IR's linear_dynamic, float in and out."""
+    what = "quantized::linear_relu_dynamic" if relu else "quantized::linear_dynamic"
+    w, bias = torch.ops.quantized.linear_unpack(packed)
+    if w.dtype != torch.qint8:
+        raise UnsupportedError(f"{what} with a {w.dtype} weight (mera takes qint8){ctx.where()}")
+    t = ctx.to_nchw(ctx.tensor(x, what))
+    if t.quantized:
+        raise UnsupportedError(f"{what} of a quantized tensor (PyTorch takes float){ctx.where()}")
+    qp = _weight_qparams(w)
+    if len(qp) == 3 and qp[2] != 0:
+        raise UnsupportedError(f"{what} with weights quantized per axis {qp[2]} (fbgemm's are per output "
+                               f"channel, axis 0){ctx.where()}")
+    base = _packed_name(ctx, packed)
+    wv = ctx.b.param(ctx.b._fresh(base + ".weight"), np.ascontiguousarray(w.int_repr().numpy()), qparams=qp)
+    bv = None if bias is None else ctx.b.param(ctx.b._fresh(base + ".bias"), bias.detach().float().numpy())
+    v = ctx.emit("linear_dynamic", t.value, wv, bv, reduce_range=int(bool(reduce_range)), relu=int(relu))
+    return Tensor(v, False)
+
+
+@converts("quantized::linear_dynamic")
+def _quantized_linear_dynamic(ctx, x, packed, reduce_range=False):
+    return _qlinear_dynamic(ctx, x, packed, reduce_range, False)
+
+
+@converts("quantized::linear_relu_dynamic")
+def _quantized_linear_relu_dynamic(ctx, x, packed, reduce_range=False):
+    return _qlinear_dynamic(ctx, x, packed, reduce_range, True)
+
+
 # -- elementwise ------------------------------------------------------------------
 
 def _align(ctx: Context, a: Tensor, b: Tensor):
@@ -590,8 +620,16 @@ def _float_unary(op: str):
     return conv
 
 
-for _op in ("sqrt", "exp", "log", "tanh", "erf", "abs"):
+for _op in ("sqrt", "exp", "log", "erf", "abs"):
     converts(f"aten::{_op}", f"aten::{_op}_")(_float_unary(_op))
+
+
+@converts("aten::tanh", "aten::tanh_")
+def _tanh(ctx, x):
+    t = ctx.tensor(x, "tanh")
+    if t.quantized:  # PyTorch's qtanh: fixed output parameters (scale 2/256, zero point 128 / 0)
+        return Tensor(ctx.emit("qtanh", t.value, **_memory_format(t)), t.nhwc, t.torch_cl)
+    return _unary(ctx, "tanh", t)
 
 
 @converts("aten::relu", "aten::relu_")
