@@ -1,6 +1,8 @@
-"""PyTorch quantized ops mapped by the torchq2 work: torch.tanh of a quantized tensor (qtanh_kernel,
-fixed output parameters). Randomized, seeded differential tests against the installed PyTorch (fbgemm
-engine) on InterpreterHw and the Simulator."""
+"""More PyTorch quantized ops: torch.tanh of a quantized tensor (qtanh_kernel, fixed output parameters),
+dynamic quantization (quantized::linear_dynamic / linear_relu_dynamic, quantize_dynamic's LSTM) and
+quantized::layer_norm. Randomized, seeded differential tests against the installed PyTorch (fbgemm engine)
+on InterpreterHw and the Simulator: bytes (or float bits) equal, except the LSTM's float gates (a stated
+tolerance)."""
 
 import math
 import warnings
@@ -271,19 +273,105 @@ class _MLP(nn.Module):
         return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
 
 
+@pytest.mark.parametrize("mode", ["eager", "fx"])
 @pytest.mark.parametrize("per_channel", [False, True])
-def test_quantize_dynamic_model(per_channel):
-    """torch.ao.quantization.quantize_dynamic of an MLP (Linear layers, the relu between them float):
-    bit for bit on InterpreterHw and the Simulator."""
-    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+def test_quantize_dynamic_model(per_channel, mode):
+    """An MLP (Linear layers, the relu between them float) dynamically quantized by quantize_dynamic (eager)
+    or prepare_fx/convert_fx with a dynamic qconfig: bit for bit on InterpreterHw and the Simulator."""
+    from torch.ao.quantization import QConfigMapping, default_dynamic_qconfig, per_channel_dynamic_qconfig, \
+        quantize_dynamic
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
     torch.manual_seed(3)
-    m = quantize_dynamic(_MLP().eval(), {nn.Linear: per_channel_dynamic_qconfig if per_channel
-                                         else default_dynamic_qconfig}, dtype=torch.qint8)
+    qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
     x = torch.randn(6, 37) * 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if mode == "eager":
+            m = quantize_dynamic(_MLP().eval(), {nn.Linear: qconfig}, dtype=torch.qint8)
+        else:
+            m = convert_fx(prepare_fx(_MLP().eval(), QConfigMapping().set_object_type(nn.Linear, qconfig), (x,)))
     with torch.no_grad():
         traced = torch.jit.trace(m, x)
         ref = m(x).numpy()
+    assert [nd.kind() for nd in traced.inlined_graph.nodes()].count("quantized::linear_dynamic") == 3
     hw, sim = _compile(traced, tuple(x.shape), "NCHW")
     got = hw(x.numpy())
     np.testing.assert_array_equal(got.view(np.int32), ref.view(np.int32))
     np.testing.assert_array_equal(sim(x.numpy()).view(np.int32), got.view(np.int32))
+
+
+# -- dynamic LSTM -------------------------------------------------------------------------------
+
+# (input size, hidden size, layers, bidirectional, batch_first, steps, batch)
+_LSTM_CASES = [(8, 16, 1, False, True, 5, 2), (5, 7, 2, True, False, 9, 3), (3, 33, 1, True, True, 4, 1),
+               (16, 8, 3, False, False, 12, 2), (1, 5, 1, False, True, 70, 1), (12, 20, 2, True, True, 6, 4)]
+
+
+@pytest.mark.parametrize("case", _LSTM_CASES)
+def test_dynamic_lstm_within_float_rounding(case):
+    """quantize_dynamic's LSTM (aten::quantized_lstm): linear_dynamic for both projections (the input one over
+    the whole sequence), float gates. The gates' sigmoid and tanh are mera's float kernels, not ATen's, so the
+    outputs differ from PyTorch's in the last bits: measured max |diff| 1.2e-7 over these cases
+    (docs/frontends.md); 1e-6 is the bound checked. Output, h_n and c_n, InterpreterHw and Simulator."""
+    from torch.ao.quantization import quantize_dynamic
+    i_size, hidden, layers, bi, bf, steps, batch = case
+    torch.manual_seed(sum(case))
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(i_size, hidden, num_layers=layers, bidirectional=bi, batch_first=bf)
+
+        def forward(self, x):
+            return self.lstm(x)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = quantize_dynamic(Model().eval(), {nn.LSTM}, dtype=torch.qint8)
+        x = torch.randn((batch, steps, i_size) if bf else (steps, batch, i_size)) * 1.5
+        with torch.no_grad():
+            traced = torch.jit.trace(m, x, check_trace=False)
+            y, (h, c) = m(x)
+    assert "aten::quantized_lstm" in [nd.kind() for nd in traced.inlined_graph.nodes()]
+    mod, params = relay.frontend.from_pytorch(traced, [("input0", tuple(x.shape))])
+    hw = mera.compile(mod, params, target="InterpreterHw")(x.numpy())
+    with mera.build_config(target="Simulator"):
+        sim = mera.compile(mod, params)(x.numpy())
+    for got, s, ref in zip(hw, sim, (y, h, c)):
+        assert got.shape == tuple(ref.shape)
+        np.testing.assert_allclose(got, ref.numpy(), rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(s, got)
+
+
+# -- layer_norm ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(16))
+def test_layer_norm_matches_fbgemm(seed):
+    """torch.ao.nn.quantized.LayerNorm (quantized::layer_norm): integer sums, PyTorch's float steps, the first
+    N - N % 64 elements of each group through the vector quantize and the rest through quantize_val; with and
+    without affine parameters, 1-3 normalized axes, both dtypes, InterpreterHw and Simulator."""
+    import torch.ao.nn.quantized as nnq
+    rng = np.random.default_rng(11000 + seed)
+    dtype = "int8" if seed % 4 == 3 else "uint8"
+    rank = int(rng.integers(2, 5))
+    shape = tuple(int(rng.integers(1, 5)) for _ in range(rank - 1)) + (int(rng.choice([1, 7, 64, 65, 100, 131])),)
+    k = int(rng.integers(1, min(rank, 3) + 1))
+    norm_shape = list(shape[rank - k:])
+    affine = seed % 3 != 2
+    s, z = float(rng.uniform(0.01, 0.2)), int(rng.integers(0, 256)) - (128 if dtype == "int8" else 0)
+    out_zp = int(rng.integers(0, 256)) - (128 if dtype == "int8" else 0)
+    g = torch.Generator().manual_seed(seed)
+    w = nn.Parameter(torch.randn(norm_shape, generator=g) * 1.5) if affine else None
+    b = nn.Parameter(torch.randn(norm_shape, generator=g)) if affine else None
+    ln = nnq.LayerNorm(norm_shape, w, b, scale=float(rng.uniform(0.01, 0.1)), zero_point=out_zp,
+                       eps=float(rng.choice([1e-5, 1e-3])), elementwise_affine=affine)
+    m = QuantOp(ln, s, z, _QDT[dtype]).eval()
+    x = torch.randn(shape) * float(rng.uniform(0.3, 3)) + float(rng.uniform(-1, 1))
+    with torch.no_grad():
+        traced = torch.jit.trace(m, x)
+        ref = m(x).numpy()
+    assert "quantized::layer_norm" in [nd.kind() for nd in traced.inlined_graph.nodes()]
+    hw, sim = _compile(traced, shape, "NCHW")
+    got = hw(x.numpy())
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(sim(x.numpy()), got)

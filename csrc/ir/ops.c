@@ -1985,7 +1985,7 @@ static mera_status infer_qtanh(mera_infer_ctx *ctx)
 /* linear_dynamic: float data [..., K], an int8 weight [N, K] quantized per
  * tensor or per output channel (axis 0), an optional float bias [N]; float
  * out [..., N]. */
-static const char *const inputs_linear_dynamic[] = {"data", "weight", "bias"};
+static const char *const inputs_linear_dynamic[] = {"data", "int8_weight", "bias"};
 static const mera_attr_spec attrs_linear_dynamic[] = {
     {"reduce_range", MERA_ATTR_INT, 0, 0, NULL, "0", "1: the input's parameters span [0, 127] (fbgemm's reduce_range)"},
     {"relu", MERA_ATTR_INT, 0, 0, NULL, "0", "1: max(y, 0) (quantized::linear_relu_dynamic)"},
@@ -2018,6 +2018,39 @@ static mera_status infer_linear_dynamic(mera_infer_ctx *ctx)
     out->shape[x->rank - 1] = w->shape[0];
     out->layout = MERA_LAYOUT_ANY;
     return MERA_OK;
+}
+
+/* layer_norm_q: quantized data, normalized over its last num_axes axes;
+ * weight and bias (optional) float with one value per normalized element. */
+static const char *const inputs_layer_norm_q[] = {"data", "gamma", "beta"};
+static const mera_attr_spec attrs_layer_norm_q[] = {
+    {"num_axes", MERA_ATTR_INT, 1, 0, NULL, NULL, "how many trailing axes form one normalized group"},
+    {"eps", MERA_ATTR_FLOAT, 0, 0, NULL, "1e-5", "added to the variance"},
+    QOUT_ATTRS,
+    END_ATTRS,
+};
+static mera_status infer_layer_norm_q(mera_infer_ctx *ctx)
+{
+    const mera_type *x = ctx->in[0];
+    char d[160];
+    mera_status st = check_activation(ctx, 0);
+    if (st)
+        return st;
+    if (is_float(x))
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be a quantized int8/uint8 tensor", in_desc(ctx, 0, d, sizeof d));
+    int64_t k = attr_i(ctx, "num_axes"), n = 1;
+    if (k < 1 || k > x->rank)
+        return FAIL(ctx, MERA_ERR_ATTR, "num_axes = %lld must be in [1, %d]", (long long)k, x->rank);
+    for (int i = x->rank - (int)k; i < x->rank; i++)
+        n *= x->shape[i];
+    if (!(attr_f(ctx, "eps") >= 0.0) || !isfinite(attr_f(ctx, "eps")))
+        return FAIL(ctx, MERA_ERR_ATTR, "eps %g must be finite and >= 0", attr_f(ctx, "eps"));
+    for (int i = 1; i <= 2; i++)
+        if (ctx->in[i] && (ctx->in[i]->dtype != MERA_DTYPE_FLOAT32 || mera_type_numel(ctx->in[i]) != n))
+            return FAIL(ctx, MERA_ERR_SHAPE, "%s must be float32 with %lld values (the normalized shape)",
+                        in_desc(ctx, i, d, sizeof d), (long long)n);
+    ctx->out[0] = *x;
+    return set_output_quant(ctx, &ctx->out[0]);
 }
 
 /* ---- the table ---------------------------------------------------------- */
