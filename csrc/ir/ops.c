@@ -1965,6 +1965,94 @@ static mera_status infer_scalar_op(mera_infer_ctx *ctx)
 static mera_status infer_add_scalar(mera_infer_ctx *ctx) { return infer_scalar_op(ctx); }
 static mera_status infer_mul_scalar(mera_infer_ctx *ctx) { return infer_scalar_op(ctx); }
 
+/* qtanh: qtanh_kernel (QuantizedOpKernels.cpp) writes fixed output
+ * parameters, scale 2/256 with zero point 128 (quint8) or 0 (qint8). */
+static const char *const inputs_qtanh[] = {"data"};
+static const mera_attr_spec attrs_qtanh[] = {TORCH_MEMORY_FORMAT_ATTR, END_ATTRS};
+static mera_status infer_qtanh(mera_infer_ctx *ctx)
+{
+    mera_status st = check_activation(ctx, 0);
+    if (st)
+        return st;
+    ctx->out[0] = *ctx->in[0];
+    if (!is_float(ctx->in[0])) {
+        ctx->out[0].q.scale = 0.0078125;
+        ctx->out[0].q.zero_point = ctx->in[0]->dtype == MERA_DTYPE_UINT8 ? 128 : 0;
+    }
+    return MERA_OK;
+}
+
+/* linear_dynamic: float data [..., K], an int8 weight [N, K] quantized per
+ * tensor or per output channel (axis 0), an optional float bias [N]; float
+ * out [..., N]. */
+static const char *const inputs_linear_dynamic[] = {"data", "int8_weight", "bias"};
+static const mera_attr_spec attrs_linear_dynamic[] = {
+    {"reduce_range", MERA_ATTR_INT, 0, 0, NULL, "0", "1: the input's parameters span [0, 127] (fbgemm's reduce_range)"},
+    {"relu", MERA_ATTR_INT, 0, 0, NULL, "0", "1: max(y, 0) (quantized::linear_relu_dynamic)"},
+    END_ATTRS,
+};
+static mera_status infer_linear_dynamic(mera_infer_ctx *ctx)
+{
+    const mera_type *x = ctx->in[0], *w = ctx->in[1], *b = ctx->in[2];
+    char d[160], s[128], s2[128];
+    if (x->dtype != MERA_DTYPE_FLOAT32 || x->rank < 1)
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be a float32 tensor of rank >= 1, got %s of rank %d",
+                    in_desc(ctx, 0, d, sizeof d), mera_dtype_name(x->dtype), x->rank);
+    if (w->dtype != MERA_DTYPE_INT8 || w->rank != 2 || w->q.kind == MERA_QUANT_NONE ||
+        (w->q.kind == MERA_QUANT_PER_AXIS && w->q.axis != 0))
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be an int8 [N, K] tensor quantized per tensor or per axis 0",
+                    in_desc(ctx, 1, d, sizeof d));
+    mera_shape_format(x->shape, x->rank, s, sizeof s);
+    mera_shape_format(w->shape, w->rank, s2, sizeof s2);
+    if (x->shape[x->rank - 1] != w->shape[1])
+        return FAIL(ctx, MERA_ERR_SHAPE, "data %s has %lld features, the weight %s takes %lld", s,
+                    (long long)x->shape[x->rank - 1], s2, (long long)w->shape[1]);
+    if (b && (b->dtype != MERA_DTYPE_FLOAT32 || b->rank != 1 || b->shape[0] != w->shape[0]))
+        return FAIL(ctx, MERA_ERR_SHAPE, "%s must be float32 [%lld]", in_desc(ctx, 2, d, sizeof d),
+                    (long long)w->shape[0]);
+    for (const char *name = "reduce_range"; name; name = strcmp(name, "relu") ? "relu" : NULL)
+        if (attr_i(ctx, name) != 0 && attr_i(ctx, name) != 1)
+            return FAIL(ctx, MERA_ERR_ATTR, "%s = %lld must be 0 or 1", name, (long long)attr_i(ctx, name));
+    mera_type *out = &ctx->out[0];
+    *out = *x;
+    out->shape[x->rank - 1] = w->shape[0];
+    out->layout = MERA_LAYOUT_ANY;
+    return MERA_OK;
+}
+
+/* layer_norm_q: quantized data, normalized over its last num_axes axes;
+ * weight and bias (optional) float with one value per normalized element. */
+static const char *const inputs_layer_norm_q[] = {"data", "gamma", "beta"};
+static const mera_attr_spec attrs_layer_norm_q[] = {
+    {"num_axes", MERA_ATTR_INT, 1, 0, NULL, NULL, "how many trailing axes form one normalized group"},
+    {"eps", MERA_ATTR_FLOAT, 0, 0, NULL, "1e-5", "added to the variance"},
+    QOUT_ATTRS,
+    END_ATTRS,
+};
+static mera_status infer_layer_norm_q(mera_infer_ctx *ctx)
+{
+    const mera_type *x = ctx->in[0];
+    char d[160];
+    mera_status st = check_activation(ctx, 0);
+    if (st)
+        return st;
+    if (is_float(x))
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be a quantized int8/uint8 tensor", in_desc(ctx, 0, d, sizeof d));
+    int64_t k = attr_i(ctx, "num_axes"), n = 1;
+    if (k < 1 || k > x->rank)
+        return FAIL(ctx, MERA_ERR_ATTR, "num_axes = %lld must be in [1, %d]", (long long)k, x->rank);
+    for (int i = x->rank - (int)k; i < x->rank; i++)
+        n *= x->shape[i];
+    if (!(attr_f(ctx, "eps") >= 0.0) || !isfinite(attr_f(ctx, "eps")))
+        return FAIL(ctx, MERA_ERR_ATTR, "eps %g must be finite and >= 0", attr_f(ctx, "eps"));
+    for (int i = 1; i <= 2; i++)
+        if (ctx->in[i] && (ctx->in[i]->dtype != MERA_DTYPE_FLOAT32 || mera_type_numel(ctx->in[i]) != n))
+            return FAIL(ctx, MERA_ERR_SHAPE, "%s must be float32 with %lld values (the normalized shape)",
+                        in_desc(ctx, i, d, sizeof d), (long long)n);
+    ctx->out[0] = *x;
+    return set_output_quant(ctx, &ctx->out[0]);
+}
+
 /* ---- the table ---------------------------------------------------------- */
 
 const mera_op_info mera_op_table[MERA_OP_COUNT] = {

@@ -332,6 +332,139 @@ def _quantized_linear_relu(ctx, x, packed, scale, zp):
     return _qlinear(ctx, x, packed, scale, zp, True)
 
 
+def _qlinear_dynamic(ctx: Context, x, packed, reduce_range, relu: bool):
+    """torch.ao.nn.quantized.dynamic.Linear (fbgemm): the IR's linear_dynamic, float in and out."""
+    what = "quantized::linear_relu_dynamic" if relu else "quantized::linear_dynamic"
+    w, bias = torch.ops.quantized.linear_unpack(packed)
+    if w.dtype != torch.qint8:
+        raise UnsupportedError(f"{what} with a {w.dtype} weight (mera takes qint8){ctx.where()}")
+    t = ctx.to_nchw(ctx.tensor(x, what))
+    if t.quantized:
+        raise UnsupportedError(f"{what} of a quantized tensor (PyTorch takes float){ctx.where()}")
+    qp = _weight_qparams(w)
+    if len(qp) == 3 and qp[2] != 0:
+        raise UnsupportedError(f"{what} with weights quantized per axis {qp[2]} (fbgemm's are per output "
+                               f"channel, axis 0){ctx.where()}")
+    base = _packed_name(ctx, packed)
+    wv = ctx.b.param(ctx.b._fresh(base + ".weight"), np.ascontiguousarray(w.int_repr().numpy()), qparams=qp)
+    bv = None if bias is None else ctx.b.param(ctx.b._fresh(base + ".bias"), bias.detach().float().numpy())
+    v = ctx.emit("linear_dynamic", t.value, wv, bv, reduce_range=int(bool(reduce_range)), relu=int(relu))
+    return Tensor(v, False)
+
+
+@converts("quantized::linear_dynamic")
+def _quantized_linear_dynamic(ctx, x, packed, reduce_range=False):
+    return _qlinear_dynamic(ctx, x, packed, reduce_range, False)
+
+
+@converts("quantized::linear_relu_dynamic")
+def _quantized_linear_relu_dynamic(ctx, x, packed, reduce_range=False):
+    return _qlinear_dynamic(ctx, x, packed, reduce_range, True)
+
+
+def _lstm_cell_params(ctx: Context, p) -> tuple:
+    """(packed_ih, packed_hh, reduce_range) of one torch.classes.rnn.CellParamsBase of a dynamic quantized LSTM
+    (its state: ("quantized_dynamic", [b_ih, b_hh], [], [reduce_range], [packed_ih, packed_hh]))."""
+    try:
+        kind, _tensors, _doubles, longs, packed = p.__getstate__()[0]
+    except Exception:
+        raise UnsupportedError(f"aten::quantized_lstm with cell parameters of type {type(p).__name__}{ctx.where()}") \
+            from None
+    if kind != "quantized_dynamic" or len(packed) != 2:
+        raise UnsupportedError(f"aten::quantized_lstm with '{kind}' cell parameters (mera takes torch's int8 "
+                               f"'quantized_dynamic' ones){ctx.where()}")
+    return packed[0], packed[1], bool(longs[0]) if longs else False
+
+
+def _concat_axis0(ctx: Context, vals: List[ir.Value]) -> ir.Value:
+    """concat of any number of values on axis 0 (the IR's concat takes up to 64)."""
+    while len(vals) > 1:
+        vals = [ctx.emit("concat", *vals[i:i + 64], axis=0) if len(vals[i:i + 64]) > 1 else vals[i]
+                for i in range(0, len(vals), 64)]
+    return vals[0]
+
+
+@converts("aten::quantized_lstm")
+def _quantized_lstm(ctx, x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first,
+                    dtype=None, use_dynamic=False):
+    """torch.ao.nn.quantized.dynamic.LSTM (quantize_dynamic's LSTM), unrolled over the static sequence: per layer
+    and direction, the input projection is one linear_dynamic over the whole [T, B, I] sequence (ATen's FullLayer
+    precomputes it on CPU, so its input parameters come from the whole sequence), then per step
+    gates = linear_dynamic(h) + that step's projection, i, f, o = sigmoid, g = tanh (chunks in that order),
+    c = f * c + i * g, h = o * tanh(c). The gates' float sigmoid and tanh are mera's, not ATen's vector kernels:
+    within float rounding of PyTorch (docs/frontends.md gives the measured error)."""
+    if train:
+        raise UnsupportedError(f"aten::quantized_lstm in training mode{ctx.where()}")
+    cells = [_lstm_cell_params(ctx, p) for p in params]
+    dirs = 2 if bidirectional else 1
+    if len(cells) != num_layers * dirs:
+        raise UnsupportedError(f"aten::quantized_lstm with {len(cells)} cell parameters for {num_layers} layers x "
+                               f"{dirs} directions{ctx.where()}")
+    t = ctx.to_nchw(ctx.tensor(x, "aten::quantized_lstm"))
+    if len(t.shape) != 3 or t.quantized:
+        raise UnsupportedError(f"aten::quantized_lstm of a {'quantized' if t.quantized else 'float'} rank-"
+                               f"{len(t.shape)} input (PyTorch takes a float [T, B, I] or [B, T, I]){ctx.where()}")
+    seq = Tensor(ctx.emit("transpose", t.value, axes=[1, 0, 2])) if batch_first else t
+    T, B, _ = seq.shape
+    h0, c0 = (ctx.to_nchw(ctx.tensor(v, "aten::quantized_lstm hx")) for v in hx)
+    hy, cy = [], []
+    for layer in range(num_layers):
+        dir_outs = []
+        for d in range(dirs):
+            idx = layer * dirs + d
+            packed_ih, packed_hh, rr = cells[idx]
+            gi = _qlinear_dynamic(ctx, seq, packed_ih, rr, False)  # [T, B, 4H]
+            H = gi.shape[2] // 4
+            h = Tensor(ctx.emit("reshape", ctx.emit("slice", h0.value, axis=0, begin=idx, end=idx + 1), shape=[B, H]))
+            c = Tensor(ctx.emit("reshape", ctx.emit("slice", c0.value, axis=0, begin=idx, end=idx + 1), shape=[B, H]))
+            outs: List[Optional[Tensor]] = [None] * T
+            for step in (range(T) if d == 0 else range(T - 1, -1, -1)):
+                g_t = Tensor(ctx.emit("reshape", ctx.emit("slice", gi.value, axis=0, begin=step, end=step + 1),
+                                      shape=[B, 4 * H]))
+                gates = _binary(ctx, "add", _qlinear_dynamic(ctx, h, packed_hh, rr, False), g_t)
+                chunk = [Tensor(ctx.emit("slice", gates.value, axis=1, begin=k * H, end=(k + 1) * H)) for k in range(4)]
+                i_g, f_g = _unary(ctx, "sigmoid", chunk[0]), _unary(ctx, "sigmoid", chunk[1])
+                g_g, o_g = _unary(ctx, "tanh", chunk[2]), _unary(ctx, "sigmoid", chunk[3])
+                c = _binary(ctx, "add", _binary(ctx, "mul", f_g, c), _binary(ctx, "mul", i_g, g_g))
+                h = _binary(ctx, "mul", o_g, _unary(ctx, "tanh", c))
+                outs[step] = h
+            dir_outs.append(_concat_axis0(ctx, [ctx.emit("reshape", o.value, shape=[1, B, H]) for o in outs]))
+            hy.append(ctx.emit("reshape", h.value, shape=[1, B, H]))
+            cy.append(ctx.emit("reshape", c.value, shape=[1, B, H]))
+        seq = Tensor(dir_outs[0] if dirs == 1 else ctx.emit("concat", *dir_outs, axis=2))
+    out = Tensor(ctx.emit("transpose", seq.value, axes=[1, 0, 2])) if batch_first else seq
+    return [out, Tensor(_concat_axis0(ctx, hy)), Tensor(_concat_axis0(ctx, cy))]
+
+
+@converts("quantized::layer_norm")
+def _qlayer_norm(ctx, x, shape, weight, bias, eps, scale, zp):
+    """torch.ao.nn.quantized.LayerNorm: the IR's layer_norm_q (PyTorch's integer sums, then its float steps)."""
+    t = ctx.to_nchw(ctx.tensor(x, "quantized::layer_norm"))
+    k = len(list(shape))
+    if list(t.shape[len(t.shape) - k:]) != [int(s) for s in shape]:
+        raise UnsupportedError(f"quantized::layer_norm over {list(shape)} of a tensor of shape {list(t.shape)}"
+                               f"{ctx.where()}")
+    affine = []
+    for p, what in ((weight, "weight"), (bias, "bias")):
+        if p is not None and not isinstance(p, torch.Tensor):
+            raise UnsupportedError(f"quantized::layer_norm with a computed {what}{ctx.where()}")
+        affine.append(None if p is None else
+                      ctx.b.const(p.detach().float().contiguous().numpy().reshape(-1),
+                                  name=ctx.b._fresh((ctx.scope or "layer_norm") + "." + what)))
+    v = ctx.emit("layer_norm_q", t.value, *affine, num_axes=k, eps=float(eps), **_qout(scale, zp))
+    return Tensor(v, False)
+
+
+@converts("aten::zeros")
+def _zeros(ctx, size, dtype=None, layout=None, device=None, pin_memory=None):
+    """A zero tensor of a static size (what a traced LSTM makes its initial state of): a float constant."""
+    if dtype not in (None, 6, torch.float32):
+        raise UnsupportedError(f"aten::zeros of dtype {dtype} (mera makes float32 zeros){ctx.where()}")
+    if not all(isinstance(s, int) for s in size):
+        raise UnsupportedError(f"aten::zeros of a run-time size{ctx.where()}")
+    return torch.zeros([int(s) for s in size], dtype=torch.float32)
+
+
 # -- elementwise ------------------------------------------------------------------
 
 def _align(ctx: Context, a: Tensor, b: Tensor):
@@ -605,8 +738,16 @@ def _float_unary(op: str):
     return conv
 
 
-for _op in ("sqrt", "exp", "log", "tanh", "erf", "abs"):
+for _op in ("sqrt", "exp", "log", "erf", "abs"):
     converts(f"aten::{_op}", f"aten::{_op}_")(_float_unary(_op))
+
+
+@converts("aten::tanh", "aten::tanh_")
+def _tanh(ctx, x):
+    t = ctx.tensor(x, "tanh")
+    if t.quantized:  # PyTorch's qtanh: fixed output parameters (scale 2/256, zero point 128 / 0)
+        return Tensor(ctx.emit("qtanh", t.value, **_memory_format(t)), t.nhwc, t.torch_cl)
+    return _unary(ctx, "tanh", t)
 
 
 @converts("aten::relu", "aten::relu_")

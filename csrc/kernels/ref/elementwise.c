@@ -368,7 +368,7 @@ REF_KERNEL(ref_clip_q)
 
 /* ---- activations computed in float ------------------------------------ */
 
-typedef enum { ACT_LEAKY_RELU, ACT_HARDSWISH, ACT_HARDSIGMOID, ACT_SIGMOID, ACT_ELU, ACT_GELU } act_kind;
+typedef enum { ACT_LEAKY_RELU, ACT_HARDSWISH, ACT_HARDSIGMOID, ACT_SIGMOID, ACT_ELU, ACT_GELU, ACT_TANH } act_kind;
 
 #define GELU_SQRT1_2 0.70710678118654752440 /* M_SQRT1_2 */
 
@@ -408,6 +408,8 @@ static float act_vec(act_kind k, float x, float alpha)
         return x > 0.0f ? x : (sleef_expf_u10(x) - 1.0f) * alpha;
     case ACT_GELU: /* qgelu_kernel: x * 0.5 * (1 + (x * f32(M_SQRT1_2)).erf()) */
         return x * 0.5f * (1.0f + erf_vec(x * (float)GELU_SQRT1_2));
+    case ACT_TANH: /* qtanh_kernel: Vectorized<float>::tanh, Sleef's tanhf_u10 */
+        return sleef_tanhf_u10(x);
     }
     return x;
 }
@@ -428,6 +430,8 @@ static float act_scalar(act_kind k, float x, float alpha)
         return x >= 0.0f ? x : (expf(x) - 1.0f) * alpha;
     case ACT_GELU: /* x * 0.5 * (1 + std::erf(x * M_SQRT1_2)) in double */
         return (float)((double)x * 0.5 * (1.0 + erf((double)x * GELU_SQRT1_2)));
+    case ACT_TANH: /* std::tanh(float): libm tanhf */
+        return tanhf(x);
     }
     return x;
 }
@@ -479,6 +483,7 @@ void ref_act_q_tables(const mera_kernel_args *a, uint8_t vec[256], uint8_t scala
     case MERA_OP_SIGMOID: act_q_tables(a, ACT_SIGMOID, 0.0f, vec, scalar); return;
     case MERA_OP_ELU: act_q_tables(a, ACT_ELU, (float)mera_attr_float(a->node, "alpha"), vec, scalar); return;
     case MERA_OP_GELU: act_q_tables(a, ACT_GELU, 0.0f, vec, scalar); return;
+    case MERA_OP_QTANH: act_q_tables(a, ACT_TANH, 0.0f, vec, scalar); return;
     default: MERA_BUG("ref_act_q_tables: not a tabulated activation");
     }
 }
@@ -532,3 +537,5 @@ REF_KERNEL(ref_elu_f32) { (void)err; return act_f32(a, ACT_ELU, (float)mera_attr
 REF_KERNEL(ref_elu_q) { (void)err; return act_q(a); }
 REF_KERNEL(ref_gelu_f32) { (void)err; return act_f32(a, ACT_GELU, 0.0f); }
 REF_KERNEL(ref_gelu_q) { (void)err; return act_q(a); }
+REF_KERNEL(ref_qtanh_f32) { (void)err; return act_f32(a, ACT_TANH, 0.0f); }
+REF_KERNEL(ref_qtanh_q) { (void)err; return act_q(a); }

@@ -215,6 +215,124 @@ static inline float sleef_expf_u10(float d)
     return u;
 }
 
+/* ---- tanh ----------------------------------------------------------------- */
+
+/* Sleef_tanhf16_u10 / Sleef_tanhf8_u10 (sleefsimdsp.c xtanhf with FMA), which
+ * Vectorized<float>::tanh() calls (quantized tanh): exp(|x|) as a
+ * double-float (expk2f), then (e - 1/e) / (e + 1/e) in double-float
+ * arithmetic (df.h, its FMA forms). Written from the algorithm; every
+ * operation rounds to float as in the vector code. */
+typedef struct {
+    float x, y;
+} sleef_f2;
+
+static inline sleef_f2 sf2(float x, float y)
+{
+    sleef_f2 r = {x, y};
+    return r;
+}
+
+static inline sleef_f2 sf2_add2_f(sleef_f2 x, float y) /* dfadd2_vf2_vf2_vf */
+{
+    float s = x.x + y, v = s - x.x;
+    float t = (x.x - (s - v)) + (y - v);
+    return sf2(s, t + x.y);
+}
+
+static inline sleef_f2 sf2_add2_f2(sleef_f2 x, sleef_f2 y) /* dfadd2_vf2_vf2_vf2 */
+{
+    float s = x.x + y.x, v = s - x.x;
+    float t = (x.x - (s - v)) + (y.x - v);
+    return sf2(s, t + (x.y + y.y));
+}
+
+static inline sleef_f2 sf2_add_f_f2(float x, sleef_f2 y) /* dfadd_vf2_vf_vf2 */
+{
+    float s = x + y.x;
+    return sf2(s, ((x - s) + y.x) + y.y);
+}
+
+static inline sleef_f2 sf2_add_f2(sleef_f2 x, sleef_f2 y) /* dfadd_vf2_vf2_vf2, |x| >= |y| */
+{
+    float s = x.x + y.x;
+    return sf2(s, (((x.x - s) + y.x) + x.y) + y.y);
+}
+
+static inline sleef_f2 sf2_mul_f(sleef_f2 x, float y) /* dfmul_vf2_vf2_vf */
+{
+    float s = x.x * y;
+    return sf2(s, fmaf(x.y, y, fmaf(x.x, y, -s)));
+}
+
+static inline sleef_f2 sf2_mul_f2(sleef_f2 x, sleef_f2 y) /* dfmul_vf2_vf2_vf2 */
+{
+    float s = x.x * y.x;
+    return sf2(s, fmaf(x.x, y.y, fmaf(x.y, y.x, fmaf(x.x, y.x, -s))));
+}
+
+static inline sleef_f2 sf2_squ(sleef_f2 x) /* dfsqu_vf2_vf2 */
+{
+    float s = x.x * x.x;
+    return sf2(s, fmaf(x.x + x.x, x.y, fmaf(x.x, x.x, -s)));
+}
+
+static inline sleef_f2 sf2_rec(sleef_f2 d) /* dfrec_vf2_vf2 */
+{
+    float s = 1.0f / d.x;
+    return sf2(s, s * fmaf(-d.y, s, fmaf(-d.x, s, 1.0f)));
+}
+
+static inline sleef_f2 sf2_div(sleef_f2 n, sleef_f2 d) /* dfdiv_vf2_vf2_vf2 */
+{
+    float t = 1.0f / d.x;
+    float s = n.x * t;
+    float u = fmaf(t, n.x, -s);
+    float v = fmaf(-d.y, t, fmaf(-d.x, t, 1.0f));
+    return sf2(s, fmaf(s, v, fmaf(n.y, t, u)));
+}
+
+static inline float sleef_ldexp2f(float d, int32_t e) /* vldexp2_vf_vf_vi2 */
+{
+    int32_t h = (int32_t)(((int64_t)e - ((int64_t)e & 1)) / 2); /* e >> 1, arithmetic */
+    return d * pow2i(h) * pow2i(e - h);
+}
+
+static inline sleef_f2 sleef_expk2f(sleef_f2 d)
+{
+    const float r_ln2 = 1.442695040888963407359924681001892137426645954152985934135449406931f;
+    const float l2u = 0.693145751953125f, l2l = 1.428606765330187045e-06f;
+    float u = (d.x + d.y) * r_ln2;
+    int32_t q = cvt_rne_i32(u);
+    sleef_f2 s = sf2_add2_f(d, (float)q * -l2u);
+    s = sf2_add2_f(s, (float)q * -l2l);
+    u = 0.1980960224e-3f;
+    u = fmaf(u, s.x, 0.1394256484e-2f);
+    u = fmaf(u, s.x, 0.8333456703e-2f);
+    u = fmaf(u, s.x, 0.4166637361e-1f);
+    sleef_f2 t = sf2_add2_f(sf2_mul_f(s, u), 0.166666659414234244790680580464e+0f);
+    t = sf2_add2_f(sf2_mul_f2(s, t), 0.5f);
+    t = sf2_add2_f2(s, sf2_mul_f2(sf2_squ(s), t));
+    t = sf2_add_f_f2(1.0f, t);
+    t.x = sleef_ldexp2f(t.x, q);
+    t.y = sleef_ldexp2f(t.y, q);
+    if (d.x < -104.0f)
+        t.x = t.y = 0.0f;
+    return t;
+}
+
+static inline float sleef_tanhf_u10(float x)
+{
+    float y = fabsf(x);
+    sleef_f2 d = sleef_expk2f(sf2(y, 0.0f));
+    sleef_f2 e = sf2_rec(d);
+    d = sf2_div(sf2_add_f2(d, sf2(-e.x, -e.y)), sf2_add_f2(d, e));
+    y = d.x + d.y;
+    if (fabsf(x) > 8.664339742f || isnan(y))
+        y = 1.0f;
+    y = copysignf(y, x); /* vmulsign: y >= 0 here */
+    return isnan(x) ? x : y;
+}
+
 /* ---- requantize an int32 accumulator (conv2d, dense) ------------------- */
 
 /* The constants of one output channel (see ref_requant_params in conv.c). */

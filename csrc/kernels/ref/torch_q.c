@@ -208,3 +208,51 @@ REF_KERNEL(ref_mul_scalar_q)
     }
     return MERA_OK;
 }
+
+/* ---- layer_norm (quantized) --------------------------------------------- */
+
+/* quantized_normalize_kernel (QuantizedOpKernels.cpp), the LayerNorm form
+ * (elementwise weight and bias), per group of the N elements of the last
+ * axes:
+ *   s1 = sum q, s2 = sum q^2                  exact integers (hsum, hsum_sq)
+ *   m' = f32(s1) / N, m = m' - z_x            in float
+ *   v  = max(fma(-m', m', f32(s2) / N), 0)    (a - b*b contracted in the build)
+ *   r  = f32(s_x / sqrt(f64(v * s_x * s_x) + eps))
+ *   y  = fma((f32(q - z_x) - m) * r, w[i], b[i])
+ * the first N - N % 64 elements of a group quantized by Vectorized::quantize
+ * (quantize_lane), the rest by quantize_val. */
+REF_KERNEL(ref_layer_norm_q)
+{
+    (void)err;
+    const mera_type *it = a->in_types[0], *ot = a->out_types[0];
+    const float *w = a->n_inputs > 1 ? a->in[1] : NULL, *b = a->n_inputs > 2 ? a->in[2] : NULL;
+    int64_t k = mera_attr_int(a->node, "num_axes"), N = 1;
+    for (int d = it->rank - (int)k; d < it->rank; d++)
+        N *= it->shape[d];
+    int64_t total = mera_type_numel(it), M = N ? total / N : 0;
+    double eps = mera_attr_float(a->node, "eps");
+    float sx = ref_scale_f(it), sy = ref_scale_f(ot), inv = 1.0f / sy;
+    int32_t zx = ref_zp(it), zy = ref_zp(ot), lo = q_lo(ot->dtype), hi = q_hi(ot->dtype);
+    int64_t nvec = N - N % REF_TI_QVEC_STEP;
+    for (int64_t g = 0; g < M; g++) {
+        int64_t s1 = 0, s2 = 0;
+        for (int64_t i = 0; i < N; i++) {
+            int64_t q = q_load(a->in[0], it->dtype, g * N + i);
+            s1 += q;
+            s2 += q * q;
+        }
+        float ms = (float)s1 / (float)N;
+        float m = ms - (float)zx;
+        float v = fmaf(-ms, ms, (float)s2 / (float)N);
+        v = v > 0.0f ? v : 0.0f;
+        float r = (float)(sx / sqrt((double)(v * sx * sx) + eps));
+        for (int64_t i = 0; i < N; i++) {
+            int64_t at = g * N + i;
+            float d = (float)(q_load(a->in[0], it->dtype, at) - zx);
+            float y = fmaf((d - m) * r, w ? w[i] : 1.0f, b ? b[i] : 0.0f);
+            int32_t q = i < nvec ? quantize_lane(y, inv, zy, lo, hi) : quantize_val(y, sy, zy, lo, hi, a->rounding);
+            q_store(a->out[0], ot->dtype, at, q);
+        }
+    }
+    return MERA_OK;
+}
