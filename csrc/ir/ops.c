@@ -1649,7 +1649,8 @@ static mera_status infer_reduce(mera_infer_ctx *ctx)
 
 /* non_max_suppression: boxes [batches, boxes, 4] and scores [batches, classes, boxes], float32. Output `selected`:
  * int64 [rows, 3] with rows = batches * classes * min(max_output_boxes_per_class, boxes) (at least 1), the selected
- * [batch, class, box] triples first and 0 after them; output `count`: int64 [1], how many rows are selected. */
+ * [batch, class, box] triples first and 0 after them; output `count`: int64 [1], how many rows are selected;
+ * output `packed`: both from one run, int64 [rows + 1, 3], the rows of `selected` then [count, 0, 0]. */
 static const char *const inputs_non_max_suppression[] = {"boxes", "scores"};
 static const mera_attr_spec attrs_non_max_suppression[] = {
     {"max_output_boxes_per_class", MERA_ATTR_INT, 1, 0, NULL, NULL, "at most this many boxes per batch and class (>= 0)"},
@@ -1657,7 +1658,7 @@ static const mera_attr_spec attrs_non_max_suppression[] = {
     {"score_threshold", MERA_ATTR_FLOAT, 0, 0, NULL, "0", "with use_score_threshold: boxes scoring at most this are dropped"},
     {"use_score_threshold", MERA_ATTR_INT, 0, 0, NULL, "0", "1: apply score_threshold (ONNX: the input is given)"},
     {"center_point_box", MERA_ATTR_INT, 0, 0, NULL, "0", "0: [y1, x1, y2, x2] corners, 1: [x_center, y_center, width, height]"},
-    {"output", MERA_ATTR_STRING, 0, 0, "selected|count", "selected", "the selected rows or their count"},
+    {"output", MERA_ATTR_STRING, 0, 0, "selected|count|packed", "selected", "the selected rows, their count, or both (the rows then a row [count, 0, 0])"},
     END_ATTRS,
 };
 static mera_status infer_non_max_suppression(mera_infer_ctx *ctx)
@@ -1696,7 +1697,7 @@ static mera_status infer_non_max_suppression(mera_infer_ctx *ctx)
     }
     int64_t rows = b->shape[0] * s->shape[1] * (mpc < b->shape[1] ? mpc : b->shape[1]);
     out->rank = 2;
-    out->shape[0] = rows > 0 ? rows : 1;
+    out->shape[0] = (rows > 0 ? rows : 1) + (strcmp(attr_s(ctx, "output"), "packed") == 0);
     out->shape[1] = 3;
     return MERA_OK;
 }

@@ -781,8 +781,12 @@ def _non_max_suppression(ctx: Context, node, a, boxes, scores, max_out=None, iou
         attrs.update(use_score_threshold=1,
                      score_threshold=np.float32(scalar(score, "score_threshold", float)).item())
     b, s = (ctx.to_nchw(ctx.tensor(v, f"NonMaxSuppression {w}")) for v, w in ((boxes, "boxes"), (scores, "scores")))
-    sel = ctx.emit("non_max_suppression", b.value, s.value, output="selected", **attrs)
-    count = ctx.emit("non_max_suppression", b.value, s.value, output="count", **attrs)
+    # one run gives the rows and, in a last row [count, 0, 0], their count: the suppression is computed once
+    packed = ctx.emit("non_max_suppression", b.value, s.value, output="packed", **attrs)
+    rows = int(packed.shape[0]) - 1
+    sel = ctx.emit("slice", packed, axis=0, begin=0, end=rows)
+    last = ctx.emit("slice", ctx.emit("slice", packed, axis=0, begin=rows, end=rows + 1), axis=1, begin=0, end=1)
+    count = ctx.emit("reshape", last, shape=[1])
     return Tensor(sel, False, rows=(0, count))
 
 

@@ -142,11 +142,12 @@ REF_KERNEL(ref_non_max_suppression)
     int64_t mpc = mera_attr_int(n, "max_output_boxes_per_class");
     int center = mera_attr_int(n, "center_point_box") != 0, use_thr = mera_attr_int(n, "use_score_threshold") != 0;
     float iou = (float)mera_attr_float(n, "iou_threshold"), thr = (float)mera_attr_float(n, "score_threshold");
-    int want_count = ref_is(n, "output", "count");
+    int want_count = ref_is(n, "output", "count"), packed = ref_is(n, "output", "packed");
     int64_t *out = a->out[0];
-    int64_t rows = want_count ? 0 : a->out_types[0]->shape[0], count = 0;
+    /* packed: the rows, then one row [count, 0, 0] (both outputs from one run) */
+    int64_t rows = want_count ? 0 : a->out_types[0]->shape[0] - packed, count = 0;
     if (!want_count)
-        memset(out, 0, (size_t)rows * 3 * sizeof *out);
+        memset(out, 0, (size_t)(rows + packed) * 3 * sizeof *out);
     if (mpc == 0) { /* onnxruntime: no output at all */
         if (want_count)
             out[0] = 0;
@@ -194,6 +195,8 @@ REF_KERNEL(ref_non_max_suppression)
     free(kept);
     if (want_count)
         out[0] = count;
+    else if (packed)
+        out[3 * rows] = count;
     return MERA_OK;
 }
 
