@@ -926,6 +926,116 @@ def _with_rows(node, a, ins, out: Any, tags) -> Any:
     count = next(iter(tags.values()))[1]
     return Tensor(out.value, out.nhwc, rows=(axis, count))
 
+
+# -- comparisons, NonZero, GatherND, ScatterND (data-dependent indexing, on the host) -----------------------------
+#
+# NonZero's count of indices depends on the data: like NonMaxSuppression's rows (above), nonzero returns the largest
+# possible count (every element) with the valid indices first, and the count; the indices carry ``rows`` along their
+# axis 1, which Transpose, GatherND and the ops of _ROW_RULES follow to the graph outputs (cut by the runners).
+
+_COMPARE = {"Greater": "greater", "Less": "less", "Equal": "equal", "GreaterOrEqual": "greater_or_equal",
+            "LessOrEqual": "less_or_equal"}
+
+
+def _compare(kind: str):
+    def convert(ctx: Context, node, a, x, y):
+        """ONNX's bool result is uint8 0/1 in mera."""
+        ts = [v for v in (x, y) if isinstance(v, Tensor)]
+        dt = ts[0].value.dtype
+        if any(t.value.qparams is not None for t in ts):
+            raise UnsupportedError(f"{node.op_type} of quantized tensors")
+        vals = []
+        for v in (x, y):
+            if isinstance(v, Tensor):
+                if v.value.dtype != dt:
+                    raise UnsupportedError(f"{node.op_type} of run-time {v.value.dtype} and {dt} tensors")
+                vals.append(ctx.to_nchw(v).value)
+                continue
+            c = np.asarray(_onnx_quant.resolve(ctx, v))
+            if c.dtype == np.bool_ or (dt != "float32" and not np.issubdtype(c.dtype, np.integer)):
+                raise UnsupportedError(f"{node.op_type} of a run-time {dt} tensor and a {c.dtype} constant")
+            vals.append(ctx.const(c.astype(dt), "operand"))
+        return Tensor(ctx.emit("compare", vals[0], vals[1], kind=kind), False)
+    return convert
+
+
+for _op, _kind in _COMPARE.items():
+    CONVERTERS[_op] = _compare(_kind)
+
+
+@converts("NonZero")
+def _nonzero(ctx: Context, node, a, x):
+    """int64 [rank, numel] indices (the valid ones first) and their count; rows along axis 1."""
+    t = ctx.to_nchw(ctx.tensor(x, "NonZero data"))
+    if t.value.qparams is not None:
+        raise UnsupportedError("NonZero of a quantized tensor")
+    # one node per tensor (the Ultralytics exports write a NonZero of the same mask before each GatherND): their rows
+    # then share one count, and the indices are computed once
+    done = ctx.__dict__.setdefault("nonzero_of", {})
+    if t.value.id in done:
+        return done[t.value.id]
+    packed = ctx.emit("nonzero", t.value)
+    r, n = (int(s) for s in packed.shape)
+    idx = ctx.emit("slice", packed, axis=0, begin=0, end=r - 1)
+    last = ctx.emit("slice", ctx.emit("slice", packed, axis=0, begin=r - 1, end=r), axis=1, begin=0, end=1)
+    count = ctx.emit("reshape", last, shape=[1])
+    done[t.value.id] = Tensor(idx, False, rows=(1, count))
+    return done[t.value.id]
+
+
+@converts("GatherND")
+def _gather_nd(ctx: Context, node, a, data, indices):
+    b = int(a.get("batch_dims", 0))
+    d = ctx.to_nchw(ctx.tensor(data, "GatherND data"))
+    if isinstance(indices, Tensor):
+        ix = ctx.to_nchw(indices)
+        if ix.value.dtype != "int64":
+            raise UnsupportedError(f"GatherND indices of type {ix.value.dtype} (int64 expected)")
+        iv = ix.value
+    else:
+        iv = ctx.const(np.asarray(_onnx_quant.resolve(ctx, indices)).astype(np.int64), "indices")
+    return Tensor(ctx.emit("gather_nd", d.value, iv, batch_dims=b), False)
+
+
+@converts("ScatterND")
+def _scatter_nd(ctx: Context, node, a, data, indices, updates):
+    red = a.get("reduction", "none")
+    red = red.decode() if isinstance(red, bytes) else str(red)
+    if red not in ("none", "add", "mul", "max", "min"):
+        raise UnsupportedError(f"ScatterND reduction '{red}'")
+    ts = [v for v in (data, updates) if isinstance(v, Tensor)]
+    dt = ts[0].value.dtype
+    vals = []
+    for v, what in ((data, "data"), (indices, "indices"), (updates, "updates")):
+        if isinstance(v, Tensor):
+            v = ctx.to_nchw(v)
+            if v.value.qparams is not None:
+                raise UnsupportedError(f"ScatterND {what} quantized")
+            vals.append(v.value)
+            continue
+        c = np.asarray(_onnx_quant.resolve(ctx, v))
+        vals.append(ctx.const(c.astype(np.int64 if what == "indices" else dt), what))
+    return Tensor(ctx.emit("scatter_nd", *vals, reduction=red), False)
+
+
+def _rows_gather_nd(node, a, ins, out: Tensor, tags) -> int:
+    i, r = _one_tag(node, tags)
+    b = int(a.get("batch_dims", 0))
+    if i == 1:  # the indices' rows: an axis of indices.shape[:-1], which leads the output
+        if r >= ins[1].rank - 1 or r < b:
+            raise UnsupportedError("GatherND with NonMaxSuppression's or NonZero's rows along the indices' last axis "
+                                   "or a batch axis")
+        return r
+    k = ins[1].shape[-1] if isinstance(ins[1], Tensor) else np.shape(ins[1])[-1]
+    if r < b + k:
+        raise UnsupportedError("GatherND indexing along NonMaxSuppression's or NonZero's rows (their valid count is "
+                               "known only at run time)")
+    irank = ins[1].rank if isinstance(ins[1], Tensor) else np.ndim(ins[1])
+    return irank - 1 + r - (b + k)
+
+
+_ROW_RULES.update({"GatherND": _rows_gather_nd, **{op: _rows_elementwise for op in _COMPARE}})
+
 @converts("BatchNormalization")
 def _batchnorm(ctx: Context, node, a, x, gamma, beta, mean, var):
     if a.get("training_mode", 0) or len([o for o in node.output if o]) > 1:

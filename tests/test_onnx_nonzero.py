@@ -1,0 +1,244 @@
+"""ONNX comparisons (Greater, Less, Equal, GreaterOrEqual, LessOrEqual), NonZero, GatherND and ScatterND against
+onnxruntime: randomized, seeded shapes with broadcasts, batch_dims, negative indices, duplicate indices under each
+reduction; NonZero's indices (a data-dependent count) through Transpose and GatherND to the outputs, as the
+Ultralytics nms=True exports filter boxes by score, on every target, float and quantized by mera.Quantizer. (Their
+ONNX node tests are claimed in tests/test_frontend_onnx.py.)"""
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+import mera  # noqa: E402
+from mera.frontend import from_onnx  # noqa: E402
+from onnx import helper, numpy_helper, TensorProto  # noqa: E402
+
+F, I64 = TensorProto.FLOAT, TensorProto.INT64
+TARGETS = ("Interpreter", "InterpreterHw", "Simulator", "IP")
+_ELEM = {np.dtype(np.float32): F, np.dtype(np.int64): I64}
+
+
+def vi(name, elem, shape=None):
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def model_of(nodes, inputs, outputs, inits=(), opset=18):
+    return helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits)),
+                             opset_imports=[helper.make_opsetid("", opset)])
+
+
+def run_ort(model, feeds):
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, {i.name: x for i, x in zip(sess.get_inputs(), feeds)})
+
+
+def run_mera(model, feeds, target="Interpreter", layout="NCHW"):
+    mod, params = from_onnx(model, layout=layout)
+    with mera.build_config(target=target, sim_log=False):
+        return mera.compile(mod, params)(*feeds), mod
+
+
+def random_shape(rng, rank):
+    return [int(rng.integers(1, 5)) for _ in range(rank)]
+
+
+@pytest.mark.parametrize("op", ["Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual"])
+@pytest.mark.parametrize("seed", range(4))
+def test_compare_vs_onnxruntime(op, seed):
+    """Broadcast shapes, float32 with ties (and a NaN) or int64 beyond 2^53; a constant operand or two run-time
+    ones. mera's result is uint8 0/1 where ONNX's is bool."""
+    rng = np.random.default_rng(seed)
+    rank = int(rng.integers(1, 5))
+    sa = random_shape(rng, rank)
+    sb = [1 if rng.random() < 0.4 else s for s in sa][int(rng.integers(0, rank)):]
+    if seed % 2:
+        a = rng.choice(np.array([-1.5, 0.0, 0.25, 2.0, np.nan], np.float32), size=sa)
+        b = rng.choice(np.array([-1.5, 0.0, 0.25, 2.0], np.float32), size=sb)
+    else:
+        big = np.int64(2 ** 60)
+        a = big + rng.integers(-2, 3, size=sa).astype(np.int64)
+        b = big + rng.integers(-2, 3, size=sb).astype(np.int64)
+    for const_b in (False, True):
+        inits = [numpy_helper.from_array(b, "b")] if const_b else []
+        ins = [vi("a", _ELEM[a.dtype], sa)] + ([] if const_b else [vi("b", _ELEM[b.dtype], sb)])
+        m = model_of([helper.make_node(op, ["a", "b"], ["y"])], ins, [vi("y", TensorProto.BOOL)], inits)
+        feeds = [a] if const_b else [a, b]
+        want = run_ort(m, feeds)[0]
+        got, mod = run_mera(m, feeds)
+        assert "compare" in [n["op"] for n in mod.nodes()]
+        assert got[0].dtype == np.uint8 and got[0].shape == want.shape
+        np.testing.assert_array_equal(got[0], want.astype(np.uint8))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_nonzero_vs_onnxruntime(seed):
+    """NonZero of float32 / int64 tensors of rank 1 to 4 with few, many, all or no nonzero elements: onnxruntime's
+    indices and shape, after a Transpose too."""
+    rng = np.random.default_rng(seed)
+    shape = random_shape(rng, int(rng.integers(1, 5)))
+    p = [0.0, 0.1, 0.5, 1.0][seed % 4]
+    x = (rng.random(shape) < p) * rng.integers(1, 4, size=shape)
+    x = x.astype(np.float32 if seed % 3 else np.int64)
+    m = model_of([helper.make_node("NonZero", ["x"], ["nz"]), helper.make_node("Transpose", ["nz"], ["t"])],
+                 [vi("x", _ELEM[x.dtype], shape)], [vi("nz", I64), vi("t", I64)])
+    want = run_ort(m, [x])
+    got, _ = run_mera(m, [x])
+    assert [g.shape for g in got] == [w.shape for w in want]
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_gather_nd_vs_onnxruntime(seed):
+    """GatherND with batch_dims 0..2, index tuples of 1 to rank - batch_dims, negative indices, run-time or constant
+    indices, float32 or int64 data."""
+    rng = np.random.default_rng(100 + seed)
+    rank = int(rng.integers(1, 5))
+    shape = [int(rng.integers(1, 5)) for _ in range(rank)]
+    b = int(rng.integers(0, min(rank, 3)))
+    k = int(rng.integers(1, rank - b + 1))
+    lead = shape[:b] + random_shape(rng, int(rng.integers(0, 3)))
+    idx = np.stack([rng.integers(-s, s, size=lead) for s in shape[b:b + k]], axis=-1).astype(np.int64)
+    data = (rng.standard_normal(shape).astype(np.float32) if seed % 2
+            else rng.integers(-9, 9, size=shape).astype(np.int64))
+    for const_idx in (False, True):
+        inits = [numpy_helper.from_array(idx, "i")] if const_idx else []
+        ins = [vi("d", _ELEM[data.dtype], shape)] + ([] if const_idx else [vi("i", I64, list(idx.shape))])
+        m = model_of([helper.make_node("GatherND", ["d", "i"], ["y"], batch_dims=b)], ins,
+                     [vi("y", _ELEM[data.dtype])], inits)
+        feeds = [data] if const_idx else [data, idx]
+        want = run_ort(m, feeds)[0]
+        got, mod = run_mera(m, feeds)
+        assert "gather_nd" in [n["op"] for n in mod.nodes()]
+        assert got[0].shape == (want.shape if want.ndim else (1,))
+        np.testing.assert_array_equal(got[0].reshape(want.shape), want)
+
+
+def test_gather_nd_index_out_of_range_is_a_run_time_error():
+    m = model_of([helper.make_node("GatherND", ["d", "i"], ["y"])], [vi("d", F, [3, 4]), vi("i", I64, [2, 2])],
+                 [vi("y", F)])
+    mod, params = from_onnx(m, layout="NCHW")
+    run = mera.compile(mod, params, target="Interpreter")
+    d = np.zeros((3, 4), np.float32)
+    assert run(d, np.array([[2, -4], [0, 3]], np.int64))[0].shape == (2,)
+    with pytest.raises(mera.MeraError, match="out of range"):
+        run(d, np.array([[0, 0], [3, 0]], np.int64))
+
+
+@pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])
+@pytest.mark.parametrize("seed", range(5))
+def test_scatter_nd_vs_onnxruntime(reduction, seed):
+    """ScatterND of float32 (or int64) data, tuples of 1 to rank indices, duplicates under the reductions (unique
+    under none, whose order ONNX leaves open), negative indices."""
+    rng = np.random.default_rng(200 + seed)
+    rank = int(rng.integers(1, 4))
+    shape = [int(rng.integers(2, 5)) for _ in range(rank)]
+    k = int(rng.integers(1, rank + 1))
+    cells = np.array(np.unravel_index(np.arange(int(np.prod(shape[:k]))), shape[:k])).T
+    n = int(rng.integers(1, len(cells) + 1))
+    pick = rng.choice(len(cells), size=n, replace=reduction != "none")
+    idx = cells[pick] - np.where(rng.random((n, k)) < 0.3, np.array(shape[:k]), 0)
+    idx = idx.reshape(([n] if seed % 2 else [1, n]) + [k]).astype(np.int64)
+    ushape = list(idx.shape[:-1]) + shape[k:]
+    dt = np.int64 if seed == 4 else np.float32
+    data = rng.integers(-3, 4, size=shape).astype(dt)
+    upd = rng.integers(-3, 4, size=ushape).astype(dt)
+    m = model_of([helper.make_node("ScatterND", ["d", "i", "u"], ["y"], reduction=reduction)],
+                 [vi("d", _ELEM[np.dtype(dt)], shape), vi("i", I64, list(idx.shape)),
+                  vi("u", _ELEM[np.dtype(dt)], ushape)], [vi("y", _ELEM[np.dtype(dt)])])
+    want = run_ort(m, [data, idx, upd])[0]
+    got, mod = run_mera(m, [data, idx, upd])
+    assert "scatter_nd" in [n["op"] for n in mod.nodes()]
+    np.testing.assert_array_equal(got[0], want)
+
+
+# -- the score filter of Ultralytics' nms=True exports ----------------------------------------------------------
+
+def filter_model(c=3, hw=16, conf=0.7):
+    """conv head -> [1, 4 + C, A] -> Transpose [1, A, 4 + C] -> Slice boxes/scores -> ReduceMax/ArgMax over classes
+    -> Gather batch 0 -> Greater(score, conf) -> NonZero -> Transpose -> GatherND of the boxes, scores and classes
+    (the export writes one NonZero per GatherND) -> Concat [K, 6]."""
+    rng = np.random.default_rng(0)
+    w1 = (rng.standard_normal((8, 3, 3, 3)) * 0.4).astype(np.float32)
+    w2 = (rng.standard_normal((4 + c, 8, 1, 1)) * 0.5).astype(np.float32)
+    a = (hw // 2) ** 2
+    inits = [numpy_helper.from_array(v, nm) for v, nm in (
+        (w1, "w1"), (w2, "w2"), (np.array([1, 4 + c, a], np.int64), "shp"), (np.array([0], np.int64), "s0"),
+        (np.array([4], np.int64), "s4"), (np.array([4 + c], np.int64), "s4c"), (np.array([2], np.int64), "ax2"),
+        (np.array(0, np.int64), "zero"), (np.array(conf, np.float32), "conf"), (np.array([-1, 1], np.int64), "col"))]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["head"]),
+        helper.make_node("Reshape", ["head", "shp"], ["flat"]),
+        helper.make_node("Transpose", ["flat"], ["pred"], perm=[0, 2, 1]),             # [1, A, 4 + C]
+        helper.make_node("Slice", ["pred", "s0", "s4", "ax2"], ["boxes"]),
+        helper.make_node("Slice", ["pred", "s4", "s4c", "ax2"], ["cls_raw"]),
+        helper.make_node("Sigmoid", ["cls_raw"], ["cls"]),
+        helper.make_node("ReduceMax", ["cls"], ["score"], axes=[-1], keepdims=0),
+        helper.make_node("ArgMax", ["cls"], ["label"], axis=-1, keepdims=0),
+        helper.make_node("Gather", ["boxes", "zero"], ["box0"], axis=0),
+        helper.make_node("Gather", ["score", "zero"], ["score0"], axis=0),
+        helper.make_node("Gather", ["label", "zero"], ["label0"], axis=0),
+        helper.make_node("Greater", ["score0", "conf"], ["mask"]),
+    ]
+    for i, src in enumerate(("box0", "score0", "label0")):
+        nodes += [helper.make_node("NonZero", ["mask"], [f"nz{i}"]),
+                  helper.make_node("Transpose", [f"nz{i}"], [f"t{i}"], perm=[1, 0]),
+                  helper.make_node("GatherND", [src, f"t{i}"], [f"k{i}"])]
+    nodes += [helper.make_node("Reshape", ["k1", "col"], ["k1c"]),
+              helper.make_node("Reshape", ["k2", "col"], ["k2c"]),
+              helper.make_node("Cast", ["k2c"], ["k2f"], to=F),
+              helper.make_node("Concat", ["k0", "k1c", "k2f"], ["dets"], axis=-1)]
+    return model_of(nodes, [vi("x", F, [1, 3, hw, hw])], [vi("dets", F), vi("k2", I64), vi("score0", F)], inits,
+                    opset=17)
+
+
+def images(n, hw=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((1, 3, hw, hw)).astype(np.float32) for _ in range(n)]
+
+
+def test_score_filter_float_on_every_target_matches_onnxruntime():
+    model = filter_model()
+    mod, params = from_onnx(model, layout="NCHW")
+    for x in images(3, seed=1):
+        want = run_ort(model, [x])
+        assert 0 < want[0].shape[0] < want[2].shape[0]
+        for target in TARGETS:
+            with mera.build_config(target=target, sim_log=False):
+                got = mera.compile(mod, params)(x)
+            assert [g.shape for g in got] == [w.shape for w in want], target
+            np.testing.assert_array_equal(got[1], want[1], err_msg=target)
+            np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5, err_msg=target)
+
+
+def test_score_filter_quantized_same_on_every_target(tmp_path):
+    """mera.Quantizer: the head int8 on the DNA, the filter on the host; InterpreterHw, Simulator and IP give the same
+    bytes, and the rows kept are exactly those of the quantized model's own scores above the threshold."""
+    model = filter_model()
+    mod, params = from_onnx(model, layout="NHWC")
+    q = mera.Quantizer((mod, params))
+    q.calibrate([np.ascontiguousarray(x.transpose(0, 2, 3, 1)) for x in images(6, seed=2)])
+    qmod, qparams = q.quantize()
+    ops = [n["op"] for n in qmod.nodes()]
+    assert "conv2d" in ops and "nonzero" in ops and "gather_nd" in ops and "compare" in ops
+    for x in images(3, seed=3):
+        xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        results = {}
+        for target in TARGETS[1:]:
+            with mera.build_config(target=target, sim_log=False):
+                results[target] = mera.compile(qmod, qparams)(xh)
+        base = results["InterpreterHw"]
+        for target in TARGETS[2:]:
+            for g, b in zip(results[target], base):
+                assert g.shape == b.shape and g.tobytes() == b.tobytes(), target
+        dets, labels, score0 = base
+        keep = np.nonzero(score0.astype(np.float32) > np.float32(0.7))[0]
+        assert len(keep) > 0 and dets.shape == (len(keep), 6) and labels.shape == (len(keep),)
+        # the int8 Concat requantizes the scores to the boxes' wider range: within its step
+        np.testing.assert_allclose(dets[:, 4], score0[keep], atol=0.05)
+        np.testing.assert_allclose(dets[:, 5], labels.astype(np.float32), atol=0.05)
