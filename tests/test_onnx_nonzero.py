@@ -242,3 +242,80 @@ def test_score_filter_quantized_same_on_every_target(tmp_path):
         # the int8 Concat requantizes the scores to the boxes' wider range: within its step
         np.testing.assert_allclose(dets[:, 4], score0[keep], atol=0.05)
         np.testing.assert_allclose(dets[:, 5], labels.astype(np.float32), atol=0.05)
+
+
+def filter_nms_model(conf=0.5, iou=0.5):
+    """filter_model, then as the export: the kept boxes and scores unsqueezed to [1, K, 4] and [1, 1, K],
+    NonMaxSuppression (max_output_boxes_per_class = int64 max), the box column of its rows, and Gathers of the kept
+    boxes, scores and classes by it -> Concat [M, 6]."""
+    m = filter_model(conf=conf)
+    g = m.graph
+    g.initializer.extend([numpy_helper.from_array(v, nm) for v, nm in (
+        (np.array([0], np.int64), "u0"), (np.array([np.iinfo(np.int64).max], np.int64), "mpc"),
+        (np.array([iou], np.float32), "iou"), (np.array([2], np.int64), "c2"), (np.array([1], np.int64), "a1"))])
+    g.node.extend([
+        helper.make_node("Unsqueeze", ["k0", "u0"], ["nb"]),
+        helper.make_node("Unsqueeze", ["k1", "u0"], ["ns1"]),
+        helper.make_node("Unsqueeze", ["ns1", "u0"], ["ns"]),
+        helper.make_node("NonMaxSuppression", ["nb", "ns", "mpc", "iou"], ["sel"]),
+        helper.make_node("Gather", ["sel", "c2"], ["selc"], axis=1),
+        helper.make_node("Squeeze", ["selc", "a1"], ["keep"]),
+        helper.make_node("Gather", ["k0", "keep"], ["kb"], axis=0),
+        helper.make_node("Gather", ["k1", "keep"], ["ks"], axis=0),
+        helper.make_node("Reshape", ["ks", "col"], ["ksc"]),
+        helper.make_node("Gather", ["k2", "keep"], ["kl"], axis=0),
+        helper.make_node("Reshape", ["kl", "col"], ["klc"]),
+        helper.make_node("Cast", ["klc"], ["klf"], to=F),
+        helper.make_node("Concat", ["kb", "ksc", "klf"], ["final"], axis=-1)])
+    del g.output[:]
+    g.output.extend([vi("final", F), vi("dets", F), vi("sel", I64)])
+    return m
+
+
+def test_score_filter_then_nms_float_on_every_target_matches_onnxruntime():
+    """NonMaxSuppression of the boxes a NonZero filter kept: only the valid ones are candidates (its count input),
+    and the Gathers by its rows take the kept boxes' rows."""
+    model = filter_nms_model()
+    mod, params = from_onnx(model, layout="NCHW")
+    assert [n["op"] for n in mod.nodes()].count("non_max_suppression") == 1
+    for x in images(3, seed=4):
+        want = run_ort(model, [x])
+        assert 0 < want[0].shape[0] < want[1].shape[0]
+        for target in TARGETS:
+            with mera.build_config(target=target, sim_log=False):
+                got = mera.compile(mod, params)(x)
+            assert [g.shape for g in got] == [w.shape for w in want], target
+            np.testing.assert_array_equal(got[2], want[2], err_msg=target)
+            np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5, err_msg=target)
+
+
+def test_score_filter_then_nms_quantized_same_on_every_target():
+    """Quantized: the head int8 on the DNA; compare, nonzero, gather_nd, NonMaxSuppression and the gathers on the
+    host; InterpreterHw, Simulator and IP give the same bytes, and the rows are onnxruntime's NonMaxSuppression of
+    the quantized model's own kept boxes and scores."""
+    model = filter_nms_model()
+    model.graph.output.extend([vi("k0", F), vi("k1", F)])  # the kept boxes and scores NonMaxSuppression reads
+    mod, params = from_onnx(model, layout="NHWC")
+    q = mera.Quantizer((mod, params))
+    q.calibrate([np.ascontiguousarray(x.transpose(0, 2, 3, 1)) for x in images(6, seed=2)])
+    qmod, qparams = q.quantize()
+    ops = [n["op"] for n in qmod.nodes()]
+    assert "conv2d" in ops and ops.count("non_max_suppression") == 1 and "nonzero" in ops
+    nms_only = model_of([helper.make_node("NonMaxSuppression", ["b", "s", "mpc", "iou"], ["sel"])],
+                        [vi("b", F, None), vi("s", F, None)], [vi("sel", I64)],
+                        [numpy_helper.from_array(np.array([np.iinfo(np.int64).max], np.int64), "mpc"),
+                         numpy_helper.from_array(np.array([0.5], np.float32), "iou")], opset=17)
+    for x in images(3, seed=5):
+        xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        results = {}
+        for target in TARGETS[1:]:
+            with mera.build_config(target=target, sim_log=False):
+                results[target] = mera.compile(qmod, qparams)(xh)
+        base = results["InterpreterHw"]
+        for target in TARGETS[2:]:
+            for g, b in zip(results[target], base):
+                assert g.shape == b.shape and g.tobytes() == b.tobytes(), target
+        final, dets, sel, k0, k1 = base
+        assert 0 < sel.shape[0] < dets.shape[0] == k0.shape[0] and final.shape == (sel.shape[0], 6)
+        want = run_ort(nms_only, [k0[None].astype(np.float32), k1[None, None].astype(np.float32)])[0]
+        np.testing.assert_array_equal(sel, want)

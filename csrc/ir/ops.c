@@ -1650,8 +1650,9 @@ static mera_status infer_reduce(mera_infer_ctx *ctx)
 /* non_max_suppression: boxes [batches, boxes, 4] and scores [batches, classes, boxes], float32. Output `selected`:
  * int64 [rows, 3] with rows = batches * classes * min(max_output_boxes_per_class, boxes) (at least 1), the selected
  * [batch, class, box] triples first and 0 after them; output `count`: int64 [1], how many rows are selected;
- * output `packed`: both from one run, int64 [rows + 1, 3], the rows of `selected` then [count, 0, 0]. */
-static const char *const inputs_non_max_suppression[] = {"boxes", "scores"};
+ * output `packed`: both from one run, int64 [rows + 1, 3], the rows of `selected` then [count, 0, 0]. The optional
+ * input `count` (int64 [1]) says how many boxes (from the first) are candidates: the valid rows of a NonZero filter. */
+static const char *const inputs_non_max_suppression[] = {"boxes", "scores", "count"};
 static const mera_attr_spec attrs_non_max_suppression[] = {
     {"max_output_boxes_per_class", MERA_ATTR_INT, 1, 0, NULL, NULL, "at most this many boxes per batch and class (>= 0)"},
     {"iou_threshold", MERA_ATTR_FLOAT, 0, 0, NULL, "0", "a box whose IoU with a selected one is above it is dropped, in [0, 1]"},
@@ -1674,6 +1675,12 @@ static mera_status infer_non_max_suppression(mera_infer_ctx *ctx)
         mera_shape_format(s->shape, s->rank, ss, sizeof ss);
         return FAIL(ctx, MERA_ERR_SHAPE, "boxes %s and scores %s must be [batches, boxes, 4] and "
                     "[batches, classes, boxes]", bs, ss);
+    }
+    if (ctx->n_inputs > 2 && ctx->in[2]) {
+        const mera_type *c = ctx->in[2];
+        if (c->dtype != MERA_DTYPE_INT64 || c->q.kind != MERA_QUANT_NONE || mera_type_numel(c) != 1)
+            return FAIL(ctx, MERA_ERR_DTYPE, "the count of valid boxes must be a plain int64 [1], got %s",
+                        mera_dtype_name(c->dtype));
     }
     int64_t mpc = attr_i(ctx, "max_output_boxes_per_class"), cpb = attr_i(ctx, "center_point_box");
     double iou = attr_f(ctx, "iou_threshold");

@@ -781,8 +781,15 @@ def _non_max_suppression(ctx: Context, node, a, boxes, scores, max_out=None, iou
         attrs.update(use_score_threshold=1,
                      score_threshold=np.float32(scalar(score, "score_threshold", float)).item())
     b, s = (ctx.to_nchw(ctx.tensor(v, f"NonMaxSuppression {w}")) for v, w in ((boxes, "boxes"), (scores, "scores")))
+    extra = []
+    if b.rows is not None or s.rows is not None:  # boxes filtered by score (NonZero -> GatherND): the valid ones first
+        if b.rows is None or s.rows is None or b.rows[0] != 1 or s.rows[0] != 2 or b.rows[1].id != s.rows[1].id:
+            raise UnsupportedError("NonMaxSuppression of boxes and scores whose valid count is known only at run "
+                                   "time: both must have those rows along their boxes axis (boxes axis 1, scores "
+                                   "axis 2), with one count")
+        extra = [b.rows[1]]
     # one run gives the rows and, in a last row [count, 0, 0], their count: the suppression is computed once
-    packed = ctx.emit("non_max_suppression", b.value, s.value, output="packed", **attrs)
+    packed = ctx.emit("non_max_suppression", b.value, s.value, *extra, output="packed", **attrs)
     rows = int(packed.shape[0]) - 1
     sel = ctx.emit("slice", packed, axis=0, begin=0, end=rows)
     last = ctx.emit("slice", ctx.emit("slice", packed, axis=0, begin=rows, end=rows + 1), axis=1, begin=0, end=1)
@@ -841,7 +848,14 @@ def _rows_elementwise(node, a, ins, out: Tensor, tags) -> int:
     return axes.pop()
 
 
-def _rows_gather(node, a, ins, out: Tensor, tags) -> int:
+def _rows_gather(node, a, ins, out: Tensor, tags) -> Any:
+    if len(tags) == 2 and tags[0][1].id != tags[1][1].id:
+        # data with rows (a NonZero filter's) gathered along them by NonMaxSuppression's rows: its selected rows
+        # index only valid data rows, so the output has the indices' rows (and their count)
+        d = _norm_axis(int(a.get("axis", 0)), ins[0].rank)
+        if d != tags[0][0]:
+            raise UnsupportedError("Gather of rows by rows of another count, not along the data's rows")
+        return d + tags[1][0], tags[1][1]
     if len(tags) != 1:
         raise UnsupportedError("Gather of NonMaxSuppression's rows by indices computed from them")
     i, r = _one_tag(node, tags)
@@ -912,7 +926,7 @@ def _check_row_op(node, tags) -> None:
         raise UnsupportedError(
             f"{node.op_type} of NonMaxSuppression's selected rows: their count is known only at run time, and mera "
             f"follows them through {', '.join(sorted(_ROW_RULES))} only")
-    if len({c.id for _, c in tags.values()}) > 1:
+    if len({c.id for _, c in tags.values()}) > 1 and node.op_type != "Gather":
         raise UnsupportedError(f"{node.op_type} of the rows of two NonMaxSuppression nodes")
 
 
@@ -923,8 +937,16 @@ def _with_rows(node, a, ins, out: Any, tags) -> Any:
     if out.nhwc:
         raise UnsupportedError(f"{node.op_type} of NonMaxSuppression's rows to a channels-last tensor")
     axis = _ROW_RULES[node.op_type](node, a, ins, out, tags)
+    if axis is None:  # the op's own rows (NonMaxSuppression of filtered boxes)
+        return out
+    if isinstance(axis, tuple):  # (axis, count): rows of another count
+        return Tensor(out.value, out.nhwc, rows=axis)
     count = next(iter(tags.values()))[1]
     return Tensor(out.value, out.nhwc, rows=(axis, count))
+
+
+def _rows_own(node, a, ins, out: Tensor, tags) -> None:
+    return None
 
 
 # -- comparisons, NonZero, GatherND, ScatterND (data-dependent indexing, on the host) -----------------------------
@@ -1034,7 +1056,8 @@ def _rows_gather_nd(node, a, ins, out: Tensor, tags) -> int:
     return irank - 1 + r - (b + k)
 
 
-_ROW_RULES.update({"GatherND": _rows_gather_nd, **{op: _rows_elementwise for op in _COMPARE}})
+_ROW_RULES.update({"GatherND": _rows_gather_nd, "NonMaxSuppression": _rows_own,
+                   **{op: _rows_elementwise for op in _COMPARE}})
 
 @converts("BatchNormalization")
 def _batchnorm(ctx: Context, node, a, x, gamma, beta, mean, var):

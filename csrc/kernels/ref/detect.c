@@ -153,8 +153,16 @@ REF_KERNEL(ref_non_max_suppression)
             out[0] = 0;
         return MERA_OK;
     }
-    nms_item *heap = ref_alloc(N, sizeof *heap);
-    int64_t *kept = ref_alloc(N, sizeof *kept);
+    int64_t nv = N; /* candidates: boxes 0..nv-1 */
+    if (a->n_inputs > 2 && a->in[2]) { /* only the first `count` boxes are candidates (a NonZero filter's rows) */
+        int64_t valid = *(const int64_t *)a->in[2];
+        if (valid < 0 || valid > N)
+            return mera_fail(err, MERA_ERR_RUNTIME, "the count of valid boxes %lld is outside 0..%lld",
+                             (long long)valid, (long long)N);
+        nv = valid;
+    }
+    nms_item *heap = ref_alloc(N > 0 ? N : 1, sizeof *heap);
+    int64_t *kept = ref_alloc(N > 0 ? N : 1, sizeof *kept);
     if (!heap || !kept) {
         free(heap);
         free(kept);
@@ -164,7 +172,7 @@ REF_KERNEL(ref_non_max_suppression)
         for (int64_t c = 0; c < C; c++) {
             const float *sc = scores + (b * C + c) * N, *bx = boxes + b * N * 4;
             int64_t len = 0, n_kept = 0;
-            for (int64_t i = 0; i < N; i++)
+            for (int64_t i = 0; i < nv; i++)
                 if (!use_thr || sc[i] > thr)
                     heap_push(heap, &len, (nms_item){sc[i], i});
             while (len > 0) {
