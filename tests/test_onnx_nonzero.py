@@ -319,3 +319,23 @@ def test_score_filter_then_nms_quantized_same_on_every_target():
         assert 0 < sel.shape[0] < dets.shape[0] == k0.shape[0] and final.shape == (sel.shape[0], 6)
         want = run_ort(nms_only, [k0[None].astype(np.float32), k1[None, None].astype(np.float32)])[0]
         np.testing.assert_array_equal(sel, want)
+
+
+def test_ops_that_would_mix_filtered_rows_are_refused():
+    """NonZero's count is known only at run time: a Shape, a ReduceSum over the indices, or a NonMaxSuppression of
+    filtered boxes with unfiltered scores is an UnsupportedError naming the node."""
+    x = vi("x", F, [6])
+    cases = [
+        [helper.make_node("NonZero", ["x"], ["nz"]), helper.make_node("Shape", ["nz"], ["y"])],
+        [helper.make_node("NonZero", ["x"], ["nz"]), helper.make_node("ReduceSum", ["nz"], ["y"], keepdims=0)],
+    ]
+    for nodes in cases:
+        with pytest.raises(mera.UnsupportedError, match=f"'{nodes[1].op_type}_1'.*NonZero's indices"):
+            from_onnx(model_of(nodes, [x], [vi("y", I64)]), layout="NCHW")
+    nodes = [helper.make_node("NonZero", ["x"], ["nz"]), helper.make_node("Transpose", ["nz"], ["t"]),
+             helper.make_node("GatherND", ["b", "t"], ["kb"]), helper.make_node("Unsqueeze", ["kb", "z"], ["nb"]),
+             helper.make_node("NonMaxSuppression", ["nb", "s"], ["y"])]
+    m = model_of(nodes, [x, vi("b", F, [6, 4]), vi("s", F, [1, 1, 6])], [vi("y", I64)],
+                 [numpy_helper.from_array(np.array([0], np.int64), "z")])
+    with pytest.raises(mera.UnsupportedError, match="NonMaxSuppression.*both must have those rows"):
+        from_onnx(m, layout="NCHW")

@@ -924,8 +924,8 @@ def _check_row_op(node, tags) -> None:
     """Refuse an op that would mix NonMaxSuppression's valid rows with the unused ones."""
     if node.op_type not in _ROW_RULES:
         raise UnsupportedError(
-            f"{node.op_type} of NonMaxSuppression's selected rows: their count is known only at run time, and mera "
-            f"follows them through {', '.join(sorted(_ROW_RULES))} only")
+            f"{node.op_type} of NonMaxSuppression's selected rows or NonZero's indices: their count is known only at "
+            f"run time, and mera follows them through {', '.join(sorted(_ROW_RULES))} only")
     if len({c.id for _, c in tags.values()}) > 1 and node.op_type != "Gather":
         raise UnsupportedError(f"{node.op_type} of the rows of two NonMaxSuppression nodes")
 
