@@ -339,3 +339,23 @@ def test_ops_that_would_mix_filtered_rows_are_refused():
                  [numpy_helper.from_array(np.array([0], np.int64), "z")])
     with pytest.raises(mera.UnsupportedError, match="NonMaxSuppression.*both must have those rows"):
         from_onnx(m, layout="NCHW")
+
+
+def test_empty_extras_left_out_of_the_concat():
+    """The Ultralytics exports split an "extras" tensor of zero columns off the head and carry it (Gather, GatherND,
+    Slice) into the final Concat: mera has no empty tensors, so it stays a constant that Concat leaves out."""
+    model = filter_model()
+    g = model.graph
+    g.initializer.extend([numpy_helper.from_array(np.array([7], np.int64), "s7")])
+    g.node.extend([
+        helper.make_node("Slice", ["pred", "s4c", "s7", "ax2"], ["extras"]),          # [1, A, 0]
+        helper.make_node("Gather", ["extras", "zero"], ["ex0"], axis=0),
+        helper.make_node("GatherND", ["ex0", "t0"], ["kex"]),
+        helper.make_node("Concat", ["dets", "kex"], ["dets_ex"], axis=-1)])
+    g.output.append(vi("dets_ex", F))
+    mod, params = from_onnx(model, layout="NCHW")
+    x = images(1, seed=1)[0]
+    want = run_ort(model, [x])
+    got = mera.compile(mod, params, target="Interpreter")(x)
+    assert [w.shape for w in want] == [gg.shape for gg in got]
+    np.testing.assert_allclose(got[3], want[3], rtol=1e-5, atol=1e-5)

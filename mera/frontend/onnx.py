@@ -930,8 +930,18 @@ def _check_row_op(node, tags) -> None:
         raise UnsupportedError(f"{node.op_type} of the rows of two NonMaxSuppression nodes")
 
 
+_EMPTY_THROUGH = frozenset({"Gather", "GatherND", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Cast", "Transpose",
+                            "Identity", "Slice"})
+
+
+def _is_empty(v: Any) -> bool:
+    return isinstance(v, np.ndarray) and v.size == 0
+
+
 def _with_rows(node, a, ins, out: Any, tags) -> Any:
     """``out`` tagged with where the rows of its inputs went."""
+    if _is_empty(out):  # nothing to follow
+        return out
     if not isinstance(out, Tensor):
         raise UnsupportedError(f"{node.op_type} of NonMaxSuppression's rows to a constant")
     if out.nhwc:
@@ -1666,8 +1676,10 @@ def _slice(ctx, node, a, x, starts=None, ends=None, axes=None, steps=None):
         e = max(0, min(e + n if e < 0 else e, n))
         if b == 0 and e == n and step == 1:
             continue
-        if e <= b:
-            raise UnsupportedError("Slice to an empty tensor")
+        if e <= b:  # an empty tensor: a constant (mera tensors are not empty) that Concat leaves out
+            out = list(shape)
+            out[d] = 0
+            return np.zeros(out, np.float32 if v.dtype == "float32" else np.int64)
         v = ctx.emit("slice", v, axis=ctx.axis(t, d), begin=b, end=e, step=step)
     return Tensor(v, t.nhwc)
 
@@ -2464,6 +2476,15 @@ class _Importer:
             return _onnx_quant.DOMAIN_CONVERTERS[(domain, node.op_type)](ctx, node, a, *ins)
         if node.op_type in _onnx_quant.QUANT_OPS:  # QuantizeLinear, DequantizeLinear, QLinearConv, ...
             return CONVERTERS[node.op_type](ctx, node, a, *ins)
+        if not _all_constant(ins) and node.op_type != "Constant" and any(_is_empty(v) for v in ins):
+            # an empty tensor (an Ultralytics export's "extras" of zero columns) through a gather, reshape or cast
+            # stays empty; Concat leaves it out
+            if node.op_type == "Concat" and any(isinstance(v, Tensor) for v in ins):
+                ins = [v for v in ins if not _is_empty(v)]
+                if len(ins) == 1:
+                    return ins[0]
+            elif node.op_type in _EMPTY_THROUGH and _is_empty(ins[0]):
+                return np.zeros((0,), np.asarray(ins[0]).dtype)
         if (_all_constant(ins) or node.op_type == "Constant") and node.op_type not in _NOT_FOLDED:
             ins = [_onnx_quant.resolve(ctx, v) for v in ins]
             if node.op_type in FOLDERS:
