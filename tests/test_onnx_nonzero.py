@@ -322,16 +322,16 @@ def test_score_filter_then_nms_quantized_same_on_every_target():
 
 
 def test_ops_that_would_mix_filtered_rows_are_refused():
-    """NonZero's count is known only at run time: a Shape, a ReduceSum over the indices, or a NonMaxSuppression of
-    filtered boxes with unfiltered scores is an UnsupportedError naming the node."""
+    """NonZero's count is known only at run time: a ReduceSum over the indices, a Pad of them by a constant amount,
+    or a NonMaxSuppression of filtered boxes with unfiltered scores is an UnsupportedError naming the node."""
     x = vi("x", F, [6])
-    cases = [
-        [helper.make_node("NonZero", ["x"], ["nz"]), helper.make_node("Shape", ["nz"], ["y"])],
-        [helper.make_node("NonZero", ["x"], ["nz"]), helper.make_node("ReduceSum", ["nz"], ["y"], keepdims=0)],
-    ]
-    for nodes in cases:
-        with pytest.raises(mera.UnsupportedError, match=f"'{nodes[1].op_type}_1'.*NonZero's indices"):
-            from_onnx(model_of(nodes, [x], [vi("y", I64)]), layout="NCHW")
+    nodes = [helper.make_node("NonZero", ["x"], ["nz"]), helper.make_node("ReduceSum", ["nz"], ["y"], keepdims=0)]
+    with pytest.raises(mera.UnsupportedError, match="'ReduceSum_1'.*NonZero's indices"):
+        from_onnx(model_of(nodes, [x], [vi("y", I64)]), layout="NCHW")
+    nodes = [helper.make_node("NonZero", ["x"], ["nz"]), helper.make_node("Pad", ["nz", "p"], ["y"])]
+    m = model_of(nodes, [x], [vi("y", I64)], [numpy_helper.from_array(np.array([0, 0, 0, 3], np.int64), "p")])
+    with pytest.raises(mera.UnsupportedError, match="'Pad_1'.*other than the amount that fills them"):
+        from_onnx(m, layout="NCHW")
     nodes = [helper.make_node("NonZero", ["x"], ["nz"]), helper.make_node("Transpose", ["nz"], ["t"]),
              helper.make_node("GatherND", ["b", "t"], ["kb"]), helper.make_node("Unsqueeze", ["kb", "z"], ["nb"]),
              helper.make_node("NonMaxSuppression", ["nb", "s"], ["y"])]
@@ -359,3 +359,102 @@ def test_empty_extras_left_out_of_the_concat():
     got = mera.compile(mod, params, target="Interpreter")(x)
     assert [w.shape for w in want] == [gg.shape for gg in got]
     np.testing.assert_allclose(got[3], want[3], rtol=1e-5, atol=1e-5)
+
+
+def ultralytics_model(max_det=5, conf=0.5, iou=0.5):
+    """The whole post-processing of an Ultralytics nms=True export, by hand: the score filter, class offsets built
+    by shape arithmetic on the kept rows (Shape -> Gather -> Unsqueeze -> Concat -> Reshape, Equal/Where -> Expand),
+    NonMaxSuppression, its first max_det rows (Slice), the Gathers, and the rows written into a fixed
+    [1, max_det, 6] output: Shape -> Sub -> Mul -> Pad of the flattened rows -> Reshape -> ScatterND."""
+    m = filter_model(conf=conf)
+    g = m.graph
+    c = lambda v, nm, dt=np.int64: g.initializer.append(numpy_helper.from_array(np.array(v, dt), nm))  # noqa: E731
+    c([0], "u0"); c([np.iinfo(np.int64).max], "mpc"); c([iou], "iou", np.float32); c([2], "c2"); c([1], "a1")
+    c(0, "i0"); c(1, "i1"); c([1], "one"); c([4], "four"); c([-1], "m1"); c(-1, "neg1"); c([max_det], "md")
+    c(max_det, "md_s"); c([max_det, 6], "out2"); c([1, max_det, 6], "out3"); c([[0]], "at0")
+    c(np.zeros((1, max_det, 6), np.float32), "zeros", np.float32); c(0.05, "mult", np.float32); c([0], "z1")
+    g.node.extend([
+        helper.make_node("Shape", ["k2"], ["shk"]),
+        helper.make_node("Gather", ["shk", "i0"], ["nk"], axis=0),
+        helper.make_node("Unsqueeze", ["nk", "u0"], ["nk1"]),
+        helper.make_node("Concat", ["nk1", "one"], ["sh_k1"], axis=0),
+        helper.make_node("Reshape", ["k2", "sh_k1"], ["lab_col"]),
+        helper.make_node("Concat", ["nk1", "four"], ["sh_k4"], axis=0),
+        helper.make_node("ConstantOfShape", ["two_s"], ["ones"], value=numpy_helper.from_array(np.array([1], np.int64))),
+        helper.make_node("Mul", ["ones", "neg1"], ["negs"]),
+        helper.make_node("Equal", ["sh_k4", "negs"], ["isneg"]),
+        helper.make_node("Where", ["isneg", "ones", "sh_k4"], ["exp_shape"]),
+        helper.make_node("Expand", ["lab_col", "exp_shape"], ["lab4"]),
+        helper.make_node("Cast", ["lab4"], ["lab4f"], to=F),
+        helper.make_node("Mul", ["lab4f", "mult"], ["off"]),
+        helper.make_node("Add", ["k0", "off"], ["offbox"]),
+        helper.make_node("Unsqueeze", ["offbox", "u0"], ["nb"]),
+        helper.make_node("Unsqueeze", ["k1", "u0"], ["ns1"]),
+        helper.make_node("Unsqueeze", ["ns1", "u0"], ["ns"]),
+        helper.make_node("NonMaxSuppression", ["nb", "ns", "mpc", "iou"], ["sel"]),
+        helper.make_node("Gather", ["sel", "c2"], ["selc"], axis=1),
+        helper.make_node("Squeeze", ["selc", "a1"], ["keep_all"]),
+        helper.make_node("Slice", ["keep_all", "z1", "md", "z1", "one"], ["keep"]),
+        helper.make_node("Gather", ["k0", "keep"], ["kb"], axis=0),
+        helper.make_node("Gather", ["k1", "keep"], ["ks"], axis=0),
+        helper.make_node("Reshape", ["ks", "col"], ["ksc"]),
+        helper.make_node("Gather", ["k2", "keep"], ["kl"], axis=0),
+        helper.make_node("Reshape", ["kl", "col"], ["klc"]),
+        helper.make_node("Cast", ["klc"], ["klf"], to=F),
+        helper.make_node("Concat", ["kb", "ksc", "klf"], ["final"], axis=-1),
+        helper.make_node("Shape", ["final"], ["shf"]),
+        helper.make_node("Gather", ["shf", "i1"], ["ncol"], axis=0),
+        helper.make_node("Gather", ["shf", "i0"], ["nrow"], axis=0),
+        helper.make_node("Sub", ["md_s", "nrow"], ["missing"]),
+        helper.make_node("Mul", ["missing", "ncol"], ["pad_n"]),
+        helper.make_node("Reshape", ["final", "m1"], ["flat_dets"]),
+        helper.make_node("Unsqueeze", ["pad_n", "u0"], ["pad_n1"]),
+        helper.make_node("Concat", ["z1", "pad_n1"], ["pads"], axis=0),
+        helper.make_node("Pad", ["flat_dets", "pads"], ["padded"], mode="constant"),
+        helper.make_node("Reshape", ["padded", "out2"], ["dets2"]),
+        helper.make_node("Reshape", ["dets2", "out3"], ["dets3"]),
+        helper.make_node("ScatterND", ["zeros", "at0", "dets3"], ["out"])])
+    c([2], "two_s")
+    del g.output[:]
+    g.output.extend([vi("out", F), vi("sel", I64), vi("k0", F), vi("k1", F)])
+    return m
+
+
+def test_ultralytics_post_processing_float_on_every_target_matches_onnxruntime():
+    """More NonMaxSuppression rows than max_det and fewer: the fixed [1, max_det, 6] output is onnxruntime's,
+    zeros after the kept rows, on all four targets."""
+    for max_det in (3, 80):  # fewer than NonMaxSuppression gives, and more than its 64 rows at most
+        model = ultralytics_model(max_det=max_det)
+        mod, params = from_onnx(model, layout="NCHW")
+        for x in images(2, seed=6):
+            want = run_ort(model, [x])
+            assert 3 < want[1].shape[0] < 64
+            for target in TARGETS:
+                with mera.build_config(target=target, sim_log=False):
+                    got = mera.compile(mod, params)(x)
+                assert [g.shape for g in got] == [w.shape for w in want], target
+                np.testing.assert_array_equal(got[1], want[1], err_msg=target)
+                np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5, err_msg=target)
+
+
+def test_ultralytics_post_processing_quantized_same_on_every_target():
+    model = ultralytics_model(max_det=4)
+    mod, params = from_onnx(model, layout="NHWC")
+    q = mera.Quantizer((mod, params))
+    q.calibrate([np.ascontiguousarray(x.transpose(0, 2, 3, 1)) for x in images(6, seed=2)])
+    qmod, qparams = q.quantize()
+    ops = [n["op"] for n in qmod.nodes()]
+    assert "conv2d" in ops and "scatter_nd" in ops and ops.count("non_max_suppression") == 1
+    for x in images(2, seed=7):
+        xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        results = {}
+        for target in TARGETS[1:]:
+            with mera.build_config(target=target, sim_log=False):
+                results[target] = mera.compile(qmod, qparams)(xh)
+        base = results["InterpreterHw"]
+        for target in TARGETS[2:]:
+            for g, b in zip(results[target], base):
+                assert g.shape == b.shape and g.tobytes() == b.tobytes(), target
+        out, sel = base[0], base[1]
+        n = min(sel.shape[0], 4)
+        assert out.shape == (1, 4, 6) and np.all(out[0, n:] == 0) and np.all(np.abs(out[0, :n]).sum(-1) > 0)

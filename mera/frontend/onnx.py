@@ -867,16 +867,107 @@ def _rows_gather(node, a, ins, out: Tensor, tags) -> Any:
     return r if r < d else r - 1 + int(np.ndim(ins[1]) if not isinstance(ins[1], Tensor) else ins[1].rank)
 
 
-def _rows_slice(node, a, ins, out: Tensor, tags) -> int:
+def _rows_slice(node, a, ins, out: Tensor, tags) -> Any:
     i, r = _one_tag(node, tags)
+    if (i == 0 and out.rank == ins[0].rank and out.shape[r] < ins[0].shape[r]
+            and all(out.shape[d] == ins[0].shape[d] for d in range(out.rank) if d != r)
+            and _slice_from_start(node, a, ins, r)):
+        return ("min", r, int(out.shape[r]))  # the first `end` rows: min(count, end) of them are valid
     if i != 0 or out.rank != ins[0].rank or out.shape[r] != ins[0].shape[r]:
         raise UnsupportedError("Slice of NonMaxSuppression's rows themselves (their valid count is known only at "
                                "run time)")
     return r
 
 
-def _rows_reshape(node, a, ins, out: Tensor, tags) -> int:
+def _rows_expand(node, a, ins, out: Tensor, tags) -> int:
     _, r = _one_tag(node, tags)
+    k = r + out.rank - ins[0].rank
+    if out.shape[k] != ins[0].shape[r]:
+        raise UnsupportedError("Expand broadcasts NonMaxSuppression's or NonZero's rows")
+    return k
+
+
+class _Dyn:
+    """An integer known only at run time: a * count + b, count the valid rows of a NonZero or NonMaxSuppression
+    (Shape of such rows). Shape arithmetic (Gather, Concat, Sub, Mul, Equal, Where, Cast) carries it in object
+    arrays; as a plain int it is its value at the static maximum count, the size mera's tensors have."""
+
+    __slots__ = ("a", "b", "count", "max")
+
+    def __init__(self, a: int, b: int, count: ir.Value, mx: int):
+        self.a, self.b, self.count, self.max = int(a), int(b), count, int(mx)
+
+    def _other(self, o: Any) -> "_Dyn":
+        if isinstance(o, _Dyn):
+            if o.count.id != self.count.id:
+                raise UnsupportedError("shape arithmetic on the run-time counts of two filters")
+            return o
+        return _Dyn(0, int(o), self.count, self.max)
+
+    def __add__(self, o):
+        o = self._other(o)
+        return _Dyn(self.a + o.a, self.b + o.b, self.count, self.max)
+
+    __radd__ = __add__
+
+    def __neg__(self):
+        return _Dyn(-self.a, -self.b, self.count, self.max)
+
+    def __sub__(self, o):
+        return self + (-self._other(o))
+
+    def __rsub__(self, o):
+        return self._other(o) - self
+
+    def __mul__(self, o):
+        o = self._other(o)
+        if self.a and o.a:
+            raise UnsupportedError("a product of two run-time counts")
+        k, d = (o.b, self) if o.a == 0 else (self.b, o)
+        return _Dyn(d.a * k, d.b * k, self.count, self.max)
+
+    __rmul__ = __mul__
+
+    def __eq__(self, o):
+        o = self._other(o)
+        if self.a == o.a:
+            return self.b == o.b
+        n, rem = divmod(o.b - self.b, self.a - o.a)
+        if rem or not 0 <= n <= self.max:  # no count in 0..max makes them equal
+            return False
+        raise UnsupportedError("a comparison of a run-time count with a value it may take")
+
+    def __hash__(self):
+        return hash((self.a, self.b, self.count.id))
+
+    def __int__(self):
+        return self.a * self.max + self.b
+
+    __index__ = __int__
+
+
+def _slice_from_start(node, a, ins, r: int) -> bool:
+    """Does the Slice keep rows 0, 1, 2, ... of axis r (start 0, step 1)?"""
+    starts = _ints(ins[1]) if len(ins) > 1 and isinstance(ins[1], np.ndarray) else None
+    axes = _ints(ins[3]) if len(ins) > 3 and isinstance(ins[3], np.ndarray) else None
+    steps = _ints(ins[4]) if len(ins) > 4 and isinstance(ins[4], np.ndarray) else None
+    if starts is None:
+        return False
+    axes = list(range(len(starts))) if axes is None else [v + ins[0].rank if v < 0 else v for v in axes]
+    for j, d in enumerate(axes):
+        if d == r:
+            return starts[j] == 0 and (steps is None or steps[j] == 1)
+    return False
+
+
+def _rows_reshape(node, a, ins, out: Tensor, tags) -> Any:
+    _, r = _one_tag(node, tags)
+    src = ins[0]
+    before = int(np.prod(src.shape[:r]))
+    for k in range(out.rank):  # the rows and every axis after them merged into one (a flatten of [rows, 6])
+        if (node.op_type in ("Reshape", "Flatten") and r < src.rank - 1 and k == out.rank - 1
+                and int(np.prod(out.shape[:k])) == before and out.shape[k] == int(np.prod(src.shape[r:]))):
+            return ("scale", k, int(np.prod(src.shape[r + 1:])))
     return _rows_same_block(node, a, ins, out, r, ins[0])
 
 
@@ -938,9 +1029,11 @@ def _is_empty(v: Any) -> bool:
     return isinstance(v, np.ndarray) and v.size == 0
 
 
-def _with_rows(node, a, ins, out: Any, tags) -> Any:
+def _with_rows(node, a, ins, out: Any, tags, ctx: Optional[Context] = None) -> Any:
     """``out`` tagged with where the rows of its inputs went."""
     if _is_empty(out):  # nothing to follow
+        return out
+    if node.op_type in ("Shape", "Pad"):  # their own rows handling (symbolic shape, padded to a fixed size)
         return out
     if not isinstance(out, Tensor):
         raise UnsupportedError(f"{node.op_type} of NonMaxSuppression's rows to a constant")
@@ -949,6 +1042,18 @@ def _with_rows(node, a, ins, out: Any, tags) -> Any:
     axis = _ROW_RULES[node.op_type](node, a, ins, out, tags)
     if axis is None:  # the op's own rows (NonMaxSuppression of filtered boxes)
         return out
+    if isinstance(axis, tuple) and axis[0] in ("scale", "min"):
+        # the count changes: rows merged with `unit` elements after them (Reshape), or cut to the first `end` (Slice)
+        kind, ax, k = axis
+        count = next(iter(tags.values()))[1]
+        if kind == "scale":
+            new = ctx.emit("int_arith", count, ctx.const(np.array([k], np.int64), "unit"), kind="mul")
+            ctx.__dict__.setdefault("count_scale", {})[new.id] = (count.id, k)
+        else:
+            f = ctx.emit("cast", count, to="float32")
+            f = ctx.emit("minimum", f, ctx.const(np.array([k], np.float32), "end"))
+            new = ctx.emit("cast", f, to="int64")
+        return Tensor(out.value, out.nhwc, rows=(ax, new))
     if isinstance(axis, tuple):  # (axis, count): rows of another count
         return Tensor(out.value, out.nhwc, rows=axis)
     count = next(iter(tags.values()))[1]
@@ -1066,7 +1171,8 @@ def _rows_gather_nd(node, a, ins, out: Tensor, tags) -> int:
     return irank - 1 + r - (b + k)
 
 
-_ROW_RULES.update({"GatherND": _rows_gather_nd, "NonMaxSuppression": _rows_own,
+_ROW_RULES.update({"GatherND": _rows_gather_nd, "NonMaxSuppression": _rows_own, "Shape": _rows_own, "Pad": _rows_own,
+                   "Expand": _rows_expand,
                    **{op: _rows_elementwise for op in _COMPARE}})
 
 @converts("BatchNormalization")
@@ -1499,6 +1605,8 @@ def _pad(ctx, node, a, x, pads=None, value=None, axes=None):
         raise UnsupportedError(f"Pad mode '{mode}' (mera pads in constant, edge and reflect modes)")
     t = ctx.tensor(x)
     r = t.rank
+    if t.rows is not None:
+        return _pad_rows(ctx, t, np.asarray(_const_input(ctx, pads, "the Pad pads")).reshape(-1), mode, value, axes)
     p = _ints(_const_input(ctx, pads, "the Pad pads"))
     fill = 0.0 if value is None else float(_const_input(ctx, value, "the Pad value").reshape(-1)[0])
     ax = list(range(r)) if axes is None else [int(v) + r if int(v) < 0 else int(v)
@@ -1514,6 +1622,36 @@ def _pad(ctx, node, a, x, pads=None, value=None, axes=None):
         perm = [0, 2, 3, 1]
         before, after = [before[q] for q in perm], [after[q] for q in perm]
     return Tensor(ctx.emit("pad", t.value, pads=before + after, value=fill), t.nhwc)
+
+
+def _pad_rows(ctx: Context, t: Tensor, pads: np.ndarray, mode: str, value, axes) -> Tensor:
+    """Pad of rows (valid count known at run time) by a run-time amount that makes their size fixed (the Ultralytics
+    exports pad the kept detections to max_det rows): the invalid rows zeroed, then cut or padded to that size."""
+    r, count = t.rows
+    scale = ctx.__dict__.get("count_scale", {})
+    if mode != "constant" or value is not None or axes is not None or len(pads) != 2 * t.rank:
+        raise UnsupportedError("Pad of NonZero's or NonMaxSuppression's rows other than a constant 0 pad of all axes")
+    end = pads[t.rank + r]
+    base, unit = scale.get(count.id, (count.id, 1))
+    if (any(int(v) != 0 for i, v in enumerate(pads) if i != t.rank + r) or not isinstance(end, _Dyn)
+            or end.count.id != base or end.a + unit != 0 or end.b < 0):
+        raise UnsupportedError("Pad of NonZero's or NonMaxSuppression's rows by other than the amount that fills "
+                               "them to a fixed size")
+    size = end.b  # unit * count + (end.b - unit * count)
+    n = int(t.shape[r])
+    shape = [1] * t.rank
+    shape[r] = n
+    idx = ctx.const(np.arange(n, dtype=np.int64).reshape(shape), "row_index")
+    keep = ctx.emit("cast", ctx.emit("compare", idx, count, kind="less"), to=t.value.dtype)
+    v = ctx.emit("mul", t.value, keep) if t.value.dtype == "float32" else ctx.emit("int_arith", t.value, keep,
+                                                                                      kind="mul")
+    if size < n:
+        v = ctx.emit("slice", v, axis=r, begin=0, end=size)
+    elif size > n:
+        before, after = [0] * t.rank, [0] * t.rank
+        after[r] = size - n
+        v = ctx.emit("pad", v, pads=before + after, value=0.0)
+    return Tensor(v, False)
 
 
 _RESIZE_COORDS = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "half_pixel_symmetric",
@@ -1997,6 +2135,11 @@ def _identity(ctx, node, a, x, *rest):
 
 @converts("Shape")
 def _shape(ctx, node, a, x):
+    if isinstance(x, Tensor) and x.rows is not None:  # the rows' size is their run-time count
+        shape = np.array(list(x.shape), dtype=object)
+        r, count = x.rows
+        shape[r] = _Dyn(1, 0, count, int(x.shape[r]))
+        return shape[a.get("start", 0):a.get("end", None)]
     shape = np.array(ctx.tensor(x).shape if isinstance(x, Tensor) else np.shape(x), np.int64)
     start, end = a.get("start", 0), a.get("end", None)
     return shape[start:end]
@@ -2029,7 +2172,8 @@ FOLDERS.update({
                             else np.asarray(x / y, x.dtype)),
     "Gather": lambda a, x, i: np.take(x, i, axis=int(a.get("axis", 0))),
     "Concat": lambda a, *xs: np.concatenate([np.atleast_1d(v) for v in xs], axis=int(a["axis"])),
-    "Cast": lambda a, x: x.astype(_onnx().helper.tensor_dtype_to_np_dtype(int(a["to"]))),
+    "Cast": lambda a, x: (x if x.dtype == object and any(isinstance(v, _Dyn) for v in x.reshape(-1))
+                          else x.astype(_onnx().helper.tensor_dtype_to_np_dtype(int(a["to"])))),
     "Reshape": lambda a, x, s: x.reshape(_reshape_shape(x.shape, _ints(s), int(a.get("allowzero", 0)))),
     "Transpose": lambda a, x: np.transpose(x, a.get("perm")),
     "Floor": lambda a, x: np.floor(x),
@@ -2417,7 +2561,7 @@ class _Importer:
                     _check_row_op(node, tags)
                 out = self._convert(node, domain, a, ins)
                 if tags:
-                    out = _with_rows(node, a, ins, out, tags)
+                    out = _with_rows(node, a, ins, out, tags, ctx)
             except UnsupportedError as e:
                 where = "; downstream of an unsupported node" if downstream else ""
                 found.setdefault(f"{domain}.{node.op_type}" if domain else node.op_type, []).append(
