@@ -458,3 +458,12 @@ def test_ultralytics_post_processing_quantized_same_on_every_target():
         out, sel = base[0], base[1]
         n = min(sel.shape[0], 4)
         assert out.shape == (1, 4, 6) and np.all(out[0, n:] == 0) and np.all(np.abs(out[0, :n]).sum(-1) > 0)
+
+
+def test_other_ops_of_an_empty_tensor_are_refused():
+    m = model_of([helper.make_node("Slice", ["x", "s2", "s2", "s0"], ["e"]), helper.make_node("Add", ["x", "e"], ["y"])],
+                 [vi("x", F, [3, 2])], [vi("y", F)],
+                 [numpy_helper.from_array(np.array([2], np.int64), "s2"),
+                  numpy_helper.from_array(np.array([1], np.int64), "s0")])
+    with pytest.raises(mera.UnsupportedError, match="'Add_1'.*empty tensor"):
+        from_onnx(m, layout="NCHW")

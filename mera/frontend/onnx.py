@@ -2629,6 +2629,9 @@ class _Importer:
                     return ins[0]
             elif node.op_type in _EMPTY_THROUGH and _is_empty(ins[0]):
                 return np.zeros((0,), np.asarray(ins[0]).dtype)
+            else:
+                raise UnsupportedError(f"{node.op_type} of an empty tensor (mera's tensors are never empty: only "
+                                       "Concat leaves one out)")
         if (_all_constant(ins) or node.op_type == "Constant") and node.op_type not in _NOT_FOLDED:
             ins = [_onnx_quant.resolve(ctx, v) for v in ins]
             if node.op_type in FOLDERS:
