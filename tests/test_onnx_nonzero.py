@@ -467,3 +467,12 @@ def test_other_ops_of_an_empty_tensor_are_refused():
                   numpy_helper.from_array(np.array([1], np.int64), "s0")])
     with pytest.raises(mera.UnsupportedError, match="'Add_1'.*empty tensor"):
         from_onnx(m, layout="NCHW")
+
+
+def test_run_time_count_as_data_is_refused():
+    """Shape of NonZero's indices is a run-time count: as a shape it works, as data (Div by it) it is refused."""
+    nodes = [helper.make_node("NonZero", ["x"], ["nz"]), helper.make_node("Shape", ["nz"], ["sh"]),
+             helper.make_node("Cast", ["sh"], ["shf"], to=F), helper.make_node("Div", ["x", "shf"], ["y"])]
+    m = model_of(nodes, [vi("x", F, [2])], [vi("y", F)])
+    with pytest.raises(mera.UnsupportedError, match="'Div_3'.*known only at run time"):
+        from_onnx(m, layout="NCHW")

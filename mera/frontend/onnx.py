@@ -136,6 +136,9 @@ class Context:
 
     def const(self, arr: np.ndarray, what: str = "const") -> ir.Value:
         arr = np.ascontiguousarray(arr)
+        if arr.dtype == object:  # holds a _Dyn: the Shape of rows whose count is known only at run time
+            raise UnsupportedError("a size known only at run time (the Shape of NonZero's or NonMaxSuppression's "
+                                   "rows) used as data; mera reads it only as a shape, a Pad amount or an index")
         if arr.dtype == np.float64:
             arr = arr.astype(np.float32)
         return self.b.const(arr, name=self.b._fresh(_sanitize(self.node_label) + "." + what))
@@ -1019,6 +1022,17 @@ def _check_row_op(node, tags) -> None:
             f"run time, and mera follows them through {', '.join(sorted(_ROW_RULES))} only")
     if len({c.id for _, c in tags.values()}) > 1 and node.op_type != "Gather":
         raise UnsupportedError(f"{node.op_type} of the rows of two NonMaxSuppression nodes")
+
+
+#: ops folded on run-time counts (_Dyn) in any input, in the data input only, and run-time ops reading one as their
+#: shape (input 1)
+_DYN_ANY = frozenset({"Concat", "Add", "Sub", "Mul", "Neg", "Equal", "Where", "Identity"})
+_DYN_DATA = frozenset({"Gather", "Unsqueeze", "Squeeze", "Reshape", "Slice", "Transpose", "Cast", "Shape", "Flatten"})
+_DYN_SHAPE = frozenset({"Reshape", "Expand", "Pad"})
+
+
+def _has_dyn(v: Any) -> bool:
+    return isinstance(v, np.ndarray) and v.dtype == object and any(isinstance(e, _Dyn) for e in v.reshape(-1))
 
 
 _EMPTY_THROUGH = frozenset({"Gather", "GatherND", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Cast", "Transpose",
@@ -2567,7 +2581,7 @@ class _Importer:
                 found.setdefault(f"{domain}.{node.op_type}" if domain else node.op_type, []).append(
                     f"'{label}' ({e}{where})")
                 ctx.qout = None
-                self._infer_outputs(node, ins)
+                self._infer_outputs(node, [None if _has_dyn(v) else v for v in ins])
                 self._poison(node)
                 continue
             except (GraphError, FormatError):
@@ -2632,6 +2646,16 @@ class _Importer:
             else:
                 raise UnsupportedError(f"{node.op_type} of an empty tensor (mera's tensors are never empty: only "
                                        "Concat leaves one out)")
+        dyn = [i for i, v in enumerate(ins) if _has_dyn(v)]
+        if dyn:  # a run-time count (Shape of rows): symbolic arithmetic, or read as a shape at the static maximum
+            allowed = _DYN_ANY if _all_constant(ins) else set()
+            pos0 = _DYN_DATA if _all_constant(ins) else set()
+            if not (node.op_type in allowed or (node.op_type in pos0 and dyn == [0])
+                    or (not _all_constant(ins) and node.op_type in _DYN_SHAPE and dyn == [1])):
+                raise UnsupportedError(f"{node.op_type} of a size known only at run time (the Shape of NonZero's or "
+                                       "NonMaxSuppression's rows): mera follows it through shape arithmetic "
+                                       f"({', '.join(sorted(_DYN_ANY | _DYN_DATA))}) into the shape of a Reshape or "
+                                       "Expand and the pads of a Pad only")
         if (_all_constant(ins) or node.op_type == "Constant") and node.op_type not in _NOT_FOLDED:
             ins = [_onnx_quant.resolve(ctx, v) for v in ins]
             if node.op_type in FOLDERS:
