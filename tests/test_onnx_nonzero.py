@@ -476,3 +476,25 @@ def test_run_time_count_as_data_is_refused():
     m = model_of(nodes, [vi("x", F, [2])], [vi("y", F)])
     with pytest.raises(mera.UnsupportedError, match="'Div_3'.*known only at run time"):
         from_onnx(m, layout="NCHW")
+
+
+def test_deploy_json_marks_quantized_filtered_outputs(tmp_path):
+    """Quantized, a filtered graph output is rows_valid then the quantizer's dequantize: deploy.json still names
+    its count output, and load_runtime_module cuts it as mera.compile's runner does."""
+    import json
+    import os
+    model = filter_model()
+    mod, params = from_onnx(model, layout="NHWC")
+    q = mera.Quantizer((mod, params))
+    q.calibrate([np.ascontiguousarray(x.transpose(0, 2, 3, 1)) for x in images(4, seed=2)])
+    qmod, qparams = q.quantize()
+    with mera.build_config(target="IP"):
+        mera.build(qmod, qparams, output_dir=str(tmp_path), host_arch="x86", layout="NHWC")
+    outs = json.load(open(os.path.join(tmp_path, "deploy.json")))["outputs"]
+    assert len(outs) == 4 and [o.get("valid_rows") for o in outs[:3]] == [{"count_output": 3, "axis": 0}] * 2 + [None]
+    xh = np.ascontiguousarray(images(1, seed=3)[0].transpose(0, 2, 3, 1))
+    got = mera.load_runtime_module(str(tmp_path))(xh)
+    with mera.build_config(target="InterpreterHw", sim_log=False):
+        want = mera.compile(qmod, qparams)(xh)
+    assert [g.shape for g in got] == [w.shape for w in want] and want[0].shape[0] < 64
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))
