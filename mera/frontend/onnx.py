@@ -1039,8 +1039,17 @@ _EMPTY_THROUGH = frozenset({"Gather", "GatherND", "Unsqueeze", "Squeeze", "Resha
                             "Identity", "Slice"})
 
 
+class _Empty(np.ndarray):
+    """An empty tensor a Slice made at run time (mera's tensors are never empty); other empty constants (Resize's
+    roi, say) are plain arrays."""
+
+
+def _empty(shape: Sequence[int], dtype: Any) -> np.ndarray:
+    return np.zeros(shape, dtype).view(_Empty)
+
+
 def _is_empty(v: Any) -> bool:
-    return isinstance(v, np.ndarray) and v.size == 0
+    return isinstance(v, _Empty) and v.size == 0
 
 
 def _with_rows(node, a, ins, out: Any, tags, ctx: Optional[Context] = None) -> Any:
@@ -1831,7 +1840,7 @@ def _slice(ctx, node, a, x, starts=None, ends=None, axes=None, steps=None):
         if e <= b:  # an empty tensor: a constant (mera tensors are not empty) that Concat leaves out
             out = list(shape)
             out[d] = 0
-            return np.zeros(out, np.float32 if v.dtype == "float32" else np.int64)
+            return _empty(out, np.float32 if v.dtype == "float32" else np.int64)
         v = ctx.emit("slice", v, axis=ctx.axis(t, d), begin=b, end=e, step=step)
     return Tensor(v, t.nhwc)
 
@@ -2642,7 +2651,7 @@ class _Importer:
                 if len(ins) == 1:
                     return ins[0]
             elif node.op_type in _EMPTY_THROUGH and _is_empty(ins[0]):
-                return np.zeros((0,), np.asarray(ins[0]).dtype)
+                return _empty((0,), np.asarray(ins[0]).dtype)
             else:
                 raise UnsupportedError(f"{node.op_type} of an empty tensor (mera's tensors are never empty: only "
                                        "Concat leaves one out)")
@@ -2658,9 +2667,11 @@ class _Importer:
                                        "Expand and the pads of a Pad only")
         if (_all_constant(ins) or node.op_type == "Constant") and node.op_type not in _NOT_FOLDED:
             ins = [_onnx_quant.resolve(ctx, v) for v in ins]
-            if node.op_type in FOLDERS:
-                return np.asarray(FOLDERS[node.op_type](a, *ins))
-            return self._fold_by_reference(node, ins)
+            out = (np.asarray(FOLDERS[node.op_type](a, *ins)) if node.op_type in FOLDERS
+                   else self._fold_by_reference(node, ins))
+            if isinstance(out, np.ndarray) and out.size == 0 and any(_is_empty(v) for v in ins):
+                out = out.view(_Empty)  # still a Slice's empty tensor
+            return out
         ins = _onnx_quant.float_inputs(ctx, node, ins)
         if node.op_type not in CONVERTERS:
             raise UnsupportedError(f"{node.op_type} is supported on constants only (folded at import); "
