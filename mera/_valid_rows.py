@@ -27,6 +27,8 @@ def plan_from_graph(graph: Any) -> Plan:
         n = graph.node(i)
         if n["op"] == "rows_valid":
             made_by[n["outputs"][0]] = n
+        elif n["op"] == "dequantize" and n["inputs"][0] in made_by:  # the quantizer's float output of rows_valid's
+            made_by[n["outputs"][0]] = made_by[n["inputs"][0]]
     plan: Plan = []
     for v in outs:
         n = made_by.get(v)

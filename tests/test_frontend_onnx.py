@@ -333,6 +333,15 @@ CLAIMED = {
     # every Cast node test reads or writes a type mera does not import (float16, double, bfloat16, float8,
     # int4/int2): tests/test_onnx_int_ops.py runs Cast between float32, int32, int64, uint8 and int8
     "Cast": [],
+    # tests/test_onnx_nonzero.py runs these ops on float32 and int64 against onnxruntime, randomized
+    "Greater": ["test_greater", "test_greater_bcast"],
+    "Less": ["test_less", "test_less_bcast"],
+    "Equal": [],  # every Equal node test is int8/16/32, uint8/16/32/64 or string data
+    "NonZero": [],  # its one node test reads a bool input
+    "GatherND": ["test_gathernd_example_float32"],
+    "ScatterND": ["test_scatternd", "test_scatternd_add", "test_scatternd_multiply", "test_scatternd_max",
+                  "test_scatternd_min", "test_scatternd_max_with_element_indices",
+                  "test_scatternd_min_with_element_indices"],
 }
 
 _INT_TYPES = "an integer input type: mera imports float32 models"
@@ -421,6 +430,14 @@ EXCLUDED = {
     "test_resize_downsample_sizes_linear_antialias": "antialias=1",
     **{name: f"{name[10:].replace('no_saturate_', '').replace('e8m0_', '')}: mera casts float32, int32, int64, "
        "uint8 and int8" for name in _CAST_NODE_TESTS},
+    **{f"test_{op}_{t}": _INT_TYPES for op in ("greater", "less", "equal")
+       for t in ("int8", "int16", "uint8", "uint16", "uint32", "uint64")},
+    "test_equal": "int32 inputs: mera imports float32 and int64 inputs",
+    "test_equal_bcast": "int32 inputs: mera imports float32 and int64 inputs",
+    "test_equal_string": "string inputs", "test_equal_string_broadcast": "string inputs",
+    "test_nonzero_example": "a bool input: mera imports float32 and int64 inputs",
+    "test_gathernd_example_int32": "int32 data: mera imports float32 and int64 inputs",
+    "test_gathernd_example_int32_batch_dim1": "int32 data: mera imports float32 and int64 inputs",
 }
 
 # node-test modules of onnx.backend.test.case.node, one per claimed op
@@ -444,6 +461,8 @@ _CASE_MODULES = {
     "GroupNormalization": "groupnormalization", "Gelu": "gelu", "Reciprocal": "reciprocal", "Neg": "neg",
     "LayerNormalization": "layernormalization", "Einsum": "einsum",
     "Floor": "floor", "Ceil": "ceil", "Round": "round", "Cast": "cast",
+    "Greater": "greater", "Less": "less", "Equal": "equal", "NonZero": "nonzero", "GatherND": "gathernd",
+    "ScatterND": "scatternd",
 }
 
 # inputs (by position) that are weights or shape arguments: mera needs them constant,

@@ -371,6 +371,36 @@ def test_yolo_style_quantized_same_on_every_target_and_nms_exact_on_its_boxes(tm
         np.testing.assert_array_equal(cand, scores[:, :, sel[:, 2]])
 
 
+def test_nms_computed_once_per_run_float_and_quantized():
+    """One non_max_suppression node gives the rows and their count (output="packed": the rows then [count, 0, 0]),
+    in the imported graph and in mera.Quantizer's; the count and rows it gives are onnxruntime's."""
+    model = yolo_model()
+    mod, params = from_onnx(model, layout="NHWC")
+    nms_nodes = [n for n in mod.nodes() if n["op"] == "non_max_suppression"]
+    assert len(nms_nodes) == 1 and nms_nodes[0]["attrs"]["output"] == "packed"
+    q = mera.Quantizer((mod, params))
+    q.calibrate([np.ascontiguousarray(x.transpose(0, 2, 3, 1)) for x in images(4, seed=2)])
+    qmod, _ = q.quantize()
+    assert [n["attrs"]["output"] for n in qmod.nodes() if n["op"] == "non_max_suppression"] == ["packed"]
+    # the packed op alone, on boxes and scores with ties: rows, then [count, 0, 0]
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        boxes, scores, mpc, iou, score, center = random_case(rng)
+        want = run_ort(nms_model(*scores.shape[:2], boxes.shape[1], mpc, iou, score, center), [boxes, scores])[0]
+        b = mera.ir.Builder()
+        vb, vs = b.input("boxes", list(boxes.shape)), b.input("scores", list(scores.shape))
+        attrs = dict(max_output_boxes_per_class=max(mpc or 0, 0), iou_threshold=float(iou or 0.0),
+                     center_point_box=center)
+        if score is not None:
+            attrs.update(use_score_threshold=1, score_threshold=float(np.float32(score)))
+        m = b.finish(b.op("non_max_suppression", vb, vs, output="packed", **attrs))
+        with mera.build_config(target="Interpreter", sim_log=False):
+            got = mera.compile(m, {})(boxes, scores)[0]
+        k = want.shape[0]
+        np.testing.assert_array_equal(got[:k], want)
+        assert not got[k:-1].any() and list(got[-1]) == [k, 0, 0]
+
+
 def test_deploy_json_says_which_output_holds_the_count(tmp_path):
     """The C deploy runtime returns full-size outputs plus the counts; deploy.json names them, and
     load_runtime_module cuts the outputs as mera.compile's runners do."""

@@ -123,6 +123,10 @@ static void write_tensor(mj_writer *j, const mera_graph *g, const mera_value *v)
     /* an output made by rows_valid whose count is a graph output too: only the first count entries of its axis
      * are valid (docs/frontends.md, "NonMaxSuppression"); the Python runtime trims it */
     const mera_node *n = v->kind == MERA_VALUE_NODE ? mera_graph_node(g, v->producer) : NULL;
+    if (n && n->op == MERA_OP_DEQUANTIZE) { /* the quantizer's float output of a quantized rows_valid */
+        const mera_value *in = mera_graph_value(g, n->inputs[0]);
+        n = in && in->kind == MERA_VALUE_NODE ? mera_graph_node(g, in->producer) : NULL;
+    }
     int count_out = n && n->op == MERA_OP_ROWS_VALID ? output_index_of(g, n->inputs[1]) : -1;
     if (count_out >= 0) {
         mjw_key(j, "valid_rows");

@@ -1649,15 +1649,17 @@ static mera_status infer_reduce(mera_infer_ctx *ctx)
 
 /* non_max_suppression: boxes [batches, boxes, 4] and scores [batches, classes, boxes], float32. Output `selected`:
  * int64 [rows, 3] with rows = batches * classes * min(max_output_boxes_per_class, boxes) (at least 1), the selected
- * [batch, class, box] triples first and 0 after them; output `count`: int64 [1], how many rows are selected. */
-static const char *const inputs_non_max_suppression[] = {"boxes", "scores"};
+ * [batch, class, box] triples first and 0 after them; output `count`: int64 [1], how many rows are selected;
+ * output `packed`: both from one run, int64 [rows + 1, 3], the rows of `selected` then [count, 0, 0]. The optional
+ * input `count` (int64 [1]) says how many boxes (from the first) are candidates: the valid rows of a NonZero filter. */
+static const char *const inputs_non_max_suppression[] = {"boxes", "scores", "count"};
 static const mera_attr_spec attrs_non_max_suppression[] = {
     {"max_output_boxes_per_class", MERA_ATTR_INT, 1, 0, NULL, NULL, "at most this many boxes per batch and class (>= 0)"},
     {"iou_threshold", MERA_ATTR_FLOAT, 0, 0, NULL, "0", "a box whose IoU with a selected one is above it is dropped, in [0, 1]"},
     {"score_threshold", MERA_ATTR_FLOAT, 0, 0, NULL, "0", "with use_score_threshold: boxes scoring at most this are dropped"},
     {"use_score_threshold", MERA_ATTR_INT, 0, 0, NULL, "0", "1: apply score_threshold (ONNX: the input is given)"},
     {"center_point_box", MERA_ATTR_INT, 0, 0, NULL, "0", "0: [y1, x1, y2, x2] corners, 1: [x_center, y_center, width, height]"},
-    {"output", MERA_ATTR_STRING, 0, 0, "selected|count", "selected", "the selected rows or their count"},
+    {"output", MERA_ATTR_STRING, 0, 0, "selected|count|packed", "selected", "the selected rows, their count, or both (the rows then a row [count, 0, 0])"},
     END_ATTRS,
 };
 static mera_status infer_non_max_suppression(mera_infer_ctx *ctx)
@@ -1673,6 +1675,12 @@ static mera_status infer_non_max_suppression(mera_infer_ctx *ctx)
         mera_shape_format(s->shape, s->rank, ss, sizeof ss);
         return FAIL(ctx, MERA_ERR_SHAPE, "boxes %s and scores %s must be [batches, boxes, 4] and "
                     "[batches, classes, boxes]", bs, ss);
+    }
+    if (ctx->n_inputs > 2 && ctx->in[2]) {
+        const mera_type *c = ctx->in[2];
+        if (c->dtype != MERA_DTYPE_INT64 || c->q.kind != MERA_QUANT_NONE || mera_type_numel(c) != 1)
+            return FAIL(ctx, MERA_ERR_DTYPE, "the count of valid boxes must be a plain int64 [1], got %s",
+                        mera_dtype_name(c->dtype));
     }
     int64_t mpc = attr_i(ctx, "max_output_boxes_per_class"), cpb = attr_i(ctx, "center_point_box");
     double iou = attr_f(ctx, "iou_threshold");
@@ -1696,7 +1704,7 @@ static mera_status infer_non_max_suppression(mera_infer_ctx *ctx)
     }
     int64_t rows = b->shape[0] * s->shape[1] * (mpc < b->shape[1] ? mpc : b->shape[1]);
     out->rank = 2;
-    out->shape[0] = rows > 0 ? rows : 1;
+    out->shape[0] = (rows > 0 ? rows : 1) + (strcmp(attr_s(ctx, "output"), "packed") == 0);
     out->shape[1] = 3;
     return MERA_OK;
 }
@@ -2051,6 +2059,148 @@ static mera_status infer_layer_norm_q(mera_infer_ctx *ctx)
                         in_desc(ctx, i, d, sizeof d), (long long)n);
     ctx->out[0] = *x;
     return set_output_quant(ctx, &ctx->out[0]);
+}
+
+/* ---- data-dependent indexing (host): compare, nonzero, gather_nd, scatter_nd ---------------------------- */
+
+/* compare: lhs (> < == >= <=) rhs of two plain tensors of one dtype, numpy broadcasting; uint8 0/1 (ONNX bool) */
+static const char *const inputs_compare[] = {"lhs", "rhs"};
+static const mera_attr_spec attrs_compare[] = {
+    {"kind", MERA_ATTR_STRING, 1, 0, "greater|less|equal|greater_or_equal|less_or_equal", NULL, "the comparison"},
+    END_ATTRS,
+};
+static mera_status infer_compare(mera_infer_ctx *ctx)
+{
+    char d[160];
+    for (int i = 0; i < 2; i++) {
+        const mera_type *t = ctx->in[i];
+        if (!plain_numeric(t))
+            return FAIL(ctx, MERA_ERR_DTYPE, "%s must be a plain float32, int8, uint8, int32 or int64 tensor, got "
+                        "%s%s", in_desc(ctx, i, d, sizeof d), mera_dtype_name(t->dtype),
+                        t->q.kind != MERA_QUANT_NONE ? " with quantization parameters (dequantize it)" : "");
+    }
+    if (ctx->in[0]->dtype != ctx->in[1]->dtype)
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s is %s but input 0 is %s", in_desc(ctx, 1, d, sizeof d),
+                    mera_dtype_name(ctx->in[1]->dtype), mera_dtype_name(ctx->in[0]->dtype));
+    mera_status st = broadcast(ctx, &ctx->out[0]);
+    if (st)
+        return st;
+    ctx->out[0].dtype = MERA_DTYPE_UINT8;
+    return MERA_OK;
+}
+
+/* nonzero: of a plain tensor of rank r with n elements, int64 [r + 1, n]: the indices of its nonzero elements in
+ * row-major order (ONNX NonZero) in the first count columns of the first r rows, 0 after them; the last row is
+ * [count, 0, ...]. The importer slices the indices and the count apart (docs/frontends.md). */
+static const char *const inputs_nonzero[] = {"data"};
+static const mera_attr_spec attrs_nonzero[] = {END_ATTRS};
+static mera_status infer_nonzero(mera_infer_ctx *ctx)
+{
+    char d[160];
+    const mera_type *t = ctx->in[0];
+    if (!plain_numeric(t))
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be a plain float32, int8, uint8, int32 or int64 tensor, got %s%s",
+                    in_desc(ctx, 0, d, sizeof d), mera_dtype_name(t->dtype),
+                    t->q.kind != MERA_QUANT_NONE ? " with quantization parameters (dequantize it)" : "");
+    mera_type *out = &ctx->out[0];
+    memset(out, 0, sizeof *out);
+    out->dtype = MERA_DTYPE_INT64;
+    out->layout = MERA_LAYOUT_ANY;
+    out->rank = 2;
+    out->shape[0] = t->rank + 1;
+    out->shape[1] = mera_type_numel(t);
+    return MERA_OK;
+}
+
+/* The indices' last axis k, checked: int64, rank >= 1, 1 <= k <= data rank - b, the first b axes equal. */
+static mera_status nd_indices(mera_infer_ctx *ctx, int b, int *k)
+{
+    char d[160], s[128], s2[128];
+    const mera_type *x = ctx->in[0], *ix = ctx->in[1];
+    if (ix->dtype != MERA_DTYPE_INT64 || ix->q.kind != MERA_QUANT_NONE)
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be plain int64, got %s", in_desc(ctx, 1, d, sizeof d),
+                    mera_dtype_name(ix->dtype));
+    if (b < 0 || b >= x->rank || b >= ix->rank)
+        return FAIL(ctx, MERA_ERR_ATTR, "batch_dims %d must be in 0..%d (below both ranks)", b,
+                    (x->rank < ix->rank ? x->rank : ix->rank) - 1);
+    *k = (int)ix->shape[ix->rank - 1];
+    mera_shape_format(x->shape, x->rank, s, sizeof s);
+    mera_shape_format(ix->shape, ix->rank, s2, sizeof s2);
+    if (*k < 1 || *k > x->rank - b)
+        return FAIL(ctx, MERA_ERR_SHAPE, "indices %s index %d axes of data %s (1..%d with batch_dims %d)", s2, *k, s,
+                    x->rank - b, b);
+    for (int i = 0; i < b; i++)
+        if (x->shape[i] != ix->shape[i])
+            return FAIL(ctx, MERA_ERR_SHAPE, "data %s and indices %s differ on batch axis %d", s, s2, i);
+    return MERA_OK;
+}
+
+/* gather_nd: ONNX GatherND; output indices.shape[:-1] + data.shape[batch_dims + k:]; any dtype (bytes move). */
+static const char *const inputs_gather_nd[] = {"data", "indices"};
+static const mera_attr_spec attrs_gather_nd[] = {
+    {"batch_dims", MERA_ATTR_INT, 0, 0, NULL, "0", "leading axes data and indices share"},
+    END_ATTRS,
+};
+static mera_status infer_gather_nd(mera_infer_ctx *ctx)
+{
+    char d[160];
+    const mera_type *x = ctx->in[0], *ix = ctx->in[1];
+    int k, b = (int)attr_i(ctx, "batch_dims");
+    mera_status st = nd_indices(ctx, b, &k);
+    if (st)
+        return st;
+    if (x->q.kind == MERA_QUANT_PER_AXIS)
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s is quantized per axis: gather_nd takes per-tensor parameters",
+                    in_desc(ctx, 0, d, sizeof d));
+    mera_type *out = &ctx->out[0];
+    *out = *x;
+    out->layout = MERA_LAYOUT_ANY;
+    out->rank = 0;
+    for (int i = 0; i < ix->rank - 1; i++)
+        out->shape[out->rank++] = ix->shape[i];
+    for (int i = b + k; i < x->rank; i++)
+        out->shape[out->rank++] = x->shape[i];
+    if (out->rank == 0) {
+        out->rank = 1;
+        out->shape[0] = 1;
+    }
+    return MERA_OK;
+}
+
+/* scatter_nd: ONNX ScatterND; data copied, then updates (shape indices.shape[:-1] + data.shape[k:]) written at each
+ * index tuple in order (reduction none: the last wins) or combined with add/mul/max/min. Plain data. */
+static const char *const inputs_scatter_nd[] = {"data", "indices", "updates"};
+static const mera_attr_spec attrs_scatter_nd[] = {
+    {"reduction", MERA_ATTR_STRING, 0, 0, "none|add|mul|max|min", "none", "how an update combines with the data"},
+    END_ATTRS,
+};
+static mera_status infer_scatter_nd(mera_infer_ctx *ctx)
+{
+    char d[160], s[128], s2[128];
+    const mera_type *x = ctx->in[0], *ix = ctx->in[1], *u = ctx->in[2];
+    int k;
+    mera_status st = nd_indices(ctx, 0, &k);
+    if (st)
+        return st;
+    if (!plain_numeric(x) || (strcmp(attr_s(ctx, "reduction"), "none") != 0 && x->dtype != MERA_DTYPE_FLOAT32 &&
+                              x->dtype != MERA_DTYPE_INT32 && x->dtype != MERA_DTYPE_INT64))
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be plain float32, int32 or int64 (any plain dtype for reduction "
+                    "none), got %s%s", in_desc(ctx, 0, d, sizeof d), mera_dtype_name(x->dtype),
+                    x->q.kind != MERA_QUANT_NONE ? " with quantization parameters" : "");
+    if (u->dtype != x->dtype || u->q.kind != MERA_QUANT_NONE)
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be plain %s like the data, got %s", in_desc(ctx, 2, d, sizeof d),
+                    mera_dtype_name(x->dtype), mera_dtype_name(u->dtype));
+    int want = ix->rank - 1 + x->rank - k, ok = u->rank == want || (want == 0 && u->rank == 1 && u->shape[0] == 1);
+    for (int i = 0; ok && i < want; i++)
+        ok = u->shape[i] == (i < ix->rank - 1 ? ix->shape[i] : x->shape[k + i - (ix->rank - 1)]);
+    if (!ok) {
+        mera_shape_format(u->shape, u->rank, s, sizeof s);
+        mera_shape_format(ix->shape, ix->rank, s2, sizeof s2);
+        return FAIL(ctx, MERA_ERR_SHAPE, "updates %s must be indices.shape[:-1] + data.shape[%d:] (indices %s)", s, k,
+                    s2);
+    }
+    ctx->out[0] = *x;
+    return MERA_OK;
 }
 
 /* ---- the table ---------------------------------------------------------- */

@@ -136,6 +136,9 @@ class Context:
 
     def const(self, arr: np.ndarray, what: str = "const") -> ir.Value:
         arr = np.ascontiguousarray(arr)
+        if arr.dtype == object:  # holds a _Dyn: the Shape of rows whose count is known only at run time
+            raise UnsupportedError("a size known only at run time (the Shape of NonZero's or NonMaxSuppression's "
+                                   "rows) used as data; mera reads it only as a shape, a Pad amount or an index")
         if arr.dtype == np.float64:
             arr = arr.astype(np.float32)
         return self.b.const(arr, name=self.b._fresh(_sanitize(self.node_label) + "." + what))
@@ -828,8 +831,19 @@ def _non_max_suppression(ctx: Context, node, a, boxes, scores, max_out=None, iou
         attrs.update(use_score_threshold=1,
                      score_threshold=np.float32(scalar(score, "score_threshold", float)).item())
     b, s = (ctx.to_nchw(ctx.tensor(v, f"NonMaxSuppression {w}")) for v, w in ((boxes, "boxes"), (scores, "scores")))
-    sel = ctx.emit("non_max_suppression", b.value, s.value, output="selected", **attrs)
-    count = ctx.emit("non_max_suppression", b.value, s.value, output="count", **attrs)
+    extra = []
+    if b.rows is not None or s.rows is not None:  # boxes filtered by score (NonZero -> GatherND): the valid ones first
+        if b.rows is None or s.rows is None or b.rows[0] != 1 or s.rows[0] != 2 or b.rows[1].id != s.rows[1].id:
+            raise UnsupportedError("NonMaxSuppression of boxes and scores whose valid count is known only at run "
+                                   "time: both must have those rows along their boxes axis (boxes axis 1, scores "
+                                   "axis 2), with one count")
+        extra = [b.rows[1]]
+    # one run gives the rows and, in a last row [count, 0, 0], their count: the suppression is computed once
+    packed = ctx.emit("non_max_suppression", b.value, s.value, *extra, output="packed", **attrs)
+    rows = int(packed.shape[0]) - 1
+    sel = ctx.emit("slice", packed, axis=0, begin=0, end=rows)
+    last = ctx.emit("slice", ctx.emit("slice", packed, axis=0, begin=rows, end=rows + 1), axis=1, begin=0, end=1)
+    count = ctx.emit("reshape", last, shape=[1])
     return Tensor(sel, False, rows=(0, count))
 
 
@@ -884,7 +898,14 @@ def _rows_elementwise(node, a, ins, out: Tensor, tags) -> int:
     return axes.pop()
 
 
-def _rows_gather(node, a, ins, out: Tensor, tags) -> int:
+def _rows_gather(node, a, ins, out: Tensor, tags) -> Any:
+    if len(tags) == 2 and tags[0][1].id != tags[1][1].id:
+        # data with rows (a NonZero filter's) gathered along them by NonMaxSuppression's rows: its selected rows
+        # index only valid data rows, so the output has the indices' rows (and their count)
+        d = _norm_axis(int(a.get("axis", 0)), ins[0].rank)
+        if d != tags[0][0]:
+            raise UnsupportedError("Gather of rows by rows of another count, not along the data's rows")
+        return d + tags[1][0], tags[1][1]
     if len(tags) != 1:
         raise UnsupportedError("Gather of NonMaxSuppression's rows by indices computed from them")
     i, r = _one_tag(node, tags)
@@ -896,16 +917,107 @@ def _rows_gather(node, a, ins, out: Tensor, tags) -> int:
     return r if r < d else r - 1 + int(np.ndim(ins[1]) if not isinstance(ins[1], Tensor) else ins[1].rank)
 
 
-def _rows_slice(node, a, ins, out: Tensor, tags) -> int:
+def _rows_slice(node, a, ins, out: Tensor, tags) -> Any:
     i, r = _one_tag(node, tags)
+    if (i == 0 and out.rank == ins[0].rank and out.shape[r] < ins[0].shape[r]
+            and all(out.shape[d] == ins[0].shape[d] for d in range(out.rank) if d != r)
+            and _slice_from_start(node, a, ins, r)):
+        return ("min", r, int(out.shape[r]))  # the first `end` rows: min(count, end) of them are valid
     if i != 0 or out.rank != ins[0].rank or out.shape[r] != ins[0].shape[r]:
         raise UnsupportedError("Slice of NonMaxSuppression's rows themselves (their valid count is known only at "
                                "run time)")
     return r
 
 
-def _rows_reshape(node, a, ins, out: Tensor, tags) -> int:
+def _rows_expand(node, a, ins, out: Tensor, tags) -> int:
     _, r = _one_tag(node, tags)
+    k = r + out.rank - ins[0].rank
+    if out.shape[k] != ins[0].shape[r]:
+        raise UnsupportedError("Expand broadcasts NonMaxSuppression's or NonZero's rows")
+    return k
+
+
+class _Dyn:
+    """An integer known only at run time: a * count + b, count the valid rows of a NonZero or NonMaxSuppression
+    (Shape of such rows). Shape arithmetic (Gather, Concat, Sub, Mul, Equal, Where, Cast) carries it in object
+    arrays; as a plain int it is its value at the static maximum count, the size mera's tensors have."""
+
+    __slots__ = ("a", "b", "count", "max")
+
+    def __init__(self, a: int, b: int, count: ir.Value, mx: int):
+        self.a, self.b, self.count, self.max = int(a), int(b), count, int(mx)
+
+    def _other(self, o: Any) -> "_Dyn":
+        if isinstance(o, _Dyn):
+            if o.count.id != self.count.id:
+                raise UnsupportedError("shape arithmetic on the run-time counts of two filters")
+            return o
+        return _Dyn(0, int(o), self.count, self.max)
+
+    def __add__(self, o):
+        o = self._other(o)
+        return _Dyn(self.a + o.a, self.b + o.b, self.count, self.max)
+
+    __radd__ = __add__
+
+    def __neg__(self):
+        return _Dyn(-self.a, -self.b, self.count, self.max)
+
+    def __sub__(self, o):
+        return self + (-self._other(o))
+
+    def __rsub__(self, o):
+        return self._other(o) - self
+
+    def __mul__(self, o):
+        o = self._other(o)
+        if self.a and o.a:
+            raise UnsupportedError("a product of two run-time counts")
+        k, d = (o.b, self) if o.a == 0 else (self.b, o)
+        return _Dyn(d.a * k, d.b * k, self.count, self.max)
+
+    __rmul__ = __mul__
+
+    def __eq__(self, o):
+        o = self._other(o)
+        if self.a == o.a:
+            return self.b == o.b
+        n, rem = divmod(o.b - self.b, self.a - o.a)
+        if rem or not 0 <= n <= self.max:  # no count in 0..max makes them equal
+            return False
+        raise UnsupportedError("a comparison of a run-time count with a value it may take")
+
+    def __hash__(self):
+        return hash((self.a, self.b, self.count.id))
+
+    def __int__(self):
+        return self.a * self.max + self.b
+
+    __index__ = __int__
+
+
+def _slice_from_start(node, a, ins, r: int) -> bool:
+    """Does the Slice keep rows 0, 1, 2, ... of axis r (start 0, step 1)?"""
+    starts = _ints(ins[1]) if len(ins) > 1 and isinstance(ins[1], np.ndarray) else None
+    axes = _ints(ins[3]) if len(ins) > 3 and isinstance(ins[3], np.ndarray) else None
+    steps = _ints(ins[4]) if len(ins) > 4 and isinstance(ins[4], np.ndarray) else None
+    if starts is None:
+        return False
+    axes = list(range(len(starts))) if axes is None else [v + ins[0].rank if v < 0 else v for v in axes]
+    for j, d in enumerate(axes):
+        if d == r:
+            return starts[j] == 0 and (steps is None or steps[j] == 1)
+    return False
+
+
+def _rows_reshape(node, a, ins, out: Tensor, tags) -> Any:
+    _, r = _one_tag(node, tags)
+    src = ins[0]
+    before = int(np.prod(src.shape[:r]))
+    for k in range(out.rank):  # the rows and every axis after them merged into one (a flatten of [rows, 6])
+        if (node.op_type in ("Reshape", "Flatten") and r < src.rank - 1 and k == out.rank - 1
+                and int(np.prod(out.shape[:k])) == before and out.shape[k] == int(np.prod(src.shape[r:]))):
+            return ("scale", k, int(np.prod(src.shape[r + 1:])))
     return _rows_same_block(node, a, ins, out, r, ins[0])
 
 
@@ -953,21 +1065,185 @@ def _check_row_op(node, tags) -> None:
     """Refuse an op that would mix NonMaxSuppression's valid rows with the unused ones."""
     if node.op_type not in _ROW_RULES:
         raise UnsupportedError(
-            f"{node.op_type} of NonMaxSuppression's selected rows: their count is known only at run time, and mera "
-            f"follows them through {', '.join(sorted(_ROW_RULES))} only")
-    if len({c.id for _, c in tags.values()}) > 1:
+            f"{node.op_type} of NonMaxSuppression's selected rows or NonZero's indices: their count is known only at "
+            f"run time, and mera follows them through {', '.join(sorted(_ROW_RULES))} only")
+    if len({c.id for _, c in tags.values()}) > 1 and node.op_type != "Gather":
         raise UnsupportedError(f"{node.op_type} of the rows of two NonMaxSuppression nodes")
 
 
-def _with_rows(node, a, ins, out: Any, tags) -> Any:
+#: ops folded on run-time counts (_Dyn) in any input, in the data input only, and run-time ops reading one as their
+#: shape (input 1)
+_DYN_ANY = frozenset({"Concat", "Add", "Sub", "Mul", "Neg", "Equal", "Where", "Identity"})
+_DYN_DATA = frozenset({"Gather", "Unsqueeze", "Squeeze", "Reshape", "Slice", "Transpose", "Cast", "Shape", "Flatten"})
+_DYN_SHAPE = frozenset({"Reshape", "Expand", "Pad"})
+
+
+def _has_dyn(v: Any) -> bool:
+    return isinstance(v, np.ndarray) and v.dtype == object and any(isinstance(e, _Dyn) for e in v.reshape(-1))
+
+
+_EMPTY_THROUGH = frozenset({"Gather", "GatherND", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Cast", "Transpose",
+                            "Identity", "Slice"})
+
+
+class _Empty(np.ndarray):
+    """An empty tensor a Slice made at run time (mera's tensors are never empty); other empty constants (Resize's
+    roi, say) are plain arrays."""
+
+
+def _empty(shape: Sequence[int], dtype: Any) -> np.ndarray:
+    return np.zeros(shape, dtype).view(_Empty)
+
+
+def _is_empty(v: Any) -> bool:
+    return isinstance(v, _Empty) and v.size == 0
+
+
+def _with_rows(node, a, ins, out: Any, tags, ctx: Optional[Context] = None) -> Any:
     """``out`` tagged with where the rows of its inputs went."""
+    if _is_empty(out):  # nothing to follow
+        return out
+    if node.op_type in ("Shape", "Pad"):  # their own rows handling (symbolic shape, padded to a fixed size)
+        return out
     if not isinstance(out, Tensor):
         raise UnsupportedError(f"{node.op_type} of NonMaxSuppression's rows to a constant")
     if out.nhwc:
         raise UnsupportedError(f"{node.op_type} of NonMaxSuppression's rows to a channels-last tensor")
     axis = _ROW_RULES[node.op_type](node, a, ins, out, tags)
+    if axis is None:  # the op's own rows (NonMaxSuppression of filtered boxes)
+        return out
+    if isinstance(axis, tuple) and axis[0] in ("scale", "min"):
+        # the count changes: rows merged with `unit` elements after them (Reshape), or cut to the first `end` (Slice)
+        kind, ax, k = axis
+        count = next(iter(tags.values()))[1]
+        if kind == "scale":
+            new = ctx.emit("int_arith", count, ctx.const(np.array([k], np.int64), "unit"), kind="mul")
+            ctx.__dict__.setdefault("count_scale", {})[new.id] = (count.id, k)
+        else:
+            f = ctx.emit("cast", count, to="float32")
+            f = ctx.emit("minimum", f, ctx.const(np.array([k], np.float32), "end"))
+            new = ctx.emit("cast", f, to="int64")
+        return Tensor(out.value, out.nhwc, rows=(ax, new))
+    if isinstance(axis, tuple):  # (axis, count): rows of another count
+        return Tensor(out.value, out.nhwc, rows=axis)
     count = next(iter(tags.values()))[1]
     return Tensor(out.value, out.nhwc, rows=(axis, count))
+
+
+def _rows_own(node, a, ins, out: Tensor, tags) -> None:
+    return None
+
+
+# -- comparisons, NonZero, GatherND, ScatterND (data-dependent indexing, on the host) -----------------------------
+#
+# NonZero's count of indices depends on the data: like NonMaxSuppression's rows (above), nonzero returns the largest
+# possible count (every element) with the valid indices first, and the count; the indices carry ``rows`` along their
+# axis 1, which Transpose, GatherND and the ops of _ROW_RULES follow to the graph outputs (cut by the runners).
+
+_COMPARE = {"Greater": "greater", "Less": "less", "Equal": "equal", "GreaterOrEqual": "greater_or_equal",
+            "LessOrEqual": "less_or_equal"}
+
+
+def _compare(kind: str):
+    def convert(ctx: Context, node, a, x, y):
+        """ONNX's bool result is uint8 0/1 in mera."""
+        ts = [v for v in (x, y) if isinstance(v, Tensor)]
+        dt = ts[0].value.dtype
+        if any(t.value.qparams is not None for t in ts):
+            raise UnsupportedError(f"{node.op_type} of quantized tensors")
+        vals = []
+        for v in (x, y):
+            if isinstance(v, Tensor):
+                if v.value.dtype != dt:
+                    raise UnsupportedError(f"{node.op_type} of run-time {v.value.dtype} and {dt} tensors")
+                vals.append(ctx.to_nchw(v).value)
+                continue
+            c = np.asarray(_onnx_quant.resolve(ctx, v))
+            if c.dtype == np.bool_ or (dt != "float32" and not np.issubdtype(c.dtype, np.integer)):
+                raise UnsupportedError(f"{node.op_type} of a run-time {dt} tensor and a {c.dtype} constant")
+            vals.append(ctx.const(c.astype(dt), "operand"))
+        return Tensor(ctx.emit("compare", vals[0], vals[1], kind=kind), False)
+    return convert
+
+
+for _op, _kind in _COMPARE.items():
+    CONVERTERS[_op] = _compare(_kind)
+
+
+@converts("NonZero")
+def _nonzero(ctx: Context, node, a, x):
+    """int64 [rank, numel] indices (the valid ones first) and their count; rows along axis 1."""
+    t = ctx.to_nchw(ctx.tensor(x, "NonZero data"))
+    if t.value.qparams is not None:
+        raise UnsupportedError("NonZero of a quantized tensor")
+    # one node per tensor (the Ultralytics exports write a NonZero of the same mask before each GatherND): their rows
+    # then share one count, and the indices are computed once
+    done = ctx.__dict__.setdefault("nonzero_of", {})
+    if t.value.id in done:
+        return done[t.value.id]
+    packed = ctx.emit("nonzero", t.value)
+    r, n = (int(s) for s in packed.shape)
+    idx = ctx.emit("slice", packed, axis=0, begin=0, end=r - 1)
+    last = ctx.emit("slice", ctx.emit("slice", packed, axis=0, begin=r - 1, end=r), axis=1, begin=0, end=1)
+    count = ctx.emit("reshape", last, shape=[1])
+    done[t.value.id] = Tensor(idx, False, rows=(1, count))
+    return done[t.value.id]
+
+
+@converts("GatherND")
+def _gather_nd(ctx: Context, node, a, data, indices):
+    b = int(a.get("batch_dims", 0))
+    d = ctx.to_nchw(ctx.tensor(data, "GatherND data"))
+    if isinstance(indices, Tensor):
+        ix = ctx.to_nchw(indices)
+        if ix.value.dtype != "int64":
+            raise UnsupportedError(f"GatherND indices of type {ix.value.dtype} (int64 expected)")
+        iv = ix.value
+    else:
+        iv = ctx.const(np.asarray(_onnx_quant.resolve(ctx, indices)).astype(np.int64), "indices")
+    return Tensor(ctx.emit("gather_nd", d.value, iv, batch_dims=b), False)
+
+
+@converts("ScatterND")
+def _scatter_nd(ctx: Context, node, a, data, indices, updates):
+    red = a.get("reduction", "none")
+    red = red.decode() if isinstance(red, bytes) else str(red)
+    if red not in ("none", "add", "mul", "max", "min"):
+        raise UnsupportedError(f"ScatterND reduction '{red}'")
+    ts = [v for v in (data, updates) if isinstance(v, Tensor)]
+    dt = ts[0].value.dtype
+    vals = []
+    for v, what in ((data, "data"), (indices, "indices"), (updates, "updates")):
+        if isinstance(v, Tensor):
+            v = ctx.to_nchw(v)
+            if v.value.qparams is not None:
+                raise UnsupportedError(f"ScatterND {what} quantized")
+            vals.append(v.value)
+            continue
+        c = np.asarray(_onnx_quant.resolve(ctx, v))
+        vals.append(ctx.const(c.astype(np.int64 if what == "indices" else dt), what))
+    return Tensor(ctx.emit("scatter_nd", *vals, reduction=red), False)
+
+
+def _rows_gather_nd(node, a, ins, out: Tensor, tags) -> int:
+    i, r = _one_tag(node, tags)
+    b = int(a.get("batch_dims", 0))
+    if i == 1:  # the indices' rows: an axis of indices.shape[:-1], which leads the output
+        if r >= ins[1].rank - 1 or r < b:
+            raise UnsupportedError("GatherND with NonMaxSuppression's or NonZero's rows along the indices' last axis "
+                                   "or a batch axis")
+        return r
+    k = ins[1].shape[-1] if isinstance(ins[1], Tensor) else np.shape(ins[1])[-1]
+    if r < b + k:
+        raise UnsupportedError("GatherND indexing along NonMaxSuppression's or NonZero's rows (their valid count is "
+                               "known only at run time)")
+    irank = ins[1].rank if isinstance(ins[1], Tensor) else np.ndim(ins[1])
+    return irank - 1 + r - (b + k)
+
+
+_ROW_RULES.update({"GatherND": _rows_gather_nd, "NonMaxSuppression": _rows_own, "Shape": _rows_own, "Pad": _rows_own,
+                   "Expand": _rows_expand,
+                   **{op: _rows_elementwise for op in _COMPARE}})
 
 @converts("BatchNormalization")
 def _batchnorm(ctx: Context, node, a, x, gamma, beta, mean, var):
@@ -1419,6 +1695,8 @@ def _pad(ctx, node, a, x, pads=None, value=None, axes=None):
         raise UnsupportedError(f"Pad mode '{mode}' (mera pads in constant, edge and reflect modes)")
     t = ctx.tensor(x)
     r = t.rank
+    if t.rows is not None:
+        return _pad_rows(ctx, t, np.asarray(_const_input(ctx, pads, "the Pad pads")).reshape(-1), mode, value, axes)
     p = _ints(_const_input(ctx, pads, "the Pad pads"))
     fill = 0.0 if value is None else float(_const_input(ctx, value, "the Pad value").reshape(-1)[0])
     ax = list(range(r)) if axes is None else [int(v) + r if int(v) < 0 else int(v)
@@ -1434,6 +1712,36 @@ def _pad(ctx, node, a, x, pads=None, value=None, axes=None):
         perm = [0, 2, 3, 1]
         before, after = [before[q] for q in perm], [after[q] for q in perm]
     return Tensor(ctx.emit("pad", t.value, pads=before + after, value=fill), t.nhwc)
+
+
+def _pad_rows(ctx: Context, t: Tensor, pads: np.ndarray, mode: str, value, axes) -> Tensor:
+    """Pad of rows (valid count known at run time) by a run-time amount that makes their size fixed (the Ultralytics
+    exports pad the kept detections to max_det rows): the invalid rows zeroed, then cut or padded to that size."""
+    r, count = t.rows
+    scale = ctx.__dict__.get("count_scale", {})
+    if mode != "constant" or value is not None or axes is not None or len(pads) != 2 * t.rank:
+        raise UnsupportedError("Pad of NonZero's or NonMaxSuppression's rows other than a constant 0 pad of all axes")
+    end = pads[t.rank + r]
+    base, unit = scale.get(count.id, (count.id, 1))
+    if (any(int(v) != 0 for i, v in enumerate(pads) if i != t.rank + r) or not isinstance(end, _Dyn)
+            or end.count.id != base or end.a + unit != 0 or end.b < 0):
+        raise UnsupportedError("Pad of NonZero's or NonMaxSuppression's rows by other than the amount that fills "
+                               "them to a fixed size")
+    size = end.b  # unit * count + (end.b - unit * count)
+    n = int(t.shape[r])
+    shape = [1] * t.rank
+    shape[r] = n
+    idx = ctx.const(np.arange(n, dtype=np.int64).reshape(shape), "row_index")
+    keep = ctx.emit("cast", ctx.emit("compare", idx, count, kind="less"), to=t.value.dtype)
+    v = ctx.emit("mul", t.value, keep) if t.value.dtype == "float32" else ctx.emit("int_arith", t.value, keep,
+                                                                                      kind="mul")
+    if size < n:
+        v = ctx.emit("slice", v, axis=r, begin=0, end=size)
+    elif size > n:
+        before, after = [0] * t.rank, [0] * t.rank
+        after[r] = size - n
+        v = ctx.emit("pad", v, pads=before + after, value=0.0)
+    return Tensor(v, False)
 
 
 _RESIZE_COORDS = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "half_pixel_symmetric",
@@ -1596,8 +1904,10 @@ def _slice(ctx, node, a, x, starts=None, ends=None, axes=None, steps=None):
         e = max(0, min(e + n if e < 0 else e, n))
         if b == 0 and e == n and step == 1:
             continue
-        if e <= b:
-            raise UnsupportedError("Slice to an empty tensor")
+        if e <= b:  # an empty tensor: a constant (mera tensors are not empty) that Concat leaves out
+            out = list(shape)
+            out[d] = 0
+            return _empty(out, np.float32 if v.dtype == "float32" else np.int64)
         v = ctx.emit("slice", v, axis=ctx.axis(t, d), begin=b, end=e, step=step)
     return Tensor(v, t.nhwc)
 
@@ -1917,6 +2227,11 @@ def _identity(ctx, node, a, x, *rest):
 
 @converts("Shape")
 def _shape(ctx, node, a, x):
+    if isinstance(x, Tensor) and x.rows is not None:  # the rows' size is their run-time count
+        shape = np.array(list(x.shape), dtype=object)
+        r, count = x.rows
+        shape[r] = _Dyn(1, 0, count, int(x.shape[r]))
+        return shape[a.get("start", 0):a.get("end", None)]
     shape = np.array(ctx.tensor(x).shape if isinstance(x, Tensor) else np.shape(x), np.int64)
     start, end = a.get("start", 0), a.get("end", None)
     return shape[start:end]
@@ -1949,7 +2264,8 @@ FOLDERS.update({
                             else np.asarray(x / y, x.dtype)),
     "Gather": lambda a, x, i: np.take(x, i, axis=int(a.get("axis", 0))),
     "Concat": lambda a, *xs: np.concatenate([np.atleast_1d(v) for v in xs], axis=int(a["axis"])),
-    "Cast": lambda a, x: x.astype(_onnx().helper.tensor_dtype_to_np_dtype(int(a["to"]))),
+    "Cast": lambda a, x: (x if x.dtype == object and any(isinstance(v, _Dyn) for v in x.reshape(-1))
+                          else x.astype(_onnx().helper.tensor_dtype_to_np_dtype(int(a["to"])))),
     "Reshape": lambda a, x, s: x.reshape(_reshape_shape(x.shape, _ints(s), int(a.get("allowzero", 0)))),
     "Transpose": lambda a, x: np.transpose(x, a.get("perm")),
     "Floor": lambda a, x: np.floor(x),
@@ -2338,13 +2654,13 @@ class _Importer:
                     _check_row_op(node, tags)
                 out = self._convert(node, domain, a, ins)
                 if tags:
-                    out = _with_rows(node, a, ins, out, tags)
+                    out = _with_rows(node, a, ins, out, tags, ctx)
             except UnsupportedError as e:
                 where = "; downstream of an unsupported node" if downstream else ""
                 found.setdefault(f"{domain}.{node.op_type}" if domain else node.op_type, []).append(
                     f"'{label}' ({e}{where})")
                 ctx.qout = None
-                self._infer_outputs(node, ins)
+                self._infer_outputs(node, [None if _has_dyn(v) else v for v in ins])
                 self._poison(node)
                 continue
             except (GraphError, FormatError):
@@ -2397,11 +2713,35 @@ class _Importer:
             return _onnx_quant.DOMAIN_CONVERTERS[(domain, node.op_type)](ctx, node, a, *ins)
         if node.op_type in _onnx_quant.QUANT_OPS:  # QuantizeLinear, DequantizeLinear, QLinearConv, ...
             return CONVERTERS[node.op_type](ctx, node, a, *ins)
+        if not _all_constant(ins) and node.op_type != "Constant" and any(_is_empty(v) for v in ins):
+            # an empty tensor (an Ultralytics export's "extras" of zero columns) through a gather, reshape or cast
+            # stays empty; Concat leaves it out
+            if node.op_type == "Concat" and any(isinstance(v, Tensor) for v in ins):
+                ins = [v for v in ins if not _is_empty(v)]
+                if len(ins) == 1:
+                    return ins[0]
+            elif node.op_type in _EMPTY_THROUGH and _is_empty(ins[0]):
+                return _empty((0,), np.asarray(ins[0]).dtype)
+            else:
+                raise UnsupportedError(f"{node.op_type} of an empty tensor (mera's tensors are never empty: only "
+                                       "Concat leaves one out)")
+        dyn = [i for i, v in enumerate(ins) if _has_dyn(v)]
+        if dyn:  # a run-time count (Shape of rows): symbolic arithmetic, or read as a shape at the static maximum
+            allowed = _DYN_ANY if _all_constant(ins) else set()
+            pos0 = _DYN_DATA if _all_constant(ins) else set()
+            if not (node.op_type in allowed or (node.op_type in pos0 and dyn == [0])
+                    or (not _all_constant(ins) and node.op_type in _DYN_SHAPE and dyn == [1])):
+                raise UnsupportedError(f"{node.op_type} of a size known only at run time (the Shape of NonZero's or "
+                                       "NonMaxSuppression's rows): mera follows it through shape arithmetic "
+                                       f"({', '.join(sorted(_DYN_ANY | _DYN_DATA))}) into the shape of a Reshape or "
+                                       "Expand and the pads of a Pad only")
         if (_all_constant(ins) or node.op_type == "Constant") and node.op_type not in _NOT_FOLDED:
             ins = [_onnx_quant.resolve(ctx, v) for v in ins]
-            if node.op_type in FOLDERS:
-                return np.asarray(FOLDERS[node.op_type](a, *ins))
-            return self._fold_by_reference(node, ins)
+            out = (np.asarray(FOLDERS[node.op_type](a, *ins)) if node.op_type in FOLDERS
+                   else self._fold_by_reference(node, ins))
+            if isinstance(out, np.ndarray) and out.size == 0 and any(_is_empty(v) for v in ins):
+                out = out.view(_Empty)  # still a Slice's empty tensor
+            return out
         ins = _onnx_quant.float_inputs(ctx, node, ins)
         if node.op_type not in CONVERTERS:
             raise UnsupportedError(f"{node.op_type} is supported on constants only (folded at import); "

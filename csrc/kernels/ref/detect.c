@@ -142,18 +142,27 @@ REF_KERNEL(ref_non_max_suppression)
     int64_t mpc = mera_attr_int(n, "max_output_boxes_per_class");
     int center = mera_attr_int(n, "center_point_box") != 0, use_thr = mera_attr_int(n, "use_score_threshold") != 0;
     float iou = (float)mera_attr_float(n, "iou_threshold"), thr = (float)mera_attr_float(n, "score_threshold");
-    int want_count = ref_is(n, "output", "count");
+    int want_count = ref_is(n, "output", "count"), packed = ref_is(n, "output", "packed");
     int64_t *out = a->out[0];
-    int64_t rows = want_count ? 0 : a->out_types[0]->shape[0], count = 0;
+    /* packed: the rows, then one row [count, 0, 0] (both outputs from one run) */
+    int64_t rows = want_count ? 0 : a->out_types[0]->shape[0] - packed, count = 0;
     if (!want_count)
-        memset(out, 0, (size_t)rows * 3 * sizeof *out);
+        memset(out, 0, (size_t)(rows + packed) * 3 * sizeof *out);
     if (mpc == 0) { /* onnxruntime: no output at all */
         if (want_count)
             out[0] = 0;
         return MERA_OK;
     }
-    nms_item *heap = ref_alloc(N, sizeof *heap);
-    int64_t *kept = ref_alloc(N, sizeof *kept);
+    int64_t nv = N; /* candidates: boxes 0..nv-1 */
+    if (a->n_inputs > 2 && a->in[2]) { /* only the first `count` boxes are candidates (a NonZero filter's rows) */
+        int64_t valid = *(const int64_t *)a->in[2];
+        if (valid < 0 || valid > N)
+            return mera_fail(err, MERA_ERR_RUNTIME, "the count of valid boxes %lld is outside 0..%lld",
+                             (long long)valid, (long long)N);
+        nv = valid;
+    }
+    nms_item *heap = ref_alloc(N > 0 ? N : 1, sizeof *heap);
+    int64_t *kept = ref_alloc(N > 0 ? N : 1, sizeof *kept);
     if (!heap || !kept) {
         free(heap);
         free(kept);
@@ -163,7 +172,7 @@ REF_KERNEL(ref_non_max_suppression)
         for (int64_t c = 0; c < C; c++) {
             const float *sc = scores + (b * C + c) * N, *bx = boxes + b * N * 4;
             int64_t len = 0, n_kept = 0;
-            for (int64_t i = 0; i < N; i++)
+            for (int64_t i = 0; i < nv; i++)
                 if (!use_thr || sc[i] > thr)
                     heap_push(heap, &len, (nms_item){sc[i], i});
             while (len > 0) {
@@ -194,6 +203,8 @@ REF_KERNEL(ref_non_max_suppression)
     free(kept);
     if (want_count)
         out[0] = count;
+    else if (packed)
+        out[3 * rows] = count;
     return MERA_OK;
 }
 

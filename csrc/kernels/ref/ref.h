@@ -58,6 +58,11 @@ REF_KERNEL(ref_non_max_suppression);
 REF_KERNEL(ref_gather);
 REF_KERNEL(ref_argmax); /* argmax and argmin */
 REF_KERNEL(ref_rows_valid);
+/* ndindex.c */
+REF_KERNEL(ref_compare);
+REF_KERNEL(ref_nonzero);
+REF_KERNEL(ref_gather_nd);
+REF_KERNEL(ref_scatter_nd);
 
 /* elementwise.c */
 REF_KERNEL(ref_add_f32);
