@@ -338,12 +338,10 @@ INLINE void dw_row_as(const qconv_plan *p, const uint8_t *in, uint8_t *dst, cons
  * them; vpunpck{l,h}wd of two pairs' sums and vpdpwssd with ones add both
  * to the int32 accumulators. The accumulators then hold the channels in
  * the unpacks' order (vector j, lane L: channels 16L + 4j .. 16L + 4j + 3),
- * which a 4x4 transpose of 128-bit lanes puts back. A last group of taps
+ * and are requantized in that order (dw_round below). A last group of taps
  * with one real pair (9 taps: pairs 0-1, 2-3, 4-5, 6-7, then 8 alone) adds
- * that pair's sums with zeros, without a dummy pair's loads. (Packing the
- * untransposed accumulators to bytes, which come out in channel order,
- * with the constants stored in lane order, measured 13% slower here than
- * the transpose and four masked vpmovdb stores.) Needs AVX512BW. */
+ * that pair's sums with zeros, without a dummy pair's loads. Needs
+ * AVX512BW. */
 #define TARGET_BW __attribute__((target("avx512f,avx512vnni,avx512bw")))
 
 /* 64 bytes of byte-pair weights, or with dup their first 32 twice (two
@@ -431,8 +429,9 @@ static inline __attribute__((always_inline)) TARGET_BW_VL void dw_wide_half(cons
  * saturating packs, which give its bytes (see there). Packing vectors 0, 1
  * and 2, 3 to int16 and those two to bytes puts each lane's 16 channels in
  * order, so the 64 bytes go out in one store, with no transpose. (The
- * transpose and four masked vpmovdb stores, the earlier form, took 18%
- * more time over MobileNetV2's depthwise layers.) */
+ * earlier form, a 4x4 transpose of 128-bit lanes and four masked vpmovdb
+ * stores, took 1.29x this time over MobileNetV2's depthwise layers other
+ * than the 32-channel one; docs/architecture.md.) */
 typedef struct {
     __m512i off[4];
     __m512 b[4], r[4], m[4];
