@@ -338,16 +338,22 @@ INLINE void dw_row_as(const qconv_plan *p, const uint8_t *in, uint8_t *dst, cons
  * them; vpunpck{l,h}wd of two pairs' sums and vpdpwssd with ones add both
  * to the int32 accumulators. The accumulators then hold the channels in
  * the unpacks' order (vector j, lane L: channels 16L + 4j .. 16L + 4j + 3),
- * which a 4x4 transpose of 128-bit lanes puts back. A last group of taps
+ * and are requantized in that order (dw_round below). A last group of taps
  * with one real pair (9 taps: pairs 0-1, 2-3, 4-5, 6-7, then 8 alone) adds
- * that pair's sums with zeros, without a dummy pair's loads. (Packing the
- * untransposed accumulators to bytes, which come out in channel order,
- * with the constants stored in lane order, measured 13% slower here than
- * the transpose and four masked vpmovdb stores.) Needs AVX512BW. */
+ * that pair's sums with zeros, without a dummy pair's loads. Needs
+ * AVX512BW. */
 #define TARGET_BW __attribute__((target("avx512f,avx512vnni,avx512bw")))
 
+/* 64 bytes of byte-pair weights, or with dup their first 32 twice (two
+ * pixels of 32 channels in one vector: lanes 2, 3 are the next pixel's
+ * lanes 0, 1). */
+static inline __attribute__((always_inline)) TARGET_BW __m512i wload(const int8_t *w, const int dup)
+{
+    return dup ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)w)) : _mm512_loadu_si512(w);
+}
+
 static inline __attribute__((always_inline)) TARGET_BW void dw_wide_block(const qconv_plan *p, const uint8_t *x,
-                                                                         const int8_t *w, __m512i acc[4])
+                                                                         const int8_t *w, __m512i acc[4], const int dup)
 {
     const int64_t *so = p->seg_off, taps = p->nseg, npairs = p->dw_wide_pairs;
     const __m512i ones = _mm512_set1_epi16(1);
@@ -361,10 +367,10 @@ static inline __attribute__((always_inline)) TARGET_BW void dw_wide_block(const 
                 t3 = t0 + 3 < taps ? t0 + 3 : 0;
         __m512i x0 = _mm512_loadu_si512(x + so[t0]), x1 = _mm512_loadu_si512(x + so[t1]);
         __m512i x2 = _mm512_loadu_si512(x + so[t2]), x3 = _mm512_loadu_si512(x + so[t3]);
-        __m512i alo = _mm512_maddubs_epi16(_mm512_unpacklo_epi8(x0, x1), _mm512_loadu_si512(w));
-        __m512i ahi = _mm512_maddubs_epi16(_mm512_unpackhi_epi8(x0, x1), _mm512_loadu_si512(w + 64));
-        __m512i blo = _mm512_maddubs_epi16(_mm512_unpacklo_epi8(x2, x3), _mm512_loadu_si512(w + 128));
-        __m512i bhi = _mm512_maddubs_epi16(_mm512_unpackhi_epi8(x2, x3), _mm512_loadu_si512(w + 192));
+        __m512i alo = _mm512_maddubs_epi16(_mm512_unpacklo_epi8(x0, x1), wload(w, dup));
+        __m512i ahi = _mm512_maddubs_epi16(_mm512_unpackhi_epi8(x0, x1), wload(w + 64, dup));
+        __m512i blo = _mm512_maddubs_epi16(_mm512_unpacklo_epi8(x2, x3), wload(w + 128, dup));
+        __m512i bhi = _mm512_maddubs_epi16(_mm512_unpackhi_epi8(x2, x3), wload(w + 192, dup));
         acc[0] = _mm512_dpwssd_epi32(acc[0], _mm512_unpacklo_epi16(alo, blo), ones);
         acc[1] = _mm512_dpwssd_epi32(acc[1], _mm512_unpackhi_epi16(alo, blo), ones);
         acc[2] = _mm512_dpwssd_epi32(acc[2], _mm512_unpacklo_epi16(ahi, bhi), ones);
@@ -373,8 +379,8 @@ static inline __attribute__((always_inline)) TARGET_BW void dw_wide_block(const 
     if (full < npairs) {
         int64_t t0 = 2 * full, t1 = t0 + 1 < taps ? t0 + 1 : 0;
         __m512i x0 = _mm512_loadu_si512(x + so[t0]), x1 = _mm512_loadu_si512(x + so[t1]);
-        __m512i alo = _mm512_maddubs_epi16(_mm512_unpacklo_epi8(x0, x1), _mm512_loadu_si512(w));
-        __m512i ahi = _mm512_maddubs_epi16(_mm512_unpackhi_epi8(x0, x1), _mm512_loadu_si512(w + 64));
+        __m512i alo = _mm512_maddubs_epi16(_mm512_unpacklo_epi8(x0, x1), wload(w, dup));
+        __m512i ahi = _mm512_maddubs_epi16(_mm512_unpackhi_epi8(x0, x1), wload(w + 64, dup));
         const __m512i z = _mm512_setzero_si512();
         acc[0] = _mm512_dpwssd_epi32(acc[0], _mm512_unpacklo_epi16(alo, z), ones);
         acc[1] = _mm512_dpwssd_epi32(acc[1], _mm512_unpackhi_epi16(alo, z), ones);
@@ -385,9 +391,8 @@ static inline __attribute__((always_inline)) TARGET_BW void dw_wide_block(const 
 
 /* dw_wide_block on the first 32 channels of a block (a last block of 32 or
  * fewer): 256-bit vectors, whose lanes 0 and 1 are the 512-bit ones'. */
-
 static inline __attribute__((always_inline)) TARGET_BW_VL void dw_wide_half(const qconv_plan *p, const uint8_t *x,
-                                                                           const int8_t *w, __m512i acc[2])
+                                                                           const int8_t *w, __m256i acc[4])
 {
     const int64_t *so = p->seg_off, taps = p->nseg, npairs = p->dw_wide_pairs;
     const __m256i ones = _mm256_set1_epi16(1);
@@ -411,64 +416,127 @@ static inline __attribute__((always_inline)) TARGET_BW_VL void dw_wide_half(cons
         a2 = _mm256_dpwssd_epi32(a2, _mm256_unpacklo_epi16(ahi, bhi), ones);
         a3 = _mm256_dpwssd_epi32(a3, _mm256_unpackhi_epi16(ahi, bhi), ones);
     }
-    /* a[j] lane L holds channels 16L + 4j..; t0 = lanes of a0, a1, t1 of a2, a3 */
-    __m512i t0 = _mm512_inserti64x4(_mm512_castsi256_si512(a0), a1, 1);
-    __m512i t1 = _mm512_inserti64x4(_mm512_castsi256_si512(a2), a3, 1);
-    acc[0] = _mm512_shuffle_i32x4(t0, t1, 0x88);
-    acc[1] = _mm512_shuffle_i32x4(t0, t1, 0xDD);
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
 }
 
-/* requant16 without weight zero points, the bias as one fmadd (qconv.h:
- * fma_bias, fma_rcp), stored as the bytes of the mask's lanes. */
-static inline __attribute__((always_inline)) TARGET_BW void requant_store(const qconv_plan *p, int64_t o, __m512i a,
-                                                                         __mmask16 mask, uint8_t *dst, __m512i lo,
-                                                                         __m512i hi, __m512i zy)
+/* The requantization of the byte-pair loop, on the accumulators as they
+ * come (vector j, 128-bit lane L: channels 16L + 4j .. 16L + 4j + 3) with
+ * the constants in that order (qconv.h: dw_off, dw_rq): requant16's steps
+ * without weight zero points, the bias as one fmadd, then tile_rq_bw's
+ * saturating packs, which give its bytes (see there). Packing vectors 0, 1
+ * and 2, 3 to int16 and those two to bytes puts each lane's 16 channels in
+ * order, so the 64 bytes go out in one store, with no transpose. (The
+ * earlier form, a 4x4 transpose of 128-bit lanes and four masked vpmovdb
+ * stores, took 1.29x this time over MobileNetV2's depthwise layers other
+ * than the 32-channel one; docs/architecture.md.) */
+typedef struct {
+    __m512i off[4];
+    __m512 b[4], r[4], m[4];
+} dw_consts;
+
+static inline __attribute__((always_inline)) TARGET_BW void dw_consts_load(const qconv_plan *p, int64_t c0,
+                                                                          dw_consts *k)
 {
-    a = _mm512_add_epi32(a, _mm512_loadu_si512(p->off + o));
-    __m512 y = _mm512_fmadd_ps(_mm512_loadu_ps(p->fma_bias + o), _mm512_loadu_ps(p->fma_rcp + o), _mm512_cvtepi32_ps(a));
-    __m512i r = _mm512_cvtps_epi32(_mm512_mul_ps(y, _mm512_loadu_ps(p->mult + o)));
-    r = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(r, lo), hi), zy);
-    _mm512_mask_cvtepi32_storeu_epi8(dst, mask, r);
+    const int64_t B = QCONV_DW_WIDE_BLOCK;
+    const int32_t *off = p->dw_off + c0;
+    const float *rq = p->dw_rq + c0 / B * 3 * B;
+    for (int j = 0; j < 4; j++) {
+        k->off[j] = _mm512_loadu_si512(off + 16 * j);
+        k->b[j] = _mm512_loadu_ps(rq + 16 * j);
+        k->r[j] = _mm512_loadu_ps(rq + B + 16 * j);
+        k->m[j] = _mm512_loadu_ps(rq + 2 * B + 16 * j);
+    }
 }
 
-static inline __mmask16 lanes_mask(int64_t left)
+/* dw_consts_load for two pixels of a 32-channel block (wload's dup). */
+static inline __attribute__((always_inline)) TARGET_BW void dw_consts_load_dup(const qconv_plan *p, dw_consts *k)
 {
-    return left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+    const int64_t B = QCONV_DW_WIDE_BLOCK;
+    for (int j = 0; j < 4; j++) {
+        k->off[j] = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(p->dw_off + 16 * j)));
+        k->b[j] = _mm512_castsi512_ps(_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(p->dw_rq + 16 * j))));
+        k->r[j] = _mm512_castsi512_ps(
+            _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(p->dw_rq + B + 16 * j))));
+        k->m[j] = _mm512_castsi512_ps(
+            _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(p->dw_rq + 2 * B + 16 * j))));
+    }
+}
+
+static inline __attribute__((always_inline)) TARGET_BW __m512i dw_round(const dw_consts *k, int j, __m512i a)
+{
+    __m512 y = _mm512_cvtepi32_ps(_mm512_add_epi32(a, k->off[j]));
+    return _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_fmadd_ps(k->b[j], k->r[j], y), k->m[j]));
+}
+
+static inline __attribute__((always_inline)) TARGET_BW_VL __m256i dw_round_half(const qconv_plan *p, int64_t c0,
+                                                                               int j, __m256i a)
+{
+    const int64_t B = QCONV_DW_WIDE_BLOCK;
+    const float *rq = p->dw_rq + c0 / B * 3 * B + 16 * j;
+    __m256 y = _mm256_cvtepi32_ps(_mm256_add_epi32(a, _mm256_loadu_si256((const __m256i *)(p->dw_off + c0 + 16 * j))));
+    y = _mm256_mask_fmadd_ps(_mm256_loadu_ps(rq), 0xFF, _mm256_loadu_ps(rq + B), y); /* the AVX512VL form of fmadd */
+    return _mm256_cvtps_epi32(_mm256_mul_ps(y, _mm256_loadu_ps(rq + 2 * B)));
 }
 
 TARGET_BW_VL static void dw_row_wide(const qconv_plan *p, const uint8_t *in, uint8_t *dst)
 {
     const int64_t step = p->g.sw * p->cp, B = QCONV_DW_WIDE_BLOCK, o = p->g.o, ow = p->g.ow;
-    const __m512i lo = _mm512_set1_epi32(p->lo - p->zy), hi = _mm512_set1_epi32(p->hi - p->zy);
-    const __m512i zy = _mm512_set1_epi32(p->zy);
+    const int y8 = p->y_int8;
+    const __m512i zy = _mm512_set1_epi16((int16_t)p->zy);
+    const __m512i lo = _mm512_set1_epi8((char)p->lo), hi = _mm512_set1_epi8((char)p->hi);
+    int64_t ox0 = 0; /* the half loop's first pixel */
+    if (o == 32 && step == 32) {
+        /* 32 channels at stride 1: pixels ox and ox + 1 are one 64-byte
+         * load, their outputs one 64-byte store */
+        dw_consts k;
+        dw_consts_load_dup(p, &k);
+        for (; ox0 + 1 < ow; ox0 += 2) {
+            __m512i acc[4];
+            dw_wide_block(p, in + ox0 * step, p->dw_wide, acc, 1);
+            __m512i s01 = _mm512_adds_epi16(_mm512_packs_epi32(dw_round(&k, 0, acc[0]), dw_round(&k, 1, acc[1])), zy);
+            __m512i s23 = _mm512_adds_epi16(_mm512_packs_epi32(dw_round(&k, 2, acc[2]), dw_round(&k, 3, acc[3])), zy);
+            __m512i bytes = y8 ? _mm512_min_epi8(_mm512_max_epi8(_mm512_packs_epi16(s01, s23), lo), hi)
+                               : _mm512_min_epu8(_mm512_max_epu8(_mm512_packus_epi16(s01, s23), lo), hi);
+            _mm512_storeu_si512(dst + ox0 * o, bytes);
+        }
+    }
     for (int64_t c0 = 0; c0 < o; c0 += B) {
         const int8_t *w = p->dw_wide + c0 / B * p->dw_wide_pairs * 2 * B;
-        const __mmask16 m0 = lanes_mask(o - c0), m1 = lanes_mask(o - c0 - 16), m2 = lanes_mask(o - c0 - 32),
-                        m3 = lanes_mask(o - c0 - 48);
         if (o - c0 <= 32) { /* a last block of 32 or fewer channels */
-            for (int64_t ox = 0; ox < ow; ox++) {
-                __m512i acc[2];
+            const __mmask32 mask = o - c0 >= 32 ? ~(__mmask32)0 : (((__mmask32)1 << (o - c0)) - 1);
+            const __m256i zy8 = _mm512_castsi512_si256(zy), lo8 = _mm512_castsi512_si256(lo),
+                          hi8 = _mm512_castsi512_si256(hi);
+            for (int64_t ox = ox0; ox < ow; ox++) {
+                __m256i acc[4];
                 dw_wide_half(p, in + ox * step + c0, w, acc);
-                uint8_t *d = dst + ox * o + c0;
-                requant_store(p, c0, acc[0], m0, d, lo, hi, zy);
-                requant_store(p, c0 + 16, acc[1], m1, d + 16, lo, hi, zy);
+                __m256i q0 = dw_round_half(p, c0, 0, acc[0]), q1 = dw_round_half(p, c0, 1, acc[1]);
+                __m256i q2 = dw_round_half(p, c0, 2, acc[2]), q3 = dw_round_half(p, c0, 3, acc[3]);
+                __m256i s01 = _mm256_adds_epi16(_mm256_packs_epi32(q0, q1), zy8);
+                __m256i s23 = _mm256_adds_epi16(_mm256_packs_epi32(q2, q3), zy8);
+                __m256i bytes = y8 ? _mm256_min_epi8(_mm256_max_epi8(_mm256_packs_epi16(s01, s23), lo8), hi8)
+                                   : _mm256_min_epu8(_mm256_max_epu8(_mm256_packus_epi16(s01, s23), lo8), hi8);
+                _mm256_mask_storeu_epi8(dst + ox * o + c0, mask, bytes);
             }
             break;
         }
+        const __mmask64 mask = o - c0 >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (o - c0)) - 1);
+        dw_consts k;
+        dw_consts_load(p, c0, &k);
         for (int64_t ox = 0; ox < ow; ox++) {
             __m512i acc[4];
-            dw_wide_block(p, in + ox * step + c0, w, acc);
-            /* acc[j] lane L holds channels 16L + 4j..: transpose the 4x4 lanes */
-            __m512i t0 = _mm512_shuffle_i32x4(acc[0], acc[1], 0x44), t1 = _mm512_shuffle_i32x4(acc[2], acc[3], 0x44);
-            __m512i t2 = _mm512_shuffle_i32x4(acc[0], acc[1], 0xEE), t3 = _mm512_shuffle_i32x4(acc[2], acc[3], 0xEE);
-            uint8_t *d = dst + ox * o + c0;
-            requant_store(p, c0, _mm512_shuffle_i32x4(t0, t1, 0x88), m0, d, lo, hi, zy);
-            requant_store(p, c0 + 16, _mm512_shuffle_i32x4(t0, t1, 0xDD), m1, d + 16, lo, hi, zy);
-            requant_store(p, c0 + 32, _mm512_shuffle_i32x4(t2, t3, 0x88), m2, d + 32, lo, hi, zy);
-            requant_store(p, c0 + 48, _mm512_shuffle_i32x4(t2, t3, 0xDD), m3, d + 48, lo, hi, zy);
+            dw_wide_block(p, in + ox * step + c0, w, acc, 0);
+            __m512i s01 = _mm512_adds_epi16(_mm512_packs_epi32(dw_round(&k, 0, acc[0]), dw_round(&k, 1, acc[1])), zy);
+            __m512i s23 = _mm512_adds_epi16(_mm512_packs_epi32(dw_round(&k, 2, acc[2]), dw_round(&k, 3, acc[3])), zy);
+            __m512i bytes = y8 ? _mm512_min_epi8(_mm512_max_epi8(_mm512_packs_epi16(s01, s23), lo), hi)
+                               : _mm512_min_epu8(_mm512_max_epu8(_mm512_packus_epi16(s01, s23), lo), hi);
+            _mm512_mask_storeu_epi8(dst + ox * o + c0, mask, bytes);
         }
     }
 }
+
 
 static int bw_supported(void)
 {

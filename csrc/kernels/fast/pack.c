@@ -43,6 +43,8 @@ void qconv_plan_free(qconv_plan *p)
         free(p->fma_bias);
         free(p->fma_rcp);
         free(p->dw_wide);
+        free(p->dw_off);
+        free(p->dw_rq);
     }
     free(p);
 }
@@ -184,6 +186,20 @@ static mera_status pack_dw_wide(qconv_plan *p, const int8_t *w, const int64_t ws
             half[lane * 16 + 2 * k + t % 2] = (int8_t)weight_at(w, ws, o, 0, t / p->g.kw, t % p->g.kw);
         }
     }
+    /* the requantization constants in the accumulators' channel order */
+    p->dw_off = alloc_zero(blocks * B, sizeof *p->dw_off);
+    p->dw_rq = alloc_zero(blocks * 3 * B, sizeof *p->dw_rq);
+    if (!p->dw_off || !p->dw_rq)
+        return MERA_ERR_NOMEM;
+    for (int64_t b = 0; b < blocks; b++)
+        for (int64_t i = 0; i < B; i++) {
+            int64_t o = b * B + i % 16 / 4 * 16 + i / 16 * 4 + i % 4; /* entry i = 16j + 4L + e */
+            float *rq = p->dw_rq + b * 3 * B;
+            p->dw_off[b * B + i] = o < p->g.o ? p->off[o] : 0;
+            rq[i] = o < p->g.o ? p->fma_bias[o] : 0.0f;
+            rq[B + i] = o < p->g.o ? p->fma_rcp[o] : 1.0f;
+            rq[2 * B + i] = o < p->g.o ? p->mult[o] : 0.0f;
+        }
     return MERA_OK;
 }
 
@@ -296,6 +312,8 @@ mera_status qconv_plan_new_like(const mera_kernel_args *a, const qconv_plan *lik
     p->dw_pairs = like->dw_pairs;
     p->dw_wide = like->dw_wide;
     p->dw_wide_pairs = like->dw_wide_pairs;
+    p->dw_off = like->dw_off;
+    p->dw_rq = like->dw_rq;
     p->ogp = like->ogp;
     p->wpack = like->wpack;
     p->off = like->off;

@@ -104,6 +104,12 @@ struct qconv_plan {
     int64_t dw_pairs;          /* (taps + 1) / 2 */
     int8_t *dw_wide;           /* the byte-pair weights (above), or NULL */
     int64_t dw_wide_pairs;
+    /* with dw_wide: off, and fma_bias, fma_rcp, mult, per 64-channel block
+     * in the order the byte-pair loop's accumulators hold the channels
+     * (entry 16j + 4L + e: channel 16L + 4j + e), [blocks][64] and
+     * [blocks][3][64] */
+    int32_t *dw_off;
+    float *dw_rq;
     /* the padded input: [n][hp][wp][cp] elements of xbytes */
     int64_t hp, wp, cp, cgp;   /* rows, columns, channels per pixel, channels per group */
     int xbytes;                /* isa->xbytes; 1 (uint8) for depthwise */
