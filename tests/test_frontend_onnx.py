@@ -336,9 +336,10 @@ CLAIMED = {
     # tests/test_onnx_nonzero.py runs these ops on float32 and int64 against onnxruntime, randomized
     "Greater": ["test_greater", "test_greater_bcast"],
     "Less": ["test_less", "test_less_bcast"],
-    "Equal": [],  # every Equal node test is int8/16/32, uint8/16/32/64 or string data
+    "Equal": ["test_equal", "test_equal_bcast"],  # int32 inputs; the others are int8/16, uint8/16/32/64 or string
     "NonZero": [],  # its one node test reads a bool input
-    "GatherND": ["test_gathernd_example_float32"],
+    "GatherND": ["test_gathernd_example_float32", "test_gathernd_example_int32",
+                 "test_gathernd_example_int32_batch_dim1"],
     "ScatterND": ["test_scatternd", "test_scatternd_add", "test_scatternd_multiply", "test_scatternd_max",
                   "test_scatternd_min", "test_scatternd_max_with_element_indices",
                   "test_scatternd_min_with_element_indices"],
@@ -432,12 +433,8 @@ EXCLUDED = {
        "uint8 and int8" for name in _CAST_NODE_TESTS},
     **{f"test_{op}_{t}": _INT_TYPES for op in ("greater", "less", "equal")
        for t in ("int8", "int16", "uint8", "uint16", "uint32", "uint64")},
-    "test_equal": "int32 inputs: mera imports float32 and int64 inputs",
-    "test_equal_bcast": "int32 inputs: mera imports float32 and int64 inputs",
     "test_equal_string": "string inputs", "test_equal_string_broadcast": "string inputs",
     "test_nonzero_example": "a bool input: mera imports float32 and int64 inputs",
-    "test_gathernd_example_int32": "int32 data: mera imports float32 and int64 inputs",
-    "test_gathernd_example_int32_batch_dim1": "int32 data: mera imports float32 and int64 inputs",
 }
 
 # node-test modules of onnx.backend.test.case.node, one per claimed op
