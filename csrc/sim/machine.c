@@ -584,7 +584,6 @@ void dna_machine_free(dna_machine *m)
     free(m->value_data);
     free(m->input_slot);
     free(m->insn_prep);
-    free(m->insn_pool);
     free(m->order);
     free(m->geos);
     free(m->layer_convs);
@@ -800,10 +799,13 @@ static void plan_scratch(dna_machine *m)
  * when a thread would get less than SIM_MIN_THREAD_MACS multiply-adds (a
  * CONV) or SIM_MIN_THREAD_BYTES output bytes (a VEC). A tile is a fraction
  * of its layer, and a pool job per small tile costs more in handing work
- * over than it gains (the thread count never changes a byte). insn_pool
- * marks the instructions whose kernel may post pool jobs. */
-#define SIM_MIN_THREAD_MACS 262144
-#define SIM_MIN_THREAD_BYTES 32768
+ * over than it gains (the thread count never changes a byte). Measured
+ * on a quiet 2-core Zen 4 (benchmarks/emulator_speed.py, 2 threads): the
+ * bounds 2^18 MACs / 32 KiB, with idle workers put to rest between pooled
+ * instructions, took ResNet-50's Simulator from 14.1 to 20.5 ms; these
+ * small bounds, with workers that keep spinning, keep 14-16 ms. */
+#define SIM_MIN_THREAD_MACS 16384
+#define SIM_MIN_THREAD_BYTES 4096
 
 static int prep_threads(int threads, double work, double per_thread)
 {
@@ -823,12 +825,6 @@ static void plan_threads(dna_machine *m)
     for (int k = 0; k < m->n_vecs; k++) {
         vec_prep *v = m->vecs[k];
         v->threads = prep_threads(t, (double)mera_type_nbytes(&v->out_t), SIM_MIN_THREAD_BYTES);
-    }
-    for (int i = 0; i < m->prog->n_insns; i++) {
-        int op = m->prog->insns[i].opcode;
-        m->insn_pool[i] = op == DNA_CONV ? ((const conv_prep *)m->insn_prep[i])->threads > 1
-                        : op == DNA_VEC  ? ((const vec_prep *)m->insn_prep[i])->threads > 1
-                                         : 0;
     }
 }
 
@@ -879,8 +875,7 @@ dna_machine *dna_machine_new_opts(const mera_graph *g, const dna_program *prog, 
         goto fail;
     m->insn_prep = calloc(ni, sizeof *m->insn_prep);
     m->order = malloc(ni * sizeof *m->order);
-    m->insn_pool = calloc(ni, 1);
-    if (!m->insn_prep || !m->order || !m->insn_pool) {
+    if (!m->insn_prep || !m->order) {
         mera_fail(err, MERA_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -974,7 +969,6 @@ struct dna_run {
     double prof_ns[PROF_N]; /* MERA_SIM_PROFILE */
     int64_t prof_count[PROF_N];
     int prof_by_caller;     /* dna_machine_run prints the profile itself (after the free) */
-    int pool_warm;          /* the last instruction posted pool jobs: idle workers still spin */
 };
 
 typedef struct dna_run run_ctx;
@@ -1103,7 +1097,7 @@ static void release_const(const dna_machine *m, const dna_dma *d)
  * to pay for the split. Reads are of the other memory (DRAM or SRAM), which
  * no row writes. */
 
-#define DMA_MIN_CHUNK 65536 /* bytes per range of the worker pool */
+#define DMA_MIN_CHUNK 16384 /* bytes per range of the worker pool */
 
 typedef struct {
     const run_ctx *r;
@@ -1264,7 +1258,7 @@ static mera_status exec_load(run_ctx *r, int i, mera_error *err)
     int copy = !(d->mem == DNA_MEM_WGT && r->m->wgt_unread);
     if (copy) {
         dma_job j = {r, d, buf, padded};
-        r->pool_warm |= dma_split(r, d, dma_rows_disjoint(d, d->sram_row_stride, d->sram_col_stride), load_rows, &j);
+        dma_split(r, d, dma_rows_disjoint(d, d->sram_row_stride, d->sram_col_stride), load_rows, &j);
     }
     if (copy && r->m->opt.release_const_pages)
         release_const(r->m, d);
@@ -1298,7 +1292,7 @@ static void exec_store(run_ctx *r, int i)
 {
     const dna_dma *d = &r->m->prog->insns[i].u.dma;
     dma_job j = {r, d, NULL, 0};
-    r->pool_warm |= dma_split(r, d, dma_rows_disjoint(d, d->dram_row_stride, d->dram_col_stride), store_rows, &j);
+    dma_split(r, d, dma_rows_disjoint(d, d->dram_row_stride, d->dram_col_stride), store_rows, &j);
 }
 
 static mera_status exec_conv(run_ctx *r, int i, mera_error *err)
@@ -1510,15 +1504,6 @@ mera_status dna_run_segment(dna_run *r, int s, int64_t *cycles, mera_error *err)
         case DNA_VEC: st = exec_vec(r, i, err); kind = PROF_VEC; break;
         case DNA_NOP: break;
         default: MERA_BUG("unvalidated opcode");
-        }
-        /* Pool jobs come from the large tiles' kernels and DMA; between
-         * them the machine works alone (small LOADs and STOREs, tags):
-         * after the last of a run of pooled instructions the workers stop
-         * spinning, so they do not take CPU time from that serial work. */
-        r->pool_warm |= m->insn_pool[i];
-        if (r->pool_warm && (k + 1 == seg->count || !m->insn_pool[m->order[seg->first + k + 1]])) {
-            mera_parallel_rest();
-            r->pool_warm = 0;
         }
         if (m->profile && kind >= 0) {
             r->prof_ns[kind] += now_ns(m->profile == 2) - t0;

@@ -52,7 +52,6 @@ struct dna_machine {
     int *layer_convs;        /* per layer: head of its chain of preps (load-time only) */
     void **insn_prep;        /* per insn: its conv_prep / vec_prep, else NULL */
     int *order;              /* DNA segments' instructions in execution order */
-    unsigned char *insn_pool; /* per insn: a CONV/VEC whose kernel runs on more than one thread */
     int wgt_unread;          /* every CONV kernel was prepared (holds its packed weights and bias; a run has no WGT buffer):
                               * LOADs into WGT only record what WGT holds, its bytes are never read */
     mera_kernel *host_k;     /* per node: the host kernel (HOST segments) */
