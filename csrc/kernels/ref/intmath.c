@@ -111,15 +111,7 @@ REF_KERNEL(ref_matmul_integer)
                                     (int8_at(bt, a->in[1], ob + k * N + nn) - bzp));
                 zo[m * N + nn] = (int32_t)s;
             }
-        for (int d = r - 3; d >= 0; d--) {
-            ma += sa[d];
-            mb += sb[d];
-            if (++idx[d] < ot->shape[d])
-                break;
-            ma -= sa[d] * ot->shape[d];
-            mb -= sb[d] * ot->shape[d];
-            idx[d] = 0;
-        }
+        ref_next_index2(r - 2, ot->shape, idx, sa, &ma, sb, &mb);
     }
     return MERA_OK;
 }
@@ -267,15 +259,7 @@ REF_KERNEL(ref_int_arith)
         uint64_t x = (uint64_t)int_at(dt, a->in[0], oa), v = (uint64_t)int_at(dt, a->in[1], ob);
         uint64_t z = k == 0 ? x + v : k == 1 ? x - v : x * v;
         int_put(dt, a->out[0], i, (int64_t)z);
-        for (int d = r - 1; d >= 0; d--) { /* next index, last axis fastest */
-            oa += sa[d];
-            ob += sb[d];
-            if (++idx[d] < ot->shape[d])
-                break;
-            oa -= sa[d] * ot->shape[d];
-            ob -= sb[d] * ot->shape[d];
-            idx[d] = 0;
-        }
+        ref_next_index2(r, ot->shape, idx, sa, &oa, sb, &ob);
     }
     return MERA_OK;
 }

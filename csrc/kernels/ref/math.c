@@ -41,15 +41,7 @@ static mera_status float_binary(const mera_kernel_args *a, bin_kind k)
     float *z = a->out[0];
     for (int64_t i = 0; i < n; i++) {
         z[i] = bin_apply(k, x[oa], y[ob]);
-        for (int d = r - 1; d >= 0; d--) { /* next index, last axis fastest */
-            oa += sa[d];
-            ob += sb[d];
-            if (++idx[d] < ot->shape[d])
-                break;
-            oa -= sa[d] * ot->shape[d];
-            ob -= sb[d] * ot->shape[d];
-            idx[d] = 0;
-        }
+        ref_next_index2(r, ot->shape, idx, sa, &oa, sb, &ob);
     }
     return MERA_OK;
 }
@@ -157,15 +149,7 @@ REF_KERNEL(ref_matmul_f32)
                     s += xa[m * K + k] * yb[k * N + nn];
                 zo[m * N + nn] = s;
             }
-        for (int d = r - 3; d >= 0; d--) {
-            ma += sa[d];
-            mb += sb[d];
-            if (++idx[d] < ot->shape[d])
-                break;
-            ma -= sa[d] * ot->shape[d];
-            mb -= sb[d] * ot->shape[d];
-            idx[d] = 0;
-        }
+        ref_next_index2(r - 2, ot->shape, idx, sa, &ma, sb, &mb);
     }
     return MERA_OK;
 }

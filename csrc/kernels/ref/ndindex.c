@@ -65,15 +65,7 @@ REF_KERNEL(ref_compare)
         default: y[i] = (uint8_t)!gt; break;
         }
     next:
-        for (int d = r - 1; d >= 0; d--) { /* next index, last axis fastest */
-            oa += sa[d];
-            ob += sb[d];
-            if (++idx[d] < ot->shape[d])
-                break;
-            oa -= sa[d] * ot->shape[d];
-            ob -= sb[d] * ot->shape[d];
-            idx[d] = 0;
-        }
+        ref_next_index2(r, ot->shape, idx, sa, &oa, sb, &ob);
     }
     return MERA_OK;
 }

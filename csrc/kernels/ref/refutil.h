@@ -115,6 +115,23 @@ static inline mera_status ref_nomem(mera_error *err, const mera_node *n)
                      n && n->name ? n->name : "?");
 }
 
+/* The next index of a row-major walk over the first r axes of shape (the
+ * last fastest), moving two operands' element offsets along their (broadcast)
+ * strides sa and sb. */
+static inline void ref_next_index2(int r, const int64_t *shape, int64_t *idx, const int64_t *sa, int64_t *oa,
+                                   const int64_t *sb, int64_t *ob)
+{
+    for (int d = r - 1; d >= 0; d--) {
+        *oa += sa[d];
+        *ob += sb[d];
+        if (++idx[d] < shape[d])
+            return;
+        *oa -= sa[d] * shape[d];
+        *ob -= sb[d] * shape[d];
+        idx[d] = 0;
+    }
+}
+
 /* Zeroed scratch of count elements of size bytes; NULL on overflow or
  * failure (the caller reports MERA_ERR_NOMEM). */
 static inline void *ref_alloc(int64_t count, size_t size)
