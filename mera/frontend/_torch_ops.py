@@ -473,13 +473,17 @@ def _align(ctx: Context, a: Tensor, b: Tensor):
         return a, b
     nh, other = (a, b) if a.nhwc else (b, a)
     o_shape = other.value.shape
-    if len(o_shape) <= 1 or (len(o_shape) == 4 and o_shape[1] == 1 and o_shape[2] == 1 and o_shape[3] == 1):
-        fixed = other  # broadcasts the same in both layouts
+    if len(o_shape) == 0 or all(d == 1 for d in o_shape[1:]) and (len(o_shape) == 4 or o_shape[0] == 1):
+        fixed = other  # one value, or [N,1,1,1]: broadcasts the same in both layouts
     elif len(o_shape) == 4:
         fixed = Tensor(ctx.emit("transpose", other.value, axes=[0, 2, 3, 1]), True, other.torch_cl)
-    elif other.value.kind in ("const", "param") and len(o_shape) == 3:
-        # a [C,H,W]-shaped constant (e.g. [C,1,1]) broadcasting against NCHW
-        fixed = Tensor(ctx.emit("transpose", other.value, axes=[1, 2, 0]), True, other.torch_cl)
+    elif len(o_shape) < 4 and len(nh.value.shape) == 4:
+        # a lower-rank operand aligns with PyTorch's last axes (NCHW): a [W] one with W, a [C,1,1] one with C.
+        # As [1,..,*o_shape] moved to NHWC it aligns the same with the channels-last data (a bare [C] would
+        # align with the last NHWC axis, C, instead of W).
+        full = [1] * (4 - len(o_shape)) + list(o_shape)
+        r = ctx.emit("reshape", other.value, shape=full)
+        fixed = Tensor(ctx.emit("transpose", r, axes=[0, 2, 3, 1]), True, other.torch_cl)
     else:
         nh = ctx.to_nchw(nh)
         fixed = other
@@ -495,8 +499,18 @@ def _scalar_beside(ctx: Context, v, other) -> Any:
     return v
 
 
+def _promoted(v, other) -> Any:
+    """An integer or bool constant beside a float tensor: float32, as PyTorch's type promotion makes it
+    (x + torch.arange(n))."""
+    if isinstance(v, torch.Tensor) and not v.is_floating_point() and not v.is_quantized \
+            and isinstance(other, Tensor) and other.value.dtype == "float32":
+        return v.to(torch.float32)
+    return v
+
+
 def _binary(ctx: Context, op: str, a, b, relu=False, qout=None):
     a, b = _scalar_beside(ctx, a, b), _scalar_beside(ctx, b, a)
+    a, b = _promoted(a, b), _promoted(b, a)
     first = ctx.tensor(a, op)
     ta, tb = _align(ctx, first, ctx.tensor(b, op))
     attrs = dict(qout or {})
@@ -696,8 +710,7 @@ def _matmul(ctx, a, b):
     return Tensor(ctx.emit("matmul", ta.value, tb.value))
 
 
-@converts("aten::gelu")
-def _gelu(ctx, x, approximate="none"):
+def _gelu_erf(ctx, x, approximate="none"):
     if approximate != "none":
         raise UnsupportedError(f"gelu with approximate={approximate!r}{ctx.where()}")
     if isinstance(x, Tensor) and x.quantized:
@@ -1257,6 +1270,9 @@ def _clone(ctx, x, memory_format=None):
 # the dtypes a tensor of the graph may be converted to by Tensor.to without a
 # graph op: its own (TorchScript passes ScalarType numbers)
 _SAME_DTYPE = {"float32": (torch.float32, 6), "uint8": (torch.quint8, 13), "int8": (torch.qint8, 12)}
+# what Tensor.to(dtype) of a plain tensor becomes: the IR's cast (ScalarType numbers as TorchScript gives them)
+_CAST_DTYPES = {torch.float32: "float32", 6: "float32", torch.int64: "int64", 4: "int64", torch.int32: "int32",
+                3: "int32", torch.int8: "int8", 1: "int8", torch.uint8: "uint8", 0: "uint8"}
 
 
 @converts("aten::to", "aten::_to_copy")
@@ -1269,6 +1285,9 @@ def _to(ctx, x, *args):
     if isinstance(first, (Tensor, torch.Tensor)):
         raise UnsupportedError(f"to(other tensor) is not supported{ctx.where()}")
     dtype = (args[1] if len(args) > 2 else None) if isinstance(first, (torch.device, str)) else first
+    if dtype is not None and dtype not in _SAME_DTYPE.get(t.value.dtype, ()) and not t.quantized \
+            and _CAST_DTYPES.get(dtype) is not None:
+        return Tensor(ctx.emit("cast", t.value, to=_CAST_DTYPES[dtype]), t.nhwc, t.torch_cl)
     if dtype is not None and dtype not in _SAME_DTYPE.get(t.value.dtype, ()):
         raise UnsupportedError(f"to({dtype}) on a {t.value.dtype} tensor: only a change of memory format is "
                                f"supported{ctx.where()}")
@@ -1453,7 +1472,8 @@ def _t(ctx, x):
 @converts("aten::addmm")
 def _addmm(ctx, bias, x, w, beta=1, alpha=1):
     if beta != 1 or alpha != 1 or not isinstance(w, torch.Tensor):
-        raise UnsupportedError(f"addmm is supported as a linear layer only{ctx.where()}")
+        from ._torch_tensor_ops import _baddbmm  # run-time operands or scaling: a matmul and an add
+        return _baddbmm(ctx, bias, x, w, beta, alpha)
     return _linear(ctx, x, w.t(), bias)
 
 
@@ -1478,3 +1498,6 @@ def _batch_norm(ctx, x, weight, bias, mean, var, training, momentum, eps, cudnn=
 
 
 __all__ = ["CONVERTERS", "Context", "Tensor", "converts"]
+
+
+from . import _torch_tensor_ops  # noqa: E402,F401  (more float tensor ops; registers converters)

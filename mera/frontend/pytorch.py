@@ -28,8 +28,59 @@ InputShapes = Sequence[Tuple[str, Any]]
 # TorchScript node kinds handled by the walker itself rather than a converter.
 _STRUCTURAL = {
     "prim::Constant", "prim::GetAttr", "prim::ListConstruct", "prim::ListUnpack", "prim::TupleConstruct",
-    "prim::TupleUnpack", "prim::TupleIndex", "aten::__getitem__",
+    "prim::TupleUnpack", "prim::TupleIndex", "aten::__getitem__", "prim::DictConstruct",
 }
+
+
+def _holds_tensor_type(t: "torch._C.JitType") -> bool:
+    if isinstance(t, torch._C.TensorType):
+        return True
+    return any(_holds_tensor_type(c) for c in t.containedTypes())
+
+
+def _runtime_values(graph) -> set:
+    """The values that depend on the graph's inputs as tensors. A node none of whose inputs is one computes
+    from constants and sizes only: the importer runs it in PyTorch (``_fold``) instead of converting it."""
+    runtime = set(list(graph.inputs())[1:])
+
+    def visit(nodes):
+        for n in nodes:
+            if any(i in runtime for i in n.inputs()):
+                runtime.update(o for o in n.outputs() if _holds_tensor_type(o.type()))
+            for blk in n.blocks():
+                visit(blk.nodes())
+
+    visit(graph.nodes())
+    return runtime
+
+
+def _has_graph_tensor(x: Any) -> bool:
+    if isinstance(x, Tensor):
+        return True
+    if isinstance(x, (list, tuple)):
+        return any(_has_graph_tensor(e) for e in x)
+    return False
+
+
+_FOLDABLE_ARG = (type(None), bool, int, float, str, torch.dtype, torch.device, torch.layout, torch.memory_format)
+
+
+def _foldable_arg(x: Any) -> bool:
+    if isinstance(x, torch.Tensor):
+        return not x.is_quantized
+    if isinstance(x, (list, tuple)):
+        return all(_foldable_arg(e) for e in x)
+    return isinstance(x, _FOLDABLE_ARG)
+
+
+def _fold(node: "torch._C.Node", args: List[Any]) -> Any:
+    """Run an aten op of constants (and static sizes) in PyTorch: its result is a constant of the graph."""
+    schema = torch._C.parse_schema(node.schema())
+    op = getattr(getattr(torch.ops.aten, schema.name.split("::", 1)[1]), schema.overload_name or "default")
+    pos = [a for a, s in zip(args, schema.arguments) if not s.kwarg_only]
+    kw = {s.name: a for a, s in zip(args, schema.arguments) if s.kwarg_only}
+    with torch.no_grad():
+        return op(*pos, **kw)
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _FRAME = re.compile(r"^(.*)\((\d+)\): (\S+)$")
@@ -125,11 +176,13 @@ class _TorchScriptImporter:
 
     def check_supported(self, graph) -> None:
         found: "OrderedDict[str, List[str]]" = OrderedDict()
+        runtime = _runtime_values(graph)
 
         def visit(nodes):
             for n in nodes:
                 k = n.kind()
-                if k not in CONVERTERS and k not in _STRUCTURAL:
+                constant = k.startswith("aten::") and not any(i in runtime for i in n.inputs())
+                if k not in CONVERTERS and k not in _STRUCTURAL and not constant:
                     where = _source_of(n) or "unknown location"
                     scope = _scope_of(n)
                     found.setdefault(k, []).append(f"{where}" + (f" in {scope}" if scope else ""))
@@ -175,6 +228,17 @@ class _TorchScriptImporter:
             self.ctx._tensor_names[id(obj)] = re.sub(r"(\._packed_params)+$", "", path)
         return obj
 
+    def foldable(self, kind: str, args: List[Any]) -> bool:
+        """An aten op of constants: one without a converter, or one of a computed (unnamed) constant tensor
+        (torch.arange(n) * 2). Ops of named parameters only keep their converters (the graph keeps the names)."""
+        if not kind.startswith("aten::") or _has_graph_tensor(args) or not _foldable_arg(args):
+            return False
+        if kind not in CONVERTERS:
+            return True
+        computed = [a for a in args if isinstance(a, torch.Tensor) and id(a) not in self.ctx._tensor_names]
+        return bool(computed) and all(isinstance(a, torch.Tensor) and id(a) not in self.ctx._tensor_names
+                                      or not isinstance(a, torch.Tensor) for a in args)
+
     def run(self) -> Tuple[ir.Module, Dict[str, np.ndarray]]:
         graph = self.graph()
         self.check_supported(graph)
@@ -199,6 +263,14 @@ class _TorchScriptImporter:
                 result = list(args[0])
             elif kind in ("prim::TupleIndex", "aten::__getitem__"):
                 result = args[0][args[1]]
+            elif kind == "prim::DictConstruct":
+                result = dict(zip(args[0::2], args[1::2]))
+            elif self.foldable(kind, args):
+                try:
+                    result = _fold(node, args)
+                except Exception as e:
+                    raise UnsupportedError(f"{kind} of constants{ctx.where()}: PyTorch could not compute it at "
+                                           f"import: {e}") from None
             else:
                 try:
                     result = CONVERTERS[kind](ctx, *args)
@@ -222,7 +294,10 @@ def finish_module(ctx: Context, ret: Any) -> Tuple[ir.Module, Dict[str, np.ndarr
     flat: List[Tensor] = []
 
     def collect(x):
-        if isinstance(x, (list, tuple)):
+        if isinstance(x, dict):  # a traced model's dict output: its values, in the dict's (insertion) order
+            for e in x.values():
+                collect(e)
+        elif isinstance(x, (list, tuple)):
             for e in x:
                 collect(e)
         elif isinstance(x, Tensor):

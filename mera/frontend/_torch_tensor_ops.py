@@ -1,0 +1,727 @@
+"""More float PyTorch tensor ops, each mapped onto existing IR ops (issue 13).
+
+Imported at the end of _torch_ops.py, which it extends: the converters register
+in the same table and follow its conventions (arguments in schema order, a
+:class:`Tensor` or a torch constant per tensor argument, layout-aware axes).
+Reductions, indexing and reshaping work on the NCHW view of channels-last data
+(``ctx.to_nchw``) unless the op keeps elementwise layout.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import UnsupportedError
+from ._torch_ops import (Context, Tensor, _binary, _permute, _slices, _unary, _view, converts)
+
+
+def _t(ctx: Context, x, what: str) -> Tensor:
+    return ctx.tensor(x, what)
+
+
+def _nchw(ctx: Context, x, what: str) -> Tensor:
+    return ctx.to_nchw(ctx.tensor(x, what))
+
+
+def _dims(dims, rank: int) -> List[int]:
+    if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
+        return list(range(rank))
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    return sorted(int(d) + rank if int(d) < 0 else int(d) for d in dims)
+
+
+def _const(ctx: Context, arr) -> Tensor:
+    return Tensor(ctx.b.const(np.ascontiguousarray(arr), name=ctx.b._fresh("const")), False)
+
+
+def _reshape(ctx: Context, t: Tensor, shape: Sequence[int]) -> Tensor:
+    t = ctx.to_nchw(t)
+    if list(t.value.shape) == list(shape):
+        return t
+    return Tensor(ctx.emit("reshape", t.value, shape=[int(s) for s in shape]), False)
+
+
+# -- elementwise math --------------------------------------------------------------
+
+@converts("aten::rsqrt", "aten::rsqrt_")
+def _rsqrt(ctx, x):
+    return _binary(ctx, "div", 1.0, _unary(ctx, "sqrt", x))
+
+
+@converts("aten::reciprocal", "aten::reciprocal_")
+def _reciprocal(ctx, x):
+    return _binary(ctx, "div", 1.0, x)
+
+
+@converts("aten::square", "aten::square_")
+def _square(ctx, x):
+    return _binary(ctx, "mul", x, x)
+
+
+@converts("aten::log2")
+def _log2(ctx, x):
+    return _binary(ctx, "mul", _unary(ctx, "log", x), 1.0 / math.log(2.0))
+
+
+@converts("aten::log10")
+def _log10(ctx, x):
+    return _binary(ctx, "mul", _unary(ctx, "log", x), 1.0 / math.log(10.0))
+
+
+@converts("aten::log1p")
+def _log1p(ctx, x):
+    return _unary(ctx, "log", _binary(ctx, "add", x, 1.0))
+
+
+@converts("aten::expm1")
+def _expm1(ctx, x):
+    return _binary(ctx, "add", _unary(ctx, "exp", x), -1.0)
+
+
+@converts("aten::floor")
+def _floor(ctx, x):
+    return _unary(ctx, "floor", x)
+
+
+@converts("aten::ceil")
+def _ceil(ctx, x):
+    return _unary(ctx, "ceil", x)
+
+
+@converts("aten::round")
+def _round(ctx, x, decimals=0):
+    if decimals:
+        raise UnsupportedError(f"aten::round with decimals={decimals}{ctx.where()}")
+    return _unary(ctx, "round", x)
+
+
+def _clamp_bound(ctx: Context, x, bound, op: str):
+    if bound is None:
+        return ctx.tensor(x, op)
+    if isinstance(bound, (int, float)):
+        return _unary(ctx, "clip", x, **({"a_min": float(bound), "a_max": math.inf} if op == "maximum"
+                                         else {"a_min": -math.inf, "a_max": float(bound)}))
+    return _binary(ctx, op, x, bound)
+
+
+@converts("aten::clamp_min", "aten::clamp_min_")
+def _clamp_min(ctx, x, lo):
+    return _clamp_bound(ctx, x, lo, "maximum")
+
+
+@converts("aten::clamp_max", "aten::clamp_max_")
+def _clamp_max(ctx, x, hi):
+    return _clamp_bound(ctx, x, hi, "minimum")
+
+
+@converts("aten::clamp", "aten::clamp_", "aten::clip", "aten::clip_")
+def _clamp(ctx, x, lo=None, hi=None):
+    """Scalar bounds: the IR's clip; tensor bounds: maximum, then minimum (torch.clamp's order)."""
+    if not isinstance(lo, (Tensor, torch.Tensor)) and not isinstance(hi, (Tensor, torch.Tensor)):
+        return _unary(ctx, "clip", x, a_min=-math.inf if lo is None else float(lo),
+                      a_max=math.inf if hi is None else float(hi))
+    return _clamp_bound(ctx, _clamp_bound(ctx, x, lo, "maximum"), hi, "minimum")
+
+
+@converts("aten::remainder")
+def _remainder(ctx, a, b):
+    """Python's modulo (the sign of b): a - floor(a / b) * b."""
+    if not isinstance(a, (Tensor, torch.Tensor)) and not isinstance(b, (Tensor, torch.Tensor)):
+        return a % b
+    q = _unary(ctx, "floor", _binary(ctx, "div", a, b))
+    return _binary(ctx, "sub", a, _binary(ctx, "mul", q, b))
+
+
+# -- activations -------------------------------------------------------------------
+
+@converts("aten::elu", "aten::elu_")
+def _elu(ctx, x, alpha=1.0, scale=1.0, input_scale=1.0):
+    y = _unary(ctx, "elu", x if float(input_scale) == 1.0 else _binary(ctx, "mul", x, float(input_scale)),
+               alpha=float(alpha))
+    return y if float(scale) == 1.0 else _binary(ctx, "mul", y, float(scale))
+
+
+@converts("aten::selu", "aten::selu_")
+def _selu(ctx, x):
+    return _elu(ctx, x, 1.6732632423543772848170429916717, 1.0507009873554804934193349852946)
+
+
+@converts("aten::celu", "aten::celu_")
+def _celu(ctx, x, alpha=1.0):
+    return _elu(ctx, x, float(alpha), 1.0, 1.0 / float(alpha)) if float(alpha) == 1.0 else \
+        _binary(ctx, "mul", _unary(ctx, "elu", _binary(ctx, "mul", x, 1.0 / float(alpha)), alpha=1.0), float(alpha))
+
+
+@converts("aten::softsign")
+def _softsign(ctx, x):
+    return _binary(ctx, "div", x, _binary(ctx, "add", _unary(ctx, "abs", x), 1.0))
+
+
+@converts("aten::tanhshrink")
+def _tanhshrink(ctx, x):
+    return _binary(ctx, "sub", x, _unary(ctx, "tanh", x))
+
+
+@converts("aten::log_sigmoid")
+def _log_sigmoid(ctx, x):
+    """-softplus(-x) as min(x, 0) - log(1 + exp(-|x|)) (no overflow)."""
+    t = ctx.tensor(x, "log_sigmoid")
+    e = _unary(ctx, "exp", _binary(ctx, "mul", _unary(ctx, "abs", t), -1.0))
+    return _binary(ctx, "sub", _unary(ctx, "clip", t, a_min=-math.inf, a_max=0.0),
+                   _unary(ctx, "log", _binary(ctx, "add", e, 1.0)))
+
+
+@converts("aten::hardshrink")
+def _hardshrink(ctx, x, lambd=0.5):
+    """x where |x| > lambd, else 0: x times the comparison cast to float."""
+    t = ctx.tensor(x, "hardshrink")
+    mask = ctx.emit("compare", _unary(ctx, "abs", t).value, _const(ctx, np.array([lambd], np.float32)).value,
+                    kind="greater")
+    return _binary(ctx, "mul", t, Tensor(ctx.emit("cast", mask, to="float32"), t.nhwc))
+
+
+@converts("aten::glu")
+def _glu(ctx, x, dim=-1):
+    t = ctx.tensor(x, "glu")
+    n = t.shape[dim]
+    a, b = _slices(ctx, t, dim, [n // 2, n // 2])
+    return _binary(ctx, "mul", a, _unary(ctx, "sigmoid", b))
+
+
+@converts("aten::gelu")
+def _gelu(ctx, x, approximate="none"):
+    from ._torch_ops import _gelu_erf
+    if approximate == "none":
+        return _gelu_erf(ctx, x)
+    if approximate != "tanh":
+        raise UnsupportedError(f"gelu with approximate={approximate!r}{ctx.where()}")
+    # 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))
+    t = ctx.tensor(x, "gelu")
+    x3 = _binary(ctx, "mul", _binary(ctx, "mul", t, t), t)
+    inner = _binary(ctx, "mul", _binary(ctx, "add", t, _binary(ctx, "mul", x3, 0.044715)),
+                    math.sqrt(2.0 / math.pi))
+    return _binary(ctx, "mul", _binary(ctx, "mul", t, 0.5), _binary(ctx, "add", _unary(ctx, "tanh", inner), 1.0))
+
+
+# -- reductions --------------------------------------------------------------------
+
+def _reduce(ctx: Context, x, kind: str, dims, keepdim, what: str) -> Tensor:
+    t = _nchw(ctx, x, what)
+    rank = len(t.value.shape)
+    axes = _dims(dims, rank)
+    if not keepdim and len(axes) == rank:
+        raise UnsupportedError(f"{what} over every axis gives a 0-d tensor; mera tensors have at least one axis: "
+                               f"give dims or keepdim=True{ctx.where()}")
+    return Tensor(ctx.emit("reduce", t.value, kind=kind, axes=axes, keepdims=int(bool(keepdim))), False)
+
+
+@converts("aten::sum")
+def _sum(ctx, x, dims=None, keepdim=False, dtype=None):
+    return _reduce(ctx, x, "sum", dims, keepdim, "sum")
+
+
+@converts("aten::prod")
+def _prod(ctx, x, dim=None, keepdim=False, dtype=None):
+    return _reduce(ctx, x, "prod", dim, keepdim, "prod")
+
+
+@converts("aten::amax")
+def _amax(ctx, x, dims=(), keepdim=False):
+    return _reduce(ctx, x, "max", dims, keepdim, "amax")
+
+
+@converts("aten::amin")
+def _amin(ctx, x, dims=(), keepdim=False):
+    return _reduce(ctx, x, "min", dims, keepdim, "amin")
+
+
+@converts("aten::logsumexp")
+def _logsumexp(ctx, x, dims, keepdim=False):
+    return _reduce(ctx, x, "log_sum_exp", dims, keepdim, "logsumexp")
+
+
+def _max_min(kind: str, arg: str, pair: str):
+    def conv(ctx, a, b=None, keepdim=False):
+        if b is None:
+            raise UnsupportedError(f"aten::{kind} over every element gives a 0-d tensor; mera tensors have at "
+                                   f"least one axis: give a dim or use amax/amin with keepdim{ctx.where()}")
+        if isinstance(b, (Tensor, torch.Tensor)):
+            return _binary(ctx, pair, a, b)
+        t = _nchw(ctx, a, f"aten::{kind}")
+        v = _reduce(ctx, t, kind, [int(b)], keepdim, f"aten::{kind}")
+        i = Tensor(ctx.emit(arg, t.value, axis=_dims([int(b)], len(t.value.shape))[0], keepdims=int(bool(keepdim)),
+                            select_last_index=0), False)
+        return [v, i]
+    return conv
+
+
+converts("aten::max")(_max_min("max", "argmax", "maximum"))
+converts("aten::min")(_max_min("min", "argmin", "minimum"))
+
+
+def _var(ctx: Context, x, dims, correction, keepdim, what: str) -> Tensor:
+    t = _nchw(ctx, x, what)
+    rank = len(t.value.shape)
+    axes = _dims(dims, rank)
+    n = int(np.prod([t.value.shape[a] for a in axes]))
+    mean = Tensor(ctx.emit("mean", t.value, axes=axes, keepdims=1), False)
+    d = _binary(ctx, "sub", t, mean)
+    ss = _reduce(ctx, _binary(ctx, "mul", d, d), "sum", axes, keepdim, what)
+    return _binary(ctx, "div", ss, float(max(n - correction, 0)))
+
+
+def _correction(unbiased_or_correction, correction) -> float:
+    if correction is not None:
+        return float(correction)
+    if isinstance(unbiased_or_correction, bool):
+        return 1.0 if unbiased_or_correction else 0.0
+    return 1.0
+
+
+def _var_args(dims=None, unbiased=None, keepdim=False, correction=None):
+    """var(x, unbiased), var.dim(x, dims, unbiased, keepdim) or var.correction(x, dims, correction, keepdim)
+    (TorchScript's positional order; torch.export names correction and keepdim)."""
+    if isinstance(dims, bool):
+        return None, (1.0 if dims else 0.0), False
+    if not isinstance(unbiased, bool):  # the .correction overload: the third argument is the correction
+        return dims, 1.0 if unbiased is None else float(unbiased), bool(keepdim)
+    return dims, _correction(unbiased, correction), bool(keepdim)
+
+
+@converts("aten::var")
+def _var_conv(ctx, x, *args, **kw):
+    dims, corr, keepdim = _var_args(*args, **kw)
+    return _var(ctx, x, dims, corr, keepdim, "var")
+
+
+@converts("aten::std")
+def _std(ctx, x, *args, **kw):
+    dims, corr, keepdim = _var_args(*args, **kw)
+    return _unary(ctx, "sqrt", _var(ctx, x, dims, corr, keepdim, "std"))
+
+
+def _pnorm(ctx: Context, x, p, dims, keepdim, what: str) -> Tensor:
+    p = 2.0 if p is None else float(p)
+    if p == 2.0:
+        return _reduce(ctx, x, "l2", dims, keepdim, what)
+    if p == 1.0:
+        return _reduce(ctx, x, "l1", dims, keepdim, what)
+    if p == math.inf:
+        return _reduce(ctx, _unary(ctx, "abs", x), "max", dims, keepdim, what)
+    s = _reduce(ctx, _binary(ctx, "pow", _unary(ctx, "abs", x), p), "sum", dims, keepdim, what)
+    return _binary(ctx, "pow", s, 1.0 / p)
+
+
+@converts("aten::norm")
+def _norm(ctx, x, p=2.0, dims=None, keepdim=False, dtype=None):
+    return _pnorm(ctx, x, p, dims, keepdim, "norm")
+
+
+@converts("aten::linalg_vector_norm")
+def _vector_norm(ctx, x, p=2.0, dims=None, keepdim=False, dtype=None):
+    return _pnorm(ctx, x, p, dims, keepdim, "linalg_vector_norm")
+
+
+@converts("aten::frobenius_norm")
+def _frobenius(ctx, x, dims=None, keepdim=False):
+    return _reduce(ctx, x, "l2", dims, keepdim, "frobenius_norm")
+
+
+@converts("aten::log_softmax", "aten::_log_softmax")
+def _log_softmax(ctx, x, dim, dtype_or_half=None):
+    t = ctx.tensor(x, "log_softmax")
+    m = _reduce(ctx, t, "max", [dim], True, "log_softmax")
+    d = _binary(ctx, "sub", ctx.to_nchw(t), m)
+    return _binary(ctx, "sub", d, _reduce(ctx, d, "log_sum_exp", [dim], True, "log_softmax"))
+
+
+@converts("aten::topk")
+def _topk(ctx, x, k, dim=-1, largest=True, sorted=True):
+    t = _nchw(ctx, x, "topk")
+    axis = _dims([dim], len(t.value.shape))[0]
+    attrs = dict(k=int(k), axis=axis, largest=int(bool(largest)))
+    return [Tensor(ctx.emit("topk", t.value, output=o, **attrs), False) for o in ("values", "indices")]
+
+
+@converts("aten::sort")
+def _sort(ctx, x, dim=-1, descending=False, stable=None):
+    """sort as a topk of every element; equal values keep their order (the lower index first), as a stable sort."""
+    if isinstance(dim, bool) or dim is None:  # sort.stable(x, stable, dim, descending)
+        dim, descending = descending if isinstance(descending, int) and not isinstance(descending, bool) else -1, \
+            bool(stable)
+    t = _nchw(ctx, x, "sort")
+    n = t.value.shape[_dims([dim], len(t.value.shape))[0]]
+    return _topk(ctx, t, n, dim, bool(descending), True)
+
+
+# -- matrix products ---------------------------------------------------------------
+
+@converts("aten::mm")
+def _mm(ctx, a, b):
+    return Tensor(ctx.emit("matmul", _nchw(ctx, a, "mm").value, _nchw(ctx, b, "mm").value), False)
+
+
+def _scaled(ctx: Context, x, s) -> Tensor:
+    return ctx.tensor(x, "baddbmm") if float(s) == 1.0 else _binary(ctx, "mul", x, float(s))
+
+
+@converts("aten::baddbmm", "aten::addbmm_")
+def _baddbmm(ctx, inp, a, b, beta=1, alpha=1):
+    p = Tensor(ctx.emit("matmul", _nchw(ctx, a, "baddbmm").value, _nchw(ctx, b, "baddbmm").value), False)
+    if float(beta) == 0.0:
+        return _scaled(ctx, p, alpha)
+    return _binary(ctx, "add", _scaled(ctx, _nchw(ctx, inp, "baddbmm"), beta), _scaled(ctx, p, alpha))
+
+
+@converts("aten::einsum")
+def _einsum(ctx, eq, operands, path=None):
+    """Two-operand einsum whose right side is a permutation of batch axes then the matmul's ij,jk -> ik:
+    transposes around one matmul (what attention writes: 'bhqd,bhkd->bhqk', 'bij,bjk->bik')."""
+    eq = eq.replace(" ", "")
+    if "->" not in eq or "..." in eq or len(operands) != 2:
+        raise UnsupportedError(f"einsum {eq!r}: mera takes two operands and an explicit output{ctx.where()}")
+    lhs, out = eq.split("->")
+    sa, sb = lhs.split(",")
+    ta, tb = _nchw(ctx, operands[0], "einsum"), _nchw(ctx, operands[1], "einsum")
+    contracted = [c for c in sa if c in sb and c not in out]
+    batch = [c for c in out if c in sa and c in sb]
+    free_a = [c for c in sa if c not in sb]
+    free_b = [c for c in sb if c not in sa]
+    if len(contracted) != 1 or len(free_a) > 1 or len(free_b) > 1 or sorted(out) != sorted(batch + free_a + free_b) \
+            or len(set(sa)) != len(sa) or len(set(sb)) != len(sb):
+        raise UnsupportedError(f"einsum {eq!r}: mera takes one contracted index and at most one free index per "
+                               f"operand{ctx.where()}")
+    k = contracted[0]
+
+    def arrange(t: Tensor, spec: str, order: List[str]) -> Tensor:
+        perm = [spec.index(c) for c in order]
+        return t if perm == list(range(len(perm))) else Tensor(ctx.emit("transpose", t.value, axes=perm), False)
+
+    a = arrange(ta, sa, batch + free_a + [k])
+    b = arrange(tb, sb, batch + [k] + free_b)
+    if not free_a:
+        a = Tensor(ctx.emit("reshape", a.value, shape=list(a.value.shape[:-1]) + [1, a.value.shape[-1]]), False)
+    if not free_b:
+        b = Tensor(ctx.emit("reshape", b.value, shape=list(b.value.shape) + [1]), False)
+    y = Tensor(ctx.emit("matmul", a.value, b.value), False)
+    got = batch + free_a + free_b
+    shape = list(y.value.shape[:len(batch)]) + [y.value.shape[-2]] * bool(free_a) + [y.value.shape[-1]] * bool(free_b)
+    y = _reshape(ctx, y, shape)
+    return arrange(y, "".join(got), list(out))
+
+
+# -- shape and data movement -------------------------------------------------------
+
+@converts("aten::movedim", "aten::moveaxis")
+def _movedim(ctx, x, src, dst):
+    t = ctx.tensor(x, "movedim")
+    rank = len(t.shape)
+    src = _norm_list(src, rank)
+    dst = _norm_list(dst, rank)
+    order = [d for d in range(rank) if d not in src]
+    perm = [0] * rank
+    for s, d in zip(src, dst):
+        perm[d] = s
+    it = iter(order)
+    for i in range(rank):
+        if i not in dst:
+            perm[i] = next(it)
+    return _permute(ctx, t, perm)
+
+
+def _norm_list(v, rank: int) -> List[int]:
+    v = [v] if isinstance(v, int) else list(v)
+    return [int(d) + rank if int(d) < 0 else int(d) for d in v]
+
+
+@converts("aten::swapaxes", "aten::swapdims")
+def _swapaxes(ctx, x, d0, d1):
+    t = ctx.tensor(x, "swapaxes")
+    perm = list(range(len(t.shape)))
+    a, b = _norm_list([d0, d1], len(perm))
+    perm[a], perm[b] = perm[b], perm[a]
+    return _permute(ctx, t, perm)
+
+
+def _tile(ctx: Context, t: Tensor, reps: Sequence[int]) -> Tensor:
+    for axis, r in enumerate(reps):
+        if r > 1:
+            if r > 64:
+                raise UnsupportedError(f"repeat/expand by {r} along an axis (mera concatenates at most 64 copies)"
+                                       f"{ctx.where()}")
+            t = Tensor(ctx.emit("concat", *([t.value] * r), axis=axis), False)
+    return t
+
+
+@converts("aten::repeat")
+def _repeat(ctx, x, reps):
+    t = _nchw(ctx, x, "repeat")
+    reps = [int(r) for r in reps]
+    shape = [1] * (len(reps) - len(t.value.shape)) + list(t.value.shape)
+    return _tile(ctx, _reshape(ctx, t, shape), reps)
+
+
+@converts("aten::expand")
+def _expand(ctx, x, size, implicit=False):
+    t = _nchw(ctx, x, "expand")
+    size = [int(s) for s in size]
+    shape = [1] * (len(size) - len(t.value.shape)) + list(t.value.shape)
+    size = [shape[i] if s == -1 else s for i, s in enumerate(size)]
+    if any(a != 1 and a != s for a, s in zip(shape, size)):
+        raise UnsupportedError(f"expand of shape {shape} to {size}{ctx.where()}")
+    return _tile(ctx, _reshape(ctx, t, shape), [s if a == 1 else 1 for a, s in zip(shape, size)])
+
+
+@converts("aten::expand_as")
+def _expand_as(ctx, x, other):
+    return _expand(ctx, x, list(ctx.tensor(other, "expand_as").shape))
+
+
+@converts("aten::roll")
+def _roll(ctx, x, shifts, dims=()):
+    t = _nchw(ctx, x, "roll")
+    shifts = [shifts] if isinstance(shifts, int) else list(shifts)
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    if not dims:
+        flat = _reshape(ctx, t, [int(np.prod(t.value.shape))])
+        return _reshape(ctx, _roll(ctx, flat, shifts, [0]), t.value.shape)
+    for s, d in zip(shifts, dims):
+        n = t.value.shape[d]
+        s = int(s) % n
+        if s:
+            a, b = _slices(ctx, t, d, [n - s, s])
+            t = Tensor(ctx.emit("concat", b.value, a.value, axis=_norm_list(d, len(t.value.shape))[0]), False)
+    return t
+
+
+def _index_const(ctx: Context, idx: np.ndarray) -> Tensor:
+    return _const(ctx, np.ascontiguousarray(idx.astype(np.int64)))
+
+
+@converts("aten::flip")
+def _flip(ctx, x, dims):
+    t = _nchw(ctx, x, "flip")
+    for d in _norm_list(dims, len(t.value.shape)):
+        n = t.value.shape[d]
+        t = Tensor(ctx.emit("gather", t.value, _index_const(ctx, np.arange(n - 1, -1, -1)).value, axis=d), False)
+    return t
+
+
+@converts("aten::unbind")
+def _unbind(ctx, x, dim=0):
+    t = _nchw(ctx, x, "unbind")
+    d = _norm_list(dim, len(t.value.shape))[0]
+    shape = [s for i, s in enumerate(t.value.shape) if i != d]
+    return [_reshape(ctx, p, shape) for p in _slices(ctx, t, d, [1] * t.value.shape[d])]
+
+
+@converts("aten::unsafe_split")
+def _unsafe_split(ctx, x, split, dim=0):
+    from ._torch_ops import _split
+    return _split(ctx, x, split, dim)
+
+
+@converts("aten::unsafe_chunk")
+def _unsafe_chunk(ctx, x, chunks, dim=0):
+    from ._torch_ops import _chunk
+    return _chunk(ctx, x, chunks, dim)
+
+
+@converts("aten::stack")
+def _stack(ctx, xs, dim=0):
+    ts = [_nchw(ctx, x, "stack") for x in xs]
+    rank = len(ts[0].value.shape) + 1
+    d = _norm_list(dim, rank)[0]
+    parts = [_reshape(ctx, t, list(t.value.shape[:d]) + [1] + list(t.value.shape[d:])).value for t in ts]
+    return Tensor(ctx.emit("concat", *parts, axis=d), False)
+
+
+@converts("aten::narrow")
+def _narrow(ctx, x, dim, start, length):
+    t = ctx.tensor(x, "narrow")
+    n = t.shape[dim]
+    start = int(start) + n if int(start) < 0 else int(start)
+    return Tensor(ctx.emit("slice", t.value, axis=ctx.axis(t, dim), begin=start, end=start + int(length)), t.nhwc,
+                  t.torch_cl)
+
+
+@converts("aten::select")
+def _select(ctx, x, dim, index):
+    t = _nchw(ctx, x, "select")
+    rank = len(t.value.shape)
+    d = _norm_list(dim, rank)[0]
+    n = t.value.shape[d]
+    i = int(index) + n if int(index) < 0 else int(index)
+    s = Tensor(ctx.emit("slice", t.value, axis=d, begin=i, end=i + 1), False)
+    return _reshape(ctx, s, [v for j, v in enumerate(t.value.shape) if j != d])
+
+
+def _gather(ctx: Context, t: Tensor, axis: int, index) -> Tensor:
+    if isinstance(index, torch.Tensor):
+        idx = _index_const(ctx, index.detach().numpy())
+    else:
+        idx = ctx.tensor(index, "index")
+        if idx.value.dtype != "int64":
+            idx = Tensor(ctx.emit("cast", idx.value, to="int64"), False)
+    return Tensor(ctx.emit("gather", t.value, idx.value, axis=axis), False)
+
+
+@converts("aten::index_select")
+def _index_select(ctx, x, dim, index):
+    t = _nchw(ctx, x, "index_select")
+    return _gather(ctx, t, _norm_list(dim, len(t.value.shape))[0], index)
+
+
+@converts("aten::index", "aten::index.Tensor")
+def _index(ctx, x, indices):
+    """x[idx] / x[:, idx]: one integer index tensor (constant or run-time) on one axis, the others whole."""
+    t = _nchw(ctx, x, "index")
+    given = [(i, v) for i, v in enumerate(indices) if v is not None]
+    if len(given) != 1:
+        raise UnsupportedError(f"aten::index with {len(given)} index tensors (mera takes one){ctx.where()}")
+    axis, idx = given[0]
+    if isinstance(idx, torch.Tensor) and idx.dtype == torch.bool:
+        raise UnsupportedError(f"aten::index by a boolean mask (a data-dependent shape){ctx.where()}")
+    return _gather(ctx, t, axis, idx)
+
+
+@converts("aten::masked_fill", "aten::masked_fill_")
+def _masked_fill(ctx, x, mask, value):
+    """x with value where a constant mask is true: x * (1 - m) + value * m (m the 0/1 mask as float)."""
+    if not isinstance(mask, torch.Tensor):
+        raise UnsupportedError(f"masked_fill with a run-time mask{ctx.where()}")
+    value = float(value.item() if isinstance(value, torch.Tensor) else value)
+    m = mask.detach().numpy().astype(bool)
+    t = _nchw(ctx, x, "masked_fill")
+    if not math.isfinite(value):
+        # inf * 0 is NaN: add the fill as a constant of 0 / value, keeping x where the mask is false
+        keep = _binary(ctx, "mul", t, _const(ctx, (~m).astype(np.float32)))
+        return _binary(ctx, "add", keep, _const(ctx, np.where(m, np.float32(value), np.float32(0))))
+    keep = _binary(ctx, "mul", t, _const(ctx, (~m).astype(np.float32)))
+    return _binary(ctx, "add", keep, _const(ctx, np.where(m, np.float32(value), np.float32(0)).astype(np.float32)))
+
+
+# -- constants of a given shape ------------------------------------------------------
+
+def _torch_dtype(dtype):
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    return {6: torch.float32, 7: torch.float64, 4: torch.int64, 3: torch.int32, 11: torch.bool}.get(int(dtype),
+                                                                                                     torch.float32)
+
+
+def _like(ctx: Context, x, fill: float, dtype) -> torch.Tensor:
+    shape = list(ctx.tensor(x, "like").shape)
+    return torch.full(shape, float(fill), dtype=_torch_dtype(dtype))
+
+
+@converts("aten::zeros_like")
+def _zeros_like(ctx, x, dtype=None, *rest):
+    return _like(ctx, x, 0.0, dtype)
+
+
+@converts("aten::ones_like")
+def _ones_like(ctx, x, dtype=None, *rest):
+    return _like(ctx, x, 1.0, dtype)
+
+
+@converts("aten::full_like")
+def _full_like(ctx, x, fill, dtype=None, *rest):
+    return _like(ctx, x, fill, dtype)
+
+
+def _static(ctx: Context, size, what: str) -> List[int]:
+    if not all(isinstance(s, int) for s in size):
+        raise UnsupportedError(f"{what} of a run-time size{ctx.where()}")
+    return [int(s) for s in size]
+
+
+@converts("aten::new_zeros")
+def _new_zeros(ctx, x, size, dtype=None, *rest):
+    return torch.zeros(_static(ctx, size, "new_zeros"), dtype=_torch_dtype(dtype))
+
+
+@converts("aten::new_ones")
+def _new_ones(ctx, x, size, dtype=None, *rest):
+    return torch.ones(_static(ctx, size, "new_ones"), dtype=_torch_dtype(dtype))
+
+
+@converts("aten::new_full")
+def _new_full(ctx, x, size, fill, dtype=None, *rest):
+    return torch.full(_static(ctx, size, "new_full"), float(fill), dtype=_torch_dtype(dtype))
+
+
+@converts("aten::type_as")
+def _type_as(ctx, x, other):
+    t, o = ctx.tensor(x, "type_as"), ctx.tensor(other, "type_as")
+    if t.value.dtype == o.value.dtype:
+        return t
+    return Tensor(ctx.emit("cast", t.value, to=o.value.dtype), t.nhwc, t.torch_cl)
+
+
+# -- layout ops on float data ------------------------------------------------------
+
+@converts("aten::channel_shuffle", "aten::native_channel_shuffle")
+def _channel_shuffle(ctx, x, groups):
+    t = _nchw(ctx, x, "channel_shuffle")
+    n, c, h, w = t.value.shape
+    g = int(groups)
+    y = _reshape(ctx, t, [n, g, c // g, h * w])
+    y = Tensor(ctx.emit("transpose", y.value, axes=[0, 2, 1, 3]), False)
+    return _reshape(ctx, y, [n, c, h, w])
+
+
+def _norm_groups(ctx: Context, t: Tensor, groups: int, eps: float, what: str) -> Tensor:
+    """(x - mean) / sqrt(var + eps) over each of `groups` groups of channels and all spatial positions."""
+    t = ctx.to_nchw(t)
+    shape = list(t.value.shape)
+    n, c = shape[0], shape[1]
+    y = _reshape(ctx, t, [n, groups, -1])
+    mean = Tensor(ctx.emit("mean", y.value, axes=[2], keepdims=1), False)
+    d = _binary(ctx, "sub", y, mean)
+    var = Tensor(ctx.emit("mean", _binary(ctx, "mul", d, d).value, axes=[2], keepdims=1), False)
+    y = _binary(ctx, "div", d, _unary(ctx, "sqrt", _binary(ctx, "add", var, float(eps))))
+    return _reshape(ctx, y, shape)
+
+
+def _affine(ctx: Context, y: Tensor, weight, bias) -> Tensor:
+    c = y.value.shape[1]
+    bshape = [c] + [1] * (len(y.value.shape) - 2)
+    for p, op in ((weight, "mul"), (bias, "add")):
+        if p is not None:
+            pv = p.detach().float().numpy().reshape(bshape) if isinstance(p, torch.Tensor) else None
+            y = _binary(ctx, op, y, _const(ctx, pv) if pv is not None else
+                        _reshape(ctx, ctx.tensor(p, "norm"), bshape))
+    return y
+
+
+@converts("aten::group_norm")
+def _group_norm(ctx, x, groups, weight=None, bias=None, eps=1e-5, cudnn=True):
+    return _affine(ctx, _norm_groups(ctx, ctx.tensor(x, "group_norm"), int(groups), float(eps), "group_norm"),
+                   weight, bias)
+
+
+@converts("aten::instance_norm")
+def _instance_norm(ctx, x, weight, bias, mean, var, use_input_stats, momentum, eps, cudnn=True):
+    if not use_input_stats:
+        raise UnsupportedError(f"instance_norm with running statistics (track_running_stats) {ctx.where()}")
+    t = ctx.tensor(x, "instance_norm")
+    return _affine(ctx, _norm_groups(ctx, t, t.shape[1], float(eps), "instance_norm"), weight, bias)
+
+
+@converts("aten::cosine_similarity")
+def _cosine_similarity(ctx, a, b, dim=1, eps=1e-8):
+    """sum(a*b) / sqrt(clamp_min(sum(a*a) * sum(b*b), eps^2)), ATen's formula."""
+    ta, tb = _nchw(ctx, a, "cosine_similarity"), _nchw(ctx, b, "cosine_similarity")
+    ab = _reduce(ctx, _binary(ctx, "mul", ta, tb), "sum", [dim], False, "cosine_similarity")
+    aa = _reduce(ctx, _binary(ctx, "mul", ta, ta), "sum", [dim], False, "cosine_similarity")
+    bb = _reduce(ctx, _binary(ctx, "mul", tb, tb), "sum", [dim], False, "cosine_similarity")
+    den = _unary(ctx, "sqrt", _unary(ctx, "clip", _binary(ctx, "mul", aa, bb), a_min=float(eps) ** 2,
+                                     a_max=math.inf))
+    return _binary(ctx, "div", ab, den)
