@@ -144,7 +144,8 @@ def test_op_traced(name, layout):
 
 
 EXPORTED = ["rsqrt", "sum_mean_keepdim", "std_var", "topk_sort", "softmax_log_softmax_logsumexp", "roll_flip",
-            "stack_narrow_select", "activations_a", "norms", "rank1_param_broadcast", "einsum", "repeat_expand"]
+            "stack_narrow_select", "activations_a", "norms", "rank1_param_broadcast", "einsum", "repeat_expand",
+            "folded_arange_linspace", "like_constants", "index_constant", "masked_fill"]
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])

@@ -147,14 +147,40 @@ class _ExportImporter:
 
     # -- walk -------------------------------------------------------------
 
+    def runtime_nodes(self) -> set:
+        """The nodes that depend on the user inputs; an aten op of none of them computes from constants only
+        and the importer runs it in PyTorch (``fold``)."""
+        user = set(self.ep.graph_signature.user_inputs)
+        runtime = {n for n in self.ep.graph.nodes if n.op == "placeholder" and n.name in user}
+        for n in self.ep.graph.nodes:
+            if n.op == "call_function" and any(a in runtime for a in n.all_input_nodes):
+                runtime.add(n)
+        return runtime
+
+    def foldable(self, node, name: Optional[str], args: List[Any]) -> bool:
+        """As the TorchScript importer's: an aten op of constants without a converter, or of computed
+        (unnamed) constant tensors only; quantized tensors and the QDQ ops are never folded."""
+        if node in self._runtime or not (name or "").startswith("aten::") or name in _Q_OPS or name in _DQ_OPS:
+            return False
+        from .pytorch import _foldable_arg, _has_graph_tensor
+        if _has_graph_tensor(args) or not _foldable_arg(args):
+            return False
+        if name not in CONVERTERS:
+            return True
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        return bool(tensors) and all(id(a) not in self.ctx._tensor_names for a in tensors)
+
     def check_supported(self) -> None:
         found: Dict[str, List[str]] = {}
+        self._runtime = self.runtime_nodes()
         for node in self.ep.graph.nodes:
             if node.op != "call_function":
                 continue
             name = self.op_name(node)
             if name == "getitem" or name in CONVERTERS or name in _Q_OPS or name in _DQ_OPS:
                 continue
+            if node not in self._runtime and (name or "").startswith("aten::"):
+                continue  # folded at import
             found.setdefault(name or str(node.target), []).append(
                 f"{self.source(node)}" + (f" in {self.scope(node)}" if self.scope(node) else ""))
         if found:
@@ -213,6 +239,14 @@ class _ExportImporter:
                 self.env[node] = self.quantize(node, args)
             elif name in _DQ_OPS:
                 self.env[node] = self.dequantize(node, name, args)
+            elif self.foldable(node, name, args):
+                try:
+                    with torch.no_grad():
+                        self.env[node] = node.target(*torch.fx.node.map_arg(node.args, self.env.__getitem__),
+                                                     **torch.fx.node.map_arg(node.kwargs, self.env.__getitem__))
+                except Exception as e:
+                    raise UnsupportedError(f"{name} of constants at {self.source(node)}: PyTorch could not compute "
+                                           f"it at import: {e}") from None
             else:
                 try:
                     self.env[node] = CONVERTERS[name](ctx, *self.resolve(args))

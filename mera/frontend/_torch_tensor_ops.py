@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import UnsupportedError
-from ._torch_ops import (Context, Tensor, _binary, _permute, _slices, _unary, _view, converts)
+from ._torch_ops import Context, Tensor, _binary, _permute, _slices, _unary, converts
 
 
 def _t(ctx: Context, x, what: str) -> Tensor:
@@ -140,9 +140,11 @@ def _remainder(ctx, a, b):
 
 @converts("aten::elu", "aten::elu_")
 def _elu(ctx, x, alpha=1.0, scale=1.0, input_scale=1.0):
-    y = _unary(ctx, "elu", x if float(input_scale) == 1.0 else _binary(ctx, "mul", x, float(input_scale)),
-               alpha=float(alpha))
-    return y if float(scale) == 1.0 else _binary(ctx, "mul", y, float(scale))
+    """ATen: x > 0 ? scale * x : alpha * scale * (exp(input_scale * x) - 1), as
+    elu(input_scale * x, alpha * input_scale) * (scale / input_scale)."""
+    s, i = float(scale), float(input_scale)
+    y = _unary(ctx, "elu", x if i == 1.0 else _binary(ctx, "mul", x, i), alpha=float(alpha) * i)
+    return y if s / i == 1.0 else _binary(ctx, "mul", y, s / i)
 
 
 @converts("aten::selu", "aten::selu_")
@@ -152,8 +154,9 @@ def _selu(ctx, x):
 
 @converts("aten::celu", "aten::celu_")
 def _celu(ctx, x, alpha=1.0):
-    return _elu(ctx, x, float(alpha), 1.0, 1.0 / float(alpha)) if float(alpha) == 1.0 else \
-        _binary(ctx, "mul", _unary(ctx, "elu", _binary(ctx, "mul", x, 1.0 / float(alpha)), alpha=1.0), float(alpha))
+    """x > 0 ? x : alpha * (exp(x / alpha) - 1)."""
+    a = float(alpha)
+    return _elu(ctx, x, a, 1.0, 1.0 / a)  # ATen: elu(x, alpha, scale 1, input_scale 1 / alpha)
 
 
 @converts("aten::softsign")
@@ -681,8 +684,9 @@ def _norm_groups(ctx: Context, t: Tensor, groups: int, eps: float, what: str) ->
     """(x - mean) / sqrt(var + eps) over each of `groups` groups of channels and all spatial positions."""
     t = ctx.to_nchw(t)
     shape = list(t.value.shape)
-    n, c = shape[0], shape[1]
-    y = _reshape(ctx, t, [n, groups, -1])
+    if shape[1] % groups:
+        raise UnsupportedError(f"{what} of {shape[1]} channels in {groups} groups{ctx.where()}")
+    y = _reshape(ctx, t, [shape[0], groups, -1])
     mean = Tensor(ctx.emit("mean", y.value, axes=[2], keepdims=1), False)
     d = _binary(ctx, "sub", y, mean)
     var = Tensor(ctx.emit("mean", _binary(ctx, "mul", d, d).value, axes=[2], keepdims=1), False)
