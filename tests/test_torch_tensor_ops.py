@@ -130,6 +130,9 @@ CASES = {
                                     F.elu(x, 0.4), F.gelu(x), F.gelu(x, approximate="tanh")), [X], "any"),
     "norms": (lambda m, x: (F.group_norm(x, 2, m.w, m.b), F.instance_norm(x), F.layer_norm(x, [3, 5]),
                             F.group_norm(x, 4)), [X], "any", {"w": torch.randn(4), "b": torch.randn(4)}),
+    "sdpa_unflatten": (lambda m, x: F.scaled_dot_product_attention(*[x.unflatten(-1, (2, 4)).transpose(1, 2)] * 3,
+                                                                  is_causal=True).unsqueeze(0).squeeze(0), [(2, 5, 8)],
+                       "any"),
     "dropout_identity": (lambda m, x: F.dropout(x, 0.3, training=False) + x.to(torch.float32), [X], "any"),
     "rank1_param_broadcast": (lambda m, x: x * m.w + m.w2 - m.b3, [X], "any",
                               {"w": torch.randn(5), "w2": torch.randn(3, 5), "b3": torch.randn(4, 1, 1)}),
@@ -145,7 +148,7 @@ def test_op_traced(name, layout):
 
 EXPORTED = ["rsqrt", "sum_mean_keepdim", "std_var", "topk_sort", "softmax_log_softmax_logsumexp", "roll_flip",
             "stack_narrow_select", "activations_a", "norms", "rank1_param_broadcast", "einsum", "repeat_expand",
-            "folded_arange_linspace", "like_constants", "index_constant", "masked_fill"]
+            "folded_arange_linspace", "like_constants", "index_constant", "masked_fill", "sdpa_unflatten"]
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
@@ -165,6 +168,40 @@ class RankOneAfterConv(nn.Module):
 
     def forward(self, x):
         return self.conv(x) * self.w + torch.arange(5.0)
+
+
+class Attention(nn.Module):
+    """nn.MultiheadAttention (traced: its fast path, aten::_native_multi_head_attention; exported:
+    scaled_dot_product_attention), SDPA with a causal and a constant bool mask, unsqueeze/squeeze/unflatten."""
+
+    def __init__(self):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.register_buffer("mask", torch.rand(5, 5) > 0.3, persistent=False)
+        self.mask.fill_diagonal_(True)
+
+    def forward(self, x):
+        y = self.mha(x, x, x, need_weights=False)[0]
+        q = x.unflatten(-1, (2, 4)).transpose(1, 2)
+        a = F.scaled_dot_product_attention(q, q * 0.5, q + 1, is_causal=True)
+        b = F.scaled_dot_product_attention(q, q, q, attn_mask=self.mask, scale=0.3)
+        return y, a, b, x.unsqueeze(1).squeeze(1).unsqueeze(-1).squeeze()
+
+
+class Embedding(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+
+    def forward(self, x):
+        return self.emb((x.abs() * 3).clamp(max=9.0).long())
+
+
+@pytest.mark.parametrize("model,shape,export", [(Attention, (2, 5, 8), False), (Embedding, (2, 3), False),
+                                                (Embedding, (2, 3), True)])
+def test_attention_and_embedding(model, shape, export):
+    torch.manual_seed(0)
+    _check(model().eval(), [shape], "NCHW", export=export)
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])

@@ -729,3 +729,110 @@ def _cosine_similarity(ctx, a, b, dim=1, eps=1e-8):
     den = _unary(ctx, "sqrt", _unary(ctx, "clip", _binary(ctx, "mul", aa, bb), a_min=float(eps) ** 2,
                                      a_max=math.inf))
     return _binary(ctx, "div", ab, den)
+
+
+# -- unit axes, embedding, attention -------------------------------------------------
+
+@converts("aten::unsqueeze", "aten::unsqueeze_")
+def _unsqueeze(ctx, x, dim):
+    t = _nchw(ctx, x, "unsqueeze")
+    shape = list(t.value.shape)
+    d = _norm_list(dim, len(shape) + 1)[0]
+    return _reshape(ctx, t, shape[:d] + [1] + shape[d:])
+
+
+@converts("aten::squeeze", "aten::squeeze_")
+def _squeeze(ctx, x, dims=None):
+    t = _nchw(ctx, x, "squeeze")
+    shape = list(t.value.shape)
+    dims = set(range(len(shape)) if dims is None else _norm_list(dims, len(shape)))
+    out = [s for i, s in enumerate(shape) if not (i in dims and s == 1)]
+    if not out:
+        raise UnsupportedError(f"squeeze to a 0-d tensor (mera tensors have at least one axis){ctx.where()}")
+    return _reshape(ctx, t, out)
+
+
+@converts("aten::unflatten")
+def _unflatten(ctx, x, dim, sizes):
+    t = _nchw(ctx, x, "unflatten")
+    shape = list(t.value.shape)
+    d = _norm_list(dim, len(shape))[0]
+    sizes = [int(s) for s in sizes]
+    if -1 in sizes:
+        known = int(np.prod([s for s in sizes if s != -1]))
+        sizes[sizes.index(-1)] = shape[d] // known
+    return _reshape(ctx, t, shape[:d] + sizes + shape[d + 1:])
+
+
+@converts("aten::embedding")
+def _embedding(ctx, weight, indices, padding_idx=-1, scale_grad=False, sparse=False):
+    """Rows of the table: gather on axis 0 (a float index is not possible in PyTorch; int32 is cast)."""
+    return _gather(ctx, ctx.tensor(weight, "embedding"), 0, indices)
+
+
+def _attention(ctx: Context, q: Tensor, k: Tensor, v: Tensor, mask, causal: bool, scale, what: str) -> Tensor:
+    """softmax(q @ k^T * scale + mask) @ v, mask as ATen's: a bool one keeps its true entries (the others
+    get -inf), a float one is added; is_causal keeps the lower triangle."""
+    e, lq, lk = q.value.shape[-1], q.value.shape[-2], k.value.shape[-2]
+    s = 1.0 / math.sqrt(e) if scale is None else float(scale)
+    rank = len(k.value.shape)
+    kt = Tensor(ctx.emit("transpose", k.value, axes=list(range(rank - 2)) + [rank - 1, rank - 2]), False)
+    a = _binary(ctx, "mul", Tensor(ctx.emit("matmul", q.value, kt.value), False), s)
+    if causal:
+        mask = torch.ones(lq, lk, dtype=torch.bool).tril()
+    if mask is not None:
+        if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
+            mask = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
+        elif not isinstance(mask, torch.Tensor) and mask.value.dtype != "float32":
+            raise UnsupportedError(f"{what} with a run-time {mask.value.dtype} mask (mera takes a constant one or "
+                                   f"a float one){ctx.where()}")
+        a = _binary(ctx, "add", a, ctx.tensor(mask, what) if not isinstance(mask, torch.Tensor)
+                    else _const(ctx, mask.detach().float().numpy()))
+    p = Tensor(ctx.emit("softmax", a.value, axis=-1 + len(a.value.shape)), False)
+    return Tensor(ctx.emit("matmul", p.value, v.value), False)
+
+
+@converts("aten::scaled_dot_product_attention")
+def _sdpa(ctx, q, k, v, mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    if float(dropout_p) != 0.0:
+        raise UnsupportedError(f"scaled_dot_product_attention with dropout_p={dropout_p} (PyTorch drops out even in "
+                               f"eval mode){ctx.where()}")
+    if enable_gqa:
+        raise UnsupportedError(f"scaled_dot_product_attention with enable_gqa{ctx.where()}")
+    ts = [_nchw(ctx, a, "scaled_dot_product_attention") for a in (q, k, v)]
+    return _attention(ctx, *ts, mask, bool(is_causal), scale, "scaled_dot_product_attention")
+
+
+def _linear3(ctx: Context, x: Tensor, w: torch.Tensor, b) -> Tensor:
+    """x @ w^T + b with constant w, b on a [N, L, E] tensor."""
+    y = Tensor(ctx.emit("matmul", x.value, _const(ctx, w.detach().float().t().contiguous().numpy()).value), False)
+    return y if b is None else _binary(ctx, "add", y, _const(ctx, b.detach().float().numpy()))
+
+
+@converts("aten::_native_multi_head_attention")
+def _native_mha(ctx, query, key, value, embed_dim, num_heads, qkv_w, qkv_b, proj_w, proj_b, mask=None,
+                need_weights=True, average_attn_weights=True, mask_type=None):
+    """nn.MultiheadAttention's inference fast path (batch_first [N, L, E]): the projections, per-head
+    scaled dot-product attention, the output projection. Attention weights are not computed."""
+    if need_weights:
+        raise UnsupportedError(f"MultiheadAttention with need_weights=True (mera returns the output only: pass "
+                               f"need_weights=False){ctx.where()}")
+    if not all(isinstance(p, torch.Tensor) for p in (qkv_w, proj_w)):
+        raise UnsupportedError(f"_native_multi_head_attention with computed weights{ctx.where()}")
+    e, h = int(embed_dim), int(num_heads)
+    d = e // h
+    outs = []
+    for i, x in enumerate((query, key, value)):
+        t = _nchw(ctx, x, "_native_multi_head_attention")
+        n, length = t.value.shape[0], t.value.shape[1]
+        y = _linear3(ctx, t, qkv_w[i * e:(i + 1) * e], None if qkv_b is None else qkv_b[i * e:(i + 1) * e])
+        y = _reshape(ctx, y, [n, length, h, d])
+        outs.append(Tensor(ctx.emit("transpose", y.value, axes=[0, 2, 1, 3]), False))
+    if mask is not None and not isinstance(mask, torch.Tensor):
+        raise UnsupportedError(f"_native_multi_head_attention with a run-time mask{ctx.where()}")
+    if mask is not None and mask.dtype == torch.bool:
+        mask = ~mask  # the module's masks mark the positions to leave out
+    o = _attention(ctx, *outs, mask, False, None, "_native_multi_head_attention")
+    n, length = o.value.shape[0], o.value.shape[2]
+    o = _reshape(ctx, Tensor(ctx.emit("transpose", o.value, axes=[0, 2, 1, 3]), False), [n, length, e])
+    return [_linear3(ctx, o, proj_w, proj_b), None]
