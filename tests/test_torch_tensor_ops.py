@@ -133,6 +133,9 @@ CASES = {
     "sdpa_unflatten": (lambda m, x: F.scaled_dot_product_attention(*[x.unflatten(-1, (2, 4)).transpose(1, 2)] * 3,
                                                                   is_causal=True).unsqueeze(0).squeeze(0), [(2, 5, 8)],
                        "any"),
+    "compare_sign_exp2": (lambda m, x, y: ((x > 0).float(), (x <= y).float() + (x != x.round()).float(),
+                                         (x == 0.5).float() * (y >= x).float() + (x < 0.2).float(), torch.sign(x),
+                                         torch.exp2(x), x.view_as(y).reshape_as(x)), [X, X], "any"),
     "dropout_identity": (lambda m, x: F.dropout(x, 0.3, training=False) + x.to(torch.float32), [X], "any"),
     "rank1_param_broadcast": (lambda m, x: x * m.w + m.w2 - m.b3, [X], "any",
                               {"w": torch.randn(5), "w2": torch.randn(3, 5), "b3": torch.randn(4, 1, 1)}),
@@ -148,7 +151,8 @@ def test_op_traced(name, layout):
 
 EXPORTED = ["rsqrt", "sum_mean_keepdim", "std_var", "topk_sort", "softmax_log_softmax_logsumexp", "roll_flip",
             "stack_narrow_select", "activations_a", "norms", "rank1_param_broadcast", "einsum", "repeat_expand",
-            "folded_arange_linspace", "like_constants", "index_constant", "masked_fill", "sdpa_unflatten"]
+            "folded_arange_linspace", "like_constants", "index_constant", "masked_fill", "sdpa_unflatten",
+            "compare_sign_exp2"]
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])

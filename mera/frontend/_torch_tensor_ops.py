@@ -836,3 +836,47 @@ def _native_mha(ctx, query, key, value, embed_dim, num_heads, qkv_w, qkv_b, proj
     n, length = o.value.shape[0], o.value.shape[2]
     o = _reshape(ctx, Tensor(ctx.emit("transpose", o.value, axes=[0, 2, 1, 3]), False), [n, length, e])
     return [_linear3(ctx, o, proj_w, proj_b), None]
+
+
+@converts("aten::view_as", "aten::reshape_as")
+def _view_as(ctx, x, other):
+    return _reshape(ctx, ctx.tensor(x, "view_as"), list(ctx.tensor(other, "view_as").shape))
+
+
+# -- comparisons: the IR's compare, a uint8 0/1 tensor where PyTorch's is bool ----------------------
+
+def _compare(kind: str):
+    def conv(ctx, a, b):
+        if not isinstance(a, (Tensor, torch.Tensor)) and not isinstance(b, (Tensor, torch.Tensor)):
+            raise UnsupportedError(f"comparison of two numbers{ctx.where()}")
+        from ._torch_ops import _align, _promoted, _scalar_beside
+        a, b = _scalar_beside(ctx, a, b), _scalar_beside(ctx, b, a)
+        a, b = _promoted(a, b), _promoted(b, a)
+        ta, tb = _align(ctx, ctx.tensor(a, kind), ctx.tensor(b, kind))
+        nhwc = ta.nhwc or tb.nhwc
+        if kind == "not_equal":
+            eq = ctx.emit("compare", ta.value, tb.value, kind="equal")
+            one_minus = _binary(ctx, "sub", 1.0, Tensor(ctx.emit("cast", eq, to="float32"), nhwc))
+            return Tensor(ctx.emit("cast", one_minus.value, to="uint8"), nhwc)
+        return Tensor(ctx.emit("compare", ta.value, tb.value, kind=kind), nhwc)
+    return conv
+
+
+for _names, _kind in ((("aten::gt", "aten::greater"), "greater"), (("aten::lt", "aten::less"), "less"),
+                      (("aten::ge", "aten::greater_equal"), "greater_or_equal"),
+                      (("aten::le", "aten::less_equal"), "less_or_equal"), (("aten::eq",), "equal"),
+                      (("aten::ne", "aten::not_equal"), "not_equal")):
+    converts(*_names)(_compare(_kind))
+
+
+@converts("aten::sign")
+def _sign(ctx, x):
+    t = ctx.tensor(x, "sign")
+    pos = Tensor(ctx.emit("cast", _compare("greater")(ctx, t, 0.0).value, to="float32"), t.nhwc)
+    neg = Tensor(ctx.emit("cast", _compare("less")(ctx, t, 0.0).value, to="float32"), t.nhwc)
+    return _binary(ctx, "sub", pos, neg)
+
+
+@converts("aten::exp2")
+def _exp2(ctx, x):
+    return _binary(ctx, "pow", 2.0, x)
