@@ -208,6 +208,41 @@ def test_attention_and_embedding(model, shape, export):
     _check(model().eval(), [shape], "NCHW", export=export)
 
 
+class Recurrent(nn.Module):
+    def __init__(self, **kw):
+        super().__init__()
+        self.lstm, self.gru = nn.LSTM(4, 6, **kw), nn.GRU(4, 3, **kw)
+
+    def forward(self, x):
+        y, (h, _) = self.lstm(x)
+        z, hg = self.gru(x)
+        return y, h, z, hg
+
+
+@pytest.mark.parametrize("export", [False, True])
+@pytest.mark.parametrize("kw", [dict(batch_first=True), dict(num_layers=2, bidirectional=True),
+                                dict(bias=False, bidirectional=True, batch_first=True)], ids=["bf", "2bi", "nobias"])
+def test_lstm_gru(kw, export):
+    torch.manual_seed(0)
+    _check(Recurrent(**kw).eval(), [(2, 3, 4)], "NCHW", export=export)
+
+
+class CellState(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 6)
+
+    def forward(self, x):
+        return self.lstm(x)[1][1] * 2
+
+
+def test_lstm_cell_state_use_is_named():
+    with pytest.raises(mera.UnsupportedError, match=r"c_n of aten::lstm at test_torch_tensor_ops.py:\d+"):
+        with torch.no_grad():
+            mera.frontend.from_pytorch(torch.jit.trace(CellState().eval(), torch.randn(3, 2, 4)),
+                                       [("input0", (3, 2, 4))])
+
+
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_rank1_constant_broadcasts_along_w_in_both_layouts(layout):
     _check(RankOneAfterConv().eval(), [(1, 3, 4, 5)], layout)

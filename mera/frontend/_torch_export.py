@@ -26,7 +26,7 @@ from .. import ir
 from ..errors import ConfigError, UnsupportedError
 from ._passes import run_passes
 from ._torch_numerics import probe_rounding
-from ._torch_ops import CONVERTERS, Context, Tensor, converts
+from ._torch_ops import CONVERTERS, Context, Tensor, Unavailable, converts
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _STACK_LINE = re.compile(r'File "(.+)", line (\d+), in (\S+)')
@@ -248,6 +248,9 @@ class _ExportImporter:
                     raise UnsupportedError(f"{name} of constants at {self.source(node)}: PyTorch could not compute "
                                            f"it at import: {e}") from None
             else:
+                for a in args:
+                    if isinstance(a, Unavailable):
+                        raise UnsupportedError(f"{name} at {self.source(node)} uses {a.describe}")
                 try:
                     self.env[node] = CONVERTERS[name](ctx, *self.resolve(args))
                 except UnsupportedError as e:

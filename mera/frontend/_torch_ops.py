@@ -29,6 +29,13 @@ _NCHW_TO_NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
 
 
 @dataclass
+class Unavailable:
+    """An op result mera does not compute (an LSTM's last cell state): an error names it where it is used."""
+
+    describe: str
+
+
+@dataclass
 class Tensor:
     """A tensor of the graph being built. ``nhwc``: 4-D data stored channels-last."""
 
@@ -107,6 +114,8 @@ class Context:
             return self._materialized[key]
         if isinstance(x, (int, float)) and not isinstance(x, bool):
             return Tensor(self.b.const(np.array(x, np.float32), name=self.b._fresh("scalar")), False)
+        if isinstance(x, Unavailable):
+            raise UnsupportedError(f"{what}{self.where()} uses {x.describe}")
         raise UnsupportedError(f"{what}: expected a tensor, got {type(x).__name__}{self.where()}")
 
     def where(self) -> str:

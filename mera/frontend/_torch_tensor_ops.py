@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import UnsupportedError
-from ._torch_ops import Context, Tensor, _binary, _permute, _slices, _unary, converts
+from ._torch_ops import Context, Tensor, Unavailable, _binary, _permute, _slices, _unary, converts
 
 
 def _t(ctx: Context, x, what: str) -> Tensor:
@@ -880,3 +880,70 @@ def _sign(ctx, x):
 @converts("aten::exp2")
 def _exp2(ctx, x):
     return _binary(ctx, "pow", 2.0, x)
+
+
+# -- float recurrent layers: the IR's lstm / gru (ONNX's forms), one per layer --------------------------
+
+# PyTorch's gate blocks -> ONNX's: LSTM i,f,g,o -> i,o,f,c; GRU r,z,n -> z,r,h
+_GATES = {"lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}
+
+
+def _gates(w: torch.Tensor, kind: str) -> np.ndarray:
+    blocks = np.split(w.detach().float().numpy(), len(_GATES[kind]), axis=0)
+    return np.concatenate([blocks[i] for i in _GATES[kind]], axis=0)
+
+
+def _rnn(ctx: Context, kind: str, x, hx: List, params, has_biases, num_layers, dropout, train, bidirectional,
+         batch_first):
+    what = f"aten::{kind}"
+    if train:
+        raise UnsupportedError(f"{what} in training mode{ctx.where()}; call model.eval() first")
+    if not all(isinstance(p, torch.Tensor) for p in params):
+        raise UnsupportedError(f"{what} with computed weights{ctx.where()}")
+    t = _nchw(ctx, x, what)
+    if len(t.value.shape) != 3:
+        raise UnsupportedError(f"{what} of a rank-{len(t.value.shape)} input (mera takes a batched [N, L, C] or "
+                               f"[L, N, C] one){ctx.where()}")
+    if batch_first:
+        t = Tensor(ctx.emit("transpose", t.value, axes=[1, 0, 2]), False)
+    seq, batch = t.value.shape[0], t.value.shape[1]
+    dirs = 2 if bidirectional else 1
+    per = 4 if has_biases else 2
+    hidden = params[1].shape[1]
+    if any(isinstance(h, torch.Tensor) and h.numel() == 0 for h in hx) or len(params) != per * dirs * num_layers:
+        raise UnsupportedError(f"{what} with projections (proj_size) or an unexpected weight list{ctx.where()}")
+    states = [ctx.to_nchw(ctx.tensor(h, what)) for h in hx]
+    h_n, c_n = [], []
+    for layer in range(num_layers):
+        ws = [params[(layer * dirs + d) * per:(layer * dirs + d + 1) * per] for d in range(dirs)]
+        w = np.stack([_gates(p[0], kind) for p in ws])
+        r = np.stack([_gates(p[1], kind) for p in ws])
+        b = np.stack([np.concatenate([_gates(p[2], kind), _gates(p[3], kind)]) if has_biases else
+                      np.zeros(2 * w.shape[1], np.float32) for p in ws])
+        init = [Tensor(ctx.emit("slice", s.value, axis=0, begin=layer * dirs, end=(layer + 1) * dirs), False).value
+                for s in states]
+        direction = "bidirectional" if bidirectional else "forward"
+        ins = [t.value, _const(ctx, w).value, _const(ctx, r).value, _const(ctx, b).value] + init
+        attrs = {"linear_before_reset": 1} if kind == "gru" else {}
+        y = ctx.emit(kind, *ins, hidden_size=hidden, direction=direction, **attrs)  # [seq, dirs, batch, H]
+        for d in range(dirs):
+            last = seq - 1 if d == 0 else 0
+            v = ctx.emit("slice", y, axis=0, begin=last, end=last + 1)
+            h_n.append(ctx.emit("reshape", ctx.emit("slice", v, axis=1, begin=d, end=d + 1) if dirs > 1 else v,
+                                shape=[1, batch, hidden]))
+        t = _reshape(ctx, Tensor(ctx.emit("transpose", y, axes=[0, 2, 1, 3]), False), [seq, batch, dirs * hidden])
+    out = Tensor(ctx.emit("transpose", t.value, axes=[1, 0, 2]), False) if batch_first else t
+    hn = Tensor(h_n[0] if len(h_n) == 1 else ctx.emit("concat", *h_n, axis=0), False)
+    # the IR's lstm gives Y only: the last cell state is not computed (a use of it fails naming the op)
+    return [out, hn] if kind == "gru" else [out, hn, Unavailable(
+        f"the last cell state c_n of {what}{ctx.where()} (mera's lstm gives the outputs and h_n only)")]
+
+
+@converts("aten::lstm")
+def _lstm(ctx, x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
+    return _rnn(ctx, "lstm", x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+
+
+@converts("aten::gru")
+def _gru(ctx, x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
+    return _rnn(ctx, "gru", x, [hx], params, has_biases, num_layers, dropout, train, bidirectional, batch_first)

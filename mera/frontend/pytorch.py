@@ -21,7 +21,7 @@ import torch
 from .. import ir
 from ..errors import ConfigError, MeraIOError, UnsupportedError
 from ._torch_numerics import probe_rounding
-from ._torch_ops import CONVERTERS, Context, Tensor
+from ._torch_ops import CONVERTERS, Context, Tensor, Unavailable
 
 InputShapes = Sequence[Tuple[str, Any]]
 
@@ -272,6 +272,9 @@ class _TorchScriptImporter:
                     raise UnsupportedError(f"{kind} of constants{ctx.where()}: PyTorch could not compute it at "
                                            f"import: {e}") from None
             else:
+                for a in args:
+                    if isinstance(a, Unavailable):
+                        raise UnsupportedError(f"{kind}{ctx.where()} uses {a.describe}")
                 try:
                     result = CONVERTERS[kind](ctx, *args)
                 except UnsupportedError as e:
@@ -302,7 +305,7 @@ def finish_module(ctx: Context, ret: Any) -> Tuple[ir.Module, Dict[str, np.ndarr
                 collect(e)
         elif isinstance(x, Tensor):
             flat.append(x)
-        elif isinstance(x, torch.Tensor):
+        elif isinstance(x, (torch.Tensor, Unavailable)):
             flat.append(ctx.tensor(x, "output"))
         else:
             raise UnsupportedError(f"the model returns a {type(x).__name__}; mera models return tensors")
