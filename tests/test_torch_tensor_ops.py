@@ -120,7 +120,8 @@ CASES = {
     "folded_arange_linspace": (lambda m, x: x * (torch.arange(x.shape[3]) * 2).float()
                                + torch.linspace(0, 1, 5) + x.type_as(x).contiguous().clone().detach(), [X], "any"),
     "floor_divide_sizes": (lambda m, x: x[:, :, :, : x.shape[3] // 2] * (x.shape[1] // 3), [X], "any"),
-    "floor_remainder_round": (lambda m, x: (torch.remainder(x, 0.7),
+    "floor_remainder_round": (lambda m, x: (torch.remainder(x, 0.7), torch.floor_divide(x, 0.7),
+                                            torch.div(x, 0.3, rounding_mode="trunc"), x.div(x + 3, rounding_mode="floor"),
                                             torch.floor(x) + torch.ceil(x) + torch.round(x)), [X], "any"),
     "pixel_channel_shuffle": (lambda m, x: (F.pixel_shuffle(x, 2), F.pixel_unshuffle(x[:, :, :2, :4], 2),
                                             F.channel_shuffle(x, 2)), [X], "any"),

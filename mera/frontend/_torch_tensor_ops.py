@@ -947,3 +947,30 @@ def _lstm(ctx, x, hx, params, has_biases, num_layers, dropout, train, bidirectio
 @converts("aten::gru")
 def _gru(ctx, x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
     return _rnn(ctx, "gru", x, [hx], params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+
+
+# -- division with rounding on tensors (sizes and other numbers stay Python arithmetic) --------------
+
+def _rounded_div(ctx: Context, a, b, mode: str) -> Tensor:
+    q = _binary(ctx, "div", a, b)
+    if mode == "floor":
+        return _unary(ctx, "floor", q)
+    # trunc: toward zero, floor(|q|) with q's sign
+    return _binary(ctx, "mul", _unary(ctx, "floor", _unary(ctx, "abs", q)), _sign(ctx, q))
+
+
+@converts("aten::floor_divide", "aten::floordiv")
+def _floor_divide(ctx, a, b):
+    if not isinstance(a, (Tensor, torch.Tensor)) and not isinstance(b, (Tensor, torch.Tensor)):
+        return a // b  # x.shape[2] // 2: a constant
+    return _rounded_div(ctx, a, b, "floor")
+
+
+@converts("aten::div", "aten::div_")
+def _div(ctx, a, b, rounding_mode=None):
+    from ._torch_ops import _div as _plain_div
+    if rounding_mode is None or not (isinstance(a, (Tensor, torch.Tensor)) or isinstance(b, (Tensor, torch.Tensor))):
+        return _plain_div(ctx, a, b, rounding_mode)
+    if rounding_mode not in ("floor", "trunc"):
+        raise UnsupportedError(f"div with rounding_mode={rounding_mode!r}{ctx.where()}")
+    return _rounded_div(ctx, a, b, rounding_mode)
