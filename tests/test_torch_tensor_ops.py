@@ -273,13 +273,14 @@ class Downstream(nn.Module):
         return torch.fft.fft(z * 2).real + 1
 
 
-def test_unsupported_ops_downstream_of_each_other_are_all_listed():
+@pytest.mark.parametrize("export", [False, True])
+def test_unsupported_ops_downstream_of_each_other_are_all_listed(export):
     x = torch.randn(1, 3, 4, 4)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(Downstream(), x)
+        src = torch.export.export(Downstream(), (x,)) if export else torch.jit.trace(Downstream(), x)
     with pytest.raises(mera.UnsupportedError) as e:
-        mera.frontend.from_pytorch(traced, [("input0", (1, 3, 4, 4))])
+        mera.frontend.from_pytorch(src, [("input0", (1, 3, 4, 4))])
     msg = str(e.value)
     assert "aten::grid_sampler (1 use)" in msg
     assert "aten::fft_fft (2 uses)" in msg
