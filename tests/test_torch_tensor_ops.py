@@ -137,6 +137,10 @@ CASES = {
     "compare_sign_exp2": (lambda m, x, y: ((x > 0).float(), (x <= y).float() + (x != x.round()).float(),
                                          (x == 0.5).float() * (y >= x).float() + (x < 0.2).float(), torch.sign(x),
                                          torch.exp2(x), x.view_as(y).reshape_as(x)), [X, X], "any"),
+    "rsub_erfc_logical": (lambda m, x, y: (1 - x, torch.rsub(x, y, alpha=2.0), torch.erfc(x),
+                                         ((x > 0) & (y < 0.5)).float() + ((x > 1) | (y > 1)).float(),
+                                         ((x > 0) ^ (y > 0)).float() - (~(x > 0)).float() + torch.logical_not(x).float(),
+                                         x * (x.numel() // x.dim())), [X, X], "any"),
     "dropout_identity": (lambda m, x: F.dropout(x, 0.3, training=False) + x.to(torch.float32), [X], "any"),
     "rank1_param_broadcast": (lambda m, x: x * m.w + m.w2 - m.b3, [X], "any",
                               {"w": torch.randn(5), "w2": torch.randn(3, 5), "b3": torch.randn(4, 1, 1)}),
@@ -153,7 +157,7 @@ def test_op_traced(name, layout):
 EXPORTED = ["rsqrt", "sum_mean_keepdim", "std_var", "topk_sort", "softmax_log_softmax_logsumexp", "roll_flip",
             "stack_narrow_select", "activations_a", "norms", "rank1_param_broadcast", "einsum", "repeat_expand",
             "folded_arange_linspace", "like_constants", "index_constant", "masked_fill", "sdpa_unflatten",
-            "compare_sign_exp2"]
+            "compare_sign_exp2", "rsub_erfc_logical"]
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
@@ -293,6 +297,8 @@ def test_bad_arguments_name_the_op():
         _import(Fn(lambda m, x: x[:, m.i, m.i], i=torch.tensor([0, 1])).eval())
     with pytest.raises(mera.UnsupportedError, match="aten::sum.*0-d tensor"):
         _import(Fn(lambda m, x: x.sum().reshape(1)).eval())
+    with pytest.raises(mera.UnsupportedError, match="aten::__and__: bitwise and of a int64 tensor"):
+        _import(Fn(lambda m, x: x * (x.long() & m.i).float(), i=torch.tensor([1, 2, 3, 4, 5])).eval())
 
 
 def _import(model):

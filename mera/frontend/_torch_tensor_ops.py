@@ -974,3 +974,80 @@ def _div(ctx, a, b, rounding_mode=None):
     if rounding_mode not in ("floor", "trunc"):
         raise UnsupportedError(f"div with rounding_mode={rounding_mode!r}{ctx.where()}")
     return _rounded_div(ctx, a, b, rounding_mode)
+
+
+@converts("aten::rsub")
+def _rsub(ctx, a, b, alpha=1):
+    """b - alpha * a (what 1 - x traces to)."""
+    if not isinstance(a, (Tensor, torch.Tensor)) and not isinstance(b, (Tensor, torch.Tensor)):
+        return b - alpha * a
+    return _binary(ctx, "sub", b, a if float(alpha) == 1.0 else _binary(ctx, "mul", a, float(alpha)))
+
+
+@converts("aten::erfc")
+def _erfc(ctx, x):
+    return _binary(ctx, "sub", 1.0, _unary(ctx, "erf", x))
+
+
+@converts("aten::numel")
+def _numel(ctx, x):
+    return int(np.prod(ctx.tensor(x, "numel").shape))
+
+
+@converts("aten::dim")
+def _dim(ctx, x):
+    return len(ctx.tensor(x, "dim").shape)
+
+
+# -- logical ops on 0/1 masks (the compare results): float arithmetic, cast back to uint8 -------------
+
+def _as_float01(ctx: Context, x, what: str) -> Tensor:
+    if isinstance(x, torch.Tensor):
+        return _const(ctx, (x.detach().numpy() != 0).astype(np.float32))
+    t = ctx.tensor(x, what)
+    if t.value.dtype == "float32":  # logical ops of float tensors: nonzero is true
+        m = ctx.emit("compare", _unary(ctx, "abs", t).value, _const(ctx, np.zeros(1, np.float32)).value,
+                     kind="greater")
+        return Tensor(ctx.emit("cast", m, to="float32"), t.nhwc)
+    return Tensor(ctx.emit("cast", t.value, to="float32"), t.nhwc)
+
+
+def _logical(kind: str):
+    def conv(ctx, a, b=None):
+        what = f"logical_{kind}"
+        fa = _as_float01(ctx, a, what)
+        if kind == "not":
+            y = _binary(ctx, "sub", 1.0, fa)
+        else:
+            fb = _as_float01(ctx, b, what)
+            y = {"and": lambda: _binary(ctx, "mul", fa, fb), "or": lambda: _binary(ctx, "maximum", fa, fb),
+                 "xor": lambda: _unary(ctx, "abs", _binary(ctx, "sub", fa, fb))}[kind]()
+        return Tensor(ctx.emit("cast", y.value, to="uint8"), y.nhwc)
+    return conv
+
+
+def _bitwise(kind: str):
+    """&, |, ^, ~ of masks (PyTorch bool tensors, mera's uint8 0/1 compare results): the logical op. Of other
+    integer tensors they are bit operations mera does not have."""
+    logical = _logical(kind)
+
+    def conv(ctx, a, b=None):
+        for v in (a, b):
+            if isinstance(v, torch.Tensor) and v.dtype != torch.bool or \
+                    isinstance(v, Tensor) and v.value.dtype != "uint8":
+                dt = v.dtype if isinstance(v, torch.Tensor) else v.value.dtype
+                raise UnsupportedError(f"bitwise {kind} of a {dt} tensor (mera takes boolean masks){ctx.where()}")
+        if not isinstance(a, (Tensor, torch.Tensor)) and not isinstance(b, (Tensor, torch.Tensor)):
+            raise UnsupportedError(f"bitwise {kind} of numbers{ctx.where()}")
+        return logical(ctx, a, b)
+    return conv
+
+
+converts("aten::logical_and")(_logical("and"))
+converts("aten::logical_or")(_logical("or"))
+converts("aten::logical_xor")(_logical("xor"))
+converts("aten::logical_not")(_logical("not"))
+converts("aten::__and__", "aten::bitwise_and")(_bitwise("and"))
+converts("aten::__or__", "aten::bitwise_or")(_bitwise("or"))
+converts("aten::__xor__", "aten::bitwise_xor")(_bitwise("xor"))
+converts("aten::bitwise_not")(_bitwise("not"))
