@@ -860,9 +860,11 @@ def _arg_reduce(op: str):
     def convert(ctx, x, dim=None, keepdim=False):
         """torch.argmax / argmin along one dim: int64 indices, the first of equal values (as PyTorch)."""
         t = ctx.to_nchw(ctx.tensor(x, op))
-        if dim is None:
-            raise UnsupportedError(f"torch.{op} over all elements (dim=None) gives a 0-d tensor; mera tensors have "
-                                   f"at least one axis: give a dim{ctx.where()}")
+        if dim is None:  # over all elements: the index into the flattened tensor, 0-d (or all unit axes)
+            shape = t.value.shape
+            flat = ctx.emit("reshape", t.value, shape=[int(np.prod(shape))])
+            i = ctx.emit(op, flat, axis=0, keepdims=1, select_last_index=0)
+            return Tensor(ctx.emit("reshape", i, shape=[1] * len(shape) if keepdim else []), False)
         return Tensor(ctx.emit(op, t.value, axis=int(dim), keepdims=int(bool(keepdim)), select_last_index=0), False)
     return convert
 

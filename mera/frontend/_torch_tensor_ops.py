@@ -216,9 +216,6 @@ def _reduce(ctx: Context, x, kind: str, dims, keepdim, what: str) -> Tensor:
     t = _nchw(ctx, x, what)
     rank = len(t.value.shape)
     axes = _dims(dims, rank)
-    if not keepdim and len(axes) == rank:
-        raise UnsupportedError(f"{what} over every axis gives a 0-d tensor; mera tensors have at least one axis: "
-                               f"give dims or keepdim=True{ctx.where()}")
     return Tensor(ctx.emit("reduce", t.value, kind=kind, axes=axes, keepdims=int(bool(keepdim))), False)
 
 
@@ -249,9 +246,8 @@ def _logsumexp(ctx, x, dims, keepdim=False):
 
 def _max_min(kind: str, arg: str, pair: str):
     def conv(ctx, a, b=None, keepdim=False):
-        if b is None:
-            raise UnsupportedError(f"aten::{kind} over every element gives a 0-d tensor; mera tensors have at "
-                                   f"least one axis: give a dim or use amax/amin with keepdim{ctx.where()}")
+        if b is None:  # over every element: a 0-d tensor
+            return _reduce(ctx, a, kind, None, False, f"aten::{kind}")
         if isinstance(b, (Tensor, torch.Tensor)):
             return _binary(ctx, pair, a, b)
         t = _nchw(ctx, a, f"aten::{kind}")
