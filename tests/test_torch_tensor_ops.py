@@ -255,6 +255,28 @@ def test_rank1_constant_broadcasts_along_w_in_both_layouts(layout):
     _check(RankOneAfterConv().eval(), [(1, 3, 4, 5)], layout)
 
 
+class SegOcrHead(nn.Module):
+    """Ops of segmentation and OCR heads together: group/instance norm after a conv, resizes, a CRNN-style
+    [T, N, C] log_softmax, F.normalize, a clamp by a computed 0-d bound."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.gn, self.inorm = nn.GroupNorm(2, 4), nn.InstanceNorm2d(4, affine=True)
+
+    def forward(self, x):
+        y = self.inorm(self.gn(self.conv(x)))
+        y = F.interpolate(y, size=(8, 10), mode="nearest") + F.interpolate(y, scale_factor=2, mode="bilinear")
+        return y, y.flatten(2).permute(2, 0, 1).log_softmax(2), F.normalize(y, dim=1), torch.clamp(y, min=y.mean())
+
+
+@pytest.mark.parametrize("export", [False, True])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_segmentation_ocr_head(layout, export):
+    torch.manual_seed(0)
+    _check(SegOcrHead().eval(), [(1, 3, 4, 5)], layout, export=export)
+
+
 class Dicts(nn.Module):
     def forward(self, x):
         return {"boxes": x[:, :2] * 2, "scores": x.sigmoid().amax(1), "logits": x}
