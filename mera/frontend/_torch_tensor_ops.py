@@ -19,10 +19,6 @@ from ..errors import UnsupportedError
 from ._torch_ops import Context, Tensor, Unavailable, _binary, _permute, _slices, _unary, converts
 
 
-def _t(ctx: Context, x, what: str) -> Tensor:
-    return ctx.tensor(x, what)
-
-
 def _nchw(ctx: Context, x, what: str) -> Tensor:
     return ctx.to_nchw(ctx.tensor(x, what))
 
