@@ -2061,6 +2061,48 @@ static mera_status infer_layer_norm_q(mera_infer_ctx *ctx)
     return set_output_quant(ctx, &ctx->out[0]);
 }
 
+/* group_norm_q: quantized data [N, C, ...] (rank >= 3, channels on axis 1), normalized per group of
+ * C / num_groups channels; weight and bias (optional) float with one value per channel. Which of
+ * PyTorch's two kernels it follows is an attribute (docs/numerics.md section 5a). */
+static const char *const inputs_group_norm_q[] = {"data", "gamma", "beta"};
+static const mera_attr_spec attrs_group_norm_q[] = {
+    {"num_groups", MERA_ATTR_INT, 1, 0, NULL, NULL, "channel groups (the channel count for instance norm)"},
+    {"eps", MERA_ATTR_FLOAT, 0, 0, NULL, "1e-5", "added to the variance"},
+    TORCH_MEMORY_FORMAT_ATTR,
+    {"torch_threads", MERA_ATTR_INT, 0, 0, NULL, "1",
+     "at::get_num_threads() at import: the channels-last kernel's float sums follow its thread split"},
+    QOUT_ATTRS,
+    END_ATTRS,
+};
+static mera_status infer_group_norm_q(mera_infer_ctx *ctx)
+{
+    const mera_type *x = ctx->in[0];
+    char d[160], s[128];
+    mera_status st = check_activation(ctx, 0);
+    if (st)
+        return st;
+    if (is_float(x))
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be a quantized int8/uint8 tensor", in_desc(ctx, 0, d, sizeof d));
+    mera_shape_format(x->shape, x->rank, s, sizeof s);
+    if (x->rank < 3)
+        return FAIL(ctx, MERA_ERR_SHAPE, "data %s must have rank >= 3 ([N, C, spatial...])", s);
+    int64_t g = attr_i(ctx, "num_groups"), c = x->shape[1];
+    if (g < 1 || c % g != 0)
+        return FAIL(ctx, MERA_ERR_ATTR, "num_groups = %lld must be >= 1 and divide the %lld channels of data %s",
+                    (long long)g, (long long)c, s);
+    if (!(attr_f(ctx, "eps") >= 0.0) || !isfinite(attr_f(ctx, "eps")))
+        return FAIL(ctx, MERA_ERR_ATTR, "eps %g must be finite and >= 0", attr_f(ctx, "eps"));
+    if (attr_i(ctx, "torch_threads") < 1 || attr_i(ctx, "torch_threads") > 4096)
+        return FAIL(ctx, MERA_ERR_ATTR, "torch_threads = %lld must be in [1, 4096]",
+                    (long long)attr_i(ctx, "torch_threads"));
+    for (int i = 1; i <= 2; i++)
+        if (ctx->in[i] && (ctx->in[i]->dtype != MERA_DTYPE_FLOAT32 || mera_type_numel(ctx->in[i]) != c))
+            return FAIL(ctx, MERA_ERR_SHAPE, "%s must be float32 with %lld values (one per channel)",
+                        in_desc(ctx, i, d, sizeof d), (long long)c);
+    ctx->out[0] = *x;
+    return set_output_quant(ctx, &ctx->out[0]);
+}
+
 /* ---- data-dependent indexing (host): compare, nonzero, gather_nd, scatter_nd ---------------------------- */
 
 /* compare: lhs (> < == >= <=) rhs of two plain tensors of one dtype, numpy broadcasting; uint8 0/1 (ONNX bool) */

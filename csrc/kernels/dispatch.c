@@ -83,6 +83,7 @@ static const mera_kernel_fn ref_table[MERA_OP_COUNT][MERA_NUMERICS_COUNT] = {
     [MERA_OP_QTANH]               = BOTH(ref_qtanh_f32, ref_qtanh_q),
     [MERA_OP_LINEAR_DYNAMIC]      = BOTH(ref_linear_dynamic, NULL),
     [MERA_OP_LAYER_NORM_Q]        = BOTH(NULL, ref_layer_norm_q),
+    [MERA_OP_GROUP_NORM_Q]        = BOTH(NULL, ref_group_norm_q),
 };
 
 mera_kernel_fn mera_kernel_ref(int op, mera_numerics num)

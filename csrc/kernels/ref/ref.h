@@ -99,6 +99,7 @@ REF_KERNEL(ref_qtanh_f32); /* elementwise.c */
 REF_KERNEL(ref_qtanh_q);
 REF_KERNEL(ref_linear_dynamic); /* torch_dynamic.c */
 REF_KERNEL(ref_layer_norm_q); /* torch_q.c */
+REF_KERNEL(ref_group_norm_q); /* torch_q.c */
 
 /* pool.c */
 REF_KERNEL(ref_max_pool2d_f32);
