@@ -672,27 +672,28 @@ def test_unsupported_ops_listed_together():
     lr = numpy_helper.from_array(np.ones((1, 16, 4), np.float32), "lr")
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-        helper.make_node("Sin", ["c"], ["e1"], name="sin_a"),
+        helper.make_node("GridSample", ["c", "grid"], ["e1"], name="grid_a"),
         helper.make_node("Relu", ["e1"], ["r"], name="relu"),
-        helper.make_node("Sin", ["r"], ["e2"], name="sin_b"),
+        helper.make_node("GridSample", ["r", "grid"], ["e2"], name="grid_b"),
         helper.make_node("Reshape", ["e2", "shape"], ["seq"], name="to_seq"),
-        helper.make_node("Asin", ["seq"], ["h"], name="asin"),
+        helper.make_node("LpPool", ["seq"], ["h"], name="lppool", kernel_shape=[2]),
         helper.make_node("Slice", ["c", "zero", "eight", "three", "two"], ["hs"], name="slice_step2"),
-        helper.make_node("Cos", ["hs"], ["t"], name="cos"),
+        helper.make_node("Det", ["hs"], ["t"], name="det"),
     ]
     shape = numpy_helper.from_array(np.array([32, 1, 8], np.int64), "shape")
+    grid = numpy_helper.from_array(np.zeros((1, 8, 8, 2), np.float32), "grid")
     consts = [numpy_helper.from_array(np.array([v], np.int64), n)
               for n, v in (("zero", -1), ("eight", -9), ("three", 3), ("two", -1))]
     graph = helper.make_graph(nodes, "bad", [helper.make_tensor_value_info("x", f, [1, 3, 8, 8])],
                               [helper.make_tensor_value_info("h", f, None), helper.make_tensor_value_info("t", f, None)],
-                              initializer=[w, lw, lr, shape, *consts])
+                              initializer=[w, lw, lr, shape, grid, *consts])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(mera.UnsupportedError) as ei:
         from_onnx(model)
     msg = str(ei.value)
-    for name in ("sin_a", "sin_b", "asin", "slice_step2", "cos"):
+    for name in ("grid_a", "grid_b", "lppool", "slice_step2", "det"):
         assert f"'{name}'" in msg, msg
-    assert "Sin (2 nodes)" in msg and "Asin (1 node)" in msg and "Cos (1 node)" in msg
+    assert "GridSample (2 nodes)" in msg and "LpPool (1 node)" in msg and "Det (1 node)" in msg
     assert "Slice (1 node)" in msg and "steps [-1]" in msg
     assert "5 nodes of 4 op types" in msg
     assert "'relu'" not in msg and "'conv'" not in msg
@@ -705,22 +706,23 @@ def test_unsupported_nodes_downstream_of_each_other_listed():
     ints = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
     nodes = [
         helper.make_node("Relu", ["x"], ["r"], name="relu"),
-        helper.make_node("Sin", ["r"], ["e"], name="sin"),
+        helper.make_node("GridSample", ["r", "grid"], ["e"], name="grid_sample"),
         helper.make_node("Pad", ["e", "pads"], ["p"], name="pad_wrap", mode="wrap"),
         helper.make_node("Slice", ["p", "zero", "eight", "three", "two"], ["h"], name="slice_step2"),
         helper.make_node("Relu", ["h"], ["h2"], name="relu_after"),
-        helper.make_node("Cos", ["h2"], ["y"], name="cos"),
+        helper.make_node("Det", ["h2"], ["y"], name="det"),
     ]
     graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", f, [1, 3, 8, 8])],
                               [helper.make_tensor_value_info("y", f, None)],
                               initializer=[ints("pads", [0, 0, 1, 1, 0, 0, 1, 1]), ints("zero", [-1]),
-                                           ints("eight", [-20]), ints("three", [3]), ints("two", [-1])])
+                                           ints("eight", [-20]), ints("three", [3]), ints("two", [-1]),
+                                           numpy_helper.from_array(np.zeros((1, 8, 8, 2), np.float32), "grid")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(mera.UnsupportedError) as ei:
         from_onnx(model, layout="NCHW")
     msg = str(ei.value)
     assert "4 nodes of 4 op types" in msg, msg
-    for name in ("'sin'", "'pad_wrap'", "'slice_step2'", "'cos'"):
+    for name in ("'grid_sample'", "'pad_wrap'", "'slice_step2'", "'det'"):
         assert name in msg, msg
     assert "wrap" in msg and "steps [-1]" in msg and "downstream of an unsupported node" in msg
     assert "'relu'" not in msg and "'relu_after'" not in msg
