@@ -196,7 +196,8 @@ def _lp_normalization(ctx, node, a, x):
         raise UnsupportedError(f"LpNormalization with p = {p} (1 or 2)")
     axis = axis + t.rank if axis < 0 else axis
     n = Tensor(ctx.emit("reduce", t.value, kind="l1" if p == 1 else "l2", axes=[axis], keepdims=1))
-    return _binary(ctx, "div", t, n)
+    zero = Tensor(ctx.emit("compare", n.value, ctx.const(_c(0.0), "zero"), kind="equal"))
+    return _select(ctx, zero, _c(0.0), _binary(ctx, "div", t, n))  # a zero norm gives 0 (ONNX, onnxruntime)
 
 
 @converts("GlobalLpPool")
