@@ -11,6 +11,7 @@ ort = pytest.importorskip("onnxruntime")
 
 import mera  # noqa: E402
 from mera.frontend import from_onnx  # noqa: E402
+from mera import ir  # noqa: E402
 from onnx import helper, numpy_helper, TensorProto  # noqa: E402
 
 LAYOUTS = ("NCHW", "NHWC")
@@ -108,7 +109,7 @@ def test_unary_vs_onnxruntime(op):
             assert err <= 2e-6 * scale + 1e-7, (op, attrs, layout, err, scale)
 
 
-def test_sum_mean_atan2_free_broadcast():
+def test_sum_mean_broadcast():
     rng = np.random.default_rng(3)
     shapes = [(2, 3, 4, 5), (3, 1, 5), (1, 4, 1)]
     xs = [rng.uniform(-3, 3, s).astype(np.float32) for s in shapes]
@@ -171,7 +172,7 @@ def test_gather_elements_run_time_indices(seed):
     np.testing.assert_array_equal(out, ref)
     bad = idx.copy()
     bad.reshape(-1)[0] = n
-    with pytest.raises(mera.MeraError, match="out of range"):
+    with pytest.raises(mera.RuntimeInputError, match="gather_elements .* out of range"):
         run_mera(m, [x, bad])
 
 
@@ -225,3 +226,34 @@ def test_quantized_model_same_bytes_on_every_target():
         # close but for the elements whose Greater flips on a quantized Conv output near 0
         close = np.abs(outs[0] - ref) < 0.1 * float(np.abs(ref).max())
         assert close.mean() > 0.9, close.mean()
+
+
+def _run_ir(build, arrays):
+    b = ir.Builder("t")
+    vals = [b.input(f"x{i}", a.shape, str(a.dtype)) for i, a in enumerate(arrays)]
+    mod = b.finish(build(b, vals))
+    rt = mera.compile(mod, {}, target="Interpreter")
+    return np.asarray(rt(*arrays)[0])
+
+
+def test_atan2_and_sign_ir_ops():
+    """atan2 (no ONNX op: PyTorch's) broadcasting, as the C library's atan2f; sign keeps NaN and gives 0 for -0."""
+    rng = np.random.default_rng(60)
+    y = rng.standard_normal((3, 1, 5)).astype(np.float32)
+    x = rng.standard_normal((4, 1)).astype(np.float32)
+    x[0, 0] = 0.0
+    out = _run_ir(lambda b, v: b.op("atan2", v[0], v[1]), [y, x])
+    np.testing.assert_allclose(out, np.arctan2(y, x), rtol=2e-7, atol=0)
+    v = np.array([-2.0, -0.0, 0.0, 3.0, np.nan, -np.inf], np.float32)
+    out = _run_ir(lambda b, a: b.op("sign", a[0]), [v])
+    np.testing.assert_array_equal(out, np.sign(v))
+
+
+def test_bad_ir_inputs_are_errors():
+    f = np.zeros((2, 3), np.float32)
+    with pytest.raises(mera.MeraError, match="cond"):
+        _run_ir(lambda b, v: b.op("where", v[0], v[0], v[0]), [f])
+    with pytest.raises(mera.MeraError, match="axis 5 is out of range"):
+        _run_ir(lambda b, v: b.op("cumsum", v[0], axis=5), [f])
+    with pytest.raises(mera.MeraError, match="indices"):
+        _run_ir(lambda b, v: b.op("gather_elements", v[0], v[1], axis=0), [f, np.zeros((2, 4), np.int64)])
