@@ -343,6 +343,44 @@ CLAIMED = {
     "ScatterND": ["test_scatternd", "test_scatternd_add", "test_scatternd_multiply", "test_scatternd_max",
                   "test_scatternd_min", "test_scatternd_max_with_element_indices",
                   "test_scatternd_min_with_element_indices"],
+    # host math and selection ops (mera/frontend/_onnx_math.py)
+    "Sin": ["test_sin_example", "test_sin"],
+    "Cos": ["test_cos_example", "test_cos"],
+    "Tan": ["test_tan_example", "test_tan"],
+    "Asin": ["test_asin_example", "test_asin"],
+    "Acos": ["test_acos_example", "test_acos"],
+    "Atan": ["test_atan_example", "test_atan"],
+    "Sinh": ["test_sinh_example", "test_sinh"],
+    "Cosh": ["test_cosh_example", "test_cosh"],
+    "Asinh": ["test_asinh_example", "test_asinh"],
+    "Acosh": ["test_acosh_example", "test_acosh"],
+    "Atanh": ["test_atanh_example", "test_atanh"],
+    "Sign": ["test_sign"],
+    "Elu": ["test_elu_example", "test_elu", "test_elu_default"],
+    "Selu": ["test_selu_example", "test_selu", "test_selu_default"],
+    "Celu": ["test_celu"],
+    "ThresholdedRelu": ["test_thresholdedrelu_example", "test_thresholdedrelu", "test_thresholdedrelu_default"],
+    "Softsign": ["test_softsign_example", "test_softsign"],
+    "Shrink": ["test_shrink_hard", "test_shrink_soft"],
+    "LogSoftmax": [f"test_logsoftmax_{v}" for v in (
+        "example_1", "large_number", "axis_0", "axis_1", "axis_2", "negative_axis", "default_axis")],
+    "Hardmax": [f"test_hardmax_{v}" for v in (
+        "example", "one_hot", "axis_0", "axis_1", "axis_2", "negative_axis", "default_axis")],
+    "Sum": ["test_sum_example", "test_sum_one_input", "test_sum_two_inputs"],
+    "Mean": ["test_mean_example", "test_mean_one_input", "test_mean_two_inputs"],
+    "LRN": ["test_lrn", "test_lrn_default"],
+    "LpNormalization": ["test_l2normalization_axis_0", "test_l2normalization_axis_1", "test_l1normalization_axis_0",
+                        "test_l1normalization_axis_1", "test_l1normalization_axis_last",
+                        "test_lpnormalization_default"],
+    "MeanVarianceNormalization": ["test_mvn"],
+    "Where": [],  # its node tests read a bool input
+    "CumSum": ["test_cumsum_2d_int32", "test_cumsum_1d_int32_exclusive"],
+    "GatherElements": ["test_gather_elements_0", "test_gather_elements_1", "test_gather_elements_negative_indices"],
+    "CastLike": [],  # every node test casts from or to a type mera does not import
+    "Trilu": [f"test_{v}" for v in (
+        "triu", "triu_neg", "triu_out_neg_out", "triu_pos", "triu_out_pos", "triu_square", "triu_square_neg",
+        "triu_one_row", "tril", "tril_neg", "tril_out_neg", "tril_pos", "tril_out_pos", "tril_square",
+        "tril_square_neg", "tril_one_row_neg")],
 }
 
 _INT_TYPES = "an integer input type: mera imports float32 models"
@@ -435,6 +473,16 @@ EXCLUDED = {
        for t in ("int8", "int16", "uint8", "uint16", "uint32", "uint64")},
     "test_equal_string": "string inputs", "test_equal_string_broadcast": "string inputs",
     "test_nonzero_example": "a bool input: mera imports float32 and int64 inputs",
+    "test_where_example": "a bool input: mera imports float32 and int64 inputs",
+    "test_where_long_example": "a bool input: mera imports float32 and int64 inputs",
+    **{f"test_celu_{t}": f"{t}: mera imports float32 models" for t in ("float16", "bfloat16")},
+    **{f"test_cumsum_{t}": "float64: mera imports float32 models" for t in (
+        "1d", "1d_exclusive", "1d_reverse", "1d_reverse_exclusive", "2d_axis_0", "2d_axis_1", "2d_negative_axis")},
+    # CastLike's node tests and their expanded forms (one Cast node): Cast's types
+    **{name.replace("test_cast_", "test_castlike_") + x: f"{name[10:].replace('no_saturate_', '')}: mera casts "
+       "float32, int32, int64, uint8 and int8"
+       for name in _CAST_NODE_TESTS if "e8m0" not in name for x in ("", "_expanded")},
+    **{f"test_{t}_zero": "an empty axis: mera tensors have none" for t in ("triu", "tril")},
 }
 
 # node-test modules of onnx.backend.test.case.node, one per claimed op
@@ -460,6 +508,11 @@ _CASE_MODULES = {
     "Floor": "floor", "Ceil": "ceil", "Round": "round", "Cast": "cast",
     "Greater": "greater", "Less": "less", "Equal": "equal", "NonZero": "nonzero", "GatherND": "gathernd",
     "ScatterND": "scatternd",
+    **{op: op.lower() for op in ("Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh",
+                                 "Atanh", "Sign", "Elu", "Selu", "Celu", "ThresholdedRelu", "Softsign", "Shrink",
+                                 "LogSoftmax", "Hardmax", "Sum", "Mean", "LRN", "LpNormalization",
+                                 "MeanVarianceNormalization", "Where", "CumSum", "GatherElements", "CastLike",
+                                 "Trilu")},
 }
 
 # inputs (by position) that are weights or shape arguments: mera needs them constant,
@@ -471,10 +524,10 @@ _FREEZE = {"LayerNormalization": {1, 2}, "Conv": {1, 2}, "ConvTranspose": {1, 2}
            "Reshape": {1}, "Pad": {1, 2, 3}, "Resize": {1, 2, 3}, "ReduceMean": {1},
            **{op: {1} for op in ("ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
                                  "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")}, "Slice": {1, 2, 3, 4},
-           "Expand": {1}, "Tile": {1}, "Squeeze": {1}, "Unsqueeze": {1}}
+           "Expand": {1}, "Tile": {1}, "Squeeze": {1}, "Unsqueeze": {1}, "CumSum": {1}, "Trilu": {1}}
 
-# ops whose only version is opset 10's (their node tests are opset-10 models)
-_OPSET10_OPS = frozenset({"ConvInteger", "MatMulInteger"})
+# ops whose latest version predates mera's MIN_OPSET (their node tests are models of that older opset)
+_OLD_OPSET_OPS = frozenset({"ConvInteger", "MatMulInteger", "Shrink"})
 
 # the expected output is written with 4 decimals in the test
 _TOLERANCE = {"test_averagepool_2d_ceil_last_window_starts_on_pad": (1e-3, 1e-4)}
@@ -508,9 +561,9 @@ def frozen(case):
     inputs, outputs = case.data_sets[0]
     inputs = [numpy_helper.to_array(i) if isinstance(i, TensorProto) else np.asarray(i) for i in inputs]
     g, node = model.graph, model.graph.node[0]
-    if node.op_type in _OPSET10_OPS:
-        # the op's one version, from opset 10; its node tests declare opset 10, which mera does not import
-        assert onnx.defs.get_schema(node.op_type).since_version == 10
+    if node.op_type in _OLD_OPSET_OPS:
+        # the op's latest version is older than MIN_OPSET: the same op at MIN_OPSET, which mera imports
+        assert onnx.defs.get_schema(node.op_type).since_version < mera.frontend.onnx.MIN_OPSET
         for o in model.opset_import:
             if o.domain in ("", "ai.onnx") and o.version < mera.frontend.onnx.MIN_OPSET:
                 o.version = mera.frontend.onnx.MIN_OPSET
@@ -672,27 +725,28 @@ def test_unsupported_ops_listed_together():
     lr = numpy_helper.from_array(np.ones((1, 16, 4), np.float32), "lr")
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-        helper.make_node("Sin", ["c"], ["e1"], name="sin_a"),
+        helper.make_node("GridSample", ["c", "grid"], ["e1"], name="grid_a"),
         helper.make_node("Relu", ["e1"], ["r"], name="relu"),
-        helper.make_node("Sin", ["r"], ["e2"], name="sin_b"),
+        helper.make_node("GridSample", ["r", "grid"], ["e2"], name="grid_b"),
         helper.make_node("Reshape", ["e2", "shape"], ["seq"], name="to_seq"),
-        helper.make_node("Asin", ["seq"], ["h"], name="asin"),
+        helper.make_node("LpPool", ["seq"], ["h"], name="lppool", kernel_shape=[2]),
         helper.make_node("Slice", ["c", "zero", "eight", "three", "two"], ["hs"], name="slice_step2"),
-        helper.make_node("Cos", ["hs"], ["t"], name="cos"),
+        helper.make_node("Det", ["hs"], ["t"], name="det"),
     ]
     shape = numpy_helper.from_array(np.array([32, 1, 8], np.int64), "shape")
+    grid = numpy_helper.from_array(np.zeros((1, 8, 8, 2), np.float32), "grid")
     consts = [numpy_helper.from_array(np.array([v], np.int64), n)
               for n, v in (("zero", -1), ("eight", -9), ("three", 3), ("two", -1))]
     graph = helper.make_graph(nodes, "bad", [helper.make_tensor_value_info("x", f, [1, 3, 8, 8])],
                               [helper.make_tensor_value_info("h", f, None), helper.make_tensor_value_info("t", f, None)],
-                              initializer=[w, lw, lr, shape, *consts])
+                              initializer=[w, lw, lr, shape, grid, *consts])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(mera.UnsupportedError) as ei:
         from_onnx(model)
     msg = str(ei.value)
-    for name in ("sin_a", "sin_b", "asin", "slice_step2", "cos"):
+    for name in ("grid_a", "grid_b", "lppool", "slice_step2", "det"):
         assert f"'{name}'" in msg, msg
-    assert "Sin (2 nodes)" in msg and "Asin (1 node)" in msg and "Cos (1 node)" in msg
+    assert "GridSample (2 nodes)" in msg and "LpPool (1 node)" in msg and "Det (1 node)" in msg
     assert "Slice (1 node)" in msg and "steps [-1]" in msg
     assert "5 nodes of 4 op types" in msg
     assert "'relu'" not in msg and "'conv'" not in msg
@@ -705,22 +759,23 @@ def test_unsupported_nodes_downstream_of_each_other_listed():
     ints = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
     nodes = [
         helper.make_node("Relu", ["x"], ["r"], name="relu"),
-        helper.make_node("Sin", ["r"], ["e"], name="sin"),
+        helper.make_node("GridSample", ["r", "grid"], ["e"], name="grid_sample"),
         helper.make_node("Pad", ["e", "pads"], ["p"], name="pad_wrap", mode="wrap"),
         helper.make_node("Slice", ["p", "zero", "eight", "three", "two"], ["h"], name="slice_step2"),
         helper.make_node("Relu", ["h"], ["h2"], name="relu_after"),
-        helper.make_node("Cos", ["h2"], ["y"], name="cos"),
+        helper.make_node("Det", ["h2"], ["y"], name="det"),
     ]
     graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", f, [1, 3, 8, 8])],
                               [helper.make_tensor_value_info("y", f, None)],
                               initializer=[ints("pads", [0, 0, 1, 1, 0, 0, 1, 1]), ints("zero", [-1]),
-                                           ints("eight", [-20]), ints("three", [3]), ints("two", [-1])])
+                                           ints("eight", [-20]), ints("three", [3]), ints("two", [-1]),
+                                           numpy_helper.from_array(np.zeros((1, 8, 8, 2), np.float32), "grid")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(mera.UnsupportedError) as ei:
         from_onnx(model, layout="NCHW")
     msg = str(ei.value)
     assert "4 nodes of 4 op types" in msg, msg
-    for name in ("'sin'", "'pad_wrap'", "'slice_step2'", "'cos'"):
+    for name in ("'grid_sample'", "'pad_wrap'", "'slice_step2'", "'det'"):
         assert name in msg, msg
     assert "wrap" in msg and "steps [-1]" in msg and "downstream of an unsupported node" in msg
     assert "'relu'" not in msg and "'relu_after'" not in msg

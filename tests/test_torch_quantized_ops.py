@@ -237,11 +237,12 @@ class Unmapped(nn.Module):
         self.ln = nn.LayerNorm([6])
         self.inorm = nn.InstanceNorm2d(4, affine=True)
         self.ff = torch.ao.nn.quantized.FloatFunctional()
+        self.c3 = nn.Conv3d(4, 4, 1)
 
     def forward(self, x):
         x = self.quant(x)
         y = self.inorm(self.ln(x))
-        return self.dequant(self.ff.matmul(y, y.transpose(-1, -2)))
+        return self.dequant(self.c3(self.ff.matmul(y, y.transpose(-1, -2)).unsqueeze(2)))
 
 
 def test_unmapped_quantized_ops_are_all_named():
@@ -257,8 +258,9 @@ def test_unmapped_quantized_ops_are_all_named():
     with pytest.raises(mera.UnsupportedError) as e:
         relay.frontend.from_pytorch(traced, [("input0", (1, 4, 5, 6))])
     msg = str(e.value)
-    assert "quantized::layer_norm" not in msg  # mapped (tests/test_torch_quantized_ops2.py)
-    for kind, where in (("quantized::instance_norm", "in inorm"), ("quantized::matmul", "")):
+    for kind in ("quantized::layer_norm", "quantized::instance_norm", "quantized::matmul"):
+        assert kind not in msg  # mapped (tests/test_torch_quantized_ops2.py, test_torch_quantized_ops3.py)
+    for kind, where in (("quantized::conv3d", "in c3"),):
         line = next((ln for ln in msg.splitlines() if kind in ln), None)
         assert line is not None and where in line and "test_torch_quantized_ops.py" in line, msg
 

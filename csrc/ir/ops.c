@@ -2061,6 +2061,48 @@ static mera_status infer_layer_norm_q(mera_infer_ctx *ctx)
     return set_output_quant(ctx, &ctx->out[0]);
 }
 
+/* group_norm_q: quantized data [N, C, ...] (rank >= 3, channels on axis 1), normalized per group of
+ * C / num_groups channels; weight and bias (optional) float with one value per channel. Which of
+ * PyTorch's two kernels it follows is an attribute (docs/numerics.md section 5a). */
+static const char *const inputs_group_norm_q[] = {"data", "gamma", "beta"};
+static const mera_attr_spec attrs_group_norm_q[] = {
+    {"num_groups", MERA_ATTR_INT, 1, 0, NULL, NULL, "channel groups (the channel count for instance norm)"},
+    {"eps", MERA_ATTR_FLOAT, 0, 0, NULL, "1e-5", "added to the variance"},
+    TORCH_MEMORY_FORMAT_ATTR,
+    {"torch_threads", MERA_ATTR_INT, 0, 0, NULL, "1",
+     "at::get_num_threads() at import: the channels-last kernel's float sums follow its thread split"},
+    QOUT_ATTRS,
+    END_ATTRS,
+};
+static mera_status infer_group_norm_q(mera_infer_ctx *ctx)
+{
+    const mera_type *x = ctx->in[0];
+    char d[160], s[128];
+    mera_status st = check_activation(ctx, 0);
+    if (st)
+        return st;
+    if (is_float(x))
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be a quantized int8/uint8 tensor", in_desc(ctx, 0, d, sizeof d));
+    mera_shape_format(x->shape, x->rank, s, sizeof s);
+    if (x->rank < 3)
+        return FAIL(ctx, MERA_ERR_SHAPE, "data %s must have rank >= 3 ([N, C, spatial...])", s);
+    int64_t g = attr_i(ctx, "num_groups"), c = x->shape[1];
+    if (g < 1 || c % g != 0)
+        return FAIL(ctx, MERA_ERR_ATTR, "num_groups = %lld must be >= 1 and divide the %lld channels of data %s",
+                    (long long)g, (long long)c, s);
+    if (!(attr_f(ctx, "eps") >= 0.0) || !isfinite(attr_f(ctx, "eps")))
+        return FAIL(ctx, MERA_ERR_ATTR, "eps %g must be finite and >= 0", attr_f(ctx, "eps"));
+    if (attr_i(ctx, "torch_threads") < 1 || attr_i(ctx, "torch_threads") > 4096)
+        return FAIL(ctx, MERA_ERR_ATTR, "torch_threads = %lld must be in [1, 4096]",
+                    (long long)attr_i(ctx, "torch_threads"));
+    for (int i = 1; i <= 2; i++)
+        if (ctx->in[i] && (ctx->in[i]->dtype != MERA_DTYPE_FLOAT32 || mera_type_numel(ctx->in[i]) != c))
+            return FAIL(ctx, MERA_ERR_SHAPE, "%s must be float32 with %lld values (one per channel)",
+                        in_desc(ctx, i, d, sizeof d), (long long)c);
+    ctx->out[0] = *x;
+    return set_output_quant(ctx, &ctx->out[0]);
+}
+
 /* ---- data-dependent indexing (host): compare, nonzero, gather_nd, scatter_nd ---------------------------- */
 
 /* compare: lhs (> < == >= <=) rhs of two plain tensors of one dtype, numpy broadcasting; uint8 0/1 (ONNX bool) */
@@ -2200,6 +2242,145 @@ static mera_status infer_scatter_nd(mera_infer_ctx *ctx)
                     s2);
     }
     ctx->out[0] = *x;
+    return MERA_OK;
+}
+
+/* ---- more float math, where, cumsum, gather_elements (host, issue 13) -------------------------------------- */
+
+#define MATH_UNARY_OP(name)                                                     \
+    static const char *const inputs_##name[] = {"data"};                        \
+    static const mera_attr_spec attrs_##name[] = {END_ATTRS};                   \
+    static mera_status infer_##name(mera_infer_ctx *ctx) { return infer_float_unary(ctx); }
+MATH_UNARY_OP(sin)
+MATH_UNARY_OP(cos)
+MATH_UNARY_OP(tan)
+MATH_UNARY_OP(asin)
+MATH_UNARY_OP(acos)
+MATH_UNARY_OP(atan)
+MATH_UNARY_OP(sinh)
+MATH_UNARY_OP(cosh)
+MATH_UNARY_OP(asinh)
+MATH_UNARY_OP(acosh)
+MATH_UNARY_OP(atanh)
+MATH_UNARY_OP(sign)
+#undef MATH_UNARY_OP
+static const char *const inputs_atan2[] = {"lhs", "rhs"};
+static const mera_attr_spec attrs_atan2[] = {END_ATTRS};
+static mera_status infer_atan2(mera_infer_ctx *ctx) { return infer_float_binary(ctx); }
+
+/* where: cond ? x : y, numpy broadcasting of all three; cond a plain integer tensor (ONNX bool is uint8), x and y
+ * plain tensors of one dtype. */
+static const char *const inputs_where[] = {"cond", "x", "y"};
+static const mera_attr_spec attrs_where[] = {END_ATTRS};
+static mera_status infer_where(mera_infer_ctx *ctx)
+{
+    char d[160];
+    const mera_type *c = ctx->in[0], *x = ctx->in[1], *y = ctx->in[2];
+    if (!plain_numeric(c) || c->dtype == MERA_DTYPE_FLOAT32)
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be a plain uint8 (bool), int8, int32 or int64 tensor, got %s%s",
+                    in_desc(ctx, 0, d, sizeof d), mera_dtype_name(c->dtype),
+                    c->q.kind != MERA_QUANT_NONE ? " with quantization parameters" : "");
+    for (int i = 1; i < 3; i++)
+        if (!plain_numeric(ctx->in[i]))
+            return FAIL(ctx, MERA_ERR_DTYPE, "%s must be a plain float32, int8, uint8, int32 or int64 tensor, got "
+                        "%s%s", in_desc(ctx, i, d, sizeof d), mera_dtype_name(ctx->in[i]->dtype),
+                        ctx->in[i]->q.kind != MERA_QUANT_NONE ? " with quantization parameters (dequantize it)" : "");
+    if (x->dtype != y->dtype)
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s is %s but input 1 is %s", in_desc(ctx, 2, d, sizeof d),
+                    mera_dtype_name(y->dtype), mera_dtype_name(x->dtype));
+    mera_type *out = &ctx->out[0];
+    int rank = 0;
+    for (int i = 0; i < 3; i++)
+        if (ctx->in[i]->rank > rank)
+            rank = ctx->in[i]->rank;
+    *out = *x;
+    out->rank = rank;
+    out->layout = MERA_LAYOUT_ANY;
+    for (int k = 0; k < rank; k++) {
+        int64_t dim = 1;
+        for (int i = 0; i < 3; i++) {
+            const mera_type *t = ctx->in[i];
+            int j = k - (rank - t->rank);
+            int64_t v = j >= 0 ? t->shape[j] : 1;
+            if (v != 1 && dim != 1 && v != dim) {
+                char s[3][128];
+                for (int m = 0; m < 3; m++)
+                    mera_shape_format(ctx->in[m]->shape, ctx->in[m]->rank, s[m], sizeof s[m]);
+                return FAIL(ctx, MERA_ERR_SHAPE, "shapes %s, %s and %s do not broadcast (axis %d)", s[0], s[1], s[2],
+                            k);
+            }
+            if (v != 1)
+                dim = v;
+        }
+        out->shape[k] = dim;
+    }
+    return MERA_OK;
+}
+
+/* cumsum: running sums along `axis` of a plain float32, int32 or int64 tensor (ONNX CumSum, its axis constant). */
+static const char *const inputs_cumsum[] = {"data"};
+static const mera_attr_spec attrs_cumsum[] = {
+    {"axis", MERA_ATTR_INT, 1, 0, NULL, NULL, "the axis (negative: from the end)"},
+    {"exclusive", MERA_ATTR_INT, 0, 0, NULL, "0", "1: each sum leaves out its own element"},
+    {"reverse", MERA_ATTR_INT, 0, 0, NULL, "0", "1: sum from the end of the axis"},
+    END_ATTRS,
+};
+static mera_status infer_cumsum(mera_infer_ctx *ctx)
+{
+    char d[160];
+    const mera_type *x = ctx->in[0];
+    if (x->q.kind != MERA_QUANT_NONE || (x->dtype != MERA_DTYPE_FLOAT32 && x->dtype != MERA_DTYPE_INT32 &&
+                                         x->dtype != MERA_DTYPE_INT64))
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be a plain float32, int32 or int64 tensor, got %s%s",
+                    in_desc(ctx, 0, d, sizeof d), mera_dtype_name(x->dtype),
+                    x->q.kind != MERA_QUANT_NONE ? " with quantization parameters (dequantize it)" : "");
+    int64_t axis;
+    if (!normalize_axis(attr_i(ctx, "axis"), x->rank, &axis))
+        return FAIL(ctx, MERA_ERR_ATTR, "axis %lld is out of range for rank %d", (long long)attr_i(ctx, "axis"),
+                    x->rank);
+    for (int i = 0; i < 2; i++) {
+        const char *k = i ? "reverse" : "exclusive";
+        if (attr_i(ctx, k) != 0 && attr_i(ctx, k) != 1)
+            return FAIL(ctx, MERA_ERR_ATTR, "%s = %lld must be 0 or 1", k, (long long)attr_i(ctx, k));
+    }
+    ctx->out[0] = *x;
+    ctx->out[0].layout = MERA_LAYOUT_ANY;
+    return MERA_OK;
+}
+
+/* gather_elements: ONNX GatherElements; int64 indices of the data's rank, each axis but `axis` at most the data's;
+ * the output has the indices' shape and the data's dtype (plain). */
+static const char *const inputs_gather_elements[] = {"data", "indices"};
+static const mera_attr_spec attrs_gather_elements[] = {
+    {"axis", MERA_ATTR_INT, 0, 0, NULL, "0", "the axis indexed (negative: from the end)"},
+    END_ATTRS,
+};
+static mera_status infer_gather_elements(mera_infer_ctx *ctx)
+{
+    char d[160], s[128], s2[128];
+    const mera_type *x = ctx->in[0], *ix = ctx->in[1];
+    if (!plain_numeric(x))
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be a plain float32, int8, uint8, int32 or int64 tensor, got %s%s",
+                    in_desc(ctx, 0, d, sizeof d), mera_dtype_name(x->dtype),
+                    x->q.kind != MERA_QUANT_NONE ? " with quantization parameters (dequantize it)" : "");
+    if (ix->dtype != MERA_DTYPE_INT64 || ix->q.kind != MERA_QUANT_NONE)
+        return FAIL(ctx, MERA_ERR_DTYPE, "%s must be plain int64, got %s", in_desc(ctx, 1, d, sizeof d),
+                    mera_dtype_name(ix->dtype));
+    int64_t axis;
+    if (!normalize_axis(attr_i(ctx, "axis"), x->rank, &axis))
+        return FAIL(ctx, MERA_ERR_ATTR, "axis %lld is out of range for rank %d", (long long)attr_i(ctx, "axis"),
+                    x->rank);
+    mera_shape_format(x->shape, x->rank, s, sizeof s);
+    mera_shape_format(ix->shape, ix->rank, s2, sizeof s2);
+    if (ix->rank != x->rank)
+        return FAIL(ctx, MERA_ERR_SHAPE, "indices %s must have the rank of data %s", s2, s);
+    for (int i = 0; i < x->rank; i++)
+        if (i != axis && ix->shape[i] > x->shape[i])
+            return FAIL(ctx, MERA_ERR_SHAPE, "indices %s exceed data %s on axis %d", s2, s, i);
+    mera_type *out = &ctx->out[0];
+    *out = *x;
+    out->layout = MERA_LAYOUT_ANY;
+    memcpy(out->shape, ix->shape, sizeof out->shape);
     return MERA_OK;
 }
 

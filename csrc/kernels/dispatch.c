@@ -83,6 +83,23 @@ static const mera_kernel_fn ref_table[MERA_OP_COUNT][MERA_NUMERICS_COUNT] = {
     [MERA_OP_QTANH]               = BOTH(ref_qtanh_f32, ref_qtanh_q),
     [MERA_OP_LINEAR_DYNAMIC]      = BOTH(ref_linear_dynamic, NULL),
     [MERA_OP_LAYER_NORM_Q]        = BOTH(NULL, ref_layer_norm_q),
+    [MERA_OP_GROUP_NORM_Q]        = BOTH(NULL, ref_group_norm_q),
+    [MERA_OP_SIN]                 = BOTH(ref_sin_f32, NULL),
+    [MERA_OP_COS]                 = BOTH(ref_cos_f32, NULL),
+    [MERA_OP_TAN]                 = BOTH(ref_tan_f32, NULL),
+    [MERA_OP_ASIN]                = BOTH(ref_asin_f32, NULL),
+    [MERA_OP_ACOS]                = BOTH(ref_acos_f32, NULL),
+    [MERA_OP_ATAN]                = BOTH(ref_atan_f32, NULL),
+    [MERA_OP_SINH]                = BOTH(ref_sinh_f32, NULL),
+    [MERA_OP_COSH]                = BOTH(ref_cosh_f32, NULL),
+    [MERA_OP_ASINH]               = BOTH(ref_asinh_f32, NULL),
+    [MERA_OP_ACOSH]               = BOTH(ref_acosh_f32, NULL),
+    [MERA_OP_ATANH]               = BOTH(ref_atanh_f32, NULL),
+    [MERA_OP_SIGN]                = BOTH(ref_sign_f32, NULL),
+    [MERA_OP_ATAN2]               = BOTH(ref_atan2_f32, NULL),
+    [MERA_OP_WHERE]               = BOTH(ref_where, NULL),
+    [MERA_OP_CUMSUM]              = BOTH(ref_cumsum, NULL),
+    [MERA_OP_GATHER_ELEMENTS]     = BOTH(ref_gather_elements, NULL),
 };
 
 mera_kernel_fn mera_kernel_ref(int op, mera_numerics num)

@@ -464,6 +464,65 @@ def _qlayer_norm(ctx, x, shape, weight, bias, eps, scale, zp):
     return Tensor(v, False)
 
 
+def _per_channel_affine(ctx, p, what: str, op: str, channels: int):
+    """A norm's optional per-channel weight or bias as a float [C] constant."""
+    if p is None:
+        return None
+    if not isinstance(p, torch.Tensor):
+        raise UnsupportedError(f"{op} with a computed {what}{ctx.where()}")
+    arr = p.detach().float().contiguous().numpy().reshape(-1)
+    if arr.size != channels:
+        raise UnsupportedError(f"{op} with a {what} of {arr.size} values for {channels} channels{ctx.where()}")
+    return ctx.b.const(arr, name=ctx.b._fresh((ctx.scope or op.split("::")[-1]) + "." + what))
+
+
+def _qgroup_norm_to(ctx, op: str, x, groups, weight, bias, eps, scale, zp):
+    """quantized::group_norm and instance_norm: the IR's group_norm_q, with PyTorch's memory format (it picks
+    the contiguous or the channels-last kernel) and thread count (the latter's float sums follow it)."""
+    t = ctx.tensor(x, op)
+    if not t.quantized:
+        raise UnsupportedError(f"{op} of a float tensor{ctx.where()}")
+    nchw = ctx.to_nchw(t)
+    if len(nchw.shape) < 3:
+        raise UnsupportedError(f"{op} of a rank-{len(nchw.shape)} tensor (PyTorch takes rank >= 3){ctx.where()}")
+    C = nchw.shape[1]
+    groups = C if groups is None else int(groups)
+    if groups < 1 or C % groups:
+        raise UnsupportedError(f"{op} with {groups} groups of {C} channels{ctx.where()}")
+    affine = [_per_channel_affine(ctx, p, what, op, C) for p, what in ((weight, "weight"), (bias, "bias"))]
+    v = ctx.emit("group_norm_q", nchw.value, *affine, num_groups=groups, eps=float(eps),
+                 torch_memory_format="channels_last" if t.torch_cl else "contiguous",
+                 torch_threads=int(torch.get_num_threads()), **_qout(scale, zp))
+    return ctx.to_layout(Tensor(v, False, t.torch_cl))
+
+
+@converts("quantized::group_norm")
+def _qgroup_norm(ctx, x, groups, weight, bias, eps, scale, zp):
+    """torch.ao.nn.quantized.GroupNorm."""
+    return _qgroup_norm_to(ctx, "quantized::group_norm", x, groups, weight, bias, eps, scale, zp)
+
+
+@converts("quantized::instance_norm")
+def _qinstance_norm(ctx, x, weight, bias, eps, scale, zp):
+    """torch.ao.nn.quantized.InstanceNorm1d/2d/3d: group norm with one group per channel."""
+    return _qgroup_norm_to(ctx, "quantized::instance_norm", x, None, weight, bias, eps, scale, zp)
+
+
+@converts("quantized::matmul")
+def _qmatmul(ctx, a, b, scale, zp):
+    """PyTorch's qmatmul on x86 (no ruy): dequantize both, float matmul, quantize_per_tensor with the first
+    operand's dtype. The float sums' order differs from MKL's sgemm (numerics.md section 5a)."""
+    ta, tb = (ctx.to_nchw(ctx.tensor(v, "quantized::matmul")) for v in (a, b))
+    if not (ta.quantized and tb.quantized) or ta.value.dtype != tb.value.dtype:
+        raise UnsupportedError(f"quantized::matmul of {ta.value.dtype} and {tb.value.dtype} tensors (PyTorch takes "
+                               f"two quantized tensors of one dtype){ctx.where()}")
+    if len(ta.shape) != len(tb.shape) or len(ta.shape) < 2:
+        raise UnsupportedError(f"quantized::matmul of a rank-{len(ta.shape)} by a rank-{len(tb.shape)} tensor "
+                               f"(PyTorch takes equal ranks >= 2){ctx.where()}")
+    y = ctx.emit("matmul", ctx.emit("dequantize", ta.value), ctx.emit("dequantize", tb.value))
+    return Tensor(ctx.emit("quantize", y, scale=float(scale), zero_point=int(zp), dtype=ta.value.dtype), False)
+
+
 @converts("aten::zeros")
 def _zeros(ctx, size, dtype=None, layout=None, device=None, pin_memory=None):
     """A zero tensor of a static size (what a traced LSTM makes its initial state of): a float constant."""

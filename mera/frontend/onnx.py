@@ -2890,3 +2890,5 @@ __all__ = ["from_onnx", "MIN_OPSET", "MAX_OPSET", "CONVERTERS", "FOLDERS"]
 
 _onnx_quant.DOMAIN_CONVERTERS[("com.microsoft", "DynamicQuantizeLSTM")] = _dynamic_quantize_lstm
 _onnx_quant.DOMAIN_CONVERTERS[("com.microsoft", "DynamicQuantizeMatMul")] = _dynamic_quantize_matmul
+
+from . import _onnx_math  # noqa: E402,F401  (registers the host math converters; needs the names above)

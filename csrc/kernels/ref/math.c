@@ -1,10 +1,11 @@
-/* Float math on the host: sub, div, pow, maximum, minimum (broadcasting),
- * sqrt, exp, log, tanh, erf, abs, and matmul of two run-time tensors.
+/* Float math on the host: sub, div, pow, maximum, minimum, atan2 (broadcasting),
+ * sqrt, exp, log, tanh, erf, abs, sin, cos, tan, asin, acos, atan, sinh,
+ * cosh, asinh, acosh, atanh, sign, and matmul of two run-time tensors.
  *
  * These ops have no quantized form (ops.def: FLOAT_IN). Each element is one
  * C library call or one IEEE operation in float32, so sub, div, maximum,
- * minimum, sqrt and abs give every float implementation's bytes; pow, exp,
- * log, tanh and erf give the C library's correctly rounded or near (1 ulp)
+ * minimum, sqrt, abs and sign give every float implementation's bytes; pow,
+ * exp, log, tanh, erf, atan2 and the trigonometric and hyperbolic ones give the C library's correctly rounded or near (1 ulp)
  * results, where PyTorch and onnxruntime use their own vector
  * approximations (docs/numerics.md gives the bounds). matmul sums in
  * float32 in ascending k, one rounding per product and per addition. */
@@ -15,7 +16,7 @@
 #include "kernels/ref/ref.h"
 #include "kernels/ref/refutil.h"
 
-typedef enum { BIN_SUB, BIN_DIV, BIN_POW, BIN_MAX, BIN_MIN } bin_kind;
+typedef enum { BIN_SUB, BIN_DIV, BIN_POW, BIN_MAX, BIN_MIN, BIN_ATAN2 } bin_kind;
 
 static float bin_apply(bin_kind k, float x, float y)
 {
@@ -25,6 +26,7 @@ static float bin_apply(bin_kind k, float x, float y)
     case BIN_POW: return powf(x, y);
     case BIN_MAX: return x != x || y != y ? x + y : (x > y ? x : y); /* NaN propagates (torch.maximum) */
     case BIN_MIN: return x != x || y != y ? x + y : (x < y ? x : y);
+    case BIN_ATAN2: return atan2f(x, y);
     }
     return 0.0f;
 }
@@ -57,6 +59,7 @@ BINARY_KERNEL(div, BIN_DIV)
 BINARY_KERNEL(pow, BIN_POW)
 BINARY_KERNEL(maximum, BIN_MAX)
 BINARY_KERNEL(minimum, BIN_MIN)
+BINARY_KERNEL(atan2, BIN_ATAN2)
 
 #define UNARY_KERNEL(name, expr)                                \
     REF_KERNEL(ref_##name##_f32)                                \
@@ -77,6 +80,18 @@ UNARY_KERNEL(log, logf(v))
 UNARY_KERNEL(tanh, tanhf(v))
 UNARY_KERNEL(erf, erff(v))
 UNARY_KERNEL(abs, fabsf(v))
+UNARY_KERNEL(sin, sinf(v))
+UNARY_KERNEL(cos, cosf(v))
+UNARY_KERNEL(tan, tanf(v))
+UNARY_KERNEL(asin, asinf(v))
+UNARY_KERNEL(acos, acosf(v))
+UNARY_KERNEL(atan, atanf(v))
+UNARY_KERNEL(sinh, sinhf(v))
+UNARY_KERNEL(cosh, coshf(v))
+UNARY_KERNEL(asinh, asinhf(v))
+UNARY_KERNEL(acosh, acoshf(v))
+UNARY_KERNEL(atanh, atanhf(v))
+UNARY_KERNEL(sign, v > 0.0f ? 1.0f : v < 0.0f ? -1.0f : v == v ? 0.0f : v) /* NaN stays NaN */
 
 /* onnxruntime's logistic: x clamped to [-18, 18] (vmaxps/vminps: a NaN passes through),
  * p = x (a1 + x2 (a3 + x2 (a5 + x2 (a7 + x2 a9)))), q = b0 + x2 (b2 + ... + x2 b10), each step one FMA;

@@ -1,6 +1,6 @@
 /* Data-dependent indexing on the host (docs/frontends.md, "NonZero, GatherND, ScatterND"): compare (ONNX Greater,
  * Less, Equal, GreaterOrEqual, LessOrEqual as uint8 0/1), nonzero (its indices with a static maximum count and the
- * count of valid ones), gather_nd and scatter_nd by run-time int64 indices. */
+ * count of valid ones), gather_nd and scatter_nd by run-time int64 indices; where, cumsum and gather_elements. */
 #include <stdio.h>
 #include <string.h>
 
@@ -200,3 +200,125 @@ REF_KERNEL(ref_scatter_nd)
     return MERA_OK;
 }
 #undef SCATTER_APPLY
+
+/* ---- where, cumsum, gather_elements (issue 13) ------------------------------ */
+
+/* out[i] = cond[bcast] != 0 ? x[bcast] : y[bcast]; any plain dtype (bytes move) */
+REF_KERNEL(ref_where)
+{
+    (void)err;
+    const mera_type *ot = a->out_types[0], *ct = a->in_types[0];
+    int r = ot->rank;
+    int64_t sc[MERA_MAX_RANK], sx[MERA_MAX_RANK], sy[MERA_MAX_RANK], idx[MERA_MAX_RANK] = {0};
+    int64_t n = mera_type_numel(ot), oc = 0, ox = 0, oy = 0, unused = 0;
+    int64_t zero[MERA_MAX_RANK] = {0};
+    ref_bcast_strides(ct, ot, sc);
+    ref_bcast_strides(a->in_types[1], ot, sx);
+    ref_bcast_strides(a->in_types[2], ot, sy);
+    size_t elem = mera_dtype_size(ot->dtype);
+    const unsigned char *x = a->in[1], *y = a->in[2];
+    unsigned char *z = a->out[0];
+    for (int64_t i = 0; i < n; i++) {
+        int t = ct->dtype == MERA_DTYPE_INT64 ? ((const int64_t *)a->in[0])[oc] != 0
+                                               : num_at(ct->dtype, a->in[0], oc) != 0.0;
+        memcpy(z + (size_t)i * elem, t ? x + (size_t)ox * elem : y + (size_t)oy * elem, elem);
+        int64_t save[MERA_MAX_RANK];
+        memcpy(save, idx, sizeof save);
+        ref_next_index2(r, ot->shape, idx, sc, &oc, sx, &ox);
+        ref_next_index2(r, ot->shape, save, sy, &oy, zero, &unused);
+    }
+    return MERA_OK;
+}
+
+/* Sizes around axis `axis` of t: outer (before), len (the axis), inner (after). */
+static void axis_split(const mera_type *t, int axis, int64_t *outer, int64_t *len, int64_t *inner)
+{
+    *outer = *inner = 1;
+    for (int d = 0; d < axis; d++)
+        *outer *= t->shape[d];
+    for (int d = axis + 1; d < t->rank; d++)
+        *inner *= t->shape[d];
+    *len = t->shape[axis];
+}
+
+/* Running sums along the axis in order (from the end for reverse), each output the sum before (exclusive) or after
+ * adding its element; float32 adds in float32 as onnxruntime's loop does, integers wrap. */
+#define CUMSUM_LOOP(T, ACC, ADD)                                                                        \
+    do {                                                                                                \
+        const T *x = a->in[0];                                                                          \
+        T *y = a->out[0];                                                                               \
+        for (int64_t o = 0; o < outer; o++)                                                             \
+            for (int64_t in = 0; in < inner; in++) {                                                    \
+                ACC s = 0;                                                                              \
+                for (int64_t j = 0; j < len; j++) {                                                     \
+                    int64_t p = o * len * inner + (rev ? len - 1 - j : j) * inner + in;                 \
+                    T v = x[p];                                                                         \
+                    if (excl) {                                                                         \
+                        y[p] = (T)s;                                                                    \
+                        s = ADD(s, v);                                                                  \
+                    } else {                                                                            \
+                        s = ADD(s, v);                                                                  \
+                        y[p] = (T)s;                                                                    \
+                    }                                                                                   \
+                }                                                                                       \
+            }                                                                                           \
+    } while (0)
+#define ADD_F(s, v) ((s) + (v))
+#define ADD_WRAP(s, v) ((s) + (uint64_t)(int64_t)(v))
+
+REF_KERNEL(ref_cumsum)
+{
+    (void)err;
+    const mera_type *t = a->in_types[0];
+    int64_t axis = mera_attr_int(a->node, "axis"), outer, len, inner;
+    if (axis < 0)
+        axis += t->rank;
+    int excl = mera_attr_int(a->node, "exclusive") != 0, rev = mera_attr_int(a->node, "reverse") != 0;
+    axis_split(t, (int)axis, &outer, &len, &inner);
+    if (t->dtype == MERA_DTYPE_FLOAT32)
+        CUMSUM_LOOP(float, float, ADD_F);
+    else if (t->dtype == MERA_DTYPE_INT32)
+        CUMSUM_LOOP(int32_t, uint64_t, ADD_WRAP);
+    else
+        CUMSUM_LOOP(int64_t, uint64_t, ADD_WRAP);
+    return MERA_OK;
+}
+#undef CUMSUM_LOOP
+#undef ADD_F
+#undef ADD_WRAP
+
+/* out[i] = data[i with axis a replaced by indices[i]]; a negative index counts from the end, one out of range is a
+ * run-time error naming it. Bytes move (any plain dtype). */
+REF_KERNEL(ref_gather_elements)
+{
+    const mera_type *x = a->in_types[0], *it = a->in_types[1];
+    int r = x->rank;
+    int64_t axis = mera_attr_int(a->node, "axis");
+    if (axis < 0)
+        axis += r;
+    int64_t xs[MERA_MAX_RANK], idx[MERA_MAX_RANK] = {0}, n = mera_type_numel(it), s = x->shape[axis];
+    xs[r - 1] = 1;
+    for (int d = r - 2; d >= 0; d--)
+        xs[d] = xs[d + 1] * x->shape[d + 1];
+    size_t elem = mera_dtype_size(x->dtype);
+    const int64_t *ix = a->in[1];
+    const unsigned char *src = a->in[0];
+    unsigned char *dst = a->out[0];
+    for (int64_t i = 0; i < n; i++) {
+        int64_t v = ix[i];
+        if (v < -s || v >= s)
+            return mera_fail(err, MERA_ERR_RUNTIME, "gather_elements '%s': index %lld (element %lld) is out of range "
+                             "for axis %lld of size %lld (valid: %lld..%lld)", a->node->name, (long long)v,
+                             (long long)i, (long long)axis, (long long)s, (long long)-s, (long long)(s - 1));
+        int64_t off = 0;
+        for (int d = 0; d < r; d++)
+            off += (d == axis ? (v < 0 ? v + s : v) : idx[d]) * xs[d];
+        memcpy(dst + (size_t)i * elem, src + (size_t)off * elem, elem);
+        for (int d = r - 1; d >= 0; d--) {
+            if (++idx[d] < it->shape[d])
+                break;
+            idx[d] = 0;
+        }
+    }
+    return MERA_OK;
+}

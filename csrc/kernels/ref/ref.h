@@ -36,6 +36,19 @@ REF_KERNEL(ref_log_f32);
 REF_KERNEL(ref_tanh_f32);
 REF_KERNEL(ref_erf_f32);
 REF_KERNEL(ref_abs_f32);
+REF_KERNEL(ref_sin_f32);
+REF_KERNEL(ref_cos_f32);
+REF_KERNEL(ref_tan_f32);
+REF_KERNEL(ref_asin_f32);
+REF_KERNEL(ref_acos_f32);
+REF_KERNEL(ref_atan_f32);
+REF_KERNEL(ref_sinh_f32);
+REF_KERNEL(ref_cosh_f32);
+REF_KERNEL(ref_asinh_f32);
+REF_KERNEL(ref_acosh_f32);
+REF_KERNEL(ref_atanh_f32);
+REF_KERNEL(ref_sign_f32);
+REF_KERNEL(ref_atan2_f32);
 REF_KERNEL(ref_matmul_f32);
 REF_KERNEL(ref_conv_transpose2d_f32);
 REF_KERNEL(ref_conv_transpose2d_q);
@@ -63,6 +76,9 @@ REF_KERNEL(ref_compare);
 REF_KERNEL(ref_nonzero);
 REF_KERNEL(ref_gather_nd);
 REF_KERNEL(ref_scatter_nd);
+REF_KERNEL(ref_where);
+REF_KERNEL(ref_cumsum);
+REF_KERNEL(ref_gather_elements);
 
 /* elementwise.c */
 REF_KERNEL(ref_add_f32);
@@ -99,6 +115,7 @@ REF_KERNEL(ref_qtanh_f32); /* elementwise.c */
 REF_KERNEL(ref_qtanh_q);
 REF_KERNEL(ref_linear_dynamic); /* torch_dynamic.c */
 REF_KERNEL(ref_layer_norm_q); /* torch_q.c */
+REF_KERNEL(ref_group_norm_q); /* torch_q.c */
 
 /* pool.c */
 REF_KERNEL(ref_max_pool2d_f32);

@@ -1,11 +1,12 @@
 /* PyTorch's quantized kernels that are ops of their own: batch_norm, prelu,
- * add_scalar, mul_scalar (docs/numerics.md section 5a). Each formula is the
- * one ATen's CPU kernel computes; the comments name the routine. None of
- * them but prelu's quantized 1.0 depends on the graph's rounding: they round
- * with cvtps2dq / lrintf and add the zero point after rounding under both
- * modes. */
+ * add_scalar, mul_scalar, layer_norm_q, group_norm_q (docs/numerics.md
+ * section 5a). Each formula is the one ATen's CPU kernel computes; the
+ * comments name the routine. Only prelu's quantized 1.0 and the norms'
+ * quantize_val elements depend on the graph's rounding: the rest round with
+ * cvtps2dq / lrintf and add the zero point after rounding under both modes. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kernels/ref/qmath.h"
 #include "kernels/ref/ref.h"
@@ -254,5 +255,148 @@ REF_KERNEL(ref_layer_norm_q)
             q_store(a->out[0], ot->dtype, at, q);
         }
     }
+    return MERA_OK;
+}
+
+/* ---- group_norm / instance_norm (quantized) ----------------------------- */
+
+/* Whether PyTorch takes its channels-last kernel (quantized_group_norm_impl:
+ * qx.is_contiguous(ChannelsLast)): a channels-last rank-4 tensor, or a
+ * contiguous one that is also channels-last contiguous (C == 1 or H == W == 1). */
+static int group_norm_channels_last(const mera_kernel_args *a)
+{
+    const mera_type *t = a->in_types[0];
+    if (t->rank != 4)
+        return 0;
+    return strcmp(mera_attr_string(a->node, "torch_memory_format"), "channels_last") == 0 || t->shape[1] == 1 ||
+           t->shape[2] * t->shape[3] == 1;
+}
+
+/* The normalization of group g of batch n: PyTorch's m = mean/s_x (m' = m + z_x)
+ * and r = s_x / std, from the sums s1 = sum q and s2 = sum q^2 (floats here; exact
+ * integers but for the channels-last kernel's large maps). */
+static void group_stats(float s1, float s2, float n, float sx, float zx, double eps, float *m, float *r)
+{
+    float ms = s1 / n;
+    float v = fmaf(-ms, ms, s2 / n); /* a - b*b, contracted in PyTorch's build */
+    v = v > 0.0f ? v : 0.0f;
+    *m = ms - zx;
+    *r = (float)(sx / sqrt((double)(v * sx * sx) + eps));
+}
+
+/* Exact integer sums of group g of batch n ([N, C, HW] data). */
+static void group_int_sums(const mera_kernel_args *a, int64_t n, int64_t g, int64_t C, int64_t cpg, int64_t HW,
+                           int64_t *s1, int64_t *s2)
+{
+    const mera_type *it = a->in_types[0];
+    *s1 = *s2 = 0;
+    for (int64_t i = (n * C + g * cpg) * HW, e = i + cpg * HW; i < e; i++) {
+        int64_t q = q_load(a->in[0], it->dtype, i);
+        *s1 += q;
+        *s2 += q * q;
+    }
+}
+
+/* The channels-last kernel's sums for maps of HW >= 512 (impl-2 of
+ * quantized_groupnorm_nhwc_kernel): at::parallel_for over the B*HW pixels
+ * gives thread t the pixels [t*chunk, (t+1)*chunk), chunk = ceil(B*HW / T);
+ * each thread adds q and q*q of its pixels, in order, into float sums per
+ * (batch, channel); a group's sums then add those floats thread by thread,
+ * channel by channel. sums: [B, G, 2]. */
+static int group_float_sums(const mera_kernel_args *a, int64_t B, int64_t C, int64_t G, int64_t HW, float *sums)
+{
+    const mera_type *it = a->in_types[0];
+    int64_t T = mera_attr_int(a->node, "torch_threads"), R = B * HW, cpg = C / G;
+    int64_t used = T < R ? T : R, chunk = (R + used - 1) / used;
+    if (T == 1 || R <= 1)
+        used = 1, chunk = R;
+    float *part = ref_alloc(2 * B * C, sizeof(float));
+    if (!part)
+        return 0;
+    for (int64_t i = 0; i < B * G * 2; i++)
+        sums[i] = 0.0f;
+    for (int64_t t = 0; t < used; t++) {
+        for (int64_t i = 0; i < 2 * B * C; i++)
+            part[i] = 0.0f;
+        int64_t lo = t * chunk, hi = lo + chunk < R ? lo + chunk : R;
+        for (int64_t p = lo; p < hi; p++) {
+            int64_t n = p / HW, hw = p % HW;
+            for (int64_t c = 0; c < C; c++) {
+                int32_t q = q_load(a->in[0], it->dtype, (n * C + c) * HW + hw);
+                part[n * 2 * C + c] += (float)q;
+                part[n * 2 * C + C + c] += (float)(q * q);
+            }
+        }
+        for (int64_t n = 0; n < B; n++)
+            for (int64_t g = 0; g < G; g++)
+                for (int64_t d = 0; d < cpg; d++) {
+                    sums[(n * G + g) * 2] += part[n * 2 * C + g * cpg + d];
+                    sums[(n * G + g) * 2 + 1] += part[n * 2 * C + C + g * cpg + d];
+                }
+    }
+    free(part);
+    return 1;
+}
+
+/* qnormalization.cpp quantized_group_norm_impl: M = B*G groups of N = C/G*HW
+ * elements.
+ * Contiguous (quantized_normalize_kernel, per-channel affine): exact integer
+ * sums, m and r as layer_norm_q; per channel gp = f32(r * w[c]) and
+ *   y = fma(f32(q - z_x) - m, gp, b[c])
+ * every element quantized by Vectorized::quantize (the tail of a channel too,
+ * through a partial vector load).
+ * Channels-last (quantized_groupnorm_nhwc_kernel): per channel
+ * sc = f32(r * w[c]), bi = fma(-sc, m, b[c]), y = fma(f32(q - z_x), sc, bi);
+ * with HW < 512 the sums are exact integers and, within each pixel, the first
+ * C/G - (C/G) % 64 channels of a group are quantized by the vector path, the
+ * rest by quantize_val; with HW >= 512 the sums are floats in PyTorch's thread
+ * order (group_float_sums) and the first C - C % 64 channels of a pixel take
+ * the vector path. */
+REF_KERNEL(ref_group_norm_q)
+{
+    const mera_type *it = a->in_types[0], *ot = a->out_types[0];
+    const float *w = a->n_inputs > 1 ? a->in[1] : NULL, *b = a->n_inputs > 2 ? a->in[2] : NULL;
+    int64_t B = it->shape[0], C = it->shape[1], HW = 1, G = mera_attr_int(a->node, "num_groups");
+    for (int d = 2; d < it->rank; d++)
+        HW *= it->shape[d];
+    int64_t cpg = C / G, N = cpg * HW;
+    double eps = mera_attr_float(a->node, "eps");
+    float sx = ref_scale_f(it), sy = ref_scale_f(ot), inv = 1.0f / sy;
+    int32_t zx = ref_zp(it), zy = ref_zp(ot), lo = q_lo(ot->dtype), hi = q_hi(ot->dtype);
+    int cl = group_norm_channels_last(a), float_sums = cl && HW >= 512;
+    float *sums = ref_alloc(2 * B * G + 2 * C, sizeof(float));
+    if (!sums || (float_sums && !group_float_sums(a, B, C, G, HW, sums))) {
+        free(sums);
+        return ref_nomem(err, a->node);
+    }
+    float *sc = sums + 2 * B * G, *bi = sc + C;
+    for (int64_t n = 0; n < B; n++) {
+        for (int64_t g = 0; g < G; g++) {
+            float m, r;
+            if (float_sums) {
+                group_stats(sums[(n * G + g) * 2], sums[(n * G + g) * 2 + 1], (float)N, sx, (float)zx, eps, &m, &r);
+            } else {
+                int64_t s1, s2;
+                group_int_sums(a, n, g, C, cpg, HW, &s1, &s2);
+                group_stats((float)s1, (float)s2, (float)N, sx, (float)zx, eps, &m, &r);
+            }
+            for (int64_t c = g * cpg; c < (g + 1) * cpg; c++) {
+                sc[c] = r * (w ? w[c] : 1.0f);
+                bi[c] = cl ? fmaf(-sc[c], m, b ? b[c] : 0.0f) : m; /* contiguous: bi holds m */
+            }
+        }
+        for (int64_t c = 0; c < C; c++) {
+            int vec = !cl || (float_sums ? c < C - C % REF_TI_QVEC_STEP
+                                         : c % cpg < cpg - cpg % REF_TI_QVEC_STEP);
+            for (int64_t hw = 0; hw < HW; hw++) {
+                int64_t at = (n * C + c) * HW + hw;
+                float d = (float)(q_load(a->in[0], it->dtype, at) - zx);
+                float y = cl ? fmaf(d, sc[c], bi[c]) : fmaf(d - bi[c], sc[c], b ? b[c] : 0.0f);
+                int32_t q = vec ? quantize_lane(y, inv, zy, lo, hi) : quantize_val(y, sy, zy, lo, hi, a->rounding);
+                q_store(a->out[0], ot->dtype, at, q);
+            }
+        }
+    }
+    free(sums);
     return MERA_OK;
 }
