@@ -146,6 +146,17 @@ CASES = {
     "dropout_identity": (lambda m, x: F.dropout(x, 0.3, training=False) + x.to(torch.float32), [X], "any"),
     "rank1_param_broadcast": (lambda m, x: x * m.w + m.w2 - m.b3, [X], "any",
                               {"w": torch.randn(5), "w2": torch.randn(3, 5), "b3": torch.randn(4, 1, 1)}),
+    "trig_hyperbolic": (lambda m, x: (torch.sin(x) + torch.cos(x) * torch.tan(x * 0.5), torch.atan(x) - torch.sinh(x),
+                                      torch.cosh(x) + torch.asinh(x), torch.asin(x * 0.3) + torch.acos(x * 0.3),
+                                      torch.atanh(x * 0.3) + torch.acosh(x.abs() + 1.5), torch.atan2(x, x.flip(3))),
+                        [X], "any"),
+    "where_runtime_and_constant": (lambda m, x, y: (torch.where(x > y, x, y * 2), torch.where(x > 0, x, 0.0),
+                                                    torch.where(m.mask, y, x), x.masked_fill(y < 0, -1e4)),
+                                   [X, X], "any", {"mask": torch.randn(3, 5) > 0}),
+    "cumsum": (lambda m, x: (x.cumsum(1), torch.cumsum(x, dim=-1), x.cumsum(2).flip(2)), [X], "any"),
+    "gather_elements": (lambda m, x, y: (torch.gather(x, 1, m.idx), torch.gather(x, 3, torch.topk(y, 5, dim=3).indices),
+                                         x.gather(-2, m.idx2)), [X, X], "any",
+                        {"idx": torch.randint(0, 4, (2, 3, 3, 5)), "idx2": torch.randint(0, 3, (2, 4, 2, 5))}),
 }
 
 
@@ -159,7 +170,8 @@ def test_op_traced(name, layout):
 EXPORTED = ["rsqrt", "sum_mean_keepdim", "std_var", "topk_sort", "softmax_log_softmax_logsumexp", "roll_flip",
             "stack_narrow_select", "activations_a", "norms", "rank1_param_broadcast", "einsum", "repeat_expand",
             "folded_arange_linspace", "like_constants", "index_constant", "masked_fill", "sdpa_unflatten",
-            "compare_sign_exp2", "rsub_erfc_logical", "full_reductions"]
+            "compare_sign_exp2", "rsub_erfc_logical", "full_reductions", "trig_hyperbolic",
+            "where_runtime_and_constant", "cumsum", "gather_elements"]
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])

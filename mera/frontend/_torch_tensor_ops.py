@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import UnsupportedError
-from ._torch_ops import Context, Tensor, Unavailable, _binary, _permute, _slices, _unary, converts
+from ._torch_ops import _FLOAT_ONLY, Context, Tensor, Unavailable, _binary, _permute, _slices, _unary, converts
 
 
 def _nchw(ctx: Context, x, what: str) -> Tensor:
@@ -586,18 +586,10 @@ def _index(ctx, x, indices):
 
 @converts("aten::masked_fill", "aten::masked_fill_")
 def _masked_fill(ctx, x, mask, value):
-    """x with value where a constant mask is true: x * (1 - m) + value * m (m the 0/1 mask as float)."""
-    if not isinstance(mask, torch.Tensor):
-        raise UnsupportedError(f"masked_fill with a run-time mask{ctx.where()}")
+    """x with value where the mask (constant or run-time) is true: the IR's where."""
     value = float(value.item() if isinstance(value, torch.Tensor) else value)
-    m = mask.detach().numpy().astype(bool)
     t = _nchw(ctx, x, "masked_fill")
-    if not math.isfinite(value):
-        # inf * 0 is NaN: add the fill as a constant of 0 / value, keeping x where the mask is false
-        keep = _binary(ctx, "mul", t, _const(ctx, (~m).astype(np.float32)))
-        return _binary(ctx, "add", keep, _const(ctx, np.where(m, np.float32(value), np.float32(0))))
-    keep = _binary(ctx, "mul", t, _const(ctx, (~m).astype(np.float32)))
-    return _binary(ctx, "add", keep, _const(ctx, np.where(m, np.float32(value), np.float32(0)).astype(np.float32)))
+    return _where(ctx, mask, torch.tensor(value, dtype=torch.float32), t)
 
 
 # -- constants of a given shape ------------------------------------------------------
@@ -861,12 +853,9 @@ for _names, _kind in ((("aten::gt", "aten::greater"), "greater"), (("aten::lt", 
     converts(*_names)(_compare(_kind))
 
 
-@converts("aten::sign")
+@converts("aten::sign", "aten::sign_")
 def _sign(ctx, x):
-    t = ctx.tensor(x, "sign")
-    pos = Tensor(ctx.emit("cast", _compare("greater")(ctx, t, 0.0).value, to="float32"), t.nhwc)
-    neg = Tensor(ctx.emit("cast", _compare("less")(ctx, t, 0.0).value, to="float32"), t.nhwc)
-    return _binary(ctx, "sub", pos, neg)
+    return _unary(ctx, "sign", x)
 
 
 @converts("aten::exp2")
@@ -1043,3 +1032,81 @@ converts("aten::__and__", "aten::bitwise_and")(_bitwise("and"))
 converts("aten::__or__", "aten::bitwise_or")(_bitwise("or"))
 converts("aten::__xor__", "aten::bitwise_xor")(_bitwise("xor"))
 converts("aten::bitwise_not")(_bitwise("not"))
+
+
+# -- the host ops of issue 13's op coverage: trig, where, cumsum, gather -------------------------------
+
+def _unary_op(op: str):
+    def conv(ctx, x):
+        return _unary(ctx, op, x)
+    return conv
+
+
+for _op in ("sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh"):
+    _FLOAT_ONLY.add(_op)
+    converts(f"aten::{_op}", f"aten::{_op}_", f"aten::arc{_op[1:]}" if _op.startswith("a") else f"aten::{_op}")(
+        _unary_op(_op))
+
+
+@converts("aten::atan2", "aten::atan2_", "aten::arctan2")
+def _atan2(ctx, a, b):
+    return _binary(ctx, "atan2", a, b)
+
+
+def _where(ctx: Context, cond, x, y) -> Tensor:
+    """torch.where(cond, x, y) on the NCHW view: a constant condition becomes a uint8 constant; a number or
+    constant beside a run-time operand takes its dtype (float32 unless both are integer)."""
+    ops = [v for v in (x, y) if isinstance(v, Tensor)]
+    dt = ops[0].value.dtype if ops else "float32"
+    vals = []
+    for v in (x, y):
+        if isinstance(v, Tensor):
+            v = ctx.to_nchw(v)
+            if v.quantized:
+                raise UnsupportedError(f"where of a quantized tensor (dequantize it first){ctx.where()}")
+            if v.value.dtype != dt:
+                v = Tensor(ctx.emit("cast", v.value, to=dt), False)
+            vals.append(v.value)
+        else:
+            arr = v.detach().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+            vals.append(_const(ctx, arr.astype(dt).reshape(arr.shape or (1,))).value)
+    if isinstance(cond, Tensor):
+        c = ctx.to_nchw(cond).value
+        if c.dtype == "float32" or c.qparams is not None:
+            raise UnsupportedError(f"where with a {c.dtype} condition (a boolean tensor expected){ctx.where()}")
+    else:
+        arr = cond.detach().numpy() if isinstance(cond, torch.Tensor) else np.asarray(cond)
+        c = _const(ctx, arr.astype(np.uint8).reshape(arr.shape or (1,))).value
+    return Tensor(ctx.emit("where", c, vals[0], vals[1]), False)
+
+
+@converts("aten::where", "aten::where.self", "aten::where.ScalarOther", "aten::where.ScalarSelf",
+          "aten::where.Scalar")
+def _where_conv(ctx, cond, x=None, y=None):
+    if x is None or y is None:
+        raise UnsupportedError(f"torch.where(cond) with one argument (nonzero's data-dependent shape){ctx.where()}")
+    return _where(ctx, cond, x, y)
+
+
+@converts("aten::cumsum", "aten::cumsum_")
+def _cumsum(ctx, x, dim, dtype=None):
+    t = _nchw(ctx, x, "cumsum")
+    if t.quantized:
+        raise UnsupportedError(f"cumsum of a quantized tensor (dequantize it first){ctx.where()}")
+    if dtype is not None and _torch_dtype(dtype) != torch.float32 and t.value.dtype == "float32":
+        raise UnsupportedError(f"cumsum to {_torch_dtype(dtype)} of a float32 tensor{ctx.where()}")
+    return Tensor(ctx.emit("cumsum", t.value, axis=_norm_list(dim, len(t.value.shape))[0]), False)
+
+
+@converts("aten::gather")
+def _gather_elements(ctx, x, dim, index, sparse_grad=False):
+    """torch.gather: out[i][j] = x[index[i][j]][j] along dim (ONNX GatherElements)."""
+    t = _nchw(ctx, x, "gather")
+    axis = _norm_list(dim, len(t.value.shape))[0]
+    if isinstance(index, torch.Tensor):
+        idx = _const(ctx, index.detach().numpy().astype(np.int64)).value
+    else:
+        idx = ctx.to_nchw(ctx.tensor(index, "index")).value
+        if idx.dtype != "int64":
+            idx = ctx.emit("cast", idx, to="int64")
+    return Tensor(ctx.emit("gather_elements", t.value, idx, axis=axis), False)
