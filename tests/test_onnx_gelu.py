@@ -244,3 +244,31 @@ def test_quantizer_puts_the_onnx_gelu_on_the_dna():
     np.testing.assert_array_equal(sim(xs[0])[0], got)
     want = run_ort(model, xs[0])[0]
     assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("form", ["erf", "tanh"])
+def test_qdq_chain_is_one_quantized_gelu_on_the_dna(form):
+    """DequantizeLinear -> GELU chain -> QuantizeLinear: one quantized gelu with the QuantizeLinear's
+    parameters, on the DNA (Simulator == InterpreterHw), within one step of onnxruntime."""
+    rng = np.random.default_rng(41)
+    c = Chain(rng, False)
+    c.nodes, c.inits = [], []
+    for name, v, dt in (("s_in", 0.04, np.float32), ("z_in", 128, np.uint8), ("s_out", 0.02, np.float32),
+                        ("z_out", 20, np.uint8)):
+        c.inits.append(numpy_helper.from_array(np.array(v, dt), name))
+    c.nodes.append(helper.make_node("DequantizeLinear", ["x", "s_in", "z_in"], ["h"]))
+    out = c.erf("h", 1, div=False) if form == "erf" else c.tanh("h", 2, pow_cube=True)
+    c.nodes.append(helper.make_node("QuantizeLinear", [out, "s_out", "z_out"], ["q"]))
+    c.nodes.append(helper.make_node("DequantizeLinear", ["q", "s_out", "z_out"], ["y"]))
+    g = helper.make_graph(c.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, SHAPE)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=c.inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    mod, params = from_onnx(model)
+    assert ops_of(mod) == ["gelu", "dequantize"], ops_of(mod)
+    x = rng.integers(0, 256, SHAPE, dtype=np.uint8)
+    hw = _compile(mod, params, "InterpreterHw")(x)[0]
+    sim = _compile(mod, params, "Simulator")
+    np.testing.assert_array_equal(sim(x)[0], hw)
+    gelus = [e for e in sim.partition_report() if e["node"].endswith(".gelu")]
+    assert len(gelus) == 1 and gelus[0]["on_dna"], sim.partition_report()
+    assert np.abs(hw - run_ort(model, x)[0]).max() <= 0.02 * 1.001
