@@ -34,7 +34,8 @@ class _Graph:
             for i in n.input:
                 if i:
                     self.readers.setdefault(i, []).append(n)
-        self.outputs = {o.name for o in graph.output}
+        # values a subgraph (If, Loop, Scan bodies) reads from outside count as read elsewhere
+        self.outputs = {o.name for o in graph.output} | _subgraph_reads(nodes)
         self.consts: Dict[str, np.ndarray] = {}
         from onnx import numpy_helper
         for init in graph.initializer:
@@ -76,6 +77,18 @@ class _Graph:
     def node(self, name: str, op: str) -> Optional[Any]:
         p = self.producer.get(name)
         return p if p is not None and p.op_type == op and p.domain in ("", "ai.onnx") else None
+
+
+def _subgraph_reads(nodes) -> set:
+    names, todo = set(), [n for n in nodes]
+    while todo:
+        n = todo.pop()
+        for at in n.attribute:
+            for sub in ([at.g] if at.HasField("g") else []) + list(at.graphs):
+                for sn in sub.node:
+                    names.update(i for i in sn.input if i)
+                    todo.append(sn)
+    return names
 
 
 def _near(v: Optional[float], want: float, rel: float = 1e-4) -> bool:
