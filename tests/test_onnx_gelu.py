@@ -272,3 +272,15 @@ def test_qdq_chain_is_one_quantized_gelu_on_the_dna(form):
     gelus = [e for e in sim.partition_report() if e["node"].endswith(".gelu")]
     assert len(gelus) == 1 and gelus[0]["on_dna"], sim.partition_report()
     assert np.abs(hw - run_ort(model, x)[0]).max() <= 0.02 * 1.001
+
+
+def test_pytorch_float_gelu_tanh_is_the_ir_gelu():
+    """aten::gelu(approximate="tanh") of a float tensor: the IR's float gelu, close to PyTorch's."""
+    m = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.GELU(approximate="tanh")).eval()
+    x = torch.randn(3, 12) * 2
+    mod, params = mera.frontend.from_pytorch(torch.jit.trace(m, x), [("input0", (3, 12))])
+    assert "gelu" in ops_of(mod) and "tanh" not in ops_of(mod), ops_of(mod)
+    got = mera.compile(mod, params, target="Interpreter")(x.numpy())[0]
+    with torch.no_grad():
+        want = m(x).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * max(1.0, float(np.abs(want).max())))
