@@ -1,7 +1,7 @@
 """Fast quantized elementwise, conversion and pooling kernels against the reference kernels, byte for byte.
 
 Covers add, mul, the tabulated activations (leaky_relu, hardswish,
-hardsigmoid, sigmoid), quantize, dequantize, requantize, max_pool2d,
+hardsigmoid, sigmoid, gelu), quantize, dequantize, requantize, max_pool2d,
 avg_pool2d, adaptive_avg_pool2d, mean, concat and upsample
 (csrc/kernels/fast/elementwise_q.c, pool_q.c, mean_q.c, concat_q.c, upsample_q.c),
 each under both rounding modes (zero point before and after rounding). Every case is compiled with
@@ -140,9 +140,12 @@ def test_other_memory_order_fast_equals_reference(monkeypatch, op):
     tally.done(cases * len(THREADS))
 
 
-@pytest.mark.parametrize("op", ["leaky_relu", "hardswish", "hardsigmoid", "sigmoid"])
+ACTS = ["leaky_relu", "hardswish", "hardsigmoid", "sigmoid", "gelu"]
+
+
+@pytest.mark.parametrize("op", ACTS)
 def test_activation_fast_equals_reference(monkeypatch, op):
-    rng = np.random.default_rng(110 + ["leaky_relu", "hardswish", "hardsigmoid", "sigmoid"].index(op))
+    rng = np.random.default_rng(110 + ACTS.index(op))
     tally = Tally(op)
     for i in range(6 * MORE):
         dt = str(rng.choice(["uint8", "int8"]))
@@ -153,6 +156,8 @@ def test_activation_fast_equals_reference(monkeypatch, op):
         if op != "leaky_relu":
             so, zo = rand_qparams(rng, dt)
             attrs.update(out_scale=so, out_zero_point=zo, torch_memory_format=mf)
+        if op == "gelu":
+            attrs["approximate"] = ("none", "tanh")[i % 2 == 0]
         run_everywhere(monkeypatch, tally, lambda b, v: b.op(op, v[0], **attrs),
                        [(rand_q(rng, shape, dt), (s, z), lay)], f"{shape} {dt} {lay} {mf}", rounding=ROUNDINGS[i % 2])
     tally.done(6 * MORE * len(THREADS))

@@ -1897,11 +1897,17 @@ static mera_status infer_elu(mera_infer_ctx *ctx)
     return infer_unary_qout(ctx);
 }
 
-/* gelu (exact form): tabulated like elu; PyTorch's quantized gelu keeps the
- * input's parameters. */
+/* gelu (exact or tanh form): tabulated like elu; PyTorch's quantized gelu
+ * keeps the input's parameters, which is the default here too (an ONNX QDQ
+ * import or mera.Quantizer give the output its own). */
 static const char *const inputs_gelu[] = {"data"};
-static const mera_attr_spec attrs_gelu[] = {TORCH_MEMORY_FORMAT_ATTR, END_ATTRS};
-static mera_status infer_gelu(mera_infer_ctx *ctx) { return infer_unary_keep(ctx); }
+static const mera_attr_spec attrs_gelu[] = {
+    {"approximate", MERA_ATTR_STRING, 0, 0, "none|tanh", "none", "none: the erf form; tanh: PyTorch's tanh approximation"},
+    TORCH_MEMORY_FORMAT_ATTR,
+    QOUT_ATTRS,
+    END_ATTRS,
+};
+static mera_status infer_gelu(mera_infer_ctx *ctx) { return infer_unary_qout(ctx); }
 
 /* add_scalar / mul_scalar: a quantized input's output parameters follow
  * from its own and the value, by PyTorch's rules (qadd.cpp _add_scalar_out,

@@ -165,7 +165,7 @@ static mera_split_rule rule_binary(const mera_node *node, const mera_type *const
     return n_in == 2 ? rule_ti(node, in, 2, out) : NO_SPLIT;
 }
 
-/* leaky_relu, hardswish, hardsigmoid, sigmoid: TensorIterator's walk over
+/* leaky_relu, hardswish, hardsigmoid, sigmoid, gelu: TensorIterator's walk over
  * the one operand (rule_ti). */
 static mera_split_rule rule_unary(const mera_node *node, const mera_type *const *in, int n_in,
                                   const mera_type *out, int spatial)
@@ -329,6 +329,7 @@ static const split_rule_fn split_rules[MERA_OP_COUNT] = {
     [MERA_OP_HARDSWISH]           = rule_unary,
     [MERA_OP_HARDSIGMOID]         = rule_unary,
     [MERA_OP_SIGMOID]             = rule_unary,
+    [MERA_OP_GELU]                = rule_unary,
     [MERA_OP_CONCAT]              = rule_concat,
     [MERA_OP_MAX_POOL2D]          = rule_max_pool,
     [MERA_OP_AVG_POOL2D]          = rule_avg_pool,

@@ -307,6 +307,7 @@ static int convert_agnostic(layout_ctx *L, int n)
     case MERA_OP_HARDSWISH:
     case MERA_OP_HARDSIGMOID:
     case MERA_OP_SIGMOID:
+    case MERA_OP_GELU:
     case MERA_OP_CONCAT:
     case MERA_OP_MEAN:
     case MERA_OP_SOFTMAX:

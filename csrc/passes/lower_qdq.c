@@ -228,6 +228,7 @@ static op_kind kind_of(int op)
     case MERA_OP_SIGMOID:
     case MERA_OP_HARDSWISH:
     case MERA_OP_HARDSIGMOID:
+    case MERA_OP_GELU:
     case MERA_OP_UPSAMPLE:
     case MERA_OP_SOFTMAX:
     case MERA_OP_MEAN:

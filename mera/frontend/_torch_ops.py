@@ -778,11 +778,14 @@ def _matmul(ctx, a, b):
     return Tensor(ctx.emit("matmul", ta.value, tb.value))
 
 
-def _gelu_erf(ctx, x, approximate="none"):
-    if approximate != "none":
+@converts("aten::gelu")
+def _gelu(ctx, x, approximate="none"):
+    if approximate not in ("none", "tanh"):
         raise UnsupportedError(f"gelu with approximate={approximate!r}{ctx.where()}")
-    if isinstance(x, Tensor) and x.quantized:
-        return _unary(ctx, "gelu", x)  # PyTorch's qgelu: the IR's gelu, output parameters = the input's
+    if isinstance(x, Tensor) and x.quantized:  # PyTorch's qgelu: the IR's gelu, output parameters = the input's
+        return _unary(ctx, "gelu", x, approximate=approximate)
+    if approximate == "tanh":  # the IR's float gelu: the vector body's formula
+        return _unary(ctx, "gelu", x, approximate="tanh")
     # torch's formula: x * 0.5 * (1 + erf(x * M_SQRT1_2))
     e = _unary(ctx, "erf", _binary(ctx, "mul", x, 0.7071067811865476))
     return _binary(ctx, "mul", x, _binary(ctx, "mul", _binary(ctx, "add", e, 1.0), 0.5))

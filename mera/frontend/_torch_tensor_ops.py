@@ -191,21 +191,6 @@ def _glu(ctx, x, dim=-1):
     return _binary(ctx, "mul", a, _unary(ctx, "sigmoid", b))
 
 
-@converts("aten::gelu")
-def _gelu(ctx, x, approximate="none"):
-    from ._torch_ops import _gelu_erf
-    if approximate == "none":
-        return _gelu_erf(ctx, x)
-    if approximate != "tanh":
-        raise UnsupportedError(f"gelu with approximate={approximate!r}{ctx.where()}")
-    # 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))
-    t = ctx.tensor(x, "gelu")
-    x3 = _binary(ctx, "mul", _binary(ctx, "mul", t, t), t)
-    inner = _binary(ctx, "mul", _binary(ctx, "add", t, _binary(ctx, "mul", x3, 0.044715)),
-                    math.sqrt(2.0 / math.pi))
-    return _binary(ctx, "mul", _binary(ctx, "mul", t, 0.5), _binary(ctx, "add", _unary(ctx, "tanh", inner), 1.0))
-
-
 # -- reductions --------------------------------------------------------------------
 
 def _reduce(ctx: Context, x, kind: str, dims, keepdim, what: str) -> Tensor:

@@ -31,6 +31,7 @@ import numpy as np
 from .. import ir
 from ._passes import run_passes
 from ..errors import ConfigError, FormatError, GraphError, MeraError, MeraIOError, UnsupportedError
+from . import _onnx_gelu
 
 #: Lowest and highest default-domain opset the importer reads, the range it is tested over: zoo
 #: exports at 11, 17 and 21, and onnx 1.23's node tests, which cover the latest version (up to
@@ -2195,17 +2196,12 @@ def _group_norm(ctx, node, a, x, scale, bias):
 
 @converts("Gelu")
 def _gelu(ctx, node, a, x):
+    # opset 20's Gelu, and the erf / tanh chains that _onnx_gelu.fuse_gelu reads as one
     approx = a.get("approximate", "none")
     approx = approx.decode() if isinstance(approx, bytes) else approx
-    f = lambda v: np.array([v], np.float32)  # noqa: E731
-    if approx == "tanh":  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-        cube = _binary(ctx, "mul", _binary(ctx, "mul", x, x), x)
-        inner = _binary(ctx, "mul", _binary(ctx, "add", x, _binary(ctx, "mul", cube, f(0.044715))),
-                        f(math.sqrt(2.0 / math.pi)))
-        return _binary(ctx, "mul", x, _binary(ctx, "mul", _binary(ctx, "add", _unary(ctx, "tanh", inner), f(1.0)),
-                                              f(0.5)))
-    e = _unary(ctx, "erf", _binary(ctx, "mul", x, f(1.0 / math.sqrt(2.0))))
-    return _binary(ctx, "mul", x, _binary(ctx, "mul", _binary(ctx, "add", e, f(1.0)), f(0.5)))
+    if approx not in ("none", "tanh"):
+        raise UnsupportedError(f"Gelu with approximate={approx!r} (mera reads none and tanh)")
+    return _unary(ctx, "gelu", x, approximate=approx)
 
 
 @converts("Reciprocal")
@@ -2545,7 +2541,7 @@ class _Importer:
         self.opset = _check_opsets(model, path)
         consumers: Dict[str, List[Any]] = {}
         # one wrapper object per node, kept alive: nodes are keyed by id() below
-        self.nodes = list(g.node)
+        self.nodes = _onnx_gelu.fuse_gelu(g, list(g.node))  # GELU chains read as one Gelu node
         for n in self.nodes:
             for i in n.input:
                 if i:

@@ -425,3 +425,4 @@ mera_status fast_leaky_relu_q(const mera_kernel_args *a, mera_error *err) { retu
 mera_status fast_hardswish_q(const mera_kernel_args *a, mera_error *err) { return act_q(a, ref_hardswish_q, err); }
 mera_status fast_hardsigmoid_q(const mera_kernel_args *a, mera_error *err) { return act_q(a, ref_hardsigmoid_q, err); }
 mera_status fast_sigmoid_q(const mera_kernel_args *a, mera_error *err) { return act_q(a, ref_sigmoid_q, err); }
+mera_status fast_gelu_q(const mera_kernel_args *a, mera_error *err) { return act_q(a, ref_gelu_q, err); }

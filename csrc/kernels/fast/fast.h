@@ -75,6 +75,7 @@ mera_status fast_leaky_relu_q(const mera_kernel_args *a, mera_error *err);
 mera_status fast_hardswish_q(const mera_kernel_args *a, mera_error *err);
 mera_status fast_hardsigmoid_q(const mera_kernel_args *a, mera_error *err);
 mera_status fast_sigmoid_q(const mera_kernel_args *a, mera_error *err);
+mera_status fast_gelu_q(const mera_kernel_args *a, mera_error *err);
 mera_status fast_act_q_prepare(const mera_kernel_args *a, void **state, mera_error *err);
 /* pool_q.c: NHWC adaptive average pooling in plain C, every CPU. */
 mera_status fast_adaptive_avg_pool2d_q(const mera_kernel_args *a, mera_error *err);

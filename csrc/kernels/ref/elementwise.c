@@ -368,9 +368,21 @@ REF_KERNEL(ref_clip_q)
 
 /* ---- activations computed in float ------------------------------------ */
 
-typedef enum { ACT_LEAKY_RELU, ACT_HARDSWISH, ACT_HARDSIGMOID, ACT_SIGMOID, ACT_ELU, ACT_GELU, ACT_TANH } act_kind;
+typedef enum {
+    ACT_LEAKY_RELU,
+    ACT_HARDSWISH,
+    ACT_HARDSIGMOID,
+    ACT_SIGMOID,
+    ACT_ELU,
+    ACT_GELU,
+    ACT_GELU_TANH,
+    ACT_TANH
+} act_kind;
 
 #define GELU_SQRT1_2 0.70710678118654752440 /* M_SQRT1_2 */
+/* qgelu_kernel's tanh form: kBeta = M_SQRT2 * M_2_SQRTPI * 0.5 = sqrt(2/pi), kKappa = 0.044715 */
+#define GELU_BETA (1.41421356237309504880 * 1.12837916709551257390 * 0.5)
+#define GELU_KAPPA 0.044715
 
 /* Vectorized<float>::erf (vec256_float.h): Abramowitz-Stegun 7.1.26 with
  * FMAs and Sleef's expf_u10, sign restored at the end. */
@@ -408,6 +420,11 @@ static float act_vec(act_kind k, float x, float alpha)
         return x > 0.0f ? x : (sleef_expf_u10(x) - 1.0f) * alpha;
     case ACT_GELU: /* qgelu_kernel: x * 0.5 * (1 + (x * f32(M_SQRT1_2)).erf()) */
         return x * 0.5f * (1.0f + erf_vec(x * (float)GELU_SQRT1_2));
+    case ACT_GELU_TANH: { /* 0.5 * x * (1 + (kBeta * (x + kKappa * x^3)).tanh()), float lanes */
+        float cube = x * x * x;
+        float inner = (float)GELU_BETA * (x + (float)GELU_KAPPA * cube);
+        return 0.5f * x * (1.0f + sleef_tanhf_u10(inner));
+    }
     case ACT_TANH: /* qtanh_kernel: Vectorized<float>::tanh, Sleef's tanhf_u10 */
         return sleef_tanhf_u10(x);
     }
@@ -430,6 +447,11 @@ static float act_scalar(act_kind k, float x, float alpha)
         return x >= 0.0f ? x : (expf(x) - 1.0f) * alpha;
     case ACT_GELU: /* x * 0.5 * (1 + std::erf(x * M_SQRT1_2)) in double */
         return (float)((double)x * 0.5 * (1.0 + erf((double)x * GELU_SQRT1_2)));
+    case ACT_GELU_TANH: { /* x^3 in float, the rest in double with std::tanh(double) */
+        float cube = x * x * x;
+        double inner = GELU_BETA * ((double)x + GELU_KAPPA * (double)cube);
+        return (float)(0.5 * (double)x * (1.0 + tanh(inner)));
+    }
     case ACT_TANH: /* std::tanh(float): libm tanhf */
         return tanhf(x);
     }
@@ -443,7 +465,7 @@ static float act_inv_scale(act_kind k, double out_scale)
 {
     if (k == ACT_LEAKY_RELU)
         return 1.0f / (float)out_scale;
-    if (k == ACT_ELU || k == ACT_GELU) /* qelu_kernel, qgelu_kernel: (float)(1.0 / o_scale) of the float o_scale */
+    if (k == ACT_ELU || k == ACT_GELU || k == ACT_GELU_TANH) /* qelu_kernel, qgelu_kernel: (float)(1.0 / o_scale) of the float o_scale */
         return (float)(1.0 / (double)(float)out_scale);
     return (float)(1.0 / out_scale);
 }
@@ -474,6 +496,11 @@ static float leaky_alpha(const mera_kernel_args *a)
     return (float)mera_attr_float(a->node, "alpha");
 }
 
+static act_kind gelu_kind(const mera_kernel_args *a)
+{
+    return strcmp(mera_attr_string(a->node, "approximate"), "tanh") == 0 ? ACT_GELU_TANH : ACT_GELU;
+}
+
 void ref_act_q_tables(const mera_kernel_args *a, uint8_t vec[256], uint8_t scalar[256])
 {
     switch (a->node->op) {
@@ -482,7 +509,7 @@ void ref_act_q_tables(const mera_kernel_args *a, uint8_t vec[256], uint8_t scala
     case MERA_OP_HARDSIGMOID: act_q_tables(a, ACT_HARDSIGMOID, 0.0f, vec, scalar); return;
     case MERA_OP_SIGMOID: act_q_tables(a, ACT_SIGMOID, 0.0f, vec, scalar); return;
     case MERA_OP_ELU: act_q_tables(a, ACT_ELU, (float)mera_attr_float(a->node, "alpha"), vec, scalar); return;
-    case MERA_OP_GELU: act_q_tables(a, ACT_GELU, 0.0f, vec, scalar); return;
+    case MERA_OP_GELU: act_q_tables(a, gelu_kind(a), 0.0f, vec, scalar); return;
     case MERA_OP_QTANH: act_q_tables(a, ACT_TANH, 0.0f, vec, scalar); return;
     default: MERA_BUG("ref_act_q_tables: not a tabulated activation");
     }
@@ -535,7 +562,7 @@ REF_KERNEL(ref_sigmoid_f32)
 REF_KERNEL(ref_sigmoid_q) { (void)err; return act_q(a); }
 REF_KERNEL(ref_elu_f32) { (void)err; return act_f32(a, ACT_ELU, (float)mera_attr_float(a->node, "alpha")); }
 REF_KERNEL(ref_elu_q) { (void)err; return act_q(a); }
-REF_KERNEL(ref_gelu_f32) { (void)err; return act_f32(a, ACT_GELU, 0.0f); }
+REF_KERNEL(ref_gelu_f32) { (void)err; return act_f32(a, gelu_kind(a), 0.0f); }
 REF_KERNEL(ref_gelu_q) { (void)err; return act_q(a); }
 REF_KERNEL(ref_qtanh_f32) { (void)err; return act_f32(a, ACT_TANH, 0.0f); }
 REF_KERNEL(ref_qtanh_q) { (void)err; return act_q(a); }
