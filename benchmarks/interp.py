@@ -10,7 +10,7 @@ scales, so not the same bytes) and prints mera / onnxruntime.
 
     python benchmarks/interp.py [--repeat N] [--layers-only | --networks-only | --per-layer] [--threads N]
                                 [--models resnet50,mobilenet_v2] [--onnxruntime]
-                                [--reference | --cpu-mask FEATURES]
+                                [--reference | --cpu-mask FEATURES] [--pointwise]
 
 --per-layer profiles the networks instead: every conv/dense node of the
 compiled graph with its time (best of --repeat runs, timed node by node),
@@ -21,6 +21,10 @@ alone on the input it sees in the network, best of --repeat); then the time
 per op class (conv 1x1, conv kxk, depthwise, add, pools, ...). The sum of
 node times includes the interpreter's per-node overhead; fbgemm's module
 calls include torch's per-call dispatch.
+
+--pointwise times the 1x1 conv shapes of ResNet-50 and MobileNetV2 one
+by one (random weights, uint8 in and out): mera's node time with its
+GMAC/s and % of the peak, and fbgemm's module time.
 
 --threads N sets the threads of all three (mera's build_config(num_threads),
 torch.set_num_threads, onnxruntime's intra_op_num_threads); the network
@@ -88,6 +92,37 @@ def bench_layers(repeat: int, threads: int) -> None:
         oh = (hw + 2 * (k // 2) - k) // s + 1
         gmac = oh * oh * cout * (cin // g) * k * k / 1e9
         print(f"{name:28s} {gmac:6.3f} {t_torch * 1e3:9.3f} {t_mera * 1e3:9.3f} {t_mera / t_torch:7.1f}  {same}")
+
+
+# 1x1 convs of ResNet-50 (stride 1) and MobileNetV2: (H=W, in channels, out channels)
+POINTWISE_LAYERS = [
+    (56, 64, 64), (56, 64, 256), (56, 256, 64), (28, 512, 128), (28, 128, 512), (14, 1024, 256),
+    (14, 256, 1024), (7, 2048, 512), (7, 512, 2048),
+    (112, 32, 16), (112, 16, 96), (56, 24, 144), (56, 144, 24), (28, 32, 192), (28, 192, 32), (14, 64, 384),
+    (14, 384, 64), (14, 96, 576), (14, 576, 96), (7, 160, 960), (7, 960, 160), (7, 320, 1280),
+]
+
+
+def bench_pointwise(repeat: int, threads: int, peak: float) -> None:
+    """The 1x1 convs one by one: mera's node time (as --per-layer times it, no
+    input copy or output allocation), its GMAC/s and % of the peak, fbgemm's
+    module time."""
+    rng = np.random.default_rng(0)
+    print(f"{'1x1 conv HxW cin->cout':24s} {'MMAC':>7s} {'mera ms':>8s} {'GMAC/s':>7s} {'%peak':>6s} "
+          f"{'fbgemm ms':>9s} {'ratio':>6s}  identical")
+    tot_mera = tot_fb = 0.0
+    for hw, cin, cout in POINTWISE_LAYERS:
+        conv, xq, runner, x_np = conv_layer(hw, cin, cout, 1, 1, 1, rng, threads)
+        same = np.array_equal(runner(x_np)[0], conv(xq).int_repr().numpy().transpose(0, 2, 3, 1))
+        t_mera = max(runner._core.node_times([x_np], repeat))
+        t_fb = best_of(lambda: conv(xq), repeat)
+        tot_mera += t_mera
+        tot_fb += t_fb
+        macs = hw * hw * cin * cout
+        gmacs = macs / t_mera / 1e9
+        print(f"{f'{hw}x{hw} {cin}->{cout}':24s} {macs / 1e6:7.1f} {t_mera * 1e3:8.3f} {gmacs:7.1f} "
+              f"{100 * gmacs / (peak * threads):5.0f}% {t_fb * 1e3:9.3f} {t_mera / t_fb:6.2f}  {same}")
+    print(f"{'all':24s} {'':7s} {tot_mera * 1e3:8.3f} {'':7s} {'':6s} {tot_fb * 1e3:9.3f} {tot_mera / tot_fb:6.2f}")
 
 
 def bench_network(name: str, repeat: int, threads: int, with_ort: bool) -> None:
@@ -258,6 +293,8 @@ def main() -> None:
     ap.add_argument("--layers-only", action="store_true")
     ap.add_argument("--networks-only", action="store_true")
     ap.add_argument("--per-layer", action="store_true", help="profile the networks node by node against fbgemm")
+    ap.add_argument("--pointwise", action="store_true",
+                    help="time ResNet-50's and MobileNetV2's 1x1 conv shapes alone (node time, GMAC/s)")
     ap.add_argument("--peak", type=float, default=228.0, help="VNNI peak of one core, GMAC/s (--per-layer)")
     ap.add_argument("--threads", type=int, default=1, help="threads of mera, torch and onnxruntime")
     ap.add_argument("--models", default="resnet50,mobilenet_v2", help="zoo networks to time, comma-separated")
@@ -274,6 +311,9 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     print(f"CPU features: {mera._core.cpu_features()}; torch threads: {torch.get_num_threads()}; "
           f"mera kernels: conv2d {mera._core.kernel_name('conv2d', True)}, dense {mera._core.kernel_name('dense', True)}")
+    if args.pointwise:
+        bench_pointwise(args.repeat, args.threads, args.peak)
+        return
     if args.per_layer:
         for name in args.models.split(","):
             bench_per_layer(name, args.repeat, args.threads, args.peak)
