@@ -447,8 +447,10 @@ def test_torch_argmax_argmin(layout):
         def forward(self, x):
             return torch.argmax(x)
 
-    with pytest.raises(mera.UnsupportedError, match="dim=None"):
-        from_pytorch(torch.jit.trace(All().eval(), x), [("input0", tuple(x.shape))], layout="NCHW")
+    # dim=None: the index into the flattened tensor, a 0-d int64 as PyTorch's
+    mod, params = from_pytorch(torch.jit.trace(All().eval(), x), [("input0", tuple(x.shape))], layout="NCHW")
+    out = mera.compile(mod, params, target="Interpreter")(x.numpy())
+    assert int(np.asarray(out[0]).reshape(-1)[0]) == int(All()(x))
 
 
 def test_torchvision_style_nms_export():
