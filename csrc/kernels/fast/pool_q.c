@@ -1,5 +1,5 @@
 /* Fast quantized max_pool2d: NHWC data, the integer maximum over the
- * window taken a whole pixel of channels at a time (ew.h's max_bytes),
+ * window taken a whole pixel of channels at a time (ew.h's max_window),
  * output rows split across the worker pool. The window is the
  * reference's (ref/pool.c: max_window); NCHW data goes to the reference
  * kernel. The maximum of integers has no rounding, so PyTorch's memory
@@ -142,7 +142,7 @@ static mera_status adaptive_avg_pool2d_q(const mera_kernel_args *a, const ew_isa
     ada_job j = {isa, a->in[0], a->out[0], xt->shape[0], xt->shape[1], xt->shape[2], xt->shape[3], yt->shape[1],
                  yt->shape[2], ref_zp(xt), ref_zp(yt), q_lo(yt->dtype), q_hi(yt->dtype),
                  ref_scale_f(xt) / ref_scale_f(yt), xt->dtype == MERA_DTYPE_INT8, a->rounding};
-    /* rows (n, oh); one output row alone when the batch is 1 and oh is 1: split by nothing */
+    /* rows (n, oh): a global pool of one image is one row, one thread */
     mera_parallel_for(a->threads, j.n * j.oh, 1, ada_rows, &j);
     return MERA_OK;
 }
