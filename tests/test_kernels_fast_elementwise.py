@@ -405,3 +405,40 @@ def test_mean_fast_sums_in_pytorch_order(monkeypatch):
                        [(data, (0.1, 0), "NHWC" if nhwc else None)], f"{data.shape} {attrs}",
                        rounding=ROUNDINGS[i % 2])
     tally.done(6 * len(THREADS))
+
+
+def test_network_shaped_pools_and_adds_equal_reference(monkeypatch):
+    """The shapes of ResNet-50's and MobileNetV2's non-conv ops (scaled down where the
+    time matters): max_pool2d 3x3/2 with padding on 64 channels, adaptive_avg_pool2d of
+    a 7x7 map to 1x1 over wide channels, and same-shape requantizing adds with and
+    without relu whose output saturates at both ends (the SIMD loops' saturating
+    narrowing), odd channel counts leaving tails, and an extreme scale (the loops' checked
+    path with min and clamp) -- on every path and thread count."""
+    rng = np.random.default_rng(170)
+    tally = Tally("network-shaped")
+    for i, (dt, odt) in enumerate([("uint8", "uint8"), ("int8", "int8"), ("uint8", "int8"), ("int8", "uint8")]):
+        hw, c = int(rng.choice([28, 31])), int(rng.choice([64, 67, 96]))
+        q = rand_q(rng, (1, hw, hw, c), dt)
+        run_everywhere(monkeypatch, tally,
+                       lambda b, v: b.max_pool2d(v[0], kernel=[3, 3], strides=[2, 2], padding=[1, 1, 1, 1],
+                                                 dilation=[1, 1], layout="NHWC"),
+                       [(q, rand_qparams(rng, dt), "NHWC")], f"max_pool2d {q.shape} {dt}", rounding=ROUNDINGS[i % 2])
+        c = int(rng.choice([2048, 1280, 1001]))
+        so, zo = rand_qparams(rng, dt)
+        run_everywhere(monkeypatch, tally,
+                       lambda b, v: b.adaptive_avg_pool2d(v[0], output_size=[1, 1], layout="NHWC",
+                                                          torch_memory_format="channels_last", out_scale=so,
+                                                          out_zero_point=zo),
+                       [(rand_q(rng, (1, 7, 7, c), dt), rand_qparams(rng, dt), "NHWC")],
+                       f"adaptive_avg_pool2d 7x7x{c} {dt}", rounding=ROUNDINGS[i % 2])
+        for relu in ("relu", "none"):
+            shape = (1, int(rng.choice([14, 15])), int(rng.choice([14, 9])), int(rng.choice([256, 160, 33])))
+            qa, qb = rand_qparams(rng, dt), rand_qparams(rng, dt)
+            so, zo = rand_qparams(rng, odt, extreme=relu == "none" and i == 3)
+            so /= 4.0  # outputs past both ends of the range
+            run_everywhere(monkeypatch, tally,
+                           lambda b, v: b.op("add", v[0], v[1], activation=relu, out_scale=so, out_zero_point=zo,
+                                             out_dtype=odt),
+                           [(rand_q(rng, shape, dt), qa, "NHWC"), (rand_q(rng, shape, dt), qb, "NHWC")],
+                           f"add {shape} {dt}->{odt} relu={relu} so={so}", rounding=ROUNDINGS[i % 2])
+    tally.done(16 * len(THREADS))

@@ -226,8 +226,7 @@ static const fast_kernel fast_table[MERA_OP_COUNT][MERA_NUMERICS_COUNT][FAST_MAX
     [MERA_OP_REQUANTIZE][MERA_NUMERICS_QUANT]  = FAST_EW(fast_requantize, FAST_CONVERT, ROUNDINGS_EW),
     [MERA_OP_MAX_POOL2D][MERA_NUMERICS_QUANT]  = FAST_EW(fast_max_pool2d_q, FAST_POOL, MERA_ROUNDINGS_ALL),
     [MERA_OP_AVG_POOL2D][MERA_NUMERICS_QUANT]  = FAST_EW(fast_avg_pool2d_q, FAST_POOL, ROUNDINGS_EW),
-    [MERA_OP_ADAPTIVE_AVG_POOL2D][MERA_NUMERICS_QUANT] =
-        {{{fast_adaptive_avg_pool2d_q, NULL, NULL, "c", NULL}, any_cpu, FAST_POOL, ROUNDINGS_EW}},
+    [MERA_OP_ADAPTIVE_AVG_POOL2D][MERA_NUMERICS_QUANT] = FAST_EW(fast_adaptive_avg_pool2d_q, FAST_POOL, ROUNDINGS_EW),
     [MERA_OP_MEAN][MERA_NUMERICS_QUANT] = {{{fast_mean_q, NULL, NULL, "c", NULL}, any_cpu, FAST_POOL, ROUNDINGS_EW}},
     [MERA_OP_UPSAMPLE][MERA_NUMERICS_QUANT] =
         {{{fast_upsample_q, fast_upsample_q_prepare, fast_upsample_q_release, "c", NULL}, any_cpu, FAST_ELEMENTWISE,

@@ -60,6 +60,12 @@ typedef struct {
     void (*requantize)(const ew_convert_params *p, const uint8_t *x, uint8_t *y, int64_t n);
     /* y[i] = max(y[i], x[i]) over n bytes, signed or unsigned */
     void (*max_bytes)(uint8_t *y, const uint8_t *x, int64_t n, int is_int8);
+    /* max pool window: y[i] = max over a < nh, b < nw of x[a * rs + b * cs + i],
+     * i < n, signed or unsigned; nh, nw >= 1 */
+    void (*max_window)(uint8_t *y, const uint8_t *x, int64_t rs, int64_t cs, int64_t nh, int64_t nw, int64_t n,
+                       int is_int8);
+    /* acc[i] += x[i] over n bytes, signed or unsigned */
+    void (*sum_bytes)(int32_t *acc, const uint8_t *x, int64_t n, int is_int8);
 } ew_isa;
 
 extern const ew_isa ew_isa_c;
@@ -75,5 +81,13 @@ uint8_t ew_mul_one(const ew_mul_params *p, uint8_t a, uint8_t b);
 uint8_t ew_quantize_one(const ew_convert_params *p, float x);
 float ew_dequantize_one(const ew_convert_params *p, uint8_t x);
 uint8_t ew_requantize_one(const ew_convert_params *p, uint8_t x);
+
+/* The add's SIMD loops may leave out steps that change no byte (ew_c.c):
+ * ew_add_finite: every sum c, and c * inv, is finite and below 2^30 in
+ * magnitude for every pair of input bytes, so min(t, MAX) passes t and
+ * cvtps2dq never overflows; ew_add_full_range: [lo, hi] is the output
+ * type's whole range, so a saturating narrowing is the clamp. */
+int ew_add_finite(const ew_add_params *p);
+int ew_add_full_range(const ew_add_params *p);
 
 #endif

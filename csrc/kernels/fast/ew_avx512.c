@@ -28,20 +28,62 @@ INLINE __m512i clamp16(__m512i r, int32_t lo, int32_t hi)
     return _mm512_min_epi32(_mm512_max_epi32(r, _mm512_set1_epi32(lo)), _mm512_set1_epi32(hi));
 }
 
+/* The sum of one vector of 16 pairs, relu'd: fmaf(s, q, s * -z) per input */
+INLINE __m512 add_sum16(const ew_add_params *p, const uint8_t *a, int sa, const uint8_t *b, int sb, __m512 s1,
+                        __m512 p1, __m512 s2, __m512 p2, int relu)
+{
+    __m512 x1 = _mm512_cvtepi32_ps(load16(a, sa, p->x1_int8));
+    __m512 x2 = _mm512_cvtepi32_ps(load16(b, sb, p->x2_int8));
+    __m512 c = _mm512_add_ps(_mm512_fmadd_ps(s1, x1, p1), _mm512_fmadd_ps(s2, x2, p2));
+    return relu ? _mm512_max_ps(_mm512_setzero_ps(), c) : c;
+}
+
+/* The common case (ew_add_finite, ew_add_full_range): no min with MAX, and the clamp is
+ * vpmovsdb's signed saturation, or vpmovusdb's unsigned one on r >= 0 (after relu r >= zo >= 0
+ * already); 32 elements a step. */
+INLINE void add_avx512_sat(const ew_add_params *p, const uint8_t *a, int sa, const uint8_t *b, int sb, uint8_t *y,
+                           int64_t n, int relu, int64_t *done)
+{
+    const __m512 s1 = _mm512_set1_ps(p->s1), p1 = _mm512_set1_ps(p->p1), s2 = _mm512_set1_ps(p->s2),
+                 p2 = _mm512_set1_ps(p->p2), inv = _mm512_set1_ps(p->inv);
+    const __m512i zo = _mm512_set1_epi32(p->zo), zero = _mm512_setzero_si512();
+    const int y_int8 = p->y_int8;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512 c0 = add_sum16(p, a + i * sa, sa, b + i * sb, sb, s1, p1, s2, p2, relu);
+        __m512 c1 = add_sum16(p, a + (i + 16) * sa, sa, b + (i + 16) * sb, sb, s1, p1, s2, p2, relu);
+        __m512i r0 = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(c0, inv)), zo);
+        __m512i r1 = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(c1, inv)), zo);
+        if (y_int8) {
+            _mm_storeu_si128((__m128i *)(y + i), _mm512_cvtsepi32_epi8(r0));
+            _mm_storeu_si128((__m128i *)(y + i + 16), _mm512_cvtsepi32_epi8(r1));
+        } else {
+            if (!relu) {
+                r0 = _mm512_max_epi32(r0, zero);
+                r1 = _mm512_max_epi32(r1, zero);
+            }
+            _mm_storeu_si128((__m128i *)(y + i), _mm512_cvtusepi32_epi8(r0));
+            _mm_storeu_si128((__m128i *)(y + i + 16), _mm512_cvtusepi32_epi8(r1));
+        }
+    }
+    *done = i;
+}
+
 TARGET static void add_avx512(const ew_add_params *p, const uint8_t *a, int sa, const uint8_t *b, int sb,
                               uint8_t *y, int64_t n)
 {
     const __m512 s1 = _mm512_set1_ps(p->s1), p1 = _mm512_set1_ps(p->p1), s2 = _mm512_set1_ps(p->s2),
-                 p2 = _mm512_set1_ps(p->p2), inv = _mm512_set1_ps(p->inv), maxf = _mm512_set1_ps(MAXF),
-                 zero = _mm512_setzero_ps();
+                 p2 = _mm512_set1_ps(p->p2), inv = _mm512_set1_ps(p->inv), maxf = _mm512_set1_ps(MAXF);
     const __m512i zo = _mm512_set1_epi32(p->zo);
     int64_t i = 0;
+    if (n >= 32 && ew_add_full_range(p) && ew_add_finite(p)) {
+        if (p->relu) /* relu made a constant: one copy of the loop each */
+            add_avx512_sat(p, a, sa, b, sb, y, n, 1, &i);
+        else
+            add_avx512_sat(p, a, sa, b, sb, y, n, 0, &i);
+    }
     for (; i + 16 <= n; i += 16) {
-        __m512 x1 = _mm512_cvtepi32_ps(load16(a + i * sa, sa, p->x1_int8));
-        __m512 x2 = _mm512_cvtepi32_ps(load16(b + i * sb, sb, p->x2_int8));
-        __m512 c = _mm512_add_ps(_mm512_fmadd_ps(s1, x1, p1), _mm512_fmadd_ps(s2, x2, p2));
-        if (p->relu)
-            c = _mm512_max_ps(zero, c);
+        __m512 c = add_sum16(p, a + i * sa, sa, b + i * sb, sb, s1, p1, s2, p2, p->relu);
         __m512 t = _mm512_min_ps(_mm512_mul_ps(c, inv), maxf);
         __m512i r = _mm512_add_epi32(_mm512_cvtps_epi32(t), zo);
         store16(y + i, clamp16(r, p->lo, p->hi));
@@ -136,7 +178,73 @@ TARGET static void max_bytes_avx512(uint8_t *y, const uint8_t *x, int64_t n, int
     }
 }
 
+/* The window's maximum by 64, 32, 16 and 8 bytes (the channels of a pixel),
+ * then byte by byte. */
+#define MAX_WINDOW_BLOCK(W, T, load, store, smax, umax)                                            \
+    for (; i + W <= n; i += W) {                                                                   \
+        T m = load((const T *)(x + i));                                                             \
+        for (int64_t a = 0; a < nh; a++)                                                            \
+            for (int64_t b = 0; b < nw; b++) {                                                      \
+                T v = load((const T *)(x + a * rs + b * cs + i));                                   \
+                m = is_int8 ? smax(m, v) : umax(m, v);                                              \
+            }                                                                                       \
+        store((T *)(y + i), m);                                                                     \
+    }
+
+/* 64 bytes, two vectors of 32 in flight; signedness a constant after inlining */
+INLINE void max_window64(uint8_t *y, const uint8_t *x, int64_t rs, int64_t cs, int64_t nh, int64_t nw, int is_int8)
+{
+    __m256i m0 = _mm256_loadu_si256((const __m256i *)x), m1 = _mm256_loadu_si256((const __m256i *)(x + 32));
+    for (int64_t a = 0; a < nh; a++)
+        for (int64_t b = 0; b < nw; b++) {
+            const uint8_t *s = x + a * rs + b * cs;
+            __m256i v0 = _mm256_loadu_si256((const __m256i *)s), v1 = _mm256_loadu_si256((const __m256i *)(s + 32));
+            m0 = is_int8 ? _mm256_max_epi8(m0, v0) : _mm256_max_epu8(m0, v0);
+            m1 = is_int8 ? _mm256_max_epi8(m1, v1) : _mm256_max_epu8(m1, v1);
+        }
+    _mm256_storeu_si256((__m256i *)y, m0);
+    _mm256_storeu_si256((__m256i *)(y + 32), m1);
+}
+
+TARGET static void max_window_avx512(uint8_t *y, const uint8_t *x, int64_t rs, int64_t cs, int64_t nh, int64_t nw,
+                              int64_t n, int is_int8)
+{
+    int64_t i = 0;
+    if (is_int8)
+        for (; i + 64 <= n; i += 64)
+            max_window64(y + i, x + i, rs, cs, nh, nw, 1);
+    else
+        for (; i + 64 <= n; i += 64)
+            max_window64(y + i, x + i, rs, cs, nh, nw, 0);
+    MAX_WINDOW_BLOCK(32, __m256i, _mm256_loadu_si256, _mm256_storeu_si256, _mm256_max_epi8, _mm256_max_epu8)
+    MAX_WINDOW_BLOCK(16, __m128i, _mm_loadu_si128, _mm_storeu_si128, _mm_max_epi8, _mm_max_epu8)
+    MAX_WINDOW_BLOCK(8, __m128i, _mm_loadl_epi64, _mm_storel_epi64, _mm_max_epi8, _mm_max_epu8)
+    for (; i < n; i++) {
+        int32_t m = is_int8 ? (int8_t)x[i] : x[i];
+        for (int64_t a = 0; a < nh; a++)
+            for (int64_t b = 0; b < nw; b++) {
+                uint8_t u = x[a * rs + b * cs + i];
+                int32_t v = is_int8 ? (int8_t)u : u;
+                m = v > m ? v : m;
+            }
+        y[i] = (uint8_t)m;
+    }
+}
+#undef MAX_WINDOW_BLOCK
+
+TARGET static void sum_bytes_avx512(int32_t *acc, const uint8_t *x, int64_t n, int is_int8)
+{
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(x + i));
+        __m512i w = is_int8 ? _mm512_cvtepi8_epi32(v) : _mm512_cvtepu8_epi32(v);
+        _mm512_storeu_si512(acc + i, _mm512_add_epi32(_mm512_loadu_si512(acc + i), w));
+    }
+    for (; i < n; i++)
+        acc[i] += is_int8 ? (int8_t)x[i] : x[i];
+}
+
 const ew_isa ew_isa_avx512 = {"avx512f",        add_avx512,        mul_avx512,      quantize_avx512,
-                              dequantize_avx512, requantize_avx512, max_bytes_avx512};
+                              dequantize_avx512, requantize_avx512, max_bytes_avx512, max_window_avx512, sum_bytes_avx512};
 
 #endif

@@ -2,6 +2,8 @@
  * primitives element by element, without the reference kernels' index
  * arithmetic. */
 #include "kernels/fast/ew.h"
+#include <math.h>
+
 #include "kernels/ref/qmath.h"
 
 static inline int32_t load_q(uint8_t v, int is_int8)
@@ -36,6 +38,20 @@ float ew_dequantize_one(const ew_convert_params *p, uint8_t x)
 uint8_t ew_requantize_one(const ew_convert_params *p, uint8_t x)
 {
     return ew_quantize_one(p, ew_dequantize_one(p, x));
+}
+
+int ew_add_finite(const ew_add_params *p)
+{
+    /* |fmaf(s, q, p)| <= |s| * 255 + |p| up to rounding, q in [-128, 255]; the margin covers
+     * the float roundings of the sum and the product */
+    double b = (fabs((double)p->s1) * 256.0 + fabs((double)p->p1)) + (fabs((double)p->s2) * 256.0 + fabs((double)p->p2));
+    double t = b * fabs((double)p->inv) * 1.01;
+    return isfinite(b) && isfinite(t) && t < 1073741824.0;
+}
+
+int ew_add_full_range(const ew_add_params *p)
+{
+    return p->y_int8 ? p->lo == -128 && p->hi == 127 : p->lo == 0 && p->hi == 255;
 }
 
 static void add_c(const ew_add_params *p, const uint8_t *a, int sa, const uint8_t *b, int sb, uint8_t *y, int64_t n)
@@ -81,4 +97,29 @@ static void max_bytes_c(uint8_t *y, const uint8_t *x, int64_t n, int is_int8)
     }
 }
 
-const ew_isa ew_isa_c = {"c", add_c, mul_c, quantize_c, dequantize_c, requantize_c, max_bytes_c};
+static void max_window_c(uint8_t *y, const uint8_t *x, int64_t rs, int64_t cs, int64_t nh, int64_t nw, int64_t n,
+                         int is_int8)
+{
+    for (int64_t i = 0; i < n; i++) {
+        int32_t m = load_q(x[i], is_int8);
+        for (int64_t a = 0; a < nh; a++)
+            for (int64_t b = 0; b < nw; b++) {
+                int32_t v = load_q(x[a * rs + b * cs + i], is_int8);
+                m = v > m ? v : m;
+            }
+        y[i] = (uint8_t)m;
+    }
+}
+
+static void sum_bytes_c(int32_t *acc, const uint8_t *x, int64_t n, int is_int8)
+{
+    if (is_int8)
+        for (int64_t i = 0; i < n; i++)
+            acc[i] += (int8_t)x[i];
+    else
+        for (int64_t i = 0; i < n; i++)
+            acc[i] += x[i];
+}
+
+const ew_isa ew_isa_c = {"c",          add_c,       mul_c,        quantize_c, dequantize_c,
+                         requantize_c, max_bytes_c, max_window_c, sum_bytes_c};

@@ -63,7 +63,8 @@ void fast_fconv_release(void *state);
     mera_status fast_dequantize_##suffix(const mera_kernel_args *a, mera_error *err);              \
     mera_status fast_requantize_##suffix(const mera_kernel_args *a, mera_error *err);              \
     mera_status fast_max_pool2d_q_##suffix(const mera_kernel_args *a, mera_error *err);            \
-    mera_status fast_avg_pool2d_q_##suffix(const mera_kernel_args *a, mera_error *err);
+    mera_status fast_avg_pool2d_q_##suffix(const mera_kernel_args *a, mera_error *err);            \
+    mera_status fast_adaptive_avg_pool2d_q_##suffix(const mera_kernel_args *a, mera_error *err);
 /* elementwise_q.c, pool_q.c */
 FAST_EW_DECL(c)
 FAST_EW_DECL(avx2)
@@ -77,8 +78,6 @@ mera_status fast_hardsigmoid_q(const mera_kernel_args *a, mera_error *err);
 mera_status fast_sigmoid_q(const mera_kernel_args *a, mera_error *err);
 mera_status fast_gelu_q(const mera_kernel_args *a, mera_error *err);
 mera_status fast_act_q_prepare(const mera_kernel_args *a, void **state, mera_error *err);
-/* pool_q.c: NHWC adaptive average pooling in plain C, every CPU. */
-mera_status fast_adaptive_avg_pool2d_q(const mera_kernel_args *a, mera_error *err);
 /* upsample_q.c: nearest and bilinear upsample of NHWC or NCHW data in plain C, every CPU; prepare
  * computes the source columns once (no allocation per run). */
 mera_status fast_upsample_q(const mera_kernel_args *a, mera_error *err);

@@ -1,5 +1,5 @@
 /* Fast quantized max_pool2d: NHWC data, the integer maximum over the
- * window taken a whole pixel of channels at a time (ew.h's max_bytes),
+ * window taken a whole pixel of channels at a time (ew.h's max_window),
  * output rows split across the worker pool. The window is the
  * reference's (ref/pool.c: max_window); NCHW data goes to the reference
  * kernel. The maximum of integers has no rounding, so PyTorch's memory
@@ -42,17 +42,20 @@ static void maxpool_rows(void *ctx, int64_t r0, int64_t r1)
 {
     const maxpool_job *j = ctx;
     const uint8_t lowest = j->is_int8 ? 0x80 : 0; /* q_lo as a byte */
+    const int64_t rs = j->dh * j->w * j->c, cs = j->dw * j->c;
     for (int64_t r = r0; r < r1; r++) {
         int64_t n = r / j->oh, oh = r % j->oh, h0, h1;
         window(oh, j->sh, j->pt, j->kh, j->dh, j->h, &h0, &h1);
+        int64_t nh = h1 > h0 ? (h1 - h0 + j->dh - 1) / j->dh : 0;
         for (int64_t ow = 0; ow < j->ow; ow++) {
             int64_t w0, w1;
             window(ow, j->sw, j->pl, j->kw, j->dw, j->w, &w0, &w1);
+            int64_t nw = w1 > w0 ? (w1 - w0 + j->dw - 1) / j->dw : 0;
             uint8_t *y = j->y + (r * j->ow + ow) * j->c;
-            memset(y, lowest, (size_t)j->c);
-            for (int64_t ih = h0; ih < h1; ih += j->dh)
-                for (int64_t iw = w0; iw < w1; iw += j->dw)
-                    j->isa->max_bytes(y, j->x + ((n * j->h + ih) * j->w + iw) * j->c, j->c, j->is_int8);
+            if (nh == 0 || nw == 0) /* an empty window: the reference's initial value */
+                memset(y, lowest, (size_t)j->c);
+            else /* the window's maximum a whole pixel of channels at a time */
+                j->isa->max_window(y, j->x + ((n * j->h + h0) * j->w + w0) * j->c, rs, cs, nh, nw, j->c, j->is_int8);
         }
     }
 }
@@ -76,6 +79,7 @@ static mera_status max_pool2d_q(const mera_kernel_args *a, const ew_isa *isa, me
 #define ADA_CHUNK 256 /* channels summed at a time */
 
 typedef struct {
+    const ew_isa *isa; /* sum_bytes, and quantize for the vector block */
     const uint8_t *x;
     uint8_t *y;
     int64_t n, h, w, c, oh, ow;
@@ -93,7 +97,9 @@ static void ada_rows(void *ctx, int64_t r0, int64_t r1)
 {
     const ada_job *j = ctx;
     int32_t acc[ADA_CHUNK];
+    float accf[ADA_CHUNK];
     const int64_t cvec = j->c / 8 * 8; /* ref: ADA_QVEC_CH channels per vector block */
+    ew_convert_params qp = {.zo = j->zy, .lo = j->lo, .hi = j->hi, .y_int8 = j->lo < 0, .rounding = j->rounding};
     for (int64_t r = r0; r < r1; r++) {
         int64_t n = r / j->oh, oh = r % j->oh;
         int64_t h0 = ada_start(oh, j->oh, j->h), h1 = ada_end(oh, j->oh, j->h);
@@ -101,31 +107,30 @@ static void ada_rows(void *ctx, int64_t r0, int64_t r1)
             int64_t w0 = ada_start(ow, j->ow, j->w), w1 = ada_end(ow, j->ow, j->w);
             int32_t size = (int32_t)((h1 - h0) * (w1 - w0));
             float m = j->ratio / (float)size;
-            float inv_vec = 1.0f / (1.0f / m), inv_rest = 1.0f / m;
+            float inv_rest = 1.0f / m;
+            qp.inv = 1.0f / (1.0f / m); /* the vector block's quantize_fbgemm */
             uint8_t *y = j->y + (r * j->ow + ow) * j->c;
             for (int64_t c0 = 0; c0 < j->c; c0 += ADA_CHUNK) {
                 int64_t nc = j->c - c0 < ADA_CHUNK ? j->c - c0 : ADA_CHUNK;
                 for (int64_t k = 0; k < nc; k++)
                     acc[k] = -j->zx * size;
                 for (int64_t ih = h0; ih < h1; ih++)
-                    for (int64_t iw = w0; iw < w1; iw++) {
-                        const uint8_t *x = j->x + ((n * j->h + ih) * j->w + iw) * j->c + c0;
-                        if (j->x_int8)
-                            for (int64_t k = 0; k < nc; k++)
-                                acc[k] += (int8_t)x[k];
-                        else
-                            for (int64_t k = 0; k < nc; k++)
-                                acc[k] += x[k];
-                    }
-                for (int64_t k = 0; k < nc; k++) /* as ref_adaptive_avg_pool2d_q's NHWC formula */
-                    y[c0 + k] = (uint8_t)(c0 + k < cvec ? quantize_fbgemm((float)acc[k], inv_vec, j->zy, j->lo, j->hi, j->rounding)
-                                                        : quantize_val((float)acc[k], inv_rest, j->zy, j->lo, j->hi, j->rounding));
+                    for (int64_t iw = w0; iw < w1; iw++)
+                        j->isa->sum_bytes(acc, j->x + ((n * j->h + ih) * j->w + iw) * j->c + c0, nc, j->x_int8);
+                /* as ref_adaptive_avg_pool2d_q's NHWC formula: quantize_fbgemm on the
+                 * vector block (in SIMD, ew.h), quantize_val on the rest */
+                int64_t nv = c0 < cvec ? (cvec - c0 < nc ? cvec - c0 : nc) : 0;
+                for (int64_t k = 0; k < nv; k++)
+                    accf[k] = (float)acc[k];
+                j->isa->quantize(&qp, accf, y + c0, nv);
+                for (int64_t k = nv; k < nc; k++)
+                    y[c0 + k] = (uint8_t)quantize_val((float)acc[k], inv_rest, j->zy, j->lo, j->hi, j->rounding);
             }
         }
     }
 }
 
-mera_status fast_adaptive_avg_pool2d_q(const mera_kernel_args *a, mera_error *err)
+static mera_status adaptive_avg_pool2d_q(const mera_kernel_args *a, const ew_isa *isa, mera_error *err)
 {
     const mera_type *xt = a->in_types[0], *yt = a->out_types[0];
     if (!ref_nhwc(a->node))
@@ -134,9 +139,10 @@ mera_status fast_adaptive_avg_pool2d_q(const mera_kernel_args *a, mera_error *er
     int same_q = xt->q.scale == yt->q.scale && ref_zp(xt) == ref_zp(yt) && xt->dtype == yt->dtype;
     if (same_q && !ref_torch_channels_last(&xd, ref_torch_cl(a->node, 1)))
         return ref_adaptive_avg_pool2d_q(a, err); /* PyTorch's contiguous path: the reference */
-    ada_job j = {a->in[0], a->out[0], xt->shape[0], xt->shape[1], xt->shape[2], xt->shape[3], yt->shape[1],
+    ada_job j = {isa, a->in[0], a->out[0], xt->shape[0], xt->shape[1], xt->shape[2], xt->shape[3], yt->shape[1],
                  yt->shape[2], ref_zp(xt), ref_zp(yt), q_lo(yt->dtype), q_hi(yt->dtype),
                  ref_scale_f(xt) / ref_scale_f(yt), xt->dtype == MERA_DTYPE_INT8, a->rounding};
+    /* rows (n, oh): a global pool of one image is one row, one thread */
     mera_parallel_for(a->threads, j.n * j.oh, 1, ada_rows, &j);
     return MERA_OK;
 }
@@ -299,6 +305,10 @@ static mera_status avg_pool2d_q(const mera_kernel_args *a, const ew_isa *isa, me
     mera_status fast_avg_pool2d_q_##suffix(const mera_kernel_args *a, mera_error *err)              \
     {                                                                                               \
         return avg_pool2d_q(a, &(isa), err);                                                        \
+    }                                                                                               \
+    mera_status fast_adaptive_avg_pool2d_q_##suffix(const mera_kernel_args *a, mera_error *err)     \
+    {                                                                                               \
+        return adaptive_avg_pool2d_q(a, &(isa), err);                                               \
     }
 
 POOL_ENTRIES(c, ew_isa_c)
