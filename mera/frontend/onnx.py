@@ -2531,8 +2531,28 @@ def _check_opsets(model, path: str) -> int:
     return opset
 
 
+OLDEST_CONVERTED_OPSET = 7  # opsets 7 .. MIN_OPSET - 1 are upgraded with onnx's version converter
+
+
+def _upgrade_old_opset(model, path: str):
+    """A model of default-domain opset 7 .. MIN_OPSET - 1 (PaddlePaddle's older exports) upgraded to
+    MIN_OPSET by onnx.version_converter, which rewrites the old forms (Slice's attributes, Upsample, ...);
+    a model it cannot convert is refused naming the converter's reason. Other models are returned as given."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or not OLDEST_CONVERTED_OPSET <= opset < MIN_OPSET:
+        return model
+    from onnx import version_converter
+    try:
+        return version_converter.convert_version(model, MIN_OPSET)
+    except Exception as e:  # onnx raises RuntimeError / ValueError / its C++ errors
+        raise UnsupportedError(f"'{path}': default-domain opset {opset}: onnx's version converter could not "
+                               f"upgrade it to opset {MIN_OPSET} ({str(e).splitlines()[0][:200]}); re-export the "
+                               f"model with an opset from {MIN_OPSET} to {MAX_OPSET}") from None
+
+
 class _Importer:
     def __init__(self, model, path: str, input_shapes, layout: str):
+        model = _upgrade_old_opset(model, path)
         self.m = model
         self.path = path
         self.layout = layout
