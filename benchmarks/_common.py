@@ -17,17 +17,23 @@ def best_of(fn, repeat: int) -> float:
     return min(times)
 
 
-def best_of_interleaved(fns, repeat: int):
+def best_of_interleaved(fns, repeat: int, run: int = 1):
     """Seconds of the fastest call of each fn, the fns called in turn `repeat` times (after
-    one warm-up call each), so a machine whose load changes treats them alike."""
+    one warm-up call each), so a machine whose load changes treats them alike.
+
+    run > 1 makes each turn `run` calls in a row, all timed. With several threads this
+    matters: the thread pools of the other contenders (torch's OpenMP, onnxruntime's) keep
+    spinning on the cores for a while after their call returns, so the first call of a turn
+    shares its cores with them; the later calls of the run do not."""
     for fn in fns:
         fn()
     best = [float("inf")] * len(fns)
     for _ in range(repeat):
         for k, fn in enumerate(fns):
-            t = time.perf_counter()
-            fn()
-            best[k] = min(best[k], time.perf_counter() - t)
+            for _ in range(run):
+                t = time.perf_counter()
+                fn()
+                best[k] = min(best[k], time.perf_counter() - t)
     return best
 
 

@@ -145,7 +145,7 @@ def bench_network(name: str, repeat: int, threads: int, with_ort: bool) -> None:
         x_np = x.numpy()
         fns.append(lambda: sess.run(None, {in_name: x_np}))
     with torch.no_grad():
-        times = best_of_interleaved(fns, repeat)
+        times = best_of_interleaved(fns, repeat, run=4 if threads > 1 else 1)
     t_mera, t_torch = times[0], times[1]
     line = (f"\n{name} int8, batch 1, {threads} thread(s): mera InterpreterHw {t_mera * 1e3:.1f} ms, "
             f"torch fbgemm {t_torch * 1e3:.1f} ms, ratio {t_mera / t_torch:.2f}")
