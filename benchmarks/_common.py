@@ -50,7 +50,7 @@ def onnxruntime_qdq_session(name: str, threads: int, folder: str):
 
     from mera import models
 
-    float_model = models.MODELS[name](seed=0).eval()
+    float_model = {**models.MODELS, **models.TASK_MODELS}[name](seed=0).eval()
     x = models.calibration_data(name, n=1, seed=1)[0]
     fp, qp = os.path.join(folder, f"{name}.onnx"), os.path.join(folder, f"{name}.qdq.onnx")
     with torch.no_grad():

@@ -1,7 +1,8 @@
 """InterpreterHw speed against PyTorch's fbgemm int8 kernels and onnxruntime, in the same process.
 
 Times ResNet-50-shaped quantized conv layers one by one, then whole
-quantized zoo networks (ResNet-50 and MobileNetV2 by default), and prints
+quantized zoo networks (ResNet-50 and MobileNetV2 by default; --models also takes the
+detection and segmentation models of mera.models.TASK_MODELS, e.g. yolov5n), and prints
 mera / torch time ratios (higher is slower). mera and torch run the same
 bytes: the script checks that the outputs are identical before timing.
 With --onnxruntime it also times onnxruntime on the same network quantized
@@ -125,18 +126,29 @@ def bench_pointwise(repeat: int, threads: int, peak: float) -> None:
     print(f"{'all':24s} {'':7s} {tot_mera * 1e3:8.3f} {'':7s} {'':6s} {tot_fb * 1e3:9.3f} {tot_mera / tot_fb:6.2f}")
 
 
+def zoo_factory(name: str):
+    """The factory of a zoo network: a classifier (mera.models.MODELS) or a detection or
+    segmentation model (TASK_MODELS)."""
+    from mera import models
+    zoo = {**models.MODELS, **models.TASK_MODELS}
+    if name not in zoo:
+        raise SystemExit(f"interp.py: unknown model {name!r}; known: {', '.join(zoo)}")
+    return zoo[name]
+
+
 def bench_network(name: str, repeat: int, threads: int, with_ort: bool) -> None:
     from mera import models
-    model = models.MODELS[name](quantize=True, seed=0)
+    model = zoo_factory(name)(quantize=True, seed=0)
     x = models.calibration_data(name, n=1, seed=1)[0]
+    traced = models.trace(model, x)
     with torch.no_grad():
-        traced = torch.jit.trace(model, x)
-        ref = traced(x).numpy()
+        ref = traced(x)
+    ref = [t.numpy() for t in (ref if isinstance(ref, (tuple, list)) else (ref,))]
     x_nhwc = np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1))
     mod, params = mera.frontend.from_pytorch(traced, [("input0", x_nhwc.shape)], layout="NHWC")
     with mera.build_config(target="InterpreterHw", num_threads=threads):
         runner = mera.compile(mod, params)
-    out = runner(x_nhwc)[0]
+    outs = runner(x_nhwc)
     fns = [lambda: runner(x_nhwc), lambda: traced(x)]
     if with_ort:
         import tempfile
@@ -151,7 +163,10 @@ def bench_network(name: str, repeat: int, threads: int, with_ort: bool) -> None:
             f"torch fbgemm {t_torch * 1e3:.1f} ms, ratio {t_mera / t_torch:.2f}")
     if with_ort:
         line += f"; onnxruntime QDQ {times[2] * 1e3:.1f} ms, ratio {t_mera / times[2]:.2f}"
-    print(line + f"; mera and torch outputs identical: {np.array_equal(out, ref)}")
+    # 4-D outputs come back in the NHWC layout they were imported with
+    outs = [o.transpose(0, 3, 1, 2) if o.ndim == 4 else o for o in outs]
+    same = len(outs) == len(ref) and all(np.array_equal(o, r) for o, r in zip(outs, ref))
+    print(line + f"; mera and torch outputs identical: {same}")
 
 
 # ---- --per-layer ------------------------------------------------------------
@@ -235,7 +250,7 @@ def torch_conv_times(model, x, repeat: int):
 
 def bench_per_layer(name: str, repeat: int, threads: int, peak: float) -> None:
     from mera import models
-    model = models.MODELS[name](quantize=True, seed=0)
+    model = zoo_factory(name)(quantize=True, seed=0)
     x = models.calibration_data(name, n=1, seed=1)[0]
     with torch.no_grad():
         traced = torch.jit.trace(model, x)
@@ -297,7 +312,8 @@ def main() -> None:
                     help="time ResNet-50's and MobileNetV2's 1x1 conv shapes alone (node time, GMAC/s)")
     ap.add_argument("--peak", type=float, default=228.0, help="VNNI peak of one core, GMAC/s (--per-layer)")
     ap.add_argument("--threads", type=int, default=1, help="threads of mera, torch and onnxruntime")
-    ap.add_argument("--models", default="resnet50,mobilenet_v2", help="zoo networks to time, comma-separated")
+    ap.add_argument("--models", default="resnet50,mobilenet_v2",
+                    help="zoo networks to time, comma-separated: mera.models.MODELS or TASK_MODELS (yolov5n, ...)")
     ap.add_argument("--onnxruntime", action="store_true", help="also time onnxruntime on the network, QDQ")
     ap.add_argument("--reference", action="store_true", help="time mera's reference kernels")
     ap.add_argument("--cpu-mask", default="", help="CPU features to hide from kernel selection")
