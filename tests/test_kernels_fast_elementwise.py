@@ -319,13 +319,14 @@ def test_avg_pool2d_fast_equals_reference(monkeypatch):
 
 def test_upsample_fast_equals_reference(monkeypatch):
     """nearest and bilinear, sizes and scale factors (1.3 leaves small sizes unchanged), align_corners,
-    NHWC and NCHW data, both PyTorch kernels, the same or other output parameters, odd channel counts
-    around the 8-channel vector block."""
+    NHWC and NCHW data, both PyTorch kernels, the same or other output parameters (extreme scales among
+    them: overflow and NaN), odd channel counts around the 8-channel vector block and the AVX-512
+    path's 16 lanes."""
     rng = np.random.default_rng(170)
     tally = Tally("upsample")
     for i in range(24 * MORE):
         dt = str(rng.choice(["uint8", "int8"]))
-        n, c = int(rng.integers(1, 3)), int(rng.choice([1, 3, 7, 8, 9, 17, 64, 100]))
+        n, c = int(rng.integers(1, 3)), int(rng.choice([1, 3, 7, 8, 9, 16, 17, 21, 33, 64, 100]))
         h, w = [int(v) for v in rng.integers(1, 12, size=2)]
         method = "nearest" if i % 2 else "bilinear"
         if rng.random() < 0.5:
@@ -338,7 +339,7 @@ def test_upsample_fast_equals_reference(monkeypatch):
         mf = str(rng.choice(["auto", "contiguous", "channels_last"]))
         s, z = rand_qparams(rng, dt)
         z |= 1  # odd zero points: the two roundings differ on ties
-        so, zo = (s, z) if i % 4 < 2 else ((s * 2, z) if i % 4 == 2 else rand_qparams(rng, dt))
+        so, zo = (s, z) if i % 4 < 2 else ((s * 2, z) if i % 4 == 2 else rand_qparams(rng, dt, extreme=i % 8 == 7))
         attrs.update(method=method, align_corners=int(method == "bilinear" and rng.random() < 0.5),
                      layout="NHWC" if nhwc else "NCHW", torch_memory_format=mf, out_scale=so, out_zero_point=zo)
         shape = (n, h, w, c) if nhwc else (n, c, h, w)

@@ -25,6 +25,7 @@ typedef struct {
     int copy;       /* equal sizes: output index = input index */
     int identity;   /* the table is the identity (same parameters) */
     int align_corners, x_int8;
+    int avx512;     /* bilinear NHWC rows through bilinear_run_avx512 */
     float sh, rs;
     int32_t zx, zy, lo, hi;
     int64_t cvec;
@@ -48,6 +49,85 @@ static inline uint8_t bilinear_one(const up_job *j, const lin_tap *th, const lin
     float inv = 1.0f / j->rs;
     return (uint8_t)(form == 1 ? quantize_fbgemm(r, inv, j->zy, j->lo, j->hi, j->rounding)
                                : quantize_val(r, j->rs, j->zy, j->lo, j->hi, j->rounding));
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define UP_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
+
+/* n <= 16 bytes at p as floats (int8 or uint8). */
+UP_TARGET static inline __m512 up_load16(const uint8_t *p, __mmask16 m, int x_int8)
+{
+    __m128i b = _mm_maskz_loadu_epi8(m, p);
+    return _mm512_cvtepi32_ps(x_int8 ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b));
+}
+
+/* bilinear_one over n consecutive channels c0.. of one NHWC output pixel, all of one form,
+ * 16 lanes at a time: the same float operations in the same order as bilinear_q and
+ * quantize_fbgemm / quantize_val, lane by lane, so the same bytes. */
+UP_TARGET static void bilinear_run_avx512(const up_job *j, const lin_tap *th, const lin_tap *tw, int form,
+                                          const uint8_t *p00, const uint8_t *p01, const uint8_t *p10,
+                                          const uint8_t *p11, uint8_t *y, int64_t n)
+{
+    const __m512 l0w = _mm512_set1_ps(tw->l0), l1w = _mm512_set1_ps(tw->l1);
+    const __m512 l0h = _mm512_set1_ps(th->l0), l1h = _mm512_set1_ps(th->l1);
+    const __m512 zx = _mm512_set1_ps((float)j->zx), fzy = _mm512_set1_ps((float)j->zy);
+    const __m512 inv = _mm512_set1_ps(1.0f / j->rs), fmax = _mm512_set1_ps(QMATH_INT32_FLOAT_MAX);
+    const __m512 flo = _mm512_set1_ps((float)j->lo), fhi = _mm512_set1_ps((float)j->hi);
+    const __m512i zy = _mm512_set1_epi32(j->zy), lo = _mm512_set1_epi32(j->lo), hi = _mm512_set1_epi32(j->hi);
+    const int fbgemm = form == 1, before = j->rounding == MERA_ROUNDING_ZP_BEFORE_ROUNDING;
+    for (int64_t c = 0; c < n; c += 16) {
+        __mmask16 m = n - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - c)) - 1);
+        __m512 a = up_load16(p00 + c, m, j->x_int8), b = up_load16(p01 + c, m, j->x_int8);
+        __m512 d = up_load16(p10 + c, m, j->x_int8), e = up_load16(p11 + c, m, j->x_int8);
+        __m512 r;
+        if (form == 0) {
+            __m512 top = _mm512_add_ps(_mm512_mul_ps(l0w, a), _mm512_mul_ps(l1w, b));
+            __m512 bot = _mm512_add_ps(_mm512_mul_ps(l0w, d), _mm512_mul_ps(l1w, e));
+            r = _mm512_add_ps(_mm512_mul_ps(l0h, top), _mm512_mul_ps(l1h, bot));
+        } else if (form == 1) {
+            __m512 top = _mm512_fmadd_ps(b, l1w, _mm512_mul_ps(a, l0w));
+            __m512 bot = _mm512_fmadd_ps(e, l1w, _mm512_mul_ps(d, l0w));
+            r = _mm512_fmadd_ps(bot, l1h, _mm512_mul_ps(l0h, top));
+        } else {
+            __m512 top = _mm512_fmadd_ps(a, l0w, _mm512_mul_ps(b, l1w));
+            __m512 bot = _mm512_fmadd_ps(d, l0w, _mm512_mul_ps(e, l1w));
+            r = _mm512_fmadd_ps(top, l0h, _mm512_mul_ps(l1h, bot));
+        }
+        r = _mm512_sub_ps(r, zx);
+        __m512i q;
+        if (fbgemm) { /* quantize_fbgemm */
+            if (before) {
+                __m512 t = _mm512_min_ps(_mm512_fmadd_ps(r, inv, fzy), fmax); /* NaN: the bound */
+                q = _mm512_cvtps_epi32(t);
+            } else {
+                q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_min_ps(_mm512_mul_ps(r, inv), fmax)), zy);
+            }
+            q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
+        } else { /* quantize_val: rounded in float, NaN to 0, clamped in float */
+            __m512 t = _mm512_mul_ps(r, inv);
+            const int rne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+            t = before ? _mm512_roundscale_ps(_mm512_add_ps(t, fzy), rne)
+                       : _mm512_add_ps(fzy, _mm512_roundscale_ps(t, rne));
+            __mmask16 nan = _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q);
+            t = _mm512_min_ps(_mm512_max_ps(t, flo), fhi);
+            q = _mm512_maskz_cvtps_epi32((__mmask16)~nan, t);
+        }
+        _mm_mask_storeu_epi8(y + c, m, _mm512_cvtepi32_epi8(q));
+    }
+}
+#endif
+
+/* Whether up_rows_nhwc may take bilinear_run_avx512. */
+static int up_avx512(void)
+{
+#if defined(__x86_64__)
+    const mera_cpu_features *f = mera_cpu_features_get();
+    return f->avx512f && f->avx512bw && f->fma;
+#else
+    return 0;
+#endif
 }
 
 static int64_t source_row(const up_job *j, int64_t oh)
@@ -81,6 +161,18 @@ static void up_rows_nhwc(void *ctx, int64_t r0, int64_t r1)
         for (int64_t ow = 0; ow < j->yd.w; ow++, y += C) {
             const lin_tap *tw = &j->tw[ow];
             int64_t a = tw->i * C, b = (tw->i + tw->step) * C;
+#if defined(__x86_64__)
+            if (j->avx512) {
+                /* torch's channels-last kernel: form 1 below cvec, form 2 above; else form 0 */
+                int64_t split = j->torch_cl ? j->cvec : C;
+                if (split > 0)
+                    bilinear_run_avx512(j, &th, tw, j->torch_cl ? 1 : 0, x0 + a, x0 + b, x1 + a, x1 + b, y, split);
+                if (split < C)
+                    bilinear_run_avx512(j, &th, tw, 2, x0 + a + split, x0 + b + split, x1 + a + split,
+                                        x1 + b + split, y + split, C - split);
+                continue;
+            }
+#endif
             for (int64_t c = 0; c < C; c++)
                 y[c] = bilinear_one(j, &th, tw, c, x0 + a + c, x0 + b + c, x1 + a + c, x1 + b + c);
         }
@@ -152,6 +244,7 @@ static int up_setup(const mera_kernel_args *a, up_job *j, float *sw)
     j->rs = (float)(yt->q.scale / xt->q.scale);
     j->cvec = j->torch_cl ? j->yd.c / UP_QVEC_CH * UP_QVEC_CH : 0;
     j->rounding = a->rounding;
+    j->avx512 = up_avx512();
     j->sh = bilinear ? linear_scale(scales, 0, j->xd.h, j->yd.h, j->align_corners)
                      : scales_value(scales, 0, j->xd.h, j->yd.h);
     *sw = bilinear ? linear_scale(scales, 1, j->xd.w, j->yd.w, j->align_corners)
