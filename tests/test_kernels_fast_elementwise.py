@@ -232,6 +232,40 @@ def test_concat_fast_equals_reference(monkeypatch):
     tally.done(10 * MORE * len(THREADS))
 
 
+def test_transpose_fast_equals_reference(monkeypatch):
+    """Transposes of ranks 1 to 6 with random permutations (negative axes among them), extents of 1 that the
+    fast kernel drops, axes it merges, blocks larger than its 32x32 tiles, and elements of 1, 2, 4 and 8
+    bytes, quantized and float; the kernel is not the reference."""
+    from mera import _core
+
+    assert _core.kernel_name("transpose", True) != "ref" and _core.kernel_name("transpose", False) != "ref"
+    rng = np.random.default_rng(190)
+    tally = Tally("transpose")
+    dtypes = ["uint8", "int8", "float32", "int32", "int64"]
+    for i in range(30 * MORE):
+        dt = dtypes[i % len(dtypes)]
+        rank = int(rng.integers(1, 7))
+        shape = [int(rng.choice([1, 2, 3, 5, 17, 33, 70])) for _ in range(rank)]
+        while int(np.prod(shape)) > 300_000:
+            shape[int(np.argmax(shape))] //= 2
+        perm = [int(v) for v in rng.permutation(rank)]
+        if i % 5 == 0 and rank > 1:
+            perm = [p - rank if rng.random() < 0.5 else p for p in perm]  # negative axes
+        if dt in ("uint8", "int8"):
+            x, qp = rand_q(rng, shape, dt), rand_qparams(rng, dt)
+        elif dt.startswith("float"):
+            x, qp = rng.standard_normal(shape).astype(dt), None
+        else:
+            x, qp = rng.integers(-2**31, 2**31, size=shape).astype("int32"), None
+
+        def build(b, v):
+            if dt == "int64":  # 8-byte elements: widened in the graph, narrowed back for the comparison
+                return b.op("cast", b.transpose(b.op("cast", v[0], to="int64"), axes=perm), to="int32")
+            return b.transpose(v[0], axes=perm)
+        run_everywhere(monkeypatch, tally, build, [(x, qp, None)], f"{dt} {shape} axes={perm}")
+    tally.done(30 * MORE * len(THREADS))
+
+
 def test_adaptive_avg_pool2d_fast_equals_reference(monkeypatch):
     rng = np.random.default_rng(150)
     tally = Tally("adaptive_avg_pool2d")

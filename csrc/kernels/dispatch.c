@@ -118,6 +118,7 @@ typedef enum {
     FAST_ELEMENTWISE, /* add, mul, the tabulated activations (elementwise_q.c), concat, upsample */
     FAST_CONVERT,     /* quantize, dequantize, requantize (elementwise_q.c) */
     FAST_POOL,        /* max_pool2d, avg_pool2d, adaptive_avg_pool2d (pool_q.c), mean (mean_q.c) */
+    FAST_SHAPE,       /* transpose (transpose.c): moves elements, both numerics */
 } fast_family;
 
 typedef struct {
@@ -233,6 +234,10 @@ static const fast_kernel fast_table[MERA_OP_COUNT][MERA_NUMERICS_COUNT][FAST_MAX
           ROUNDINGS_EW}},
     [MERA_OP_CONCAT][MERA_NUMERICS_QUANT]      = {{{fast_concat_q, fast_concat_q_prepare, fast_ew_release, "table", NULL},
                                                    any_cpu, FAST_ELEMENTWISE, ROUNDINGS_EW}},
+    [MERA_OP_TRANSPOSE][MERA_NUMERICS_QUANT] = {{{fast_transpose, NULL, NULL, "c", NULL}, any_cpu, FAST_SHAPE,
+                                                 MERA_ROUNDINGS_ALL}},
+    [MERA_OP_TRANSPOSE][MERA_NUMERICS_FLOAT] = {{{fast_transpose, NULL, NULL, "c", NULL}, any_cpu, FAST_SHAPE,
+                                                 MERA_ROUNDINGS_ALL}},
 };
 
 /* May a kernel of family replace the reference of (op, num)? One predicate
@@ -251,6 +256,8 @@ static int fast_family_applies(fast_family family, int op, mera_numerics num)
     case FAST_CONVERT:
         return 1;
     case FAST_POOL:
+        return 1;
+    case FAST_SHAPE:
         return 1;
     }
     return 0;

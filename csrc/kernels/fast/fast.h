@@ -78,8 +78,8 @@ mera_status fast_hardsigmoid_q(const mera_kernel_args *a, mera_error *err);
 mera_status fast_sigmoid_q(const mera_kernel_args *a, mera_error *err);
 mera_status fast_gelu_q(const mera_kernel_args *a, mera_error *err);
 mera_status fast_act_q_prepare(const mera_kernel_args *a, void **state, mera_error *err);
-/* upsample_q.c: nearest and bilinear upsample of NHWC or NCHW data in plain C, every CPU; prepare
- * computes the source columns once (no allocation per run). */
+/* upsample_q.c: nearest and bilinear upsample of NHWC or NCHW data, every CPU (bilinear NHWC rows in
+ * AVX-512 where present); prepare computes the source columns once (no allocation per run). */
 mera_status fast_upsample_q(const mera_kernel_args *a, mera_error *err);
 mera_status fast_upsample_q_prepare(const mera_kernel_args *a, void **state, mera_error *err);
 void fast_upsample_q_release(void *state);
@@ -89,5 +89,7 @@ mera_status fast_mean_q(const mera_kernel_args *a, mera_error *err);
 mera_status fast_concat_q(const mera_kernel_args *a, mera_error *err);
 mera_status fast_concat_q_prepare(const mera_kernel_args *a, void **state, mera_error *err); /* fast_ew_release */
 void fast_ew_release(void *state);
+/* transpose.c: transpose of elements of any size (both numerics), every CPU. */
+mera_status fast_transpose(const mera_kernel_args *a, mera_error *err);
 
 #endif
