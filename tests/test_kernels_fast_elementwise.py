@@ -340,7 +340,7 @@ def test_avg_pool2d_fast_equals_reference(monkeypatch):
         s, z = rand_qparams(rng, dt)
         z |= 1  # odd zero points: the two roundings differ on ties
         # equal or power-of-two scales make exact ties acc * m = k + 1/2 frequent
-        so, zo = [(s, z), (s * 2, z), (s / 4, z - 2 if z > 0 else z + 2)][i % 4] if i % 4 < 3 else rand_qparams(rng, dt)
+        so, zo = [(s, z), (s * 2, z), (s / 4, z - 2 if z >= 2 else z + 2)][i % 4] if i % 4 < 3 else rand_qparams(rng, dt)
         shape = (n, h, w, c) if nhwc else (n, c, h, w)
         attrs = dict(kernel=k, strides=st, padding=pd + pd, ceil_mode=ceil, count_include_pad=cip,
                      divisor_override=dov, layout="NHWC" if nhwc else "NCHW", torch_memory_format=mf,

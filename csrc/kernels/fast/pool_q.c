@@ -153,7 +153,7 @@ static mera_status adaptive_avg_pool2d_q(const mera_kernel_args *a, const ew_isa
 #define AVG_QVEC_CH 16 /* ref/pool.c: the vector block of the channels-last kernel */
 
 typedef struct {
-    const ew_isa *isa; /* the channels-last vector block's quantize (quantize_lane) */
+    const ew_isa *isa; /* sum_bytes, and the channels-last vector block's quantize (quantize_lane) */
     const uint8_t *x;
     uint8_t *y;
     ref_dims4 xd, yd;
@@ -223,15 +223,8 @@ static void avg_rows_nhwc(void *ctx, int64_t r0, int64_t r1)
                 for (int64_t k = 0; k < nc; k++)
                     acc[k] = -j->zx * (int32_t)v.size;
                 for (int64_t ih = v.h0; ih < v.h1 && v.size; ih++)
-                    for (int64_t iw = v.w0; iw < v.w1; iw++) {
-                        const uint8_t *x = j->x + ((n * j->xd.h + ih) * j->xd.w + iw) * C + c0;
-                        if (j->x_int8)
-                            for (int64_t k = 0; k < nc; k++)
-                                acc[k] += (int8_t)x[k];
-                        else
-                            for (int64_t k = 0; k < nc; k++)
-                                acc[k] += x[k];
-                    }
+                    for (int64_t iw = v.w0; iw < v.w1; iw++)
+                        j->isa->sum_bytes(acc, j->x + ((n * j->xd.h + ih) * j->xd.w + iw) * C + c0, nc, j->x_int8);
                 /* the vector block of the channels-last kernel: quantize_lane with the
                  * multiplier as inverse scale, in SIMD (ew.h) */
                 int64_t nv = 0;
