@@ -389,8 +389,9 @@ const mera_cpu_features *mera_cpu_features_get(void)
     f.avx512f = __builtin_cpu_supports("avx512f") != 0;
     f.avx512vnni = __builtin_cpu_supports("avx512vnni") != 0;
     f.avx512bw = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    f.avx512vbmi = __builtin_cpu_supports("avx512vbmi") != 0;
 #else
-    f.avx2 = f.fma = f.avx512f = f.avx512vnni = f.avx512bw = 0;
+    f.avx2 = f.fma = f.avx512f = f.avx512vnni = f.avx512bw = f.avx512vbmi = 0;
 #endif
     const char *mask = getenv("MERA_CPU_FEATURES_MASK");
     if (mask) {
@@ -399,7 +400,9 @@ const mera_cpu_features *mera_cpu_features_get(void)
         f.avx512f &= !masked(mask, "avx512f");
         f.avx512vnni &= !masked(mask, "avx512vnni");
         f.avx512bw &= !masked(mask, "avx512bw");
+        f.avx512vbmi &= !masked(mask, "avx512vbmi");
     }
     f.avx512bw &= f.avx512f;
+    f.avx512vbmi &= f.avx512bw;
     return &f;
 }

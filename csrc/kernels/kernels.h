@@ -70,11 +70,12 @@ typedef enum {
 typedef struct {
     int avx2, avx512f, avx512vnni, fma;
     int avx512bw; /* AVX512BW and AVX512VL: the byte and word forms the AVX-512 kernels use where present */
+    int avx512vbmi; /* AVX512_VBMI (vpermi2b): the 256-byte table lookups of the activations */
 } mera_cpu_features;
 
 /* The CPU's features, less those named in the environment variable
  * MERA_CPU_FEATURES_MASK (comma-separated: avx2, fma, avx512f, avx512vnni,
- * avx512bw, or all), which tests use to run the AVX2 and portable kernels
+ * avx512bw, avx512vbmi, or all), which tests use to run the AVX2 and portable kernels
  * (and the AVX-512 ones without their byte/word forms) on a CPU that has
  * AVX-512. */
 const mera_cpu_features *mera_cpu_features_get(void);

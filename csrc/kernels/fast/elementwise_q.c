@@ -294,6 +294,7 @@ typedef struct {
     const act_tables *t;
     const uint8_t *x;
     uint8_t *y;
+    int vbmi; /* ew_lookup_avx512vbmi */
 } act_job;
 
 static void act_span(const void *ctx, int64_t i, int64_t len, int vector, const int64_t *off)
@@ -301,6 +302,12 @@ static void act_span(const void *ctx, int64_t i, int64_t len, int vector, const 
     const act_job *j = ctx;
     const uint8_t *tab = vector ? j->t->vec : j->t->scalar, *x = j->x + off[0];
     uint8_t *y = j->y + i;
+#if defined(__x86_64__)
+    if (j->vbmi) {
+        ew_lookup_avx512vbmi(tab, x, y, len);
+        return;
+    }
+#endif
     for (int64_t k = 0; k < len; k++)
         y[k] = tab[x[k]];
 }
@@ -327,7 +334,7 @@ static mera_status act_q(const mera_kernel_args *a, mera_kernel_fn ref, mera_err
         ref_act_q_tables(a, local.vec, local.scalar);
         t = &local;
     }
-    act_job j = {t, a->in[0], a->out[0]};
+    act_job j = {t, a->in[0], a->out[0], mera_cpu_features_get()->avx512vbmi};
     walk_parallel(a, &w, act_span, &j);
     return MERA_OK;
 }

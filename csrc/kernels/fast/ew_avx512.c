@@ -244,6 +244,22 @@ TARGET static void sum_bytes_avx512(int32_t *acc, const uint8_t *x, int64_t n, i
         acc[i] += is_int8 ? (int8_t)x[i] : x[i];
 }
 
+#define TARGET_VBMI __attribute__((target("avx512f,avx512bw,avx512vbmi")))
+
+/* The two 128-byte halves of the table, each through one vpermi2b (7 index
+ * bits), the byte's top bit choosing between them. */
+TARGET_VBMI void ew_lookup_avx512vbmi(const uint8_t *tab, const uint8_t *x, uint8_t *y, int64_t n)
+{
+    const __m512i t0 = _mm512_loadu_si512(tab), t1 = _mm512_loadu_si512(tab + 64);
+    const __m512i t2 = _mm512_loadu_si512(tab + 128), t3 = _mm512_loadu_si512(tab + 192);
+    for (int64_t i = 0; i < n; i += 64) {
+        __mmask64 m = n - i >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << (n - i)) - 1;
+        __m512i v = _mm512_maskz_loadu_epi8(m, x + i);
+        __m512i lo = _mm512_permutex2var_epi8(t0, v, t1), hi = _mm512_permutex2var_epi8(t2, v, t3);
+        _mm512_mask_storeu_epi8(y + i, m, _mm512_mask_blend_epi8(_mm512_movepi8_mask(v), lo, hi));
+    }
+}
+
 const ew_isa ew_isa_avx512 = {"avx512f",        add_avx512,        mul_avx512,      quantize_avx512,
                               dequantize_avx512, requantize_avx512, max_bytes_avx512, max_window_avx512, sum_bytes_avx512};
 
