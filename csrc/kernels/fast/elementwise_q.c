@@ -243,6 +243,7 @@ typedef struct {
     const uint8_t *a, *b;
     uint8_t *y;
     int step[2];
+    int tail512; /* the scalar body through ew_mul_tail_avx512 */
 } mul_job;
 
 static void mul_span(const void *ctx, int64_t i, int64_t len, int vector, const int64_t *off)
@@ -253,6 +254,12 @@ static void mul_span(const void *ctx, int64_t i, int64_t len, int vector, const 
         j->isa->mul(&j->p, x1, j->step[0], x2, j->step[1], j->y + i, len);
         return;
     }
+#if defined(__x86_64__)
+    if (j->tail512) {
+        ew_mul_tail_avx512(&j->p, x1, j->step[0], x2, j->step[1], j->y + i, len);
+        return;
+    }
+#endif
     for (int64_t k = 0; k < len; k++) { /* requantize_from_int, as ref_mul_q */
         int32_t q1 = j->p.x1_int8 ? (int8_t)x1[k * j->step[0]] : x1[k * j->step[0]];
         int32_t q2 = j->p.x2_int8 ? (int8_t)x2[k * j->step[1]] : x2[k * j->step[1]];
@@ -280,6 +287,9 @@ static mera_status mul_q(const mera_kernel_args *a, const ew_isa *isa, mera_erro
     j.p.x1_int8 = is_int8(at);
     j.p.x2_int8 = is_int8(bt);
     j.p.y_int8 = is_int8(ot);
+#if defined(__x86_64__)
+    j.tail512 = isa == &ew_isa_avx512;
+#endif
     walk_parallel(a, &w, mul_span, &j);
     return MERA_OK;
 }

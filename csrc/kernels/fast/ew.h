@@ -78,6 +78,10 @@ extern const ew_isa ew_isa_avx512;
  * finish their spans with these. */
 uint8_t ew_add_one(const ew_add_params *p, uint8_t a, uint8_t b);
 uint8_t ew_mul_one(const ew_mul_params *p, uint8_t a, uint8_t b);
+/* The mul's scalar body (the tails of PyTorch's rows: requantize_from_int, the product times mult in
+ * double, rounded to float, then to int64), 16 lanes at a time in AVX-512F (ew_avx512.c). */
+void ew_mul_tail_avx512(const ew_mul_params *p, const uint8_t *a, int sa, const uint8_t *b, int sb, uint8_t *y,
+                        int64_t n);
 /* y[k] = tab[x[k]] for k < n with AVX512_VBMI's vpermi2b, 64 bytes at a time (ew_avx512.c); callers
  * check mera_cpu_features_get()->avx512vbmi. */
 void ew_lookup_avx512vbmi(const uint8_t *tab, const uint8_t *x, uint8_t *y, int64_t n);

@@ -4,6 +4,7 @@
 #if defined(__x86_64__)
 
 #include <immintrin.h>
+#include <string.h>
 
 #include "kernels/fast/ew.h"
 
@@ -242,6 +243,44 @@ TARGET static void sum_bytes_avx512(int32_t *acc, const uint8_t *x, int64_t n, i
     }
     for (; i < n; i++)
         acc[i] += is_int8 ? (int8_t)x[i] : x[i];
+}
+
+/* 16 outputs of the mul's scalar body: c = (qa - za) * (qb - zb) exactly in int32; (float)(c * (double)mult);
+ * cvt_rne_i64 of it + zo, clamped. Every float whose int64 conversion is defined and whose clamp is
+ * decided gives the same byte as the int32 conversion of it clipped to +-2^24; the rest (NaN, and
+ * magnitudes of 2^63 and more, which convert to INT64_MIN) give INT64_MIN + zo clamped. */
+INLINE __m512i mul_tail16(const ew_mul_params *p, const uint8_t *a, int sa, const uint8_t *b, int sb)
+{
+    __m512i c = _mm512_mullo_epi32(_mm512_sub_epi32(load16(a, sa, p->x1_int8), _mm512_set1_epi32(p->za)),
+                                   _mm512_sub_epi32(load16(b, sb, p->x2_int8), _mm512_set1_epi32(p->zb)));
+    const __m512d m = _mm512_set1_pd((double)p->mult);
+    __m256 f0 = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(c)), m));
+    __m256 f1 = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(c, 1)), m));
+    __m512 f = _mm512_insertf32x4(_mm512_insertf32x4(_mm512_castps256_ps512(f0), _mm256_extractf128_ps(f1, 0), 2),
+                                  _mm256_extractf128_ps(f1, 1), 3);
+    const __m512 lim = _mm512_set1_ps(9223372036854775808.0f), clip = _mm512_set1_ps(16777216.0f);
+    __mmask16 ok = _mm512_cmp_ps_mask(f, lim, _CMP_LT_OQ) &
+                   _mm512_cmp_ps_mask(f, _mm512_sub_ps(_mm512_setzero_ps(), lim), _CMP_GE_OQ);
+    __m512 fc = _mm512_min_ps(_mm512_max_ps(f, _mm512_sub_ps(_mm512_setzero_ps(), clip)), clip);
+    __m512i r = clamp16(_mm512_add_epi32(_mm512_cvtps_epi32(fc), _mm512_set1_epi32(p->zo)), p->lo, p->hi);
+    /* INT64_MIN + zo wraps, as the int64 addition does in the scalar body: hi for zo < 0 */
+    return _mm512_mask_blend_epi32(ok, _mm512_set1_epi32(p->zo < 0 ? p->hi : p->lo), r);
+}
+
+TARGET void ew_mul_tail_avx512(const ew_mul_params *p, const uint8_t *a, int sa, const uint8_t *b, int sb, uint8_t *y,
+                               int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        store16(y + i, mul_tail16(p, a + i * sa, sa, b + i * sb, sb));
+    if (i < n) { /* the last few through a 16-byte copy */
+        uint8_t ba[16] = {0}, bb[16] = {0}, by[16];
+        int64_t k = n - i;
+        memcpy(ba, a + i * sa, (size_t)(sa ? k : 1));
+        memcpy(bb, b + i * sb, (size_t)(sb ? k : 1));
+        store16(by, mul_tail16(p, ba, sa, bb, sb));
+        memcpy(y + i, by, (size_t)k);
+    }
 }
 
 #define TARGET_VBMI __attribute__((target("avx512f,avx512bw,avx512vbmi")))
