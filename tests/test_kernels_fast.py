@@ -44,7 +44,11 @@ def _paths():
     f = _core.cpu_features()
     paths = []
     if f["avx512f"] and f["avx512vnni"]:
-        if f["avx512bw"]:  # the packed epilogue and the byte-pair depthwise loop, then without them
+        if f["avx512bw"] and f["amx_int8"]:  # the AMX tiles, then AVX-512 VNNI alone
+            paths.append(("amx", ""))
+            paths.append(("avx512vnni", "amx_int8"))
+            paths.append(("avx512vnni-nobw", "amx_int8,avx512bw"))
+        elif f["avx512bw"]:  # the packed epilogue and the byte-pair depthwise loop, then without them
             paths.append(("avx512vnni", ""))
             paths.append(("avx512vnni-nobw", "avx512bw"))
         else:
