@@ -306,7 +306,7 @@ static void run_rows_items(void *ctx, int64_t i0, int64_t i1)
     const qconv_plan *p = j->p;
     const qconv_isa *isa = p->isa;
     const int64_t P = p->g.n * p->g.oh * p->g.ow, T = (int64_t)isa->lanes * isa->nv_max, kpad = p->kpad;
-    const int64_t nk = p->nk, nseg = p->nseg;
+    const int64_t nseg = p->nseg;
     uint8_t *rows = aligned_alloc(64, (size_t)(QCONV_ROWS_PX * kpad + 64));
     int32_t *acc = aligned_alloc(64, QCONV_ROWS_PX * QCONV_ACC_STRIDE * sizeof *acc);
     if (!rows || !acc) {
@@ -320,7 +320,7 @@ static void run_rows_items(void *ctx, int64_t i0, int64_t i1)
     uint8_t tmp[QCONV_ACC_STRIDE];
     const unsigned char *px[QCONV_ROWS_PX];
     /* every chunk inside one segment: the input can serve as the rows */
-    const int chunked = nk % isa->kchunk == 0 && p->xbytes == 1;
+    const int chunked = p->nk % isa->kchunk == 0 && p->xbytes == 1;
     isa->rows_begin();
     for (int64_t item = i0; item < i1; item++) {
         int64_t g = item / j->blocks, b = item % j->blocks;
@@ -345,9 +345,7 @@ static void run_rows_items(void *ctx, int64_t i0, int64_t i1)
             a = px[0];
             astride = stride;
         } else {
-            for (int64_t m = 0; m < npx; m++)
-                for (int64_t s = 0; s < nseg; s++)
-                    memcpy(rows + m * kpad + s * nk, px[m] + p->seg_off[s], (size_t)nk);
+            isa->rows_gather((int)npx, px, p->seg_off, (int)nseg, p->nk, kpad, rows);
         }
         for (int64_t t0 = 0; t0 < p->ogp; t0 += T) {
             int64_t width = p->ogp - t0 < T ? p->ogp - t0 : T;
@@ -355,7 +353,12 @@ static void run_rows_items(void *ctx, int64_t i0, int64_t i1)
             const unsigned char *w = (const unsigned char *)p->wpack + (g * p->ogp + t0) * kpad;
             int64_t o0 = g * p->g.og + t0;
             isa->gemm_rows((int)npx, (int)(width / isa->lanes), a, astride, strided ? p->seg_off : NULL,
-                           (int)nseg, nk, kpad, w, acc);
+                           (int)nseg, p->nk, kpad, w, acc);
+            if (p->g.y_nhwc) {
+                isa->rows_requant(p, (int)npx, (int)(width / isa->lanes), acc, xsum, o0, nvalid,
+                                  j->y + pix0 * p->g.o + o0, p->g.o);
+                continue;
+            }
             for (int64_t m = 0; m < npx; m++)
                 store_channels(p, j->y, pix0 + m, o0, nvalid, acc + m * QCONV_ACC_STRIDE, p->zw ? xsum[m] : 0,
                                tmp);

@@ -133,6 +133,65 @@ TARGET_AMX static void gemm_rows(int npx, int nv, const uint8_t *a, int64_t astr
     }
 }
 
+/* Whole 64-byte chunks, then a masked tail: nothing is read or written
+ * past a segment (the input may be the caller's tensor, with no slack). */
+TARGET_AMX static void rows_gather(int npx, const unsigned char *const *px, const int64_t *seg_off, int nseg,
+                                   int64_t nk, int64_t kpad, uint8_t *rows)
+{
+    const int64_t full = nk & ~(int64_t)63;
+    const __mmask64 tail = nk - full ? (((__mmask64)1 << (nk - full)) - 1) : 0;
+    for (int m = 0; m < npx; m++)
+        for (int s = 0; s < nseg; s++) {
+            const unsigned char *src = px[m] + seg_off[s];
+            uint8_t *dst = rows + m * kpad + s * nk;
+            for (int64_t e = 0; e < full; e += 64)
+                _mm512_storeu_si512(dst + e, _mm512_loadu_si512(src + e));
+            if (tail)
+                _mm512_mask_storeu_epi8(dst + full, tail, _mm512_maskz_loadu_epi8(tail, src + full));
+        }
+}
+
+/* The requantization of isa_avx512.c's tile_rq_bw (whose bytes are
+ * requant16's, see there) on accumulators that start at zero: off[o] (and
+ * - zw[o] * xsum) is added first, as requant16 adds it. */
+TARGET_AMX static void rows_requant(const qconv_plan *p, int npx, int nv, const int32_t *acc, const int32_t *xsum,
+                                    int64_t o0, int64_t nvalid, uint8_t *dst, int64_t ds)
+{
+    MERA_ASSERT(nv >= 1 && nv <= QCONV_MAX_NV && p->bw);
+    __m512 b[QCONV_MAX_NV], r[QCONV_MAX_NV], mult[QCONV_MAX_NV];
+    __m512i off[QCONV_MAX_NV], zw[QCONV_MAX_NV];
+    for (int v = 0; v < nv; v++) {
+        b[v] = _mm512_loadu_ps(p->fma_bias + o0 + 16 * v);
+        r[v] = _mm512_loadu_ps(p->fma_rcp + o0 + 16 * v);
+        mult[v] = _mm512_loadu_ps(p->mult + o0 + 16 * v);
+        off[v] = _mm512_loadu_si512(p->off + o0 + 16 * v);
+        zw[v] = p->zw ? _mm512_loadu_si512(p->zw + o0 + 16 * v) : _mm512_setzero_si512();
+    }
+    const __m512i zy = _mm512_set1_epi16((int16_t)p->zy);
+    const __m512i lo = _mm512_set1_epi8((char)p->lo), hi = _mm512_set1_epi8((char)p->hi);
+    const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+    const __mmask64 mask = nvalid >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << nvalid) - 1);
+    for (int m = 0; m < npx; m++) {
+        __m512i q[QCONV_MAX_NV];
+        const __m512i xs = _mm512_set1_epi32(p->zw ? xsum[m] : 0);
+        for (int v = 0; v < nv; v++) {
+            __m512i a = _mm512_add_epi32(_mm512_loadu_si512(acc + m * QCONV_ACC_STRIDE + 16 * v), off[v]);
+            if (p->zw)
+                a = _mm512_sub_epi32(a, _mm512_mullo_epi32(zw[v], xs));
+            __m512 y = _mm512_cvtepi32_ps(a);
+            q[v] = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_fmadd_ps(b[v], r[v], y), mult[v]));
+        }
+        __m512i s01 = _mm512_adds_epi16(_mm512_packs_epi32(q[0], nv > 1 ? q[1] : q[0]), zy);
+        __m512i s23 = nv > 2 ? _mm512_adds_epi16(_mm512_packs_epi32(q[2], nv > 3 ? q[3] : q[2]), zy) : s01;
+        __m512i bytes;
+        if (p->y_int8)
+            bytes = _mm512_min_epi8(_mm512_max_epi8(_mm512_packs_epi16(s01, s23), lo), hi);
+        else
+            bytes = _mm512_min_epu8(_mm512_max_epu8(_mm512_packus_epi16(s01, s23), lo), hi);
+        _mm512_mask_storeu_epi8(dst + m * ds, mask, _mm512_permutexvar_epi32(order, bytes));
+    }
+}
+
 /* The rest is the AVX-512 kernel's (the same plan layout). */
 static void gemm_tile(int npx, int nv, const void *const *px, const int64_t *seg_off, int nseg, int64_t nk,
                       const void *w, int32_t *acc)
@@ -177,6 +236,8 @@ const qconv_isa qconv_isa_amx = {
     .rows_begin = rows_begin,
     .rows_end = rows_end,
     .gemm_rows = gemm_rows,
+    .rows_gather = rows_gather,
+    .rows_requant = rows_requant,
 };
 
 #endif

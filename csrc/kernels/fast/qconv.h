@@ -96,6 +96,16 @@ typedef struct {
     void (*rows_end)(void);
     void (*gemm_rows)(int npx, int nv, const uint8_t *a, int64_t astride, const int64_t *seg_off, int nseg,
                       int64_t nk, int64_t kpad, const void *w, int32_t *acc);
+    /* Copies the windows of npx pixels (px[m]) into rows of kpad bytes:
+     * segment s of pixel m to rows + m * kpad + s * nk; the bytes past
+     * nseg * nk of a row are left as they are. */
+    void (*rows_gather)(int npx, const unsigned char *const *px, const int64_t *seg_off, int nseg, int64_t nk,
+                        int64_t kpad, uint8_t *rows);
+    /* Requantizes gemm_rows' accumulators of npx pixels and nv vectors of
+     * output channels o0.. (minus zw[o] * xsum[m] where the plan has weight
+     * zero points): pixel m's nvalid bytes go to dst + m * dst_stride. */
+    void (*rows_requant)(const qconv_plan *p, int npx, int nv, const int32_t *acc, const int32_t *xsum, int64_t o0,
+                         int64_t nvalid, uint8_t *dst, int64_t dst_stride);
 } qconv_isa;
 
 /* Pixels per gemm_rows call, at most, and the fewest pixels of a conv for
