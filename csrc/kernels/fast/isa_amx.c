@@ -153,19 +153,22 @@ TARGET_AMX static void rows_gather(int npx, const unsigned char *const *px, cons
 
 /* The requantization of isa_avx512.c's tile_rq_bw (whose bytes are
  * requant16's, see there) on accumulators that start at zero: off[o] (and
- * - zw[o] * xsum) is added first, as requant16 adds it. */
-TARGET_AMX static void rows_requant(const qconv_plan *p, int npx, int nv, const int32_t *acc, const int32_t *xsum,
-                                    int64_t o0, int64_t nvalid, uint8_t *dst, int64_t ds)
+ * - zw[o] * xsum) is added first, as requant16 adds it. nv, zw and y8 are
+ * constants in each instance, so the per-channel constants stay in
+ * registers. */
+static inline __attribute__((always_inline)) TARGET_AMX void
+rq_rows(const qconv_plan *p, int npx, const int nv, const int with_zw, const int y8, const int32_t *acc,
+        const int32_t *xsum, int64_t o0, int64_t nvalid, uint8_t *dst, int64_t ds)
 {
-    MERA_ASSERT(nv >= 1 && nv <= QCONV_MAX_NV && p->bw);
     __m512 b[QCONV_MAX_NV], r[QCONV_MAX_NV], mult[QCONV_MAX_NV];
     __m512i off[QCONV_MAX_NV], zw[QCONV_MAX_NV];
+#pragma GCC unroll 4
     for (int v = 0; v < nv; v++) {
         b[v] = _mm512_loadu_ps(p->fma_bias + o0 + 16 * v);
         r[v] = _mm512_loadu_ps(p->fma_rcp + o0 + 16 * v);
         mult[v] = _mm512_loadu_ps(p->mult + o0 + 16 * v);
         off[v] = _mm512_loadu_si512(p->off + o0 + 16 * v);
-        zw[v] = p->zw ? _mm512_loadu_si512(p->zw + o0 + 16 * v) : _mm512_setzero_si512();
+        zw[v] = with_zw ? _mm512_loadu_si512(p->zw + o0 + 16 * v) : _mm512_setzero_si512();
     }
     const __m512i zy = _mm512_set1_epi16((int16_t)p->zy);
     const __m512i lo = _mm512_set1_epi8((char)p->lo), hi = _mm512_set1_epi8((char)p->hi);
@@ -173,10 +176,11 @@ TARGET_AMX static void rows_requant(const qconv_plan *p, int npx, int nv, const 
     const __mmask64 mask = nvalid >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << nvalid) - 1);
     for (int m = 0; m < npx; m++) {
         __m512i q[QCONV_MAX_NV];
-        const __m512i xs = _mm512_set1_epi32(p->zw ? xsum[m] : 0);
+        const __m512i xs = _mm512_set1_epi32(with_zw ? xsum[m] : 0);
+#pragma GCC unroll 4
         for (int v = 0; v < nv; v++) {
             __m512i a = _mm512_add_epi32(_mm512_loadu_si512(acc + m * QCONV_ACC_STRIDE + 16 * v), off[v]);
-            if (p->zw)
+            if (with_zw)
                 a = _mm512_sub_epi32(a, _mm512_mullo_epi32(zw[v], xs));
             __m512 y = _mm512_cvtepi32_ps(a);
             q[v] = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_fmadd_ps(b[v], r[v], y), mult[v]));
@@ -184,12 +188,37 @@ TARGET_AMX static void rows_requant(const qconv_plan *p, int npx, int nv, const 
         __m512i s01 = _mm512_adds_epi16(_mm512_packs_epi32(q[0], nv > 1 ? q[1] : q[0]), zy);
         __m512i s23 = nv > 2 ? _mm512_adds_epi16(_mm512_packs_epi32(q[2], nv > 3 ? q[3] : q[2]), zy) : s01;
         __m512i bytes;
-        if (p->y_int8)
+        if (y8)
             bytes = _mm512_min_epi8(_mm512_max_epi8(_mm512_packs_epi16(s01, s23), lo), hi);
         else
             bytes = _mm512_min_epu8(_mm512_max_epu8(_mm512_packus_epi16(s01, s23), lo), hi);
         _mm512_mask_storeu_epi8(dst + m * ds, mask, _mm512_permutexvar_epi32(order, bytes));
     }
+}
+
+#define RQ_ROWS(NV, ZW, Y8)                                                                                    \
+    TARGET_AMX static void rq_rows_##NV##_##ZW##_##Y8(const qconv_plan *p, int npx, const int32_t *acc,         \
+                                                      const int32_t *xsum, int64_t o0, int64_t nvalid,          \
+                                                      uint8_t *dst, int64_t ds)                                 \
+    {                                                                                                          \
+        rq_rows(p, npx, NV, ZW, Y8, acc, xsum, o0, nvalid, dst, ds);                                           \
+    }
+#define RQ_ROWS_NV(NV) RQ_ROWS(NV, 0, 0) RQ_ROWS(NV, 0, 1) RQ_ROWS(NV, 1, 0) RQ_ROWS(NV, 1, 1)
+RQ_ROWS_NV(1)
+RQ_ROWS_NV(2)
+RQ_ROWS_NV(3)
+RQ_ROWS_NV(4)
+
+typedef void (*rq_rows_fn)(const qconv_plan *p, int npx, const int32_t *acc, const int32_t *xsum, int64_t o0,
+                           int64_t nvalid, uint8_t *dst, int64_t ds);
+#define RQ_ROW(NV) {rq_rows_##NV##_0_0, rq_rows_##NV##_0_1, rq_rows_##NV##_1_0, rq_rows_##NV##_1_1}
+static const rq_rows_fn rq_rows_table[QCONV_MAX_NV][4] = {RQ_ROW(1), RQ_ROW(2), RQ_ROW(3), RQ_ROW(4)};
+
+static void rows_requant(const qconv_plan *p, int npx, int nv, const int32_t *acc, const int32_t *xsum, int64_t o0,
+                         int64_t nvalid, uint8_t *dst, int64_t ds)
+{
+    MERA_ASSERT(nv >= 1 && nv <= QCONV_MAX_NV && p->bw);
+    rq_rows_table[nv - 1][(p->zw ? 2 : 0) + (p->y_int8 ? 1 : 0)](p, npx, acc, xsum, o0, nvalid, dst, ds);
 }
 
 /* The rest is the AVX-512 kernel's (the same plan layout). */
