@@ -33,6 +33,9 @@
 
 #define TARGET_AMX __attribute__((target("amx-tile,amx-int8,avx512f,avx512vnni,avx512bw,avx512vl")))
 
+/* Chunks of K ahead whose weights are prefetched. */
+#define QCONV_AMX_PREFETCH 8
+
 typedef struct {
     uint8_t palette_id, start_row, reserved[14];
     uint16_t colsb[16];
@@ -83,6 +86,13 @@ static inline __attribute__((always_inline)) TARGET_AMX void pass(const int two_
                 e = 0;
                 s++;
             }
+        }
+        /* the weights of a chunk a few ahead (tile loads are not prefetched
+         * well, and the weights of a large layer come from beyond L2) */
+        if (k + QCONV_AMX_PREFETCH * 64 < kpad) {
+            const char *f = (const char *)w + QCONV_AMX_PREFETCH * 16 * wrow;
+            for (int64_t i = 0; i < 16 * wrow; i += 64)
+                _mm_prefetch(f + i, _MM_HINT_T0);
         }
         _tile_loadd(0, a + at, astride);
         _tile_loadd(2, w, wrow);
@@ -253,9 +263,9 @@ const qconv_isa qconv_isa_amx = {
     .name = "amx",
     .kstep = 4,
     .lanes = 16,
-    .nv_max = 4,
+    .nv_max = 2,
     .xbytes = 1,
-    .px_max = {0, 12, 12, 8, 6},
+    .px_max = {0, 12, 12},
     .gemm_tile = gemm_tile,
     .gemm_tile_rq = gemm_tile_rq,
     .requant = requant,
