@@ -160,12 +160,14 @@ static int has_avx512vnni(const mera_cpu_features *f)
     return f->avx512f && f->avx512vnni;
 }
 
+#if defined(__linux__)
 /* AMX runs the AVX-512 kernel's depthwise loop, small gemms and
  * requantization (isa_amx.c), with its byte/word forms. */
 static int has_amx(const mera_cpu_features *f)
 {
     return f->amx_int8 && f->avx512f && f->avx512vnni && f->avx512bw;
 }
+#endif
 
 static int has_avx512f(const mera_cpu_features *f)
 {
