@@ -44,7 +44,11 @@ def _paths():
     f = _core.cpu_features()
     paths = []
     if f["avx512f"] and f["avx512vnni"]:
-        if f["avx512bw"]:  # the packed epilogue and the byte-pair depthwise loop, then without them
+        if f["avx512bw"] and f["amx_int8"]:  # the AMX tiles, then AVX-512 VNNI alone
+            paths.append(("amx", ""))
+            paths.append(("avx512vnni", "amx_int8"))
+            paths.append(("avx512vnni-nobw", "amx_int8,avx512bw"))
+        elif f["avx512bw"]:  # the packed epilogue and the byte-pair depthwise loop, then without them
             paths.append(("avx512vnni", ""))
             paths.append(("avx512vnni-nobw", "avx512bw"))
         else:
@@ -133,6 +137,10 @@ def test_selection_follows_the_environment(monkeypatch):
         for path, mask in PATHS:
             monkeypatch.setenv("MERA_CPU_FEATURES_MASK", mask)
             assert _core.kernel_name(op, True) == path.split("-")[0]
+        monkeypatch.delenv("MERA_CPU_FEATURES_MASK")
+        if _core.cpu_features()["amx_int8"]:  # then the AMX kernel is the best
+            assert _core.kernel_name(op, True) == "amx"
+        monkeypatch.setenv("MERA_CPU_FEATURES_MASK", "all")
         monkeypatch.setenv("MERA_REFERENCE_KERNELS", "1")
         assert _core.kernel_name(op, True) == "ref"
         monkeypatch.setenv("MERA_REFERENCE_KERNELS", "0")
@@ -153,6 +161,10 @@ def test_selection_follows_the_environment(monkeypatch):
     assert not f["avx2"] and not f["avx512vnni"]
     monkeypatch.setenv("MERA_CPU_FEATURES_MASK", "avx512f")  # the byte/word forms go with AVX512F
     assert not _core.cpu_features()["avx512bw"]
+    monkeypatch.setenv("MERA_CPU_FEATURES_MASK", "amx_int8")
+    assert not _core.cpu_features()["amx_int8"] and _core.kernel_name("conv2d", True) != "amx"
+    monkeypatch.setenv("MERA_CPU_FEATURES_MASK", "all")
+    assert not _core.cpu_features()["amx_int8"]
 
 
 # ---- random cases -------------------------------------------------------------
@@ -458,6 +470,82 @@ def test_pixel_tiles_equal_reference(monkeypatch):
                      out_scale=so, out_zero_point=zo, out_dtype=ydt)
         run_all(monkeypatch, tally, b.finish(y), {}, [x],
                 f"n={n} {hw} {c}->{o} k{k} {xdt}->{ydt} so={so:.3g} zo={zo} relu={relu}")
+    tally.done(n_cases)
+
+
+def test_tile_matrix_layers_equal_reference(monkeypatch):
+    """Convs and denses of 16 pixels and more, which the AMX kernel runs on its
+    tiles (blocks of 32 pixels, 2x2 tiles of 16 pixels by 16 channels): windows
+    copied into rows (padding, strides, int8 input, grouped, dilated, NCHW) and
+    windows read in place at one stride (1x1 and 1xk/kx1 convs over 64k
+    channels of an NHWC uint8 input without padding, whole rows of 32 pixels),
+    odd channel counts (3, 17, 65, 130), K not a multiple of 64, pixel counts
+    that leave a last block of 1 to 31, weight zero points, per-tensor and
+    per-channel, uint8 and int8 in and out, on every path and 1, 2 and 7
+    threads. On a CPU with AMX the best path must be the AMX kernel."""
+    if _core.cpu_features()["amx_int8"]:
+        assert PATHS[0][0] == "amx" and _core.kernel_name("conv2d", True) == "amx"
+        assert _core.kernel_name("dense", True) == "amx"
+    rng = np.random.default_rng(16)
+    tally = Tally("tile matrix")
+    n_cases = 120 * MORE
+    for i in range(n_cases):
+        kind = ["inplace", "rows", "grouped", "dense"][i % 4]
+        xdt = "uint8" if kind == "inplace" or rng.random() < 0.6 else "int8"
+        ydt = str(rng.choice(["uint8", "int8"]))
+        nhwc, g, dil, pad, n = True, 1, (1, 1), [0, 0, 0, 0], 1
+        if kind == "inplace":  # the input itself at one stride: C a multiple of 64
+            c = 64 * int(rng.integers(1, 4))
+            o = int(rng.choice([3, 17, 32, 65, 130, 200]))
+            k = (1, 1) if i % 8 == 0 else (1, int(rng.integers(1, 4))) if i % 8 == 4 else (1, 1)
+            h, w = int(rng.integers(1, 4)), 32 + k[1] - 1 if rng.random() < 0.5 else int(rng.integers(16, 70))
+            stride = (1, 1)
+        elif kind == "rows":
+            c = int(rng.choice([3, 17, 64, 65, 130]))
+            o = int(rng.choice([3, 17, 65, 130]))
+            k = (int(rng.integers(1, 8)), int(rng.integers(1, 8)))
+            stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+            dil = (1, 1) if rng.random() < 0.7 else (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+            pad = [int(v) for v in rng.integers(0, 4, size=4)]
+            nhwc = bool(rng.random() < 0.6)
+            h, w = int(rng.integers(8, 20)), int(rng.integers(8, 20))
+            n = int(rng.integers(1, 3))
+        elif kind == "grouped":
+            g = int(rng.choice([2, 3, 4]))
+            c, o = g * int(rng.integers(1, 40)), g * int(rng.integers(1, 40))
+            k = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+            stride = (1, 1)
+            pad = [int(v) for v in rng.integers(0, 2, size=4)]
+            nhwc = bool(rng.random() < 0.5)
+            h, w = int(rng.integers(6, 14)), int(rng.integers(6, 14))
+        h = max(h, (k[0] - 1) * dil[0] + 1 - pad[0] - pad[2]) if kind != "dense" else 0
+        w = max(w, (k[1] - 1) * dil[1] + 1 - pad[1] - pad[3]) if kind != "dense" else 0
+        sx, zx = rand_scale(rng, 5e-3, 0.1), rand_zp(rng, xdt)
+        so, zo = out_params(rng, i, ydt)
+        relu = bool(rng.random() < 0.3)
+        b = ir.Builder("amx")
+        if kind == "dense":
+            kk, o = int(rng.integers(1, 400)), int(rng.integers(1, 150))
+            x = rand_data(rng, (int(rng.integers(16, 80)), kk), xdt)
+            wq = rand_weights(rng, (o, kk))
+            wqp = weight_qparams(rng, o, 0)
+            xv = b.input("x", x.shape, xdt, qparams=(sx, zx))
+            y = b.dense(xv, b.const(wq, qparams=wqp), rand_bias(rng, o) if rng.random() < 0.8 else None,
+                        activation="relu" if relu else "none", out_scale=so, out_zero_point=zo, out_dtype=ydt)
+            what = f"dense x {x.shape} {xdt}->{ydt} w {wq.shape}"
+        else:
+            shape = (n, h, w, c) if nhwc else (n, c, h, w)
+            x = rand_data(rng, shape, xdt)
+            wq = rand_weights(rng, (o, c // g) + k)
+            wqp = weight_qparams(rng, o, 0)
+            xv = b.input("x", shape, xdt, qparams=(sx, zx), layout="NHWC" if nhwc else "NCHW")
+            y = b.conv2d(xv, b.const(wq, qparams=wqp), rand_bias(rng, o) if rng.random() < 0.8 else None,
+                         strides=list(stride), padding=pad, dilation=list(dil), groups=g,
+                         layout="NHWC" if nhwc else "NCHW", activation="relu" if relu else "none",
+                         out_scale=so, out_zero_point=zo, out_dtype=ydt)
+            what = f"{kind} n={n} {h}x{w}x{c}->{o} k{k} s{stride} d{dil} pad={pad} g{g} nhwc={nhwc} {xdt}->{ydt}"
+        run_all(monkeypatch, tally, b.finish(y), {}, [x],
+                f"{what} {'per-channel' if len(wqp) == 3 else 'per-tensor'} relu={relu}")
     tally.done(n_cases)
 
 

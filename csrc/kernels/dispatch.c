@@ -142,7 +142,7 @@ static int fast_kernel_implements_rounding(const fast_kernel *k, mera_rounding r
  * its Quantize does. */
 #define ROUNDINGS_ZP (1u << MERA_ROUNDING_ZP_BEFORE_ROUNDING | 1u << MERA_ROUNDING_ZP_AFTER_ROUNDING)
 
-#define FAST_MAX 3 /* candidates per (op, numerics) */
+#define FAST_MAX 4 /* candidates per (op, numerics) */
 
 static int any_cpu(const mera_cpu_features *f)
 {
@@ -161,6 +161,15 @@ static int has_avx512vnni(const mera_cpu_features *f)
     return f->avx512f && f->avx512vnni;
 }
 
+#if defined(__linux__)
+/* AMX runs the AVX-512 kernel's depthwise loop, small gemms and
+ * requantization (isa_amx.c), with its byte/word forms. */
+static int has_amx(const mera_cpu_features *f)
+{
+    return f->amx_int8 && f->avx512f && f->avx512vnni && f->avx512bw;
+}
+#endif
+
 static int has_avx512f(const mera_cpu_features *f)
 {
     return f->avx512f && f->fma;
@@ -172,7 +181,11 @@ static int has_avx512f(const mera_cpu_features *f)
 #define FAST_Q(op, isa, name, usable) \
     {{fast_##op##_q_##isa, fast_##op##_q_prepare_##isa, fast_qconv_release, name, fast_qconv_scratch, \
       fast_qconv_prepare_like}, usable, FAST_CONV, ROUNDINGS_ZP}
-#if defined(__x86_64__)
+#if defined(__x86_64__) && defined(__linux__)
+#define FAST_QCONV(op)                                                                             \
+    {FAST_Q(op, amx, "amx", has_amx), FAST_Q(op, avx512, "avx512vnni", has_avx512vnni),           \
+     FAST_Q(op, avx2, "avx2", has_avx2), FAST_Q(op, c, "c", any_cpu)}
+#elif defined(__x86_64__)
 #define FAST_QCONV(op)                                                                        \
     {FAST_Q(op, avx512, "avx512vnni", has_avx512vnni), FAST_Q(op, avx2, "avx2", has_avx2), \
      FAST_Q(op, c, "c", any_cpu)}
@@ -378,8 +391,62 @@ static int masked(const char *s, const char *feature)
     return 0;
 }
 
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+
+/* AMX with int8: CPUID.(7,0):EDX bit 24 (AMX-TILE) and bit 25 (AMX-INT8),
+ * the OS saving the tile state (XCR0 bits 17, 18: XTILECFG, XTILEDATA) and
+ * Linux granting it to this process: arch_prctl(ARCH_REQ_XCOMP_PERM,
+ * XFEATURE_XTILEDATA), which must come before the first tile instruction
+ * of any thread (else SIGILL) and holds for all threads of the process.
+ * The request can fail, e.g. when a thread's sigaltstack is too small for
+ * the larger signal frame; then AMX is not used. Asked once per process
+ * (a race asks twice, which is harmless); the syscall is made directly so
+ * that no feature-test macro is needed for syscall(2). */
+static int amx_detect(void)
+{
+    unsigned a, b, c, d;
+    if (__get_cpuid_max(0, NULL) < 7)
+        return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    if (!((d >> 24) & 1) || !((d >> 25) & 1))
+        return 0;
+    __cpuid(1, a, b, c, d);
+    if (!((c >> 27) & 1)) /* OSXSAVE: xgetbv available */
+        return 0;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if (((lo >> 17) & 3) != 3)
+        return 0;
+    long ret;
+    const long sys_arch_prctl = 158, arch_req_xcomp_perm = 0x1023, xfeature_xtiledata = 18;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "0"(sys_arch_prctl), "D"(arch_req_xcomp_perm), "S"(xfeature_xtiledata)
+                     : "rcx", "r11", "memory");
+    return ret == 0;
+}
+
+static int amx_available(void)
+{
+    static int state; /* 0: not asked yet, 1: no, 2: yes */
+    int s = __atomic_load_n(&state, __ATOMIC_ACQUIRE);
+    if (!s) {
+        s = amx_detect() ? 2 : 1;
+        __atomic_store_n(&state, s, __ATOMIC_RELEASE);
+    }
+    return s == 2;
+}
+#else
+static int amx_available(void)
+{
+    return 0;
+}
+#endif
+
 /* Detected on every call: it is a handful of loads from data that libgcc
- * filled in at startup, and a per-thread result needs no locking. */
+ * filled in at startup (AMX: once per process), and a per-thread result
+ * needs no locking. */
 const mera_cpu_features *mera_cpu_features_get(void)
 {
     static _Thread_local mera_cpu_features f;
@@ -393,6 +460,7 @@ const mera_cpu_features *mera_cpu_features_get(void)
 #else
     f.avx2 = f.fma = f.avx512f = f.avx512vnni = f.avx512bw = f.avx512vbmi = 0;
 #endif
+    f.amx_int8 = amx_available();
     const char *mask = getenv("MERA_CPU_FEATURES_MASK");
     if (mask) {
         f.avx2 &= !masked(mask, "avx2");
@@ -401,6 +469,7 @@ const mera_cpu_features *mera_cpu_features_get(void)
         f.avx512vnni &= !masked(mask, "avx512vnni");
         f.avx512bw &= !masked(mask, "avx512bw");
         f.avx512vbmi &= !masked(mask, "avx512vbmi");
+        f.amx_int8 &= !masked(mask, "amx_int8");
     }
     f.avx512bw &= f.avx512f;
     f.avx512vbmi &= f.avx512bw;

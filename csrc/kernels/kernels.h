@@ -71,13 +71,15 @@ typedef struct {
     int avx2, avx512f, avx512vnni, fma;
     int avx512bw; /* AVX512BW and AVX512VL: the byte and word forms the AVX-512 kernels use where present */
     int avx512vbmi; /* AVX512_VBMI (vpermi2b): the 256-byte table lookups of the activations */
+    int amx_int8; /* AMX-TILE and AMX-INT8, enabled by the OS (XCR0) and granted to the process (Linux
+                   * arch_prctl ARCH_REQ_XCOMP_PERM, asked once per process); x86_64 Linux only */
 } mera_cpu_features;
 
 /* The CPU's features, less those named in the environment variable
  * MERA_CPU_FEATURES_MASK (comma-separated: avx2, fma, avx512f, avx512vnni,
- * avx512bw, avx512vbmi, or all), which tests use to run the AVX2 and portable kernels
- * (and the AVX-512 ones without their byte/word forms) on a CPU that has
- * AVX-512. */
+ * avx512bw, avx512vbmi, amx_int8, or all), which tests use to run the AVX2 and
+ * portable kernels (and the AVX-512 ones without AMX or their byte/word
+ * forms) on a CPU that has AVX-512 and AMX. */
 const mera_cpu_features *mera_cpu_features_get(void);
 
 /* The reference kernel for (op, numerics), or NULL where none exists
@@ -96,7 +98,7 @@ typedef struct {
     mera_kernel_fn run;             /* NULL: no kernel for (op, numerics) */
     mera_kernel_prepare_fn prepare; /* NULL: nothing to prepare */
     mera_kernel_release_fn release; /* frees a non-NULL state of prepare */
-    const char *name;               /* for reports: "ref", "avx512vnni", "avx512f", "avx2", "c", "table", "none" */
+    const char *name;               /* for reports: "ref", "amx", "avx512vnni", "avx512f", "avx2", "c", "table", "none" */
     mera_kernel_scratch_fn scratch; /* NULL: needs no scratch */
     mera_kernel_prepare_like_fn prepare_like; /* NULL: prepare packs every time */
 } mera_kernel;

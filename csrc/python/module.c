@@ -212,10 +212,10 @@ static PyObject *py_arch_params(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 static PyObject *py_cpu_features(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 {
     const mera_cpu_features *f = mera_cpu_features_get();
-    return Py_BuildValue("{s:O,s:O,s:O,s:O,s:O,s:O}", "avx2", f->avx2 ? Py_True : Py_False, "fma",
+    return Py_BuildValue("{s:O,s:O,s:O,s:O,s:O,s:O,s:O}", "avx2", f->avx2 ? Py_True : Py_False, "fma",
                          f->fma ? Py_True : Py_False, "avx512f", f->avx512f ? Py_True : Py_False, "avx512vnni",
                          f->avx512vnni ? Py_True : Py_False, "avx512bw", f->avx512bw ? Py_True : Py_False,
-                         "avx512vbmi", f->avx512vbmi ? Py_True : Py_False);
+                         "avx512vbmi", f->avx512vbmi ? Py_True : Py_False, "amx_int8", f->amx_int8 ? Py_True : Py_False);
 }
 
 /* kernel_name(op, quantized, rounding=default): the kernel a graph with
@@ -314,7 +314,7 @@ static PyMethodDef module_methods[] = {
     {"arch_params", py_arch_params, METH_NOARGS, "the overridable hardware parameters: (name, kind, unit, doc)"},
     {"cpu_features", py_cpu_features, METH_NOARGS, "CPU features detected at run time"},
     {"kernel_name", py_kernel_name, METH_VARARGS,
-     "kernel_name(op, quantized) -> the kernel ('ref', 'avx512vnni', 'avx2', 'c') a graph compiled now would run"},
+     "kernel_name(op, quantized) -> the kernel ('ref', 'amx', 'avx512vnni', 'avx2', 'c') a graph compiled now would run"},
     {NULL, NULL, 0, NULL},
 };
 

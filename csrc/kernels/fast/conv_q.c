@@ -247,7 +247,7 @@ static void run_gemm_items(void *ctx, int64_t i0, int64_t i1)
     const qconv_plan *p = j->p;
     const qconv_isa *isa = p->isa;
     const int64_t P = p->g.n * p->g.oh * p->g.ow, T = (int64_t)isa->lanes * isa->nv_max;
-    const int64_t per_oc = p->nseg * p->nk;
+    const int64_t per_oc = p->kpad;
     int32_t acc[QCONV_MAX_PX * QCONV_ACC_STRIDE], xsum[QCONV_BLOCK_PX];
     uint8_t tmp[QCONV_ACC_STRIDE];
     const void *px[QCONV_MAX_PX];
@@ -285,17 +285,107 @@ static void run_gemm_items(void *ctx, int64_t i0, int64_t i1)
     }
 }
 
-static void run_gemm(const qconv_plan *p, const unsigned char *xb, uint8_t *y, int threads)
+/* The tile-matrix path (qconv_isa.gemm_rows): items (group, block of
+ * QCONV_ROWS_PX pixels, the last one shorter), each running every
+ * output-channel tile of its group on the block's windows, which are
+ * copied once into rows of kpad bytes, unless they already lie at one
+ * stride with every chunk of kchunk bytes inside one segment (a 1x1 conv
+ * on an input used in place, the pixels of one row of a conv over 64k
+ * channels): then the tiles read the padded input itself. */
+typedef struct {
+    const qconv_plan *p;
+    const unsigned char *xb;
+    uint8_t *y;
+    int64_t blocks; /* per group */
+    int failed;     /* out of memory for the rows */
+} rows_job;
+
+static void run_rows_items(void *ctx, int64_t i0, int64_t i1)
 {
-    const int64_t P = p->g.n * p->g.oh * p->g.ow, T = (int64_t)p->isa->lanes * p->isa->nv_max;
-    gemm_job j = {p, xb, y, (p->ogp + T - 1) / T, (P + QCONV_BLOCK_PX - 1) / QCONV_BLOCK_PX};
+    rows_job *j = ctx;
+    const qconv_plan *p = j->p;
+    const qconv_isa *isa = p->isa;
+    const int64_t P = p->g.n * p->g.oh * p->g.ow, T = (int64_t)isa->lanes * isa->nv_max, kpad = p->kpad;
+    const int64_t nseg = p->nseg;
+    uint8_t *rows = aligned_alloc(64, (size_t)(QCONV_ROWS_PX * kpad + 64));
+    int32_t *acc = aligned_alloc(64, QCONV_ROWS_PX * QCONV_ACC_STRIDE * sizeof *acc);
+    if (!rows || !acc) {
+        free(rows);
+        free(acc);
+        j->failed = 1; /* any thread's failure fails the run */
+        return;
+    }
+    memset(rows, 0, (size_t)(QCONV_ROWS_PX * kpad + 64)); /* the zeros past nseg * nk stay */
+    int32_t xsum[QCONV_ROWS_PX];
+    uint8_t tmp[QCONV_ACC_STRIDE];
+    const unsigned char *px[QCONV_ROWS_PX];
+    /* every chunk inside one segment: the input can serve as the rows */
+    const int chunked = p->nk % isa->kchunk == 0 && p->xbytes == 1;
+    isa->rows_begin();
+    for (int64_t item = i0; item < i1; item++) {
+        int64_t g = item / j->blocks, b = item % j->blocks;
+        int64_t pix0 = b * QCONV_ROWS_PX, npx = P - pix0 < QCONV_ROWS_PX ? P - pix0 : QCONV_ROWS_PX;
+        window_walk walk = walk_at(p, j->xb, g, pix0);
+        for (int64_t m = 0; m < npx; m++) {
+            if (m)
+                walk_next(&walk);
+            px[m] = walk.at;
+        }
+        if (p->zw)
+            window_sums(p, j->xb, g, pix0, npx, xsum);
+        /* equally spaced windows? (whole tiles of 16 rows only: a tile reads
+         * all its rows, and rows past the last pixel could lie past the input) */
+        int64_t stride = npx > 1 ? px[1] - px[0] : 0;
+        int strided = chunked && npx % 16 == 0;
+        for (int64_t m = 2; m < npx && strided; m++)
+            strided = px[m] - px[m - 1] == stride;
+        const uint8_t *a = rows;
+        int64_t astride = kpad;
+        if (strided) {
+            a = px[0];
+            astride = stride;
+        } else {
+            isa->rows_gather((int)npx, px, p->seg_off, (int)nseg, p->nk, kpad, rows);
+        }
+        for (int64_t t0 = 0; t0 < p->ogp; t0 += T) {
+            int64_t width = p->ogp - t0 < T ? p->ogp - t0 : T;
+            int64_t nvalid = p->g.og - t0 < width ? p->g.og - t0 : width;
+            const unsigned char *w = (const unsigned char *)p->wpack + (g * p->ogp + t0) * kpad;
+            int64_t o0 = g * p->g.og + t0;
+            isa->gemm_rows((int)npx, (int)(width / isa->lanes), a, astride, strided ? p->seg_off : NULL,
+                           (int)nseg, p->nk, kpad, w, acc);
+            if (p->g.y_nhwc) {
+                isa->rows_requant(p, (int)npx, (int)(width / isa->lanes), acc, xsum, o0, nvalid,
+                                  j->y + pix0 * p->g.o + o0, p->g.o);
+                continue;
+            }
+            for (int64_t m = 0; m < npx; m++)
+                store_channels(p, j->y, pix0 + m, o0, nvalid, acc + m * QCONV_ACC_STRIDE, p->zw ? xsum[m] : 0,
+                               tmp);
+        }
+    }
+    isa->rows_end();
+    free(rows);
+    free(acc);
+}
+
+static mera_status run_gemm(const qconv_plan *p, const unsigned char *xb, uint8_t *y, int threads)
+{
     /* every thread gets at least QCONV_MIN_THREAD_MACS of work, so a small
      * layer does not pay more to start threads than it gains */
+    const int64_t P = p->g.n * p->g.oh * p->g.ow, T = (int64_t)p->isa->lanes * p->isa->nv_max;
     int64_t macs = P * p->g.o * p->kreal, most = macs / QCONV_MIN_THREAD_MACS;
     int t = mera_threads_resolve(threads);
     if (t > most)
         t = most > 1 ? (int)most : 1;
+    if (p->isa->gemm_rows && P >= QCONV_ROWS_MIN_PX) {
+        rows_job r = {p, xb, y, (P + QCONV_ROWS_PX - 1) / QCONV_ROWS_PX, 0};
+        mera_parallel_for(t, p->g.groups * r.blocks, 1, run_rows_items, &r);
+        return r.failed ? MERA_ERR_NOMEM : MERA_OK;
+    }
+    gemm_job j = {p, xb, y, (p->ogp + T - 1) / T, (P + QCONV_BLOCK_PX - 1) / QCONV_BLOCK_PX};
     mera_parallel_for(t, p->g.groups * j.tiles * j.blocks, 1, run_gemm_items, &j);
+    return MERA_OK;
 }
 
 /* Depthwise: output rows (n, oy) split across threads; NCHW output goes
@@ -357,7 +447,7 @@ mera_status qconv_run(const qconv_plan *p, const mera_kernel_args *a, mera_error
     if (p->depthwise)
         st = run_depthwise(p, xb, a->out[0], a->threads);
     else
-        run_gemm(p, xb, a->out[0], a->threads);
+        st = run_gemm(p, xb, a->out[0], a->threads);
     free(buf);
     return st ? ref_nomem(err, a->node) : MERA_OK;
 }
@@ -433,4 +523,7 @@ CONV_ENTRIES(c, qconv_isa_c)
 #if defined(__x86_64__)
 CONV_ENTRIES(avx2, qconv_isa_avx2)
 CONV_ENTRIES(avx512, qconv_isa_avx512)
+#if defined(__linux__)
+CONV_ENTRIES(amx, qconv_isa_amx)
+#endif
 #endif

@@ -18,4 +18,7 @@ DENSE_ENTRIES(c, qconv_isa_c)
 #if defined(__x86_64__)
 DENSE_ENTRIES(avx2, qconv_isa_avx2)
 DENSE_ENTRIES(avx512, qconv_isa_avx512)
+#if defined(__linux__)
+DENSE_ENTRIES(amx, qconv_isa_amx)
+#endif
 #endif

@@ -3,6 +3,7 @@
  * agree with it up to the order of float additions (fconv.h). One
  * function per (op, numerics, instruction set):
  *
+ *   fast_<op>_q_amx      Intel AMX (tdpbusd; x86_64 Linux), else as avx512
  *   fast_<op>_q_avx512   AVX-512 with VNNI (vpdpbusd)
  *   fast_<op>_q_avx2     AVX2 + FMA (vpmaddwd, exact int32 sums)
  *   fast_<op>_q_c        portable C, written for GCC's auto-vectorizer
@@ -27,10 +28,12 @@
 FAST_KERNEL_DECL(conv2d, c)
 FAST_KERNEL_DECL(conv2d, avx2)
 FAST_KERNEL_DECL(conv2d, avx512)
+FAST_KERNEL_DECL(conv2d, amx)
 /* dense_q.c */
 FAST_KERNEL_DECL(dense, c)
 FAST_KERNEL_DECL(dense, avx2)
 FAST_KERNEL_DECL(dense, avx512)
+FAST_KERNEL_DECL(dense, amx)
 
 /* Releases the state of any of the prepare functions above. */
 void fast_qconv_release(void *state);

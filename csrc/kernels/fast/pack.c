@@ -94,6 +94,7 @@ static mera_status layout_input(qconv_plan *p)
     }
     if (!p->depthwise)
         p->nk = round_up(p->seg_len, isa->kstep);
+    p->kpad = round_up(p->nseg * p->nk, isa->kchunk > 0 ? isa->kchunk : 1);
     p->kreal = p->g.kh * p->g.kw * p->g.cg;
     /* The input itself serves when it is laid out as the padded copy would
      * be and no segment reads past its end. */
@@ -134,14 +135,14 @@ static mera_status pack_weights(qconv_plan *p, const int8_t *w, const int64_t ws
     int lg = ks == 4 ? 2 : ks == 2 ? 1 : 0;
     MERA_ASSERT(ks == 1 << lg);
     p->ogp = round_up(p->g.og, isa->lanes);
-    int64_t per_oc = p->nseg * p->nk;
+    int64_t per_oc = p->kpad;
     void *d = alloc_zero(p->g.groups * p->ogp * per_oc, (size_t)isa->xbytes);
     if (!(p->wpack = d))
         return MERA_ERR_NOMEM;
     for (int64_t g = 0; g < p->g.groups; g++)
         for (int64_t t0 = 0; t0 < p->ogp; t0 += T) {
             int64_t width = p->ogp - t0 < T ? p->ogp - t0 : T;
-            int64_t base = (g * p->ogp + t0) * per_oc; /* [nseg][nk / ks][width][ks] */
+            int64_t base = (g * p->ogp + t0) * per_oc; /* [kpad / ks][width][ks] */
             for (int64_t j = 0; j < width && t0 + j < p->g.og; j++) {
                 int64_t o = g * p->g.og + t0 + j;
                 for (int64_t s = 0; s < p->nseg; s++) {
@@ -283,7 +284,8 @@ mera_status qconv_plan_new(const mera_kernel_args *a, const qconv_isa *isa, int 
 static int same_packing(const qconv_plan *p, const qconv_plan *like)
 {
     return p->isa == like->isa && p->bw == like->bw && p->depthwise == like->depthwise && p->dw_sat == like->dw_sat &&
-           p->merged == like->merged && p->nseg == like->nseg && p->nk == like->nk && p->cp == like->cp &&
+           p->merged == like->merged && p->nseg == like->nseg && p->nk == like->nk && p->kpad == like->kpad &&
+           p->cp == like->cp &&
            p->cgp == like->cgp && p->g.o == like->g.o && p->g.og == like->g.og && p->g.cg == like->g.cg &&
            p->g.groups == like->g.groups && p->g.kh == like->g.kh && p->g.kw == like->g.kw &&
            p->kreal == like->kreal && p->x_int8 == like->x_int8 && p->y_int8 == like->y_int8;

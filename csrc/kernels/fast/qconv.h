@@ -78,7 +78,40 @@ typedef struct {
      * the byte-pair depthwise loop that dw_row takes for plans with dw_wide
      * weights, and gemm_tile_rq's packed stores for plans with bw set. */
     int (*bw_supported)(void);
+    /* Optional (kchunk 0, NULL: never), a tile-matrix unit (AMX): K is cut
+     * into chunks of kchunk bytes, and each output channel's packed weights
+     * are padded with zeros to a whole number of chunks (plan kpad). The
+     * driver copies the windows of up to QCONV_ROWS_PX pixels into rows of
+     * kpad bytes (the segments one after the other, then zeros), or, where
+     * the pixels' windows already lie at one stride in the padded input
+     * with every chunk inside one segment, passes the input itself (nseg
+     * segments at seg_off, astride bytes from a pixel to the next).
+     * gemm_rows gives the raw dot products of npx pixels with nv vectors of
+     * packed weights, acc[m * QCONV_ACC_STRIDE + j] for j < nv * lanes.
+     * rows_begin sets the unit up on the calling thread and rows_end
+     * releases it; the driver brackets every run of gemm_rows on a worker
+     * with the pair, so no other code ever meets a configured unit. */
+    int kchunk;
+    void (*rows_begin)(void);
+    void (*rows_end)(void);
+    void (*gemm_rows)(int npx, int nv, const uint8_t *a, int64_t astride, const int64_t *seg_off, int nseg,
+                      int64_t nk, int64_t kpad, const void *w, int32_t *acc);
+    /* Copies the windows of npx pixels (px[m]) into rows of kpad bytes:
+     * segment s of pixel m to rows + m * kpad + s * nk; the bytes past
+     * nseg * nk of a row are left as they are. */
+    void (*rows_gather)(int npx, const unsigned char *const *px, const int64_t *seg_off, int nseg, int64_t nk,
+                        int64_t kpad, uint8_t *rows);
+    /* Requantizes gemm_rows' accumulators of npx pixels and nv vectors of
+     * output channels o0.. (minus zw[o] * xsum[m] where the plan has weight
+     * zero points): pixel m's nvalid bytes go to dst + m * dst_stride. */
+    void (*rows_requant)(const qconv_plan *p, int npx, int nv, const int32_t *acc, const int32_t *xsum, int64_t o0,
+                         int64_t nvalid, uint8_t *dst, int64_t dst_stride);
 } qconv_isa;
+
+/* Pixels per gemm_rows call, at most, and the fewest pixels of a conv for
+ * which the driver takes gemm_rows (fewer run on gemm_tile). */
+#define QCONV_ROWS_PX 32
+#define QCONV_ROWS_MIN_PX 16
 
 /* The byte-pair depthwise layout (dw_wide): for fbgemm's saturating path
  * without weight zero points, weights as int8 pairs of taps in blocks of
@@ -92,6 +125,9 @@ extern const qconv_isa qconv_isa_c;
 #if defined(__x86_64__)
 extern const qconv_isa qconv_isa_avx2;
 extern const qconv_isa qconv_isa_avx512;
+#if defined(__linux__)
+extern const qconv_isa qconv_isa_amx;
+#endif
 #endif
 
 struct qconv_plan {
@@ -116,11 +152,13 @@ struct qconv_plan {
     int merged;                /* one segment per kernel row (else one per tap) */
     int direct;                /* the input itself can serve as the padded input */
     int64_t nseg, seg_len, nk; /* segments per window, real and padded elements per segment */
+    int64_t kpad;              /* packed elements per output channel: nseg * nk rounded up to isa->kchunk */
     int64_t *seg_off;          /* nseg offsets in elements */
     int64_t kreal;             /* K: window positions, real channels only */
     int64_t ogp;               /* og rounded up to isa->lanes */
-    /* packed weights: per group ogp * nseg * nk elements, tiles of
-     * lanes * nv_max output channels, each [nseg][nk / kstep][width][kstep];
+    /* packed weights: per group ogp * kpad elements, tiles of
+     * lanes * nv_max output channels, each [kpad / kstep][width][kstep]
+     * (segment s from row s * nk / kstep, zeros past the last);
      * depthwise: int32 [dw_pairs][cp], two int16 taps per channel */
     void *wpack;
     /* per output channel (arrays padded to a whole tile) */
