@@ -65,6 +65,18 @@ struct dna_machine {
                               * exchange: the one field a run changes; NULL when none or in use) */
     size_t scratch_bytes;    /* the largest scratch of a prepared CONV/VEC kernel (tiles run one at a time) */
     int profile;             /* MERA_SIM_PROFILE at load: 0 off, 1 wall time, 2 ("cpu") thread CPU time */
+    /* The wave plan (plan_waves): each DNA segment's instructions grouped
+     * into waves of instructions whose bytes are independent (no two touch
+     * the same byte when one of them writes it), every instruction in a
+     * later wave than each one it depends on. */
+    int use_waves;           /* 0: every segment runs in execution order (one thread, or MERA_SIM_WAVES=0) */
+    int *wave_items;         /* the DNA segments' instructions, wave by wave */
+    int *wave_start;         /* wave w is wave_items[wave_start[w], wave_start[w + 1]) */
+    unsigned char *wave_lanes; /* per wave: 1 its instructions run on the worker lanes, one thread each;
+                                * 0 one after another on the caller, each with its own thread count */
+    int *seg_wave;           /* per segment s: its waves are [seg_wave[s], seg_wave[s + 1]) */
+    int lanes;               /* lanes a run has scratch for (opt.threads with waves, else 1) */
+    size_t scratch_stride;   /* scratch_bytes rounded up to a cache line: one per lane */
 };
 
 #endif

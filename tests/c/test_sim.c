@@ -442,18 +442,29 @@ static void test_errors(void)
     CHECK(dna_machine_new(g, &tp.p, p, params, &err) == NULL);
     CHECK_MSG(err, "in_h/in_w/out_h/out_w");
 
-    /* Weight block not where the CONV says: a run-time program bug. */
-    build(&tp, g, nc, na, 0);
-    tp.insns[6].u.conv.wgt_addr = 0; /* block 0 sits there, the CONV claims block 1 */
-    dna_machine *m = dna_machine_new(g, &tp.p, p, params, &err);
-    CHECK(m != NULL);
-    if (m) {
-        uint8_t out[H * W * O];
-        const void *inputs[] = {x_data, y_data};
-        void *outputs[] = {out};
-        CHECK(dna_machine_run(m, inputs, outputs, &err) != MERA_OK);
-        CHECK_MSG(err, "does not hold the weight block");
-        dna_machine_free(m);
+    /* Weight block not where the CONV says: a run-time program bug, the
+     * same error in execution order (1 thread) and in waves (2, 7). */
+    char first_msg[MERA_ERROR_MSG_LEN] = "";
+    for (int threads = 1; threads <= 7; threads += threads == 1 ? 1 : 5) {
+        build(&tp, g, nc, na, 0);
+        tp.insns[6].u.conv.wgt_addr = 0; /* block 0 sits there, the CONV claims block 1 */
+        dna_machine_options mo = {.threads = threads};
+        dna_machine *m = dna_machine_new_opts(g, &tp.p, p, params, &mo, &err);
+        CHECK(m != NULL);
+        if (m) {
+            uint8_t out[H * W * O];
+            const void *inputs[] = {x_data, y_data};
+            void *outputs[] = {out};
+            for (int run = 0; run < 2; run++) {
+                CHECK(dna_machine_run(m, inputs, outputs, &err) != MERA_OK);
+                CHECK_MSG(err, "insn 6 (CONV, node 'conv'): WGT [0, ");
+                CHECK_MSG(err, "does not hold the weight block");
+                if (!first_msg[0])
+                    snprintf(first_msg, sizeof first_msg, "%s", err.msg);
+                CHECK(strcmp(first_msg, err.msg) == 0);
+            }
+            dna_machine_free(m);
+        }
     }
     mera_graph_free(g);
 }
