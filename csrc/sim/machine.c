@@ -1052,6 +1052,200 @@ done:
     return st;
 }
 
+/* ---- what a reused run zeroes ------------------------------------------------
+ *
+ * A reused run must read what a new one reads: 0 in every byte it reads
+ * before writing it. The program is data-independent, so which bytes those
+ * are is known at load: plan_zeroed follows a run (graph inputs, then the
+ * segments, instructions in execution order, then the outputs) with one
+ * bit per byte of ACT, WGT and the activation DRAM for "written by now",
+ * and takes the hull of every read of a byte not yet written. Writes are
+ * exact (a box's runs, a tile's bytes; a box of more than 2^16 scattered
+ * runs is not counted: its bytes stay unwritten, which only zeroes more),
+ * reads exact or their hull. A well-formed program reads only what it
+ * wrote, and a reused run zeroes nothing or little instead of every byte
+ * a run may write. */
+
+typedef struct {
+    uint64_t *w;
+    int64_t n;
+} byte_bits;
+
+static void bits_set(byte_bits *b, int64_t lo, int64_t hi)
+{
+    lo = lo < 0 ? 0 : lo;
+    hi = hi > b->n ? b->n : hi;
+    for (int64_t x = lo; x < hi;) {
+        if ((x & 63) == 0 && hi - x >= 64) {
+            b->w[x >> 6] = ~(uint64_t)0;
+            x += 64;
+        } else {
+            b->w[x >> 6] |= (uint64_t)1 << (x & 63);
+            x++;
+        }
+    }
+}
+
+static int bits_all(const byte_bits *b, int64_t lo, int64_t hi)
+{
+    if (lo < 0 || hi > b->n)
+        return 0;
+    for (int64_t x = lo; x < hi;) {
+        if ((x & 63) == 0 && hi - x >= 64) {
+            if (b->w[x >> 6] != ~(uint64_t)0)
+                return 0;
+            x += 64;
+        } else {
+            if (!(b->w[x >> 6] >> (x & 63) & 1))
+                return 0;
+            x++;
+        }
+    }
+    return 1;
+}
+
+typedef struct {
+    byte_bits bits[3];
+    int64_t need[3][2];
+    int64_t base;
+} zero_plan;
+
+static void zp_read(zero_plan *z, int buf, int64_t lo, int64_t hi)
+{
+    if (buf == BUF_DRAM) {
+        lo -= z->base;
+        hi -= z->base;
+        lo = lo < 0 ? 0 : lo; /* the constant image is never written */
+    }
+    if (hi <= lo || bits_all(&z->bits[buf], lo, hi))
+        return;
+    int64_t *w = z->need[buf];
+    if (w[0] >= w[1]) {
+        w[0] = lo;
+        w[1] = hi;
+    } else {
+        w[0] = lo < w[0] ? lo : w[0];
+        w[1] = hi > w[1] ? hi : w[1];
+    }
+}
+
+static void zp_write(zero_plan *z, int buf, int64_t lo, int64_t hi)
+{
+    if (buf == BUF_DRAM) {
+        lo -= z->base;
+        hi -= z->base;
+    }
+    bits_set(&z->bits[buf], lo, hi);
+}
+
+/* The runs of a box (rows x cols runs of run_bytes at base + row *
+ * row_stride + col * col_stride), rows [r0, r1) and cols [c0, c1) of it,
+ * read or written; a read of too many runs is its hull, a write of too
+ * many is dropped. */
+static void zp_box(zero_plan *z, int buf, int write, const dna_dma *d, int64_t base, int64_t row_stride,
+                   int64_t col_stride, int64_t r0, int64_t r1, int64_t c0, int64_t c1)
+{
+    if (r1 <= r0 || c1 <= c0)
+        return;
+    int contiguous = col_stride == d->run_bytes;
+    double runs = (double)(r1 - r0) * (contiguous ? 1 : (double)(c1 - c0));
+    if (runs > 65536) {
+        if (!write) {
+            int64_t lo, hi;
+            box_span(d, base, row_stride, col_stride, &lo, &hi);
+            zp_read(z, buf, lo, hi);
+        }
+        return;
+    }
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t c = c0; c < (contiguous ? c0 + 1 : c1); c++) {
+            int64_t lo = base + r * row_stride + c * col_stride;
+            int64_t hi = lo + (contiguous ? (c1 - c0) * (int64_t)d->run_bytes : d->run_bytes);
+            (write ? zp_write : zp_read)(z, buf, lo, hi);
+        }
+}
+
+static void zp_value(zero_plan *z, const dna_machine *m, int v, int write)
+{
+    int64_t at = m->prog->value_dram[v];
+    if (at < m->prog->params_bytes)
+        return; /* -1 (graph data) or the constant image */
+    int64_t hi = at + (int64_t)mera_type_nbytes(&mera_graph_value(m->g, v)->type);
+    (write ? zp_write : zp_read)(z, BUF_DRAM, at, hi);
+}
+
+static void plan_zeroed(dna_machine *m)
+{
+    const dna_program *prog = m->prog;
+    memcpy(m->zeroed, m->written, sizeof m->zeroed); /* without the plan: all a run may write */
+    zero_plan z;
+    memset(&z, 0, sizeof z);
+    z.base = dna_act_base(prog);
+    const int64_t size[3] = {prog->act_bytes, prog->wgt_bytes, prog->dram_bytes - z.base};
+    int ok = 1;
+    for (int b = 0; b < 3; b++) {
+        z.bits[b].n = size[b] > 0 ? size[b] : 0;
+        z.bits[b].w = calloc((size_t)(z.bits[b].n / 64 + 1), sizeof(uint64_t));
+        ok &= z.bits[b].w != NULL;
+    }
+    if (!ok)
+        goto done;
+    for (int k = 0; k < mera_graph_num_inputs(m->g); k++) {
+        int v = mera_graph_input(m->g, k);
+        if (m->input_slot[v] >= 0)
+            zp_value(&z, m, v, 1);
+    }
+    for (int s = 0; s < prog->n_segments; s++) {
+        const dna_segment *seg = &prog->segments[s];
+        if (seg->kind == DNA_SEG_HOST) {
+            const mera_node *node = mera_graph_node(m->g, seg->node);
+            for (int k = 0; k < node->n_inputs; k++)
+                if (node->inputs[k] >= 0)
+                    zp_value(&z, m, node->inputs[k], 0);
+            for (int o = 0; o < node->n_outputs; o++)
+                zp_value(&z, m, node->outputs[o], 1);
+            continue;
+        }
+        for (int k = 0; k < seg->count; k++) {
+            int i = m->order[seg->first + k];
+            const dna_insn *in = &prog->insns[i];
+            if (in->opcode == DNA_LOAD || in->opcode == DNA_STORE) {
+                const dna_dma *d = &in->u.dma;
+                if (in->opcode == DNA_LOAD) { /* reads DRAM but the padding, writes every run of the box */
+                    zp_box(&z, BUF_DRAM, 0, d, d->dram, d->dram_row_stride, d->dram_col_stride, d->pad_top,
+                           d->rows - d->pad_bottom, d->pad_left, d->cols - d->pad_right);
+                    zp_box(&z, d->mem == DNA_MEM_WGT ? BUF_WGT : BUF_ACT, 1, d, d->sram, d->sram_row_stride,
+                           d->sram_col_stride, 0, d->rows, 0, d->cols);
+                } else {
+                    zp_box(&z, BUF_ACT, 0, d, d->sram, d->sram_row_stride, d->sram_col_stride, 0, d->rows, 0, d->cols);
+                    zp_box(&z, BUF_DRAM, 1, d, d->dram, d->dram_row_stride, d->dram_col_stride, 0, d->rows, 0, d->cols);
+                }
+                continue;
+            }
+            mem_use u[MAX_USES];
+            int n = insn_uses(m, i, u);
+            static const int buf_of[3] = {BUF_ACT, BUF_WGT, BUF_DRAM}; /* by SP_* */
+            for (int q = 0; q < n; q++)
+                if (!u[q].write)
+                    zp_read(&z, buf_of[u[q].space], u[q].lo, u[q].hi);
+            for (int q = 0; q < n; q++)
+                if (u[q].write)
+                    zp_write(&z, buf_of[u[q].space], u[q].lo, u[q].hi);
+        }
+    }
+    for (int k = 0; k < mera_graph_num_outputs(m->g); k++)
+        zp_value(&z, m, mera_graph_output(m->g, k), 0);
+    for (int b = 0; b < 3; b++) {
+        const int64_t *w = m->written[b], *need = z.need[b];
+        int64_t lo = need[0] > w[0] ? need[0] : w[0], hi = need[1] < w[1] ? need[1] : w[1];
+        m->zeroed[b][0] = need[0] < need[1] && lo < hi ? lo : 0;
+        m->zeroed[b][1] = need[0] < need[1] && lo < hi ? hi : 0;
+    }
+done:
+    for (int b = 0; b < 3; b++)
+        free(z.bits[b].w);
+}
+
 dna_machine *dna_machine_new(const mera_graph *g, const dna_program *prog, const mera_platform *p,
                              const void *const *param_data, mera_error *err)
 {
@@ -1151,6 +1345,7 @@ dna_machine *dna_machine_new_opts(const mera_graph *g, const dna_program *prog, 
     }
     if (plan_waves(m, err))
         goto fail;
+    plan_zeroed(m);
     return m;
 fail:
     dna_machine_free(m);
@@ -1944,8 +2139,8 @@ static dna_run *take_run(const dna_machine *m, mera_error *err)
         return dna_run_new(m, NULL, err);
     uint8_t *buf[3] = {r->act, r->wgt, r->act_dram};
     for (int b = 0; b < 3; b++)
-        if (buf[b] && m->written[b][1] > m->written[b][0])
-            memset(buf[b] + m->written[b][0], 0, (size_t)(m->written[b][1] - m->written[b][0]));
+        if (buf[b] && m->zeroed[b][1] > m->zeroed[b][0])
+            memset(buf[b] + m->zeroed[b][0], 0, (size_t)(m->zeroed[b][1] - m->zeroed[b][0]));
     r->n_tags = 0;
     memset(r->prof_ns, 0, sizeof r->prof_ns);
     memset(r->prof_count, 0, sizeof r->prof_count);

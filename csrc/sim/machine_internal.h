@@ -61,6 +61,8 @@ struct dna_machine {
     dna_insn_times times;
     int64_t written[3][2];   /* per buffer (ACT, WGT, activation DRAM from dna_act_base): the hull
                               * [lo, hi) of every byte a run may write (lo >= hi: none) */
+    int64_t zeroed[3][2];    /* per buffer, the same: the hull of the bytes a reused run zeroes, those a run may
+                              * read before it writes them (plan_zeroed), within written */
     dna_run *spare;          /* a finished run of dna_machine_run kept for the next (atomic
                               * exchange: the one field a run changes; NULL when none or in use) */
     size_t scratch_bytes;    /* the largest scratch of a prepared CONV/VEC kernel (tiles run one at a time) */
