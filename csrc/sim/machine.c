@@ -590,6 +590,7 @@ void dna_machine_free(dna_machine *m)
     free(m->wave_items);
     free(m->wave_start);
     free(m->wave_lanes);
+    free(m->insn_threads);
     free(m->seg_wave);
     dna_timing_release(&m->timing);
     dna_insn_times_release(&m->times);
@@ -965,13 +966,15 @@ static mera_status plan_waves(dna_machine *m, mera_error *err)
     m->wave_items = malloc(ni * sizeof *m->wave_items);
     m->wave_start = malloc((ni + 1) * sizeof *m->wave_start);
     m->wave_lanes = calloc(ni, 1);
+    m->insn_threads = calloc(ni, 1);
+    const double pool_ns = SIM_POOL_JOB_NS;
     m->seg_wave = calloc((size_t)prog->n_segments + 1, sizeof *m->seg_wave);
     int *level = malloc(ni * sizeof *level), *nuse = malloc(ni * sizeof *nuse), *first = malloc((ni + 1) * sizeof *first);
     mem_use *uses = malloc(ni * MAX_USES * sizeof *uses);
     double *cost = malloc(ni * sizeof *cost);
     int *own = malloc(ni * sizeof *own);
     mera_status st = MERA_OK;
-    if (!m->wave_items || !m->wave_start || !m->wave_lanes || !m->seg_wave || !level || !nuse || !first || !uses ||
+    if (!m->wave_items || !m->wave_start || !m->wave_lanes || !m->insn_threads || !m->seg_wave || !level || !nuse || !first || !uses ||
         !cost || !own) {
         st = mera_fail(err, MERA_ERR_NOMEM, "out of memory");
         goto done;
@@ -1017,9 +1020,13 @@ static mera_status plan_waves(dna_machine *m, mera_error *err)
                 own[q] = t;
                 sum += cost[q];
                 most = cost[q] > most ? cost[q] : most;
-                serial += t > 1 ? cost[q] / t + SIM_POOL_JOB_NS : cost[q];
+                /* alone, an instruction splits only when that pays for the pool job */
+                if (t > 1 && cost[q] / t + pool_ns >= cost[q])
+                    t = 1;
+                m->insn_threads[it[q]] = (unsigned char)t;
+                serial += t > 1 ? cost[q] / t + pool_ns : cost[q];
             }
-            double spread = (most > sum / T ? most : sum / T) + SIM_POOL_JOB_NS;
+            double spread = (most > sum / T ? most : sum / T) + pool_ns;
             m->wave_start[n_waves] = placed + b;
             if (e - b >= 2 && spread < serial) {
                 m->wave_lanes[n_waves] = 1;
@@ -2063,7 +2070,7 @@ static mera_status run_waves(run_ctx *r, int s, int64_t *span, mera_error *err)
         int n = m->wave_start[w + 1] - m->wave_start[w];
         if (!m->wave_lanes[w]) {
             for (int q = 0; q < n; q++) {
-                mera_status st = insn_bytes(r, items[q], 0, 0, r->prof_ns, r->prof_count, err);
+                mera_status st = insn_bytes(r, items[q], 0, m->insn_threads[items[q]], r->prof_ns, r->prof_count, err);
                 if (st)
                     return st;
             }

@@ -76,6 +76,8 @@ struct dna_machine {
     int *wave_start;         /* wave w is wave_items[wave_start[w], wave_start[w + 1]) */
     unsigned char *wave_lanes; /* per wave: 1 its instructions run on the worker lanes, one thread each;
                                 * 0 one after another on the caller, each with its own thread count */
+    unsigned char *insn_threads; /* per instruction, in a wave not on the lanes: its thread count (1, or its own
+                                  * when splitting it pays for the pool job) */
     int *seg_wave;           /* per segment s: its waves are [seg_wave[s], seg_wave[s + 1]) */
     int lanes;               /* lanes a run has scratch for (opt.threads with waves, else 1) */
     size_t scratch_stride;   /* scratch_bytes rounded up to a cache line: one per lane */
