@@ -587,6 +587,11 @@ void dna_machine_free(dna_machine *m)
     free(m->order);
     free(m->geos);
     free(m->layer_convs);
+    free(m->wave_items);
+    free(m->wave_start);
+    free(m->wave_lanes);
+    free(m->insn_threads);
+    free(m->seg_wave);
     dna_timing_release(&m->timing);
     dna_insn_times_release(&m->times);
     free(m);
@@ -793,6 +798,7 @@ static void plan_scratch(dna_machine *m)
         most = s > most ? s : most;
     }
     m->scratch_bytes = most;
+    m->scratch_stride = (most + BUF_ALIGN - 1) & ~(size_t)(BUF_ALIGN - 1);
 }
 
 /* The thread count of each prepared tile's kernel: num_threads, fewer
@@ -826,6 +832,425 @@ static void plan_threads(dna_machine *m)
         vec_prep *v = m->vecs[k];
         v->threads = prep_threads(t, (double)mera_type_nbytes(&v->out_t), SIM_MIN_THREAD_BYTES);
     }
+}
+
+
+/* ---- waves ------------------------------------------------------------------
+ *
+ * With more than one thread, a DNA segment runs as waves (run_waves): the
+ * instructions are grouped by level, an instruction's level being one more
+ * than the highest level of the earlier instructions (in execution order)
+ * it conflicts with, two instructions conflicting when one writes a byte
+ * (or WGT tag) the other reads or writes. The instructions of a level are
+ * independent of each other and come after everything they depend on, so
+ * they may run in any order or at once: the bytes are those of the
+ * execution order, whatever the threads do. A wave runs either on the
+ * lanes (each instruction single-threaded, the lanes taking the next one
+ * as they finish: independent tiles of a layer, a LOAD and a STORE beside
+ * a CONV) or one instruction after another, each split across the
+ * threads as before (one large tile), whichever the cost estimate below
+ * says is faster. */
+
+typedef struct {
+    int64_t lo, hi;
+    int space; /* SP_ACT, SP_WGT (its bytes and its tags), SP_DRAM */
+    int write;
+} mem_use;
+
+enum { SP_ACT, SP_WGT, SP_DRAM };
+#define MAX_USES (DNA_MAX_SRC + 3)
+
+/* The byte ranges instruction i reads and writes (hulls: a box's extreme
+ * corners, padding included). */
+static int insn_uses(const dna_machine *m, int i, mem_use *u)
+{
+    const dna_insn *in = &m->prog->insns[i];
+    int n = 0;
+    int64_t lo, hi;
+    switch (in->opcode) {
+    case DNA_LOAD:
+    case DNA_STORE: {
+        const dna_dma *d = &in->u.dma;
+        int load = in->opcode == DNA_LOAD;
+        box_span(d, d->sram, d->sram_row_stride, d->sram_col_stride, &lo, &hi);
+        u[n++] = (mem_use){lo, hi, load && d->mem == DNA_MEM_WGT ? SP_WGT : SP_ACT, load};
+        box_span(d, d->dram, d->dram_row_stride, d->dram_col_stride, &lo, &hi);
+        u[n++] = (mem_use){lo, hi, SP_DRAM, !load};
+        break;
+    }
+    case DNA_CONV: {
+        const dna_conv *k = &in->u.conv;
+        const conv_prep *c = m->insn_prep[i];
+        int64_t blk = c->w_bytes + (c->has_bias ? 4 * (int64_t)k->oc_n : 0);
+        u[n++] = (mem_use){k->in_addr, k->in_addr + (int64_t)mera_type_nbytes(&c->in_t), SP_ACT, 0};
+        u[n++] = (mem_use){k->wgt_addr, k->wgt_addr + blk, SP_WGT, 0};
+        u[n++] = (mem_use){k->out_addr, k->out_addr + (int64_t)mera_type_nbytes(&c->out_t), SP_ACT, 1};
+        break;
+    }
+    case DNA_VEC: {
+        const dna_vec *k = &in->u.vec;
+        const vec_prep *v = m->insn_prep[i];
+        for (int q = 0; q < k->n_src; q++)
+            u[n++] = (mem_use){k->src[q].addr, k->src[q].addr + (int64_t)mera_type_nbytes(&v->in_t[q]), SP_ACT, 0};
+        u[n++] = (mem_use){k->dst.addr, k->dst.addr + (int64_t)mera_type_nbytes(&v->out_t), SP_ACT, 1};
+        break;
+    }
+    }
+    return n;
+}
+
+static int uses_conflict(const mem_use *a, int na, const mem_use *b, int nb)
+{
+    for (int x = 0; x < na; x++)
+        for (int y = 0; y < nb; y++)
+            if (a[x].space == b[y].space && (a[x].write || b[y].write) && a[x].lo < b[y].hi && b[y].lo < a[x].hi)
+                return 1;
+    return 0;
+}
+
+/* Rough host time of instruction i's byte part on one thread, in ns, and
+ * the threads it splits across when run alone (*own). Measured on a 2-core
+ * Sapphire Rapids: a pointwise conv tile runs 150-350 multiply-adds per
+ * ns, a depthwise or 3-channel one 25-100, a LOAD or STORE copies about 25
+ * bytes per ns. Only the choice of lanes or not depends on it. */
+static double insn_cost_ns(const dna_machine *m, int i, int *own)
+{
+    const dna_insn *in = &m->prog->insns[i];
+    *own = 1;
+    switch (in->opcode) {
+    case DNA_LOAD:
+    case DNA_STORE: {
+        const dna_dma *d = &in->u.dma;
+        if (in->opcode == DNA_LOAD && d->mem == DNA_MEM_WGT && m->wgt_unread)
+            return 50; /* tags only */
+        double bytes = (double)d->rows * d->cols * d->run_bytes;
+        *own = bytes >= 32768 ? m->opt.threads : 1;
+        return 200 + bytes / 25;
+    }
+    case DNA_CONV: {
+        const conv_prep *c = m->insn_prep[i];
+        const dna_conv_geom *geo = &m->geos[c->layer];
+        double per_px = geo->dense ? (double)c->key.in_c : (double)geo->kh * geo->kw * geo->cg;
+        double macs = (double)c->key.out_h * c->key.out_w * c->key.oc_n * per_px;
+        *own = c->threads;
+        return 300 + macs / (per_px < 64 ? 40 : 200);
+    }
+    case DNA_VEC: {
+        const vec_prep *v = m->insn_prep[i];
+        *own = v->threads;
+        return 300 + (double)mera_type_nbytes(&v->out_t) / 2;
+    }
+    }
+    return 0;
+}
+
+/* Handing a job to the pool and waiting for it, both sides, in ns. */
+#define SIM_POOL_JOB_NS 2000.0
+/* Earlier instructions an instruction is compared with; it also comes
+ * after every instruction before them (a conservative bound on the load
+ * time, quadratic in it otherwise). */
+#define SIM_WAVE_WINDOW 256
+
+static mera_status plan_waves(dna_machine *m, mera_error *err)
+{
+    const dna_program *prog = m->prog;
+    const char *env = getenv("MERA_SIM_WAVES");
+    m->lanes = 1;
+    m->use_waves = m->opt.threads > 1 && !(env && strcmp(env, "0") == 0);
+#ifdef MERA_SERIAL_THREADS
+    m->use_waves = 0; /* deploy.so: every job runs on the calling thread */
+#endif
+    if (!m->use_waves)
+        return MERA_OK;
+    size_t ni = (size_t)(prog->n_insns > 0 ? prog->n_insns : 1);
+    m->wave_items = malloc(ni * sizeof *m->wave_items);
+    m->wave_start = malloc((ni + 1) * sizeof *m->wave_start);
+    m->wave_lanes = calloc(ni, 1);
+    m->insn_threads = calloc(ni, 1);
+    const double pool_ns = SIM_POOL_JOB_NS;
+    m->seg_wave = calloc((size_t)prog->n_segments + 1, sizeof *m->seg_wave);
+    int *level = malloc(ni * sizeof *level), *nuse = malloc(ni * sizeof *nuse), *first = malloc((ni + 1) * sizeof *first);
+    mem_use *uses = malloc(ni * MAX_USES * sizeof *uses);
+    double *cost = malloc(ni * sizeof *cost);
+    int *own = malloc(ni * sizeof *own);
+    mera_status st = MERA_OK;
+    if (!m->wave_items || !m->wave_start || !m->wave_lanes || !m->insn_threads || !m->seg_wave || !level || !nuse || !first || !uses ||
+        !cost || !own) {
+        st = mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    int n_waves = 0, any_lanes = 0, placed = 0;
+    const double T = m->opt.threads;
+    for (int s = 0; s < prog->n_segments; s++) {
+        const dna_segment *seg = &prog->segments[s];
+        m->seg_wave[s] = n_waves;
+        if (seg->kind != DNA_SEG_DNA)
+            continue;
+        const int *ord = m->order + seg->first;
+        int top = -1, old_top = -1; /* the highest level so far, and of the instructions before the window */
+        for (int k = 0; k < seg->count; k++) {
+            nuse[k] = insn_uses(m, ord[k], uses + (size_t)k * MAX_USES);
+            if (k > SIM_WAVE_WINDOW && level[k - SIM_WAVE_WINDOW - 1] > old_top)
+                old_top = level[k - SIM_WAVE_WINDOW - 1];
+            int lv = old_top + 1;
+            for (int j = k > SIM_WAVE_WINDOW ? k - SIM_WAVE_WINDOW : 0; j < k; j++)
+                if (level[j] >= lv && uses_conflict(uses + (size_t)j * MAX_USES, nuse[j], uses + (size_t)k * MAX_USES, nuse[k]))
+                    lv = level[j] + 1;
+            level[k] = lv;
+            top = lv > top ? lv : top;
+        }
+        /* counting sort by level, execution order within one */
+        int nl = top + 1;
+        for (int l = 0; l <= nl; l++)
+            first[l] = 0;
+        for (int k = 0; k < seg->count; k++)
+            first[level[k] + 1]++;
+        for (int l = 0; l < nl; l++)
+            first[l + 1] += first[l];
+        for (int k = 0; k < seg->count; k++)
+            m->wave_items[placed + first[level[k]]++] = ord[k];
+        /* first[l] is now the end of level l */
+        for (int l = 0; l < nl; l++) {
+            int b = l ? first[l - 1] : 0, e = first[l];
+            int *it = m->wave_items + placed + b;
+            double sum = 0, most = 0, serial = 0;
+            for (int q = 0; q < e - b; q++) {
+                int t;
+                cost[q] = insn_cost_ns(m, it[q], &t);
+                own[q] = t;
+                sum += cost[q];
+                most = cost[q] > most ? cost[q] : most;
+                /* alone, an instruction splits only when that pays for the pool job */
+                if (t > 1 && cost[q] / t + pool_ns >= cost[q])
+                    t = 1;
+                m->insn_threads[it[q]] = (unsigned char)t;
+                serial += t > 1 ? cost[q] / t + pool_ns : cost[q];
+            }
+            double spread = (most > sum / T ? most : sum / T) + pool_ns;
+            m->wave_start[n_waves] = placed + b;
+            if (e - b >= 2 && spread < serial) {
+                m->wave_lanes[n_waves] = 1;
+                any_lanes = 1;
+                /* the costliest first, so that the lanes finish together */
+                for (int q = 1; q < e - b; q++)
+                    for (int p = q; p > 0 && cost[p] > cost[p - 1]; p--) {
+                        double tc = cost[p];
+                        cost[p] = cost[p - 1];
+                        cost[p - 1] = tc;
+                        int ti = it[p];
+                        it[p] = it[p - 1];
+                        it[p - 1] = ti;
+                    }
+            }
+            n_waves++;
+        }
+        placed += seg->count;
+    }
+    m->seg_wave[prog->n_segments] = n_waves;
+    m->wave_start[n_waves] = placed;
+    m->lanes = any_lanes ? m->opt.threads : 1;
+done:
+    free(level);
+    free(nuse);
+    free(first);
+    free(uses);
+    free(cost);
+    free(own);
+    return st;
+}
+
+/* ---- what a reused run zeroes ------------------------------------------------
+ *
+ * A reused run must read what a new one reads: 0 in every byte it reads
+ * before writing it. The program is data-independent, so which bytes those
+ * are is known at load: plan_zeroed follows a run (graph inputs, then the
+ * segments, instructions in execution order, then the outputs) with one
+ * bit per byte of ACT, WGT and the activation DRAM for "written by now",
+ * and takes the hull of every read of a byte not yet written. Writes are
+ * exact (a box's runs, a tile's bytes; a box of more than 2^16 scattered
+ * runs is not counted: its bytes stay unwritten, which only zeroes more),
+ * reads exact or their hull. A well-formed program reads only what it
+ * wrote, and a reused run zeroes nothing or little instead of every byte
+ * a run may write. */
+
+typedef struct {
+    uint64_t *w;
+    int64_t n;
+} byte_bits;
+
+static void bits_set(byte_bits *b, int64_t lo, int64_t hi)
+{
+    lo = lo < 0 ? 0 : lo;
+    hi = hi > b->n ? b->n : hi;
+    for (int64_t x = lo; x < hi;) {
+        if ((x & 63) == 0 && hi - x >= 64) {
+            b->w[x >> 6] = ~(uint64_t)0;
+            x += 64;
+        } else {
+            b->w[x >> 6] |= (uint64_t)1 << (x & 63);
+            x++;
+        }
+    }
+}
+
+static int bits_all(const byte_bits *b, int64_t lo, int64_t hi)
+{
+    if (lo < 0 || hi > b->n)
+        return 0;
+    for (int64_t x = lo; x < hi;) {
+        if ((x & 63) == 0 && hi - x >= 64) {
+            if (b->w[x >> 6] != ~(uint64_t)0)
+                return 0;
+            x += 64;
+        } else {
+            if (!(b->w[x >> 6] >> (x & 63) & 1))
+                return 0;
+            x++;
+        }
+    }
+    return 1;
+}
+
+typedef struct {
+    byte_bits bits[3];
+    int64_t need[3][2];
+    int64_t base;
+} zero_plan;
+
+static void zp_read(zero_plan *z, int buf, int64_t lo, int64_t hi)
+{
+    if (buf == BUF_DRAM) {
+        lo -= z->base;
+        hi -= z->base;
+        lo = lo < 0 ? 0 : lo; /* the constant image is never written */
+    }
+    if (hi <= lo || bits_all(&z->bits[buf], lo, hi))
+        return;
+    int64_t *w = z->need[buf];
+    if (w[0] >= w[1]) {
+        w[0] = lo;
+        w[1] = hi;
+    } else {
+        w[0] = lo < w[0] ? lo : w[0];
+        w[1] = hi > w[1] ? hi : w[1];
+    }
+}
+
+static void zp_write(zero_plan *z, int buf, int64_t lo, int64_t hi)
+{
+    if (buf == BUF_DRAM) {
+        lo -= z->base;
+        hi -= z->base;
+    }
+    bits_set(&z->bits[buf], lo, hi);
+}
+
+/* The runs of a box (rows x cols runs of run_bytes at base + row *
+ * row_stride + col * col_stride), rows [r0, r1) and cols [c0, c1) of it,
+ * read or written; a read of too many runs is its hull, a write of too
+ * many is dropped. */
+static void zp_box(zero_plan *z, int buf, int write, const dna_dma *d, int64_t base, int64_t row_stride,
+                   int64_t col_stride, int64_t r0, int64_t r1, int64_t c0, int64_t c1)
+{
+    if (r1 <= r0 || c1 <= c0)
+        return;
+    int contiguous = col_stride == d->run_bytes;
+    double runs = (double)(r1 - r0) * (contiguous ? 1 : (double)(c1 - c0));
+    if (runs > 65536) {
+        if (!write) {
+            int64_t lo, hi;
+            box_span(d, base, row_stride, col_stride, &lo, &hi);
+            zp_read(z, buf, lo, hi);
+        }
+        return;
+    }
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t c = c0; c < (contiguous ? c0 + 1 : c1); c++) {
+            int64_t lo = base + r * row_stride + c * col_stride;
+            int64_t hi = lo + (contiguous ? (c1 - c0) * (int64_t)d->run_bytes : d->run_bytes);
+            (write ? zp_write : zp_read)(z, buf, lo, hi);
+        }
+}
+
+static void zp_value(zero_plan *z, const dna_machine *m, int v, int write)
+{
+    int64_t at = m->prog->value_dram[v];
+    if (at < m->prog->params_bytes)
+        return; /* -1 (graph data) or the constant image */
+    int64_t hi = at + (int64_t)mera_type_nbytes(&mera_graph_value(m->g, v)->type);
+    (write ? zp_write : zp_read)(z, BUF_DRAM, at, hi);
+}
+
+static void plan_zeroed(dna_machine *m)
+{
+    const dna_program *prog = m->prog;
+    memcpy(m->zeroed, m->written, sizeof m->zeroed); /* without the plan: all a run may write */
+    zero_plan z;
+    memset(&z, 0, sizeof z);
+    z.base = dna_act_base(prog);
+    const int64_t size[3] = {prog->act_bytes, prog->wgt_bytes, prog->dram_bytes - z.base};
+    int ok = 1;
+    for (int b = 0; b < 3; b++) {
+        z.bits[b].n = size[b] > 0 ? size[b] : 0;
+        z.bits[b].w = calloc((size_t)(z.bits[b].n / 64 + 1), sizeof(uint64_t));
+        ok &= z.bits[b].w != NULL;
+    }
+    if (!ok)
+        goto done;
+    for (int k = 0; k < mera_graph_num_inputs(m->g); k++) {
+        int v = mera_graph_input(m->g, k);
+        if (m->input_slot[v] >= 0)
+            zp_value(&z, m, v, 1);
+    }
+    for (int s = 0; s < prog->n_segments; s++) {
+        const dna_segment *seg = &prog->segments[s];
+        if (seg->kind == DNA_SEG_HOST) {
+            const mera_node *node = mera_graph_node(m->g, seg->node);
+            for (int k = 0; k < node->n_inputs; k++)
+                if (node->inputs[k] >= 0)
+                    zp_value(&z, m, node->inputs[k], 0);
+            for (int o = 0; o < node->n_outputs; o++)
+                zp_value(&z, m, node->outputs[o], 1);
+            continue;
+        }
+        for (int k = 0; k < seg->count; k++) {
+            int i = m->order[seg->first + k];
+            const dna_insn *in = &prog->insns[i];
+            if (in->opcode == DNA_LOAD || in->opcode == DNA_STORE) {
+                const dna_dma *d = &in->u.dma;
+                if (in->opcode == DNA_LOAD) { /* reads DRAM but the padding, writes every run of the box */
+                    zp_box(&z, BUF_DRAM, 0, d, d->dram, d->dram_row_stride, d->dram_col_stride, d->pad_top,
+                           d->rows - d->pad_bottom, d->pad_left, d->cols - d->pad_right);
+                    zp_box(&z, d->mem == DNA_MEM_WGT ? BUF_WGT : BUF_ACT, 1, d, d->sram, d->sram_row_stride,
+                           d->sram_col_stride, 0, d->rows, 0, d->cols);
+                } else {
+                    zp_box(&z, BUF_ACT, 0, d, d->sram, d->sram_row_stride, d->sram_col_stride, 0, d->rows, 0, d->cols);
+                    zp_box(&z, BUF_DRAM, 1, d, d->dram, d->dram_row_stride, d->dram_col_stride, 0, d->rows, 0, d->cols);
+                }
+                continue;
+            }
+            mem_use u[MAX_USES];
+            int n = insn_uses(m, i, u);
+            static const int buf_of[3] = {BUF_ACT, BUF_WGT, BUF_DRAM}; /* by SP_* */
+            for (int q = 0; q < n; q++)
+                if (!u[q].write)
+                    zp_read(&z, buf_of[u[q].space], u[q].lo, u[q].hi);
+            for (int q = 0; q < n; q++)
+                if (u[q].write)
+                    zp_write(&z, buf_of[u[q].space], u[q].lo, u[q].hi);
+        }
+    }
+    for (int k = 0; k < mera_graph_num_outputs(m->g); k++)
+        zp_value(&z, m, mera_graph_output(m->g, k), 0);
+    for (int b = 0; b < 3; b++) {
+        const int64_t *w = m->written[b], *need = z.need[b];
+        int64_t lo = need[0] > w[0] ? need[0] : w[0], hi = need[1] < w[1] ? need[1] : w[1];
+        m->zeroed[b][0] = need[0] < need[1] && lo < hi ? lo : 0;
+        m->zeroed[b][1] = need[0] < need[1] && lo < hi ? hi : 0;
+    }
+done:
+    for (int b = 0; b < 3; b++)
+        free(z.bits[b].w);
 }
 
 dna_machine *dna_machine_new(const mera_graph *g, const dna_program *prog, const mera_platform *p,
@@ -925,6 +1350,9 @@ dna_machine *dna_machine_new_opts(const mera_graph *g, const dna_program *prog, 
         if (seg->kind == DNA_SEG_DNA)
             dna_sort_by_start(m->order + seg->first, seg->count, m->times.start);
     }
+    if (plan_waves(m, err))
+        goto fail;
+    plan_zeroed(m);
     return m;
 fail:
     dna_machine_free(m);
@@ -962,8 +1390,11 @@ struct dna_run {
     uint8_t *act_dram; /* DRAM [dna_act_base, dram_bytes) */
     int own_dram;      /* act_dram allocated by dna_run_new */
     uint8_t *act, *wgt;
-    float *bias;       /* aligned scratch for a CONV's bias */
-    void *scratch;     /* the kernels' scratch (dna_machine.scratch_bytes), or NULL */
+    float *bias;       /* aligned scratch for a CONV's bias, one per lane (bias_stride floats apart) */
+    size_t bias_stride;
+    void *scratch;     /* the kernels' scratch (dna_machine.scratch_bytes), one per lane
+                        * (dna_machine.scratch_stride apart), or NULL */
+    mera_error *lane_err; /* per lane: the error of its failed instruction */
     wgt_tag *tags;
     int n_tags, cap_tags;
     double prof_ns[PROF_N]; /* MERA_SIM_PROFILE */
@@ -1147,13 +1578,13 @@ static void copy_range(void *ctx, int64_t b0, int64_t b1)
 
 /* memcpy of n bytes, its DMA_MIN_CHUNK pieces across the worker pool.
  * Returns whether it posted a pool job. */
-static int dma_copy(const run_ctx *r, uint8_t *dst, const uint8_t *src, int64_t n)
+static int dma_copy(int threads, uint8_t *dst, const uint8_t *src, int64_t n)
 {
     int64_t pieces = n / DMA_MIN_CHUNK, done = pieces * DMA_MIN_CHUNK;
-    int posted = pieces >= 2 && r->m->opt.threads > 1;
+    int posted = pieces >= 2 && threads > 1;
     if (pieces >= 2) {
         copy_job j = {dst, src};
-        mera_parallel_for(r->m->opt.threads, pieces, 1, copy_range, &j);
+        mera_parallel_for(threads, pieces, 1, copy_range, &j);
     } else {
         done = 0;
     }
@@ -1161,20 +1592,21 @@ static int dma_copy(const run_ctx *r, uint8_t *dst, const uint8_t *src, int64_t 
     return posted;
 }
 
-/* Runs a LOAD's or STORE's rows; returns whether it posted a pool job. */
-static int dma_split(const run_ctx *r, const dna_dma *d, int disjoint, mera_parallel_fn fn, dma_job *j)
+/* Runs a LOAD's or STORE's rows on up to threads threads; returns whether
+ * it posted a pool job. */
+static int dma_split(const run_ctx *r, int threads, const dna_dma *d, int disjoint, mera_parallel_fn fn, dma_job *j)
 {
     int64_t block = dma_block_bytes(d);
     if (block > 0) { /* one memcpy, or its pieces on the workers */
         const uint8_t *src = j->buf ? dram_span(r, d->dram, block) : r->act + d->sram;
         uint8_t *dst = j->buf ? j->buf + d->sram : dram_w(r, d->dram);
         if (src)
-            return dma_copy(r, dst, src, block);
+            return dma_copy(threads, dst, src, block);
     }
     int64_t row_bytes = (int64_t)d->cols * d->run_bytes;
     if (disjoint && row_bytes * d->rows >= 2 * DMA_MIN_CHUNK) {
-        mera_parallel_for(r->m->opt.threads, d->rows, 1 + DMA_MIN_CHUNK / (row_bytes + 1), fn, j);
-        return r->m->opt.threads > 1;
+        mera_parallel_for(threads, d->rows, 1 + DMA_MIN_CHUNK / (row_bytes + 1), fn, j);
+        return threads > 1;
     }
     fn(j, 0, d->rows);
     return 0;
@@ -1249,19 +1681,25 @@ static void store_rows(void *ctx, int64_t row0, int64_t row1)
                    r->act + d->sram + row * d->sram_row_stride + col * d->sram_col_stride, (size_t)rb);
 }
 
-static mera_status exec_load(run_ctx *r, int i, mera_error *err)
+/* The bytes a LOAD moves, on up to threads threads. */
+static void load_bytes(run_ctx *r, int i, int threads)
 {
     const dna_dma *d = &r->m->prog->insns[i].u.dma;
     uint8_t *buf = d->mem == DNA_MEM_WGT ? r->wgt : r->act;
     int padded = d->pad_top || d->pad_bottom || d->pad_left || d->pad_right;
-    /* the prepared kernels hold the weights: only the tags below matter */
-    int copy = !(d->mem == DNA_MEM_WGT && r->m->wgt_unread);
-    if (copy) {
-        dma_job j = {r, d, buf, padded};
-        dma_split(r, d, dma_rows_disjoint(d, d->sram_row_stride, d->sram_col_stride), load_rows, &j);
-    }
-    if (copy && r->m->opt.release_const_pages)
+    /* the prepared kernels hold the weights: only the tags (load_tags) matter */
+    if (d->mem == DNA_MEM_WGT && r->m->wgt_unread)
+        return;
+    dma_job j = {r, d, buf, padded};
+    dma_split(r, threads, d, dma_rows_disjoint(d, d->sram_row_stride, d->sram_col_stride), load_rows, &j);
+    if (r->m->opt.release_const_pages)
         release_const(r->m, d);
+}
+
+/* What a LOAD into WGT leaves there: the tags the CONVs check. */
+static mera_status load_tags(run_ctx *r, int i, mera_error *err)
+{
+    const dna_dma *d = &r->m->prog->insns[i].u.dma;
     if (d->mem != DNA_MEM_WGT)
         return MERA_OK;
     /* Tag what now sits in WGT: per row, when a row is one contiguous run
@@ -1288,14 +1726,15 @@ static mera_status exec_load(run_ctx *r, int i, mera_error *err)
     return MERA_OK;
 }
 
-static void exec_store(run_ctx *r, int i)
+static void exec_store(run_ctx *r, int i, int threads)
 {
     const dna_dma *d = &r->m->prog->insns[i].u.dma;
     dma_job j = {r, d, NULL, 0};
-    dma_split(r, d, dma_rows_disjoint(d, d->dram_row_stride, d->dram_col_stride), store_rows, &j);
+    dma_split(r, threads, d, dma_rows_disjoint(d, d->dram_row_stride, d->dram_col_stride), store_rows, &j);
 }
 
-static mera_status exec_conv(run_ctx *r, int i, mera_error *err)
+/* A CONV's check that WGT holds its weight block (the tags). */
+static mera_status conv_tags(run_ctx *r, int i, mera_error *err)
 {
     const dna_machine *m = r->m;
     const dna_conv *k = &m->prog->insns[i].u.conv;
@@ -1306,17 +1745,33 @@ static mera_status exec_conv(run_ctx *r, int i, mera_error *err)
                          "WGT [%u, %lld) does not hold the weight block loaded from DRAM %lld (program bug: missing "
                          "or overwritten weight LOAD)",
                          k->wgt_addr, (long long)(k->wgt_addr + blk), (long long)k->wgt_dram);
+    return MERA_OK;
+}
+
+/* The lane's own scratch and bias buffer (lane < dna_machine.lanes). */
+static void *lane_scratch(const run_ctx *r, int lane)
+{
+    return r->scratch ? (uint8_t *)r->scratch + (size_t)lane * r->m->scratch_stride : NULL;
+}
+
+/* threads: the kernel's thread count, 0 the tile's own (conv_prep.threads). */
+static mera_status exec_conv(run_ctx *r, int i, int lane, int threads, mera_error *err)
+{
+    const dna_machine *m = r->m;
+    const dna_conv *k = &m->prog->insns[i].u.conv;
+    const conv_prep *c = m->insn_prep[i];
     mera_kernel_args a;
     conv_args(c, &a);
-    a.threads = c->threads;
+    a.threads = threads > 0 ? threads : c->threads;
     a.in[0] = r->act + k->in_addr;
     a.in[1] = r->wgt ? r->wgt + k->wgt_addr : NULL; /* NULL: prepared, the kernel holds the weights */
     if (c->has_bias && !c->state) { /* a prepared kernel holds its bias */
-        memcpy(r->bias, r->wgt + k->wgt_addr + c->w_bytes, (size_t)k->oc_n * sizeof(float));
-        a.in[2] = r->bias;
+        float *bias = r->bias + (size_t)lane * r->bias_stride;
+        memcpy(bias, r->wgt + k->wgt_addr + c->w_bytes, (size_t)k->oc_n * sizeof(float));
+        a.in[2] = bias;
     }
     a.out[0] = r->act + k->out_addr;
-    a.scratch = r->scratch;
+    a.scratch = lane_scratch(r, lane);
     a.scratch_bytes = r->scratch ? m->scratch_bytes : 0;
     mera_status st = c->k.run(&a, err);
     if (st)
@@ -1324,17 +1779,17 @@ static mera_status exec_conv(run_ctx *r, int i, mera_error *err)
     return st;
 }
 
-static mera_status exec_vec(run_ctx *r, int i, mera_error *err)
+static mera_status exec_vec(run_ctx *r, int i, int lane, int threads, mera_error *err)
 {
     const dna_vec *k = &r->m->prog->insns[i].u.vec;
     const vec_prep *v = r->m->insn_prep[i];
     mera_kernel_args a;
     vec_args(v, &a);
-    a.threads = v->threads;
+    a.threads = threads > 0 ? threads : v->threads;
     for (int s = 0; s < k->n_src; s++)
         a.in[s] = r->act + k->src[s].addr;
     a.out[0] = r->act + k->dst.addr;
-    a.scratch = r->scratch;
+    a.scratch = lane_scratch(r, lane);
     a.scratch_bytes = r->scratch ? r->m->scratch_bytes : 0;
     mera_status st = v->k.run(&a, err);
     if (st)
@@ -1427,9 +1882,12 @@ dna_run *dna_run_new(const dna_machine *m, uint8_t *act_dram, mera_error *err)
     /* WGT's bytes are never read or written when every CONV kernel holds
      * its packed weights (wgt_unread): no buffer, only the tags */
     r->wgt = m->wgt_unread ? NULL : alloc_buf(prog->wgt_bytes);
-    r->bias = alloc_buf((int64_t)max_oc * 4);
-    r->scratch = m->scratch_bytes ? alloc_buf((int64_t)m->scratch_bytes) : NULL;
-    if (!r->act_dram || !r->act || (!m->wgt_unread && !r->wgt) || !r->bias || (m->scratch_bytes && !r->scratch)) {
+    r->bias_stride = ((size_t)max_oc + 15) & ~(size_t)15;
+    r->bias = alloc_buf((int64_t)(r->bias_stride * 4 * (size_t)m->lanes));
+    r->scratch = m->scratch_bytes ? alloc_buf((int64_t)(m->scratch_stride * (size_t)m->lanes)) : NULL;
+    r->lane_err = m->lanes > 1 ? calloc((size_t)m->lanes, sizeof *r->lane_err) : NULL;
+    if (!r->act_dram || !r->act || (!m->wgt_unread && !r->wgt) || !r->bias || (m->scratch_bytes && !r->scratch) ||
+        (m->lanes > 1 && !r->lane_err)) {
         dna_run_free(r);
         mera_fail(err, MERA_ERR_NOMEM, "out of memory allocating the DNA machine's DRAM and buffers");
         return NULL;
@@ -1461,6 +1919,7 @@ void dna_run_free(dna_run *r)
     free_buf(r->wgt);
     free_buf(r->bias);
     free_buf(r->scratch);
+    free(r->lane_err);
     free(r->tags);
     free(r);
 }
@@ -1468,6 +1927,184 @@ void dna_run_free(dna_run *r)
 uint8_t *dna_run_dram(dna_run *r)
 {
     return r->act_dram;
+}
+
+/* ---- executing a DNA segment ----------------------------------------------
+ *
+ * An instruction has a tag part (a LOAD into WGT records what WGT now
+ * holds, a CONV checks that WGT holds its weight block) and a byte part
+ * (what it reads and writes in ACT, WGT and DRAM). In execution order the
+ * two run one instruction after the other. With waves (plan_waves), the
+ * tag parts of the whole segment run first, in execution order (they read
+ * and write only the tags, which no byte part reads), then the byte parts
+ * wave by wave: the instructions of a wave touch no byte another of them
+ * writes, and every instruction they depend on ran in an earlier wave, so
+ * any order of a wave's instructions, or all of them at once, writes the
+ * bytes the execution order writes. */
+
+static mera_status insn_tags(run_ctx *r, int i, mera_error *err)
+{
+    switch (r->m->prog->insns[i].opcode) {
+    case DNA_LOAD: return load_tags(r, i, err);
+    case DNA_CONV: return conv_tags(r, i, err);
+    default: return MERA_OK;
+    }
+}
+
+/* The byte part of instruction i on lane `lane` (its scratch), its kernel
+ * or rows on threads threads (0: the instruction's own count); its time
+ * goes to ns and count (MERA_SIM_PROFILE). */
+static mera_status insn_bytes(run_ctx *r, int i, int lane, int threads, double *ns, int64_t *count, mera_error *err)
+{
+    const dna_machine *m = r->m;
+    double t0 = m->profile ? now_ns(m->profile == 2) : 0;
+    mera_status st = MERA_OK;
+    int kind = -1;
+    switch (m->prog->insns[i].opcode) {
+    case DNA_LOAD: load_bytes(r, i, threads > 0 ? threads : m->opt.threads); kind = PROF_LOAD; break;
+    case DNA_STORE: exec_store(r, i, threads > 0 ? threads : m->opt.threads); kind = PROF_STORE; break;
+    case DNA_CONV: st = exec_conv(r, i, lane, threads, err); kind = PROF_CONV; break;
+    case DNA_VEC: st = exec_vec(r, i, lane, threads, err); kind = PROF_VEC; break;
+    case DNA_NOP: break;
+    default: MERA_BUG("unvalidated opcode");
+    }
+    if (m->profile && kind >= 0) {
+        ns[kind] += now_ns(m->profile == 2) - t0;
+        count[kind]++;
+    }
+    return st;
+}
+
+/* The first n instructions of a DNA segment in execution order, each
+ * whole (a LOAD moves its bytes, then tags; a CONV checks, then runs). */
+static mera_status run_in_order(run_ctx *r, const dna_segment *seg, int n, int64_t *span, mera_error *err)
+{
+    const dna_machine *m = r->m;
+    mera_status st = MERA_OK;
+    for (int k = 0; k < n && !st; k++) {
+        int i = m->order[seg->first + k];
+        if (m->prog->insns[i].opcode == DNA_LOAD) {
+            st = insn_bytes(r, i, 0, 0, r->prof_ns, r->prof_count, err);
+            st = st ? st : insn_tags(r, i, err);
+        } else {
+            st = insn_tags(r, i, err);
+            st = st ? st : insn_bytes(r, i, 0, 0, r->prof_ns, r->prof_count, err);
+        }
+        if (m->times.end[i] > *span)
+            *span = m->times.end[i];
+    }
+    return st;
+}
+
+/* The byte parts alone of the first n instructions in execution order
+ * (their tag parts ran). */
+static mera_status run_in_order_bytes(run_ctx *r, const dna_segment *seg, int n, int64_t *span, mera_error *err)
+{
+    const dna_machine *m = r->m;
+    mera_status st = MERA_OK;
+    for (int k = 0; k < n && !st; k++) {
+        int i = m->order[seg->first + k];
+        st = insn_bytes(r, i, 0, 0, r->prof_ns, r->prof_count, err);
+        if (m->times.end[i] > *span)
+            *span = m->times.end[i];
+    }
+    return st;
+}
+
+/* A wave across the lanes: each lane takes the wave's next instruction
+ * until none is left, and runs it on one thread with its own scratch. */
+typedef struct {
+    run_ctx *r;
+    const int *items;
+    int n, next;
+    int failed_at[MERA_MAX_THREADS]; /* per lane: the position of its failed instruction, else n */
+    mera_status st[MERA_MAX_THREADS];
+    double ns[MERA_MAX_THREADS][PROF_N];
+    int64_t count[MERA_MAX_THREADS][PROF_N];
+} lanes_job;
+
+static void run_lane(void *ctx, int64_t lane, int64_t lane_end)
+{
+    (void)lane_end; /* one lane per range; a pool busy elsewhere gives lane 0 all of them */
+    lanes_job *j = ctx;
+    for (;;) {
+        int q = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+        if (q >= j->n)
+            return;
+        mera_status st = insn_bytes(j->r, j->items[q], (int)lane, 1, j->ns[lane], j->count[lane], &j->r->lane_err[lane]);
+        if (st) {
+            j->failed_at[lane] = q;
+            j->st[lane] = st;
+            return;
+        }
+    }
+}
+
+static mera_status run_waves(run_ctx *r, int s, int64_t *span, mera_error *err)
+{
+    const dna_machine *m = r->m;
+    const dna_segment *seg = &m->prog->segments[s];
+    for (int k = 0; k < seg->count; k++) {
+        int i = m->order[seg->first + k];
+        if (m->times.end[i] > *span)
+            *span = m->times.end[i];
+    }
+    /* the tag parts, in execution order */
+    for (int k = 0; k < seg->count; k++) {
+        int i = m->order[seg->first + k];
+        mera_error tag_err;
+        mera_status st = insn_tags(r, i, &tag_err);
+        if (st) {
+            /* as in execution order: what ran before it (a LOAD's bytes too), then its error */
+            int64_t unused = 0;
+            mera_status first = run_in_order_bytes(r, seg, k + (m->prog->insns[i].opcode == DNA_LOAD), &unused, err);
+            if (first)
+                return first;
+            if (err)
+                *err = tag_err;
+            return st;
+        }
+    }
+    for (int w = m->seg_wave[s]; w < m->seg_wave[s + 1]; w++) {
+        const int *items = m->wave_items + m->wave_start[w];
+        int n = m->wave_start[w + 1] - m->wave_start[w];
+        if (!m->wave_lanes[w]) {
+            for (int q = 0; q < n; q++) {
+                mera_status st = insn_bytes(r, items[q], 0, m->insn_threads[items[q]], r->prof_ns, r->prof_count, err);
+                if (st)
+                    return st;
+            }
+            continue;
+        }
+        lanes_job j;
+        j.r = r;
+        j.items = items;
+        j.n = n;
+        j.next = 0;
+        for (int l = 0; l < m->lanes; l++) {
+            j.failed_at[l] = n;
+            if (m->profile) {
+                memset(j.ns[l], 0, sizeof j.ns[l]);
+                memset(j.count[l], 0, sizeof j.count[l]);
+            }
+        }
+        mera_parallel_for(m->lanes, m->lanes, 1, run_lane, &j);
+        int bad = -1;
+        for (int l = 0; l < m->lanes; l++) {
+            if (j.failed_at[l] < n && (bad < 0 || j.failed_at[l] < j.failed_at[bad]))
+                bad = l;
+            for (int k = 0; m->profile && k < PROF_N; k++) {
+                r->prof_ns[k] += j.ns[l][k];
+                r->prof_count[k] += j.count[l][k];
+            }
+        }
+        if (bad >= 0) {
+            if (err)
+                *err = r->lane_err[bad];
+            return j.st[bad];
+        }
+    }
+    return MERA_OK;
 }
 
 mera_status dna_run_segment(dna_run *r, int s, int64_t *cycles, mera_error *err)
@@ -1491,27 +2128,8 @@ mera_status dna_run_segment(dna_run *r, int s, int64_t *cycles, mera_error *err)
         }
         return hs;
     }
-    mera_status st = MERA_OK;
     int64_t span = 0;
-    for (int k = 0; k < seg->count && !st; k++) {
-        int i = m->order[seg->first + k];
-        double t0 = m->profile ? now_ns(m->profile == 2) : 0;
-        int kind = -1;
-        switch (prog->insns[i].opcode) {
-        case DNA_LOAD: st = exec_load(r, i, err); kind = PROF_LOAD; break;
-        case DNA_STORE: exec_store(r, i); kind = PROF_STORE; break;
-        case DNA_CONV: st = exec_conv(r, i, err); kind = PROF_CONV; break;
-        case DNA_VEC: st = exec_vec(r, i, err); kind = PROF_VEC; break;
-        case DNA_NOP: break;
-        default: MERA_BUG("unvalidated opcode");
-        }
-        if (m->profile && kind >= 0) {
-            r->prof_ns[kind] += now_ns(m->profile == 2) - t0;
-            r->prof_count[kind]++;
-        }
-        if (m->times.end[i] > span)
-            span = m->times.end[i];
-    }
+    mera_status st = m->use_waves ? run_waves(r, s, &span, err) : run_in_order(r, seg, seg->count, &span, err);
     if (cycles)
         *cycles = span;
     return st;
@@ -1528,8 +2146,8 @@ static dna_run *take_run(const dna_machine *m, mera_error *err)
         return dna_run_new(m, NULL, err);
     uint8_t *buf[3] = {r->act, r->wgt, r->act_dram};
     for (int b = 0; b < 3; b++)
-        if (buf[b] && m->written[b][1] > m->written[b][0])
-            memset(buf[b] + m->written[b][0], 0, (size_t)(m->written[b][1] - m->written[b][0]));
+        if (buf[b] && m->zeroed[b][1] > m->zeroed[b][0])
+            memset(buf[b] + m->zeroed[b][0], 0, (size_t)(m->zeroed[b][1] - m->zeroed[b][0]));
     r->n_tags = 0;
     memset(r->prof_ns, 0, sizeof r->prof_ns);
     memset(r->prof_count, 0, sizeof r->prof_count);

@@ -61,10 +61,26 @@ struct dna_machine {
     dna_insn_times times;
     int64_t written[3][2];   /* per buffer (ACT, WGT, activation DRAM from dna_act_base): the hull
                               * [lo, hi) of every byte a run may write (lo >= hi: none) */
+    int64_t zeroed[3][2];    /* per buffer, the same: the hull of the bytes a reused run zeroes, those a run may
+                              * read before it writes them (plan_zeroed), within written */
     dna_run *spare;          /* a finished run of dna_machine_run kept for the next (atomic
                               * exchange: the one field a run changes; NULL when none or in use) */
     size_t scratch_bytes;    /* the largest scratch of a prepared CONV/VEC kernel (tiles run one at a time) */
     int profile;             /* MERA_SIM_PROFILE at load: 0 off, 1 wall time, 2 ("cpu") thread CPU time */
+    /* The wave plan (plan_waves): each DNA segment's instructions grouped
+     * into waves of instructions whose bytes are independent (no two touch
+     * the same byte when one of them writes it), every instruction in a
+     * later wave than each one it depends on. */
+    int use_waves;           /* 0: every segment runs in execution order (one thread, or MERA_SIM_WAVES=0) */
+    int *wave_items;         /* the DNA segments' instructions, wave by wave */
+    int *wave_start;         /* wave w is wave_items[wave_start[w], wave_start[w + 1]) */
+    unsigned char *wave_lanes; /* per wave: 1 its instructions run on the worker lanes, one thread each;
+                                * 0 one after another on the caller, each with its own thread count */
+    unsigned char *insn_threads; /* per instruction, in a wave not on the lanes: its thread count (1, or its own
+                                  * when splitting it pays for the pool job) */
+    int *seg_wave;           /* per segment s: its waves are [seg_wave[s], seg_wave[s + 1]) */
+    int lanes;               /* lanes a run has scratch for (opt.threads with waves, else 1) */
+    size_t scratch_stride;   /* scratch_bytes rounded up to a cache line: one per lane */
 };
 
 #endif

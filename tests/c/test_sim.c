@@ -442,22 +442,77 @@ static void test_errors(void)
     CHECK(dna_machine_new(g, &tp.p, p, params, &err) == NULL);
     CHECK_MSG(err, "in_h/in_w/out_h/out_w");
 
-    /* Weight block not where the CONV says: a run-time program bug. */
-    build(&tp, g, nc, na, 0);
-    tp.insns[6].u.conv.wgt_addr = 0; /* block 0 sits there, the CONV claims block 1 */
-    dna_machine *m = dna_machine_new(g, &tp.p, p, params, &err);
-    CHECK(m != NULL);
-    if (m) {
-        uint8_t out[H * W * O];
-        const void *inputs[] = {x_data, y_data};
-        void *outputs[] = {out};
-        CHECK(dna_machine_run(m, inputs, outputs, &err) != MERA_OK);
-        CHECK_MSG(err, "does not hold the weight block");
-        dna_machine_free(m);
+    /* Weight block not where the CONV says: a run-time program bug, the
+     * same error in execution order (1 thread) and in waves (2, 7). */
+    char first_msg[MERA_ERROR_MSG_LEN] = "";
+    for (int threads = 1; threads <= 7; threads += threads == 1 ? 1 : 5) {
+        build(&tp, g, nc, na, 0);
+        tp.insns[6].u.conv.wgt_addr = 0; /* block 0 sits there, the CONV claims block 1 */
+        dna_machine_options mo = {.threads = threads};
+        dna_machine *m = dna_machine_new_opts(g, &tp.p, p, params, &mo, &err);
+        CHECK(m != NULL);
+        if (m) {
+            uint8_t out[H * W * O];
+            const void *inputs[] = {x_data, y_data};
+            void *outputs[] = {out};
+            for (int run = 0; run < 2; run++) {
+                CHECK(dna_machine_run(m, inputs, outputs, &err) != MERA_OK);
+                CHECK_MSG(err, "insn 6 (CONV, node 'conv'): WGT [0, ");
+                CHECK_MSG(err, "does not hold the weight block");
+                if (!first_msg[0])
+                    snprintf(first_msg, sizeof first_msg, "%s", err.msg);
+                CHECK(strcmp(first_msg, err.msg) == 0);
+            }
+            dna_machine_free(m);
+        }
     }
     mera_graph_free(g);
 }
 
+
+/* A program that reads ACT bytes before any instruction of the run wrote
+ * them reads 0 there in every run, although a later segment writes them
+ * (a reused run zeroes what a run may read unwritten: plan_zeroed). */
+static void test_unwritten_reads_zero_every_run(void)
+{
+    int nc, na;
+    mera_graph *g = make_graph(&nc, &na);
+    const void *params[] = {NULL, w_data, b_data, NULL};
+    const mera_platform *p = mera_platform_find("DNAF100L0003");
+    for (int threads = 1; threads <= 7; threads += threads == 1 ? 1 : 5) {
+        test_prog tp;
+        build(&tp, g, nc, na, 0);
+        int n = tp.p.n_insns;
+        CHECK(tp.insns[n - 2].opcode == DNA_VEC);
+        tp.insns[n - 2].u.vec.src[1].addr = 600; /* y's tile is at 180; ACT 600 is unwritten here */
+        tp.insns[n] = load(1, 0, DNA_MEM_ACT, 600, Y_AT, 1, 1, H * W * O, 0, 0, 0, 0); /* ... and written after */
+        tp.p.n_insns = n + 1;
+        tp.segs[2] = (dna_segment){DNA_SEG_DNA, 0, n, 1, 0, 0};
+        tp.p.n_segments = 3;
+        mera_error err;
+        err.msg[0] = 0;
+        dna_machine_options mo = {.threads = threads};
+        dna_machine *m = dna_machine_new_opts(g, &tp.p, p, params, &mo, &err);
+        CHECK(m != NULL);
+        if (!m) {
+            fprintf(stderr, "load: %s\n", err.msg);
+            continue;
+        }
+        uint8_t first[H * W * O], got[H * W * O], with_y[H * W * O];
+        const void *inputs[] = {x_data, y_data};
+        void *outputs[] = {first};
+        CHECK(dna_machine_run(m, inputs, outputs, &err) == MERA_OK);
+        outputs[0] = got;
+        for (int run = 0; run < 3; run++) {
+            memset(got, 0xAA, sizeof got);
+            CHECK(dna_machine_run(m, inputs, outputs, &err) == MERA_OK && memcmp(got, first, sizeof got) == 0);
+        }
+        reference(g, params, with_y);
+        CHECK(memcmp(first, with_y, sizeof first) != 0); /* the test reads zeros, not y */
+        dna_machine_free(m);
+    }
+    mera_graph_free(g);
+}
 
 /* The deserializer and the machine apply one rule set (isa/validate.c):
  * each edit below makes a program that one of them used to accept and the
@@ -634,6 +689,7 @@ int main(void)
     fill_data();
     test_bit_exact();
     test_errors();
+    test_unwritten_reads_zero_every_run();
     test_one_rule_set();
     test_timing_formulas();
     return test_summary();
