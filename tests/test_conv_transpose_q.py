@@ -473,6 +473,8 @@ def _fast_paths():
         paths.append(("avx512vnni", ""))
         if f["avx512bw"]:
             paths.append(("avx512vnni", "avx512bw"))
+    if f["avx2"] and f["fma"]:
+        paths.append(("avx2", "avx512f,avx512vnni"))
     paths.append(("c", "all"))
     return paths
 

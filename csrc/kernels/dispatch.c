@@ -185,7 +185,8 @@ static int has_avx512f(const mera_cpu_features *f)
       name, fast_conv_transpose2d_q_scratch, NULL},                                                       \
      usable, FAST_CONV, ROUNDINGS_ZP}
 #if defined(__x86_64__)
-#define FAST_QCONVT {FAST_QT(avx512, "avx512vnni", has_avx512vnni), FAST_QT(c, "c", any_cpu)}
+#define FAST_QCONVT \
+    {FAST_QT(avx512, "avx512vnni", has_avx512vnni), FAST_QT(avx2, "avx2", has_avx2), FAST_QT(c, "c", any_cpu)}
 #else
 #define FAST_QCONVT {FAST_QT(c, "c", any_cpu)}
 #endif

@@ -27,8 +27,9 @@
  * vpdpbusd wants), padL and padR columns of zx pixels on the sides, and
  * one more row of zx pixels for taps above or below the input. Weights are
  * packed once per node (per run for run-time weights) as
- * [group][tap][block of 16 output channels][cgp / 4][16][4] int8, zero at
- * padding channels. The requantization is requant_acc lane for lane.
+ * [group][tap][block of 16 output channels][cgp / 4][16][4] int8 (AVX2:
+ * int16 channel pairs for vpmaddwd, see ct_plan), zero at padding
+ * channels. The requantization is requant_acc lane for lane.
  *
  * Output rows (n, oh) are split across the worker pool; every row writes
  * its own bytes with the same arithmetic, so no byte depends on the thread
@@ -48,7 +49,7 @@
 
 #define CT_LANES 16 /* output channels per packed weight block */
 
-typedef enum { CT_ISA_C, CT_ISA_AVX512 } ct_isa;
+typedef enum { CT_ISA_C, CT_ISA_AVX2, CT_ISA_AVX512 } ct_isa;
 
 typedef struct {
     ct_isa isa;
@@ -63,7 +64,11 @@ typedef struct {
      * the first output column ow0[c] and count ncol[c] of the phase, and per tap the scratch column
      * col0[c * kw + i] that the first output column reads */
     int64_t *nrt, *rtap, *nct, *ctap, *ow0, *ncol, *col0;
-    int8_t *wpack;     /* [groups][kh*kw][nob][k4][16][4] */
+    /* [groups][kh*kw][nob][k4] blocks of wblock bytes: int8 [16][4] (C, AVX-512: lane l's 4 channels
+     * together, as vpdpbusd takes them); AVX2: int16 [2][16][2], channel pairs (0, 2) then (1, 3) of
+     * each lane, as vpmaddwd takes them from the bytes of a broadcast dword */
+    int8_t *wpack;
+    int64_t wblock;
     /* per padded output channel (groups * nob * 16) */
     int32_t *off;      /* [sh * sw][...]: -zx * sum of wsum over the phase's taps + zw * zx * cg * taps */
     int32_t *zw;       /* NULL when every weight zero point is 0 */
@@ -161,7 +166,8 @@ static mera_status ct_plan_new(const mera_kernel_args *a, ct_isa isa, ct_plan **
     const int64_t OP = p->groups * p->nob * CT_LANES, K4 = p->k4;
     const int8_t *w = a->in[1];
     int per_axis = wt->q.kind == MERA_QUANT_PER_AXIS;
-    p->wpack = calloc((size_t)(p->groups * T * p->nob * K4 * 64), 1);
+    p->wblock = isa == CT_ISA_AVX2 ? 128 : 64;
+    p->wpack = calloc((size_t)(p->groups * T * p->nob * K4 * p->wblock), 1);
     int32_t *wsum = calloc((size_t)(T * OP), sizeof *wsum);
     p->off = calloc((size_t)(p->sh * p->sw * OP), sizeof *p->off);
     int32_t *zw = calloc((size_t)OP, sizeof *zw);
@@ -181,10 +187,15 @@ static mera_status ct_plan_new(const mera_kernel_args *a, ct_isa isa, ct_plan **
             any_zw |= zw[op] != 0;
             for (int64_t t = 0; t < T; t++) {
                 uint32_t s = 0;
-                int8_t *dst = p->wpack + (((g * T + t) * p->nob + co / CT_LANES) * K4) * 64 + (co % CT_LANES) * 4;
+                int8_t *dst = p->wpack + ((g * T + t) * p->nob + co / CT_LANES) * K4 * p->wblock;
+                int64_t l = co % CT_LANES;
                 for (int64_t ci = 0; ci < p->cg; ci++) {
                     int8_t v = w[((g * p->cg + ci) * p->og + co) * T + t];
-                    dst[(ci / 4) * 64 + ci % 4] = v;
+                    int64_t q = ci / 4, e = ci % 4;
+                    if (isa == CT_ISA_AVX2)
+                        ((int16_t *)(dst + q * 128))[(e % 2) * 32 + l * 2 + e / 2] = v;
+                    else
+                        dst[q * 64 + l * 4 + e] = v;
                     s += (uint32_t)(int32_t)v;
                 }
                 wsum[t * OP + op] = (int32_t)s;
@@ -306,7 +317,7 @@ typedef struct {
 static void tile_c(const ct_tile *t, int npx, int nb)
 {
     const ct_plan *p = t->p;
-    const int64_t cp = p->cp, K4 = p->k4, bstride = K4 * 64;
+    const int64_t cp = p->cp, K4 = p->k4, bstride = K4 * p->wblock;
     uint32_t acc[CT_MAX_PX][2 * CT_LANES];
     memset(acc, 0, sizeof acc);
     for (int64_t k = 0; k < t->ntaps; k++) {
@@ -336,6 +347,79 @@ static void tile_c(const ct_tile *t, int npx, int nb)
 }
 
 #if defined(__x86_64__)
+#define CT_AVX2 __attribute__((target("avx2,fma")))
+#define CT_AVX2_PX 4
+
+/* 16 output channels (two vectors of 8) of P pixels: per 4 input channels, the pixel's bytes
+ * broadcast as dwords, split into the int16 pairs (x0, x2) and (x1, x3), vpmaddwd with the weights
+ * (exact int32 pair sums: |x * w| <= 255 * 128). */
+static inline __attribute__((always_inline)) CT_AVX2 void tile_avx2_n(const ct_tile *t, const int P)
+{
+    const ct_plan *p = t->p;
+    const int64_t cp = p->cp, K4 = p->k4;
+    __m256i acc[2 * CT_AVX2_PX];
+#pragma GCC unroll 8
+    for (int i = 0; i < 2 * P; i++)
+        acc[i] = _mm256_setzero_si256();
+    const __m256i lowb = _mm256_set1_epi32(0x00ff00ff);
+    for (int64_t k = 0; k < t->ntaps; k++) {
+        const int8_t *w = t->tw[k];
+        const unsigned char *x = t->tx[k];
+        for (int64_t q = 0; q < K4; q++, w += 128, x += 4) {
+            const __m256i w0 = _mm256_loadu_si256((const __m256i *)w), w1 = _mm256_loadu_si256((const __m256i *)(w + 32));
+            const __m256i w2 = _mm256_loadu_si256((const __m256i *)(w + 64)), w3 = _mm256_loadu_si256((const __m256i *)(w + 96));
+#pragma GCC unroll 4
+            for (int m = 0; m < P; m++) {
+                int32_t v;
+                memcpy(&v, x + m * cp, 4);
+                __m256i b = _mm256_set1_epi32(v);
+                __m256i xa = _mm256_and_si256(b, lowb), xb = _mm256_srli_epi16(b, 8);
+                acc[2 * m] = _mm256_add_epi32(acc[2 * m], _mm256_madd_epi16(xa, w0));
+                acc[2 * m + 1] = _mm256_add_epi32(acc[2 * m + 1], _mm256_madd_epi16(xa, w1));
+                acc[2 * m] = _mm256_add_epi32(acc[2 * m], _mm256_madd_epi16(xb, w2));
+                acc[2 * m + 1] = _mm256_add_epi32(acc[2 * m + 1], _mm256_madd_epi16(xb, w3));
+            }
+        }
+    }
+    const __m256i lo = _mm256_set1_epi32(p->lo - p->zy), hi = _mm256_set1_epi32(p->hi - p->zy);
+    const __m256i zy = _mm256_set1_epi32(p->zy);
+    const int64_t n = t->nvalid;
+    for (int h = 0; h < 2 && 8 * h < n; h++) {
+        const int64_t op = t->op0 + 8 * h;
+        const __m256i off = _mm256_loadu_si256((const __m256i *)(t->off + 8 * h));
+        const __m256i zwv = p->zw ? _mm256_loadu_si256((const __m256i *)(p->zw + op)) : _mm256_setzero_si256();
+        const __m256 fb = _mm256_loadu_ps(p->fbias + op), fr = _mm256_loadu_ps(p->frcp + op);
+        const __m256 mu = _mm256_loadu_ps(p->mult + op);
+        const int64_t nh = n - 8 * h < 8 ? n - 8 * h : 8;
+#pragma GCC unroll 4
+        for (int m = 0; m < P; m++) {
+            __m256i v = _mm256_add_epi32(acc[2 * m + h], off);
+            if (p->zw)
+                v = _mm256_sub_epi32(v, _mm256_mullo_epi32(zwv, _mm256_set1_epi32(t->xs[m])));
+            __m256 f = _mm256_fmadd_ps(fb, fr, _mm256_cvtepi32_ps(v));
+            f = _mm256_mul_ps(f, mu);
+            __m256i r = _mm256_cvtps_epi32(f);
+            r = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(r, lo), hi), zy);
+            int32_t tmp[8];
+            _mm256_storeu_si256((__m256i *)tmp, r);
+            uint8_t *d = t->y + m * t->y_pix + 8 * h * t->y_ch;
+            for (int64_t j = 0; j < nh; j++)
+                d[j * t->y_ch] = (uint8_t)tmp[j];
+        }
+    }
+}
+
+static CT_AVX2 void tile_avx2(const ct_tile *t, int npx)
+{
+    switch (npx) {
+    case 1: tile_avx2_n(t, 1); return;
+    case 2: tile_avx2_n(t, 2); return;
+    case 3: tile_avx2_n(t, 3); return;
+    case 4: tile_avx2_n(t, 4); return;
+    }
+    MERA_BUG("conv_transpose2d AVX2 tile: npx out of range");
+}
+
 #define CT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma")))
 
 static inline __attribute__((always_inline)) CT_AVX512 void tile_avx512_n(const ct_tile *t, const int P, const int NB)
@@ -421,6 +505,10 @@ static CT_AVX512 void tile_avx512(const ct_tile *t, int npx, int nb)
 /* Pixels per tile for nb blocks (accumulators: npx * nb vectors). */
 static int tile_px(const ct_plan *p, int nb)
 {
+#if defined(__x86_64__)
+    if (p->isa == CT_ISA_AVX2)
+        return CT_AVX2_PX;
+#endif
     (void)p;
     return nb == 2 ? 8 : CT_MAX_PX;
 }
@@ -440,7 +528,8 @@ static void run_rows(void *ctx, int64_t r0, int64_t r1)
     ct_job *j = ctx;
     const ct_plan *p = j->p;
     const int64_t KH = p->kh, KW = p->kw, T = KH * KW, cp = p->cp, wp = p->wp;
-    const int64_t OP = p->groups * p->nob * CT_LANES, bstride = p->k4 * 64;
+    const int64_t OP = p->groups * p->nob * CT_LANES, bstride = p->k4 * p->wblock;
+    const int pairs = p->isa != CT_ISA_AVX2; /* two blocks per tile */
     /* per tap of a phase: scratch row index and column, and the tap's pointers */
     int64_t *tap_pix = malloc(sizeof(int64_t) * (size_t)(2 * T) + sizeof(void *) * (size_t)(2 * T));
     if (!tap_pix) {
@@ -470,8 +559,9 @@ static void run_rows(void *ctx, int64_t r0, int64_t r1)
             const int32_t *off = p->off + (r * p->sw + c) * OP;
             const int64_t ow0 = p->ow0[c];
             for (int64_t g = 0; g < p->groups; g++) {
-                for (int64_t ob = 0; ob < p->nob; ob += 2) {
-                    int nb = p->nob - ob >= 2 ? 2 : 1;
+                int nb;
+                for (int64_t ob = 0; ob < p->nob; ob += nb) {
+                    nb = pairs && p->nob - ob >= 2 ? 2 : 1;
                     int64_t o0 = g * p->og + ob * CT_LANES, nvalid = p->og - ob * CT_LANES;
                     nvalid = nvalid < nb * CT_LANES ? nvalid : nb * CT_LANES;
                     int64_t op0 = (g * p->nob + ob) * CT_LANES;
@@ -505,6 +595,10 @@ static void run_rows(void *ctx, int64_t r0, int64_t r1)
 #if defined(__x86_64__)
                         if (p->isa == CT_ISA_AVX512) {
                             tile_avx512(&t, (int)npx, nb);
+                            continue;
+                        }
+                        if (p->isa == CT_ISA_AVX2) {
+                            tile_avx2(&t, (int)npx);
                             continue;
                         }
 #endif
@@ -593,6 +687,16 @@ mera_status fast_conv_transpose2d_q_c(const mera_kernel_args *a, mera_error *err
 }
 
 #if defined(__x86_64__)
+mera_status fast_conv_transpose2d_q_prepare_avx2(const mera_kernel_args *a, void **state, mera_error *err)
+{
+    return ct_prepare(a, CT_ISA_AVX2, state, err);
+}
+
+mera_status fast_conv_transpose2d_q_avx2(const mera_kernel_args *a, mera_error *err)
+{
+    return ct_kernel(a, CT_ISA_AVX2, err);
+}
+
 mera_status fast_conv_transpose2d_q_prepare_avx512(const mera_kernel_args *a, void **state, mera_error *err)
 {
     return ct_prepare(a, CT_ISA_AVX512, state, err);
