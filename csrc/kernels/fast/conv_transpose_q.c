@@ -243,14 +243,13 @@ static void fill_image(const ct_plan *p, const uint8_t *x, unsigned char *img, i
 {
     const int64_t cp = p->cp, cg = p->cg, cgp = p->cgp, wp = p->wp;
     const uint8_t flip = p->x_int8 ? 0x80 : 0, zx = (uint8_t)p->zx;
-    unsigned char zpix[cp > 0 ? cp : 1];
-    for (int64_t j = 0; j < cp; j++)
-        zpix[j] = j % cgp < cg ? zx : 0;
     const int64_t rows = p->n * p->h;
-    /* the zx row */
+    /* the zx row: zx at real channels, 0 at padding channels */
     unsigned char *zrow = img + rows * wp * cp;
-    for (int64_t col = 0; col < wp; col++)
-        memcpy(zrow + col * cp, zpix, (size_t)cp);
+    for (int64_t j = 0; j < cp; j++)
+        zrow[j] = j % cgp < cg ? zx : 0;
+    for (int64_t col = 1; col < wp; col++)
+        memcpy(zrow + col * cp, zrow, (size_t)cp);
     for (int64_t row = 0; row < rows; row++) {
         unsigned char *d = img + row * wp * cp;
         int64_t n = row / p->h, ih = row % p->h;
