@@ -623,3 +623,31 @@ def test_fast_equals_reference(monkeypatch):
                            f"{rounding}: {int((ref != got).sum())} of {ref.size} bytes differ")
     assert all(n >= 800 * MORE for n in cases.values()), cases
     assert not bad, f"{len(bad)} cases differ; " + "; ".join(bad[:4])
+
+
+@pytest.mark.parametrize("nhwc", [True, False])
+def test_fast_threads_split_rows(monkeypatch, nhwc):
+    """Layers big enough that 2 and 7 threads really split the output rows (at least 262144
+    multiply-adds a thread): UNet-like 4x4 stride-2 layers and a 3x3 stride-3 one, odd channels,
+    weight zero points, int8 in and uint8 out."""
+    rng = np.random.default_rng(5)
+    for (n, c, o, h, w, k, s, pad, g) in [(1, 33, 40, 16, 13, 4, 2, 1, 1), (2, 17, 35, 9, 11, 3, 3, 0, 1),
+                                          (1, 48, 36, 12, 12, 4, 2, 1, 3)]:
+        shape = (n, h, w, c) if nhwc else (n, c, h, w)
+        x = rng.integers(-128, 128, size=shape).astype(np.int8)
+        wq = rng.integers(-128, 128, size=(c, o // g, k, k)).astype(np.int8)
+        wqp = (np.array([rand_scale(rng, 1e-3, 5e-2) for _ in range(o)]), rng.integers(-9, 10, o).astype(np.int32),
+               1) if g == 1 else (0.01, 3)
+        b = ir.Builder("t")
+        xv = b.input("x", shape, "int8", qparams=(0.05, -3), layout="NHWC" if nhwc else "NCHW")
+        y = b.conv_transpose2d(xv, b.const(wq, qparams=wqp), b.const(rng.standard_normal(o).astype(np.float32)),
+                               strides=[s, s], padding=[pad] * 4, groups=g, layout="NHWC" if nhwc else "NCHW",
+                               out_scale=0.7, out_zero_point=100, out_dtype="uint8")
+        mod = b.finish(y)
+        assert n * (h * s) * (w * s) * o * (c // g) * max(1, k * k // (s * s)) >= 2 * 262144
+        ref = _compile(monkeypatch, mod, {}, True, "", 1)(x)[0]
+        assert len(np.unique(ref)) > 50  # not clamped flat
+        for name, mask in FAST_PATHS:
+            for t in THREADS:
+                got = _compile(monkeypatch, mod, {}, False, mask, t)(x)[0]
+                assert np.array_equal(ref, got), (name, mask, t, int((ref != got).sum()))
