@@ -27,9 +27,9 @@
  * vpdpbusd wants), padL and padR columns of zx pixels on the sides, and
  * one more row of zx pixels for taps above or below the input. Weights are
  * packed once per node (per run for run-time weights) as
- * [group][tap][block of 16 output channels][cgp / 4][16][4] int8 (AVX2:
- * int16 channel pairs for vpmaddwd, see ct_plan), zero at padding
- * channels. The requantization is requant_acc lane for lane.
+ * [group][tap][block of 16 output channels][cgp / 4][16][4] int8 (C and
+ * AVX2 order each block of 4 channels differently, see ct_plan), zero at
+ * padding channels. The requantization is requant_acc lane for lane.
  *
  * Output rows (n, oh) are split across the worker pool; every row writes
  * its own bytes with the same arithmetic, so no byte depends on the thread
@@ -64,9 +64,10 @@ typedef struct {
      * the first output column ow0[c] and count ncol[c] of the phase, and per tap the scratch column
      * col0[c * kw + i] that the first output column reads */
     int64_t *nrt, *rtap, *nct, *ctap, *ow0, *ncol, *col0;
-    /* [groups][kh*kw][nob][k4] blocks of wblock bytes: int8 [16][4] (C, AVX-512: lane l's 4 channels
-     * together, as vpdpbusd takes them); AVX2: int16 [2][16][2], channel pairs (0, 2) then (1, 3) of
-     * each lane, as vpmaddwd takes them from the bytes of a broadcast dword */
+    /* [groups][kh*kw][nob][k4] blocks of wblock bytes: AVX-512 int8 [16][4] (lane l's 4 channels
+     * together, as vpdpbusd takes them); C int8 [4][16] (one channel's 16 lanes together, for the
+     * auto-vectorizer); AVX2 int16 [2][16][2], channel pairs (0, 2) then (1, 3) of each lane, as
+     * vpmaddwd takes them from the bytes of a broadcast dword */
     int8_t *wpack;
     int64_t wblock;
     /* per padded output channel (groups * nob * 16) */
@@ -194,6 +195,8 @@ static mera_status ct_plan_new(const mera_kernel_args *a, ct_isa isa, ct_plan **
                     int64_t q = ci / 4, e = ci % 4;
                     if (isa == CT_ISA_AVX2)
                         ((int16_t *)(dst + q * 128))[(e % 2) * 32 + l * 2 + e / 2] = v;
+                    else if (isa == CT_ISA_C)
+                        dst[q * 64 + e * 16 + l] = v;
                     else
                         dst[q * 64 + l * 4 + e] = v;
                     s += (uint32_t)(int32_t)v;
@@ -325,12 +328,11 @@ static void tile_c(const ct_tile *t, int npx, int nb)
             for (int m = 0; m < npx; m++) {
                 const unsigned char *x = t->tx[k] + m * cp;
                 uint32_t *ac = acc[m] + b * CT_LANES;
-                for (int64_t q = 0; q < K4; q++) {
-                    const int8_t *wq = w + q * 64;
-                    const unsigned char *xq = x + q * 4;
+                for (int64_t q = 0; q < 4 * K4; q++) {
+                    const int8_t *wq = w + q * CT_LANES;
+                    const int32_t xv = x[q];
                     for (int l = 0; l < CT_LANES; l++)
-                        ac[l] += (uint32_t)(xq[0] * wq[4 * l] + xq[1] * wq[4 * l + 1] + xq[2] * wq[4 * l + 2] +
-                                            xq[3] * wq[4 * l + 3]);
+                        ac[l] += (uint32_t)(xv * wq[l]);
                 }
             }
         }
