@@ -461,3 +461,193 @@ def test_ip_target_gives_the_contract(p):
     sx, zx, xq, wq, wqp, bias, so, zo = draw(np.random.default_rng(18), p, False)
     _, out = _compile_nhwc(p, xq, sx, zx, wq, wqp, bias, so, zo, "IP")
     np.testing.assert_array_equal(out, numpy_ref(p, xq, sx, zx, wq, wqp, bias, so, zo))
+
+
+# ---- the fast kernels (csrc/kernels/fast/conv_transpose_q.c) against the reference ----------------
+
+def _fast_paths():
+    """(name, MERA_CPU_FEATURES_MASK) of every fast conv_transpose2d path this CPU can run."""
+    f = mera._core.cpu_features()
+    paths = []
+    if f["avx512f"] and f["avx512vnni"]:
+        paths.append(("avx512vnni", ""))
+        if f["avx512bw"]:
+            paths.append(("avx512vnni", "avx512bw"))
+    if f["avx2"] and f["fma"]:
+        paths.append(("avx2", "avx512f,avx512vnni"))
+    paths.append(("c", "all"))
+    return paths
+
+
+FAST_PATHS = _fast_paths()
+THREADS = (1, 2, 7)
+
+
+def _compile(monkeypatch, mod, params, reference, mask, threads):
+    for var, val in (("MERA_REFERENCE_KERNELS", "1" if reference else ""), ("MERA_CPU_FEATURES_MASK", mask),
+                     ("MERA_NUM_THREADS", str(threads))):
+        if val:
+            monkeypatch.setenv(var, val)
+        else:
+            monkeypatch.delenv(var, raising=False)
+    try:
+        assert mera._core.kernel_name("conv_transpose2d", True) == ("ref" if reference else
+                                                                    FAST_PATHS[[m for _, m in FAST_PATHS].index(mask)][0])
+        return mera.compile(mod, params, target="InterpreterHw")
+    finally:
+        for var in ("MERA_REFERENCE_KERNELS", "MERA_CPU_FEATURES_MASK", "MERA_NUM_THREADS"):
+            monkeypatch.delenv(var, raising=False)
+
+
+def test_fast_kernel_is_selected(monkeypatch):
+    for name, mask in FAST_PATHS:
+        monkeypatch.setenv("MERA_CPU_FEATURES_MASK", mask)
+        assert mera._core.kernel_name("conv_transpose2d", True) == name
+    monkeypatch.setenv("MERA_REFERENCE_KERNELS", "1")
+    assert mera._core.kernel_name("conv_transpose2d", True) == "ref"
+
+
+def fast_case(rng, i):
+    kind = ["generic", "grouped", "upsample", "wide", "sparse"][i % 5]
+    odd = [1, 3, 5, 17, 33]
+    k = (int(rng.integers(1, 6)), int(rng.integers(1, 6)))
+    stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    dil = (1, 1) if rng.random() < 0.6 else (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    if kind == "generic":
+        g, c, o = 1, int(rng.choice(odd + [int(rng.integers(1, 40))])), int(rng.choice(odd + [int(rng.integers(1, 40))]))
+    elif kind == "grouped":
+        g = int(rng.choice([2, 3, 4]))
+        c, o = g * int(rng.choice([1, 3, 5, 6])), g * int(rng.choice([1, 3, 5, 17]))
+    elif kind == "upsample":  # UNet's layers: 4x4 kernels, stride 2, padding 1
+        g, c, o, k, stride, dil = 1, int(rng.choice([8, 16, 32, 33])), int(rng.choice([8, 16, 17, 40])), (4, 4), (2, 2), (1, 1)
+    elif kind == "wide":  # several pairs of 16-channel blocks
+        g, c, o = 1, int(rng.integers(30, 70)), int(rng.integers(33, 100))
+        k = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    else:  # strides larger than the (dilated) kernel: pixels no tap reaches
+        g, c, o = 1, int(rng.choice(odd)), int(rng.choice(odd))
+        k = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        stride, dil = (int(rng.integers(3, 5)), int(rng.integers(3, 5))), (1, 1)
+    pad = [int(rng.integers(0, (k[0] - 1) * dil[0] + 1)), int(rng.integers(0, (k[1] - 1) * dil[1] + 1))]
+    pad += [int(rng.integers(0, (k[0] - 1) * dil[0] + 1)), int(rng.integers(0, (k[1] - 1) * dil[1] + 1))]
+    if kind == "upsample":
+        pad = [1, 1, 1, 1]
+    opad = [int(rng.integers(0, max(stride[j], dil[j]))) if rng.random() < 0.4 else 0 for j in range(2)]
+    hw = [int(rng.integers(1, 10)), int(rng.integers(1, 10))]
+    for j in range(2):
+        while (hw[j] - 1) * stride[j] - pad[j] - pad[j + 2] + dil[j] * (k[j] - 1) + opad[j] + 1 < 1:
+            hw[j] += 1
+    return dict(kind=kind, c=c, o=o, g=g, k=k, stride=stride, pad=pad, dil=dil, opad=opad, h=hw[0], w=hw[1],
+                n=int(rng.integers(1, 3)))
+
+
+def _zp(rng, dtype):
+    lo, hi = (0, 255) if dtype == "uint8" else (-128, 127)
+    u = rng.random()
+    return lo if u < 0.15 else hi if u < 0.3 else int(rng.integers(lo, hi + 1))
+
+
+def test_fast_equals_reference(monkeypatch):
+    """Every fast path gives the reference kernel's bytes, at 1, 2 and 7 threads."""
+    rng = np.random.default_rng(23)
+    cases, bad = {(name, mask): 0 for name, mask in FAST_PATHS}, []
+    for i in range(800 * MORE):
+        p = fast_case(rng, i)
+        xdt = "uint8" if rng.random() < 0.5 else "int8"
+        ydt = xdt if rng.random() < 0.7 else ("int8" if xdt == "uint8" else "uint8")
+        nhwc = bool(rng.random() < 0.6)
+        rounding = ROUNDINGS[i % 2]
+        tight = i % 4 == 3  # small accumulators and a multiplier near 1: every bit shows
+        sx, zx = rand_scale(rng, 0.005, 0.1), _zp(rng, xdt)
+        lo, hi = (0, 256) if xdt == "uint8" else (-128, 128)
+        shape = (p["n"], p["h"], p["w"], p["c"]) if nhwc else (p["n"], p["c"], p["h"], p["w"])
+        if tight:
+            x = np.clip(zx + rng.integers(-4, 5, size=shape), lo, hi - 1).astype(xdt)
+        elif rng.random() < 0.1:
+            x = np.full(shape, hi - 1 if rng.random() < 0.5 else lo, xdt)
+        else:
+            x = rng.integers(lo, hi, size=shape).astype(xdt)
+        wshape = (p["c"], p["o"] // p["g"], *p["k"])
+        if tight:
+            wq = rng.integers(-4, 5, size=wshape).astype(np.int8)
+        elif rng.random() < 0.1:
+            wq = rng.choice(np.array([-128, 127], np.int8), size=wshape)
+        else:
+            wq = rng.integers(-128, 128, size=wshape).astype(np.int8)
+        if p["g"] == 1 and rng.random() < 0.5:
+            zws = np.zeros(p["o"], np.int32) if rng.random() < 0.5 else rng.integers(-128, 128, p["o"]).astype(np.int32)
+            if tight:
+                zws = np.clip(zws, -3, 3).astype(np.int32)
+            wqp = (np.array([rand_scale(rng, 1e-3, 5e-2) for _ in range(p["o"])]), zws, 1)
+            ws = float(np.median(wqp[0]))
+        else:
+            zw = 0 if rng.random() < 0.5 else int(rng.integers(-128, 128))
+            wqp = (rand_scale(rng, 1e-3, 5e-2), int(np.clip(zw, -3, 3)) if tight else zw)
+            ws = wqp[0]
+        if tight:
+            so, zo = sx * ws * float(rng.uniform(0.5, 2.0)), _zp(rng, ydt) // 2 + (64 if ydt == "uint8" else 0)
+        else:
+            so, zo = rand_scale(rng, 1e-2, 1.0), _zp(rng, ydt)
+            if i % 13 == 12:
+                so = 1e-6  # the multiplier overflows int32: cvtps2dq gives INT32_MIN
+            elif i % 11 == 10:
+                so = 50.0
+        bias = None
+        if rng.random() < 0.7:
+            bias = (rng.standard_normal(p["o"]) * rng.uniform(0.01, 100)).astype(np.float32)
+            if rng.random() < 0.1:
+                idx = rng.integers(0, p["o"], size=max(1, p["o"] // 3))
+                bias[idx] = rng.choice(np.array([np.nan, np.inf, -np.inf, 3e38, 1e10], np.float32), size=len(idx))
+        how = str(rng.choice(["const", "const", "param", "input"]))
+        b = ir.Builder("t", rounding=rounding)
+        xv = b.input("x", shape, xdt, qparams=(sx, zx), layout="NHWC" if nhwc else "NCHW")
+        extra = []
+        if how == "const":
+            wv = b.const(wq, qparams=wqp)
+        elif how == "param":
+            wv = b.param("w", wq, qparams=wqp)
+        else:
+            wv, extra = b.input("w", wq.shape, "int8", qparams=wqp), [wq]
+        args = [xv, wv] + ([] if bias is None else [b.const(bias)])
+        y = b.conv_transpose2d(*args, strides=list(p["stride"]), padding=p["pad"], output_padding=p["opad"],
+                               dilation=list(p["dil"]), groups=p["g"], layout="NHWC" if nhwc else "NCHW",
+                               out_scale=so, out_zero_point=zo, out_dtype=ydt)
+        mod = b.finish(y)
+        inputs = [x] + extra
+        ref = _compile(monkeypatch, mod, b.params, True, "", 1)(*inputs)[0]
+        for j, (name, mask) in enumerate(FAST_PATHS):
+            t = THREADS[(i + j) % 3]  # every path meets every thread count
+            got = _compile(monkeypatch, mod, b.params, False, mask, t)(*inputs)[0]
+            cases[(name, mask)] += 1
+            if not np.array_equal(ref, got):
+                bad.append(f"[{name} mask={mask!r} threads={t}] case {i} {p} {xdt}->{ydt} nhwc={nhwc} {how} "
+                           f"{rounding}: {int((ref != got).sum())} of {ref.size} bytes differ")
+    assert all(n >= 800 * MORE for n in cases.values()), cases
+    assert not bad, f"{len(bad)} cases differ; " + "; ".join(bad[:4])
+
+
+@pytest.mark.parametrize("nhwc", [True, False])
+def test_fast_threads_split_rows(monkeypatch, nhwc):
+    """Layers big enough that 2 and 7 threads really split the output rows (at least 262144
+    multiply-adds a thread): UNet-like 4x4 stride-2 layers and a 3x3 stride-3 one, odd channels,
+    weight zero points, int8 in and uint8 out."""
+    rng = np.random.default_rng(5)
+    for (n, c, o, h, w, k, s, pad, g) in [(1, 33, 40, 16, 13, 4, 2, 1, 1), (2, 17, 35, 9, 11, 3, 3, 0, 1),
+                                          (1, 48, 36, 12, 12, 4, 2, 1, 3)]:
+        shape = (n, h, w, c) if nhwc else (n, c, h, w)
+        x = rng.integers(-128, 128, size=shape).astype(np.int8)
+        wq = rng.integers(-128, 128, size=(c, o // g, k, k)).astype(np.int8)
+        wqp = (np.array([rand_scale(rng, 1e-3, 5e-2) for _ in range(o)]), rng.integers(-9, 10, o).astype(np.int32),
+               1) if g == 1 else (0.01, 3)
+        b = ir.Builder("t")
+        xv = b.input("x", shape, "int8", qparams=(0.05, -3), layout="NHWC" if nhwc else "NCHW")
+        y = b.conv_transpose2d(xv, b.const(wq, qparams=wqp), b.const(rng.standard_normal(o).astype(np.float32)),
+                               strides=[s, s], padding=[pad] * 4, groups=g, layout="NHWC" if nhwc else "NCHW",
+                               out_scale=0.7, out_zero_point=100, out_dtype="uint8")
+        mod = b.finish(y)
+        assert n * (h * s) * (w * s) * o * (c // g) * max(1, k * k // (s * s)) >= 2 * 262144
+        ref = _compile(monkeypatch, mod, {}, True, "", 1)(x)[0]
+        assert len(np.unique(ref)) > 50  # not clamped flat
+        for name, mask in FAST_PATHS:
+            for t in THREADS:
+                got = _compile(monkeypatch, mod, {}, False, mask, t)(x)[0]
+                assert np.array_equal(ref, got), (name, mask, t, int((ref != got).sum()))

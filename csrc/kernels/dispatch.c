@@ -193,6 +193,18 @@ static int has_avx512f(const mera_cpu_features *f)
 #define FAST_QCONV(op) {FAST_Q(op, c, "c", any_cpu)}
 #endif
 
+/* conv_transpose2d (conv_transpose_q.c), best first. */
+#define FAST_QT(isa, name, usable)                                                                         \
+    {{fast_conv_transpose2d_q_##isa, fast_conv_transpose2d_q_prepare_##isa, fast_conv_transpose2d_q_release, \
+      name, fast_conv_transpose2d_q_scratch, NULL},                                                       \
+     usable, FAST_CONV, ROUNDINGS_ZP}
+#if defined(__x86_64__)
+#define FAST_QCONVT \
+    {FAST_QT(avx512, "avx512vnni", has_avx512vnni), FAST_QT(avx2, "avx2", has_avx2), FAST_QT(c, "c", any_cpu)}
+#else
+#define FAST_QCONVT {FAST_QT(c, "c", any_cpu)}
+#endif
+
 /* The float kernels of fast/ for op, best first. */
 #define FAST_F(op, isa, name, usable) \
     {{fast_##op##_f32_##isa, fast_##op##_f32_prepare_##isa, fast_fconv_release, name}, usable, FAST_CONV, MERA_ROUNDINGS_ALL}
@@ -245,6 +257,7 @@ static const fast_kernel fast_table[MERA_OP_COUNT][MERA_NUMERICS_COUNT][FAST_MAX
     [MERA_OP_UPSAMPLE][MERA_NUMERICS_QUANT] =
         {{{fast_upsample_q, fast_upsample_q_prepare, fast_upsample_q_release, "c", NULL}, any_cpu, FAST_ELEMENTWISE,
           ROUNDINGS_EW}},
+    [MERA_OP_CONV_TRANSPOSE2D][MERA_NUMERICS_QUANT] = FAST_QCONVT,
     [MERA_OP_CONCAT][MERA_NUMERICS_QUANT]      = {{{fast_concat_q, fast_concat_q_prepare, fast_ew_release, "table", NULL},
                                                    any_cpu, FAST_ELEMENTWISE, ROUNDINGS_EW}},
     [MERA_OP_TRANSPOSE][MERA_NUMERICS_QUANT] = {{{fast_transpose, NULL, NULL, "c", NULL}, any_cpu, FAST_SHAPE,

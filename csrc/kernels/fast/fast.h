@@ -88,6 +88,13 @@ mera_status fast_upsample_q_prepare(const mera_kernel_args *a, void **state, mer
 void fast_upsample_q_release(void *state);
 /* mean_q.c: the global spatial mean of NHWC or NCHW data in plain C, every CPU. */
 mera_status fast_mean_q(const mera_kernel_args *a, mera_error *err);
+/* conv_transpose_q.c: quantized conv_transpose2d by output phases, AVX-512 VNNI, AVX2 and portable C;
+ * prepare packs constant weights, and the scratch holds the padded input copy. */
+FAST_KERNEL_DECL(conv_transpose2d, c)
+FAST_KERNEL_DECL(conv_transpose2d, avx2)
+FAST_KERNEL_DECL(conv_transpose2d, avx512)
+void fast_conv_transpose2d_q_release(void *state);
+size_t fast_conv_transpose2d_q_scratch(const mera_kernel_args *a);
 /* concat_q.c: table lookups and copies, every CPU. */
 mera_status fast_concat_q(const mera_kernel_args *a, mera_error *err);
 mera_status fast_concat_q_prepare(const mera_kernel_args *a, void **state, mera_error *err); /* fast_ew_release */
