@@ -107,9 +107,9 @@ UP_TARGET static void bilinear_run_avx512(const up_job *j, const lin_tap *th, co
             q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
         } else { /* quantize_val: rounded in float, NaN to 0, clamped in float */
             __m512 t = _mm512_mul_ps(r, inv);
-            const int rne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-            t = before ? _mm512_roundscale_ps(_mm512_add_ps(t, fzy), rne)
-                       : _mm512_add_ps(fzy, _mm512_roundscale_ps(t, rne));
+#define UP_RNE (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+            t = before ? _mm512_roundscale_ps(_mm512_add_ps(t, fzy), UP_RNE)
+                       : _mm512_add_ps(fzy, _mm512_roundscale_ps(t, UP_RNE));
             __mmask16 nan = _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q);
             t = _mm512_min_ps(_mm512_max_ps(t, flo), fhi);
             q = _mm512_maskz_cvtps_epi32((__mmask16)~nan, t);
