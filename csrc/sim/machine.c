@@ -1292,6 +1292,16 @@ static mera_status plan_waves(dna_machine *m, mera_error *err)
     m->seg_wave[prog->n_segments] = n_waves;
     m->wave_start[n_waves] = placed;
     m->lanes = any_lanes ? m->opt.threads : 1;
+    if (m->profile) {
+        int on_lanes = 0, lane_insns = 0;
+        for (int w = 0; w < n_waves; w++)
+            if (m->wave_lanes[w]) {
+                on_lanes++;
+                lane_insns += m->wave_start[w + 1] - m->wave_start[w];
+            }
+        fprintf(stderr, "mera sim waves: %d instructions in %d waves, %d waves (%d instructions) on the lanes\n",
+                placed, n_waves, on_lanes, lane_insns);
+    }
 done:
     free(level);
     free(nuse);
