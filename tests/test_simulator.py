@@ -373,14 +373,40 @@ ZOO = ["resnet18", "resnet50", "resnext50_32x4d", "mobilenet_v2", "mobilenet_v3_
        "googlenet", "inception_v3"]
 
 
+def forwarded_counts(stderr):
+    """The LOADs and STOREs the machine forwarded, from its MERA_SIM_PROFILE lines (one per run)."""
+    import re
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("mera sim profile:")]
+    assert lines, stderr
+
+    def count(kind, ln):
+        m = re.search(kind + r" forwarded [0-9.]+ ms \((\d+)\)", ln)
+        return int(m.group(1)) if m else 0
+    return [(count("LOAD", ln), count("STORE", ln)) for ln in lines]
+
+
 @pytest.mark.parametrize("name", ZOO)
-def test_zoo_on_simulator_matches_interpreter_hw(name):
+def test_zoo_on_simulator_matches_interpreter_hw(name, monkeypatch, capfd):
+    """The Simulator gives InterpreterHw's bytes on 1, 2 and 7 threads, and with forwarding off
+    (MERA_SIM_FORWARD=0, docs/architecture.md "Forwarding"); with it on, LOADs and STOREs are forwarded."""
     from conftest import built_zoo
     z = built_zoo(name)
     x = np.ascontiguousarray(z.inputs[0].numpy().transpose(0, 2, 3, 1))
     mod, params = mera.relay.frontend.from_pytorch(z.traced, [("input0", x.shape)], layout="NHWC")
     ref = compile_for(mod, params, "InterpreterHw")(x)
     np.testing.assert_array_equal(ref[0], z.y_traced[:1].numpy())
+    monkeypatch.setenv("MERA_SIM_PROFILE", "1")  # read when the machine loads
+    for forward, threads in (("0", 1), ("1", 2), ("1", 7)):
+        monkeypatch.setenv("MERA_SIM_FORWARD", forward)
+        other = compile_for(mod, params, "Simulator", arch=100, num_threads=threads)
+        capfd.readouterr()
+        assert_same_bytes(ref, other(x), f"{name}, MERA_SIM_FORWARD={forward}, {threads} threads")
+        counts = forwarded_counts(capfd.readouterr().err)
+        assert all(c == (0, 0) for c in counts) if forward == "0" else all(c[0] > 0 and c[1] > 0 for c in counts), \
+            (forward, counts)
+        del other
+    monkeypatch.delenv("MERA_SIM_FORWARD")
+    monkeypatch.delenv("MERA_SIM_PROFILE")
     sim = compile_for(mod, params, "Simulator", arch=100)
     assert_same_bytes(ref, sim(x), name)
     rep = sim.partition_report()

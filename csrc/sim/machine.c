@@ -592,6 +592,9 @@ void dna_machine_free(dna_machine *m)
     free(m->wave_lanes);
     free(m->insn_threads);
     free(m->seg_wave);
+    free(m->fwd_src);
+    free(m->fwd_dst);
+    free(m->fwd_dead);
     dna_timing_release(&m->timing);
     dna_insn_times_release(&m->times);
     free(m);
@@ -726,6 +729,19 @@ static void box_span(const dna_dma *d, int64_t base, int64_t row_stride, int64_t
             *lo = x < *lo ? x : *lo;
             *hi = x + d->run_bytes > *hi ? x + d->run_bytes : *hi;
         }
+}
+
+/* A box that is one block of bytes on both sides (no padding; one run, or
+ * runs and rows that follow each other on both sides): its byte count,
+ * else 0. */
+static int64_t dma_block_bytes(const dna_dma *d)
+{
+    const int64_t rb = d->run_bytes, row = (int64_t)d->cols * rb;
+    if (d->pad_top || d->pad_bottom || d->pad_left || d->pad_right)
+        return 0;
+    int cols_follow = d->cols == 1 || (d->sram_col_stride == (uint32_t)rb && d->dram_col_stride == rb);
+    int rows_follow = d->rows == 1 || ((int64_t)d->sram_row_stride == row && d->dram_row_stride == row);
+    return cols_follow && rows_follow ? row * d->rows : 0;
 }
 
 /* The hulls of what a run writes in ACT, WGT and the activation DRAM
@@ -872,6 +888,8 @@ static int insn_uses(const dna_machine *m, int i, mem_use *u)
     case DNA_STORE: {
         const dna_dma *d = &in->u.dma;
         int load = in->opcode == DNA_LOAD;
+        if (m->fwd_dead && m->fwd_dead[i])
+            return 0; /* forwarded: moves no bytes (a dead LOAD is into ACT: no tags) */
         box_span(d, d->sram, d->sram_row_stride, d->sram_col_stride, &lo, &hi);
         u[n++] = (mem_use){lo, hi, load && d->mem == DNA_MEM_WGT ? SP_WGT : SP_ACT, load};
         box_span(d, d->dram, d->dram_row_stride, d->dram_col_stride, &lo, &hi);
@@ -882,17 +900,23 @@ static int insn_uses(const dna_machine *m, int i, mem_use *u)
         const dna_conv *k = &in->u.conv;
         const conv_prep *c = m->insn_prep[i];
         int64_t blk = c->w_bytes + (c->has_bias ? 4 * (int64_t)k->oc_n : 0);
-        u[n++] = (mem_use){k->in_addr, k->in_addr + (int64_t)mera_type_nbytes(&c->in_t), SP_ACT, 0};
+        int64_t src = m->fwd_src ? m->fwd_src[(size_t)i * DNA_MAX_SRC] : -1, dst = m->fwd_dst ? m->fwd_dst[i] : -1;
+        int64_t in_n = (int64_t)mera_type_nbytes(&c->in_t), out_n = (int64_t)mera_type_nbytes(&c->out_t);
+        u[n++] = src >= 0 ? (mem_use){src, src + in_n, SP_DRAM, 0} : (mem_use){k->in_addr, k->in_addr + in_n, SP_ACT, 0};
         u[n++] = (mem_use){k->wgt_addr, k->wgt_addr + blk, SP_WGT, 0};
-        u[n++] = (mem_use){k->out_addr, k->out_addr + (int64_t)mera_type_nbytes(&c->out_t), SP_ACT, 1};
+        u[n++] = dst >= 0 ? (mem_use){dst, dst + out_n, SP_DRAM, 1} : (mem_use){k->out_addr, k->out_addr + out_n, SP_ACT, 1};
         break;
     }
     case DNA_VEC: {
         const dna_vec *k = &in->u.vec;
         const vec_prep *v = m->insn_prep[i];
-        for (int q = 0; q < k->n_src; q++)
-            u[n++] = (mem_use){k->src[q].addr, k->src[q].addr + (int64_t)mera_type_nbytes(&v->in_t[q]), SP_ACT, 0};
-        u[n++] = (mem_use){k->dst.addr, k->dst.addr + (int64_t)mera_type_nbytes(&v->out_t), SP_ACT, 1};
+        for (int q = 0; q < k->n_src; q++) {
+            int64_t src = m->fwd_src ? m->fwd_src[(size_t)i * DNA_MAX_SRC + q] : -1;
+            int64_t nb = (int64_t)mera_type_nbytes(&v->in_t[q]);
+            u[n++] = src >= 0 ? (mem_use){src, src + nb, SP_DRAM, 0} : (mem_use){k->src[q].addr, k->src[q].addr + nb, SP_ACT, 0};
+        }
+        int64_t dst = m->fwd_dst ? m->fwd_dst[i] : -1, out_n = (int64_t)mera_type_nbytes(&v->out_t);
+        u[n++] = dst >= 0 ? (mem_use){dst, dst + out_n, SP_DRAM, 1} : (mem_use){k->dst.addr, k->dst.addr + out_n, SP_ACT, 1};
         break;
     }
     }
@@ -908,6 +932,225 @@ static int uses_conflict(const mem_use *a, int na, const mem_use *b, int nb)
     return 0;
 }
 
+/* ---- forwarding ---------------------------------------------------------------
+ *
+ * Most of a layer's bytes go LOAD (DRAM -> ACT, one dense block), CONV (ACT
+ * -> ACT), STORE (ACT -> DRAM, one dense block): two copies the kernels
+ * could do without. plan_forward decides once, at load, from the
+ * instructions' memory effects in the order a run executes them (the
+ * segments in order, each DNA segment's instructions in execution order):
+ *
+ * - input forwarding: a CONV's input window or a VEC source lying within
+ *   the ACT bytes one dense-block LOAD wrote, neither those ACT bytes nor
+ *   the LOAD's DRAM source written by anything in between, reads the DRAM
+ *   bytes instead (they are the same bytes);
+ * - dead LOADs: a LOAD none of whose bytes is read from ACT (every reader
+ *   forwarded) before an instruction overwrites all of them, or the
+ *   program ends, moves no bytes;
+ * - output forwarding: a CONV/VEC tile read from ACT by exactly one later
+ *   instruction, a STORE of exactly its bytes as one dense block, and by
+ *   nothing else before an instruction overwrites all of them or the
+ *   program ends, with no instruction between the two reading or writing
+ *   the STORE's DRAM range: the kernel writes that DRAM range itself and
+ *   the STORE moves no bytes (not when its forwarded inputs overlap it).
+ *
+ * Every segment boundary ends what forwarding knows (a run driven segment
+ * by segment, the IP's emulated device, has the host write DRAM between
+ * segments). Each decision keeps every byte any later instruction reads;
+ * the decisions together too: moving a STORE's DRAM write up to its CONV
+ * could only matter to an instruction between the two touching that range,
+ * and then the pair, or the other pair whose STORE lies between them, was
+ * refused. Everything that plans from memory effects (insn_uses: the wave
+ * plan, plan_zeroed) sees the forwarded ones; the timing model does not
+ * look: the modelled device still moves every byte. */
+
+#define SIM_FWD_SCAN 1024 /* instructions an output-forwarding candidate looks ahead */
+
+typedef struct {
+    int insn;       /* the LOAD */
+    int64_t lo, hi; /* the ACT bytes it writes */
+    int64_t dram;   /* the DRAM address of lo */
+    int clobbered;  /* its ACT bytes or DRAM source written since: no more forwarding */
+    int alive;      /* an instruction reads some of its bytes from ACT */
+} fwd_rec;
+
+static int spans_meet(int64_t a0, int64_t a1, int64_t b0, int64_t b1)
+{
+    return a0 < b1 && b0 < a1;
+}
+
+static void fwd_finish(dna_machine *m, const fwd_rec *r)
+{
+    if (!r->alive) {
+        m->fwd_dead[r->insn] = 1;
+        m->fwd_stats.dead_loads++;
+    }
+}
+
+static mera_status plan_forward(dna_machine *m, mera_error *err)
+{
+    const dna_program *prog = m->prog;
+    const char *env = getenv("MERA_SIM_FORWARD");
+    if (env && strcmp(env, "0") == 0)
+        return MERA_OK;
+    size_t ni = (size_t)(prog->n_insns > 0 ? prog->n_insns : 1);
+    m->fwd_src = malloc(ni * DNA_MAX_SRC * sizeof *m->fwd_src);
+    m->fwd_dst = malloc(ni * sizeof *m->fwd_dst);
+    m->fwd_dead = calloc(ni, 1);
+    int n_seq = 0;
+    int *seq = malloc((ni + (size_t)prog->n_segments + 1) * sizeof *seq);
+    mem_use *uses = malloc(ni * MAX_USES * sizeof *uses);
+    int *nuse = malloc(ni * sizeof *nuse);
+    fwd_rec *recs = NULL;
+    int n_rec = 0, cap_rec = 0;
+    mera_status st = MERA_OK;
+    if (!m->fwd_src || !m->fwd_dst || !m->fwd_dead || !seq || !uses || !nuse) {
+        st = mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t k = 0; k < ni * DNA_MAX_SRC; k++)
+        m->fwd_src[k] = -1;
+    for (size_t k = 0; k < ni; k++)
+        m->fwd_dst[k] = -1;
+    /* the run's order; -1: a segment boundary */
+    for (int s = 0; s < prog->n_segments; s++) {
+        const dna_segment *seg = &prog->segments[s];
+        seq[n_seq++] = -1;
+        for (int k = 0; seg->kind == DNA_SEG_DNA && k < seg->count; k++)
+            seq[n_seq++] = m->order[seg->first + k];
+    }
+    /* pass 1: input forwarding and dead LOADs */
+    for (int p = 0; p < n_seq; p++) {
+        int x = seq[p];
+        if (x < 0) {
+            for (int r = 0; r < n_rec; r++)
+                recs[r].clobbered = 1;
+            continue;
+        }
+        const dna_insn *in = &prog->insns[x];
+        mem_use u[MAX_USES];
+        int n = insn_uses(m, x, u);
+        for (int q = 0; q < n; q++) {
+            if (u[q].write || u[q].space != SP_ACT)
+                continue;
+            int can = (in->opcode == DNA_CONV && q == 0) || in->opcode == DNA_VEC, done = 0;
+            for (int r = 0; can && r < n_rec && !done; r++)
+                if (!recs[r].clobbered && u[q].lo >= recs[r].lo && u[q].hi <= recs[r].hi) {
+                    m->fwd_src[(size_t)x * DNA_MAX_SRC + q] = recs[r].dram + (u[q].lo - recs[r].lo);
+                    m->fwd_stats.fwd_inputs++;
+                    done = 1;
+                }
+            for (int r = 0; !done && r < n_rec; r++)
+                if (spans_meet(u[q].lo, u[q].hi, recs[r].lo, recs[r].hi))
+                    recs[r].alive = 1;
+        }
+        for (int q = 0; q < n; q++)
+            if (u[q].write && u[q].space == SP_DRAM)
+                for (int r = 0; r < n_rec; r++)
+                    if (spans_meet(u[q].lo, u[q].hi, recs[r].dram, recs[r].dram + (recs[r].hi - recs[r].lo)))
+                        recs[r].clobbered = 1;
+        for (int q = 0; q < n; q++) {
+            if (!u[q].write || u[q].space != SP_ACT)
+                continue;
+            for (int r = 0; r < n_rec;) {
+                if (!spans_meet(u[q].lo, u[q].hi, recs[r].lo, recs[r].hi)) {
+                    r++;
+                } else if (u[q].lo <= recs[r].lo && u[q].hi >= recs[r].hi) { /* all overwritten */
+                    fwd_finish(m, &recs[r]);
+                    recs[r] = recs[--n_rec];
+                } else {
+                    recs[r++].clobbered = 1;
+                }
+            }
+        }
+        if (in->opcode == DNA_LOAD && in->u.dma.mem == DNA_MEM_ACT) {
+            const dna_dma *d = &in->u.dma;
+            int64_t b = dma_block_bytes(d);
+            if (b > 0 && d->dram >= prog->params_bytes) {
+                void *tmp_grow;
+                if (GROW(recs, cap_rec, n_rec)) {
+                    st = mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+                    goto done;
+                }
+                recs[n_rec++] = (fwd_rec){x, d->sram, (int64_t)d->sram + b, d->dram, 0, 0};
+            }
+        }
+    }
+    for (int r = 0; r < n_rec; r++)
+        fwd_finish(m, &recs[r]);
+    /* pass 2: output forwarding, on pass 1's effects */
+    for (int p = 0; p < n_seq; p++)
+        if (seq[p] >= 0)
+            nuse[seq[p]] = insn_uses(m, seq[p], uses + (size_t)seq[p] * MAX_USES);
+    for (int pc = 0; pc < n_seq; pc++) {
+        int x = seq[pc];
+        if (x < 0 || (prog->insns[x].opcode != DNA_CONV && prog->insns[x].opcode != DNA_VEC))
+            continue;
+        const mem_use *ux = uses + (size_t)x * MAX_USES;
+        const mem_use *out = &ux[nuse[x] - 1]; /* the tile: insn_uses puts it last */
+        if (!out->write || out->space != SP_ACT)
+            continue;
+        const int64_t lo = out->lo, hi = out->hi;
+        int s = -1, ps = -1, ok = 0, p;
+        for (p = pc + 1; p < n_seq && p <= pc + SIM_FWD_SCAN; p++) {
+            int y = seq[p], bad = y < 0, stop = 0;
+            for (int q = 0; !bad && q < nuse[y]; q++) {
+                const mem_use *u = uses + (size_t)y * MAX_USES + q;
+                if (u->space != SP_ACT || !spans_meet(u->lo, u->hi, lo, hi))
+                    continue;
+                if (!u->write && s < 0 && prog->insns[y].opcode == DNA_STORE && u->lo == lo && u->hi == hi &&
+                    dma_block_bytes(&prog->insns[y].u.dma) == hi - lo) {
+                    s = y;
+                    ps = p;
+                } else if (u->write && s >= 0 && u->lo <= lo && u->hi >= hi && y != s) {
+                    stop = 1;
+                } else {
+                    bad = 1;
+                }
+            }
+            if (bad)
+                break;
+            if (stop) {
+                ok = 1;
+                break;
+            }
+        }
+        if (p == n_seq && s >= 0)
+            ok = 1; /* the program ends */
+        if (!ok)
+            continue;
+        const int64_t dram = prog->insns[s].u.dma.dram, dram_hi = dram + (hi - lo);
+        if (dram < prog->params_bytes)
+            continue;
+        for (int q = 0; q < nuse[x] && ok; q++) /* its own inputs */
+            if (ux[q].space == SP_DRAM && spans_meet(ux[q].lo, ux[q].hi, dram, dram_hi))
+                ok = 0;
+        for (int b = pc + 1; b < ps && ok; b++) /* nothing between touches the STORE's range */
+            for (int q = 0; q < nuse[seq[b]] && ok; q++) {
+                const mem_use *u = uses + (size_t)seq[b] * MAX_USES + q;
+                if (u->space == SP_DRAM && spans_meet(u->lo, u->hi, dram, dram_hi))
+                    ok = 0;
+            }
+        if (!ok)
+            continue;
+        m->fwd_dst[x] = dram;
+        m->fwd_dead[s] = 1;
+        m->fwd_stats.fwd_outputs++;
+        m->fwd_stats.dead_stores++;
+    }
+done:
+    free(seq);
+    free(uses);
+    free(nuse);
+    free(recs);
+    return st;
+}
+
+dna_forward_stats dna_machine_forward_stats(const dna_machine *m)
+{
+    return m->fwd_stats;
+}
+
 /* Rough host time of instruction i's byte part on one thread, in ns, and
  * the threads it splits across when run alone (*own). Measured on a 2-core
  * Sapphire Rapids: a pointwise conv tile runs 150-350 multiply-adds per
@@ -921,8 +1164,8 @@ static double insn_cost_ns(const dna_machine *m, int i, int *own)
     case DNA_LOAD:
     case DNA_STORE: {
         const dna_dma *d = &in->u.dma;
-        if (in->opcode == DNA_LOAD && d->mem == DNA_MEM_WGT && m->wgt_unread)
-            return 50; /* tags only */
+        if ((in->opcode == DNA_LOAD && d->mem == DNA_MEM_WGT && m->wgt_unread) || (m->fwd_dead && m->fwd_dead[i]))
+            return 50; /* tags only, or forwarded */
         double bytes = (double)d->rows * d->cols * d->run_bytes;
         *own = bytes >= 32768 ? m->opt.threads : 1;
         return 200 + bytes / 25;
@@ -1049,6 +1292,16 @@ static mera_status plan_waves(dna_machine *m, mera_error *err)
     m->seg_wave[prog->n_segments] = n_waves;
     m->wave_start[n_waves] = placed;
     m->lanes = any_lanes ? m->opt.threads : 1;
+    if (m->profile) {
+        int on_lanes = 0, lane_insns = 0;
+        for (int w = 0; w < n_waves; w++)
+            if (m->wave_lanes[w]) {
+                on_lanes++;
+                lane_insns += m->wave_start[w + 1] - m->wave_start[w];
+            }
+        fprintf(stderr, "mera sim waves: %d instructions in %d waves, %d waves (%d instructions) on the lanes\n",
+                placed, n_waves, on_lanes, lane_insns);
+    }
 done:
     free(level);
     free(nuse);
@@ -1218,6 +1471,8 @@ static void plan_zeroed(dna_machine *m)
             const dna_insn *in = &prog->insns[i];
             if (in->opcode == DNA_LOAD || in->opcode == DNA_STORE) {
                 const dna_dma *d = &in->u.dma;
+                if (m->fwd_dead && m->fwd_dead[i])
+                    continue; /* forwarded: moves no bytes */
                 if (in->opcode == DNA_LOAD) { /* reads DRAM but the padding, writes every run of the box */
                     zp_box(&z, BUF_DRAM, 0, d, d->dram, d->dram_row_stride, d->dram_col_stride, d->pad_top,
                            d->rows - d->pad_bottom, d->pad_left, d->cols - d->pad_right);
@@ -1350,7 +1605,7 @@ dna_machine *dna_machine_new_opts(const mera_graph *g, const dna_program *prog, 
         if (seg->kind == DNA_SEG_DNA)
             dna_sort_by_start(m->order + seg->first, seg->count, m->times.start);
     }
-    if (plan_waves(m, err))
+    if (plan_forward(m, err) || plan_waves(m, err))
         goto fail;
     plan_zeroed(m);
     return m;
@@ -1375,8 +1630,9 @@ typedef struct {
  * after each dna_machine_run, and for a run driven segment by segment (the
  * IP's emulated device) the totals of all its segments when it is freed.
  * The clock reads cost about 1 us per instruction. */
-enum { PROF_LOAD, PROF_STORE, PROF_CONV, PROF_VEC, PROF_HOST, PROF_SETUP, PROF_N };
-static const char *const prof_names[PROF_N] = {"LOAD", "STORE", "CONV", "VEC", "host nodes", "setup/io"};
+enum { PROF_LOAD, PROF_STORE, PROF_LOAD_FWD, PROF_STORE_FWD, PROF_CONV, PROF_VEC, PROF_HOST, PROF_SETUP, PROF_N };
+static const char *const prof_names[PROF_N] = {"LOAD", "STORE", "LOAD forwarded", "STORE forwarded", "CONV", "VEC",
+                                               "host nodes", "setup/io"};
 
 static double now_ns(int cpu)
 {
@@ -1550,19 +1806,6 @@ static const uint8_t *dram_span(const run_ctx *r, int64_t addr, int64_t n)
 {
     int64_t pb = r->m->prog->params_bytes;
     return (addr < pb) == (addr + n - 1 < pb) ? dram_r(r, addr) : NULL;
-}
-
-/* A box that is one block of bytes on both sides (no padding; one run, or
- * runs and rows that follow each other on both sides): its byte count,
- * else 0. */
-static int64_t dma_block_bytes(const dna_dma *d)
-{
-    const int64_t rb = d->run_bytes, row = (int64_t)d->cols * rb;
-    if (d->pad_top || d->pad_bottom || d->pad_left || d->pad_right)
-        return 0;
-    int cols_follow = d->cols == 1 || (d->sram_col_stride == (uint32_t)rb && d->dram_col_stride == rb);
-    int rows_follow = d->rows == 1 || ((int64_t)d->sram_row_stride == row && d->dram_row_stride == row);
-    return cols_follow && rows_follow ? row * d->rows : 0;
 }
 
 typedef struct {
@@ -1763,14 +2006,15 @@ static mera_status exec_conv(run_ctx *r, int i, int lane, int threads, mera_erro
     mera_kernel_args a;
     conv_args(c, &a);
     a.threads = threads > 0 ? threads : c->threads;
-    a.in[0] = r->act + k->in_addr;
+    int64_t src = m->fwd_src ? m->fwd_src[(size_t)i * DNA_MAX_SRC] : -1, dst = m->fwd_dst ? m->fwd_dst[i] : -1;
+    a.in[0] = src >= 0 ? dram_r(r, src) : r->act + k->in_addr; /* forwarded: the LOAD's DRAM source */
     a.in[1] = r->wgt ? r->wgt + k->wgt_addr : NULL; /* NULL: prepared, the kernel holds the weights */
     if (c->has_bias && !c->state) { /* a prepared kernel holds its bias */
         float *bias = r->bias + (size_t)lane * r->bias_stride;
         memcpy(bias, r->wgt + k->wgt_addr + c->w_bytes, (size_t)k->oc_n * sizeof(float));
         a.in[2] = bias;
     }
-    a.out[0] = r->act + k->out_addr;
+    a.out[0] = dst >= 0 ? dram_w(r, dst) : r->act + k->out_addr; /* forwarded: the STORE's DRAM range */
     a.scratch = lane_scratch(r, lane);
     a.scratch_bytes = r->scratch ? m->scratch_bytes : 0;
     mera_status st = c->k.run(&a, err);
@@ -1786,9 +2030,13 @@ static mera_status exec_vec(run_ctx *r, int i, int lane, int threads, mera_error
     mera_kernel_args a;
     vec_args(v, &a);
     a.threads = threads > 0 ? threads : v->threads;
-    for (int s = 0; s < k->n_src; s++)
-        a.in[s] = r->act + k->src[s].addr;
-    a.out[0] = r->act + k->dst.addr;
+    const dna_machine *m = r->m;
+    for (int s = 0; s < k->n_src; s++) {
+        int64_t src = m->fwd_src ? m->fwd_src[(size_t)i * DNA_MAX_SRC + s] : -1;
+        a.in[s] = src >= 0 ? dram_r(r, src) : r->act + k->src[s].addr;
+    }
+    int64_t dst = m->fwd_dst ? m->fwd_dst[i] : -1;
+    a.out[0] = dst >= 0 ? dram_w(r, dst) : r->act + k->dst.addr;
     a.scratch = lane_scratch(r, lane);
     a.scratch_bytes = r->scratch ? r->m->scratch_bytes : 0;
     mera_status st = v->k.run(&a, err);
@@ -1961,8 +2209,18 @@ static mera_status insn_bytes(run_ctx *r, int i, int lane, int threads, double *
     mera_status st = MERA_OK;
     int kind = -1;
     switch (m->prog->insns[i].opcode) {
-    case DNA_LOAD: load_bytes(r, i, threads > 0 ? threads : m->opt.threads); kind = PROF_LOAD; break;
-    case DNA_STORE: exec_store(r, i, threads > 0 ? threads : m->opt.threads); kind = PROF_STORE; break;
+    case DNA_LOAD:
+    case DNA_STORE:
+        if (m->fwd_dead && m->fwd_dead[i]) { /* forwarded: no bytes move */
+            kind = m->prog->insns[i].opcode == DNA_LOAD ? PROF_LOAD_FWD : PROF_STORE_FWD;
+        } else if (m->prog->insns[i].opcode == DNA_LOAD) {
+            load_bytes(r, i, threads > 0 ? threads : m->opt.threads);
+            kind = PROF_LOAD;
+        } else {
+            exec_store(r, i, threads > 0 ? threads : m->opt.threads);
+            kind = PROF_STORE;
+        }
+        break;
     case DNA_CONV: st = exec_conv(r, i, lane, threads, err); kind = PROF_CONV; break;
     case DNA_VEC: st = exec_vec(r, i, lane, threads, err); kind = PROF_VEC; break;
     case DNA_NOP: break;

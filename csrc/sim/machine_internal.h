@@ -81,6 +81,16 @@ struct dna_machine {
     int *seg_wave;           /* per segment s: its waves are [seg_wave[s], seg_wave[s + 1]) */
     int lanes;               /* lanes a run has scratch for (opt.threads with waves, else 1) */
     size_t scratch_stride;   /* scratch_bytes rounded up to a cache line: one per lane */
+    /* Forwarding (plan_forward; all NULL with MERA_SIM_FORWARD=0): per
+     * instruction, the DRAM address a CONV's input (source 0) or a VEC's
+     * source q reads instead of ACT (fwd_src[i * DNA_MAX_SRC + q], -1: ACT),
+     * the DRAM address a CONV/VEC writes its tile to instead of ACT
+     * (fwd_dst[i], -1: ACT), and whether a LOAD or STORE moves no bytes
+     * (fwd_dead[i]). */
+    int64_t *fwd_src;
+    int64_t *fwd_dst;
+    unsigned char *fwd_dead;
+    dna_forward_stats fwd_stats;
 };
 
 #endif

@@ -126,4 +126,15 @@ mera_status dna_run_segment(dna_run *r, int seg, int64_t *cycles, mera_error *er
 mera_status dna_machine_run_host_node(const dna_machine *m, int node, const void *const *in, void *const *out,
                                       mera_error *err);
 
+/* Forwarding (docs/architecture.md, "Forwarding"): what the machine
+ * decided at load. MERA_SIM_FORWARD=0 in the environment at load turns it
+ * off (all 0). */
+typedef struct {
+    int64_t dead_loads;     /* LOADs into ACT that move no bytes: every reader reads their DRAM source */
+    int64_t dead_stores;    /* STOREs that move no bytes: the CONV/VEC wrote their DRAM range itself */
+    int64_t fwd_inputs;     /* CONV inputs and VEC sources read from DRAM instead of ACT */
+    int64_t fwd_outputs;    /* CONV/VEC tiles written to DRAM instead of ACT (= dead_stores) */
+} dna_forward_stats;
+dna_forward_stats dna_machine_forward_stats(const dna_machine *m);
+
 #endif

@@ -479,7 +479,11 @@ static void test_unwritten_reads_zero_every_run(void)
     mera_graph *g = make_graph(&nc, &na);
     const void *params[] = {NULL, w_data, b_data, NULL};
     const mera_platform *p = mera_platform_find("DNAF100L0003");
-    for (int threads = 1; threads <= 7; threads += threads == 1 ? 1 : 5) {
+    /* with forwarding the late LOAD, never read, moves no bytes; without,
+     * a reused run must zero what it wrote */
+    for (int k = 0; k < 6; k++) {
+        int threads = k % 3 == 0 ? 1 : k % 3 == 1 ? 2 : 7;
+        setenv("MERA_SIM_FORWARD", k < 3 ? "0" : "1", 1);
         test_prog tp;
         build(&tp, g, nc, na, 0);
         int n = tp.p.n_insns;
@@ -493,11 +497,13 @@ static void test_unwritten_reads_zero_every_run(void)
         err.msg[0] = 0;
         dna_machine_options mo = {.threads = threads};
         dna_machine *m = dna_machine_new_opts(g, &tp.p, p, params, &mo, &err);
+        unsetenv("MERA_SIM_FORWARD");
         CHECK(m != NULL);
         if (!m) {
             fprintf(stderr, "load: %s\n", err.msg);
             continue;
         }
+        CHECK(dna_machine_forward_stats(m).dead_loads == (k < 3 ? 0 : 3));
         uint8_t first[H * W * O], got[H * W * O], with_y[H * W * O];
         const void *inputs[] = {x_data, y_data};
         void *outputs[] = {first};
@@ -684,6 +690,200 @@ static void test_timing_formulas(void)
     mera_graph_free(g);
 }
 
+/* ---- forwarding (plan_forward) ---------------------------------------------
+ *
+ * The add segment of build(.., 0) is the chain forwarding is for: two
+ * dense LOADs (conv output, y), the VEC, one dense STORE. Each variant
+ * below edits that segment; the machine with forwarding must give the
+ * bytes of the machine without (MERA_SIM_FORWARD=0), at 1, 2 and 7
+ * threads, and forward exactly what is safe. */
+
+enum { ADD_SEG = 12 }; /* the add segment's first instruction in build(.., 0) */
+
+static dna_insn nop(int deps)
+{
+    dna_insn in;
+    memset(&in, 0, sizeof in);
+    in.opcode = DNA_NOP;
+    in.deps = (uint8_t)deps;
+    in.layer = 1;
+    return in;
+}
+
+static dna_insn add_vec(int deps, uint32_t a, uint32_t b, uint32_t dst)
+{
+    dna_insn v;
+    memset(&v, 0, sizeof v);
+    v.opcode = DNA_VEC;
+    v.deps = (uint8_t)deps;
+    v.layer = 1;
+    v.u.vec.n_src = 2;
+    int32_t ext[4] = {1, H, W, O};
+    v.u.vec.src[0].addr = a;
+    v.u.vec.src[1].addr = b;
+    v.u.vec.dst.addr = dst;
+    memcpy(v.u.vec.src[0].ext, ext, sizeof ext);
+    memcpy(v.u.vec.src[1].ext, ext, sizeof ext);
+    memcpy(v.u.vec.dst.ext, ext, sizeof ext);
+    return v;
+}
+
+static dna_insn dense(int opcode, int deps, uint32_t sram, int64_t dram)
+{
+    dna_insn in = load(1, deps, DNA_MEM_ACT, sram, dram, 1, 1, H * W * O, 0, 0, 0, 0);
+    in.opcode = (uint8_t)opcode;
+    return in;
+}
+
+/* The add segment replaced by insns[0, n). */
+static void with_add_segment(test_prog *tp, const dna_insn *insns, int n)
+{
+    for (int k = 0; k < n; k++)
+        tp->insns[ADD_SEG + k] = insns[k];
+    tp->p.n_insns = ADD_SEG + n;
+    tp->segs[1].count = n;
+}
+
+/* Loads tp with MERA_SIM_FORWARD=forward on `threads` threads, runs it
+ * twice (the second run reuses the first's buffers), gives the output and
+ * the forwarding counts. */
+static int run_forward(const mera_graph *g, test_prog *tp, int forward, int threads, uint8_t *out,
+                       dna_forward_stats *fs)
+{
+    const mera_platform *p = mera_platform_find("DNAF100L0003");
+    const void *params[] = {NULL, w_data, b_data, NULL};
+    setenv("MERA_SIM_FORWARD", forward ? "1" : "0", 1);
+    mera_error err;
+    err.msg[0] = 0;
+    dna_machine_options mo = {.threads = threads};
+    dna_machine *m = dna_machine_new_opts(g, &tp->p, p, params, &mo, &err);
+    unsetenv("MERA_SIM_FORWARD");
+    CHECK(m != NULL);
+    if (!m) {
+        fprintf(stderr, "load: %s\n", err.msg);
+        return 0;
+    }
+    *fs = dna_machine_forward_stats(m);
+    const void *inputs[] = {x_data, y_data};
+    uint8_t again[H * W * O];
+    void *outputs[] = {out};
+    int ok = dna_machine_run(m, inputs, outputs, &err) == MERA_OK;
+    outputs[0] = again;
+    ok &= dna_machine_run(m, inputs, outputs, &err) == MERA_OK;
+    if (!ok)
+        fprintf(stderr, "run: %s\n", err.msg);
+    CHECK(ok && memcmp(out, again, sizeof again) == 0);
+    dna_machine_free(m);
+    return ok;
+}
+
+/* Forwarding on and off give the same bytes at 1, 2 and 7 threads; the
+ * counts with forwarding on (the same at every thread count) must be
+ * `want`, each field -1 for "any". Returns the output. */
+static void check_forward(const mera_graph *g, test_prog *tp, dna_forward_stats want, uint8_t *out, int line)
+{
+    uint8_t off[H * W * O], on[H * W * O];
+    for (int threads = 1; threads <= 7; threads += threads == 1 ? 1 : 5) {
+        dna_forward_stats s0, s1;
+        if (!run_forward(g, tp, 0, threads, off, &s0) || !run_forward(g, tp, 1, threads, on, &s1))
+            continue;
+        int same = memcmp(off, on, sizeof on) == 0;
+        int counts = s0.dead_loads == 0 && s0.dead_stores == 0 && s0.fwd_inputs == 0 && s0.fwd_outputs == 0 &&
+                     (want.dead_loads < 0 || s1.dead_loads == want.dead_loads) &&
+                     (want.dead_stores < 0 || s1.dead_stores == want.dead_stores) &&
+                     (want.fwd_inputs < 0 || s1.fwd_inputs == want.fwd_inputs) &&
+                     (want.fwd_outputs < 0 || s1.fwd_outputs == want.fwd_outputs);
+        if (!same || !counts)
+            fprintf(stderr, "check_forward (line %d, %d threads): same bytes %d; forwarded: %lld dead LOADs, %lld dead "
+                            "STOREs, %lld inputs, %lld outputs\n",
+                    line, threads, same, (long long)s1.dead_loads, (long long)s1.dead_stores,
+                    (long long)s1.fwd_inputs, (long long)s1.fwd_outputs);
+        CHECK(same && counts);
+        memcpy(out, on, sizeof on);
+    }
+}
+
+static void test_forwarding(void)
+{
+    int nc, na;
+    mera_graph *g = make_graph(&nc, &na);
+    const void *params[] = {NULL, w_data, b_data, NULL};
+    uint8_t want[H * W * O], got[H * W * O];
+    reference(g, params, want);
+    test_prog tp;
+    enum { L1 = ADD_SEG, L2, V, S };
+
+    /* The plain chain: both LOADs and the STORE move no bytes. */
+    build(&tp, g, nc, na, 0);
+    CHECK(tp.insns[V].opcode == DNA_VEC && tp.insns[S].opcode == DNA_STORE && tp.p.n_insns == S + 1);
+    check_forward(g, &tp, (dna_forward_stats){2, 1, 2, 1}, got, __LINE__);
+    CHECK(memcmp(got, want, sizeof got) == 0);
+
+    /* A STORE writes y's DRAM source between its LOAD and the VEC (zeros
+     * from unwritten ACT): y's tile must be read from ACT. */
+    build(&tp, g, nc, na, 0);
+    {
+        dna_insn seg[] = {tp.insns[L1], tp.insns[L2], nop(POP_PREV | PUSH_NEXT),
+                          dense(DNA_STORE, POP_PREV | PUSH_PREV, 600, Y_AT),
+                          add_vec(POP_NEXT | PUSH_NEXT, 0, 180, 360), tp.insns[S]};
+        with_add_segment(&tp, seg, 6);
+    }
+    check_forward(g, &tp, (dna_forward_stats){1, 1, 1, 1}, got, __LINE__);
+    CHECK(memcmp(got, want, sizeof got) == 0); /* y was in ACT before the STORE zeroed its DRAM */
+
+    /* A second LOAD rewrites half of the first's ACT bytes: the first
+     * LOAD's tile cannot be forwarded (the VEC reads bytes of both) and
+     * both LOADs must move their bytes. */
+    build(&tp, g, nc, na, 0);
+    tp.insns[L2].u.dma.sram = 90;
+    tp.insns[V].u.vec.src[1].addr = 90;
+    check_forward(g, &tp, (dna_forward_stats){0, 1, 1, 1}, got, __LINE__);
+
+    /* A padded LOAD fills the VEC's first source (its first row is the
+     * pad value): not a dense block, never forwarded. */
+    build(&tp, g, nc, na, 0);
+    tp.insns[L1] = load(1, 0, DNA_MEM_ACT, 0, CONV_AT, H, 1, W * O, W * O, 0, W * O, 0);
+    tp.insns[L1].u.dma.pad_top = 1;
+    tp.insns[L1].u.dma.pad_value = 77;
+    check_forward(g, &tp, (dna_forward_stats){1, 1, 1, 1}, got, __LINE__);
+    CHECK(memcmp(got, want, sizeof got) != 0);
+
+    /* Another VEC reads the add's ACT output besides the STORE: the add
+     * must write ACT (the second VEC's output is never stored). */
+    build(&tp, g, nc, na, 0);
+    {
+        dna_insn seg[] = {tp.insns[L1], tp.insns[L2], tp.insns[V], add_vec(0, 360, 180, 600), tp.insns[S]};
+        with_add_segment(&tp, seg, 5);
+    }
+    check_forward(g, &tp, (dna_forward_stats){2, 0, 3, 0}, got, __LINE__);
+    CHECK(memcmp(got, want, sizeof got) == 0);
+
+    /* A LOAD reads the STORE's DRAM range between the add and its STORE,
+     * for a second VEC (which reads it from DRAM, forwarded: the LOAD
+     * moves no bytes): the add must not write that range early. */
+    build(&tp, g, nc, na, 0);
+    {
+        dna_insn seg[] = {tp.insns[L1], tp.insns[L2], add_vec(POP_PREV | PUSH_PREV, 0, 180, 360),
+                          dense(DNA_LOAD, POP_NEXT | PUSH_NEXT, 600, ADD_AT), add_vec(POP_PREV | PUSH_NEXT, 600, 180, 780),
+                          tp.insns[S]};
+        with_add_segment(&tp, seg, 6);
+    }
+    check_forward(g, &tp, (dna_forward_stats){3, 0, 4, 0}, got, __LINE__);
+    CHECK(memcmp(got, want, sizeof got) == 0);
+
+    /* The add's STORE in its own segment (a run driven segment by segment
+     * has the host between them): nothing crosses the boundary. */
+    build(&tp, g, nc, na, 0);
+    tp.segs[1].count = 3;
+    tp.segs[2] = (dna_segment){DNA_SEG_DNA, 0, S, 1, 0, 0};
+    tp.p.n_segments = 3;
+    tp.insns[V].deps = POP_PREV;
+    tp.insns[S].deps = 0;
+    check_forward(g, &tp, (dna_forward_stats){2, 0, 2, 0}, got, __LINE__);
+    CHECK(memcmp(got, want, sizeof got) == 0);
+    mera_graph_free(g);
+}
+
 int main(void)
 {
     fill_data();
@@ -692,5 +892,6 @@ int main(void)
     test_unwritten_reads_zero_every_run();
     test_one_rule_set();
     test_timing_formulas();
+    test_forwarding();
     return test_summary();
 }
