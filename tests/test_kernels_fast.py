@@ -549,6 +549,62 @@ def test_tile_matrix_layers_equal_reference(monkeypatch):
     tally.done(n_cases)
 
 
+def test_small_pixel_count_layers_equal_reference(monkeypatch):
+    """Convs and denses of 1 to 20 output pixels: from 4 pixels (QCONV_ROWS_MIN_PX)
+    the AMX kernel runs them on one partly filled A tile (the Simulator's tiles of a
+    7x7 layer), fewer on the AVX-512 loop; padding, strides, grouped, NCHW, int8,
+    weight zero points, on every path and 1, 2 and 7 threads."""
+    rng = np.random.default_rng(17)
+    tally = Tally("small pixel counts")
+    n_cases = 60 * MORE
+    for i in range(n_cases):
+        xdt = str(rng.choice(["uint8", "int8"]))
+        ydt = str(rng.choice(["uint8", "int8"]))
+        sx, zx = rand_scale(rng, 5e-3, 0.1), rand_zp(rng, xdt)
+        so, zo = out_params(rng, i, ydt)
+        relu = bool(rng.random() < 0.3)
+        b = ir.Builder("small")
+        npx = 1 + i % 20
+        if i % 3 == 2:
+            kk, o = int(rng.integers(1, 300)), int(rng.integers(1, 150))
+            x = rand_data(rng, (npx, kk), xdt)
+            wq = rand_weights(rng, (o, kk))
+            wqp = weight_qparams(rng, o, 0)
+            xv = b.input("x", x.shape, xdt, qparams=(sx, zx))
+            y = b.dense(xv, b.const(wq, qparams=wqp), rand_bias(rng, o) if rng.random() < 0.8 else None,
+                        activation="relu" if relu else "none", out_scale=so, out_zero_point=zo, out_dtype=ydt)
+            what = f"dense x {x.shape} {xdt}->{ydt} w {wq.shape}"
+        else:
+            g = int(rng.choice([1, 1, 2, 3]))
+            c, o = g * int(rng.integers(1, 80)), g * int(rng.integers(1, 60))
+            k = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+            oh = int(rng.integers(1, npx + 1))
+            while npx % oh:
+                oh -= 1
+            ow = npx // oh  # oh x ow = npx output pixels
+            stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+            pad = [int(v) for v in rng.integers(0, 2, size=4)]
+            h = (oh - 1) * stride[0] + k[0] - pad[0] - pad[2]
+            w = (ow - 1) * stride[1] + k[1] - pad[1] - pad[3]
+            if h < 1 or w < 1:
+                pad = [0, 0, 0, 0]
+                h, w = (oh - 1) * stride[0] + k[0], (ow - 1) * stride[1] + k[1]
+            nhwc = bool(rng.random() < 0.7)
+            shape = (1, h, w, c) if nhwc else (1, c, h, w)
+            x = rand_data(rng, shape, xdt)
+            wq = rand_weights(rng, (o, c // g) + k)
+            wqp = weight_qparams(rng, o, 0)
+            xv = b.input("x", shape, xdt, qparams=(sx, zx), layout="NHWC" if nhwc else "NCHW")
+            y = b.conv2d(xv, b.const(wq, qparams=wqp), rand_bias(rng, o) if rng.random() < 0.8 else None,
+                         strides=list(stride), padding=pad, groups=g,
+                         layout="NHWC" if nhwc else "NCHW", activation="relu" if relu else "none",
+                         out_scale=so, out_zero_point=zo, out_dtype=ydt)
+            what = f"conv {h}x{w}x{c}->{o} k{k} s{stride} pad={pad} g{g} nhwc={nhwc} {xdt}->{ydt}"
+        run_all(monkeypatch, tally, b.finish(y), {}, [x],
+                f"{what} npx={npx} {'per-channel' if len(wqp) == 3 else 'per-tensor'} relu={relu}")
+    tally.done(n_cases)
+
+
 def test_compiled_graph_is_shared_by_threads(monkeypatch):
     """Prepared (packed) weights are read-only: concurrent runs agree."""
     import threading

@@ -315,7 +315,11 @@ static void run_rows_items(void *ctx, int64_t i0, int64_t i1)
         j->failed = 1; /* any thread's failure fails the run */
         return;
     }
-    memset(rows, 0, (size_t)(QCONV_ROWS_PX * kpad + 64)); /* the zeros past nseg * nk stay */
+    /* the zeros past nseg * nk of each row stay (rows_gather leaves them) */
+    const int64_t used = nseg * p->nk;
+    for (int64_t m = 0; m < QCONV_ROWS_PX; m++)
+        memset(rows + m * kpad + used, 0, (size_t)(kpad - used));
+    memset(rows + QCONV_ROWS_PX * kpad, 0, 64);
     int32_t xsum[QCONV_ROWS_PX];
     uint8_t tmp[QCONV_ACC_STRIDE];
     const unsigned char *px[QCONV_ROWS_PX];
