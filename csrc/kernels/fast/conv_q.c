@@ -3,6 +3,7 @@
  * tiles, and the kernel ABI entry points of each instruction set.
  * qconv.h says how the accumulator is formed; it gives ref_conv2d_q's bytes
  * (tests/test_kernels_fast.py checks it). */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -300,6 +301,79 @@ typedef struct {
     int failed;     /* out of memory for the rows */
 } rows_job;
 
+/* The rows and accumulators of the tile-matrix path, kept per thread from
+ * one call to the next (a Simulator CONV tile is one short call, and a
+ * fresh buffer of 32 * kpad bytes cost it an allocation, often an mmap and
+ * its page faults, each time); freed when the thread ends. Past the first
+ * dirty bytes of each row (the most any plan since the last zeroing had
+ * rows_gather write), up to kpad, and past the last row, the rows hold
+ * zeros. */
+typedef struct {
+    uint8_t *rows;
+    int32_t *acc;
+    size_t bytes; /* of rows */
+    int64_t kpad, dirty;
+} rows_space;
+
+static pthread_key_t rows_key;
+static pthread_once_t rows_once = PTHREAD_ONCE_INIT;
+static int rows_key_ok;
+
+static void rows_space_free(void *v)
+{
+    rows_space *s = v;
+    if (s) {
+        free(s->rows);
+        free(s->acc);
+        free(s);
+    }
+}
+
+static void rows_key_make(void)
+{
+    rows_key_ok = pthread_key_create(&rows_key, rows_space_free) == 0;
+}
+
+/* The calling thread's rows for a plan of kpad bytes per row whose windows
+ * fill the first used bytes of a row (the rest of each row zero); NULL
+ * when out of memory. */
+static rows_space *rows_space_get(int64_t kpad, int64_t used)
+{
+    pthread_once(&rows_once, rows_key_make);
+    if (!rows_key_ok)
+        return NULL;
+    rows_space *s = pthread_getspecific(rows_key);
+    if (!s) {
+        if (!(s = calloc(1, sizeof *s)))
+            return NULL;
+        if (!(s->acc = aligned_alloc(64, QCONV_ROWS_PX * QCONV_ACC_STRIDE * sizeof *s->acc)) ||
+            pthread_setspecific(rows_key, s)) {
+            rows_space_free(s);
+            return NULL;
+        }
+    }
+    if (s->kpad != kpad || s->dirty > used) {
+        size_t need = (size_t)(QCONV_ROWS_PX * kpad + 64);
+        if (s->bytes < need) {
+            free(s->rows);
+            s->kpad = 0;
+            s->bytes = (need + 4095) & ~(size_t)4095; /* a few sizes share one buffer */
+            if (!(s->rows = aligned_alloc(64, s->bytes))) {
+                s->bytes = 0;
+                return NULL;
+            }
+        }
+        s->kpad = kpad;
+        for (int64_t m = 0; m < QCONV_ROWS_PX; m++)
+            memset(s->rows + m * kpad + used, 0, (size_t)(kpad - used));
+        memset(s->rows + QCONV_ROWS_PX * kpad, 0, 64);
+        s->dirty = used;
+    }
+    if (s->dirty < used)
+        s->dirty = used; /* rows_gather will write that far */
+    return s;
+}
+
 static void run_rows_items(void *ctx, int64_t i0, int64_t i1)
 {
     rows_job *j = ctx;
@@ -307,19 +381,13 @@ static void run_rows_items(void *ctx, int64_t i0, int64_t i1)
     const qconv_isa *isa = p->isa;
     const int64_t P = p->g.n * p->g.oh * p->g.ow, T = (int64_t)isa->lanes * isa->nv_max, kpad = p->kpad;
     const int64_t nseg = p->nseg;
-    uint8_t *rows = aligned_alloc(64, (size_t)(QCONV_ROWS_PX * kpad + 64));
-    int32_t *acc = aligned_alloc(64, QCONV_ROWS_PX * QCONV_ACC_STRIDE * sizeof *acc);
-    if (!rows || !acc) {
-        free(rows);
-        free(acc);
+    rows_space *space = rows_space_get(kpad, nseg * p->nk);
+    if (!space) {
         j->failed = 1; /* any thread's failure fails the run */
         return;
     }
-    /* the zeros past nseg * nk of each row stay (rows_gather leaves them) */
-    const int64_t used = nseg * p->nk;
-    for (int64_t m = 0; m < QCONV_ROWS_PX; m++)
-        memset(rows + m * kpad + used, 0, (size_t)(kpad - used));
-    memset(rows + QCONV_ROWS_PX * kpad, 0, 64);
+    uint8_t *rows = space->rows;
+    int32_t *acc = space->acc;
     int32_t xsum[QCONV_ROWS_PX];
     uint8_t tmp[QCONV_ACC_STRIDE];
     const unsigned char *px[QCONV_ROWS_PX];
@@ -369,8 +437,6 @@ static void run_rows_items(void *ctx, int64_t i0, int64_t i1)
         }
     }
     isa->rows_end();
-    free(rows);
-    free(acc);
 }
 
 static mera_status run_gemm(const qconv_plan *p, const unsigned char *xb, uint8_t *y, int threads)
