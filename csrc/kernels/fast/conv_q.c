@@ -290,12 +290,16 @@ static void run_gemm_items(void *ctx, int64_t i0, int64_t i1)
  * QCONV_ROWS_PX pixels, the last one shorter), each running every
  * output-channel tile of its group on the block's windows, which are
  * copied once into rows of kpad bytes, unless they already lie at one
- * stride with every chunk of kchunk bytes inside one segment (a 1x1 conv
- * on an input used in place, the pixels of one row of a conv over 64k
- * channels): then the tiles read the padded input itself. */
+ * stride and the tiles can read them in place: then the tiles read the
+ * padded input itself. In place needs every chunk of kchunk bytes inside
+ * one segment (the pixels of one row of a conv over 64k channels), or one
+ * segment per window (a 1x1 conv, any channel count: the bytes of a row
+ * past the window, up to kpad, meet zero weights, so whatever they hold
+ * adds nothing), and every byte the A tiles read, 16 rows each, inside
+ * the input. */
 typedef struct {
     const qconv_plan *p;
-    const unsigned char *xb;
+    const unsigned char *xb, *xend; /* the padded input and the end of its readable bytes */
     uint8_t *y;
     int64_t blocks; /* per group */
     int failed;     /* out of memory for the rows */
@@ -391,8 +395,10 @@ static void run_rows_items(void *ctx, int64_t i0, int64_t i1)
     int32_t xsum[QCONV_ROWS_PX];
     uint8_t tmp[QCONV_ACC_STRIDE];
     const unsigned char *px[QCONV_ROWS_PX];
-    /* every chunk inside one segment: the input can serve as the rows */
-    const int chunked = p->nk % isa->kchunk == 0 && p->xbytes == 1;
+    /* every chunk inside one segment, or one segment: the input can serve
+     * as the rows; a row of the tiles then reads extent bytes */
+    const int chunked = (p->nk % isa->kchunk == 0 || nseg == 1) && p->xbytes == 1;
+    const int64_t extent = nseg == 1 ? kpad : p->seg_off[nseg - 1] + p->nk;
     isa->rows_begin();
     for (int64_t item = i0; item < i1; item++) {
         int64_t g = item / j->blocks, b = item % j->blocks;
@@ -405,10 +411,11 @@ static void run_rows_items(void *ctx, int64_t i0, int64_t i1)
         }
         if (p->zw)
             window_sums(p, j->xb, g, pix0, npx, xsum);
-        /* equally spaced windows? (whole tiles of 16 rows only: a tile reads
-         * all its rows, and rows past the last pixel could lie past the input) */
+        /* equally spaced windows, whose tiles (all 16 rows of each: rows
+         * past the last pixel are read too) read nothing past the input? */
         int64_t stride = npx > 1 ? px[1] - px[0] : 0;
-        int strided = chunked && npx % 16 == 0;
+        int64_t room = j->xend - px[0] - extent; /* bytes past the first row's */
+        int strided = chunked && npx > 1 && stride > 0 && room >= 0 && room / stride >= (npx + 15) / 16 * 16 - 1;
         for (int64_t m = 2; m < npx && strided; m++)
             strided = px[m] - px[m - 1] == stride;
         const uint8_t *a = rows;
@@ -424,7 +431,7 @@ static void run_rows_items(void *ctx, int64_t i0, int64_t i1)
             int64_t nvalid = p->g.og - t0 < width ? p->g.og - t0 : width;
             const unsigned char *w = (const unsigned char *)p->wpack + (g * p->ogp + t0) * kpad;
             int64_t o0 = g * p->g.og + t0;
-            isa->gemm_rows((int)npx, (int)(width / isa->lanes), a, astride, strided ? p->seg_off : NULL,
+            isa->gemm_rows((int)npx, (int)(width / isa->lanes), a, astride, strided && nseg > 1 ? p->seg_off : NULL,
                            (int)nseg, p->nk, kpad, w, acc);
             if (p->g.y_nhwc) {
                 isa->rows_requant(p, (int)npx, (int)(width / isa->lanes), acc, xsum, o0, nvalid,
@@ -439,7 +446,8 @@ static void run_rows_items(void *ctx, int64_t i0, int64_t i1)
     isa->rows_end();
 }
 
-static mera_status run_gemm(const qconv_plan *p, const unsigned char *xb, uint8_t *y, int threads)
+static mera_status run_gemm(const qconv_plan *p, const unsigned char *xb, const unsigned char *xend, uint8_t *y,
+                            int threads)
 {
     /* every thread gets at least QCONV_MIN_THREAD_MACS of work, so a small
      * layer does not pay more to start threads than it gains */
@@ -449,7 +457,7 @@ static mera_status run_gemm(const qconv_plan *p, const unsigned char *xb, uint8_
     if (t > most)
         t = most > 1 ? (int)most : 1;
     if (p->isa->gemm_rows && P >= QCONV_ROWS_MIN_PX) {
-        rows_job r = {p, xb, y, (P + QCONV_ROWS_PX - 1) / QCONV_ROWS_PX, 0};
+        rows_job r = {p, xb, xend, y, (P + QCONV_ROWS_PX - 1) / QCONV_ROWS_PX, 0};
         mera_parallel_for(t, p->g.groups * r.blocks, 1, run_rows_items, &r);
         return r.failed ? MERA_ERR_NOMEM : MERA_OK;
     }
@@ -459,13 +467,41 @@ static mera_status run_gemm(const qconv_plan *p, const unsigned char *xb, uint8_
 }
 
 /* Depthwise: output rows (n, oy) split across threads; NCHW output goes
- * through a row of NHWC bytes. */
+ * through a row of NHWC bytes. A plan reading its input in place
+ * (p->direct) runs the rows from `first` on a copy of the input from byte
+ * `from` on (dw_tail). */
 typedef struct {
     const qconv_plan *p;
-    const unsigned char *xb;
+    const unsigned char *xb, *tail;
+    int64_t first, from;
     uint8_t *y;
     int failed; /* out of memory for an NCHW row */
 } dw_job;
+
+/* The byte of the input where output row r's (r = n * oh + oy) windows
+ * start. */
+static int64_t dw_row_start(const qconv_plan *p, int64_t r)
+{
+    return (r / p->g.oh * p->hp + r % p->g.oh * p->g.sh) * p->wp * p->cp;
+}
+
+/* A depthwise plan reading its input in place: its loops read up to
+ * QCONV_SLACK bytes past a window's last pixel, as the padded copy allows,
+ * so the output rows from *first on, whose reads could pass the input's
+ * end, run on a copy of the input from byte *from on followed by
+ * QCONV_SLACK zeros, *bytes in all (0 when no row needs it). */
+static void dw_tail(const qconv_plan *p, int64_t *first, int64_t *from, int64_t *bytes)
+{
+    const int64_t R = p->g.n * p->g.oh, total = p->g.n * p->hp * p->wp * p->cp;
+    /* past a row's start: its last window's last tap, one pixel and the slack */
+    const int64_t reach = (p->g.ow - 1) * p->g.sw * p->cp + p->seg_off[p->nseg - 1] + p->cp + QCONV_SLACK;
+    int64_t r = R;
+    while (r > 0 && dw_row_start(p, r - 1) + reach > total)
+        r--;
+    *first = r;
+    *from = r < R ? dw_row_start(p, r) : total;
+    *bytes = r < R ? total - *from + QCONV_SLACK : 0;
+}
 
 static void run_depthwise_rows(void *ctx, int64_t r0, int64_t r1)
 {
@@ -478,8 +514,8 @@ static void run_depthwise_rows(void *ctx, int64_t r0, int64_t r1)
     }
     const int64_t hw = p->g.oh * p->g.ow;
     for (int64_t r = r0; r < r1; r++) {
-        int64_t n = r / p->g.oh, oy = r % p->g.oh;
-        const unsigned char *in = j->xb + (n * p->hp + oy * p->g.sh) * p->wp * p->cp;
+        int64_t n = r / p->g.oh, oy = r % p->g.oh, start = dw_row_start(p, r);
+        const unsigned char *in = r < j->first ? j->xb + start : j->tail + (start - j->from);
         if (p->g.y_nhwc) {
             p->isa->dw_row(p, in, j->y + (n * hw + oy * p->g.ow) * p->g.o);
             continue;
@@ -494,10 +530,27 @@ static void run_depthwise_rows(void *ctx, int64_t r0, int64_t r1)
     free(row);
 }
 
-static mera_status run_depthwise(const qconv_plan *p, const unsigned char *xb, uint8_t *y, int threads)
+/* space: scratch of at least `bytes` (dw_tail) for a direct plan, or NULL. */
+static mera_status run_depthwise(const qconv_plan *p, const unsigned char *xb, uint8_t *y, int threads,
+                                 unsigned char *space, size_t space_bytes)
 {
-    dw_job j = {p, xb, y, 0};
+    dw_job j = {p, xb, NULL, p->g.n * p->g.oh, 0, y, 0};
+    void *buf = NULL;
+    if (p->direct) {
+        int64_t bytes;
+        dw_tail(p, &j.first, &j.from, &bytes);
+        if (bytes) {
+            if (!space || space_bytes < (size_t)bytes)
+                space = buf = malloc((size_t)bytes);
+            if (!space)
+                return MERA_ERR_NOMEM;
+            memcpy(space, xb + j.from, (size_t)(bytes - QCONV_SLACK));
+            memset(space + bytes - QCONV_SLACK, 0, QCONV_SLACK);
+            j.tail = space;
+        }
+    }
     mera_parallel_for(threads, p->g.n * p->g.oh, 1, run_depthwise_rows, &j);
+    free(buf);
     return j.failed ? MERA_ERR_NOMEM : MERA_OK;
 }
 
@@ -505,6 +558,8 @@ mera_status qconv_run(const qconv_plan *p, const mera_kernel_args *a, mera_error
 {
     const unsigned char *xb = a->in[0];
     void *buf = NULL;
+    /* the input's bytes; the padded copy's are followed by QCONV_SLACK zeros */
+    size_t xbytes = (size_t)(p->g.n * p->hp * p->wp) * (size_t)(p->cp * p->xbytes);
     if (!p->direct) {
         unsigned char *space = a->scratch;
         if (!space || a->scratch_bytes < padded_bytes(p)) /* not planned: a run-time weight */
@@ -512,12 +567,15 @@ mera_status qconv_run(const qconv_plan *p, const mera_kernel_args *a, mera_error
         if (!space)
             return ref_nomem(err, a->node);
         xb = padded_input(p, a->in[0], space);
+        xbytes += QCONV_SLACK;
     }
+    const unsigned char *xend = xb + xbytes;
     mera_status st = MERA_OK;
     if (p->depthwise)
-        st = run_depthwise(p, xb, a->out[0], a->threads);
+        st = run_depthwise(p, xb, a->out[0], a->threads, p->direct ? a->scratch : NULL,
+                           p->direct ? a->scratch_bytes : 0);
     else
-        st = run_gemm(p, xb, a->out[0], a->threads);
+        st = run_gemm(p, xb, xend, a->out[0], a->threads);
     free(buf);
     return st ? ref_nomem(err, a->node) : MERA_OK;
 }
@@ -560,7 +618,14 @@ mera_status qconv_kernel(const mera_kernel_args *a, const qconv_isa *isa, int de
 size_t fast_qconv_scratch(const mera_kernel_args *a)
 {
     const qconv_plan *p = a->state;
-    return p && !p->direct ? padded_bytes(p) : 0;
+    if (!p)
+        return 0;
+    if (!p->direct)
+        return padded_bytes(p);
+    int64_t first, from, bytes = 0;
+    if (p->depthwise)
+        dw_tail(p, &first, &from, &bytes);
+    return (size_t)bytes;
 }
 
 void fast_qconv_release(void *state)
