@@ -550,7 +550,7 @@ def test_tile_matrix_layers_equal_reference(monkeypatch):
 
 
 def test_small_pixel_count_layers_equal_reference(monkeypatch):
-    """Convs and denses of 1 to 20 output pixels: from 4 pixels (QCONV_ROWS_MIN_PX)
+    """Convs and denses of 1 to 20 output pixels: from 6 pixels (QCONV_ROWS_MIN_PX)
     the AMX kernel runs them on one partly filled A tile (the Simulator's tiles of a
     7x7 layer), fewer on the AVX-512 loop; padding, strides, grouped, NCHW, int8,
     weight zero points, on every path and 1, 2 and 7 threads."""

@@ -609,7 +609,7 @@ mera_status qconv_kernel(const mera_kernel_args *a, const qconv_isa *isa, int de
             return st;
         p = own;
     }
-    MERA_ASSERT(p->isa == isa);
+    MERA_ASSERT(p->isa == isa || p->isa == isa->narrow);
     mera_status st = qconv_run(p, a, err);
     qconv_plan_free(own);
     return st;

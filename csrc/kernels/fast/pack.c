@@ -268,10 +268,12 @@ mera_status qconv_plan_new(const mera_kernel_args *a, const qconv_isa *isa, int 
     qconv_plan *p = calloc(1, sizeof *p);
     if (!p)
         return ref_nomem(err, a->node);
-    p->isa = isa;
-    p->bw = isa->bw_supported && isa->bw_supported();
     int64_t ws[4];
     geometry(p, a, dense, ws);
+    if (isa->narrow && !p->depthwise && QCONV_ROWS_SMALL(p->g))
+        isa = isa->narrow;
+    p->isa = isa;
+    p->bw = isa->bw_supported && isa->bw_supported();
     if (layout_input(p) || pack_weights(p, a->in[1], ws) || channel_constants(p, a, a->in[1], ws) ||
         pack_dw_wide(p, a->in[1], ws)) {
         qconv_plan_free(p);
