@@ -319,9 +319,17 @@ typedef struct {
     int64_t kpad, dirty;
 } rows_space;
 
+/* deploy.so (MERA_SERIAL_THREADS) is dlclose'd by its loaders: a
+ * thread-specific key's destructor would then run unloaded code when a
+ * thread ends, so there each call has rows of its own (ROWS_PER_THREAD 0). */
+#ifdef MERA_SERIAL_THREADS
+#define ROWS_PER_THREAD 0
+#else
+#define ROWS_PER_THREAD 1
 static pthread_key_t rows_key;
 static pthread_once_t rows_once = PTHREAD_ONCE_INIT;
 static int rows_key_ok;
+#endif
 
 static void rows_space_free(void *v)
 {
@@ -333,9 +341,18 @@ static void rows_space_free(void *v)
     }
 }
 
+#if ROWS_PER_THREAD
 static void rows_key_make(void)
 {
     rows_key_ok = pthread_key_create(&rows_key, rows_space_free) == 0;
+}
+#endif
+
+/* The end of a call's use of its rows (freed unless kept per thread). */
+static void rows_space_done(rows_space *s)
+{
+    if (!ROWS_PER_THREAD)
+        rows_space_free(s);
 }
 
 /* The calling thread's rows for a plan of kpad bytes per row whose windows
@@ -343,15 +360,21 @@ static void rows_key_make(void)
  * when out of memory. */
 static rows_space *rows_space_get(int64_t kpad, int64_t used)
 {
+    rows_space *s = NULL;
+#if ROWS_PER_THREAD
     pthread_once(&rows_once, rows_key_make);
     if (!rows_key_ok)
         return NULL;
-    rows_space *s = pthread_getspecific(rows_key);
+    s = pthread_getspecific(rows_key);
+#endif
     if (!s) {
         if (!(s = calloc(1, sizeof *s)))
             return NULL;
-        if (!(s->acc = aligned_alloc(64, QCONV_ROWS_PX * QCONV_ACC_STRIDE * sizeof *s->acc)) ||
-            pthread_setspecific(rows_key, s)) {
+        if (!(s->acc = aligned_alloc(64, QCONV_ROWS_PX * QCONV_ACC_STRIDE * sizeof *s->acc))
+#if ROWS_PER_THREAD
+            || pthread_setspecific(rows_key, s)
+#endif
+        ) {
             rows_space_free(s);
             return NULL;
         }
@@ -364,6 +387,7 @@ static rows_space *rows_space_get(int64_t kpad, int64_t used)
             s->bytes = (need + 4095) & ~(size_t)4095; /* a few sizes share one buffer */
             if (!(s->rows = aligned_alloc(64, s->bytes))) {
                 s->bytes = 0;
+                rows_space_done(s);
                 return NULL;
             }
         }
@@ -444,6 +468,7 @@ static void run_rows_items(void *ctx, int64_t i0, int64_t i1)
         }
     }
     isa->rows_end();
+    rows_space_done(space);
 }
 
 static mera_status run_gemm(const qconv_plan *p, const unsigned char *xb, const unsigned char *xend, uint8_t *y,
