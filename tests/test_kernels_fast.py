@@ -549,6 +549,117 @@ def test_tile_matrix_layers_equal_reference(monkeypatch):
     tally.done(n_cases)
 
 
+def test_small_pixel_count_layers_equal_reference(monkeypatch):
+    """Convs and denses of 1 to 20 output pixels: from 6 pixels (QCONV_ROWS_MIN_PX)
+    the AMX kernel runs them on one partly filled A tile (the Simulator's tiles of a
+    7x7 layer), fewer on the AVX-512 loop; padding, strides, grouped, NCHW, int8,
+    weight zero points, on every path and 1, 2 and 7 threads."""
+    rng = np.random.default_rng(17)
+    tally = Tally("small pixel counts")
+    n_cases = 60 * MORE
+    for i in range(n_cases):
+        xdt = str(rng.choice(["uint8", "int8"]))
+        ydt = str(rng.choice(["uint8", "int8"]))
+        sx, zx = rand_scale(rng, 5e-3, 0.1), rand_zp(rng, xdt)
+        so, zo = out_params(rng, i, ydt)
+        relu = bool(rng.random() < 0.3)
+        b = ir.Builder("small")
+        npx = 1 + i % 20
+        if i % 3 == 2:
+            kk, o = int(rng.integers(1, 300)), int(rng.integers(1, 150))
+            x = rand_data(rng, (npx, kk), xdt)
+            wq = rand_weights(rng, (o, kk))
+            wqp = weight_qparams(rng, o, 0)
+            xv = b.input("x", x.shape, xdt, qparams=(sx, zx))
+            y = b.dense(xv, b.const(wq, qparams=wqp), rand_bias(rng, o) if rng.random() < 0.8 else None,
+                        activation="relu" if relu else "none", out_scale=so, out_zero_point=zo, out_dtype=ydt)
+            what = f"dense x {x.shape} {xdt}->{ydt} w {wq.shape}"
+        else:
+            g = int(rng.choice([1, 1, 2, 3]))
+            c, o = g * int(rng.integers(1, 80)), g * int(rng.integers(1, 60))
+            k = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+            oh = int(rng.integers(1, npx + 1))
+            while npx % oh:
+                oh -= 1
+            ow = npx // oh  # oh x ow = npx output pixels
+            stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+            pad = [int(v) for v in rng.integers(0, 2, size=4)]
+            h = (oh - 1) * stride[0] + k[0] - pad[0] - pad[2]
+            w = (ow - 1) * stride[1] + k[1] - pad[1] - pad[3]
+            if h < 1 or w < 1:
+                pad = [0, 0, 0, 0]
+                h, w = (oh - 1) * stride[0] + k[0], (ow - 1) * stride[1] + k[1]
+            nhwc = bool(rng.random() < 0.7)
+            shape = (1, h, w, c) if nhwc else (1, c, h, w)
+            x = rand_data(rng, shape, xdt)
+            wq = rand_weights(rng, (o, c // g) + k)
+            wqp = weight_qparams(rng, o, 0)
+            xv = b.input("x", shape, xdt, qparams=(sx, zx), layout="NHWC" if nhwc else "NCHW")
+            y = b.conv2d(xv, b.const(wq, qparams=wqp), rand_bias(rng, o) if rng.random() < 0.8 else None,
+                         strides=list(stride), padding=pad, groups=g,
+                         layout="NHWC" if nhwc else "NCHW", activation="relu" if relu else "none",
+                         out_scale=so, out_zero_point=zo, out_dtype=ydt)
+            what = f"conv {h}x{w}x{c}->{o} k{k} s{stride} pad={pad} g{g} nhwc={nhwc} {xdt}->{ydt}"
+        run_all(monkeypatch, tally, b.finish(y), {}, [x],
+                f"{what} npx={npx} {'per-channel' if len(wqp) == 3 else 'per-tensor'} relu={relu}")
+    tally.done(n_cases)
+
+
+def test_inputs_read_in_place_equal_reference(monkeypatch):
+    """Convs that read their input in place, as the Simulator's tiles do (NHWC uint8,
+    no padding): depthwise convs over 16k channels (the rows whose reads could pass
+    the input's end run on a copy of its last rows), with dilation, strides, inputs
+    one pixel wide, two images, fbgemm's saturating path forced, off and automatic,
+    weight zero points; and 1x1 and 1xk convs whose K is not a multiple of 64 (the
+    AMX tiles read rows of kpad bytes from the input where all of them lie inside it,
+    else copy the windows), grouped too, with pixel counts that end a block of 32
+    anywhere; controls with channel counts off these rules. Every path, 1, 2 and 7
+    threads."""
+    rng = np.random.default_rng(18)
+    tally = Tally("in place")
+    n_cases = 120 * MORE
+    for i in range(n_cases):
+        ydt = str(rng.choice(["uint8", "int8"]))
+        sx, zx = rand_scale(rng, 5e-3, 0.1), rand_zp(rng, "uint8")
+        so, zo = out_params(rng, i, ydt)
+        relu = bool(rng.random() < 0.3)
+        n = int(rng.integers(1, 3))
+        b = ir.Builder("inplace", rounding=str(rng.choice(ir.ROUNDINGS)))
+        if i % 2 == 0:  # depthwise
+            c = 16 * int(rng.integers(1, 13)) if i % 10 else int(rng.integers(1, 60))
+            k = (int(rng.integers(1, 6)), int(rng.integers(1, 6)))
+            stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+            dil = (1, 1) if rng.random() < 0.7 else (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+            h = (k[0] - 1) * dil[0] + 1 + int(rng.integers(0, 6))
+            w = (k[1] - 1) * dil[1] + 1 + (int(rng.integers(0, 8)) if rng.random() < 0.8 else 0)
+            sat = str(rng.choice(["yes", "no", "auto"]))
+            g, o, cg = c, c, 1
+            what = f"depthwise n={n} {h}x{w}x{c} k{k} s{stride} d{dil} sat={sat}"
+        else:  # 1x1 or 1xk, K off the multiples of 64
+            g = 1 if rng.random() < 0.7 else int(rng.choice([2, 3]))
+            cg = 4 * int(rng.integers(1, 40)) if i % 10 != 1 else int(rng.integers(1, 90))
+            c, o = g * cg, g * int(rng.integers(1, 80))
+            k = (1, 1) if rng.random() < 0.6 else (1, int(rng.integers(2, 4)))
+            stride = (1, 1) if rng.random() < 0.8 else (1, 2)
+            dil, sat = (1, 1), "auto"
+            h = int(rng.integers(1, 5))
+            w = k[1] + int(rng.integers(0, 40))
+            what = f"pointwise n={n} {h}x{w}x{c}->{o} k{k} s{stride} g{g}"
+        wq = rand_weights(rng, (o, cg) + k)
+        wqp = weight_qparams(rng, o, 0)
+        bias = rand_bias(rng, o) if rng.random() < 0.8 else None
+        shape = (n, h, w, c)
+        x = rand_data(rng, shape, "uint8")
+        xv = b.input("x", shape, "uint8", qparams=(sx, zx), layout="NHWC")
+        extra = {"depthwise_saturate": sat} if g == c else {}
+        y = b.conv2d(xv, b.const(wq, qparams=wqp), bias, strides=list(stride), padding=[0, 0, 0, 0],
+                     dilation=list(dil), groups=g, layout="NHWC", activation="relu" if relu else "none",
+                     out_scale=so, out_zero_point=zo, out_dtype=ydt, **extra)
+        run_all(monkeypatch, tally, b.finish(y), {}, [x],
+                f"{what} ->{ydt} {'per-channel' if len(wqp) == 3 else 'per-tensor'} relu={relu}")
+    tally.done(n_cases)
+
+
 def test_compiled_graph_is_shared_by_threads(monkeypatch):
     """Prepared (packed) weights are read-only: concurrent runs agree."""
     import threading

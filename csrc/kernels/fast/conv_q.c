@@ -3,6 +3,7 @@
  * tiles, and the kernel ABI entry points of each instruction set.
  * qconv.h says how the accumulator is formed; it gives ref_conv2d_q's bytes
  * (tests/test_kernels_fast.py checks it). */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -289,16 +290,117 @@ static void run_gemm_items(void *ctx, int64_t i0, int64_t i1)
  * QCONV_ROWS_PX pixels, the last one shorter), each running every
  * output-channel tile of its group on the block's windows, which are
  * copied once into rows of kpad bytes, unless they already lie at one
- * stride with every chunk of kchunk bytes inside one segment (a 1x1 conv
- * on an input used in place, the pixels of one row of a conv over 64k
- * channels): then the tiles read the padded input itself. */
+ * stride and the tiles can read them in place: then the tiles read the
+ * padded input itself. In place needs every chunk of kchunk bytes inside
+ * one segment (the pixels of one row of a conv over 64k channels), or one
+ * segment per window (a 1x1 conv, any channel count: the bytes of a row
+ * past the window, up to kpad, meet zero weights, so whatever they hold
+ * adds nothing), and every byte the A tiles read, 16 rows each, inside
+ * the input. */
 typedef struct {
     const qconv_plan *p;
-    const unsigned char *xb;
+    const unsigned char *xb, *xend; /* the padded input and the end of its readable bytes */
     uint8_t *y;
     int64_t blocks; /* per group */
     int failed;     /* out of memory for the rows */
 } rows_job;
+
+/* The rows and accumulators of the tile-matrix path, kept per thread from
+ * one call to the next (a Simulator CONV tile is one short call, and a
+ * fresh buffer of 32 * kpad bytes cost it an allocation, often an mmap and
+ * its page faults, each time); freed when the thread ends. Past the first
+ * dirty bytes of each row (the most any plan since the last zeroing had
+ * rows_gather write), up to kpad, and past the last row, the rows hold
+ * zeros. */
+typedef struct {
+    uint8_t *rows;
+    int32_t *acc;
+    size_t bytes; /* of rows */
+    int64_t kpad, dirty;
+} rows_space;
+
+/* deploy.so (MERA_SERIAL_THREADS) is dlclose'd by its loaders: a
+ * thread-specific key's destructor would then run unloaded code when a
+ * thread ends, so there each call has rows of its own (ROWS_PER_THREAD 0). */
+#ifdef MERA_SERIAL_THREADS
+#define ROWS_PER_THREAD 0
+#else
+#define ROWS_PER_THREAD 1
+static pthread_key_t rows_key;
+static pthread_once_t rows_once = PTHREAD_ONCE_INIT;
+static int rows_key_ok;
+#endif
+
+static void rows_space_free(void *v)
+{
+    rows_space *s = v;
+    if (s) {
+        free(s->rows);
+        free(s->acc);
+        free(s);
+    }
+}
+
+#if ROWS_PER_THREAD
+static void rows_key_make(void)
+{
+    rows_key_ok = pthread_key_create(&rows_key, rows_space_free) == 0;
+}
+#endif
+
+/* The end of a call's use of its rows (freed unless kept per thread). */
+static void rows_space_done(rows_space *s)
+{
+    if (!ROWS_PER_THREAD)
+        rows_space_free(s);
+}
+
+/* The calling thread's rows for a plan of kpad bytes per row whose windows
+ * fill the first used bytes of a row (the rest of each row zero); NULL
+ * when out of memory. */
+static rows_space *rows_space_get(int64_t kpad, int64_t used)
+{
+    rows_space *s = NULL;
+#if ROWS_PER_THREAD
+    pthread_once(&rows_once, rows_key_make);
+    if (!rows_key_ok)
+        return NULL;
+    s = pthread_getspecific(rows_key);
+#endif
+    if (!s) {
+        if (!(s = calloc(1, sizeof *s)))
+            return NULL;
+        if (!(s->acc = aligned_alloc(64, QCONV_ROWS_PX * QCONV_ACC_STRIDE * sizeof *s->acc))
+#if ROWS_PER_THREAD
+            || pthread_setspecific(rows_key, s)
+#endif
+        ) {
+            rows_space_free(s);
+            return NULL;
+        }
+    }
+    if (s->kpad != kpad || s->dirty > used) {
+        size_t need = (size_t)(QCONV_ROWS_PX * kpad + 64);
+        if (s->bytes < need) {
+            free(s->rows);
+            s->kpad = 0;
+            s->bytes = (need + 4095) & ~(size_t)4095; /* a few sizes share one buffer */
+            if (!(s->rows = aligned_alloc(64, s->bytes))) {
+                s->bytes = 0;
+                rows_space_done(s);
+                return NULL;
+            }
+        }
+        s->kpad = kpad;
+        for (int64_t m = 0; m < QCONV_ROWS_PX; m++)
+            memset(s->rows + m * kpad + used, 0, (size_t)(kpad - used));
+        memset(s->rows + QCONV_ROWS_PX * kpad, 0, 64);
+        s->dirty = used;
+    }
+    if (s->dirty < used)
+        s->dirty = used; /* rows_gather will write that far */
+    return s;
+}
 
 static void run_rows_items(void *ctx, int64_t i0, int64_t i1)
 {
@@ -307,20 +409,20 @@ static void run_rows_items(void *ctx, int64_t i0, int64_t i1)
     const qconv_isa *isa = p->isa;
     const int64_t P = p->g.n * p->g.oh * p->g.ow, T = (int64_t)isa->lanes * isa->nv_max, kpad = p->kpad;
     const int64_t nseg = p->nseg;
-    uint8_t *rows = aligned_alloc(64, (size_t)(QCONV_ROWS_PX * kpad + 64));
-    int32_t *acc = aligned_alloc(64, QCONV_ROWS_PX * QCONV_ACC_STRIDE * sizeof *acc);
-    if (!rows || !acc) {
-        free(rows);
-        free(acc);
+    rows_space *space = rows_space_get(kpad, nseg * p->nk);
+    if (!space) {
         j->failed = 1; /* any thread's failure fails the run */
         return;
     }
-    memset(rows, 0, (size_t)(QCONV_ROWS_PX * kpad + 64)); /* the zeros past nseg * nk stay */
+    uint8_t *rows = space->rows;
+    int32_t *acc = space->acc;
     int32_t xsum[QCONV_ROWS_PX];
     uint8_t tmp[QCONV_ACC_STRIDE];
     const unsigned char *px[QCONV_ROWS_PX];
-    /* every chunk inside one segment: the input can serve as the rows */
-    const int chunked = p->nk % isa->kchunk == 0 && p->xbytes == 1;
+    /* every chunk inside one segment, or one segment: the input can serve
+     * as the rows; a row of the tiles then reads extent bytes */
+    const int chunked = (p->nk % isa->kchunk == 0 || nseg == 1) && p->xbytes == 1;
+    const int64_t extent = nseg == 1 ? kpad : p->seg_off[nseg - 1] + p->nk;
     isa->rows_begin();
     for (int64_t item = i0; item < i1; item++) {
         int64_t g = item / j->blocks, b = item % j->blocks;
@@ -333,10 +435,11 @@ static void run_rows_items(void *ctx, int64_t i0, int64_t i1)
         }
         if (p->zw)
             window_sums(p, j->xb, g, pix0, npx, xsum);
-        /* equally spaced windows? (whole tiles of 16 rows only: a tile reads
-         * all its rows, and rows past the last pixel could lie past the input) */
+        /* equally spaced windows, whose tiles (all 16 rows of each: rows
+         * past the last pixel are read too) read nothing past the input? */
         int64_t stride = npx > 1 ? px[1] - px[0] : 0;
-        int strided = chunked && npx % 16 == 0;
+        int64_t room = j->xend - px[0] - extent; /* bytes past the first row's */
+        int strided = chunked && npx > 1 && stride > 0 && room >= 0 && room / stride >= (npx + 15) / 16 * 16 - 1;
         for (int64_t m = 2; m < npx && strided; m++)
             strided = px[m] - px[m - 1] == stride;
         const uint8_t *a = rows;
@@ -352,7 +455,7 @@ static void run_rows_items(void *ctx, int64_t i0, int64_t i1)
             int64_t nvalid = p->g.og - t0 < width ? p->g.og - t0 : width;
             const unsigned char *w = (const unsigned char *)p->wpack + (g * p->ogp + t0) * kpad;
             int64_t o0 = g * p->g.og + t0;
-            isa->gemm_rows((int)npx, (int)(width / isa->lanes), a, astride, strided ? p->seg_off : NULL,
+            isa->gemm_rows((int)npx, (int)(width / isa->lanes), a, astride, strided && nseg > 1 ? p->seg_off : NULL,
                            (int)nseg, p->nk, kpad, w, acc);
             if (p->g.y_nhwc) {
                 isa->rows_requant(p, (int)npx, (int)(width / isa->lanes), acc, xsum, o0, nvalid,
@@ -365,11 +468,11 @@ static void run_rows_items(void *ctx, int64_t i0, int64_t i1)
         }
     }
     isa->rows_end();
-    free(rows);
-    free(acc);
+    rows_space_done(space);
 }
 
-static mera_status run_gemm(const qconv_plan *p, const unsigned char *xb, uint8_t *y, int threads)
+static mera_status run_gemm(const qconv_plan *p, const unsigned char *xb, const unsigned char *xend, uint8_t *y,
+                            int threads)
 {
     /* every thread gets at least QCONV_MIN_THREAD_MACS of work, so a small
      * layer does not pay more to start threads than it gains */
@@ -379,7 +482,7 @@ static mera_status run_gemm(const qconv_plan *p, const unsigned char *xb, uint8_
     if (t > most)
         t = most > 1 ? (int)most : 1;
     if (p->isa->gemm_rows && P >= QCONV_ROWS_MIN_PX) {
-        rows_job r = {p, xb, y, (P + QCONV_ROWS_PX - 1) / QCONV_ROWS_PX, 0};
+        rows_job r = {p, xb, xend, y, (P + QCONV_ROWS_PX - 1) / QCONV_ROWS_PX, 0};
         mera_parallel_for(t, p->g.groups * r.blocks, 1, run_rows_items, &r);
         return r.failed ? MERA_ERR_NOMEM : MERA_OK;
     }
@@ -389,13 +492,41 @@ static mera_status run_gemm(const qconv_plan *p, const unsigned char *xb, uint8_
 }
 
 /* Depthwise: output rows (n, oy) split across threads; NCHW output goes
- * through a row of NHWC bytes. */
+ * through a row of NHWC bytes. A plan reading its input in place
+ * (p->direct) runs the rows from `first` on a copy of the input from byte
+ * `from` on (dw_tail). */
 typedef struct {
     const qconv_plan *p;
-    const unsigned char *xb;
+    const unsigned char *xb, *tail;
+    int64_t first, from;
     uint8_t *y;
     int failed; /* out of memory for an NCHW row */
 } dw_job;
+
+/* The byte of the input where output row r's (r = n * oh + oy) windows
+ * start. */
+static int64_t dw_row_start(const qconv_plan *p, int64_t r)
+{
+    return (r / p->g.oh * p->hp + r % p->g.oh * p->g.sh) * p->wp * p->cp;
+}
+
+/* A depthwise plan reading its input in place: its loops read up to
+ * QCONV_SLACK bytes past a window's last pixel, as the padded copy allows,
+ * so the output rows from *first on, whose reads could pass the input's
+ * end, run on a copy of the input from byte *from on followed by
+ * QCONV_SLACK zeros, *bytes in all (0 when no row needs it). */
+static void dw_tail(const qconv_plan *p, int64_t *first, int64_t *from, int64_t *bytes)
+{
+    const int64_t R = p->g.n * p->g.oh, total = p->g.n * p->hp * p->wp * p->cp;
+    /* past a row's start: its last window's last tap, one pixel and the slack */
+    const int64_t reach = (p->g.ow - 1) * p->g.sw * p->cp + p->seg_off[p->nseg - 1] + p->cp + QCONV_SLACK;
+    int64_t r = R;
+    while (r > 0 && dw_row_start(p, r - 1) + reach > total)
+        r--;
+    *first = r;
+    *from = r < R ? dw_row_start(p, r) : total;
+    *bytes = r < R ? total - *from + QCONV_SLACK : 0;
+}
 
 static void run_depthwise_rows(void *ctx, int64_t r0, int64_t r1)
 {
@@ -408,8 +539,8 @@ static void run_depthwise_rows(void *ctx, int64_t r0, int64_t r1)
     }
     const int64_t hw = p->g.oh * p->g.ow;
     for (int64_t r = r0; r < r1; r++) {
-        int64_t n = r / p->g.oh, oy = r % p->g.oh;
-        const unsigned char *in = j->xb + (n * p->hp + oy * p->g.sh) * p->wp * p->cp;
+        int64_t n = r / p->g.oh, oy = r % p->g.oh, start = dw_row_start(p, r);
+        const unsigned char *in = r < j->first ? j->xb + start : j->tail + (start - j->from);
         if (p->g.y_nhwc) {
             p->isa->dw_row(p, in, j->y + (n * hw + oy * p->g.ow) * p->g.o);
             continue;
@@ -424,10 +555,27 @@ static void run_depthwise_rows(void *ctx, int64_t r0, int64_t r1)
     free(row);
 }
 
-static mera_status run_depthwise(const qconv_plan *p, const unsigned char *xb, uint8_t *y, int threads)
+/* space: scratch of at least `bytes` (dw_tail) for a direct plan, or NULL. */
+static mera_status run_depthwise(const qconv_plan *p, const unsigned char *xb, uint8_t *y, int threads,
+                                 unsigned char *space, size_t space_bytes)
 {
-    dw_job j = {p, xb, y, 0};
+    dw_job j = {p, xb, NULL, p->g.n * p->g.oh, 0, y, 0};
+    void *buf = NULL;
+    if (p->direct) {
+        int64_t bytes;
+        dw_tail(p, &j.first, &j.from, &bytes);
+        if (bytes) {
+            if (!space || space_bytes < (size_t)bytes)
+                space = buf = malloc((size_t)bytes);
+            if (!space)
+                return MERA_ERR_NOMEM;
+            memcpy(space, xb + j.from, (size_t)(bytes - QCONV_SLACK));
+            memset(space + bytes - QCONV_SLACK, 0, QCONV_SLACK);
+            j.tail = space;
+        }
+    }
     mera_parallel_for(threads, p->g.n * p->g.oh, 1, run_depthwise_rows, &j);
+    free(buf);
     return j.failed ? MERA_ERR_NOMEM : MERA_OK;
 }
 
@@ -435,6 +583,8 @@ mera_status qconv_run(const qconv_plan *p, const mera_kernel_args *a, mera_error
 {
     const unsigned char *xb = a->in[0];
     void *buf = NULL;
+    /* the input's bytes; the padded copy's are followed by QCONV_SLACK zeros */
+    size_t xbytes = (size_t)(p->g.n * p->hp * p->wp) * (size_t)(p->cp * p->xbytes);
     if (!p->direct) {
         unsigned char *space = a->scratch;
         if (!space || a->scratch_bytes < padded_bytes(p)) /* not planned: a run-time weight */
@@ -442,12 +592,15 @@ mera_status qconv_run(const qconv_plan *p, const mera_kernel_args *a, mera_error
         if (!space)
             return ref_nomem(err, a->node);
         xb = padded_input(p, a->in[0], space);
+        xbytes += QCONV_SLACK;
     }
+    const unsigned char *xend = xb + xbytes;
     mera_status st = MERA_OK;
     if (p->depthwise)
-        st = run_depthwise(p, xb, a->out[0], a->threads);
+        st = run_depthwise(p, xb, a->out[0], a->threads, p->direct ? a->scratch : NULL,
+                           p->direct ? a->scratch_bytes : 0);
     else
-        st = run_gemm(p, xb, a->out[0], a->threads);
+        st = run_gemm(p, xb, xend, a->out[0], a->threads);
     free(buf);
     return st ? ref_nomem(err, a->node) : MERA_OK;
 }
@@ -481,7 +634,7 @@ mera_status qconv_kernel(const mera_kernel_args *a, const qconv_isa *isa, int de
             return st;
         p = own;
     }
-    MERA_ASSERT(p->isa == isa);
+    MERA_ASSERT(p->isa == isa || p->isa == isa->narrow);
     mera_status st = qconv_run(p, a, err);
     qconv_plan_free(own);
     return st;
@@ -490,7 +643,14 @@ mera_status qconv_kernel(const mera_kernel_args *a, const qconv_isa *isa, int de
 size_t fast_qconv_scratch(const mera_kernel_args *a)
 {
     const qconv_plan *p = a->state;
-    return p && !p->direct ? padded_bytes(p) : 0;
+    if (!p)
+        return 0;
+    if (!p->direct)
+        return padded_bytes(p);
+    int64_t first, from, bytes = 0;
+    if (p->depthwise)
+        dw_tail(p, &first, &from, &bytes);
+    return (size_t)bytes;
 }
 
 void fast_qconv_release(void *state)

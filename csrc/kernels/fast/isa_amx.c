@@ -272,6 +272,7 @@ const qconv_isa qconv_isa_amx = {
     .dw_row = dw_row,
     .bw_supported = bw_supported,
     .kchunk = 64,
+    .narrow = &qconv_isa_avx512,
     .rows_begin = rows_begin,
     .rows_end = rows_end,
     .gemm_rows = gemm_rows,

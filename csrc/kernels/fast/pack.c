@@ -97,9 +97,12 @@ static mera_status layout_input(qconv_plan *p)
     p->kpad = round_up(p->nseg * p->nk, isa->kchunk > 0 ? isa->kchunk : 1);
     p->kreal = p->g.kh * p->g.kw * p->g.cg;
     /* The input itself serves when it is laid out as the padded copy would
-     * be and no segment reads past its end. */
-    p->direct = !p->depthwise && p->g.x_nhwc && !p->x_int8 && p->xbytes == 1 && p->g.pt == 0 && p->g.pl == 0 &&
-                rows <= p->g.h && cols <= p->g.w && p->cp == p->g.c && p->nk == p->seg_len;
+     * be and no segment reads past its end; a depthwise plan's loops read
+     * up to QCONV_SLACK bytes past a window, so its last output rows still
+     * run on a copy of the input's last rows (conv_q.c, dw_tail). */
+    p->direct = p->g.x_nhwc && !p->x_int8 && p->xbytes == 1 && p->g.pt == 0 && p->g.pl == 0 && rows <= p->g.h &&
+                cols <= p->g.w && p->cp == p->g.c &&
+                (p->depthwise ? p->g.og == 1 : p->nk == p->seg_len);
     if (p->direct) {
         p->hp = p->g.h;
         p->wp = p->g.w;
@@ -265,10 +268,12 @@ mera_status qconv_plan_new(const mera_kernel_args *a, const qconv_isa *isa, int 
     qconv_plan *p = calloc(1, sizeof *p);
     if (!p)
         return ref_nomem(err, a->node);
-    p->isa = isa;
-    p->bw = isa->bw_supported && isa->bw_supported();
     int64_t ws[4];
     geometry(p, a, dense, ws);
+    if (isa->narrow && !p->depthwise && QCONV_ROWS_SMALL(p->g))
+        isa = isa->narrow;
+    p->isa = isa;
+    p->bw = isa->bw_supported && isa->bw_supported();
     if (layout_input(p) || pack_weights(p, a->in[1], ws) || channel_constants(p, a, a->in[1], ws) ||
         pack_dw_wide(p, a->in[1], ws)) {
         qconv_plan_free(p);

@@ -46,7 +46,7 @@
 typedef struct qconv_plan qconv_plan;
 
 /* The inner loops of one instruction set. */
-typedef struct {
+typedef struct qconv_isa_s {
     const char *name;
     int kstep;   /* elements of K consumed per multiply step: 4 (vpdpbusd), 2 (vpmaddwd), 1 */
     int lanes;   /* output channels per vector */
@@ -92,6 +92,9 @@ typedef struct {
      * releases it; the driver brackets every run of gemm_rows on a worker
      * with the pair, so no other code ever meets a configured unit. */
     int kchunk;
+    /* The instruction set whose plan a conv too small for the tiles takes
+     * (QCONV_ROWS_SMALL), or NULL. */
+    const struct qconv_isa_s *narrow;
     void (*rows_begin)(void);
     void (*rows_end)(void);
     void (*gemm_rows)(int npx, int nv, const uint8_t *a, int64_t astride, const int64_t *seg_off, int nseg,
@@ -109,9 +112,27 @@ typedef struct {
 } qconv_isa;
 
 /* Pixels per gemm_rows call, at most, and the fewest pixels of a conv for
- * which the driver takes gemm_rows (fewer run on gemm_tile). */
+ * which the driver takes gemm_rows (fewer run on gemm_tile). A partly
+ * filled A tile costs about what a full one does, while the AVX-512 loop's
+ * time grows with the pixels: on a Xeon with AMX, 7 to 15 pixels (the
+ * Simulator's tiles of a 7x7 layer) run 1.3-1.8x faster on AMX, 6 about
+ * as fast (faster for 1x1 convs of many output channels), while 4 run
+ * 10-30% faster on the AVX-512 loop, and 5 faster there where K is large
+ * (3x3 over 256 channels and more: the layers where it matters most). */
 #define QCONV_ROWS_PX 32
-#define QCONV_ROWS_MIN_PX 16
+#define QCONV_ROWS_MIN_PX 6
+
+/* Whether the groups of a conv (geometry g) are too small for the tiles at
+ * any pixel count: K of at most 16 for up to 64 output channels, or of at
+ * most 32 for up to 16 (MobileNetV2's 1x1 convs over 16 to 32 channels,
+ * and the Simulator's tiles of 16 to 64 of their output channels), where a
+ * tile's row of 64 bytes is mostly zeros and a block's fixed costs (the
+ * tile stores, the requantization from memory) dominate. The AVX-512
+ * kernel's plan (K not padded to 64, tiles of 64 channels) ran these
+ * 10-30% faster; K = 32 for 32 channels or more, and K = 64, ran slower.
+ * The plan of such a conv is then the narrow instruction set's. */
+#define QCONV_ROWS_SMALL(g) (((g).kh * (g).kw * (g).cg <= 16 && (g).og <= 64) || \
+                             ((g).kh * (g).kw * (g).cg <= 32 && (g).og <= 16))
 
 /* The byte-pair depthwise layout (dw_wide): for fbgemm's saturating path
  * without weight zero points, weights as int8 pairs of taps in blocks of
