@@ -332,7 +332,7 @@ static void print_resident(void)
         return;
     enum { HEAP, ANON, PARAMS, SO, STACK, FILES, N };
     static const char *const what[N] = {"heap (malloc)", "anonymous mappings (large allocations)", "deploy.params",
-                                        "deploy.so", "stack", "other files (the app, libc, libm, ld.so)"};
+                                        "deploy.so", "stack", "other files (the app and its libraries)"};
     double kib[N] = {0}, total = 0;
     int kind = FILES;
     char line[4096];
