@@ -224,6 +224,34 @@ def test_every_target_runs_bit_exact(which, target, request, app, tmp_path_facto
         assert re.search(r"^Took \d+\.\d\d msec\.$", r.stdout, re.M) and "Device latency" not in r.stdout
 
 
+def test_ip_host_nodes_in_place_and_on_copies_agree(resnet18, app, tmp_path_factory, tmp_path):
+    """The IP's host segments run in place on the emulated device's memory (the HAL's map) and on
+    copies read from and written back to it (emulated-copy, no map): both give the reference's
+    bytes. The app's -m accounts for the resident memory after the runs, part by part."""
+    model = resnet18
+    assert model.x.dtype == np.float32  # a float input: the program starts with a host quantize node
+    d, _ = deploy(model, "IP", tmp_path_factory)
+    ref = model.reference("IP")
+    for device in ("emulated", "emulated-copy"):
+        out = tmp_path / device
+        out.mkdir()
+        r = subprocess.run([app, str(d), "-n", "2", "-m", "-o", str(out)], capture_output=True, text=True,
+                           timeout=600, env={**os.environ, "MERA_IP_DEVICE": device})
+        assert_app_ok(r)
+        assert f"device '{device}'" in r.stdout, r.stdout
+        for k, a in enumerate(ref):
+            assert (out / f"output_{k}.bin").read_bytes() == a.tobytes(), (device, k)
+        m = re.search(r"^Resident now: (\S+) MiB: heap \(malloc\) (\S+), anonymous mappings \(large allocations\) "
+                      r"(\S+), deploy\.params (\S+), deploy\.so (\S+), stack (\S+), other files \(the app and its "
+                      r"libraries\) (\S+); malloc'd and not freed: (\S+) MiB$", r.stdout, re.M)
+        assert m, r.stdout
+        total, heap, anon, params, so, stack, files, held = map(float, m.groups())
+        assert total == pytest.approx(heap + anon + params + so + stack + files, abs=0.35)  # six roundings
+        assert heap > 0 and so > 0 and files > 0 and held > 0
+        peak = float(re.search(r"^Peak memory: (\S+) MiB", r.stdout, re.M).group(1))
+        assert peak >= total - 0.25, r.stdout  # the peak is at least what is resident after the runs
+
+
 def test_triple_form_and_input_forms(small, tmp_path_factory):
     d, triple = deploy(small, "IP", tmp_path_factory)
     ref = small.reference("IP")

@@ -1,7 +1,7 @@
 /* inference: run a deploy directory written by mera.build, as the 2021
  * MERA docs' apps/mera_cpp/inference did.
  *
- *   ./inference <deploy_dir> [-n runs] [-w warmup] [-o out_dir]
+ *   ./inference <deploy_dir> [-n runs] [-w warmup] [-o out_dir] [-m]
  *
  * dlopens <deploy_dir>/deploy.so, checks its ABI version, loads the
  * directory, reads <deploy_dir>/input0.bin, input1.bin, ... (the raw bytes
@@ -14,7 +14,10 @@
  * comparison lines (max abs diff, mean abs diff, correct ratio: the share of
  * elements exactly equal), and the peak resident memory of the process
  * (VmHWM; getrusage's ru_maxrss where /proc is missing). -o writes
- * each output's raw bytes to <out_dir>/output_k.bin.
+ * each output's raw bytes to <out_dir>/output_k.bin. -m prints, after the
+ * peak, where the resident memory is at that point (/proc/self/smaps: the
+ * heap, large anonymous blocks, deploy.params, deploy.so, the stack and
+ * the other files) and what malloc holds (glibc).
  *
  * Any error (a missing or short input file, a corrupt deploy directory)
  * prints the message on stderr and exits with a non-zero status. */
@@ -28,9 +31,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+#include <malloc.h>
+#define HAVE_MALLINFO2 1
+#endif
 
 #include "mera_deploy.h"
 
@@ -99,6 +108,52 @@ static void *read_exact(const char *path, size_t want, const char *what)
         die("cannot read %s '%s': %s", what, path, ferror(f) ? strerror(errno) : "short read");
     fclose(f);
     return buf;
+}
+
+/* An input file: mapped read-only when it can be (its pages leave the
+ * process at unmap_input, so that no freed buffer of the app's stays in
+ * the heap while the model runs), else read as read_exact does. Same
+ * checks as read_exact. */
+typedef struct {
+    void *data;
+    size_t len;
+    int mapped;
+} input_file;
+
+static input_file map_exact(const char *path, size_t want, const char *what)
+{
+    static char empty;
+    input_file in = {&empty, 0, 0};
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        die("cannot open %s '%s': %s", what, path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        die("%s '%s' is not a regular file", what, path);
+    if ((unsigned long long)st.st_size != (unsigned long long)want)
+        die("%s '%s' has %lld bytes, expected %zu", what, path, (long long)st.st_size, want);
+    if (want) {
+        void *p = mmap(NULL, want, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p != MAP_FAILED) {
+            in.data = p;
+            in.len = want;
+            in.mapped = 1;
+        }
+    }
+    close(fd);
+    if (want && !in.mapped) {
+        in.data = read_exact(path, want, what);
+        in.len = want;
+    }
+    return in;
+}
+
+static void unmap_input(input_file *in)
+{
+    if (in->mapped)
+        munmap(in->data, in->len);
+    else if (in->len)
+        free(in->data);
 }
 
 static void *sym(void *lib, const char *name, const char *path)
@@ -267,12 +322,62 @@ static double peak_rss_kib(void)
     return (double)ru.ru_maxrss;
 }
 
+/* Where the resident memory of this process is now, from /proc/self/smaps
+ * (Linux): the Rss of each mapping by what it maps. Nothing where /proc is
+ * missing. */
+static void print_resident(void)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f)
+        return;
+    enum { HEAP, ANON, PARAMS, SO, STACK, FILES, N };
+    static const char *const what[N] = {"heap (malloc)", "anonymous mappings (large allocations)", "deploy.params",
+                                        "deploy.so", "stack", "other files (the app and its libraries)"};
+    double kib[N] = {0}, total = 0;
+    int kind = FILES;
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        int name_at = -1;
+        long long kb;
+        if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %n", &lo, &hi, &name_at) == 2 && name_at > 0) {
+            const char *name = line + name_at;
+            size_t n = strcspn(name, "\n");
+            if (n == 0)
+                kind = ANON;
+            else if (n == 6 && strncmp(name, "[heap]", 6) == 0)
+                kind = HEAP;
+            else if (n == 7 && strncmp(name, "[stack]", 7) == 0)
+                kind = STACK;
+            else if (n >= 14 && strncmp(name + n - 14, "/deploy.params", 14) == 0)
+                kind = PARAMS;
+            else if (n >= 10 && strncmp(name + n - 10, "/deploy.so", 10) == 0)
+                kind = SO;
+            else
+                kind = FILES;
+        } else if (sscanf(line, "Rss: %lld kB", &kb) == 1) {
+            kib[kind] += (double)kb;
+            total += (double)kb;
+        }
+    }
+    fclose(f);
+    printf("Resident now: %.1f MiB:", total / 1024.0);
+    for (int k = 0; k < N; k++)
+        printf("%s %s %.1f", k ? "," : "", what[k], kib[k] / 1024.0);
+#ifdef HAVE_MALLINFO2
+    struct mallinfo2 mi = mallinfo2();
+    printf("; malloc'd and not freed: %.1f MiB", (double)(mi.uordblks + mi.hblkhd) / 1048576.0);
+#endif
+    printf("\n");
+}
+
 static void usage(void)
 {
-    fprintf(stderr, "usage: inference <deploy_dir> [-n runs] [-w warmup] [-o out_dir]\n"
+    fprintf(stderr, "usage: inference <deploy_dir> [-n runs] [-w warmup] [-o out_dir] [-m]\n"
                     "  runs a deploy directory written by mera.build: reads input0.bin, input1.bin, ...,\n"
                     "  times `runs` inferences (default 100, after `warmup` = 1), compares each output k\n"
-                    "  with ref_result_k.bin when present; -o writes output_k.bin files.\n"
+                    "  with ref_result_k.bin when present; -o writes output_k.bin files; -m says where the\n"
+                    "  resident memory is after the runs.\n"
                     "  deploy.so is native code: load only directories you trust (docs/deploy.md, \"Trust boundary\").\n");
     exit(2);
 }
@@ -290,6 +395,7 @@ static long parse_count(const char *s, const char *opt, long min)
 int main(int argc, char **argv)
 {
     const char *dir = NULL, *out_dir = NULL;
+    int memory_report = 0;
     long runs = 100, warmup = 1;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
@@ -298,6 +404,8 @@ int main(int argc, char **argv)
             runs = parse_count(argv[++i], "-n", 1);
         else if (strcmp(argv[i], "-w") == 0 && i + 1 < argc)
             warmup = parse_count(argv[++i], "-w", 0);
+        else if (strcmp(argv[i], "-m") == 0)
+            memory_report = 1;
         else if (strcmp(argv[i], "-o") == 0 && i + 1 < argc)
             out_dir = argv[++i];
         else if (argv[i][0] == '-' || dir)
@@ -353,10 +461,10 @@ int main(int argc, char **argv)
         char *path = path_join(dir, name);
         char what[300];
         snprintf(what, sizeof what, "input %d ('%s', %s)", i, info.name ? info.name : "?", dtype_name(info.dtype));
-        void *data = read_exact(path, info.nbytes, what);
-        if (api.set_input(d, i, data, info.nbytes, err, sizeof err))
+        input_file in = map_exact(path, info.nbytes, what);
+        if (api.set_input(d, i, in.data, info.nbytes, err, sizeof err))
             die("%s", err);
-        free(data);
+        unmap_input(&in);
         free(path);
     }
 
@@ -397,6 +505,8 @@ int main(int argc, char **argv)
     /* Before the comparison, so that the log ends as the docs' did. */
     printf("Peak memory: %.1f MiB (weights %.1f MiB, arena %.1f MiB)\n", peak_rss_kib() / 1024.0,
            (double)m.weights_bytes / 1048576.0, (double)m.arena_bytes / 1048576.0);
+    if (memory_report)
+        print_resident();
 
     for (int k = 0; k < n_out; k++) {
         mera_deploy_tensor_info info;

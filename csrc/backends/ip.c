@@ -170,12 +170,15 @@ static mera_hal_addr dev_addr(const ip_inst *ip, int v)
     return ip->act_addr + (mera_hal_addr)(ip->prog->value_dram[v] - dna_act_base(ip->prog));
 }
 
+/* A host node on device memory: in place when the device maps it (hal.h,
+ * map), else on host copies read from and written back to the device. */
 static mera_status run_host_segment(ip_inst *ip, int node_index, mera_error *err)
 {
     const mera_graph *g = ip->g;
     const mera_node *node = mera_graph_node(g, node_index);
     const void *in[MERA_MAX_NODE_INPUTS];
     void *out[MERA_MAX_NODE_OUTPUTS];
+    int copied[MERA_MAX_NODE_OUTPUTS];
     void *bufs[MERA_MAX_NODE_INPUTS + MERA_MAX_NODE_OUTPUTS];
     int nb = 0;
     mera_status st = MERA_OK;
@@ -185,6 +188,8 @@ static mera_status run_host_segment(ip_inst *ip, int node_index, mera_error *err
         if (v < 0 || ip->prog->value_dram[v] < 0)
             continue; /* PARAM/CONST: the graph's data */
         size_t n = mera_type_nbytes(&mera_graph_value(g, v)->type);
+        if (ip->hal->map && (in[k] = ip->hal->map(ip->dev, dev_addr(ip, v), n)))
+            continue;
         void *b = aligned_alloc(64, (n + 63) / 64 * 64 + 64);
         if (!b) {
             st = mera_fail(err, MERA_ERR_NOMEM, "out of memory");
@@ -196,6 +201,9 @@ static mera_status run_host_segment(ip_inst *ip, int node_index, mera_error *err
     }
     for (int o = 0; o < node->n_outputs && !st; o++) {
         size_t n = mera_type_nbytes(&mera_graph_value(g, node->outputs[o])->type);
+        copied[o] = 0;
+        if (ip->hal->map && (out[o] = ip->hal->map(ip->dev, dev_addr(ip, node->outputs[o]), n)))
+            continue;
         void *b = aligned_alloc(64, (n + 63) / 64 * 64 + 64);
         if (!b) {
             st = mera_fail(err, MERA_ERR_NOMEM, "out of memory");
@@ -203,12 +211,14 @@ static mera_status run_host_segment(ip_inst *ip, int node_index, mera_error *err
         }
         bufs[nb++] = b;
         out[o] = b;
+        copied[o] = 1;
     }
     if (!st)
         st = dna_machine_run_host_node(ip->m, node_index, in, out, err);
     for (int o = 0; o < node->n_outputs && !st; o++)
-        st = ip->hal->write(ip->dev, dev_addr(ip, node->outputs[o]), out[o],
-                            mera_type_nbytes(&mera_graph_value(g, node->outputs[o])->type), err);
+        if (copied[o])
+            st = ip->hal->write(ip->dev, dev_addr(ip, node->outputs[o]), out[o],
+                                mera_type_nbytes(&mera_graph_value(g, node->outputs[o])->type), err);
     for (int k = 0; k < nb; k++)
         free(bufs[k]);
     return st;

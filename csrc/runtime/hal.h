@@ -69,6 +69,16 @@ typedef struct {
      * loaded program to completion: its instructions read and write device
      * memory as docs/isa.md says. *cycles gets the device cycles it took. */
     mera_status (*run_segment)(mera_hal_device *dev, int seg, int64_t *cycles, mera_error *err);
+    /* Optional (NULL: not supported): the host address of device bytes
+     * [addr, addr + n) when the host can address them directly (the
+     * emulated device; an SoC whose IP shares the host's DRAM), else NULL
+     * (then read and write copy). [addr, addr + n) must lie inside one
+     * block from mem_alloc; the address stays valid until that block's
+     * mem_free, and the host's loads and stores through it are the device
+     * memory's bytes between run_segment calls. The runtime runs host
+     * nodes on device memory this way, in place, as the Simulator runs
+     * them on its DRAM: no copy of their inputs and outputs per run. */
+    void *(*map)(mera_hal_device *dev, mera_hal_addr addr, uint64_t n);
 } mera_hal_driver;
 
 /* The built-in software emulation of the IP (hal_emulated.c). */

@@ -223,6 +223,14 @@ static mera_status emu_run_segment(mera_hal_device *dev, int seg, int64_t *cycle
     return dna_run_segment(dev->run, seg, cycles, err);
 }
 
+/* Device memory is host memory: the bytes of an allocated block in place
+ * (not of an imported one, which is read-only). */
+static void *emu_map(mera_hal_device *dev, mera_hal_addr addr, uint64_t n)
+{
+    block *b = find(dev, addr, n);
+    return b && b->owned ? b->host + (addr - addr_of(b->host)) : NULL;
+}
+
 const mera_hal_driver mera_hal_emulated = {
     "emulated",
     "software emulation of the DNA IP: host memory as device memory, the DNA machine as the core",
@@ -235,10 +243,12 @@ const mera_hal_driver mera_hal_emulated = {
     emu_read,
     emu_load,
     emu_run_segment,
+    emu_map,
 };
 
-/* The same device without mem_import: the runtime copies the constant
- * image into device memory, as for a discrete card (tests that path). */
+/* The same device without mem_import or map: the runtime copies the
+ * constant image into device memory and host nodes' data in and out, as
+ * for a discrete card (tests those paths). */
 static const mera_hal_driver mera_hal_emulated_copy = {
     "emulated-copy",
     "the emulated IP without zero-copy import: the constant image is copied into device memory",
@@ -251,6 +261,7 @@ static const mera_hal_driver mera_hal_emulated_copy = {
     emu_read,
     emu_load,
     emu_run_segment,
+    NULL,
 };
 
 static const mera_hal_driver *const drivers[] = {&mera_hal_emulated, &mera_hal_emulated_copy};

@@ -24,6 +24,9 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h> /* malloc_trim */
+#endif
 
 #include "arch/platform.h"
 #include "backends/backend.h"
@@ -868,6 +871,20 @@ static int is_hex16(const char *s)
     return 1;
 }
 
+/* Loading frees its temporaries (deploy.json's text and tree, the
+ * checksum buffer, the backends' scratch) between blocks that stay, the
+ * packed weights made after them, so their pages stay in the process:
+ * glibc returns only the top of the heap by itself. Give every free page
+ * back to the system once the model is loaded, so that they do not count
+ * in its memory while it runs (docs/deploy.md, "Memory budget"). Other C
+ * libraries: nothing. */
+static void release_free_heap(void)
+{
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
+}
+
 static mera_deploy *create(const char *dir, const char *expected_model_id, const char *build_json, size_t build_len,
                            char *err, size_t err_len);
 
@@ -1095,6 +1112,7 @@ static mera_deploy *create(const char *dir, const char *expected_model_id, const
     d->metrics.device = d->device;
     mj_doc_free(&doc);
     free(text);
+    release_free_heap();
     return d;
 fail:
     if (err && err_len && !err[0])
