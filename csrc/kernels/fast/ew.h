@@ -58,8 +58,6 @@ typedef struct {
     void (*quantize)(const ew_convert_params *p, const float *x, uint8_t *y, int64_t n);
     void (*dequantize)(const ew_convert_params *p, const uint8_t *x, float *y, int64_t n);
     void (*requantize)(const ew_convert_params *p, const uint8_t *x, uint8_t *y, int64_t n);
-    /* y[i] = max(y[i], x[i]) over n bytes, signed or unsigned */
-    void (*max_bytes)(uint8_t *y, const uint8_t *x, int64_t n, int is_int8);
     /* max pool window: y[i] = max over a < nh, b < nw of x[a * rs + b * cs + i],
      * i < n, signed or unsigned; nh, nw >= 1 */
     void (*max_window)(uint8_t *y, const uint8_t *x, int64_t rs, int64_t cs, int64_t nh, int64_t nw, int64_t n,
