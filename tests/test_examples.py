@@ -77,7 +77,7 @@ def test_dump_ir_example(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     files = sorted(os.listdir(tmp_path / "dumps"))
     assert files == ["00-input.ir", "01-fold_bn.ir", "02-fold_const.ir", "03-layout.ir", "04-subpixel.ir",
-                     "05-trim_taps.ir", "06-dce.ir", "07-partition.txt", "08-schedule.txt", "09-program.txt"], files
+                     "05-trim_taps.ir", "07-dce.ir", "08-partition.txt", "09-schedule.txt", "10-program.txt"], files
     layout = (tmp_path / "dumps" / "03-layout.ir").read_text()
     assert 'layout="NCHW"' not in layout and "= transpose(" in layout
     assert "Simulator on DNA-F100" in r.stdout

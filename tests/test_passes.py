@@ -91,3 +91,33 @@ def test_run_pass_errors_name_the_pass_or_the_param():
         mod._graph.run_pass("fold_bn")  # params not given, and the builder's graph does not carry them
     with pytest.raises(mera.RuntimeInputError, match="conv.bias"):
         run_passes(mod, {**params, "conv.bias": np.zeros(8, np.float64)}, ["fold_bn"])
+
+
+def test_collapse_moves_shufflenet_channel_shuffle_same_bytes_everywhere():
+    """passes/moves.c on the zoo's quantized ShuffleNetV2 imported in NHWC: every channel shuffle (transpose ->
+    reshape -> transpose -> reshape) becomes reshape -> one transpose -> reshape; InterpreterHw (which runs the
+    pass), the Simulator and the IP (which do not) give PyTorch's bytes."""
+    import sys, os
+    sys.path.insert(0, os.path.dirname(__file__))
+    from conftest import built_zoo
+    from test_simulator import assert_same_bytes, compile_for
+    z = built_zoo("shufflenet_v2_x1_0")
+    x = np.ascontiguousarray(z.inputs[0].numpy().transpose(0, 2, 3, 1))
+    mod, params = mera.relay.frontend.from_pytorch(z.traced, [("input0", x.shape)], layout="NHWC")
+    ops = [n["op"] for n in mod.nodes()]
+    g = ir.Module(mod._graph.run_pass("collapse_moves", [None] + [params[n] for n in mod.param_names]))
+    new_ops = [n["op"] for n in g.nodes()]
+    shuffles = sum(1 for n in mod.nodes() if n["op"] == "transpose" and n["attrs"].get("axes") == [0, 2, 1, 3, 4])
+    assert shuffles == 16
+    # one transpose fewer per shuffle; the last shuffle and the NHWC transpose before conv5 (one chain of five)
+    # are one channel permutation, reshape -> transpose of (H*W, 2, C/2) by [0,2,1] -> reshape: two transposes
+    # fewer there
+    assert new_ops.count("transpose") == ops.count("transpose") - shuffles - 1
+    assert new_ops.count("reshape") == ops.count("reshape")
+    assert len(new_ops) == len(ops) - shuffles - 1
+    last = [n for n in g.nodes() if n["op"] == "transpose"][-1]
+    assert last["attrs"]["axes"] == [0, 2, 1], last
+    ref = compile_for(mod, params, "InterpreterHw")(x)
+    assert np.array_equal(ref[0], z.y_traced[:1].numpy())
+    for target in ("Simulator", "IP"):
+        assert_same_bytes(ref, compile_for(mod, params, target, arch=100)(x), f"shufflenet_v2_x1_0 on {target}")

@@ -249,17 +249,20 @@ static mera_status push_graph(mera_compiled *c, mera_graph *g, const dumper *d, 
 typedef struct {
     mera_stage stage;
     mera_pass_fn run;
-    int dna_only; /* only for layout_nhwc backends */
+    int dna_only;  /* only for layout_nhwc backends */
+    int host_only; /* only for the others (the interpreters) */
 } pass_step;
 
 /* The passes, in the order they run. */
 static const pass_step passes[] = {
-    {MERA_STAGE_FOLD_BN, mera_pass_fold_bn, 0},
-    {MERA_STAGE_FOLD_CONST, mera_pass_fold_const, 0},
-    {MERA_STAGE_LAYOUT, mera_pass_layout_nhwc, 1},
-    {MERA_STAGE_SUBPIXEL, mera_pass_subpixel, 1},
-    {MERA_STAGE_TRIM_TAPS, mera_pass_trim_taps, 1},
-    {MERA_STAGE_DCE, mera_pass_dce, 0},
+    {MERA_STAGE_FOLD_BN, mera_pass_fold_bn, 0, 0},
+    {MERA_STAGE_FOLD_CONST, mera_pass_fold_const, 0, 0},
+    {MERA_STAGE_LAYOUT, mera_pass_layout_nhwc, 1, 0},
+    {MERA_STAGE_SUBPIXEL, mera_pass_subpixel, 1, 0},
+    {MERA_STAGE_TRIM_TAPS, mera_pass_trim_taps, 1, 0},
+    /* host only: on the DNA the collapsed shuffle is a 3-D DMA permute, slower than the two moves it replaces */
+    {MERA_STAGE_MOVES, mera_pass_collapse_moves, 0, 1},
+    {MERA_STAGE_DCE, mera_pass_dce, 0, 0},
 };
 
 mera_compiled *mera_compile(const mera_graph *g, const void *const *param_data, const mera_compile_options *o,
@@ -296,7 +299,7 @@ mera_compiled *mera_compile(const mera_graph *g, const void *const *param_data, 
 
     /* passes */
     for (size_t k = 0; k < MERA_ARRAY_LEN(passes); k++) {
-        if (passes[k].dna_only && !b->layout_nhwc)
+        if ((passes[k].dna_only && !b->layout_nhwc) || (passes[k].host_only && b->layout_nhwc))
             continue;
         if (push_graph(c, passes[k].run(c->g, err), &d, passes[k].stage, err)) {
             mera_error_prefix(err, "pass %s: ", stage_names[passes[k].stage]);

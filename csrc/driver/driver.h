@@ -37,6 +37,7 @@ typedef struct {
     X(LAYOUT, layout, "NCHW converted to NHWC (DNA targets)")                   \
     X(SUBPIXEL, subpixel, "transposed convs as sub-pixel convs (DNA targets)")  \
     X(TRIM_TAPS, trim_taps, "conv taps that read only padding removed (DNA targets)") \
+    X(MOVES, moves, "transpose/reshape chains collapsed to the fewest moves (interpreters)") \
     X(DCE, dce, "dead nodes removed")                                           \
     X(PARTITION, partition, "which nodes run on the DNA, which on the host")    \
     X(SCHEDULE, schedule, "the DNA program: segments, layers, DRAM plan")        \

@@ -79,7 +79,8 @@ typedef struct {
  * MERA_CPU_FEATURES_MASK (comma-separated: avx2, fma, avx512f, avx512vnni,
  * avx512bw, avx512vbmi, amx_int8, or all), which tests use to run the AVX2 and
  * portable kernels (and the AVX-512 ones without AMX or their byte/word
- * forms) on a CPU that has AVX-512 and AMX. */
+ * forms) on a CPU that has AVX-512 and AMX. Reads the environment: kernels
+ * call it when selected or prepared, never per run (tests/c/test_kernel_env.c). */
 const mera_cpu_features *mera_cpu_features_get(void);
 
 /* The reference kernel for (op, numerics), or NULL where none exists

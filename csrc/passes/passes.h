@@ -17,6 +17,8 @@
  *                  phases and an interleave (DNA targets)
  *   trim_taps.c    conv taps that read only padding removed (DNA targets:
  *                  DeepLabV3's dilated ASPP convs become 1x1)
+ *   moves.c        chains of transposes and reshapes collapsed to the
+ *                  fewest moves (ShuffleNetV2's channel shuffle)
  *   dce.c          nodes and declarations no output depends on removed
  *
  * Conventions. Graphs between passes are *bound*: every PARAM value
@@ -45,6 +47,7 @@ mera_graph *mera_pass_lower_qdq(const mera_graph *g, mera_error *err);
 mera_graph *mera_pass_layout_nhwc(const mera_graph *g, mera_error *err);
 mera_graph *mera_pass_subpixel(const mera_graph *g, mera_error *err);
 mera_graph *mera_pass_trim_taps(const mera_graph *g, mera_error *err);
+mera_graph *mera_pass_collapse_moves(const mera_graph *g, mera_error *err);
 mera_graph *mera_pass_dce(const mera_graph *g, mera_error *err);
 
 /* The param data array of a bound graph, as mera_interp_compile and the

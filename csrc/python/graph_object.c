@@ -679,6 +679,7 @@ static const struct {
     {"fold_bn", mera_pass_fold_bn},
     {"fold_const", mera_pass_fold_const},
     {"lower_qdq", mera_pass_lower_qdq},
+    {"collapse_moves", mera_pass_collapse_moves},
     {"dce", mera_pass_dce},
 };
 

@@ -22,6 +22,7 @@ typedef struct {
 typedef struct {
     int64_t axis, outer, inner, out_len;
     int n_in;
+    int vbmi; /* tables through ew_lookup_avx512vbmi: probed at prepare, so a run reads no environment */
     concat_input in[];
 } concat_plan;
 
@@ -127,6 +128,7 @@ static concat_plan *plan_new(const mera_kernel_args *a)
     }
     p->out_len = yt->shape[p->axis];
     p->n_in = a->n_inputs;
+    p->vbmi = mera_cpu_features_get()->avx512vbmi;
     for (int i = 0; i < a->n_inputs; i++) {
         concat_input *c = &p->in[i];
         ref_concat_q_tables(a, i, c->vec, c->rest, &c->nvec);
@@ -149,7 +151,7 @@ mera_status fast_concat_q(const mera_kernel_args *a, mera_error *err)
     if (!a->state) /* not prepared (a caller without prepare): the reference */
         return ref_concat_q(a, err);
     const concat_plan *p = a->state;
-    concat_job j = {p, a->in, a->out[0], mera_cpu_features_get()->avx512vbmi};
+    concat_job j = {p, a->in, a->out[0], p->vbmi};
     mera_parallel_for(a->threads, p->outer, 1 + 32768 / (p->out_len * p->inner + 1), concat_rows, &j);
     return MERA_OK;
 }

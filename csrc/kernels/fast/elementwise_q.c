@@ -298,6 +298,7 @@ static mera_status mul_q(const mera_kernel_args *a, const ew_isa *isa, mera_erro
 
 typedef struct {
     uint8_t vec[256], scalar[256];
+    int vbmi; /* ew_lookup_avx512vbmi: the CPU's features when the tables were made */
 } act_tables;
 
 typedef struct {
@@ -322,13 +323,20 @@ static void act_span(const void *ctx, int64_t i, int64_t len, int vector, const 
         y[k] = tab[x[k]];
 }
 
-/* The tables depend on the types only: made once per node. */
+static void act_tables_make(const mera_kernel_args *a, act_tables *t)
+{
+    ref_act_q_tables(a, t->vec, t->scalar);
+    t->vbmi = mera_cpu_features_get()->avx512vbmi;
+}
+
+/* The tables depend on the types only: made once per node, with the CPU
+ * feature probe (which reads the environment), so a run reads neither. */
 static mera_status act_prepare(const mera_kernel_args *a, void **state, mera_error *err)
 {
     act_tables *t = malloc(sizeof *t);
     if (!t)
         return ref_nomem(err, a->node);
-    ref_act_q_tables(a, t->vec, t->scalar);
+    act_tables_make(a, t);
     *state = t;
     return MERA_OK;
 }
@@ -340,11 +348,11 @@ static mera_status act_q(const mera_kernel_args *a, mera_kernel_fn ref, mera_err
         return ref(a, err);
     act_tables local;
     const act_tables *t = a->state;
-    if (!t) {
-        ref_act_q_tables(a, local.vec, local.scalar);
+    if (!t) { /* not prepared (a caller without prepare): made here */
+        act_tables_make(a, &local);
         t = &local;
     }
-    act_job j = {t, a->in[0], a->out[0], mera_cpu_features_get()->avx512vbmi};
+    act_job j = {t, a->in[0], a->out[0], t->vbmi};
     walk_parallel(a, &w, act_span, &j);
     return MERA_OK;
 }

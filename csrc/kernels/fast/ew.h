@@ -58,8 +58,6 @@ typedef struct {
     void (*quantize)(const ew_convert_params *p, const float *x, uint8_t *y, int64_t n);
     void (*dequantize)(const ew_convert_params *p, const uint8_t *x, float *y, int64_t n);
     void (*requantize)(const ew_convert_params *p, const uint8_t *x, uint8_t *y, int64_t n);
-    /* y[i] = max(y[i], x[i]) over n bytes, signed or unsigned */
-    void (*max_bytes)(uint8_t *y, const uint8_t *x, int64_t n, int is_int8);
     /* max pool window: y[i] = max over a < nh, b < nw of x[a * rs + b * cs + i],
      * i < n, signed or unsigned; nh, nw >= 1 */
     void (*max_window)(uint8_t *y, const uint8_t *x, int64_t rs, int64_t cs, int64_t nh, int64_t nw, int64_t n,
@@ -83,7 +81,7 @@ uint8_t ew_mul_one(const ew_mul_params *p, uint8_t a, uint8_t b);
 void ew_mul_tail_avx512(const ew_mul_params *p, const uint8_t *a, int sa, const uint8_t *b, int sb, uint8_t *y,
                         int64_t n);
 /* y[k] = tab[x[k]] for k < n with AVX512_VBMI's vpermi2b, 64 bytes at a time (ew_avx512.c); callers
- * check mera_cpu_features_get()->avx512vbmi. */
+ * probe mera_cpu_features_get()->avx512vbmi once, at prepare. */
 void ew_lookup_avx512vbmi(const uint8_t *tab, const uint8_t *x, uint8_t *y, int64_t n);
 
 uint8_t ew_quantize_one(const ew_convert_params *p, float x);

@@ -146,31 +146,6 @@ TARGET static void requantize_avx2(const ew_convert_params *p, const uint8_t *x,
         y[i] = ew_requantize_one(p, x[i]);
 }
 
-TARGET static void max_bytes_avx2(uint8_t *y, const uint8_t *x, int64_t n, int is_int8)
-{
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        __m256i a = _mm256_loadu_si256((const __m256i *)(y + i)), b = _mm256_loadu_si256((const __m256i *)(x + i));
-        _mm256_storeu_si256((__m256i *)(y + i), is_int8 ? _mm256_max_epi8(a, b) : _mm256_max_epu8(a, b));
-    }
-    /* the rest by 16 and 8 bytes: channel tiles of a few channels (the DNA's
-     * max pool tiles are cut by channels) stay out of the byte loop */
-    for (; i + 16 <= n; i += 16) {
-        __m128i a = _mm_loadu_si128((const __m128i *)(y + i)), b = _mm_loadu_si128((const __m128i *)(x + i));
-        _mm_storeu_si128((__m128i *)(y + i), is_int8 ? _mm_max_epi8(a, b) : _mm_max_epu8(a, b));
-    }
-    for (; i + 8 <= n; i += 8) {
-        __m128i a = _mm_loadl_epi64((const __m128i *)(y + i)), b = _mm_loadl_epi64((const __m128i *)(x + i));
-        _mm_storel_epi64((__m128i *)(y + i), is_int8 ? _mm_max_epi8(a, b) : _mm_max_epu8(a, b));
-    }
-    for (; i < n; i++) {
-        if (is_int8)
-            y[i] = (int8_t)x[i] > (int8_t)y[i] ? x[i] : y[i];
-        else
-            y[i] = x[i] > y[i] ? x[i] : y[i];
-    }
-}
-
 /* The window's maximum by 64, 32, 16 and 8 bytes (the channels of a pixel),
  * then byte by byte. */
 #define MAX_WINDOW_BLOCK(W, T, load, store, smax, umax)                                            \
@@ -238,6 +213,6 @@ TARGET static void sum_bytes_avx2(int32_t *acc, const uint8_t *x, int64_t n, int
 }
 
 const ew_isa ew_isa_avx2 = {"avx2", add_avx2, mul_avx2, quantize_avx2, dequantize_avx2, requantize_avx2,
-                            max_bytes_avx2, max_window_avx2, sum_bytes_avx2};
+                            max_window_avx2, sum_bytes_avx2};
 
 #endif

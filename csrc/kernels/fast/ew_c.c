@@ -84,19 +84,6 @@ static void requantize_c(const ew_convert_params *p, const uint8_t *x, uint8_t *
         y[i] = ew_requantize_one(p, x[i]);
 }
 
-static void max_bytes_c(uint8_t *y, const uint8_t *x, int64_t n, int is_int8)
-{
-    if (is_int8) {
-        int8_t *d = (int8_t *)y;
-        const int8_t *s = (const int8_t *)x;
-        for (int64_t i = 0; i < n; i++)
-            d[i] = s[i] > d[i] ? s[i] : d[i];
-    } else {
-        for (int64_t i = 0; i < n; i++)
-            y[i] = x[i] > y[i] ? x[i] : y[i];
-    }
-}
-
 static void max_window_c(uint8_t *y, const uint8_t *x, int64_t rs, int64_t cs, int64_t nh, int64_t nw, int64_t n,
                          int is_int8)
 {
@@ -122,4 +109,4 @@ static void sum_bytes_c(int32_t *acc, const uint8_t *x, int64_t n, int is_int8)
 }
 
 const ew_isa ew_isa_c = {"c",          add_c,       mul_c,        quantize_c, dequantize_c,
-                         requantize_c, max_bytes_c, max_window_c, sum_bytes_c};
+                         requantize_c, max_window_c, sum_bytes_c};

@@ -210,6 +210,7 @@ static void up_rows_nchw(void *ctx, int64_t r0, int64_t r1)
 typedef struct {
     int64_t xw, yw;
     int nearest, copy, align_corners, torch_cl;
+    int avx512; /* up_avx512() when made: the CPU probe (it reads the environment) is not made per run */
     float sw;
     void *cols; /* int64_t[yw] (nearest) or lin_tap[yw] */
 } up_cols;
@@ -244,7 +245,6 @@ static int up_setup(const mera_kernel_args *a, up_job *j, float *sw)
     j->rs = (float)(yt->q.scale / xt->q.scale);
     j->cvec = j->torch_cl ? j->yd.c / UP_QVEC_CH * UP_QVEC_CH : 0;
     j->rounding = a->rounding;
-    j->avx512 = up_avx512();
     j->sh = bilinear ? linear_scale(scales, 0, j->xd.h, j->yd.h, j->align_corners)
                      : scales_value(scales, 0, j->xd.h, j->yd.h);
     *sw = bilinear ? linear_scale(scales, 1, j->xd.w, j->yd.w, j->align_corners)
@@ -281,6 +281,7 @@ static up_cols *up_cols_new(const up_job *j, float sw)
     c->align_corners = j->align_corners;
     c->torch_cl = j->torch_cl;
     c->sw = sw;
+    c->avx512 = up_avx512();
     c->cols = malloc((size_t)(c->yw > 0 ? c->yw : 1) * (j->nearest ? sizeof(int64_t) : sizeof(lin_tap)));
     if (!c->cols) {
         free(c);
@@ -329,6 +330,7 @@ mera_status fast_upsample_q(const mera_kernel_args *a, mera_error *err)
         if (!(c = own = up_cols_new(&j, sw)))
             return ref_upsample_q(a, err);
     }
+    j.avx512 = c->avx512;
     if (j.nearest)
         j.iw = c->cols;
     else
