@@ -14,7 +14,7 @@ With --no-waves the script also times, interleaved with the others, a Simulator 
 MERA_SIM_WAVES=0 (every DNA segment in execution order, each tile split across the threads:
 the Simulator before its waves; docs/architecture.md, "Waves") and prints its wall time.
 With MERA_SIM_PROFILE=1 in the environment the machine also prints, per run, where its
-time went (LOAD, STORE, CONV, VEC, host nodes; see csrc/sim/machine.c).
+time went (LOAD, STORE, CONV, VEC, host nodes; see csrc/sim/run.c).
 
     python benchmarks/emulator_speed.py [--models resnet50,mobilenet_v2,yolov5n] [--threads 1 2]
                                         [--repeat 7] [--no-waves]

@@ -1,4 +1,4 @@
-/* The loaded DNA machine's representation, shared by machine.c and
+/* The loaded DNA machine's representation, shared by machine.c, plan.c, run.c and
  * trace.c. Everything here is immutable after dna_machine_new. */
 #ifndef MERA_SIM_MACHINE_INTERNAL_H
 #define MERA_SIM_MACHINE_INTERNAL_H
@@ -92,5 +92,40 @@ struct dna_machine {
     unsigned char *fwd_dead;
     dna_forward_stats fwd_stats;
 };
+
+/* ---- shared between machine.c (load), plan.c (the plans made at load)
+ * and run.c (runs) ---------------------------------------------------- */
+
+/* Room for one more entry in an array of n pointers of capacity *cap
+ * (declare void *tmp_grow in the scope). */
+#define GROW(arr, cap, n)                                                       \
+    ((n) < (cap) ? 0                                                            \
+                 : ((tmp_grow = realloc((arr), (size_t)((cap) ? (cap) * 2 : 16) * sizeof *(arr))) \
+                        ? ((arr) = tmp_grow, (cap) = (cap) ? (cap) * 2 : 16, 0)  \
+                        : 1))
+
+/* Alignment of a run's buffers and of each lane's kernel scratch. */
+#define BUF_ALIGN 64
+
+/* machine.c */
+/* Fails with "insn 12 (CONV, node 'conv1'): <message>". */
+mera_status sim_insn_fail(const dna_machine *m, mera_error *err, mera_status code, int i, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 5, 6)))
+#endif
+    ;
+/* The kernel arguments of a prepared tile (addresses left to the caller). */
+void sim_conv_args(const conv_prep *c, mera_kernel_args *a);
+void sim_vec_args(const vec_prep *v, mera_kernel_args *a);
+
+/* plan.c, called by dna_machine_new_opts in this order */
+void sim_plan_scratch(dna_machine *m);
+void sim_plan_threads(dna_machine *m);
+void sim_plan_written(dna_machine *m);
+mera_status sim_plan_forward(dna_machine *m, mera_error *err);
+mera_status sim_plan_waves(dna_machine *m, mera_error *err);
+void sim_plan_zeroed(dna_machine *m);
+/* Bytes of a DMA box that is one dense block on both sides, else 0. */
+int64_t sim_dma_block_bytes(const dna_dma *d);
 
 #endif
