@@ -92,28 +92,48 @@ static int file_exists(const char *path)
     return stat(path, &st) == 0;
 }
 
-/* Reads exactly `want` bytes of a regular file; dies on a missing, short or long file. */
-static void *read_exact(const char *path, size_t want, const char *what)
+/* Opens a regular file of exactly `want` bytes for reading; dies on a
+ * missing file, another kind of file, or another size. */
+static int open_exact(const char *path, size_t want, const char *what)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
         die("cannot open %s '%s': %s", what, path, strerror(errno));
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode))
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
         die("%s '%s' is not a regular file", what, path);
     if ((unsigned long long)st.st_size != (unsigned long long)want)
         die("%s '%s' has %lld bytes, expected %zu", what, path, (long long)st.st_size, want);
-    void *buf = xmalloc(want);
-    if (fread(buf, 1, want, f) != want)
-        die("cannot read %s '%s': %s", what, path, ferror(f) ? strerror(errno) : "short read");
-    fclose(f);
+    return fd;
+}
+
+/* The `want` bytes of fd (open_exact's) into a new buffer. */
+static void *read_fd(int fd, size_t want, const char *path, const char *what)
+{
+    char *buf = xmalloc(want);
+    for (size_t got = 0; got < want;) {
+        ssize_t n = read(fd, buf + got, want - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            die("cannot read %s '%s': %s", what, path, n < 0 ? strerror(errno) : "short read");
+        got += (size_t)n;
+    }
+    return buf;
+}
+
+/* Reads exactly `want` bytes of a regular file; dies on a missing, short or long file. */
+static void *read_exact(const char *path, size_t want, const char *what)
+{
+    int fd = open_exact(path, want, what);
+    void *buf = read_fd(fd, want, path, what);
+    close(fd);
     return buf;
 }
 
 /* An input file: mapped read-only when it can be (its pages leave the
  * process at unmap_input, so that no freed buffer of the app's stays in
- * the heap while the model runs), else read as read_exact does. Same
- * checks as read_exact. */
+ * the heap while the model runs), else read; the checks of open_exact. */
 typedef struct {
     void *data;
     size_t len;
@@ -124,27 +144,14 @@ static input_file map_exact(const char *path, size_t want, const char *what)
 {
     static char empty;
     input_file in = {&empty, 0, 0};
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        die("cannot open %s '%s': %s", what, path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
-        die("%s '%s' is not a regular file", what, path);
-    if ((unsigned long long)st.st_size != (unsigned long long)want)
-        die("%s '%s' has %lld bytes, expected %zu", what, path, (long long)st.st_size, want);
+    int fd = open_exact(path, want, what);
     if (want) {
         void *p = mmap(NULL, want, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (p != MAP_FAILED) {
-            in.data = p;
-            in.len = want;
-            in.mapped = 1;
-        }
-    }
-    close(fd);
-    if (want && !in.mapped) {
-        in.data = read_exact(path, want, what);
+        in.mapped = p != MAP_FAILED;
+        in.data = in.mapped ? p : read_fd(fd, want, path, what);
         in.len = want;
     }
+    close(fd);
     return in;
 }
 
