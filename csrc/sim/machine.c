@@ -258,7 +258,7 @@ static int same_conv_key(const conv_prep *c, int layer, const dna_conv *k)
            c->key.depthwise_saturate == k->depthwise_saturate && c->key.rounding == k->rounding;
 }
 
-static void conv_prep_free(conv_prep *c)
+void sim_conv_prep_free(conv_prep *c)
 {
     if (!c)
         return;
@@ -300,17 +300,20 @@ static const conv_prep *same_weights_prep(const dna_machine *m, const conv_prep 
     return NULL;
 }
 
-static mera_status make_conv_prep(dna_machine *m, int i, conv_prep **out, mera_error *err)
+/* The prepared-kernel record of a CONV of geometry k in layer `layer`
+ * (types, synthetic node, kernel; nothing packed yet: sim_conv_prep_pack).
+ * A tile's node has padding 0 (its LOAD materialised the padding); with
+ * `whole` the node keeps the layer's padding: k is then the whole layer
+ * (plan_layers). */
+mera_status sim_conv_prep_new(dna_machine *m, int i, int layer, const dna_conv *k, int whole, conv_prep **out,
+                              mera_error *err)
 {
-    const dna_program *prog = m->prog;
-    const dna_insn *in = &prog->insns[i];
-    const dna_conv *k = &in->u.conv;
-    const dna_conv_geom *geo = &m->geos[in->layer];
-    const mera_node *orig = layer_node(m, in->layer);
+    const dna_conv_geom *geo = &m->geos[layer];
+    const mera_node *orig = layer_node(m, layer);
     conv_prep *c = calloc(1, sizeof *c);
     if (!c)
         return mera_fail(err, MERA_ERR_NOMEM, "out of memory");
-    c->layer = in->layer;
+    c->layer = layer;
     c->key = *k;
     c->has_bias = geo->has_bias;
     int64_t kk = geo->dense ? geo->c : geo->kh * geo->kw * geo->cg; /* weights per output channel */
@@ -320,14 +323,14 @@ static mera_status make_conv_prep(dna_machine *m, int i, conv_prep **out, mera_e
      * depthwise decision. Attributes stay sorted by key. */
     c->attrs = calloc((size_t)orig->n_attrs + 1, sizeof *c->attrs);
     if (!c->attrs) {
-        conv_prep_free(c);
+        sim_conv_prep_free(c);
         return mera_fail(err, MERA_ERR_NOMEM, "out of memory");
     }
     int na = 0, have_dws = 0;
     for (int a = 0; a < orig->n_attrs; a++) {
         mera_attr at = orig->attrs[a];
         if (!geo->dense) {
-            if (strcmp(at.key, "padding") == 0) {
+            if (strcmp(at.key, "padding") == 0 && !whole) {
                 at.ints = zero_pad;
                 at.count = 4;
             } else if (strcmp(at.key, "groups") == 0) {
@@ -402,39 +405,50 @@ static mera_status make_conv_prep(dna_machine *m, int i, conv_prep **out, mera_e
         c->b_t = mera_graph_value(m->g, orig->inputs[2])->type;
         c->b_t.shape[0] = k->oc_n;
     }
-    if (c->has_bias && !m->opt.pack_at_run) {
+    c->k = mera_kernel_select(orig->op, MERA_NUMERICS_QUANT, (mera_rounding)k->rounding);
+    if (!c->k.run) {
+        sim_conv_prep_free(c);
+        return sim_insn_fail(m, err, MERA_ERR_UNSUPPORTED, i, "no quantized %s kernel for rounding %d",
+                         mera_op_table[orig->op].name, (int)k->rounding);
+    }
+    *out = c;
+    return MERA_OK;
+}
+
+/* Packs c's kernel (insn i's, for errors) from int8 weights [oc_n][kh][kw][cg]
+ * and, with a bias, float32 bias[oc_n] at any alignment (NULL weights: the
+ * instruction's block in the constant image). pack_at_run packs nothing. */
+mera_status sim_conv_prep_pack(dna_machine *m, conv_prep *c, int i, const int8_t *weights, const void *bias,
+                               mera_error *err)
+{
+    const dna_conv *k = &c->key;
+    if (m->opt.pack_at_run || c->state)
+        return MERA_OK;
+    if (!weights) {
+        weights = (const int8_t *)m->prog->params_image + k->wgt_dram; /* the weights as codegen laid them out */
+        bias = m->prog->params_image + k->wgt_dram + c->w_bytes;
+    }
+    if (c->has_bias && !c->bias) {
         /* An aligned copy of the block's bias for prepare (the image is
          * byte-packed; the bias may sit at any offset). pack_at_run
          * prepares nothing and reads no byte of the image here. */
         c->bias = malloc((size_t)k->oc_n * sizeof(float));
-        if (!c->bias) {
-            conv_prep_free(c);
+        if (!c->bias)
             return mera_fail(err, MERA_ERR_NOMEM, "out of memory");
-        }
-        memcpy(c->bias, prog->params_image + k->wgt_dram + c->w_bytes, (size_t)k->oc_n * sizeof(float));
+        memcpy(c->bias, bias, (size_t)k->oc_n * sizeof(float));
     }
-    c->k = mera_kernel_select(orig->op, MERA_NUMERICS_QUANT, (mera_rounding)k->rounding);
-    if (!c->k.run) {
-        conv_prep_free(c);
-        return sim_insn_fail(m, err, MERA_ERR_UNSUPPORTED, i, "no quantized %s kernel for rounding %d",
-                         mera_op_table[orig->op].name, (int)k->rounding);
-    }
-    if (c->k.prepare && !m->opt.pack_at_run) {
-        mera_kernel_args a;
-        sim_conv_args(c, &a);
-        a.in[1] = prog->params_image + k->wgt_dram; /* the weights as codegen laid them out */
-        a.in[2] = c->has_bias ? c->bias : NULL;
-        a.out[0] = NULL;
-        const conv_prep *like = same_weights_prep(m, c);
-        mera_status st = like ? c->k.prepare_like(&a, like->state, &c->state, err) : c->k.prepare(&a, &c->state, err);
-        if (st) {
-            conv_prep_free(c);
-            mera_error_prefix(err, "insn %d (CONV, node '%s'): ", i, orig->name);
-            return st;
-        }
-    }
-    *out = c;
-    return MERA_OK;
+    if (!c->k.prepare)
+        return MERA_OK;
+    mera_kernel_args a;
+    sim_conv_args(c, &a);
+    a.in[1] = weights;
+    a.in[2] = c->has_bias ? c->bias : NULL;
+    a.out[0] = NULL;
+    const conv_prep *like = k->wgt_dram >= 0 ? same_weights_prep(m, c) : NULL;
+    mera_status st = like ? c->k.prepare_like(&a, like->state, &c->state, err) : c->k.prepare(&a, &c->state, err);
+    if (st)
+        mera_error_prefix(err, "insn %d (CONV, node '%s'): ", i, c->node.name);
+    return st;
 }
 
 void sim_conv_args(const conv_prep *c, mera_kernel_args *a)
@@ -557,7 +571,7 @@ void dna_machine_free(dna_machine *m)
     if (!m)
         return;
     for (int k = 0; k < m->n_convs; k++)
-        conv_prep_free(m->convs[k]);
+        sim_conv_prep_free(m->convs[k]);
     for (int k = 0; k < m->n_vecs; k++)
         vec_prep_free(m->vecs[k]);
     dna_run_free(m->spare);
@@ -584,6 +598,10 @@ void dna_machine_free(dna_machine *m)
     free(m->fwd_src);
     free(m->fwd_dst);
     free(m->fwd_dead);
+    for (int k = 0; k < m->n_lruns; k++)
+        sim_conv_prep_free(m->lruns[k].prep);
+    free(m->lruns);
+    free(m->insn_lrun);
     dna_timing_release(&m->timing);
     dna_insn_times_release(&m->times);
     free(m);
@@ -591,7 +609,7 @@ void dna_machine_free(dna_machine *m)
 
 /* release_const_pages: release the pages wholly inside bytes [lo, hi) of
  * the constant image (they fault back from the file when read again). */
-static void release_image(const dna_machine *m, int64_t lo, int64_t hi)
+void sim_release_image(const dna_machine *m, int64_t lo, int64_t hi)
 {
 #ifdef MADV_DONTNEED
     uintptr_t page = (uintptr_t)m->page_size;
@@ -651,10 +669,8 @@ static mera_status prepare_insns(dna_machine *m, mera_error *err)
                     st = mera_fail(err, MERA_ERR_NOMEM, "out of memory");
                     break;
                 }
-                if ((st = make_conv_prep(m, i, &c, err)))
+                if ((st = sim_conv_prep_new(m, i, in->layer, &in->u.conv, 0, &c, err)))
                     break;
-                if (m->opt.release_const_pages && !m->opt.pack_at_run) /* packed: the block's pages can go */
-                    release_image(m, in->u.conv.wgt_dram, in->u.conv.wgt_dram + c->w_bytes);
                 entry_code[n_entries] = m->n_convs << 1;
                 m->convs[m->n_convs++] = c;
                 found = c;
@@ -679,6 +695,28 @@ static mera_status prepare_insns(dna_machine *m, mera_error *err)
     free(next);
     free(entry_code);
     return st;
+}
+
+/* Packs the kernel of every CONV tile a run executes (not those of the
+ * layers that run whole: plan_layers). */
+static mera_status pack_convs(dna_machine *m, mera_error *err)
+{
+    const dna_program *prog = m->prog;
+    for (int i = 0; i < prog->n_insns; i++) {
+        const dna_insn *in = &prog->insns[i];
+        conv_prep *c = in->opcode == DNA_CONV ? m->insn_prep[i] : NULL;
+        if (!c || (m->insn_lrun && m->insn_lrun[i] >= 0))
+            continue;
+        c->run_as_tile = 1;
+        if (c->state)
+            continue;
+        mera_status st = sim_conv_prep_pack(m, c, i, NULL, NULL, err);
+        if (st)
+            return st;
+        if (m->opt.release_const_pages && !m->opt.pack_at_run) /* packed: the block's pages can go */
+            sim_release_image(m, in->u.conv.wgt_dram, in->u.conv.wgt_dram + c->w_bytes);
+    }
+    return MERA_OK;
 }
 
 dna_machine *dna_machine_new(const mera_graph *g, const dna_program *prog, const mera_platform *p,
@@ -760,14 +798,6 @@ dna_machine *dna_machine_new_opts(const mera_graph *g, const dna_program *prog, 
             goto fail;
     if (prepare_insns(m, err))
         goto fail;
-    m->wgt_unread = !m->opt.pack_at_run;
-    for (int k = 0; k < m->n_convs; k++)
-        m->wgt_unread &= m->convs[k]->state != NULL;
-    sim_plan_scratch(m);
-    sim_plan_threads(m);
-    sim_plan_written(m);
-    if (m->opt.release_const_pages && !m->opt.pack_at_run)
-        release_image(m, 0, m->prog->params_bytes); /* the rest: runs read only what VEC layers load */
     if (dna_timing_model(g, prog, p, &m->timing, &m->times, err))
         goto fail;
     /* Execution order of each DNA segment: by start cycle, ties by index. */
@@ -778,6 +808,16 @@ dna_machine *dna_machine_new_opts(const mera_graph *g, const dna_program *prog, 
         if (seg->kind == DNA_SEG_DNA)
             dna_sort_by_start(m->order + seg->first, seg->count, m->times.start);
     }
+    if (sim_plan_layers(m, err) || pack_convs(m, err))
+        goto fail;
+    m->wgt_unread = !m->opt.pack_at_run;
+    for (int k = 0; k < m->n_convs; k++)
+        m->wgt_unread &= m->convs[k]->state != NULL || !m->convs[k]->run_as_tile;
+    sim_plan_scratch(m);
+    sim_plan_threads(m);
+    sim_plan_written(m);
+    if (m->opt.release_const_pages && !m->opt.pack_at_run)
+        sim_release_image(m, 0, m->prog->params_bytes); /* the rest: runs read only what VEC layers load */
     if (sim_plan_forward(m, err) || sim_plan_waves(m, err))
         goto fail;
     sim_plan_zeroed(m);

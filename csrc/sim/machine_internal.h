@@ -20,7 +20,20 @@ typedef struct {
     mera_kernel k;
     void *state;
     int threads;         /* the kernel's thread count for this tile (prep_threads) */
+    int run_as_tile;     /* an instruction runs this tile (not only layers run whole: plan_layers) */
 } conv_prep;
+
+/* A conv2d layer a run executes whole (plan_layers): one kernel call on
+ * its input and output in DRAM in place of its tiles' LOADs, CONVs and
+ * STOREs, at the layer's last instruction in execution order. */
+typedef struct {
+    int layer;
+    int at;              /* the instruction that runs it; the layer's others move no bytes */
+    conv_prep *prep;     /* the whole layer's kernel (its own packed weights) */
+    int64_t x, x_bytes;  /* the input in DRAM */
+    int64_t y, y_bytes;  /* the output in DRAM */
+    double macs;
+} layer_run;
 
 /* One prepared kernel per distinct VEC tile geometry. */
 typedef struct {
@@ -91,6 +104,11 @@ struct dna_machine {
     int64_t *fwd_dst;
     unsigned char *fwd_dead;
     dna_forward_stats fwd_stats;
+    /* Layers run whole (plan_layers; NULL with MERA_SIM_LAYERS=0 or
+     * pack_at_run): per instruction the index of its layer's run, else -1. */
+    layer_run *lruns;
+    int n_lruns;
+    int *insn_lrun;
 };
 
 /* ---- shared between machine.c (load), plan.c (the plans made at load)
@@ -116,6 +134,12 @@ mera_status sim_insn_fail(const dna_machine *m, mera_error *err, mera_status cod
     ;
 /* The kernel arguments of a prepared tile (addresses left to the caller). */
 void sim_conv_args(const conv_prep *c, mera_kernel_args *a);
+mera_status sim_conv_prep_new(dna_machine *m, int i, int layer, const dna_conv *k, int whole, conv_prep **out,
+                              mera_error *err);
+mera_status sim_conv_prep_pack(dna_machine *m, conv_prep *c, int i, const int8_t *weights, const void *bias,
+                               mera_error *err);
+void sim_conv_prep_free(conv_prep *c);
+void sim_release_image(const dna_machine *m, int64_t lo, int64_t hi);
 void sim_vec_args(const vec_prep *v, mera_kernel_args *a);
 
 /* plan.c, called by dna_machine_new_opts in this order */
@@ -125,6 +149,18 @@ void sim_plan_written(dna_machine *m);
 mera_status sim_plan_forward(dna_machine *m, mera_error *err);
 mera_status sim_plan_waves(dna_machine *m, mera_error *err);
 void sim_plan_zeroed(dna_machine *m);
+/* layers.c, after the execution order and before packing the tiles */
+mera_status sim_plan_layers(dna_machine *m, mera_error *err);
+/* The byte ranges instruction i reads and writes (plan.c); raw: as the
+ * instruction says, not as forwarding or a layer run whole changed it. */
+typedef struct {
+    int64_t lo, hi;
+    int space; /* SP_ACT, SP_WGT (its bytes and its tags), SP_DRAM */
+    int write;
+} mem_use;
+enum { SP_ACT, SP_WGT, SP_DRAM };
+#define MAX_USES (DNA_MAX_SRC + 3)
+int sim_insn_uses(const dna_machine *m, int i, int raw, mem_use *u);
 /* Bytes of a DMA box that is one dense block on both sides, else 0. */
 int64_t sim_dma_block_bytes(const dna_dma *d);
 

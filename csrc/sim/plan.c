@@ -119,6 +119,14 @@ void sim_plan_scratch(dna_machine *m)
         size_t s = c->k.scratch(&a);
         most = s > most ? s : most;
     }
+    for (int k = 0; k < m->n_lruns; k++) {
+        const conv_prep *c = m->lruns[k].prep;
+        if (!c->state || !c->k.scratch)
+            continue;
+        sim_conv_args(c, &a);
+        size_t s = c->k.scratch(&a);
+        most = s > most ? s : most;
+    }
     for (int k = 0; k < m->n_vecs; k++) {
         const vec_prep *v = m->vecs[k];
         if (!v->state || !v->k.scratch)
@@ -158,6 +166,8 @@ void sim_plan_threads(dna_machine *m)
         double per_px = geo->dense ? (double)c->key.in_c : (double)geo->kh * geo->kw * geo->cg;
         c->threads = prep_threads(t, (double)c->key.out_h * c->key.out_w * c->key.oc_n * per_px, SIM_MIN_THREAD_MACS);
     }
+    for (int k = 0; k < m->n_lruns; k++)
+        m->lruns[k].prep->threads = prep_threads(t, m->lruns[k].macs, SIM_MIN_THREAD_MACS);
     for (int k = 0; k < m->n_vecs; k++) {
         vec_prep *v = m->vecs[k];
         v->threads = prep_threads(t, (double)mera_type_nbytes(&v->out_t), SIM_MIN_THREAD_BYTES);
@@ -180,28 +190,29 @@ void sim_plan_threads(dna_machine *m)
  * threads as before (one large tile), whichever the cost estimate below
  * says is faster. */
 
-typedef struct {
-    int64_t lo, hi;
-    int space; /* SP_ACT, SP_WGT (its bytes and its tags), SP_DRAM */
-    int write;
-} mem_use;
-
-enum { SP_ACT, SP_WGT, SP_DRAM };
-#define MAX_USES (DNA_MAX_SRC + 3)
-
 /* The byte ranges instruction i reads and writes (hulls: a box's extreme
- * corners, padding included). */
-static int insn_uses(const dna_machine *m, int i, mem_use *u)
+ * corners, padding included), as a run executes it (raw: as the
+ * instruction says). An instruction of a layer run whole moves no bytes,
+ * but the layer's last reads its input and writes its output in DRAM. */
+int sim_insn_uses(const dna_machine *m, int i, int raw, mem_use *u)
 {
     const dna_insn *in = &m->prog->insns[i];
     int n = 0;
     int64_t lo, hi;
+    if (!raw && m->insn_lrun && m->insn_lrun[i] >= 0) {
+        const layer_run *l = &m->lruns[m->insn_lrun[i]];
+        if (l->at != i)
+            return 0;
+        u[0] = (mem_use){l->x, l->x + l->x_bytes, SP_DRAM, 0};
+        u[1] = (mem_use){l->y, l->y + l->y_bytes, SP_DRAM, 1};
+        return 2;
+    }
     switch (in->opcode) {
     case DNA_LOAD:
     case DNA_STORE: {
         const dna_dma *d = &in->u.dma;
         int load = in->opcode == DNA_LOAD;
-        if (m->fwd_dead && m->fwd_dead[i])
+        if (!raw && m->fwd_dead && m->fwd_dead[i])
             return 0; /* forwarded: moves no bytes (a dead LOAD is into ACT: no tags) */
         box_span(d, d->sram, d->sram_row_stride, d->sram_col_stride, &lo, &hi);
         u[n++] = (mem_use){lo, hi, load && d->mem == DNA_MEM_WGT ? SP_WGT : SP_ACT, load};
@@ -213,7 +224,8 @@ static int insn_uses(const dna_machine *m, int i, mem_use *u)
         const dna_conv *k = &in->u.conv;
         const conv_prep *c = m->insn_prep[i];
         int64_t blk = c->w_bytes + (c->has_bias ? 4 * (int64_t)k->oc_n : 0);
-        int64_t src = m->fwd_src ? m->fwd_src[(size_t)i * DNA_MAX_SRC] : -1, dst = m->fwd_dst ? m->fwd_dst[i] : -1;
+        int64_t src = m->fwd_src && !raw ? m->fwd_src[(size_t)i * DNA_MAX_SRC] : -1;
+        int64_t dst = m->fwd_dst && !raw ? m->fwd_dst[i] : -1;
         int64_t in_n = (int64_t)mera_type_nbytes(&c->in_t), out_n = (int64_t)mera_type_nbytes(&c->out_t);
         u[n++] = src >= 0 ? (mem_use){src, src + in_n, SP_DRAM, 0} : (mem_use){k->in_addr, k->in_addr + in_n, SP_ACT, 0};
         u[n++] = (mem_use){k->wgt_addr, k->wgt_addr + blk, SP_WGT, 0};
@@ -224,11 +236,11 @@ static int insn_uses(const dna_machine *m, int i, mem_use *u)
         const dna_vec *k = &in->u.vec;
         const vec_prep *v = m->insn_prep[i];
         for (int q = 0; q < k->n_src; q++) {
-            int64_t src = m->fwd_src ? m->fwd_src[(size_t)i * DNA_MAX_SRC + q] : -1;
+            int64_t src = m->fwd_src && !raw ? m->fwd_src[(size_t)i * DNA_MAX_SRC + q] : -1;
             int64_t nb = (int64_t)mera_type_nbytes(&v->in_t[q]);
             u[n++] = src >= 0 ? (mem_use){src, src + nb, SP_DRAM, 0} : (mem_use){k->src[q].addr, k->src[q].addr + nb, SP_ACT, 0};
         }
-        int64_t dst = m->fwd_dst ? m->fwd_dst[i] : -1, out_n = (int64_t)mera_type_nbytes(&v->out_t);
+        int64_t dst = m->fwd_dst && !raw ? m->fwd_dst[i] : -1, out_n = (int64_t)mera_type_nbytes(&v->out_t);
         u[n++] = dst >= 0 ? (mem_use){dst, dst + out_n, SP_DRAM, 1} : (mem_use){k->dst.addr, k->dst.addr + out_n, SP_ACT, 1};
         break;
     }
@@ -342,7 +354,7 @@ mera_status sim_plan_forward(dna_machine *m, mera_error *err)
         }
         const dna_insn *in = &prog->insns[x];
         mem_use u[MAX_USES];
-        int n = insn_uses(m, x, u);
+        int n = sim_insn_uses(m, x, 0, u);
         for (int q = 0; q < n; q++) {
             if (u[q].write || u[q].space != SP_ACT)
                 continue;
@@ -376,7 +388,7 @@ mera_status sim_plan_forward(dna_machine *m, mera_error *err)
                 }
             }
         }
-        if (in->opcode == DNA_LOAD && in->u.dma.mem == DNA_MEM_ACT) {
+        if (in->opcode == DNA_LOAD && in->u.dma.mem == DNA_MEM_ACT && !(m->insn_lrun && m->insn_lrun[x] >= 0)) {
             const dna_dma *d = &in->u.dma;
             int64_t b = sim_dma_block_bytes(d);
             if (b > 0 && d->dram >= prog->params_bytes) {
@@ -394,12 +406,14 @@ mera_status sim_plan_forward(dna_machine *m, mera_error *err)
     /* pass 2: output forwarding, on pass 1's effects */
     for (int p = 0; p < n_seq; p++)
         if (seq[p] >= 0)
-            nuse[seq[p]] = insn_uses(m, seq[p], uses + (size_t)seq[p] * MAX_USES);
+            nuse[seq[p]] = sim_insn_uses(m, seq[p], 0, uses + (size_t)seq[p] * MAX_USES);
     for (int pc = 0; pc < n_seq; pc++) {
         int x = seq[pc];
         if (x < 0 || (prog->insns[x].opcode != DNA_CONV && prog->insns[x].opcode != DNA_VEC))
             continue;
         const mem_use *ux = uses + (size_t)x * MAX_USES;
+        if (nuse[x] == 0)
+            continue; /* in a layer run whole */
         const mem_use *out = &ux[nuse[x] - 1]; /* the tile: insn_uses puts it last */
         if (!out->write || out->space != SP_ACT)
             continue;
@@ -473,6 +487,14 @@ static double insn_cost_ns(const dna_machine *m, int i, int *own)
 {
     const dna_insn *in = &m->prog->insns[i];
     *own = 1;
+    if (m->insn_lrun && m->insn_lrun[i] >= 0) {
+        const layer_run *l = &m->lruns[m->insn_lrun[i]];
+        if (l->at != i)
+            return 0; /* moves no bytes */
+        const dna_conv_geom *geo = &m->geos[l->layer];
+        *own = l->prep->threads;
+        return 300 + l->macs / ((double)geo->kh * geo->kw * geo->cg < 64 ? 40 : 200);
+    }
     switch (in->opcode) {
     case DNA_LOAD:
     case DNA_STORE: {
@@ -545,7 +567,7 @@ mera_status sim_plan_waves(dna_machine *m, mera_error *err)
         const int *ord = m->order + seg->first;
         int top = -1, old_top = -1; /* the highest level so far, and of the instructions before the window */
         for (int k = 0; k < seg->count; k++) {
-            nuse[k] = insn_uses(m, ord[k], uses + (size_t)k * MAX_USES);
+            nuse[k] = sim_insn_uses(m, ord[k], 0, uses + (size_t)k * MAX_USES);
             if (k > SIM_WAVE_WINDOW && level[k - SIM_WAVE_WINDOW - 1] > old_top)
                 old_top = level[k - SIM_WAVE_WINDOW - 1];
             int lv = old_top + 1;
@@ -782,7 +804,7 @@ void sim_plan_zeroed(dna_machine *m)
         for (int k = 0; k < seg->count; k++) {
             int i = m->order[seg->first + k];
             const dna_insn *in = &prog->insns[i];
-            if (in->opcode == DNA_LOAD || in->opcode == DNA_STORE) {
+            if ((in->opcode == DNA_LOAD || in->opcode == DNA_STORE) && !(m->insn_lrun && m->insn_lrun[i] >= 0)) {
                 const dna_dma *d = &in->u.dma;
                 if (m->fwd_dead && m->fwd_dead[i])
                     continue; /* forwarded: moves no bytes */
@@ -798,7 +820,7 @@ void sim_plan_zeroed(dna_machine *m)
                 continue;
             }
             mem_use u[MAX_USES];
-            int n = insn_uses(m, i, u);
+            int n = sim_insn_uses(m, i, 0, u);
             static const int buf_of[3] = {BUF_ACT, BUF_WGT, BUF_DRAM}; /* by SP_* */
             for (int q = 0; q < n; q++)
                 if (!u[q].write)

@@ -27,9 +27,10 @@ typedef struct {
  * after each dna_machine_run, and for a run driven segment by segment (the
  * IP's emulated device) the totals of all its segments when it is freed.
  * The clock reads cost about 1 us per instruction. */
-enum { PROF_LOAD, PROF_STORE, PROF_LOAD_FWD, PROF_STORE_FWD, PROF_CONV, PROF_VEC, PROF_HOST, PROF_SETUP, PROF_N };
+enum { PROF_LOAD, PROF_STORE, PROF_LOAD_FWD, PROF_STORE_FWD, PROF_CONV, PROF_VEC, PROF_LAYER, PROF_HOST, PROF_SETUP,
+       PROF_N };
 static const char *const prof_names[PROF_N] = {"LOAD", "STORE", "LOAD forwarded", "STORE forwarded", "CONV", "VEC",
-                                               "host nodes", "setup/io"};
+                                               "whole layers", "host nodes", "setup/io"};
 
 static double now_ns(int cpu)
 {
@@ -420,6 +421,24 @@ static mera_status exec_conv(run_ctx *r, int i, int lane, int threads, mera_erro
     return st;
 }
 
+/* A layer run whole (plan_layers): its kernel on its input and output in
+ * DRAM, at instruction i, its last. */
+static mera_status exec_layer(run_ctx *r, const layer_run *l, int i, int lane, int threads, mera_error *err)
+{
+    const conv_prep *c = l->prep;
+    mera_kernel_args a;
+    sim_conv_args(c, &a);
+    a.threads = threads > 0 ? threads : c->threads;
+    a.in[0] = dram_r(r, l->x);
+    a.out[0] = dram_w(r, l->y);
+    a.scratch = lane_scratch(r, lane);
+    a.scratch_bytes = r->scratch ? r->m->scratch_bytes : 0;
+    mera_status st = c->k.run(&a, err);
+    if (st)
+        mera_error_prefix(err, "insn %d (layer '%s' run whole): ", i, c->node.name);
+    return st;
+}
+
 static mera_status exec_vec(run_ctx *r, int i, int lane, int threads, mera_error *err)
 {
     const dna_vec *k = &r->m->prog->insns[i].u.vec;
@@ -605,7 +624,13 @@ static mera_status insn_bytes(run_ctx *r, int i, int lane, int threads, double *
     double t0 = m->profile ? now_ns(m->profile == 2) : 0;
     mera_status st = MERA_OK;
     int kind = -1;
-    switch (m->prog->insns[i].opcode) {
+    const layer_run *l = m->insn_lrun && m->insn_lrun[i] >= 0 ? &m->lruns[m->insn_lrun[i]] : NULL;
+    if (l) { /* a layer run whole: its bytes at its last instruction, none at the others */
+        if (l->at != i)
+            return MERA_OK;
+        st = exec_layer(r, l, i, lane, threads, err);
+        kind = PROF_LAYER;
+    } else switch (m->prog->insns[i].opcode) {
     case DNA_LOAD:
     case DNA_STORE:
         if (m->fwd_dead && m->fwd_dead[i]) { /* forwarded: no bytes move */

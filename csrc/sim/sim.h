@@ -137,4 +137,9 @@ typedef struct {
 } dna_forward_stats;
 dna_forward_stats dna_machine_forward_stats(const dna_machine *m);
 
+/* The conv2d layers the machine runs whole, one kernel call each, instead
+ * of as tiles (docs/architecture.md, "Layers run whole"; decided at load;
+ * MERA_SIM_LAYERS=0 in the environment at load turns it off: 0). */
+int dna_machine_layers_run_whole(const dna_machine *m);
+
 #endif

@@ -884,6 +884,149 @@ static void test_forwarding(void)
     mera_graph_free(g);
 }
 
+/* ---- layers run whole (plan_layers) ------------------------------------------
+ *
+ * The conv segment of build() is a layer that can run whole: two row bands
+ * x two channel blocks cover its output once, each LOAD the window its
+ * tiles need, padded with x's zero point. Each variant below must give the
+ * bytes of the machine without (MERA_SIM_LAYERS=0) at 1, 2 and 7 threads,
+ * and run the layer whole exactly when that is safe. */
+
+static int run_layers(const mera_graph *g, test_prog *tp, int layers, int threads, uint8_t *out, int *whole)
+{
+    const mera_platform *p = mera_platform_find("DNAF100L0003");
+    const void *params[] = {NULL, w_data, b_data, NULL};
+    setenv("MERA_SIM_LAYERS", layers ? "1" : "0", 1);
+    mera_error err;
+    err.msg[0] = 0;
+    dna_machine_options mo = {.threads = threads};
+    dna_machine *m = dna_machine_new_opts(g, &tp->p, p, params, &mo, &err);
+    unsetenv("MERA_SIM_LAYERS");
+    CHECK(m != NULL);
+    if (!m) {
+        fprintf(stderr, "load: %s\n", err.msg);
+        return 0;
+    }
+    *whole = dna_machine_layers_run_whole(m);
+    const void *inputs[] = {x_data, y_data};
+    uint8_t again[H * W * O];
+    void *outputs[] = {out};
+    int ok = dna_machine_run(m, inputs, outputs, &err) == MERA_OK;
+    outputs[0] = again;
+    ok &= dna_machine_run(m, inputs, outputs, &err) == MERA_OK;
+    if (!ok)
+        fprintf(stderr, "run: %s\n", err.msg);
+    CHECK(ok && memcmp(out, again, sizeof again) == 0);
+    dna_machine_free(m);
+    return ok;
+}
+
+/* want_whole: the layers run whole with it on (-1: 0 or 1, the order the
+ * timing model gives decides). Returns the output. */
+static void check_layers(const mera_graph *g, test_prog *tp, int want_whole, uint8_t *out, int line)
+{
+    uint8_t off[H * W * O], on[H * W * O];
+    for (int threads = 1; threads <= 7; threads += threads == 1 ? 1 : 5) {
+        int w0, w1;
+        if (!run_layers(g, tp, 0, threads, off, &w0) || !run_layers(g, tp, 1, threads, on, &w1))
+            continue;
+        int same = memcmp(off, on, sizeof on) == 0, counts = w0 == 0 && (want_whole < 0 || w1 == want_whole);
+        if (!same || !counts)
+            fprintf(stderr, "check_layers (line %d, %d threads): same bytes %d; run whole: %d (want %d)\n", line,
+                    threads, same, w1, want_whole);
+        CHECK(same && counts);
+        memcpy(out, on, sizeof on);
+    }
+}
+
+/* insn inserted into the conv segment of build(.., 0) before instruction at. */
+static void insert_insn(test_prog *tp, int at, dna_insn insn)
+{
+    memmove(&tp->insns[at + 1], &tp->insns[at], (size_t)(tp->p.n_insns - at) * sizeof tp->insns[0]);
+    tp->insns[at] = insn;
+    tp->p.n_insns++;
+    tp->segs[0].count++;
+    tp->segs[1].first++;
+}
+
+static void test_layers_run_whole(void)
+{
+    int nc, na;
+    mera_graph *g = make_graph(&nc, &na);
+    const void *params[] = {NULL, w_data, b_data, NULL};
+    uint8_t want[H * W * O], got[H * W * O];
+    reference(g, params, want);
+    test_prog tp;
+    enum { LD0 = 2, LD1, C00, S00, C01, S01, C10, S10, C11, S11, V = 14 };
+
+    /* As built, with the add on the DNA or on the host. */
+    for (int host = 0; host < 2; host++) {
+        build(&tp, g, nc, na, host);
+        check_layers(g, &tp, 1, got, __LINE__);
+        CHECK(memcmp(got, want, sizeof got) == 0);
+    }
+
+    /* A LOAD pads with another value than x's zero point: tiles. */
+    build(&tp, g, nc, na, 0);
+    tp.insns[LD1].u.dma.pad_value = 18;
+    check_layers(g, &tp, 0, got, __LINE__);
+    CHECK(memcmp(got, want, sizeof got) != 0);
+
+    /* A LOAD reads a window one column off: tiles. */
+    build(&tp, g, nc, na, 0);
+    tp.insns[LD1].u.dma.dram += C;
+    check_layers(g, &tp, 0, got, __LINE__);
+
+    /* A tile's last row is never stored: tiles. */
+    build(&tp, g, nc, na, 0);
+    tp.insns[S11].u.dma.rows = 2;
+    check_layers(g, &tp, 0, got, __LINE__);
+    CHECK(memcmp(got, want, sizeof got) != 0);
+
+    /* A tile is stored to the wrong place (over another tile): tiles. */
+    build(&tp, g, nc, na, 0);
+    tp.insns[S11] = store_conv(POP_PREV, 325, 0, 1);
+    check_layers(g, &tp, 0, got, __LINE__);
+
+    /* The two channel blocks use the same weights for different channels:
+     * the tiles' blocks agree wherever they share channels, so it runs
+     * whole, with the tiles' bytes. */
+    build(&tp, g, nc, na, 0);
+    tp.insns[C01].u.conv.wgt_dram = 0;
+    tp.insns[C11].u.conv.wgt_dram = 0;
+    tp.insns[C01].u.conv.wgt_addr = 0;
+    tp.insns[C11].u.conv.wgt_addr = 0;
+    check_layers(g, &tp, 1, got, __LINE__);
+    CHECK(memcmp(got, want, sizeof got) != 0);
+
+    /* The add reads the conv's ACT tiles (what the LOADs of its segment
+     * left of them) instead of its LOADed copy: tiles. */
+    build(&tp, g, nc, na, 0);
+    tp.insns[V].u.vec.src[0].addr = 190;
+    tp.insns[V].u.vec.dst.addr = 600;
+    tp.insns[V + 1].u.dma.sram = 600;
+    check_layers(g, &tp, 0, got, __LINE__);
+
+    /* Another layer's STORE writes the conv's output between its tiles'
+     * STOREs (the store queue keeps program order): tiles. */
+    build(&tp, g, nc, na, 0);
+    insert_insn(&tp, S11, dense(DNA_STORE, 0, 600, CONV_AT));
+    check_layers(g, &tp, 0, got, __LINE__);
+
+    /* Another layer's STORE writes x's rows among the tiles' (zeros from
+     * unwritten ACT): where the layer can run depends on when the LOADs
+     * read those rows; the bytes must not. */
+    for (int row = 0; row < H; row += 2)
+        for (int at = S00; at <= S01; at += S01 - S00) {
+            build(&tp, g, nc, na, 0);
+            dna_insn st = load(1, 0, DNA_MEM_ACT, 600, X_AT + (int64_t)row * W * C, 1, 1, W * C, 0, 0, 0, 0);
+            st.opcode = DNA_STORE;
+            insert_insn(&tp, at, st);
+            check_layers(g, &tp, -1, got, __LINE__);
+        }
+    mera_graph_free(g);
+}
+
 int main(void)
 {
     fill_data();
@@ -893,5 +1036,6 @@ int main(void)
     test_one_rule_set();
     test_timing_formulas();
     test_forwarding();
+    test_layers_run_whole();
     return test_summary();
 }

@@ -1,0 +1,581 @@
+/* Layers run whole (docs/architecture.md, "Layers run whole").
+ *
+ * A conv2d layer's tiles each go LOAD (a window of the input into ACT,
+ * padded with the input zero point) -> CONV (output rows x columns x
+ * channels of the layer, ACT -> ACT) -> STORE (the tile into the output in
+ * DRAM). When the instructions prove that the tiles together compute the
+ * layer's output from its input in DRAM, each output byte once, and that
+ * nothing else sees what they leave in ACT, a run executes the layer as one
+ * kernel call on its input and output in DRAM (InterpreterHw's call, split
+ * across the threads the same way) instead of its tiles: no copies, no
+ * per-tile calls. The bytes are the same: a conv's output byte depends only
+ * on its input window, its channel's weights and the requantization, and
+ * the tile kernels are the layer's kernel on a window padded as the layer
+ * pads. The timing model does not look: the modelled device still runs
+ * every instruction.
+ *
+ * plan_layers decides once, at load, from the instructions in execution
+ * order (the DNA segments' orders one after the other). A layer runs whole
+ * when all of these hold, else its tiles run as before:
+ *
+ * - it is a conv2d of batch 1 in NHWC, its input and output dense in the
+ *   activation DRAM and disjoint, and all its instructions lie in one DNA
+ *   segment: LOADs, CONVs, STOREs and NOPs only;
+ * - every CONV reads exactly the ACT box a LOAD of the layer wrote, nothing
+ *   having written those bytes since, and that LOAD reads exactly the
+ *   input window the CONV's output tile needs (rows, columns, the channels
+ *   of its groups), with the padding the layer's padding gives at that
+ *   place, filled with the input zero point;
+ * - every CONV's output tile is stored once, whole, by a STORE of the
+ *   layer, to its place in the output, nothing having written it since;
+ *   the tiles cover the output, each byte once, all with one rounding and
+ *   depthwise decision, and where two tiles share output channels their
+ *   weight blocks hold the same bytes;
+ * - between the layer's first and last instructions no other instruction
+ *   reads an ACT byte the layer wrote, writes its input or touches its
+ *   output in DRAM; after its last, every ACT byte it wrote is overwritten
+ *   before anything reads it (or the program ends).
+ *
+ * The run then executes the layer at its last instruction: it reads its
+ * input then instead of at its LOADs (nothing wrote it in between) and
+ * writes its output then instead of at its STOREs (nothing read or wrote
+ * it in between), and its ACT bytes, which it no longer writes, nobody
+ * reads. Each check reads the instructions as they are (sim_insn_uses,
+ * raw), other layers' decisions aside: a layer run whole only moves its
+ * own reads and writes later, to a point its own checks cleared. The
+ * tiles' kernels of a layer run whole are not packed (the layer's kernel
+ * holds the weights), so the weights are held once. MERA_SIM_LAYERS=0 in
+ * the environment at load turns it off. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sim/machine_internal.h"
+
+/* Instructions after a layer's last searched for a read of what it left
+ * in ACT; still undecided there: the layer runs as tiles. */
+#define SIM_LAYER_SCAN 4096
+/* Tiles a layer may have and still run whole (the cover check is quadratic). */
+#define SIM_LAYER_TILES 2048
+
+typedef struct {
+    int64_t lo, hi;
+    int insn;      /* the LOAD or CONV of the layer that wrote [lo, hi) */
+    int load;      /* a CONV's output: the LOAD it read, else -1 */
+    int stored;    /* a CONV's output: a STORE read it */
+    int clobbered; /* part of it overwritten since */
+} act_box;
+
+typedef struct {
+    int conv;
+    int64_t oh0, ow0, oc0;  /* the tile's place in the output */
+    int64_t oh, ow, oc;     /* its extent */
+} tile_rec;
+
+typedef struct {
+    const dna_machine *m;
+    int layer;
+    const dna_conv_geom *geo;
+    int64_t h, w, c, oh, ow, o, pt, pl;
+    int64_t x, x_bytes, y, y_bytes;
+    int zero_point;
+    int dws, rounding, n_convs;
+    act_box *box;
+    int n_box, cap_box;
+    tile_rec *tile;
+    int n_tile, cap_tile;
+    int32_t *x_written;     /* per input byte: the position of another layer's last write to it in the span, or -1 */
+    unsigned char *x_loaded;/* per input byte: a LOAD of the layer read it */
+    unsigned char *y_stored;/* per output byte: a STORE of the layer wrote it */
+    int64_t cap_x, cap_y;
+    int p_lo, p_hi;         /* the positions the layer may run at */
+    int at;                 /* the instruction it runs at */
+    const char *why;        /* why the layer runs as tiles (MERA_SIM_PROFILE prints it) */
+    int why_insn;
+} layer_check;
+
+#define REFUSE(lc, i, reason) return ((lc)->why = (reason), (lc)->why_insn = (i), 0)
+
+static int meet(int64_t a0, int64_t a1, int64_t b0, int64_t b1)
+{
+    return a0 < b1 && b0 < a1;
+}
+
+/* ACT [lo, hi) written: the boxes lose those bytes (what is left of a box
+ * is clobbered: no instruction reads it whole any more). -1: out of memory. */
+static int act_write(layer_check *lc, int64_t lo, int64_t hi)
+{
+    void *tmp_grow;
+    for (int b = 0; b < lc->n_box;) {
+        act_box *x = &lc->box[b];
+        if (!meet(lo, hi, x->lo, x->hi)) {
+            b++;
+        } else if (lo <= x->lo && hi >= x->hi) {
+            *x = lc->box[--lc->n_box];
+        } else if (lo > x->lo && hi < x->hi) { /* a hole: two pieces */
+            if (GROW(lc->box, lc->cap_box, lc->n_box))
+                return -1;
+            x = &lc->box[b];
+            act_box tail = *x;
+            tail.lo = hi;
+            tail.clobbered = 1;
+            x->hi = lo;
+            x->clobbered = 1;
+            lc->box[lc->n_box++] = tail;
+            b++;
+        } else {
+            if (lo <= x->lo)
+                x->lo = hi;
+            else
+                x->hi = lo;
+            x->clobbered = 1;
+            b++;
+        }
+    }
+    return 0;
+}
+
+static int act_meets(const layer_check *lc, int64_t lo, int64_t hi)
+{
+    for (int b = 0; b < lc->n_box; b++)
+        if (meet(lo, hi, lc->box[b].lo, lc->box[b].hi))
+            return 1;
+    return 0;
+}
+
+/* The box exactly [lo, hi), unclobbered, written by a LOAD (conv 0) or a
+ * CONV (conv 1) of the layer; NULL when there is none. */
+static act_box *act_find(layer_check *lc, int64_t lo, int64_t hi, int conv)
+{
+    for (int b = 0; b < lc->n_box; b++) {
+        act_box *x = &lc->box[b];
+        if (x->lo == lo && x->hi == hi && !x->clobbered && (x->load >= 0) == conv)
+            return x;
+    }
+    return NULL;
+}
+
+/* Is the tile of CONV k, read from the ACT box LOAD d wrote and stored by
+ * STORE s, the layer's output tile at its place? Fills t; NULL when it is,
+ * else what is not. */
+static const char *tile_mismatch(const layer_check *lc, const dna_conv *k, const dna_dma *d, const dna_dma *s, tile_rec *t)
+{
+    const dna_conv_geom *g = lc->geo;
+    /* the STORE: the whole tile, dense in ACT, to its place in the dense output */
+    if (s->rows != k->out_h || s->cols != k->out_w || s->run_bytes != k->oc_n || s->pad_top || s->pad_bottom ||
+        s->pad_left || s->pad_right || s->sram != k->out_addr || s->sram_col_stride != (uint32_t)k->oc_n ||
+        s->sram_row_stride != (uint32_t)k->out_w * (uint32_t)k->oc_n || s->dram_col_stride != lc->o ||
+        s->dram_row_stride != lc->ow * lc->o || s->dram < lc->y)
+        return "a STORE is not its CONV's whole tile into the dense output";
+    int64_t off = s->dram - lc->y, oh0 = off / (lc->ow * lc->o), ow0 = off % (lc->ow * lc->o) / lc->o;
+    if (off % lc->o != k->oc0 || k->oc0 < 0 || k->oc_n < 1 || k->oc0 + k->oc_n > lc->o || k->out_h < 1 ||
+        k->out_w < 1 || oh0 + k->out_h > lc->oh || ow0 + k->out_w > lc->ow)
+        return "a STORE's place is not within the output";
+    /* the input channels of the block's groups */
+    int64_t ic0 = 0, icn = lc->c;
+    if (g->groups > 1) {
+        if (k->oc0 % g->og || k->oc_n % g->og)
+            return "a CONV's channel block splits a group";
+        ic0 = k->oc0 / g->og * g->cg;
+        icn = k->oc_n / g->og * g->cg;
+    }
+    /* the window the tile needs, and the LOAD that gave it */
+    int64_t ra = oh0 * g->sh - lc->pt, ca = ow0 * g->sw - lc->pl;
+    int64_t rows = (k->out_h - 1) * g->sh + (g->kh - 1) * g->dh + 1, cols = (k->out_w - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+    if (k->in_h != rows || k->in_w != cols || k->in_c != icn)
+        return "a CONV's input is not the window its output tile needs";
+    int64_t pt = ra < 0 ? -ra : 0, pb = ra + rows > lc->h ? ra + rows - lc->h : 0;
+    int64_t pl = ca < 0 ? -ca : 0, pr = ca + cols > lc->w ? ca + cols - lc->w : 0;
+    if (d->mem != DNA_MEM_ACT || d->rows != rows || d->cols != cols || d->run_bytes != icn || d->sram != k->in_addr ||
+        d->sram_col_stride != (uint32_t)icn || d->sram_row_stride != (uint32_t)(cols * icn) || d->pad_top != pt ||
+        d->pad_bottom != pb || d->pad_left != pl || d->pad_right != pr || d->dram_row_stride != lc->w * lc->c ||
+        d->dram_col_stride != lc->c || d->dram != lc->x + ra * lc->w * lc->c + ca * lc->c + ic0)
+        return "a CONV's LOAD is not its window of the input";
+    if ((pt || pb || pl || pr) && d->pad_value != (uint8_t)lc->zero_point)
+        return "a LOAD pads with another value than the input zero point";
+    *t = (tile_rec){0, oh0, ow0, k->oc0, k->out_h, k->out_w, k->oc_n};
+    return NULL;
+}
+
+/* The tiles cover the output, each byte once. */
+static int tiles_cover(const layer_check *lc)
+{
+    int64_t sum = 0;
+    for (int a = 0; a < lc->n_tile; a++) {
+        const tile_rec *p = &lc->tile[a];
+        sum += p->oh * p->ow * p->oc;
+        for (int b = 0; b < a; b++) {
+            const tile_rec *q = &lc->tile[b];
+            if (meet(p->oh0, p->oh0 + p->oh, q->oh0, q->oh0 + q->oh) &&
+                meet(p->ow0, p->ow0 + p->ow, q->ow0, q->ow0 + q->ow) &&
+                meet(p->oc0, p->oc0 + p->oc, q->oc0, q->oc0 + q->oc))
+                return 0;
+        }
+    }
+    return sum == lc->oh * lc->ow * lc->o;
+}
+
+/* The layer's facts; 0 when it is not a layer that can run whole. */
+static int layer_facts(layer_check *lc)
+{
+    const dna_machine *m = lc->m;
+    const dna_program *prog = m->prog;
+    const mera_node *node = mera_graph_node(m->g, prog->layers[lc->layer].node);
+    lc->geo = &m->geos[lc->layer];
+    if (node->op != MERA_OP_CONV2D || lc->geo->dense || node->n_inputs < 2 || node->n_outputs != 1)
+        REFUSE(lc, -1, "not a conv2d");
+    const mera_type *xt = &mera_graph_value(m->g, node->inputs[0])->type;
+    const mera_type *yt = &mera_graph_value(m->g, node->outputs[0])->type;
+    const mera_attr *pad = mera_node_attr(node, "padding");
+    if (xt->rank != 4 || yt->rank != 4 || xt->shape[0] != 1 || yt->shape[0] != 1 || xt->layout != MERA_LAYOUT_NHWC ||
+        yt->layout != MERA_LAYOUT_NHWC || xt->q.kind != MERA_QUANT_PER_TENSOR || !pad || pad->count < 2)
+        REFUSE(lc, -1, "not batch 1 NHWC with a per-tensor input");
+    lc->h = xt->shape[1], lc->w = xt->shape[2], lc->c = xt->shape[3];
+    lc->oh = yt->shape[1], lc->ow = yt->shape[2], lc->o = yt->shape[3];
+    lc->pt = pad->ints[0], lc->pl = pad->ints[1];
+    lc->zero_point = xt->q.zero_point;
+    lc->x = prog->value_dram[node->inputs[0]];
+    lc->y = prog->value_dram[node->outputs[0]];
+    lc->x_bytes = (int64_t)mera_type_nbytes(xt);
+    lc->y_bytes = (int64_t)mera_type_nbytes(yt);
+    if (!(lc->c == lc->geo->c && lc->o == lc->geo->o && lc->x_bytes == lc->h * lc->w * lc->c &&
+          lc->y_bytes == lc->oh * lc->ow * lc->o && lc->x >= prog->params_bytes && lc->y >= prog->params_bytes &&
+          lc->x + lc->x_bytes <= prog->dram_bytes && lc->y + lc->y_bytes <= prog->dram_bytes &&
+          !meet(lc->x, lc->x + lc->x_bytes, lc->y, lc->y + lc->y_bytes)))
+        REFUSE(lc, -1, "its input and output are not disjoint dense tensors in the activation DRAM");
+    return 1;
+}
+
+/* Where the layer may run: at a position of its own in [p_lo, p_hi].
+ * Another instruction between its first and last that writes its input
+ * or reads its output pins that down, byte by byte (dram_event): a byte of
+ * the input written at q and loaded by the layer before q must be read
+ * before q (p < q), loaded after q after it (p > q); a byte of the output
+ * read at r that the layer stored before r must be written before r
+ * (p < r), one it stores later after r (p > r). */
+enum { EV_LOAD_X, EV_WRITE_X, EV_STORE_Y, EV_READ_Y };
+
+static void dram_event(layer_check *lc, const dna_dma *d, int ev, int pos)
+{
+    const int x_side = ev == EV_LOAD_X || ev == EV_WRITE_X;
+    const int64_t base = x_side ? lc->x : lc->y, n = x_side ? lc->x_bytes : lc->y_bytes;
+    for (int64_t row = d->pad_top; row < d->rows - d->pad_bottom; row++)
+        for (int64_t col = d->pad_left; col < d->cols - d->pad_right; col++) {
+            int64_t b0 = d->dram + row * d->dram_row_stride + col * d->dram_col_stride - base, b1 = b0 + d->run_bytes;
+            b0 = b0 < 0 ? 0 : b0;
+            b1 = b1 > n ? n : b1;
+            for (int64_t b = b0; b < b1; b++)
+                switch (ev) {
+                case EV_LOAD_X:
+                    if (lc->x_written[b] >= lc->p_lo)
+                        lc->p_lo = lc->x_written[b] + 1;
+                    lc->x_loaded[b] = 1;
+                    break;
+                case EV_WRITE_X:
+                    if (lc->x_loaded[b] && pos - 1 < lc->p_hi)
+                        lc->p_hi = pos - 1;
+                    lc->x_written[b] = pos;
+                    break;
+                case EV_STORE_Y: lc->y_stored[b] = 1; break;
+                default:
+                    if (lc->y_stored[b] && pos - 1 < lc->p_hi)
+                        lc->p_hi = pos - 1;
+                    else if (!lc->y_stored[b] && pos + 1 > lc->p_lo)
+                        lc->p_lo = pos + 1;
+                }
+        }
+}
+
+/* Positions [first, last] of seq hold the layer's instructions (and
+ * others'); n_seq the whole sequence. 1: the layer can run whole, at
+ * lc->at; -1: out of memory. */
+static int layer_check_run(layer_check *lc, const int *seq, int n_seq, int first, int last)
+{
+    const dna_machine *m = lc->m;
+    const dna_program *prog = m->prog;
+    void *tmp_grow;
+    lc->dws = lc->rounding = -1;
+    lc->p_lo = first;
+    lc->p_hi = last;
+    if (lc->cap_x < lc->x_bytes) {
+        free(lc->x_written);
+        free(lc->x_loaded);
+        lc->x_written = malloc((size_t)lc->x_bytes * sizeof *lc->x_written);
+        lc->x_loaded = malloc((size_t)lc->x_bytes);
+        lc->cap_x = lc->x_written && lc->x_loaded ? lc->x_bytes : 0;
+        if (!lc->cap_x)
+            return -1;
+    }
+    if (lc->cap_y < lc->y_bytes) {
+        free(lc->y_stored);
+        lc->y_stored = malloc((size_t)lc->y_bytes);
+        lc->cap_y = lc->y_stored ? lc->y_bytes : 0;
+        if (!lc->cap_y)
+            return -1;
+    }
+    for (int64_t b = 0; b < lc->x_bytes; b++)
+        lc->x_written[b] = -1;
+    memset(lc->x_loaded, 0, (size_t)lc->x_bytes);
+    memset(lc->y_stored, 0, (size_t)lc->y_bytes);
+    for (int p = first; p <= last; p++) {
+        const int i = seq[p];
+        const dna_insn *in = &prog->insns[i];
+        if (in->layer != lc->layer) { /* another layer's: keep off this one's bytes */
+            mem_use u[MAX_USES];
+            int n = sim_insn_uses(m, i, 1, u);
+            for (int q = 0; q < n; q++) {
+                if (u[q].space == SP_ACT && !u[q].write && act_meets(lc, u[q].lo, u[q].hi))
+                    REFUSE(lc, i, "another instruction among its own reads ACT bytes it wrote");
+                if (u[q].space != SP_DRAM)
+                    continue;
+                int on_x = meet(u[q].lo, u[q].hi, lc->x, lc->x + lc->x_bytes);
+                int on_y = meet(u[q].lo, u[q].hi, lc->y, lc->y + lc->y_bytes);
+                if (on_y && u[q].write)
+                    REFUSE(lc, i, "another instruction among its own writes its output");
+                if ((on_x && u[q].write) || on_y) {
+                    if (in->opcode != DNA_LOAD && in->opcode != DNA_STORE)
+                        REFUSE(lc, i, "another instruction among its own writes its input or reads its output");
+                    dram_event(lc, &in->u.dma, on_y ? EV_READ_Y : EV_WRITE_X, p);
+                }
+            }
+            for (int q = 0; q < n; q++)
+                if (u[q].space == SP_ACT && u[q].write && act_write(lc, u[q].lo, u[q].hi))
+                    return -1;
+            continue;
+        }
+        switch (in->opcode) {
+        case DNA_NOP: break;
+        case DNA_LOAD: {
+            const dna_dma *d = &in->u.dma;
+            if (d->mem == DNA_MEM_WGT)
+                break; /* the layer's kernel holds the weights; the tags still follow the LOAD */
+            int64_t n = (int64_t)d->rows * d->cols * d->run_bytes;
+            if (d->rows < 1 || d->cols < 1 || d->run_bytes < 1 || d->sram_col_stride != (uint32_t)d->run_bytes ||
+                d->sram_row_stride != (uint32_t)(d->cols * d->run_bytes))
+                REFUSE(lc, i, "a LOAD's box is not dense in ACT");
+            if (act_write(lc, d->sram, d->sram + n) || GROW(lc->box, lc->cap_box, lc->n_box))
+                return -1;
+            lc->box[lc->n_box++] = (act_box){d->sram, d->sram + n, i, -1, 0, 0};
+            dram_event(lc, d, EV_LOAD_X, p);
+            break;
+        }
+        case DNA_CONV: {
+            const dna_conv *k = &in->u.conv;
+            act_box *src = act_find(lc, k->in_addr, k->in_addr + (int64_t)k->in_h * k->in_w * k->in_c, 0);
+            if (!src)
+                REFUSE(lc, i, "a CONV does not read exactly one LOAD's box");
+            if (lc->dws >= 0 && (lc->dws != k->depthwise_saturate || lc->rounding != k->rounding))
+                REFUSE(lc, i, "its CONVs differ in rounding or depthwise saturation");
+            int load = src->insn;
+            lc->dws = k->depthwise_saturate;
+            lc->rounding = k->rounding;
+            int64_t lo = k->out_addr, hi = lo + (int64_t)k->out_h * k->out_w * k->oc_n;
+            if (act_write(lc, lo, hi) || GROW(lc->box, lc->cap_box, lc->n_box))
+                return -1;
+            lc->box[lc->n_box++] = (act_box){lo, hi, i, load, 0, 0};
+            lc->n_convs++;
+            break;
+        }
+        case DNA_STORE: {
+            const dna_dma *s = &in->u.dma;
+            act_box *src = act_find(lc, s->sram, s->sram + (int64_t)s->rows * s->cols * s->run_bytes, 1);
+            if (!src || src->stored)
+                REFUSE(lc, i, "a STORE does not store exactly one CONV's tile, once");
+            if (lc->n_tile >= SIM_LAYER_TILES)
+                REFUSE(lc, i, "too many tiles");
+            tile_rec t;
+            const dna_conv *k = &prog->insns[src->insn].u.conv;
+            const char *why = tile_mismatch(lc, k, &prog->insns[src->load].u.dma, s, &t);
+            if (why)
+                REFUSE(lc, src->insn, why);
+            t.conv = src->insn;
+            src->stored = 1;
+            if (GROW(lc->tile, lc->cap_tile, lc->n_tile))
+                return -1;
+            lc->tile[lc->n_tile++] = t;
+            dram_event(lc, s, EV_STORE_Y, p);
+            break;
+        }
+        default: REFUSE(lc, i, "it has instructions other than LOAD, CONV, STORE and NOP");
+        }
+    }
+    if (lc->n_convs == 0 || lc->n_tile != lc->n_convs)
+        REFUSE(lc, -1, "a CONV's tile is not stored");
+    if (!tiles_cover(lc))
+        REFUSE(lc, -1, "its tiles do not cover the output once");
+    /* the latest of its own positions where it may run */
+    lc->at = -1;
+    for (int p = lc->p_hi; p >= lc->p_lo && lc->at < 0; p--)
+        if (prog->insns[seq[p]].layer == lc->layer)
+            lc->at = seq[p];
+    if (lc->at < 0)
+        REFUSE(lc, -1, "other layers' instructions among its own leave no point to run it whole");
+    /* after the layer: what it left in ACT is overwritten before it is read */
+    for (int p = last + 1; p < n_seq && lc->n_box > 0; p++) {
+        if (p - last > SIM_LAYER_SCAN)
+            REFUSE(lc, -1, "what it leaves in ACT is still unread and not overwritten far after it");
+        mem_use u[MAX_USES];
+        int n = sim_insn_uses(m, seq[p], 1, u);
+        for (int q = 0; q < n; q++)
+            if (u[q].space == SP_ACT && !u[q].write && act_meets(lc, u[q].lo, u[q].hi))
+                REFUSE(lc, seq[p], "a later instruction reads ACT bytes it wrote");
+        for (int q = 0; q < n; q++)
+            if (u[q].space == SP_ACT && u[q].write && act_write(lc, u[q].lo, u[q].hi))
+                return -1;
+    }
+    return 1;
+}
+
+/* The layer's kernel, packed from its tiles' weight blocks. *c NULL: two
+ * blocks disagree on a channel (the layer runs as tiles). */
+static mera_status layer_prep(dna_machine *m, const layer_check *lc, int at, conv_prep **out, mera_error *err)
+{
+    const dna_program *prog = m->prog;
+    const dna_conv_geom *g = lc->geo;
+    const int64_t kk = g->kh * g->kw * g->cg;
+    *out = NULL;
+    int8_t *w = malloc((size_t)(lc->o * kk));
+    float *bias = g->has_bias ? malloc((size_t)lc->o * sizeof *bias) : NULL;
+    unsigned char *have = calloc((size_t)lc->o, 1);
+    mera_status st = MERA_OK;
+    if (!w || !have || (g->has_bias && !bias)) {
+        st = mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (int t = 0; t < lc->n_tile; t++) {
+        const dna_conv *k = &prog->insns[lc->tile[t].conv].u.conv;
+        const uint8_t *blk = prog->params_image + k->wgt_dram;
+        for (int64_t oc = 0; oc < k->oc_n; oc++) {
+            const uint8_t *wb = blk + oc * kk, *bb = blk + k->oc_n * kk + oc * 4;
+            int64_t to = k->oc0 + oc;
+            if (have[to] ? memcmp(w + to * kk, wb, (size_t)kk) || (bias && memcmp(bias + to, bb, 4)) : 0)
+                goto done; /* blocks disagree */
+            memcpy(w + to * kk, wb, (size_t)kk);
+            if (bias)
+                memcpy(bias + to, bb, 4);
+            have[to] = 1;
+        }
+    }
+    dna_conv key;
+    memset(&key, 0, sizeof key);
+    key.in_h = (int32_t)lc->h, key.in_w = (int32_t)lc->w, key.in_c = (int32_t)lc->c;
+    key.out_h = (int32_t)lc->oh, key.out_w = (int32_t)lc->ow;
+    key.oc0 = 0, key.oc_n = (int32_t)lc->o;
+    key.depthwise_saturate = lc->dws;
+    key.rounding = lc->rounding;
+    key.wgt_dram = -1;
+    conv_prep *c;
+    if ((st = sim_conv_prep_new(m, at, lc->layer, &key, 1, &c, err)))
+        goto done;
+    if ((st = sim_conv_prep_pack(m, c, at, w, bias, err)) || !c->state) {
+        sim_conv_prep_free(c); /* no state: a kernel that packs nothing runs as tiles */
+        goto done;
+    }
+    *out = c;
+done:
+    free(w);
+    free(bias);
+    free(have);
+    return st;
+}
+
+mera_status sim_plan_layers(dna_machine *m, mera_error *err)
+{
+    const dna_program *prog = m->prog;
+    const char *env = getenv("MERA_SIM_LAYERS");
+    if ((env && strcmp(env, "0") == 0) || m->opt.pack_at_run || prog->n_layers <= 0)
+        return MERA_OK;
+    size_t ni = (size_t)(prog->n_insns > 0 ? prog->n_insns : 1), nl = (size_t)prog->n_layers;
+    int *seq = malloc(ni * sizeof *seq), *seg_of = malloc(ni * sizeof *seg_of);
+    int *first = malloc(nl * sizeof *first), *last = malloc(nl * sizeof *last), *count = calloc(nl, sizeof *count);
+    int *total = calloc(nl, sizeof *total), *lrun = malloc(ni * sizeof *lrun);
+    layer_check lc;
+    memset(&lc, 0, sizeof lc);
+    int cap_runs = 0;
+    mera_status st = MERA_OK;
+    if (!seq || !seg_of || !first || !last || !count || !total || !lrun) {
+        st = mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < ni; i++)
+        lrun[i] = -1;
+    for (int i = 0; i < prog->n_insns; i++)
+        total[prog->insns[i].layer]++;
+    int n_seq = 0;
+    for (int s = 0; s < prog->n_segments; s++) {
+        const dna_segment *seg = &prog->segments[s];
+        for (int k = 0; seg->kind == DNA_SEG_DNA && k < seg->count; k++) {
+            int i = m->order[seg->first + k], l = prog->insns[i].layer;
+            if (count[l]++ == 0)
+                first[l] = n_seq;
+            else if (seg_of[first[l]] != s)
+                total[l] = -1; /* in two segments: runs as tiles */
+            last[l] = n_seq;
+            seg_of[n_seq] = s;
+            seq[n_seq++] = i;
+        }
+    }
+    for (int l = 0; l < prog->n_layers; l++) {
+        if (count[l] == 0 || count[l] != total[l])
+            continue;
+        void *tmp_grow;
+        lc.m = m;
+        lc.layer = l;
+        lc.n_box = lc.n_tile = lc.n_convs = 0;
+        lc.why = NULL;
+        int ok = layer_facts(&lc) ? layer_check_run(&lc, seq, n_seq, first[l], last[l]) : 0;
+        if (ok < 0) {
+            st = mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        if (!ok) {
+            if (m->profile && mera_graph_node(m->g, prog->layers[l].node)->op == MERA_OP_CONV2D)
+                fprintf(stderr, "mera sim layers: L%d '%s' runs as tiles: %s (insn %d)\n", l,
+                        mera_graph_node(m->g, prog->layers[l].node)->name, lc.why, lc.why_insn);
+            continue;
+        }
+        conv_prep *c;
+        if ((st = layer_prep(m, &lc, lc.at, &c, err)))
+            goto done;
+        if (!c)
+            continue;
+        if (GROW(m->lruns, cap_runs, m->n_lruns)) {
+            sim_conv_prep_free(c);
+            st = mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        m->lruns[m->n_lruns] = (layer_run){l, lc.at, c, lc.x, lc.x_bytes, lc.y, lc.y_bytes,
+                                           (double)prog->layers[l].macs};
+        for (int p = first[l]; p <= last[l]; p++)
+            if (prog->insns[seq[p]].layer == l)
+                lrun[seq[p]] = m->n_lruns;
+        m->n_lruns++;
+        for (int t = 0; t < lc.n_tile && m->opt.release_const_pages; t++) { /* packed: the blocks' pages can go */
+            const conv_prep *tile = m->insn_prep[lc.tile[t].conv];
+            sim_release_image(m, tile->key.wgt_dram, tile->key.wgt_dram + tile->w_bytes);
+        }
+    }
+    if (m->n_lruns > 0) {
+        m->insn_lrun = lrun;
+        lrun = NULL;
+    }
+done:
+    free(seq);
+    free(seg_of);
+    free(first);
+    free(last);
+    free(count);
+    free(total);
+    free(lrun);
+    free(lc.box);
+    free(lc.tile);
+    free(lc.x_written);
+    free(lc.x_loaded);
+    free(lc.y_stored);
+    return st;
+}
+
+int dna_machine_layers_run_whole(const dna_machine *m)
+{
+    return m->n_lruns;
+}
