@@ -84,10 +84,11 @@ typedef struct {
     int n_box, cap_box;
     tile_rec *tile;
     int n_tile, cap_tile;
-    int32_t *x_written;     /* per input byte: the position of another layer's last write to it in the span, or -1 */
-    unsigned char *x_loaded;/* per input byte: a LOAD of the layer read it */
-    unsigned char *y_stored;/* per output byte: a STORE of the layer wrote it */
-    int64_t cap_x, cap_y;
+    uint64_t *x_written;    /* per input byte, a bit: another layer wrote it among the layer's instructions */
+    uint64_t *x_loaded;     /* per input byte: a LOAD of the layer read it */
+    uint64_t *y_stored;     /* per output byte: a STORE of the layer wrote it */
+    int64_t cap_x, cap_y;   /* words of the bits */
+    int last_x_write;       /* the position of the latest such write, else -1 */
     int p_lo, p_hi;         /* the positions the layer may run at */
     int at;                 /* the instruction it runs at */
     const char *why;        /* why the layer runs as tiles (MERA_SIM_PROFILE prints it) */
@@ -250,10 +251,22 @@ static int layer_facts(layer_check *lc)
  * Another instruction between its first and last that writes its input
  * or reads its output pins that down, byte by byte (dram_event): a byte of
  * the input written at q and loaded by the layer before q must be read
- * before q (p < q), loaded after q after it (p > q); a byte of the output
- * read at r that the layer stored before r must be written before r
- * (p < r), one it stores later after r (p > r). */
+ * before q (p < q), loaded after q after it (p > q: after the latest such
+ * write so far, which is safe: nothing the layer loaded before that write
+ * overlaps it, or p < it already); a byte of the output read at r that the
+ * layer stored before r must be written before r (p < r), one it stores
+ * later after r (p > r). One bit per byte of input and output. */
 enum { EV_LOAD_X, EV_WRITE_X, EV_STORE_Y, EV_READ_Y };
+
+static int bit_get(const uint64_t *w, int64_t b)
+{
+    return (int)(w[b >> 6] >> (b & 63)) & 1;
+}
+
+static void bit_set(uint64_t *w, int64_t b)
+{
+    w[b >> 6] |= (uint64_t)1 << (b & 63);
+}
 
 static void dram_event(layer_check *lc, const dna_dma *d, int ev, int pos)
 {
@@ -267,20 +280,21 @@ static void dram_event(layer_check *lc, const dna_dma *d, int ev, int pos)
             for (int64_t b = b0; b < b1; b++)
                 switch (ev) {
                 case EV_LOAD_X:
-                    if (lc->x_written[b] >= lc->p_lo)
-                        lc->p_lo = lc->x_written[b] + 1;
-                    lc->x_loaded[b] = 1;
+                    if (bit_get(lc->x_written, b) && lc->last_x_write >= lc->p_lo)
+                        lc->p_lo = lc->last_x_write + 1;
+                    bit_set(lc->x_loaded, b);
                     break;
                 case EV_WRITE_X:
-                    if (lc->x_loaded[b] && pos - 1 < lc->p_hi)
+                    if (bit_get(lc->x_loaded, b) && pos - 1 < lc->p_hi)
                         lc->p_hi = pos - 1;
-                    lc->x_written[b] = pos;
+                    bit_set(lc->x_written, b);
+                    lc->last_x_write = pos;
                     break;
-                case EV_STORE_Y: lc->y_stored[b] = 1; break;
+                case EV_STORE_Y: bit_set(lc->y_stored, b); break;
                 default:
-                    if (lc->y_stored[b] && pos - 1 < lc->p_hi)
+                    if (bit_get(lc->y_stored, b) && pos - 1 < lc->p_hi)
                         lc->p_hi = pos - 1;
-                    else if (!lc->y_stored[b] && pos + 1 > lc->p_lo)
+                    else if (!bit_get(lc->y_stored, b) && pos + 1 > lc->p_lo)
                         lc->p_lo = pos + 1;
                 }
         }
@@ -297,26 +311,27 @@ static int layer_check_run(layer_check *lc, const int *seq, int n_seq, int first
     lc->dws = lc->rounding = -1;
     lc->p_lo = first;
     lc->p_hi = last;
-    if (lc->cap_x < lc->x_bytes) {
+    lc->last_x_write = -1;
+    const size_t xw = (size_t)(lc->x_bytes / 64 + 1), yw = (size_t)(lc->y_bytes / 64 + 1);
+    if (lc->cap_x < (int64_t)xw) {
         free(lc->x_written);
         free(lc->x_loaded);
-        lc->x_written = malloc((size_t)lc->x_bytes * sizeof *lc->x_written);
-        lc->x_loaded = malloc((size_t)lc->x_bytes);
-        lc->cap_x = lc->x_written && lc->x_loaded ? lc->x_bytes : 0;
+        lc->x_written = malloc(xw * sizeof *lc->x_written);
+        lc->x_loaded = malloc(xw * sizeof *lc->x_loaded);
+        lc->cap_x = lc->x_written && lc->x_loaded ? (int64_t)xw : 0;
         if (!lc->cap_x)
             return -1;
     }
-    if (lc->cap_y < lc->y_bytes) {
+    if (lc->cap_y < (int64_t)yw) {
         free(lc->y_stored);
-        lc->y_stored = malloc((size_t)lc->y_bytes);
-        lc->cap_y = lc->y_stored ? lc->y_bytes : 0;
+        lc->y_stored = malloc(yw * sizeof *lc->y_stored);
+        lc->cap_y = lc->y_stored ? (int64_t)yw : 0;
         if (!lc->cap_y)
             return -1;
     }
-    for (int64_t b = 0; b < lc->x_bytes; b++)
-        lc->x_written[b] = -1;
-    memset(lc->x_loaded, 0, (size_t)lc->x_bytes);
-    memset(lc->y_stored, 0, (size_t)lc->y_bytes);
+    memset(lc->x_written, 0, xw * sizeof *lc->x_written);
+    memset(lc->x_loaded, 0, xw * sizeof *lc->x_loaded);
+    memset(lc->y_stored, 0, yw * sizeof *lc->y_stored);
     for (int p = first; p <= last; p++) {
         const int i = seq[p];
         const dna_insn *in = &prog->insns[i];
@@ -434,18 +449,29 @@ static mera_status layer_prep(dna_machine *m, const layer_check *lc, int at, con
     const dna_conv_geom *g = lc->geo;
     const int64_t kk = g->kh * g->kw * g->cg;
     *out = NULL;
-    int8_t *w = malloc((size_t)(lc->o * kk));
-    float *bias = g->has_bias ? malloc((size_t)lc->o * sizeof *bias) : NULL;
-    unsigned char *have = calloc((size_t)lc->o, 1);
+    const dna_conv *k0 = &prog->insns[lc->tile[0].conv].u.conv;
+    int one_block = 1; /* every tile reads one block of all the channels: pack from the image */
+    for (int t = 0; t < lc->n_tile; t++) {
+        const dna_conv *k = &prog->insns[lc->tile[t].conv].u.conv;
+        one_block &= k->oc0 == 0 && k->oc_n == lc->o && k->wgt_dram == k0->wgt_dram;
+    }
+    int8_t *w = one_block ? NULL : malloc((size_t)(lc->o * kk));
+    float *bias = g->has_bias && !one_block ? malloc((size_t)lc->o * sizeof *bias) : NULL;
+    unsigned char *have = one_block ? NULL : calloc((size_t)lc->o, 1);
     mera_status st = MERA_OK;
-    if (!w || !have || (g->has_bias && !bias)) {
+    if (!one_block && (!w || !have || (g->has_bias && !bias))) {
         st = mera_fail(err, MERA_ERR_NOMEM, "out of memory");
         goto done;
     }
-    for (int t = 0; t < lc->n_tile; t++) {
+    for (int t = 0; t < lc->n_tile && !one_block; t++) {
         const dna_conv *k = &prog->insns[lc->tile[t].conv].u.conv;
         const uint8_t *blk = prog->params_image + k->wgt_dram;
-        for (int64_t oc = 0; oc < k->oc_n; oc++) {
+        int seen = 0; /* an earlier tile had the same block: the same bytes */
+        for (int e = 0; e < t && !seen; e++) {
+            const dna_conv *ke = &prog->insns[lc->tile[e].conv].u.conv;
+            seen = ke->wgt_dram == k->wgt_dram && ke->oc0 == k->oc0 && ke->oc_n == k->oc_n;
+        }
+        for (int64_t oc = 0; oc < k->oc_n && !seen; oc++) {
             const uint8_t *wb = blk + oc * kk, *bb = blk + k->oc_n * kk + oc * 4;
             int64_t to = k->oc0 + oc;
             if (have[to] ? memcmp(w + to * kk, wb, (size_t)kk) || (bias && memcmp(bias + to, bb, 4)) : 0)
@@ -455,6 +481,8 @@ static mera_status layer_prep(dna_machine *m, const layer_check *lc, int at, con
                 memcpy(bias + to, bb, 4);
             have[to] = 1;
         }
+        if (!seen && m->opt.release_const_pages) /* copied: the block's pages can go now */
+            sim_release_image(m, k->wgt_dram, k->wgt_dram + k->oc_n * kk + (g->has_bias ? 4 * k->oc_n : 0));
     }
     dna_conv key;
     memset(&key, 0, sizeof key);
@@ -467,7 +495,10 @@ static mera_status layer_prep(dna_machine *m, const layer_check *lc, int at, con
     conv_prep *c;
     if ((st = sim_conv_prep_new(m, at, lc->layer, &key, 1, &c, err)))
         goto done;
-    if ((st = sim_conv_prep_pack(m, c, at, w, bias, err)) || !c->state) {
+    const uint8_t *image_block = prog->params_image + k0->wgt_dram;
+    if ((st = one_block ? sim_conv_prep_pack(m, c, at, (const int8_t *)image_block, image_block + lc->o * kk, err)
+                        : sim_conv_prep_pack(m, c, at, w, bias, err)) ||
+        !c->state) {
         sim_conv_prep_free(c); /* no state: a kernel that packs nothing runs as tiles */
         goto done;
     }
@@ -488,12 +519,12 @@ mera_status sim_plan_layers(dna_machine *m, mera_error *err)
     size_t ni = (size_t)(prog->n_insns > 0 ? prog->n_insns : 1), nl = (size_t)prog->n_layers;
     int *seq = malloc(ni * sizeof *seq), *seg_of = malloc(ni * sizeof *seg_of);
     int *first = malloc(nl * sizeof *first), *last = malloc(nl * sizeof *last), *count = calloc(nl, sizeof *count);
-    int *total = calloc(nl, sizeof *total), *lrun = malloc(ni * sizeof *lrun);
+    int *total = calloc(nl, sizeof *total), *lrun = malloc(ni * sizeof *lrun), *whole = malloc(nl * sizeof *whole);
     layer_check lc;
     memset(&lc, 0, sizeof lc);
     int cap_runs = 0;
     mera_status st = MERA_OK;
-    if (!seq || !seg_of || !first || !last || !count || !total || !lrun) {
+    if (!seq || !seg_of || !first || !last || !count || !total || !lrun || !whole) {
         st = mera_fail(err, MERA_ERR_NOMEM, "out of memory");
         goto done;
     }
@@ -515,10 +546,14 @@ mera_status sim_plan_layers(dna_machine *m, mera_error *err)
             seq[n_seq++] = i;
         }
     }
+    /* Pass 1 decides. Pass 2 packs the layers that run whole, those with
+     * the most weights first: a layer of several weight blocks packs from
+     * a copy of its weights, and that copy costs least early, while little
+     * else is resident (the deploy runtime's peak RSS). */
     for (int l = 0; l < prog->n_layers; l++) {
+        whole[l] = 0;
         if (count[l] == 0 || count[l] != total[l])
             continue;
-        void *tmp_grow;
         lc.m = m;
         lc.layer = l;
         lc.n_box = lc.n_tile = lc.n_convs = 0;
@@ -528,12 +563,26 @@ mera_status sim_plan_layers(dna_machine *m, mera_error *err)
             st = mera_fail(err, MERA_ERR_NOMEM, "out of memory");
             goto done;
         }
-        if (!ok) {
-            if (m->profile && mera_graph_node(m->g, prog->layers[l].node)->op == MERA_OP_CONV2D)
-                fprintf(stderr, "mera sim layers: L%d '%s' runs as tiles: %s (insn %d)\n", l,
-                        mera_graph_node(m->g, prog->layers[l].node)->name, lc.why, lc.why_insn);
-            continue;
-        }
+        if (ok)
+            whole[l] = 1;
+        else if (m->profile && mera_graph_node(m->g, prog->layers[l].node)->op == MERA_OP_CONV2D)
+            fprintf(stderr, "mera sim layers: L%d '%s' runs as tiles: %s (insn %d)\n", l,
+                    mera_graph_node(m->g, prog->layers[l].node)->name, lc.why, lc.why_insn);
+    }
+    for (;;) {
+        int l = -1;
+        for (int j = 0; j < prog->n_layers; j++) /* the most weights first */
+            if (whole[j] && (l < 0 || m->geos[j].o * m->geos[j].kh * m->geos[j].kw * m->geos[j].cg >
+                                          m->geos[l].o * m->geos[l].kh * m->geos[l].kw * m->geos[l].cg))
+                l = j;
+        if (l < 0)
+            break;
+        whole[l] = 0;
+        void *tmp_grow;
+        lc.layer = l;
+        lc.n_box = lc.n_tile = lc.n_convs = 0;
+        if (!layer_facts(&lc) || layer_check_run(&lc, seq, n_seq, first[l], last[l]) != 1)
+            MERA_BUG("plan_layers: a layer's second check disagrees with its first");
         conv_prep *c;
         if ((st = layer_prep(m, &lc, lc.at, &c, err)))
             goto done;
@@ -566,6 +615,7 @@ done:
     free(last);
     free(count);
     free(total);
+    free(whole);
     free(lrun);
     free(lc.box);
     free(lc.tile);

@@ -814,6 +814,9 @@ dna_machine *dna_machine_new_opts(const mera_graph *g, const dna_program *prog, 
     for (int k = 0; k < m->n_convs; k++)
         m->wgt_unread &= m->convs[k]->state != NULL || !m->convs[k]->run_as_tile;
     sim_plan_scratch(m);
+    if (m->profile)
+        fprintf(stderr, "mera sim layers: %d of %d run whole; kernel scratch %zu bytes per lane\n", m->n_lruns,
+                prog->n_layers, m->scratch_bytes);
     sim_plan_threads(m);
     sim_plan_written(m);
     if (m->opt.release_const_pages && !m->opt.pack_at_run)
