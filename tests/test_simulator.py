@@ -239,6 +239,29 @@ def test_random_graphs_match_interpreter_hw(seed):
         assert_same_bytes(ref, sim(x), f"seed {seed} {cfg} layers {gen.ops}")
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_random_graphs_run_conv_layers_whole_with_the_tiles_bytes(seed, monkeypatch, capfd):
+    """Layers run whole (docs/architecture.md): under every tiling config, the Simulator with
+    conv2d layers run whole gives the bytes of the one that runs every tile (MERA_SIM_LAYERS=0)
+    and InterpreterHw's, at 1, 2 and 7 threads; across the configs some layers do run whole."""
+    gen = GraphGen(500 + seed)
+    mod, x = gen.build(n_layers=int(gen.rng.integers(3, 8)))
+    ref = compile_for(mod, {}, "InterpreterHw")(x)
+    monkeypatch.setenv("MERA_SIM_PROFILE", "1")  # read when the machine loads
+    ran_whole = 0
+    for k, cfg in enumerate(CONFIGS):
+        for layers, threads in (("0", 1), ("1", (1, 2, 7)[k % 3])):
+            monkeypatch.setenv("MERA_SIM_LAYERS", layers)
+            capfd.readouterr()
+            sim = compile_for(mod, {}, "Simulator", num_threads=threads, **cfg)
+            whole = layers_run_whole(capfd.readouterr().err)
+            assert_same_bytes(ref, sim(x), f"seed {seed} {cfg} MERA_SIM_LAYERS={layers} {threads} threads, {gen.ops}")
+            assert len(whole) == 1 and (layers == "1" or whole[0][0] == 0), whole
+            ran_whole += whole[0][0] if layers == "1" else 0
+    n_convs = sum(op.startswith("conv") for op in gen.ops)
+    assert ran_whole > 0 or n_convs == 0, (gen.ops, ran_whole)
+
+
 def test_every_layer_kind_in_one_graph():
     """Each layer kind of the generator at least once, in one deterministic graph."""
     gen = GraphGen(77)
@@ -385,6 +408,13 @@ def forwarded_counts(stderr):
     return [(count("LOAD", ln), count("STORE", ln)) for ln in lines]
 
 
+def layers_run_whole(stderr):
+    """(layers run whole, layers) of each machine loaded, from its MERA_SIM_PROFILE lines."""
+    import re
+    return [(int(m.group(1)), int(m.group(2)))
+            for m in re.finditer(r"mera sim layers: (\d+) of (\d+) run whole", stderr)]
+
+
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_on_simulator_matches_interpreter_hw(name, monkeypatch, capfd):
     """The Simulator gives InterpreterHw's bytes on 1, 2 and 7 threads, and with forwarding off
@@ -396,16 +426,25 @@ def test_zoo_on_simulator_matches_interpreter_hw(name, monkeypatch, capfd):
     ref = compile_for(mod, params, "InterpreterHw")(x)
     np.testing.assert_array_equal(ref[0], z.y_traced[:1].numpy())
     monkeypatch.setenv("MERA_SIM_PROFILE", "1")  # read when the machine loads
-    for forward, threads in (("0", 1), ("1", 2), ("1", 7)):
+    # every conv2d as tiles, without and with forwarding; then conv2d layers run whole
+    for forward, layers, threads in (("0", "0", 1), ("1", "0", 2), ("1", "1", 2), ("1", "1", 7)):
         monkeypatch.setenv("MERA_SIM_FORWARD", forward)
-        other = compile_for(mod, params, "Simulator", arch=100, num_threads=threads)
+        monkeypatch.setenv("MERA_SIM_LAYERS", layers)
         capfd.readouterr()
-        assert_same_bytes(ref, other(x), f"{name}, MERA_SIM_FORWARD={forward}, {threads} threads")
-        counts = forwarded_counts(capfd.readouterr().err)
-        assert all(c == (0, 0) for c in counts) if forward == "0" else all(c[0] > 0 and c[1] > 0 for c in counts), \
-            (forward, counts)
+        other = compile_for(mod, params, "Simulator", arch=100, num_threads=threads)
+        what = f"{name}, MERA_SIM_FORWARD={forward} MERA_SIM_LAYERS={layers}, {threads} threads"
+        assert_same_bytes(ref, other(x), what)
+        err = capfd.readouterr().err
+        whole = layers_run_whole(err)
+        assert whole and all(w == 0 for w, _ in whole) if layers == "0" else all(w > 0 for w, _ in whole), \
+            (what, whole)
+        if layers == "0":
+            counts = forwarded_counts(err)
+            assert all(c == (0, 0) for c in counts) if forward == "0" else all(c[0] > 0 and c[1] > 0 for c in counts), \
+                (what, counts)
         del other
     monkeypatch.delenv("MERA_SIM_FORWARD")
+    monkeypatch.delenv("MERA_SIM_LAYERS")
     monkeypatch.delenv("MERA_SIM_PROFILE")
     sim = compile_for(mod, params, "Simulator", arch=100)
     assert_same_bytes(ref, sim(x), name)

@@ -228,9 +228,10 @@ static int layer_facts(layer_check *lc)
     const mera_type *xt = &mera_graph_value(m->g, node->inputs[0])->type;
     const mera_type *yt = &mera_graph_value(m->g, node->outputs[0])->type;
     const mera_attr *pad = mera_node_attr(node, "padding");
-    if (xt->rank != 4 || yt->rank != 4 || xt->shape[0] != 1 || yt->shape[0] != 1 || xt->layout != MERA_LAYOUT_NHWC ||
-        yt->layout != MERA_LAYOUT_NHWC || xt->q.kind != MERA_QUANT_PER_TENSOR || !pad || pad->count < 2)
-        REFUSE(lc, -1, "not batch 1 NHWC with a per-tensor input");
+    /* NHWC data (the node's layout; dna_conv_geometry checked it), whatever layout tag the values carry */
+    if (xt->rank != 4 || yt->rank != 4 || xt->shape[0] != 1 || yt->shape[0] != 1 ||
+        xt->q.kind != MERA_QUANT_PER_TENSOR || !pad || pad->count < 2)
+        REFUSE(lc, -1, "not batch 1 with a per-tensor input");
     lc->h = xt->shape[1], lc->w = xt->shape[2], lc->c = xt->shape[3];
     lc->oh = yt->shape[1], lc->ow = yt->shape[2], lc->o = yt->shape[3];
     lc->pt = pad->ints[0], lc->pl = pad->ints[1];
