@@ -582,7 +582,12 @@ mera_status sim_plan_layers(dna_machine *m, mera_error *err)
         void *tmp_grow;
         lc.layer = l;
         lc.n_box = lc.n_tile = lc.n_convs = 0;
-        if (!layer_facts(&lc) || layer_check_run(&lc, seq, n_seq, first[l], last[l]) != 1)
+        int again = layer_facts(&lc) ? layer_check_run(&lc, seq, n_seq, first[l], last[l]) : 0;
+        if (again < 0) {
+            st = mera_fail(err, MERA_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        if (again == 0)
             MERA_BUG("plan_layers: a layer's second check disagrees with its first");
         conv_prep *c;
         if ((st = layer_prep(m, &lc, lc.at, &c, err)))
