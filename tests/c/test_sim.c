@@ -744,26 +744,28 @@ static void with_add_segment(test_prog *tp, const dna_insn *insns, int n)
     tp->segs[1].count = n;
 }
 
-/* Loads tp with MERA_SIM_FORWARD=forward on `threads` threads, runs it
- * twice (the second run reuses the first's buffers), gives the output and
- * the forwarding counts. */
-static int run_forward(const mera_graph *g, test_prog *tp, int forward, int threads, uint8_t *out,
-                       dna_forward_stats *fs)
+/* Loads tp with the environment variable env (MERA_SIM_FORWARD or
+ * MERA_SIM_LAYERS) set to on on `threads` threads, runs it twice (the second
+ * run reuses the first's buffers), gives the output, the forwarding counts
+ * and the layers run whole. */
+static int run_with(const mera_graph *g, test_prog *tp, const char *env, int on, int threads, uint8_t *out,
+                    dna_forward_stats *fs, int *whole)
 {
     const mera_platform *p = mera_platform_find("DNAF100L0003");
     const void *params[] = {NULL, w_data, b_data, NULL};
-    setenv("MERA_SIM_FORWARD", forward ? "1" : "0", 1);
+    setenv(env, on ? "1" : "0", 1);
     mera_error err;
     err.msg[0] = 0;
     dna_machine_options mo = {.threads = threads};
     dna_machine *m = dna_machine_new_opts(g, &tp->p, p, params, &mo, &err);
-    unsetenv("MERA_SIM_FORWARD");
+    unsetenv(env);
     CHECK(m != NULL);
     if (!m) {
         fprintf(stderr, "load: %s\n", err.msg);
         return 0;
     }
     *fs = dna_machine_forward_stats(m);
+    *whole = dna_machine_layers_run_whole(m);
     const void *inputs[] = {x_data, y_data};
     uint8_t again[H * W * O];
     void *outputs[] = {out};
@@ -775,6 +777,13 @@ static int run_forward(const mera_graph *g, test_prog *tp, int forward, int thre
     CHECK(ok && memcmp(out, again, sizeof again) == 0);
     dna_machine_free(m);
     return ok;
+}
+
+static int run_forward(const mera_graph *g, test_prog *tp, int forward, int threads, uint8_t *out,
+                       dna_forward_stats *fs)
+{
+    int whole;
+    return run_with(g, tp, "MERA_SIM_FORWARD", forward, threads, out, fs, &whole);
 }
 
 /* Forwarding on and off give the same bytes at 1, 2 and 7 threads; the
@@ -894,31 +903,8 @@ static void test_forwarding(void)
 
 static int run_layers(const mera_graph *g, test_prog *tp, int layers, int threads, uint8_t *out, int *whole)
 {
-    const mera_platform *p = mera_platform_find("DNAF100L0003");
-    const void *params[] = {NULL, w_data, b_data, NULL};
-    setenv("MERA_SIM_LAYERS", layers ? "1" : "0", 1);
-    mera_error err;
-    err.msg[0] = 0;
-    dna_machine_options mo = {.threads = threads};
-    dna_machine *m = dna_machine_new_opts(g, &tp->p, p, params, &mo, &err);
-    unsetenv("MERA_SIM_LAYERS");
-    CHECK(m != NULL);
-    if (!m) {
-        fprintf(stderr, "load: %s\n", err.msg);
-        return 0;
-    }
-    *whole = dna_machine_layers_run_whole(m);
-    const void *inputs[] = {x_data, y_data};
-    uint8_t again[H * W * O];
-    void *outputs[] = {out};
-    int ok = dna_machine_run(m, inputs, outputs, &err) == MERA_OK;
-    outputs[0] = again;
-    ok &= dna_machine_run(m, inputs, outputs, &err) == MERA_OK;
-    if (!ok)
-        fprintf(stderr, "run: %s\n", err.msg);
-    CHECK(ok && memcmp(out, again, sizeof again) == 0);
-    dna_machine_free(m);
-    return ok;
+    dna_forward_stats fs;
+    return run_with(g, tp, "MERA_SIM_LAYERS", layers, threads, out, &fs, whole);
 }
 
 /* want_whole: the layers run whole with it on (-1: 0 or 1, the order the
