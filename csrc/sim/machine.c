@@ -480,7 +480,7 @@ static int same_vec_key(const vec_prep *v, int layer, const dna_vec *k)
     return 1;
 }
 
-static void vec_prep_free(vec_prep *v)
+void sim_vec_prep_free(vec_prep *v)
 {
     if (!v)
         return;
@@ -510,15 +510,13 @@ void sim_vec_args(const vec_prep *v, mera_kernel_args *a)
     a->rounding = v->rounding;
 }
 
-static mera_status make_vec_prep(dna_machine *m, int i, vec_prep **out, mera_error *err)
+mera_status sim_vec_prep_new(dna_machine *m, int i, int layer, const dna_vec *k, vec_prep **out, mera_error *err)
 {
-    const dna_insn *in = &m->prog->insns[i];
-    const dna_vec *k = &in->u.vec;
-    const mera_node *node = layer_node(m, in->layer);
+    const mera_node *node = layer_node(m, layer);
     vec_prep *v = calloc(1, sizeof *v);
     if (!v)
         return mera_fail(err, MERA_ERR_NOMEM, "out of memory");
-    v->layer = in->layer;
+    v->layer = layer;
     v->node = node;
     v->n_src = k->n_src;
     v->rounding = (mera_rounding)k->rounding;
@@ -530,7 +528,7 @@ static mera_status make_vec_prep(dna_machine *m, int i, vec_prep **out, mera_err
     v->out_t = tile_type(&mera_graph_value(m->g, node->outputs[0])->type, k->dst.ext);
     v->k = mera_kernel_select(node->op, MERA_NUMERICS_QUANT, v->rounding);
     if (!v->k.run) {
-        vec_prep_free(v);
+        sim_vec_prep_free(v);
         return sim_insn_fail(m, err, MERA_ERR_UNSUPPORTED, i, "no quantized %s kernel for rounding %d",
                          mera_op_table[node->op].name, (int)k->rounding);
     }
@@ -539,7 +537,7 @@ static mera_status make_vec_prep(dna_machine *m, int i, vec_prep **out, mera_err
         sim_vec_args(v, &a);
         mera_status st = v->k.prepare(&a, &v->state, err);
         if (st) {
-            vec_prep_free(v);
+            sim_vec_prep_free(v);
             mera_error_prefix(err, "insn %d (VEC, node '%s'): ", i, node->name);
             return st;
         }
@@ -573,7 +571,7 @@ void dna_machine_free(dna_machine *m)
     for (int k = 0; k < m->n_convs; k++)
         sim_conv_prep_free(m->convs[k]);
     for (int k = 0; k < m->n_vecs; k++)
-        vec_prep_free(m->vecs[k]);
+        sim_vec_prep_free(m->vecs[k]);
     dna_run_free(m->spare);
     free(m->convs);
     free(m->vecs);
@@ -598,8 +596,10 @@ void dna_machine_free(dna_machine *m)
     free(m->fwd_src);
     free(m->fwd_dst);
     free(m->fwd_dead);
-    for (int k = 0; k < m->n_lruns; k++)
+    for (int k = 0; k < m->n_lruns; k++) {
         sim_conv_prep_free(m->lruns[k].prep);
+        sim_vec_prep_free(m->lruns[k].vprep);
+    }
     free(m->lruns);
     free(m->insn_lrun);
     dna_timing_release(&m->timing);
@@ -681,7 +681,7 @@ static mera_status prepare_insns(dna_machine *m, mera_error *err)
                     st = mera_fail(err, MERA_ERR_NOMEM, "out of memory");
                     break;
                 }
-                if ((st = make_vec_prep(m, i, &v, err)))
+                if ((st = sim_vec_prep_new(m, i, in->layer, &in->u.vec, &v, err)))
                     break;
                 entry_code[n_entries] = (m->n_vecs << 1) | 1;
                 m->vecs[m->n_vecs++] = v;

@@ -23,18 +23,6 @@ typedef struct {
     int run_as_tile;     /* an instruction runs this tile (not only layers run whole: plan_layers) */
 } conv_prep;
 
-/* A conv2d layer a run executes whole (plan_layers): one kernel call on
- * its input and output in DRAM in place of its tiles' LOADs, CONVs and
- * STOREs, at the layer's last instruction in execution order. */
-typedef struct {
-    int layer;
-    int at;              /* the instruction that runs it; the layer's others move no bytes */
-    conv_prep *prep;     /* the whole layer's kernel (its own packed weights) */
-    int64_t x, x_bytes;  /* the input in DRAM */
-    int64_t y, y_bytes;  /* the output in DRAM */
-    double macs;
-} layer_run;
-
 /* One prepared kernel per distinct VEC tile geometry. */
 typedef struct {
     int layer;
@@ -47,6 +35,22 @@ typedef struct {
     void *state;
     int threads;                     /* the kernel's thread count for this tile (prep_threads) */
 } vec_prep;
+
+/* A layer a run executes whole (plan_layers): one kernel call on its
+ * inputs and output in DRAM in place of its tiles' LOADs, CONVs or VECs
+ * and STOREs, at one of the layer's instructions. A conv2d (prep, its own
+ * packed weights) or an elementwise VEC layer (vprep, prepared on the
+ * node's whole types). */
+typedef struct {
+    int layer;
+    int at;              /* the instruction that runs it; the layer's others move no bytes */
+    conv_prep *prep;     /* a conv2d: the whole layer's kernel, else NULL */
+    vec_prep *vprep;     /* a VEC layer: the whole layer's kernel, else NULL */
+    int n_x;             /* its inputs in DRAM: 1 for a conv2d, the node's inputs for a VEC layer */
+    int64_t x[DNA_MAX_SRC], x_bytes[DNA_MAX_SRC];
+    int64_t y, y_bytes;  /* the output in DRAM */
+    double macs;         /* a conv2d's multiply-adds */
+} layer_run;
 
 struct dna_machine {
     const mera_graph *g;
@@ -141,6 +145,10 @@ mera_status sim_conv_prep_pack(dna_machine *m, conv_prep *c, int i, const int8_t
 void sim_conv_prep_free(conv_prep *c);
 void sim_release_image(const dna_machine *m, int64_t lo, int64_t hi);
 void sim_vec_args(const vec_prep *v, mera_kernel_args *a);
+/* The kernel of VEC tile k of layer `layer` (the tile's types: the node's
+ * types with k's extents), prepared; errors name instruction i. */
+mera_status sim_vec_prep_new(dna_machine *m, int i, int layer, const dna_vec *k, vec_prep **out, mera_error *err);
+void sim_vec_prep_free(vec_prep *v);
 
 /* plan.c, called by dna_machine_new_opts in this order */
 void sim_plan_scratch(dna_machine *m);

@@ -121,10 +121,15 @@ void sim_plan_scratch(dna_machine *m)
     }
     for (int k = 0; k < m->n_lruns; k++) {
         const conv_prep *c = m->lruns[k].prep;
-        if (!c->state || !c->k.scratch)
-            continue;
-        sim_conv_args(c, &a);
-        size_t s = c->k.scratch(&a);
+        const vec_prep *v = m->lruns[k].vprep;
+        size_t s = 0;
+        if (c && c->state && c->k.scratch) {
+            sim_conv_args(c, &a);
+            s = c->k.scratch(&a);
+        } else if (v && v->state && v->k.scratch) {
+            sim_vec_args(v, &a);
+            s = v->k.scratch(&a);
+        }
         most = s > most ? s : most;
     }
     for (int k = 0; k < m->n_vecs; k++) {
@@ -166,8 +171,13 @@ void sim_plan_threads(dna_machine *m)
         double per_px = geo->dense ? (double)c->key.in_c : (double)geo->kh * geo->kw * geo->cg;
         c->threads = prep_threads(t, (double)c->key.out_h * c->key.out_w * c->key.oc_n * per_px, SIM_MIN_THREAD_MACS);
     }
-    for (int k = 0; k < m->n_lruns; k++)
-        m->lruns[k].prep->threads = prep_threads(t, m->lruns[k].macs, SIM_MIN_THREAD_MACS);
+    for (int k = 0; k < m->n_lruns; k++) {
+        layer_run *l = &m->lruns[k];
+        if (l->prep)
+            l->prep->threads = prep_threads(t, l->macs, SIM_MIN_THREAD_MACS);
+        else
+            l->vprep->threads = prep_threads(t, (double)l->y_bytes, SIM_MIN_THREAD_BYTES);
+    }
     for (int k = 0; k < m->n_vecs; k++) {
         vec_prep *v = m->vecs[k];
         v->threads = prep_threads(t, (double)mera_type_nbytes(&v->out_t), SIM_MIN_THREAD_BYTES);
@@ -193,7 +203,7 @@ void sim_plan_threads(dna_machine *m)
 /* The byte ranges instruction i reads and writes (hulls: a box's extreme
  * corners, padding included), as a run executes it (raw: as the
  * instruction says). An instruction of a layer run whole moves no bytes,
- * but the layer's last reads its input and writes its output in DRAM. */
+ * but the one it runs at reads its inputs and writes its output in DRAM. */
 int sim_insn_uses(const dna_machine *m, int i, int raw, mem_use *u)
 {
     const dna_insn *in = &m->prog->insns[i];
@@ -203,9 +213,10 @@ int sim_insn_uses(const dna_machine *m, int i, int raw, mem_use *u)
         const layer_run *l = &m->lruns[m->insn_lrun[i]];
         if (l->at != i)
             return 0;
-        u[0] = (mem_use){l->x, l->x + l->x_bytes, SP_DRAM, 0};
-        u[1] = (mem_use){l->y, l->y + l->y_bytes, SP_DRAM, 1};
-        return 2;
+        for (int q = 0; q < l->n_x; q++)
+            u[n++] = (mem_use){l->x[q], l->x[q] + l->x_bytes[q], SP_DRAM, 0};
+        u[n++] = (mem_use){l->y, l->y + l->y_bytes, SP_DRAM, 1};
+        return n;
     }
     switch (in->opcode) {
     case DNA_LOAD:
@@ -491,6 +502,10 @@ static double insn_cost_ns(const dna_machine *m, int i, int *own)
         const layer_run *l = &m->lruns[m->insn_lrun[i]];
         if (l->at != i)
             return 0; /* moves no bytes */
+        if (l->vprep) { /* as a VEC tile of the whole output */
+            *own = l->vprep->threads;
+            return 300 + (double)l->y_bytes / 2;
+        }
         const dna_conv_geom *geo = &m->geos[l->layer];
         *own = l->prep->threads;
         return 300 + l->macs / ((double)geo->kh * geo->kw * geo->cg < 64 ? 40 : 200);

@@ -421,21 +421,32 @@ static mera_status exec_conv(run_ctx *r, int i, int lane, int threads, mera_erro
     return st;
 }
 
-/* A layer run whole (plan_layers): its kernel on its input and output in
- * DRAM, at instruction i, its last. */
+/* A layer run whole (plan_layers): its kernel on its inputs and output in
+ * DRAM, at instruction i (lruns[].at). */
 static mera_status exec_layer(run_ctx *r, const layer_run *l, int i, int lane, int threads, mera_error *err)
 {
-    const conv_prep *c = l->prep;
     mera_kernel_args a;
-    sim_conv_args(c, &a);
-    a.threads = threads > 0 ? threads : c->threads;
-    a.in[0] = dram_r(r, l->x);
+    const mera_kernel *k;
+    const char *name;
+    if (l->prep) {
+        sim_conv_args(l->prep, &a);
+        a.threads = threads > 0 ? threads : l->prep->threads;
+        k = &l->prep->k;
+        name = l->prep->node.name;
+    } else {
+        sim_vec_args(l->vprep, &a);
+        a.threads = threads > 0 ? threads : l->vprep->threads;
+        k = &l->vprep->k;
+        name = l->vprep->node->name;
+    }
+    for (int q = 0; q < l->n_x; q++) /* a conv2d: its input (its weights and bias are packed) */
+        a.in[q] = dram_r(r, l->x[q]);
     a.out[0] = dram_w(r, l->y);
     a.scratch = lane_scratch(r, lane);
     a.scratch_bytes = r->scratch ? r->m->scratch_bytes : 0;
-    mera_status st = c->k.run(&a, err);
+    mera_status st = k->run(&a, err);
     if (st)
-        mera_error_prefix(err, "insn %d (layer '%s' run whole): ", i, c->node.name);
+        mera_error_prefix(err, "insn %d (layer '%s' run whole): ", i, name);
     return st;
 }
 

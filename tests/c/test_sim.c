@@ -783,7 +783,10 @@ static int run_forward(const mera_graph *g, test_prog *tp, int forward, int thre
                        dna_forward_stats *fs)
 {
     int whole;
-    return run_with(g, tp, "MERA_SIM_FORWARD", forward, threads, out, fs, &whole);
+    setenv("MERA_SIM_LAYERS", "0", 1); /* the add would run whole: forwarding is tested on tiles */
+    int ok = run_with(g, tp, "MERA_SIM_FORWARD", forward, threads, out, fs, &whole);
+    unsetenv("MERA_SIM_LAYERS");
+    return ok;
 }
 
 /* Forwarding on and off give the same bytes at 1, 2 and 7 threads; the
@@ -899,7 +902,9 @@ static void test_forwarding(void)
  * x two channel blocks cover its output once, each LOAD the window its
  * tiles need, padded with x's zero point. Each variant below must give the
  * bytes of the machine without (MERA_SIM_LAYERS=0) at 1, 2 and 7 threads,
- * and run the layer whole exactly when that is safe. */
+ * and run the layer whole exactly when that is safe. The add segment of
+ * build(.., 0) is an elementwise VEC layer that can run whole too (one
+ * tile, dense LOADs and STORE): the counts below include it. */
 
 static int run_layers(const mera_graph *g, test_prog *tp, int layers, int threads, uint8_t *out, int *whole)
 {
@@ -945,34 +950,34 @@ static void test_layers_run_whole(void)
     test_prog tp;
     enum { LD0 = 2, LD1, C00, S00, C01, S01, C10, S10, C11, S11, V = 14 };
 
-    /* As built, with the add on the DNA or on the host. */
+    /* As built, with the add on the DNA (both run whole) or on the host. */
     for (int host = 0; host < 2; host++) {
         build(&tp, g, nc, na, host);
-        check_layers(g, &tp, 1, got, __LINE__);
+        check_layers(g, &tp, 2 - host, got, __LINE__);
         CHECK(memcmp(got, want, sizeof got) == 0);
     }
 
     /* A LOAD pads with another value than x's zero point: tiles. */
     build(&tp, g, nc, na, 0);
     tp.insns[LD1].u.dma.pad_value = 18;
-    check_layers(g, &tp, 0, got, __LINE__);
+    check_layers(g, &tp, 1, got, __LINE__);
     CHECK(memcmp(got, want, sizeof got) != 0);
 
     /* A LOAD reads a window one column off: tiles. */
     build(&tp, g, nc, na, 0);
     tp.insns[LD1].u.dma.dram += C;
-    check_layers(g, &tp, 0, got, __LINE__);
+    check_layers(g, &tp, 1, got, __LINE__);
 
     /* A tile's last row is never stored: tiles. */
     build(&tp, g, nc, na, 0);
     tp.insns[S11].u.dma.rows = 2;
-    check_layers(g, &tp, 0, got, __LINE__);
+    check_layers(g, &tp, 1, got, __LINE__);
     CHECK(memcmp(got, want, sizeof got) != 0);
 
     /* A tile is stored to the wrong place (over another tile): tiles. */
     build(&tp, g, nc, na, 0);
     tp.insns[S11] = store_conv(POP_PREV, 325, 0, 1);
-    check_layers(g, &tp, 0, got, __LINE__);
+    check_layers(g, &tp, 1, got, __LINE__);
 
     /* The two channel blocks use the same weights for different channels:
      * the tiles' blocks agree wherever they share channels, so it runs
@@ -982,11 +987,11 @@ static void test_layers_run_whole(void)
     tp.insns[C11].u.conv.wgt_dram = 0;
     tp.insns[C01].u.conv.wgt_addr = 0;
     tp.insns[C11].u.conv.wgt_addr = 0;
-    check_layers(g, &tp, 1, got, __LINE__);
+    check_layers(g, &tp, 2, got, __LINE__);
     CHECK(memcmp(got, want, sizeof got) != 0);
 
     /* The add reads the conv's ACT tiles (what the LOADs of its segment
-     * left of them) instead of its LOADed copy: tiles. */
+     * left of them) instead of its LOADed copy: both run as tiles. */
     build(&tp, g, nc, na, 0);
     tp.insns[V].u.vec.src[0].addr = 190;
     tp.insns[V].u.vec.dst.addr = 600;
@@ -994,7 +999,8 @@ static void test_layers_run_whole(void)
     check_layers(g, &tp, 0, got, __LINE__);
 
     /* Another layer's STORE writes the conv's output between its tiles'
-     * STOREs (the store queue keeps program order): tiles. */
+     * STOREs (the store queue keeps program order): tiles (the add, now
+     * in two segments, too). */
     build(&tp, g, nc, na, 0);
     insert_insn(&tp, S11, dense(DNA_STORE, 0, 600, CONV_AT));
     check_layers(g, &tp, 0, got, __LINE__);
@@ -1013,6 +1019,124 @@ static void test_layers_run_whole(void)
     mera_graph_free(g);
 }
 
+/* Row band t (rows 3t .. 3t+2) of the add, its sources at a and b, its
+ * destination at dst in ACT. */
+static dna_insn add_band(int deps, uint32_t a, uint32_t b, uint32_t dst, int t)
+{
+    dna_insn v = add_vec(deps, a, b, dst);
+    v.u.vec.src[0].ext[1] = v.u.vec.src[1].ext[1] = v.u.vec.dst.ext[1] = 3;
+    v.u.vec.origin[1] = 3 * t;
+    return v;
+}
+
+/* A dense DMA of the add layer moving row band t of the tensor at dram. */
+static dna_insn band_dma(int opcode, int deps, uint32_t sram, int64_t dram, int t)
+{
+    dna_insn in = load(1, deps, DNA_MEM_ACT, sram, dram + (int64_t)t * 3 * W * O, 1, 1, 3 * W * O, 0, 0, 0, 0);
+    in.opcode = (uint8_t)opcode;
+    return in;
+}
+
+/* The add segment of build(.., 0) run whole, and refused, each variant
+ * with the bytes of the machine without (check_layers); the conv layer
+ * runs whole in every variant but where another layer's instruction is
+ * put in the add's segment (then it spans two segments). */
+static void test_vec_layers_run_whole(void)
+{
+    int nc, na;
+    mera_graph *g = make_graph(&nc, &na);
+    const void *params[] = {NULL, w_data, b_data, NULL};
+    uint8_t want[H * W * O], got[H * W * O];
+    reference(g, params, want);
+    test_prog tp;
+    enum { L1 = ADD_SEG, L2, V, S };
+
+    /* Two row bands of 3 rows, each its own LOADs, VEC and STORE. The
+     * split rule of this add wants bands of 32 rows (TensorIterator walks
+     * the whole tensor as one row: its scalar tail is the last 180 % 64
+     * elements), so the tiles' bytes are not the whole's: tiles. */
+    build(&tp, g, nc, na, 0);
+    {
+        dna_insn seg[] = {band_dma(DNA_LOAD, 0, 0, CONV_AT, 0), band_dma(DNA_LOAD, PUSH_NEXT, 90, Y_AT, 0),
+                          add_band(POP_PREV | PUSH_NEXT, 0, 90, 180, 0), band_dma(DNA_STORE, POP_PREV, 180, ADD_AT, 0),
+                          band_dma(DNA_LOAD, 0, 270, CONV_AT, 1), band_dma(DNA_LOAD, PUSH_NEXT, 360, Y_AT, 1),
+                          add_band(POP_PREV | PUSH_NEXT, 270, 360, 450, 1), band_dma(DNA_STORE, POP_PREV, 450, ADD_AT, 1)};
+        with_add_segment(&tp, seg, 8);
+        check_layers(g, &tp, 1, got, __LINE__);
+        CHECK(memcmp(got, want, sizeof got) != 0);
+    }
+
+    /* y's LOAD reads the wrong region (one pixel on): tiles. */
+    build(&tp, g, nc, na, 0);
+    tp.insns[L2].u.dma.dram += O;
+    check_layers(g, &tp, 1, got, __LINE__);
+    CHECK(memcmp(got, want, sizeof got) != 0);
+
+    /* The VEC reads its second source from the conv output's LOAD box
+     * (add(conv, conv)): that LOAD is not y's: tiles. */
+    build(&tp, g, nc, na, 0);
+    tp.insns[V].u.vec.src[1].addr = 0;
+    check_layers(g, &tp, 1, got, __LINE__);
+    CHECK(memcmp(got, want, sizeof got) != 0);
+
+    /* ... or from bytes that straddle both LOAD boxes: tiles. */
+    build(&tp, g, nc, na, 0);
+    tp.insns[V].u.vec.src[1].addr = 90;
+    check_layers(g, &tp, 1, got, __LINE__);
+
+    /* In place (the destination is the first source): runs whole. */
+    build(&tp, g, nc, na, 0);
+    tp.insns[V].u.vec.dst.addr = 0;
+    tp.insns[S].u.dma.sram = 0;
+    check_layers(g, &tp, 2, got, __LINE__);
+    CHECK(memcmp(got, want, sizeof got) == 0);
+
+    /* The tile stored twice: tiles. */
+    build(&tp, g, nc, na, 0);
+    tp.insns[S + 1] = tp.insns[S];
+    tp.insns[S + 1].deps = 0;
+    tp.p.n_insns++;
+    tp.segs[1].count++;
+    check_layers(g, &tp, 1, got, __LINE__);
+    CHECK(memcmp(got, want, sizeof got) == 0);
+
+    /* A later instruction (another layer's STORE) reads the add's ACT
+     * output after its STORE: the add runs as tiles (and the conv, now in
+     * two segments, too). */
+    build(&tp, g, nc, na, 0);
+    tp.insns[S + 1] = dense(DNA_STORE, 0, 360, CONV_AT);
+    tp.insns[S + 1].layer = 0;
+    tp.p.n_insns++;
+    tp.segs[1].count++;
+    check_layers(g, &tp, 0, got, __LINE__);
+    CHECK(memcmp(got, want, sizeof got) == 0);
+
+    /* Another layer's STORE zeroes y (from unwritten ACT) after y's LOAD,
+     * before the VEC: the add may run whole only before that STORE (at
+     * y's LOAD) and reads y as its LOAD did. Put before y's LOAD instead:
+     * it reads the zeros, after the STORE. Either way the tiles' bytes. */
+    for (int before = 0; before < 2; before++) {
+        build(&tp, g, nc, na, 0);
+        dna_insn zero = dense(DNA_STORE, POP_PREV | PUSH_PREV, 600, Y_AT);
+        zero.layer = 0;
+        if (!before) {
+            dna_insn seg[] = {tp.insns[L1], tp.insns[L2], nop(POP_PREV | PUSH_NEXT), zero,
+                              add_vec(POP_NEXT | PUSH_NEXT, 0, 180, 360), tp.insns[S]};
+            with_add_segment(&tp, seg, 6);
+        } else {
+            dna_insn l1 = tp.insns[L1], l2 = tp.insns[L2];
+            l1.deps = PUSH_NEXT;
+            l2.deps = POP_NEXT | PUSH_NEXT;
+            dna_insn seg[] = {l1, nop(POP_PREV | PUSH_NEXT), zero, nop(POP_NEXT | PUSH_PREV), l2,
+                              add_vec(POP_PREV | PUSH_NEXT, 0, 180, 360), tp.insns[S]};
+            with_add_segment(&tp, seg, 7);
+        }
+        check_layers(g, &tp, 1, got, __LINE__);
+        CHECK((memcmp(got, want, sizeof got) == 0) == !before);
+    }
+    mera_graph_free(g);
+}
+
 int main(void)
 {
     fill_data();
@@ -1023,5 +1147,6 @@ int main(void)
     test_timing_formulas();
     test_forwarding();
     test_layers_run_whole();
+    test_vec_layers_run_whole();
     return test_summary();
 }
