@@ -383,6 +383,16 @@ static int layer_facts(layer_check *lc)
     REFUSE(lc, -1, "not a conv2d or an elementwise VEC layer");
 }
 
+/* A LOAD into WGT. A layer run whole leaves its weight LOADs to run as
+ * they are: WGT holds only weight blocks, which the layer's kernel does
+ * not read, but the tags (and, when some tile kernel packs nothing, the
+ * bytes) of WGT are the machine's for every CONV that checks or reads
+ * them later, whatever its layer. */
+static int wgt_load(const dna_insn *in)
+{
+    return in->opcode == DNA_LOAD && in->u.dma.mem == DNA_MEM_WGT;
+}
+
 /* ---- a VEC tile's boxes -------------------------------------------------- */
 
 /* A walk over bytes as nested (extent, stride) loops, outermost first,
@@ -621,7 +631,7 @@ static int layer_check_run(layer_check *lc, const int *seq, int n_seq, int first
             if (d->mem == DNA_MEM_WGT && lc->vec)
                 REFUSE(lc, i, "a VEC layer's LOAD into WGT");
             if (d->mem == DNA_MEM_WGT)
-                break; /* the layer's kernel holds the weights; the tags still follow the LOAD */
+                break; /* runs as it is (wgt_load): the layer's kernel holds the weights */
             int64_t n = (int64_t)d->rows * d->cols * d->run_bytes;
             if (!dma_sram_dense(d))
                 REFUSE(lc, i, "a LOAD's box is not dense in ACT");
@@ -717,7 +727,7 @@ static int layer_check_run(layer_check *lc, const int *seq, int n_seq, int first
     /* the latest of its own positions where it may run */
     lc->at = -1;
     for (int p = lc->p_hi; p >= lc->p_lo && lc->at < 0; p--)
-        if (prog->insns[seq[p]].layer == lc->layer)
+        if (prog->insns[seq[p]].layer == lc->layer && !wgt_load(&prog->insns[seq[p]]))
             lc->at = seq[p];
     if (lc->at < 0)
         REFUSE(lc, -1, "other layers' instructions among its own leave no point to run it whole");
@@ -919,8 +929,8 @@ mera_status sim_plan_layers(dna_machine *m, mera_error *err)
         *run = (layer_run){l, lc.at, c, v, lc.n_x, {0}, {0}, lc.y, lc.y_bytes, (double)prog->layers[l].macs};
         memcpy(run->x, lc.x, sizeof run->x);
         memcpy(run->x_bytes, lc.x_bytes, sizeof run->x_bytes);
-        for (int p = first[l]; p <= last[l]; p++)
-            if (prog->insns[seq[p]].layer == l)
+        for (int p = first[l]; p <= last[l]; p++) /* its weight LOADs stay as they are (below) */
+            if (prog->insns[seq[p]].layer == l && !wgt_load(&prog->insns[seq[p]]))
                 lrun[seq[p]] = m->n_lruns;
         m->n_lruns++;
         for (int t = 0; t < lc.n_tile && c && m->opt.release_const_pages; t++) { /* packed: the blocks' pages can go */
