@@ -115,6 +115,7 @@ typedef struct {
     int64_t in_dim[DNA_MAX_SRC][4]; /* a VEC layer's inputs' shapes, the same way */
     int in_rank[DNA_MAX_SRC], out_rank;
     int cut;                /* a VEC layer: the padded dimension its split rule lets tiles cut, -1 none */
+    int cat;                /* a concat: its padded axis, where every tile and source is whole; else -1 */
     int64_t granule;        /* and the multiple each tile starts at along it */
     int zero_point;
     int dws, rounding, n_convs;
@@ -294,11 +295,13 @@ static int conv_facts(layer_check *lc, const mera_node *node)
  * on the whole tensors computes what the kernels on tiles cut where the
  * split rule allows do (kernels/split.h: the rule keeps every element on
  * the formula the whole tensor gives it; cuts elsewhere are refused).
- * Pools, concat, upsample, mean read other positions than their output's
- * and run as tiles. */
+ * A concat is one too along every dimension but its axis, where each
+ * input is whole (its split rule never cuts the axis). Pools, upsample,
+ * mean read other positions than their output's and run as tiles. */
 static int vec_elementwise(mera_op op)
 {
     switch (op) {
+    case MERA_OP_CONCAT:
     case MERA_OP_ADD:
     case MERA_OP_MUL:
     case MERA_OP_RELU:
@@ -342,6 +345,15 @@ static int vec_facts(layer_check *lc, const mera_node *node)
     if (lc->y_bytes != lc->out_dim[0] * lc->out_dim[1] * lc->out_dim[2] * lc->out_dim[3] ||
         lc->y < prog->params_bytes || lc->y + lc->y_bytes > prog->dram_bytes)
         REFUSE(lc, -1, "its output is not a dense tensor in the activation DRAM");
+    lc->cat = -1;
+    if (node->op == MERA_OP_CONCAT) {
+        int64_t axis = mera_attr_int(node, "axis");
+        axis += axis < 0 ? yt->rank : 0;
+        if (axis < 0 || axis >= yt->rank)
+            REFUSE(lc, -1, "a concat axis outside its output");
+        lc->cat = 4 - yt->rank + (int)axis;
+    }
+    int64_t cat_sum = 0;
     const mera_type *in_types[DNA_MAX_SRC];
     lc->n_x = node->n_inputs;
     for (int q = 0; q < lc->n_x; q++) {
@@ -354,8 +366,12 @@ static int vec_facts(layer_check *lc, const mera_node *node)
         lc->in_rank[q] = xt->rank;
         pad_dims(xt, lc->in_dim[q]);
         for (int d = 0; d < 4; d++)
-            if (lc->in_dim[q][d] != lc->out_dim[d] && lc->in_dim[q][d] != 1)
-                REFUSE(lc, -1, "an input's shape does not broadcast to the output's");
+            if (lc->in_dim[q][d] != lc->out_dim[d] && d != lc->cat && (lc->in_dim[q][d] != 1 || lc->cat >= 0))
+                REFUSE(lc, -1, "an input's shape does not broadcast to the output's (a concat's: is not the output's "
+                               "off its axis)");
+        if (lc->cat >= 0 && xt->rank != yt->rank)
+            REFUSE(lc, -1, "a concat input of another rank than its output");
+        cat_sum += lc->cat >= 0 ? lc->in_dim[q][lc->cat] : 0;
         lc->x[q] = prog->value_dram[node->inputs[q]];
         lc->x_bytes[q] = (int64_t)mera_type_nbytes(xt);
         if (lc->x[q] < prog->params_bytes) /* -1 (graph data) or the constant image: its LOADs read the image */
@@ -364,6 +380,8 @@ static int vec_facts(layer_check *lc, const mera_node *node)
             lc->x[q] + lc->x_bytes[q] > prog->dram_bytes || meet(lc->x[q], lc->x[q] + lc->x_bytes[q], lc->y, lc->y + lc->y_bytes))
             REFUSE(lc, -1, "an input is not a dense tensor in the activation DRAM disjoint from the output");
     }
+    if (lc->cat >= 0 && cat_sum != lc->out_dim[lc->cat])
+        REFUSE(lc, -1, "a concat's inputs do not add up to its output along its axis");
     /* where tiles may cut it (sched/vec.c cuts the same way) */
     mera_split_rule rule = mera_kernel_split_rule(node, in_types, lc->n_x, yt);
     lc->cut = rule.axis == MERA_SPLIT_ROWS ? (yt->rank >= 2 ? 4 - yt->rank + 1 : -1) : rule.axis == MERA_SPLIT_CHANNELS ? 3 : -1;
@@ -471,7 +489,7 @@ static const char *vec_tile_place(const layer_check *lc, const dna_vec *v, int64
     for (int q = 0; q < lc->n_x; q++) {
         const int ql = 4 - lc->in_rank[q];
         for (int d = ql; d < 4; d++)
-            if (v->src[q].ext[d - ql] != (lc->in_dim[q][d] == 1 ? 1 : ext[d]))
+            if (v->src[q].ext[d - ql] != (lc->in_dim[q][d] == 1 || d == lc->cat ? lc->in_dim[q][d] : ext[d]))
                 return "a VEC's source extent is not its tile's";
     }
     return NULL;
@@ -483,9 +501,9 @@ static void vec_source_box(const layer_check *lc, int q, const int64_t *org, con
                            int64_t *se)
 {
     for (int d = 0; d < 4; d++) {
-        int bcast = lc->in_dim[q][d] != lc->out_dim[d];
-        so[d] = bcast ? 0 : org[d];
-        se[d] = bcast ? 1 : ext[d];
+        int whole = lc->in_dim[q][d] != lc->out_dim[d] || d == lc->cat; /* broadcast, or the concat axis */
+        so[d] = whole ? 0 : org[d];
+        se[d] = whole ? lc->in_dim[q][d] : ext[d];
     }
 }
 
