@@ -947,7 +947,7 @@ mera_status sim_plan_layers(dna_machine *m, mera_error *err)
         *run = (layer_run){l, lc.at, c, v, lc.n_x, {0}, {0}, lc.y, lc.y_bytes, (double)prog->layers[l].macs};
         memcpy(run->x, lc.x, sizeof run->x);
         memcpy(run->x_bytes, lc.x_bytes, sizeof run->x_bytes);
-        for (int p = first[l]; p <= last[l]; p++) /* its weight LOADs stay as they are (below) */
+        for (int p = first[l]; p <= last[l]; p++) /* its weight LOADs stay as they are (wgt_load) */
             if (prog->insns[seq[p]].layer == l && !wgt_load(&prog->insns[seq[p]]))
                 lrun[seq[p]] = m->n_lruns;
         m->n_lruns++;

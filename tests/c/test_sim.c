@@ -1137,6 +1137,119 @@ static void test_vec_layers_run_whole(void)
     mera_graph_free(g);
 }
 
+/* A concat layer (x and y along channels, requantized) as two row bands,
+ * each LOAD x band, LOAD y band, VEC, STORE: runs whole with the tiles'
+ * bytes; with y's second LOAD a row off, its tiles run. */
+enum { CAT_C = C + O, CAT_OUT = Y_AT + H * W * O, CAT_DRAM = CAT_OUT + H * W * CAT_C };
+
+static int run_concat(const mera_graph *g, dna_program *p, int layers, int threads, uint8_t *out, int *whole)
+{
+    setenv("MERA_SIM_LAYERS", layers ? "1" : "0", 1);
+    mera_error err;
+    err.msg[0] = 0;
+    dna_machine_options mo = {.threads = threads};
+    dna_machine *m = dna_machine_new_opts(g, p, mera_platform_find("DNAF100L0003"), NULL, &mo, &err);
+    unsetenv("MERA_SIM_LAYERS");
+    CHECK(m != NULL);
+    if (!m) {
+        fprintf(stderr, "load: %s\n", err.msg);
+        return 0;
+    }
+    *whole = dna_machine_layers_run_whole(m);
+    const void *inputs[] = {x_data, y_data};
+    void *outputs[] = {out};
+    int ok = dna_machine_run(m, inputs, outputs, &err) == MERA_OK;
+    if (!ok)
+        fprintf(stderr, "run: %s\n", err.msg);
+    CHECK(ok);
+    dna_machine_free(m);
+    return ok;
+}
+
+static void test_concat_runs_whole(void)
+{
+    mera_graph *g = mera_graph_new("catnet");
+    mera_error err;
+    int64_t xs[] = {1, H, W, C}, ys[] = {1, H, W, O};
+    mera_type x = qtensor(MERA_DTYPE_UINT8, 4, xs, MERA_LAYOUT_NHWC, 0.05, 17);
+    mera_type y = qtensor(MERA_DTYPE_UINT8, 4, ys, MERA_LAYOUT_NHWC, 0.03, 100);
+    int vx = mera_graph_add_input(g, "x", &x, &err), vy = mera_graph_add_input(g, "y", &y, &err);
+    mera_attr a[] = {integer("axis", 3), flt("out_scale", 0.04), integer("out_zero_point", 60)};
+    int ins[] = {vx, vy}, out[4];
+    int node = mera_graph_add_node(g, MERA_OP_CONCAT, "cat", ins, 2, a, 3, NULL, out, 4, &err);
+    CHECK(node >= 0 && mera_graph_set_outputs(g, out, 1, &err) == MERA_OK);
+    uint8_t want[H * W * CAT_C], off[H * W * CAT_C], on[H * W * CAT_C];
+    mera_interp *it = mera_interp_compile(g, MERA_INTERP_HW, NULL, &err);
+    CHECK(it != NULL);
+    const void *inputs[] = {x_data, y_data};
+    void *outputs[] = {want};
+    CHECK(it && mera_interp_run(it, inputs, outputs, &err) == MERA_OK);
+    mera_interp_free(it);
+    for (int variant = 0; variant < 2; variant++) {
+        dna_layer layer = {node, 0, 0};
+        dna_insn in[8];
+        const int rows = H / 2;
+        for (int t = 0; t < 2; t++) {
+            uint32_t base = (uint32_t)t * 400; /* each band its own ACT: no reuse, no hazard */
+            in[4 * t] = load(0, 0, DNA_MEM_ACT, base, X_AT + (int64_t)t * rows * W * C, rows, W, C, W * C, C, W * C, C);
+            int64_t y_row = t * rows + (variant && t == 1 ? -1 : 0);
+            in[4 * t + 1] = load(0, PUSH_NEXT, DNA_MEM_ACT, base + 100, Y_AT + y_row * W * O, rows, W, O, W * O, O,
+                                 W * O, O);
+            dna_insn v;
+            memset(&v, 0, sizeof v);
+            v.opcode = DNA_VEC;
+            v.deps = POP_PREV | PUSH_NEXT;
+            v.u.vec.n_src = 2;
+            int32_t ex[4] = {1, rows, W, C}, ey[4] = {1, rows, W, O}, ed[4] = {1, rows, W, CAT_C};
+            v.u.vec.src[0].addr = base;
+            v.u.vec.src[1].addr = base + 100;
+            v.u.vec.dst.addr = base + 200;
+            memcpy(v.u.vec.src[0].ext, ex, sizeof ex);
+            memcpy(v.u.vec.src[1].ext, ey, sizeof ey);
+            memcpy(v.u.vec.dst.ext, ed, sizeof ed);
+            v.u.vec.origin[1] = t * rows;
+            in[4 * t + 2] = v;
+            dna_insn st = load(0, POP_PREV, DNA_MEM_ACT, base + 200, CAT_OUT + (int64_t)t * rows * W * CAT_C, rows, W,
+                               CAT_C, W * CAT_C, CAT_C, W * CAT_C, CAT_C);
+            st.opcode = DNA_STORE;
+            in[4 * t + 3] = st;
+        }
+        dna_segment seg = {DNA_SEG_DNA, 0, 0, 8, H * W * (C + O), H * W * CAT_C};
+        int64_t value_dram[3] = {X_AT, Y_AT, CAT_OUT};
+        dna_program p;
+        memset(&p, 0, sizeof p);
+        p.version = DNA_ISA_VERSION;
+        strcpy(p.platform, "DNAF100L0003");
+        p.n_layers = 1;
+        p.layers = &layer;
+        p.n_insns = 8;
+        p.insns = in;
+        p.n_segments = 1;
+        p.segments = &seg;
+        p.n_values = 3;
+        p.value_dram = value_dram;
+        p.params_bytes = X_AT; /* an empty constant image before x */
+        p.params_image = calloc(X_AT, 1);
+        p.dram_bytes = CAT_DRAM;
+        p.act_bytes = 1024;
+        p.wgt_bytes = 256;
+        p.acc_bytes = 1024;
+        for (int threads = 1; threads <= 7; threads += threads == 1 ? 1 : 5) {
+            int w0 = -1, w1 = -1;
+            if (!run_concat(g, &p, 0, threads, off, &w0) || !run_concat(g, &p, 1, threads, on, &w1))
+                continue;
+            int ok = w0 == 0 && w1 == !variant && memcmp(off, on, sizeof on) == 0 &&
+                     (memcmp(on, want, sizeof on) == 0) == !variant;
+            if (!ok)
+                fprintf(stderr, "concat variant %d, %d threads: run whole %d / %d, same %d\n", variant, threads, w0, w1,
+                        memcmp(off, on, sizeof on) == 0);
+            CHECK(ok);
+        }
+        free(p.params_image);
+    }
+    mera_graph_free(g);
+}
+
 int main(void)
 {
     fill_data();
@@ -1147,6 +1260,7 @@ int main(void)
     test_timing_formulas();
     test_forwarding();
     test_layers_run_whole();
+    test_concat_runs_whole();
     test_vec_layers_run_whole();
     return test_summary();
 }
