@@ -176,6 +176,18 @@ static int act_write(layer_check *lc, int64_t lo, int64_t hi)
     return 0;
 }
 
+/* ACT [lo, hi) written by instruction insn of the layer: a LOAD's box (out
+ * 0) or a CONV's or VEC's output (out 1; load: the CONV's LOAD, else -1).
+ * -1: out of memory. */
+static int act_add(layer_check *lc, int64_t lo, int64_t hi, int insn, int out, int load)
+{
+    void *tmp_grow;
+    if (act_write(lc, lo, hi) || GROW(lc->box, lc->cap_box, lc->n_box))
+        return -1;
+    lc->box[lc->n_box++] = (act_box){lo, hi, insn, out, load, 0, 0};
+    return 0;
+}
+
 static int act_meets(const layer_check *lc, int64_t lo, int64_t hi)
 {
     for (int b = 0; b < lc->n_box; b++)
@@ -653,9 +665,8 @@ static int layer_check_run(layer_check *lc, const int *seq, int n_seq, int first
             int64_t n = (int64_t)d->rows * d->cols * d->run_bytes;
             if (!dma_sram_dense(d))
                 REFUSE(lc, i, "a LOAD's box is not dense in ACT");
-            if (act_write(lc, d->sram, d->sram + n) || GROW(lc->box, lc->cap_box, lc->n_box))
+            if (act_add(lc, d->sram, d->sram + n, i, 0, -1))
                 return -1;
-            lc->box[lc->n_box++] = (act_box){d->sram, d->sram + n, i, 0, -1, 0, 0};
             dram_event(lc, d, EV_LOAD_X, p);
             break;
         }
@@ -672,9 +683,8 @@ static int layer_check_run(layer_check *lc, const int *seq, int n_seq, int first
             lc->dws = k->depthwise_saturate;
             lc->rounding = k->rounding;
             int64_t lo = k->out_addr, hi = lo + (int64_t)k->out_h * k->out_w * k->oc_n;
-            if (act_write(lc, lo, hi) || GROW(lc->box, lc->cap_box, lc->n_box))
+            if (act_add(lc, lo, hi, i, 1, load))
                 return -1;
-            lc->box[lc->n_box++] = (act_box){lo, hi, i, 1, load, 0, 0};
             lc->n_convs++;
             break;
         }
@@ -701,9 +711,8 @@ static int layer_check_run(layer_check *lc, const int *seq, int n_seq, int first
                     REFUSE(lc, src->insn, "a VEC source's LOAD is not its tile's box of the input");
             }
             int64_t lo = v->dst.addr, hi = lo + ext[0] * ext[1] * ext[2] * ext[3];
-            if (act_write(lc, lo, hi) || GROW(lc->box, lc->cap_box, lc->n_box))
+            if (act_add(lc, lo, hi, i, 1, -1))
                 return -1;
-            lc->box[lc->n_box++] = (act_box){lo, hi, i, 1, -1, 0, 0};
             lc->n_convs++;
             break;
         }
@@ -852,6 +861,12 @@ static mera_status vec_layer_prep(dna_machine *m, const layer_check *lc, int at,
     return sim_vec_prep_new(m, at, lc->layer, &key, out, err);
 }
 
+/* A conv2d layer's int8 weights (0 for any other layer). */
+static int64_t weight_bytes(const dna_conv_geom *g)
+{
+    return g->o * g->kh * g->kw * g->cg;
+}
+
 mera_status sim_plan_layers(dna_machine *m, mera_error *err)
 {
     const dna_program *prog = m->prog;
@@ -915,8 +930,7 @@ mera_status sim_plan_layers(dna_machine *m, mera_error *err)
     for (;;) {
         int l = -1;
         for (int j = 0; j < prog->n_layers; j++) /* the most weights first */
-            if (whole[j] && (l < 0 || m->geos[j].o * m->geos[j].kh * m->geos[j].kw * m->geos[j].cg >
-                                          m->geos[l].o * m->geos[l].kh * m->geos[l].kw * m->geos[l].cg))
+            if (whole[j] && (l < 0 || weight_bytes(&m->geos[j]) > weight_bytes(&m->geos[l])))
                 l = j;
         if (l < 0)
             break;

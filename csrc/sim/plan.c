@@ -107,39 +107,34 @@ void sim_plan_written(dna_machine *m)
 /* The scratch a run gives its tiles' kernels (a padded copy of a tile's
  * input, as InterpreterHw plans it in its arena): the largest any prepared
  * kernel asks for, so no tile allocates. */
+/* The scratch a prepared kernel asks for (0: none, or not packed). */
+static size_t conv_scratch(const conv_prep *c)
+{
+    mera_kernel_args a;
+    if (!c || !c->state || !c->k.scratch)
+        return 0;
+    sim_conv_args(c, &a);
+    return c->k.scratch(&a);
+}
+
+static size_t vec_scratch(const vec_prep *v)
+{
+    mera_kernel_args a;
+    if (!v || !v->state || !v->k.scratch)
+        return 0;
+    sim_vec_args(v, &a);
+    return v->k.scratch(&a);
+}
+
 void sim_plan_scratch(dna_machine *m)
 {
-    size_t most = 0;
-    mera_kernel_args a;
-    for (int k = 0; k < m->n_convs; k++) {
-        const conv_prep *c = m->convs[k];
-        if (!c->state || !c->k.scratch)
-            continue;
-        sim_conv_args(c, &a);
-        size_t s = c->k.scratch(&a);
-        most = s > most ? s : most;
-    }
-    for (int k = 0; k < m->n_lruns; k++) {
-        const conv_prep *c = m->lruns[k].prep;
-        const vec_prep *v = m->lruns[k].vprep;
-        size_t s = 0;
-        if (c && c->state && c->k.scratch) {
-            sim_conv_args(c, &a);
-            s = c->k.scratch(&a);
-        } else if (v && v->state && v->k.scratch) {
-            sim_vec_args(v, &a);
-            s = v->k.scratch(&a);
-        }
-        most = s > most ? s : most;
-    }
-    for (int k = 0; k < m->n_vecs; k++) {
-        const vec_prep *v = m->vecs[k];
-        if (!v->state || !v->k.scratch)
-            continue;
-        sim_vec_args(v, &a);
-        size_t s = v->k.scratch(&a);
-        most = s > most ? s : most;
-    }
+    size_t most = 0, s;
+    for (int k = 0; k < m->n_convs; k++)
+        most = (s = conv_scratch(m->convs[k])) > most ? s : most;
+    for (int k = 0; k < m->n_lruns; k++)
+        most = (s = conv_scratch(m->lruns[k].prep) + vec_scratch(m->lruns[k].vprep)) > most ? s : most;
+    for (int k = 0; k < m->n_vecs; k++)
+        most = (s = vec_scratch(m->vecs[k])) > most ? s : most;
     m->scratch_bytes = most;
     m->scratch_stride = (most + BUF_ALIGN - 1) & ~(size_t)(BUF_ALIGN - 1);
 }
